@@ -1,0 +1,342 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * vop shared-window ABI. THIS HEADER IS FROZEN: both peers (possibly built
+ * from different releases, possibly different OSes) compile against it.
+ * Changing any offset or meaning requires a new VOP_LAYOUT_VERSION_MAJOR.
+ * New fields go into reserved space and bump VOP_LAYOUT_VERSION_MINOR.
+ *
+ * Rules:
+ *  - every field is fixed width and little-endian (VIRTIO_F_VERSION_1);
+ *  - no pointers: every location is a byte offset from the window base
+ *    (the "peer address" space of a shm window is [0, window_size));
+ *  - the writer of each field is named in its comment; the other side
+ *    treats it as hostile input and validates it after reading it once;
+ *  - a record becomes visible through ONE publishing word written last
+ *    with release order (see docs/memory-ordering.md).
+ *
+ * Window map (offsets in bytes, see docs/native-layout.md):
+ *
+ *   0x0000 +-------------------------------------------+
+ *          | struct vop_win_hdr            (128 B)     |  creator writes once;
+ *          |   magic written last (release)            |  magic publishes it
+ *   0x0080 +-------------------------------------------+
+ *          | struct vop_win_side side[0]   (128 B)     |  side 0 = creator
+ *   0x0100 | struct vop_win_side side[1]   (128 B)     |  side 1 = attacher
+ *          |   line 0: heartbeat/epoch/state (owner)   |
+ *          |   line 1: doorbell futex word (peer rings)|
+ *   0x0180 +-------------------------------------------+
+ *          | reserved (zero)                           |
+ *   0x1000 +-------------------------------------------+  devtab_off
+ *          | struct vop_devtab_hdr          (64 B)     |
+ *          | struct vop_dev_entry [max_entries] (768 B)|  state word publishes
+ *          +-------------------------------------------+  ring_off
+ *          | per queue: desc table | avail | used      |  64 B aligned each
+ *          +-------------------------------------------+  data_off
+ *          | data area: buffer pools + indirect tables |  the ONLY memory a
+ *          |   (one pool per queue, named in the entry)|  descriptor may name
+ *          +-------------------------------------------+  window_size
+ *
+ * Virtqueue rings are VIRTIO 1.2 split rings (section 2.7), with
+ * VIRTIO_F_EVENT_IDX trailers (used_event after avail->ring[num],
+ * avail_event after used->ring[num]).
+ */
+#ifndef VOP_LAYOUT_H
+#define VOP_LAYOUT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+/* FIXME: add le*_to_cpu swaps in barrier.h accessors before enabling. */
+#error "vop core currently supports little-endian hosts only"
+#endif
+
+/* Little-endian wire types (documentation aliases; hosts are LE, see above). */
+typedef uint16_t vop_le16;
+typedef uint32_t vop_le32;
+typedef uint64_t vop_le64;
+
+/* ------------------------------------------------------------------ */
+/* Constants                                                           */
+/* ------------------------------------------------------------------ */
+
+#define VOP_WIN_MAGIC 0x4e57504fu /* "OPWN" read as LE bytes 'O','P','W','N' */
+#define VOP_DEVTAB_MAGIC 0x5444504fu /* "OPDT" */
+#define VOP_LAYOUT_VERSION_MAJOR 1u
+#define VOP_LAYOUT_VERSION_MINOR 0u
+
+#define VOP_CACHELINE 64u
+#define VOP_WIN_PAGE 4096u
+#define VOP_WIN_MIN_SIZE (64u * 1024u)
+#define VOP_DEVTAB_OFF 0x1000u
+#define VOP_RING_ALIGN 64u /* each desc/avail/used part starts on a line */
+#define VOP_MAX_DEVICES 32u
+#define VOP_MAX_QUEUES 8u
+#define VOP_CONFIG_MAX 256u
+#define VOP_QUEUE_MAX_SIZE 32768u /* VIRTIO 1.2 split ring maximum */
+
+/* vop_win_side.state, written by the owning side. */
+enum vop_side_state {
+	VOP_SIDE_ABSENT = 0, /* never attached */
+	VOP_SIDE_UP = 1,     /* attached, heartbeat running */
+	VOP_SIDE_GONE = 2,   /* detached cleanly */
+};
+
+/* vop_dev_entry.state: the publishing word of an entry. */
+enum vop_dev_state {
+	VOP_DEV_FREE = 0,      /* slot never used */
+	VOP_DEV_LIVE = 1,      /* entry fully written, may be attached */
+	VOP_DEV_TOMBSTONE = 2, /* hot-unplugged; slot may be reused later */
+};
+
+/* virtio device status bits (VIRTIO 1.2 section 2.1). */
+#define VOP_STATUS_ACKNOWLEDGE 0x01u
+#define VOP_STATUS_DRIVER 0x02u
+#define VOP_STATUS_DRIVER_OK 0x04u
+#define VOP_STATUS_FEATURES_OK 0x08u
+#define VOP_STATUS_DEVICE_NEEDS_RESET 0x40u
+#define VOP_STATUS_FAILED 0x80u
+
+/* virtio feature bits used by the ring code. */
+#define VOP_F_INDIRECT_DESC 28u
+#define VOP_F_EVENT_IDX 29u
+#define VOP_F_VERSION_1 32u
+
+/* Device type of the raw byte pipe test device (outside the virtio id space). */
+#define VOP_DEVTYPE_BYTE_PIPE 0xfff0u
+
+/* ------------------------------------------------------------------ */
+/* Window header and per-side blocks                                    */
+/* ------------------------------------------------------------------ */
+
+/* Offset 0. Written once by the creator (side 0); magic last, with release. */
+struct vop_win_hdr {
+	vop_le32 magic;           /* VOP_WIN_MAGIC; publishes the header */
+	vop_le16 version_major;   /* VOP_LAYOUT_VERSION_MAJOR; reader rejects others */
+	vop_le16 version_minor;   /* VOP_LAYOUT_VERSION_MINOR; newer minors are accepted */
+	vop_le64 window_size;     /* total bytes of the window */
+	vop_le32 side_off;        /* offset of side[0] (0x80) */
+	vop_le32 side_size;       /* sizeof(struct vop_win_side) (128) */
+	vop_le32 devtab_off;      /* offset of struct vop_devtab_hdr (0x1000) */
+	vop_le32 devtab_size;     /* bytes reserved for the device table */
+	vop_le64 ring_off;        /* start of the ring area */
+	vop_le64 ring_size;       /* bytes of the ring area */
+	vop_le64 data_off;        /* start of the data area */
+	vop_le64 data_size;       /* bytes of the data area */
+	vop_le64 create_nonce;    /* random per creation; attacher records it */
+	vop_le32 flags;           /* reserved, 0 */
+	vop_le32 reserved0;       /* 0 */
+	uint8_t reserved[48];     /* 0; future minor versions */
+};
+
+/*
+ * One per side. Line 0 is written only by its owner; line 1 (the doorbell)
+ * is incremented by the peer and waited on by the owner. Keeping them on
+ * separate cache lines stops the heartbeat from bouncing the doorbell line.
+ */
+struct vop_win_side {
+	/* line 0: owner writes, peer reads */
+	vop_le64 heartbeat;  /* owner increments at least every heartbeat period */
+	vop_le32 epoch;      /* owner increments on every attach; 0 = never */
+	vop_le32 state;      /* enum vop_side_state */
+	vop_le32 pid;        /* informational only, never trusted */
+	vop_le32 hb_period_ms; /* owner's heartbeat period; peer derives its timeout */
+	vop_le32 reset_req;  /* owner sets to a new value to ask for a link reset */
+	vop_le32 reset_ack;  /* owner copies peer's reset_req here once reset done */
+	uint8_t pad0[32];    /* 0 */
+	/* line 1: peer writes (rings), owner waits */
+	uint32_t doorbell;   /* futex word: peer increments then FUTEX_WAKEs */
+	uint32_t waiting;    /* owner sets 1 while (about to be) asleep on doorbell */
+	uint8_t pad1[56];    /* 0 */
+};
+
+/* ------------------------------------------------------------------ */
+/* Device table                                                         */
+/* ------------------------------------------------------------------ */
+
+/* At devtab_off. Written by the table owner (side 0). */
+struct vop_devtab_hdr {
+	vop_le32 magic;       /* VOP_DEVTAB_MAGIC */
+	vop_le32 entry_size;  /* sizeof(struct vop_dev_entry); readers use it as stride */
+	vop_le32 max_entries; /* number of entry slots after this header */
+	vop_le32 generation;  /* owner bumps (release) after each publish/tombstone */
+	uint8_t reserved[48]; /* 0 */
+};
+
+/* Per queue, inside an entry. Written by the table owner before publish. */
+struct vop_queue_desc {
+	vop_le16 size;       /* ring size, power of two, 0 = queue absent */
+	vop_le16 flags;      /* reserved, 0 */
+	vop_le32 reserved;   /* 0 */
+	vop_le64 desc_off;   /* descriptor table (16 * size bytes), 16 B aligned */
+	vop_le64 avail_off;  /* driver area (6 + 2 * size bytes), 2 B aligned */
+	vop_le64 used_off;   /* device area (6 + 8 * size bytes), 4 B aligned */
+	vop_le64 pool_off;   /* driver's buffer pool for this queue, in data area */
+	vop_le64 pool_size;  /* bytes of that pool */
+};
+
+/*
+ * One device. The table owner writes everything except the fields marked
+ * "driver side" / "device side", then sets state = LIVE with release.
+ * A reader loads state with acquire and then copies the entry privately.
+ */
+struct vop_dev_entry {
+	vop_le32 state;             /* enum vop_dev_state; publishing word, written last */
+	vop_le32 seq;               /* owner bumps on every (re)publish of the slot */
+	vop_le32 dev_id;            /* link-unique id, nonzero */
+	vop_le32 device_type;       /* virtio device id (or VOP_DEVTYPE_BYTE_PIPE) */
+	vop_le64 features_offered;  /* owner, on behalf of the device side */
+	vop_le64 features_accepted; /* driver side */
+	vop_le32 status;            /* virtio status; driver side (device side may set NEEDS_RESET) */
+	vop_le32 config_generation; /* device side; odd while config is being written */
+	vop_le32 config_len;        /* owner; <= VOP_CONFIG_MAX */
+	vop_le16 num_queues;        /* owner; <= VOP_MAX_QUEUES */
+	uint8_t device_side;        /* owner; which side (0/1) is the device */
+	uint8_t reserved0;          /* 0 */
+	vop_le32 reset_req;         /* driver side: new value asks for a device reset */
+	vop_le32 reset_ack;         /* device side: copies reset_req when reset is done */
+	uint8_t reserved1[8];       /* 0 */
+	struct vop_queue_desc queues[VOP_MAX_QUEUES]; /* owner */
+	uint8_t config[VOP_CONFIG_MAX];               /* device side, under config_generation */
+	uint8_t reserved2[64];                        /* 0 */
+};
+
+/* ------------------------------------------------------------------ */
+/* VIRTIO 1.2 split virtqueue (section 2.7)                             */
+/* ------------------------------------------------------------------ */
+
+#define VOP_VRING_DESC_F_NEXT 1u     /* chain continues via next */
+#define VOP_VRING_DESC_F_WRITE 2u    /* buffer is device-writable */
+#define VOP_VRING_DESC_F_INDIRECT 4u /* buffer holds a table of descriptors */
+#define VOP_VRING_AVAIL_F_NO_INTERRUPT 1u /* driver: don't notify me (no EVENT_IDX) */
+#define VOP_VRING_USED_F_NO_NOTIFY 1u     /* device: don't notify me (no EVENT_IDX) */
+#define VOP_VRING_DESC_ALIGN 16u
+#define VOP_VRING_AVAIL_ALIGN 2u
+#define VOP_VRING_USED_ALIGN 4u
+
+/* Descriptor: 16 bytes. Written by the driver, read (once) by the device. */
+struct vop_vring_desc {
+	vop_le64 addr;  /* peer address (window offset) of the buffer */
+	vop_le32 len;   /* buffer length in bytes */
+	vop_le16 flags; /* VOP_VRING_DESC_F_* */
+	vop_le16 next;  /* next descriptor index if F_NEXT */
+};
+
+/* Driver area. Written by the driver. used_event follows ring[num]. */
+struct vop_vring_avail {
+	vop_le16 flags;  /* VOP_VRING_AVAIL_F_* */
+	vop_le16 idx;    /* free-running; publishes ring[] entries (release) */
+	vop_le16 ring[]; /* heads; then vop_le16 used_event */
+};
+
+/* One used element. Written by the device. */
+struct vop_vring_used_elem {
+	vop_le32 id;  /* head index of the completed chain */
+	vop_le32 len; /* bytes written into the chain's writable part */
+};
+
+/* Device area. Written by the device. avail_event follows ring[num]. */
+struct vop_vring_used {
+	vop_le16 flags; /* VOP_VRING_USED_F_* */
+	vop_le16 idx;   /* free-running; publishes ring[] entries (release) */
+	struct vop_vring_used_elem ring[]; /* then vop_le16 avail_event */
+};
+
+/* Byte sizes of the three parts for a ring of num entries (with trailers). */
+static inline uint64_t vop_vring_desc_bytes(uint32_t num) { return 16ull * num; }
+static inline uint64_t vop_vring_avail_bytes(uint32_t num) { return 6ull + 2ull * num; }
+static inline uint64_t vop_vring_used_bytes(uint32_t num) { return 6ull + 8ull * num; }
+
+/* ------------------------------------------------------------------ */
+/* Frozen offsets                                                       */
+/* ------------------------------------------------------------------ */
+
+#define VOP_ABI_ASSERT(type, field, off) \
+	_Static_assert(offsetof(struct type, field) == (off), #type "." #field " moved")
+
+VOP_ABI_ASSERT(vop_win_hdr, magic, 0);
+VOP_ABI_ASSERT(vop_win_hdr, version_major, 4);
+VOP_ABI_ASSERT(vop_win_hdr, version_minor, 6);
+VOP_ABI_ASSERT(vop_win_hdr, window_size, 8);
+VOP_ABI_ASSERT(vop_win_hdr, side_off, 16);
+VOP_ABI_ASSERT(vop_win_hdr, side_size, 20);
+VOP_ABI_ASSERT(vop_win_hdr, devtab_off, 24);
+VOP_ABI_ASSERT(vop_win_hdr, devtab_size, 28);
+VOP_ABI_ASSERT(vop_win_hdr, ring_off, 32);
+VOP_ABI_ASSERT(vop_win_hdr, ring_size, 40);
+VOP_ABI_ASSERT(vop_win_hdr, data_off, 48);
+VOP_ABI_ASSERT(vop_win_hdr, data_size, 56);
+VOP_ABI_ASSERT(vop_win_hdr, create_nonce, 64);
+VOP_ABI_ASSERT(vop_win_hdr, flags, 72);
+VOP_ABI_ASSERT(vop_win_hdr, reserved0, 76);
+VOP_ABI_ASSERT(vop_win_hdr, reserved, 80);
+_Static_assert(sizeof(struct vop_win_hdr) == 128, "vop_win_hdr size");
+
+VOP_ABI_ASSERT(vop_win_side, heartbeat, 0);
+VOP_ABI_ASSERT(vop_win_side, epoch, 8);
+VOP_ABI_ASSERT(vop_win_side, state, 12);
+VOP_ABI_ASSERT(vop_win_side, pid, 16);
+VOP_ABI_ASSERT(vop_win_side, hb_period_ms, 20);
+VOP_ABI_ASSERT(vop_win_side, reset_req, 24);
+VOP_ABI_ASSERT(vop_win_side, reset_ack, 28);
+VOP_ABI_ASSERT(vop_win_side, pad0, 32);
+VOP_ABI_ASSERT(vop_win_side, doorbell, 64);
+VOP_ABI_ASSERT(vop_win_side, waiting, 68);
+VOP_ABI_ASSERT(vop_win_side, pad1, 72);
+_Static_assert(sizeof(struct vop_win_side) == 128, "vop_win_side size");
+#define VOP_WIN_SIDE_OFF 0x80u
+_Static_assert(VOP_WIN_SIDE_OFF + 2 * sizeof(struct vop_win_side) <= VOP_DEVTAB_OFF, "sides fit");
+
+VOP_ABI_ASSERT(vop_devtab_hdr, magic, 0);
+VOP_ABI_ASSERT(vop_devtab_hdr, entry_size, 4);
+VOP_ABI_ASSERT(vop_devtab_hdr, max_entries, 8);
+VOP_ABI_ASSERT(vop_devtab_hdr, generation, 12);
+VOP_ABI_ASSERT(vop_devtab_hdr, reserved, 16);
+_Static_assert(sizeof(struct vop_devtab_hdr) == 64, "vop_devtab_hdr size");
+
+VOP_ABI_ASSERT(vop_queue_desc, size, 0);
+VOP_ABI_ASSERT(vop_queue_desc, flags, 2);
+VOP_ABI_ASSERT(vop_queue_desc, reserved, 4);
+VOP_ABI_ASSERT(vop_queue_desc, desc_off, 8);
+VOP_ABI_ASSERT(vop_queue_desc, avail_off, 16);
+VOP_ABI_ASSERT(vop_queue_desc, used_off, 24);
+VOP_ABI_ASSERT(vop_queue_desc, pool_off, 32);
+VOP_ABI_ASSERT(vop_queue_desc, pool_size, 40);
+_Static_assert(sizeof(struct vop_queue_desc) == 48, "vop_queue_desc size");
+
+VOP_ABI_ASSERT(vop_dev_entry, state, 0);
+VOP_ABI_ASSERT(vop_dev_entry, seq, 4);
+VOP_ABI_ASSERT(vop_dev_entry, dev_id, 8);
+VOP_ABI_ASSERT(vop_dev_entry, device_type, 12);
+VOP_ABI_ASSERT(vop_dev_entry, features_offered, 16);
+VOP_ABI_ASSERT(vop_dev_entry, features_accepted, 24);
+VOP_ABI_ASSERT(vop_dev_entry, status, 32);
+VOP_ABI_ASSERT(vop_dev_entry, config_generation, 36);
+VOP_ABI_ASSERT(vop_dev_entry, config_len, 40);
+VOP_ABI_ASSERT(vop_dev_entry, num_queues, 44);
+VOP_ABI_ASSERT(vop_dev_entry, device_side, 46);
+VOP_ABI_ASSERT(vop_dev_entry, reserved0, 47);
+VOP_ABI_ASSERT(vop_dev_entry, reset_req, 48);
+VOP_ABI_ASSERT(vop_dev_entry, reset_ack, 52);
+VOP_ABI_ASSERT(vop_dev_entry, reserved1, 56);
+VOP_ABI_ASSERT(vop_dev_entry, queues, 64);
+VOP_ABI_ASSERT(vop_dev_entry, config, 448);
+VOP_ABI_ASSERT(vop_dev_entry, reserved2, 704);
+_Static_assert(sizeof(struct vop_dev_entry) == 768, "vop_dev_entry size");
+
+VOP_ABI_ASSERT(vop_vring_desc, addr, 0);
+VOP_ABI_ASSERT(vop_vring_desc, len, 8);
+VOP_ABI_ASSERT(vop_vring_desc, flags, 12);
+VOP_ABI_ASSERT(vop_vring_desc, next, 14);
+_Static_assert(sizeof(struct vop_vring_desc) == 16, "vop_vring_desc size");
+VOP_ABI_ASSERT(vop_vring_avail, flags, 0);
+VOP_ABI_ASSERT(vop_vring_avail, idx, 2);
+VOP_ABI_ASSERT(vop_vring_avail, ring, 4);
+VOP_ABI_ASSERT(vop_vring_used_elem, id, 0);
+VOP_ABI_ASSERT(vop_vring_used_elem, len, 4);
+_Static_assert(sizeof(struct vop_vring_used_elem) == 8, "vop_vring_used_elem size");
+VOP_ABI_ASSERT(vop_vring_used, flags, 0);
+VOP_ABI_ASSERT(vop_vring_used, idx, 2);
+VOP_ABI_ASSERT(vop_vring_used, ring, 4);
+
+#endif /* VOP_LAYOUT_H */
