@@ -1,0 +1,96 @@
+#!/usr/bin/env node
+/**
+ * vop-agent: wiring only. Config, logger, registry, native layer, gRPC server,
+ * metrics endpoint, signals.
+ */
+import { mkdirSync } from 'node:fs';
+
+import { DeviceKind, NodeRole, TransportKind } from '../../lib/gen/vop/types/v1/types';
+import { ConfigError } from '../../lib/src/config';
+import { startGrpcServer } from '../../lib/src/grpc-server';
+import { createRootLogger } from '../../lib/src/logger';
+import { createRegistry, startMetricsServer } from '../../lib/src/metrics';
+import { formatHostPort } from '../../lib/src/net';
+import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
+import { onShutdownSignal } from '../../lib/src/shutdown';
+import { VOP_VERSION } from '../../lib/src/version';
+import { loadAgentConfig, type AgentConfig } from './config';
+import { agentServiceBinding } from './rpc/agent-service';
+import { loadNativeVersion } from './native-version';
+
+const SHUTDOWN_GRACE_MS = 3000;
+const SHUTDOWN_DEADLINE_MS = 8000;
+
+const ROLE: Record<AgentConfig['node']['role'], NodeRole> = { host: NodeRole.NODE_ROLE_HOST, card: NodeRole.NODE_ROLE_CARD, vm: NodeRole.NODE_ROLE_VM };
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes('--version')) {
+    process.stdout.write(`vop-agent ${VOP_VERSION}\n`);
+    return;
+  }
+  let loaded;
+  try {
+    loaded = loadAgentConfig(argv, process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`vop-agent: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  if (argv.includes('--help')) return;
+  const config = loaded.config;
+  const log = createRootLogger('vop-agent', config.logLevel as 'info');
+  log.info({ node: config.node.name, configFile: loaded.configFile, sources: loaded.sources }, 'starting vop-agent');
+  mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+
+  const registry = createRegistry();
+  const streams = new StreamTracker();
+  const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
+  const startTime = new Date();
+  let addresses = { grpc: '', metrics: '' };
+  const binding = agentServiceBinding(kit, {
+    identity: () => ({
+      nodeName: config.node.name,
+      rack: config.node.rack,
+      slot: config.node.slot,
+      role: ROLE[config.node.role],
+      hostNode: config.node.hostNode,
+      labels: config.node.labels,
+    }),
+    capabilities: () => ({
+      transports: [TransportKind.TRANSPORT_KIND_SHM],
+      deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
+      netAdmin: process.getuid?.() === 0,
+    }),
+    addresses: () => addresses,
+    version: VOP_VERSION,
+    nativeVersion: loadNativeVersion(),
+    startTime,
+  });
+
+  const grpc = await startGrpcServer({
+    log: log.child({ component: 'grpc' }),
+    registry,
+    listen: config.grpcListen,
+    services: [binding],
+    tls: config.tls,
+    roles: config.roles,
+    plaintextRole: config.plaintextRole,
+    streams,
+  });
+  const metrics = await startMetricsServer({ listen: config.metricsListen, registry, healthy: () => true, log: log.child({ component: 'metrics' }) });
+  addresses = { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address) };
+  log.info({ grpc: addresses.grpc, metrics: addresses.metrics }, 'vop-agent ready');
+
+  onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
+    await grpc.shutdown(SHUTDOWN_GRACE_MS);
+    await metrics.close();
+  });
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`vop-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});

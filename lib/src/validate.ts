@@ -1,0 +1,260 @@
+/**
+ * Validation of resources shared by agent and controller. Every check adds a field
+ * violation with the proto field path (snake_case, as grpcurl users write it) so the
+ * client learns exactly what to fix; nothing is applied unless the list is empty.
+ */
+import path from 'node:path';
+
+import {
+  Role,
+  type Device,
+  type LabelSelector,
+  type Link,
+  type LinkPolicy,
+  type LinkSpec,
+  type LinkTemplate,
+  type NetBackend,
+  type ConsoleBackend,
+  type Transport,
+  SelectorOperator,
+} from '../gen/vop/types/v1/types';
+import { ViolationList } from './errors';
+import { parseHostPort } from './net';
+
+export const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
+const IFNAME_MAX = 15;
+
+export const MAX_QUEUE_SIZE = 32768;
+export const DEFAULT_QUEUE_SIZE = 256;
+export const MAX_DEVICES_PER_LINK = 32;
+
+export function checkName(v: ViolationList, field: string, name: string): void {
+  if (name === '') v.add(field, 'is required');
+  else if (!NAME_RE.test(name)) v.add(field, `"${name}" must be a DNS-1123 label: 1-63 characters of a-z, 0-9 and "-", starting and ending alphanumeric`);
+}
+
+export function checkLabels(v: ViolationList, field: string, labels: Record<string, string>): void {
+  for (const [k, val] of Object.entries(labels)) {
+    if (!LABEL_KEY_RE.test(k)) v.add(`${field}[${k}]`, `label key "${k}" is not a valid label key`);
+    if (!LABEL_VALUE_RE.test(val)) v.add(`${field}[${k}]`, `label value "${val}" must be <= 63 characters of A-Z, a-z, 0-9, "-", "_", "." starting and ending alphanumeric`);
+  }
+}
+
+function checkAbsolutePath(v: ViolationList, field: string, p: string, required: boolean): void {
+  if (p === '') {
+    if (required) v.add(field, 'is required');
+    return;
+  }
+  if (!path.isAbsolute(p)) v.add(field, `"${p}" must be an absolute path`);
+  else if (p.split('/').includes('..')) v.add(field, `"${p}" must not contain ".."`);
+}
+
+export function checkTransport(v: ViolationList, field: string, t: Transport | undefined): void {
+  const k = t?.kind;
+  if (!k) {
+    v.add(field, 'is required: set exactly one of shm, pci_bar, pci_epf, stream, vhost_user');
+    return;
+  }
+  switch (k.$case) {
+    case 'shm':
+      checkAbsolutePath(v, `${field}.shm.directory`, k.value.directory, false);
+      if (k.value.windowSizeBytes !== 0n && (k.value.windowSizeBytes < 65536n || k.value.windowSizeBytes > 1n << 32n)) {
+        v.add(`${field}.shm.window_size_bytes`, 'must be 0 (automatic) or between 65536 and 4294967296');
+      }
+      break;
+    case 'pciBar':
+      if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i.test(k.value.pciAddress)) v.add(`${field}.pci_bar.pci_address`, `"${k.value.pciAddress}" must look like 0000:03:00.0`);
+      if (k.value.bar > 5) v.add(`${field}.pci_bar.bar`, 'must be 0-5');
+      if (k.value.doorbellBar > 5) v.add(`${field}.pci_bar.doorbell_bar`, 'must be 0-5');
+      break;
+    case 'pciEpf':
+      if (k.value.controller === '') v.add(`${field}.pci_epf.controller`, 'is required');
+      if (k.value.function === '') v.add(`${field}.pci_epf.function`, 'is required');
+      if (k.value.bar > 5) v.add(`${field}.pci_epf.bar`, 'must be 0-5');
+      break;
+    case 'stream':
+      if (k.value.address === '') v.add(`${field}.stream.address`, 'is required');
+      break;
+    case 'vhostUser':
+      checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true);
+      break;
+    default: {
+      const never: never = k;
+      v.add(field, `unknown transport ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefined): void {
+  const k = b?.kind;
+  if (!k) return; // defaults chosen by the agent
+  if (k.$case === 'tap') {
+    if (Buffer.byteLength(k.value.name) > IFNAME_MAX) v.add(`${field}.tap.name`, `must be at most ${IFNAME_MAX} bytes`);
+    if (k.value.name !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.name)) v.add(`${field}.tap.name`, 'may contain only A-Z, a-z, 0-9, "_", "." and "-"');
+    if (k.value.netns !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.netns)) v.add(`${field}.tap.netns`, 'must be a namespace name under /run/netns');
+  } else {
+    checkAbsolutePath(v, `${field}.datagram.path`, k.value.path, true);
+    checkAbsolutePath(v, `${field}.datagram.peer_path`, k.value.peerPath, true);
+  }
+}
+
+function checkConsoleBackend(v: ViolationList, field: string, b: ConsoleBackend | undefined): void {
+  const k = b?.kind;
+  if (!k) return;
+  if (k.$case === 'pty') checkAbsolutePath(v, `${field}.pty.link_path`, k.value.linkPath, false);
+  else checkAbsolutePath(v, `${field}.unix_socket.path`, k.value.path, true);
+}
+
+export function checkDevice(v: ViolationList, field: string, d: Device): void {
+  checkName(v, `${field}.name`, d.name);
+  if (d.queueSize !== 0 && (d.queueSize < 2 || d.queueSize > MAX_QUEUE_SIZE || (d.queueSize & (d.queueSize - 1)) !== 0)) {
+    v.add(`${field}.queue_size`, `${d.queueSize} must be a power of two between 2 and ${MAX_QUEUE_SIZE} (or 0 for ${DEFAULT_QUEUE_SIZE})`);
+  }
+  const k = d.kind;
+  if (!k) {
+    v.add(field, 'device kind is required: set exactly one of net, console, blk');
+    return;
+  }
+  switch (k.$case) {
+    case 'net':
+      if (k.value.mac !== '' && !MAC_RE.test(k.value.mac)) v.add(`${field}.net.mac`, `"${k.value.mac}" is not a MAC address like 02:00:00:00:00:01`);
+      else if (k.value.mac !== '' && (parseInt(k.value.mac.slice(0, 2), 16) & 1) === 1) v.add(`${field}.net.mac`, 'must be a unicast address');
+      if (k.value.mtu !== 0 && (k.value.mtu < 68 || k.value.mtu > 65535)) v.add(`${field}.net.mtu`, 'must be 0 (1500) or 68-65535');
+      checkNetBackend(v, `${field}.net.device_backend`, k.value.deviceBackend);
+      checkNetBackend(v, `${field}.net.driver_frontend`, k.value.driverFrontend);
+      break;
+    case 'console':
+      checkConsoleBackend(v, `${field}.console.device_backend`, k.value.deviceBackend);
+      checkConsoleBackend(v, `${field}.console.driver_frontend`, k.value.driverFrontend);
+      if (k.value.log) {
+        checkAbsolutePath(v, `${field}.console.log.path`, k.value.log.path, false);
+        if (k.value.log.maxFiles > 100) v.add(`${field}.console.log.max_files`, 'must be at most 100');
+      }
+      break;
+    case 'blk': {
+      const b = k.value.backing;
+      if (!b) v.add(`${field}.blk.backing`, 'is required');
+      else {
+        checkAbsolutePath(v, `${field}.blk.backing.path`, b.path, true);
+        if (Buffer.byteLength(b.serial) > 20) v.add(`${field}.blk.backing.serial`, 'must be at most 20 bytes');
+      }
+      const e = k.value.export;
+      if (e) {
+        checkAbsolutePath(v, `${field}.blk.export.unix_socket`, e.unixSocket, false);
+        if (e.tcpListen !== '') {
+          const hp = parseHostPort(e.tcpListen);
+          if (typeof hp === 'string') v.add(`${field}.blk.export.tcp_listen`, hp);
+        }
+      }
+      break;
+    }
+    default: {
+      const never: never = k;
+      v.add(field, `unknown device kind ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+export function checkDevices(v: ViolationList, field: string, devices: readonly Device[]): void {
+  if (devices.length > MAX_DEVICES_PER_LINK) v.add(field, `at most ${MAX_DEVICES_PER_LINK} devices per link`);
+  const seen = new Set<string>();
+  devices.forEach((d, i) => {
+    checkDevice(v, `${field}[${i}]`, d);
+    if (seen.has(d.name)) v.add(`${field}[${i}].name`, `duplicate device name "${d.name}"`);
+    seen.add(d.name);
+  });
+}
+
+export function checkLinkSpec(v: ViolationList, field: string, spec: LinkSpec | undefined): void {
+  if (!spec) {
+    v.add(field, 'is required');
+    return;
+  }
+  if (spec.endpoints.length !== 2) {
+    v.add(`${field}.endpoints`, `must have exactly 2 endpoints, has ${spec.endpoints.length}`);
+  } else {
+    spec.endpoints.forEach((e, i) => {
+      checkName(v, `${field}.endpoints[${i}].agent`, e.agent);
+      if (e.role !== Role.ROLE_DEVICE && e.role !== Role.ROLE_DRIVER) v.add(`${field}.endpoints[${i}].role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
+    });
+    const [a, b] = spec.endpoints as [LinkSpec['endpoints'][0], LinkSpec['endpoints'][0]];
+    if (a.role === b.role && (a.role === Role.ROLE_DEVICE || a.role === Role.ROLE_DRIVER)) {
+      v.add(`${field}.endpoints[1].role`, `both endpoints claim ${Role[a.role]}; one must be ROLE_DEVICE and the other ROLE_DRIVER`);
+    }
+    if (a.agent !== '' && a.agent === b.agent) v.add(`${field}.endpoints[1].agent`, 'both endpoints name the same agent');
+  }
+  checkTransport(v, `${field}.transport`, spec.transport);
+  if (spec.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
+  checkDevices(v, `${field}.devices`, spec.devices);
+}
+
+/** Validates a Link as sent by a client (status is ignored). Throws INVALID_ARGUMENT. */
+export function validateLink(link: Link | undefined, field = 'link'): asserts link is Link & { meta: NonNullable<Link['meta']>; spec: LinkSpec } {
+  const v = new ViolationList();
+  if (!link) v.add(field, 'is required');
+  else {
+    if (!link.meta) v.add(`${field}.meta`, 'is required');
+    else {
+      checkName(v, `${field}.meta.name`, link.meta.name);
+      checkLabels(v, `${field}.meta.labels`, link.meta.labels);
+    }
+    checkLinkSpec(v, `${field}.spec`, link.spec);
+  }
+  v.throwIfAny();
+}
+
+export function checkSelector(v: ViolationList, field: string, s: LabelSelector | undefined): void {
+  if (!s) return;
+  checkLabels(v, `${field}.match_labels`, s.matchLabels);
+  s.matchExpressions.forEach((e, i) => {
+    const f = `${field}.match_expressions[${i}]`;
+    if (!LABEL_KEY_RE.test(e.key)) v.add(`${f}.key`, `"${e.key}" is not a valid label key`);
+    switch (e.operator) {
+      case SelectorOperator.SELECTOR_OPERATOR_IN:
+      case SelectorOperator.SELECTOR_OPERATOR_NOT_IN:
+        if (e.values.length === 0) v.add(`${f}.values`, 'must not be empty for In/NotIn');
+        break;
+      case SelectorOperator.SELECTOR_OPERATOR_EXISTS:
+      case SelectorOperator.SELECTOR_OPERATOR_DOES_NOT_EXIST:
+        if (e.values.length > 0) v.add(`${f}.values`, 'must be empty for Exists/DoesNotExist');
+        break;
+      default:
+        v.add(`${f}.operator`, 'must be one of SELECTOR_OPERATOR_IN, _NOT_IN, _EXISTS, _DOES_NOT_EXIST');
+    }
+  });
+}
+
+export function checkTemplate(v: ViolationList, field: string, t: LinkTemplate | undefined): void {
+  if (!t) {
+    v.add(field, 'is required');
+    return;
+  }
+  checkLabels(v, `${field}.labels`, t.labels);
+  if (t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER) v.add(`${field}.card_role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
+  checkTransport(v, `${field}.transport`, t.transport);
+  if (t.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
+  checkDevices(v, `${field}.devices`, t.devices);
+}
+
+export function validatePolicy(p: LinkPolicy | undefined, field = 'policy'): asserts p is LinkPolicy & { meta: NonNullable<LinkPolicy['meta']> } {
+  const v = new ViolationList();
+  if (!p) v.add(field, 'is required');
+  else {
+    if (!p.meta) v.add(`${field}.meta`, 'is required');
+    else {
+      checkName(v, `${field}.meta.name`, p.meta.name);
+      checkLabels(v, `${field}.meta.labels`, p.meta.labels);
+    }
+    if (!p.spec) v.add(`${field}.spec`, 'is required');
+    else {
+      if (!p.spec.cardSelector) v.add(`${field}.spec.card_selector`, 'is required');
+      checkSelector(v, `${field}.spec.card_selector`, p.spec.cardSelector);
+      checkSelector(v, `${field}.spec.host_selector`, p.spec.hostSelector);
+      checkTemplate(v, `${field}.spec.template`, p.spec.template);
+    }
+  }
+  v.throwIfAny();
+}
