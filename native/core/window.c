@@ -1,0 +1,423 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Window setup/attach and the device table. Publication edges W1 (window
+ * header), T1/T2 (device entries) are listed in docs/memory-ordering.md.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "barrier.h"
+#include "vop/window.h"
+
+#define DEFAULT_HB_PERIOD_MS 50u
+
+static uint64_t round_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+/* True if [off, off + len) lies inside [base, base + size); overflow-safe. */
+static bool range_inside(uint64_t off, uint64_t len, uint64_t base, uint64_t size)
+{
+	if (off < base)
+		return false;
+	off -= base;
+	return off <= size && len <= size - off;
+}
+
+static uint64_t nonce(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+	       ((uint64_t)getpid() << 32);
+}
+
+static void side_up(struct vop_window *w)
+{
+	uint32_t epoch = vop_read_once_u32(&w->me->epoch) + 1;
+
+	if (epoch == 0)
+		epoch = 1;
+	w->epoch = epoch;
+	vop_write_once_u32(&w->me->pid, (uint32_t)getpid());
+	vop_write_once_u32(&w->me->hb_period_ms, DEFAULT_HB_PERIOD_MS);
+	vop_write_once_u32(&w->me->epoch, epoch);
+	/*
+	 * S1: release. Orders pid/epoch/hb_period before state UP. Pairs with
+	 * the acquire load of state in vop_window_peer().
+	 */
+	vop_store_release_u32(&w->me->state, VOP_SIDE_UP);
+}
+
+static void bind_sides(struct vop_window *w)
+{
+	struct vop_win_side *sides = (struct vop_win_side *)(void *)(w->x->base + VOP_WIN_SIDE_OFF);
+
+	w->me = &sides[w->side];
+	w->peer = &sides[w->side ^ 1u];
+	w->hdr = (struct vop_win_hdr *)(void *)w->x->base;
+	w->dt = (struct vop_devtab_hdr *)(void *)(w->x->base + VOP_DEVTAB_OFF);
+}
+
+int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
+		      struct vop_window **out)
+{
+	struct vop_window *w;
+	uint32_t max = g && g->max_devices ? g->max_devices : VOP_MAX_DEVICES;
+	uint64_t dt_size, ring_size;
+
+	*out = NULL;
+	if (max > VOP_MAX_DEVICES)
+		return -EINVAL;
+	dt_size = round_up(sizeof(struct vop_devtab_hdr) + (uint64_t)max * sizeof(struct vop_dev_entry),
+			   VOP_WIN_PAGE);
+	ring_size = g && g->ring_size ? round_up(g->ring_size, VOP_WIN_PAGE)
+				      : round_up(x->size / 16, VOP_WIN_PAGE);
+	if (ring_size < 64 * 1024)
+		ring_size = 64 * 1024;
+	if (VOP_DEVTAB_OFF + dt_size + ring_size + 64 * 1024 > x->size)
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->x = x;
+	w->side = 0;
+	bind_sides(w);
+	memset(x->base, 0, VOP_DEVTAB_OFF + dt_size);
+	w->max_entries = max;
+	w->entry_size = sizeof(struct vop_dev_entry);
+	w->ring_off = VOP_DEVTAB_OFF + dt_size;
+	w->ring_size = ring_size;
+	w->data_off = w->ring_off + ring_size;
+	w->data_size = x->size - w->data_off;
+	w->ring_next = w->ring_off;
+	w->data_next = w->data_off;
+
+	w->hdr->version_major = VOP_LAYOUT_VERSION_MAJOR;
+	w->hdr->version_minor = VOP_LAYOUT_VERSION_MINOR;
+	w->hdr->window_size = x->size;
+	w->hdr->side_off = VOP_WIN_SIDE_OFF;
+	w->hdr->side_size = sizeof(struct vop_win_side);
+	w->hdr->devtab_off = VOP_DEVTAB_OFF;
+	w->hdr->devtab_size = (uint32_t)dt_size;
+	w->hdr->ring_off = w->ring_off;
+	w->hdr->ring_size = w->ring_size;
+	w->hdr->data_off = w->data_off;
+	w->hdr->data_size = w->data_size;
+	w->hdr->create_nonce = nonce();
+	w->dt->magic = VOP_DEVTAB_MAGIC;
+	w->dt->entry_size = sizeof(struct vop_dev_entry);
+	w->dt->max_entries = max;
+	side_up(w);
+	/*
+	 * W1: release. Orders every header, side and device-table write above
+	 * before the magic. Pairs with the acquire load of magic in
+	 * vop_window_attach().
+	 */
+	vop_store_release_u32(&w->hdr->magic, VOP_WIN_MAGIC);
+	vop_region_table_init(&w->regions);
+	vop_region_add(&w->regions, w->data_off, w->data_size, x->base + w->data_off,
+		       VOP_PROT_READ | VOP_PROT_WRITE);
+	*out = w;
+	return 0;
+}
+
+int vop_window_attach(struct vop_xport *x, struct vop_window **out)
+{
+	struct vop_window *w;
+	struct vop_win_hdr *h = (struct vop_win_hdr *)(void *)x->base;
+	struct vop_devtab_hdr *dt;
+	uint32_t magic;
+	uint64_t dt_size;
+
+	*out = NULL;
+	/* W1 pair: acquire; everything the creator wrote before magic is visible. */
+	magic = vop_load_acquire_u32(&h->magic);
+	if (magic == 0)
+		return -EAGAIN;
+	if (magic != VOP_WIN_MAGIC || vop_read_once_u16(&h->version_major) != VOP_LAYOUT_VERSION_MAJOR)
+		return -EPROTO;
+	if (vop_read_once_u64(&h->window_size) != x->size ||
+	    vop_read_once_u32(&h->side_off) != VOP_WIN_SIDE_OFF ||
+	    vop_read_once_u32(&h->side_size) != sizeof(struct vop_win_side) ||
+	    vop_read_once_u32(&h->devtab_off) != VOP_DEVTAB_OFF)
+		return -EPROTO;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->x = x;
+	w->side = 1;
+	bind_sides(w);
+	dt = w->dt;
+	dt_size = vop_read_once_u32(&h->devtab_size);
+	w->ring_off = vop_read_once_u64(&h->ring_off);
+	w->ring_size = vop_read_once_u64(&h->ring_size);
+	w->data_off = vop_read_once_u64(&h->data_off);
+	w->data_size = vop_read_once_u64(&h->data_size);
+	w->max_entries = vop_read_once_u32(&dt->max_entries);
+	w->entry_size = vop_read_once_u32(&dt->entry_size);
+	if (!range_inside(VOP_DEVTAB_OFF, dt_size, 0, x->size) ||
+	    !range_inside(w->ring_off, w->ring_size, VOP_DEVTAB_OFF + dt_size, x->size) ||
+	    !range_inside(w->data_off, w->data_size, w->ring_off + w->ring_size, x->size) ||
+	    w->data_size == 0 || w->ring_size == 0 ||
+	    vop_read_once_u32(&dt->magic) != VOP_DEVTAB_MAGIC ||
+	    w->entry_size < sizeof(struct vop_dev_entry) || w->entry_size % 8 != 0 ||
+	    w->entry_size > 65536 || w->max_entries == 0 || w->max_entries > 1024 ||
+	    sizeof(struct vop_devtab_hdr) + (uint64_t)w->max_entries * w->entry_size > dt_size) {
+		free(w);
+		return -EPROTO;
+	}
+	side_up(w);
+	vop_region_table_init(&w->regions);
+	vop_region_add(&w->regions, w->data_off, w->data_size, x->base + w->data_off,
+		       VOP_PROT_READ | VOP_PROT_WRITE);
+	*out = w;
+	return 0;
+}
+
+void vop_window_close(struct vop_window *w)
+{
+	if (!w)
+		return;
+	/* Release: our last ring/used writes precede GONE (peer acquires state). */
+	vop_store_release_u32(&w->me->state, VOP_SIDE_GONE);
+	vop_window_notify_peer(w); /* let a sleeping peer notice promptly */
+	vop_xport_destroy(w->x);
+	free(w);
+}
+
+int vop_window_notify_peer(struct vop_window *w)
+{
+	return w->x->ops->notify(w->x, w->side ^ 1u);
+}
+
+void vop_window_heartbeat(struct vop_window *w)
+{
+	vop_write_once_u64(&w->me->heartbeat, vop_read_once_u64(&w->me->heartbeat) + 1);
+}
+
+void vop_window_peer(struct vop_window *w, struct vop_peer_view *out)
+{
+	uint32_t p;
+
+	out->state = vop_load_acquire_u32(&w->peer->state); /* S1 pair */
+	out->epoch = vop_read_once_u32(&w->peer->epoch);
+	out->heartbeat = vop_read_once_u64(&w->peer->heartbeat);
+	p = vop_read_once_u32(&w->peer->hb_period_ms);
+	out->hb_period_ms = p < 1 ? 1 : p > 60000 ? 60000 : p;
+}
+
+/* ------------------------------------------------------------------ */
+/* Device table                                                         */
+/* ------------------------------------------------------------------ */
+
+static struct vop_dev_entry *entry_at(struct vop_window *w, uint32_t i)
+{
+	return (struct vop_dev_entry *)(void *)((uint8_t *)w->dt + sizeof(struct vop_devtab_hdr) +
+						(uint64_t)i * w->entry_size);
+}
+
+uint32_t vop_devtab_generation(struct vop_window *w)
+{
+	return vop_load_acquire_u32(&w->dt->generation); /* T2 pair */
+}
+
+static int alloc_area(uint64_t *next, uint64_t base, uint64_t size, uint64_t len, uint64_t *off)
+{
+	uint64_t o = round_up(*next, VOP_RING_ALIGN);
+
+	if (!range_inside(o, len, base, size))
+		return -ENOSPC;
+	*off = o;
+	*next = o + len;
+	return 0;
+}
+
+int vop_devtab_publish(struct vop_window *w, const struct vop_dev_spec *spec)
+{
+	struct vop_dev_entry *e = NULL;
+	struct vop_queue_desc q[VOP_MAX_QUEUES];
+	uint64_t ring_next = w->ring_next, data_next = w->data_next;
+	uint32_t i, slot = 0;
+	int rc;
+
+	if (w->side != 0)
+		return -EPERM;
+	if (spec->dev_id == 0 || spec->num_queues == 0 || spec->num_queues > VOP_MAX_QUEUES ||
+	    spec->device_side > 1 || spec->config_len > VOP_CONFIG_MAX ||
+	    (spec->config_len && !spec->config))
+		return -EINVAL;
+	for (i = 0; i < w->max_entries; i++) {
+		struct vop_dev_entry *c = entry_at(w, i);
+		uint32_t st = vop_read_once_u32(&c->state);
+
+		if (st == VOP_DEV_LIVE && vop_read_once_u32(&c->dev_id) == spec->dev_id)
+			return -EEXIST;
+		if (!e && st != VOP_DEV_LIVE) {
+			e = c;
+			slot = i;
+		}
+	}
+	if (!e)
+		return -ENOSPC;
+	memset(q, 0, sizeof(q));
+	for (i = 0; i < spec->num_queues; i++) {
+		uint16_t n = spec->queue_size[i];
+
+		if (n == 0 || n > VOP_QUEUE_MAX_SIZE || (n & (n - 1)) || spec->pool_size[i] == 0)
+			return -EINVAL;
+		q[i].size = n;
+		rc = alloc_area(&ring_next, w->ring_off, w->ring_size, vop_vring_desc_bytes(n),
+				&q[i].desc_off);
+		rc = rc ? rc : alloc_area(&ring_next, w->ring_off, w->ring_size,
+					  vop_vring_avail_bytes(n), &q[i].avail_off);
+		rc = rc ? rc : alloc_area(&ring_next, w->ring_off, w->ring_size,
+					  vop_vring_used_bytes(n), &q[i].used_off);
+		rc = rc ? rc : alloc_area(&data_next, w->data_off, w->data_size,
+					  spec->pool_size[i], &q[i].pool_off);
+		if (rc)
+			return rc;
+		q[i].pool_size = spec->pool_size[i];
+	}
+	/* Zero the rings before they become visible. */
+	for (i = 0; i < spec->num_queues; i++) {
+		memset(vop_window_ptr(w, q[i].desc_off), 0, vop_vring_desc_bytes(q[i].size));
+		memset(vop_window_ptr(w, q[i].avail_off), 0, vop_vring_avail_bytes(q[i].size));
+		memset(vop_window_ptr(w, q[i].used_off), 0, vop_vring_used_bytes(q[i].size));
+	}
+	/*
+	 * T0: seq bump then release fence: a reader that copied the old body
+	 * and re-reads seq after its acquire fence sees the change (seqlock).
+	 */
+	vop_write_once_u32(&e->seq, vop_read_once_u32(&e->seq) + 1);
+	vop_wmb();
+	vop_write_once_u32(&e->dev_id, spec->dev_id);
+	vop_write_once_u32(&e->device_type, spec->device_type);
+	vop_write_once_u64(&e->features_offered, spec->features | (1ull << VOP_F_VERSION_1));
+	vop_write_once_u64(&e->features_accepted, 0);
+	vop_write_once_u32(&e->status, 0);
+	vop_write_once_u32(&e->config_generation, 0);
+	vop_write_once_u32(&e->config_len, spec->config_len);
+	vop_write_once_u16(&e->num_queues, spec->num_queues);
+	vop_write_once_u8(&e->device_side, spec->device_side);
+	vop_write_once_u32(&e->reset_req, 0);
+	vop_write_once_u32(&e->reset_ack, 0);
+	memcpy(e->queues, q, sizeof(q));
+	memset(e->config, 0, sizeof(e->config));
+	if (spec->config_len)
+		memcpy(e->config, spec->config, spec->config_len);
+	/*
+	 * T1: release. Orders the entry body (and the zeroed rings) before
+	 * state LIVE. Pairs with the acquire load of state in vop_devtab_find().
+	 */
+	vop_store_release_u32(&e->state, VOP_DEV_LIVE);
+	/* T2: release. Generation bump after the entry; pairs with vop_devtab_generation(). */
+	vop_store_release_u32(&w->dt->generation, vop_read_once_u32(&w->dt->generation) + 1);
+	w->ring_next = ring_next;
+	w->data_next = data_next;
+	return (int)slot;
+}
+
+int vop_devtab_remove(struct vop_window *w, uint32_t dev_id)
+{
+	uint32_t i;
+
+	if (w->side != 0)
+		return -EPERM;
+	for (i = 0; i < w->max_entries; i++) {
+		struct vop_dev_entry *e = entry_at(w, i);
+
+		if (vop_read_once_u32(&e->state) == VOP_DEV_LIVE &&
+		    vop_read_once_u32(&e->dev_id) == dev_id) {
+			/* Release: pairs with the acquire load of state in find. */
+			vop_store_release_u32(&e->state, VOP_DEV_TOMBSTONE);
+			vop_store_release_u32(&w->dt->generation,
+					      vop_read_once_u32(&w->dt->generation) + 1);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+static bool queue_valid(struct vop_window *w, const struct vop_queue_desc *q)
+{
+	uint16_t n = q->size;
+
+	if (n == 0 || n > VOP_QUEUE_MAX_SIZE || (n & (n - 1)))
+		return false;
+	if (q->desc_off % VOP_VRING_DESC_ALIGN || q->avail_off % VOP_VRING_AVAIL_ALIGN ||
+	    q->used_off % VOP_VRING_USED_ALIGN || q->pool_off % 16)
+		return false;
+	if (!range_inside(q->desc_off, vop_vring_desc_bytes(n), w->ring_off, w->ring_size) ||
+	    !range_inside(q->avail_off, vop_vring_avail_bytes(n), w->ring_off, w->ring_size) ||
+	    !range_inside(q->used_off, vop_vring_used_bytes(n), w->ring_off, w->ring_size) ||
+	    !range_inside(q->pool_off, q->pool_size, w->data_off, w->data_size) || q->pool_size == 0)
+		return false;
+	/* The three parts of one queue must not overlap each other. */
+	if (!(q->desc_off + vop_vring_desc_bytes(n) <= q->avail_off ||
+	      q->avail_off + vop_vring_avail_bytes(n) <= q->desc_off))
+		return false;
+	if (!(q->desc_off + vop_vring_desc_bytes(n) <= q->used_off ||
+	      q->used_off + vop_vring_used_bytes(n) <= q->desc_off))
+		return false;
+	if (!(q->avail_off + vop_vring_avail_bytes(n) <= q->used_off ||
+	      q->used_off + vop_vring_used_bytes(n) <= q->avail_off))
+		return false;
+	return true;
+}
+
+int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *out)
+{
+	uint32_t i, k;
+
+	for (i = 0; i < w->max_entries; i++) {
+		struct vop_dev_entry *e = entry_at(w, i);
+		uint32_t seq;
+
+		/* T1 pair: acquire; the body written before LIVE is visible. */
+		if (vop_load_acquire_u32(&e->state) != VOP_DEV_LIVE ||
+		    vop_read_once_u32(&e->dev_id) != dev_id)
+			continue;
+		seq = vop_read_once_u32(&e->seq);
+		memset(out, 0, sizeof(*out));
+		out->slot = i;
+		out->seq = seq;
+		out->dev_id = dev_id;
+		out->device_type = vop_read_once_u32(&e->device_type);
+		out->features_offered = vop_read_once_u64(&e->features_offered);
+		out->device_side = vop_read_once_u8(&e->device_side);
+		out->num_queues = vop_read_once_u16(&e->num_queues);
+		out->config_len = vop_read_once_u32(&e->config_len);
+		for (k = 0; k < VOP_MAX_QUEUES; k++) {
+			const struct vop_queue_desc *s = &e->queues[k];
+
+			out->queues[k].size = vop_read_once_u16(&s->size);
+			out->queues[k].desc_off = vop_read_once_u64(&s->desc_off);
+			out->queues[k].avail_off = vop_read_once_u64(&s->avail_off);
+			out->queues[k].used_off = vop_read_once_u64(&s->used_off);
+			out->queues[k].pool_off = vop_read_once_u64(&s->pool_off);
+			out->queues[k].pool_size = vop_read_once_u64(&s->pool_size);
+		}
+		if (out->config_len <= VOP_CONFIG_MAX)
+			memcpy(out->config, e->config, out->config_len);
+		out->entry = e;
+		/* Seqlock check: acquire fence, then the slot must be unchanged. */
+		vop_rmb();
+		if (vop_read_once_u32(&e->seq) != seq || vop_read_once_u32(&e->state) != VOP_DEV_LIVE)
+			return -EAGAIN;
+		if (out->device_side > 1 || out->num_queues == 0 || out->num_queues > VOP_MAX_QUEUES ||
+		    out->config_len > VOP_CONFIG_MAX)
+			return -EPROTO;
+		for (k = 0; k < out->num_queues; k++)
+			if (!queue_valid(w, &out->queues[k]))
+				return -EPROTO;
+		return 0;
+	}
+	return -ENOENT;
+}

@@ -1,0 +1,252 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * shm transport: one file-backed window mapped MAP_SHARED in both
+ * processes; doorbells are futex words inside the window (vop_win_side).
+ *
+ * Doorbell protocol (edges D1/D2, see docs/memory-ordering.md):
+ *   ringer:  doorbell += 1 (seq_cst RMW); if (waiting) FUTEX_WAKE
+ *   waiter:  snap = doorbell; ...re-check rings...; waiting = 1 (seq_cst);
+ *            if (doorbell == snap) FUTEX_WAIT(doorbell, snap); waiting = 0
+ * Both sides use seq_cst for the store and the following load, so either
+ * the ringer sees waiting == 1 (and wakes) or the waiter sees the new
+ * doorbell value (and doesn't sleep): a wake-up is never lost, and the
+ * ringer pays no syscall while the waiter is polling.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "barrier.h"
+#include "vop/layout.h"
+#include "vop/xport.h"
+
+static struct vop_win_side *side_block(struct vop_xport *x, unsigned side)
+{
+	return (struct vop_win_side *)(void *)(x->base + VOP_WIN_SIDE_OFF +
+					       (side & 1u) * sizeof(struct vop_win_side));
+}
+
+static int shm_map(struct vop_xport *x)
+{
+	void *p = mmap(NULL, x->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, x->fd, 0);
+
+	if (p == MAP_FAILED)
+		return -errno;
+	x->base = p;
+	return 0;
+}
+
+static void shm_unmap(struct vop_xport *x)
+{
+	if (x->base)
+		munmap(x->base, x->size);
+	x->base = NULL;
+}
+
+static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+{
+	/* Shared (not FUTEX_PRIVATE_FLAG): the word is in a MAP_SHARED file. */
+	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
+}
+
+static int shm_notify(struct vop_xport *x, unsigned side)
+{
+	struct vop_win_side *s = side_block(x, side);
+
+	/*
+	 * D1: seq_cst RMW then seq_cst load of waiting. Pairs with D2 in
+	 * shm_wait(). The ring updates that this doorbell announces were
+	 * published before (P1/U1 + P2/U2 in vq.c).
+	 */
+	vop_fetch_add_u32(&s->doorbell, 1);
+	if (!atomic_load_explicit((_Atomic uint32_t *)&s->waiting, memory_order_seq_cst))
+		return 0;
+	if (futex(&s->doorbell, FUTEX_WAKE, 1, NULL) < 0)
+		return -errno;
+	return 1;
+}
+
+static uint32_t shm_snapshot(struct vop_xport *x, unsigned side)
+{
+	/* Acquire: anything the ringer published before its increment is seen after. */
+	return vop_load_acquire_u32(&side_block(x, side)->doorbell);
+}
+
+static int shm_wait(struct vop_xport *x, unsigned side, uint32_t snap, uint64_t timeout_ns)
+{
+	struct vop_win_side *s = side_block(x, side);
+	struct timespec ts;
+	int rc = 0;
+
+	ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
+	ts.tv_nsec = (long)(timeout_ns % 1000000000u);
+	/* D2: seq_cst store of waiting, then seq_cst load of doorbell. Pairs with D1. */
+	atomic_store_explicit((_Atomic uint32_t *)&s->waiting, 1, memory_order_seq_cst);
+	if (atomic_load_explicit((_Atomic uint32_t *)&s->doorbell, memory_order_seq_cst) == snap) {
+		if (futex(&s->doorbell, FUTEX_WAIT, snap, &ts) < 0) {
+			if (errno == ETIMEDOUT)
+				rc = -ETIMEDOUT;
+			else if (errno == EINTR)
+				rc = -EINTR;
+			/* EAGAIN: the doorbell moved before we slept: a wake-up. */
+		}
+	}
+	atomic_store_explicit((_Atomic uint32_t *)&s->waiting, 0, memory_order_relaxed);
+	return rc;
+}
+
+static void shm_destroy(struct vop_xport *x)
+{
+	if (!x)
+		return;
+	shm_unmap(x);
+	if (x->fd >= 0)
+		close(x->fd);
+	if (x->unlink_on_destroy && x->path[0])
+		unlink(x->path);
+	free(x);
+}
+
+static const struct vop_xport_ops shm_ops = {
+	.name = "shm",
+	.caps = VOP_XPORT_CAP_SHARED_MEM | VOP_XPORT_CAP_CROSS_PROCESS |
+		VOP_XPORT_CAP_FUTEX_DOORBELL | VOP_XPORT_CAP_FD_PASSING,
+	.map = shm_map,
+	.unmap = shm_unmap,
+	.notify = shm_notify,
+	.snapshot = shm_snapshot,
+	.wait = shm_wait,
+	.destroy = shm_destroy,
+};
+
+static struct vop_xport *xport_alloc(void)
+{
+	struct vop_xport *x = calloc(1, sizeof(*x));
+
+	if (x) {
+		x->ops = &shm_ops;
+		x->fd = -1;
+	}
+	return x;
+}
+
+int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out)
+{
+	struct vop_xport *x;
+	int rc;
+
+	*out = NULL;
+	if (size < VOP_WIN_MIN_SIZE || size % VOP_WIN_PAGE != 0 || size > (1ull << 40))
+		return -EINVAL;
+	if (path && strlen(path) >= sizeof(x->path))
+		return -ENAMETOOLONG;
+	x = xport_alloc();
+	if (!x)
+		return -ENOMEM;
+	if (path) {
+		x->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (x->fd < 0) {
+			rc = -errno;
+			free(x);
+			return rc;
+		}
+		strcpy(x->path, path);
+		x->unlink_on_destroy = 1;
+	} else {
+		x->fd = memfd_create("vop-window", MFD_CLOEXEC);
+		if (x->fd < 0) {
+			rc = -errno;
+			free(x);
+			return rc;
+		}
+	}
+	x->size = size;
+	if (ftruncate(x->fd, (off_t)size) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	rc = x->ops->map(x);
+	if (rc)
+		goto err;
+	*out = x;
+	return 0;
+err:
+	shm_destroy(x);
+	return rc;
+}
+
+static int open_common(struct vop_xport *x, int check_owner)
+{
+	struct stat st;
+
+	if (fstat(x->fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	/* A passed fd is already a capability; a path must be private to us. */
+	if (check_owner && (st.st_uid != geteuid() || (st.st_mode & 077) != 0))
+		return -EPERM;
+	if ((uint64_t)st.st_size < VOP_WIN_MIN_SIZE || st.st_size % VOP_WIN_PAGE != 0)
+		return -EINVAL;
+	x->size = (uint64_t)st.st_size;
+	return x->ops->map(x);
+}
+
+int vop_shm_open(const char *path, struct vop_xport **out)
+{
+	struct vop_xport *x;
+	int rc;
+
+	*out = NULL;
+	if (strlen(path) >= sizeof(x->path))
+		return -ENAMETOOLONG;
+	x = xport_alloc();
+	if (!x)
+		return -ENOMEM;
+	x->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (x->fd < 0) {
+		rc = -errno;
+		free(x);
+		return rc;
+	}
+	strcpy(x->path, path);
+	rc = open_common(x, 1);
+	if (rc) {
+		shm_destroy(x);
+		return rc;
+	}
+	*out = x;
+	return 0;
+}
+
+int vop_shm_open_fd(int fd, struct vop_xport **out)
+{
+	struct vop_xport *x;
+	int rc;
+
+	*out = NULL;
+	x = xport_alloc();
+	if (!x)
+		return -ENOMEM;
+	x->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	if (x->fd < 0) {
+		rc = -errno;
+		free(x);
+		return rc;
+	}
+	rc = open_common(x, 0);
+	if (rc) {
+		shm_destroy(x);
+		return rc;
+	}
+	*out = x;
+	return 0;
+}
