@@ -63,7 +63,7 @@ typedef uint64_t vop_le64;
 #define VOP_WIN_MAGIC 0x4e57504fu /* "OPWN" read as LE bytes 'O','P','W','N' */
 #define VOP_DEVTAB_MAGIC 0x5444504fu /* "OPDT" */
 #define VOP_LAYOUT_VERSION_MAJOR 1u
-#define VOP_LAYOUT_VERSION_MINOR 0u
+#define VOP_LAYOUT_VERSION_MINOR 1u /* 1: VOP_F_INFLIGHT region */
 
 #define VOP_CACHELINE 64u
 #define VOP_WIN_PAGE 4096u
@@ -338,5 +338,76 @@ _Static_assert(sizeof(struct vop_vring_used_elem) == 8, "vop_vring_used_elem siz
 VOP_ABI_ASSERT(vop_vring_used, flags, 0);
 VOP_ABI_ASSERT(vop_vring_used, idx, 2);
 VOP_ABI_ASSERT(vop_vring_used, ring, 4);
+
+/* ------------------------------------------------------------------ */
+/* In-flight region (minor 1, feature VOP_F_INFLIGHT)                   */
+/* ------------------------------------------------------------------ */
+
+/*
+ * VOP_F_INFLIGHT: a vop transport feature bit (virtio reserves bits 42-49
+ * for future extensions; vop takes 47 and never gives it to a virtio
+ * driver it does not control). Offered by the device side of a device
+ * that keeps requests across its own restarts (virtio-blk). When the
+ * driver accepts it, the LAST vop_inflight_bytes(size) bytes of each
+ * queue's pool [pool_off, pool_off + pool_size) are the queue's in-flight
+ * region, in the spirit of vhost-user's VHOST_USER_GET_INFLIGHT_FD:
+ *  - the driver never places buffers there and zeroes it before it sets
+ *    DRIVER_OK (that is the only time the driver writes it);
+ *  - afterwards ONLY the device side writes it; the driver never reads it;
+ *  - it records which heads the device popped and has not yet published
+ *    as used, so that a device-side process that dies and restarts (new
+ *    epoch) resumes the ring instead of resetting it: heads marked in
+ *    flight are re-executed and completed exactly once, the avail ring is
+ *    consumed from last_avail, and used->idx continues from its value in
+ *    shared memory.
+ * The device treats the region as its own crash journal, not as peer
+ * input: still, every value it reads back is range-checked (a hostile
+ * driver could have scribbled on it), and a bad journal fails the queue.
+ */
+#define VOP_F_INFLIGHT 47u
+#define VOP_INFLIGHT_MAGIC 0x4c464e49u /* "INFL" */
+
+/* Head of a queue's in-flight region. Device side writes (driver zeroes once). */
+struct vop_inflight_hdr {
+	vop_le32 magic;        /* VOP_INFLIGHT_MAGIC once the device used it; 0 = fresh */
+	vop_le16 num;          /* queue size the region was laid out for */
+	vop_le16 last_avail;   /* device: next avail index to consume */
+	vop_le16 used_pending; /* device: used->idx about to be published (J2) */
+	vop_le16 used_done;    /* device: used->idx whose heads are all cleared (J4) */
+	vop_le32 reserved0;    /* 0 */
+	vop_le64 counter;      /* device: pop counter (orders re-execution) */
+	uint8_t reserved[40];  /* 0 */
+};
+
+/* One per descriptor head, after the header. Device side writes. */
+struct vop_inflight_desc {
+	uint8_t inflight;    /* 1 while the head is popped and not yet published */
+	uint8_t reserved0;   /* 0 */
+	vop_le16 avail_pos;  /* avail index the head was popped from */
+	vop_le32 reserved1;  /* 0 */
+	vop_le64 counter;    /* hdr.counter at pop time */
+};
+
+/* Bytes of the in-flight region of a queue of num entries (64 B multiple). */
+static inline uint64_t vop_inflight_bytes(uint32_t num)
+{
+	return (64ull + 16ull * num + 63ull) & ~63ull;
+}
+
+VOP_ABI_ASSERT(vop_inflight_hdr, magic, 0);
+VOP_ABI_ASSERT(vop_inflight_hdr, num, 4);
+VOP_ABI_ASSERT(vop_inflight_hdr, last_avail, 6);
+VOP_ABI_ASSERT(vop_inflight_hdr, used_pending, 8);
+VOP_ABI_ASSERT(vop_inflight_hdr, used_done, 10);
+VOP_ABI_ASSERT(vop_inflight_hdr, reserved0, 12);
+VOP_ABI_ASSERT(vop_inflight_hdr, counter, 16);
+VOP_ABI_ASSERT(vop_inflight_hdr, reserved, 24);
+_Static_assert(sizeof(struct vop_inflight_hdr) == 64, "vop_inflight_hdr size");
+VOP_ABI_ASSERT(vop_inflight_desc, inflight, 0);
+VOP_ABI_ASSERT(vop_inflight_desc, reserved0, 1);
+VOP_ABI_ASSERT(vop_inflight_desc, avail_pos, 2);
+VOP_ABI_ASSERT(vop_inflight_desc, reserved1, 4);
+VOP_ABI_ASSERT(vop_inflight_desc, counter, 8);
+_Static_assert(sizeof(struct vop_inflight_desc) == 16, "vop_inflight_desc size");
 
 #endif /* VOP_LAYOUT_H */
