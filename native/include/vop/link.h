@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A link side: one worker thread that serves every device attached on one
+ * side of a window, in either role, with adaptive polling (bounded spin,
+ * then sleep on the doorbell), heartbeat/epoch watching, the device reset
+ * handshake and hot unplug. The only device implemented here is the raw
+ * byte pipe (tests and benchmarks).
+ *
+ * Threading: vop_link_* control calls may come from any one thread at a
+ * time (the binding's JS thread); they take the link lock briefly. The
+ * worker thread calls cfg.on_event; the callback must not block and must
+ * not call vop_link_* (it runs under the link lock).
+ */
+#ifndef VOP_LINK_H
+#define VOP_LINK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vop/vq.h"
+#include "vop/window.h"
+
+enum vop_role {
+	VOP_ROLE_DRIVER = 1, /* we post buffers (virtio driver) */
+	VOP_ROLE_DEVICE = 2, /* we serve buffers (virtio device) */
+};
+
+/* What a byte pipe does with one of its two queues. */
+enum vop_pipe_mode {
+	VOP_PIPE_OFF = 0,
+	VOP_PIPE_SOURCE = 1, /* produce messages (driver: q0; device: q1) */
+	VOP_PIPE_SINK = 2,   /* consume messages (device: q0; driver: q1) */
+	VOP_PIPE_ECHO = 3,   /* device only, on q0: copy each q0 message into a q1 buffer */
+};
+
+/* Byte pipe: queue 0 carries driver->device, queue 1 device->driver. */
+#define VOP_PIPE_TXQ 0u
+#define VOP_PIPE_RXQ 1u
+
+struct vop_pipe_config {
+	uint32_t msg_size;     /* bytes per message; >= 16 when verify */
+	uint32_t buf_size;     /* driver: pool bytes per buffer (>= msg_size); 0 = pool/qsize */
+	uint16_t segs;         /* driver: descriptors per buffer, 1 .. 16 */
+	uint8_t tx_mode;       /* enum vop_pipe_mode for queue 0 */
+	uint8_t rx_mode;       /* enum vop_pipe_mode for queue 1 */
+	bool verify;           /* stamp / check sequence numbers and checksums */
+	uint64_t features;     /* driver: features wanted (VOP_F_* bits), masked by offer */
+	uint64_t count;        /* SOURCE: stop after count messages; 0 = unlimited */
+	uint32_t max_inflight; /* driver SOURCE + SINK: unanswered messages bound; 0 = none */
+	uint32_t batch;        /* chains per publish; 0 = queue size */
+};
+
+/* Byte pipe counters (per attached device, read by any thread). */
+struct vop_pipe_stats {
+	uint64_t tx_msgs;  /* messages produced (SOURCE) or echoed */
+	uint64_t rx_msgs;  /* messages consumed (SINK) */
+	uint64_t bad_msgs; /* verification failures */
+	uint64_t state;    /* enum vop_dev_run_state */
+};
+
+enum vop_dev_run_state {
+	VOP_DEVRUN_RESETTING = 1,  /* driver: reset requested, waiting for ack */
+	VOP_DEVRUN_WAIT_DRIVER = 2, /* device: waiting for DRIVER_OK */
+	VOP_DEVRUN_RUNNING = 3,
+	VOP_DEVRUN_BROKEN = 4,     /* a queue broke; needs a reset */
+	VOP_DEVRUN_REMOVED = 5,    /* tombstoned (hot unplug) */
+};
+
+/* Per-link-side counters. */
+enum vop_link_stat {
+	VOP_LS_WAKEUPS = 0,     /* returns from doorbell sleep */
+	VOP_LS_SLEEPS = 1,      /* doorbell waits entered */
+	VOP_LS_POLL_NS = 2,     /* ns spent spinning without work */
+	VOP_LS_SLEEP_NS = 3,    /* ns spent asleep on the doorbell */
+	VOP_LS_DOORBELLS = 4,   /* notifications sent to the peer */
+	VOP_LS_FUTEX_WAKES = 5, /* of which needed a wake syscall */
+	VOP_LS_HEARTBEATS = 6,  /* heartbeats written */
+	VOP_LS_PEER_RESETS = 7, /* peer epoch changes seen */
+	VOP_LS_PEER_GONE = 8,   /* peer-gone detections */
+	VOP_LS_COUNT = 9
+};
+
+enum vop_event_type {
+	VOP_EV_QUEUE_BROKEN = 1,   /* dev_id, queue, reason */
+	VOP_EV_PEER_RESET = 2,     /* peer epoch changed (restart); epoch = new */
+	VOP_EV_PEER_GONE = 3,      /* peer detached or heartbeat stopped */
+	VOP_EV_DEVICE_REMOVED = 4, /* dev_id tombstoned */
+	VOP_EV_RESET_DONE = 5,     /* dev_id reset handshake completed */
+	VOP_EV_RESET_TIMEOUT = 6,  /* dev_id: no ack within reset_timeout_ms (still waiting) */
+	VOP_EV_NEEDS_RESET = 7,    /* dev_id: peer set DEVICE_NEEDS_RESET */
+	VOP_EV_PEER_UP = 8,        /* peer attached (first heartbeat seen); epoch */
+};
+
+struct vop_event {
+	uint32_t type;   /* enum vop_event_type */
+	uint32_t dev_id; /* 0 for link-wide events */
+	uint32_t queue;  /* queue index for QUEUE_BROKEN */
+	uint32_t reason; /* enum vop_vq_reason for QUEUE_BROKEN */
+	uint32_t epoch;  /* peer epoch for PEER_* */
+};
+
+struct vop_link_config {
+	uint64_t spin_ns;          /* busy-poll time after the last work before sleeping; 0 = sleep at once */
+	uint32_t reset_timeout_ms; /* device reset handshake timeout; 0 = 1000 */
+	bool poll_only;            /* never sleep (benchmark "polling" mode) */
+	void (*on_event)(void *ctx, const struct vop_event *ev); /* worker thread; may be NULL */
+	void *ctx;                 /* passed to on_event */
+};
+
+struct vop_link;
+
+/*
+ * vop_link_create - a link side over window w (not owned: close it after
+ * vop_link_destroy). Returns 0 and *out, -EINVAL, -ENOMEM.
+ */
+int vop_link_create(struct vop_window *w, const struct vop_link_config *cfg, struct vop_link **out);
+
+/* Stop the worker if running, detach everything, free. NULL ok. */
+void vop_link_destroy(struct vop_link *l);
+
+/*
+ * vop_link_attach_pipe - serve the byte pipe dev_id (must be LIVE in the
+ * device table, type VOP_DEVTYPE_BYTE_PIPE, 2 queues) in role. Allowed
+ * while running. The driver role starts the reset handshake at once.
+ * Returns 0, -ENOENT, -EPROTO (bad table entry), -EINVAL (bad config or
+ * role does not match device_side), -EEXIST (already attached), -ENOMEM.
+ */
+int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role,
+			 const struct vop_pipe_config *pc);
+
+/* Stop serving dev_id (its queues go quiet). 0 or -ENOENT. */
+int vop_link_detach(struct vop_link *l, uint32_t dev_id);
+
+/*
+ * vop_link_reset_device - driver role: start the reset handshake for
+ * dev_id (clears broken queues once the device acks). 0, -ENOENT, -EINVAL.
+ */
+int vop_link_reset_device(struct vop_link *l, uint32_t dev_id);
+
+/* Start / stop (and join) the worker thread. 0, -EALREADY, -errno. */
+int vop_link_start(struct vop_link *l);
+int vop_link_stop(struct vop_link *l);
+
+/* Counters; any thread. Return 0 or -ENOENT / -EINVAL. */
+int vop_link_queue_stats(struct vop_link *l, uint32_t dev_id, unsigned queue,
+			 struct vop_vq_stats *out);
+int vop_link_pipe_stats(struct vop_link *l, uint32_t dev_id, struct vop_pipe_stats *out);
+void vop_link_stats(struct vop_link *l, uint64_t out[VOP_LS_COUNT]);
+
+/*
+ * vop_pipe_spec - fill a device-table spec for a byte pipe whose queues
+ * have qsize entries and buffers of buf_size bytes (pool includes room for
+ * indirect tables). features: offered VOP_F_* bits.
+ */
+void vop_pipe_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side,
+		   uint16_t qsize, uint32_t buf_size, uint64_t features);
+
+#endif /* VOP_LINK_H */
