@@ -215,6 +215,7 @@ static int init_queue(struct vop_link *l, struct link_dev *d, unsigned qi)
 	const struct vop_queue_desc *qd = &d->info.queues[qi];
 	struct pipe_q *q = &d->q[qi];
 	struct vop_vq_config c;
+	struct vop_vq_stats saved;
 	int rc;
 
 	memset(&c, 0, sizeof(c));
@@ -223,6 +224,7 @@ static int init_queue(struct vop_link *l, struct link_dev *d, unsigned qi)
 	c.desc = vop_window_ptr(l->w, qd->desc_off);
 	c.avail = vop_window_ptr(l->w, qd->avail_off);
 	c.used = vop_window_ptr(l->w, qd->used_off);
+	saved = q->vq.stats; /* counters survive resets */
 	if (d->role == VOP_ROLE_DRIVER) {
 		q->pool = vop_window_ptr(l->w, qd->pool_off);
 		q->pool_peer = qd->pool_off; /* shm: peer address == window offset */
@@ -234,10 +236,15 @@ static int init_queue(struct vop_link *l, struct link_dev *d, unsigned qi)
 		rc = vop_vq_init_driver(&q->vq, &c);
 	} else {
 		c.regions = &l->w->regions;
+		/* D11 per-device bound: the pipe never handles more than its scratch buffer. */
+		c.max_chain_bytes = d->scratch_size;
 		rc = vop_vq_init_device(&q->vq, &c);
 	}
-	if (rc == 0)
+	if (rc == 0) {
 		q->ready = true;
+		saved.c[VOP_VQS_BROKEN] = 0;
+		q->vq.stats = saved;
+	}
 	return rc;
 }
 
