@@ -3,7 +3,7 @@
  * vop-agent: wiring only. Config, logger, registry, native layer, gRPC server,
  * metrics endpoint, signals.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 
 import { DeviceKind, NodeRole, TransportKind } from '../../lib/gen/vop/types/v1/types';
 import { ConfigError } from '../../lib/src/config';
@@ -15,6 +15,11 @@ import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadAgentConfig, type AgentConfig } from './config';
+import { BackendRegistry } from './links/device-backend';
+import { LinkManager } from './links/link-manager';
+import { LinkStore } from './links/link-store';
+import { loadDataPlane } from './links/native-data-plane';
+import { registerAgentMetrics } from './metrics/agent-metrics';
 import { agentServiceBinding } from './rpc/agent-service';
 import { loadNativeVersion } from './native-version';
 
@@ -44,8 +49,23 @@ async function main(): Promise<void> {
   const log = createRootLogger('vop-agent', config.logLevel as 'info');
   log.info({ node: config.node.name, configFile: loaded.configFile, sources: loaded.sources }, 'starting vop-agent');
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  mkdirSync(config.rendezvousDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.rendezvousDir, 0o700);
+
+  const nativeVersion = loadNativeVersion();
+  const dataPlane = loadDataPlane(log.child({ component: 'native' }));
+  const links = new LinkManager({
+    nodeName: config.node.name,
+    rendezvousDir: config.rendezvousDir,
+    dataPlane,
+    backends: new BackendRegistry(),
+    store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
+    log: log.child({ component: 'link-manager' }),
+  });
+  links.restore();
 
   const registry = createRegistry();
+  registerAgentMetrics(registry, links, { version: VOP_VERSION, nativeVersion });
   const streams = new StreamTracker();
   const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
   const startTime = new Date();
@@ -66,9 +86,9 @@ async function main(): Promise<void> {
     }),
     addresses: () => addresses,
     version: VOP_VERSION,
-    nativeVersion: loadNativeVersion(),
+    nativeVersion,
     startTime,
-  });
+  }, links);
 
   const grpc = await startGrpcServer({
     log: log.child({ component: 'grpc' }),
@@ -86,6 +106,7 @@ async function main(): Promise<void> {
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
     await grpc.shutdown(SHUTDOWN_GRACE_MS);
+    links.shutdown();
     await metrics.close();
   });
 }

@@ -4,12 +4,29 @@
  */
 import type { UntypedServiceImplementation } from '@grpc/grpc-js';
 
-import { AgentServiceService, type GetInfoResponse, type WatchLinksResponse } from '../../../lib/gen/vop/agent/v1/agent';
-import { WatchEventType, type AgentAddresses, type AgentIdentity, type Capabilities } from '../../../lib/gen/vop/types/v1/types';
-import { unimplemented } from '../../../lib/src/errors';
-import { writeWithBackpressure, type HandlerKit } from '../../../lib/src/rpc-handlers';
-import { validateLink } from '../../../lib/src/validate';
+import {
+  AgentServiceService,
+  type AddDeviceRequest,
+  type ApplyLinkRequest,
+  type DeleteLinkRequest,
+  type GetInfoResponse,
+  type GetLinkRequest,
+  type GetStatsRequest,
+  type ListLinksRequest,
+  type RemoveDeviceRequest,
+  type ResetLinkRequest,
+  type WatchLinksRequest,
+} from '../../../lib/gen/vop/agent/v1/agent';
+import { type AgentAddresses, type AgentIdentity, type Capabilities } from '../../../lib/gen/vop/types/v1/types';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
+import { type HandlerKit } from '../../../lib/src/rpc-handlers';
+import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../lib/src/selector';
+import { checkDevice, checkName } from '../../../lib/src/validate';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
+import type { LinkManager } from '../links/link-manager';
+import type { LinkOwner } from '../links/link-manager-api';
+import { attachConsole, ConsoleSessions } from './console-attach';
+import { watchLinks } from './watch-links';
 
 export interface AgentInfoSource {
   identity(): AgentIdentity;
@@ -20,14 +37,33 @@ export interface AgentInfoSource {
   readonly startTime: Date;
 }
 
-function waitForAbort(signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) resolve();
-    else signal.addEventListener('abort', () => resolve(), { once: true });
-  });
+const DIRECT: LinkOwner = { kind: 'direct' };
+
+function requireName(field: string, value: string): void {
+  const v = new ViolationList();
+  checkName(v, field, value);
+  v.throwIfAny();
 }
 
-export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource): ServiceBinding {
+export function parseLabelSelector(text: string, field = 'label_selector'): ReturnType<typeof parseSelector> {
+  try {
+    return parseSelector(text);
+  } catch (err) {
+    if (err instanceof SelectorSyntaxError) throw invalidArgument([{ field, description: err.message }]);
+    throw err;
+  }
+}
+
+export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, links: LinkManager): ServiceBinding {
+  const consoles = new ConsoleSessions();
+
+  function existing(name: string, field: string): NonNullable<ReturnType<LinkManager['get']>> {
+    requireName(field, name);
+    const link = links.get(name);
+    if (!link) throw notFound('link', name);
+    return link;
+  }
+
   const implementation: UntypedServiceImplementation = {
     getInfo: kit.unary('GetInfo', async (): Promise<GetInfoResponse> => ({
       identity: info.identity(),
@@ -37,37 +73,78 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource): Ser
       startTime: info.startTime,
       addresses: info.addresses(),
     })),
-    applyLink: kit.unary('ApplyLink', async (req: { link: Parameters<typeof validateLink>[0] }) => {
-      validateLink(req.link);
-      throw unimplemented('ApplyLink');
+
+    applyLink: kit.unary('ApplyLink', async (req: ApplyLinkRequest) => links.apply(req.link as NonNullable<ApplyLinkRequest['link']>, { owner: DIRECT, force: req.force, dryRun: req.dryRun })),
+
+    getLink: kit.unary('GetLink', async (req: GetLinkRequest) => ({ link: existing(req.name, 'name') })),
+
+    listLinks: kit.unary('ListLinks', async (req: ListLinksRequest) => {
+      const sel = parseLabelSelector(req.labelSelector);
+      const all = links.list().filter((l) => selectorMatches(sel, l.meta?.labels ?? {}));
+      const start = req.pageToken === '' ? 0 : all.findIndex((l) => (l.meta?.name ?? '') > req.pageToken);
+      const from = start < 0 ? all.length : start;
+      const page = req.pageSize === 0 ? all.slice(from) : all.slice(from, from + req.pageSize);
+      const last = page[page.length - 1];
+      const more = req.pageSize !== 0 && from + page.length < all.length;
+      return { links: page, nextPageToken: more && last ? (last.meta?.name ?? '') : '' };
     }),
-    getLink: kit.unary('GetLink', async () => {
-      throw unimplemented('GetLink');
+
+    deleteLink: kit.unary('DeleteLink', async (req: DeleteLinkRequest) => {
+      requireName('name', req.name);
+      await links.delete(req.name, { owner: DIRECT, force: req.force, resourceVersion: req.resourceVersion });
+      return {};
     }),
-    listLinks: kit.unary('ListLinks', async () => ({ links: [], nextPageToken: '' })),
-    deleteLink: kit.unary('DeleteLink', async () => {
-      throw unimplemented('DeleteLink');
+
+    resetLink: kit.unary('ResetLink', async (req: ResetLinkRequest) => {
+      requireName('name', req.name);
+      return { link: await links.reset(req.name, req.reason) };
     }),
-    resetLink: kit.unary('ResetLink', async () => {
-      throw unimplemented('ResetLink');
+
+    addDevice: kit.unary('AddDevice', async (req: AddDeviceRequest) => {
+      const v = new ViolationList();
+      checkName(v, 'link', req.link);
+      if (!req.device) v.add('device', 'is required');
+      else checkDevice(v, 'device', req.device);
+      v.throwIfAny();
+      const device = req.device as NonNullable<AddDeviceRequest['device']>;
+      const link = existing(req.link, 'link');
+      const spec = link.spec as NonNullable<typeof link.spec>;
+      if (spec.devices.some((d) => d.name === device.name)) throw alreadyExists('device', device.name, `link "${req.link}" already carries it`);
+      const meta = { ...(link.meta as NonNullable<typeof link.meta>), resourceVersion: req.resourceVersion };
+      const res = await links.apply({ meta, spec: { ...spec, devices: [...spec.devices, device] }, status: undefined }, { owner: DIRECT, force: req.force, dryRun: false });
+      return { link: res.link };
     }),
-    addDevice: kit.unary('AddDevice', async () => {
-      throw unimplemented('AddDevice');
+
+    removeDevice: kit.unary('RemoveDevice', async (req: RemoveDeviceRequest) => {
+      const v = new ViolationList();
+      checkName(v, 'link', req.link);
+      checkName(v, 'device', req.device);
+      v.throwIfAny();
+      const link = existing(req.link, 'link');
+      const spec = link.spec as NonNullable<typeof link.spec>;
+      if (!spec.devices.some((d) => d.name === req.device)) throw notFound('device', req.device);
+      if (spec.devices.length === 1) {
+        throw failedPrecondition('LAST_DEVICE', `device "${req.device}" is the last device of link "${req.link}"; delete the link instead`, { link: req.link, device: req.device });
+      }
+      const meta = { ...(link.meta as NonNullable<typeof link.meta>), resourceVersion: req.resourceVersion };
+      const res = await links.apply(
+        { meta, spec: { ...spec, devices: spec.devices.filter((d) => d.name !== req.device) }, status: undefined },
+        { owner: DIRECT, force: req.force, dryRun: false },
+      );
+      return { link: res.link };
     }),
-    removeDevice: kit.unary('RemoveDevice', async () => {
-      throw unimplemented('RemoveDevice');
-    }),
+
     watchLinks: kit.serverStream('WatchLinks', async (call, signal) => {
-      const synced: WatchLinksResponse = { type: WatchEventType.WATCH_EVENT_TYPE_SYNCED, link: undefined, event: undefined, resourceVersion: '0' };
-      await writeWithBackpressure(call, synced, signal);
-      await waitForAbort(signal);
+      const req = call.request as WatchLinksRequest;
+      await watchLinks(links, parseLabelSelector(req.labelSelector), req.updatesOnly, call, signal);
     }),
-    getStats: kit.unary('GetStats', async () => {
-      throw unimplemented('GetStats');
+
+    getStats: kit.unary('GetStats', async (req: GetStatsRequest) => {
+      requireName('link', req.link);
+      return { link: req.link, devices: links.stats(req.link), sampleTime: new Date() };
     }),
-    attachConsole: kit.bidi('AttachConsole', async () => {
-      throw unimplemented('AttachConsole');
-    }),
+
+    attachConsole: kit.bidi('AttachConsole', async (call, signal) => attachConsole(links, consoles, info.identity().nodeName, call, signal)),
   };
   return { name: 'vop.agent.v1.AgentService', definition: AgentServiceService, implementation };
 }

@@ -1,0 +1,115 @@
+/**
+ * The port between the link manager and the native data plane. The link manager
+ * speaks only this interface; agent/src/links/native-data-plane.ts adapts it to the
+ * native façade (agent/src/native/), and unit tests of the link manager may supply
+ * a fake. Every call here is a cheap control operation: buffers never cross it.
+ */
+
+/** Which side of the shared window this endpoint is. */
+export type WindowSide = 'creator' | 'attacher';
+
+/** Direction of a queue as seen from this endpoint. */
+export type QueueDirection = 'transmit' | 'receive';
+
+/** One queue of a device as the backend lays it out. */
+export interface QueueLayout {
+  readonly name: string;
+  readonly direction: QueueDirection;
+  readonly size: number;
+}
+
+/** What the native layer needs to publish or bind one device. */
+export interface NativeDeviceSpec {
+  /** Nonzero, stable for the device's life on the link (derived from its name). */
+  readonly devId: number;
+  /** virtio device id, or the byte-pipe type for tests. */
+  readonly deviceType: number;
+  /** Which virtio role this endpoint plays for the device. */
+  readonly role: 'device' | 'driver';
+  readonly queues: readonly QueueLayout[];
+  readonly eventIdx: boolean;
+}
+
+export interface OpenWindowRequest {
+  readonly link: string;
+  /** Window file path inside the rendezvous directory. */
+  readonly path: string;
+  readonly side: WindowSide;
+  /** Bytes; only the creator uses it. */
+  readonly sizeBytes: number;
+}
+
+/** Native counters of one queue, read at call time. */
+export interface QueueCounters {
+  readonly index: number;
+  readonly buffers: bigint;
+  readonly bytes: bigint;
+  readonly notificationsSent: bigint;
+  readonly notificationsSuppressed: bigint;
+  readonly wakeups: bigint;
+  readonly pollNs: bigint;
+  readonly sleepNs: bigint;
+  /** Violations and local errors by stable reason name. */
+  readonly errors: ReadonlyMap<string, bigint>;
+  /** Reason name when broken, '' when healthy. */
+  readonly broken: string;
+}
+
+/** State of the peer side as the window shows it. */
+export interface PeerView {
+  /** 'absent': never attached; 'up': attached and beating; 'gone': closed or heartbeat stalled. */
+  readonly state: 'absent' | 'up' | 'gone';
+  /** Incremented on each (re)attach of the peer; 0 before the first. */
+  readonly epoch: number;
+}
+
+/** Asynchronous things the native layer reports (from its worker threads). */
+export type DataPlaneEvent =
+  | { readonly type: 'queue-broken'; readonly devId: number; readonly queue: number; readonly reason: string }
+  | { readonly type: 'peer-reset'; readonly epoch: number }
+  | { readonly type: 'peer-gone' }
+  | { readonly type: 'device-ready'; readonly devId: number }
+  | { readonly type: 'device-removed'; readonly devId: number };
+
+/** Thrown by the data plane; `code` is stable ("EEXIST", "EAGAIN", "NATIVE_UNAVAILABLE", ...). */
+export class DataPlaneError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'DataPlaneError';
+    this.code = code;
+  }
+}
+
+/** One open window (one endpoint of one link). */
+export interface DataPlaneWindow {
+  readonly side: WindowSide;
+  peer(): PeerView;
+  /** Publishes (creator) or binds (attacher) a device and starts moving its queues. */
+  addDevice(spec: NativeDeviceSpec): void;
+  removeDevice(devId: number): void;
+  /** True when both sides have bound the device and its queues run. */
+  deviceReady(devId: number): boolean;
+  /** Device reset handshake for one device; its queues start clean. */
+  resetDevice(devId: number): void;
+  /** Counters per queue of a device ([] when unknown). */
+  counters(devId: number): QueueCounters[];
+  /** Link-wide worker counters (busy-poll and sleep time). */
+  workerTimes(): { readonly pollNs: bigint; readonly sleepNs: bigint };
+  /** Byte-pipe only: send bytes into a device's transmit queue (console writer, tests). */
+  write?(devId: number, data: Uint8Array): number;
+  /** Stops workers and unmaps; the creator removes the window file when `unlink`. */
+  close(unlink: boolean): void;
+}
+
+export interface DataPlane {
+  /** False when the native addon could not be loaded; open() then throws NATIVE_UNAVAILABLE. */
+  readonly available: boolean;
+  readonly version: string;
+  /**
+   * Creates or attaches a window. The attacher throws EAGAIN/ENOENT while the creator
+   * has not published it yet (the caller retries); the creator throws EEXIST when a
+   * window file is already there (the caller decides to re-attach or replace it).
+   */
+  open(req: OpenWindowRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow;
+}

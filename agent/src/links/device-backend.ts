@@ -1,0 +1,134 @@
+/**
+ * The per-device backend seam. A backend turns one Device of a link spec into what
+ * the native layer publishes (type, queues) and, once the device runs, into a local
+ * surface (a TAP, a pty, an NBD export...). Console, blk and net backends register
+ * here (issue 4); until they do, the byte-pipe stand-ins below carry each kind over
+ * the native raw byte-pipe device so links, stats and restarts can be exercised.
+ */
+import { DeviceKind, Role, type Device } from '../../../lib/gen/vop/types/v1/types';
+import type { Logger } from '../../../lib/src/logger';
+import type { DataPlaneWindow, NativeDeviceSpec, QueueLayout } from './data-plane';
+
+/** virtio device ids (VIRTIO 1.2 section 5) and the native test device. */
+export const VIRTIO_ID = { net: 1, blk: 2, console: 3, bytePipe: 0xfff0 } as const;
+
+export type DeviceKindName = 'net' | 'console' | 'blk';
+
+export function deviceKindName(d: Device): DeviceKindName | null {
+  return d.kind?.$case ?? null;
+}
+
+export const DEVICE_KIND_ENUM: Record<DeviceKindName, DeviceKind> = {
+  net: DeviceKind.DEVICE_KIND_NET,
+  console: DeviceKind.DEVICE_KIND_CONSOLE,
+  blk: DeviceKind.DEVICE_KIND_BLK,
+};
+
+/** Stable nonzero device id from the device name (FNV-1a), the same on both sides. */
+export function devIdOf(name: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < name.length; i++) {
+    h ^= name.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h === 0 ? 1 : h;
+}
+
+/** Console sessions attach here: output fan-out and one input path. */
+export interface ConsolePort {
+  /** Registers an output listener; returns the unsubscribe function. */
+  onOutput(listener: (chunk: Uint8Array) => void): () => void;
+  write(data: Uint8Array): void;
+  /** Up to `max` most recent output bytes, for replay. */
+  recent(max: number): Uint8Array;
+  /** Local surface to report (pty path, socket) or ''. */
+  readonly devicePath: string;
+}
+
+export interface BackendContext {
+  readonly link: string;
+  readonly device: Device;
+  readonly role: 'device' | 'driver';
+  readonly devId: number;
+  readonly window: DataPlaneWindow;
+  readonly log: Logger;
+}
+
+/** A running backend of one device on one endpoint. */
+export interface BackendInstance {
+  /** Local surfaces reported in DeviceStatus.endpoints. */
+  readonly endpoints: Readonly<Record<string, string>>;
+  /** Present on console devices whose backend supports attach. */
+  readonly console: ConsolePort | null;
+  /** Device-specific counters (GetStats counters map). */
+  counters(): Record<string, bigint>;
+  stop(): Promise<void>;
+}
+
+export interface DeviceBackend {
+  readonly kind: DeviceKindName;
+  /** Native description of the device for this endpoint's virtio role. */
+  nativeSpec(device: Device, role: 'device' | 'driver'): NativeDeviceSpec;
+  start(ctx: BackendContext): Promise<BackendInstance>;
+}
+
+export function roleName(r: Role): 'device' | 'driver' {
+  return r === Role.ROLE_DEVICE ? 'device' : 'driver';
+}
+
+const DEFAULT_QUEUE_SIZE = 256;
+
+/** Queue names per kind, with which virtio role produces into each. */
+const QUEUES: Record<DeviceKindName, readonly { name: string; producer: 'device' | 'driver' }[]> = {
+  net: [
+    { name: 'rx', producer: 'device' },
+    { name: 'tx', producer: 'driver' },
+  ],
+  console: [
+    { name: 'receiveq', producer: 'device' },
+    { name: 'transmitq', producer: 'driver' },
+  ],
+  blk: [{ name: 'requestq', producer: 'driver' }],
+};
+
+export function queueLayout(kind: DeviceKindName, device: Device, role: 'device' | 'driver'): QueueLayout[] {
+  const size = device.queueSize === 0 ? DEFAULT_QUEUE_SIZE : device.queueSize;
+  return QUEUES[kind].map((q) => ({ name: q.name, direction: q.producer === role ? 'transmit' : 'receive', size }));
+}
+
+/**
+ * Stand-in for a device kind whose real backend has not landed: the device travels as
+ * the native byte-pipe device with that kind's queue names. Reports kind "bytepipe".
+ */
+export function bytePipeStandIn(kind: DeviceKindName): DeviceBackend {
+  return {
+    kind,
+    nativeSpec(device, role) {
+      return { devId: devIdOf(device.name), deviceType: VIRTIO_ID.bytePipe, role, queues: queueLayout(kind, device, role), eventIdx: !device.disableEventIdx };
+    },
+    async start() {
+      return { endpoints: { backend: 'bytepipe' }, console: null, counters: () => ({}), stop: async () => undefined };
+    },
+  };
+}
+
+/** Backends by device kind; later registrations replace the stand-ins. */
+export class BackendRegistry {
+  private readonly byKind = new Map<DeviceKindName, DeviceBackend>();
+
+  constructor(backends: readonly DeviceBackend[] = (['net', 'console', 'blk'] as const).map(bytePipeStandIn)) {
+    for (const b of backends) this.register(b);
+  }
+
+  register(b: DeviceBackend): void {
+    this.byKind.set(b.kind, b);
+  }
+
+  get(kind: DeviceKindName): DeviceBackend | undefined {
+    return this.byKind.get(kind);
+  }
+
+  kinds(): DeviceKindName[] {
+    return [...this.byKind.keys()];
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * The link manager: desired state (applied specs, persisted) and one LinkRuntime per
+ * link that drives the data plane toward it. Implements LinkManagerApi for the
+ * AgentService handlers and the controller sync client. Every mutation validates
+ * fully and persists before touching memory or the data plane, so a rejected or
+ * failed request leaves nothing behind.
+ */
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
+import { type DeviceStats, type Link, type LinkEvent, type ObjectMeta } from '../../../lib/gen/vop/types/v1/types';
+import { alreadyExists, failedPrecondition, notFound, ServerError, staleResourceVersion } from '../../../lib/src/errors';
+import type { Logger } from '../../../lib/src/logger';
+import { validateLink } from '../../../lib/src/validate';
+import type { DataPlane } from './data-plane';
+import type { BackendRegistry } from './device-backend';
+import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
+import { LinkRuntime } from './link-runtime';
+import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
+import type { LinkStore } from './link-store';
+
+export interface LinkManagerDeps {
+  readonly nodeName: string;
+  readonly rendezvousDir: string;
+  readonly dataPlane: DataPlane;
+  readonly backends: BackendRegistry;
+  readonly store: LinkStore;
+  readonly log: Logger;
+}
+
+function ownerName(owner: LinkOwner): string {
+  return owner.kind === 'controller' ? owner.managedBy : '';
+}
+
+export class LinkManager implements LinkManagerApi {
+  private readonly links = new Map<string, LinkRuntime>();
+  private readonly listeners = new Set<(c: LinkChange) => void>();
+  private readonly dirty = new Set<LinkRuntime>();
+  private flushQueued = false;
+  /** Last resource_version handed out; versions only increase within an agent's state dir. */
+  private rv = 0n;
+  private readonly log: Logger;
+
+  constructor(private readonly deps: LinkManagerDeps) {
+    this.log = deps.log;
+  }
+
+  private nextRv(): string {
+    this.rv += 1n;
+    return this.rv.toString();
+  }
+
+  private newRuntime(link: Link): LinkRuntime {
+    const name = link.meta?.name ?? '';
+    return new LinkRuntime(link, {
+      dataPlane: this.deps.dataPlane,
+      backends: this.deps.backends,
+      rendezvousDir: this.deps.rendezvousDir,
+      nodeName: this.deps.nodeName,
+      log: this.log.child({ link: name }),
+      onStatus: (rt) => this.markDirty(rt),
+      onEvent: (e) => this.emitEvent(e),
+    });
+  }
+
+  /** Restores persisted links and starts them; the agent needs no controller for this. */
+  restore(): number {
+    let n = 0;
+    for (const { link, file } of this.deps.store.loadAll()) {
+      const rv = BigInt(/^\d+$/.test(link.meta?.resourceVersion ?? '') ? (link.meta?.resourceVersion ?? '0') : '0');
+      if (rv > this.rv) this.rv = rv;
+      try {
+        validateLink(link);
+        checkLinkForAgent(link, this.deps.nodeName, this.deps.backends);
+      } catch (err) {
+        this.log.error({ err, file }, 'stored link is no longer valid here; skipping it');
+        continue;
+      }
+      const rt = this.newRuntime(link);
+      this.links.set(rt.name, rt);
+      n += 1;
+    }
+    for (const rt of this.links.values()) rt.start();
+    if (n > 0) this.log.info({ links: n }, 'restored links from the state directory');
+    return n;
+  }
+
+  private checkOwnership(existing: LinkRuntime, owner: LinkOwner, force: boolean): void {
+    const managedBy = existing.meta.managedBy;
+    if (managedBy === '' || force || ownerName(owner) === managedBy) return;
+    throw failedPrecondition('LINK_MANAGED', `link "${existing.name}" is managed by ${managedBy}; change it there, or set force to override`, {
+      link: existing.name,
+      managedBy,
+    });
+  }
+
+  private checkRv(existing: LinkRuntime, expected: string): void {
+    if (expected !== '' && expected !== existing.meta.resourceVersion) throw staleResourceVersion('link', existing.name, expected, existing.meta.resourceVersion);
+  }
+
+  async apply(input: Link, opts: ApplyOptions): Promise<ApplyResult> {
+    validateLink(input);
+    checkLinkForAgent(input, this.deps.nodeName, this.deps.backends);
+    const name = input.meta.name;
+    const existing = this.links.get(name);
+    const now = new Date();
+    let meta: ObjectMeta;
+    if (existing) {
+      this.checkOwnership(existing, opts.owner, opts.force);
+      this.checkRv(existing, input.meta.resourceVersion);
+      const old = existing.desired.spec;
+      const sameEndpoints =
+        old !== undefined &&
+        old.endpoints.length === input.spec.endpoints.length &&
+        old.endpoints.every((e, i) => e.agent === input.spec.endpoints[i]?.agent && e.role === input.spec.endpoints[i]?.role);
+      if (!sameEndpoints) {
+        throw alreadyExists('link', name, `it joins ${old?.endpoints.map((e) => e.agent).join(' and ') ?? '?'} with other roles; delete it before reusing the name`);
+      }
+      const specChanged = !specEqual(old, input.spec);
+      const managedBy = opts.owner.kind === 'controller' ? opts.owner.managedBy : existing.meta.managedBy;
+      const metaChanged = !mapEqual(existing.meta.labels, input.meta.labels) || !mapEqual(existing.meta.annotations, input.meta.annotations) || managedBy !== existing.meta.managedBy;
+      if (!specChanged && !metaChanged) return { link: existing.toLink(), changed: false };
+      meta = {
+        ...existing.meta,
+        labels: { ...input.meta.labels },
+        annotations: { ...input.meta.annotations },
+        managedBy,
+        generation: existing.meta.generation + (specChanged ? 1n : 0n),
+        resourceVersion: opts.dryRun ? existing.meta.resourceVersion : this.nextRv(),
+        updateTime: now,
+      };
+    } else {
+      if (input.meta.resourceVersion !== '') throw notFound('link', name);
+      meta = {
+        name,
+        labels: { ...input.meta.labels },
+        annotations: { ...input.meta.annotations },
+        generation: 1n,
+        resourceVersion: opts.dryRun ? '' : this.nextRv(),
+        createTime: now,
+        updateTime: now,
+        managedBy: ownerName(opts.owner),
+      };
+    }
+    const desired: Link = { meta, spec: input.spec, status: undefined };
+    if (opts.dryRun) {
+      const status = existing?.toLink().status;
+      return { link: { ...desired, status }, changed: true };
+    }
+    try {
+      this.deps.store.save(desired);
+    } catch (err) {
+      this.log.error({ err, link: name }, 'cannot persist link');
+      throw new ServerError(GrpcStatus.UNAVAILABLE, `cannot persist link "${name}" in the state directory; nothing was changed`, { reason: 'STATE_WRITE_FAILED' });
+    }
+    let rt = existing;
+    if (rt) rt.update(desired);
+    else {
+      rt = this.newRuntime(desired);
+      this.links.set(name, rt);
+      rt.start();
+    }
+    const link = rt.toLink();
+    this.emit({ type: 'upsert', link });
+    this.dirty.delete(rt);
+    return { link, changed: true };
+  }
+
+  get(name: string): Link | undefined {
+    return this.links.get(name)?.toLink();
+  }
+
+  list(): Link[] {
+    return [...this.links.values()].sort((a, b) => a.name.localeCompare(b.name)).map((rt) => rt.toLink());
+  }
+
+  async delete(name: string, opts: { readonly owner: LinkOwner; readonly force: boolean; readonly resourceVersion: string }): Promise<void> {
+    const rt = this.links.get(name);
+    if (!rt) throw notFound('link', name);
+    this.checkOwnership(rt, opts.owner, opts.force);
+    this.checkRv(rt, opts.resourceVersion);
+    try {
+      this.deps.store.remove(name);
+    } catch (err) {
+      this.log.error({ err, link: name }, 'cannot remove the stored link');
+      throw new ServerError(GrpcStatus.UNAVAILABLE, `cannot remove link "${name}" from the state directory; nothing was changed`, { reason: 'STATE_WRITE_FAILED' });
+    }
+    this.links.delete(name);
+    rt.terminate();
+    this.dirty.delete(rt);
+    this.emit({ type: 'delete', link: rt.toLink() });
+  }
+
+  async reset(name: string, reason: string): Promise<Link> {
+    const rt = this.links.get(name);
+    if (!rt) throw notFound('link', name);
+    rt.reset(reason);
+    return rt.toLink();
+  }
+
+  stats(name: string): DeviceStats[] {
+    const rt = this.links.get(name);
+    if (!rt) throw notFound('link', name);
+    return rt.stats();
+  }
+
+  subscribe(listener: (change: LinkChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Runtimes for metrics and console attach (not part of LinkManagerApi). */
+  runtime(name: string): LinkRuntime | undefined {
+    return this.links.get(name);
+  }
+
+  runtimes(): LinkRuntime[] {
+    return [...this.links.values()];
+  }
+
+  /** Agent shutdown: stop the data plane of every link; specs stay persisted. */
+  shutdown(): void {
+    for (const rt of this.links.values()) rt.shutdown();
+  }
+
+  private emit(change: LinkChange): void {
+    for (const l of this.listeners) {
+      try {
+        l(change);
+      } catch (err) {
+        this.log.error({ err }, 'link change listener threw');
+      }
+    }
+  }
+
+  private emitEvent(event: LinkEvent): void {
+    this.emit({ type: 'event', event });
+  }
+
+  /** Status changes are coalesced per link and published once per turn. */
+  private markDirty(rt: LinkRuntime): void {
+    this.dirty.add(rt);
+    if (this.flushQueued) return;
+    this.flushQueued = true;
+    queueMicrotask(() => {
+      this.flushQueued = false;
+      const items = [...this.dirty];
+      this.dirty.clear();
+      for (const r of items) if (this.links.get(r.name) === r) this.emit({ type: 'upsert', link: r.toLink() });
+    });
+  }
+}

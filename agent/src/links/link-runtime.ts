@@ -1,0 +1,662 @@
+/**
+ * One link endpoint on this agent: the applied spec (desired) against the window and
+ * devices the data plane actually has (observed), driven through the lifecycle in
+ * link-lifecycle.ts by one guarded transition function. All native calls are cheap
+ * control operations; buffers move in native worker threads, so nothing here runs
+ * per buffer and the link keeps moving while this JavaScript is busy.
+ */
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+
+import { type Device, type DeviceStats, type DeviceStatus, type Link, type LinkEvent, type QueueStats } from '../../../lib/gen/vop/types/v1/types';
+import type { Logger } from '../../../lib/src/logger';
+import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type QueueCounters, type WindowSide } from './data-plane';
+import { DEVICE_KIND_ENUM, deviceKindName, roleName, type BackendInstance, type BackendRegistry, type DeviceBackend, type DeviceKindName } from './device-backend';
+import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './link-lifecycle';
+import { specEqual } from './link-spec';
+
+/** Poll period while connecting or negotiating (bring-up latency is bounded by it). */
+export const CONNECT_POLL_MS = 5;
+/** Backstop health check while Ready; native events normally arrive first. */
+export const READY_POLL_MS = 1000;
+/** Reset-and-retry backoff: base, cap and the number of consecutive failures before Failed. */
+export const RETRY_BASE_MS = 100;
+export const RETRY_MAX_MS = 5000;
+export const MAX_RETRY_ATTEMPTS = 8;
+/** After this long without a peer, PeerConnected says the peer is late, not just absent. */
+export const PEER_LATE_MS = 10_000;
+/** Window size when the spec leaves it 0: fits 32 devices with 8 queues of 256. */
+export const DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024;
+
+interface DeviceRuntime {
+  device: Device;
+  readonly kind: DeviceKindName;
+  readonly native: NativeDeviceSpec;
+  readonly backend: DeviceBackend;
+  instance: BackendInstance | null;
+  added: boolean;
+  ready: boolean;
+  broken: string;
+  resets: number;
+}
+
+export interface LinkRuntimeDeps {
+  readonly dataPlane: DataPlane;
+  readonly backends: BackendRegistry;
+  readonly rendezvousDir: string;
+  readonly nodeName: string;
+  readonly log: Logger;
+  /** Status changed (phase, conditions, devices). */
+  onStatus(rt: LinkRuntime): void;
+  onEvent(e: LinkEvent): void;
+}
+
+function backoffMs(attempt: number): number {
+  const d = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.max(0, attempt - 1));
+  return Math.round(d * (0.8 + Math.random() * 0.4));
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+export class LinkRuntime {
+  private stateValue: LinkState = 'Pending';
+  private linkValue: Link;
+  private readonly conditions: ConditionSet;
+  private window: DataPlaneWindow | null = null;
+  private readonly devices = new Map<string, DeviceRuntime>();
+  private epoch = 0n;
+  private resetCount = 0;
+  private lastTransition = new Date();
+  /** Peer epoch seen when the peer last came up; 0 before. */
+  private peerEpoch = 0;
+  /** Consecutive failed attempts since the link was last Ready. */
+  private attempts = 0;
+  /** Valid while Connecting: when we started waiting for the peer. */
+  private connectingSince = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly log: Logger;
+
+  constructor(
+    link: Link,
+    private readonly deps: LinkRuntimeDeps,
+  ) {
+    this.linkValue = link;
+    this.log = deps.log;
+    this.conditions = new ConditionSet(this.generation);
+    for (const d of this.spec.devices) this.devices.set(d.name, this.deviceRuntime(d));
+  }
+
+  get name(): string {
+    return this.linkValue.meta?.name ?? '';
+  }
+  get state(): LinkState {
+    return this.stateValue;
+  }
+  get generation(): number {
+    return Number(this.linkValue.meta?.generation ?? 0n);
+  }
+  private get spec(): NonNullable<Link['spec']> {
+    if (!this.linkValue.spec) throw new Error('link without spec');
+    return this.linkValue.spec;
+  }
+  /** This agent's virtio role on the link. */
+  get role(): 'device' | 'driver' {
+    const ep = this.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
+    if (!ep) throw new Error(`link ${this.name} does not name ${this.deps.nodeName}`);
+    return roleName(ep.role);
+  }
+  /** The device-role side creates the window and owns its device table; the driver side attaches. */
+  get side(): WindowSide {
+    return this.role === 'device' ? 'creator' : 'attacher';
+  }
+  get windowPath(): string {
+    const t = this.spec.transport?.kind;
+    const dir = t?.$case === 'shm' && t.value.directory !== '' ? t.value.directory : this.deps.rendezvousDir;
+    return path.join(dir, `${this.name}.win`);
+  }
+  private get windowBytes(): number {
+    const t = this.spec.transport?.kind;
+    return t?.$case === 'shm' && t.value.windowSizeBytes !== 0n ? Number(t.value.windowSizeBytes) : DEFAULT_WINDOW_BYTES;
+  }
+
+  private deviceRuntime(device: Device): DeviceRuntime {
+    const kind = deviceKindName(device);
+    const backend = kind ? this.deps.backends.get(kind) : undefined;
+    if (!kind || !backend) throw new Error(`no backend for device ${device.name}`);
+    return { device, kind, native: backend.nativeSpec(device, this.role), backend, instance: null, added: false, ready: false, broken: '', resets: 0 };
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  /**
+   * The one place the state changes. Refuses (returns false) unless the current state
+   * is in `from` and the lifecycle allows `to`; then logs, runs the target's side
+   * effects and notifies.
+   */
+  private transitionTo(from: readonly LinkState[], to: LinkState, reason: string): boolean {
+    const cur = this.stateValue;
+    if (!from.includes(cur) || !ALLOWED_TRANSITIONS[cur].includes(to)) {
+      this.log.debug({ from: cur, to, reason }, 'transition refused');
+      return false;
+    }
+    this.stateValue = to;
+    this.lastTransition = new Date();
+    this.log.info({ from: cur, to, reason }, `${cur} -> ${to}`);
+    switch (to) {
+      case 'Connecting':
+        this.connectingSince = Date.now();
+        this.epoch += 1n;
+        break;
+      case 'Negotiating':
+        break;
+      case 'Ready':
+        this.attempts = 0;
+        for (const d of this.devices.values()) d.resets = 0;
+        break;
+      case 'Degraded':
+        break;
+      case 'Resetting':
+        this.resetCount += 1;
+        break;
+      case 'Failed':
+      case 'Terminating':
+        this.clearTimer();
+        break;
+      case 'Pending':
+        break;
+      default: {
+        const never: never = to;
+        throw new Error(`unknown link state ${String(never)}`);
+      }
+    }
+    this.refreshReadyCondition(reason);
+    this.deps.onStatus(this);
+    return true;
+  }
+
+  private setCondition(type: Parameters<ConditionSet['set']>[0], value: 'True' | 'False' | 'Unknown', reason: string, message: string): void {
+    if (this.conditions.set(type, value, reason, message, this.generation)) this.deps.onStatus(this);
+  }
+
+  private refreshReadyCondition(reason: string): void {
+    const s = this.stateValue;
+    if (s === 'Ready') this.conditions.set('Ready', 'True', 'LinkReady', 'all devices are running on a connected peer', this.generation);
+    else this.conditions.set('Ready', 'False', reason, `link is ${s}`, this.generation);
+  }
+
+  private event(reason: string, message: string, device = '', queue = -1): void {
+    this.deps.onEvent({ link: this.name, device, queue, reason, message, time: new Date() });
+  }
+
+  private schedule(ms: number, fn: () => void): void {
+    this.clearTimer();
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      try {
+        fn();
+      } catch (err) {
+        this.log.error({ err }, 'link step failed');
+        this.retryLater('InternalError', errText(err));
+      }
+    }, ms);
+    this.timer.unref();
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  /** Starts bringing the link up (after apply or restore). */
+  start(): void {
+    if (this.transitionTo(['Pending'], 'Connecting', 'Applied')) this.connect();
+  }
+
+  private fail(reason: string, message: string): void {
+    this.closeWindow(false);
+    this.setCondition('PeerConnected', 'Unknown', reason, message);
+    this.transitionTo(['Pending', 'Connecting', 'Negotiating', 'Degraded', 'Resetting'], 'Failed', reason);
+    this.conditions.set('Ready', 'False', reason, message, this.generation);
+    this.event(reason, message);
+    this.deps.onStatus(this);
+  }
+
+  /** Tears the data plane down and tries again after a backoff, or fails when the budget is spent. */
+  private retryLater(reason: string, message: string): void {
+    if (this.stateValue === 'Terminating' || this.stateValue === 'Failed') return;
+    this.attempts += 1;
+    if (this.attempts > MAX_RETRY_ATTEMPTS) {
+      this.fail('RetryBudgetExhausted', `gave up after ${MAX_RETRY_ATTEMPTS} attempts; last: ${reason}: ${message}`);
+      return;
+    }
+    const delay = backoffMs(this.attempts);
+    this.log.warn({ reason, message, attempt: this.attempts, delayMs: delay }, 'link reset, retrying');
+    this.event(reason, `${message}; retry ${this.attempts}/${MAX_RETRY_ATTEMPTS} in ${delay} ms`);
+    this.closeWindow(this.side === 'creator');
+    this.transitionTo(['Connecting', 'Negotiating', 'Ready', 'Degraded'], 'Resetting', reason);
+    this.schedule(delay, () => {
+      if (this.transitionTo(['Resetting'], 'Connecting', 'Retry')) this.connect();
+    });
+  }
+
+  // ---------------------------------------------------------------- data plane
+
+  private closeWindow(unlink: boolean): void {
+    for (const d of this.devices.values()) {
+      d.added = false;
+      d.ready = false;
+      d.broken = '';
+      const inst = d.instance;
+      d.instance = null;
+      if (inst) inst.stop().catch((err: unknown) => this.log.warn({ err, device: d.device.name }, 'backend stop failed'));
+    }
+    const w = this.window;
+    this.window = null;
+    if (w) {
+      try {
+        w.close(unlink);
+      } catch (err) {
+        this.log.warn({ err }, 'closing the window failed');
+      }
+    } else if (unlink) {
+      rmSync(this.windowPath, { force: true });
+    }
+  }
+
+  private openWindow(): DataPlaneWindow | null {
+    const req = { link: this.name, path: this.windowPath, side: this.side, sizeBytes: this.windowBytes };
+    try {
+      return this.deps.dataPlane.open(req, (e) => this.onNativeEvent(e));
+    } catch (err) {
+      if (!(err instanceof DataPlaneError)) throw err;
+      if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN' || err.code === 'EPROTO')) return null;
+      if (this.side === 'creator' && err.code === 'EEXIST') {
+        // A window from an earlier life of this endpoint: the engine cannot adopt it as
+        // creator, so replace it; an attached peer sees us gone and re-attaches.
+        this.log.info({ path: req.path }, 'replacing a stale window');
+        this.event('StaleWindowReplaced', `replaced an existing window at ${req.path}`);
+        rmSync(req.path, { force: true });
+        return this.deps.dataPlane.open(req, (e) => this.onNativeEvent(e));
+      }
+      throw err;
+    }
+  }
+
+  private addNative(d: DeviceRuntime): void {
+    if (!this.window || d.added) return;
+    this.window.addDevice(d.native);
+    d.added = true;
+  }
+
+  private connect(): void {
+    if (this.stateValue !== 'Connecting') return;
+    if (!this.deps.dataPlane.available) {
+      this.fail('DataPlaneUnavailable', `the native data plane is not loaded (${this.deps.dataPlane.version})`);
+      return;
+    }
+    if (!this.window) {
+      let w: DataPlaneWindow | null;
+      try {
+        w = this.openWindow();
+      } catch (err) {
+        this.retryLater('WindowOpenFailed', `${this.windowPath}: ${errText(err)}`);
+        return;
+      }
+      if (!w) {
+        this.waitingForPeer(`waiting for the device side to create ${this.windowPath}`);
+        return;
+      }
+      this.window = w;
+      try {
+        for (const d of this.devices.values()) this.addNative(d);
+      } catch (err) {
+        this.retryLater('DeviceSetupFailed', errText(err));
+        return;
+      }
+    }
+    const peer = this.window.peer();
+    if (peer.state !== 'up') {
+      this.waitingForPeer(peer.state === 'gone' ? `the peer left ${this.windowPath}; waiting for it to return` : `waiting for the peer to attach ${this.windowPath}`);
+      return;
+    }
+    if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) this.resetDevices('PeerRestarted');
+    this.peerEpoch = peer.epoch;
+    this.setCondition('PeerConnected', 'True', 'PeerAttached', `peer ${this.peerAgent()} is on the window (epoch ${peer.epoch})`);
+    if (this.transitionTo(['Connecting'], 'Negotiating', 'PeerAttached')) this.evaluate();
+  }
+
+  private peerAgent(): string {
+    return this.spec.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '?';
+  }
+
+  private waitingForPeer(message: string): void {
+    const late = Date.now() - this.connectingSince > PEER_LATE_MS;
+    this.setCondition('PeerConnected', 'False', late ? 'PeerNotResponding' : 'WaitingForPeer', `${message} (agent ${this.peerAgent()})`);
+    this.schedule(late ? CONNECT_POLL_MS * 20 : CONNECT_POLL_MS, () => this.connect());
+  }
+
+  private resetDevices(reason: string): void {
+    for (const d of this.devices.values()) {
+      if (!this.window || !d.added) continue;
+      try {
+        this.window.resetDevice(d.native.devId);
+        d.broken = '';
+      } catch (err) {
+        this.log.warn({ err, device: d.device.name, reason }, 'device reset failed');
+      }
+    }
+  }
+
+  /** Compares the data plane against the spec; runs while Negotiating, Ready and Degraded. */
+  private evaluate(): void {
+    const w = this.window;
+    const s = this.stateValue;
+    if (!w || (s !== 'Negotiating' && s !== 'Ready' && s !== 'Degraded')) return;
+    const peer = w.peer();
+    if (peer.state !== 'up') {
+      this.onPeerGone();
+      return;
+    }
+    if (peer.epoch !== this.peerEpoch) {
+      this.onPeerReset(peer.epoch);
+      return;
+    }
+    const notReady: string[] = [];
+    const broken: string[] = [];
+    for (const d of this.devices.values()) {
+      d.ready = d.added && w.deviceReady(d.native.devId);
+      d.broken = w
+        .counters(d.native.devId)
+        .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
+        .filter((x) => x !== '')
+        .join(',');
+      if (!d.ready) notReady.push(d.device.name);
+      if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
+      if (d.ready && !d.instance) this.startBackend(d);
+    }
+    if (notReady.length === 0) this.setCondition('DevicesReady', 'True', 'AllDevicesReady', `${this.devices.size} device(s) running`);
+    else this.setCondition('DevicesReady', 'False', 'DevicesNotReady', `not ready: ${notReady.join(', ')}`);
+    if (broken.length === 0) this.setCondition('QueueHealthy', 'True', 'QueuesHealthy', 'no broken queue');
+    else this.setCondition('QueueHealthy', 'False', 'QueueBroken', `broken: ${broken.join(', ')}`);
+
+    if (notReady.length === 0 && broken.length === 0) this.transitionTo(['Negotiating', 'Degraded'], 'Ready', 'AllDevicesReady');
+    else if (broken.length > 0) {
+      this.transitionTo(['Negotiating', 'Ready'], 'Degraded', 'QueueBroken');
+      this.repairBroken();
+    } else if (s === 'Ready') this.transitionTo(['Ready'], 'Degraded', 'DevicesNotReady');
+    if (this.stateValue === 'Ready') this.schedule(READY_POLL_MS, () => this.evaluate());
+    else if (this.stateValue === 'Negotiating' || this.stateValue === 'Degraded') this.schedule(CONNECT_POLL_MS, () => this.evaluate());
+  }
+
+  /** Device-level reset-and-retry for broken queues, backed off per device. */
+  private repairBroken(): void {
+    for (const d of this.devices.values()) {
+      if (d.broken === '' || !this.window) continue;
+      d.resets += 1;
+      if (d.resets > MAX_RETRY_ATTEMPTS) {
+        this.fail('RetryBudgetExhausted', `device ${d.device.name} kept breaking: ${d.broken}`);
+        return;
+      }
+      this.event('QueueBroken', `device ${d.device.name}: ${d.broken}; device reset ${d.resets}/${MAX_RETRY_ATTEMPTS}`, d.device.name);
+      try {
+        this.window.resetDevice(d.native.devId);
+      } catch (err) {
+        this.retryLater('DeviceResetFailed', `${d.device.name}: ${errText(err)}`);
+        return;
+      }
+    }
+  }
+
+  private startBackend(d: DeviceRuntime): void {
+    const w = this.window;
+    if (!w) return;
+    const placeholder: BackendInstance = { endpoints: {}, console: null, counters: () => ({}), stop: async () => undefined };
+    d.instance = placeholder;
+    d.backend
+      .start({ link: this.name, device: d.device, role: this.role, devId: d.native.devId, window: w, log: this.log.child({ device: d.device.name }) })
+      .then((inst) => {
+        if (d.instance === placeholder && this.window === w) {
+          d.instance = inst;
+          this.deps.onStatus(this);
+        } else void inst.stop();
+      })
+      .catch((err: unknown) => {
+        this.log.error({ err, device: d.device.name }, 'backend failed to start');
+        this.event('BackendFailed', `device ${d.device.name}: ${errText(err)}`, d.device.name);
+      });
+  }
+
+  private onPeerGone(): void {
+    this.event('PeerGone', `peer ${this.peerAgent()} left the window or stopped its heartbeat`);
+    this.setCondition('PeerConnected', 'False', 'PeerGone', `peer ${this.peerAgent()} is gone`);
+    // The creator keeps its window for the peer to re-attach; the attacher drops its
+    // mapping because a restarted creator publishes a new window file.
+    if (this.side === 'attacher') this.closeWindow(false);
+    else this.resetDevices('PeerGone');
+    this.transitionTo(['Negotiating', 'Ready', 'Degraded'], 'Resetting', 'PeerGone');
+    this.schedule(CONNECT_POLL_MS, () => {
+      if (this.transitionTo(['Resetting'], 'Connecting', 'PeerGone')) this.connect();
+    });
+  }
+
+  private onPeerReset(epoch: number): void {
+    this.event('PeerRestarted', `peer ${this.peerAgent()} re-attached (epoch ${this.peerEpoch} -> ${epoch})`);
+    this.transitionTo(['Negotiating', 'Ready', 'Degraded'], 'Resetting', 'PeerRestarted');
+    this.schedule(0, () => {
+      if (this.transitionTo(['Resetting'], 'Connecting', 'PeerRestarted')) this.connect();
+    });
+  }
+
+  private onNativeEvent(e: DataPlaneEvent): void {
+    switch (e.type) {
+      case 'peer-gone':
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.onPeerGone();
+        break;
+      case 'peer-reset':
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.onPeerReset(e.epoch);
+        break;
+      case 'queue-broken':
+      case 'device-ready':
+      case 'device-removed':
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.schedule(0, () => this.evaluate());
+        break;
+      default: {
+        const never: never = e;
+        this.log.warn({ event: never }, 'unknown data plane event');
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- operations
+
+  /** Moves to a new spec: only what differs changes (devices hot added/removed). */
+  update(next: Link): void {
+    const prev = this.linkValue;
+    this.linkValue = next;
+    const ps = prev.spec;
+    const ns = next.spec;
+    if (!ps || !ns) return;
+    const identityChanged = !specEqual({ ...ps, devices: [] }, { ...ns, devices: [] });
+    if (identityChanged) {
+      for (const d of [...this.devices.values()]) this.devices.delete(d.device.name);
+      this.closeWindow(this.side === 'creator');
+      for (const d of ns.devices) this.devices.set(d.name, this.deviceRuntime(d));
+      this.restart('SpecChanged');
+      return;
+    }
+    const wanted = new Map(ns.devices.map((d) => [d.name, d]));
+    for (const [name, d] of [...this.devices]) {
+      const w = wanted.get(name);
+      if (w && specEqual({ endpoints: [], transport: undefined, devices: [w] }, { endpoints: [], transport: undefined, devices: [d.device] })) continue;
+      this.removeDeviceRuntime(d);
+    }
+    for (const d of ns.devices) {
+      if (this.devices.has(d.name)) continue;
+      const rt = this.deviceRuntime(d);
+      this.devices.set(d.name, rt);
+      try {
+        this.addNative(rt);
+        this.event('DeviceAdded', `device ${d.name} added`, d.name);
+      } catch (err) {
+        this.retryLater('DeviceSetupFailed', `${d.name}: ${errText(err)}`);
+        return;
+      }
+    }
+    this.conditions.set('Ready', this.stateValue === 'Ready' ? 'True' : 'False', this.conditions.get('Ready')?.reason ?? 'SpecChanged', this.conditions.get('Ready')?.message ?? '', this.generation);
+    if (this.stateValue === 'Failed') this.restart('SpecChanged');
+    else {
+      this.deps.onStatus(this);
+      this.schedule(0, () => this.evaluate());
+    }
+  }
+
+  private removeDeviceRuntime(d: DeviceRuntime): void {
+    this.devices.delete(d.device.name);
+    const inst = d.instance;
+    d.instance = null;
+    if (inst) inst.stop().catch((err: unknown) => this.log.warn({ err }, 'backend stop failed'));
+    if (this.window && d.added) {
+      try {
+        this.window.removeDevice(d.native.devId);
+      } catch (err) {
+        this.log.warn({ err, device: d.device.name }, 'native device removal failed');
+      }
+    }
+    this.event('DeviceRemoved', `device ${d.device.name} removed`, d.device.name);
+  }
+
+  private restart(reason: string): void {
+    this.attempts = 0;
+    if (this.stateValue === 'Failed') {
+      if (this.transitionTo(['Failed'], 'Connecting', reason)) this.connect();
+      return;
+    }
+    if (this.stateValue === 'Pending') {
+      this.start();
+      return;
+    }
+    this.closeWindow(this.side === 'creator');
+    this.transitionTo(['Connecting', 'Negotiating', 'Ready', 'Degraded'], 'Resetting', reason);
+    this.schedule(0, () => {
+      if (this.transitionTo(['Resetting'], 'Connecting', reason)) this.connect();
+    });
+  }
+
+  /** ResetLink: tears the data plane down and brings it up again; both sides renegotiate. */
+  reset(reason: string): void {
+    this.event('LinkReset', reason === '' ? 'reset requested' : `reset requested: ${reason}`);
+    this.restart('ResetRequested');
+  }
+
+  /** DeleteLink: stops everything and frees the window. */
+  terminate(): void {
+    this.transitionTo(['Pending', 'Connecting', 'Negotiating', 'Ready', 'Degraded', 'Resetting', 'Failed'], 'Terminating', 'Deleted');
+    this.clearTimer();
+    this.closeWindow(this.side === 'creator');
+  }
+
+  /** Agent shutdown: stop workers and unmap, keep the window file for the next start. */
+  shutdown(): void {
+    this.clearTimer();
+    this.closeWindow(false);
+  }
+
+  // ---------------------------------------------------------------- views
+
+  get meta(): NonNullable<Link['meta']> {
+    if (!this.linkValue.meta) throw new Error('link without meta');
+    return this.linkValue.meta;
+  }
+
+  /** The desired state as applied (meta + spec, no status). */
+  get desired(): Link {
+    return this.linkValue;
+  }
+
+  toLink(): Link {
+    const devices: DeviceStatus[] = [...this.devices.values()].map((d) => ({
+      name: d.device.name,
+      kind: DEVICE_KIND_ENUM[d.kind],
+      ready: d.ready,
+      endpoints: { ...(d.instance?.endpoints ?? {}), window: this.windowPath },
+      conditions: [],
+      negotiatedFeatures: 0n,
+    }));
+    return {
+      meta: this.linkValue.meta,
+      spec: this.linkValue.spec,
+      status: {
+        phase: PHASE_OF[this.stateValue],
+        observedGeneration: BigInt(this.generation),
+        conditions: this.conditions.list(),
+        devices,
+        epoch: this.epoch,
+        resetCount: this.resetCount,
+        lastTransitionTime: this.lastTransition,
+        endpointPhases: {},
+      },
+    };
+  }
+
+  /** What /metrics shows about this link, read at scrape time. */
+  metricsView(): { state: LinkState; conditions: ReturnType<ConditionSet['list']>; resets: number; lastTransition: Date; pollNs: bigint; sleepNs: bigint } {
+    // Worker counters restart with each window (a counter reset to Prometheus).
+    const t = this.window?.workerTimes() ?? { pollNs: 0n, sleepNs: 0n };
+    return { state: this.stateValue, conditions: this.conditions.list(), resets: this.resetCount, lastTransition: this.lastTransition, pollNs: t.pollNs, sleepNs: t.sleepNs };
+  }
+
+  isConditionTrue(type: 'Ready' | 'PeerConnected' | 'DevicesReady' | 'QueueHealthy'): boolean {
+    return this.conditions.isTrue(type);
+  }
+
+  /** Per-device, per-queue counters read from the native layer now. */
+  stats(): DeviceStats[] {
+    const w = this.window;
+    return [...this.devices.values()].map((d) => {
+      const counters = w && d.added ? w.counters(d.native.devId) : [];
+      const queues: QueueStats[] = d.native.queues.map((q, index) => {
+        const c: QueueCounters | undefined = counters.find((x) => x.index === index);
+        return {
+          index,
+          name: q.name,
+          direction: q.direction,
+          buffers: c?.buffers ?? 0n,
+          bytes: c?.bytes ?? 0n,
+          notificationsSent: c?.notificationsSent ?? 0n,
+          notificationsSuppressed: c?.notificationsSuppressed ?? 0n,
+          wakeups: c?.wakeups ?? 0n,
+          pollTime: { seconds: (c?.pollNs ?? 0n) / 1_000_000_000n, nanos: Number((c?.pollNs ?? 0n) % 1_000_000_000n) },
+          sleepTime: { seconds: (c?.sleepNs ?? 0n) / 1_000_000_000n, nanos: Number((c?.sleepNs ?? 0n) % 1_000_000_000n) },
+          errors: Object.fromEntries(c?.errors ?? []),
+          broken: (c?.broken ?? '') !== '',
+          brokenReason: c?.broken ?? '',
+        };
+      });
+      return { device: d.device.name, kind: DEVICE_KIND_ENUM[d.kind], queues, counters: d.instance?.counters() ?? {} };
+    });
+  }
+
+  /** Console port of a device, when its backend offers one. */
+  consoleOf(device: string): { found: boolean; port: BackendInstance['console'] } {
+    const d = this.devices.get(device);
+    if (!d) return { found: false, port: null };
+    return { found: true, port: d.kind === 'console' ? (d.instance?.console ?? null) : null };
+  }
+
+  hasDevice(device: string): boolean {
+    return this.devices.has(device);
+  }
+
+  deviceKind(device: string): DeviceKindName | null {
+    return this.devices.get(device)?.kind ?? null;
+  }
+
+  /** Raw byte write into a device (byte-pipe stand-ins and tests). */
+  writeRaw(device: string, data: Uint8Array): number {
+    const d = this.devices.get(device);
+    if (!d || !this.window?.write) return -1;
+    return this.window.write(d.native.devId, data);
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * Spec comparison and the checks that only this agent can make (on top of the shared
+ * validateLink): the link must name this agent, use a transport it serves, and carry
+ * devices it has backends for.
+ */
+import { LinkSpec, type Link } from '../../../lib/gen/vop/types/v1/types';
+import { failedPrecondition, ViolationList } from '../../../lib/src/errors';
+import { devIdOf, deviceKindName, type BackendRegistry } from './device-backend';
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v !== null && typeof v === 'object') {
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+    );
+  }
+  return v;
+}
+
+/** Canonical JSON of a spec: equal strings mean equal desired state. */
+export function specKey(spec: LinkSpec | undefined): string {
+  return JSON.stringify(canonical(LinkSpec.toJSON(spec ?? { endpoints: [], transport: undefined, devices: [] })));
+}
+
+export function specEqual(a: LinkSpec | undefined, b: LinkSpec | undefined): boolean {
+  return specKey(a) === specKey(b);
+}
+
+export function mapEqual(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
+/** INVALID_ARGUMENT for what this agent cannot carry; FAILED_PRECONDITION when the link is not ours. */
+export function checkLinkForAgent(link: Link & { spec: LinkSpec }, nodeName: string, backends: BackendRegistry, field = 'link'): void {
+  const mine = link.spec.endpoints.filter((e) => e.agent === nodeName);
+  if (mine.length === 0) {
+    throw failedPrecondition('LINK_NOT_FOR_THIS_AGENT', `link "${link.meta?.name ?? ''}" names agents ${link.spec.endpoints.map((e) => `"${e.agent}"`).join(' and ')}, not this agent "${nodeName}"`, {
+      link: link.meta?.name ?? '',
+      agent: nodeName,
+    });
+  }
+  const v = new ViolationList();
+  if (link.spec.transport?.kind && link.spec.transport.kind.$case !== 'shm') {
+    v.add(`${field}.spec.transport`, `transport ${link.spec.transport.kind.$case} is not supported by this agent; it serves shm`);
+  }
+  const ids = new Map<number, string>();
+  link.spec.devices.forEach((d, i) => {
+    const kind = deviceKindName(d);
+    if (kind && !backends.get(kind)) v.add(`${field}.spec.devices[${i}]`, `device kind ${kind} has no backend on this agent`);
+    const id = devIdOf(d.name);
+    const other = ids.get(id);
+    if (other !== undefined && other !== d.name) v.add(`${field}.spec.devices[${i}].name`, `device name "${d.name}" collides with "${other}" in the device table; rename one`);
+    ids.set(id, d.name);
+  });
+  v.throwIfAny();
+}

@@ -1,0 +1,205 @@
+/**
+ * Agent metrics (docs/metrics.md, "Agent"): link lifecycle and conditions, and the
+ * per-queue native counters, all read in collect() at scrape time from the link
+ * manager and the native counter blocks; nothing is pushed from timers. Device
+ * metrics (net, blk, console) are registered here so their backends can use them.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+import { ConditionStatus } from '../../../lib/gen/vop/types/v1/types';
+import type { LinkManager } from '../links/link-manager';
+import { LINK_STATES } from '../links/link-lifecycle';
+
+type QueueLabel = 'link' | 'device' | 'queue' | 'direction';
+const QUEUE_LABELS: readonly QueueLabel[] = ['link', 'device', 'queue', 'direction'];
+
+const STATUS_NAME: Record<ConditionStatus, 'True' | 'False' | 'Unknown'> = {
+  [ConditionStatus.CONDITION_STATUS_UNSPECIFIED]: 'Unknown',
+  [ConditionStatus.CONDITION_STATUS_TRUE]: 'True',
+  [ConditionStatus.CONDITION_STATUS_FALSE]: 'False',
+  [ConditionStatus.CONDITION_STATUS_UNKNOWN]: 'Unknown',
+  [ConditionStatus.UNRECOGNIZED]: 'Unknown',
+};
+
+/** Metrics device backends update themselves. */
+export interface DeviceMetrics {
+  readonly netFramesDropped: Counter<'link' | 'device' | 'direction'>;
+  readonly blkRequests: Counter<'link' | 'device' | 'op'>;
+  readonly blkRequestSeconds: Histogram<'link' | 'device' | 'op'>;
+  readonly consoleDroppedBytes: Counter<'link' | 'device'>;
+}
+
+const NS_PER_S = 1e9;
+
+export function registerAgentMetrics(registry: Registry, links: LinkManager, build: { version: string; nativeVersion: string }): DeviceMetrics {
+  const registers = [registry];
+  new Gauge({
+    name: 'vop_agent_info',
+    help: 'Always 1; build facts of this agent.',
+    labelNames: ['version', 'native_version'] as const,
+    registers,
+    collect() {
+      this.set({ version: build.version, native_version: build.nativeVersion }, 1);
+    },
+  });
+
+  // One snapshot per scrape, shared by the collectors below (each collect() runs in the same scrape).
+  let snap: { at: number; views: { name: string; view: ReturnType<ReturnType<LinkManager['runtimes']>[number]['metricsView']> }[] } | null = null;
+  const views = (): NonNullable<typeof snap>['views'] => {
+    const now = Date.now();
+    if (!snap || now - snap.at > 100) snap = { at: now, views: links.runtimes().map((rt) => ({ name: rt.name, view: rt.metricsView() })) };
+    return snap.views;
+  };
+
+  new Gauge({
+    name: 'vop_agent_links',
+    help: 'Links on this agent by lifecycle state.',
+    labelNames: ['state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      const counts = new Map<string, number>(LINK_STATES.map((s) => [s, 0]));
+      for (const { view } of views()) counts.set(view.state, (counts.get(view.state) ?? 0) + 1);
+      for (const [state, n] of counts) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'vop_link_state',
+    help: "1 for the link's current lifecycle state, 0 for the others (stateset).",
+    labelNames: ['link', 'state'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) for (const s of LINK_STATES) this.set({ link: name, state: s }, s === view.state ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'vop_link_condition',
+    help: "1 for the condition's current status, 0 otherwise.",
+    labelNames: ['link', 'condition', 'status'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) {
+        for (const c of view.conditions) {
+          const cur = STATUS_NAME[c.status];
+          for (const st of ['True', 'False', 'Unknown'] as const) this.set({ link: name, condition: c.type, status: st }, st === cur ? 1 : 0);
+        }
+      }
+    },
+  });
+  new Counter({
+    name: 'vop_link_resets_total',
+    help: 'Data-plane resets of the link (requested, peer-initiated or recovery).',
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) this.inc({ link: name }, view.resets);
+    },
+  });
+  new Gauge({
+    name: 'vop_link_last_state_change_timestamp_seconds',
+    help: 'Unix time of the last lifecycle transition.',
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) this.set({ link: name }, view.lastTransition.getTime() / 1000);
+    },
+  });
+  new Counter({
+    name: 'vop_link_poll_seconds_total',
+    help: "Time the link's worker threads spent busy-polling.",
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) this.inc({ link: name }, Number(view.pollNs) / NS_PER_S);
+    },
+  });
+  new Counter({
+    name: 'vop_link_sleep_seconds_total',
+    help: "Time the link's worker threads slept on the doorbell.",
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) this.inc({ link: name }, Number(view.sleepNs) / NS_PER_S);
+    },
+  });
+
+  // Per-queue counters: one stats read per link per scrape.
+  let qsnap: { at: number; rows: { link: string; stats: ReturnType<LinkManager['stats']> }[] } | null = null;
+  const queues = (): NonNullable<typeof qsnap>['rows'] => {
+    const now = Date.now();
+    if (!qsnap || now - qsnap.at > 100) qsnap = { at: now, rows: links.runtimes().map((rt) => ({ link: rt.name, stats: rt.stats() })) };
+    return qsnap.rows;
+  };
+  const queueCounter = (name: string, help: string, pick: (q: ReturnType<LinkManager['stats']>[number]['queues'][number]) => bigint): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: QUEUE_LABELS,
+      registers,
+      collect() {
+        this.reset();
+        for (const { link, stats } of queues()) {
+          for (const d of stats) {
+            for (const q of d.queues) this.inc({ link, device: d.device, queue: q.name, direction: q.direction === 'transmit' ? 'tx' : 'rx' }, Number(pick(q)));
+          }
+        }
+      },
+    });
+  };
+  queueCounter('vop_queue_buffers_total', 'Buffer chains completed on the queue.', (q) => q.buffers);
+  queueCounter('vop_queue_bytes_total', 'Payload bytes moved through the queue.', (q) => q.bytes);
+  queueCounter('vop_queue_notifications_sent_total', 'Doorbells rung to the peer.', (q) => q.notificationsSent);
+  queueCounter('vop_queue_notifications_suppressed_total', 'Doorbells skipped because the peer did not ask for one (EVENT_IDX).', (q) => q.notificationsSuppressed);
+  queueCounter('vop_queue_wakeups_total', 'Worker wake-ups that found work on the queue.', (q) => q.wakeups);
+  new Counter({
+    name: 'vop_queue_errors_total',
+    help: 'Peer protocol violations and local errors, by reason.',
+    labelNames: ['link', 'device', 'queue', 'reason'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, stats } of queues()) {
+        for (const d of stats) for (const q of d.queues) for (const [reason, n] of Object.entries(q.errors)) this.inc({ link, device: d.device, queue: q.name, reason }, Number(n));
+      }
+    },
+  });
+  new Gauge({
+    name: 'vop_queue_broken',
+    help: '1 while the queue is marked broken (DEVICE_NEEDS_RESET).',
+    labelNames: ['link', 'device', 'queue'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, stats } of queues()) for (const d of stats) for (const q of d.queues) this.set({ link, device: d.device, queue: q.name }, q.broken ? 1 : 0);
+    },
+  });
+
+  return {
+    netFramesDropped: new Counter({
+      name: 'vop_net_frames_dropped_total',
+      help: 'Network frames dropped (malformed header, no buffer, backend error).',
+      labelNames: ['link', 'device', 'direction'] as const,
+      registers,
+    }),
+    blkRequests: new Counter({ name: 'vop_blk_requests_total', help: 'virtio-blk requests by op.', labelNames: ['link', 'device', 'op'] as const, registers }),
+    blkRequestSeconds: new Histogram({
+      name: 'vop_blk_request_duration_seconds',
+      help: 'Time from popping a blk request to pushing its status.',
+      labelNames: ['link', 'device', 'op'] as const,
+      buckets: [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1],
+      registers,
+    }),
+    consoleDroppedBytes: new Counter({
+      name: 'vop_console_dropped_bytes_total',
+      help: 'Console bytes dropped because a reader or the log fell behind.',
+      labelNames: ['link', 'device'] as const,
+      registers,
+    }),
+  };
+}
