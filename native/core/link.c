@@ -624,10 +624,20 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 		/* Reset: our ring side to zero, then ack (the driver owns the rest). */
 		for (i = 0; i < 2; i++) {
 			if (d->q[i].ready) {
-				vop_vq_reset_device(&d->q[i].vq);
 				vop_vq_destroy(&d->q[i].vq);
 				d->q[i].ready = false;
 			}
+			/*
+			 * Zero our whole device area even if we never ran the
+			 * queue (a previous incarnation may have): the driver
+			 * reads used->idx right after our ack.
+			 */
+			memset(vop_window_ptr(l->w, d->info.queues[i].used_off), 0,
+			       vop_vring_used_bytes(d->info.queues[i].size));
+			if (d->q[i].vq.broken)
+				vop_stat_add(&d->q[i].vq.stats.c[VOP_VQS_RESETS], 1);
+			d->q[i].vq.broken = 0;
+			vop_write_once_u64(&d->q[i].vq.stats.c[VOP_VQS_BROKEN], 0);
 			d->q[i].seq = 0;
 			d->q[i].reported = false;
 		}
