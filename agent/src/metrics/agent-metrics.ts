@@ -44,11 +44,14 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
   });
 
   // One snapshot per scrape, shared by the collectors below (each collect() runs in the same scrape).
-  let snap: { at: number; views: { name: string; view: ReturnType<ReturnType<LinkManager['runtimes']>[number]['metricsView']> }[] } | null = null;
-  const views = (): NonNullable<typeof snap>['views'] => {
-    const now = Date.now();
-    if (!snap || now - snap.at > 100) snap = { at: now, views: links.runtimes().map((rt) => ({ name: rt.name, view: rt.metricsView() })) };
-    return snap.views;
+  // The snapshot lives until the end of the current turn (one scrape), never longer.
+  let snap: { name: string; view: ReturnType<ReturnType<LinkManager['runtimes']>[number]['metricsView']> }[] | null = null;
+  const views = (): NonNullable<typeof snap> => {
+    if (!snap) {
+      snap = links.runtimes().map((rt) => ({ name: rt.name, view: rt.metricsView() }));
+      setImmediate(() => (snap = null));
+    }
+    return snap;
   };
 
   new Gauge({
@@ -130,11 +133,13 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
   });
 
   // Per-queue counters: one stats read per link per scrape.
-  let qsnap: { at: number; rows: { link: string; stats: ReturnType<LinkManager['stats']> }[] } | null = null;
-  const queues = (): NonNullable<typeof qsnap>['rows'] => {
-    const now = Date.now();
-    if (!qsnap || now - qsnap.at > 100) qsnap = { at: now, rows: links.runtimes().map((rt) => ({ link: rt.name, stats: rt.stats() })) };
-    return qsnap.rows;
+  let qsnap: { link: string; stats: ReturnType<LinkManager['stats']> }[] | null = null;
+  const queues = (): NonNullable<typeof qsnap> => {
+    if (!qsnap) {
+      qsnap = links.runtimes().map((rt) => ({ link: rt.name, stats: rt.stats() }));
+      setImmediate(() => (qsnap = null));
+    }
+    return qsnap;
   };
   const queueCounter = (name: string, help: string, pick: (q: ReturnType<LinkManager['stats']>[number]['queues'][number]) => bigint): void => {
     new Counter({
