@@ -9,7 +9,7 @@ import { status } from '@grpc/grpc-js';
 import pino from 'pino';
 
 import { ConditionStatus, LinkPhase } from '../../lib/gen/vop/types/v1/types';
-import { ServerError } from '../../lib/src/errors';
+import { type ServerError } from '../../lib/src/errors';
 import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type PeerView } from '../../agent/src/links/data-plane';
 import { BackendRegistry } from '../../agent/src/links/device-backend';
 import { LinkManager } from '../../agent/src/links/link-manager';
