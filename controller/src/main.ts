@@ -14,7 +14,13 @@ import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadControllerConfig } from './config';
-import { agentSyncServiceBinding, controllerServiceBinding } from './rpc/controller-service';
+import { ControllerMetrics } from './fleet/controller-metrics';
+import { ObjectCache } from './fleet/object-cache';
+import { Reconciler } from './fleet/reconciler';
+import { AgentClients } from './rpc/agent-clients';
+import { agentSyncServiceBinding } from './rpc/agent-sync-service';
+import { controllerServiceBinding } from './rpc/controller-service';
+import { openStore } from './store/open-store';
 
 const SHUTDOWN_GRACE_MS = 3000;
 const SHUTDOWN_DEADLINE_MS = 8000;
@@ -42,24 +48,38 @@ async function main(): Promise<void> {
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
 
   const registry = createRegistry();
+  const metrics = new ControllerMetrics(registry, { version: VOP_VERSION, store: config.store.kind });
+  const store = openStore(config);
+  const cache = new ObjectCache(store, metrics);
+  await cache.load();
+  log.info({ store: config.store.kind, links: cache.links.size, policies: cache.policies.size, agents: cache.agents.size, revision: String(store.revision()) }, 'desired state loaded');
+  const reconciler = new Reconciler(cache, metrics, log.child({ component: 'reconciler' }), { leaseMs: config.leaseSeconds * 1000 });
+  reconciler.start();
+  const agentClients = new AgentClients(config.tls);
   const streams = new StreamTracker();
   const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
   const grpc = await startGrpcServer({
     log: log.child({ component: 'grpc' }),
     registry,
     listen: config.grpcListen,
-    services: [controllerServiceBinding(kit), agentSyncServiceBinding(kit)],
+    services: [
+      controllerServiceBinding(kit, { cache, reconciler, agentClients }),
+      agentSyncServiceBinding(kit, { reconciler, metrics, log: log.child({ component: 'sync' }) }),
+    ],
     tls: config.tls,
     roles: config.roles,
     plaintextRole: config.plaintextRole,
     streams,
   });
-  const metrics = await startMetricsServer({ listen: config.metricsListen, registry, healthy: () => true, log: log.child({ component: 'metrics' }) });
-  log.info({ grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address) }, 'vop-controller ready');
+  const metricsServer = await startMetricsServer({ listen: config.metricsListen, registry, healthy: () => true, log: log.child({ component: 'metrics' }) });
+  log.info({ grpc: formatHostPort(grpc.address), metrics: formatHostPort(metricsServer.address) }, 'vop-controller ready');
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
     await grpc.shutdown(SHUTDOWN_GRACE_MS);
-    await metrics.close();
+    await reconciler.stop();
+    agentClients.close();
+    await store.close();
+    await metricsServer.close();
   });
 }
 

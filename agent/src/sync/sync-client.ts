@@ -1,0 +1,319 @@
+/**
+ * The agent's side of AgentSyncService.Sync: one long-lived stream to vop-controller.
+ *
+ * It registers (identity, addresses, capabilities, the desired-links version it last
+ * acknowledged and the controller-managed links it actually runs), heartbeats at the
+ * interval the controller asks for, reports link status only when it changes, and
+ * applies DesiredLinks through the link manager (owner: controller), acknowledging each
+ * version with the links it rejected and why. When the stream breaks it reconnects
+ * with capped exponential backoff and jitter and resumes from its acknowledged version
+ * (kept in the state directory across restarts). Links keep running while the
+ * controller is away.
+ *
+ * States (one guarded transition function, logged as "A -> B"):
+ *   idle        created, not started
+ *   connecting  stream opened, Register sent, waiting for Registered
+ *   registered  Registered received: heartbeats flow, desired links are applied
+ *   backoff     stream ended or failed; a reconnect timer is pending
+ *   stopped     stop() called; terminal
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { credentials, status as GrpcStatus, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+
+import { AgentSyncServiceClient, type DesiredLinks, type SyncRequest, type SyncResponse } from '../../../lib/gen/vop/controller/v1/controller';
+import type { AgentAddresses, AgentIdentity, Capabilities, Link, LinkStatus } from '../../../lib/gen/vop/types/v1/types';
+import { ServerError } from '../../../lib/src/errors';
+import type { Logger } from '../../../lib/src/logger';
+import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
+import { Backoff } from './backoff';
+
+export type SyncState = 'idle' | 'connecting' | 'registered' | 'backoff' | 'stopped';
+
+export const STATE_FILE = 'controller-sync.json';
+/** Heartbeat interval until the controller says otherwise. */
+export const DEFAULT_HEARTBEAT_MS = 5000;
+/** Status changes are coalesced over this window before being sent. */
+export const STATUS_FLUSH_MS = 50;
+
+export interface SyncClientOptions {
+  readonly address: string;
+  readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string; readonly serverName?: string | undefined } | undefined;
+  readonly links: LinkManagerApi;
+  readonly log: Logger;
+  readonly stateDir: string;
+  readonly identity: () => AgentIdentity;
+  readonly addresses: () => AgentAddresses;
+  readonly capabilities: () => Capabilities;
+  readonly version: string;
+}
+
+function isManaged(l: Link): boolean {
+  return (l.meta?.managedBy ?? '') !== '';
+}
+
+function statusSignature(s: LinkStatus | undefined): string {
+  if (!s) return '';
+  return JSON.stringify([
+    s.phase,
+    String(s.epoch),
+    s.resetCount,
+    s.conditions.map((c) => [c.type, c.status, c.reason, c.message]),
+    s.devices.map((d) => [d.name, d.ready, d.endpoints]),
+  ]);
+}
+
+export class ControllerSyncClient {
+  private state: SyncState = 'idle';
+  private readonly client: AgentSyncServiceClient;
+  /** Valid in connecting and registered. */
+  private call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private readonly backoff = new Backoff();
+  private heartbeatSeq = 0n;
+  private ackedVersion = 0n;
+  /** Desired versions are applied one after another, in arrival order. */
+  private applying: Promise<void> = Promise.resolve();
+  /** Links whose status changed since the last flush. */
+  private readonly dirty = new Set<string>();
+  private readonly deleted = new Set<string>();
+  /** Status signature last sent per link, on the current stream. */
+  private readonly sentStatus = new Map<string, string>();
+  private unsubscribe: (() => void) | undefined;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: SyncClientOptions) {
+    this.log = opts.log;
+    let creds: ChannelCredentials = credentials.createInsecure();
+    const channelOptions: Record<string, string | number> = {
+      'grpc.keepalive_time_ms': 20_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.max_reconnect_backoff_ms': 10_000,
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    };
+    if (opts.tls) {
+      creds = credentials.createSsl(readFileSync(opts.tls.ca), readFileSync(opts.tls.key), readFileSync(opts.tls.cert));
+      if (opts.tls.serverName) channelOptions['grpc.ssl_target_name_override'] = opts.tls.serverName;
+    }
+    this.client = new AgentSyncServiceClient(opts.address, creds, channelOptions);
+    this.ackedVersion = this.loadAckedVersion();
+  }
+
+  get currentState(): SyncState {
+    return this.state;
+  }
+
+  private transitionTo(from: readonly SyncState[], to: SyncState, reason?: string): boolean {
+    if (!from.includes(this.state)) return false;
+    this.log.debug({ from: this.state, to, reason }, `sync ${this.state} -> ${to}`);
+    this.state = to;
+    switch (to) {
+      case 'connecting':
+      case 'registered':
+      case 'idle':
+        break;
+      case 'backoff': {
+        this.teardownStream();
+        const delay = this.backoff.next();
+        this.log.info({ delayMs: delay, reason }, 'controller stream down; reconnecting after backoff');
+        this.reconnectTimer = setTimeout(() => {
+          this.reconnectTimer = undefined;
+          this.connect();
+        }, delay);
+        this.reconnectTimer.unref();
+        break;
+      }
+      case 'stopped':
+        this.teardownStream();
+        if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+        this.unsubscribe?.();
+        this.client.close();
+        break;
+      default:
+        throw new Error(`unknown sync state ${String(to)}`);
+    }
+    return true;
+  }
+
+  start(): void {
+    this.unsubscribe = this.opts.links.subscribe((change) => {
+      if (change.type === 'event') return;
+      const l = change.link;
+      const name = l.meta?.name ?? '';
+      if (!isManaged(l)) return;
+      if (change.type === 'delete') this.deleted.add(name);
+      else this.deleted.delete(name);
+      this.dirty.add(name);
+      this.scheduleFlush();
+    });
+    this.connect();
+  }
+
+  stop(): void {
+    this.transitionTo(['idle', 'connecting', 'registered', 'backoff'], 'stopped');
+  }
+
+  private connect(): void {
+    if (!this.transitionTo(['idle', 'backoff'], 'connecting')) return;
+    const call = this.client.sync();
+    this.call = call;
+    this.sentStatus.clear();
+    call.on('data', (res: SyncResponse) => this.onMessage(call, res));
+    call.on('error', (err: ServiceError) => {
+      if (this.call !== call) return;
+      if (err.code !== GrpcStatus.CANCELLED || this.state !== 'stopped') this.transitionTo(['connecting', 'registered'], 'backoff', `${GrpcStatus[err.code] ?? err.code}: ${err.details}`);
+    });
+    call.on('end', () => {
+      if (this.call === call) this.transitionTo(['connecting', 'registered'], 'backoff', 'stream ended by the controller');
+    });
+    const links = this.opts.links.list().filter(isManaged);
+    for (const l of links) this.sentStatus.set(l.meta?.name ?? '', statusSignature(l.status));
+    call.write({
+      msg: {
+        $case: 'register',
+        value: {
+          identity: this.opts.identity(),
+          addresses: this.opts.addresses(),
+          capabilities: this.opts.capabilities(),
+          version: this.opts.version,
+          ackedVersion: this.ackedVersion,
+          links,
+        },
+      },
+    });
+  }
+
+  private teardownStream(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+    const call = this.call;
+    this.call = undefined;
+    if (call) {
+      call.on('error', () => undefined);
+      call.cancel();
+    }
+  }
+
+  private onMessage(call: ClientDuplexStream<SyncRequest, SyncResponse>, res: SyncResponse): void {
+    if (this.call !== call || !res.msg) return;
+    if (res.msg.$case === 'registered') {
+      if (!this.transitionTo(['connecting'], 'registered')) return;
+      this.backoff.reset();
+      const hb = res.msg.value.heartbeatInterval;
+      const ms = hb ? Number(hb.seconds) * 1000 + Math.floor(hb.nanos / 1e6) : DEFAULT_HEARTBEAT_MS;
+      this.heartbeatTimer = setInterval(() => {
+        this.heartbeatSeq++;
+        this.call?.write({ msg: { $case: 'heartbeat', value: { sequence: this.heartbeatSeq } } });
+      }, Math.max(100, ms || DEFAULT_HEARTBEAT_MS));
+      this.heartbeatTimer.unref();
+      this.log.info({ controller: this.opts.address, heartbeatMs: ms, ackedVersion: String(this.ackedVersion) }, 'registered with the controller');
+      // Status that changed while we were away.
+      for (const l of this.opts.links.list().filter(isManaged)) this.dirty.add(l.meta?.name ?? '');
+      this.scheduleFlush();
+      return;
+    }
+    const desired = res.msg.value;
+    this.applying = this.applying.then(() => this.applyDesired(call, desired)).catch((err: unknown) => this.log.error({ err }, 'applying desired links failed'));
+  }
+
+  private owner(managedBy: string): LinkOwner {
+    return { kind: 'controller', managedBy: managedBy === '' ? 'controller' : managedBy };
+  }
+
+  private async applyDesired(call: ClientDuplexStream<SyncRequest, SyncResponse>, d: DesiredLinks): Promise<void> {
+    const rejected: Record<string, string> = {};
+    const links = this.opts.links;
+    const wanted = new Set<string>();
+    for (const l of d.upserts) {
+      const name = l.meta?.name ?? '';
+      wanted.add(name);
+      const owner = this.owner(l.meta?.managedBy ?? '');
+      try {
+        await links.apply(l, { owner, force: false, dryRun: false });
+      } catch (err) {
+        if (err instanceof ServerError && err.code === GrpcStatus.ALREADY_EXISTS && isManaged(links.get(name) ?? ({} as Link))) {
+          // Endpoints changed: the agent's link manager needs delete + create.
+          try {
+            await links.delete(name, { owner, force: true, resourceVersion: '' });
+            await links.apply(l, { owner, force: false, dryRun: false });
+            continue;
+          } catch (err2) {
+            rejected[name] = err2 instanceof Error ? err2.message : String(err2);
+            continue;
+          }
+        }
+        rejected[name] = err instanceof Error ? err.message : String(err);
+      }
+    }
+    const toDelete = [...d.deletes];
+    if (d.fullSnapshot) for (const l of links.list()) if (isManaged(l) && !wanted.has(l.meta?.name ?? '')) toDelete.push(l.meta?.name ?? '');
+    for (const name of toDelete) {
+      const cur = links.get(name);
+      if (!cur) continue;
+      try {
+        await links.delete(name, { owner: this.owner(cur.meta?.managedBy ?? ''), force: false, resourceVersion: '' });
+      } catch (err) {
+        rejected[name] = err instanceof Error ? err.message : String(err);
+      }
+    }
+    this.ackedVersion = d.version;
+    this.saveAckedVersion();
+    const n = Object.keys(rejected).length;
+    this.log.info({ version: String(d.version), full: d.fullSnapshot, upserts: d.upserts.length, deletes: toDelete.length, rejected: n }, 'desired links applied');
+    if (n > 0) this.log.warn({ rejected }, 'desired links rejected');
+    if (this.call === call && this.state === 'registered') call.write({ msg: { $case: 'ack', value: { version: d.version, rejected } } });
+    this.flush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushTimer || this.state !== 'registered') return;
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = undefined;
+      this.flush();
+    }, STATUS_FLUSH_MS);
+    this.flushTimer.unref();
+  }
+
+  /** Sends LinkStatusUpdate for links whose status really changed. */
+  private flush(): void {
+    const call = this.call;
+    if (!call || this.state !== 'registered') return;
+    for (const name of this.dirty) {
+      const l = this.opts.links.get(name);
+      if (!l || this.deleted.has(name)) {
+        if (this.sentStatus.has(name) || this.deleted.has(name)) call.write({ msg: { $case: 'status', value: { name, status: undefined, deleted: true } } });
+        this.sentStatus.delete(name);
+        this.deleted.delete(name);
+        continue;
+      }
+      const sig = statusSignature(l.status);
+      if (this.sentStatus.get(name) === sig) continue;
+      this.sentStatus.set(name, sig);
+      call.write({ msg: { $case: 'status', value: { name, status: l.status, deleted: false } } });
+    }
+    this.dirty.clear();
+  }
+
+  private loadAckedVersion(): bigint {
+    try {
+      const raw = JSON.parse(readFileSync(path.join(this.opts.stateDir, STATE_FILE), 'utf8')) as { ackedVersion?: string; controller?: string };
+      return raw.controller === this.opts.address && typeof raw.ackedVersion === 'string' ? BigInt(raw.ackedVersion) : 0n;
+    } catch {
+      return 0n;
+    }
+  }
+
+  private saveAckedVersion(): void {
+    const file = path.join(this.opts.stateDir, STATE_FILE);
+    try {
+      writeFileSync(`${file}.tmp`, JSON.stringify({ controller: this.opts.address, ackedVersion: String(this.ackedVersion) }), { mode: 0o600 });
+      renameSync(`${file}.tmp`, file);
+    } catch (err) {
+      this.log.warn({ err }, 'cannot persist the acknowledged desired-links version');
+    }
+  }
+}

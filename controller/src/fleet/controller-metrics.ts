@@ -1,0 +1,143 @@
+/**
+ * Controller metrics, on the process's own prom-client Registry. Work-queue metrics use
+ * the client-go names (label `name` = queue); everything else is vop_controller_*.
+ * Point-in-time values are read in collect() at scrape time. Documented in
+ * docs/metrics.md, section "Controller".
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type QueueName = 'links' | 'agents' | 'policies';
+export type ReconcileResult = 'success' | 'error' | 'requeue';
+export type SyncMessageType = 'register' | 'heartbeat' | 'status' | 'ack';
+export type StoreOperation = 'get' | 'list' | 'put' | 'delete' | 'txn';
+export type DriftDirection = 'missing_on_agent' | 'extra_on_agent' | 'spec_differs';
+
+export interface QueueGauges {
+  depth(): number;
+  unfinishedSeconds(): number;
+  longestRunningSeconds(): number;
+}
+
+/** Point-in-time counts, read at scrape time. */
+export interface FleetCounts {
+  /** [rack, phase (Ready|NotReady|Draining|Drained), count] */
+  agents(): Iterable<readonly [string, string, number]>;
+  /** [rack, condition, status (True|False|Unknown), count] */
+  links(): Iterable<readonly [string, string, string, number]>;
+  policies(): number;
+  syncStreams(): number;
+}
+
+export class ControllerMetrics {
+  readonly queueAdds: Counter<'name'>;
+  readonly queueRetries: Counter<'name'>;
+  readonly queueDuration: Histogram<'name'>;
+  readonly workDuration: Histogram<'name'>;
+  readonly reconcileTotal: Counter<'result'>;
+  readonly reconcileDuration: Histogram;
+  readonly syncMessages: Counter<'type'>;
+  readonly desiredPushes: Counter<'kind'>;
+  readonly rejections: Counter;
+  readonly drift: Counter<'direction'>;
+  readonly leaseExpirations: Counter;
+  readonly storeOps: Histogram<'operation'>;
+  readonly storeConflicts: Counter;
+  private readonly queues = new Map<QueueName, QueueGauges>();
+  private counts: FleetCounts | undefined;
+
+  constructor(registry: Registry, info: { version: string; store: string }) {
+    const registers = [registry];
+    const queues = this.queues;
+    const buckets = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60];
+    new Gauge({ name: 'vop_controller_info', help: 'Always 1; build facts and store kind.', labelNames: ['version', 'store'] as const, registers }).set(info, 1);
+    new Gauge({ name: 'vop_controller_is_leader', help: '1 when this replica holds leadership (always 1 on the embedded store).', registers }).set(1);
+    new Gauge({
+      name: 'workqueue_depth',
+      help: 'Items waiting in the work queue.',
+      labelNames: ['name'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, q] of queues) this.set({ name }, q.depth());
+      },
+    });
+    this.queueAdds = new Counter({ name: 'workqueue_adds_total', help: 'Items added to the work queue.', labelNames: ['name'] as const, registers });
+    this.queueRetries = new Counter({ name: 'workqueue_retries_total', help: 'Items re-added with backoff after a failed pass.', labelNames: ['name'] as const, registers });
+    this.queueDuration = new Histogram({ name: 'workqueue_queue_duration_seconds', help: 'Time an item waited before processing.', labelNames: ['name'] as const, buckets, registers });
+    this.workDuration = new Histogram({ name: 'workqueue_work_duration_seconds', help: 'Time spent processing an item.', labelNames: ['name'] as const, buckets, registers });
+    new Gauge({
+      name: 'workqueue_unfinished_work_seconds',
+      help: 'Work in progress not yet finished (stuck reconciles grow it).',
+      labelNames: ['name'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, q] of queues) this.set({ name }, q.unfinishedSeconds());
+      },
+    });
+    new Gauge({
+      name: 'workqueue_longest_running_processor_seconds',
+      help: 'Longest-running item in progress.',
+      labelNames: ['name'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [name, q] of queues) this.set({ name }, q.longestRunningSeconds());
+      },
+    });
+    this.reconcileTotal = new Counter({ name: 'vop_controller_reconcile_total', help: 'Reconcile passes by result.', labelNames: ['result'] as const, registers });
+    this.reconcileDuration = new Histogram({ name: 'vop_controller_reconcile_duration_seconds', help: 'Duration of one reconcile pass of one key.', buckets, registers });
+    this.syncMessages = new Counter({ name: 'vop_controller_sync_messages_received_total', help: 'Messages received on agent sync streams, by type.', labelNames: ['type'] as const, registers });
+    this.desiredPushes = new Counter({ name: 'vop_controller_desired_pushes_total', help: 'DesiredLinks messages sent to agents, by kind (snapshot or delta).', labelNames: ['kind'] as const, registers });
+    this.rejections = new Counter({ name: 'vop_controller_desired_rejections_total', help: 'Desired links an agent rejected in an acknowledgement.', registers });
+    this.drift = new Counter({ name: 'vop_controller_drift_detected_total', help: 'Differences between desired links and what an agent reported, found and corrected.', labelNames: ['direction'] as const, registers });
+    this.leaseExpirations = new Counter({ name: 'vop_controller_lease_expirations_total', help: 'Agent leases that expired (agent marked NotReady).', registers });
+    this.storeOps = new Histogram({ name: 'vop_controller_store_operation_duration_seconds', help: 'Latency of store operations.', labelNames: ['operation'] as const, buckets, registers });
+    this.storeConflicts = new Counter({ name: 'vop_controller_store_conflicts_total', help: 'Store writes refused because the resourceVersion was stale (ABORTED to the client).', registers });
+    const counts = (): FleetCounts | undefined => this.counts;
+    new Gauge({
+      name: 'vop_controller_agents',
+      help: 'Registered agents by rack and phase.',
+      labelNames: ['rack', 'phase'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [rack, phase, n] of counts()?.agents() ?? []) this.set({ rack, phase }, n);
+      },
+    });
+    new Gauge({
+      name: 'vop_controller_links',
+      help: 'Desired links by rack (of the card endpoint) and condition status.',
+      labelNames: ['rack', 'condition', 'status'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const [rack, condition, status, n] of counts()?.links() ?? []) this.set({ rack, condition, status }, n);
+      },
+    });
+    new Gauge({
+      name: 'vop_controller_policies',
+      help: 'LinkPolicies in the store.',
+      registers,
+      collect() {
+        this.set(counts()?.policies() ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'vop_controller_sync_streams',
+      help: 'Open agent sync streams.',
+      registers,
+      collect() {
+        this.set(counts()?.syncStreams() ?? 0);
+      },
+    });
+  }
+
+  registerQueue(name: QueueName, q: QueueGauges): void {
+    this.queues.set(name, q);
+  }
+
+  setCounts(c: FleetCounts): void {
+    this.counts = c;
+  }
+}

@@ -1,0 +1,117 @@
+/**
+ * Pure functions that turn a LinkPolicy and the registered agents into the links it
+ * stamps out. Pairing rule: a card (role card or vm) pairs with the host whose node
+ * name equals the card's identity.host_node, both matching the policy's selectors.
+ * Link name: "<policy>-<card>", a DNS label (truncated + hashed when longer than 63).
+ */
+import { createHash } from 'node:crypto';
+
+import {
+  NodeRole,
+  Role,
+  type Agent,
+  type AgentIdentity,
+  type Link,
+  type LinkPolicy,
+} from '../../../lib/gen/vop/types/v1/types';
+import { selectorMatches } from '../../../lib/src/selector';
+
+export const LABEL_NODE = 'vop.dev/node';
+export const LABEL_RACK = 'vop.dev/rack';
+export const LABEL_SLOT = 'vop.dev/slot';
+export const LABEL_ROLE = 'vop.dev/role';
+export const LABEL_HOST = 'vop.dev/host';
+/** Stamped on every link a policy creates. */
+export const LABEL_POLICY = 'vop.dev/policy';
+
+const ROLE_NAME: Record<number, string> = {
+  [NodeRole.NODE_ROLE_HOST]: 'host',
+  [NodeRole.NODE_ROLE_CARD]: 'card',
+  [NodeRole.NODE_ROLE_VM]: 'vm',
+};
+
+/** Labels selectors see: the agent's own labels plus the synthetic vop.dev/* ones. */
+export function agentLabels(id: AgentIdentity): Record<string, string> {
+  const out: Record<string, string> = { ...id.labels, [LABEL_NODE]: id.nodeName, [LABEL_ROLE]: ROLE_NAME[id.role] ?? 'unspecified' };
+  if (id.rack !== '') out[LABEL_RACK] = id.rack;
+  out[LABEL_SLOT] = String(id.slot);
+  if (id.hostNode !== '') out[LABEL_HOST] = id.hostNode;
+  return out;
+}
+
+/** "<policy>-<card>" as a DNS label; names longer than 63 become a prefix plus an 8-hex hash. */
+export function policyLinkName(policy: string, card: string): string {
+  const full = `${policy}-${card}`;
+  if (full.length <= 63) return full;
+  const hash = createHash('sha256').update(full).digest('hex').slice(0, 8);
+  return `${full.slice(0, 54).replace(/-+$/, '')}-${hash}`;
+}
+
+export function managedByPolicy(policy: string): string {
+  return `policy/${policy}`;
+}
+
+export interface RenderedLink {
+  readonly name: string;
+  readonly card: string;
+  readonly host: string;
+  readonly link: Link;
+}
+
+export interface RenderInput {
+  readonly policy: LinkPolicy;
+  /** Agents by name, with their selector labels. */
+  readonly agents: ReadonlyMap<string, { readonly agent: Agent; readonly labels: Record<string, string> }>;
+  /** Links that exist now (a cordoned agent keeps its existing links, gets no new ones). */
+  readonly existing: (name: string) => boolean;
+}
+
+export function renderPolicy(input: RenderInput): RenderedLink[] {
+  const { policy, agents } = input;
+  const spec = policy.spec;
+  const name = policy.meta?.name ?? '';
+  const tpl = spec?.template;
+  if (!spec || !tpl) return [];
+  const cardRole = tpl.cardRole === Role.ROLE_UNSPECIFIED ? Role.ROLE_DRIVER : tpl.cardRole;
+  const hostRole = cardRole === Role.ROLE_DEVICE ? Role.ROLE_DRIVER : Role.ROLE_DEVICE;
+  const out: RenderedLink[] = [];
+  for (const [cardName, card] of agents) {
+    const id = card.agent.status?.identity;
+    if (!id || (id.role !== NodeRole.NODE_ROLE_CARD && id.role !== NodeRole.NODE_ROLE_VM) || id.hostNode === '') continue;
+    if (!selectorMatches(spec.cardSelector, card.labels)) continue;
+    const host = agents.get(id.hostNode);
+    const hid = host?.agent.status?.identity;
+    if (!host || !hid || hid.role !== NodeRole.NODE_ROLE_HOST) continue;
+    if (!selectorMatches(spec.hostSelector, host.labels)) continue;
+    const linkName = policyLinkName(name, cardName);
+    const cordoned = (card.agent.spec?.unschedulable ?? false) || (host.agent.spec?.unschedulable ?? false);
+    if (cordoned && !input.existing(linkName)) continue;
+    out.push({
+      name: linkName,
+      card: cardName,
+      host: id.hostNode,
+      link: {
+        meta: {
+          name: linkName,
+          labels: { ...tpl.labels, [LABEL_POLICY]: name, [LABEL_RACK]: id.rack, [LABEL_NODE]: cardName, [LABEL_HOST]: id.hostNode },
+          annotations: {},
+          generation: 0n,
+          resourceVersion: '',
+          createTime: undefined,
+          updateTime: undefined,
+          managedBy: managedByPolicy(name),
+        },
+        spec: {
+          endpoints: [
+            { agent: id.hostNode, role: hostRole },
+            { agent: cardName, role: cardRole },
+          ],
+          transport: tpl.transport,
+          devices: tpl.devices,
+        },
+        status: undefined,
+      },
+    });
+  }
+  return out;
+}

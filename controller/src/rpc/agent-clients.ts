@@ -1,0 +1,39 @@
+/**
+ * gRPC clients from the controller to agents' AgentService (stats, console attach),
+ * one channel per agent address, reused. With TLS configured the controller presents
+ * its own certificate as the client identity.
+ */
+import { readFileSync } from 'node:fs';
+
+import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
+
+import { AgentServiceClient } from '../../../lib/gen/vop/agent/v1/agent';
+
+export interface ClientTls {
+  readonly ca?: string | undefined;
+  readonly cert: string;
+  readonly key: string;
+}
+
+export class AgentClients {
+  private readonly clients = new Map<string, AgentServiceClient>();
+  private readonly creds: ChannelCredentials;
+
+  constructor(tls: ClientTls | undefined) {
+    this.creds = tls ? credentials.createSsl(tls.ca ? readFileSync(tls.ca) : null, readFileSync(tls.key), readFileSync(tls.cert)) : credentials.createInsecure();
+  }
+
+  get(address: string): AgentServiceClient {
+    let c = this.clients.get(address);
+    if (!c) {
+      c = new AgentServiceClient(address, this.creds, { 'grpc.max_reconnect_backoff_ms': 5000 });
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * AgentSyncService.Sync: one long-lived stream per agent. The first message must be a
+ * Register (within REGISTER_TIMEOUT_MS); the controller answers Registered (lease and
+ * heartbeat interval) and then DesiredLinks (snapshot, then deltas). Heartbeats,
+ * status changes and acks update the reconciler's run-time view of the agent.
+ */
+import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
+
+import { AgentSyncServiceService, type SyncRequest, type SyncResponse } from '../../../lib/gen/vop/controller/v1/controller';
+import type { Link } from '../../../lib/gen/vop/types/v1/types';
+import { invalidArgument, ServerError } from '../../../lib/src/errors';
+import type { ServiceBinding } from '../../../lib/src/grpc-server';
+import type { Logger } from '../../../lib/src/logger';
+import type { HandlerKit } from '../../../lib/src/rpc-handlers';
+import { NAME_RE } from '../../../lib/src/validate';
+import type { SyncSessionHandle } from '../fleet/agent-runtime';
+import type { ControllerMetrics } from '../fleet/controller-metrics';
+import type { Reconciler } from '../fleet/reconciler';
+
+export const REGISTER_TIMEOUT_MS = 10_000;
+
+let nextSessionId = 1;
+
+export function agentSyncServiceBinding(kit: HandlerKit, deps: { reconciler: Reconciler; metrics: ControllerMetrics; log: Logger }): ServiceBinding {
+  const { reconciler, metrics } = deps;
+  const log = deps.log;
+  const sync = kit.bidi('Sync', async (call: ServerDuplexStream<SyncRequest, SyncResponse>, signal: AbortSignal) => {
+    let agent: string | undefined;
+    let closeReason: string | undefined;
+    const session: SyncSessionHandle = {
+      id: nextSessionId++,
+      sendDesired(version: bigint, fullSnapshot: boolean, upserts: Link[], deletes: string[]) {
+        if (call.cancelled || call.destroyed || call.writableEnded) return;
+        call.write({ msg: { $case: 'desired', value: { version, fullSnapshot, upserts, deletes } } });
+      },
+      close(reason: string) {
+        closeReason = reason;
+        finish?.(new ServerError(GrpcStatus.ABORTED, reason, { reason: 'SESSION_REPLACED' }));
+      },
+    };
+    let finish: ((err?: unknown) => void) | undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      finish = (err?: unknown) => (err ? reject(err instanceof Error ? err : new Error("sync stream failed")) : resolve());
+    });
+    const registerTimer = setTimeout(() => finish?.(new ServerError(GrpcStatus.DEADLINE_EXCEEDED, `no Register within ${REGISTER_TIMEOUT_MS} ms`, { reason: 'REGISTER_TIMEOUT' })), REGISTER_TIMEOUT_MS);
+    registerTimer.unref();
+    const onAbort = (): void => finish?.();
+    signal.addEventListener('abort', onAbort, { once: true });
+    call.on('end', () => finish?.());
+    call.on('data', (req: SyncRequest) => {
+      try {
+        const m = req.msg;
+        if (!m) return;
+        metrics.syncMessages.inc({ type: m.$case === 'register' ? 'register' : m.$case === 'heartbeat' ? 'heartbeat' : m.$case === 'status' ? 'status' : 'ack' });
+        if (m.$case === 'register') {
+          if (agent !== undefined) throw invalidArgument([{ field: 'register', description: 'sent twice on one stream' }]);
+          const name = m.value.identity?.nodeName ?? '';
+          if (!NAME_RE.test(name)) throw invalidArgument([{ field: 'register.identity.node_name', description: `"${name}" must be a DNS-1123 label` }]);
+          clearTimeout(registerTimer);
+          agent = name;
+          const registered = reconciler.register(session, m.value);
+          call.write({ msg: { $case: 'registered', value: registered } });
+          log.info({ agent: name, ackedVersion: String(m.value.ackedVersion), reportedLinks: m.value.links.length }, 'agent registered');
+          return;
+        }
+        if (agent === undefined) throw invalidArgument([{ field: 'msg', description: 'the first message of a Sync stream must be register' }]);
+        if (m.$case === 'heartbeat') reconciler.heartbeat(agent);
+        else if (m.$case === 'status') reconciler.linkStatusUpdate(agent, m.value);
+        else reconciler.ack(agent, m.value);
+      } catch (err) {
+        finish?.(err);
+      }
+    });
+    try {
+      await done;
+    } finally {
+      clearTimeout(registerTimer);
+      signal.removeEventListener('abort', onAbort);
+      if (agent !== undefined) {
+        reconciler.streamClosed(agent, session);
+        log.info({ agent, reason: closeReason ?? 'stream ended' }, 'agent sync stream closed');
+      }
+    }
+  });
+  return { name: 'vop.controller.v1.AgentSyncService', definition: AgentSyncServiceService, implementation: { sync } };
+}
