@@ -5,7 +5,7 @@
  */
 import { chmodSync, mkdirSync } from 'node:fs';
 
-import { DeviceKind, NodeRole, TransportKind } from '../../lib/gen/vop/types/v1/types';
+import { DeviceKind, NodeRole, TransportKind, type AgentIdentity, type Capabilities } from '../../lib/gen/vop/types/v1/types';
 import { ConfigError } from '../../lib/src/config';
 import { startGrpcServer } from '../../lib/src/grpc-server';
 import { createRootLogger } from '../../lib/src/logger';
@@ -21,6 +21,7 @@ import { LinkStore } from './links/link-store';
 import { loadDataPlane } from './links/native-data-plane';
 import { registerAgentMetrics } from './metrics/agent-metrics';
 import { agentServiceBinding } from './rpc/agent-service';
+import { ControllerSyncClient } from './sync/sync-client';
 import { loadNativeVersion } from './native-version';
 
 const SHUTDOWN_GRACE_MS = 3000;
@@ -70,20 +71,22 @@ async function main(): Promise<void> {
   const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
   const startTime = new Date();
   let addresses = { grpc: '', metrics: '' };
+  const identity = (): AgentIdentity => ({
+    nodeName: config.node.name,
+    rack: config.node.rack,
+    slot: config.node.slot,
+    role: ROLE[config.node.role],
+    hostNode: config.node.hostNode,
+    labels: config.node.labels,
+  });
+  const capabilities = (): Capabilities => ({
+    transports: [TransportKind.TRANSPORT_KIND_SHM],
+    deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
+    netAdmin: process.getuid?.() === 0,
+  });
   const binding = agentServiceBinding(kit, {
-    identity: () => ({
-      nodeName: config.node.name,
-      rack: config.node.rack,
-      slot: config.node.slot,
-      role: ROLE[config.node.role],
-      hostNode: config.node.hostNode,
-      labels: config.node.labels,
-    }),
-    capabilities: () => ({
-      transports: [TransportKind.TRANSPORT_KIND_SHM],
-      deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
-      netAdmin: process.getuid?.() === 0,
-    }),
+    identity,
+    capabilities,
     addresses: () => addresses,
     version: VOP_VERSION,
     nativeVersion,
@@ -103,8 +106,23 @@ async function main(): Promise<void> {
   const metrics = await startMetricsServer({ listen: config.metricsListen, registry, healthy: () => true, log: log.child({ component: 'metrics' }) });
   addresses = { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address) };
   log.info({ grpc: addresses.grpc, metrics: addresses.metrics }, 'vop-agent ready');
+  const sync = config.controller
+    ? new ControllerSyncClient({
+        address: config.controller.address,
+        tls: config.controller.tls,
+        links,
+        log: log.child({ component: 'sync' }),
+        stateDir: config.stateDir,
+        identity,
+        addresses: () => addresses,
+        capabilities,
+        version: VOP_VERSION,
+      })
+    : undefined;
+  sync?.start();
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
+    sync?.stop();
     await grpc.shutdown(SHUTDOWN_GRACE_MS);
     links.shutdown();
     await metrics.close();
