@@ -699,7 +699,7 @@ int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
 		goto fail;
 	}
 	if (cfg->serial)
-		strncpy(d->serial, cfg->serial, sizeof(d->serial));
+		memcpy(d->serial, cfg->serial, strnlen(cfg->serial, sizeof(d->serial)));
 	else
 		snprintf(d->serial, sizeof(d->serial), "vop-%u", dev_id);
 	memset(&bc, 0, sizeof(bc));

@@ -85,7 +85,7 @@ struct vop_blk_config {
 	uint8_t write_zeroes_may_unmap;    /* 56 */
 	uint8_t unused1[3];                /* 57 */
 };
-_Static_assert(sizeof(struct vop_blk_config) == 60, "virtio_blk_config prefix");
+_Static_assert(offsetof(struct vop_blk_config, unused1) == 57, "virtio_blk_config prefix");
 
 /* Counters (per device, any thread reads). */
 struct vop_blk_stats {

@@ -1,0 +1,837 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * NBD server on top of the virtio-blk driver role. Contract in
+ * vop/dev_nbd.h. Wire format: the NBD protocol document (newstyle fixed
+ * handshake, simple replies); every integer is big-endian.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "vop/dev_nbd.h"
+
+#define NBD_MAGIC 0x4e42444d41474943ull
+#define NBD_IHAVEOPT 0x49484156454f5054ull
+#define NBD_REP_MAGIC 0x3e889045565a9ull
+#define NBD_REQ_MAGIC 0x25609513u
+#define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
+
+#define NBD_FLAG_FIXED_NEWSTYLE 1u
+#define NBD_FLAG_NO_ZEROES 2u
+
+#define NBD_OPT_EXPORT_NAME 1u
+#define NBD_OPT_ABORT 2u
+#define NBD_OPT_LIST 3u
+#define NBD_OPT_INFO 6u
+#define NBD_OPT_GO 7u
+
+#define NBD_REP_ACK 1u
+#define NBD_REP_SERVER 2u
+#define NBD_REP_INFO 3u
+#define NBD_REP_ERR_UNSUP 0x80000001u
+#define NBD_REP_ERR_INVALID 0x80000003u
+#define NBD_REP_ERR_UNKNOWN 0x80000006u
+
+#define NBD_INFO_EXPORT 0u
+#define NBD_INFO_BLOCK_SIZE 3u
+
+#define NBD_TF_HAS_FLAGS (1u << 0)
+#define NBD_TF_READ_ONLY (1u << 1)
+#define NBD_TF_SEND_FLUSH (1u << 2)
+#define NBD_TF_SEND_TRIM (1u << 5)
+#define NBD_TF_SEND_WRITE_ZEROES (1u << 6)
+#define NBD_TF_CAN_MULTI_CONN (1u << 8)
+
+#define NBD_CMD_READ 0u
+#define NBD_CMD_WRITE 1u
+#define NBD_CMD_DISC 2u
+#define NBD_CMD_FLUSH 3u
+#define NBD_CMD_TRIM 4u
+#define NBD_CMD_WRITE_ZEROES 6u
+
+#define NBD_EPERM 1u
+#define NBD_EIO 5u
+#define NBD_EINVAL 22u
+#define NBD_ENOSPC 28u
+#define NBD_ESHUTDOWN 108u
+
+#define NBD_MAX_CONNS 16
+#define NBD_MAX_SLOTS_PER_CMD 64
+
+struct nbd_conn;
+
+/* One NBD command in flight; freed by the writer after the reply. */
+struct nbd_cmd {
+	struct nbd_conn *conn;   /* owner */
+	uint64_t handle;         /* client's cookie, echoed */
+	uint16_t type;           /* NBD_CMD_* */
+	uint32_t len;            /* data bytes (READ reply payload) */
+	uint32_t error;          /* NBD error, 0 = ok; set under conn->lock */
+	unsigned nslots;         /* slots held */
+	unsigned remaining;      /* virtio requests not yet completed (under conn->lock) */
+	struct vop_blk_req *slots[NBD_MAX_SLOTS_PER_CMD];
+	struct nbd_cmd *next;    /* reply queue link */
+};
+
+struct nbd_conn {
+	struct vop_nbd *srv;     /* server */
+	int fd;                  /* socket; reader reads, writer writes */
+	pthread_t reader, writer;
+	pthread_mutex_t lock;    /* protects replies, outstanding, closing */
+	pthread_cond_t cond;     /* replies non-empty, or closing */
+	struct nbd_cmd *replies, **replies_tail;
+	unsigned outstanding;    /* commands read and not yet replied */
+	bool closing;            /* reader finished (DISC or error) */
+	bool done;               /* both threads exited (under srv->lock) */
+};
+
+struct vop_nbd {
+	struct vop_blk_driver *d;  /* set at start */
+	char export_name[256];
+	uint32_t max_req;          /* bytes */
+	uint32_t seg;              /* bytes per slot */
+	int lfd[2];                /* listening sockets, -1 if unused */
+	char unix_path[108];
+	int port;
+	pthread_t lthread[2];
+	bool lrunning[2];
+	_Atomic bool stop;
+	pthread_mutex_t lock;      /* protects conns */
+	struct nbd_conn *conns[NBD_MAX_CONNS];
+};
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len) {
+		ssize_t r = read(fd, p, len);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -ECONNRESET;
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static int writev_full(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t r = writev(fd, iov, n > 1024 ? 1024 : n);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		while (n > 0 && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+	struct iovec iov = { (void *)(uintptr_t)buf, len };
+
+	return writev_full(fd, &iov, 1);
+}
+
+static int skip_bytes(int fd, uint64_t len)
+{
+	uint8_t buf[4096];
+
+	while (len) {
+		size_t n = len > sizeof(buf) ? sizeof(buf) : (size_t)len;
+		int rc = read_full(fd, buf, n);
+
+		if (rc)
+			return rc;
+		len -= n;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Handshake                                                            */
+/* ------------------------------------------------------------------ */
+
+static int opt_reply(int fd, uint32_t opt, uint32_t type, const void *data, uint32_t len)
+{
+	uint8_t h[20];
+	uint64_t m = htobe64(NBD_REP_MAGIC);
+	uint32_t v;
+	struct iovec iov[2] = { { h, sizeof(h) }, { (void *)(uintptr_t)data, len } };
+
+	memcpy(h, &m, 8);
+	v = htobe32(opt);
+	memcpy(h + 8, &v, 4);
+	v = htobe32(type);
+	memcpy(h + 12, &v, 4);
+	v = htobe32(len);
+	memcpy(h + 16, &v, 4);
+	return writev_full(fd, iov, len ? 2 : 1);
+}
+
+static uint16_t tflags(struct vop_nbd *s)
+{
+	uint16_t f = NBD_TF_HAS_FLAGS | NBD_TF_SEND_FLUSH | NBD_TF_SEND_TRIM |
+		     NBD_TF_SEND_WRITE_ZEROES | NBD_TF_CAN_MULTI_CONN;
+
+	if (vop_blk_driver_ro(s->d))
+		f |= NBD_TF_READ_ONLY;
+	return f;
+}
+
+static int send_info(struct nbd_conn *c, uint32_t opt)
+{
+	struct vop_nbd *s = c->srv;
+	uint8_t b[18];
+	uint16_t t16;
+	uint32_t t32;
+	uint64_t t64;
+	int rc;
+
+	t16 = htobe16(NBD_INFO_EXPORT);
+	memcpy(b, &t16, 2);
+	t64 = htobe64(vop_blk_driver_capacity(s->d));
+	memcpy(b + 2, &t64, 8);
+	t16 = htobe16(tflags(s));
+	memcpy(b + 10, &t16, 2);
+	rc = opt_reply(c->fd, opt, NBD_REP_INFO, b, 12);
+	if (rc)
+		return rc;
+	t16 = htobe16(NBD_INFO_BLOCK_SIZE);
+	memcpy(b, &t16, 2);
+	t32 = htobe32(VOP_BLK_SECTOR); /* minimum */
+	memcpy(b + 2, &t32, 4);
+	t32 = htobe32(4096); /* preferred */
+	memcpy(b + 6, &t32, 4);
+	t32 = htobe32(s->max_req); /* maximum payload */
+	memcpy(b + 10, &t32, 4);
+	return opt_reply(c->fd, opt, NBD_REP_INFO, b, 14);
+}
+
+/* Returns 1 when transmission starts, 0 to close quietly, < 0 on error. */
+static int handshake(struct nbd_conn *c)
+{
+	struct vop_nbd *s = c->srv;
+	uint8_t hello[18];
+	uint64_t m;
+	uint16_t hf = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
+	uint32_t cflags;
+	bool no_zeroes;
+	int rc;
+
+	m = htobe64(NBD_MAGIC);
+	memcpy(hello, &m, 8);
+	m = htobe64(NBD_IHAVEOPT);
+	memcpy(hello + 8, &m, 8);
+	memcpy(hello + 16, &hf, 2);
+	rc = write_full(c->fd, hello, sizeof(hello));
+	if (rc)
+		return rc;
+	rc = read_full(c->fd, &cflags, 4);
+	if (rc)
+		return rc;
+	cflags = be32toh(cflags);
+	if (!(cflags & NBD_FLAG_FIXED_NEWSTYLE))
+		return -EPROTO;
+	no_zeroes = cflags & NBD_FLAG_NO_ZEROES;
+	for (;;) {
+		uint8_t oh[16];
+		uint32_t opt, len;
+		uint8_t *data = NULL;
+
+		rc = read_full(c->fd, oh, sizeof(oh));
+		if (rc)
+			return rc;
+		memcpy(&m, oh, 8);
+		memcpy(&opt, oh + 8, 4);
+		memcpy(&len, oh + 12, 4);
+		opt = be32toh(opt);
+		len = be32toh(len);
+		if (be64toh(m) != NBD_IHAVEOPT)
+			return -EPROTO;
+		if (len > 65536) {
+			rc = skip_bytes(c->fd, len);
+			rc = rc ? rc : opt_reply(c->fd, opt, NBD_REP_ERR_INVALID, NULL, 0);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (len) {
+			data = malloc(len);
+			if (!data)
+				return -ENOMEM;
+			rc = read_full(c->fd, data, len);
+			if (rc) {
+				free(data);
+				return rc;
+			}
+		}
+		switch (opt) {
+		case NBD_OPT_EXPORT_NAME: {
+			uint8_t r[10 + 124];
+			uint64_t sz = htobe64(vop_blk_driver_capacity(s->d));
+			uint16_t f = htobe16(tflags(s));
+			bool ok = (len == 0) || (len == strlen(s->export_name) &&
+						 !memcmp(data, s->export_name, len));
+
+			free(data);
+			if (!ok)
+				return -ENOENT; /* the protocol has no error reply here: close */
+			memset(r, 0, sizeof(r));
+			memcpy(r, &sz, 8);
+			memcpy(r + 8, &f, 2);
+			rc = write_full(c->fd, r, no_zeroes ? 10 : sizeof(r));
+			return rc ? rc : 1;
+		}
+		case NBD_OPT_ABORT:
+			free(data);
+			opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+			return 0;
+		case NBD_OPT_LIST: {
+			uint32_t nl = (uint32_t)strlen(s->export_name), be = htobe32(nl);
+			uint8_t r[4 + 256];
+
+			free(data);
+			memcpy(r, &be, 4);
+			memcpy(r + 4, s->export_name, nl);
+			rc = opt_reply(c->fd, opt, NBD_REP_SERVER, r, 4 + nl);
+			rc = rc ? rc : opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+			if (rc)
+				return rc;
+			continue;
+		}
+		case NBD_OPT_INFO:
+		case NBD_OPT_GO: {
+			uint32_t nl;
+			uint16_t ninfo;
+			bool ok;
+
+			if (len < 6) {
+				free(data);
+				rc = opt_reply(c->fd, opt, NBD_REP_ERR_INVALID, NULL, 0);
+				if (rc)
+					return rc;
+				continue;
+			}
+			memcpy(&nl, data, 4);
+			nl = be32toh(nl);
+			if ((uint64_t)nl + 6 > len) {
+				free(data);
+				rc = opt_reply(c->fd, opt, NBD_REP_ERR_INVALID, NULL, 0);
+				if (rc)
+					return rc;
+				continue;
+			}
+			memcpy(&ninfo, data + 4 + nl, 2);
+			ninfo = be16toh(ninfo);
+			ok = (nl == 0) || (nl == strlen(s->export_name) &&
+					   !memcmp(data + 4, s->export_name, nl));
+			free(data);
+			if (!ok || (uint64_t)nl + 6 + 2ull * ninfo != len) {
+				rc = opt_reply(c->fd, opt, ok ? NBD_REP_ERR_INVALID : NBD_REP_ERR_UNKNOWN,
+					       NULL, 0);
+				if (rc)
+					return rc;
+				continue;
+			}
+			rc = send_info(c, opt);
+			rc = rc ? rc : opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
+			if (rc)
+				return rc;
+			if (opt == NBD_OPT_GO)
+				return 1;
+			continue;
+		}
+		default:
+			free(data);
+			rc = opt_reply(c->fd, opt, NBD_REP_ERR_UNSUP, NULL, 0);
+			if (rc)
+				return rc;
+			continue;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Transmission                                                         */
+/* ------------------------------------------------------------------ */
+
+static void queue_reply(struct nbd_conn *c, struct nbd_cmd *cmd)
+{
+	cmd->next = NULL;
+	*c->replies_tail = cmd;
+	c->replies_tail = &cmd->next;
+	pthread_cond_signal(&c->cond);
+}
+
+/* Loop thread: one virtio request of cmd completed. */
+static void on_done(void *ctx, struct vop_blk_req *r, unsigned status)
+{
+	struct nbd_cmd *cmd = ctx;
+	struct nbd_conn *c = cmd->conn;
+
+	(void)r;
+	pthread_mutex_lock(&c->lock);
+	if (status != VOP_BLK_S_OK && !cmd->error)
+		cmd->error = status == VOP_BLK_S_UNSUPP ? NBD_EINVAL : NBD_EIO;
+	if (--cmd->remaining == 0)
+		queue_reply(c, cmd);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void reply_now(struct nbd_conn *c, struct nbd_cmd *cmd, uint32_t error)
+{
+	pthread_mutex_lock(&c->lock);
+	cmd->error = error;
+	queue_reply(c, cmd);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static void *writer_main(void *arg)
+{
+	struct nbd_conn *c = arg;
+	struct vop_nbd *s = c->srv;
+	bool dead = false;
+
+	for (;;) {
+		struct nbd_cmd *cmd;
+		struct iovec iov[1 + NBD_MAX_SLOTS_PER_CMD];
+		uint8_t h[16];
+		uint32_t v;
+		uint64_t hv;
+		unsigned i, n = 1;
+
+		pthread_mutex_lock(&c->lock);
+		while (!c->replies && !(c->closing && c->outstanding == 0))
+			pthread_cond_wait(&c->cond, &c->lock);
+		cmd = c->replies;
+		if (!cmd) {
+			pthread_mutex_unlock(&c->lock);
+			break;
+		}
+		c->replies = cmd->next;
+		if (!c->replies)
+			c->replies_tail = &c->replies;
+		pthread_mutex_unlock(&c->lock);
+		v = htobe32(NBD_SIMPLE_REPLY_MAGIC);
+		memcpy(h, &v, 4);
+		v = htobe32(cmd->error);
+		memcpy(h + 4, &v, 4);
+		hv = cmd->handle; /* opaque: echoed as received */
+		memcpy(h + 8, &hv, 8);
+		iov[0].iov_base = h;
+		iov[0].iov_len = 16;
+		if (cmd->type == NBD_CMD_READ && !cmd->error) {
+			uint32_t left = cmd->len;
+
+			for (i = 0; i < cmd->nslots && left; i++) {
+				uint32_t take = left > s->seg ? s->seg : left;
+
+				iov[n].iov_base = vop_blk_req_buf(cmd->slots[i]);
+				iov[n].iov_len = take;
+				n++;
+				left -= take;
+			}
+		}
+		if (!dead && writev_full(c->fd, iov, (int)n))
+			dead = true; /* keep draining so every slot comes back */
+		for (i = 0; i < cmd->nslots; i++)
+			vop_blk_req_put(s->d, cmd->slots[i]);
+		free(cmd);
+		pthread_mutex_lock(&c->lock);
+		c->outstanding--;
+		pthread_cond_broadcast(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
+	return NULL;
+}
+
+/* Reader: parse one command and submit it. Returns 0 to continue, 1 on DISC, < 0 on error. */
+static int handle_cmd(struct nbd_conn *c)
+{
+	struct vop_nbd *s = c->srv;
+	uint64_t cap = vop_blk_driver_capacity(s->d);
+	uint8_t rq[28];
+	uint32_t magic, len;
+	uint16_t flags, type;
+	uint64_t handle, off;
+	struct nbd_cmd *cmd;
+	unsigned i, nslots = 1;
+	bool has_payload;
+	int rc;
+
+	rc = read_full(c->fd, rq, sizeof(rq));
+	if (rc)
+		return rc;
+	memcpy(&magic, rq, 4);
+	memcpy(&flags, rq + 4, 2);
+	memcpy(&type, rq + 6, 2);
+	memcpy(&handle, rq + 8, 8);
+	memcpy(&off, rq + 16, 8);
+	memcpy(&len, rq + 24, 4);
+	if (be32toh(magic) != NBD_REQ_MAGIC)
+		return -EPROTO;
+	flags = be16toh(flags);
+	type = be16toh(type);
+	off = be64toh(off);
+	len = be32toh(len);
+	has_payload = type == NBD_CMD_WRITE;
+	if (type == NBD_CMD_DISC)
+		return 1;
+	cmd = calloc(1, sizeof(*cmd));
+	if (!cmd)
+		return -ENOMEM;
+	cmd->conn = c;
+	cmd->handle = handle;
+	cmd->type = type;
+	cmd->len = len;
+	pthread_mutex_lock(&c->lock);
+	c->outstanding++;
+	pthread_mutex_unlock(&c->lock);
+	(void)flags;
+	/* validate: type, alignment, range, size */
+	{
+		uint32_t err = 0;
+		bool rw = type == NBD_CMD_READ || type == NBD_CMD_WRITE;
+
+		if (type != NBD_CMD_READ && type != NBD_CMD_WRITE && type != NBD_CMD_FLUSH &&
+		    type != NBD_CMD_TRIM && type != NBD_CMD_WRITE_ZEROES)
+			err = NBD_EINVAL;
+		else if (type != NBD_CMD_FLUSH &&
+			 (off % VOP_BLK_SECTOR || len % VOP_BLK_SECTOR || off > cap || len > cap - off))
+			err = (type == NBD_CMD_WRITE && off + len > cap) ? NBD_ENOSPC : NBD_EINVAL;
+		else if (rw && len > s->max_req)
+			err = NBD_EINVAL;
+		else if (vop_blk_driver_ro(s->d) && type != NBD_CMD_READ && type != NBD_CMD_FLUSH)
+			err = NBD_EPERM;
+		if (err) {
+			rc = has_payload ? skip_bytes(c->fd, len) : 0;
+			reply_now(c, cmd, err); /* the writer frees cmd */
+			return rc;
+		}
+		if ((type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES || rw) && len == 0) {
+			reply_now(c, cmd, 0);
+			return 0;
+		}
+	}
+	if (type == NBD_CMD_READ || type == NBD_CMD_WRITE)
+		nslots = (len + s->seg - 1) / s->seg;
+	rc = vop_blk_req_get(s->d, nslots, cmd->slots);
+	if (rc) {
+		if (has_payload)
+			skip_bytes(c->fd, len);
+		reply_now(c, cmd, NBD_ESHUTDOWN);
+		return rc;
+	}
+	cmd->nslots = nslots;
+	cmd->remaining = nslots;
+	switch (type) {
+	case NBD_CMD_READ:
+	case NBD_CMD_WRITE: {
+		uint32_t left = len;
+		uint64_t o = off;
+
+		for (i = 0; i < nslots; i++) {
+			uint32_t take = left > s->seg ? s->seg : left;
+
+			if (type == NBD_CMD_WRITE) {
+				/* payload straight from the socket into the shared slot */
+				rc = read_full(c->fd, vop_blk_req_buf(cmd->slots[i]), take);
+				if (rc) {
+					/* finish accounting: complete the unsubmitted parts as errors */
+					pthread_mutex_lock(&c->lock);
+					cmd->error = NBD_EIO;
+					cmd->remaining -= nslots - i;
+					if (cmd->remaining == 0)
+						queue_reply(c, cmd);
+					pthread_mutex_unlock(&c->lock);
+					return rc;
+				}
+			}
+			vop_blk_req_submit(s->d, cmd->slots[i],
+					   type == NBD_CMD_READ ? VOP_BLK_T_IN : VOP_BLK_T_OUT,
+					   o / VOP_BLK_SECTOR, take, on_done, cmd);
+			o += take;
+			left -= take;
+		}
+		break;
+	}
+	case NBD_CMD_FLUSH:
+		vop_blk_req_submit(s->d, cmd->slots[0], VOP_BLK_T_FLUSH, 0, 0, on_done, cmd);
+		break;
+	case NBD_CMD_TRIM:
+	case NBD_CMD_WRITE_ZEROES: {
+		struct vop_blk_dwz_seg seg;
+
+		seg.sector = off / VOP_BLK_SECTOR;
+		seg.num_sectors = len / VOP_BLK_SECTOR;
+		seg.flags = 0; /* never unmap for write-zeroes: reads must see zeroes either way */
+		memcpy(vop_blk_req_buf(cmd->slots[0]), &seg, sizeof(seg));
+		vop_blk_req_submit(s->d, cmd->slots[0],
+				   type == NBD_CMD_TRIM ? VOP_BLK_T_DISCARD : VOP_BLK_T_WRITE_ZEROES, 0,
+				   sizeof(seg), on_done, cmd);
+		break;
+	}
+	}
+	return 0;
+}
+
+static void *reader_main(void *arg)
+{
+	struct nbd_conn *c = arg;
+	int rc = handshake(c);
+
+	while (rc == 1 && !atomic_load(&c->srv->stop)) {
+		rc = handle_cmd(c);
+		if (rc == 0)
+			rc = 1;
+		else if (rc == 1)
+			break;
+	}
+	pthread_mutex_lock(&c->lock);
+	c->closing = true;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+	pthread_join(c->writer, NULL);
+	shutdown(c->fd, SHUT_RDWR);
+	pthread_mutex_lock(&c->srv->lock);
+	c->done = true;
+	pthread_mutex_unlock(&c->srv->lock);
+	return NULL;
+}
+
+static void reap(struct vop_nbd *s, bool all)
+{
+	unsigned i;
+
+	for (i = 0; i < NBD_MAX_CONNS; i++) {
+		struct nbd_conn *c;
+		bool done;
+
+		pthread_mutex_lock(&s->lock);
+		c = s->conns[i];
+		done = c && c->done;
+		pthread_mutex_unlock(&s->lock);
+		if (!c || (!done && !all))
+			continue;
+		if (!done)
+			shutdown(c->fd, SHUT_RDWR);
+		pthread_join(c->reader, NULL);
+		close(c->fd);
+		pthread_mutex_destroy(&c->lock);
+		pthread_cond_destroy(&c->cond);
+		free(c);
+		pthread_mutex_lock(&s->lock);
+		s->conns[i] = NULL;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+static void *listener_main(void *arg)
+{
+	struct vop_nbd *s = ((void **)arg)[0];
+	int lfd = (int)(intptr_t)((void **)arg)[1];
+
+	free(arg);
+	while (!atomic_load(&s->stop)) {
+		struct pollfd p = { lfd, POLLIN, 0 };
+		struct nbd_conn *c;
+		unsigned i;
+		int fd, one = 1;
+
+		if (poll(&p, 1, 200) <= 0)
+			continue;
+		fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
+		reap(s, false);
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->srv = s;
+		c->fd = fd;
+		c->replies_tail = &c->replies;
+		pthread_mutex_init(&c->lock, NULL);
+		pthread_cond_init(&c->cond, NULL);
+		pthread_mutex_lock(&s->lock);
+		for (i = 0; i < NBD_MAX_CONNS && s->conns[i]; i++)
+			;
+		if (i < NBD_MAX_CONNS)
+			s->conns[i] = c;
+		pthread_mutex_unlock(&s->lock);
+		if (i == NBD_MAX_CONNS || pthread_create(&c->writer, NULL, writer_main, c)) {
+			close(fd);
+			pthread_mutex_lock(&s->lock);
+			if (i < NBD_MAX_CONNS)
+				s->conns[i] = NULL;
+			pthread_mutex_unlock(&s->lock);
+			free(c);
+			continue;
+		}
+		if (pthread_create(&c->reader, NULL, reader_main, c)) {
+			/* writer exits once closing is set and nothing is outstanding */
+			pthread_mutex_lock(&c->lock);
+			c->closing = true;
+			pthread_cond_broadcast(&c->cond);
+			pthread_mutex_unlock(&c->lock);
+			pthread_join(c->writer, NULL);
+			close(fd);
+			pthread_mutex_lock(&s->lock);
+			s->conns[i] = NULL;
+			pthread_mutex_unlock(&s->lock);
+			free(c);
+		}
+	}
+	return NULL;
+}
+
+static int start_listener(struct vop_nbd *s, int idx, int fd)
+{
+	void **arg = malloc(2 * sizeof(void *));
+
+	if (!arg)
+		return -ENOMEM;
+	arg[0] = s;
+	arg[1] = (void *)(intptr_t)fd;
+	if (pthread_create(&s->lthread[idx], NULL, listener_main, arg)) {
+		free(arg);
+		return -EAGAIN;
+	}
+	s->lrunning[idx] = true;
+	return 0;
+}
+
+int vop_nbd_start(struct vop_blk_driver *d, const struct vop_nbd_config *cfg, struct vop_nbd **out)
+{
+	struct vop_nbd *s = calloc(1, sizeof(*s));
+	unsigned half;
+	int rc;
+
+	*out = NULL;
+	if (!s)
+		return -ENOMEM;
+	s->d = d;
+	s->lfd[0] = s->lfd[1] = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	snprintf(s->export_name, sizeof(s->export_name), "%s",
+		 cfg->export_name ? cfg->export_name : "vop");
+	s->seg = vop_blk_driver_seg(d);
+	half = vop_blk_driver_slots(d) / 2;
+	if (half > NBD_MAX_SLOTS_PER_CMD)
+		half = NBD_MAX_SLOTS_PER_CMD;
+	if (half == 0)
+		half = 1;
+	s->max_req = (uint64_t)half * s->seg > (32u << 20) ? (32u << 20) : half * s->seg;
+	if (cfg->unix_path) {
+		struct sockaddr_un a;
+
+		memset(&a, 0, sizeof(a));
+		a.sun_family = AF_UNIX;
+		if (strlen(cfg->unix_path) >= sizeof(a.sun_path)) {
+			rc = -ENAMETOOLONG;
+			goto fail;
+		}
+		strcpy(a.sun_path, cfg->unix_path);
+		strcpy(s->unix_path, cfg->unix_path);
+		unlink(cfg->unix_path);
+		s->lfd[0] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s->lfd[0] < 0 || bind(s->lfd[0], (struct sockaddr *)&a, sizeof(a)) ||
+		    chmod(cfg->unix_path, 0600) || listen(s->lfd[0], 16)) {
+			rc = -errno;
+			goto fail;
+		}
+	}
+	if (cfg->tcp_port) {
+		struct sockaddr_in a;
+		socklen_t al = sizeof(a);
+		int one = 1;
+
+		memset(&a, 0, sizeof(a));
+		a.sin_family = AF_INET;
+		a.sin_port = htons(cfg->tcp_port < 0 ? 0 : (uint16_t)cfg->tcp_port);
+		if (inet_pton(AF_INET, cfg->tcp_host ? cfg->tcp_host : "127.0.0.1", &a.sin_addr) != 1) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		s->lfd[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (s->lfd[1] < 0)
+			goto fail_errno;
+		setsockopt(s->lfd[1], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (bind(s->lfd[1], (struct sockaddr *)&a, sizeof(a)) || listen(s->lfd[1], 16) ||
+		    getsockname(s->lfd[1], (struct sockaddr *)&a, &al))
+			goto fail_errno;
+		s->port = ntohs(a.sin_port);
+	}
+	if (s->lfd[0] >= 0 && (rc = start_listener(s, 0, s->lfd[0])))
+		goto fail;
+	if (s->lfd[1] >= 0 && (rc = start_listener(s, 1, s->lfd[1])))
+		goto fail;
+	*out = s;
+	return 0;
+fail_errno:
+	rc = -errno;
+fail:
+	vop_nbd_stop(s);
+	return rc;
+}
+
+int vop_nbd_port(struct vop_nbd *n)
+{
+	return n->port;
+}
+
+uint32_t vop_nbd_max_request(struct vop_nbd *n)
+{
+	return n->max_req;
+}
+
+void vop_nbd_stop(struct vop_nbd *s)
+{
+	int i;
+
+	if (!s)
+		return;
+	atomic_store(&s->stop, true);
+	for (i = 0; i < 2; i++)
+		if (s->lrunning[i])
+			pthread_join(s->lthread[i], NULL);
+	reap(s, true);
+	for (i = 0; i < 2; i++)
+		if (s->lfd[i] >= 0)
+			close(s->lfd[i]);
+	if (s->unix_path[0])
+		unlink(s->unix_path);
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * NBD export of a remote virtio-blk disk (driver role). Newstyle fixed
+ * handshake with NBD_OPT_GO / NBD_OPT_INFO / NBD_OPT_EXPORT_NAME /
+ * NBD_OPT_LIST / NBD_OPT_ABORT, simple replies only (structured replies
+ * are refused with NBD_REP_ERR_UNSUP, which every client accepts), over a
+ * Unix socket and/or TCP on 127.0.0.1. Commands: READ, WRITE, FLUSH,
+ * TRIM, WRITE_ZEROES, DISC; requests must be 512-byte aligned (announced
+ * with NBD_INFO_BLOCK_SIZE) and at most vop_nbd_max_request() bytes.
+ *
+ * Threads: one listener per socket, one reader and one writer per
+ * connection. A reply is sent only after every virtio request of the NBD
+ * command completed (i.e. after the device's pwritev/fdatasync returned).
+ */
+#ifndef VOP_DEV_NBD_H
+#define VOP_DEV_NBD_H
+
+#include <stdint.h>
+
+#include "vop/dev_blk.h"
+
+struct vop_nbd_config {
+	const char *unix_path;   /* socket path (created 0600), or NULL */
+	const char *tcp_host;    /* listen address, NULL = "127.0.0.1" */
+	int tcp_port;            /* TCP port, 0 = no TCP; -1 = any free port */
+	const char *export_name; /* export name; NULL = "vop" ("" also accepted) */
+};
+
+struct vop_nbd;
+
+/* Start serving. 0 or -errno (bind, listen, thread). */
+int vop_nbd_start(struct vop_blk_driver *d, const struct vop_nbd_config *cfg, struct vop_nbd **out);
+
+/* The TCP port actually bound (for tcp_port -1), 0 without TCP. */
+int vop_nbd_port(struct vop_nbd *n);
+
+/* Largest request accepted (bytes). */
+uint32_t vop_nbd_max_request(struct vop_nbd *n);
+
+/* Stop listening, close connections, join threads, free. NULL ok. */
+void vop_nbd_stop(struct vop_nbd *n);
+
+#endif /* VOP_DEV_NBD_H */

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * virtio-net across a link (VIRTIO 1.2 section 5.1), both roles, on TAP
+ * devices opened with IFF_TAP | IFF_NO_PI | IFF_VNET_HDR and a 12-byte
+ * vnet header (TUNSETVNETHDRSZ), so the virtio_net_hdr_v1 of every frame
+ * goes to and comes from the kernel unchanged and checksum/segmentation
+ * offloads cross the link: 64 KiB TSO segments instead of 1500 B frames.
+ *
+ * Queues: 0 = receiveq (device -> driver), 1 = transmitq (driver -> device).
+ * Receive buffers are big (64 KiB + header, one descriptor each), so the
+ * device reads a frame from its TAP straight into the driver's buffer;
+ * VIRTIO_NET_F_MRG_RXBUF is offered and accepted, num_buffers is always 1.
+ *
+ * Device role: TAP in, TAP out; offloads enabled on the TAP (TUNSETOFFLOAD)
+ * are exactly the GUEST_* features the driver accepted. Driver role: the
+ * same on the other OS, with TUNSETOFFLOAD from the HOST_* features.
+ *
+ * Hostile peer: a transmitted frame whose header is malformed (unknown
+ * gso_type, csum_start/offset outside the frame, gso without room) or
+ * that is shorter than the header is dropped and counted (bad_headers);
+ * frames the TAP refuses are counted in tx_dropped. Nothing blocks: TAP fds
+ * are non-blocking and watched by the loop's fd watcher.
+ */
+#ifndef VOP_DEV_NET_H
+#define VOP_DEV_NET_H
+
+#include <stdint.h>
+
+#include "vop/dev_common.h"
+
+#define VOP_NET_F_CSUM 0u
+#define VOP_NET_F_GUEST_CSUM 1u
+#define VOP_NET_F_MTU 3u
+#define VOP_NET_F_MAC 5u
+#define VOP_NET_F_GUEST_TSO4 7u
+#define VOP_NET_F_GUEST_TSO6 8u
+#define VOP_NET_F_GUEST_ECN 9u
+#define VOP_NET_F_HOST_TSO4 11u
+#define VOP_NET_F_HOST_TSO6 12u
+#define VOP_NET_F_HOST_ECN 13u
+#define VOP_NET_F_MRG_RXBUF 15u
+#define VOP_NET_F_STATUS 16u
+
+#define VOP_NET_S_LINK_UP 1u
+
+#define VOP_NET_HDR_F_NEEDS_CSUM 1u
+#define VOP_NET_HDR_F_DATA_VALID 2u
+#define VOP_NET_HDR_GSO_NONE 0u
+#define VOP_NET_HDR_GSO_TCPV4 1u
+#define VOP_NET_HDR_GSO_UDP 3u
+#define VOP_NET_HDR_GSO_TCPV6 4u
+#define VOP_NET_HDR_GSO_ECN 0x80u
+
+/* virtio_net_hdr_v1 (12 bytes), the first bytes of every buffer. */
+struct vop_net_hdr {
+	uint8_t flags;
+	uint8_t gso_type;
+	vop_le16 hdr_len;
+	vop_le16 gso_size;
+	vop_le16 csum_start;
+	vop_le16 csum_offset;
+	vop_le16 num_buffers;
+};
+_Static_assert(sizeof(struct vop_net_hdr) == 12, "virtio_net_hdr_v1");
+
+/* virtio_net_config prefix we fill. */
+struct vop_net_config_space {
+	uint8_t mac[6];
+	vop_le16 status;
+	vop_le16 max_virtqueue_pairs;
+	vop_le16 mtu;
+};
+_Static_assert(sizeof(struct vop_net_config_space) == 12, "virtio_net_config prefix");
+
+#define VOP_NET_RXBUF (65536u + 12u + 14u + 4u) /* biggest GSO frame + header */
+
+struct vop_net_config {
+	const char *tap_name;  /* TAP interface name ("" = kernel picks vopN) */
+	uint32_t find_timeout_ms; /* wait for the device entry; 0 = 10000 */
+};
+
+struct vop_net_stats {
+	uint64_t tx_frames;   /* driver -> device frames handed to the TAP (device) / posted (driver) */
+	uint64_t rx_frames;   /* device -> driver frames */
+	uint64_t tx_bytes, rx_bytes;
+	uint64_t tx_dropped;  /* refused by the TAP or no buffer */
+	uint64_t rx_dropped;  /* frames read from the TAP with no room on the link */
+	uint64_t bad_headers; /* malformed virtio-net headers from the peer (dropped) */
+	uint64_t gso_frames;  /* frames carrying a GSO type (>1 MSS) */
+};
+
+struct vop_net;
+
+/* Spec for the table owner: 2 queues of qsize, mtu and mac in config space. */
+void vop_net_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side, uint16_t qsize,
+		  uint16_t mtu, const uint8_t mac[6]);
+
+/* Create the TAP, find dev_id, add to l. 0 or -errno (-EPERM without CAP_NET_ADMIN). */
+int vop_net_device_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+			  struct vop_net **out);
+int vop_net_driver_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+			  struct vop_net **out);
+
+/* TAP interface name. */
+const char *vop_net_ifname(struct vop_net *n);
+
+void vop_net_stats(struct vop_net *n, struct vop_net_stats *out);
+
+/* After vop_devloop_stop(). NULL ok. */
+void vop_net_destroy(struct vop_net *n);
+
+/*
+ * vop_net_hdr_check - validate a peer's header for a frame of len bytes
+ * (after the header). 0 or -EPROTO. Exposed for the tests.
+ */
+int vop_net_hdr_check(const struct vop_net_hdr *h, uint32_t len);
+
+#endif /* VOP_DEV_NET_H */
