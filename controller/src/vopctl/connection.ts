@@ -1,0 +1,111 @@
+/**
+ * Where vopctl connects and how: --server, then $VOPCTL_SERVER, then the config file
+ * ($VOPCTL_CONFIG or ~/.config/vop/vopctl.yaml: { server, tls: { ca, cert, key } }),
+ * then 127.0.0.1:7400. TLS files come from --tls-ca/--tls-cert/--tls-key, then the
+ * same file. Every call has a deadline.
+ */
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { credentials, Metadata, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
+import YAML from 'yaml';
+
+import { ErrorInfo, BadRequest } from '../../../lib/gen/google/rpc/error_details';
+import { Status } from '../../../lib/gen/google/rpc/status';
+import { ControllerServiceClient } from '../../../lib/gen/vop/controller/v1/controller';
+import { CliError, EXIT, exitCodeForStatus } from './exit-codes';
+
+export const DEFAULT_SERVER = '127.0.0.1:7400';
+export const DEFAULT_TIMEOUT_MS = 15_000;
+
+export interface ConnectionFlags {
+  readonly server?: string | undefined;
+  readonly tlsCa?: string | undefined;
+  readonly tlsCert?: string | undefined;
+  readonly tlsKey?: string | undefined;
+  readonly timeoutMs: number;
+}
+
+interface FileConfig {
+  server?: string;
+  tls?: { ca?: string; cert?: string; key?: string };
+}
+
+function loadFileConfig(env: NodeJS.ProcessEnv): FileConfig {
+  const file = env.VOPCTL_CONFIG ?? path.join(os.homedir(), '.config', 'vop', 'vopctl.yaml');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    if (env.VOPCTL_CONFIG) throw new CliError(`cannot read config file ${file}`, EXIT.USAGE);
+    return {};
+  }
+  const parsed: unknown = YAML.parse(text);
+  if (parsed === null || typeof parsed !== 'object') return {};
+  return parsed;
+}
+
+export interface Connection {
+  readonly server: string;
+  readonly client: ControllerServiceClient;
+  readonly timeoutMs: number;
+  unary<Req, Res>(method: string, req: Req): Promise<Res>;
+  close(): void;
+}
+
+export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Connection {
+  const file = loadFileConfig(env);
+  const server = flags.server ?? env.VOPCTL_SERVER ?? file.server ?? DEFAULT_SERVER;
+  const ca = flags.tlsCa ?? env.VOPCTL_TLS_CA ?? file.tls?.ca;
+  const cert = flags.tlsCert ?? env.VOPCTL_TLS_CERT ?? file.tls?.cert;
+  const key = flags.tlsKey ?? env.VOPCTL_TLS_KEY ?? file.tls?.key;
+  let creds: ChannelCredentials = credentials.createInsecure();
+  if (ca || cert || key) {
+    try {
+      creds = credentials.createSsl(ca ? readFileSync(ca) : null, key ? readFileSync(key) : null, cert ? readFileSync(cert) : null);
+    } catch (err) {
+      throw new CliError(`cannot load TLS files: ${(err as Error).message}`, EXIT.USAGE);
+    }
+  }
+  const client = new ControllerServiceClient(server, creds);
+  return {
+    server,
+    client,
+    timeoutMs: flags.timeoutMs,
+    unary<Req, Res>(method: string, req: Req): Promise<Res> {
+      const fn = (client as unknown as Record<string, (r: Req, md: Metadata, o: { deadline: number }, cb: (e: ServiceError | null, r?: Res) => void) => void>)[method];
+      if (!fn) throw new Error(`no method ${method}`);
+      return new Promise<Res>((resolve, reject) => {
+        fn.call(client, req, new Metadata(), { deadline: Date.now() + flags.timeoutMs }, (err, res) => {
+          if (err) reject(toCliError(err, server));
+          else resolve(res as Res);
+        });
+      });
+    },
+    close: () => (client as Client).close(),
+  };
+}
+
+/** Turns a gRPC error into a one-line message naming the reason and each bad field. */
+export function toCliError(err: ServiceError, server: string): CliError {
+  const code = exitCodeForStatus(err.code);
+  if (code === EXIT.UNAVAILABLE && /connect|No connection|ECONNREFUSED|Deadline/i.test(err.details)) {
+    return new CliError(`cannot reach the controller at ${server}: ${err.details} (use --server or VOPCTL_SERVER)`, code);
+  }
+  let reason = '';
+  const fields: string[] = [];
+  const raw = err.metadata?.get('grpc-status-details-bin')[0];
+  if (raw instanceof Buffer) {
+    try {
+      for (const d of Status.decode(raw).details) {
+        if (d.typeUrl.endsWith('/google.rpc.ErrorInfo')) reason = ErrorInfo.decode(d.value).reason;
+        if (d.typeUrl.endsWith('/google.rpc.BadRequest')) for (const v of BadRequest.decode(d.value).fieldViolations) fields.push(`  ${v.field}: ${v.description}`);
+      }
+    } catch {
+      /* details are optional */
+    }
+  }
+  const head = `${err.details}${reason ? ` [${reason}]` : ''}`;
+  return new CliError(fields.length > 1 ? `${head}\n${fields.join('\n')}` : head, code);
+}
