@@ -25,6 +25,7 @@
 #define BLK_SLOT_ALIGN 4096u
 #define BLK_MAX_IOV VOP_CHAIN_MAX_IOV
 #define BLK_BATCH 64
+#define BLK_DESC_PER_SLOT 4u /* header + data + status, rounded to a power of 2 */
 
 static uint64_t round_up64(uint64_t v, uint64_t a)
 {
@@ -36,6 +37,8 @@ static uint64_t slot_stride(uint32_t seg)
 	/* data (seg, 4 KiB aligned), then the 16 B header and the status byte */
 	return round_up64((uint64_t)seg + BLK_HDR_BYTES + 1, BLK_SLOT_ALIGN);
 }
+
+static const struct vop_blk_config zero_config;
 
 void vop_blk_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side, uint16_t qsize,
 		  uint32_t seg_bytes, bool ro)
@@ -49,10 +52,12 @@ void vop_blk_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_sid
 			 (1ull << VOP_F_INFLIGHT) | (ro ? 1ull << VOP_BLK_F_RO : 0);
 	spec->device_side = device_side;
 	spec->num_queues = 1;
-	spec->queue_size[0] = qsize;
+	/* a request takes up to 3 descriptors: ring = 4 x slots */
+	spec->queue_size[0] = (uint16_t)(qsize * BLK_DESC_PER_SLOT);
 	spec->pool_size[0] = (uint64_t)qsize * slot_stride(seg_bytes) + BLK_SLOT_ALIGN +
-			     vop_inflight_bytes(qsize);
+			     vop_inflight_bytes(qsize * BLK_DESC_PER_SLOT);
 	spec->config_len = sizeof(struct vop_blk_config);
+	spec->config = &zero_config; /* the device side writes it (capacity) */
 }
 
 /* ==================================================================== */
@@ -976,7 +981,11 @@ int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeo
 	if (rc)
 		goto fail;
 	d->ro = feat & (1ull << VOP_BLK_F_RO);
-	d->nslots = d->q.num;
+	d->nslots = d->q.num / BLK_DESC_PER_SLOT;
+	if (d->nslots == 0) {
+		rc = -EPROTO;
+		goto fail;
+	}
 	/* carve slots: data 4 KiB aligned in the window, then header and status */
 	first = round_up64(d->q.pool_off, BLK_SLOT_ALIGN) - d->q.pool_off;
 	if (d->q.pool_size < first + vop_inflight_bytes(d->q.num) + (uint64_t)d->nslots * BLK_SLOT_ALIGN) {

@@ -99,8 +99,8 @@ struct vop_blk_stats {
 
 /*
  * vop_blk_spec - device-table spec of a blk device (table owner, either
- * role): one queue of qsize entries whose pool holds qsize slots of
- * seg_bytes of data each (plus headers, alignment and the in-flight
+ * role): qsize request slots of seg_bytes of data each, in one queue of
+ * 4 x qsize entries (a request uses up to 3 descriptors) (plus headers, alignment and the in-flight
  * region). ro offers VIRTIO_BLK_F_RO.
  */
 void vop_blk_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side, uint16_t qsize,
@@ -157,7 +157,7 @@ void vop_blk_driver_destroy(struct vop_blk_driver *d);
 uint64_t vop_blk_driver_capacity(struct vop_blk_driver *d); /* bytes */
 bool vop_blk_driver_ro(struct vop_blk_driver *d);
 uint32_t vop_blk_driver_seg(struct vop_blk_driver *d);   /* data bytes per slot */
-unsigned vop_blk_driver_slots(struct vop_blk_driver *d); /* slots (= ring size) */
+unsigned vop_blk_driver_slots(struct vop_blk_driver *d); /* slots (= ring size / 4) */
 
 /*
  * vop_blk_req_get - any thread: take n free slots at once (no hold and
