@@ -4,11 +4,19 @@
       "target_name": "vop_native",
       "sources": [
         "binding/addon.c",
-        "core/version.c"
+        "binding/errors.c",
+        "binding/window.c",
+        "core/version.c",
+        "core/region.c",
+        "core/vq.c",
+        "core/xport_shm.c",
+        "core/window.c",
+        "core/link.c"
       ],
-      "include_dirs": ["include"],
-      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden"],
+      "include_dirs": ["include", "core"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"],
       "cflags!": ["-fno-exceptions"],
+      "ldflags": ["-pthread"],
       "defines": ["NAPI_VERSION=8"]
     }
   ]
