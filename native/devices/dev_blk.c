@@ -98,6 +98,7 @@ struct vop_blk_device {
 	unsigned nthreads;          /* started I/O threads */
 	pthread_t threads[32];
 	uint8_t *zeroes;            /* 1 MiB of zeroes for write-zeroes fallback */
+	unsigned test_delay_us;     /* VOP_BLK_TEST_DELAY_US: sleep before each write (tests) */
 	/* counters: written by the thread that completes a request (relaxed atomics) */
 	struct vop_blk_stats st;
 };
@@ -191,6 +192,8 @@ static void run_job(struct vop_blk_device *d, struct blk_job *j)
 	uint64_t n;
 	int niov, rc = 0;
 
+	if (d->test_delay_us && j->type == VOP_BLK_T_OUT)
+		usleep(d->test_delay_us); /* tests: keep requests in flight for a kill -9 */
 	switch (j->type) {
 	case VOP_BLK_T_IN:
 		data = c->in_bytes - 1;
@@ -517,6 +520,9 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 			order[m] = h;
 			cnt[m] = cv;
 		}
+		if (getenv("VOP_BLK_DEBUG"))
+			fprintf(stderr, "blk: resume used_idx=%u last_avail=%u pending=%u done=%u re-execute=%u\n",
+				used_idx, last_avail, pending, done, nre);
 		d->q.vq.last_avail = last_avail;
 		d->q.vq.avail_cache = last_avail;
 		d->q.vq.used_shadow = used_idx;
@@ -698,6 +704,8 @@ int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
 		rc = -EINVAL;
 		goto fail;
 	}
+	if (getenv("VOP_BLK_TEST_DELAY_US"))
+		d->test_delay_us = (unsigned)strtoul(getenv("VOP_BLK_TEST_DELAY_US"), NULL, 0);
 	d->zeroes = calloc(1, 1u << 20);
 	if (!d->zeroes) {
 		rc = -ENOMEM;
