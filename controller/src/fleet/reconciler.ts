@@ -421,9 +421,10 @@ export class Reconciler {
     rt.lastHeartbeat = Date.now();
     const desired = this.linksOf(name).has(u.name);
     if (u.deleted) {
+      const inflight = this.isInflight(rt, u.name);
       rt.observed.delete(u.name);
       rt.applied.delete(u.name);
-      if (desired && !this.isInflight(rt, u.name)) {
+      if (desired && !inflight) {
         this.metrics.drift.inc({ direction: 'missing_on_agent' });
         rt.needsFull = true;
         this.agents.add(name);

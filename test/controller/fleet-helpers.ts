@@ -1,0 +1,141 @@
+/**
+ * Helpers for the fleet tests: a controller on a fixed port (so agents can reconnect
+ * to a restarted one), agents dialling it, typed controller calls and polling.
+ */
+import { writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+
+import { Metadata } from '@grpc/grpc-js';
+
+import { AgentServiceClient } from '../../lib/gen/vop/agent/v1/agent';
+import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
+import { type ConditionStatus, LinkPolicy, type Agent, type Link } from '../../lib/gen/vop/types/v1/types';
+import { repoPath } from '../../lib/src/paths';
+import { call, insecure } from '../helpers/grpc';
+import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+export interface Fleet {
+  controller: ServerProcess;
+  readonly controllerAddr: string;
+  readonly controllerStateDir: string;
+  readonly configFile: string;
+  readonly agents: Map<string, ServerProcess>;
+  readonly rendezvous: string;
+  readonly ctl: ControllerServiceClient;
+  startController(): Promise<ServerProcess>;
+  startAgent(name: string, role: 'host' | 'card', host?: string): Promise<ServerProcess>;
+  agentClient(name: string): AgentServiceClient;
+  stop(): Promise<void>;
+}
+
+export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<Fleet> {
+  const port = await freePort();
+  const controllerAddr = `127.0.0.1:${port}`;
+  const controllerStateDir = tempDir('ctl');
+  const rendezvous = tempDir('rv');
+  const configFile = path.join(controllerStateDir, 'controller.yaml');
+  writeFileSync(configFile, `leaseSeconds: ${opts.leaseSeconds ?? 15}\n`);
+  const agents = new Map<string, ServerProcess>();
+  const agentDirs = new Map<string, string>();
+  const clients = new Map<string, AgentServiceClient>();
+  const fleet: Fleet = {
+    controller: undefined as unknown as ServerProcess,
+    controllerAddr,
+    controllerStateDir,
+    configFile,
+    agents,
+    rendezvous,
+    ctl: new ControllerServiceClient(controllerAddr, insecure),
+    async startController() {
+      fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], { stateDir: controllerStateDir });
+      return fleet.controller;
+    },
+    async startAgent(name, role, host) {
+      let dir = agentDirs.get(name);
+      if (!dir) agentDirs.set(name, (dir = tempDir(`agent-${name}`)));
+      const args = ['--node-name', name, '--rack', 'r07', '--role', role, '--rendezvous-dir', rendezvous, '--controller', controllerAddr];
+      if (host) args.push('--host-node', host);
+      const a = await startServer('agent', args, { stateDir: dir });
+      agents.set(name, a);
+      clients.get(name)?.close();
+      clients.delete(name);
+      return a;
+    },
+    agentClient(name) {
+      let c = clients.get(name);
+      if (!c) {
+        const a = agents.get(name);
+        if (!a) throw new Error(`no agent ${name}`);
+        clients.set(name, (c = new AgentServiceClient(a.grpc, insecure)));
+      }
+      return c;
+    },
+    async stop() {
+      fleet.ctl.close();
+      for (const c of clients.values()) c.close();
+      await Promise.all([...agents.values()].map((a) => a.stop('SIGKILL')));
+      await fleet.controller?.stop('SIGKILL');
+    },
+  };
+  await fleet.startController();
+  return fleet;
+}
+
+export async function listLinks(fleet: Fleet, labelSelector = ''): Promise<Link[]> {
+  const r = await call(fleet.ctl, fleet.ctl.listLinks, { labelSelector, agent: '', phase: 0, pageSize: 0, pageToken: '' }, new Metadata());
+  return r.links;
+}
+
+export async function getAgent(fleet: Fleet, name: string): Promise<Agent | undefined> {
+  return (await call(fleet.ctl, fleet.ctl.getAgent, { name }, new Metadata())).agent;
+}
+
+export async function agentLinks(fleet: Fleet, agent: string): Promise<Link[]> {
+  const c = fleet.agentClient(agent);
+  return (await call(c, c.listLinks, { labelSelector: '', pageSize: 0, pageToken: '' }, new Metadata())).links;
+}
+
+export function condition(l: Link | undefined, type: string): ConditionStatus | undefined {
+  return l?.status?.conditions.find((c) => c.type === type)?.status;
+}
+
+export function policyFromJson(obj: unknown): LinkPolicy {
+  return LinkPolicy.fromJSON(obj);
+}
+
+/** True when the agent logged that its native data plane is missing (links cannot become Ready). */
+export function dataPlaneMissing(a: ServerProcess): boolean {
+  return a.logs.some((l) => l.msg === 'native data plane unavailable; links will report DataPlaneUnavailable');
+}
+
+export function vopctl(server: string, args: readonly string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return run(process.execPath, [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), '--server', server, ...args], input === undefined ? {} : { input });
+}

@@ -1,0 +1,212 @@
+/**
+ * The fleet control plane with real processes: one vop-controller on the embedded store
+ * and three vop-agents (a host and two cards in rack r07) dialling it over the Sync
+ * stream. Nothing is mocked.
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { Metadata } from '@grpc/grpc-js';
+
+import { AgentPhase, ConditionStatus, LinkPhase, type Link } from '../../lib/gen/vop/types/v1/types';
+import { call } from '../helpers/grpc';
+import { tempDir } from '../helpers/servers';
+import { agentLinks, condition, dataPlaneMissing, getAgent, listLinks, policyFromJson, startFleet, vopctl, waitFor, type Fleet } from './fleet-helpers';
+
+const CARDS = ['card-1', 'card-2'];
+
+function consolePolicy(name: string, devices: unknown[]): unknown {
+  return {
+    meta: { name },
+    spec: {
+      cardSelector: { matchLabels: { 'vop.dev/rack': 'r07' } },
+      hostSelector: { matchLabels: { 'vop.dev/role': 'host' } },
+      template: { cardRole: 'ROLE_DRIVER', transport: { shm: {} }, devices },
+    },
+  };
+}
+
+const CONSOLE = { name: 'console', console: { deviceBackend: { pty: {} }, driverFrontend: { pty: {} } } };
+
+async function applyPolicy(fleet: Fleet, obj: unknown): Promise<void> {
+  await call(fleet.ctl, fleet.ctl.applyPolicy, { policy: policyFromJson(obj), dryRun: false }, new Metadata());
+}
+
+/** Links of the policy exist on the controller and both agents have applied them (Synced=True). */
+async function waitSynced(fleet: Fleet, policy: string, count: number, generation?: bigint): Promise<Link[]> {
+  return waitFor(`${count} links of ${policy} Synced`, async () => {
+    const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
+    if (links.length !== count) return undefined;
+    const ok = links.every((l) => condition(l, 'Synced') === ConditionStatus.CONDITION_STATUS_TRUE && (generation === undefined || l.meta?.generation === generation));
+    return ok ? links : undefined;
+  });
+}
+
+async function waitReadyIfDataPlane(fleet: Fleet, policy: string, count: number, t: { diagnostic(s: string): void }): Promise<void> {
+  if ([...fleet.agents.values()].some(dataPlaneMissing)) {
+    t.diagnostic('native data plane not in this build: checking Synced and the reported reason instead of Ready');
+    const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
+    for (const l of links) {
+      const ready = l.status?.conditions.find((c) => c.type === 'Ready');
+      assert.equal(ready?.status, ConditionStatus.CONDITION_STATUS_FALSE);
+      assert.equal(ready?.reason, 'EndpointNotReady');
+      assert.match(ready?.message ?? '', /agent host-1 reports/);
+    }
+    return;
+  }
+  await waitFor(`${count} links of ${policy} Ready`, async () => {
+    const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
+    return links.length === count && links.every((l) => condition(l, 'Ready') === ConditionStatus.CONDITION_STATUS_TRUE && l.status?.phase === LinkPhase.LINK_PHASE_READY);
+  }, 30_000);
+}
+
+describe('vop-controller with three agents', () => {
+  let fleet: Fleet;
+  before(async () => {
+    fleet = await startFleet({ leaseSeconds: 2 });
+    await fleet.startAgent('host-1', 'host');
+    for (const c of CARDS) await fleet.startAgent(c, 'card', 'host-1');
+    await waitFor('three agents Ready', async () => {
+      const phases = await Promise.all(['host-1', ...CARDS].map(async (n) => (await getAgent(fleet, n).catch(() => undefined))?.status?.phase));
+      return phases.every((p) => p === AgentPhase.AGENT_PHASE_READY);
+    });
+  });
+  after(async () => {
+    await fleet.stop();
+  });
+
+  it('stamps out a link per host/card pair from a policy and both agents run it', async (t) => {
+    await applyPolicy(fleet, consolePolicy('con', [CONSOLE]));
+    const links = await waitSynced(fleet, 'con', 2);
+    assert.deepEqual(links.map((l) => l.meta?.name).sort(), ['con-card-1', 'con-card-2']);
+    for (const l of links) {
+      assert.equal(l.meta?.managedBy, 'policy/con');
+      const card = l.spec?.endpoints.find((e) => e.agent !== 'host-1')?.agent ?? '';
+      assert.ok(CARDS.includes(card));
+      assert.equal(l.status?.observedGeneration, l.meta?.generation);
+    }
+    const onHost = (await agentLinks(fleet, 'host-1')).map((l) => l.meta?.name).sort();
+    assert.deepEqual(onHost, ['con-card-1', 'con-card-2']);
+    for (const c of CARDS) {
+      const onCard = await agentLinks(fleet, c);
+      assert.deepEqual(onCard.map((l) => l.meta?.name), [`con-${c}`]);
+      assert.equal(onCard[0]?.meta?.managedBy, 'policy/con');
+    }
+    await waitReadyIfDataPlane(fleet, 'con', 2, t);
+    const r = await vopctl(fleet.controllerAddr, ['get', 'links', '-o', 'json']);
+    assert.equal(r.code, 0, r.stderr);
+    const printed = JSON.parse(r.stdout) as { meta: { name: string }; status: { conditions: { type: string }[] } }[];
+    assert.deepEqual(printed.map((l) => l.meta.name).sort(), ['con-card-1', 'con-card-2']);
+    assert.ok(printed.every((l) => l.status.conditions.some((c) => c.type === 'Ready') && l.status.conditions.some((c) => c.type === 'Synced')));
+  });
+
+  it('rolls out a template change without touching links the change does not affect', async () => {
+    const blkFile = path.join(tempDir('blk'), 'disk.img');
+    writeFileSync(blkFile, Buffer.alloc(1 << 20));
+    await applyPolicy(fleet, consolePolicy('disk', [{ name: 'vda', blk: { backing: { path: blkFile } } }]));
+    await waitSynced(fleet, 'disk', 2);
+    const before = new Map((await agentLinks(fleet, 'host-1')).map((l) => [l.meta?.name ?? '', l]));
+    // Change the disk template: add a console next to the disk.
+    await applyPolicy(fleet, consolePolicy('disk', [{ name: 'vda', blk: { backing: { path: blkFile } } }, { ...CONSOLE, name: 'log' }]));
+    const changed = await waitSynced(fleet, 'disk', 2, 2n);
+    assert.ok(changed.every((l) => l.spec?.devices.length === 2));
+    const after = new Map((await agentLinks(fleet, 'host-1')).map((l) => [l.meta?.name ?? '', l]));
+    for (const c of CARDS) {
+      const name = `con-${c}`;
+      const b = before.get(name);
+      const a = after.get(name);
+      assert.ok(b && a, name);
+      assert.equal(a.meta?.resourceVersion, b.meta?.resourceVersion, `${name} was not re-applied`);
+      assert.equal(a.meta?.generation, b.meta?.generation);
+      assert.equal(a.status?.epoch, b.status?.epoch, `${name} was not restarted`);
+      assert.equal(a.status?.resetCount, b.status?.resetCount, `${name} was not reset`);
+      const d = after.get(`disk-${c}`);
+      assert.equal(d?.spec?.devices.length, 2, 'the agent runs the new template');
+    }
+  });
+
+  it('removes the links of a deleted policy from the controller and the agents', async () => {
+    await call(fleet.ctl, fleet.ctl.deletePolicy, { name: 'disk', resourceVersion: '' }, new Metadata());
+    await waitFor('disk links gone from the controller', async () => (await listLinks(fleet, 'vop.dev/policy=disk')).length === 0);
+    await waitFor('disk links gone from the agents', async () => {
+      for (const a of ['host-1', ...CARDS]) if ((await agentLinks(fleet, a)).some((l) => l.meta?.name?.startsWith('disk-'))) return false;
+      return true;
+    });
+    assert.equal((await listLinks(fleet, 'vop.dev/policy=con')).length, 2, 'other policies keep their links');
+  });
+
+  it('keeps links running when the controller is killed -9, and a restart resets none', async () => {
+    const before = new Map<string, Link>();
+    for (const a of ['host-1', ...CARDS]) for (const l of await agentLinks(fleet, a)) before.set(`${a}/${l.meta?.name ?? ''}`, l);
+    assert.equal(before.size, 4);
+    await fleet.controller.stop('SIGKILL');
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const a of ['host-1', ...CARDS]) {
+      for (const l of await agentLinks(fleet, a)) {
+        const b = before.get(`${a}/${l.meta?.name ?? ''}`);
+        assert.ok(b, 'still there while the controller is down');
+        assert.equal(l.status?.phase, b.status?.phase);
+      }
+    }
+    await fleet.startController();
+    await waitSynced(fleet, 'con', 2);
+    await waitFor('agents re-registered', async () => {
+      const phases = await Promise.all(['host-1', ...CARDS].map(async (n) => (await getAgent(fleet, n))?.status?.phase));
+      return phases.every((p) => p === AgentPhase.AGENT_PHASE_READY);
+    });
+    await new Promise((r) => setTimeout(r, 500));
+    for (const a of ['host-1', ...CARDS]) {
+      for (const l of await agentLinks(fleet, a)) {
+        const b = before.get(`${a}/${l.meta?.name ?? ''}`);
+        assert.ok(b);
+        assert.equal(l.meta?.resourceVersion, b.meta?.resourceVersion, `${a}/${l.meta?.name ?? ''} not re-applied`);
+        assert.equal(l.status?.epoch, b.status?.epoch, `${a}/${l.meta?.name ?? ''} not restarted`);
+        assert.equal(l.status?.resetCount, b.status?.resetCount, `${a}/${l.meta?.name ?? ''} not reset`);
+      }
+    }
+  });
+
+  it('marks a killed agent NotReady with Unknown link conditions, then restores its links and corrects drift', async () => {
+    await fleet.agents.get('card-1')?.stop('SIGKILL');
+    await waitFor('card-1 NotReady', async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_NOT_READY, 15_000);
+    const l = await waitFor('con-card-1 Ready Unknown', async () => {
+      const links = await listLinks(fleet, 'vop.dev/policy=con');
+      const x = links.find((y) => y.meta?.name === 'con-card-1');
+      return condition(x, 'Ready') === ConditionStatus.CONDITION_STATUS_UNKNOWN ? x : undefined;
+    }, 15_000);
+    assert.equal(l.status?.conditions.find((c) => c.type === 'Ready')?.reason, 'AgentLeaseExpired');
+    assert.equal(condition((await listLinks(fleet, 'vop.dev/policy=con')).find((y) => y.meta?.name === 'con-card-2'), 'AgentsReady'), ConditionStatus.CONDITION_STATUS_TRUE);
+
+    // Drift while card-1 is away: someone force-deletes a managed link on the host.
+    const host = fleet.agentClient('host-1');
+    await call(host, host.deleteLink, { name: 'con-card-2', resourceVersion: '', force: true }, new Metadata());
+    await waitFor('con-card-2 restored on host-1', async () => (await agentLinks(fleet, 'host-1')).some((x) => x.meta?.name === 'con-card-2'));
+
+    await fleet.startAgent('card-1', 'card', 'host-1');
+    await waitFor('card-1 Ready again', async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_READY);
+    await waitSynced(fleet, 'con', 2);
+    assert.deepEqual((await agentLinks(fleet, 'card-1')).map((x) => x.meta?.name), ['con-card-1']);
+    const metrics = await (await fetch(`http://${fleet.controller.metrics}/metrics`)).text();
+    assert.match(metrics, /vop_controller_drift_detected_total\{direction="missing_on_agent"\} [1-9]/);
+    assert.match(metrics, /vop_controller_lease_expirations_total [1-9]/);
+  });
+
+  it('cordons and drains an agent: no new links, then its links are removed', async () => {
+    let r = await vopctl(fleet.controllerAddr, ['cordon', 'card-2']);
+    assert.equal(r.code, 0, r.stderr);
+    await applyPolicy(fleet, consolePolicy('extra', [CONSOLE]));
+    await waitSynced(fleet, 'extra', 1);
+    assert.deepEqual((await listLinks(fleet, 'vop.dev/policy=extra')).map((l) => l.meta?.name), ['extra-card-1'], 'the cordoned card gets no new link');
+    r = await vopctl(fleet.controllerAddr, ['drain', 'card-2']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /con-card-2/);
+    await waitFor('card-2 drained', async () => (await getAgent(fleet, 'card-2'))?.status?.phase === AgentPhase.AGENT_PHASE_DRAINED);
+    assert.deepEqual(await agentLinks(fleet, 'card-2'), []);
+    r = await vopctl(fleet.controllerAddr, ['uncordon', 'card-2']);
+    assert.equal(r.code, 0, r.stderr);
+    await waitSynced(fleet, 'extra', 2);
+    await waitSynced(fleet, 'con', 2);
+  });
+});
