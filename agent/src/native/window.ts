@@ -1,0 +1,411 @@
+/**
+ * VopWindow: the validating façade over one side of a shared window and its link
+ * worker. Arguments are checked here with exact TypeError/RangeError messages
+ * before any native call (the C core re-checks cheaply and answers -EINVAL);
+ * native failures arrive as NativeError with a stable code. Worker events arrive
+ * through one threadsafe function per link and are re-emitted as 'event'.
+ *
+ * Lifecycle: create()/attach() -> addDevice() (creator) -> attach(devId, role)
+ * -> start() -> stats/events -> stop() -> close(). close() stops and joins the
+ * worker; any later call throws NativeError code "EBADF".
+ */
+import { EventEmitter } from 'node:events';
+import { NativeError, toNativeError } from './errors';
+import { loadNative, type NativeModule } from './load';
+import type { NativeEventDto, PipeConfigDto, WindowHandle } from './native';
+
+export const VIRTIO_F_INDIRECT_DESC = 28;
+export const VIRTIO_F_EVENT_IDX = 29;
+export const QUEUE_MAX_SIZE = 32768;
+export const MAX_DEVICES = 32;
+export const MAX_SEGS = 16;
+
+export type Side = 'creator' | 'attacher';
+export type Role = 'driver' | 'device';
+export type PipeMode = 'off' | 'source' | 'sink' | 'echo';
+
+/** Worker tuning shared by create() and attach(); null picks the default. */
+export interface WorkerOptions {
+  /** Busy-poll after the last work before sleeping (default 50 µs). */
+  readonly spinNs: number | null;
+  /** Never sleep on the doorbell (benchmarks only). */
+  readonly pollOnly: boolean | null;
+  /** Device reset handshake timeout (default 1000 ms). */
+  readonly resetTimeoutMs: number | null;
+}
+
+export interface CreateOptions extends WorkerOptions {
+  /** New window file (created 0600, must not exist) or null for an anonymous memfd. */
+  readonly path: string | null;
+  readonly sizeBytes: number;
+  readonly maxDevices: number | null;
+}
+
+export interface AttachOptions extends WorkerOptions {
+  readonly path: string;
+}
+
+/** A raw byte-pipe device in the device table (the only device type of this layer). */
+export interface DeviceSpec {
+  readonly devId: number;
+  /** Which side implements the device (the other side is the driver). */
+  readonly deviceSide: Side;
+  readonly queueSize: number;
+  /** Bytes per driver buffer. */
+  readonly bufSize: number;
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+}
+
+/** What this side does with the pipe's queue 0 (driver->device) and queue 1 (device->driver). */
+export interface PipeOptions {
+  readonly msgSize: number;
+  /** Driver: bytes per buffer slot; null = as large as the pool allows. */
+  readonly bufSize: number | null;
+  /** Driver: descriptors per buffer (1..16); null = 1. */
+  readonly segs: number | null;
+  readonly tx: PipeMode;
+  readonly rx: PipeMode;
+  /** Stamp and check sequence numbers and checksums. */
+  readonly verify: boolean;
+  /** Driver: negotiate EVENT_IDX / INDIRECT_DESC if offered. */
+  readonly eventIdx: boolean;
+  readonly indirect: boolean;
+  /** Source: stop after this many messages; null = unlimited. */
+  readonly count: bigint | null;
+  /** Driver source+sink: bound on unanswered messages; null = none. */
+  readonly maxInflight: number | null;
+  /** Chains per publish; null = queue size. */
+  readonly batch: number | null;
+}
+
+export type LinkEvent =
+  | { readonly type: 'queue-broken'; readonly devId: number; readonly queue: number; readonly reason: string }
+  | { readonly type: 'peer-reset'; readonly epoch: number }
+  | { readonly type: 'peer-gone'; readonly epoch: number }
+  | { readonly type: 'peer-up'; readonly epoch: number }
+  | { readonly type: 'device-removed'; readonly devId: number }
+  | { readonly type: 'reset-done'; readonly devId: number }
+  | { readonly type: 'reset-timeout'; readonly devId: number }
+  | { readonly type: 'needs-reset'; readonly devId: number };
+
+export interface QueueStats {
+  readonly buffers: bigint;
+  readonly bytes: bigint;
+  readonly notificationsSent: bigint;
+  readonly notificationsSuppressed: bigint;
+  /** Per link worker (one worker serves all queues of a side). */
+  readonly wakeups: bigint;
+  readonly pollNs: bigint;
+  readonly sleepNs: bigint;
+  readonly errors: bigint;
+  /** Reason name while broken, null when healthy. */
+  readonly broken: string | null;
+  readonly resets: bigint;
+  /** Violations by stable reason name (only nonzero entries). */
+  readonly errorsByReason: Readonly<Record<string, bigint>>;
+}
+
+export type DeviceRunState = 'resetting' | 'wait-driver' | 'running' | 'broken' | 'removed' | 'unknown';
+
+export interface PipeStats {
+  readonly txMsgs: bigint;
+  readonly rxMsgs: bigint;
+  readonly badMsgs: bigint;
+  readonly state: DeviceRunState;
+}
+
+export interface LinkStats {
+  readonly wakeups: bigint;
+  readonly sleeps: bigint;
+  readonly pollNs: bigint;
+  readonly sleepNs: bigint;
+  readonly doorbells: bigint;
+  readonly futexWakes: bigint;
+  readonly heartbeats: bigint;
+  readonly peerResets: bigint;
+  readonly peerGone: bigint;
+}
+
+export interface WindowInfo {
+  readonly side: Side;
+  readonly epoch: number;
+  readonly sizeBytes: bigint;
+  /** '' for a memfd window. */
+  readonly path: string;
+  readonly peer: { readonly state: 'absent' | 'up' | 'gone'; readonly epoch: number; readonly heartbeat: bigint };
+}
+
+const DEFAULT_SPIN_NS = 50_000;
+const DEFAULT_RESET_TIMEOUT_MS = 1000;
+const VQS_ERR_BASE = 10;
+const EVENT_TYPES = ['', 'queue-broken', 'peer-reset', 'peer-gone', 'device-removed', 'reset-done', 'reset-timeout', 'needs-reset', 'peer-up'] as const;
+const RUN_STATES: readonly DeviceRunState[] = ['unknown', 'resetting', 'wait-driver', 'running', 'broken', 'removed'];
+const PIPE_MODE: Record<PipeMode, number> = { off: 0, source: 1, sink: 2, echo: 3 };
+const PEER_STATE = ['absent', 'up', 'gone'] as const;
+
+function checkInt(name: string, v: number, min: number, max: number): void {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`${name} must be an integer`);
+  if (v < min || v > max) throw new RangeError(`${name} must be in [${min}, ${max}], got ${v}`);
+}
+
+function checkDevId(devId: number): void {
+  checkInt('devId', devId, 1, 0xffffffff);
+}
+
+function checkWorker(o: WorkerOptions): { spinNs: number; pollOnly: boolean; resetTimeoutMs: number } {
+  const spinNs = o.spinNs ?? DEFAULT_SPIN_NS;
+  const resetTimeoutMs = o.resetTimeoutMs ?? DEFAULT_RESET_TIMEOUT_MS;
+  checkInt('spinNs', spinNs, 0, 10_000_000_000);
+  checkInt('resetTimeoutMs', resetTimeoutMs, 1, 600_000);
+  const pollOnly = o.pollOnly ?? false;
+  if (typeof pollOnly !== 'boolean') throw new TypeError('pollOnly must be a boolean');
+  return { spinNs, pollOnly, resetTimeoutMs };
+}
+
+function checkPath(path: unknown): void {
+  if (typeof path !== 'string' || path.length === 0) throw new TypeError('path must be a non-empty string');
+  if (Buffer.byteLength(path) > 250) throw new RangeError('path must be at most 250 bytes');
+}
+
+function featureBits(eventIdx: boolean, indirect: boolean): bigint {
+  return (eventIdx ? 1n << BigInt(VIRTIO_F_EVENT_IDX) : 0n) | (indirect ? 1n << BigInt(VIRTIO_F_INDIRECT_DESC) : 0n);
+}
+
+export interface VopWindowEvents {
+  event: [LinkEvent];
+}
+
+export class VopWindow extends EventEmitter<VopWindowEvents> {
+  readonly side: Side;
+  private readonly native: NativeModule;
+  /** Valid until close(); null afterwards. */
+  private handle: WindowHandle | null;
+  private readonly reasons: readonly string[];
+  private started = false;
+
+  private constructor(native: NativeModule, handle: WindowHandle, side: Side) {
+    super();
+    this.native = native;
+    this.handle = handle;
+    this.side = side;
+    this.reasons = native.reasonNames();
+    native.onEvent(handle, (ev) => this.forward(ev));
+  }
+
+  /** Creates a new window (this side owns the device table). */
+  static create(opts: CreateOptions): VopWindow {
+    if (opts.path !== null) checkPath(opts.path);
+    checkInt('sizeBytes', opts.sizeBytes, 65536, 2 ** 40);
+    if (opts.sizeBytes % 4096 !== 0) throw new RangeError('sizeBytes must be a multiple of 4096');
+    const maxDevices = opts.maxDevices ?? MAX_DEVICES;
+    checkInt('maxDevices', maxDevices, 1, MAX_DEVICES);
+    const w = checkWorker(opts);
+    const native = loadNative();
+    const h = native.windowCreate({ path: opts.path, sizeBytes: opts.sizeBytes, maxDevices, ...w });
+    return new VopWindow(native, h, 'creator');
+  }
+
+  /** Attaches to a window another process (or this one) created; EAGAIN while unpublished. */
+  static attach(opts: AttachOptions): VopWindow {
+    checkPath(opts.path);
+    const w = checkWorker(opts);
+    const native = loadNative();
+    const h = native.windowAttach({ path: opts.path, ...w });
+    return new VopWindow(native, h, 'attacher');
+  }
+
+  get closed(): boolean {
+    return this.handle === null;
+  }
+
+  private h(): WindowHandle {
+    if (this.handle === null) throw new NativeError('window is closed', 'EBADF', 9);
+    return this.handle;
+  }
+
+  private forward(ev: NativeEventDto): void {
+    const type = EVENT_TYPES[ev.type];
+    let out: LinkEvent;
+    switch (type) {
+      case 'queue-broken':
+        out = { type, devId: ev.devId, queue: ev.queue, reason: this.reasons[ev.reason] ?? `unknown_${ev.reason}` };
+        break;
+      case 'peer-reset':
+      case 'peer-gone':
+      case 'peer-up':
+        out = { type, epoch: ev.epoch };
+        break;
+      case 'device-removed':
+      case 'reset-done':
+      case 'reset-timeout':
+      case 'needs-reset':
+        out = { type, devId: ev.devId };
+        break;
+      case '':
+      case undefined:
+        return;
+      default: {
+        const never: never = type;
+        throw new Error(`unknown event ${String(never)}`);
+      }
+    }
+    this.emit('event', out);
+  }
+
+  info(): WindowInfo {
+    const i = this.native.windowInfo(this.h());
+    return {
+      side: i.side === 0 ? 'creator' : 'attacher',
+      epoch: i.epoch,
+      sizeBytes: i.sizeBytes,
+      path: i.path,
+      peer: { state: PEER_STATE[i.peerState] ?? 'gone', epoch: i.peerEpoch, heartbeat: i.peerHeartbeat },
+    };
+  }
+
+  /** Creator only: publishes a byte-pipe device; returns its table slot. */
+  addDevice(spec: DeviceSpec): number {
+    if (this.side !== 'creator') throw new NativeError('only the window creator publishes devices', 'EPERM', 1);
+    checkDevId(spec.devId);
+    checkInt('queueSize', spec.queueSize, 1, QUEUE_MAX_SIZE);
+    if ((spec.queueSize & (spec.queueSize - 1)) !== 0) throw new RangeError(`queueSize must be a power of two, got ${spec.queueSize}`);
+    checkInt('bufSize', spec.bufSize, 1, 64 * 1024 * 1024);
+    if (spec.deviceSide !== 'creator' && spec.deviceSide !== 'attacher') throw new TypeError("deviceSide must be 'creator' or 'attacher'");
+    return this.native.devicePublish(this.h(), {
+      devId: spec.devId,
+      deviceSide: spec.deviceSide === 'creator' ? 0 : 1,
+      queueSize: spec.queueSize,
+      bufSize: spec.bufSize,
+      features: featureBits(spec.eventIdx, spec.indirect),
+    });
+  }
+
+  /** Creator only: hot-unplugs a device (tombstone); both sides get 'device-removed'. */
+  removeDevice(devId: number): void {
+    checkDevId(devId);
+    this.native.deviceRemove(this.h(), devId);
+  }
+
+  /** Serves device devId in role on this side (the device table says which side is the device). */
+  attach(devId: number, role: Role, pipe: PipeOptions): void {
+    checkDevId(devId);
+    if (role !== 'driver' && role !== 'device') throw new TypeError("role must be 'driver' or 'device'");
+    checkInt('msgSize', pipe.msgSize, pipe.verify ? 16 : 1, 64 * 1024 * 1024);
+    const segs = pipe.segs ?? 1;
+    checkInt('segs', segs, 1, MAX_SEGS);
+    if (pipe.bufSize !== null) checkInt('bufSize', pipe.bufSize, pipe.msgSize, 64 * 1024 * 1024);
+    const allowed: Record<Role, { tx: PipeMode[]; rx: PipeMode[] }> = {
+      driver: { tx: ['off', 'source'], rx: ['off', 'sink'] },
+      device: { tx: ['off', 'sink', 'echo'], rx: ['off', 'source'] },
+    };
+    if (!allowed[role].tx.includes(pipe.tx)) throw new RangeError(`tx mode '${pipe.tx}' is not valid for the ${role} role`);
+    if (!allowed[role].rx.includes(pipe.rx)) throw new RangeError(`rx mode '${pipe.rx}' is not valid for the ${role} role`);
+    if (pipe.tx === 'echo' && pipe.rx !== 'off') throw new RangeError("rx must be 'off' when tx is 'echo' (echo fills queue 1)");
+    const count = pipe.count ?? 0n;
+    if (typeof count !== 'bigint' || count < 0n) throw new RangeError('count must be a non-negative bigint');
+    const maxInflight = pipe.maxInflight ?? 0;
+    checkInt('maxInflight', maxInflight, 0, 0xffffffff);
+    const batch = pipe.batch ?? 0;
+    checkInt('batch', batch, 0, QUEUE_MAX_SIZE);
+    const dto: PipeConfigDto = {
+      msgSize: pipe.msgSize,
+      bufSize: pipe.bufSize ?? 0,
+      segs,
+      txMode: PIPE_MODE[pipe.tx],
+      rxMode: PIPE_MODE[pipe.rx],
+      verify: pipe.verify,
+      features: featureBits(pipe.eventIdx, pipe.indirect),
+      count,
+      maxInflight,
+      batch,
+    };
+    this.native.attachPipe(this.h(), devId, role === 'driver' ? 1 : 2, dto);
+  }
+
+  detach(devId: number): void {
+    checkDevId(devId);
+    this.native.detach(this.h(), devId);
+  }
+
+  /** Driver role: device reset handshake; queues restart clean ('reset-done' event). */
+  resetDevice(devId: number): void {
+    checkDevId(devId);
+    this.native.resetDevice(this.h(), devId);
+  }
+
+  start(): void {
+    this.native.start(this.h());
+    this.started = true;
+  }
+
+  stop(): void {
+    if (!this.started) return;
+    this.native.stop(this.h());
+    this.started = false;
+  }
+
+  queueStats(devId: number, queue: number): QueueStats {
+    checkDevId(devId);
+    checkInt('queue', queue, 0, 1);
+    const c = this.native.queueStats(this.h(), devId, queue);
+    const at = (i: number): bigint => c[i] ?? 0n;
+    const errorsByReason: Record<string, bigint> = {};
+    this.reasons.forEach((name, r) => {
+      const v = at(VQS_ERR_BASE + r);
+      if (r > 0 && v > 0n) errorsByReason[name] = v;
+    });
+    const broken = Number(at(8));
+    return {
+      buffers: at(0),
+      bytes: at(1),
+      notificationsSent: at(2),
+      notificationsSuppressed: at(3),
+      wakeups: at(4),
+      pollNs: at(5),
+      sleepNs: at(6),
+      errors: at(7),
+      broken: broken === 0 ? null : (this.reasons[broken] ?? `unknown_${broken}`),
+      resets: at(9),
+      errorsByReason,
+    };
+  }
+
+  pipeStats(devId: number): PipeStats {
+    checkDevId(devId);
+    const s = this.native.pipeStats(this.h(), devId);
+    return { txMsgs: s[0] ?? 0n, rxMsgs: s[1] ?? 0n, badMsgs: s[2] ?? 0n, state: RUN_STATES[Number(s[3] ?? 0n)] ?? 'unknown' };
+  }
+
+  linkStats(): LinkStats {
+    const s = this.native.linkStats(this.h());
+    const at = (i: number): bigint => s[i] ?? 0n;
+    return {
+      wakeups: at(0),
+      sleeps: at(1),
+      pollNs: at(2),
+      sleepNs: at(3),
+      doorbells: at(4),
+      futexWakes: at(5),
+      heartbeats: at(6),
+      peerResets: at(7),
+      peerGone: at(8),
+    };
+  }
+
+  /**
+   * Stops and joins the worker, releases the event function and unmaps. The creator
+   * removes the window file unless unlink is false. Idempotent.
+   */
+  close(opts: { readonly unlink: boolean } | null = null): void {
+    if (this.handle === null) return;
+    const h = this.handle;
+    this.handle = null;
+    this.started = false;
+    try {
+      this.native.windowClose(h, opts?.unlink ?? true);
+    } catch (err) {
+      throw toNativeError(err);
+    }
+  }
+}
