@@ -78,10 +78,14 @@ export class ObjectCache {
     const end = this.metrics.storeOps.startTimer({ operation: 'list' });
     const all = await this.store.loadAll();
     end();
+    const withRv = <T extends { meta: ObjectMeta | undefined }>(obj: T, rev: bigint): T => {
+      if (obj.meta) obj.meta.resourceVersion = String(rev);
+      return obj;
+    };
     for (const o of all) {
-      if (o.kind === 'link') this.links.set(o.name, { obj: codec.link.decode(o.data), revision: o.revision });
-      else if (o.kind === 'policy') this.policies.set(o.name, { obj: codec.policy.decode(o.data), revision: o.revision });
-      else this.agents.set(o.name, { obj: codec.agent.decode(o.data), revision: o.revision });
+      if (o.kind === 'link') this.links.set(o.name, { obj: withRv(codec.link.decode(o.data), o.revision), revision: o.revision });
+      else if (o.kind === 'policy') this.policies.set(o.name, { obj: withRv(codec.policy.decode(o.data), o.revision), revision: o.revision });
+      else this.agents.set(o.name, { obj: withRv(codec.agent.decode(o.data), o.revision), revision: o.revision });
     }
     this.seq = this.store.revision();
   }
