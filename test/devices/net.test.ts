@@ -1,0 +1,76 @@
+/**
+ * virtio-net across an shm link between two real processes: the device
+ * side's TAP in one network namespace, the driver side's TAP in another,
+ * ping both ways, then iperf3 TCP and UDP across. Namespaces, TAPs and the
+ * window are removed afterwards, also on failure.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, rmSync } from 'node:fs';
+import { describe, it } from 'node:test';
+
+import { buildVopdev, isRoot, Netns, Vopdev } from './helpers';
+
+const canRun = isRoot() && existsSync('/dev/net/tun');
+
+interface IperfEnd {
+  end: { sum_received?: { bits_per_second: number }; sum?: { packets: number; lost_packets: number; seconds: number } };
+}
+
+describe('virtio-net over an shm link between two namespaces', { skip: canRun ? false : 'needs root and /dev/net/tun' }, () => {
+  it('pings both ways and carries iperf3 TCP and UDP with offloads', async () => {
+    buildVopdev();
+    const ns = new Netns('vopnet', 2);
+    const [nsDev, nsDrv] = ns.names as [string, string];
+    const win = `/dev/shm/vop-net-test-${process.pid}`;
+    rmSync(win, { force: true });
+    let drv: Vopdev | null = null;
+    let dev: Vopdev | null = null;
+    try {
+      drv = new Vopdev(['--window', win, '--create', '96', '--net-driver', '1:tap=vop0:mtu=1500'], nsDrv);
+      dev = new Vopdev(['--window', win, '--attach', '--net-device', '1:tap=vop0'], nsDev);
+      await drv.waitReady();
+      await dev.waitReady();
+      for (const [n, ip] of [[nsDev, '10.77.0.1'], [nsDrv, '10.77.0.2']] as const) {
+        assert.equal(ns.exec(n, 'ip', ['addr', 'add', `${ip}/24`, 'dev', 'vop0']).code, 0);
+        assert.equal(ns.exec(n, 'ip', ['link', 'set', 'vop0', 'up']).code, 0);
+      }
+      // the driver side's TAP carries the MAC from the device's config space
+      assert.match(ns.exec(nsDrv, 'ip', ['link', 'show', 'vop0']).stdout, /52:54:00:76:6f:01/);
+      const p1 = ns.exec(nsDev, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.77.0.2'], 20000);
+      assert.equal(p1.code, 0, p1.stdout + p1.stderr);
+      const p2 = ns.exec(nsDrv, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.77.0.1'], 20000);
+      assert.equal(p2.code, 0, p2.stdout + p2.stderr);
+      // a large ping is fragmented/reassembled across the link
+      const p3 = ns.exec(nsDrv, 'ping', ['-c', '2', '-s', '8000', '-W', '2', '10.77.0.1'], 20000);
+      assert.equal(p3.code, 0, p3.stdout + p3.stderr);
+
+      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1']).code, 0);
+      await new Promise((r) => setTimeout(r, 300));
+      const tcp = ns.exec(nsDrv, 'iperf3', ['-c', '10.77.0.1', '-t', '3', '-J'], 30000);
+      assert.equal(tcp.code, 0, tcp.stderr);
+      const tcpBps = (JSON.parse(tcp.stdout) as IperfEnd).end.sum_received?.bits_per_second ?? 0;
+      assert.ok(tcpBps > 100e6, `TCP ${tcpBps / 1e9} Gbit/s`);
+
+      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1']).code, 0);
+      await new Promise((r) => setTimeout(r, 300));
+      const udp = ns.exec(nsDrv, 'iperf3', ['-c', '10.77.0.1', '-u', '-b', '200M', '-l', '1400', '-t', '3', '-J'], 30000);
+      assert.equal(udp.code, 0, udp.stderr);
+      const u = (JSON.parse(udp.stdout) as IperfEnd).end.sum;
+      assert.ok(u && u.packets > 0 && u.lost_packets / u.packets < 0.5, `UDP loss ${JSON.stringify(u)}`);
+      process.stdout.write(`# vop link: TCP ${(tcpBps / 1e9).toFixed(2)} Gbit/s, UDP ${u.packets} packets, ${u.lost_packets} lost\n`);
+
+      const devStats = await dev.stop();
+      const drvStats = await drv.stop();
+      dev = null;
+      drv = null;
+      assert.equal(devStats.net1?.bad_headers, 0);
+      assert.equal(drvStats.net1?.bad_headers, 0);
+      assert.ok((devStats.net1?.tx_frames ?? 0) > 0 && (devStats.net1?.rx_frames ?? 0) > 0);
+    } finally {
+      if (dev) await dev.stop();
+      if (drv) await drv.stop();
+      ns.remove();
+      rmSync(win, { force: true });
+    }
+  });
+});
