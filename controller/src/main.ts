@@ -14,6 +14,7 @@ import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadControllerConfig } from './config';
+import { HTTP_SD_PATH, httpSdRoute } from './discovery/http-sd';
 import { ControllerMetrics } from './fleet/controller-metrics';
 import { ObjectCache } from './fleet/object-cache';
 import { Reconciler } from './fleet/reconciler';
@@ -71,7 +72,13 @@ async function main(): Promise<void> {
     plaintextRole: config.plaintextRole,
     streams,
   });
-  const metricsServer = await startMetricsServer({ listen: config.metricsListen, registry, healthy: () => true, log: log.child({ component: 'metrics' }) });
+  const metricsServer = await startMetricsServer({
+    listen: config.metricsListen,
+    registry,
+    healthy: () => true,
+    routes: new Map([[HTTP_SD_PATH, httpSdRoute(() => [...cache.agents.values()].map((e) => e.obj))]]),
+    log: log.child({ component: 'metrics' }),
+  });
   log.info({ grpc: formatHostPort(grpc.address), metrics: formatHostPort(metricsServer.address) }, 'vop-controller ready');
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
