@@ -761,6 +761,30 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 	}
 }
 
+/*
+ * Whether queue k can make progress when the peer notifies it. Arming a
+ * queue we can't serve (a source that reached its count, an echo without
+ * a receive buffer) would report "pending" forever and spin the worker.
+ */
+static bool wants_notify(struct link_dev *d, unsigned k)
+{
+	struct pipe_q *q = &d->q[k];
+	bool done = d->pc.count && q->seq >= d->pc.count;
+
+	if (d->role == VOP_ROLE_DRIVER) {
+		if (q->mode == VOP_PIPE_SOURCE)
+			/* Completions only matter when we ran out of descriptors
+			 * (as virtio-net keeps tx interrupts off). */
+			return !done && vop_vq_num_free(&q->vq) == 0;
+		return q->mode == VOP_PIPE_SINK;
+	}
+	if (d->q[0].mode == VOP_PIPE_ECHO)
+		return k == VOP_PIPE_TXQ ? d->echo_rx_valid : !d->echo_rx_valid;
+	if (q->mode == VOP_PIPE_SOURCE)
+		return !done;
+	return q->mode == VOP_PIPE_SINK;
+}
+
 /* Arm notifications on every active queue; true if work is already pending. */
 static bool arm_all(struct vop_link *l, bool arm)
 {
@@ -776,17 +800,8 @@ static bool arm_all(struct vop_link *l, bool arm)
 			continue;
 		for (k = 0; k < 2; k++) {
 			struct pipe_q *q = &d->q[k];
-			bool want = q->mode != VOP_PIPE_OFF ||
-				    (k == VOP_PIPE_RXQ && d->q[0].mode == VOP_PIPE_ECHO);
+			bool want = wants_notify(d, k);
 
-			/*
-			 * A driver source only needs completions when it ran out
-			 * of descriptors; otherwise reclaim happens on the next
-			 * send (as virtio-net keeps tx interrupts off).
-			 */
-			if (d->role == VOP_ROLE_DRIVER && q->mode == VOP_PIPE_SOURCE &&
-			    vop_vq_num_free(&q->vq) != 0)
-				want = false;
 			if (!q->ready || !want)
 				continue;
 			if (arm)

@@ -19,8 +19,9 @@
 #define LOOP_MAX_WATCH 64
 
 struct watch {
-	int fd;       /* watched fd */
-	short events; /* POLLIN / POLLOUT */
+	int fd;             /* watched fd */
+	short events;       /* POLLIN / POLLOUT */
+	_Atomic int *flag;  /* set to 1 when it fires, or NULL */
 };
 
 struct vop_devloop {
@@ -103,6 +104,11 @@ void vop_devloop_wake(struct vop_devloop *l)
 
 int vop_devloop_watch(struct vop_devloop *l, int fd, short events)
 {
+	return vop_devloop_watch_flag(l, fd, events, NULL);
+}
+
+int vop_devloop_watch_flag(struct vop_devloop *l, int fd, short events, _Atomic int *flag)
+{
 	unsigned i;
 	uint64_t one = 1;
 	int rc = 0;
@@ -116,6 +122,7 @@ int vop_devloop_watch(struct vop_devloop *l, int fd, short events)
 	} else if (l->nwatch < LOOP_MAX_WATCH) {
 		l->watch[l->nwatch].fd = fd;
 		l->watch[l->nwatch].events = events;
+		l->watch[l->nwatch].flag = flag;
 		l->nwatch++;
 	} else {
 		rc = -ENOSPC;
@@ -160,6 +167,8 @@ static void *watcher_main(void *arg)
 			fired = true;
 			for (j = 0; j < l->nwatch; j++) {
 				if (l->watch[j].fd == pfd[i].fd) {
+					if (l->watch[j].flag)
+						atomic_store(l->watch[j].flag, 1);
 					l->watch[j] = l->watch[l->nwatch - 1];
 					l->nwatch--;
 					break;

@@ -15,6 +15,7 @@
 #ifndef VOP_DEV_COMMON_H
 #define VOP_DEV_COMMON_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -82,6 +83,9 @@ void vop_devloop_wake(struct vop_devloop *l);
  * armed fd merges the events. Returns 0 or -ENOSPC (64 fds).
  */
 int vop_devloop_watch(struct vop_devloop *l, int fd, short events);
+
+/* Same, and set *flag = 1 (seq_cst) when the fd fires (tells the backend which fd). */
+int vop_devloop_watch_flag(struct vop_devloop *l, int fd, short events, _Atomic int *flag);
 
 /* The window the loop serves. */
 struct vop_window *vop_devloop_window(struct vop_devloop *l);

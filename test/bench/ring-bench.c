@@ -1,0 +1,507 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Ring benchmark program driven by test/bench/ring-bench.mjs. Each mode runs
+ * one measurement and prints one JSON object on stdout.
+ *
+ *   memcpy SIZE SECONDS WS_BYTES  single-thread memcpy over a WS_BYTES working set
+ *   unix-tput SIZE SECONDS        socketpair between two processes, one write per message
+ *   unix-rtt SIZE ITERS           64 B ping-pong over a socketpair
+ *   vop-tput SIZE SECONDS QSIZE   driver process posts (copy in), device process consumes (copy out)
+ *   vop-rtt SIZE ITERS event|poll driver sends one message, device echoes it back
+ *   idle SECONDS                  established link, no traffic: CPU of both processes
+ *
+ * Processes are pinned to CPU 0 (parent) and CPU 1 (child) when there are >= 2 CPUs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "vop/link.h"
+#include "vop/window.h"
+#include "vop/xport.h"
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void pin(int cpu)
+{
+	cpu_set_t set;
+
+	if (sysconf(_SC_NPROCESSORS_ONLN) < 2)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "ring-bench: %s: %s\n", what, strerror(rc < 0 ? -rc : rc));
+	exit(1);
+}
+
+/* ---- memcpy ---- */
+
+static int bench_memcpy(size_t size, double secs, size_t ws)
+{
+	size_t n = ws / size < 2 ? 2 : ws / size, i = 0;
+	uint8_t *src = aligned_alloc(64, n * size + 64), *dst = aligned_alloc(64, n * size + 64);
+	uint64_t copies = 0;
+	double t0, t;
+
+	memset(src, 1, n * size);
+	memset(dst, 2, n * size);
+	t0 = now_s();
+	do {
+		unsigned k;
+
+		for (k = 0; k < 64; k++) {
+			memcpy(dst + i * size, src + i * size, size);
+			if (++i == n)
+				i = 0;
+		}
+		copies += 64;
+		__asm__ __volatile__("" ::"r"(dst) : "memory");
+	} while ((t = now_s()) - t0 < secs);
+	printf("{\"copies_per_s\": %.1f, \"gbytes_per_s\": %.4f}\n", copies / (t - t0),
+	       copies * (double)size / (t - t0) / 1e9);
+	free(src);
+	free(dst);
+	return 0;
+}
+
+/* ---- unix socketpair ---- */
+
+static int bench_unix_tput(size_t size, double secs)
+{
+	int sv[2];
+	pid_t pid;
+	uint8_t *buf = malloc(size > 65536 ? size : 65536);
+	uint64_t msgs = 0;
+	double t0, t;
+
+	memset(buf, 3, size > 65536 ? size : 65536);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		die("socketpair", errno);
+	pid = fork();
+	if (pid == 0) {
+		/* Reader: drain until EOF. */
+		close(sv[0]);
+		pin(1);
+		while (read(sv[1], buf, 65536) > 0)
+			;
+		_exit(0);
+	}
+	close(sv[1]);
+	pin(0);
+	t0 = now_s();
+	do {
+		unsigned k;
+
+		for (k = 0; k < 16; k++) {
+			size_t off = 0;
+
+			while (off < size) {
+				ssize_t w = write(sv[0], buf + off, size - off);
+
+				if (w <= 0)
+					die("write", errno);
+				off += (size_t)w;
+			}
+		}
+		msgs += 16;
+	} while ((t = now_s()) - t0 < secs);
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	printf("{\"msgs_per_s\": %.1f, \"gbytes_per_s\": %.4f}\n", msgs / (t - t0),
+	       msgs * (double)size / (t - t0) / 1e9);
+	free(buf);
+	return 0;
+}
+
+static void read_full(int fd, uint8_t *p, size_t n)
+{
+	size_t off = 0;
+
+	while (off < n) {
+		ssize_t r = read(fd, p + off, n - off);
+
+		if (r <= 0)
+			_exit(1);
+		off += (size_t)r;
+	}
+}
+
+static int bench_unix_rtt(size_t size, unsigned iters)
+{
+	int sv[2];
+	pid_t pid;
+	uint8_t buf[65536];
+	unsigned i;
+	double t0, t;
+
+	memset(buf, 4, sizeof(buf));
+	if (size > sizeof(buf) || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+		die("socketpair", EINVAL);
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		pin(1);
+		for (i = 0; i < iters + 100; i++) {
+			read_full(sv[1], buf, size);
+			if (write(sv[1], buf, size) != (ssize_t)size)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	pin(0);
+	for (i = 0; i < 100; i++) { /* warm-up */
+		if (write(sv[0], buf, size) != (ssize_t)size)
+			die("write", errno);
+		read_full(sv[0], buf, size);
+	}
+	t0 = now_s();
+	for (i = 0; i < iters; i++) {
+		if (write(sv[0], buf, size) != (ssize_t)size)
+			die("write", errno);
+		read_full(sv[0], buf, size);
+	}
+	t = now_s();
+	waitpid(pid, NULL, 0);
+	printf("{\"rtt_us\": %.3f}\n", (t - t0) / iters * 1e6);
+	return 0;
+}
+
+/* ---- vop link between two processes ---- */
+
+#define DEV 1u
+
+struct vop_side {
+	struct vop_window *w;
+	struct vop_link *l;
+};
+
+static void vop_open(struct vop_side *s, const char *path, int create, uint64_t size,
+		     const struct vop_link_config *cfg)
+{
+	struct vop_xport *x = NULL;
+	int rc;
+
+	if (create) {
+		rc = vop_shm_create(path, size, &x);
+		if (rc)
+			die("create window", rc);
+		rc = vop_window_create(x, NULL, &s->w);
+		if (rc)
+			die("lay out window", rc);
+	} else {
+		double t0 = now_s();
+
+		for (;;) {
+			if (!x && vop_shm_open(path, &x) != 0)
+				x = NULL;
+			if (x && (rc = vop_window_attach(x, &s->w)) == 0)
+				break;
+			if (now_s() - t0 > 10)
+				die("attach window", ETIMEDOUT);
+			usleep(1000);
+		}
+	}
+	rc = vop_link_create(s->w, cfg, &s->l);
+	if (rc)
+		die("link", rc);
+}
+
+static void vop_close(struct vop_side *s)
+{
+	vop_link_destroy(s->l);
+	vop_window_close(s->w);
+}
+
+static struct vop_pipe_config pipe_cfg(uint32_t size, uint8_t tx, uint8_t rx)
+{
+	struct vop_pipe_config pc;
+
+	memset(&pc, 0, sizeof(pc));
+	pc.msg_size = size;
+	pc.segs = 1;
+	pc.tx_mode = tx;
+	pc.rx_mode = rx;
+	pc.features = (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC);
+	return pc;
+}
+
+static uint64_t window_size_for(uint32_t size, uint16_t qsize)
+{
+	uint64_t pool = (uint64_t)qsize * VOP_INDIRECT_MAX * 16 + (uint64_t)qsize * ((size + 63) / 64 * 64);
+	uint64_t w = 2 * pool + (8u << 20);
+
+	return (w + 4095) / 4096 * 4096;
+}
+
+/* Child: the device side; runs until the parent kills it (SIGTERM). */
+static volatile sig_atomic_t child_stop;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	child_stop = 1;
+}
+
+static void device_child(const char *path, struct vop_pipe_config pc, const struct vop_link_config *cfg)
+{
+	struct vop_side s;
+	int rc;
+
+	signal(SIGTERM, on_term);
+	pin(1);
+	vop_open(&s, path, 0, 0, cfg);
+	for (;;) {
+		rc = vop_link_attach_pipe(s.l, DEV, VOP_ROLE_DEVICE, &pc);
+		if (rc == 0)
+			break;
+		if (rc != -ENOENT)
+			die("attach device", rc);
+		usleep(1000);
+	}
+	rc = vop_link_start(s.l);
+	if (rc)
+		die("start", rc);
+	while (!child_stop)
+		usleep(10000);
+	vop_close(&s);
+	_exit(0);
+}
+
+static pid_t start_device(const char *path, struct vop_pipe_config pc, const struct vop_link_config *cfg)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		die("fork", errno);
+	if (pid == 0)
+		device_child(path, pc, cfg);
+	return pid;
+}
+
+static void stop_device(pid_t pid)
+{
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
+static uint64_t drv_done(struct vop_link *l, unsigned q)
+{
+	struct vop_vq_stats st;
+
+	if (vop_link_queue_stats(l, DEV, q, &st))
+		return 0;
+	return st.c[VOP_VQS_BUFFERS];
+}
+
+static int bench_vop_tput(uint32_t size, double secs, uint16_t qsize, const char *path)
+{
+	struct vop_link_config cfg = { .spin_ns = 50000 };
+	struct vop_side s;
+	struct vop_dev_spec spec;
+	struct vop_pipe_config drv = pipe_cfg(size, VOP_PIPE_SOURCE, VOP_PIPE_OFF);
+	uint64_t b0, b1, notif[2];
+	struct vop_vq_stats st;
+	double t0, t1;
+	pid_t pid;
+	int rc;
+
+	pin(0);
+	vop_open(&s, path, 1, window_size_for(size, qsize), &cfg);
+	vop_pipe_spec(&spec, DEV, 1, qsize, size, (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC));
+	rc = vop_devtab_publish(s.w, &spec);
+	if (rc < 0)
+		die("publish", rc);
+	pid = start_device(path, pipe_cfg(size, VOP_PIPE_SINK, VOP_PIPE_OFF), &cfg);
+	rc = vop_link_attach_pipe(s.l, DEV, VOP_ROLE_DRIVER, &drv);
+	if (rc)
+		die("attach driver", rc);
+	vop_link_start(s.l);
+	/* Warm up until data flows, then measure. */
+	t0 = now_s();
+	while (drv_done(s.l, 0) < 1000 && now_s() - t0 < 10)
+		usleep(1000);
+	usleep(200000);
+	b0 = drv_done(s.l, 0);
+	t0 = now_s();
+	usleep((useconds_t)(secs * 1e6));
+	b1 = drv_done(s.l, 0);
+	t1 = now_s();
+	vop_link_queue_stats(s.l, DEV, 0, &st);
+	notif[0] = st.c[VOP_VQS_NOTIFY_SENT];
+	notif[1] = st.c[VOP_VQS_NOTIFY_SUPPRESSED];
+	{
+		uint64_t ls[VOP_LS_COUNT];
+
+		vop_link_stats(s.l, ls);
+		if (getenv("VOP_BENCH_DEBUG"))
+			fprintf(stderr, "driver: wakeups %llu sleeps %llu poll_ns %llu sleep_ns %llu doorbells %llu futex %llu\n",
+				(unsigned long long)ls[0], (unsigned long long)ls[1], (unsigned long long)ls[2],
+				(unsigned long long)ls[3], (unsigned long long)ls[4], (unsigned long long)ls[5]);
+	}
+	vop_link_stop(s.l);
+	stop_device(pid);
+	vop_close(&s);
+	printf("{\"msgs_per_s\": %.1f, \"gbytes_per_s\": %.4f, \"kicks\": %llu, \"kicks_suppressed\": %llu}\n",
+	       (b1 - b0) / (t1 - t0), (b1 - b0) * (double)size / (t1 - t0) / 1e9,
+	       (unsigned long long)notif[0], (unsigned long long)notif[1]);
+	return 0;
+}
+
+static int bench_vop_rtt(uint32_t size, unsigned iters, int poll, const char *path)
+{
+	struct vop_link_config cfg = { .spin_ns = 0, .poll_only = poll != 0 };
+	struct vop_side s;
+	struct vop_dev_spec spec;
+	struct vop_pipe_config drv = pipe_cfg(size, VOP_PIPE_SOURCE, VOP_PIPE_SINK);
+	uint64_t r0, r1;
+	double t0, t1;
+	pid_t pid;
+	int rc;
+
+	drv.max_inflight = 1;
+	pin(0);
+	vop_open(&s, path, 1, window_size_for(size, 64), &cfg);
+	vop_pipe_spec(&spec, DEV, 1, 64, size, (1ull << VOP_F_EVENT_IDX));
+	rc = vop_devtab_publish(s.w, &spec);
+	if (rc < 0)
+		die("publish", rc);
+	pid = start_device(path, pipe_cfg(size, VOP_PIPE_ECHO, VOP_PIPE_OFF), &cfg);
+	rc = vop_link_attach_pipe(s.l, DEV, VOP_ROLE_DRIVER, &drv);
+	if (rc)
+		die("attach driver", rc);
+	vop_link_start(s.l);
+	t0 = now_s();
+	while (drv_done(s.l, 1) < 100 && now_s() - t0 < 10)
+		usleep(1000);
+	r0 = drv_done(s.l, 1);
+	t0 = now_s();
+	while ((r1 = drv_done(s.l, 1)) - r0 < iters && now_s() - t0 < 20)
+		usleep(2000);
+	t1 = now_s();
+	vop_link_stop(s.l);
+	stop_device(pid);
+	vop_close(&s);
+	printf("{\"rtt_us\": %.3f, \"round_trips\": %llu}\n", (t1 - t0) / (double)(r1 - r0) * 1e6,
+	       (unsigned long long)(r1 - r0));
+	return 0;
+}
+
+static double cpu_s(int who)
+{
+	struct rusage ru;
+
+	getrusage(who, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6;
+}
+
+static int bench_idle(double secs, const char *path)
+{
+	struct vop_link_config cfg = { .spin_ns = 50000 };
+	struct vop_side s;
+	struct vop_dev_spec spec;
+	struct vop_pipe_config drv = pipe_cfg(64, VOP_PIPE_SOURCE, VOP_PIPE_SINK);
+	double c0, c1, t0, t1, child_cpu;
+	uint64_t ls[VOP_LS_COUNT];
+	pid_t pid;
+	int rc, status;
+	int pfd[2];
+
+	drv.count = 1000; /* a little traffic to prove the link works, then idle */
+	pin(0);
+	if (pipe(pfd) < 0)
+		die("pipe", errno);
+	vop_open(&s, path, 1, window_size_for(64, 256), &cfg);
+	vop_pipe_spec(&spec, DEV, 1, 256, 64, (1ull << VOP_F_EVENT_IDX));
+	rc = vop_devtab_publish(s.w, &spec);
+	if (rc < 0)
+		die("publish", rc);
+	pid = fork();
+	if (pid == 0) {
+		/* Device: report its own CPU time for the idle window through the pipe. */
+		struct vop_side d;
+		struct vop_pipe_config dev = pipe_cfg(64, VOP_PIPE_SINK, VOP_PIPE_SOURCE);
+		double cc0, cc1;
+
+		dev.count = 1000;
+		pin(1);
+		vop_open(&d, path, 0, 0, &cfg);
+		while ((rc = vop_link_attach_pipe(d.l, DEV, VOP_ROLE_DEVICE, &dev)) == -ENOENT)
+			usleep(1000);
+		vop_link_start(d.l);
+		usleep(1000000); /* traffic done, settle */
+		cc0 = cpu_s(RUSAGE_SELF);
+		usleep((useconds_t)(secs * 1e6));
+		cc1 = cpu_s(RUSAGE_SELF);
+		if (write(pfd[1], &(double){ cc1 - cc0 }, sizeof(double)) != sizeof(double))
+			_exit(1);
+		vop_close(&d);
+		_exit(0);
+	}
+	rc = vop_link_attach_pipe(s.l, DEV, VOP_ROLE_DRIVER, &drv);
+	if (rc)
+		die("attach driver", rc);
+	vop_link_start(s.l);
+	usleep(1000000);
+	c0 = cpu_s(RUSAGE_SELF);
+	t0 = now_s();
+	usleep((useconds_t)(secs * 1e6));
+	c1 = cpu_s(RUSAGE_SELF);
+	t1 = now_s();
+	if (read(pfd[0], &child_cpu, sizeof(child_cpu)) != sizeof(child_cpu))
+		child_cpu = -1;
+	waitpid(pid, &status, 0);
+	vop_link_stats(s.l, ls);
+	vop_close(&s);
+	printf("{\"idle_cpu_percent\": %.4f, \"driver_cpu_percent\": %.4f, \"device_cpu_percent\": %.4f, "
+	       "\"driver_wakeups\": %llu, \"driver_sleeps\": %llu}\n",
+	       ((c1 - c0) + child_cpu) / (t1 - t0) * 100, (c1 - c0) / (t1 - t0) * 100,
+	       child_cpu / (t1 - t0) * 100, (unsigned long long)ls[VOP_LS_WAKEUPS],
+	       (unsigned long long)ls[VOP_LS_SLEEPS]);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/vop-bench-%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+		 (int)getpid());
+	if (argc >= 5 && !strcmp(argv[1], "memcpy"))
+		return bench_memcpy(strtoul(argv[2], 0, 0), atof(argv[3]), strtoul(argv[4], 0, 0));
+	if (argc >= 4 && !strcmp(argv[1], "unix-tput"))
+		return bench_unix_tput(strtoul(argv[2], 0, 0), atof(argv[3]));
+	if (argc >= 4 && !strcmp(argv[1], "unix-rtt"))
+		return bench_unix_rtt(strtoul(argv[2], 0, 0), (unsigned)strtoul(argv[3], 0, 0));
+	if (argc >= 5 && !strcmp(argv[1], "vop-tput"))
+		return bench_vop_tput((uint32_t)strtoul(argv[2], 0, 0), atof(argv[3]),
+				      (uint16_t)strtoul(argv[4], 0, 0), path);
+	if (argc >= 5 && !strcmp(argv[1], "vop-rtt"))
+		return bench_vop_rtt((uint32_t)strtoul(argv[2], 0, 0), (unsigned)strtoul(argv[3], 0, 0),
+				     !strcmp(argv[4], "poll"), path);
+	if (argc >= 3 && !strcmp(argv[1], "idle"))
+		return bench_idle(atof(argv[2]), path);
+	fprintf(stderr, "usage: see the comment at the top of ring-bench.c\n");
+	return 2;
+}
