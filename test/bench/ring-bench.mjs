@@ -1,0 +1,135 @@
+#!/usr/bin/env node
+// npm run bench:ring [-- --runs N] [--seconds S] [--idle-seconds S] [--json FILE]
+//
+// Ring benchmark (not a timed test). Builds native/out/bench/ring-bench (make -C native
+// bench) and runs, back to back per repetition so candidate and baseline see the same
+// machine state, then reports medians:
+//   (a) single-thread memcpy bandwidth per size: "cold" = SIZE-byte copies cycling
+//       through a 256 MiB working set (data not in cache: the bound of a copy-based
+//       transport, see docs/benchmarks-ring.md); hot (same buffer) and a working set
+//       equal to the vop buffer pool are reported alongside;
+//   (b) Unix stream socketpair between two processes, one write() per message;
+//   (c) vop shm link between two processes: driver process copies each message into
+//       the window and posts it, device process copies it out (64 B, 1500 B, 64 KiB);
+//   (d) 64 B round trip: vop event-driven (no spin: sleep on the futex doorbell as
+//       soon as idle), vop polling (never sleep), Unix socketpair;
+//   (e) CPU of an established, idle vop link (both processes) over --idle-seconds.
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const bin = path.join(root, 'native', 'out', 'bench', 'ring-bench');
+
+function arg(name, def) {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1] : def;
+}
+const runs = Number(arg('--runs', '5'));
+const seconds = Number(arg('--seconds', '1'));
+const idleSeconds = Number(arg('--idle-seconds', '10'));
+const jsonFile = arg('--json', null);
+
+const SIZES = [
+  { size: 64, qsize: 256 },
+  { size: 1500, qsize: 256 },
+  { size: 65536, qsize: 64 },
+];
+const COLD_WS = 256 * 1024 * 1024;
+
+function build() {
+  const r = spawnSync('make', ['-s', '-C', path.join(root, 'native'), 'bench'], { stdio: 'inherit' });
+  if (r.status !== 0) throw new Error('make -C native bench failed');
+}
+
+function run(...args) {
+  const r = spawnSync(bin, args.map(String), { encoding: 'utf8', timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`ring-bench ${args.join(' ')} failed: ${r.stderr}`);
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function poolBytes(size, qsize) {
+  return qsize * 64 * 16 + qsize * Math.ceil(size / 64) * 64;
+}
+
+build();
+const samples = new Map(SIZES.map(({ size }) => [size, { vopMsgs: [], vopGb: [], unixMsgs: [], unixGb: [], memcpyCold: [], memcpyHot: [], memcpyWs: [] }]));
+const rtt = { vop_event: [], vop_poll: [], unix: [] };
+for (let i = 0; i < runs; i++) {
+  for (const { size, qsize } of SIZES) {
+    const s = samples.get(size);
+    s.memcpyCold.push(run('memcpy', size, 0.3, COLD_WS).gbytes_per_s);
+    s.memcpyHot.push(run('memcpy', size, 0.2, size).gbytes_per_s);
+    s.memcpyWs.push(run('memcpy', size, 0.2, poolBytes(size, qsize)).gbytes_per_s);
+    const u = run('unix-tput', size, seconds);
+    s.unixMsgs.push(u.msgs_per_s);
+    s.unixGb.push(u.gbytes_per_s);
+    const v = run('vop-tput', size, seconds, qsize);
+    s.vopMsgs.push(v.msgs_per_s);
+    s.vopGb.push(v.gbytes_per_s);
+  }
+  rtt.unix.push(run('unix-rtt', 64, 20000).rtt_us);
+  rtt.vop_event.push(run('vop-rtt', 64, 20000, 'event').rtt_us);
+  rtt.vop_poll.push(run('vop-rtt', 64, 100000, 'poll').rtt_us);
+  process.stderr.write(`run ${i + 1}/${runs} done\n`);
+}
+const idle = run('idle', idleSeconds);
+
+const results = SIZES.map(({ size }) => {
+  const s = samples.get(size);
+  return {
+    size,
+    vop_msgs_per_s: median(s.vopMsgs),
+    vop_gbytes_per_s: median(s.vopGb),
+    unix_msgs_per_s: median(s.unixMsgs),
+    unix_gbytes_per_s: median(s.unixGb),
+    memcpy_gbytes_per_s: median(s.memcpyCold),
+  };
+});
+const out = {
+  results,
+  rtt_us: { vop_event: median(rtt.vop_event), vop_poll: median(rtt.vop_poll), unix: median(rtt.unix) },
+  idle_cpu_percent: idle.idle_cpu_percent,
+  details: {
+    runs,
+    seconds_per_throughput_run: seconds,
+    idle_seconds: idleSeconds,
+    memcpy_cold_working_set_bytes: COLD_WS,
+    memcpy_hot_gbytes_per_s: Object.fromEntries(SIZES.map(({ size }) => [size, median(samples.get(size).memcpyHot)])),
+    memcpy_pool_ws_gbytes_per_s: Object.fromEntries(SIZES.map(({ size }) => [size, median(samples.get(size).memcpyWs)])),
+    samples: Object.fromEntries([...samples].map(([k, v]) => [k, v])),
+    rtt_samples: rtt,
+    idle,
+  },
+};
+
+const f = (x, d = 2) => (x >= 100 ? x.toFixed(0) : x.toFixed(d));
+const lines = [];
+lines.push(`vop ring benchmark: medians of ${runs} runs (${seconds} s each)`);
+lines.push('size    | vop Mmsg/s | vop GB/s | unix Mmsg/s | unix GB/s | memcpy cold GB/s | msgs ratio | GB/s vs memcpy');
+lines.push('--------|------------|----------|-------------|-----------|------------------|------------|---------------');
+for (const r of results) {
+  lines.push(
+    `${String(r.size).padEnd(7)} | ${f(r.vop_msgs_per_s / 1e6, 3).padStart(10)} | ${f(r.vop_gbytes_per_s).padStart(8)} | ${f(r.unix_msgs_per_s / 1e6, 3).padStart(11)} | ${f(r.unix_gbytes_per_s).padStart(9)} | ${f(r.memcpy_gbytes_per_s).padStart(16)} | ${f(r.vop_msgs_per_s / r.unix_msgs_per_s, 1).padStart(9)}x | ${f(r.vop_gbytes_per_s / r.memcpy_gbytes_per_s).padStart(13)}x`,
+  );
+}
+lines.push(`64 B RTT: vop event ${f(out.rtt_us.vop_event)} us, vop poll ${f(out.rtt_us.vop_poll)} us, unix ${f(out.rtt_us.unix)} us`);
+lines.push(`idle link CPU (both processes, ${idleSeconds} s): ${out.idle_cpu_percent.toFixed(3)} % of one core`);
+const r64 = results[0], r1500 = results[1], r64k = results[2];
+const targets = [
+  ['64 KiB >= 0.5 x memcpy (cold)', r64k.vop_gbytes_per_s / r64k.memcpy_gbytes_per_s >= 0.5],
+  ['64 B msgs/s >= 20 x unix', r64.vop_msgs_per_s / r64.unix_msgs_per_s >= 20],
+  ['1500 B msgs/s >= 8 x unix', r1500.vop_msgs_per_s / r1500.unix_msgs_per_s >= 8],
+  ['event RTT <= unix RTT', out.rtt_us.vop_event <= out.rtt_us.unix],
+  ['idle < 1 % of a core', out.idle_cpu_percent < 1],
+];
+for (const [name, ok] of targets) lines.push(`target ${ok ? 'met    ' : 'MISSED '} ${name}`);
+process.stdout.write(lines.join('\n') + '\n');
+if (jsonFile) writeFileSync(jsonFile, JSON.stringify(out, null, 2) + '\n');
