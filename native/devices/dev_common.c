@@ -119,6 +119,8 @@ int vop_devloop_watch_flag(struct vop_devloop *l, int fd, short events, _Atomic 
 			break;
 	if (i < l->nwatch) {
 		l->watch[i].events |= events;
+		if (flag)
+			l->watch[i].flag = flag;
 	} else if (l->nwatch < LOOP_MAX_WATCH) {
 		l->watch[l->nwatch].fd = fd;
 		l->watch[l->nwatch].events = events;
