@@ -421,3 +421,51 @@ int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *
 	}
 	return -ENOENT;
 }
+
+int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *info, uint32_t off,
+			    const void *data, uint32_t len)
+{
+	struct vop_dev_entry *e = info->entry;
+	uint32_t gen;
+
+	(void)w;
+	if (off > info->config_len || len > info->config_len - off)
+		return -EINVAL;
+	gen = vop_read_once_u32(&e->config_generation);
+	if (gen & 1u)
+		gen++; /* a previous writer died mid-update: start from even */
+	/* C0: odd generation, then release fence: readers that see new bytes see odd/new gen. */
+	vop_write_once_u32(&e->config_generation, gen + 1);
+	vop_wmb();
+	memcpy(e->config + off, data, len);
+	/* C1: release. Orders the config bytes before the even generation; pairs with the reader's acquire. */
+	vop_store_release_u32(&e->config_generation, gen + 2);
+	return 0;
+}
+
+int vop_devtab_config_read(struct vop_window *w, const struct vop_dev_info *info, void *out,
+			   uint32_t len, uint32_t *generation)
+{
+	struct vop_dev_entry *e = info->entry;
+	unsigned tries;
+
+	(void)w;
+	if (len > info->config_len)
+		return -EINVAL;
+	for (tries = 0; tries < 1000; tries++) {
+		uint32_t g1 = vop_load_acquire_u32(&e->config_generation); /* C1 pair */
+
+		if (g1 & 1u) {
+			vop_cpu_relax();
+			continue;
+		}
+		memcpy(out, e->config, len);
+		vop_rmb(); /* the copy completes before the re-check (pairs with C0) */
+		if (vop_read_once_u32(&e->config_generation) == g1) {
+			if (generation)
+				*generation = g1;
+			return 0;
+		}
+	}
+	return -EAGAIN;
+}

@@ -129,6 +129,22 @@ int vop_devtab_remove(struct vop_window *w, uint32_t dev_id);
  */
 int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *out);
 
+/*
+ * vop_devtab_config_write - device side: replace config[off, off + len) of
+ * the LIVE entry info (from vop_devtab_find) under the generation counter
+ * (odd while writing). Returns 0 or -EINVAL (range beyond config_len).
+ */
+int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *info, uint32_t off,
+			    const void *data, uint32_t len);
+
+/*
+ * vop_devtab_config_read - either side: consistent copy of config[0, len)
+ * and its generation. Retries a bounded number of times while the device
+ * writes; returns 0, -EINVAL (len > config_len) or -EAGAIN (still changing).
+ */
+int vop_devtab_config_read(struct vop_window *w, const struct vop_dev_info *info, void *out,
+			   uint32_t len, uint32_t *generation);
+
 /* Current table generation (acquire); changes on every publish/remove. */
 uint32_t vop_devtab_generation(struct vop_window *w);
 
