@@ -1,0 +1,128 @@
+/**
+ * vop-agent figures (npm run bench:agent): link bring-up time (ApplyLink on both sides
+ * until both report Ready), agent RSS idle with 0 and 64 links, and CPU of an agent
+ * holding 64 idle links over 30 s. Two real agent processes on this machine share one
+ * rendezvous directory. Prints a markdown table (medians) and the raw samples as JSON.
+ *
+ * Environment: BENCH_BRINGUP_RUNS (default 21), BENCH_CPU_SECONDS (default 30), BENCH_LINKS (64).
+ */
+import { readFileSync } from 'node:fs';
+
+import { LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
+import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
+
+const RUNS = Number(process.env.BENCH_BRINGUP_RUNS ?? 21);
+const CPU_SECONDS = Number(process.env.BENCH_CPU_SECONDS ?? 30);
+const LINKS = Number(process.env.BENCH_LINKS ?? 64);
+const CLK_TCK = 100;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
+}
+
+function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0) * 1024;
+}
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitReady(agent: Agent, name: string, timeoutMs = 10_000): Promise<boolean> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    const phase = (await agent.get(name)).link?.status?.phase;
+    if (phase === LinkPhase.LINK_PHASE_READY) return true;
+    if (phase === LinkPhase.LINK_PHASE_FAILED) return false;
+    await sleep(1);
+  }
+  return false;
+}
+
+async function rssSamples(pid: number, n = 5): Promise<number> {
+  const xs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    xs.push(rssBytes(pid));
+    await sleep(200);
+  }
+  return median(xs);
+}
+
+async function main(): Promise<void> {
+  const rdv = tempDir('bench-rdv');
+  const a: ServerProcess = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--log-level', 'info']);
+  const b: ServerProcess = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--log-level', 'info']);
+  const ca = new Agent(a.grpc);
+  const cb = new Agent(b.grpc);
+  const pidA = a.proc.pid ?? 0;
+  const out: Record<string, unknown> = {};
+  try {
+    const native = (await ca.info()).nativeVersion;
+    out.nativeVersion = native;
+    await sleep(2000);
+    const rss0 = await rssSamples(pidA);
+    out.rssIdle0LinksBytes = rss0;
+
+    // Bring-up: both sides applied at once, time until both report Ready.
+    const bringUp: number[] = [];
+    let notReady = 0;
+    for (let i = 0; i < RUNS; i++) {
+      const name = `bu-${i}`;
+      const link = makeLink(name, { devices: [bytePipeDevice('con0'), bytePipeDevice('disk0', 'blk')] });
+      const t0 = process.hrtime.bigint();
+      await Promise.all([ca.apply(link), cb.apply(link)]);
+      const ok = (await Promise.all([waitReady(ca, name), waitReady(cb, name)])).every(Boolean);
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (ok) bringUp.push(ms);
+      else notReady += 1;
+      await Promise.all([ca.delete(name), cb.delete(name)]);
+    }
+    out.bringUpMs = bringUp;
+    out.bringUpNotReady = notReady;
+
+    // 64 idle links.
+    for (let i = 0; i < LINKS; i++) {
+      const link = makeLink(`idle-${i}`, { devices: [bytePipeDevice('con0')] });
+      await Promise.all([ca.apply(link), cb.apply(link)]);
+    }
+    let ready = 0;
+    for (let i = 0; i < LINKS; i++) if (await waitReady(ca, `idle-${i}`, 5000)) ready += 1;
+    out.idleLinksReady = ready;
+    await sleep(2000);
+    out.rssIdleLinksBytes = await rssSamples(pidA);
+    const c0 = cpuTicks(pidA);
+    const t0 = Date.now();
+    await sleep(CPU_SECONDS * 1000);
+    const secs = (Date.now() - t0) / 1000;
+    out.cpuIdleLinksPercentOfCore = ((cpuTicks(pidA) - c0) / CLK_TCK / secs) * 100;
+    out.cpuWindowSeconds = secs;
+
+    const mib = (x: unknown): string => (Number(x) / 1048576).toFixed(1);
+    const lines = [
+      `| figure | result | target |`,
+      `|---|---|---|`,
+      `| link bring-up (ApplyLink on both sides until both Ready), median of ${bringUp.length} | ${bringUp.length > 0 ? `${median(bringUp).toFixed(1)} ms` : 'n/a (no link reached Ready)'} | <= 100 ms |`,
+      `| agent RSS idle, 0 links (median of 5 samples) | ${mib(rss0)} MiB | <= 120 MiB |`,
+      `| agent RSS idle, ${LINKS} links (${ready} Ready) | ${mib(out.rssIdleLinksBytes)} MiB | <= 120 MiB |`,
+      `| agent CPU, ${LINKS} idle links over ${secs.toFixed(0)} s | ${(out.cpuIdleLinksPercentOfCore as number).toFixed(2)} % of one core | < 2 % |`,
+    ];
+    process.stdout.write(`${lines.join('\n')}\n\nnative: ${native}\n${JSON.stringify(out)}\n`);
+  } finally {
+    ca.close();
+    cb.close();
+    await Promise.all([a.stop('SIGTERM'), b.stop('SIGTERM')]);
+  }
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`agent-bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
