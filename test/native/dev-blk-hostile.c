@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * virtio-blk device role against a hostile driver: out-of-range sectors
+ * (including sector * 512 overflow), lengths that are not a multiple of
+ * 512, short headers, no room for the status byte, unknown types, bad
+ * discard segments, writes to a read-only disk. Each gets IOERR/UNSUPP
+ * (or a zero-length completion when there is no status byte), is counted
+ * in bad_requests, and the queue keeps serving good requests afterwards.
+ */
+#include <fcntl.h>
+
+#include "helpers.h"
+#include "vop/dev_blk.h"
+
+#define DISK_BYTES (1u << 20)
+
+struct drv {
+	struct vop_window *w;
+	struct vop_dev_info di;
+	struct vop_devq q;
+	uint8_t *buf;     /* scratch in the pool */
+	uint64_t buf_off; /* its peer address */
+};
+
+/* Post one chain of sg (n_out readable first), kick, wait for completion. */
+static uint32_t submit(struct drv *d, struct vop_sg *sg, unsigned n_out, unsigned n_in)
+{
+	void *tok;
+	uint32_t len = 0;
+	uint64_t end = t_now_ms() + 5000;
+	int rc = vop_vq_add(&d->q.vq, sg, n_out, n_in, (void *)1);
+
+	CHECK(rc >= 0);
+	if (vop_vq_kick_prepare(&d->q.vq) > 0)
+		vop_window_notify_peer(d->w);
+	vop_window_notify_peer(d->w);
+	for (;;) {
+		rc = vop_vq_get_used(&d->q.vq, &tok, &len);
+		CHECK(rc >= 0);
+		if (rc == 1)
+			return len;
+		CHECK(t_now_ms() < end);
+		t_sleep_ms(1);
+	}
+}
+
+/* A request: header at buf, data at buf+4096, status at buf+8191. */
+static uint8_t req(struct drv *d, uint32_t type, uint64_t sector, uint32_t hdr_len, uint32_t data_len,
+		   bool data_in, bool with_status, uint32_t *used)
+{
+	struct vop_blk_outhdr h = { type, 0, sector };
+	struct vop_sg sg[3];
+	unsigned n_out = 0, n_in = 0;
+
+	memcpy(d->buf, &h, sizeof(h));
+	d->buf[8191] = 0xee;
+	sg[n_out++] = (struct vop_sg){ d->buf_off, hdr_len };
+	if (data_len && !data_in)
+		sg[n_out++] = (struct vop_sg){ d->buf_off + 4096, data_len };
+	if (data_len && data_in)
+		sg[n_out + n_in++] = (struct vop_sg){ d->buf_off + 4096, data_len };
+	if (with_status)
+		sg[n_out + n_in++] = (struct vop_sg){ d->buf_off + 8191, 1 };
+	*used = submit(d, sg, n_out, n_in);
+	return d->buf[8191];
+}
+
+int main(void)
+{
+	struct vop_xport *x0, *x1;
+	struct vop_window *w0, *w1;
+	struct vop_devloop *loop;
+	struct vop_blk_device *dev;
+	struct vop_blk_device_config dc;
+	struct vop_dev_spec spec;
+	struct vop_blk_stats st;
+	struct drv d;
+	struct vop_blk_dwz_seg seg;
+	char path[256];
+	uint64_t feat;
+	uint32_t used;
+	int fd;
+
+	t_path(path, sizeof(path), "blkdisk");
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0 && ftruncate(fd, DISK_BYTES) == 0);
+	close(fd);
+	CHECK(vop_shm_create(NULL, 16u << 20, &x0) == 0);
+	CHECK(vop_window_create(x0, NULL, &w0) == 0);
+	vop_blk_spec(&spec, 1, 1, 8, 64 * 1024, false);
+	CHECK(vop_devtab_publish(w0, &spec) >= 0);
+	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
+	CHECK(vop_window_attach(x1, &w1) == 0);
+	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	memset(&dc, 0, sizeof(dc));
+	dc.path = path;
+	CHECK(vop_blk_device_create(loop, 1, &dc, &dev) == 0);
+	CHECK(vop_devloop_start(loop) == 0);
+
+	/* driver side by hand */
+	memset(&d, 0, sizeof(d));
+	d.w = w0;
+	CHECK(vop_devtab_find(w0, 1, &d.di) == 0);
+	vop_dev_driver_features(&d.di, ~0ull, &feat);
+	CHECK(vop_devq_init(w0, &d.di, 0, true, feat, &d.q) == 0);
+	memset(d.q.pool + d.q.pool_size - vop_inflight_bytes(d.q.num), 0, vop_inflight_bytes(d.q.num));
+	d.buf = d.q.pool;
+	d.buf_off = d.q.pool_off;
+	vop_dev_driver_ok(&d.di);
+
+	/* good write + read first */
+	memset(d.buf + 4096, 0x5a, 1024);
+	CHECK_EQ(req(&d, VOP_BLK_T_OUT, 2, 16, 1024, false, true, &used), VOP_BLK_S_OK);
+	memset(d.buf + 4096, 0, 1024);
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, 2, 16, 1024, true, true, &used), VOP_BLK_S_OK);
+	CHECK_EQ(used, 1025);
+	CHECK(d.buf[4096] == 0x5a && d.buf[4096 + 1023] == 0x5a);
+
+	/* out of range: first sector past the end, a range crossing it, overflow */
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, DISK_BYTES / 512, 16, 512, true, true, &used), VOP_BLK_S_IOERR);
+	CHECK_EQ(req(&d, VOP_BLK_T_OUT, DISK_BYTES / 512 - 1, 16, 1024, false, true, &used), VOP_BLK_S_IOERR);
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, UINT64_MAX / 512 + 1, 16, 512, true, true, &used), VOP_BLK_S_IOERR);
+	CHECK_EQ(req(&d, VOP_BLK_T_OUT, UINT64_MAX, 16, 512, false, true, &used), VOP_BLK_S_IOERR);
+	/* wrong lengths */
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, 0, 16, 100, true, true, &used), VOP_BLK_S_IOERR);
+	CHECK_EQ(req(&d, VOP_BLK_T_OUT, 0, 16, 513, false, true, &used), VOP_BLK_S_IOERR);
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, 0, 8, 512, true, true, &used), VOP_BLK_S_IOERR); /* short header */
+	/* no status byte: a read whose only writable buffer is the data (len 512) */
+	{
+		struct vop_blk_outhdr h = { VOP_BLK_T_OUT, 0, 0 };
+		struct vop_sg sg[2] = { { d.buf_off, 16 }, { d.buf_off + 4096, 512 } };
+
+		memcpy(d.buf, &h, sizeof(h));
+		CHECK_EQ(submit(&d, sg, 2, 0), 0);
+	}
+	/* unknown type */
+	CHECK_EQ(req(&d, 99, 0, 16, 0, false, true, &used), VOP_BLK_S_UNSUPP);
+	/* discard: segment out of range, bad flags, length not a multiple of 16 */
+	seg = (struct vop_blk_dwz_seg){ DISK_BYTES / 512 - 1, 2, 0 };
+	memcpy(d.buf + 4096, &seg, sizeof(seg));
+	CHECK_EQ(req(&d, VOP_BLK_T_DISCARD, 0, 16, 16, false, true, &used), VOP_BLK_S_IOERR);
+	seg = (struct vop_blk_dwz_seg){ 0, 1, 0x80 };
+	memcpy(d.buf + 4096, &seg, sizeof(seg));
+	CHECK_EQ(req(&d, VOP_BLK_T_WRITE_ZEROES, 0, 16, 16, false, true, &used), VOP_BLK_S_IOERR);
+	CHECK_EQ(req(&d, VOP_BLK_T_DISCARD, 0, 16, 10, false, true, &used), VOP_BLK_S_IOERR);
+
+	/* still serving: get-id, flush, write-zeroes, read back */
+	CHECK_EQ(req(&d, VOP_BLK_T_GET_ID, 0, 16, 20, true, true, &used), VOP_BLK_S_OK);
+	CHECK(memcmp(d.buf + 4096, "vop-1", 5) == 0);
+	CHECK_EQ(req(&d, VOP_BLK_T_FLUSH, 0, 16, 0, false, true, &used), VOP_BLK_S_OK);
+	seg = (struct vop_blk_dwz_seg){ 2, 1, 0 };
+	memcpy(d.buf + 4096, &seg, sizeof(seg));
+	CHECK_EQ(req(&d, VOP_BLK_T_WRITE_ZEROES, 0, 16, 16, false, true, &used), VOP_BLK_S_OK);
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, 2, 16, 1024, true, true, &used), VOP_BLK_S_OK);
+	CHECK(d.buf[4096] == 0 && d.buf[4096 + 511] == 0 && d.buf[4096 + 512] == 0x5a);
+
+	vop_blk_device_stats(dev, &st);
+	CHECK_EQ(st.bad_requests, 12);
+	CHECK_EQ(st.unsupp, 1);
+	CHECK(d.q.vq.broken == 0);
+
+	vop_devloop_stop(loop);
+	vop_blk_device_destroy(dev);
+	vop_devloop_destroy(loop);
+	vop_devq_destroy(&d.q);
+	vop_window_close(w1);
+	vop_window_close(w0);
+	unlink(path);
+	printf("PASS dev-blk-hostile\n");
+	return T_PASS;
+}
