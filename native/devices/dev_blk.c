@@ -1055,3 +1055,11 @@ void vop_blk_driver_destroy(struct vop_blk_driver *d)
 	pthread_cond_destroy(&d->cond);
 	free(d);
 }
+
+int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_vq_stats *out)
+{
+	if (q >= 1 || !(d->q).ready)
+		return -EINVAL;
+	vop_vq_stats_read(&(d->q).vq, out);
+	return 0;
+}

@@ -695,3 +695,11 @@ void vop_console_destroy(struct vop_console *c)
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
+
+int vop_console_queue_stats(struct vop_console *d, unsigned q, struct vop_vq_stats *out)
+{
+	if (q >= 2 || !(d->q[q]).ready)
+		return -EINVAL;
+	vop_vq_stats_read(&(d->q[q]).vq, out);
+	return 0;
+}

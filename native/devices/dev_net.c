@@ -548,3 +548,11 @@ void vop_net_destroy(struct vop_net *n)
 	free(n->tx_free);
 	free(n);
 }
+
+int vop_net_queue_stats(struct vop_net *d, unsigned q, struct vop_vq_stats *out)
+{
+	if (q >= 2 || !(d->q[q]).ready)
+		return -EINVAL;
+	vop_vq_stats_read(&(d->q[q]).vq, out);
+	return 0;
+}

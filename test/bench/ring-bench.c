@@ -9,6 +9,7 @@
  *   vop-tput SIZE SECONDS QSIZE   driver process posts (copy in), device process consumes (copy out)
  *   vop-rtt SIZE ITERS event|poll driver sends one message, device echoes it back
  *   idle SECONDS                  established link, no traffic: CPU of both processes
+ *   doorbell-rtt futex|eventfd ITERS  bare doorbell ping-pong between two processes
  *
  * Processes are pinned to CPU 0 (parent) and CPU 1 (child) when there are >= 2 CPUs.
  */
@@ -19,7 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -482,6 +487,63 @@ static int bench_idle(double secs, const char *path)
 	return 0;
 }
 
+/* ---- bare doorbells: futex word in shared memory vs eventfd ---- */
+
+static void fx_wait(uint32_t *w, uint32_t seen)
+{
+	while (__atomic_load_n(w, __ATOMIC_ACQUIRE) == seen)
+		syscall(SYS_futex, w, FUTEX_WAIT, seen, NULL, NULL, 0);
+}
+
+static void fx_ring(uint32_t *w)
+{
+	__atomic_add_fetch(w, 1, __ATOMIC_SEQ_CST);
+	syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
+static int bench_doorbell(int use_eventfd, unsigned iters)
+{
+	uint32_t *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int e0 = eventfd(0, 0), e1 = eventfd(0, 0);
+	uint64_t one = 1, v;
+	unsigned i;
+	double t0 = 0, t;
+	pid_t pid;
+
+	if (w == MAP_FAILED || e0 < 0 || e1 < 0)
+		die("doorbell setup", errno);
+	pid = fork();
+	if (pid == 0) {
+		pin(1);
+		for (i = 0; i < iters + 100; i++) {
+			if (use_eventfd) {
+				if (read(e0, &v, 8) != 8 || write(e1, &one, 8) != 8)
+					_exit(1);
+			} else {
+				fx_wait(&w[0], i);
+				fx_ring(&w[16]);
+			}
+		}
+		_exit(0);
+	}
+	pin(0);
+	for (i = 0; i < iters + 100; i++) {
+		if (i == 100)
+			t0 = now_s();
+		if (use_eventfd) {
+			if (write(e0, &one, 8) != 8 || read(e1, &v, 8) != 8)
+				die("eventfd", errno);
+		} else {
+			fx_ring(&w[0]);
+			fx_wait(&w[16], i);
+		}
+	}
+	t = now_s();
+	waitpid(pid, NULL, 0);
+	printf("{\"rtt_us\": %.3f}\n", (t - t0) / iters * 1e6);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char path[256];
@@ -500,6 +562,8 @@ int main(int argc, char **argv)
 	if (argc >= 5 && !strcmp(argv[1], "vop-rtt"))
 		return bench_vop_rtt((uint32_t)strtoul(argv[2], 0, 0), (unsigned)strtoul(argv[3], 0, 0),
 				     !strcmp(argv[4], "poll"), path);
+	if (argc >= 4 && !strcmp(argv[1], "doorbell-rtt"))
+		return bench_doorbell(!strcmp(argv[2], "eventfd"), (unsigned)strtoul(argv[3], 0, 0));
 	if (argc >= 3 && !strcmp(argv[1], "idle"))
 		return bench_idle(atof(argv[2]), path);
 	fprintf(stderr, "usage: see the comment at the top of ring-bench.c\n");

@@ -180,4 +180,11 @@ uint8_t *vop_blk_req_buf(struct vop_blk_req *r);
 int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned type,
 		       uint64_t sector, uint32_t len, vop_blk_done_fn done, void *ctx);
 
+/*
+ * vop_blk_device_queue_stats - ring counters of queue q (vq.h: buffers, notifies,
+ * violations per reason, broken reason). Any thread. 0 or -EINVAL (no such
+ * queue or not started).
+ */
+int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_vq_stats *out);
+
 #endif /* VOP_DEV_BLK_H */

@@ -79,4 +79,11 @@ void vop_console_stats(struct vop_console *c, struct vop_console_stats *out);
 /* After vop_devloop_stop(). NULL ok. */
 void vop_console_destroy(struct vop_console *c);
 
+/*
+ * vop_console_queue_stats - ring counters of queue q (vq.h: buffers, notifies,
+ * violations per reason, broken reason). Any thread. 0 or -EINVAL (no such
+ * queue or not started).
+ */
+int vop_console_queue_stats(struct vop_console *d, unsigned q, struct vop_vq_stats *out);
+
 #endif /* VOP_DEV_CONSOLE_H */

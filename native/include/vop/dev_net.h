@@ -115,4 +115,11 @@ void vop_net_destroy(struct vop_net *n);
  */
 int vop_net_hdr_check(const struct vop_net_hdr *h, uint32_t len);
 
+/*
+ * vop_net_queue_stats - ring counters of queue q (vq.h: buffers, notifies,
+ * violations per reason, broken reason). Any thread. 0 or -EINVAL (no such
+ * queue or not started).
+ */
+int vop_net_queue_stats(struct vop_net *d, unsigned q, struct vop_vq_stats *out);
+
 #endif /* VOP_DEV_NET_H */
