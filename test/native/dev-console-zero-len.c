@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * virtio-console device role against a driver that posts a zero-length
+ * receive buffer: the receive queue is marked broken with reason zero_len
+ * (counted, no crash, nothing written anywhere), and the transmit queue
+ * keeps carrying console output to the log.
+ */
+#include <fcntl.h>
+
+#include "helpers.h"
+#include "vop/dev_console.h"
+
+int main(void)
+{
+	struct vop_xport *x0, *x1;
+	struct vop_window *w0, *w1;
+	struct vop_devloop *loop;
+	struct vop_console *con;
+	struct vop_console_config cc;
+	struct vop_dev_spec spec;
+	struct vop_dev_info di;
+	struct vop_devq rxq, txq;
+	struct vop_vq_stats vs;
+	struct vop_console_stats st;
+	char log[256], got[16];
+	uint64_t feat, end;
+	int head, fd;
+
+	t_path(log, sizeof(log), "conlog");
+	CHECK(vop_shm_create(NULL, 4u << 20, &x0) == 0);
+	CHECK(vop_window_create(x0, NULL, &w0) == 0);
+	vop_console_spec(&spec, 3, 1, 8);
+	CHECK(vop_devtab_publish(w0, &spec) >= 0);
+	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
+	CHECK(vop_window_attach(x1, &w1) == 0);
+	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	memset(&cc, 0, sizeof(cc));
+	cc.log_path = log;
+	CHECK(vop_console_device_create(loop, 3, &cc, &con) == 0);
+	CHECK(vop_devloop_start(loop) == 0);
+
+	CHECK(vop_devtab_find(w0, 3, &di) == 0);
+	vop_dev_driver_features(&di, ~0ull, &feat);
+	CHECK(vop_devq_init(w0, &di, 0, true, feat, &rxq) == 0);
+	CHECK(vop_devq_init(w0, &di, 1, true, feat, &txq) == 0);
+	{
+		struct vop_sg sg = { rxq.pool_off, 1 };
+
+		head = vop_vq_add(&rxq.vq, &sg, 0, 1, (void *)1);
+		CHECK(head >= 0);
+		/* the hostile part: the shared descriptor now says length 0 */
+		((struct vop_vring_desc *)rxq.vq.desc)[head].len = 0;
+		vop_vq_kick_prepare(&rxq.vq);
+	}
+	vop_dev_driver_ok(&di);
+	vop_window_notify_peer(w0);
+	{
+		struct vop_sg sg = { txq.pool_off, 5 };
+
+		memcpy(txq.pool, "hello", 5);
+		CHECK(vop_vq_add(&txq.vq, &sg, 1, 0, (void *)1) >= 0);
+		vop_vq_kick_prepare(&txq.vq);
+		vop_window_notify_peer(w0);
+	}
+	end = t_now_ms() + 5000;
+	for (;;) {
+		vop_console_stats(con, &st);
+		if (st.log_bytes >= 5 && vop_console_queue_stats(con, 0, &vs) == 0 && vs.c[VOP_VQS_BROKEN])
+			break;
+		CHECK(t_now_ms() < end);
+		t_sleep_ms(2);
+	}
+	CHECK_EQ(vs.c[VOP_VQS_BROKEN], VOP_VQ_ZERO_LEN);
+	CHECK_EQ(vs.c[VOP_VQS_ERR_BASE + VOP_VQ_ZERO_LEN], 1);
+	CHECK_EQ(st.in_bytes, 0);
+	fd = open(log, O_RDONLY);
+	CHECK(fd >= 0 && read(fd, got, sizeof(got)) == 5 && memcmp(got, "hello", 5) == 0);
+	close(fd);
+	vop_devloop_stop(loop);
+	vop_console_destroy(con);
+	vop_devloop_destroy(loop);
+	vop_devq_destroy(&rxq);
+	vop_devq_destroy(&txq);
+	vop_window_close(w1);
+	vop_window_close(w0);
+	unlink(log);
+	printf("PASS dev-console-zero-len\n");
+	return T_PASS;
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * virtio-net device role against a hostile driver: transmitted frames with
+ * malformed virtio-net headers (unknown gso_type, csum_start/offset outside
+ * the frame, GSO without NEEDS_CSUM or gso_size 0, unknown flags, frames
+ * shorter than the header or than an Ethernet header) are dropped and
+ * counted in bad_headers; a good frame afterwards still reaches the TAP.
+ * Runs in a private network namespace (unshare); SKIP without root.
+ */
+#include "helpers.h"
+
+#include <fcntl.h>
+#include <linux/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include "vop/dev_net.h"
+
+static void hdr_unit(void)
+{
+	struct vop_net_hdr h;
+
+	memset(&h, 0, sizeof(h));
+	CHECK_EQ(vop_net_hdr_check(&h, 60), 0);
+	CHECK(vop_net_hdr_check(&h, 13) < 0);                 /* shorter than Ethernet */
+	CHECK(vop_net_hdr_check(&h, 70000) < 0);              /* longer than any frame */
+	h.flags = 0x80;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* unknown flag */
+	h.flags = VOP_NET_HDR_F_NEEDS_CSUM;
+	h.csum_start = 50;
+	h.csum_offset = 16;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* checksum field outside */
+	h.csum_start = 34;
+	h.csum_offset = 16;
+	CHECK_EQ(vop_net_hdr_check(&h, 60), 0);
+	h.gso_type = 2;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* unknown gso type */
+	h.gso_type = VOP_NET_HDR_GSO_TCPV4;
+	h.gso_size = 0;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* gso without size */
+	h.gso_size = 1448;
+	h.hdr_len = 54;
+	CHECK_EQ(vop_net_hdr_check(&h, 60), 0);
+	h.flags = 0;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* gso without NEEDS_CSUM */
+	h.flags = VOP_NET_HDR_F_NEEDS_CSUM;
+	h.hdr_len = 61;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* header length past the frame */
+	h.hdr_len = 54;
+	h.gso_type = VOP_NET_HDR_GSO_NONE | VOP_NET_HDR_GSO_ECN;
+	CHECK(vop_net_hdr_check(&h, 60) < 0);                 /* ECN without GSO */
+}
+
+int main(void)
+{
+	struct vop_xport *x0, *x1;
+	struct vop_window *w0, *w1;
+	struct vop_devloop *loop;
+	struct vop_net *net;
+	struct vop_net_config nc;
+	struct vop_dev_spec spec;
+	struct vop_dev_info di;
+	struct vop_devq txq;
+	struct vop_net_stats st;
+	static const uint8_t mac[6] = { 0x52, 0x54, 0, 1, 2, 3 };
+	struct ifreq ifr;
+	uint64_t feat, end;
+	uint8_t *buf;
+	int s, i;
+	struct {
+		struct vop_net_hdr h;
+		uint32_t flen;
+	} cases[] = {
+		{ { 0x40, 0, 0, 0, 0, 0, 0 }, 60 },                     /* unknown flag */
+		{ { 0, 9, 0, 0, 0, 0, 0 }, 60 },                        /* unknown gso type */
+		{ { 1, 0, 0, 0, 58, 4, 0 }, 60 },                       /* csum outside */
+		{ { 1, 1, 54, 0, 34, 16, 0 }, 60 },                     /* gso size 0 */
+		{ { 0, 4, 54, 1400, 0, 0, 0 }, 60 },                    /* gso without csum */
+		{ { 0, 0, 0, 0, 0, 0, 0 }, 10 },                        /* runt frame */
+	};
+
+	hdr_unit();
+	if (geteuid() != 0 || access("/dev/net/tun", R_OK | W_OK) != 0 || unshare(CLONE_NEWNET) != 0) {
+		printf("SKIP dev-net-hostile (TAP part): needs root and /dev/net/tun\n");
+		return T_SKIP;
+	}
+	CHECK(vop_shm_create(NULL, 40u << 20, &x0) == 0);
+	CHECK(vop_window_create(x0, NULL, &w0) == 0);
+	vop_net_spec(&spec, 1, 1, 16, 1500, mac);
+	CHECK(vop_devtab_publish(w0, &spec) >= 0);
+	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
+	CHECK(vop_window_attach(x1, &w1) == 0);
+	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	memset(&nc, 0, sizeof(nc));
+	nc.tap_name = "vophostile0";
+	CHECK(vop_net_device_create(loop, 1, &nc, &net) == 0);
+	s = socket(AF_INET, SOCK_DGRAM, 0);
+	memset(&ifr, 0, sizeof(ifr));
+	strcpy(ifr.ifr_name, "vophostile0");
+	CHECK(ioctl(s, SIOCGIFFLAGS, &ifr) == 0);
+	ifr.ifr_flags |= IFF_UP;
+	CHECK(ioctl(s, SIOCSIFFLAGS, &ifr) == 0);
+	close(s);
+	CHECK(vop_devloop_start(loop) == 0);
+
+	CHECK(vop_devtab_find(w0, 1, &di) == 0);
+	vop_dev_driver_features(&di, ~0ull, &feat);
+	CHECK(vop_devq_init(w0, &di, 1, true, feat, &txq) == 0);
+	vop_dev_driver_ok(&di);
+	buf = txq.pool;
+	for (i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])) + 1; i++) {
+		struct vop_sg sg = { txq.pool_off + (uint64_t)i * 2048, 12 };
+		uint8_t *f = buf + (uint64_t)i * 2048;
+
+		if (i < (int)(sizeof(cases) / sizeof(cases[0]))) {
+			memcpy(f, &cases[i].h, 12);
+			sg.len += cases[i].flen;
+		} else { /* a good broadcast frame */
+			memset(f, 0, 12 + 60);
+			memset(f + 12, 0xff, 6);
+			f[12 + 12] = 0x88;
+			f[12 + 13] = 0xb5;
+			sg.len += 60;
+		}
+		CHECK(vop_vq_add(&txq.vq, &sg, 1, 0, (void *)(uintptr_t)(i + 1)) >= 0);
+	}
+	vop_vq_kick_prepare(&txq.vq);
+	vop_window_notify_peer(w0);
+	end = t_now_ms() + 5000;
+	for (;;) {
+		vop_net_stats(net, &st);
+		if (st.bad_headers + st.tx_frames + st.tx_dropped >= 7)
+			break;
+		CHECK(t_now_ms() < end);
+		t_sleep_ms(2);
+	}
+	CHECK_EQ(st.bad_headers, 6);
+	CHECK_EQ(st.tx_frames + st.tx_dropped, 1);
+	CHECK(txq.vq.broken == 0);
+	vop_devloop_stop(loop);
+	vop_net_destroy(net);
+	vop_devloop_destroy(loop);
+	vop_devq_destroy(&txq);
+	vop_window_close(w1);
+	vop_window_close(w0);
+	printf("PASS dev-net-hostile\n");
+	return T_PASS;
+}
