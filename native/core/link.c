@@ -26,7 +26,7 @@
 
 #define PIPE_MAX_SEGS 16u
 #define PIPE_HDR 16u
-#define PEER_GONE_MIN_NS (200ull * 1000 * 1000)
+#define PEER_GONE_MIN_NS (500ull * 1000 * 1000) /* tolerate scheduling hiccups on busy hosts */
 #define PATTERN_K 0x9e3779b97f4a7c15ull
 
 struct pipe_q {
@@ -842,7 +842,7 @@ static void *worker(void *arg)
 	while (!atomic_load_explicit(&l->stop, memory_order_acquire)) {
 		pthread_mutex_lock(&l->lock);
 		work = service_all(l, 0);
-		if (work == 0 || (++iter & 255) == 0) {
+		if (work == 0 || (++iter & 15) == 0) { /* heartbeat even when always busy */
 			now = now_ns();
 			housekeeping(l, now);
 			if (work == 0)
