@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { credentials, Metadata } from '@grpc/grpc-js';
 
 import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { Link, LinkPolicy, NodeRole, type AgentIdentity } from '../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, Link, LinkPolicy, NodeRole, type AgentIdentity } from '../../lib/gen/vop/types/v1/types';
 import { repoPath } from '../../lib/src/paths';
 import type { WorkerReport } from './fleet-sim-worker';
 
@@ -159,6 +159,19 @@ async function main(): Promise<void> {
   const convergeS = (Date.now() - tApply) / 1000;
   const atConverge = procStats(pid);
   log(`converged: ${L} links Ready in ${convergeS.toFixed(1)} s`);
+  // Cross-check through the API and the simulated agents, not only the metric.
+  let listed = 0;
+  let listedReady = 0;
+  let token = '';
+  do {
+    const [r] = await unary<object, { links: Link[]; nextPageToken: string }>('listLinks', { labelSelector: '', agent: '', phase: 0, pageSize: 5000, pageToken: token });
+    listed += r.links.length;
+    listedReady += r.links.filter((l) => l.status?.conditions.some((c) => c.type === 'Ready' && c.status === ConditionStatus.CONDITION_STATUS_TRUE)).length;
+    token = r.nextPageToken;
+  } while (token !== '');
+  await new Promise((r) => setTimeout(r, 600));
+  log(`check: ListLinks returns ${listed} links, ${listedReady} Ready; simulated agents hold ${sum(simLinks)} link endpoints (expect ${2 * L})`);
+  if (listed !== L || listedReady !== L || sum(simLinks) !== 2 * L) throw new Error('cross-check failed');
 
   // Steady state: direct ApplyLink / GetLink latency with the fleet connected.
   const applyMs: number[] = [];
