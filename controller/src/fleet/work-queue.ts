@@ -70,12 +70,13 @@ export class WorkQueue {
 
   add(key: string): void {
     if (this.stopped) return;
-    this.metrics.queueAdds.inc({ name: this.name });
     if (this.processing.has(key)) {
+      if (!this.dirty.has(key)) this.metrics.queueAdds.inc({ name: this.name });
       this.dirty.add(key);
       return;
     }
     if (this.waiting.has(key)) return;
+    this.metrics.queueAdds.inc({ name: this.name });
     this.waiting.set(key, Date.now());
     this.items.push(key);
     const w = this.wakeups.shift();
