@@ -23,6 +23,7 @@ import { registerAgentMetrics } from './metrics/agent-metrics';
 import { agentServiceBinding } from './rpc/agent-service';
 import { ControllerSyncClient } from './sync/sync-client';
 import { loadNativeVersion } from './native-version';
+import { installTestHooks } from './test-hooks';
 
 const SHUTDOWN_GRACE_MS = 3000;
 const SHUTDOWN_DEADLINE_MS = 8000;
@@ -64,6 +65,7 @@ async function main(): Promise<void> {
     log: log.child({ component: 'link-manager' }),
   });
   links.restore();
+  installTestHooks(process.env, log);
 
   const registry = createRegistry();
   registerAgentMetrics(registry, links, { version: VOP_VERSION, nativeVersion });

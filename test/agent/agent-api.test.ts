@@ -151,7 +151,7 @@ describe('vop-agent AgentService', () => {
     assert.equal(st.reason, 'LAST_DEVICE');
     const stats = await agent.stats('l-hot');
     assert.deepEqual(stats.devices.map((d) => d.device), ['disk0']);
-    assert.deepEqual(stats.devices[0]?.queues.map((q) => q.name), ['requestq']);
+    assert.deepEqual(stats.devices[0]?.queues.map((q) => q.name), ['requestq', 'completionq'], 'byte-pipe stand-in queues');
     await agent.delete('l-hot');
   });
 

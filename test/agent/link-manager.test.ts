@@ -62,6 +62,9 @@ class FakeWindow implements DataPlaneWindow {
       broken: index === 0 ? (this.broken.get(devId) ?? '') : '',
     }));
   }
+  deviceCounters() {
+    return {};
+  }
   workerTimes() {
     return { pollNs: 0n, sleepNs: 0n };
   }

@@ -26,8 +26,16 @@ export interface NativeDeviceSpec {
   readonly deviceType: number;
   /** Which virtio role this endpoint plays for the device. */
   readonly role: 'device' | 'driver';
+  /** In native queue-index order. */
   readonly queues: readonly QueueLayout[];
   readonly eventIdx: boolean;
+  /** Bytes per driver buffer. */
+  readonly bufSize: number;
+  /**
+   * Byte-pipe stand-ins only: 'idle' posts receive buffers and sends nothing;
+   * 'stream' sends verified messages both ways continuously (tests, benchmarks).
+   */
+  readonly traffic: 'idle' | 'stream';
 }
 
 export interface OpenWindowRequest {
@@ -67,6 +75,7 @@ export interface PeerView {
 export type DataPlaneEvent =
   | { readonly type: 'queue-broken'; readonly devId: number; readonly queue: number; readonly reason: string }
   | { readonly type: 'peer-reset'; readonly epoch: number }
+  | { readonly type: 'peer-up'; readonly epoch: number }
   | { readonly type: 'peer-gone' }
   | { readonly type: 'device-ready'; readonly devId: number }
   | { readonly type: 'device-removed'; readonly devId: number };
@@ -94,6 +103,8 @@ export interface DataPlaneWindow {
   resetDevice(devId: number): void;
   /** Counters per queue of a device ([] when unknown). */
   counters(devId: number): QueueCounters[];
+  /** Device-level native counters (byte pipe: tx_msgs, rx_msgs, bad_msgs). */
+  deviceCounters(devId: number): Record<string, bigint>;
   /** Link-wide worker counters (busy-poll and sleep time). */
   workerTimes(): { readonly pollNs: bigint; readonly sleepNs: bigint };
   /** Byte-pipe only: send bytes into a device's transmit queue (console writer, tests). */

@@ -67,8 +67,8 @@ export interface BackendInstance {
 
 export interface DeviceBackend {
   readonly kind: DeviceKindName;
-  /** Native description of the device for this endpoint's virtio role. */
-  nativeSpec(device: Device, role: 'device' | 'driver'): NativeDeviceSpec;
+  /** Native description of the device for this endpoint's virtio role (annotations: the link's). */
+  nativeSpec(device: Device, role: 'device' | 'driver', annotations: Readonly<Record<string, string>>): NativeDeviceSpec;
   start(ctx: BackendContext): Promise<BackendInstance>;
 }
 
@@ -96,15 +96,35 @@ export function queueLayout(kind: DeviceKindName, device: Device, role: 'device'
   return QUEUES[kind].map((q) => ({ name: q.name, direction: q.producer === role ? 'transmit' : 'receive', size }));
 }
 
+/** Link annotation that sets the byte-pipe stand-ins' traffic ('idle' default, or 'stream'). */
+export const BYTEPIPE_TRAFFIC_ANNOTATION = 'vop.dev/bytepipe-traffic';
+
+/** Stand-in queue names in byte-pipe order: queue 0 carries driver->device, queue 1 device->driver. */
+const STAND_IN_QUEUES: Record<DeviceKindName, readonly [string, string]> = {
+  net: ['tx', 'rx'],
+  console: ['transmitq', 'receiveq'],
+  blk: ['requestq', 'completionq'],
+};
+
+/** Bytes per stand-in buffer: small, so 64 idle links stay cheap in memory. */
+export const STAND_IN_BUF_SIZE = 512;
+
 /**
  * Stand-in for a device kind whose real backend has not landed: the device travels as
- * the native byte-pipe device with that kind's queue names. Reports kind "bytepipe".
+ * the native byte-pipe device with that kind's queue names. Reports backend "bytepipe".
  */
 export function bytePipeStandIn(kind: DeviceKindName): DeviceBackend {
   return {
     kind,
-    nativeSpec(device, role) {
-      return { devId: devIdOf(device.name), deviceType: VIRTIO_ID.bytePipe, role, queues: queueLayout(kind, device, role), eventIdx: !device.disableEventIdx };
+    nativeSpec(device, role, annotations) {
+      const size = device.queueSize === 0 ? DEFAULT_QUEUE_SIZE : device.queueSize;
+      const [q0, q1] = STAND_IN_QUEUES[kind];
+      const queues: QueueLayout[] = [
+        { name: q0, direction: role === 'driver' ? 'transmit' : 'receive', size },
+        { name: q1, direction: role === 'device' ? 'transmit' : 'receive', size },
+      ];
+      const traffic = annotations[BYTEPIPE_TRAFFIC_ANNOTATION] === 'stream' ? 'stream' : 'idle';
+      return { devId: devIdOf(device.name), deviceType: VIRTIO_ID.bytePipe, role, queues, eventIdx: !device.disableEventIdx, bufSize: STAND_IN_BUF_SIZE, traffic };
     },
     async start() {
       return { endpoints: { backend: 'bytepipe' }, console: null, counters: () => ({}), stop: async () => undefined };

@@ -25,8 +25,10 @@ export const RETRY_MAX_MS = 5000;
 export const MAX_RETRY_ATTEMPTS = 8;
 /** After this long without a peer, PeerConnected says the peer is late, not just absent. */
 export const PEER_LATE_MS = 10_000;
-/** Window size when the spec leaves it 0: fits 32 devices with 8 queues of 256. */
-export const DEFAULT_WINDOW_BYTES = 4 * 1024 * 1024;
+/** Window header plus a 32-entry device table, rounded to pages. */
+const WINDOW_HEADER_BYTES = 0x1000 + 28 * 1024;
+/** Cap of the automatic window size. */
+export const MAX_WINDOW_BYTES = 1024 * 1024 * 1024;
 
 interface DeviceRuntime {
   device: Device;
@@ -116,16 +118,31 @@ export class LinkRuntime {
     const dir = t?.$case === 'shm' && t.value.directory !== '' ? t.value.directory : this.deps.rendezvousDir;
     return path.join(dir, `${this.name}.win`);
   }
+  /**
+   * Window size: the spec's, or one that fits the devices plus one more of the largest
+   * for hot add. Per queue the native pool holds qsize indirect tables (qsize x 1 KiB)
+   * and qsize buffers; the ring area is max(64 KiB, size/16) after the header and
+   * device table (32 KiB). A hot add that still does not fit recreates the window.
+   */
   private get windowBytes(): number {
     const t = this.spec.transport?.kind;
-    return t?.$case === 'shm' && t.value.windowSizeBytes !== 0n ? Number(t.value.windowSizeBytes) : DEFAULT_WINDOW_BYTES;
+    if (t?.$case === 'shm' && t.value.windowSizeBytes !== 0n) return Number(t.value.windowSizeBytes);
+    const per = [...this.devices.values()].map((d) => ({
+      rings: d.native.queues.reduce((n, q) => n + q.size * 26 + 192, 0),
+      data: d.native.queues.reduce((n, q) => n + q.size * (1024 + Math.ceil(d.native.bufSize / 64) * 64), 0),
+    }));
+    const max = per.reduce((m, x) => (x.data > m.data ? x : m), { rings: 0, data: 0 });
+    const all = [...per, max];
+    const rings = all.reduce((n, x) => n + x.rings, 0);
+    const data = all.reduce((n, x) => n + x.data, 0);
+    return Math.min(MAX_WINDOW_BYTES, Math.max(16 * rings, Math.ceil((WINDOW_HEADER_BYTES + Math.max(65536, rings) + data) * 1.1)));
   }
 
   private deviceRuntime(device: Device): DeviceRuntime {
     const kind = deviceKindName(device);
     const backend = kind ? this.deps.backends.get(kind) : undefined;
     if (!kind || !backend) throw new Error(`no backend for device ${device.name}`);
-    return { device, kind, native: backend.nativeSpec(device, this.role), backend, instance: null, added: false, ready: false, broken: '', resets: 0 };
+    return { device, kind, native: backend.nativeSpec(device, this.role, this.linkValue.meta?.annotations ?? {}), backend, instance: null, added: false, ready: false, broken: '', resets: 0 };
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -457,6 +474,9 @@ export class LinkRuntime {
       case 'peer-reset':
         if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.onPeerReset(e.epoch);
         break;
+      case 'peer-up':
+        if (this.stateValue === 'Connecting') this.schedule(0, () => this.connect());
+        break;
       case 'queue-broken':
       case 'device-ready':
       case 'device-removed':
@@ -500,6 +520,11 @@ export class LinkRuntime {
         this.addNative(rt);
         this.event('DeviceAdded', `device ${d.name} added`, d.name);
       } catch (err) {
+        if (err instanceof DataPlaneError && err.code === 'ENOSPC') {
+          this.event('WindowTooSmall', `device ${d.name} does not fit the window; recreating it larger`, d.name);
+          this.restart('WindowTooSmall');
+          return;
+        }
         this.retryLater('DeviceSetupFailed', `${d.name}: ${errText(err)}`);
         return;
       }
@@ -634,7 +659,8 @@ export class LinkRuntime {
           brokenReason: c?.broken ?? '',
         };
       });
-      return { device: d.device.name, kind: DEVICE_KIND_ENUM[d.kind], queues, counters: d.instance?.counters() ?? {} };
+      const native = w && d.added ? w.deviceCounters(d.native.devId) : {};
+      return { device: d.device.name, kind: DEVICE_KIND_ENUM[d.kind], queues, counters: { ...native, ...(d.instance?.counters() ?? {}) } };
     });
   }
 

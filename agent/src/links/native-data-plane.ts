@@ -1,14 +1,233 @@
 /**
- * Loads the data plane behind the DataPlane port: the native façade in
- * agent/src/native/ once it is built, otherwise a data plane that fails links with
- * reason DataPlaneUnavailable (the agent still serves its API and state).
+ * The DataPlane port over the native façade (agent/src/native/window.ts): one
+ * VopWindow per link endpoint with its C worker thread. The device-role endpoint
+ * creates the window and publishes the devices (it implements them); the driver-role
+ * endpoint attaches and binds each device once the creator has published it. When
+ * the addon cannot be loaded, links fail with DataPlaneUnavailable instead.
  */
 import type { Logger } from '../../../lib/src/logger';
-import type { DataPlane } from './data-plane';
+import { NativeError } from '../native/errors';
+import { loadNative } from '../native/load';
+import { VopWindow, type LinkEvent as NativeLinkEvent, type PipeOptions } from '../native/window';
+import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type OpenWindowRequest, type PeerView, type QueueCounters } from './data-plane';
 import { unavailableDataPlane } from './unavailable-data-plane';
 
+/** Busy-poll after the last work before sleeping on the doorbell. */
+const SPIN_NS = 50_000;
+/** Byte-pipe message size of the stand-ins (<= STAND_IN_BUF_SIZE, >= 16 for verification). */
+const PIPE_MSG_SIZE = 256;
+const PAGE = 4096;
+
+function wrap<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof NativeError) throw new DataPlaneError(err.code, err.message);
+    throw err;
+  }
+}
+
+function pipeOptions(spec: NativeDeviceSpec): PipeOptions {
+  const stream = spec.traffic === 'stream';
+  const base = { msgSize: PIPE_MSG_SIZE, bufSize: null, segs: null, verify: true, eventIdx: spec.eventIdx, indirect: false, count: null, maxInflight: null, batch: null };
+  // Queue 0 carries driver->device, queue 1 device->driver.
+  if (spec.role === 'driver') return { ...base, tx: stream ? 'source' : 'off', rx: 'sink' };
+  return { ...base, tx: 'sink', rx: stream ? 'source' : 'off' };
+}
+
+/** Rounds a requested window size up to whole pages. */
+export function windowBytes(requested: number): number {
+  return Math.max(65536, Math.ceil(requested / PAGE) * PAGE);
+}
+
+class NativeWindow implements DataPlaneWindow {
+  /** Devices this side serves, by devId; `bound` once attached to the worker. */
+  private readonly devices = new Map<number, { spec: NativeDeviceSpec; bound: boolean }>();
+
+  constructor(
+    private readonly w: VopWindow,
+    private readonly log: Logger,
+    onEvent: (e: DataPlaneEvent) => void,
+  ) {
+    w.on('event', (e: NativeLinkEvent) => {
+      const out = this.translate(e);
+      if (out) onEvent(out);
+    });
+  }
+
+  get side(): 'creator' | 'attacher' {
+    return this.w.side;
+  }
+
+  private translate(e: NativeLinkEvent): DataPlaneEvent | null {
+    switch (e.type) {
+      case 'queue-broken':
+        return { type: 'queue-broken', devId: e.devId, queue: e.queue, reason: e.reason };
+      case 'peer-reset':
+        return { type: 'peer-reset', epoch: e.epoch };
+      case 'peer-gone':
+        return { type: 'peer-gone' };
+      case 'peer-up':
+        return { type: 'peer-up', epoch: e.epoch };
+      case 'device-removed':
+        this.devices.delete(e.devId);
+        return { type: 'device-removed', devId: e.devId };
+      case 'reset-done':
+        return { type: 'device-ready', devId: e.devId };
+      case 'needs-reset': {
+        // The device side flagged DEVICE_NEEDS_RESET: the driver answers with the handshake.
+        const d = this.devices.get(e.devId);
+        if (d?.spec.role === 'driver' && !this.w.closed) {
+          try {
+            this.w.resetDevice(e.devId);
+          } catch (err) {
+            this.log.warn({ err, devId: e.devId }, 'reset after needs-reset failed');
+          }
+        }
+        return { type: 'queue-broken', devId: e.devId, queue: -1, reason: 'peer_needs_reset' };
+      }
+      case 'reset-timeout':
+        return { type: 'queue-broken', devId: e.devId, queue: -1, reason: 'reset_timeout' };
+      default: {
+        const never: never = e;
+        this.log.warn({ event: never }, 'unknown native event');
+        return null;
+      }
+    }
+  }
+
+  peer(): PeerView {
+    const i = wrap(() => this.w.info());
+    return { state: i.peer.state, epoch: i.peer.epoch };
+  }
+
+  addDevice(spec: NativeDeviceSpec): void {
+    if (this.w.side === 'creator') {
+      wrap(() =>
+        this.w.addDevice({
+          devId: spec.devId,
+          deviceSide: spec.role === 'device' ? 'creator' : 'attacher',
+          queueSize: spec.queues[0]?.size ?? 256,
+          bufSize: spec.bufSize,
+          eventIdx: spec.eventIdx,
+          indirect: false,
+        }),
+      );
+    }
+    this.devices.set(spec.devId, { spec, bound: false });
+    this.tryBind(spec.devId);
+  }
+
+  /** Binds a device to the worker; the attacher retries until the creator has published it. */
+  private tryBind(devId: number): boolean {
+    const d = this.devices.get(devId);
+    if (!d) return false;
+    if (d.bound) return true;
+    try {
+      this.w.attach(devId, d.spec.role, pipeOptions(d.spec));
+      d.bound = true;
+    } catch (err) {
+      if (err instanceof NativeError && (err.code === 'ENOENT' || err.code === 'EAGAIN') && this.w.side === 'attacher') return false;
+      throw err instanceof NativeError ? new DataPlaneError(err.code, err.message) : err;
+    }
+    return true;
+  }
+
+  removeDevice(devId: number): void {
+    const d = this.devices.get(devId);
+    this.devices.delete(devId);
+    if (d?.bound) wrap(() => this.w.detach(devId));
+    if (this.w.side === 'creator') {
+      try {
+        this.w.removeDevice(devId);
+      } catch (err) {
+        if (!(err instanceof NativeError && err.code === 'ENOENT')) throw err;
+      }
+    }
+  }
+
+  deviceReady(devId: number): boolean {
+    if (!this.tryBind(devId)) return false;
+    return wrap(() => this.w.pipeStats(devId)).state === 'running';
+  }
+
+  resetDevice(devId: number): void {
+    const d = this.devices.get(devId);
+    // Only the driver role starts the handshake; the device side is reset by its driver.
+    if (d?.bound && d.spec.role === 'driver') wrap(() => this.w.resetDevice(devId));
+  }
+
+  counters(devId: number): QueueCounters[] {
+    const d = this.devices.get(devId);
+    if (!d?.bound) return [];
+    return [0, 1].map((index) => {
+      const q = wrap(() => this.w.queueStats(devId, index));
+      return {
+        index,
+        buffers: q.buffers,
+        bytes: q.bytes,
+        notificationsSent: q.notificationsSent,
+        notificationsSuppressed: q.notificationsSuppressed,
+        wakeups: q.wakeups,
+        pollNs: q.pollNs,
+        sleepNs: q.sleepNs,
+        errors: new Map(Object.entries(q.errorsByReason)),
+        broken: q.broken ?? '',
+      };
+    });
+  }
+
+  deviceCounters(devId: number): Record<string, bigint> {
+    if (!this.devices.get(devId)?.bound) return {};
+    const p = wrap(() => this.w.pipeStats(devId));
+    return { tx_msgs: p.txMsgs, rx_msgs: p.rxMsgs, bad_msgs: p.badMsgs };
+  }
+
+  workerTimes(): { pollNs: bigint; sleepNs: bigint } {
+    if (this.w.closed) return { pollNs: 0n, sleepNs: 0n };
+    const s = wrap(() => this.w.linkStats());
+    return { pollNs: s.pollNs, sleepNs: s.sleepNs };
+  }
+
+  close(unlink: boolean): void {
+    this.w.removeAllListeners('event');
+    wrap(() => this.w.close({ unlink: unlink && this.w.side === 'creator' }));
+  }
+}
+
+class NativeDataPlane implements DataPlane {
+  readonly available = true;
+  constructor(
+    readonly version: string,
+    private readonly log: Logger,
+  ) {}
+
+  open(req: OpenWindowRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow {
+    const worker = { spinNs: SPIN_NS, pollOnly: false, resetTimeoutMs: null };
+    const w = wrap(() =>
+      req.side === 'creator'
+        ? VopWindow.create({ path: req.path, sizeBytes: windowBytes(req.sizeBytes), maxDevices: null, ...worker })
+        : VopWindow.attach({ path: req.path, ...worker }),
+    );
+    const nw = new NativeWindow(w, this.log.child({ link: req.link }), onEvent);
+    try {
+      wrap(() => w.start());
+    } catch (err) {
+      nw.close(req.side === 'creator');
+      throw err;
+    }
+    return nw;
+  }
+}
+
 export function loadDataPlane(log: Logger): DataPlane {
-  const dp = unavailableDataPlane('the native façade (agent/src/native) is not available in this build');
-  log.warn({ reason: dp.version }, 'native data plane unavailable; links will report DataPlaneUnavailable');
-  return dp;
+  try {
+    const version = loadNative().version();
+    log.info({ version }, 'native data plane loaded');
+    return new NativeDataPlane(version, log);
+  } catch (err) {
+    const dp = unavailableDataPlane(err instanceof Error ? err.message : String(err));
+    log.error({ err }, 'native data plane unavailable; links will report DataPlaneUnavailable');
+    return dp;
+  }
 }
