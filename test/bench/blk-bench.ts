@@ -1,0 +1,128 @@
+/**
+ * virtio-blk figures (npm run bench:blk): sequential read and write with 1 MiB
+ * requests (qemu-img bench, 8 in flight) and 4 KiB random-read IOPS (16 in
+ * flight, test/bench/blk-bench-rand.c) through the NBD export of a disk that
+ * crosses an shm link between two vopdev processes, against the same
+ * operations on the backing file directly, in the same run. Two cache modes:
+ * O_DIRECT on both sides (the device opens the file with O_DIRECT, the direct
+ * baseline uses qemu-img -t none), and page cache on both sides.
+ * Prints a markdown table of medians; --json FILE writes the O_DIRECT medians
+ * under the keys of issue 4 plus the cached ones under "cached".
+ *
+ * Environment: BENCH_RUNS (default 5), BENCH_DISK_MIB (default 1024), BENCH_RAND_SECONDS (default 5).
+ */
+import { spawnSync } from 'node:child_process';
+import { rmSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { repoPath } from '../../lib/src/paths';
+import { buildVopdev, tempDir, Vopdev } from '../devices/helpers';
+
+const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const DISK_MIB = Number(process.env.BENCH_DISK_MIB ?? 1024);
+const RAND_SECONDS = Number(process.env.BENCH_RAND_SECONDS ?? 5);
+const RAND_BIN = repoPath('native', 'devices', 'out', 'blk-bench-rand');
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[m] ?? 0) : ((s[m - 1] ?? 0) + (s[m] ?? 0)) / 2;
+}
+
+function run(cmd: string, args: string[], env: Record<string, string> = {}): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300000, env: { ...process.env, ...env } });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}${r.error ?? ''}`);
+  return r.stdout;
+}
+
+/** qemu-img bench: MB/s for DISK_MIB of 1 MiB requests. */
+function seq(target: string, write: boolean, cache: 'none' | 'writeback'): number {
+  const args = ['bench', '-f', 'raw', '-t', cache, '-c', String(DISK_MIB), '-d', '8', '-s', '1M'];
+  if (write) args.push('-w');
+  args.push(target);
+  const out = run('qemu-img', args);
+  const m = /Run completed in ([\d.]+) seconds/.exec(out);
+  if (!m) throw new Error(`qemu-img bench output: ${out}`);
+  return (DISK_MIB * 1.048576) / Number(m[1]);
+}
+
+function randread(mode: 'file' | 'nbd', target: string, odirect: boolean): number {
+  const out = run(RAND_BIN, [mode, target, '16', String(RAND_SECONDS)], odirect ? { BENCH_ODIRECT: '1' } : {});
+  return Number(/iops (\d+)/.exec(out)?.[1] ?? 0);
+}
+
+interface Sample {
+  vop_seq_read_mb_s: number;
+  direct_seq_read_mb_s: number;
+  vop_seq_write_mb_s: number;
+  direct_seq_write_mb_s: number;
+  vop_randread_iops: number;
+  direct_randread_iops: number;
+}
+
+async function measure(dir: string, disk: string, odirect: boolean): Promise<Sample[]> {
+  const win = `/dev/shm/vop-blk-bench-${process.pid}-${odirect ? 'd' : 'c'}`;
+  const sock = path.join(dir, `nbd-${odirect ? 'd' : 'c'}.sock`);
+  rmSync(win, { force: true });
+  const drv = new Vopdev(['--window', win, '--create', '96', '--blk-driver', `1:unix=${sock}:qsize=32:seg=512`]);
+  const dev = new Vopdev(['--window', win, '--attach', '--blk-device', `1:file=${disk}:threads=8${odirect ? ':direct' : ''}`]);
+  const cache = odirect ? 'none' : 'writeback';
+  const uri = `nbd+unix:///vop?socket=${sock}`;
+  const samples: Sample[] = [];
+  try {
+    await drv.waitReady();
+    await dev.waitReady();
+    for (let i = 0; i < RUNS; i++) {
+      samples.push({
+        direct_seq_write_mb_s: seq(disk, true, cache),
+        vop_seq_write_mb_s: seq(uri, true, 'writeback'),
+        direct_seq_read_mb_s: seq(disk, false, cache),
+        vop_seq_read_mb_s: seq(uri, false, 'writeback'),
+        direct_randread_iops: randread('file', disk, odirect),
+        vop_randread_iops: randread('nbd', sock, false),
+      });
+      process.stderr.write(`${odirect ? 'O_DIRECT' : 'cached'} run ${i + 1}/${RUNS}: ${JSON.stringify(samples[i])}\n`);
+    }
+  } finally {
+    await drv.stop();
+    await dev.stop();
+    rmSync(win, { force: true });
+  }
+  return samples;
+}
+
+function medians(s: Sample[]): Sample {
+  const keys = Object.keys(s[0] ?? {}) as (keyof Sample)[];
+  const out = {} as Sample;
+  for (const k of keys) out[k] = Math.round(median(s.map((x) => x[k])) * 10) / 10;
+  return out;
+}
+
+async function main(): Promise<void> {
+  const jsonIdx = process.argv.indexOf('--json');
+  const jsonFile = jsonIdx > 0 ? process.argv[jsonIdx + 1] : undefined;
+  buildVopdev();
+  run('cc', ['-O2', '-Wall', '-Wextra', '-pthread', '-o', RAND_BIN, repoPath('test', 'bench', 'blk-bench-rand.c')]);
+  const dir = tempDir('vop-blk-bench-');
+  const disk = path.join(dir, 'disk.img');
+  try {
+    writeFileSync(disk, Buffer.alloc(0));
+    truncateSync(disk, DISK_MIB * 1024 * 1024);
+    run('qemu-img', ['bench', '-f', 'raw', '-t', 'none', '-w', '-c', String(DISK_MIB), '-d', '8', '-s', '1M', disk]); // allocate
+    const direct = medians(await measure(dir, disk, true));
+    const cached = medians(await measure(dir, disk, false));
+    const row = (name: string, s: Sample): string =>
+      `| ${name} | ${s.vop_seq_read_mb_s} | ${s.direct_seq_read_mb_s} | ${(s.vop_seq_read_mb_s / s.direct_seq_read_mb_s).toFixed(2)} | ${s.vop_seq_write_mb_s} | ${s.direct_seq_write_mb_s} | ${(s.vop_seq_write_mb_s / s.direct_seq_write_mb_s).toFixed(2)} | ${s.vop_randread_iops} | ${s.direct_randread_iops} |`;
+    process.stdout.write(`\nblk, medians of ${RUNS} runs, ${DISK_MIB} MiB disk\n\n`);
+    process.stdout.write('| mode | vop seq read MB/s | direct | ratio | vop seq write MB/s | direct | ratio | vop 4K randread IOPS | direct |\n|---|---|---|---|---|---|---|---|---|\n');
+    process.stdout.write(`${row('O_DIRECT', direct)}\n${row('page cache', cached)}\n`);
+    if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify({ ...direct, cached }, null, 2)}\n`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? e.stack : String(e)}\n`);
+  process.exit(1);
+});
