@@ -334,6 +334,12 @@ export class LinkRuntime {
       }
     }
     const peer = this.window.peer();
+    if (peer.state === 'gone' && this.side === 'attacher') {
+      // The creator died or replaced its window: drop this mapping, look for the file again.
+      this.closeWindow(false);
+      this.waitingForPeer(`the device side left ${this.windowPath}; waiting for it to return`);
+      return;
+    }
     if (peer.state !== 'up') {
       this.waitingForPeer(peer.state === 'gone' ? `the peer left ${this.windowPath}; waiting for it to return` : `waiting for the peer to attach ${this.windowPath}`);
       return;

@@ -44,12 +44,31 @@ class NativeWindow implements DataPlaneWindow {
   /** Devices this side serves, by devId; `bound` once attached to the worker. */
   private readonly devices = new Map<number, { spec: NativeDeviceSpec; bound: boolean }>();
 
+  /**
+   * The side block keeps saying "up" after a peer dies without closing; the worker
+   * detects the stalled heartbeat and reports peer-gone. Valid after such an event:
+   * the heartbeat and epoch the peer stopped at (cleared once either moves).
+   */
+  private gone: { heartbeat: bigint; epoch: number } | null = null;
+  /** Heartbeat and epoch at open; the peer counts as present once either moves (a dead creator's window never does). */
+  private atOpen: { heartbeat: bigint; epoch: number } | null;
+
   constructor(
     private readonly w: VopWindow,
     private readonly log: Logger,
     onEvent: (e: DataPlaneEvent) => void,
   ) {
+    const i = w.info().peer;
+    this.atOpen = { heartbeat: i.heartbeat, epoch: i.epoch };
     w.on('event', (e: NativeLinkEvent) => {
+      if (e.type === 'peer-gone' && !this.w.closed) {
+        const p = this.w.info().peer;
+        this.gone = { heartbeat: p.heartbeat, epoch: p.epoch };
+      }
+      if (e.type === 'peer-up' || e.type === 'peer-reset') {
+        this.gone = null;
+        this.atOpen = null;
+      }
       const out = this.translate(e);
       if (out) onEvent(out);
     });
@@ -97,8 +116,17 @@ class NativeWindow implements DataPlaneWindow {
   }
 
   peer(): PeerView {
-    const i = wrap(() => this.w.info());
-    return { state: i.peer.state, epoch: i.peer.epoch };
+    const p = wrap(() => this.w.info()).peer;
+    if (p.state !== 'up') return { state: p.state, epoch: p.epoch };
+    if (this.gone) {
+      if (p.heartbeat === this.gone.heartbeat && p.epoch === this.gone.epoch) return { state: 'gone', epoch: p.epoch };
+      this.gone = null;
+    }
+    if (this.atOpen) {
+      if (p.heartbeat === this.atOpen.heartbeat && p.epoch === this.atOpen.epoch) return { state: 'absent', epoch: p.epoch };
+      this.atOpen = null;
+    }
+    return { state: 'up', epoch: p.epoch };
   }
 
   addDevice(spec: NativeDeviceSpec): void {
