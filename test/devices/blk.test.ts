@@ -174,7 +174,7 @@ describe('virtio-blk over an shm link, exported as NBD', () => {
       };
       await Promise.all(Array.from({ length: DEPTH }, () => worker()));
       assert.ok(restarted, 'the device was killed during the workload');
-      await restarted;
+      await Promise.resolve(restarted);
       assert.equal((await c.request(NBD_CMD.FLUSH, 0n, 0)).error, 0, 'flush after restart');
       assert.deepEqual(errors, []);
       assert.equal(acked.length, NWRITES, 'every request completed, including those outstanding at the kill');
