@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
 #include <stdio.h>
@@ -26,6 +27,8 @@
 #include <string.h>
 #include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -49,8 +52,22 @@ struct vop_net {
 	bool started;
 	uint64_t feat;
 	struct vop_devq q[2];
-	struct vop_chain stash;   /* device: popped rx buffer not yet filled */
-	bool have_stash;
+	struct vop_chain *stash;  /* device: [NET_BUDGET] popped rx buffers not yet filled */
+	int nstash;
+	struct vop_chain *chains; /* device: [NET_BUDGET] tx chains of one round */
+	struct mmsghdr msgs[NET_BUDGET];
+	struct iovec iovs[NET_BUDGET][VOP_CHAIN_MAX_IOV + 1];
+	struct vop_net_hdr hdrs[NET_BUDGET]; /* checked private header copies */
+	uint32_t lens[NET_BUDGET];
+	unsigned sidx[NET_BUDGET];   /* driver: rx slot of each send message */
+	int pend_cnt, pend_off;      /* send batch not fully taken by the socket (EAGAIN) */
+	int pend_npop;               /* device: chains of that batch (pushed when done) */
+	struct mmsghdr rmsgs[NET_BUDGET];  /* receive side of the port */
+	struct iovec riovs[NET_BUDGET][VOP_CHAIN_MAX_IOV + 1];
+	bool dgram;               /* datagram socket instead of a TAP */
+	char sock_path[108];      /* bound Unix datagram path (removed on destroy) */
+	struct sockaddr_storage peer; /* datagram: where frames go */
+	socklen_t peer_len;
 	uint16_t *tx_free;        /* driver: free tx slot indices */
 	unsigned tx_nfree;
 	unsigned tx_slots, rx_slots;
@@ -158,6 +175,71 @@ static int tap_open(const char *name, char *ifname)
 	return fd;
 }
 
+/* "PATH" (Unix datagram, starts with '/') or "HOST:PORT" (UDP) into a sockaddr. */
+static int parse_addr(const char *spec, struct sockaddr_storage *ss, socklen_t *len)
+{
+	memset(ss, 0, sizeof(*ss));
+	if (spec[0] == '/') {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+
+		if (strlen(spec) >= sizeof(un->sun_path))
+			return -ENAMETOOLONG;
+		un->sun_family = AF_UNIX;
+		strcpy(un->sun_path, spec);
+		*len = sizeof(*un);
+		return AF_UNIX;
+	} else {
+		struct sockaddr_in *in = (struct sockaddr_in *)ss;
+		char host[64];
+		const char *colon = strrchr(spec, ':');
+
+		if (!colon || (size_t)(colon - spec) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = 0;
+		in->sin_family = AF_INET;
+		in->sin_port = htons((uint16_t)atoi(colon + 1));
+		if (inet_pton(AF_INET, host, &in->sin_addr) != 1)
+			return -EINVAL;
+		*len = sizeof(*in);
+		return AF_INET;
+	}
+}
+
+/* Datagram port: bound to local, frames go to peer (same family). Returns fd or -errno. */
+static int dgram_open(struct vop_net *n, const char *local, const char *peer)
+{
+	struct sockaddr_storage ls;
+	socklen_t ll;
+	int fam = parse_addr(local, &ls, &ll), fam2, fd, buf = 4 << 20;
+
+	if (fam < 0)
+		return fam;
+	fam2 = parse_addr(peer, &n->peer, &n->peer_len);
+	if (fam2 < 0 || fam2 != fam)
+		return fam2 < 0 ? fam2 : -EINVAL;
+	fd = socket(fam, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* big socket buffers: the FORCE variants pass rmem_max/wmem_max when we may */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)))
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)))
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+	if (fam == AF_UNIX)
+		unlink(local);
+	if (bind(fd, (struct sockaddr *)&ls, ll)) {
+		int rc = -errno;
+
+		close(fd);
+		return rc;
+	}
+	snprintf(n->ifname, sizeof(n->ifname), "dgram");
+	if (fam == AF_UNIX)
+		snprintf(n->sock_path, sizeof(n->sock_path), "%s", local);
+	return fd;
+}
+
 /* TUNSETOFFLOAD: which offloaded frames we accept when reading the TAP. */
 static int tap_offload(int fd, uint64_t f, bool driver)
 {
@@ -184,99 +266,214 @@ static void arm_tap(struct vop_net *n)
 }
 
 /* ------------------------------------------------------------------ */
+/* Frame port: TAP (one syscall per frame, the kernel has no batch for   */
+/* TAP) or datagram socket (sendmmsg/recvmmsg, one syscall per batch)    */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Send cnt frames (msgs[i].msg_iov set). Returns how many were consumed:
+ * sent, or failed for good (counted in *failed: EMSGSIZE, a TAP refusing
+ * a frame...). Fewer than cnt only when a datagram peer would block.
+ */
+static int port_send(struct vop_net *n, struct mmsghdr *msgs, int cnt, int *failed)
+{
+	int i, done = 0;
+
+	*failed = 0;
+	if (cnt == 0)
+		return 0;
+	if (n->dgram) {
+		for (i = 0; i < cnt; i++) {
+			msgs[i].msg_hdr.msg_name = &n->peer;
+			msgs[i].msg_hdr.msg_namelen = n->peer_len;
+		}
+		while (done < cnt) {
+			int r = sendmmsg(n->tap, msgs + done, (unsigned)(cnt - done), MSG_DONTWAIT);
+
+			if (r > 0) {
+				done += r;
+				continue;
+			}
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r < 0 && (errno == EAGAIN || errno == ENOBUFS))
+				break;
+			done++; /* this one failed for good (EMSGSIZE, no peer...): skip it */
+			(*failed)++;
+		}
+		return done;
+	}
+	for (i = 0; i < cnt; i++)
+		if (writev(n->tap, msgs[i].msg_hdr.msg_iov, (int)msgs[i].msg_hdr.msg_iovlen) < 0)
+			(*failed)++;
+	return cnt;
+}
+
+/*
+ * Receive up to cnt frames into msgs (msg_iov set); lengths in msg_len.
+ * Returns the count; 0 means nothing ready (the watcher is armed).
+ */
+static int port_recv(struct vop_net *n, struct mmsghdr *msgs, int cnt)
+{
+	int got = 0;
+
+	if (cnt == 0)
+		return 0;
+	if (n->dgram) {
+		int r = recvmmsg(n->tap, msgs, (unsigned)cnt, MSG_DONTWAIT, NULL);
+
+		if (r > 0)
+			return r;
+		arm_tap(n);
+		return 0;
+	}
+	while (got < cnt) {
+		ssize_t r = readv(n->tap, msgs[got].msg_hdr.msg_iov, (int)msgs[got].msg_hdr.msg_iovlen);
+
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				arm_tap(n);
+			break;
+		}
+		msgs[got].msg_len = (unsigned)r;
+		got++;
+	}
+	return got;
+}
+
+/* ------------------------------------------------------------------ */
 /* Device role                                                          */
 /* ------------------------------------------------------------------ */
+
+/*
+ * Device: hand the current send batch to the port. A datagram peer that
+ * is not reading (EAGAIN) holds the batch: its chains stay popped (the
+ * driver sees back-pressure, nothing is dropped) until the socket is
+ * writable again. Returns 1 when the batch completed.
+ */
+static int dev_tx_flush(struct vop_net *n)
+{
+	struct vop_devq *q = &n->q[NET_TXQ];
+	int sent, k, failed;
+
+	sent = port_send(n, n->msgs + n->pend_off, n->pend_cnt - n->pend_off, &failed);
+	st_add(&n->st.tx_frames, (uint64_t)(sent - failed));
+	st_add(&n->st.tx_dropped, (uint64_t)failed);
+	n->pend_off += sent;
+	if (n->pend_off < n->pend_cnt) {
+		vop_devloop_watch(n->loop, n->tap, POLLOUT);
+		return sent > 0;
+	}
+	/* the frames left the window: hand every chain of the batch back */
+	for (k = 0; k < n->pend_npop; k++)
+		vop_vq_push(&q->vq, n->chains[k].head, 0);
+	n->pend_cnt = n->pend_off = n->pend_npop = 0;
+	vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
+	return 1;
+}
 
 static int dev_tx(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_TXQ];
-	struct vop_chain c;
-	int k, rc, progress = 0;
+	int k, rc, cnt = 0, npop = 0;
+
+	if (n->pend_npop)
+		return dev_tx_flush(n);
 
 	for (k = 0; k < NET_BUDGET; k++) {
-		struct vop_net_hdr h;
-		struct iovec iov[VOP_CHAIN_MAX_IOV + 1];
+		struct vop_chain *c = &n->chains[k];
+		struct vop_net_hdr *h = &n->hdrs[cnt];
+		struct iovec *iov = n->iovs[cnt];
 		int niov;
 		uint32_t flen;
 
-		rc = vop_vq_pop(&q->vq, &c);
+		rc = vop_vq_pop(&q->vq, c);
 		if (rc <= 0)
 			break;
-		progress = 1;
-		flen = c.out_bytes >= NET_HDR ? c.out_bytes - NET_HDR : 0;
-		if (c.out_bytes < NET_HDR || vop_chain_read(&c, 0, &h, NET_HDR) != NET_HDR ||
-		    vop_net_hdr_check(&h, flen)) {
+		npop++;
+		flen = c->out_bytes >= NET_HDR ? c->out_bytes - NET_HDR : 0;
+		if (c->out_bytes < NET_HDR || vop_chain_read(c, 0, h, NET_HDR) != NET_HDR ||
+		    vop_net_hdr_check(h, flen)) {
 			st_add(&n->st.bad_headers, 1);
-			vop_vq_push(&q->vq, c.head, 0);
 			continue;
 		}
-		h.num_buffers = 0;
-		iov[0].iov_base = &h; /* the checked private copy goes to the kernel */
+		h->num_buffers = 0;
+		iov[0].iov_base = h; /* the checked private copy goes to the kernel */
 		iov[0].iov_len = NET_HDR;
-		niov = vop_chain_iov(&c, false, NET_HDR, flen, iov + 1, VOP_CHAIN_MAX_IOV);
-		if (niov < 0 || writev(n->tap, iov, niov + 1) < 0) {
+		niov = vop_chain_iov(c, false, NET_HDR, flen, iov + 1, VOP_CHAIN_MAX_IOV);
+		if (niov < 0) {
 			st_add(&n->st.tx_dropped, 1);
-		} else {
-			st_add(&n->st.tx_frames, 1);
-			st_add(&n->st.tx_bytes, flen);
-			if (h.gso_type != VOP_NET_HDR_GSO_NONE)
-				st_add(&n->st.gso_frames, 1);
+			continue;
 		}
-		vop_vq_push(&q->vq, c.head, 0);
+		memset(&n->msgs[cnt], 0, sizeof(n->msgs[cnt]));
+		n->msgs[cnt].msg_hdr.msg_iov = iov;
+		n->msgs[cnt].msg_hdr.msg_iovlen = (size_t)niov + 1;
+		n->lens[cnt] = flen;
+		if (h->gso_type != VOP_NET_HDR_GSO_NONE)
+			st_add(&n->st.gso_frames, 1);
+		cnt++;
 	}
-	if (progress)
-		vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
-	return progress;
+	if (npop == 0)
+		return 0;
+	for (k = 0; k < cnt; k++)
+		st_add(&n->st.tx_bytes, n->lens[k]);
+	n->pend_cnt = cnt;
+	n->pend_off = 0;
+	n->pend_npop = npop;
+	return dev_tx_flush(n) | 1;
 }
 
 static int dev_rx(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
-	int k, rc, progress = 0, pushed = 0;
+	int k, got, pushed = 0;
 
-	for (k = 0; k < NET_BUDGET; k++) {
-		struct iovec iov[VOP_CHAIN_MAX_IOV];
-		struct vop_net_hdr *h;
-		ssize_t r;
-		int niov;
+	/* top up the stash of receive buffers */
+	while (n->nstash < NET_BUDGET) {
+		struct vop_chain *c = &n->stash[n->nstash];
 
-		if (!n->have_stash) {
-			rc = vop_vq_pop(&q->vq, &n->stash);
-			if (rc <= 0)
-				break; /* no buffer: the driver's kick wakes us */
-			if (n->stash.in_bytes < NET_HDR + 1514 || n->stash.iov[n->stash.n_out].len < NET_HDR) {
-				st_add(&n->st.bad_headers, 1); /* buffer too small for a frame */
-				vop_vq_push(&q->vq, n->stash.head, 0);
-				pushed = 1;
-				continue;
-			}
-			n->have_stash = true;
+		if (vop_vq_pop(&q->vq, c) <= 0)
+			break; /* no buffer: the driver's kick wakes us */
+		if (c->in_bytes < NET_HDR + 1514 || c->iov[c->n_out].len < NET_HDR) {
+			st_add(&n->st.bad_headers, 1); /* buffer too small for a frame */
+			vop_vq_push(&q->vq, c->head, 0);
+			pushed = 1;
+			continue;
 		}
-		niov = vop_chain_iov(&n->stash, true, 0, n->stash.in_bytes, iov, VOP_CHAIN_MAX_IOV);
-		r = readv(n->tap, iov, niov);
-		if (r < 0) {
-			if (errno == EAGAIN || errno == EINTR) {
-				arm_tap(n);
-			}
-			break;
-		}
-		progress = 1;
-		n->have_stash = false;
-		h = (struct vop_net_hdr *)(void *)n->stash.iov[n->stash.n_out].base;
-		vop_write_once_u16(&h->num_buffers, 1);
-		if ((size_t)r < NET_HDR) { /* cannot happen with a vnet-hdr TAP */
+		n->nstash++;
+	}
+	for (k = 0; k < n->nstash; k++) {
+		int niov = vop_chain_iov(&n->stash[k], true, 0, n->stash[k].in_bytes, n->riovs[k],
+					 VOP_CHAIN_MAX_IOV);
+
+		memset(&n->rmsgs[k], 0, sizeof(n->rmsgs[k]));
+		n->rmsgs[k].msg_hdr.msg_iov = n->riovs[k];
+		n->rmsgs[k].msg_hdr.msg_iovlen = niov > 0 ? (size_t)niov : 0;
+	}
+	got = port_recv(n, n->rmsgs, n->nstash);
+	for (k = 0; k < got; k++) {
+		struct vop_chain *c = &n->stash[k];
+		struct vop_net_hdr *h = (struct vop_net_hdr *)(void *)c->iov[c->n_out].base;
+		uint32_t r = n->rmsgs[k].msg_len;
+
+		if (r < NET_HDR + 14 || (n->dgram && (n->rmsgs[k].msg_hdr.msg_flags & MSG_TRUNC))) {
 			st_add(&n->st.rx_dropped, 1);
-			vop_vq_push(&q->vq, n->stash.head, 0);
-		} else {
-			st_add(&n->st.rx_frames, 1);
-			st_add(&n->st.rx_bytes, (uint64_t)r - NET_HDR);
-			vop_vq_push(&q->vq, n->stash.head, (uint32_t)r);
+			vop_vq_push(&q->vq, c->head, 0);
+			continue;
 		}
+		vop_write_once_u16(&h->num_buffers, 1);
+		st_add(&n->st.rx_frames, 1);
+		st_add(&n->st.rx_bytes, r - NET_HDR);
+		vop_vq_push(&q->vq, c->head, r);
+	}
+	if (got > 0) {
+		memmove(&n->stash[0], &n->stash[got], sizeof(n->stash[0]) * (size_t)(n->nstash - got));
+		n->nstash -= got;
 		pushed = 1;
 	}
 	if (pushed)
 		vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
-	return progress | pushed;
+	return pushed;
 }
 
 static int dev_start(struct vop_net *n)
@@ -288,7 +485,7 @@ static int dev_start(struct vop_net *n)
 		return 0;
 	rc = vop_devq_init(n->w, &n->di, NET_RXQ, false, n->feat, &n->q[NET_RXQ]);
 	rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, false, n->feat, &n->q[NET_TXQ]);
-	rc = rc ? rc : tap_offload(n->tap, n->feat, false);
+	rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, false));
 	if (rc)
 		return rc;
 	memcpy(&cs, n->di.config, sizeof(cs));
@@ -315,75 +512,115 @@ static int post_rx(struct vop_net *n, unsigned i)
 	return vop_vq_add(&q->vq, &sg, 0, 1, (void *)(uintptr_t)(i + 1));
 }
 
+/* Driver: send the batch of received frames; held (not dropped) on EAGAIN. */
+static int drv_rx_flush(struct vop_net *n)
+{
+	struct vop_devq *q = &n->q[NET_RXQ];
+	int sent, k, first = n->pend_off, failed;
+
+	sent = port_send(n, n->msgs + n->pend_off, n->pend_cnt - n->pend_off, &failed);
+	st_add(&n->st.rx_frames, (uint64_t)(sent - failed));
+	st_add(&n->st.rx_dropped, (uint64_t)failed);
+	n->pend_off += sent;
+	for (k = first; k < n->pend_off; k++)
+		post_rx(n, n->sidx[k]); /* buffer free again */
+	/* also publishes buffers re-posted after a bad header */
+	vop_devq_notify_if(n->w, vop_vq_kick_prepare(&q->vq));
+	if (n->pend_off < n->pend_cnt) {
+		vop_devloop_watch(n->loop, n->tap, POLLOUT);
+		return sent > 0;
+	}
+	n->pend_cnt = n->pend_off = 0;
+	return 1;
+}
+
 static int drv_rx(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
-	int progress = 0, k, rc;
+	int k, cnt = 0;
+	unsigned *idx = n->sidx;
 	void *tok;
 	uint32_t len;
 
+	if (n->pend_cnt)
+		return drv_rx_flush(n);
+
 	for (k = 0; k < NET_BUDGET; k++) {
 		unsigned i;
-		struct vop_net_hdr h;
+		struct vop_net_hdr *h = &n->hdrs[cnt];
 
-		rc = vop_vq_get_used(&q->vq, &tok, &len);
-		if (rc <= 0)
+		if (vop_vq_get_used(&q->vq, &tok, &len) <= 0)
 			break;
 		i = (unsigned)(uintptr_t)tok - 1;
-		memcpy(&h, slot_ptr(q, i), NET_HDR);
-		if (len < NET_HDR || vop_net_hdr_check(&h, len - NET_HDR)) {
+		memcpy(h, slot_ptr(q, i), NET_HDR); /* private copy: read once, checked */
+		if (len < NET_HDR || vop_net_hdr_check(h, len - NET_HDR)) {
 			st_add(&n->st.bad_headers, 1);
-		} else {
-			struct iovec iov[2] = { { &h, NET_HDR }, { slot_ptr(q, i) + NET_HDR, len - NET_HDR } };
-
-			h.num_buffers = 0;
-			if (writev(n->tap, iov, 2) < 0) {
-				st_add(&n->st.rx_dropped, 1);
-			} else {
-				st_add(&n->st.rx_frames, 1);
-				st_add(&n->st.rx_bytes, len - NET_HDR);
-			}
+			post_rx(n, i);
+			continue;
 		}
-		post_rx(n, i);
-		progress = 1;
+		h->num_buffers = 0;
+		n->iovs[cnt][0].iov_base = h;
+		n->iovs[cnt][0].iov_len = NET_HDR;
+		n->iovs[cnt][1].iov_base = slot_ptr(q, i) + NET_HDR;
+		n->iovs[cnt][1].iov_len = len - NET_HDR;
+		memset(&n->msgs[cnt], 0, sizeof(n->msgs[cnt]));
+		n->msgs[cnt].msg_hdr.msg_iov = n->iovs[cnt];
+		n->msgs[cnt].msg_hdr.msg_iovlen = 2;
+		n->lens[cnt] = len - NET_HDR;
+		idx[cnt++] = i;
 	}
-	if (progress)
-		vop_devq_notify_if(n->w, vop_vq_kick_prepare(&q->vq));
-	return progress;
+	if (k == 0)
+		return 0;
+	for (k = 0; k < cnt; k++)
+		st_add(&n->st.rx_bytes, n->lens[k]);
+	n->pend_cnt = cnt;
+	n->pend_off = 0;
+	return drv_rx_flush(n) | 1;
 }
 
 static int drv_tx(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_TXQ];
-	int progress = 0, posted = 0, k, rc;
+	int progress = 0, posted = 0, k, got, cnt;
+	unsigned idx[NET_BUDGET];
 	void *tok;
 	uint32_t len;
 
-	while ((rc = vop_vq_get_used(&q->vq, &tok, &len)) > 0) {
+	while (vop_vq_get_used(&q->vq, &tok, &len) > 0) {
 		n->tx_free[n->tx_nfree++] = (uint16_t)((uintptr_t)tok - 1);
 		progress = 1;
 	}
-	for (k = 0; k < NET_BUDGET && n->tx_nfree; k++) {
-		unsigned i = n->tx_free[n->tx_nfree - 1];
-		struct vop_sg sg;
-		ssize_t r = read(n->tap, slot_ptr(q, i), VOP_NET_RXBUF);
+	cnt = n->tx_nfree < NET_BUDGET ? (int)n->tx_nfree : NET_BUDGET;
+	for (k = 0; k < cnt; k++) {
+		unsigned i = n->tx_free[n->tx_nfree - 1 - (unsigned)k];
 
-		if (r < 0) {
-			if (errno == EAGAIN || errno == EINTR) {
-				arm_tap(n);
-			}
-			break;
-		}
+		idx[k] = i;
+		n->riovs[k][0].iov_base = slot_ptr(q, i);
+		n->riovs[k][0].iov_len = VOP_NET_RXBUF;
+		memset(&n->rmsgs[k], 0, sizeof(n->rmsgs[k]));
+		n->rmsgs[k].msg_hdr.msg_iov = n->riovs[k];
+		n->rmsgs[k].msg_hdr.msg_iovlen = 1;
+	}
+	got = port_recv(n, n->rmsgs, cnt);
+	n->tx_nfree -= (unsigned)got; /* idx[0 .. got) leave the free list */
+	for (k = 0; k < got; k++) {
+		unsigned i = idx[k];
+		uint32_t r = n->rmsgs[k].msg_len;
+		struct vop_sg sg;
+
 		progress = 1;
-		if ((size_t)r <= NET_HDR)
-			continue;
-		sg.addr = q->pool_off + (uint64_t)i * NET_SLOT;
-		sg.len = (uint32_t)r;
-		if (vop_vq_add(&q->vq, &sg, 1, 0, (void *)(uintptr_t)(i + 1)) < 0) {
+		if (r <= NET_HDR + 14 || (n->dgram && (n->rmsgs[k].msg_hdr.msg_flags & MSG_TRUNC))) {
+			n->tx_free[n->tx_nfree++] = (uint16_t)i; /* runt or truncated: drop */
 			st_add(&n->st.tx_dropped, 1);
 			continue;
 		}
-		n->tx_nfree--;
+		sg.addr = q->pool_off + (uint64_t)i * NET_SLOT;
+		sg.len = r;
+		if (vop_vq_add(&q->vq, &sg, 1, 0, (void *)(uintptr_t)(i + 1)) < 0) {
+			n->tx_free[n->tx_nfree++] = (uint16_t)i;
+			st_add(&n->st.tx_dropped, 1);
+			continue;
+		}
 		st_add(&n->st.tx_frames, 1);
 		st_add(&n->st.tx_bytes, (uint64_t)r - NET_HDR);
 		if (((struct vop_net_hdr *)(void *)slot_ptr(q, i))->gso_type)
@@ -392,7 +629,7 @@ static int drv_tx(struct vop_net *n)
 	}
 	if (posted)
 		vop_devq_notify_if(n->w, vop_vq_kick_prepare(&q->vq));
-	return progress;
+	return progress | posted;
 }
 
 /* ------------------------------------------------------------------ */
@@ -462,10 +699,17 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 		rc = -EINVAL;
 		goto fail;
 	}
-	rc = tap_open(c->tap_name, n->ifname);
+	n->dgram = c->dgram_local && c->dgram_peer;
+	rc = n->dgram ? dgram_open(n, c->dgram_local, c->dgram_peer) : tap_open(c->tap_name, n->ifname);
 	if (rc < 0)
 		goto fail;
 	n->tap = rc;
+	n->stash = calloc(NET_BUDGET, sizeof(*n->stash));
+	n->chains = calloc(NET_BUDGET, sizeof(*n->chains));
+	if (!n->stash || !n->chains) {
+		rc = -ENOMEM;
+		goto fail;
+	}
 	if (driver) {
 		unsigned i;
 		struct ifreq ifr;
@@ -475,7 +719,7 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 		vop_dev_driver_features(&n->di, net_features, &n->feat);
 		rc = vop_devq_init(n->w, &n->di, NET_RXQ, true, n->feat, &n->q[NET_RXQ]);
 		rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, true, n->feat, &n->q[NET_TXQ]);
-		rc = rc ? rc : tap_offload(n->tap, n->feat, true);
+		rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, true));
 		if (rc)
 			goto fail;
 		n->rx_slots = (unsigned)(n->q[NET_RXQ].pool_size / NET_SLOT);
@@ -496,7 +740,7 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 		vop_vq_kick_prepare(&n->q[NET_RXQ].vq);
 		/* MAC and MTU from config space onto the TAP */
 		memcpy(&cs, n->di.config, sizeof(cs));
-		s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		s = n->dgram ? -1 : socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 		if (s >= 0) {
 			memset(&ifr, 0, sizeof(ifr));
 			memcpy(ifr.ifr_name, n->ifname, IFNAMSIZ);
@@ -545,6 +789,10 @@ void vop_net_destroy(struct vop_net *n)
 	vop_devq_destroy(&n->q[1]);
 	if (n->tap >= 0)
 		close(n->tap);
+	if (n->sock_path[0])
+		unlink(n->sock_path);
+	free(n->stash);
+	free(n->chains);
 	free(n->tx_free);
 	free(n);
 }

@@ -10,8 +10,8 @@
  * DEVICE (ID is the link-unique device id, options separated by ':'):
  *   --blk-device ID:file=PATH[:ro][:direct][:threads=N][:serial=S]
  *   --blk-driver ID:[unix=PATH][:tcp=PORT][:qsize=N][:seg=KIB][:ro]
- *   --net-device ID:tap=NAME[:mac=xx:..]   (mac uses '-' separators)
- *   --net-driver ID:tap=NAME[:qsize=N][:mtu=N][:mac=..]
+ *   --net-device ID:tap=NAME | sock=PATH:peer=PATH | udp=PORT:udppeer=PORT
+ *   --net-driver ID:(same)[:qsize=N][:mtu=N][:mac=52-54-00-..]  (mac uses '-')
  *   --con-device ID:[pty=LINK][:log=FILE][:logmax=BYTES][:unix=PATH]
  *   --con-driver ID:[pty=LINK]
  * The creating side (--create) publishes every device it is given in the
@@ -267,10 +267,22 @@ int main(int argc, char **argv)
 		case NET_DRV: {
 			struct vop_net_config c;
 
+			char loc[300], peer[128];
+
 			memset(&c, 0, sizeof(c));
-			if (!opt(a->opts, "tap", v, sizeof(v)))
-				die("--net-* needs tap=", -EINVAL);
-			c.tap_name = v;
+			if (opt(a->opts, "sock", loc, sizeof(loc)) && opt(a->opts, "peer", peer, sizeof(peer))) {
+				c.dgram_local = loc; /* Unix datagram paths */
+				c.dgram_peer = peer;
+			} else if (opt(a->opts, "udp", v2, sizeof(v2)) && opt(a->opts, "udppeer", peer, sizeof(peer))) {
+				snprintf(loc, sizeof(loc), "127.0.0.1:%.16s", v2);
+				snprintf(v2, sizeof(v2), "127.0.0.1:%.16s", peer);
+				c.dgram_local = loc;
+				c.dgram_peer = v2;
+			} else if (opt(a->opts, "tap", v, sizeof(v))) {
+				c.tap_name = v;
+			} else {
+				die("--net-* needs tap=NAME, sock=PATH:peer=PATH or udp=PORT:udppeer=PORT", -EINVAL);
+			}
 			rc = a->kind == NET_DEV ? vop_net_device_create(loop, a->id, &c, (struct vop_net **)&a->obj)
 						: vop_net_driver_create(loop, a->id, &c, (struct vop_net **)&a->obj);
 			if (rc)

@@ -76,6 +76,16 @@ _Static_assert(sizeof(struct vop_net_config_space) == 12, "virtio_net_config pre
 
 struct vop_net_config {
 	const char *tap_name;  /* TAP interface name ("" = kernel picks vopN) */
+	/*
+	 * Datagram backend instead of a TAP (no CAP_NET_ADMIN needed): bind
+	 * dgram_local, send frames to dgram_peer; each is a Unix datagram
+	 * socket path (starts with '/') or "HOST:PORT" (UDP). One datagram =
+	 * one frame WITH its 12-byte virtio-net header (offloads pass through;
+	 * over UDP a GSO frame over 65507 bytes is dropped, counted). Batched:
+	 * sendmmsg/recvmmsg, up to 64 frames per system call.
+	 */
+	const char *dgram_local;
+	const char *dgram_peer;
 	uint32_t find_timeout_ms; /* wait for the device entry; 0 = 10000 */
 };
 
