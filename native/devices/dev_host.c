@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Device host: see vop/dev_host.h. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vop/dev_blk.h"
+#include "vop/dev_host.h"
+#include "vop/dev_nbd.h"
+#include "vop/dev_net.h"
+#include "vop/xport.h"
+
+struct hdev {
+	enum vop_dev_kind kind;
+	uint32_t id;
+	char opts[512];
+	void *obj;   /* backend */
+	void *extra; /* NBD server */
+};
+
+struct vop_dev_host {
+	struct vop_window *w;
+	struct vop_devloop *loop;
+	struct hdev dev[VOP_DEV_HOST_MAX];
+	unsigned n;
+};
+
+static const char *const kind_names[] = { "blk-device", "blk-driver", "net-device",
+					  "net-driver", "con-device", "con-driver" };
+
+int vop_dev_kind_parse(const char *name)
+{
+	unsigned i;
+
+	for (i = 0; i < sizeof(kind_names) / sizeof(kind_names[0]); i++)
+		if (!strcmp(name, kind_names[i]))
+			return (int)i;
+	return -EINVAL;
+}
+
+/* Find option key in "a=1:b:c=x"; copies its value (or "" for a flag) into out. */
+static bool opt(const char *opts, const char *key, char *out, size_t outlen)
+{
+	size_t kl = strlen(key);
+	const char *p = opts;
+
+	while (p && *p) {
+		const char *end = strchr(p, ':');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (len >= kl && !strncmp(p, key, kl) && (len == kl || p[kl] == '=')) {
+			size_t vl = len == kl ? 0 : len - kl - 1;
+
+			if (vl >= outlen)
+				vl = outlen - 1;
+			memcpy(out, len == kl ? "" : p + kl + 1, vl);
+			out[vl] = 0;
+			return true;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return false;
+}
+
+static long opt_num(const char *opts, const char *key, long dflt)
+{
+	char v[64];
+
+	return opt(opts, key, v, sizeof(v)) && v[0] ? strtol(v, NULL, 0) : dflt;
+}
+
+static bool is_device(enum vop_dev_kind k)
+{
+	return k == VOP_DK_BLK_DEVICE || k == VOP_DK_NET_DEVICE || k == VOP_DK_CON_DEVICE;
+}
+
+static int publish(struct vop_window *w, const struct hdev *a)
+{
+	struct vop_dev_spec spec;
+	uint8_t dside = is_device(a->kind) ? (uint8_t)w->side : (uint8_t)(w->side ^ 1u);
+	char v[64];
+	long q;
+
+	switch (a->kind) {
+	case VOP_DK_BLK_DEVICE:
+	case VOP_DK_BLK_DRIVER:
+		q = opt_num(a->opts, "qsize", 64);
+		if (q < 1 || q > 8192 || (q & (q - 1)))
+			return -EINVAL;
+		vop_blk_spec(&spec, a->id, dside, (uint16_t)q,
+			     (uint32_t)opt_num(a->opts, "seg", 512) * 1024u, opt(a->opts, "ro", v, sizeof(v)));
+		break;
+	case VOP_DK_NET_DEVICE:
+	case VOP_DK_NET_DRIVER: {
+		uint8_t mac[6] = { 0x52, 0x54, 0x00, 0x76, 0x6f, (uint8_t)a->id };
+
+		if (opt(a->opts, "mac", v, sizeof(v)) &&
+		    sscanf(v, "%hhx-%hhx-%hhx-%hhx-%hhx-%hhx", &mac[0], &mac[1], &mac[2], &mac[3],
+			   &mac[4], &mac[5]) != 6)
+			return -EINVAL;
+		vop_net_spec(&spec, a->id, dside, (uint16_t)opt_num(a->opts, "qsize", 256),
+			     (uint16_t)opt_num(a->opts, "mtu", 1500), mac);
+		break;
+	}
+	default:
+		vop_console_spec(&spec, a->id, dside, (uint16_t)opt_num(a->opts, "qsize", 64));
+		break;
+	}
+	return vop_devtab_publish(w, &spec) < 0 ? -EINVAL : 0;
+}
+
+static int start_dev(struct vop_dev_host *h, struct hdev *a)
+{
+	char v[256], v2[256];
+
+	switch (a->kind) {
+	case VOP_DK_BLK_DEVICE: {
+		struct vop_blk_device_config c;
+		char serial[32];
+
+		memset(&c, 0, sizeof(c));
+		if (!opt(a->opts, "file", v, sizeof(v)))
+			return -EINVAL;
+		c.path = v;
+		c.ro = opt(a->opts, "ro", v2, sizeof(v2));
+		c.direct = opt(a->opts, "direct", v2, sizeof(v2));
+		c.io_threads = (unsigned)opt_num(a->opts, "threads", 4);
+		if (opt(a->opts, "serial", serial, sizeof(serial)))
+			c.serial = serial;
+		return vop_blk_device_create(h->loop, a->id, &c, (struct vop_blk_device **)&a->obj);
+	}
+	case VOP_DK_BLK_DRIVER:
+		return vop_blk_driver_create(h->loop, a->id, 60000, (struct vop_blk_driver **)&a->obj);
+	case VOP_DK_NET_DEVICE:
+	case VOP_DK_NET_DRIVER: {
+		struct vop_net_config c;
+		char loc[300], peer[128];
+
+		memset(&c, 0, sizeof(c));
+		if (opt(a->opts, "sock", loc, sizeof(loc)) && opt(a->opts, "peer", peer, sizeof(peer))) {
+			c.dgram_local = loc;
+			c.dgram_peer = peer;
+		} else if (opt(a->opts, "udp", v2, sizeof(v2)) && opt(a->opts, "udppeer", peer, sizeof(peer))) {
+			snprintf(loc, sizeof(loc), "127.0.0.1:%.16s", v2);
+			snprintf(v2, sizeof(v2), "127.0.0.1:%.16s", peer);
+			c.dgram_local = loc;
+			c.dgram_peer = v2;
+		} else if (opt(a->opts, "tap", v, sizeof(v))) {
+			c.tap_name = v;
+		} else {
+			return -EINVAL;
+		}
+		return a->kind == VOP_DK_NET_DEVICE
+			       ? vop_net_device_create(h->loop, a->id, &c, (struct vop_net **)&a->obj)
+			       : vop_net_driver_create(h->loop, a->id, &c, (struct vop_net **)&a->obj);
+	}
+	default: {
+		struct vop_console_config c;
+		char lg[256], ux[256];
+
+		memset(&c, 0, sizeof(c));
+		c.want_pty = opt(a->opts, "pty", v, sizeof(v));
+		c.pty_link = c.want_pty && v[0] ? v : NULL;
+		if (opt(a->opts, "log", lg, sizeof(lg)))
+			c.log_path = lg;
+		c.log_max = (uint64_t)opt_num(a->opts, "logmax", 1 << 20);
+		if (opt(a->opts, "unix", ux, sizeof(ux)))
+			c.unix_path = ux;
+		return a->kind == VOP_DK_CON_DEVICE
+			       ? vop_console_device_create(h->loop, a->id, &c, (struct vop_console **)&a->obj)
+			       : vop_console_driver_create(h->loop, a->id, &c, (struct vop_console **)&a->obj);
+	}
+	}
+}
+
+int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
+		      const struct vop_dev_host_dev *devs, unsigned n, struct vop_dev_host **out,
+		      const char **err)
+{
+	struct vop_dev_host *h;
+	struct vop_xport *x = NULL;
+	struct vop_devloop_config lc;
+	const char *dummy;
+	unsigned i;
+	int rc;
+
+	*out = NULL;
+	if (!err)
+		err = &dummy;
+	*err = "arguments";
+	if (!path || n > VOP_DEV_HOST_MAX)
+		return -EINVAL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		const char *colon = strchr(devs[i].desc, ':');
+
+		if ((unsigned)devs[i].kind > VOP_DK_CON_DRIVER) {
+			free(h);
+			return -EINVAL;
+		}
+		h->dev[i].kind = devs[i].kind;
+		h->dev[i].id = (uint32_t)strtoul(devs[i].desc, NULL, 0);
+		if (h->dev[i].id == 0) {
+			free(h);
+			return -EINVAL;
+		}
+		if (colon)
+			snprintf(h->dev[i].opts, sizeof(h->dev[i].opts), "%s", colon + 1);
+	}
+	h->n = n;
+	if (create_bytes == 0) {
+		uint64_t deadline = vop_dev_now_ns() + 10000000000ull;
+
+		*err = "attach";
+		for (;;) {
+			rc = vop_shm_open(path, &x);
+			if (rc == 0) {
+				rc = vop_window_attach(x, &h->w);
+				if (rc == 0)
+					break;
+				vop_xport_destroy(x);
+				x = NULL;
+			}
+			if (vop_dev_now_ns() > deadline)
+				goto fail;
+			usleep(10000);
+		}
+	} else {
+		*err = "create window";
+		rc = vop_shm_create(path, create_bytes, &x);
+		if (rc)
+			goto fail;
+		rc = vop_window_create(x, NULL, &h->w);
+		if (rc) {
+			vop_xport_destroy(x);
+			goto fail;
+		}
+		*err = "publish";
+		for (i = 0; i < n; i++) {
+			rc = publish(h->w, &h->dev[i]);
+			if (rc)
+				goto fail;
+		}
+	}
+	memset(&lc, 0, sizeof(lc));
+	lc.spin_ns = spin_ns;
+	*err = "device loop";
+	rc = vop_devloop_create(h->w, &lc, &h->loop);
+	if (rc)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		*err = kind_names[h->dev[i].kind];
+		rc = start_dev(h, &h->dev[i]);
+		if (rc)
+			goto fail;
+	}
+	*err = "start";
+	rc = vop_devloop_start(h->loop);
+	if (rc)
+		goto fail;
+	for (i = 0; i < n; i++) {
+		struct hdev *a = &h->dev[i];
+		struct vop_nbd_config nc;
+		char ux[256];
+
+		if (a->kind != VOP_DK_BLK_DRIVER)
+			continue;
+		memset(&nc, 0, sizeof(nc));
+		if (opt(a->opts, "unix", ux, sizeof(ux)))
+			nc.unix_path = ux;
+		nc.tcp_port = (int)opt_num(a->opts, "tcp", 0);
+		*err = "nbd";
+		rc = vop_nbd_start(a->obj, &nc, (struct vop_nbd **)&a->extra);
+		if (rc)
+			goto fail;
+	}
+	*err = NULL;
+	*out = h;
+	return 0;
+fail:
+	vop_dev_host_close(h);
+	return rc;
+}
+
+size_t vop_dev_host_endpoints(struct vop_dev_host *h, char *buf, size_t len)
+{
+	size_t o = 0;
+	unsigned i;
+
+	if (len)
+		buf[0] = 0;
+	for (i = 0; i < h->n && o + 1 < len; i++) {
+		struct hdev *a = &h->dev[i];
+		int r = 0;
+
+		switch (a->kind) {
+		case VOP_DK_BLK_DRIVER:
+			r = snprintf(buf + o, len - o, "nbd%u-size %llu\n", a->id,
+				     (unsigned long long)vop_blk_driver_capacity(a->obj));
+			if (r > 0 && (size_t)r < len - o && vop_nbd_port(a->extra)) {
+				o += (size_t)r;
+				r = snprintf(buf + o, len - o, "nbd%u-port %d\n", a->id, vop_nbd_port(a->extra));
+			}
+			break;
+		case VOP_DK_NET_DEVICE:
+		case VOP_DK_NET_DRIVER:
+			r = snprintf(buf + o, len - o, "tap%u %s\n", a->id, vop_net_ifname(a->obj));
+			break;
+		case VOP_DK_CON_DEVICE:
+		case VOP_DK_CON_DRIVER:
+			r = snprintf(buf + o, len - o, "pty%u %s\n", a->id, vop_console_pty_name(a->obj));
+			break;
+		default:
+			break;
+		}
+		if (r < 0)
+			break;
+		o += (size_t)r < len - o ? (size_t)r : len - o - 1;
+	}
+	return o;
+}
+
+size_t vop_dev_host_stats_json(struct vop_dev_host *h, char *buf, size_t len)
+{
+	size_t o = 0;
+	unsigned i;
+	int r;
+
+#define EMIT(...)                                                                 \
+	do {                                                                      \
+		r = snprintf(buf + o, len - o, __VA_ARGS__);                      \
+		if (r < 0)                                                        \
+			return o;                                                 \
+		o += (size_t)r < len - o ? (size_t)r : len - o - 1;               \
+	} while (0)
+	if (len == 0)
+		return 0;
+	buf[0] = 0;
+	EMIT("{");
+	for (i = 0; i < h->n; i++) {
+		struct hdev *a = &h->dev[i];
+
+		if (i)
+			EMIT(",");
+		if (a->kind == VOP_DK_BLK_DEVICE) {
+			struct vop_blk_stats s;
+
+			vop_blk_device_stats(a->obj, &s);
+			EMIT("\"blk%u\":{\"reads\":%llu,\"writes\":%llu,\"flushes\":%llu,\"discards\":%llu,"
+			     "\"write_zeroes\":%llu,\"bytes_read\":%llu,\"bytes_written\":%llu,\"ioerr\":%llu,"
+			     "\"unsupp\":%llu,\"bad_requests\":%llu,\"recovered\":%llu}",
+			     a->id, (unsigned long long)s.reads, (unsigned long long)s.writes,
+			     (unsigned long long)s.flushes, (unsigned long long)s.discards,
+			     (unsigned long long)s.write_zeroes, (unsigned long long)s.bytes_read,
+			     (unsigned long long)s.bytes_written, (unsigned long long)s.ioerr,
+			     (unsigned long long)s.unsupp, (unsigned long long)s.bad_requests,
+			     (unsigned long long)s.recovered);
+		} else if (a->kind == VOP_DK_BLK_DRIVER) {
+			EMIT("\"blkdrv%u\":{}", a->id);
+		} else if (a->kind == VOP_DK_NET_DEVICE || a->kind == VOP_DK_NET_DRIVER) {
+			struct vop_net_stats s;
+
+			vop_net_stats(a->obj, &s);
+			EMIT("\"net%u\":{\"tx_frames\":%llu,\"rx_frames\":%llu,\"tx_bytes\":%llu,\"rx_bytes\":%llu,"
+			     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu}",
+			     a->id, (unsigned long long)s.tx_frames, (unsigned long long)s.rx_frames,
+			     (unsigned long long)s.tx_bytes, (unsigned long long)s.rx_bytes,
+			     (unsigned long long)s.tx_dropped, (unsigned long long)s.rx_dropped,
+			     (unsigned long long)s.bad_headers, (unsigned long long)s.gso_frames);
+		} else {
+			struct vop_console_stats s;
+
+			vop_console_stats(a->obj, &s);
+			EMIT("\"con%u\":{\"in_bytes\":%llu,\"out_bytes\":%llu,\"dropped\":%llu,\"log_bytes\":%llu,"
+			     "\"rotations\":%llu,\"zero_len\":%llu}",
+			     a->id, (unsigned long long)s.in_bytes, (unsigned long long)s.out_bytes,
+			     (unsigned long long)s.dropped, (unsigned long long)s.log_bytes,
+			     (unsigned long long)s.rotations, (unsigned long long)s.zero_len);
+		}
+	}
+	EMIT("}");
+#undef EMIT
+	return o;
+}
+
+int vop_dev_host_error(struct vop_dev_host *h)
+{
+	return h->loop ? vop_devloop_error(h->loop) : 0;
+}
+
+struct vop_console *vop_dev_host_console(struct vop_dev_host *h, uint32_t id)
+{
+	unsigned i;
+
+	for (i = 0; i < h->n; i++)
+		if (h->dev[i].id == id && h->dev[i].obj &&
+		    (h->dev[i].kind == VOP_DK_CON_DEVICE || h->dev[i].kind == VOP_DK_CON_DRIVER))
+			return h->dev[i].obj;
+	return NULL;
+}
+
+void vop_dev_host_close(struct vop_dev_host *h)
+{
+	unsigned i;
+
+	if (!h)
+		return;
+	for (i = 0; i < h->n; i++)
+		if (h->dev[i].kind == VOP_DK_BLK_DRIVER && h->dev[i].extra)
+			vop_nbd_stop(h->dev[i].extra);
+	if (h->loop)
+		vop_devloop_stop(h->loop);
+	for (i = 0; i < h->n; i++) {
+		struct hdev *a = &h->dev[i];
+
+		if (!a->obj)
+			continue;
+		switch (a->kind) {
+		case VOP_DK_BLK_DEVICE:
+			vop_blk_device_destroy(a->obj);
+			break;
+		case VOP_DK_BLK_DRIVER:
+			vop_blk_driver_destroy(a->obj);
+			break;
+		case VOP_DK_NET_DEVICE:
+		case VOP_DK_NET_DRIVER:
+			vop_net_destroy(a->obj);
+			break;
+		default:
+			vop_console_destroy(a->obj);
+			break;
+		}
+	}
+	vop_devloop_destroy(h->loop);
+	vop_window_close(h->w);
+	free(h);
+}
