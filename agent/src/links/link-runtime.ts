@@ -17,8 +17,8 @@ import { specEqual } from './link-spec';
 
 /** Poll period while connecting or negotiating (bring-up latency is bounded by it). */
 export const CONNECT_POLL_MS = 5;
-/** Backstop health check while Ready; native events normally arrive first. */
-export const READY_POLL_MS = 1000;
+/** Backstop health check while Ready; native events (peer gone/reset, queue broken) drive recovery. */
+export const READY_POLL_MS = 10_000;
 /** Reset-and-retry backoff: base, cap and the number of consecutive failures before Failed. */
 export const RETRY_BASE_MS = 100;
 export const RETRY_MAX_MS = 5000;
