@@ -78,6 +78,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("reasonNames", reason_names),
 		EXPORT("windowCreate", vop_b_window_create),
 		EXPORT("windowAttach", vop_b_window_attach),
+		EXPORT("windowAttachFd", vop_b_window_attach_fd),
 		EXPORT("windowInfo", vop_b_window_info),
 		EXPORT("windowClose", vop_b_window_close),
 		EXPORT("devicePublish", vop_b_device_publish),

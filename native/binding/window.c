@@ -153,8 +153,11 @@ struct open_opts {
 	struct vop_link_config cfg;
 };
 
-static bool parse_open(napi_env env, napi_value o, struct open_opts *op, bool create)
+enum open_mode { OPEN_ATTACH, OPEN_CREATE, OPEN_FD };
+
+static bool parse_open(napi_env env, napi_value o, struct open_opts *op, enum open_mode mode)
 {
+	bool create = mode == OPEN_CREATE;
 	napi_value v;
 	napi_valuetype t;
 	size_t n = 0;
@@ -163,7 +166,10 @@ static bool parse_open(napi_env env, napi_value o, struct open_opts *op, bool cr
 	bool poll;
 
 	memset(op, 0, sizeof(*op));
-	if (napi_get_named_property(env, o, "path", &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok)
+	if (mode == OPEN_FD)
+		t = napi_null; /* no path: the window comes as an fd */
+	else if (napi_get_named_property(env, o, "path", &v) != napi_ok ||
+		 napi_typeof(env, v, &t) != napi_ok)
 		return false;
 	if (t == napi_string) {
 		if (napi_get_value_string_utf8(env, v, op->path, sizeof(op->path), &n) != napi_ok ||
@@ -172,7 +178,7 @@ static bool parse_open(napi_env env, napi_value o, struct open_opts *op, bool cr
 			return false;
 		}
 		op->has_path = n > 0;
-	} else if (t != napi_null || !create) {
+	} else if (t != napi_null || mode == OPEN_ATTACH) {
 		napi_throw_type_error(env, "EINVAL", "path must be a string");
 		return false;
 	}
@@ -239,7 +245,7 @@ napi_value vop_b_window_create(napi_env env, napi_callback_info info)
 	int rc;
 
 	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	if (argc < 1 || !parse_open(env, argv[0], &op, true))
+	if (argc < 1 || !parse_open(env, argv[0], &op, OPEN_CREATE))
 		return NULL;
 	rc = vop_shm_create(op.has_path ? op.path : NULL, op.size, &x);
 	if (rc) {
@@ -267,7 +273,7 @@ napi_value vop_b_window_attach(napi_env env, napi_callback_info info)
 	int rc;
 
 	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	if (argc < 1 || !parse_open(env, argv[0], &op, false))
+	if (argc < 1 || !parse_open(env, argv[0], &op, OPEN_ATTACH))
 		return NULL;
 	if (!op.has_path) {
 		vop_throw_errno(env, -EINVAL, "attach needs a path");
@@ -276,6 +282,40 @@ napi_value vop_b_window_attach(napi_env env, napi_callback_info info)
 	rc = vop_shm_open(op.path, &x);
 	if (rc) {
 		vop_throw_errno(env, rc, "open window");
+		return NULL;
+	}
+	rc = vop_window_attach(x, &w);
+	if (rc) {
+		vop_xport_destroy(x);
+		vop_throw_errno(env, rc, "attach window");
+		return NULL;
+	}
+	return wrap_new(env, w, &op);
+}
+
+/* windowAttachFd({fd, spinNs, pollOnly, resetTimeoutMs}): attach to a passed window fd (memfd). */
+napi_value vop_b_window_attach_fd(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	struct open_opts op;
+	struct vop_xport *x;
+	struct vop_window *w;
+	uint32_t fd;
+	int rc;
+
+	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	if (argc < 1 || !vop_arg_u32(env, argv[0], "fd", &fd))
+		return NULL;
+	if (!parse_open(env, argv[0], &op, OPEN_FD))
+		return NULL;
+	if (fd > (uint32_t)INT32_MAX) {
+		vop_throw_errno(env, -EBADF, "attach window fd");
+		return NULL;
+	}
+	rc = vop_shm_open_fd((int)fd, &x);
+	if (rc) {
+		vop_throw_errno(env, rc, "open window fd");
 		return NULL;
 	}
 	rc = vop_window_attach(x, &w);

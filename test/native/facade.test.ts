@@ -88,6 +88,24 @@ describe('native façade', () => {
     assert.throws(() => statSync(file), /ENOENT/, 'the creator removes the window file');
   });
 
+  it('attaches to an anonymous memfd window by fd', async () => {
+    const a = VopWindow.create({ path: null, sizeBytes: 1 << 20, maxDevices: 4, ...worker });
+    const b = VopWindow.attachFd({ fd: a.info().fd, ...worker });
+    try {
+      assert.equal(a.info().path, '');
+      a.addDevice({ devId: 9, deviceSide: 'attacher', queueSize: 64, bufSize: 128, eventIdx: true, indirect: false });
+      a.attach(9, 'driver', pipe({ msgSize: 128, tx: 'source', rx: 'sink' }));
+      b.attach(9, 'device', pipe({ msgSize: 128, tx: 'sink', rx: 'source' }));
+      a.start();
+      b.start();
+      await until('data over the memfd window', () => b.pipeStats(9).rxMsgs > 10_000n && a.pipeStats(9).rxMsgs > 10_000n);
+      assert.equal(b.pipeStats(9).badMsgs, 0n);
+    } finally {
+      b.close();
+      a.close();
+    }
+  });
+
   it('validates arguments before any native call', () => {
     const { a, b } = openPair('validate');
     try {

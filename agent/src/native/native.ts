@@ -38,6 +38,14 @@ export interface WindowAttachOptions {
   resetTimeoutMs: number;
 }
 
+/** Options for windowAttachFd (side 1, window passed as an fd, e.g. a memfd). */
+export interface WindowAttachFdOptions {
+  fd: number;
+  spinNs: number;
+  pollOnly: boolean;
+  resetTimeoutMs: number;
+}
+
 export interface WindowInfoDto {
   side: number;
   epoch: number;
@@ -90,6 +98,7 @@ export declare function setErrorClass(ctor: new (message: string, code: string, 
 export declare function reasonNames(): string[];
 export declare function windowCreate(opts: WindowCreateOptions): WindowHandle;
 export declare function windowAttach(opts: WindowAttachOptions): WindowHandle;
+export declare function windowAttachFd(opts: WindowAttachFdOptions): WindowHandle;
 export declare function windowInfo(h: WindowHandle): WindowInfoDto;
 export declare function windowClose(h: WindowHandle, unlink: boolean): void;
 export declare function devicePublish(h: WindowHandle, spec: DeviceSpecDto): number;

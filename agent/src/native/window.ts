@@ -45,6 +45,11 @@ export interface AttachOptions extends WorkerOptions {
   readonly path: string;
 }
 
+export interface AttachFdOptions extends WorkerOptions {
+  /** An fd of the window (memfd or file) passed by the creator's process; it is dup'ed. */
+  readonly fd: number;
+}
+
 /** A raw byte-pipe device in the device table (the only device type of this layer). */
 export interface DeviceSpec {
   readonly devId: number;
@@ -133,6 +138,8 @@ export interface WindowInfo {
   readonly sizeBytes: bigint;
   /** '' for a memfd window. */
   readonly path: string;
+  /** The window's fd in this process (pass it to attachFd in a peer). */
+  readonly fd: number;
   readonly peer: { readonly state: 'absent' | 'up' | 'gone'; readonly epoch: number; readonly heartbeat: bigint };
 }
 
@@ -215,6 +222,15 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
     return new VopWindow(native, h, 'attacher');
   }
 
+  /** Attaches to a window given as an fd (e.g. the creator's memfd, see info().fd). */
+  static attachFd(opts: AttachFdOptions): VopWindow {
+    checkInt('fd', opts.fd, 0, 2 ** 31 - 1);
+    const w = checkWorker(opts);
+    const native = loadNative();
+    const h = native.windowAttachFd({ fd: opts.fd, ...w });
+    return new VopWindow(native, h, 'attacher');
+  }
+
   get closed(): boolean {
     return this.handle === null;
   }
@@ -260,6 +276,7 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
       epoch: i.epoch,
       sizeBytes: i.sizeBytes,
       path: i.path,
+      fd: i.fd,
       peer: { state: PEER_STATE[i.peerState] ?? 'gone', epoch: i.peerEpoch, heartbeat: i.peerHeartbeat },
     };
   }

@@ -141,8 +141,8 @@ struct vop_win_side {
 	vop_le32 state;      /* enum vop_side_state */
 	vop_le32 pid;        /* informational only, never trusted */
 	vop_le32 hb_period_ms; /* owner's heartbeat period; peer derives its timeout */
-	vop_le32 reset_req;  /* owner sets to a new value to ask for a link reset */
-	vop_le32 reset_ack;  /* owner copies peer's reset_req here once reset done */
+	vop_le32 reset_req;  /* reserved for a link-wide reset (v1.0 uses the per-device handshake), 0 */
+	vop_le32 reset_ack;  /* reserved, pairs with reset_req, 0 */
 	uint8_t pad0[32];    /* 0 */
 	/* line 1: peer writes (rings), owner waits */
 	uint32_t doorbell;   /* futex word: peer increments then FUTEX_WAKEs */
