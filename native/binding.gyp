@@ -11,7 +11,14 @@
         "core/vq.c",
         "core/xport_shm.c",
         "core/window.c",
-        "core/link.c"
+        "core/link.c",
+        "binding/devices.c",
+        "devices/dev_common.c",
+        "devices/dev_blk.c",
+        "devices/nbd.c",
+        "devices/dev_net.c",
+        "devices/dev_console.c",
+        "devices/dev_host.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"],

@@ -11,6 +11,7 @@
 #include "vop/version.h"
 #include "vop/vq.h"
 #include "window_binding.h"
+#include "devices_binding.h"
 
 static napi_value version(napi_env env, napi_callback_info info)
 {
@@ -92,6 +93,12 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("pipeStats", vop_b_pipe_stats),
 		EXPORT("linkStats", vop_b_link_stats),
 		EXPORT("onEvent", vop_b_on_event),
+		EXPORT("devHostOpen", vop_b_dev_host_open),
+		EXPORT("devHostEndpoints", vop_b_dev_host_endpoints),
+		EXPORT("devHostStats", vop_b_dev_host_stats),
+		EXPORT("devConsoleRead", vop_b_dev_console_read),
+		EXPORT("devConsoleWrite", vop_b_dev_console_write),
+		EXPORT("devHostClose", vop_b_dev_host_close),
 	};
 
 	if (!a) {
