@@ -207,8 +207,9 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       });
       if (!first) return;
       if (first.msg?.$case !== 'open') throw invalidArgument([{ field: 'msg', description: 'the first message must be open' }]);
-      const open = first.msg.value;
-      const l = getLinkOrThrow(open.link);
+      const l = getLinkOrThrow(first.msg.value.link);
+      // No device named: the link's first console.
+      const open = { ...first.msg.value, device: first.msg.value.device || (l.spec?.devices.find((d) => d.kind?.$case === 'console')?.name ?? '') };
       const ep = (l.spec?.endpoints ?? []).find((e) => e.role === Role.ROLE_DEVICE) ?? l.spec?.endpoints[0];
       const addr = ep ? (cache.agents.get(ep.agent)?.obj.status?.addresses?.grpc ?? '') : '';
       if (!ep || addr === '') throw failedPrecondition('AGENT_UNREACHABLE', `the device-side agent of link "${open.link}" has no registered gRPC address`, { link: open.link });
