@@ -8,7 +8,9 @@ import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { status } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
+
+import type { AttachConsoleRequest } from '../../lib/gen/vop/agent/v1/agent';
 
 import { ConditionStatus, LinkPhase, Role, WatchEventType } from '../../lib/gen/vop/types/v1/types';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
@@ -190,6 +192,26 @@ describe('vop-agent AgentService', () => {
       await agent.delete('w-old');
       await agent.delete('w-unwatched');
     }
+  });
+
+  it('answers AttachConsole with the right code for each refusal', async () => {
+    await agent.apply(makeLink('c-1'));
+    const attach = (first: AttachConsoleRequest): Promise<{ code: number; reason: string | null }> =>
+      new Promise((resolve) => {
+        const s = agent.client.attachConsole();
+        s.on('data', () => undefined);
+        s.on('error', (err: ServiceError) => resolve({ code: err.code, reason: decodeStatus(err).reason }));
+        s.on('end', () => resolve({ code: status.OK, reason: null }));
+        s.write(first);
+      });
+    const open = (link: string, device: string, write = false): AttachConsoleRequest => ({ msg: { $case: 'open', value: { link, device, write, replayBytes: 0 } } });
+    assert.deepEqual(await attach({ msg: { $case: 'input', value: Buffer.from('x') } }), { code: status.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
+    assert.deepEqual(await attach(open('nope', 'con0')), { code: status.NOT_FOUND, reason: 'LINK_NOT_FOUND' });
+    assert.deepEqual(await attach(open('c-1', 'nope')), { code: status.NOT_FOUND, reason: 'DEVICE_NOT_FOUND' });
+    assert.deepEqual(await attach(open('c-1', 'disk0')), { code: status.FAILED_PRECONDITION, reason: 'NOT_A_CONSOLE' });
+    // The byte-pipe stand-in has no console surface yet (the console backend is not exposed to the agent).
+    assert.deepEqual(await attach(open('c-1', 'con0', true)), { code: status.FAILED_PRECONDITION, reason: 'CONSOLE_NOT_RUNNING' });
+    await agent.delete('c-1');
   });
 
   it('serves /metrics with link state that promtool accepts', async () => {
