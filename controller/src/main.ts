@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     listen: config.grpcListen,
     services: [
       controllerServiceBinding(kit, { cache, reconciler, agentClients }),
-      agentSyncServiceBinding(kit, { reconciler, metrics, log: log.child({ component: 'sync' }) }),
+      agentSyncServiceBinding(kit, { reconciler, metrics, log: log.child({ component: 'sync' }), adminNames: config.roles.admin }),
     ],
     tls: config.tls,
     roles: config.roles,

@@ -8,6 +8,7 @@ import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import { AgentSyncServiceService, type SyncRequest, type SyncResponse } from '../../../lib/gen/vop/controller/v1/controller';
 import type { Link } from '../../../lib/gen/vop/types/v1/types';
+import { peerName } from '../../../lib/src/auth';
 import { invalidArgument, ServerError } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import type { Logger } from '../../../lib/src/logger';
@@ -21,7 +22,15 @@ export const REGISTER_TIMEOUT_MS = 10_000;
 
 let nextSessionId = 1;
 
-export function agentSyncServiceBinding(kit: HandlerKit, deps: { reconciler: Reconciler; metrics: ControllerMetrics; log: Logger }): ServiceBinding {
+export interface AgentSyncDeps {
+  readonly reconciler: Reconciler;
+  readonly metrics: ControllerMetrics;
+  readonly log: Logger;
+  /** Certificate names allowed to register any node name (admins); others only their own. */
+  readonly adminNames: readonly string[];
+}
+
+export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): ServiceBinding {
   const { reconciler, metrics } = deps;
   const log = deps.log;
   const sync = kit.bidi('Sync', async (call: ServerDuplexStream<SyncRequest, SyncResponse>, signal: AbortSignal) => {
@@ -56,6 +65,15 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: { reconciler: Rec
           if (agent !== undefined) throw invalidArgument([{ field: 'register', description: 'sent twice on one stream' }]);
           const name = m.value.identity?.nodeName ?? '';
           if (!NAME_RE.test(name)) throw invalidArgument([{ field: 'register.identity.node_name', description: `"${name}" must be a DNS-1123 label` }]);
+          // With mutual TLS an agent registers under its own certificate name, so one
+          // compromised card cannot impersonate another node.
+          const peer = peerName(call.getAuthContext());
+          if (peer !== null && peer !== name && !deps.adminNames.includes(peer)) {
+            throw new ServerError(GrpcStatus.PERMISSION_DENIED, `certificate "${peer}" may not register as agent "${name}": an agent registers under its own certificate name`, {
+              reason: 'AGENT_IDENTITY_MISMATCH',
+              metadata: { agent: name, certificate: peer },
+            });
+          }
           clearTimeout(registerTimer);
           agent = name;
           const registered = reconciler.register(session, m.value);
