@@ -1,0 +1,56 @@
+/**
+ * `npm run fleet`, the README's first command: a controller, a host and two card agents
+ * as separate processes, a policy giving each card a console and a blk link (net as
+ * root), a summary of where to look, and a clean stop on Ctrl-C (SIGINT).
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import { describe, it } from 'node:test';
+
+import { repoPath } from '../../lib/src/paths';
+import { tempDir } from '../helpers/servers';
+
+const PORTS = [7400, 9400, 7411, 7412, 7413, 9411, 9412, 9413];
+
+function portFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+  });
+}
+
+describe('npm run fleet', () => {
+  it('starts a local fleet whose links come up, prints where to look, and stops cleanly on Ctrl-C', async (t) => {
+    const busy = [];
+    for (const p of PORTS) if (!(await portFree(p))) busy.push(p);
+    if (busy.length > 0) {
+      t.skip(`ports in use: ${busy.join(', ')}`);
+      return;
+    }
+    const proc = spawn(process.execPath, [repoPath('dist', 'controller', 'src', 'local-fleet', 'main.js'), '--state-dir', tempDir('local-fleet')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!out.includes('Ctrl-C stops the fleet.') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.match(out, /Ctrl-C stops the fleet\./, `stdout: ${out}\nstderr: ${err}`);
+      for (const name of ['console-card-1', 'console-card-2', 'disk-card-1', 'disk-card-2']) assert.match(out, new RegExp(`${name}\\s+Ready=`));
+      assert.match(out, /vopctl\/main\.js get links/);
+      assert.match(out, /grpcurl -plaintext 127\.0\.0\.1:7400/);
+      assert.match(out, /http:\/\/127\.0\.0\.1:9400\/metrics/);
+      const res = await fetch('http://127.0.0.1:9400/metrics');
+      assert.match(await res.text(), /vop_controller_sync_streams 3/);
+      proc.kill('SIGINT');
+      assert.equal(await exited, 0);
+      assert.match(out, /fleet: stopped/);
+      assert.doesNotMatch(err, /exited \(code/);
+    } finally {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    }
+  });
+});

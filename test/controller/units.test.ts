@@ -1,0 +1,130 @@
+/**
+ * Unit tests of the controller's pure parts: the work queue (dedupe, one worker per
+ * key, re-run of keys added while processing, backoff on failure) and policy rendering
+ * (pairing rule, selectors over synthetic labels, names, cordon).
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { Registry } from 'prom-client';
+
+import { NodeRole, Role, type Agent, type AgentIdentity, type LinkPolicy } from '../../lib/gen/vop/types/v1/types';
+import { createRootLogger } from '../../lib/src/logger';
+import { parseSelector } from '../../lib/src/selector';
+import { ControllerMetrics } from '../../controller/src/fleet/controller-metrics';
+import { agentLabels, policyLinkName, renderPolicy } from '../../controller/src/fleet/policy-render';
+import { WorkQueue } from '../../controller/src/fleet/work-queue';
+
+const log = createRootLogger('test', 'silent');
+
+describe('WorkQueue', () => {
+  it('dedupes waiting keys, never runs one key twice at once, and re-runs a key added while it ran', async () => {
+    const q = new WorkQueue('links', log, new ControllerMetrics(new Registry(), { version: 't', store: 'sqlite' }));
+    const runs: string[] = [];
+    let running = 0;
+    let maxConcurrentA = 0;
+    let release: (() => void) | undefined;
+    q.run(4, async (key) => {
+      runs.push(key);
+      if (key === 'a') {
+        running++;
+        maxConcurrentA = Math.max(maxConcurrentA, running);
+        if (runs.filter((k) => k === 'a').length === 1) await new Promise<void>((r) => (release = r));
+        running--;
+      }
+    });
+    q.add('a');
+    q.add('b');
+    q.add('b');
+    q.add('b');
+    await new Promise((r) => setTimeout(r, 20));
+    q.add('a'); // while a runs: marked dirty, queued again after it finishes
+    q.add('a');
+    release?.();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(runs.sort(), ['a', 'a', 'b']);
+    assert.equal(maxConcurrentA, 1);
+    assert.ok(q.idle());
+    await q.stop();
+  });
+
+  it('retries a failing key with growing backoff and forgets it after a success', async () => {
+    const q = new WorkQueue('agents', log, new ControllerMetrics(new Registry(), { version: 't', store: 'sqlite' }));
+    const times: number[] = [];
+    q.run(1, async () => {
+      times.push(Date.now());
+      if (times.length < 5) throw new Error('transient');
+    });
+    q.add('k');
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(times.length, 5);
+    const gaps = times.slice(1).map((t, i) => t - (times[i] as number));
+    assert.ok((gaps[3] as number) > (gaps[0] as number), `backoff grows: ${gaps.join(',')}`);
+    assert.equal(q.retries('k'), 0);
+    await q.stop();
+  });
+});
+
+function agent(id: Partial<AgentIdentity> & { nodeName: string }, unschedulable = false): { agent: Agent; labels: Record<string, string> } {
+  const identity: AgentIdentity = { rack: 'r07', slot: 0, role: NodeRole.NODE_ROLE_CARD, hostNode: '', labels: {}, ...id };
+  return {
+    agent: { meta: undefined, spec: { unschedulable, drain: false }, status: { phase: 1, identity, addresses: undefined, capabilities: undefined, version: '', lastHeartbeatTime: undefined, leaseDuration: undefined, conditions: [], ackedVersion: 0n } },
+    labels: agentLabels(identity),
+  };
+}
+
+function policy(name: string, card: string, host = ''): LinkPolicy {
+  return {
+    meta: { name, labels: {}, annotations: {}, generation: 1n, resourceVersion: '', createTime: undefined, updateTime: undefined, managedBy: '' },
+    spec: {
+      cardSelector: parseSelector(card),
+      hostSelector: parseSelector(host),
+      template: { labels: { app: 'x' }, cardRole: Role.ROLE_DRIVER, transport: { kind: { $case: 'shm', value: { directory: '', windowSizeBytes: 0n } } }, devices: [] },
+    },
+    status: undefined,
+  };
+}
+
+describe('policy rendering', () => {
+  const agents = new Map([
+    ['h1', agent({ nodeName: 'h1', role: NodeRole.NODE_ROLE_HOST })],
+    ['h2', agent({ nodeName: 'h2', role: NodeRole.NODE_ROLE_HOST, rack: 'r08' })],
+    ['c1', agent({ nodeName: 'c1', hostNode: 'h1', slot: 1 })],
+    ['c2', agent({ nodeName: 'c2', hostNode: 'h1', slot: 2, labels: { gpu: 'yes' } })],
+    ['c3', agent({ nodeName: 'c3', hostNode: 'h2', rack: 'r08' })],
+    ['v1', agent({ nodeName: 'v1', hostNode: 'h1', role: NodeRole.NODE_ROLE_VM })],
+    ['orphan', agent({ nodeName: 'orphan', hostNode: 'nowhere' })],
+    ['c4', agent({ nodeName: 'c4', hostNode: 'c1' })],
+  ]);
+
+  it('pairs every selected card with the host named in its host_node', () => {
+    const out = renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents, existing: () => false });
+    assert.deepEqual(out.map((r) => [r.name, r.card, r.host]).sort(), [['p-c1', 'c1', 'h1'], ['p-c2', 'c2', 'h1'], ['p-v1', 'v1', 'h1']]);
+    const l = out.find((r) => r.name === 'p-c1')?.link;
+    assert.deepEqual(l?.spec?.endpoints, [{ agent: 'h1', role: Role.ROLE_DEVICE }, { agent: 'c1', role: Role.ROLE_DRIVER }]);
+    assert.equal(l?.meta?.managedBy, 'policy/p');
+    assert.equal(l?.meta?.labels['vop.dev/policy'], 'p');
+    assert.equal(l?.meta?.labels.app, 'x');
+  });
+
+  it('selects on agent labels and synthetic labels, for cards and hosts', () => {
+    assert.deepEqual(renderPolicy({ policy: policy('p', 'gpu=yes'), agents, existing: () => false }).map((r) => r.name), ['p-c2']);
+    assert.deepEqual(renderPolicy({ policy: policy('p', 'vop.dev/slot in (1,2)', 'vop.dev/node=h1'), agents, existing: () => false }).map((r) => r.name).sort(), ['p-c1', 'p-c2']);
+    assert.deepEqual(renderPolicy({ policy: policy('p', 'vop.dev/role=card', 'vop.dev/rack=r08'), agents, existing: () => false }).map((r) => r.name), ['p-c3']);
+  });
+
+  it('gives a cordoned agent no new links but keeps its existing ones', () => {
+    const cordoned = new Map(agents);
+    cordoned.set('c1', agent({ nodeName: 'c1', hostNode: 'h1' }, true));
+    assert.ok(!renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents: cordoned, existing: () => false }).some((r) => r.card === 'c1'));
+    assert.ok(renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents: cordoned, existing: (n) => n === 'p-c1' }).some((r) => r.card === 'c1'));
+  });
+
+  it('names links <policy>-<card>, truncated with a hash to a DNS label', () => {
+    assert.equal(policyLinkName('console', 'card-1'), 'console-card-1');
+    const long = policyLinkName('a-very-long-policy-name-for-the-rack-console', 'card-with-an-equally-long-name-07');
+    assert.ok(long.length <= 63, long);
+    assert.match(long, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+    assert.notEqual(long, policyLinkName('a-very-long-policy-name-for-the-rack-console', 'card-with-an-equally-long-name-08'));
+  });
+});
