@@ -293,6 +293,39 @@ napi_value vop_b_window_attach(napi_env env, napi_callback_info info)
 	return wrap_new(env, w, &op);
 }
 
+/* windowReattach({path, side, spinNs, pollOnly, resetTimeoutMs}): take a side back after a restart. */
+napi_value vop_b_window_reattach(napi_env env, napi_callback_info info)
+{
+	size_t argc = 1;
+	napi_value argv[1];
+	struct open_opts op;
+	struct vop_xport *x;
+	struct vop_window *w;
+	uint32_t side;
+	int rc;
+
+	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+	if (argc < 1 || !parse_open(env, argv[0], &op, OPEN_ATTACH) ||
+	    !vop_arg_u32(env, argv[0], "side", &side))
+		return NULL;
+	if (!op.has_path || side > 1) {
+		vop_throw_errno(env, -EINVAL, "reattach needs a path and side 0 or 1");
+		return NULL;
+	}
+	rc = vop_shm_open(op.path, &x);
+	if (rc) {
+		vop_throw_errno(env, rc, "open window");
+		return NULL;
+	}
+	rc = vop_window_attach_side(x, side, &w);
+	if (rc) {
+		vop_xport_destroy(x);
+		vop_throw_errno(env, rc, "reattach window");
+		return NULL;
+	}
+	return wrap_new(env, w, &op);
+}
+
 /* windowAttachFd({fd, spinNs, pollOnly, resetTimeoutMs}): attach to a passed window fd (memfd). */
 napi_value vop_b_window_attach_fd(napi_env env, napi_callback_info info)
 {

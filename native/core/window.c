@@ -128,7 +128,64 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	return 0;
 }
 
-int vop_window_attach(struct vop_xport *x, struct vop_window **out)
+/*
+ * True if another process still holds our side: state UP and its heartbeat
+ * moves within 4 heartbeat periods. (A side whose worker is not running
+ * does not beat and counts as gone.)
+ */
+static bool side_alive(struct vop_window *w)
+{
+	uint32_t period;
+	uint64_t hb;
+	struct timespec ts;
+
+	if (vop_load_acquire_u32(&w->me->state) != VOP_SIDE_UP)
+		return false;
+	period = vop_read_once_u32(&w->me->hb_period_ms);
+	period = period < 1 ? 1 : period > 1000 ? 1000 : period;
+	hb = vop_read_once_u64(&w->me->heartbeat);
+	ts.tv_sec = (time_t)(4 * period / 1000);
+	ts.tv_nsec = (long)(4 * period % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+	return vop_read_once_u64(&w->me->heartbeat) != hb;
+}
+
+/* Side 0 re-opened: continue the bump allocators after every allocation in the table. */
+static void recompute_allocators(struct vop_window *w)
+{
+	uint32_t i, k;
+
+	w->ring_next = w->ring_off;
+	w->data_next = w->data_off;
+	for (i = 0; i < w->max_entries; i++) {
+		const struct vop_dev_entry *e = (const struct vop_dev_entry *)(const void *)(
+			(const uint8_t *)w->dt + sizeof(struct vop_devtab_hdr) + (uint64_t)i * w->entry_size);
+		uint16_t nq;
+
+		if (vop_read_once_u32(&e->state) == VOP_DEV_FREE)
+			continue;
+		nq = vop_read_once_u16(&e->num_queues);
+		for (k = 0; k < nq && k < VOP_MAX_QUEUES; k++) {
+			const struct vop_queue_desc *q = &e->queues[k];
+			uint16_t n = vop_read_once_u16(&q->size);
+			uint64_t ends[4] = {
+				vop_read_once_u64(&q->desc_off) + vop_vring_desc_bytes(n),
+				vop_read_once_u64(&q->avail_off) + vop_vring_avail_bytes(n),
+				vop_read_once_u64(&q->used_off) + vop_vring_used_bytes(n),
+				vop_read_once_u64(&q->pool_off) + vop_read_once_u64(&q->pool_size),
+			};
+			unsigned j;
+
+			for (j = 0; j < 3; j++)
+				if (ends[j] > w->ring_next && ends[j] <= w->ring_off + w->ring_size)
+					w->ring_next = ends[j];
+			if (ends[3] > w->data_next && ends[3] <= w->data_off + w->data_size)
+				w->data_next = ends[3];
+		}
+	}
+}
+
+int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window **out)
 {
 	struct vop_window *w;
 	struct vop_win_hdr *h = (struct vop_win_hdr *)(void *)x->base;
@@ -137,6 +194,8 @@ int vop_window_attach(struct vop_xport *x, struct vop_window **out)
 	uint64_t dt_size;
 
 	*out = NULL;
+	if (side > 1)
+		return -EINVAL;
 	/* W1 pair: acquire; everything the creator wrote before magic is visible. */
 	magic = vop_load_acquire_u32(&h->magic);
 	if (magic == 0)
@@ -152,7 +211,7 @@ int vop_window_attach(struct vop_xport *x, struct vop_window **out)
 	if (!w)
 		return -ENOMEM;
 	w->x = x;
-	w->side = 1;
+	w->side = side;
 	bind_sides(w);
 	dt = w->dt;
 	dt_size = vop_read_once_u32(&h->devtab_size);
@@ -173,12 +232,23 @@ int vop_window_attach(struct vop_xport *x, struct vop_window **out)
 		free(w);
 		return -EPROTO;
 	}
+	if (side_alive(w)) {
+		free(w);
+		return -EBUSY;
+	}
+	if (side == 0)
+		recompute_allocators(w);
 	side_up(w);
 	vop_region_table_init(&w->regions);
 	vop_region_add(&w->regions, w->data_off, w->data_size, x->base + w->data_off,
 		       VOP_PROT_READ | VOP_PROT_WRITE);
 	*out = w;
 	return 0;
+}
+
+int vop_window_attach(struct vop_xport *x, struct vop_window **out)
+{
+	return vop_window_attach_side(x, 1, out);
 }
 
 void vop_window_close(struct vop_window *w)

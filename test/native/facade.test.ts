@@ -106,6 +106,30 @@ describe('native façade', () => {
     }
   });
 
+  it('lets a restarted creator take its side back and keep its devices', async () => {
+    const { a, b, eb, file } = openPair('reattach');
+    a.addDevice({ devId: 5, deviceSide: 'attacher', queueSize: 64, bufSize: 64, eventIdx: true, indirect: false });
+    a.attach(5, 'driver', pipe({ tx: 'source', rx: 'sink' }));
+    b.attach(5, 'device', pipe({ tx: 'sink', rx: 'source' }));
+    a.start();
+    b.start();
+    await until('traffic', () => a.pipeStats(5).rxMsgs > 1000n);
+    assert.throws(() => VopWindow.reattach({ path: file, side: 'creator', ...worker }), (e: unknown) => e instanceof NativeError && e.code === 'EBUSY');
+    a.close({ unlink: false });
+    const a2 = VopWindow.reattach({ path: file, side: 'creator', ...worker });
+    try {
+      assert.equal(a2.info().epoch, 2);
+      a2.attach(5, 'driver', pipe({ tx: 'source', rx: 'sink' }));
+      a2.start();
+      await until('peer-reset seen by the attacher', () => eb.some((e) => e.type === 'peer-reset'));
+      await until('traffic after the restart', () => a2.pipeStats(5).rxMsgs > 1000n);
+      assert.equal(a2.pipeStats(5).badMsgs, 0n);
+    } finally {
+      b.close();
+      a2.close();
+    }
+  });
+
   it('validates arguments before any native call', () => {
     const { a, b } = openPair('validate');
     try {

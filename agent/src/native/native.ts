@@ -46,6 +46,15 @@ export interface WindowAttachFdOptions {
   resetTimeoutMs: number;
 }
 
+/** Options for windowReattach: take side 0 or 1 of an existing window back after a restart. */
+export interface WindowReattachOptions {
+  path: string;
+  side: number;
+  spinNs: number;
+  pollOnly: boolean;
+  resetTimeoutMs: number;
+}
+
 export interface WindowInfoDto {
   side: number;
   epoch: number;
@@ -99,6 +108,8 @@ export declare function reasonNames(): string[];
 export declare function windowCreate(opts: WindowCreateOptions): WindowHandle;
 export declare function windowAttach(opts: WindowAttachOptions): WindowHandle;
 export declare function windowAttachFd(opts: WindowAttachFdOptions): WindowHandle;
+/** Throws EBUSY while a live process (heartbeat moving) holds that side. */
+export declare function windowReattach(opts: WindowReattachOptions): WindowHandle;
 export declare function windowInfo(h: WindowHandle): WindowInfoDto;
 export declare function windowClose(h: WindowHandle, unlink: boolean): void;
 export declare function devicePublish(h: WindowHandle, spec: DeviceSpecDto): number;

@@ -50,6 +50,12 @@ export interface AttachFdOptions extends WorkerOptions {
   readonly fd: number;
 }
 
+export interface ReattachOptions extends WorkerOptions {
+  readonly path: string;
+  /** The side this process held before it restarted. */
+  readonly side: Side;
+}
+
 /** A raw byte-pipe device in the device table (the only device type of this layer). */
 export interface DeviceSpec {
   readonly devId: number;
@@ -220,6 +226,20 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
     const native = loadNative();
     const h = native.windowAttach({ path: opts.path, ...w });
     return new VopWindow(native, h, 'attacher');
+  }
+
+  /**
+   * Takes a side of an existing window back after this process restarted (the
+   * creator gets its device table back; the peer sees a new epoch and resets).
+   * NativeError EBUSY while a live process still holds that side.
+   */
+  static reattach(opts: ReattachOptions): VopWindow {
+    checkPath(opts.path);
+    if (opts.side !== 'creator' && opts.side !== 'attacher') throw new TypeError("side must be 'creator' or 'attacher'");
+    const w = checkWorker(opts);
+    const native = loadNative();
+    const h = native.windowReattach({ path: opts.path, side: opts.side === 'creator' ? 0 : 1, ...w });
+    return new VopWindow(native, h, opts.side);
   }
 
   /** Attaches to a window given as an fd (e.g. the creator's memfd, see info().fd). */

@@ -53,9 +53,21 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 /*
  * vop_window_attach - validate an existing window (magic, version, every
  * offset and size) and join it as side 1. Takes ownership of x on success.
- * Returns 0, -EPROTO (bad/unknown layout), -EAGAIN (not yet published).
+ * Returns 0, -EPROTO (bad/unknown layout), -EAGAIN (not yet published),
+ * -EBUSY (a live process holds side 1).
  */
 int vop_window_attach(struct vop_xport *x, struct vop_window **out);
+
+/*
+ * vop_window_attach_side - join an existing window as side (0 or 1): how
+ * a restarted creator takes its side back (its devices, rings and the
+ * device table are kept; our epoch increments so the peer sees a restart).
+ * Side 0 continues the ring/data allocators after every allocation in the
+ * table. Returns 0, -EBUSY (that side is held by a live process: state UP
+ * and heartbeat moving; takes up to 4 heartbeat periods to decide),
+ * -EPROTO, -EAGAIN, -EINVAL.
+ */
+int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window **out);
 
 /*
  * vop_window_close - mark our side GONE (peer sees it), release the
