@@ -15,6 +15,7 @@ import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadAgentConfig, type AgentConfig } from './config';
+import { nativeDeviceBackends } from './devices/backends';
 import { BackendRegistry } from './links/device-backend';
 import { LinkManager } from './links/link-manager';
 import { LinkStore } from './links/link-store';
@@ -60,7 +61,7 @@ async function main(): Promise<void> {
     nodeName: config.node.name,
     rendezvousDir: config.rendezvousDir,
     dataPlane,
-    backends: new BackendRegistry(),
+    backends: new BackendRegistry(nativeDeviceBackends()),
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),
   });

@@ -1,9 +1,24 @@
 /** Builders and clients shared by the agent tests. */
+import { closeSync, existsSync, openSync, ftruncateSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
 import { Metadata, type ChannelCredentials, type ClientReadableStream } from '@grpc/grpc-js';
 
 import { AgentServiceClient, type WatchLinksResponse } from '../../lib/gen/vop/agent/v1/agent';
 import { Role, type Device, type Link, type LinkPhase } from '../../lib/gen/vop/types/v1/types';
 import { call, insecure } from '../helpers/grpc';
+
+/** A sparse 16 MiB disk image shared by the tests' blk devices (the device side opens it). */
+export function testDisk(): string {
+  const p = path.join(os.tmpdir(), `vop-test-disk-${process.pid}.img`);
+  if (!existsSync(p)) {
+    const fd = openSync(p, 'w', 0o600);
+    ftruncateSync(fd, 16 * 1024 * 1024);
+    closeSync(fd);
+  }
+  return p;
+}
 
 export function bytePipeDevice(name: string, kind: 'console' | 'blk' | 'net' = 'console', queueSize = 256): Device {
   switch (kind) {
@@ -14,7 +29,7 @@ export function bytePipeDevice(name: string, kind: 'console' | 'blk' | 'net' = '
         name,
         queueSize,
         disableEventIdx: false,
-        kind: { $case: 'blk', value: { backing: { path: '/tmp/vop-test-disk.img', readOnly: false, directIo: false, serial: '' }, export: undefined } },
+        kind: { $case: 'blk', value: { backing: { path: testDisk(), readOnly: false, directIo: false, serial: '' }, export: undefined } },
       };
     case 'net':
       return { name, queueSize, disableEventIdx: false, kind: { $case: 'net', value: { mac: '', mtu: 0, offloads: false, deviceBackend: undefined, driverFrontend: undefined } } };

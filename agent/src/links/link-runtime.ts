@@ -36,6 +36,12 @@ interface DeviceRuntime {
   readonly native: NativeDeviceSpec;
   readonly backend: DeviceBackend;
   instance: BackendInstance | null;
+  /** Last backend start failure ('' when none) and when to try again. */
+  backendError: string;
+  /** True while start() runs (the device is not ready until its surface is). */
+  backendStarting: boolean;
+  backendFailures: number;
+  backendRetryAt: number;
   added: boolean;
   ready: boolean;
   broken: string;
@@ -142,7 +148,7 @@ export class LinkRuntime {
     const kind = deviceKindName(device);
     const backend = kind ? this.deps.backends.get(kind) : undefined;
     if (!kind || !backend) throw new Error(`no backend for device ${device.name}`);
-    return { device, kind, native: backend.nativeSpec(device, this.role, this.linkValue.meta?.annotations ?? {}), backend, instance: null, added: false, ready: false, broken: '', resets: 0 };
+    return { device, kind, native: backend.nativeSpec(device, this.role, this.linkValue.meta?.annotations ?? {}), backend, instance: null, backendError: '', backendStarting: false, backendFailures: 0, backendRetryAt: 0, added: false, ready: false, broken: '', resets: 0 };
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -265,6 +271,10 @@ export class LinkRuntime {
       d.added = false;
       d.ready = false;
       d.broken = '';
+      d.backendError = '';
+      d.backendStarting = false;
+      d.backendFailures = 0;
+      d.backendRetryAt = 0;
       const inst = d.instance;
       d.instance = null;
       if (inst) inst.stop().catch((err: unknown) => this.log.warn({ err, device: d.device.name }, 'backend stop failed'));
@@ -395,9 +405,11 @@ export class LinkRuntime {
         .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
         .filter((x) => x !== '')
         .join(',');
+      if (d.ready && !d.instance && Date.now() >= d.backendRetryAt) this.startBackend(d);
       if (!d.ready) notReady.push(d.device.name);
+      else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
+      else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
       if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
-      if (d.ready && !d.instance) this.startBackend(d);
     }
     if (notReady.length === 0) this.setCondition('DevicesReady', 'True', 'AllDevicesReady', `${this.devices.size} device(s) running`);
     else this.setCondition('DevicesReady', 'False', 'DevicesNotReady', `not ready: ${notReady.join(', ')}`);
@@ -410,7 +422,11 @@ export class LinkRuntime {
       this.repairBroken();
     } else if (s === 'Ready') this.transitionTo(['Ready'], 'Degraded', 'DevicesNotReady');
     if (this.stateValue === 'Ready') this.schedule(READY_POLL_MS, () => this.evaluate());
-    else if (this.stateValue === 'Negotiating' || this.stateValue === 'Degraded') this.schedule(CONNECT_POLL_MS, () => this.evaluate());
+    else if (this.stateValue === 'Negotiating' || this.stateValue === 'Degraded') {
+      const waitingOnBackends = notReady.length > 0 && broken.length === 0 && [...this.devices.values()].every((d) => d.ready);
+      const next = Math.min(...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - Date.now()), READY_POLL_MS);
+      this.schedule(waitingOnBackends ? Math.max(CONNECT_POLL_MS, next) : CONNECT_POLL_MS, () => this.evaluate());
+    }
   }
 
   /** Device-level reset-and-retry for broken queues, backed off per device. */
@@ -437,17 +453,31 @@ export class LinkRuntime {
     if (!w) return;
     const placeholder: BackendInstance = { endpoints: {}, console: null, counters: () => ({}), stop: async () => undefined };
     d.instance = placeholder;
+    d.backendStarting = true;
     d.backend
       .start({ link: this.name, device: d.device, role: this.role, devId: d.native.devId, window: w, log: this.log.child({ device: d.device.name }) })
       .then((inst) => {
+        if (d.instance === placeholder) d.backendStarting = false;
         if (d.instance === placeholder && this.window === w) {
           d.instance = inst;
+          d.backendError = '';
+          d.backendFailures = 0;
           this.deps.onStatus(this);
+          this.schedule(0, () => this.evaluate());
         } else void inst.stop();
       })
       .catch((err: unknown) => {
-        this.log.error({ err, device: d.device.name }, 'backend failed to start');
-        this.event('BackendFailed', `device ${d.device.name}: ${errText(err)}`, d.device.name);
+        if (d.instance !== placeholder) return;
+        d.backendStarting = false;
+        d.instance = null;
+        d.backendFailures += 1;
+        d.backendError = errText(err);
+        d.backendRetryAt = Date.now() + backoffMs(d.backendFailures);
+        // The other side's backend may simply not be up yet (sidecar windows): quiet at first.
+        if (d.backendFailures > 3) this.log.warn({ err, device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
+        else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
+        if (d.backendFailures === 4) this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
+        this.schedule(0, () => this.evaluate());
       });
   }
 
