@@ -7,7 +7,7 @@
  *   unix-tput SIZE SECONDS        socketpair between two processes, one write per message
  *   unix-rtt SIZE ITERS           64 B ping-pong over a socketpair
  *   vop-tput SIZE SECONDS QSIZE   driver process posts (copy in), device process consumes (copy out)
- *   vop-rtt SIZE ITERS event|poll driver sends one message, device echoes it back
+ *   vop-rtt SIZE ITERS event|poll|adaptive  driver sends one message, device echoes it back
  *   idle SECONDS                  established link, no traffic: CPU of both processes
  *   doorbell-rtt futex|eventfd ITERS  bare doorbell ping-pong between two processes
  *
@@ -373,9 +373,10 @@ static int bench_vop_tput(uint32_t size, double secs, uint16_t qsize, const char
 	return 0;
 }
 
-static int bench_vop_rtt(uint32_t size, unsigned iters, int poll, const char *path)
+/* mode: 0 event (spin 0), 1 poll (never sleep), 2 adaptive (default 50 us spin). */
+static int bench_vop_rtt(uint32_t size, unsigned iters, int mode, const char *path)
 {
-	struct vop_link_config cfg = { .spin_ns = 0, .poll_only = poll != 0 };
+	struct vop_link_config cfg = { .spin_ns = mode == 2 ? 50000 : 0, .poll_only = mode == 1 };
 	struct vop_side s;
 	struct vop_dev_spec spec;
 	struct vop_pipe_config drv = pipe_cfg(size, VOP_PIPE_SOURCE, VOP_PIPE_SINK);
@@ -561,7 +562,7 @@ int main(int argc, char **argv)
 				      (uint16_t)strtoul(argv[4], 0, 0), path);
 	if (argc >= 5 && !strcmp(argv[1], "vop-rtt"))
 		return bench_vop_rtt((uint32_t)strtoul(argv[2], 0, 0), (unsigned)strtoul(argv[3], 0, 0),
-				     !strcmp(argv[4], "poll"), path);
+				     !strcmp(argv[4], "poll") ? 1 : !strcmp(argv[4], "adaptive") ? 2 : 0, path);
 	if (argc >= 4 && !strcmp(argv[1], "doorbell-rtt"))
 		return bench_doorbell(!strcmp(argv[2], "eventfd"), (unsigned)strtoul(argv[3], 0, 0));
 	if (argc >= 3 && !strcmp(argv[1], "idle"))
