@@ -131,6 +131,8 @@ export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
   return {
     kind,
     nativeSpec: (device, role, annotations) => standIn.nativeSpec(device, role, annotations),
+    // A sidecar left by a killed predecessor must go before the peer can bind to it.
+    reclaim: (link, devId) => rmSync(sidecarWindowPath(link, devId), { force: true }),
     async start(ctx: BackendContext): Promise<BackendInstance> {
       const opts = deviceOptionsFor(ctx.device, ctx.role, ctx.devId);
       if (!opts) return standIn.start(ctx);

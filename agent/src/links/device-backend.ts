@@ -70,6 +70,12 @@ export interface DeviceBackend {
   /** Native description of the device for this endpoint's virtio role (annotations: the link's). */
   nativeSpec(device: Device, role: 'device' | 'driver', annotations: Readonly<Record<string, string>>): NativeDeviceSpec;
   start(ctx: BackendContext): Promise<BackendInstance>;
+  /**
+   * Window creator only, before the device is published on a fresh window: remove
+   * whatever an earlier life of this endpoint left for the device (files, sockets),
+   * so that the peer never binds to a dead predecessor. Optional.
+   */
+  reclaim?(link: string, devId: number): void;
 }
 
 export function roleName(r: Role): 'device' | 'driver' {

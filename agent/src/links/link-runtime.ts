@@ -337,6 +337,7 @@ export class LinkRuntime {
       }
       this.window = w;
       try {
+        if (w.side === 'creator') for (const d of this.devices.values()) d.backend.reclaim?.(this.name, d.native.devId);
         for (const d of this.devices.values()) this.addNative(d);
       } catch (err) {
         this.retryLater('DeviceSetupFailed', errText(err));
@@ -553,6 +554,7 @@ export class LinkRuntime {
       const rt = this.deviceRuntime(d);
       this.devices.set(d.name, rt);
       try {
+        if (this.window?.side === 'creator') rt.backend.reclaim?.(this.name, rt.native.devId);
         this.addNative(rt);
         this.event('DeviceAdded', `device ${d.name} added`, d.name);
       } catch (err) {
