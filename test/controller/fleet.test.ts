@@ -10,6 +10,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { Metadata } from '@grpc/grpc-js';
 
+import type { WatchAgentsResponse } from '../../lib/gen/vop/controller/v1/controller';
+
 import { AgentPhase, ConditionStatus, Link, LinkPhase } from '../../lib/gen/vop/types/v1/types';
 import { call } from '../helpers/grpc';
 import { tempDir } from '../helpers/servers';
@@ -206,8 +208,20 @@ describe('vop-controller with three agents', () => {
   });
 
   it('marks a killed agent NotReady with Unknown link conditions, then restores its links and corrects drift', async () => {
+    await applyPolicy(fleet, { ...(consolePolicy('gone', [CONSOLE]) as object), spec: { ...((consolePolicy('gone', [CONSOLE]) as { spec: object }).spec), cardSelector: { matchLabels: { 'vop.dev/node': 'card-1' } } } });
+    await waitSynced(fleet, 'gone', 1);
+    const watch = fleet.ctl.watchAgents({ labelSelector: 'vop.dev/node=card-1', updatesOnly: true });
+    const phases: AgentPhase[] = [];
+    watch.on('data', (e: WatchAgentsResponse) => {
+      if (e.agent?.status) phases.push(e.agent.status.phase);
+    });
+    watch.on('error', () => undefined);
     await fleet.agents.get('card-1')?.stop('SIGKILL');
     await waitFor('card-1 NotReady', async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_NOT_READY, 15_000);
+    await waitFor('WatchAgents reports NotReady', () => phases.includes(AgentPhase.AGENT_PHASE_NOT_READY));
+    watch.cancel();
+    // Drift the other way: card-1 still runs gone-card-1, which is no longer desired.
+    await call(fleet.ctl, fleet.ctl.deletePolicy, { name: 'gone', resourceVersion: '' }, new Metadata());
     const l = await waitFor('con-card-1 Ready Unknown', async () => {
       const links = await listLinks(fleet, 'vop.dev/policy=con');
       const x = links.find((y) => y.meta?.name === 'con-card-1');
@@ -227,6 +241,7 @@ describe('vop-controller with three agents', () => {
     assert.deepEqual((await agentLinks(fleet, 'card-1')).map((x) => x.meta?.name), ['con-card-1']);
     const metrics = await (await fetch(`http://${fleet.controller.metrics}/metrics`)).text();
     assert.match(metrics, /vop_controller_drift_detected_total\{direction="missing_on_agent"\} [1-9]/);
+    assert.match(metrics, /vop_controller_drift_detected_total\{direction="extra_on_agent"\} [1-9]/);
     assert.match(metrics, /vop_controller_lease_expirations_total [1-9]/);
   });
 
@@ -245,5 +260,12 @@ describe('vop-controller with three agents', () => {
     assert.equal(r.code, 0, r.stderr);
     await waitSynced(fleet, 'extra', 2);
     await waitSynced(fleet, 'con', 2);
+  });
+
+  it('gives a card that registers later the links of every matching policy', async () => {
+    await fleet.startAgent('card-3', 'card', 'host-1');
+    await waitSynced(fleet, 'con', 3);
+    await waitSynced(fleet, 'extra', 3);
+    assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => l.meta?.name).sort(), ['con-card-3', 'extra-card-3']);
   });
 });
