@@ -1041,6 +1041,14 @@ fail:
 	return rc;
 }
 
+void vop_blk_driver_shutdown(struct vop_blk_driver *d)
+{
+	pthread_mutex_lock(&d->lock);
+	d->stop = true;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+}
+
 void vop_blk_driver_destroy(struct vop_blk_driver *d)
 {
 	if (!d)

@@ -411,11 +411,12 @@ void vop_dev_host_close(struct vop_dev_host *h)
 
 	if (!h)
 		return;
+	/* loop first: no completion may run into an NBD connection being freed */
+	if (h->loop)
+		vop_devloop_stop(h->loop);
 	for (i = 0; i < h->n; i++)
 		if (h->dev[i].kind == VOP_DK_BLK_DRIVER && h->dev[i].extra)
 			vop_nbd_stop(h->dev[i].extra);
-	if (h->loop)
-		vop_devloop_stop(h->loop);
 	for (i = 0; i < h->n; i++) {
 		struct hdev *a = &h->dev[i];
 

@@ -430,7 +430,9 @@ static void *writer_main(void *arg)
 		unsigned i, n = 1;
 
 		pthread_mutex_lock(&c->lock);
-		while (!c->replies && !(c->closing && c->outstanding == 0))
+		/* at server stop, requests still in the ring are abandoned (the loop is stopped) */
+		while (!c->replies &&
+		       !(c->closing && (c->outstanding == 0 || atomic_load(&s->stop))))
 			pthread_cond_wait(&c->cond, &c->lock);
 		cmd = c->replies;
 		if (!cmd) {
@@ -823,6 +825,7 @@ void vop_nbd_stop(struct vop_nbd *s)
 	if (!s)
 		return;
 	atomic_store(&s->stop, true);
+	vop_blk_driver_shutdown(s->d); /* readers blocked on slots return -ESHUTDOWN */
 	for (i = 0; i < 2; i++)
 		if (s->lrunning[i])
 			pthread_join(s->lthread[i], NULL);

@@ -154,6 +154,9 @@ int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeo
 /* After vop_devloop_stop(). NULL ok. */
 void vop_blk_driver_destroy(struct vop_blk_driver *d);
 
+/* Any thread: make blocked and later vop_blk_req_get() calls return -ESHUTDOWN. */
+void vop_blk_driver_shutdown(struct vop_blk_driver *d);
+
 uint64_t vop_blk_driver_capacity(struct vop_blk_driver *d); /* bytes */
 bool vop_blk_driver_ro(struct vop_blk_driver *d);
 uint32_t vop_blk_driver_seg(struct vop_blk_driver *d);   /* data bytes per slot */

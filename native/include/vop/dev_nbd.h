@@ -37,7 +37,11 @@ int vop_nbd_port(struct vop_nbd *n);
 /* Largest request accepted (bytes). */
 uint32_t vop_nbd_max_request(struct vop_nbd *n);
 
-/* Stop listening, close connections, join threads, free. NULL ok. */
+/*
+ * Stop listening, close connections, join threads, free. NULL ok. Call it
+ * after vop_devloop_stop(): requests still in the ring are abandoned rather
+ * than completed into freed connections.
+ */
 void vop_nbd_stop(struct vop_nbd *n);
 
 #endif /* VOP_DEV_NBD_H */
