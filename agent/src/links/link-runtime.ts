@@ -23,6 +23,8 @@ export const READY_POLL_MS = 10_000;
 export const RETRY_BASE_MS = 100;
 export const RETRY_MAX_MS = 5000;
 export const MAX_RETRY_ATTEMPTS = 8;
+/** First retry of a device backend start (the peer's side of a device may lag by a few ms). */
+export const BACKEND_RETRY_BASE_MS = 10;
 /** After this long without a peer, PeerConnected says the peer is late, not just absent. */
 export const PEER_LATE_MS = 10_000;
 /** Window header plus a 32-entry device table, rounded to pages. */
@@ -59,8 +61,8 @@ export interface LinkRuntimeDeps {
   onEvent(e: LinkEvent): void;
 }
 
-function backoffMs(attempt: number): number {
-  const d = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** Math.max(0, attempt - 1));
+function backoffMs(attempt: number, base = RETRY_BASE_MS): number {
+  const d = Math.min(RETRY_MAX_MS, base * 2 ** Math.max(0, attempt - 1));
   return Math.round(d * (0.8 + Math.random() * 0.4));
 }
 
@@ -473,7 +475,7 @@ export class LinkRuntime {
         d.instance = null;
         d.backendFailures += 1;
         d.backendError = errText(err);
-        d.backendRetryAt = Date.now() + backoffMs(d.backendFailures);
+        d.backendRetryAt = Date.now() + backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS);
         // The other side's backend may simply not be up yet (sidecar windows): quiet at first.
         if (d.backendFailures > 3) this.log.warn({ err, device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
         else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
