@@ -705,7 +705,7 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 	uint32_t gen;
 	unsigned i;
 
-	if (now - l->last_hb_ns >= 10ull * 1000 * 1000) {
+	if (now - l->last_hb_ns >= 50ull * 1000 * 1000) { /* twice per advertised period */
 		vop_window_heartbeat(l->w);
 		l->last_hb_ns = now;
 		vop_stat_add(&l->ls[VOP_LS_HEARTBEATS], 1);
@@ -873,8 +873,12 @@ static void *worker(void *arg)
 			if (!pending && !atomic_load_explicit(&l->stop, memory_order_acquire)) {
 				t0 = now_ns();
 				vop_stat_add(&l->ls[VOP_LS_SLEEPS], 1);
-				/* Wake at least every 20 ms for heartbeat and liveness checks. */
-				rc = x->ops->wait(x, l->w->side, snap, 20ull * 1000 * 1000);
+				/*
+				 * Wake at least every 100 ms (the advertised heartbeat
+				 * period) for heartbeat, liveness and reset timeouts:
+				 * 10 wakeups/s is what an idle link costs.
+				 */
+				rc = x->ops->wait(x, l->w->side, snap, 100ull * 1000 * 1000);
 				now = now_ns();
 				vop_stat_add(&l->ls[VOP_LS_SLEEP_NS], now - t0);
 				if (rc == 0)

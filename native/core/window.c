@@ -13,7 +13,7 @@
 #include "barrier.h"
 #include "vop/window.h"
 
-#define DEFAULT_HB_PERIOD_MS 50u
+#define DEFAULT_HB_PERIOD_MS 100u /* link.c beats at least this often, even when idle */
 
 static uint64_t round_up(uint64_t v, uint64_t a)
 {
@@ -287,6 +287,13 @@ void vop_window_peer(struct vop_window *w, struct vop_peer_view *out)
 /* Device table                                                         */
 /* ------------------------------------------------------------------ */
 
+/* Table changed: wake both workers so they rescan now rather than at their next timeout. */
+static void notify_both(struct vop_window *w)
+{
+	w->x->ops->notify(w->x, 0);
+	w->x->ops->notify(w->x, 1);
+}
+
 static struct vop_dev_entry *entry_at(struct vop_window *w, uint32_t i)
 {
 	return (struct vop_dev_entry *)(void *)((uint8_t *)w->dt + sizeof(struct vop_devtab_hdr) +
@@ -389,6 +396,7 @@ int vop_devtab_publish(struct vop_window *w, const struct vop_dev_spec *spec)
 	vop_store_release_u32(&e->state, VOP_DEV_LIVE);
 	/* T2: release. Generation bump after the entry; pairs with vop_devtab_generation(). */
 	vop_store_release_u32(&w->dt->generation, vop_read_once_u32(&w->dt->generation) + 1);
+	notify_both(w);
 	w->ring_next = ring_next;
 	w->data_next = data_next;
 	return (int)slot;
@@ -409,6 +417,7 @@ int vop_devtab_remove(struct vop_window *w, uint32_t dev_id)
 			vop_store_release_u32(&e->state, VOP_DEV_TOMBSTONE);
 			vop_store_release_u32(&w->dt->generation,
 					      vop_read_once_u32(&w->dt->generation) + 1);
+			notify_both(w);
 			return 0;
 		}
 	}

@@ -4,18 +4,20 @@
  * still says UP): the driver notices the stalled heartbeat (PEER_GONE),
  * and when a new device process attaches (new epoch) it notices the
  * restart (PEER_RESET), resets the device and verified data flows again.
+ * The device process is this binary re-executed (fork + exec): forking a
+ * multi-threaded, sanitized process and carrying on in the child can
+ * deadlock on locks other threads held at fork time.
  */
 #include "helpers.h"
 
 #include <signal.h>
 #include <sys/wait.h>
 
-static pid_t spawn_device(const char *path)
-{
-	pid_t pid = fork();
+static char self_path[4096];
 
-	CHECK(pid >= 0);
-	if (pid == 0) {
+static int device_main(const char *path)
+{
+	{
 		struct vop_xport *x = NULL;
 		struct vop_window *w = NULL;
 		struct vop_link *l;
@@ -32,10 +34,22 @@ static pid_t spawn_device(const char *path)
 		for (;;)
 			pause(); /* until SIGKILL */
 	}
+	return T_FAIL;
+}
+
+static pid_t spawn_device(const char *path)
+{
+	pid_t pid = fork();
+
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		execl(self_path, self_path, "--device", path, (char *)NULL);
+		_exit(T_FAIL);
+	}
 	return pid;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	char path[256];
 	struct vop_xport *x;
@@ -49,6 +63,9 @@ int main(void)
 	pid_t pid;
 	int round;
 
+	if (argc == 3 && strcmp(argv[1], "--device") == 0)
+		return device_main(argv[2]);
+	CHECK(readlink("/proc/self/exe", self_path, sizeof(self_path) - 1) > 0);
 	t_path(path, sizeof(path), "kill");
 	CHECK_EQ(vop_shm_create(path, 4u << 20, &x), 0);
 	CHECK_EQ(vop_window_create(x, NULL, &w), 0);
@@ -66,7 +83,14 @@ int main(void)
 		pid = spawn_device(path);
 		if (round > 0)
 			CHECK(T_WAIT_UNTIL(t_evlog_has(&ev, VOP_EV_PEER_RESET, -1, NULL), 5000));
-		CHECK(T_WAIT_UNTIL(t_rx(l, 1) > 20000, 10000));
+		if (!T_WAIT_UNTIL(t_rx(l, 1) > 20000, 10000)) {
+			CHECK_EQ(vop_link_pipe_stats(l, 1, &s), 0);
+			fprintf(stderr, "round %d: state %llu rx %llu tx %llu\n", round,
+				(unsigned long long)s.state, (unsigned long long)s.rx_msgs,
+				(unsigned long long)s.tx_msgs);
+			t_evlog_dump(&ev, "driver");
+			return T_FAIL;
+		}
 		kill(pid, SIGKILL);
 		CHECK(waitpid(pid, NULL, 0) == pid);
 		CHECK(T_WAIT_UNTIL(t_evlog_has(&ev, VOP_EV_PEER_GONE, -1, NULL), 3000));
