@@ -513,11 +513,11 @@ int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *inf
 	gen = vop_read_once_u32(&e->config_generation);
 	if (gen & 1u)
 		gen++; /* a previous writer died mid-update: start from even */
-	/* C0: odd generation, then release fence: readers that see new bytes see odd/new gen. */
+	/* K0: odd generation, then release fence: a reader that copied new bytes sees the changed generation on its re-check. */
 	vop_write_once_u32(&e->config_generation, gen + 1);
 	vop_wmb();
 	memcpy(e->config + off, data, len);
-	/* C1: release. Orders the config bytes before the even generation; pairs with the reader's acquire. */
+	/* K1: release. Orders the config bytes before the even generation; pairs with the acquire load in vop_devtab_config_read(). */
 	vop_store_release_u32(&e->config_generation, gen + 2);
 	return 0;
 }
@@ -532,14 +532,14 @@ int vop_devtab_config_read(struct vop_window *w, const struct vop_dev_info *info
 	if (len > info->config_len)
 		return -EINVAL;
 	for (tries = 0; tries < 1000; tries++) {
-		uint32_t g1 = vop_load_acquire_u32(&e->config_generation); /* C1 pair */
+		uint32_t g1 = vop_load_acquire_u32(&e->config_generation); /* K1 pair */
 
 		if (g1 & 1u) {
 			vop_cpu_relax();
 			continue;
 		}
 		memcpy(out, e->config, len);
-		vop_rmb(); /* the copy completes before the re-check (pairs with C0) */
+		vop_rmb(); /* the copy completes before the re-check (pairs with K0) */
 		if (vop_read_once_u32(&e->config_generation) == g1) {
 			if (generation)
 				*generation = g1;
