@@ -513,11 +513,17 @@ int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *inf
 	gen = vop_read_once_u32(&e->config_generation);
 	if (gen & 1u)
 		gen++; /* a previous writer died mid-update: start from even */
-	/* K0: odd generation, then release fence: a reader that copied new bytes sees the changed generation on its re-check. */
+	/*
+	 * K0: odd generation, then release fence: a reader that copied new
+	 * bytes sees the changed generation on its re-check.
+	 */
 	vop_write_once_u32(&e->config_generation, gen + 1);
 	vop_wmb();
 	memcpy(e->config + off, data, len);
-	/* K1: release. Orders the config bytes before the even generation; pairs with the acquire load in vop_devtab_config_read(). */
+	/*
+	 * K1: release. Orders the config bytes before the even generation;
+	 * pairs with the acquire load in vop_devtab_config_read().
+	 */
 	vop_store_release_u32(&e->config_generation, gen + 2);
 	return 0;
 }
