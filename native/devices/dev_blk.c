@@ -1028,6 +1028,7 @@ int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeo
 		memset(d->q.pool + d->q.pool_size - vop_inflight_bytes(d->q.num), 0,
 		       vop_inflight_bytes(d->q.num));
 	vop_dev_driver_ok(&d->di);
+	vop_window_notify_peer(d->w); /* a sleeping device loop starts at once */
 	rc = vop_dev_config_read(&d->di, &d->cfg, sizeof(d->cfg), timeout_ms);
 	if (rc)
 		goto fail;

@@ -61,7 +61,7 @@ int vop_devloop_create(struct vop_window *w, const struct vop_devloop_config *cf
 		return -ENOMEM;
 	l->w = w;
 	l->spin_ns = cfg && cfg->spin_ns ? cfg->spin_ns : 20000;
-	l->hb_ns = (uint64_t)(cfg && cfg->hb_ms ? cfg->hb_ms : 100) * 1000000ull;
+	l->hb_ns = (uint64_t)(cfg && cfg->hb_ms ? cfg->hb_ms : 500) * 1000000ull;
 	l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (l->efd < 0) {
 		int rc = -errno;
@@ -154,7 +154,7 @@ static void *watcher_main(void *arg)
 			pfd[i + 1].revents = 0;
 		}
 		pthread_mutex_unlock(&l->wlock);
-		if (poll(pfd, n + 1, 200) <= 0)
+		if (poll(pfd, n + 1, -1) <= 0) /* re-arm and stop both write the eventfd */
 			continue;
 		if (pfd[0].revents & POLLIN) {
 			if (read(l->efd, &v, sizeof(v)) < 0) { /* drained; nothing else to do */
@@ -263,7 +263,7 @@ int vop_devloop_start(struct vop_devloop *l)
 		uint64_t one = 1;
 
 		atomic_store(&l->stop, true);
-		if (write(l->efd, &one, sizeof(one)) < 0) { /* watcher also times out */
+		if (write(l->efd, &one, sizeof(one)) < 0) { /* cannot fail on a fresh eventfd; nothing to do */
 		}
 		pthread_join(l->wthread, NULL);
 		return rc;
@@ -280,7 +280,7 @@ void vop_devloop_stop(struct vop_devloop *l)
 		return;
 	atomic_store(&l->stop, true);
 	vop_devloop_wake(l);
-	if (write(l->efd, &one, sizeof(one)) < 0) { /* watcher also times out */
+	if (write(l->efd, &one, sizeof(one)) < 0) { /* cannot fail on a fresh eventfd; nothing to do */
 	}
 	pthread_join(l->thread, NULL);
 	pthread_join(l->wthread, NULL);

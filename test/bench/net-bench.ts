@@ -27,8 +27,9 @@ function median(xs: number[]): number {
 
 interface IperfJson {
   end: {
-    sum_received?: { bits_per_second: number };
+    sum_received?: { bits_per_second: number; packets?: number; lost_packets?: number; seconds?: number };
     sum?: { packets: number; lost_packets: number; seconds: number };
+    sum_sent?: { seconds: number };
   };
 }
 
@@ -38,12 +39,17 @@ function iperf(ns: Netns, server: string, client: string, ip: string, udp: boole
   sh('sleep', ['0.3']);
   const args = ['-c', ip, '-t', String(SECONDS), '-J'];
   if (udp) args.push('-u', '-b', UDP_RATE, '-l', '1400');
-  const r = ns.exec(client, 'iperf3', args, (SECONDS + 30) * 1000);
+  let r = ns.exec(client, 'iperf3', args, (SECONDS + 30) * 1000);
+  for (let i = 0; i < 20 && /Connection refused/.test(r.stdout + r.stderr); i++) {
+    sh('sleep', ['0.25']); // the one-off server daemon is not listening yet
+    r = ns.exec(client, 'iperf3', args, (SECONDS + 30) * 1000);
+  }
   if (r.code !== 0) throw new Error(`iperf3 -c: ${r.stdout}${r.stderr}`);
   const j = JSON.parse(r.stdout) as IperfJson;
   if (!udp) return (j.end.sum_received?.bits_per_second ?? 0) / 1e9;
-  const u = j.end.sum;
-  return u ? (u.packets - u.lost_packets) / u.seconds / 1000 : 0;
+  const rs = j.end.sum_received;
+  const u = j.end.sum ?? (rs?.packets !== undefined ? { packets: rs.packets, lost_packets: rs.lost_packets ?? 0, seconds: rs.seconds ?? SECONDS } : undefined);
+  return u && u.seconds > 0 ? (u.packets - u.lost_packets) / u.seconds / 1000 : 0;
 }
 
 function up(ns: Netns, n: string, dev: string, ip: string): void {

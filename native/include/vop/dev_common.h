@@ -50,7 +50,7 @@ struct vop_devback_ops {
 
 struct vop_devloop_config {
 	uint64_t spin_ns;  /* busy-poll after the last progress before sleeping; 0 = 20 us */
-	uint32_t hb_ms;    /* heartbeat period (also the longest sleep); 0 = 100 */
+	uint32_t hb_ms;    /* heartbeat period (also the longest sleep); 0 = 500 */
 };
 
 /*
