@@ -23,8 +23,10 @@ export const READY_POLL_MS = 10_000;
 export const RETRY_BASE_MS = 100;
 export const RETRY_MAX_MS = 5000;
 export const MAX_RETRY_ATTEMPTS = 8;
-/** First retry of a device backend start (the peer's side of a device may lag by a few ms). */
+/** Device backend start retries: from 10 ms, capped at 50 ms for the first 60 tries, then the link backoff. */
 export const BACKEND_RETRY_BASE_MS = 10;
+export const BACKEND_FAST_RETRY_MAX_MS = 50;
+export const BACKEND_FAST_RETRIES = 60;
 /** After this long without a peer, PeerConnected says the peer is late, not just absent. */
 export const PEER_LATE_MS = 10_000;
 /** Window header plus a 32-entry device table, rounded to pages. */
@@ -341,6 +343,8 @@ export class LinkRuntime {
       try {
         if (w.side === 'creator') for (const d of this.devices.values()) d.backend.reclaim?.(this.name, d.native.devId);
         for (const d of this.devices.values()) this.addNative(d);
+        // The creator's backends need no peer: start them now, overlapping the peer's attach.
+        if (w.side === 'creator') for (const d of this.devices.values()) this.startBackend(d);
       } catch (err) {
         this.retryLater('DeviceSetupFailed', errText(err));
         return;
@@ -408,7 +412,7 @@ export class LinkRuntime {
         .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
         .filter((x) => x !== '')
         .join(',');
-      if (d.ready && !d.instance && Date.now() >= d.backendRetryAt) this.startBackend(d);
+      if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && Date.now() >= d.backendRetryAt) this.startBackend(d);
       if (!d.ready) notReady.push(d.device.name);
       else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
       else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
@@ -451,9 +455,15 @@ export class LinkRuntime {
     }
   }
 
+  /** Re-evaluates on the next turn when the link is past Connecting (never clobbers the connect poll). */
+  private evaluateSoon(): void {
+    const s = this.stateValue;
+    if (s === 'Negotiating' || s === 'Ready' || s === 'Degraded') this.schedule(0, () => this.evaluate());
+  }
+
   private startBackend(d: DeviceRuntime): void {
     const w = this.window;
-    if (!w) return;
+    if (!w || d.instance) return;
     const placeholder: BackendInstance = { endpoints: {}, console: null, counters: () => ({}), stop: async () => undefined };
     d.instance = placeholder;
     d.backendStarting = true;
@@ -466,7 +476,7 @@ export class LinkRuntime {
           d.backendError = '';
           d.backendFailures = 0;
           this.deps.onStatus(this);
-          this.schedule(0, () => this.evaluate());
+          this.evaluateSoon();
         } else void inst.stop();
       })
       .catch((err: unknown) => {
@@ -475,12 +485,13 @@ export class LinkRuntime {
         d.instance = null;
         d.backendFailures += 1;
         d.backendError = errText(err);
-        d.backendRetryAt = Date.now() + backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS);
+        // Fast retries for the first seconds (the peer's half usually lags by milliseconds), then back off.
+        d.backendRetryAt = Date.now() + (d.backendFailures <= BACKEND_FAST_RETRIES ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS)) : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));
         // The other side's backend may simply not be up yet (sidecar windows): quiet at first.
-        if (d.backendFailures > 3) this.log.warn({ err, device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
+        if (d.backendFailures > BACKEND_FAST_RETRIES) this.log.warn({ err, device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
         else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
-        if (d.backendFailures === 4) this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
-        this.schedule(0, () => this.evaluate());
+        if (d.backendFailures === BACKEND_FAST_RETRIES + 1) this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
+        this.evaluateSoon();
       });
   }
 
