@@ -36,7 +36,11 @@ export class LinkManager implements LinkManagerApi {
   private readonly listeners = new Set<(c: LinkChange) => void>();
   private readonly dirty = new Set<LinkRuntime>();
   private flushQueued = false;
-  /** Last resource_version handed out; versions only increase within an agent's state dir. */
+  /**
+   * Last resource_version handed out. Versions are at least the wall clock in
+   * microseconds, so they keep increasing across restarts even when the link with the
+   * highest version was deleted (unless the clock steps back past the last version).
+   */
   private rv = 0n;
   private readonly log: Logger;
 
@@ -45,7 +49,8 @@ export class LinkManager implements LinkManagerApi {
   }
 
   private nextRv(): string {
-    this.rv += 1n;
+    const clock = BigInt(Date.now()) * 1000n;
+    this.rv = this.rv + 1n > clock ? this.rv + 1n : clock;
     return this.rv.toString();
   }
 
