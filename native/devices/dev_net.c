@@ -172,6 +172,25 @@ static int tap_open(const char *name, char *ifname)
 	}
 	memcpy(ifname, ifr.ifr_name, IFNAMSIZ);
 	ifname[IFNAMSIZ - 1] = 0;
+	/*
+	 * A deeper TAP queue (default 1000 frames) absorbs the time our loop
+	 * needs to wake up (10-20 us here) under bursts instead of dropping
+	 * at the TAP; measured: 70 k of 107 k UDP frames lost at the driver's
+	 * TAP at 200 Mbit/s with 1000, none with 10000. Best effort.
+	 */
+	{
+		int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+		if (s >= 0) {
+			struct ifreq q;
+
+			memset(&q, 0, sizeof(q));
+			memcpy(q.ifr_name, ifname, IFNAMSIZ);
+			q.ifr_qlen = 10000;
+			ioctl(s, SIOCSIFTXQLEN, &q);
+			close(s);
+		}
+	}
 	return fd;
 }
 
