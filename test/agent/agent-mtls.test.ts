@@ -4,6 +4,7 @@
  * watch, unknown or foreign-CA clients are refused, health stays reachable.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,12 +14,13 @@ import { credentials, Metadata, status, type ChannelCredentials } from '@grpc/gr
 import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/gen/grpc/health/v1/health';
 import { WatchEventType } from '../../lib/gen/vop/types/v1/types';
 import { call, expectGrpcError, insecure } from '../helpers/grpc';
-import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from './helpers';
 
 async function openssl(dir: string, args: string[]): Promise<void> {
-  const r = await run('openssl', args, { cwd: dir });
-  if (r.code !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+  // spawnSync: openssl need not read stdin (an async pipe could EPIPE after it exits).
+  const r = spawnSync('openssl', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
 }
 
 async function makeCa(dir: string, name: string): Promise<void> {
