@@ -198,9 +198,19 @@ describe('vop-controller with three agents', () => {
       for (const l of await agentLinks(fleet, a)) {
         const b = before.get(`${a}/${l.meta?.name ?? ''}`);
         assert.ok(b);
+        const why = (): string =>
+          JSON.stringify(
+            [...fleet.agents].flatMap(([n, p]) => p.logs.filter((r) => (r.link === l.meta?.name || r.component === 'sync') && r.level !== 'debug').map((r) => [n, r.time, r.msg, r.reason ?? r.err ?? r.version ?? ''])),
+          );
+        // The controller never re-applies (or resets) a healthy link: same resourceVersion on the agent.
         assert.equal(l.meta?.resourceVersion, b.meta?.resourceVersion, `${a}/${l.meta?.name ?? ''} not re-applied`);
-        assert.equal(l.status?.epoch, b.status?.epoch, `${a}/${l.meta?.name ?? ''} not restarted`);
-        assert.equal(l.status?.resetCount, b.status?.resetCount, `${a}/${l.meta?.name ?? ''} not reset`);
+        if (l.status?.epoch !== b.status?.epoch || l.status?.resetCount !== b.status?.resetCount) {
+          // Only the data plane's own peer-liveness check may restart it (seen under CPU
+          // starvation on a 2-CPU machine); anything else fails.
+          const transitions = (fleet.agents.get(a)?.logs ?? []).filter((r) => r.link === l.meta?.name && r.msg === 'Ready -> Resetting').map((r) => String(r.reason));
+          assert.ok(transitions.length > 0 && transitions.every((r) => r === 'PeerGone' || r === 'PeerRestarted'), `${a}/${l.meta?.name ?? ''} not restarted: ${why()}`);
+          t.diagnostic(`${a}/${l.meta?.name ?? ''}: data plane restarted itself (${transitions.join(', ')}), not the controller`);
+        }
       }
     }
     await call(fleet.ctl, fleet.ctl.deleteLink, { name: 'traffic', resourceVersion: '' }, new Metadata());
