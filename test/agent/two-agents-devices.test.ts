@@ -122,9 +122,20 @@ describe('two agents with real console and blk devices', () => {
     try {
       session.write({ msg: { $case: 'open', value: { link: 'real', device: 'con0', write: true, replayBytes: 0 } } });
       await until(() => attached !== null);
-      // The card (driver side) prints; the operator sees it on the device side.
+      // A second, read-only session watches the same console.
+      const watcher = a.client.attachConsole();
+      const seen: Buffer[] = [];
+      watcher.on('data', (m: AttachConsoleResponse) => {
+        if (m.msg?.$case === 'output') seen.push(Buffer.from(m.msg.value));
+      });
+      watcher.on('error', () => undefined);
+      watcher.write({ msg: { $case: 'open', value: { link: 'real', device: 'con0', write: false, replayBytes: 0 } } });
+      await new Promise((r) => setTimeout(r, 200));
+      // The card (driver side) prints; both sessions on the device side see it.
       card.write(Buffer.from('vop login: '));
       await until(() => Buffer.concat(out).toString().includes('vop login: '));
+      await until(() => Buffer.concat(seen).toString().includes('vop login: '));
+      watcher.cancel();
       // The operator types; the card's tty reads it.
       session.write({ msg: { $case: 'input', value: Buffer.from('root\r') } });
       await until(() => card.got.toString().includes('root'));
