@@ -15,8 +15,13 @@ import { DEVICE_KIND_ENUM, deviceKindName, roleName, type BackendInstance, type 
 import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './link-lifecycle';
 import { specEqual } from './link-spec';
 
-/** Poll period while connecting or negotiating (bring-up latency is bounded by it). */
+/**
+ * Poll period while connecting or negotiating: starts at CONNECT_POLL_MS (bring-up
+ * latency is bounded by it) and grows by half each poll without progress up to
+ * MAX_POLL_MS, so links waiting for an absent peer cost next to nothing.
+ */
 export const CONNECT_POLL_MS = 5;
+export const MAX_POLL_MS = 250;
 /** Backstop health check while Ready; native events (peer gone/reset, queue broken) drive recovery. */
 export const READY_POLL_MS = 10_000;
 /** Reset-and-retry backoff: base, cap and the number of consecutive failures before Failed. */
@@ -88,6 +93,8 @@ export class LinkRuntime {
   /** Valid while Connecting: when we started waiting for the peer. */
   private connectingSince = 0;
   private timer: NodeJS.Timeout | null = null;
+  /** Next poll delay while Connecting/Negotiating/Degraded; reset on progress and native events. */
+  private pollMs = CONNECT_POLL_MS;
   private readonly log: Logger;
 
   constructor(
@@ -170,6 +177,7 @@ export class LinkRuntime {
     }
     this.stateValue = to;
     this.lastTransition = new Date();
+    this.pollMs = CONNECT_POLL_MS;
     this.log.info({ from: cur, to, reason }, `${cur} -> ${to}`);
     switch (to) {
       case 'Connecting':
@@ -374,7 +382,7 @@ export class LinkRuntime {
   private waitingForPeer(message: string): void {
     const late = Date.now() - this.connectingSince > PEER_LATE_MS;
     this.setCondition('PeerConnected', 'False', late ? 'PeerNotResponding' : 'WaitingForPeer', `${message} (agent ${this.peerAgent()})`);
-    this.schedule(late ? CONNECT_POLL_MS * 20 : CONNECT_POLL_MS, () => this.connect());
+    this.schedule(this.nextPoll(), () => this.connect());
   }
 
   private resetDevices(reason: string): void {
@@ -432,7 +440,7 @@ export class LinkRuntime {
     else if (this.stateValue === 'Negotiating' || this.stateValue === 'Degraded') {
       const waitingOnBackends = notReady.length > 0 && broken.length === 0 && [...this.devices.values()].every((d) => d.ready);
       const next = Math.min(...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - Date.now()), READY_POLL_MS);
-      this.schedule(waitingOnBackends ? Math.max(CONNECT_POLL_MS, next) : CONNECT_POLL_MS, () => this.evaluate());
+      this.schedule(waitingOnBackends ? Math.max(CONNECT_POLL_MS, next) : this.nextPoll(), () => this.evaluate());
     }
   }
 
@@ -453,6 +461,12 @@ export class LinkRuntime {
         return;
       }
     }
+  }
+
+  private nextPoll(): number {
+    const ms = this.pollMs;
+    this.pollMs = Math.min(MAX_POLL_MS, Math.ceil(this.pollMs * 1.5));
+    return ms;
   }
 
   /** Re-evaluates on the next turn when the link is past Connecting (never clobbers the connect poll). */
@@ -517,6 +531,7 @@ export class LinkRuntime {
   }
 
   private onNativeEvent(e: DataPlaneEvent): void {
+    this.pollMs = CONNECT_POLL_MS;
     switch (e.type) {
       case 'peer-gone':
         if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.onPeerGone();
