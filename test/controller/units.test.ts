@@ -56,10 +56,13 @@ describe('WorkQueue', () => {
       if (times.length < 5) throw new Error('transient');
     });
     q.add('k');
-    await new Promise((r) => setTimeout(r, 400));
+    const deadline = Date.now() + 5000;
+    while (times.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.equal(times.length, 5);
     const gaps = times.slice(1).map((t, i) => t - (times[i] as number));
-    assert.ok((gaps[3] as number) > (gaps[0] as number), `backoff grows: ${gaps.join(',')}`);
+    // 5, 10, 20 and 40 ms (+ up to 20 % jitter): at least 75 ms in all, and never sooner than the backoff.
+    assert.ok((times[4] as number) - (times[0] as number) >= 75, `backoff: ${gaps.join(',')}`);
+    gaps.forEach((g, i) => assert.ok(g >= 5 * 2 ** i - 1, `retry ${i + 1} after ${g} ms`));
     assert.equal(q.retries('k'), 0);
     await q.stop();
   });
