@@ -154,6 +154,7 @@ static int start_dev(struct vop_dev_host *h, struct hdev *a)
 		} else {
 			return -EINVAL;
 		}
+		c.rx_buf_bytes = (uint32_t)opt_num(a->opts, "rxbuf", 0);
 		return a->kind == VOP_DK_NET_DEVICE
 			       ? vop_net_device_create(h->loop, a->id, &c, (struct vop_net **)&a->obj)
 			       : vop_net_driver_create(h->loop, a->id, &c, (struct vop_net **)&a->obj);

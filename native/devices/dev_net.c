@@ -40,6 +40,8 @@
 #define NET_HDR 12u
 #define NET_BUDGET 64      /* frames per queue per round */
 #define NET_SLOT ((VOP_NET_RXBUF + 63u) & ~63u)
+#define NET_MAX_PIECES 48u  /* receive buffers one frame may span (64 KiB / 1.5 KiB) */
+#define NET_MRG_IOV 1024    /* IOV_MAX */
 
 struct vop_net {
 	bool driver;              /* role; set at create */
@@ -59,11 +61,17 @@ struct vop_net {
 	struct iovec iovs[NET_BUDGET][VOP_CHAIN_MAX_IOV + 1];
 	struct vop_net_hdr hdrs[NET_BUDGET]; /* checked private header copies */
 	uint32_t lens[NET_BUDGET];
-	unsigned sidx[NET_BUDGET];   /* driver: rx slot of each send message */
 	int pend_cnt, pend_off;      /* send batch not fully taken by the socket (EAGAIN) */
 	int pend_npop;               /* device: chains of that batch (pushed when done) */
 	struct mmsghdr rmsgs[NET_BUDGET];  /* receive side of the port */
 	struct iovec riovs[NET_BUDGET][VOP_CHAIN_MAX_IOV + 1];
+	bool mrg;                 /* VIRTIO_NET_F_MRG_RXBUF negotiated */
+	uint32_t max_frame;       /* device: header + largest frame the TAP may hand us */
+	uint64_t stash_bytes;     /* device: writable bytes of the stashed rx chains */
+	struct iovec *miov;       /* device: [NET_MRG_IOV] iovec of one mergeable read */
+	uint32_t rxbuf;           /* driver: bytes posted per receive buffer */
+	uint16_t fslots[NET_BUDGET][NET_MAX_PIECES]; /* driver: slots of each frame in a send batch */
+	uint8_t fnslots[NET_BUDGET];
 	bool dgram;               /* datagram socket instead of a TAP */
 	char sock_path[108];      /* bound Unix datagram path (removed on destroy) */
 	struct sockaddr_storage peer; /* datagram: where frames go */
@@ -442,6 +450,84 @@ static int dev_tx(struct vop_net *n)
 	return dev_tx_flush(n) | 1;
 }
 
+/*
+ * Device, TAP, VIRTIO_NET_F_MRG_RXBUF: one readv per frame straight into as
+ * many receive buffers as cover the largest possible frame; the frame then
+ * uses the first num_buffers of them (pushed consecutively, header in the
+ * first), the rest stay stashed for the next frame. Works with big buffers
+ * (one per frame) and with the small buffers stock drivers post.
+ */
+static int dev_rx_mrg(struct vop_net *n)
+{
+	struct vop_devq *q = &n->q[NET_RXQ];
+	int f, pushed = 0;
+
+	for (f = 0; f < NET_BUDGET; f++) {
+		int niov = 0, k, nb = 0;
+		uint64_t cover = 0;
+		ssize_t r;
+		uint32_t left;
+		struct vop_net_hdr *h;
+
+		while (n->nstash < NET_BUDGET && n->stash_bytes < n->max_frame) {
+			struct vop_chain *c = &n->stash[n->nstash];
+
+			if (vop_vq_pop(&q->vq, c) <= 0)
+				break; /* the driver's kick brings more */
+			if (c->n_in == 0 || c->iov[c->n_out].len < NET_HDR) {
+				st_add(&n->st.bad_headers, 1); /* cannot hold a header */
+				vop_vq_push(&q->vq, c->head, 0);
+				pushed = 1;
+				continue;
+			}
+			n->stash_bytes += c->in_bytes;
+			n->nstash++;
+		}
+		if (n->stash_bytes < n->max_frame)
+			break; /* not enough room for the largest frame: never truncate */
+		for (k = 0; k < n->nstash && cover < n->max_frame; k++) {
+			int m = vop_chain_iov(&n->stash[k], true, 0, n->stash[k].in_bytes, n->miov + niov,
+					      NET_MRG_IOV - niov);
+
+			if (m < 0)
+				break;
+			niov += m;
+			cover += n->stash[k].in_bytes;
+		}
+		r = readv(n->tap, n->miov, niov);
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				arm_tap(n);
+			break;
+		}
+		if ((size_t)r < NET_HDR + 14) { /* cannot happen with a vnet-hdr TAP */
+			st_add(&n->st.rx_dropped, 1);
+			continue; /* buffers stay stashed */
+		}
+		left = (uint32_t)r;
+		h = (struct vop_net_hdr *)(void *)n->stash[0].iov[n->stash[0].n_out].base;
+		for (k = 0; k < n->nstash && left; k++)
+			nb++, left -= left < n->stash[k].in_bytes ? left : n->stash[k].in_bytes;
+		vop_write_once_u16(&h->num_buffers, (uint16_t)nb);
+		left = (uint32_t)r;
+		for (k = 0; k < nb; k++) {
+			uint32_t take = left < n->stash[k].in_bytes ? left : n->stash[k].in_bytes;
+
+			vop_vq_push(&q->vq, n->stash[k].head, take);
+			n->stash_bytes -= n->stash[k].in_bytes;
+			left -= take;
+		}
+		memmove(&n->stash[0], &n->stash[nb], sizeof(n->stash[0]) * (size_t)(n->nstash - nb));
+		n->nstash -= nb;
+		st_add(&n->st.rx_frames, 1);
+		st_add(&n->st.rx_bytes, (uint64_t)r - NET_HDR);
+		pushed = 1;
+	}
+	if (pushed)
+		vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
+	return pushed;
+}
+
 static int dev_rx(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
@@ -510,6 +596,11 @@ static int dev_start(struct vop_net *n)
 	memcpy(&cs, n->di.config, sizeof(cs));
 	cs.status = VOP_NET_S_LINK_UP;
 	vop_dev_config_write(&n->di, &cs, sizeof(cs));
+	n->mrg = (n->feat >> VOP_NET_F_MRG_RXBUF) & 1;
+	/* with guest TSO the TAP may hand us 64 KiB frames; else MTU + Ethernet + VLAN */
+	n->max_frame = (n->feat & ((1ull << VOP_NET_F_GUEST_TSO4) | (1ull << VOP_NET_F_GUEST_TSO6)))
+			       ? VOP_NET_RXBUF
+			       : NET_HDR + (cs.mtu >= 68 ? cs.mtu : 1500u) + 18u;
 	n->started = true;
 	return 1;
 }
@@ -526,23 +617,25 @@ static uint8_t *slot_ptr(struct vop_devq *q, unsigned i)
 static int post_rx(struct vop_net *n, unsigned i)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
-	struct vop_sg sg = { q->pool_off + (uint64_t)i * NET_SLOT, VOP_NET_RXBUF };
+	struct vop_sg sg = { q->pool_off + (uint64_t)i * NET_SLOT, n->rxbuf };
 
 	return vop_vq_add(&q->vq, &sg, 0, 1, (void *)(uintptr_t)(i + 1));
 }
 
 /* Driver: send the batch of received frames; held (not dropped) on EAGAIN. */
+/* Driver: send the batch of received frames; held (not dropped) on EAGAIN. */
 static int drv_rx_flush(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
-	int sent, k, first = n->pend_off, failed;
+	int sent, k, j, first = n->pend_off, failed;
 
 	sent = port_send(n, n->msgs + n->pend_off, n->pend_cnt - n->pend_off, &failed);
 	st_add(&n->st.rx_frames, (uint64_t)(sent - failed));
 	st_add(&n->st.rx_dropped, (uint64_t)failed);
 	n->pend_off += sent;
 	for (k = first; k < n->pend_off; k++)
-		post_rx(n, n->sidx[k]); /* buffer free again */
+		for (j = 0; j < n->fnslots[k]; j++)
+			post_rx(n, n->fslots[k][j]); /* buffers free again */
 	/* also publishes buffers re-posted after a bad header */
 	vop_devq_notify_if(n->w, vop_vq_kick_prepare(&q->vq));
 	if (n->pend_off < n->pend_cnt) {
@@ -553,45 +646,78 @@ static int drv_rx_flush(struct vop_net *n)
 	return 1;
 }
 
+/*
+ * Driver: collect received frames (with MRG_RXBUF a frame spans
+ * num_buffers consecutive used buffers, header in the first), check each
+ * header, hand the batch to the port. A frame whose pieces are not all
+ * published in the same round is dropped (counted in rx_dropped): a device
+ * publishes a frame's buffers together.
+ */
 static int drv_rx(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
-	int k, cnt = 0;
-	unsigned *idx = n->sidx;
+	int cnt = 0, got = 0, j;
+	unsigned pieces = 0, need = 0;
+	uint32_t total = 0;
 	void *tok;
 	uint32_t len;
 
 	if (n->pend_cnt)
 		return drv_rx_flush(n);
-
-	for (k = 0; k < NET_BUDGET; k++) {
+	while (cnt < NET_BUDGET) {
 		unsigned i;
 		struct vop_net_hdr *h = &n->hdrs[cnt];
+		struct iovec *iov = n->iovs[cnt];
 
 		if (vop_vq_get_used(&q->vq, &tok, &len) <= 0)
 			break;
+		got = 1;
 		i = (unsigned)(uintptr_t)tok - 1;
-		memcpy(h, slot_ptr(q, i), NET_HDR); /* private copy: read once, checked */
-		if (len < NET_HDR || vop_net_hdr_check(h, len - NET_HDR)) {
+		if (pieces == 0) {
+			memcpy(h, slot_ptr(q, i), NET_HDR); /* private copy: read once, checked */
+			need = n->mrg ? h->num_buffers : 1;
+			if (len < NET_HDR || need == 0 || need > NET_MAX_PIECES) {
+				st_add(&n->st.bad_headers, 1);
+				post_rx(n, i);
+				continue;
+			}
+			iov[0].iov_base = h;
+			iov[0].iov_len = NET_HDR;
+			iov[1].iov_base = slot_ptr(q, i) + NET_HDR;
+			iov[1].iov_len = len - NET_HDR;
+			total = len - NET_HDR;
+		} else {
+			iov[1 + pieces].iov_base = slot_ptr(q, i);
+			iov[1 + pieces].iov_len = len;
+			total += len;
+		}
+		n->fslots[cnt][pieces++] = (uint16_t)i;
+		if (pieces < need)
+			continue;
+		if (vop_net_hdr_check(h, total)) {
 			st_add(&n->st.bad_headers, 1);
-			post_rx(n, i);
+			for (j = 0; j < (int)pieces; j++)
+				post_rx(n, n->fslots[cnt][j]);
+			pieces = 0;
 			continue;
 		}
 		h->num_buffers = 0;
-		n->iovs[cnt][0].iov_base = h;
-		n->iovs[cnt][0].iov_len = NET_HDR;
-		n->iovs[cnt][1].iov_base = slot_ptr(q, i) + NET_HDR;
-		n->iovs[cnt][1].iov_len = len - NET_HDR;
 		memset(&n->msgs[cnt], 0, sizeof(n->msgs[cnt]));
-		n->msgs[cnt].msg_hdr.msg_iov = n->iovs[cnt];
-		n->msgs[cnt].msg_hdr.msg_iovlen = 2;
-		n->lens[cnt] = len - NET_HDR;
-		idx[cnt++] = i;
+		n->msgs[cnt].msg_hdr.msg_iov = iov;
+		n->msgs[cnt].msg_hdr.msg_iovlen = 1 + pieces;
+		n->lens[cnt] = total;
+		n->fnslots[cnt] = (uint8_t)pieces;
+		st_add(&n->st.rx_bytes, total);
+		cnt++;
+		pieces = 0;
 	}
-	if (k == 0)
+	if (pieces) { /* incomplete frame at the end of what was published */
+		st_add(&n->st.rx_dropped, 1);
+		for (j = 0; j < (int)pieces; j++)
+			post_rx(n, n->fslots[cnt][j]);
+	}
+	if (!got)
 		return 0;
-	for (k = 0; k < cnt; k++)
-		st_add(&n->st.rx_bytes, n->lens[k]);
 	n->pend_cnt = cnt;
 	n->pend_off = 0;
 	return drv_rx_flush(n) | 1;
@@ -669,7 +795,7 @@ static int net_poll(void *arg)
 	}
 	if (n->driver)
 		return drv_tx(n) | drv_rx(n);
-	return dev_tx(n) | dev_rx(n) | p;
+	return dev_tx(n) | ((n->mrg && !n->dgram) ? dev_rx_mrg(n) : dev_rx(n)) | p;
 }
 
 static int net_prepare_sleep(void *arg)
@@ -725,7 +851,13 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 	n->tap = rc;
 	n->stash = calloc(NET_BUDGET, sizeof(*n->stash));
 	n->chains = calloc(NET_BUDGET, sizeof(*n->chains));
-	if (!n->stash || !n->chains) {
+	n->miov = calloc(NET_MRG_IOV, sizeof(*n->miov));
+	n->rxbuf = c->rx_buf_bytes ? c->rx_buf_bytes : VOP_NET_RXBUF;
+	if (n->rxbuf < 64 || n->rxbuf > VOP_NET_RXBUF) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (!n->stash || !n->chains || !n->miov) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -736,6 +868,7 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 		int s;
 
 		vop_dev_driver_features(&n->di, net_features, &n->feat);
+		n->mrg = (n->feat >> VOP_NET_F_MRG_RXBUF) & 1;
 		rc = vop_devq_init(n->w, &n->di, NET_RXQ, true, n->feat, &n->q[NET_RXQ]);
 		rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, true, n->feat, &n->q[NET_TXQ]);
 		rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, true));
@@ -812,6 +945,7 @@ void vop_net_destroy(struct vop_net *n)
 		unlink(n->sock_path);
 	free(n->stash);
 	free(n->chains);
+	free(n->miov);
 	free(n->tx_free);
 	free(n);
 }

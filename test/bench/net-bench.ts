@@ -33,11 +33,15 @@ interface IperfJson {
   };
 }
 
+let nextPort = 5400;
+
 function iperf(ns: Netns, server: string, client: string, ip: string, udp: boolean): number {
-  const s = ns.exec(server, 'iperf3', ['-s', '-1', '-D', '-B', ip]);
+  // a port per run: a one-off server may still be exiting when the next one starts
+  const port = String(nextPort++);
+  const s = ns.exec(server, 'iperf3', ['-s', '-1', '-D', '-B', ip, '-p', port]);
   if (s.code !== 0) throw new Error(`iperf3 -s: ${s.stderr}`);
   sh('sleep', ['0.3']);
-  const args = ['-c', ip, '-t', String(SECONDS), '-J'];
+  const args = ['-c', ip, '-p', port, '-t', String(SECONDS), '-J'];
   if (udp) args.push('-u', '-b', UDP_RATE, '-l', '1400');
   let r = ns.exec(client, 'iperf3', args, (SECONDS + 30) * 1000);
   for (let i = 0; i < 20 && /Connection refused/.test(r.stdout + r.stderr); i++) {

@@ -33,6 +33,16 @@ async function iperfClient(ns: Netns, n: string, args: string[]): Promise<{ code
 
 describe('virtio-net over an shm link between two namespaces', { skip: canRun ? false : 'needs root and /dev/net/tun' }, () => {
   it('pings both ways and carries iperf3 TCP and UDP with offloads', async () => {
+    await runLink('');
+  });
+
+  it('with 2 KiB mergeable receive buffers: 64 KiB TSO frames span many buffers, both directions', async () => {
+    await runLink(':rxbuf=2048');
+  });
+});
+
+async function runLink(driverOpts: string): Promise<void> {
+  {
     buildVopdev();
     const ns = new Netns('vopnet', 2);
     const [nsDev, nsDrv] = ns.names as [string, string];
@@ -41,7 +51,7 @@ describe('virtio-net over an shm link between two namespaces', { skip: canRun ? 
     let drv: Vopdev | null = null;
     let dev: Vopdev | null = null;
     try {
-      drv = new Vopdev(['--window', win, '--create', '96', '--net-driver', '1:tap=vop0:mtu=1500'], nsDrv);
+      drv = new Vopdev(['--window', win, '--create', '96', '--net-driver', `1:tap=vop0:mtu=1500${driverOpts}`], nsDrv);
       dev = new Vopdev(['--window', win, '--attach', '--net-device', '1:tap=vop0'], nsDev);
       await drv.waitReady();
       await dev.waitReady();
@@ -59,22 +69,31 @@ describe('virtio-net over an shm link between two namespaces', { skip: canRun ? 
       const p3 = ns.exec(nsDrv, 'ping', ['-c', '2', '-s', '8000', '-W', '2', '10.77.0.1'], 20000);
       assert.equal(p3.code, 0, p3.stdout + p3.stderr);
 
-      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1']).code, 0);
+      // a port per run: a one-off server may still be exiting when the next one starts
+      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1', '-p', '5301']).code, 0);
       await new Promise((r) => setTimeout(r, 300));
-      const tcp = await iperfClient(ns, nsDrv, ['-c', '10.77.0.1', '-t', '3', '-J']);
+      const tcp = await iperfClient(ns, nsDrv, ['-c', '10.77.0.1', '-p', '5301', '-t', '3', '-J']);
       assert.equal(tcp.code, 0, tcp.stderr);
       const tcpBps = (JSON.parse(tcp.stdout) as IperfEnd).end.sum_received?.bits_per_second ?? 0;
       assert.ok(tcpBps > 100e6, `TCP ${tcpBps / 1e9} Gbit/s`);
+      // and the other way: device side to driver side (receive buffers, mergeable when small)
+      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1', '-p', '5302']).code, 0);
+      const rev = await iperfClient(ns, nsDrv, ['-c', '10.77.0.1', '-p', '5302', '-t', '3', '-R', '-J']);
+      assert.equal(rev.code, 0, rev.stderr);
+      const revBps = (JSON.parse(rev.stdout) as IperfEnd).end.sum_received?.bits_per_second ?? 0;
+      assert.ok(revBps > 50e6, `reverse TCP ${revBps / 1e9} Gbit/s`);
 
-      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1']).code, 0);
+      assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1', '-p', '5303']).code, 0);
       await new Promise((r) => setTimeout(r, 300));
-      const udp = await iperfClient(ns, nsDrv, ['-c', '10.77.0.1', '-u', '-b', '200M', '-l', '1400', '-t', '3', '-J']);
+      const udp = await iperfClient(ns, nsDrv, ['-c', '10.77.0.1', '-p', '5303', '-u', '-b', '20M', '-l', '1400', '-t', '3', '-J']);
       assert.equal(udp.code, 0, udp.stderr);
       const end = (JSON.parse(udp.stdout) as IperfEnd).end;
       const rs = end.sum_received;
       const u: UdpSum | undefined = end.sum ?? (rs?.packets !== undefined ? { packets: rs.packets, lost_packets: rs.lost_packets ?? 0, seconds: rs.seconds ?? 0 } : undefined);
-      assert.ok(u && u.packets > 0 && u.lost_packets / u.packets < 0.5, `UDP: ${udp.stdout.slice(-800)}`);
-      process.stdout.write(`# vop link: TCP ${(tcpBps / 1e9).toFixed(2)} Gbit/s, UDP ${u.packets} packets, ${u.lost_packets} lost\n`);
+      // Loss at the receiving socket depends on how loaded the machine is (veth loses as
+      // much on a busy 2-vCPU box); the link itself must carry every frame: checked below.
+      assert.ok(u && u.packets > u.lost_packets, `UDP: ${udp.stdout.slice(-800)}`);
+      process.stdout.write(`# vop link${driverOpts}: TCP ${(tcpBps / 1e9).toFixed(2)} Gbit/s, reverse ${(revBps / 1e9).toFixed(2)} Gbit/s, UDP ${u.packets} packets, ${u.lost_packets} lost\n`);
 
       const devStats = await dev.stop();
       const drvStats = await drv.stop();
@@ -82,6 +101,13 @@ describe('virtio-net over an shm link between two namespaces', { skip: canRun ? 
       drv = null;
       assert.equal(devStats.net1?.bad_headers, 0);
       assert.equal(drvStats.net1?.bad_headers, 0);
+      // every frame the driver side took from its TAP reached the device side's TAP, none dropped
+      // (a few background frames, e.g. IPv6 neighbour discovery, may be posted after the device stopped)
+      const sent = drvStats.net1?.tx_frames ?? 0;
+      const delivered = devStats.net1?.tx_frames ?? 0;
+      assert.ok(delivered <= sent && sent - delivered <= 16, `driver posted ${sent}, device delivered ${delivered}`);
+      assert.equal(devStats.net1?.tx_dropped, 0);
+      assert.equal(drvStats.net1?.tx_dropped, 0);
       assert.ok((devStats.net1?.tx_frames ?? 0) > 0 && (devStats.net1?.rx_frames ?? 0) > 0);
     } finally {
       if (dev) await dev.stop();
@@ -89,5 +115,5 @@ describe('virtio-net over an shm link between two namespaces', { skip: canRun ? 
       ns.remove();
       rmSync(win, { force: true });
     }
-  });
-});
+  }
+}

@@ -7,9 +7,10 @@
  * offloads cross the link: 64 KiB TSO segments instead of 1500 B frames.
  *
  * Queues: 0 = receiveq (device -> driver), 1 = transmitq (driver -> device).
- * Receive buffers are big (64 KiB + header, one descriptor each), so the
- * device reads a frame from its TAP straight into the driver's buffer;
- * VIRTIO_NET_F_MRG_RXBUF is offered and accepted, num_buffers is always 1.
+ * Receive buffers: VIRTIO_NET_F_MRG_RXBUF is negotiated; the device reads a
+ * frame from its TAP straight into as many of the driver's buffers as it
+ * needs (num_buffers in the first header). Our driver posts 64 KiB + header
+ * buffers by default (one per frame); rx_buf_bytes makes them smaller.
  *
  * Device role: TAP in, TAP out; offloads enabled on the TAP (TUNSETOFFLOAD)
  * are exactly the GUEST_* features the driver accepted. Driver role: the
@@ -86,6 +87,12 @@ struct vop_net_config {
 	 */
 	const char *dgram_local;
 	const char *dgram_peer;
+	/*
+	 * Driver role: bytes per receive buffer (64 .. VOP_NET_RXBUF; 0 =
+	 * VOP_NET_RXBUF, one buffer per frame). Smaller buffers exercise
+	 * VIRTIO_NET_F_MRG_RXBUF: a frame spans num_buffers of them.
+	 */
+	uint32_t rx_buf_bytes;
 	uint32_t find_timeout_ms; /* wait for the device entry; 0 = 10000 */
 };
 
