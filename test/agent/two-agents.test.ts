@@ -39,7 +39,7 @@ async function received(agent: Agent, link: string): Promise<{ rx: bigint; bad: 
   return { rx, bad, buffers };
 }
 
-async function flowing(agent: Agent, link: string, ms = 300): Promise<bigint> {
+async function flowing(agent: Agent, link: string, ms = 1000): Promise<bigint> {
   const a = await received(agent, link);
   await new Promise((r) => setTimeout(r, ms));
   const b = await received(agent, link);
@@ -123,6 +123,18 @@ describe('two agents on one machine', () => {
     } finally {
       w.stream.cancel();
     }
+  });
+
+  it("uses a link's own shm directory, created owner-only", async () => {
+    const dir = path.join(tempDir('own-dir'), 'links', 'x');
+    const link = makeLink('own', { dir, devices: [bytePipeDevice('con0')] });
+    await Promise.all([a.apply(link), b.apply(link)]);
+    await a.waitPhase('own', LinkPhase.LINK_PHASE_READY, 5000);
+    await b.waitPhase('own', LinkPhase.LINK_PHASE_READY, 5000);
+    assert.equal(statSync(dir).mode & 0o777, 0o700);
+    assert.equal(statSync(path.join(dir, 'own.win')).mode & 0o777, 0o600);
+    await Promise.all([a.delete('own'), b.delete('own')]);
+    assert.ok(!existsSync(path.join(dir, 'own.win')));
   });
 
   it('keeps data moving while an agent blocks its JavaScript event loop for 5 s', async () => {

@@ -5,7 +5,7 @@
  * control operations; buffers move in native worker threads, so nothing here runs
  * per buffer and the link keeps moving while this JavaScript is busy.
  */
-import { rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
 import { type Device, type DeviceStats, type DeviceStatus, type Link, type LinkEvent, type QueueStats } from '../../../lib/gen/vop/types/v1/types';
@@ -306,6 +306,8 @@ export class LinkRuntime {
 
   private openWindow(): DataPlaneWindow | null {
     const req = { link: this.name, path: this.windowPath, side: this.side, sizeBytes: this.windowBytes };
+    // A link-specific shm directory is created owner-only like the rendezvous dir.
+    if (this.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
     try {
       return this.deps.dataPlane.open(req, (e) => this.onNativeEvent(e));
     } catch (err) {
