@@ -75,6 +75,7 @@ struct blk_job {
 };
 
 struct vop_blk_device {
+	_Atomic bool stats_ok;  /* queues initialised (release by the loop); stats readers acquire */
 	struct vop_devloop *loop;   /* set at create */
 	struct vop_window *w;       /* set at create */
 	struct vop_dev_info di;     /* set at create */
@@ -596,6 +597,7 @@ static int blk_dev_poll(void *arg)
 		if (rc < 0)
 			return rc;
 		d->started = true;
+		atomic_store_explicit(&d->stats_ok, true, memory_order_release);
 		progress = 1;
 	}
 	rc = blk_complete(d);
@@ -1067,7 +1069,8 @@ void vop_blk_driver_destroy(struct vop_blk_driver *d)
 
 int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_vq_stats *out)
 {
-	if (q >= 1 || !(d->q).ready)
+	/* acquire: pairs with the release after the queues were set up */
+	if (q >= 1 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
 		return -EINVAL;
 	vop_vq_stats_read(&(d->q).vq, out);
 	return 0;

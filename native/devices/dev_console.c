@@ -34,6 +34,7 @@
 #define CON_BUDGET 64
 
 struct vop_console {
+	_Atomic bool stats_ok;  /* queues initialised (release by the loop); stats readers acquire */
 	bool driver;              /* role; set at create */
 	struct vop_devloop *loop; /* set at create */
 	struct vop_window *w;     /* set at create */
@@ -512,6 +513,7 @@ static int con_poll(void *arg)
 		if (rc)
 			return rc;
 		c->started = true;
+		atomic_store_explicit(&c->stats_ok, true, memory_order_release);
 		p = 1;
 	}
 	if (c->lfd >= 0 && atomic_load(&c->lfd_fired)) {
@@ -642,6 +644,7 @@ static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_c
 		vop_vq_kick_prepare(&c->q[CON_RXQ].vq);
 		vop_dev_driver_ok(&c->di);
 		c->started = true;
+		atomic_store_explicit(&c->stats_ok, true, memory_order_release);
 		vop_window_notify_peer(c->w);
 	}
 	rc = vop_devloop_add(l, &con_ops, c);
@@ -698,7 +701,8 @@ void vop_console_destroy(struct vop_console *c)
 
 int vop_console_queue_stats(struct vop_console *d, unsigned q, struct vop_vq_stats *out)
 {
-	if (q >= 2 || !(d->q[q]).ready)
+	/* acquire: pairs with the release after the queues were set up */
+	if (q >= 2 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
 		return -EINVAL;
 	vop_vq_stats_read(&(d->q[q]).vq, out);
 	return 0;

@@ -44,6 +44,7 @@
 #define NET_MRG_IOV 1024    /* IOV_MAX */
 
 struct vop_net {
+	_Atomic bool stats_ok;  /* queues initialised (release by the loop); stats readers acquire */
 	bool driver;              /* role; set at create */
 	struct vop_devloop *loop; /* set at create */
 	struct vop_window *w;     /* set at create */
@@ -602,6 +603,7 @@ static int dev_start(struct vop_net *n)
 			       ? VOP_NET_RXBUF
 			       : NET_HDR + (cs.mtu >= 68 ? cs.mtu : 1500u) + 18u;
 	n->started = true;
+	atomic_store_explicit(&n->stats_ok, true, memory_order_release);
 	return 1;
 }
 
@@ -909,6 +911,7 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 		}
 		vop_dev_driver_ok(&n->di);
 		n->started = true;
+		atomic_store_explicit(&n->stats_ok, true, memory_order_release);
 		vop_window_notify_peer(n->w);
 	}
 	rc = vop_devloop_add(l, &net_ops, n);
@@ -952,7 +955,8 @@ void vop_net_destroy(struct vop_net *n)
 
 int vop_net_queue_stats(struct vop_net *d, unsigned q, struct vop_vq_stats *out)
 {
-	if (q >= 2 || !(d->q[q]).ready)
+	/* acquire: pairs with the release after the queues were set up */
+	if (q >= 2 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
 		return -EINVAL;
 	vop_vq_stats_read(&(d->q[q]).vq, out);
 	return 0;
