@@ -50,6 +50,8 @@ export interface NetOptions {
   readonly mtu?: number;
   /** "52:54:00:12:34:56". */
   readonly mac?: string;
+  /** Driver role: bytes per receive buffer, 64..65554 (default 65554: one buffer per frame; smaller ones are mergeable). */
+  readonly rxBufBytes?: number;
 }
 
 export interface ConsoleOptions {
@@ -138,6 +140,10 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
         if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(d.mac)) throw new TypeError('mac must look like 52:54:00:12:34:56');
         if ((parseInt(d.mac.slice(0, 2), 16) & 1) !== 0) throw new RangeError('mac must be unicast');
         o.push(`mac=${d.mac.replace(/:/g, '-')}`);
+      }
+      if (d.rxBufBytes !== undefined) {
+        if (d.role !== 'driver') throw new TypeError('rxBufBytes is for the driver role');
+        o.push(`rxbuf=${int('rxBufBytes', d.rxBufBytes, 64, 65554)}`);
       }
       return { kind: d.role === 'device' ? 'net-device' : 'net-driver', desc: o.join(':') };
     case 'console':
