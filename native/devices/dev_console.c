@@ -46,6 +46,7 @@ struct vop_console {
 	int logfd;                /* -1 if none */
 	char log_path[256];
 	uint64_t log_max, log_size;
+	unsigned log_files;       /* rotated generations kept (FILE.1 .. FILE.n) */
 	/* device role: unix socket */
 	int lfd;                  /* listener, -1 if none */
 	char unix_path[108];
@@ -222,10 +223,17 @@ static void log_write(struct vop_console *c, const uint8_t *p, uint32_t len)
 	if (c->logfd < 0)
 		return;
 	if (c->log_size + len > c->log_max && c->log_size > 0) {
-		char old[sizeof(c->log_path) + 4];
+		char from[sizeof(c->log_path) + 12], to[sizeof(c->log_path) + 12];
+		unsigned k;
 
-		snprintf(old, sizeof(old), "%s.1", c->log_path);
-		rename(c->log_path, old);
+		/* FILE.(n-1) -> FILE.n ... FILE -> FILE.1; the oldest falls off */
+		for (k = c->log_files; k > 1; k--) {
+			snprintf(from, sizeof(from), "%s.%u", c->log_path, k - 1);
+			snprintf(to, sizeof(to), "%s.%u", c->log_path, k);
+			rename(from, to);
+		}
+		snprintf(to, sizeof(to), "%s.1", c->log_path);
+		rename(c->log_path, to);
 		close(c->logfd);
 		c->logfd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0600);
 		c->log_size = 0;
@@ -589,6 +597,7 @@ static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_c
 
 		snprintf(c->log_path, sizeof(c->log_path), "%s", cfg->log_path);
 		c->log_max = cfg->log_max ? cfg->log_max : (1u << 20);
+		c->log_files = cfg->log_files ? (cfg->log_files > 100 ? 100 : cfg->log_files) : 1;
 		c->logfd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 		if (c->logfd < 0) {
 			rc = -errno;

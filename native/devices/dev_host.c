@@ -169,6 +169,7 @@ static int start_dev(struct vop_dev_host *h, struct hdev *a)
 		if (opt(a->opts, "log", lg, sizeof(lg)))
 			c.log_path = lg;
 		c.log_max = (uint64_t)opt_num(a->opts, "logmax", 1 << 20);
+		c.log_files = (unsigned)opt_num(a->opts, "logfiles", 1);
 		if (opt(a->opts, "unix", ux, sizeof(ux)))
 			c.unix_path = ux;
 		return a->kind == VOP_DK_CON_DEVICE

@@ -80,12 +80,13 @@ export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devI
       const con = k.value;
       const be = role === 'device' ? con.deviceBackend : con.driverFrontend;
       if (!be?.kind && !(role === 'device' && con.log && con.log.path !== '')) return null;
-      const o: { kind: 'console'; role: 'device' | 'driver'; id: number; ptyLink?: string; unixSocket?: string; logFile?: string; logMaxBytes?: number } = { kind: 'console', role, id: devId };
+      const o: { kind: 'console'; role: 'device' | 'driver'; id: number; ptyLink?: string; unixSocket?: string; logFile?: string; logMaxBytes?: number; logFiles?: number } = { kind: 'console', role, id: devId };
       if (be?.kind?.$case === 'pty' && be.kind.value.linkPath !== '') o.ptyLink = be.kind.value.linkPath;
       if (be?.kind?.$case === 'unixSocket' && role === 'device') o.unixSocket = be.kind.value.path;
       if (role === 'device' && con.log && con.log.path !== '') {
         o.logFile = con.log.path;
         if (con.log.maxBytes !== 0n) o.logMaxBytes = Number(con.log.maxBytes);
+        if (con.log.maxFiles !== 0) o.logFiles = Math.min(con.log.maxFiles, 100);
       }
       return o;
     }

@@ -63,6 +63,8 @@ export interface ConsoleOptions {
   /** Device role: output log (rotated at logMaxBytes, default 1 MiB). */
   readonly logFile?: string;
   readonly logMaxBytes?: number;
+  /** Rotated files kept (FILE.1 .. FILE.n), 1..100 (default 1). */
+  readonly logFiles?: number;
   /** Device role: Unix socket for attach. */
   readonly unixSocket?: string;
 }
@@ -152,6 +154,7 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       if (d.role === 'device') {
         if (d.logFile !== undefined) o.push(`log=${str('logFile', d.logFile)}`);
         if (d.logMaxBytes !== undefined) o.push(`logmax=${int('logMaxBytes', d.logMaxBytes, 4096, 2 ** 40)}`);
+        if (d.logFiles !== undefined) o.push(`logfiles=${int('logFiles', d.logFiles, 1, 100)}`);
         if (d.unixSocket !== undefined) o.push(`unix=${str('unixSocket', d.unixSocket)}`);
       } else if (d.logFile !== undefined || d.unixSocket !== undefined) {
         throw new TypeError('logFile and unixSocket are for the device role');

@@ -6,8 +6,9 @@
  *
  * Device role (the host side of a card's serial console): the console's
  * output (driver transmitq) goes to
- *   - a log file, always, with size-based rotation (FILE -> FILE.1 when it
- *     would pass log_max), so boot messages are kept when nobody attached;
+ *   - a log file, always, with size-based rotation (FILE -> FILE.1 ->
+ *     ... FILE.n when it would pass log_max), so boot messages are kept when
+ *     nobody attached;
  *   - a pty master (optional), a Unix socket (optional, any number of
  *     readers, every connected client gets every byte) and the JS stream
  *     (vop_console_read_out(), for console attach over gRPC).
@@ -37,6 +38,7 @@ struct vop_console_config {
 	const char *pty_link;   /* symlink to the pty slave, or NULL */
 	const char *log_path;   /* device role: output log, or NULL */
 	uint64_t log_max;       /* rotate when the log would pass this (0 = 1 MiB) */
+	unsigned log_files;     /* rotated files kept, FILE.1 (newest) .. FILE.n; 0 = 1, max 100 */
 	const char *unix_path;  /* device role: Unix socket for attach, or NULL */
 	uint32_t find_timeout_ms; /* 0 = 10000 */
 };
