@@ -38,6 +38,8 @@ import { WorkQueue } from './work-queue';
 export const WORKERS = 4;
 /** Every object is re-enqueued this often (catches anything an event missed). */
 export const RESYNC_INTERVAL_MS = 5 * 60_000;
+/** A policy pass lets I/O run after this many link writes. */
+export const YIELD_EVERY_WRITES = 100;
 /** How often leases are checked. */
 export const LEASE_CHECK_INTERVAL_MS = 1000;
 /** Heartbeat interval handed to agents, as a fraction of the lease. */
@@ -586,6 +588,14 @@ export class Reconciler {
     }
   }
 
+  /**
+   * The embedded store commits synchronously, so a pass writing thousands of links
+   * would never yield; let Sync streams and RPCs run every YIELD_EVERY_WRITES writes.
+   */
+  private async yieldEvery(writes: number): Promise<void> {
+    if (writes % YIELD_EVERY_WRITES === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
   private async reconcilePolicy(name: string): Promise<void> {
     const pe = this.cache.policies.get(name);
     const owned = new Set(this.linksByPolicy.get(name) ?? []);
@@ -597,15 +607,20 @@ export class Reconciler {
         for (const r of renderPolicy({ policy: pe.obj, agents, existing: (ln) => this.cache.links.has(ln) })) want.set(r.name, r.link);
       }
       let conflicts = 0;
+      let writes = 0;
       for (const [ln, l] of want) {
         const cur = this.cache.links.get(ln);
         if (cur && (cur.obj.meta?.managedBy ?? '') !== managedByPolicy(name)) {
           conflicts++;
           continue;
         }
-        await this.cache.putLink(l, '');
+        if ((await this.cache.putLink(l, '')).changed) await this.yieldEvery(++writes);
       }
-      for (const ln of owned) if (!want.has(ln)) await this.cache.deleteLink(ln, '');
+      for (const ln of owned) {
+        if (want.has(ln)) continue;
+        await this.cache.deleteLink(ln, '');
+        await this.yieldEvery(++writes);
+      }
       if (pe) {
         const gen = pe.obj.meta?.generation ?? 0n;
         const names = [...want.keys()].sort();
