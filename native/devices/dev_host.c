@@ -269,7 +269,7 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 	for (i = 0; i < n; i++) {
 		struct hdev *a = &h->dev[i];
 		struct vop_nbd_config nc;
-		char ux[256];
+		char ux[256], name[200];
 
 		if (a->kind != VOP_DK_BLK_DRIVER)
 			continue;
@@ -277,6 +277,8 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 		if (opt(a->opts, "unix", ux, sizeof(ux)))
 			nc.unix_path = ux;
 		nc.tcp_port = (int)opt_num(a->opts, "tcp", 0);
+		if (opt(a->opts, "name", name, sizeof(name)) && name[0])
+			nc.export_name = name;
 		*err = "nbd";
 		rc = vop_nbd_start(a->obj, &nc, (struct vop_nbd **)&a->extra);
 		if (rc)

@@ -66,7 +66,7 @@ export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devI
       const ex = blk.export;
       const port = ex && ex.tcpListen !== '' ? Number(ex.tcpListen.slice(ex.tcpListen.lastIndexOf(':') + 1)) : undefined;
       if (!ex || (ex.unixSocket === '' && port === undefined)) return null;
-      return { kind: 'blk', role, id: devId, readOnly: blk.backing.readOnly, ...(ex.unixSocket !== '' ? { nbdSocket: ex.unixSocket } : {}), ...(port !== undefined ? { nbdTcpPort: port } : {}) };
+      return { kind: 'blk', role, id: devId, readOnly: blk.backing.readOnly, ...(ex.unixSocket !== '' ? { nbdSocket: ex.unixSocket } : {}), ...(port !== undefined ? { nbdTcpPort: port } : {}), ...(ex.exportName !== '' ? { exportName: ex.exportName } : {}) };
     }
     case 'net': {
       const net = k.value;

@@ -32,6 +32,8 @@ export interface BlkDriverOptions {
   readonly nbdSocket?: string;
   /** NBD TCP port on 127.0.0.1 (-1: any free port). */
   readonly nbdTcpPort?: number;
+  /** Export name (default "vop"; the empty name is always accepted too). */
+  readonly exportName?: string;
   /** Request slots, power of two 1..8192 (default 64); creator only. */
   readonly slots?: number;
   /** KiB of data per slot, multiple of 4 (default 512); creator only. */
@@ -119,6 +121,10 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       if (d.nbdSocket === undefined && d.nbdTcpPort === undefined) throw new TypeError('a blk driver needs nbdSocket or nbdTcpPort');
       if (d.nbdSocket !== undefined) o.push(`unix=${str('nbdSocket', d.nbdSocket)}`);
       if (d.nbdTcpPort !== undefined) o.push(`tcp=${d.nbdTcpPort === -1 ? -1 : int('nbdTcpPort', d.nbdTcpPort, 1, 65535)}`);
+      if (d.exportName !== undefined && d.exportName !== '') {
+        if (Buffer.byteLength(d.exportName) > 190) throw new RangeError('exportName must be at most 190 bytes');
+        o.push(`name=${str('exportName', d.exportName)}`);
+      }
       if (d.slots !== undefined) o.push(`qsize=${pow2('slots', d.slots, 8192)}`);
       if (d.segKiB !== undefined) {
         int('segKiB', d.segKiB, 4, 16384);
