@@ -62,6 +62,9 @@ class FakeWindow implements DataPlaneWindow {
       broken: index === 0 ? (this.broken.get(devId) ?? '') : '',
     }));
   }
+  replaced(): boolean {
+    return false;
+  }
   deviceCounters() {
     return {};
   }

@@ -186,6 +186,9 @@ describe('two agents on one machine', () => {
       await a.waitPhase(name, LinkPhase.LINK_PHASE_READY, 5000);
       await b.waitPhase(name, LinkPhase.LINK_PHASE_READY, 5000);
       const recoveryMs = Date.now() - t1;
+      if (victim === 'device') {
+        assert.ok(srvA.logs.some((l) => l.msg === 're-attached to the existing window' && l.link === name), 'the restarted creator took its window side back');
+      }
       assert.ok(recoveryMs < 5000, `back to Ready ${recoveryMs} ms after the restart`);
       assert.ok((await flowing(a, name)) > 0n, 'data flows again (device side)');
       assert.ok((await flowing(b, name)) > 0n, 'data flows again (driver side)');

@@ -43,6 +43,11 @@ export interface OpenWindowRequest {
   /** Window file path inside the rendezvous directory. */
   readonly path: string;
   readonly side: WindowSide;
+  /**
+   * Creator only: take the creator side of an existing window back (after a restart)
+   * instead of creating one; throws EBUSY while a live process holds it.
+   */
+  readonly reattach: boolean;
   /** Bytes; only the creator uses it. */
   readonly sizeBytes: number;
 }
@@ -109,6 +114,8 @@ export interface DataPlaneWindow {
   workerTimes(): { readonly pollNs: bigint; readonly sleepNs: bigint };
   /** Byte-pipe only: send bytes into a device's transmit queue (console writer, tests). */
   write?(devId: number, data: Uint8Array): number;
+  /** True when the window's path no longer names this mapping (removed or replaced by a new window). */
+  replaced(): boolean;
   /** Stops workers and unmaps; the creator removes the window file when `unlink`. */
   close(unlink: boolean): void;
 }
@@ -120,7 +127,8 @@ export interface DataPlane {
   /**
    * Creates or attaches a window. The attacher throws EAGAIN/ENOENT while the creator
    * has not published it yet (the caller retries); the creator throws EEXIST when a
-   * window file is already there (the caller decides to re-attach or replace it).
+   * window file is already there (the caller then re-attaches with `reattach`, or
+   * replaces the file when the engine cannot adopt it).
    */
   open(req: OpenWindowRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow;
 }

@@ -278,11 +278,9 @@ export class LinkRuntime {
 
   // ---------------------------------------------------------------- data plane
 
-  private closeWindow(unlink: boolean): void {
+  /** Stops every device backend; they start again when their devices run. */
+  private stopBackends(): void {
     for (const d of this.devices.values()) {
-      d.added = false;
-      d.ready = false;
-      d.broken = '';
       d.backendError = '';
       d.backendStarting = false;
       d.backendFailures = 0;
@@ -290,6 +288,15 @@ export class LinkRuntime {
       const inst = d.instance;
       d.instance = null;
       if (inst) inst.stop().catch((err: unknown) => this.log.warn({ err, device: d.device.name }, 'backend stop failed'));
+    }
+  }
+
+  private closeWindow(unlink: boolean): void {
+    this.stopBackends();
+    for (const d of this.devices.values()) {
+      d.added = false;
+      d.ready = false;
+      d.broken = '';
     }
     const w = this.window;
     this.window = null;
@@ -305,23 +312,35 @@ export class LinkRuntime {
   }
 
   private openWindow(): DataPlaneWindow | null {
-    const req = { link: this.name, path: this.windowPath, side: this.side, sizeBytes: this.windowBytes };
+    const req = { link: this.name, path: this.windowPath, side: this.side, sizeBytes: this.windowBytes, reattach: false };
+    const onEvent = (e: DataPlaneEvent): void => this.onNativeEvent(e);
     // A link-specific shm directory is created owner-only like the rendezvous dir.
     if (this.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
     try {
-      return this.deps.dataPlane.open(req, (e) => this.onNativeEvent(e));
+      return this.deps.dataPlane.open(req, onEvent);
     } catch (err) {
       if (!(err instanceof DataPlaneError)) throw err;
       if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN' || err.code === 'EPROTO')) return null;
-      if (this.side === 'creator' && err.code === 'EEXIST') {
-        // A window from an earlier life of this endpoint: the engine cannot adopt it as
-        // creator, so replace it; an attached peer sees us gone and re-attaches.
-        this.log.info({ path: req.path }, 'replacing a stale window');
-        this.event('StaleWindowReplaced', `replaced an existing window at ${req.path}`);
-        rmSync(req.path, { force: true });
-        return this.deps.dataPlane.open(req, (e) => this.onNativeEvent(e));
+      if (this.side === 'attacher' && err.code === 'EBUSY') {
+        throw new DataPlaneError('EBUSY', `another live process holds the driver side of ${req.path} (is this link applied on two agents with the same role?)`);
       }
-      throw err;
+      if (this.side !== 'creator' || err.code !== 'EEXIST') throw err;
+    }
+    // A window from an earlier life of this endpoint: take the creator side back, so the
+    // peer keeps its mapping and devices (it sees a new epoch and resets onto us).
+    try {
+      const w = this.deps.dataPlane.open({ ...req, reattach: true }, onEvent);
+      this.log.info({ path: req.path }, 're-attached to the existing window');
+      this.event('WindowReattached', `took the device side of ${req.path} back`);
+      return w;
+    } catch (err) {
+      if (!(err instanceof DataPlaneError)) throw err;
+      if (err.code === 'EBUSY') throw new DataPlaneError('EBUSY', `another live process holds the device side of ${req.path} (is this link applied on two agents with the same role?)`);
+      // The engine cannot adopt it (older layout, damaged): replace it; the peer re-attaches.
+      this.log.info({ path: req.path, code: err.code }, 'replacing a window that cannot be re-attached');
+      this.event('StaleWindowReplaced', `replaced the existing window at ${req.path} (${err.code})`);
+      rmSync(req.path, { force: true });
+      return this.deps.dataPlane.open(req, onEvent);
     }
   }
 
@@ -361,17 +380,20 @@ export class LinkRuntime {
       }
     }
     const peer = this.window.peer();
-    if (peer.state === 'gone' && this.side === 'attacher') {
-      // The creator died or replaced its window: drop this mapping, look for the file again.
+    if (peer.state === 'gone' && this.side === 'attacher' && this.window.replaced()) {
+      // The creator replaced or removed its window: drop this mapping, look for the file again.
       this.closeWindow(false);
-      this.waitingForPeer(`the device side left ${this.windowPath}; waiting for it to return`);
+      this.waitingForPeer(`the device side replaced ${this.windowPath}; waiting for the new window`);
       return;
     }
     if (peer.state !== 'up') {
       this.waitingForPeer(peer.state === 'gone' ? `the peer left ${this.windowPath}; waiting for it to return` : `waiting for the peer to attach ${this.windowPath}`);
       return;
     }
-    if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) this.resetDevices('PeerRestarted');
+    if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) {
+      this.resetDevices('PeerRestarted');
+      if (this.side === 'attacher') this.stopBackends();
+    }
     this.peerEpoch = peer.epoch;
     this.setCondition('PeerConnected', 'True', 'PeerAttached', `peer ${this.peerAgent()} is on the window (epoch ${peer.epoch})`);
     if (this.transitionTo(['Connecting'], 'Negotiating', 'PeerAttached')) this.evaluate();
@@ -514,10 +536,15 @@ export class LinkRuntime {
   private onPeerGone(): void {
     this.event('PeerGone', `peer ${this.peerAgent()} left the window or stopped its heartbeat`);
     this.setCondition('PeerConnected', 'False', 'PeerGone', `peer ${this.peerAgent()} is gone`);
-    // The creator keeps its window for the peer to re-attach; the attacher drops its
-    // mapping because a restarted creator publishes a new window file.
-    if (this.side === 'attacher') this.closeWindow(false);
-    else this.resetDevices('PeerGone');
+    // Both sides keep the window: a restarted peer takes its side back. The attacher
+    // drops its mapping only when the creator put a new window file in its place.
+    if (this.side === 'attacher' && this.window?.replaced()) this.closeWindow(false);
+    else {
+      this.resetDevices('PeerGone');
+      // The attacher's backends hang off the creator's (sidecar windows a restarted creator
+      // makes anew): restart them with the peer. The creator's own backends stay.
+      if (this.side === 'attacher') this.stopBackends();
+    }
     this.transitionTo(['Negotiating', 'Ready', 'Degraded'], 'Resetting', 'PeerGone');
     this.schedule(CONNECT_POLL_MS, () => {
       if (this.transitionTo(['Resetting'], 'Connecting', 'PeerGone')) this.connect();

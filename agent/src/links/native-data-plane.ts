@@ -5,6 +5,8 @@
  * endpoint attaches and binds each device once the creator has published it. When
  * the addon cannot be loaded, links fail with DataPlaneUnavailable instead.
  */
+import { statSync } from 'node:fs';
+
 import type { Logger } from '../../../lib/src/logger';
 import { NativeError } from '../native/errors';
 import { loadNative } from '../native/load';
@@ -57,6 +59,9 @@ class NativeWindow implements DataPlaneWindow {
     private readonly w: VopWindow,
     private readonly log: Logger,
     onEvent: (e: DataPlaneEvent) => void,
+    private readonly path: string,
+    /** Inode of the window file when it was mapped. */
+    private readonly ino: number,
   ) {
     const i = w.info().peer;
     this.atOpen = { heartbeat: i.heartbeat, epoch: i.epoch };
@@ -65,10 +70,9 @@ class NativeWindow implements DataPlaneWindow {
         const p = this.w.info().peer;
         this.gone = { heartbeat: p.heartbeat, epoch: p.epoch };
       }
-      if (e.type === 'peer-up' || e.type === 'peer-reset') {
-        this.gone = null;
-        this.atOpen = null;
-      }
+      // peer-up is also reported for a dead peer's stale side block; presence is
+      // decided in peer() by a moving heartbeat or a new epoch.
+      if (e.type === 'peer-up' || e.type === 'peer-reset') this.gone = null;
       const out = this.translate(e);
       if (out) onEvent(out);
     });
@@ -129,8 +133,29 @@ class NativeWindow implements DataPlaneWindow {
     return { state: 'up', epoch: p.epoch };
   }
 
+  replaced(): boolean {
+    try {
+      return statSync(this.path).ino !== this.ino;
+    } catch {
+      return true;
+    }
+  }
+
   addDevice(spec: NativeDeviceSpec): void {
     if (this.w.side === 'creator') {
+      try {
+        this.publish(spec);
+      } catch (err) {
+        // A re-attached creator finds its devices still in the table: bind them again.
+        if (!(err instanceof DataPlaneError && err.code === 'EEXIST')) throw err;
+      }
+    }
+    this.devices.set(spec.devId, { spec, bound: false });
+    this.tryBind(spec.devId);
+  }
+
+  private publish(spec: NativeDeviceSpec): void {
+    {
       wrap(() =>
         this.w.addDevice({
           devId: spec.devId,
@@ -142,8 +167,6 @@ class NativeWindow implements DataPlaneWindow {
         }),
       );
     }
-    this.devices.set(spec.devId, { spec, bound: false });
-    this.tryBind(spec.devId);
   }
 
   /** Binds a device to the worker; the attacher retries until the creator has published it. */
@@ -234,10 +257,18 @@ class NativeDataPlane implements DataPlane {
     const worker = { spinNs: SPIN_NS, pollOnly: false, resetTimeoutMs: null };
     const w = wrap(() =>
       req.side === 'creator'
-        ? VopWindow.create({ path: req.path, sizeBytes: windowBytes(req.sizeBytes), maxDevices: null, ...worker })
+        ? req.reattach
+          ? VopWindow.reattach({ path: req.path, side: 'creator', ...worker })
+          : VopWindow.create({ path: req.path, sizeBytes: windowBytes(req.sizeBytes), maxDevices: null, ...worker })
         : VopWindow.attach({ path: req.path, ...worker }),
     );
-    const nw = new NativeWindow(w, this.log.child({ link: req.link }), onEvent);
+    let ino = -1;
+    try {
+      ino = statSync(req.path).ino;
+    } catch {
+      /* replaced or removed already: replaced() says so */
+    }
+    const nw = new NativeWindow(w, this.log.child({ link: req.link }), onEvent, req.path, ino);
     try {
       wrap(() => w.start());
     } catch (err) {
