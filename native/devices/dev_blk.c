@@ -551,6 +551,8 @@ static int blk_complete(struct vop_blk_device *d)
 	list = d->done;
 	d->done = NULL;
 	pthread_mutex_unlock(&d->lock);
+	if (d->q.vq.broken)
+		return 0; /* the driver broke the ring: completions have nowhere to go */
 	while (list) {
 		unsigned k = 0;
 
@@ -594,7 +596,8 @@ static int blk_dev_poll(void *arg)
 		if (!vop_dev_device_ready(&d->di, &feat))
 			return 0;
 		rc = blk_start(d, feat);
-		if (rc < 0)
+		/* a ring or journal the driver broke stays broken and quiet (counted in vq stats) */
+		if (rc < 0 && !(d->q.ready && d->q.vq.broken))
 			return rc;
 		d->started = true;
 		atomic_store_explicit(&d->stats_ok, true, memory_order_release);

@@ -6,6 +6,8 @@
  * discard segments, writes to a read-only disk. Each gets IOERR/UNSUPP
  * (or a zero-length completion when there is no status byte), is counted
  * in bad_requests, and the queue keeps serving good requests afterwards.
+ * Finally the driver breaks the ring itself (avail index jump): the queue
+ * is marked broken with that reason and the backend stays up, quiet.
  */
 #include <fcntl.h>
 
@@ -158,6 +160,24 @@ int main(void)
 	CHECK_EQ(st.bad_requests, 12);
 	CHECK_EQ(st.unsupp, 1);
 	CHECK(d.q.vq.broken == 0);
+
+	/* a driver that breaks the ring itself: avail->idx jumps past the ring */
+	{
+		struct vop_vq_stats vs;
+		uint64_t end2 = t_now_ms() + 5000;
+
+		((struct vop_vring_avail *)d.q.vq.avail)->idx = (uint16_t)(d.q.vq.avail_published + d.q.num + 5);
+		vop_window_notify_peer(w0);
+		for (;;) {
+			if (vop_blk_device_queue_stats(dev, 0, &vs) == 0 && vs.c[VOP_VQS_BROKEN])
+				break;
+			CHECK(t_now_ms() < end2);
+			t_sleep_ms(2);
+		}
+		CHECK_EQ(vs.c[VOP_VQS_BROKEN], VOP_VQ_AVAIL_IDX_JUMP);
+		t_sleep_ms(20);
+		CHECK_EQ(vop_devloop_error(loop), 0); /* the backend stays, quiet; no process exit */
+	}
 
 	vop_devloop_stop(loop);
 	vop_blk_device_destroy(dev);
