@@ -4,6 +4,7 @@
  * a SYNCED marker, then changes; list calls page and filter.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +13,7 @@ import { Metadata, status } from '@grpc/grpc-js';
 
 import type { WatchLinksResponse } from '../../lib/gen/vop/controller/v1/controller';
 import { Link, WatchEventType } from '../../lib/gen/vop/types/v1/types';
+import { repoPath } from '../../lib/src/paths';
 import { call, decodeStatus, expectGrpcError } from '../helpers/grpc';
 import { tempDir } from '../helpers/servers';
 import { listLinks, startFleet, vopctl, waitFor, type Fleet } from './fleet-helpers';
@@ -168,6 +170,21 @@ spec:
       assert.ok(events.every((e) => e.link === undefined || e.link.meta?.labels.tier === 'even'), 'the selector filters changes too');
     } finally {
       stream.cancel();
+    }
+  });
+
+  it('streams vopctl watch -o json: snapshot, a synced marker, then changes', async () => {
+    const proc = spawn(process.execPath, [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), '--server', fleet.controllerAddr, 'watch', 'links', '-l', 'tier=odd', '-o', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      const lines = (): { type: string; object: { meta: { name: string } } | null }[] => out.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { type: string; object: { meta: { name: string } } | null });
+      await waitFor('synced', () => lines().some((e) => e.type === 'SYNCED'));
+      assert.deepEqual(lines().map((e) => [e.type, e.object?.meta.name ?? null]), [['ADDED', 'page-1'], ['ADDED', 'page-3'], ['ADDED', 'page-5'], ['SYNCED', null]]);
+      await call(fleet.ctl, fleet.ctl.applyLink, { link: link('page-9', { tier: 'odd' }), dryRun: false }, new Metadata());
+      await waitFor('page-9 added', () => lines().some((e) => e.type === 'ADDED' && e.object?.meta.name === 'page-9'));
+    } finally {
+      proc.kill('SIGINT');
     }
   });
 

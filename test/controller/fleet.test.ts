@@ -279,4 +279,17 @@ describe('vop-controller with three agents', () => {
     await waitSynced(fleet, 'extra', 3);
     assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => l.meta?.name).sort(), ['con-card-3', 'extra-card-3']);
   });
+
+  it('resumes an agent that restarts from its acknowledged version: no snapshot, nothing re-applied', async () => {
+    await waitFor('card-3 acknowledged', async () => (await getAgent(fleet, 'card-3'))?.status?.ackedVersion !== 0n);
+    const acked = (await getAgent(fleet, 'card-3'))?.status?.ackedVersion;
+    const before = await agentLinks(fleet, 'card-3');
+    await fleet.agents.get('card-3')?.stop('SIGTERM');
+    const again = await fleet.startAgent('card-3', 'card', 'host-1');
+    await waitFor('card-3 registered again', () => again.logs.some((l) => l.msg === 'registered with the controller'));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal(again.logs.find((l) => l.msg === 'registered with the controller')?.ackedVersion, String(acked));
+    assert.deepEqual(again.logs.filter((l) => l.msg === 'desired links applied'), [], 'nothing to send: the agent was up to date');
+    assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => [l.meta?.name, l.meta?.resourceVersion]), before.map((l) => [l.meta?.name, l.meta?.resourceVersion]));
+  });
 });
