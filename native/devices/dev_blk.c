@@ -785,6 +785,7 @@ struct vop_blk_req {
 	uint64_t sector;       /* submitter sets */
 	vop_blk_done_fn done;  /* submitter sets */
 	void *ctx;             /* submitter sets */
+	bool posted;           /* loop thread: in the ring, not yet completed */
 	struct vop_blk_req *next; /* free list / submit list (under the driver lock) */
 };
 
@@ -923,10 +924,11 @@ static int blk_drv_poll(void *arg)
 		nin++;
 		rc = vop_vq_add(&d->q.vq, sg, nout, nin, r);
 		if (rc < 0) {
-			/* cannot happen with one slot per head; fail the request */
+			/* ring broken (or, impossible, full): fail the request */
 			r->done(r->ctx, r, VOP_BLK_S_IOERR);
 			continue;
 		}
+		r->posted = true;
 		progress = 1;
 	}
 	if (progress)
@@ -937,8 +939,25 @@ static int blk_drv_poll(void *arg)
 
 		if (len < 1 || st > VOP_BLK_S_UNSUPP)
 			st = VOP_BLK_S_IOERR;
+		r->posted = false;
 		r->done(r->ctx, r, st);
 		progress = 1;
+	}
+	if (rc < 0) {
+		unsigned i;
+
+		/*
+		 * The device broke the ring (bad used index, id or length): what
+		 * is in flight will never complete. Fail it so that NBD clients
+		 * get EIO instead of hanging; later submissions fail at once.
+		 */
+		for (i = 0; i < d->nslots; i++) {
+			if (d->slots[i].posted) {
+				d->slots[i].posted = false;
+				d->slots[i].done(d->slots[i].ctx, &d->slots[i], VOP_BLK_S_IOERR);
+				progress = 1;
+			}
+		}
 	}
 	return progress;
 }
