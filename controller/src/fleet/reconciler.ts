@@ -72,6 +72,8 @@ export class Reconciler {
   private readonly linksByPolicy = new Map<string, Set<string>>();
   readonly linkStatus = new Map<string, LinkStatus>();
   readonly policyStatus = new Map<string, LinkPolicyStatus>();
+  /** "agent/link" -> the agent's role in the link as last sent (orders deletes). */
+  private readonly lastRole = new Map<string, number>();
   readonly links: WorkQueue;
   readonly agents: WorkQueue;
   readonly policies: WorkQueue;
@@ -538,6 +540,10 @@ export class Reconciler {
       }
     }
     if (!full) for (const ln of rt.sent.keys()) if (!desired.has(ln)) deletes.push(ln);
+    // The agent removes links in this order: where it is the driver side first (its
+    // users see the device go away before the backend does), then by name (drain order).
+    const role = (ln: string): number => this.lastRole.get(`${name}/${ln}`) ?? 0;
+    deletes.sort((a, b) => role(b) - role(a) || (a < b ? -1 : a > b ? 1 : 0));
     if (!full && upserts.length === 0 && deletes.length === 0) {
       return;
     }
@@ -545,7 +551,12 @@ export class Reconciler {
     rt.sentVersion = version;
     rt.needsFull = false;
     rt.sent.clear();
-    for (const [ln, l] of desired) rt.sent.set(ln, l.meta?.generation ?? 0n);
+    for (const [ln, l] of desired) {
+      rt.sent.set(ln, l.meta?.generation ?? 0n);
+      const r = l.spec?.endpoints.find((e) => e.agent === name)?.role;
+      if (r !== undefined) this.lastRole.set(`${name}/${ln}`, r);
+    }
+    for (const ln of deletes) this.lastRole.delete(`${name}/${ln}`);
     rt.inflight.set(version, carried);
     for (const ln of deletes) {
       rt.applied.delete(ln);
