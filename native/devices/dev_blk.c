@@ -90,6 +90,13 @@ struct vop_blk_device {
 	struct vop_inflight_desc *jd;  /* journal entries [num] */
 	struct blk_job *jobs;       /* [num], by head */
 	uint16_t pushed[BLK_BATCH]; /* heads pushed in the current batch */
+	/*
+	 * qlock: the ring (q) and the journal. Held by the loop while it pops
+	 * and journals, and by an I/O thread while it completes its request
+	 * straight into the used ring (no hop through the loop). Lock order:
+	 * qlock before lock.
+	 */
+	pthread_mutex_t qlock;
 	/* I/O pool */
 	pthread_mutex_t lock;       /* protects pending, done, stop */
 	pthread_cond_t cond;        /* pending non-empty or stop */
@@ -246,6 +253,31 @@ static void run_job(struct vop_blk_device *d, struct blk_job *j)
 		st_add(&d->st.ioerr, 1);
 }
 
+/* Any thread, qlock held: complete one request (push, J2, publish, J3, J4). */
+static void complete_locked(struct vop_blk_device *d, struct blk_job *j)
+{
+	struct vop_chain *c = &j->c;
+	int rc;
+
+	if (d->q.vq.broken)
+		return; /* the driver broke the ring: the completion has nowhere to go */
+	if (c->in_bytes)
+		vop_chain_write(c, c->in_bytes - 1, &j->status, 1);
+	if (vop_vq_push(&d->q.vq, c->head, j->used_len) < 0)
+		return;
+	if (d->jh) /* J2: the idx we are about to publish */
+		vop_store_release_u16(&d->jh->used_pending, d->q.vq.used_shadow);
+	rc = vop_vq_publish_used(&d->q.vq);
+	if (rc < 0)
+		return;
+	vop_devq_notify_if(d->w, rc);
+	if (d->jh) {
+		vop_write_once_u8(&d->jd[c->head].inflight, 0); /* J3 */
+		/* J4: release: cleared flag before used_done */
+		vop_store_release_u16(&d->jh->used_done, d->q.vq.used_shadow);
+	}
+}
+
 static void *io_main(void *arg)
 {
 	struct vop_blk_device *d = arg;
@@ -266,11 +298,9 @@ static void *io_main(void *arg)
 			d->pending_tail = &d->pending;
 		pthread_mutex_unlock(&d->lock);
 		run_job(d, j);
-		pthread_mutex_lock(&d->lock);
-		j->next = d->done;
-		d->done = j;
-		pthread_mutex_unlock(&d->lock);
-		vop_devloop_wake(d->loop);
+		pthread_mutex_lock(&d->qlock);
+		complete_locked(d, j);
+		pthread_mutex_unlock(&d->qlock);
 	}
 }
 
@@ -585,9 +615,21 @@ static int blk_complete(struct vop_blk_device *d)
 	return n;
 }
 
+static int blk_dev_poll_locked(struct vop_blk_device *d);
+
 static int blk_dev_poll(void *arg)
 {
 	struct vop_blk_device *d = arg;
+	int rc;
+
+	pthread_mutex_lock(&d->qlock);
+	rc = blk_dev_poll_locked(d);
+	pthread_mutex_unlock(&d->qlock);
+	return rc;
+}
+
+static int blk_dev_poll_locked(struct vop_blk_device *d)
+{
 	int progress = 0, rc, k;
 
 	if (!d->started) {
@@ -646,7 +688,10 @@ static int blk_dev_prepare_sleep(void *arg)
 	pthread_mutex_unlock(&d->lock);
 	if (d->q.vq.broken)
 		return pending;
-	return vop_vq_enable_notify(&d->q.vq) || pending;
+	pthread_mutex_lock(&d->qlock);
+	pending |= vop_vq_enable_notify(&d->q.vq);
+	pthread_mutex_unlock(&d->qlock);
+	return pending;
 }
 
 static const struct vop_devback_ops blk_dev_ops = {
@@ -674,6 +719,7 @@ int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
 	d->w = vop_devloop_window(l);
 	d->fd = -1;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_mutex_init(&d->qlock, NULL);
 	pthread_cond_init(&d->cond, NULL);
 	d->pending_tail = &d->pending;
 	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK,
@@ -766,6 +812,7 @@ void vop_blk_device_destroy(struct vop_blk_device *d)
 		close(d->fd);
 	free(d->jobs);
 	free(d->zeroes);
+	pthread_mutex_destroy(&d->qlock);
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->cond);
 	free(d);
@@ -1093,6 +1140,15 @@ int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_
 {
 	/* acquire: pairs with the release after the queues were set up */
 	if (q >= 1 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
+		return -EINVAL;
+	vop_vq_stats_read(&(d->q).vq, out);
+	return 0;
+}
+
+int vop_blk_driver_queue_stats(struct vop_blk_driver *d, unsigned q, struct vop_vq_stats *out)
+{
+	/* The queue is set up in vop_blk_driver_create() before the handle exists. */
+	if (q >= 1)
 		return -EINVAL;
 	vop_vq_stats_read(&(d->q).vq, out);
 	return 0;
