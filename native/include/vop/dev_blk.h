@@ -6,7 +6,8 @@
  * flush, discard, write-zeroes, get-id, read-only mode, capacity from the
  * file, several requests in flight (a small I/O thread pool doing
  * preadv/pwritev straight between the file and the window), optional
- * O_DIRECT. With VOP_F_INFLIGHT the device journals popped heads in the
+ * O_DIRECT; an I/O thread completes its request into the used ring itself,
+ * under the device's ring lock. With VOP_F_INFLIGHT the device journals popped heads in the
  * queue's in-flight region (layout.h) and a restarted device process
  * resumes the ring: in-flight requests are re-executed and completed
  * exactly once. A write is completed (used) only after pwritev returned
@@ -189,5 +190,11 @@ int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned
  * queue or not started).
  */
 int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_vq_stats *out);
+
+/*
+ * vop_blk_driver_queue_stats - ring counters of the driver's request queue
+ * (q must be 0). Any thread. 0 or -EINVAL.
+ */
+int vop_blk_driver_queue_stats(struct vop_blk_driver *d, unsigned q, struct vop_vq_stats *out);
 
 #endif /* VOP_DEV_BLK_H */

@@ -8,9 +8,10 @@
  * handshake.
  *
  * Threading: the loop thread owns every struct vop_devq and calls the
- * backend ops. Backend I/O threads never touch a queue: they hand results
- * back through their own locked lists and call vop_devloop_wake(), which
- * rings our doorbell (a syscall only if the loop is asleep).
+ * backend ops. Backend I/O threads hand results back through their own
+ * locked lists and call vop_devloop_wake(), which rings our doorbell (a
+ * syscall only if the loop is asleep); a backend may instead let its I/O
+ * threads use its queue under a lock it also takes in its ops (blk does).
  */
 #ifndef VOP_DEV_COMMON_H
 #define VOP_DEV_COMMON_H
