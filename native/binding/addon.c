@@ -97,6 +97,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("devHostOpen", vop_b_dev_host_open),
 		EXPORT("devHostEndpoints", vop_b_dev_host_endpoints),
 		EXPORT("devHostStats", vop_b_dev_host_stats),
+		EXPORT("devHostQueueStats", vop_b_dev_host_queue_stats),
 		EXPORT("devConsoleRead", vop_b_dev_console_read),
 		EXPORT("devConsoleWrite", vop_b_dev_console_write),
 		EXPORT("devHostClose", vop_b_dev_host_close),

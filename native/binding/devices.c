@@ -228,6 +228,35 @@ napi_value vop_b_dev_host_stats(napi_env env, napi_callback_info info)
 	return s;
 }
 
+/* devHostQueueStats(h, devId, queue) -> BigUint64Array(VOP_VQS_COUNT), or null while not started */
+napi_value vop_b_dev_host_queue_stats(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], ab, arr, nul;
+	struct bhost *b = arg_host(env, info, 3, argv);
+	struct vop_vq_stats s;
+	uint32_t id, q;
+	void *p;
+	int rc;
+
+	if (!b)
+		return NULL;
+	NODE_API_CALL(env, napi_get_value_uint32(env, argv[1], &id));
+	NODE_API_CALL(env, napi_get_value_uint32(env, argv[2], &q));
+	rc = vop_dev_host_queue_stats(b->h, id, q, &s);
+	if (rc == -EINVAL) {
+		NODE_API_CALL(env, napi_get_null(env, &nul));
+		return nul;
+	}
+	if (rc) {
+		vop_throw_errno(env, rc, "device queue stats");
+		return NULL;
+	}
+	NODE_API_CALL(env, napi_create_arraybuffer(env, sizeof(s.c), &p, &ab));
+	memcpy(p, s.c, sizeof(s.c));
+	NODE_API_CALL(env, napi_create_typedarray(env, napi_biguint64_array, VOP_VQS_COUNT, ab, 0, &arr));
+	return arr;
+}
+
 /* devConsoleRead(h, devId, reader, maxBytes): { data: Buffer, lost: bigint } */
 napi_value vop_b_dev_console_read(napi_env env, napi_callback_info info)
 {

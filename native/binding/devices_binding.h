@@ -8,6 +8,7 @@
 napi_value vop_b_dev_host_open(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_host_endpoints(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_host_stats(napi_env env, napi_callback_info info);
+napi_value vop_b_dev_host_queue_stats(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_console_read(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_console_write(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_host_close(napi_env env, napi_callback_info info);

@@ -446,3 +446,29 @@ void vop_dev_host_close(struct vop_dev_host *h)
 	vop_window_close(h->w);
 	free(h);
 }
+
+int vop_dev_host_queue_stats(struct vop_dev_host *h, uint32_t id, unsigned q, struct vop_vq_stats *out)
+{
+	unsigned i;
+
+	for (i = 0; i < h->n; i++) {
+		struct hdev *a = &h->dev[i];
+
+		if (a->id != id)
+			continue;
+		if (!a->obj)
+			return -EINVAL;
+		switch (a->kind) {
+		case VOP_DK_BLK_DEVICE:
+			return vop_blk_device_queue_stats(a->obj, q, out);
+		case VOP_DK_BLK_DRIVER:
+			return vop_blk_driver_queue_stats(a->obj, q, out);
+		case VOP_DK_NET_DEVICE:
+		case VOP_DK_NET_DRIVER:
+			return vop_net_queue_stats(a->obj, q, out);
+		default:
+			return vop_console_queue_stats(a->obj, q, out);
+		}
+	}
+	return -ENOENT;
+}

@@ -16,6 +16,7 @@ import { rmSync } from 'node:fs';
 import type { Device } from '../../../lib/gen/vop/types/v1/types';
 import { bytePipeStandIn, type BackendContext, type BackendInstance, type ConsolePort, type DeviceBackend, type DeviceKindName } from '../links/device-backend';
 import { DeviceHost, type DeviceOptions } from './device-host';
+import { decodeQueueCounters, VIRTIO_QUEUE_INDEX } from './queue-counters';
 
 const RECENT_BYTES = 64 * 1024;
 
@@ -142,12 +143,19 @@ export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
       if (creator) rmSync(window, { force: true });
       const host = await DeviceHost.open({ window, ...(creator ? { createMiB: kind === 'console' ? 8 : 96 } : {}), devices: [opts] });
       ctx.log.info({ window, kind, role: ctx.role }, 'native device backend started');
+      const reasons = host.reasonNames();
       const ep = host.endpoints();
       const pty = ep[`pty${ctx.devId}`] ?? '';
       const con = kind === 'console' ? consolePort(host, ctx.devId, pty) : null;
       return {
         endpoints: { backend: 'native', sidecarWindow: window, ...ep },
         console: con?.port ?? null,
+        queueCounters(queue) {
+          const index = VIRTIO_QUEUE_INDEX[kind][queue];
+          if (index === undefined) return null;
+          const c = host.queueStats(ctx.devId, index);
+          return c ? decodeQueueCounters(index, c, reasons) : null;
+        },
         counters() {
           const out: Record<string, bigint> = {};
           for (const [dev, c] of Object.entries(host.stats())) for (const [k, v] of Object.entries(c)) out[`${dev}_${k}`] = BigInt(v);

@@ -285,6 +285,16 @@ export class DeviceHost {
     return JSON.parse(this.native.devHostStats(this.live())) as Record<string, Record<string, number>>;
   }
 
+  /** Ring counters of queue `queue` (virtio queue index) of device `id`; null until it runs. */
+  queueStats(id: number, queue: number): BigUint64Array | null {
+    return this.native.devHostQueueStats(this.live(), id, queue);
+  }
+
+  /** Names of the queue-broken reasons, indexed like the counter block. */
+  reasonNames(): string[] {
+    return this.native.reasonNames();
+  }
+
   /** Console stream of a console device on this host. */
   console(id: number): ConsoleStream {
     const d = this.options.devices.find((x) => x.id === id && x.kind === 'console');

@@ -42,6 +42,10 @@ export interface DeviceNative {
   devHostEndpoints(h: DevHostHandle): string;
   /** Counters of every device as one JSON object. */
   devHostStats(h: DevHostHandle): string;
+  /** Ring counter block (vq.h enum vop_vq_stat order) of a device's queue; null until the device runs. */
+  devHostQueueStats(h: DevHostHandle, devId: number, queue: number): BigUint64Array | null;
+  /** Stable short names of enum vop_vq_reason, by number. */
+  reasonNames(): string[];
   devConsoleRead(h: DevHostHandle, devId: number, reader: number, maxBytes: number): ConsoleReadDto;
   devConsoleWrite(h: DevHostHandle, devId: number, data: Uint8Array): number;
   /** Idempotent. */

@@ -7,7 +7,7 @@
  */
 import { DeviceKind, Role, type Device } from '../../../lib/gen/vop/types/v1/types';
 import type { Logger } from '../../../lib/src/logger';
-import type { DataPlaneWindow, NativeDeviceSpec, QueueLayout } from './data-plane';
+import type { DataPlaneWindow, NativeDeviceSpec, QueueCounters, QueueLayout } from './data-plane';
 
 /** virtio device ids (VIRTIO 1.2 section 5) and the native test device. */
 export const VIRTIO_ID = { net: 1, blk: 2, console: 3, bytePipe: 0xfff0 } as const;
@@ -62,6 +62,11 @@ export interface BackendInstance {
   readonly console: ConsolePort | null;
   /** Device-specific counters (GetStats counters map). */
   counters(): Record<string, bigint>;
+  /**
+   * Ring counters of the queue that carries the device's traffic, by queue name, when
+   * the backend runs the device on its own rings; null to use the link window's.
+   */
+  queueCounters?(queue: string): QueueCounters | null;
   stop(): Promise<void>;
 }
 

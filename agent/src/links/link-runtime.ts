@@ -737,7 +737,7 @@ export class LinkRuntime {
     return [...this.devices.values()].map((d) => {
       const counters = w && d.added ? w.counters(d.native.devId) : [];
       const queues: QueueStats[] = d.native.queues.map((q, index) => {
-        const c: QueueCounters | undefined = counters.find((x) => x.index === index);
+        const c: QueueCounters | undefined = d.instance?.queueCounters?.(q.name) ?? counters.find((x) => x.index === index);
         return {
           index,
           name: q.name,

@@ -67,6 +67,13 @@ size_t vop_dev_host_endpoints(struct vop_dev_host *h, char *buf, size_t len);
 /* Counters of every device as one JSON object; same truncation rule. */
 size_t vop_dev_host_stats_json(struct vop_dev_host *h, char *buf, size_t len);
 
+/*
+ * vop_dev_host_queue_stats - ring counters of queue q of device id, whatever
+ * its kind and role (vq.h counter block). Any thread. 0, -ENOENT (no such
+ * device) or -EINVAL (no such queue, or not started yet).
+ */
+int vop_dev_host_queue_stats(struct vop_dev_host *h, uint32_t id, unsigned q, struct vop_vq_stats *out);
+
 /* First backend failure of the loop, or 0. */
 int vop_dev_host_error(struct vop_dev_host *h);
 
