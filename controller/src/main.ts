@@ -5,6 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 
+import type { Agent } from '../../lib/gen/vop/types/v1/types';
 import { ConfigError } from '../../lib/src/config';
 import { startGrpcServer } from '../../lib/src/grpc-server';
 import { createRootLogger } from '../../lib/src/logger';
@@ -76,7 +77,8 @@ async function main(): Promise<void> {
     listen: config.metricsListen,
     registry,
     healthy: () => true,
-    routes: new Map([[HTTP_SD_PATH, httpSdRoute(() => [...cache.agents.values()].map((e) => e.obj))]]),
+    // Live views: phase and heartbeat come from the reconciler, not the stored record.
+    routes: new Map([[HTTP_SD_PATH, httpSdRoute(() => [...cache.agents.keys()].map((n) => reconciler.agentView(n)).filter((a): a is Agent => a !== undefined))]]),
     log: log.child({ component: 'metrics' }),
   });
   log.info({ grpc: formatHostPort(grpc.address), metrics: formatHostPort(metricsServer.address) }, 'vop-controller ready');
