@@ -541,7 +541,9 @@ static int con_prepare_sleep(void *arg)
 
 	if (!c->started)
 		return 0;
-	pending |= vop_vq_enable_notify(&c->q[CON_RXQ].vq);
+	/* device receiveq: while we hold a buffer we wait for input, not for buffers */
+	if (c->driver || !c->have_stash)
+		pending |= vop_vq_enable_notify(&c->q[CON_RXQ].vq);
 	pending |= vop_vq_enable_notify(&c->q[CON_TXQ].vq);
 	pthread_mutex_lock(&c->lock);
 	if (!c->driver && c->in_head != c->in_tail && c->have_stash)

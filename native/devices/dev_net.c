@@ -807,7 +807,14 @@ static int net_prepare_sleep(void *arg)
 
 	if (!n->started)
 		return 0;
-	if (!n->q[NET_RXQ].vq.broken)
+	/*
+	 * Device receiveq: buffers the driver posted are not work by
+	 * themselves; while we hold enough of them we wait for the TAP (the
+	 * watcher is armed). Asking for a notification there would report
+	 * the unconsumed buffers as pending and the loop would never sleep.
+	 */
+	if (!n->q[NET_RXQ].vq.broken &&
+	    (n->driver || ((n->mrg && !n->dgram) ? n->stash_bytes < n->max_frame : n->nstash == 0)))
 		pending |= vop_vq_enable_notify(&n->q[NET_RXQ].vq);
 	if (!n->q[NET_TXQ].vq.broken)
 		pending |= vop_vq_enable_notify(&n->q[NET_TXQ].vq);
