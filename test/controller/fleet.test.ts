@@ -138,6 +138,13 @@ describe('vop-controller with three agents', () => {
     const printed = JSON.parse(r.stdout) as { meta: { name: string }; status: { conditions: { type: string }[] } }[];
     assert.deepEqual(printed.map((l) => l.meta.name).sort(), ['con-card-1', 'con-card-2']);
     assert.ok(printed.every((l) => l.status.conditions.some((c) => c.type === 'Ready') && l.status.conditions.some((c) => c.type === 'Synced')));
+    const d = await vopctl(fleet.controllerAddr, ['describe', 'link', 'con-card-1']);
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stdout, /Conditions:\n\s+TYPE\s+STATUS/);
+    assert.match(d.stdout, /Stats:\n\s+host-1 \(device\):\n\s+device console \(console\)/);
+    assert.match(d.stdout, /card-1 \(driver\):\n\s+device console/);
+    const agents = await vopctl(fleet.controllerAddr, ['get', 'agents', '-l', 'vop.dev/role=card', '-o', 'name']);
+    assert.equal(agents.stdout, 'agent/card-1\nagent/card-2\n');
   });
 
   it('rolls out a template change without touching links the change does not affect', async (t) => {
