@@ -423,7 +423,6 @@ static unsigned dev_sink(struct vop_link *l, struct link_dev *d)
 		} else {
 			gather(&c, d->scratch, d->scratch_size); /* copy out of the window */
 		}
-		vop_vq_account(&q->vq, c.out_bytes);
 		q->seq++;
 		vop_vq_push(&q->vq, c.head, 0);
 		n++;
@@ -460,7 +459,6 @@ static unsigned dev_source(struct vop_link *l, struct link_dev *d)
 				msg_fill(d->scratch, q->seq, len);
 			scatter(&c, d->scratch, len);
 		}
-		vop_vq_account(&q->vq, len);
 		q->seq++;
 		vop_vq_push(&q->vq, c.head, len);
 		n++;
@@ -499,8 +497,6 @@ static unsigned dev_echo(struct vop_link *l, struct link_dev *d)
 		}
 		len = gather(&c, d->scratch, d->scratch_size);
 		scatter(d->echo_rx, d->scratch, len);
-		vop_vq_account(&tx->vq, c.out_bytes);
-		vop_vq_account(&rx->vq, len);
 		vop_vq_push(&tx->vq, c.head, 0);
 		vop_vq_push(&rx->vq, d->echo_rx->head, len);
 		d->echo_rx_valid = false;

@@ -126,12 +126,14 @@ void vop_vq_destroy(struct vop_vq *vq)
 	free(vq->slots);
 	free(vq->busy);
 	free(vq->busy_in);
+	free(vq->busy_out);
 	vq->desc_next = NULL;
 	vq->avail_ring_shadow = NULL;
 	vq->desc_shadow = NULL;
 	vq->slots = NULL;
 	vq->busy = NULL;
 	vq->busy_in = NULL;
+	vq->busy_out = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -385,6 +387,7 @@ void vop_vq_reset_device(struct vop_vq *vq)
 	vop_write_once_u16(&vq->used->flags, 0);
 	memset(vq->busy, 0, vq->num);
 	memset(vq->busy_in, 0, sizeof(uint32_t) * vq->num);
+	memset(vq->busy_out, 0, sizeof(uint32_t) * vq->num);
 	vq->last_avail = 0;
 	vq->avail_cache = 0;
 	vq->used_shadow = 0;
@@ -411,7 +414,8 @@ int vop_vq_init_device(struct vop_vq *vq, const struct vop_vq_config *cfg)
 	vq->max_chain_bytes = cfg->max_chain_bytes ? cfg->max_chain_bytes : (1ull << 30);
 	vq->busy = calloc(cfg->num, 1);
 	vq->busy_in = calloc(cfg->num, sizeof(uint32_t));
-	if (!vq->busy || !vq->busy_in) {
+	vq->busy_out = calloc(cfg->num, sizeof(uint32_t));
+	if (!vq->busy || !vq->busy_in || !vq->busy_out) {
 		vop_vq_destroy(vq);
 		return -ENOMEM;
 	}
@@ -555,6 +559,7 @@ int vop_vq_pop(struct vop_vq *vq, struct vop_chain *c)
 	c->in_bytes = (uint32_t)in_bytes;
 	vq->busy[head] = 1;
 	vq->busy_in[head] = c->in_bytes;
+	vq->busy_out[head] = c->out_bytes;
 	vq->last_avail++;
 	return 1;
 }
@@ -573,6 +578,8 @@ int vop_vq_push(struct vop_vq *vq, uint16_t head, uint32_t len)
 	vq->busy[head] = 0;
 	vq->used_shadow++;
 	stat_add(vq, VOP_VQS_BUFFERS, 1);
+	/* Payload moved by this chain: what we read plus what we wrote (as the driver counts it). */
+	stat_add(vq, VOP_VQS_BYTES, (uint64_t)vq->busy_out[head] + len);
 	return 0;
 }
 

@@ -172,6 +172,7 @@ struct vop_vq {
 	uint16_t used_published; /* last value stored to used->idx */
 	uint8_t *busy;          /* per head: popped and not yet pushed */
 	uint32_t *busy_in;      /* per head: writable bytes (bound for push len) */
+	uint32_t *busy_out;     /* per head: readable bytes (accounted at push) */
 
 	/* health */
 	unsigned broken;        /* enum vop_vq_reason, 0 if healthy */
@@ -250,7 +251,10 @@ int vop_vq_pop(struct vop_vq *vq, struct vop_chain *c);
  */
 int vop_vq_push(struct vop_vq *vq, uint16_t head, uint32_t len);
 
-/* Device: add bytes to the BYTES counter (payload accounting by the device). */
+/*
+ * Device: add bytes to the BYTES counter beyond what vop_vq_push() already
+ * counts (the chain's readable bytes plus the used length).
+ */
 void vop_vq_account(struct vop_vq *vq, uint64_t bytes);
 
 /*
