@@ -16,12 +16,15 @@ import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './l
 import { specEqual } from './link-spec';
 
 /**
- * Poll period while connecting or negotiating: starts at CONNECT_POLL_MS (bring-up
- * latency is bounded by it) and grows by half each poll without progress up to
- * MAX_POLL_MS, so links waiting for an absent peer cost next to nothing.
+ * Poll period while connecting or negotiating: CONNECT_POLL_MS for the first
+ * FAST_POLL_WINDOW_MS after a transition (bring-up latency is bounded by it), then
+ * growing by half each poll without progress up to MAX_POLL_MS, so links waiting for
+ * an absent peer cost next to nothing.
  */
 export const CONNECT_POLL_MS = 5;
 export const MAX_POLL_MS = 250;
+/** After each transition, poll every CONNECT_POLL_MS for this long before backing off. */
+export const FAST_POLL_WINDOW_MS = 1000;
 /** Backstop health check while Ready; native events (peer gone/reset, queue broken) drive recovery. */
 export const READY_POLL_MS = 10_000;
 /** Reset-and-retry backoff: base, cap and the number of consecutive failures before Failed. */
@@ -222,6 +225,8 @@ export class LinkRuntime {
   }
 
   private event(reason: string, message: string, device = '', queue = -1): void {
+    // Every link event is also a log line: link and peer come from the child logger, `code` is the stable reason.
+    this.log.info({ code: reason, device, queue, event: message }, `link event ${reason}`);
     this.deps.onEvent({ link: this.name, device, queue, reason, message, time: new Date() });
   }
 
@@ -232,7 +237,7 @@ export class LinkRuntime {
       try {
         fn();
       } catch (err) {
-        this.log.error({ err }, 'link step failed');
+        this.log.error({ err, code: 'LINK_STEP_FAILED' }, 'link step failed');
         this.retryLater('InternalError', errText(err));
       }
     }, ms);
@@ -267,7 +272,7 @@ export class LinkRuntime {
       return;
     }
     const delay = backoffMs(this.attempts);
-    this.log.warn({ reason, message, attempt: this.attempts, delayMs: delay }, 'link reset, retrying');
+    this.log.warn({ code: 'LINK_RESET', reason, message, attempt: this.attempts, delayMs: delay }, 'link reset, retrying');
     this.event(reason, `${message}; retry ${this.attempts}/${MAX_RETRY_ATTEMPTS} in ${delay} ms`);
     this.closeWindow(this.side === 'creator');
     this.transitionTo(['Connecting', 'Negotiating', 'Ready', 'Degraded'], 'Resetting', reason);
@@ -416,7 +421,7 @@ export class LinkRuntime {
         this.window.resetDevice(d.native.devId);
         d.broken = '';
       } catch (err) {
-        this.log.warn({ err, device: d.device.name, reason }, 'device reset failed');
+        this.log.warn({ err, code: 'DEVICE_RESET_FAILED', device: d.device.name, reason }, 'device reset failed');
       }
     }
   }
@@ -488,6 +493,8 @@ export class LinkRuntime {
   }
 
   private nextPoll(): number {
+    // Bring-up latency matters most right after a transition: poll fast for a while.
+    if (Date.now() - this.lastTransition.getTime() < FAST_POLL_WINDOW_MS) return CONNECT_POLL_MS;
     const ms = this.pollMs;
     this.pollMs = Math.min(MAX_POLL_MS, Math.ceil(this.pollMs * 1.5));
     return ms;
@@ -526,7 +533,7 @@ export class LinkRuntime {
         // Fast retries for the first seconds (the peer's half usually lags by milliseconds), then back off.
         d.backendRetryAt = Date.now() + (d.backendFailures <= BACKEND_FAST_RETRIES ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS)) : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));
         // The other side's backend may simply not be up yet (sidecar windows): quiet at first.
-        if (d.backendFailures > BACKEND_FAST_RETRIES) this.log.warn({ err, device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
+        if (d.backendFailures > BACKEND_FAST_RETRIES) this.log.warn({ err, code: 'BACKEND_START_FAILED', device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
         else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
         if (d.backendFailures === BACKEND_FAST_RETRIES + 1) this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
         this.evaluateSoon();
