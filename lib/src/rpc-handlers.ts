@@ -53,7 +53,7 @@ export function toServiceError(err: unknown, log: Logger, method: string): Parti
   if (err instanceof ServerError) {
     return { code: err.code, details: err.message, metadata: err.toMetadata() };
   }
-  log.error({ err, method }, 'unhandled error in RPC handler');
+  log.error({ err, method, code: 'INTERNAL' }, 'unhandled error in RPC handler');
   const internal = new ServerError(GrpcStatus.INTERNAL, 'internal error; see server log', { reason: 'INTERNAL' });
   return { code: internal.code, details: internal.message, metadata: internal.toMetadata() };
 }

@@ -200,6 +200,18 @@ describe('telemetry of a controller-managed fleet', () => {
     assert.equal(agents[0]?.value[1], '2');
   });
 
+  it('logs every line about a link with link and peer fields, and warnings and errors with a stable code', () => {
+    for (const [name, a] of fleet.agents) {
+      const linkLines = a.logs.filter((l) => typeof l.link === 'string' && l.link !== '');
+      assert.ok(linkLines.length > 0, `${name} logged nothing about its link`);
+      for (const l of linkLines) assert.ok(typeof l.peer === 'string' && l.peer !== '', `${name}: line without peer: ${JSON.stringify(l)}`);
+      assert.ok(linkLines.some((l) => l.peer === (name === 'host-1' ? 'card-1' : 'host-1')), `${name}: peer field names the other agent`);
+      for (const l of a.logs) {
+        if (typeof l.level === 'string' && ['warn', 'error', 'fatal'].includes(l.level)) assert.ok(typeof l.code === 'string' && l.code !== '', `${name}: ${l.level} without code: ${JSON.stringify(l)}`);
+      }
+    }
+  });
+
   it('exports exactly the catalogued metrics, and promtool accepts both servers', async () => {
     const problems: string[] = [];
     const texts: string[] = [];

@@ -61,7 +61,7 @@ export class LinkManager implements LinkManagerApi {
       backends: this.deps.backends,
       rendezvousDir: this.deps.rendezvousDir,
       nodeName: this.deps.nodeName,
-      log: this.log.child({ link: name }),
+      log: this.log.child({ link: name, peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '' }),
       onStatus: (rt) => this.markDirty(rt),
       onEvent: (e) => this.emitEvent(e),
     });

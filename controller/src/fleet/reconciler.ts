@@ -495,7 +495,7 @@ export class Reconciler {
       if (!this.cache.agents.has(rt.name)) continue;
       rt.leaseExpired = true;
       this.metrics.leaseExpirations.inc();
-      this.log.warn({ agent: rt.name, lastHeartbeatMsAgo: now - rt.lastHeartbeat }, 'agent lease expired: NotReady, its links Unknown');
+      this.log.warn({ code: 'LEASE_EXPIRED', agent: rt.name, lastHeartbeatMsAgo: now - rt.lastHeartbeat }, 'agent lease expired: NotReady, its links Unknown');
       for (const l of this.linksOf(rt.name)) this.links.add(l);
       this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, rt.name, true);
     }
