@@ -75,7 +75,14 @@ static int run_side(struct vop_window *w, unsigned side)
 		enum vop_role role = devs[i].device_side == side ? VOP_ROLE_DEVICE : VOP_ROLE_DRIVER;
 		struct vop_pipe_config pc = cfg_for(&devs[i], role);
 
-		CHECK_EQ(vop_link_attach_pipe(l, devs[i].id, role, &pc), 0);
+		uint64_t deadline = t_now_ms() + 10000;
+		int rc;
+
+		/* The peer may not have published every device yet (it races our attach). */
+		while ((rc = vop_link_attach_pipe(l, devs[i].id, role, &pc)) == -ENOENT &&
+		       t_now_ms() < deadline)
+			t_sleep_ms(1);
+		CHECK_EQ(rc, 0);
 	}
 	CHECK_EQ(vop_link_start(l), 0);
 	ok = T_WAIT_UNTIL(({
