@@ -833,7 +833,7 @@ struct vop_blk_req {
 	vop_blk_done_fn done;  /* submitter sets */
 	void *ctx;             /* submitter sets */
 	bool posted;           /* loop thread: in the ring, not yet completed */
-	struct vop_blk_req *next; /* free list / submit list (under the driver lock) */
+	struct vop_blk_req *next; /* free list (under the driver lock) */
 };
 
 struct vop_blk_driver {
@@ -846,11 +846,17 @@ struct vop_blk_driver {
 	uint32_t seg;               /* data bytes per slot */
 	unsigned nslots;            /* = ring size */
 	struct vop_blk_req *slots;  /* [nslots] */
-	pthread_mutex_t lock;       /* protects free list, nfree, submit list, stop */
+	/*
+	 * qlock: the ring. Submitting threads (NBD readers) post and kick under
+	 * it, the loop reclaims used entries under it: a request reaches the
+	 * device without a hop through our loop. Lock order: qlock before any
+	 * lock a completion callback takes.
+	 */
+	pthread_mutex_t qlock;
+	pthread_mutex_t lock;       /* protects free list, nfree, stop */
 	pthread_cond_t cond;        /* slots freed */
 	struct vop_blk_req *free_list;
 	unsigned nfree;
-	struct vop_blk_req *submit, **submit_tail;
 	bool stop;
 };
 
@@ -911,6 +917,41 @@ void vop_blk_req_put(struct vop_blk_driver *d, struct vop_blk_req *r)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/* qlock held: put r in the ring (or fail it when the ring is broken). */
+static int post_locked(struct vop_blk_driver *d, struct vop_blk_req *r)
+{
+	struct vop_blk_outhdr h;
+	struct vop_sg sg[3];
+	unsigned nout = 1, nin = 0;
+	uint64_t hdr_off = r->data_off + d->seg;
+
+	h.type = r->type;
+	h.reserved = 0;
+	h.sector = r->sector;
+	memcpy(r->hdr, &h, sizeof(h));
+	*r->status = 0xff;
+	sg[0].addr = hdr_off;
+	sg[0].len = BLK_HDR_BYTES;
+	if (r->len) {
+		sg[1].addr = r->data_off;
+		sg[1].len = r->len;
+		if (r->type == VOP_BLK_T_IN || r->type == VOP_BLK_T_GET_ID)
+			nin++;
+		else
+			nout++;
+	}
+	sg[nout + nin].addr = hdr_off + BLK_HDR_BYTES;
+	sg[nout + nin].len = 1;
+	nin++;
+	if (vop_vq_add(&d->q.vq, sg, nout, nin, r) < 0) {
+		/* ring broken (or, impossible, full): fail the request */
+		r->done(r->ctx, r, VOP_BLK_S_IOERR);
+		return 0;
+	}
+	r->posted = true;
+	return 1;
+}
+
 int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned type,
 		       uint64_t sector, uint32_t len, vop_blk_done_fn done, void *ctx)
 {
@@ -921,65 +962,21 @@ int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned
 	r->len = len;
 	r->done = done;
 	r->ctx = ctx;
-	pthread_mutex_lock(&d->lock);
-	r->next = NULL;
-	*d->submit_tail = r;
-	d->submit_tail = &r->next;
-	pthread_mutex_unlock(&d->lock);
-	vop_devloop_wake(d->loop);
+	pthread_mutex_lock(&d->qlock);
+	if (post_locked(d, r))
+		vop_devq_notify_if(d->w, vop_vq_kick_prepare(&d->q.vq));
+	pthread_mutex_unlock(&d->qlock);
 	return 0;
 }
 
 static int blk_drv_poll(void *arg)
 {
 	struct vop_blk_driver *d = arg;
-	struct vop_blk_req *list;
 	int progress = 0, rc;
 	void *tok;
 	uint32_t len;
 
-	pthread_mutex_lock(&d->lock);
-	list = d->submit;
-	d->submit = NULL;
-	d->submit_tail = &d->submit;
-	pthread_mutex_unlock(&d->lock);
-	while (list) {
-		struct vop_blk_req *r = list;
-		struct vop_blk_outhdr h;
-		struct vop_sg sg[3];
-		unsigned nout = 1, nin = 0;
-		uint64_t hdr_off = r->data_off + d->seg;
-
-		list = r->next;
-		h.type = r->type;
-		h.reserved = 0;
-		h.sector = r->sector;
-		memcpy(r->hdr, &h, sizeof(h));
-		*r->status = 0xff;
-		sg[0].addr = hdr_off;
-		sg[0].len = BLK_HDR_BYTES;
-		if (r->len) {
-			sg[1].addr = r->data_off;
-			sg[1].len = r->len;
-			if (r->type == VOP_BLK_T_IN || r->type == VOP_BLK_T_GET_ID)
-				nin++;
-			else
-				nout++;
-		}
-		sg[nout + nin].addr = hdr_off + BLK_HDR_BYTES;
-		sg[nout + nin].len = 1;
-		nin++;
-		rc = vop_vq_add(&d->q.vq, sg, nout, nin, r);
-		if (rc < 0) {
-			/* ring broken (or, impossible, full): fail the request */
-			r->done(r->ctx, r, VOP_BLK_S_IOERR);
-			continue;
-		}
-		r->posted = true;
-		progress = 1;
-	}
-	if (progress)
-		vop_devq_notify_if(d->w, vop_vq_kick_prepare(&d->q.vq));
+	pthread_mutex_lock(&d->qlock);
 	while ((rc = vop_vq_get_used(&d->q.vq, &tok, &len)) > 0) {
 		struct vop_blk_req *r = tok;
 		uint8_t st = vop_read_once_u8(r->status);
@@ -1006,6 +1003,7 @@ static int blk_drv_poll(void *arg)
 			}
 		}
 	}
+	pthread_mutex_unlock(&d->qlock);
 	return progress;
 }
 
@@ -1014,10 +1012,10 @@ static int blk_drv_prepare_sleep(void *arg)
 	struct vop_blk_driver *d = arg;
 	int pending;
 
-	pthread_mutex_lock(&d->lock);
-	pending = d->submit != NULL;
-	pthread_mutex_unlock(&d->lock);
-	return vop_vq_enable_notify(&d->q.vq) || pending;
+	pthread_mutex_lock(&d->qlock);
+	pending = vop_vq_enable_notify(&d->q.vq);
+	pthread_mutex_unlock(&d->qlock);
+	return pending;
 }
 
 static const struct vop_devback_ops blk_drv_ops = {
@@ -1042,7 +1040,7 @@ int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeo
 	d->w = vop_devloop_window(l);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
-	d->submit_tail = &d->submit;
+	pthread_mutex_init(&d->qlock, NULL);
 	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, timeout_ms, &d->di);
 	if (rc)
 		goto fail;
@@ -1131,6 +1129,7 @@ void vop_blk_driver_destroy(struct vop_blk_driver *d)
 	pthread_mutex_unlock(&d->lock);
 	vop_devq_destroy(&d->q);
 	free(d->slots);
+	pthread_mutex_destroy(&d->qlock);
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->cond);
 	free(d);
