@@ -27,7 +27,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, intervalMs = 100): Promise<T> {
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 45_000, intervalMs = 100): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -75,7 +75,7 @@ export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<
     rendezvous,
     ctl: new ControllerServiceClient(controllerAddr, insecure),
     async startController() {
-      fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], { stateDir: controllerStateDir });
+      fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], { stateDir: controllerStateDir, readyTimeoutMs: 60_000 });
       return fleet.controller;
     },
     async startAgent(name, role, host) {
@@ -83,7 +83,7 @@ export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<
       if (!dir) agentDirs.set(name, (dir = tempDir(`agent-${name}`)));
       const args = ['--node-name', name, '--rack', 'r07', '--role', role, '--rendezvous-dir', rendezvous, '--controller', controllerAddr];
       if (host) args.push('--host-node', host);
-      const a = await startServer('agent', args, { stateDir: dir });
+      const a = await startServer('agent', args, { stateDir: dir, readyTimeoutMs: 60_000 });
       agents.set(name, a);
       clients.get(name)?.close();
       clients.delete(name);

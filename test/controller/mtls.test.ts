@@ -54,7 +54,7 @@ describe('vop-controller with mutual TLS', () => {
         '',
       ].join('\n'),
     );
-    const a = await startServer('agent', ['--config', cfg]);
+    const a = await startServer('agent', ['--config', cfg], { readyTimeoutMs: 60_000 });
     agents.push(a);
     return a;
   };
@@ -79,7 +79,7 @@ describe('vop-controller with mutual TLS', () => {
         '',
       ].join('\n'),
     );
-    ctl = await startServer('controller', ['--config', cfg, '--grpc-listen', addr]);
+    ctl = await startServer('controller', ['--config', cfg, '--grpc-listen', addr], { readyTimeoutMs: 60_000 });
   });
   after(async () => {
     for (const a of agents) await a.stop('SIGKILL');
