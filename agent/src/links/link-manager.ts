@@ -84,7 +84,9 @@ export class LinkManager implements LinkManagerApi {
       this.links.set(rt.name, rt);
       n += 1;
     }
-    for (const rt of this.links.values()) rt.start();
+    // One link per turn: taking over a dead process's window side can block a native
+    // call for a few heartbeat periods, and the gRPC server should come up in between.
+    for (const rt of this.links.values()) setImmediate(() => rt.start());
     if (n > 0) this.log.info({ links: n }, 'restored links from the state directory');
     return n;
   }
