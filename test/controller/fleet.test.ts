@@ -143,6 +143,12 @@ describe('vop-controller with three agents', () => {
     assert.match(d.stdout, /Conditions:\n\s+TYPE\s+STATUS/);
     assert.match(d.stdout, /Stats:\n\s+host-1 \(device\):\n\s+device console \(console\)/);
     assert.match(d.stdout, /card-1 \(driver\):\n\s+device console/);
+    // Console attach through the controller to the device-side agent (stdin at EOF detaches).
+    const con = await vopctl(fleet.controllerAddr, ['console', 'con-card-1'], '');
+    assert.equal(con.code, 0, con.stderr);
+    assert.match(con.stderr, /attached to con-card-1\/console on host-1 \(read-only\)/);
+    const noLink = await vopctl(fleet.controllerAddr, ['console', 'nope'], '');
+    assert.equal(noLink.code, 4, noLink.stderr);
     const agents = await vopctl(fleet.controllerAddr, ['get', 'agents', '-l', 'vop.dev/role=card', '-o', 'name']);
     assert.equal(agents.stdout, 'agent/card-1\nagent/card-2\n');
   });
