@@ -87,7 +87,22 @@ export function roleAllows(policy: AccessPolicy, identity: Identity, path: strin
   }
 }
 
-/** Read-only methods of a service: the RPCs whose name starts with Get, List or Watch. */
+/**
+ * Methods a reader may call: the RPCs whose name starts with Get, List or Watch, and
+ * AttachConsole, whose handlers give the writer slot to admins only (see callerRole).
+ */
 export function readOnlyMethodsOf(servicePaths: readonly string[]): Set<string> {
-  return new Set(servicePaths.filter((p) => /\/(Get|List|Watch)[A-Z]/.test(p)));
+  return new Set(servicePaths.filter((p) => /\/(Get|List|Watch)[A-Z]/.test(p) || p.endsWith('/AttachConsole')));
+}
+
+/**
+ * Request metadata key under which the authz interceptor passes the caller's role to
+ * handlers. The interceptor always overwrites it, so a client cannot set it.
+ */
+export const CALLER_ROLE_METADATA_KEY = 'x-vop-caller-role';
+
+/** Role of the caller of a call that passed the authz interceptor ('none' if absent). */
+export function callerRole(metadata: { get(key: string): unknown[] }): Role {
+  const v = metadata.get(CALLER_ROLE_METADATA_KEY)[0];
+  return v === 'admin' || v === 'reader' || v === 'agent' ? v : 'none';
 }

@@ -13,7 +13,7 @@ import {
 import { Counter, Histogram, type Registry } from 'prom-client';
 
 import type { Logger } from './logger';
-import { roleAllows, type AccessPolicy } from './auth';
+import { CALLER_ROLE_METADATA_KEY, roleAllows, type AccessPolicy } from './auth';
 
 type GrpcType = 'unary' | 'client_stream' | 'server_stream' | 'bidi_stream';
 
@@ -107,6 +107,8 @@ export function authzInterceptor(policy: AccessPolicy, log: Logger): ServerInter
           call.sendStatus({ code: decision.code, details: decision.message });
           return;
         }
+        metadata.remove(CALLER_ROLE_METADATA_KEY);
+        metadata.set(CALLER_ROLE_METADATA_KEY, identity.role);
         next(metadata);
       })
       .build();

@@ -87,7 +87,7 @@ describe('vop-agent with mutual TLS', () => {
     }
   });
 
-  it('lets a reader identity read and watch but not call ApplyLink', async () => {
+  it('lets a reader identity read, watch and attach a console read-only, but not call ApplyLink or take the console writer slot', async () => {
     const reader = new Agent(srv.grpc, creds('ops-reader'));
     try {
       const info = await reader.info();
@@ -100,6 +100,17 @@ describe('vop-agent with mutual TLS', () => {
       assert.equal(err.code, status.PERMISSION_DENIED);
       const err2 = await expectGrpcError(reader.delete('tls-2'));
       assert.equal(err2.code, status.PERMISSION_DENIED);
+      // Console: a reader may attach to watch (the link is unknown here: NOT_FOUND, not PERMISSION_DENIED), never to write.
+      const attach = (write: boolean): Promise<number> =>
+        new Promise((resolve) => {
+          const s = reader.client.attachConsole();
+          s.on('data', () => undefined);
+          s.on('error', (e: { code: number }) => resolve(e.code));
+          s.on('end', () => resolve(-1));
+          s.write({ msg: { $case: 'open', value: { link: 'no-such-link', device: 'console', write, replayBytes: 0 } } });
+        });
+      assert.equal(await attach(false), status.NOT_FOUND);
+      assert.equal(await attach(true), status.PERMISSION_DENIED);
       const health = new HealthClient(srv.grpc, creds('ops-reader'));
       const h = await call(health, health.check, { service: '' }, new Metadata());
       assert.equal(h.status, HealthCheckResponse_ServingStatus.SERVING);

@@ -3,10 +3,11 @@
  * client message opens it; any number of sessions read the output, one at a time
  * holds the writer slot (asked for with open.write) and may send input.
  */
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/gen/vop/agent/v1/agent';
-import { failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
+import { callerRole } from '../../../lib/src/auth';
+import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import { writeWithBackpressure } from '../../../lib/src/rpc-handlers';
 import { checkName } from '../../../lib/src/validate';
 import type { LinkManager } from '../links/link-manager';
@@ -58,6 +59,12 @@ export async function attachConsole(
   checkName(v, 'open.link', open.link);
   checkName(v, 'open.device', open.device);
   v.throwIfAny();
+  if (open.write && callerRole(call.metadata) !== 'admin') {
+    throw new ServerError(GrpcStatus.PERMISSION_DENIED, 'the console writer slot needs role admin; readers may attach without write', {
+      reason: 'CONSOLE_WRITE_DENIED',
+      metadata: { link: open.link, device: open.device },
+    });
+  }
   const rt = links.runtime(open.link);
   if (!rt) throw notFound('link', open.link);
   const { found, port } = rt.consoleOf(open.device);
