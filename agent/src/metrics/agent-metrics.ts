@@ -185,14 +185,42 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
     },
   });
 
-  return {
-    netFramesDropped: new Counter({
-      name: 'vop_net_frames_dropped_total',
-      help: 'Network frames dropped (malformed header, no buffer, backend error).',
-      labelNames: ['link', 'device', 'direction'] as const,
+  // Device-specific counters, from each device backend's native counters ("<kind><id>_<counter>").
+  const deviceCounter = <L extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly L[],
+    pick: (key: string) => Record<string, string> | null,
+  ): Counter<L> =>
+    new Counter({
+      name,
+      help,
+      labelNames,
       registers,
+      collect() {
+        this.reset();
+        for (const { link, stats } of queues()) {
+          for (const d of stats) {
+            for (const [key, v] of Object.entries(d.counters)) {
+              const extra = pick(key);
+              if (extra) this.inc({ link, device: d.device, ...extra } as Record<L, string>, Number(v));
+            }
+          }
+        }
+      },
+    });
+  const BLK_OPS: Record<string, string> = { reads: 'read', writes: 'write', flushes: 'flush', discards: 'discard', write_zeroes: 'write_zeroes', get_ids: 'get_id', unsupp: 'unsupported' };
+
+  return {
+    netFramesDropped: deviceCounter('vop_net_frames_dropped_total', 'Network frames dropped (malformed header, no buffer, backend error).', ['link', 'device', 'direction'] as const, (key) => {
+      const m = /^net\d+_(tx|rx)_dropped$/.exec(key);
+      return m ? { direction: m[1] as string } : null;
     }),
-    blkRequests: new Counter({ name: 'vop_blk_requests_total', help: 'virtio-blk requests by op.', labelNames: ['link', 'device', 'op'] as const, registers }),
+    blkRequests: deviceCounter('vop_blk_requests_total', 'virtio-blk requests by op.', ['link', 'device', 'op'] as const, (key) => {
+      const m = /^blk\d+_([a-z_]+)$/.exec(key);
+      const op = m ? BLK_OPS[m[1] as string] : undefined;
+      return op ? { op } : null;
+    }),
     blkRequestSeconds: new Histogram({
       name: 'vop_blk_request_duration_seconds',
       help: 'Time from popping a blk request to pushing its status.',
@@ -200,11 +228,8 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
       buckets: [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1],
       registers,
     }),
-    consoleDroppedBytes: new Counter({
-      name: 'vop_console_dropped_bytes_total',
-      help: 'Console bytes dropped because a reader or the log fell behind.',
-      labelNames: ['link', 'device'] as const,
-      registers,
-    }),
+    consoleDroppedBytes: deviceCounter('vop_console_dropped_bytes_total', 'Console bytes dropped because a reader or the log fell behind.', ['link', 'device'] as const, (key) =>
+      /^con\d+_dropped$/.test(key) ? {} : null,
+    ),
   };
 }
