@@ -39,7 +39,7 @@ export const WORKERS = 4;
 /** Every object is re-enqueued this often (catches anything an event missed). */
 export const RESYNC_INTERVAL_MS = 5 * 60_000;
 /** A policy pass lets I/O run after this many link writes. */
-export const YIELD_EVERY_WRITES = 100;
+export const YIELD_EVERY_WRITES = 500;
 /** How often leases are checked. */
 export const LEASE_CHECK_INTERVAL_MS = 1000;
 /** Heartbeat interval handed to agents, as a fraction of the lease. */
