@@ -304,5 +304,8 @@ describe('vop-controller with three agents', () => {
     assert.equal(again.logs.find((l) => l.msg === 'registered with the controller')?.ackedVersion, String(acked));
     assert.deepEqual(again.logs.filter((l) => l.msg === 'desired links applied'), [], 'nothing to send: the agent was up to date');
     assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => [l.meta?.name, l.meta?.resourceVersion]), before.map((l) => [l.meta?.name, l.meta?.resourceVersion]));
+    const r = await vopctl(fleet.controllerAddr, ['delete', 'agent', 'card-3']);
+    assert.equal(r.code, 5);
+    assert.match(r.stderr, /still holds 2 link\(s\); drain it first.*\[AGENT_HAS_LINKS\]/);
   });
 });
