@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -71,6 +72,7 @@ struct blk_job {
 	uint64_t sector;      /* request sector */
 	uint32_t used_len;    /* bytes written into the writable part */
 	uint8_t status;       /* VOP_BLK_S_* */
+	uint64_t t0_ns;       /* CLOCK_MONOTONIC at pop; 0 for requests replayed from the journal */
 	struct blk_job *next; /* list link (pending or done list) */
 };
 
@@ -114,6 +116,60 @@ struct vop_blk_device {
 static void st_add(uint64_t *p, uint64_t v)
 {
 	atomic_fetch_add_explicit((_Atomic uint64_t *)p, v, memory_order_relaxed);
+}
+
+const uint64_t vop_blk_lat_bounds_ns[VOP_BLK_LAT_BOUNDS] = {
+	10000, 50000, 100000, 500000, 1000000, 5000000, 10000000, 50000000, 100000000, 500000000, 1000000000,
+};
+
+const char *vop_blk_op_name(unsigned op)
+{
+	static const char *const names[VOP_BLK_OPS] = { "read", "write", "flush", "discard", "write_zeroes", "get_id", "other" };
+
+	return op < VOP_BLK_OPS ? names[op] : "other";
+}
+
+static uint64_t blk_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned blk_op_of(uint32_t type)
+{
+	switch (type) {
+	case VOP_BLK_T_IN:
+		return VOP_BLK_OP_READ;
+	case VOP_BLK_T_OUT:
+		return VOP_BLK_OP_WRITE;
+	case VOP_BLK_T_FLUSH:
+		return VOP_BLK_OP_FLUSH;
+	case VOP_BLK_T_DISCARD:
+		return VOP_BLK_OP_DISCARD;
+	case VOP_BLK_T_WRITE_ZEROES:
+		return VOP_BLK_OP_WRITE_ZEROES;
+	case VOP_BLK_T_GET_ID:
+		return VOP_BLK_OP_GET_ID;
+	default:
+		return VOP_BLK_OP_OTHER;
+	}
+}
+
+/* Records the pop-to-push latency of a request about to be pushed (any thread). */
+static void blk_lat_observe(struct vop_blk_device *d, const struct blk_job *j)
+{
+	unsigned op = blk_op_of(j->type), b = 0;
+	uint64_t dt;
+
+	if (j->t0_ns == 0)
+		return; /* replayed after a restart: its pop time is gone */
+	dt = blk_now_ns() - j->t0_ns;
+	while (b < VOP_BLK_LAT_BOUNDS && dt > vop_blk_lat_bounds_ns[b])
+		b++;
+	st_add(&d->st.lat_count[op][b], 1);
+	st_add(&d->st.lat_sum_ns[op], dt);
 }
 
 void vop_blk_device_stats(struct vop_blk_device *d, struct vop_blk_stats *out)
@@ -265,6 +321,7 @@ static void complete_locked(struct vop_blk_device *d, struct blk_job *j)
 		vop_chain_write(c, c->in_bytes - 1, &j->status, 1);
 	if (vop_vq_push(&d->q.vq, c->head, j->used_len) < 0)
 		return;
+	blk_lat_observe(d, j);
 	if (d->jh) /* J2: the idx we are about to publish */
 		vop_store_release_u16(&d->jh->used_pending, d->q.vq.used_shadow);
 	rc = vop_vq_publish_used(&d->q.vq);
@@ -565,6 +622,7 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 			if (rc <= 0)
 				return rc < 0 ? rc : vop_vq_fail(&d->q.vq, VOP_VQ_LAYOUT);
 			st_add(&d->st.recovered, 1);
+			j->t0_ns = 0; /* its pop time died with the previous process */
 			dispatch(d, j);
 		}
 	}
@@ -593,6 +651,7 @@ static int blk_complete(struct vop_blk_device *d)
 				vop_chain_write(c, c->in_bytes - 1, &j->status, 1);
 			if (vop_vq_push(&d->q.vq, c->head, j->used_len) < 0)
 				return -EIO;
+			blk_lat_observe(d, j);
 			d->pushed[k] = c->head;
 		}
 		list = j;
@@ -660,6 +719,7 @@ static int blk_dev_poll_locked(struct vop_blk_device *d)
 			break;
 		j = &d->jobs[tmp.c.head];
 		memcpy(&j->c, &tmp.c, sizeof(tmp.c));
+		j->t0_ns = blk_now_ns();
 		if (d->jh) {
 			/* J1: entry, then last_avail (release): crash-consistent order */
 			uint64_t cnt = vop_read_once_u64(&d->jh->counter) + 1;

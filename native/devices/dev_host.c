@@ -365,6 +365,28 @@ size_t vop_dev_host_stats_json(struct vop_dev_host *h, char *buf, size_t len)
 			     (unsigned long long)s.bytes_written, (unsigned long long)s.ioerr,
 			     (unsigned long long)s.unsupp, (unsigned long long)s.bad_requests,
 			     (unsigned long long)s.recovered);
+			{
+				/* Latency histogram, only ops that completed at least once: lat_<op>_b<k> (non-cumulative), lat_<op>_sum_ns. */
+				unsigned op, b;
+
+				if (o == 0 || buf[o - 1] != '}')
+					return o; /* truncated: the caller's buffer is full */
+				o--; /* reopen the blk object: drop its closing brace */
+				for (op = 0; op < VOP_BLK_OPS; op++) {
+					uint64_t n = 0;
+
+					for (b = 0; b <= VOP_BLK_LAT_BOUNDS; b++)
+						n += s.lat_count[op][b];
+					if (n == 0)
+						continue;
+					for (b = 0; b <= VOP_BLK_LAT_BOUNDS; b++)
+						if (s.lat_count[op][b])
+							EMIT(",\"lat_%s_b%u\":%llu", vop_blk_op_name(op), b,
+							     (unsigned long long)s.lat_count[op][b]);
+					EMIT(",\"lat_%s_sum_ns\":%llu", vop_blk_op_name(op), (unsigned long long)s.lat_sum_ns[op]);
+				}
+				EMIT("}");
+			}
 		} else if (a->kind == VOP_DK_BLK_DRIVER) {
 			EMIT("\"blkdrv%u\":{}", a->id);
 		} else if (a->kind == VOP_DK_NET_DEVICE || a->kind == VOP_DK_NET_DRIVER) {

@@ -130,8 +130,10 @@ describe('telemetry of a controller-managed fleet', () => {
       rule_files?: string[];
       scrape_configs: { job_name: string; static_configs?: { targets: string[] }[]; http_sd_configs?: { url: string; refresh_interval: string }[] }[];
     };
-    shipped.global.scrape_interval = '1s';
-    shipped.global.evaluation_interval = '1s';
+    // Short intervals so the test sees data quickly; a generous timeout so a loaded machine does not flip `up`.
+    shipped.global.scrape_interval = '2s';
+    shipped.global.scrape_timeout = '2s';
+    shipped.global.evaluation_interval = '2s';
     shipped.rule_files = [repoPath('deploy', 'prometheus', 'alerts.yml')];
     for (const sc of shipped.scrape_configs) {
       if (sc.static_configs) sc.static_configs = [{ targets: [fleet.controller.metrics] }];
@@ -162,7 +164,7 @@ describe('telemetry of a controller-managed fleet', () => {
         const r = await promQuery(promBase, 'up{job="vop-agents"} == 1');
         return r.length === 2 ? r : undefined;
       },
-      30_000,
+      60_000,
       500,
     );
     const byNode = new Map(up.map((v) => [v.metric.node, v.metric]));
@@ -196,6 +198,19 @@ describe('telemetry of a controller-managed fleet', () => {
     assert.deepEqual(r.map((x) => x.metric.node).sort(), ['card-1', 'host-1']);
     const ready = await promQuery(promBase, `vop_link_condition{link="${linkName}", condition="Ready", status="True"}`);
     assert.deepEqual(ready.map((x) => x.value[1]), ['1', '1']);
+    // The device side's blk latency histogram and request counters, kept in C, reach Prometheus.
+    const lat = await waitFor(
+      'blk write latency observed',
+      async () => {
+        const v = await promQuery(promBase, `sum(vop_blk_request_duration_seconds_count{link="${linkName}", op="write"})`);
+        return Number(v[0]?.value[1] ?? 0) > 0 ? v : undefined;
+      },
+      20_000,
+      1000,
+    );
+    assert.ok(Number(lat[0]?.value[1]) > 0);
+    const writes = await promQuery(promBase, `sum(vop_blk_requests_total{link="${linkName}", op="write"})`);
+    assert.ok(Number(writes[0]?.value[1] ?? 0) >= Number(lat[0]?.value[1]), 'every timed write is counted');
     const agents = await promQuery(promBase, 'sum(vop_controller_agents{rack="r07", phase="Ready"})');
     assert.equal(agents[0]?.value[1], '2');
   });

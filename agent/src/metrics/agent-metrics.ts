@@ -2,13 +2,14 @@
  * Agent metrics (docs/metrics.md, "Agent"): link lifecycle and conditions, and the
  * per-queue native counters, all read in collect() at scrape time from the link
  * manager and the native counter blocks; nothing is pushed from timers. Device
- * metrics (net, blk, console) are registered here so their backends can use them.
+ * metrics (net, blk, console) are read the same way from the device backends' counters.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
 
 import { ConditionStatus } from '../../../lib/gen/vop/types/v1/types';
 import type { LinkManager } from '../links/link-manager';
 import { LINK_STATES } from '../links/link-lifecycle';
+import { registerBlkLatency } from './blk-latency';
 
 type QueueLabel = 'link' | 'device' | 'queue' | 'direction';
 const QUEUE_LABELS: readonly QueueLabel[] = ['link', 'device', 'queue', 'direction'];
@@ -21,11 +22,10 @@ const STATUS_NAME: Record<ConditionStatus, 'True' | 'False' | 'Unknown'> = {
   [ConditionStatus.UNRECOGNIZED]: 'Unknown',
 };
 
-/** Metrics device backends update themselves. */
+/** The device metrics, all fed at scrape time from the device backends' native counters. */
 export interface DeviceMetrics {
   readonly netFramesDropped: Counter<'link' | 'device' | 'direction'>;
   readonly blkRequests: Counter<'link' | 'device' | 'op'>;
-  readonly blkRequestSeconds: Histogram<'link' | 'device' | 'op'>;
   readonly consoleDroppedBytes: Counter<'link' | 'device'>;
 }
 
@@ -209,6 +209,7 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
         }
       },
     });
+  registerBlkLatency(registry, queues);
   const BLK_OPS: Record<string, string> = { reads: 'read', writes: 'write', flushes: 'flush', discards: 'discard', write_zeroes: 'write_zeroes', get_ids: 'get_id', unsupp: 'unsupported' };
 
   return {
@@ -220,13 +221,6 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
       const m = /^blk\d+_([a-z_]+)$/.exec(key);
       const op = m ? BLK_OPS[m[1] as string] : undefined;
       return op ? { op } : null;
-    }),
-    blkRequestSeconds: new Histogram({
-      name: 'vop_blk_request_duration_seconds',
-      help: 'Time from popping a blk request to pushing its status.',
-      labelNames: ['link', 'device', 'op'] as const,
-      buckets: [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1],
-      registers,
     }),
     consoleDroppedBytes: deviceCounter('vop_console_dropped_bytes_total', 'Console bytes dropped because a reader or the log fell behind.', ['link', 'device'] as const, (key) =>
       /^con\d+_dropped$/.test(key) ? {} : null,

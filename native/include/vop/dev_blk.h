@@ -89,6 +89,29 @@ struct vop_blk_config {
 _Static_assert(offsetof(struct vop_blk_config, unused1) == 57, "virtio_blk_config prefix");
 
 /* Counters (per device, any thread reads). */
+/*
+ * Request latency histogram (pop to push): bucket b < VOP_BLK_LAT_BOUNDS counts
+ * requests that took <= vop_blk_lat_bounds_ns[b] and more than the bound before
+ * it (not cumulative); bucket VOP_BLK_LAT_BOUNDS counts the rest (+Inf).
+ */
+#define VOP_BLK_LAT_BOUNDS 11
+extern const uint64_t vop_blk_lat_bounds_ns[VOP_BLK_LAT_BOUNDS];
+
+/* Request kinds of the latency histogram. Stable numbers. */
+enum vop_blk_op {
+	VOP_BLK_OP_READ = 0,
+	VOP_BLK_OP_WRITE = 1,
+	VOP_BLK_OP_FLUSH = 2,
+	VOP_BLK_OP_DISCARD = 3,
+	VOP_BLK_OP_WRITE_ZEROES = 4,
+	VOP_BLK_OP_GET_ID = 5,
+	VOP_BLK_OP_OTHER = 6,
+	VOP_BLK_OPS = 7
+};
+
+/* Stable short name of an op ("read", "write_zeroes", ...). */
+const char *vop_blk_op_name(unsigned op);
+
 struct vop_blk_stats {
 	uint64_t reads, writes, flushes, discards, write_zeroes, get_ids;
 	uint64_t bytes_read, bytes_written;
@@ -96,6 +119,8 @@ struct vop_blk_stats {
 	uint64_t unsupp;       /* requests completed with UNSUPP */
 	uint64_t bad_requests; /* malformed by the driver (subset of ioerr/unsupp) */
 	uint64_t recovered;    /* in-flight heads re-executed after a restart */
+	uint64_t lat_count[VOP_BLK_OPS][VOP_BLK_LAT_BOUNDS + 1]; /* latency buckets per op */
+	uint64_t lat_sum_ns[VOP_BLK_OPS];                       /* latency sum per op */
 };
 
 /*
