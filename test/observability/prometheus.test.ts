@@ -173,7 +173,15 @@ describe('telemetry of a controller-managed fleet', () => {
     assert.equal(byNode.get('card-1')?.rack, 'r07');
     assert.equal(byNode.get('card-1')?.role, 'card');
     assert.equal(byNode.get('card-1')?.host, 'host-1');
-    const ctl = await promQuery(promBase, 'up{job="vop-controller"}');
+    const ctl = await waitFor(
+      'the controller scraped',
+      async () => {
+        const r = await promQuery(promBase, 'up{job="vop-controller"} == 1');
+        return r.length === 1 ? r : undefined;
+      },
+      60_000,
+      500,
+    );
     assert.equal(ctl[0]?.value[1], '1');
   });
 
@@ -196,7 +204,15 @@ describe('telemetry of a controller-managed fleet', () => {
       throw new Error(`${err.message}\n${dump.join('\n')}`);
     });
     assert.deepEqual(r.map((x) => x.metric.node).sort(), ['card-1', 'host-1']);
-    const ready = await promQuery(promBase, `vop_link_condition{link="${linkName}", condition="Ready", status="True"}`);
+    const ready = await waitFor(
+      'the link Ready on both agents in Prometheus',
+      async () => {
+        const v = await promQuery(promBase, `vop_link_condition{link="${linkName}", condition="Ready", status="True"} == 1`);
+        return v.length === 2 ? v : undefined;
+      },
+      30_000,
+      1000,
+    );
     assert.deepEqual(ready.map((x) => x.value[1]), ['1', '1']);
     // The device side's blk latency histogram and request counters, kept in C, reach Prometheus.
     const lat = await waitFor(
@@ -211,7 +227,15 @@ describe('telemetry of a controller-managed fleet', () => {
     assert.ok(Number(lat[0]?.value[1]) > 0);
     const writes = await promQuery(promBase, `sum(vop_blk_requests_total{link="${linkName}", op="write"})`);
     assert.ok(Number(writes[0]?.value[1] ?? 0) >= Number(lat[0]?.value[1]), 'every timed write is counted');
-    const agents = await promQuery(promBase, 'sum(vop_controller_agents{rack="r07", phase="Ready"})');
+    const agents = await waitFor(
+      'both agents Ready in the controller metrics',
+      async () => {
+        const v = await promQuery(promBase, 'sum(vop_controller_agents{rack="r07", phase="Ready"})');
+        return v[0]?.value[1] === '2' ? v : undefined;
+      },
+      30_000,
+      1000,
+    );
     assert.equal(agents[0]?.value[1], '2');
   });
 
