@@ -10,9 +10,25 @@ import { statSync } from 'node:fs';
 import type { Logger } from '../../../lib/src/logger';
 import { NativeError } from '../native/errors';
 import { loadNative } from '../native/load';
-import { VopWindow, type LinkEvent as NativeLinkEvent, type PipeOptions } from '../native/window';
+import { VopWindow, type LinkEvent as NativeLinkEvent, type PipeOptions, type QueueStats } from '../native/window';
 import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type OpenWindowRequest, type PeerView, type QueueCounters } from './data-plane';
 import { unavailableDataPlane } from './unavailable-data-plane';
+
+/** The link manager's view of one queue's native counters. */
+export function toQueueCounters(index: number, q: QueueStats): QueueCounters {
+  return {
+    index,
+    buffers: q.buffers,
+    bytes: q.bytes,
+    notificationsSent: q.notificationsSent,
+    notificationsSuppressed: q.notificationsSuppressed,
+    wakeups: q.wakeups,
+    pollNs: q.pollNs,
+    sleepNs: q.sleepNs,
+    errors: new Map(Object.entries(q.errorsByReason)),
+    broken: q.broken ?? '',
+  };
+}
 
 /** Busy-poll after the last work before sleeping on the doorbell. */
 const SPIN_NS = 50_000;
@@ -211,21 +227,7 @@ class NativeWindow implements DataPlaneWindow {
   counters(devId: number): QueueCounters[] {
     const d = this.devices.get(devId);
     if (!d?.bound) return [];
-    return [0, 1].map((index) => {
-      const q = wrap(() => this.w.queueStats(devId, index));
-      return {
-        index,
-        buffers: q.buffers,
-        bytes: q.bytes,
-        notificationsSent: q.notificationsSent,
-        notificationsSuppressed: q.notificationsSuppressed,
-        wakeups: q.wakeups,
-        pollNs: q.pollNs,
-        sleepNs: q.sleepNs,
-        errors: new Map(Object.entries(q.errorsByReason)),
-        broken: q.broken ?? '',
-      };
-    });
+    return [0, 1].map((index) => toQueueCounters(index, wrap(() => this.w.queueStats(devId, index))));
   }
 
   deviceCounters(devId: number): Record<string, bigint> {

@@ -152,6 +152,33 @@ export interface WindowInfo {
 const DEFAULT_SPIN_NS = 50_000;
 const DEFAULT_RESET_TIMEOUT_MS = 1000;
 const VQS_ERR_BASE = 10;
+
+/**
+ * Decodes a native ring counter block (enum vop_vq_stat order, vq.h), as returned by
+ * queueStats() here or by a device host's queue stats; `reasons` from reasonNames().
+ */
+export function decodeQueueStats(c: BigUint64Array, reasons: readonly string[]): QueueStats {
+  const at = (i: number): bigint => c[i] ?? 0n;
+  const errorsByReason: Record<string, bigint> = {};
+  reasons.forEach((name, r) => {
+    const v = at(VQS_ERR_BASE + r);
+    if (r > 0 && v > 0n) errorsByReason[name] = v;
+  });
+  const broken = Number(at(8));
+  return {
+    buffers: at(0),
+    bytes: at(1),
+    notificationsSent: at(2),
+    notificationsSuppressed: at(3),
+    wakeups: at(4),
+    pollNs: at(5),
+    sleepNs: at(6),
+    errors: at(7),
+    broken: broken === 0 ? null : (reasons[broken] ?? `unknown_${broken}`),
+    resets: at(9),
+    errorsByReason,
+  };
+}
 const EVENT_TYPES = ['', 'queue-broken', 'peer-reset', 'peer-gone', 'device-removed', 'reset-done', 'reset-timeout', 'needs-reset', 'peer-up'] as const;
 const RUN_STATES: readonly DeviceRunState[] = ['unknown', 'resetting', 'wait-driver', 'running', 'broken', 'removed'];
 const PIPE_MODE: Record<PipeMode, number> = { off: 0, source: 1, sink: 2, echo: 3 };
@@ -385,27 +412,7 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
   queueStats(devId: number, queue: number): QueueStats {
     checkDevId(devId);
     checkInt('queue', queue, 0, 1);
-    const c = this.native.queueStats(this.h(), devId, queue);
-    const at = (i: number): bigint => c[i] ?? 0n;
-    const errorsByReason: Record<string, bigint> = {};
-    this.reasons.forEach((name, r) => {
-      const v = at(VQS_ERR_BASE + r);
-      if (r > 0 && v > 0n) errorsByReason[name] = v;
-    });
-    const broken = Number(at(8));
-    return {
-      buffers: at(0),
-      bytes: at(1),
-      notificationsSent: at(2),
-      notificationsSuppressed: at(3),
-      wakeups: at(4),
-      pollNs: at(5),
-      sleepNs: at(6),
-      errors: at(7),
-      broken: broken === 0 ? null : (this.reasons[broken] ?? `unknown_${broken}`),
-      resets: at(9),
-      errorsByReason,
-    };
+    return decodeQueueStats(this.native.queueStats(this.h(), devId, queue), this.reasons);
   }
 
   pipeStats(devId: number): PipeStats {
