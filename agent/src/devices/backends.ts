@@ -52,8 +52,23 @@ export function nativeEligible(device: Device): boolean {
   }
 }
 
+/**
+ * Default TAP name of a device on one endpoint: unique per link, device and role, so that
+ * both endpoints of a link, and the same device name on several links, can share one OS
+ * (the local fleet) without colliding. "vop" + 8 hex + "d"/"r" fits IFNAMSIZ.
+ */
+export function defaultTapName(link: string, device: string, role: 'device' | 'driver'): string {
+  return `vop${fnv(`${link}/${device}`)}${role === 'device' ? 'd' : 'r'}`;
+}
+
+/** Default MAC of a net device: locally administered unicast (02:...), derived from link and device. */
+export function defaultMac(link: string, device: string): string {
+  const h = fnv(`${link}/${device}`) + fnv(`${device}/${link}`).slice(0, 2);
+  return `02:${(h.match(/../g) ?? []).slice(0, 5).join(':')}`;
+}
+
 /** The native options for this endpoint's role, or null when the device keeps the stand-in. */
-export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devId: number): DeviceOptions | null {
+export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devId: number, link = ''): DeviceOptions | null {
   const k = device.kind;
   if (!k || !nativeEligible(device)) return null;
   const queueSize = device.queueSize === 0 ? undefined : device.queueSize;
@@ -73,8 +88,8 @@ export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devI
       const net = k.value;
       const be = role === 'device' ? net.deviceBackend : net.driverFrontend;
       if (!be?.kind) return null;
-      const common = { kind: 'net' as const, role, id: devId, ...(queueSize !== undefined ? { queueSize } : {}), ...(net.mtu !== 0 ? { mtu: net.mtu } : {}), ...(net.mac !== '' ? { mac: net.mac } : {}) };
-      if (be.kind.$case === 'tap') return { ...common, tap: be.kind.value.name !== '' ? be.kind.value.name : `vop${fnv(device.name).slice(0, 8)}` };
+      const common = { kind: 'net' as const, role, id: devId, ...(queueSize !== undefined ? { queueSize } : {}), ...(net.mtu !== 0 ? { mtu: net.mtu } : {}), mac: net.mac !== '' ? net.mac : defaultMac(link, device.name) };
+      if (be.kind.$case === 'tap') return { ...common, tap: be.kind.value.name !== '' ? be.kind.value.name : defaultTapName(link, device.name, role) };
       return { ...common, datagram: { local: be.kind.value.path, peer: be.kind.value.peerPath } };
     }
     case 'console': {
@@ -136,7 +151,7 @@ export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
     // A sidecar left by a killed predecessor must go before the peer can bind to it.
     reclaim: (link, devId) => rmSync(sidecarWindowPath(link, devId), { force: true }),
     async start(ctx: BackendContext): Promise<BackendInstance> {
-      const opts = deviceOptionsFor(ctx.device, ctx.role, ctx.devId);
+      const opts = deviceOptionsFor(ctx.device, ctx.role, ctx.devId, ctx.link);
       if (!opts) return standIn.start(ctx);
       const window = sidecarWindowPath(ctx.link, ctx.devId);
       const creator = ctx.window.side === 'creator';

@@ -639,7 +639,7 @@ export interface Transport {
 
 /** A TAP interface on the local OS. */
 export interface TapBackend {
-  /** Interface name (<= 15 bytes); empty lets the agent choose "vop" + a hash. */
+  /** Interface name (<= 15 bytes); empty lets the agent choose "vop" + a hash of link and device + "d" (device role) or "r" (driver role). */
   name: string;
   /** Network namespace (a name under /run/netns) to move the interface into; empty: the agent's. */
   netns: string;
@@ -660,7 +660,7 @@ export interface NetBackend {
 
 /** virtio-net. */
 export interface NetDevice {
-  /** MAC address "02:00:00:00:00:01"; empty chooses a locally administered one from the link name. */
+  /** MAC address "02:00:00:00:00:01"; empty chooses a locally administered one from the link and device names. */
   mac: string;
   /** MTU advertised in config space; 0 means 1500. */
   mtu: number;
