@@ -11,6 +11,8 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context';
 
+import { ServerError } from './errors';
+
 export type Role = 'admin' | 'reader' | 'agent' | 'none';
 
 export interface Identity {
@@ -105,4 +107,13 @@ export const CALLER_ROLE_METADATA_KEY = 'x-vop-caller-role';
 export function callerRole(metadata: { get(key: string): unknown[] }): Role {
   const v = metadata.get(CALLER_ROLE_METADATA_KEY)[0];
   return v === 'admin' || v === 'reader' || v === 'agent' ? v : 'none';
+}
+
+/** A console open asking for the writer slot needs role admin; throws PERMISSION_DENIED otherwise. */
+export function assertConsoleWriteAllowed(metadata: { get(key: string): unknown[] }, open: { readonly write: boolean; readonly link: string; readonly device: string }): void {
+  if (!open.write || callerRole(metadata) === 'admin') return;
+  throw new ServerError(GrpcStatus.PERMISSION_DENIED, 'the console writer slot needs role admin; readers may attach without write', {
+    reason: 'CONSOLE_WRITE_DENIED',
+    metadata: { link: open.link, device: open.device },
+  });
 }

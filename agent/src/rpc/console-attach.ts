@@ -3,11 +3,11 @@
  * client message opens it; any number of sessions read the output, one at a time
  * holds the writer slot (asked for with open.write) and may send input.
  */
-import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
+import type { ServerDuplexStream } from '@grpc/grpc-js';
 
 import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/gen/vop/agent/v1/agent';
-import { callerRole } from '../../../lib/src/auth';
-import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
+import { assertConsoleWriteAllowed } from '../../../lib/src/auth';
+import { failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
 import { writeWithBackpressure } from '../../../lib/src/rpc-handlers';
 import { checkName } from '../../../lib/src/validate';
 import type { LinkManager } from '../links/link-manager';
@@ -59,12 +59,7 @@ export async function attachConsole(
   checkName(v, 'open.link', open.link);
   checkName(v, 'open.device', open.device);
   v.throwIfAny();
-  if (open.write && callerRole(call.metadata) !== 'admin') {
-    throw new ServerError(GrpcStatus.PERMISSION_DENIED, 'the console writer slot needs role admin; readers may attach without write', {
-      reason: 'CONSOLE_WRITE_DENIED',
-      metadata: { link: open.link, device: open.device },
-    });
-  }
+  assertConsoleWriteAllowed(call.metadata, open);
   const rt = links.runtime(open.link);
   if (!rt) throw notFound('link', open.link);
   const { found, port } = rt.consoleOf(open.device);

@@ -18,13 +18,12 @@ import {
   type WatchLinksResponse,
 } from '../../../lib/gen/vop/controller/v1/controller';
 import { AgentPhase, LinkPhase, Role, WatchEventType, type Agent, type LabelSelector, type Link, type LinkPolicy } from '../../../lib/gen/vop/types/v1/types';
-import { callerRole } from '../../../lib/src/auth';
-import { failedPrecondition, invalidArgument, notFound, ServerError } from '../../../lib/src/errors';
+import { assertConsoleWriteAllowed } from '../../../lib/src/auth';
+import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import { writeWithBackpressure, type HandlerKit } from '../../../lib/src/rpc-handlers';
 import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../lib/src/selector';
 import { checkName, validateLink, validatePolicy } from '../../../lib/src/validate';
-import { ViolationList } from '../../../lib/src/errors';
 import type { CacheEvent, ObjectCache } from '../fleet/object-cache';
 import type { Reconciler } from '../fleet/reconciler';
 import type { AgentClients } from './agent-clients';
@@ -208,12 +207,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       });
       if (!first) return;
       if (first.msg?.$case !== 'open') throw invalidArgument([{ field: 'msg', description: 'the first message must be open' }]);
-      if (first.msg.value.write && callerRole(call.metadata) !== 'admin') {
-        throw new ServerError(GrpcStatus.PERMISSION_DENIED, 'the console writer slot needs role admin; readers may attach without write', {
-          reason: 'CONSOLE_WRITE_DENIED',
-          metadata: { link: first.msg.value.link },
-        });
-      }
+      assertConsoleWriteAllowed(call.metadata, first.msg.value);
       const l = getLinkOrThrow(first.msg.value.link);
       // No device named: the link's first console.
       const open = { ...first.msg.value, device: first.msg.value.device || (l.spec?.devices.find((d) => d.kind?.$case === 'console')?.name ?? '') };
