@@ -121,10 +121,6 @@ export function staleResourceVersion(kind: string, name: string, expected: strin
   );
 }
 
-export function unimplemented(what: string): ServerError {
-  return new ServerError(GrpcStatus.UNIMPLEMENTED, `${what} is not implemented`, { reason: 'UNIMPLEMENTED' });
-}
-
 /** Collects field violations while validating a request, then throws once. */
 export class ViolationList {
   readonly items: FieldViolation[] = [];
