@@ -279,9 +279,16 @@ static void check_broken(struct vop_link *l, struct link_dev *d, unsigned qi)
 	emit(l, VOP_EV_QUEUE_BROKEN, d->dev_id, qi, q->vq.broken, 0);
 }
 
+/*
+ * Chains per publish. Half the ring by default: with a whole ring per
+ * publish the two sides take turns (one fills while the other waits)
+ * instead of overlapping, which halves throughput (docs/benchmarks-ring.md).
+ */
 static unsigned batch_of(struct link_dev *d, struct pipe_q *q)
 {
-	return d->pc.batch ? d->pc.batch : q->vq.num;
+	if (d->pc.batch)
+		return d->pc.batch;
+	return q->vq.num > 1 ? q->vq.num / 2u : 1u;
 }
 
 static uint8_t *slot_buf(struct pipe_q *q, uint16_t head)

@@ -86,7 +86,7 @@ export interface PipeOptions {
   readonly count: bigint | null;
   /** Driver source+sink: bound on unanswered messages; null = none. */
   readonly maxInflight: number | null;
-  /** Chains per publish; null = queue size. */
+  /** Chains per publish; null = half the queue size. */
   readonly batch: number | null;
 }
 

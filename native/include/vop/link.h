@@ -47,7 +47,7 @@ struct vop_pipe_config {
 	uint64_t features;     /* driver: features wanted (VOP_F_* bits), masked by offer */
 	uint64_t count;        /* SOURCE: stop after count messages; 0 = unlimited */
 	uint32_t max_inflight; /* driver SOURCE + SINK: unanswered messages bound; 0 = none */
-	uint32_t batch;        /* chains per publish; 0 = queue size */
+	uint32_t batch;        /* chains per publish; 0 = half the queue size */
 };
 
 /* Byte pipe counters (per attached device, read by any thread). */
