@@ -12,7 +12,10 @@
  *   device: DRIVER_OK (acquire, R3) -> init queues with accepted features
  * A device that attaches to an entry it did not ack in this session sets
  * DEVICE_NEEDS_RESET; the driver resets automatically when the peer's
- * epoch changes (restart) and on vop_link_reset_device().
+ * epoch changes (restart) and on vop_link_reset_device(). Exception: a
+ * backend device whose driver negotiated VOP_F_INFLIGHT resumes the rings
+ * instead (start with resume = true), and its driver does not reset on a
+ * peer restart (the journal makes every posted request complete once).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,7 +41,6 @@ struct pipe_q {
 	uint64_t ind_bytes;    /* driver: bytes of indirect tables at the pool start */
 	uint32_t buf_size;     /* driver: bytes per head slot */
 	uint64_t seq;          /* next sequence number to produce / expect */
-	bool reported;         /* broken event sent */
 };
 
 struct link_dev {
@@ -53,6 +55,12 @@ struct link_dev {
 	bool needs_reset_reported;
 	uint64_t reset_deadline;  /* driver: ns */
 	uint64_t features;        /* negotiated */
+	bool reported[VOP_MAX_QUEUES]; /* queue-broken event sent */
+	/* backend devices (ops != NULL); otherwise a byte pipe */
+	const struct vop_devback_ops *ops;
+	void *be;                 /* backend object (owned by the caller) */
+	bool be_started;          /* between ops->start and ops->stop */
+	bool be_failed;           /* poll failed: not polled again until the next start */
 	struct pipe_q q[2];
 	struct vop_chain *echo_rx; /* device ECHO: a popped q1 chain waiting for data */
 	bool echo_rx_valid;
@@ -263,20 +271,34 @@ static void destroy_queues(struct link_dev *d)
 /* Byte pipe service (worker thread)                                     */
 /* ------------------------------------------------------------------ */
 
+/* The ring of queue qi of d, or NULL (backend queue out of range). */
+static struct vop_vq *dev_vq(struct link_dev *d, unsigned qi)
+{
+	if (d->ops)
+		return d->ops->queue(d->be, qi);
+	return qi < 2 ? &d->q[qi].vq : NULL;
+}
+
+static unsigned dev_nqueues(const struct link_dev *d)
+{
+	return d->ops ? d->info.num_queues : 2u;
+}
+
 static void check_broken(struct vop_link *l, struct link_dev *d, unsigned qi)
 {
-	struct pipe_q *q = &d->q[qi];
+	struct vop_vq *vq = dev_vq(d, qi);
+	unsigned reason = vq ? vq->broken : 0;
 
-	if (!q->vq.broken || q->reported)
+	if (!reason || d->reported[qi])
 		return;
-	q->reported = true;
+	d->reported[qi] = true;
 	d->run = VOP_DEVRUN_BROKEN;
 	if (d->role == VOP_ROLE_DEVICE) {
 		/* Tell the driver (virtio 2.1.2): it must reset us. */
 		vop_fetch_or_u32(&d->info.entry->status, VOP_STATUS_DEVICE_NEEDS_RESET);
 		notify_peer(l);
 	}
-	emit(l, VOP_EV_QUEUE_BROKEN, d->dev_id, qi, q->vq.broken, 0);
+	emit(l, VOP_EV_QUEUE_BROKEN, d->dev_id, qi, reason, 0);
 }
 
 /*
@@ -542,6 +564,64 @@ static unsigned service_running(struct vop_link *l, struct link_dev *d)
 	return n;
 }
 
+/* Backend: one poll round, then the queue-broken check of every queue. */
+static unsigned service_backend(struct vop_link *l, struct link_dev *d)
+{
+	int rc = d->ops->poll(d->be);
+	unsigned i;
+
+	for (i = 0; i < dev_nqueues(d); i++)
+		check_broken(l, d, i);
+	if (rc < 0) {
+		d->be_failed = true;
+		d->run = VOP_DEVRUN_BROKEN;
+		if (d->role == VOP_ROLE_DEVICE) {
+			vop_fetch_or_u32(&d->info.entry->status, VOP_STATUS_DEVICE_NEEDS_RESET);
+			notify_peer(l);
+		}
+		emit(l, VOP_EV_BACKEND_FAILED, d->dev_id, 0, (uint32_t)-rc, 0);
+	}
+	return rc > 0 ? (unsigned)rc : 0;
+}
+
+/* Backend: stop using the rings if started (reset, removal, detach). */
+static void backend_stop(struct link_dev *d)
+{
+	if (d->ops && d->be_started) {
+		d->ops->stop(d->be);
+		d->be_started = false;
+	}
+}
+
+/* Backend: start with features; on failure the device is BROKEN. 0 or -errno. */
+static int backend_start(struct vop_link *l, struct link_dev *d, bool resume)
+{
+	int rc = d->ops->start(d->be, d->features, resume);
+
+	memset(d->reported, 0, sizeof(d->reported));
+	d->be_failed = false;
+	if (rc) {
+		d->run = VOP_DEVRUN_BROKEN;
+		emit(l, VOP_EV_BACKEND_FAILED, d->dev_id, 0, (uint32_t)-rc, 0);
+		return rc;
+	}
+	d->be_started = true;
+	return 0;
+}
+
+/*
+ * Whether the worker polls d now. A backend keeps serving its healthy
+ * queues after one broke (the device asked for a reset, the driver decides
+ * when), so console output still reaches the log and the other direction
+ * of a net device still moves; a byte pipe stops at once.
+ */
+static bool serving(const struct link_dev *d)
+{
+	if (d->run == VOP_DEVRUN_RUNNING)
+		return !d->ops || !d->be_failed;
+	return d->run == VOP_DEVRUN_BROKEN && d->ops && d->be_started && !d->be_failed;
+}
+
 /* ------------------------------------------------------------------ */
 /* Device state machine (worker thread, link lock held)                 */
 /* ------------------------------------------------------------------ */
@@ -550,6 +630,7 @@ static void driver_begin_reset(struct vop_link *l, struct link_dev *d)
 {
 	struct vop_dev_entry *e = d->info.entry;
 
+	backend_stop(d); /* nothing new enters the rings while the device resets */
 	vop_write_once_u32(&e->status, 0);
 	d->reset_val = vop_read_once_u32(&e->reset_req) + 1;
 	if (d->reset_val == 0)
@@ -579,20 +660,26 @@ static unsigned driver_step(struct vop_link *l, struct link_dev *d, uint64_t now
 			}
 			return 0;
 		}
-		for (i = 0; i < 2; i++) {
-			struct pipe_q *q = &d->q[i];
-
-			if (q->ready) {
-				vop_vq_reset_driver(&q->vq);
-			} else if (init_queue(l, d, i) != 0) {
-				d->run = VOP_DEVRUN_BROKEN;
+		if (d->ops) {
+			backend_stop(d);
+			if (backend_start(l, d, false) != 0)
 				return 0;
+		} else {
+			for (i = 0; i < 2; i++) {
+				struct pipe_q *q = &d->q[i];
+
+				if (q->ready) {
+					vop_vq_reset_driver(&q->vq);
+				} else if (init_queue(l, d, i) != 0) {
+					d->run = VOP_DEVRUN_BROKEN;
+					return 0;
+				}
+				q->seq = 0;
 			}
-			q->seq = 0;
-			q->reported = false;
+			memset(d->reported, 0, sizeof(d->reported));
+			vop_write_once_u64(&d->ps.tx_msgs, 0);
+			vop_write_once_u64(&d->ps.rx_msgs, 0);
 		}
-		vop_write_once_u64(&d->ps.tx_msgs, 0);
-		vop_write_once_u64(&d->ps.rx_msgs, 0);
 		vop_write_once_u64(&e->features_accepted, d->features);
 		/*
 		 * R3: release. Orders our zeroed driver area and
@@ -614,7 +701,9 @@ static unsigned driver_step(struct vop_link *l, struct link_dev *d, uint64_t now
 		d->needs_reset_reported = true;
 		emit(l, VOP_EV_NEEDS_RESET, d->dev_id, 0, 0, 0);
 	}
-	return d->run == VOP_DEVRUN_RUNNING ? service_running(l, d) : 0;
+	if (!serving(d))
+		return 0;
+	return d->ops ? service_backend(l, d) : service_running(l, d);
 }
 
 static unsigned device_step(struct vop_link *l, struct link_dev *d)
@@ -625,8 +714,9 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 
 	if (req != vop_read_once_u32(&e->reset_ack)) {
 		/* Reset: our ring side to zero, then ack (the driver owns the rest). */
-		for (i = 0; i < 2; i++) {
-			if (d->q[i].ready) {
+		backend_stop(d); /* no backend thread touches the rings past this */
+		for (i = 0; i < dev_nqueues(d); i++) {
+			if (!d->ops && d->q[i].ready) {
 				vop_vq_destroy(&d->q[i].vq);
 				d->q[i].ready = false;
 			}
@@ -637,13 +727,15 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 			 */
 			memset(vop_window_ptr(l->w, d->info.queues[i].used_off), 0,
 			       vop_vring_used_bytes(d->info.queues[i].size));
-			if (d->q[i].vq.broken)
-				vop_stat_add(&d->q[i].vq.stats.c[VOP_VQS_RESETS], 1);
-			d->q[i].vq.broken = 0;
-			vop_write_once_u64(&d->q[i].vq.stats.c[VOP_VQS_BROKEN], 0);
-			d->q[i].seq = 0;
-			d->q[i].reported = false;
+			if (!d->ops) {
+				if (d->q[i].vq.broken)
+					vop_stat_add(&d->q[i].vq.stats.c[VOP_VQS_RESETS], 1);
+				d->q[i].vq.broken = 0;
+				vop_write_once_u64(&d->q[i].vq.stats.c[VOP_VQS_BROKEN], 0);
+				d->q[i].seq = 0;
+			}
 		}
+		memset(d->reported, 0, sizeof(d->reported));
 		d->echo_rx_valid = false;
 		vop_write_once_u64(&d->ps.tx_msgs, 0);
 		vop_write_once_u64(&d->ps.rx_msgs, 0);
@@ -661,6 +753,20 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 
 		if (!(st & VOP_STATUS_DRIVER_OK))
 			return 0;
+		acc = vop_read_once_u64(&e->features_accepted);
+		if (!d->acked && d->ops && (acc >> VOP_F_INFLIGHT & 1) &&
+		    !(acc & ~d->info.features_offered) && !(st & VOP_STATUS_DEVICE_NEEDS_RESET)) {
+			/* The driver kept our rings running across our restart: resume them. */
+			d->features = acc;
+			if (backend_start(l, d, true) != 0) {
+				vop_fetch_or_u32(&e->status, VOP_STATUS_DEVICE_NEEDS_RESET);
+				notify_peer(l);
+				return 0;
+			}
+			d->acked = true;
+			d->run = VOP_DEVRUN_RUNNING;
+			return 1;
+		}
 		if (!d->acked) {
 			/* The driver ran with a previous incarnation of us: ask for a reset. */
 			if (!(st & VOP_STATUS_DEVICE_NEEDS_RESET)) {
@@ -669,7 +775,6 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 			}
 			return 0;
 		}
-		acc = vop_read_once_u64(&e->features_accepted);
 		if (acc & ~d->info.features_offered) {
 			d->run = VOP_DEVRUN_BROKEN;
 			vop_fetch_or_u32(&e->status, VOP_STATUS_DEVICE_NEEDS_RESET);
@@ -677,16 +782,26 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 			return 0;
 		}
 		d->features = acc;
-		for (i = 0; i < 2; i++) {
-			if (init_queue(l, d, i) != 0) {
-				d->run = VOP_DEVRUN_BROKEN;
+		if (d->ops) {
+			if (backend_start(l, d, false) != 0) {
+				vop_fetch_or_u32(&e->status, VOP_STATUS_DEVICE_NEEDS_RESET);
+				notify_peer(l);
 				return 0;
+			}
+		} else {
+			for (i = 0; i < 2; i++) {
+				if (init_queue(l, d, i) != 0) {
+					d->run = VOP_DEVRUN_BROKEN;
+					return 0;
+				}
 			}
 		}
 		d->run = VOP_DEVRUN_RUNNING;
 		return 1;
 	}
-	return d->run == VOP_DEVRUN_RUNNING ? service_running(l, d) : 0;
+	if (!serving(d))
+		return 0;
+	return d->ops ? service_backend(l, d) : service_running(l, d);
 }
 
 /* ------------------------------------------------------------------ */
@@ -697,6 +812,7 @@ static void mark_removed(struct vop_link *l, struct link_dev *d)
 {
 	if (d->run == VOP_DEVRUN_REMOVED)
 		return;
+	backend_stop(d);
 	d->run = VOP_DEVRUN_REMOVED;
 	emit(l, VOP_EV_DEVICE_REMOVED, d->dev_id, 0, 0, 0);
 }
@@ -725,10 +841,15 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 			vop_stat_add(&l->ls[VOP_LS_PEER_RESETS], 1);
 			emit(l, VOP_EV_PEER_RESET, 0, 0, 0, pv.epoch);
 			/* The driver side re-runs the handshake with the new device. */
-			for (i = 0; i < l->ndevs; i++)
-				if (l->devs[i]->role == VOP_ROLE_DRIVER &&
-				    l->devs[i]->run != VOP_DEVRUN_REMOVED)
-					driver_begin_reset(l, l->devs[i]);
+			for (i = 0; i < l->ndevs; i++) {
+				struct link_dev *d = l->devs[i];
+
+				/* An in-flight journal lets the restarted device resume our rings. */
+				if (d->role == VOP_ROLE_DRIVER && d->run != VOP_DEVRUN_REMOVED &&
+				    !(d->ops && d->run == VOP_DEVRUN_RUNNING &&
+				      (d->features >> VOP_F_INFLIGHT & 1)))
+					driver_begin_reset(l, d);
+			}
 		} else if (pv.epoch) {
 			emit(l, VOP_EV_PEER_UP, 0, 0, 0, pv.epoch);
 		}
@@ -799,8 +920,14 @@ static bool arm_all(struct vop_link *l, bool arm)
 
 		if (d->run == VOP_DEVRUN_RESETTING || d->run == VOP_DEVRUN_WAIT_DRIVER)
 			continue; /* polled by housekeeping timeouts; peer rings on progress */
-		if (d->run != VOP_DEVRUN_RUNNING)
+		if (!serving(d))
 			continue;
+		if (d->ops) {
+			/* Backends re-arm what they wait for; with EVENT_IDX nothing needs disarming. */
+			if (arm)
+				pending |= d->ops->prepare_sleep(d->be) != 0;
+			continue;
+		}
 		for (k = 0; k < 2; k++) {
 			struct pipe_q *q = &d->q[k];
 			bool want = wants_notify(d, k);
@@ -932,6 +1059,7 @@ int vop_link_create(struct vop_window *w, const struct vop_link_config *cfg, str
 
 static void free_dev(struct link_dev *d)
 {
+	backend_stop(d);
 	destroy_queues(d);
 	free(d->echo_rx);
 	free(d->scratch);
@@ -989,6 +1117,49 @@ static int check_pipe_config(const struct vop_pipe_config *pc, enum vop_role rol
 	return 0;
 }
 
+/* Copy dev_id's table entry into d; the entry's device side must match role. */
+static int find_entry(struct vop_link *l, uint32_t dev_id, enum vop_role role, struct link_dev *d)
+{
+	int rc;
+
+	do
+		rc = vop_devtab_find(l->w, dev_id, &d->info);
+	while (rc == -EAGAIN);
+	if (rc)
+		return rc;
+	if ((d->info.device_side == l->w->side) != (role == VOP_ROLE_DEVICE))
+		return -EINVAL;
+	d->dev_id = dev_id;
+	d->role = role;
+	return 0;
+}
+
+/* Publish d to the worker: the driver role starts the reset handshake. */
+static int add_dev(struct vop_link *l, struct link_dev *d)
+{
+	pthread_mutex_lock(&l->lock);
+	if (find_dev(l, d->dev_id, NULL) || l->ndevs >= VOP_MAX_DEVICES) {
+		int rc = l->ndevs >= VOP_MAX_DEVICES ? -ENOSPC : -EEXIST;
+
+		pthread_mutex_unlock(&l->lock);
+		return rc;
+	}
+	if (d->role == VOP_ROLE_DRIVER) {
+		driver_begin_reset(l, d);
+	} else {
+		d->run = VOP_DEVRUN_WAIT_DRIVER;
+		/* Ack only resets requested after we attached (see the file comment). */
+		d->acked = vop_read_once_u32(&d->info.entry->reset_req) !=
+			   vop_read_once_u32(&d->info.entry->reset_ack);
+	}
+	l->devs[l->ndevs++] = d;
+	pthread_mutex_unlock(&l->lock);
+	vop_window_notify_peer(l->w);
+	/* Wake our own worker so it services the new device promptly. */
+	l->w->x->ops->notify(l->w->x, l->w->side);
+	return 0;
+}
+
 int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role,
 			 const struct vop_pipe_config *pc)
 {
@@ -1002,17 +1173,12 @@ int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	do
-		rc = vop_devtab_find(l->w, dev_id, &d->info);
-	while (rc == -EAGAIN);
+	rc = find_entry(l, dev_id, role, d);
 	if (rc)
 		goto err;
 	rc = -EINVAL;
-	if (d->info.device_type != VOP_DEVTYPE_BYTE_PIPE || d->info.num_queues != 2 ||
-	    (d->info.device_side == l->w->side) != (role == VOP_ROLE_DEVICE))
+	if (d->info.device_type != VOP_DEVTYPE_BYTE_PIPE || d->info.num_queues != 2)
 		goto err;
-	d->dev_id = dev_id;
-	d->role = role;
 	d->pc = *pc;
 	d->q[0].mode = pc->tx_mode;
 	d->q[1].mode = pc->rx_mode;
@@ -1040,28 +1206,41 @@ int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role
 		goto err;
 	for (i = 0; i < d->scratch_size; i++)
 		d->scratch[i] = (uint8_t)(i * 7u + 1u);
-	pthread_mutex_lock(&l->lock);
-	if (find_dev(l, dev_id, NULL) || l->ndevs >= VOP_MAX_DEVICES) {
-		pthread_mutex_unlock(&l->lock);
-		rc = l->ndevs >= VOP_MAX_DEVICES ? -ENOSPC : -EEXIST;
+	rc = add_dev(l, d);
+	if (rc)
 		goto err;
-	}
-	if (role == VOP_ROLE_DRIVER) {
-		driver_begin_reset(l, d);
-	} else {
-		d->run = VOP_DEVRUN_WAIT_DRIVER;
-		/* Ack only resets requested after we attached (see the file comment). */
-		d->acked = vop_read_once_u32(&d->info.entry->reset_req) !=
-			   vop_read_once_u32(&d->info.entry->reset_ack);
-	}
-	l->devs[l->ndevs++] = d;
-	pthread_mutex_unlock(&l->lock);
-	vop_window_notify_peer(l->w);
-	/* Wake our own worker so it services the new device promptly. */
-	l->w->x->ops->notify(l->w->x, l->w->side);
 	return 0;
 err:
 	free_dev(d);
+	return rc;
+}
+
+int vop_link_attach_backend(struct vop_link *l, uint32_t dev_id, enum vop_role role,
+			    const struct vop_devback_ops *ops, void *dev)
+{
+	struct link_dev *d;
+	int rc;
+
+	if (!ops || !dev || !ops->start || !ops->stop || !ops->poll || !ops->prepare_sleep ||
+	    !ops->queue || (role != VOP_ROLE_DRIVER && role != VOP_ROLE_DEVICE))
+		return -EINVAL;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	rc = find_entry(l, dev_id, role, d);
+	if (rc)
+		goto err;
+	d->ops = ops;
+	d->be = dev;
+	if (role == VOP_ROLE_DRIVER)
+		d->features = d->info.features_offered &
+			      (ops->driver_features | (1ull << VOP_F_VERSION_1));
+	rc = add_dev(l, d);
+	if (rc)
+		goto err;
+	return 0;
+err:
+	free(d);
 	return rc;
 }
 
@@ -1079,7 +1258,7 @@ int vop_link_detach(struct vop_link *l, uint32_t dev_id)
 	l->devs[idx] = l->devs[--l->ndevs];
 	l->devs[l->ndevs] = NULL;
 	pthread_mutex_unlock(&l->lock);
-	free_dev(d);
+	free_dev(d); /* the worker no longer sees d: a backend is stopped from this thread */
 	return 0;
 }
 
@@ -1132,14 +1311,14 @@ int vop_link_queue_stats(struct vop_link *l, uint32_t dev_id, unsigned queue,
 	struct link_dev *d;
 	int rc = 0;
 
-	if (queue >= 2)
-		return -EINVAL;
 	pthread_mutex_lock(&l->lock);
 	d = find_dev(l, dev_id, NULL);
 	if (!d) {
 		rc = -ENOENT;
+	} else if (queue >= dev_nqueues(d) || !dev_vq(d, queue)) {
+		rc = -EINVAL;
 	} else {
-		vop_vq_stats_read(&d->q[queue].vq, out);
+		vop_vq_stats_read(dev_vq(d, queue), out);
 		out->c[VOP_VQS_WAKEUPS] = vop_read_once_u64(&l->ls[VOP_LS_WAKEUPS]);
 		out->c[VOP_VQS_POLL_NS] = vop_read_once_u64(&l->ls[VOP_LS_POLL_NS]);
 		out->c[VOP_VQS_SLEEP_NS] = vop_read_once_u64(&l->ls[VOP_LS_SLEEP_NS]);
@@ -1157,12 +1336,26 @@ int vop_link_pipe_stats(struct vop_link *l, uint32_t dev_id, struct vop_pipe_sta
 	d = find_dev(l, dev_id, NULL);
 	if (!d) {
 		rc = -ENOENT;
+	} else if (d->ops) {
+		rc = -EINVAL;
 	} else {
 		out->tx_msgs = vop_read_once_u64(&d->ps.tx_msgs);
 		out->rx_msgs = vop_read_once_u64(&d->ps.rx_msgs);
 		out->bad_msgs = vop_read_once_u64(&d->ps.bad_msgs);
 		out->state = vop_read_once_u32(&d->run);
 	}
+	pthread_mutex_unlock(&l->lock);
+	return rc;
+}
+
+int vop_link_dev_state(struct vop_link *l, uint32_t dev_id)
+{
+	struct link_dev *d;
+	int rc;
+
+	pthread_mutex_lock(&l->lock);
+	d = find_dev(l, dev_id, NULL);
+	rc = d ? (int)vop_read_once_u32(&d->run) : -ENOENT;
 	pthread_mutex_unlock(&l->lock);
 	return rc;
 }

@@ -77,16 +77,15 @@ struct blk_job {
 };
 
 struct vop_blk_device {
-	_Atomic bool stats_ok;  /* queues initialised (release by the loop); stats readers acquire */
-	struct vop_devloop *loop;   /* set at create */
+	struct vop_devctx *ctx;     /* set at create */
 	struct vop_window *w;       /* set at create */
 	struct vop_dev_info di;     /* set at create */
 	int fd;                     /* backing file */
 	bool ro, direct;            /* set at create */
 	uint64_t cap_sectors;       /* capacity; set at create */
 	char serial[VOP_BLK_ID_BYTES]; /* GET_ID answer */
-	/* loop thread */
-	bool started;               /* DRIVER_OK seen, queue set up */
+	/* worker thread (and I/O threads under qlock) */
+	bool started;               /* between start and stop; under qlock */
 	struct vop_devq q;          /* request queue */
 	struct vop_inflight_hdr *jh;   /* journal header, NULL without VOP_F_INFLIGHT */
 	struct vop_inflight_desc *jd;  /* journal entries [num] */
@@ -100,8 +99,10 @@ struct vop_blk_device {
 	 */
 	pthread_mutex_t qlock;
 	/* I/O pool */
-	pthread_mutex_t lock;       /* protects pending, done, stop */
+	pthread_mutex_t lock;       /* protects pending, done, stop, running */
 	pthread_cond_t cond;        /* pending non-empty or stop */
+	pthread_cond_t idle;        /* running dropped to 0 */
+	unsigned running;           /* jobs an I/O thread took and has not completed */
 	struct blk_job *pending, **pending_tail; /* FIFO for the I/O threads */
 	struct blk_job *done;       /* completed, for the loop thread */
 	bool stop;                  /* under lock */
@@ -315,8 +316,8 @@ static void complete_locked(struct vop_blk_device *d, struct blk_job *j)
 	struct vop_chain *c = &j->c;
 	int rc;
 
-	if (d->q.vq.broken)
-		return; /* the driver broke the ring: the completion has nowhere to go */
+	if (!d->started || d->q.vq.broken)
+		return; /* stopped (reset), or the driver broke the ring: nowhere to go */
 	if (c->in_bytes)
 		vop_chain_write(c, c->in_bytes - 1, &j->status, 1);
 	if (vop_vq_push(&d->q.vq, c->head, j->used_len) < 0)
@@ -353,11 +354,16 @@ static void *io_main(void *arg)
 		d->pending = j->next;
 		if (!d->pending)
 			d->pending_tail = &d->pending;
+		d->running++;
 		pthread_mutex_unlock(&d->lock);
 		run_job(d, j);
 		pthread_mutex_lock(&d->qlock);
 		complete_locked(d, j);
 		pthread_mutex_unlock(&d->qlock);
+		pthread_mutex_lock(&d->lock);
+		if (--d->running == 0)
+			pthread_cond_broadcast(&d->idle);
+		pthread_mutex_unlock(&d->lock);
 	}
 }
 
@@ -522,7 +528,15 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 		return -ENOMEM;
 	cfg.used = scratch;
 	cfg.regions = &d->w->regions;
-	rc = vop_vq_init_device(&d->q.vq, &cfg);
+	{
+		struct vop_vq_stats saved = d->q.vq.stats; /* counters survive restarts */
+
+		rc = vop_vq_init_device(&d->q.vq, &cfg);
+		if (saved.c[VOP_VQS_BROKEN])
+			saved.c[VOP_VQS_RESETS]++;
+		saved.c[VOP_VQS_BROKEN] = 0;
+		d->q.vq.stats = saved;
+	}
 	if (rc) {
 		free(scratch);
 		return rc;
@@ -691,19 +705,8 @@ static int blk_dev_poll_locked(struct vop_blk_device *d)
 {
 	int progress = 0, rc, k;
 
-	if (!d->started) {
-		uint64_t feat;
-
-		if (!vop_dev_device_ready(&d->di, &feat))
-			return 0;
-		rc = blk_start(d, feat);
-		/* a ring or journal the driver broke stays broken and quiet (counted in vq stats) */
-		if (rc < 0 && !(d->q.ready && d->q.vq.broken))
-			return rc;
-		d->started = true;
-		atomic_store_explicit(&d->stats_ok, true, memory_order_release);
-		progress = 1;
-	}
+	if (!d->started)
+		return 0;
 	rc = blk_complete(d);
 	if (rc < 0)
 		return rc;
@@ -742,7 +745,7 @@ static int blk_dev_prepare_sleep(void *arg)
 	int pending;
 
 	if (!d->started)
-		return 0; /* the heartbeat timeout re-polls for DRIVER_OK */
+		return 0;
 	pthread_mutex_lock(&d->lock);
 	pending = d->done != NULL;
 	pthread_mutex_unlock(&d->lock);
@@ -754,13 +757,66 @@ static int blk_dev_prepare_sleep(void *arg)
 	return pending;
 }
 
-static const struct vop_devback_ops blk_dev_ops = {
+/*
+ * Stop using the ring: queued jobs are dropped, running ones are waited
+ * for (their completions are dropped: the driver resets the ring), so no
+ * I/O thread touches the window when this returns.
+ */
+static void blk_dev_stop(void *arg)
+{
+	struct vop_blk_device *d = arg;
+
+	pthread_mutex_lock(&d->qlock);
+	d->started = false;
+	pthread_mutex_unlock(&d->qlock);
+	pthread_mutex_lock(&d->lock);
+	d->pending = NULL;
+	d->pending_tail = &d->pending;
+	d->done = NULL;
+	while (d->running)
+		pthread_cond_wait(&d->idle, &d->lock);
+	pthread_mutex_unlock(&d->lock);
+	vop_devq_destroy(&d->q);
+	free(d->jobs);
+	d->jobs = NULL;
+	d->jh = NULL;
+	d->jd = NULL;
+}
+
+/* Set up the ring (fresh, or resumed from the journal after our restart). */
+static int blk_dev_start(void *arg, uint64_t feat, bool resume)
+{
+	struct vop_blk_device *d = arg;
+	int rc;
+
+	(void)resume; /* blk_start() tells a fresh ring from a resumed one by the journal itself */
+	pthread_mutex_lock(&d->qlock);
+	rc = blk_start(d, feat);
+	if (rc == 0)
+		d->started = true; /* resumed jobs complete once we drop qlock */
+	pthread_mutex_unlock(&d->qlock);
+	if (rc)
+		blk_dev_stop(d); /* jobs already re-dispatched from the journal are drained */
+	return rc;
+}
+
+static struct vop_vq *blk_dev_queue(void *arg, unsigned q)
+{
+	struct vop_blk_device *d = arg;
+
+	return q == 0 ? &d->q.vq : NULL;
+}
+
+const struct vop_devback_ops vop_blk_device_ops = {
 	.name = "blk-device",
+	.start = blk_dev_start,
+	.stop = blk_dev_stop,
 	.poll = blk_dev_poll,
 	.prepare_sleep = blk_dev_prepare_sleep,
+	.queue = blk_dev_queue,
 };
 
-int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
+int vop_blk_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 			  const struct vop_blk_device_config *cfg, struct vop_blk_device **out)
 {
 	struct vop_blk_device *d;
@@ -775,15 +831,15 @@ int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	d->loop = l;
-	d->w = vop_devloop_window(l);
+	d->ctx = ctx;
+	d->w = vop_devctx_window(ctx);
 	d->fd = -1;
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->qlock, NULL);
 	pthread_cond_init(&d->cond, NULL);
+	pthread_cond_init(&d->idle, NULL);
 	d->pending_tail = &d->pending;
-	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK,
-			       cfg->find_timeout_ms ? cfg->find_timeout_ms : 10000, &d->di);
+	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, cfg->find_timeout_ms, &d->di);
 	if (rc)
 		goto fail;
 	if (d->di.device_side != d->w->side || d->di.num_queues < 1) {
@@ -845,9 +901,6 @@ int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
 			goto fail;
 		d->nthreads++;
 	}
-	rc = vop_devloop_add(l, &blk_dev_ops, d);
-	if (rc)
-		goto fail;
 	*out = d;
 	return 0;
 fail:
@@ -875,6 +928,7 @@ void vop_blk_device_destroy(struct vop_blk_device *d)
 	pthread_mutex_destroy(&d->qlock);
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->cond);
+	pthread_cond_destroy(&d->idle);
 	free(d);
 }
 
@@ -897,11 +951,12 @@ struct vop_blk_req {
 };
 
 struct vop_blk_driver {
-	struct vop_devloop *loop;   /* set at create */
+	struct vop_devctx *ctx;     /* set at create */
 	struct vop_window *w;       /* set at create */
 	struct vop_dev_info di;     /* set at create */
-	struct vop_devq q;          /* loop thread */
-	struct vop_blk_config cfg;  /* device config snapshot */
+	struct vop_devq q;          /* under qlock */
+	bool started;               /* between start and stop; under qlock (read under lock too) */
+	struct vop_blk_config cfg;  /* device config snapshot, read at start */
 	bool ro;
 	uint32_t seg;               /* data bytes per slot */
 	unsigned nslots;            /* = ring size */
@@ -913,8 +968,9 @@ struct vop_blk_driver {
 	 * lock a completion callback takes.
 	 */
 	pthread_mutex_t qlock;
-	pthread_mutex_t lock;       /* protects free list, nfree, stop */
-	pthread_cond_t cond;        /* slots freed */
+	pthread_mutex_t lock;       /* protects free list, nfree, stop, ready */
+	pthread_cond_t cond;        /* slots freed, ready changed or stop */
+	bool ready;                 /* started (copy under lock for vop_blk_driver_wait_ready) */
 	struct vop_blk_req *free_list;
 	unsigned nfree;
 	bool stop;
@@ -922,12 +978,42 @@ struct vop_blk_driver {
 
 uint64_t vop_blk_driver_capacity(struct vop_blk_driver *d)
 {
-	return d->cfg.capacity * VOP_BLK_SECTOR;
+	uint64_t cap;
+
+	pthread_mutex_lock(&d->lock);
+	cap = d->ready ? d->cfg.capacity * VOP_BLK_SECTOR : 0;
+	pthread_mutex_unlock(&d->lock);
+	return cap;
 }
 
 bool vop_blk_driver_ro(struct vop_blk_driver *d)
 {
-	return d->ro;
+	bool ro;
+
+	pthread_mutex_lock(&d->lock);
+	ro = d->ro;
+	pthread_mutex_unlock(&d->lock);
+	return ro;
+}
+
+int vop_blk_driver_wait_ready(struct vop_blk_driver *d, uint32_t timeout_ms)
+{
+	struct timespec ts;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += (time_t)(timeout_ms / 1000u);
+	ts.tv_nsec += (long)(timeout_ms % 1000u) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&d->lock);
+	while (!d->ready && !d->stop && rc == 0)
+		rc = pthread_cond_timedwait(&d->cond, &d->lock, &ts);
+	rc = d->stop ? -ESHUTDOWN : d->ready ? 0 : -ETIMEDOUT;
+	pthread_mutex_unlock(&d->lock);
+	return rc;
 }
 
 uint32_t vop_blk_driver_seg(struct vop_blk_driver *d)
@@ -990,6 +1076,11 @@ static int post_locked(struct vop_blk_driver *d, struct vop_blk_req *r)
 	h.sector = r->sector;
 	memcpy(r->hdr, &h, sizeof(h));
 	*r->status = 0xff;
+	if (!d->started) {
+		/* the device is resetting or gone: fail now rather than hang the client */
+		r->done(r->ctx, r, VOP_BLK_S_IOERR);
+		return 0;
+	}
 	sg[0].addr = hdr_off;
 	sg[0].len = BLK_HDR_BYTES;
 	if (r->len) {
@@ -1029,6 +1120,22 @@ int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned
 	return 0;
 }
 
+/* qlock held: complete everything in flight with IOERR (it will never complete otherwise). */
+static int fail_posted_locked(struct vop_blk_driver *d)
+{
+	unsigned i;
+	int n = 0;
+
+	for (i = 0; i < d->nslots; i++) {
+		if (d->slots[i].posted) {
+			d->slots[i].posted = false;
+			d->slots[i].done(d->slots[i].ctx, &d->slots[i], VOP_BLK_S_IOERR);
+			n++;
+		}
+	}
+	return n;
+}
+
 static int blk_drv_poll(void *arg)
 {
 	struct vop_blk_driver *d = arg;
@@ -1037,6 +1144,10 @@ static int blk_drv_poll(void *arg)
 	uint32_t len;
 
 	pthread_mutex_lock(&d->qlock);
+	if (!d->started) {
+		pthread_mutex_unlock(&d->qlock);
+		return 0;
+	}
 	while ((rc = vop_vq_get_used(&d->q.vq, &tok, &len)) > 0) {
 		struct vop_blk_req *r = tok;
 		uint8_t st = vop_read_once_u8(r->status);
@@ -1047,22 +1158,13 @@ static int blk_drv_poll(void *arg)
 		r->done(r->ctx, r, st);
 		progress = 1;
 	}
-	if (rc < 0) {
-		unsigned i;
-
-		/*
-		 * The device broke the ring (bad used index, id or length): what
-		 * is in flight will never complete. Fail it so that NBD clients
-		 * get EIO instead of hanging; later submissions fail at once.
-		 */
-		for (i = 0; i < d->nslots; i++) {
-			if (d->slots[i].posted) {
-				d->slots[i].posted = false;
-				d->slots[i].done(d->slots[i].ctx, &d->slots[i], VOP_BLK_S_IOERR);
-				progress = 1;
-			}
-		}
-	}
+	/*
+	 * The device broke the ring (bad used index, id or length): what is in
+	 * flight will never complete. Fail it so that NBD clients get EIO
+	 * instead of hanging; later submissions fail at once (vq.c).
+	 */
+	if (rc < 0 && fail_posted_locked(d))
+		progress = 1;
 	pthread_mutex_unlock(&d->qlock);
 	return progress;
 }
@@ -1073,22 +1175,87 @@ static int blk_drv_prepare_sleep(void *arg)
 	int pending;
 
 	pthread_mutex_lock(&d->qlock);
-	pending = vop_vq_enable_notify(&d->q.vq);
+	pending = d->started ? vop_vq_enable_notify(&d->q.vq) : 0;
 	pthread_mutex_unlock(&d->qlock);
 	return pending;
 }
 
-static const struct vop_devback_ops blk_drv_ops = {
+/*
+ * The device acked a reset: zero and set up the request queue and the
+ * in-flight journal, take the device's config (written before its ack).
+ */
+static int blk_drv_start(void *arg, uint64_t feat, bool resume)
+{
+	struct vop_blk_driver *d = arg;
+	struct vop_blk_config cfg;
+	int rc;
+
+	(void)resume; /* the driver role always starts from a reset */
+	rc = vop_dev_config_read(&d->di, &cfg, sizeof(cfg), 0);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&d->qlock);
+	rc = vop_devq_init(d->w, &d->di, 0, true, feat, &d->q);
+	if (rc == 0) {
+		if (feat & (1ull << VOP_F_INFLIGHT)) /* we zero the journal once, before DRIVER_OK */
+			memset(d->q.pool + d->q.pool_size - vop_inflight_bytes(d->q.num), 0,
+			       vop_inflight_bytes(d->q.num));
+		d->started = true;
+	}
+	pthread_mutex_unlock(&d->qlock);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&d->lock);
+	d->cfg = cfg;
+	d->ro = feat & (1ull << VOP_BLK_F_RO);
+	d->ready = true;
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	return 0;
+}
+
+/* Reset or detach: requests in flight complete with IOERR, new ones fail until the next start. */
+static void blk_drv_stop(void *arg)
+{
+	struct vop_blk_driver *d = arg;
+
+	pthread_mutex_lock(&d->lock);
+	d->ready = false;
+	pthread_mutex_unlock(&d->lock);
+	pthread_mutex_lock(&d->qlock);
+	d->started = false;
+	fail_posted_locked(d);
+	vop_devq_destroy(&d->q);
+	pthread_mutex_unlock(&d->qlock);
+}
+
+static struct vop_vq *blk_drv_queue(void *arg, unsigned q)
+{
+	struct vop_blk_driver *d = arg;
+
+	return q == 0 ? &d->q.vq : NULL;
+}
+
+const struct vop_devback_ops vop_blk_driver_ops = {
 	.name = "blk-driver",
+	.driver_features = (1ull << VOP_BLK_F_SEG_MAX) | (1ull << VOP_BLK_F_BLK_SIZE) |
+			   (1ull << VOP_BLK_F_FLUSH) | (1ull << VOP_BLK_F_DISCARD) |
+			   (1ull << VOP_BLK_F_WRITE_ZEROES) | (1ull << VOP_BLK_F_RO) |
+			   (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INFLIGHT),
+	.start = blk_drv_start,
+	.stop = blk_drv_stop,
 	.poll = blk_drv_poll,
 	.prepare_sleep = blk_drv_prepare_sleep,
+	.queue = blk_drv_queue,
 };
 
-int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeout_ms,
+int vop_blk_driver_create(struct vop_devctx *ctx, uint32_t dev_id, uint32_t timeout_ms,
 			  struct vop_blk_driver **out)
 {
 	struct vop_blk_driver *d;
-	uint64_t feat, first, stride;
+	const struct vop_queue_desc *qd;
+	uint64_t first, stride;
+	uint8_t *pool;
 	unsigned i;
 	int rc;
 
@@ -1096,40 +1263,33 @@ int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeo
 	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	d->loop = l;
-	d->w = vop_devloop_window(l);
+	d->ctx = ctx;
+	d->w = vop_devctx_window(ctx);
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
 	pthread_mutex_init(&d->qlock, NULL);
 	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, timeout_ms, &d->di);
 	if (rc)
 		goto fail;
-	if (d->di.device_side == d->w->side) {
+	if (d->di.device_side == d->w->side || d->di.num_queues < 1) {
 		rc = -EINVAL;
 		goto fail;
 	}
-	vop_dev_driver_features(&d->di,
-				(1ull << VOP_BLK_F_SEG_MAX) | (1ull << VOP_BLK_F_BLK_SIZE) |
-					(1ull << VOP_BLK_F_FLUSH) | (1ull << VOP_BLK_F_DISCARD) |
-					(1ull << VOP_BLK_F_WRITE_ZEROES) | (1ull << VOP_BLK_F_RO) |
-					(1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INFLIGHT),
-				&feat);
-	rc = vop_devq_init(d->w, &d->di, 0, true, feat, &d->q);
-	if (rc)
-		goto fail;
-	d->ro = feat & (1ull << VOP_BLK_F_RO);
-	d->nslots = d->q.num / BLK_DESC_PER_SLOT;
+	qd = &d->di.queues[0];
+	pool = vop_window_ptr(d->w, qd->pool_off);
+	d->ro = (d->di.features_offered >> VOP_BLK_F_RO) & 1; /* until start reads the negotiated bit */
+	d->nslots = qd->size / BLK_DESC_PER_SLOT;
 	if (d->nslots == 0) {
 		rc = -EPROTO;
 		goto fail;
 	}
 	/* carve slots: data 4 KiB aligned in the window, then header and status */
-	first = round_up64(d->q.pool_off, BLK_SLOT_ALIGN) - d->q.pool_off;
-	if (d->q.pool_size < first + vop_inflight_bytes(d->q.num) + (uint64_t)d->nslots * BLK_SLOT_ALIGN) {
+	first = round_up64(qd->pool_off, BLK_SLOT_ALIGN) - qd->pool_off;
+	if (qd->pool_size < first + vop_inflight_bytes(qd->size) + (uint64_t)d->nslots * BLK_SLOT_ALIGN) {
 		rc = -EPROTO;
 		goto fail;
 	}
-	stride = (d->q.pool_size - first - vop_inflight_bytes(d->q.num)) / d->nslots;
+	stride = (qd->pool_size - first - vop_inflight_bytes(qd->size)) / d->nslots;
 	stride -= stride % BLK_SLOT_ALIGN;
 	d->seg = (uint32_t)((stride - BLK_HDR_BYTES - 1) / BLK_SLOT_ALIGN * BLK_SLOT_ALIGN);
 	if (stride > (1u << 26) || d->seg == 0) {
@@ -1145,25 +1305,14 @@ int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeo
 		struct vop_blk_req *r = &d->slots[i];
 		uint64_t off = first + i * stride;
 
-		r->data = d->q.pool + off;
-		r->data_off = d->q.pool_off + off;
+		r->data = pool + off;
+		r->data_off = qd->pool_off + off;
 		r->hdr = r->data + d->seg;
 		r->status = r->hdr + BLK_HDR_BYTES;
 		r->next = d->free_list;
 		d->free_list = r;
 	}
 	d->nfree = d->nslots;
-	if (feat & (1ull << VOP_F_INFLIGHT)) /* we zero the journal once, before DRIVER_OK */
-		memset(d->q.pool + d->q.pool_size - vop_inflight_bytes(d->q.num), 0,
-		       vop_inflight_bytes(d->q.num));
-	vop_dev_driver_ok(&d->di);
-	vop_window_notify_peer(d->w); /* a sleeping device loop starts at once */
-	rc = vop_dev_config_read(&d->di, &d->cfg, sizeof(d->cfg), timeout_ms);
-	if (rc)
-		goto fail;
-	rc = vop_devloop_add(l, &blk_drv_ops, d);
-	if (rc)
-		goto fail;
 	*out = d;
 	return 0;
 fail:
@@ -1193,22 +1342,4 @@ void vop_blk_driver_destroy(struct vop_blk_driver *d)
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->cond);
 	free(d);
-}
-
-int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_vq_stats *out)
-{
-	/* acquire: pairs with the release after the queues were set up */
-	if (q >= 1 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
-		return -EINVAL;
-	vop_vq_stats_read(&(d->q).vq, out);
-	return 0;
-}
-
-int vop_blk_driver_queue_stats(struct vop_blk_driver *d, unsigned q, struct vop_vq_stats *out)
-{
-	/* The queue is set up in vop_blk_driver_create() before the handle exists. */
-	if (q >= 1)
-		return -EINVAL;
-	vop_vq_stats_read(&(d->q).vq, out);
-	return 0;
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Device loop, fd watcher, queue set-up and status handshake shared by
- * the device backends. See vop/dev_common.h for the contracts.
+ * Device context (window, wake-up, fd watcher), queue set-up and config
+ * space shared by the device backends. Contracts in vop/dev_common.h.
  */
 #include <errno.h>
 #include <poll.h>
@@ -15,8 +15,7 @@
 #include "../core/barrier.h"
 #include "vop/dev_common.h"
 
-#define LOOP_MAX_BACKENDS 16
-#define LOOP_MAX_WATCH 64
+#define CTX_MAX_WATCH 64
 
 struct watch {
 	int fd;             /* watched fd */
@@ -24,23 +23,15 @@ struct watch {
 	_Atomic int *flag;  /* set to 1 when it fires, or NULL */
 };
 
-struct vop_devloop {
+struct vop_devctx {
 	struct vop_window *w;       /* window (not owned); set at create */
-	uint64_t spin_ns;           /* set at create */
-	uint64_t hb_ns;             /* set at create */
-	const struct vop_devback_ops *ops[LOOP_MAX_BACKENDS]; /* set before start */
-	void *dev[LOOP_MAX_BACKENDS];                         /* set before start */
-	int failed[LOOP_MAX_BACKENDS]; /* loop thread: error of a backend, 0 = ok */
-	unsigned n;                 /* backends; set before start */
-	_Atomic int error;          /* first backend error; any thread reads */
-	_Atomic bool stop;          /* control thread sets, loop + watcher read */
-	bool running;               /* control thread */
-	pthread_t thread;           /* loop thread */
-	pthread_t wthread;          /* watcher thread */
 	int efd;                    /* eventfd: re-arm / stop signal for the watcher */
-	pthread_mutex_t wlock;      /* protects watch[] and nwatch */
-	struct watch watch[LOOP_MAX_WATCH]; /* armed watches (under wlock) */
-	unsigned nwatch;            /* under wlock */
+	pthread_mutex_t wlock;      /* protects everything below */
+	bool running;               /* watcher thread started */
+	bool stop;                  /* watcher must exit */
+	pthread_t wthread;          /* watcher thread, valid while running */
+	struct watch watch[CTX_MAX_WATCH]; /* armed watches */
+	unsigned nwatch;
 };
 
 uint64_t vop_dev_now_ns(void)
@@ -51,250 +42,172 @@ uint64_t vop_dev_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-int vop_devloop_create(struct vop_window *w, const struct vop_devloop_config *cfg,
-		       struct vop_devloop **out)
+int vop_devctx_create(struct vop_window *w, struct vop_devctx **out)
 {
-	struct vop_devloop *l = calloc(1, sizeof(*l));
+	struct vop_devctx *c = calloc(1, sizeof(*c));
 
 	*out = NULL;
-	if (!l)
+	if (!c)
 		return -ENOMEM;
-	l->w = w;
-	l->spin_ns = cfg && cfg->spin_ns ? cfg->spin_ns : 20000;
-	l->hb_ns = (uint64_t)(cfg && cfg->hb_ms ? cfg->hb_ms : 500) * 1000000ull;
-	l->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (l->efd < 0) {
+	c->w = w;
+	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->efd < 0) {
 		int rc = -errno;
 
-		free(l);
+		free(c);
 		return rc;
 	}
-	pthread_mutex_init(&l->wlock, NULL);
-	*out = l;
+	pthread_mutex_init(&c->wlock, NULL);
+	*out = c;
 	return 0;
 }
 
-int vop_devloop_add(struct vop_devloop *l, const struct vop_devback_ops *ops, void *dev)
+struct vop_window *vop_devctx_window(struct vop_devctx *c)
 {
-	if (l->n >= LOOP_MAX_BACKENDS)
-		return -ENOSPC;
-	l->ops[l->n] = ops;
-	l->dev[l->n] = dev;
-	l->n++;
-	return 0;
+	return c->w;
 }
 
-struct vop_window *vop_devloop_window(struct vop_devloop *l)
+void vop_devctx_wake(struct vop_devctx *c)
 {
-	return l->w;
-}
-
-int vop_devloop_error(struct vop_devloop *l)
-{
-	return atomic_load(&l->error);
-}
-
-void vop_devloop_wake(struct vop_devloop *l)
-{
-	struct vop_xport *x = l->w->x;
+	struct vop_xport *x = c->w->x;
 
 	/* Our own doorbell; the ring side orders whatever the caller published before. */
-	x->ops->notify(x, l->w->side);
+	x->ops->notify(x, c->w->side);
 }
 
-int vop_devloop_watch(struct vop_devloop *l, int fd, short events)
+static void kick_watcher(struct vop_devctx *c)
 {
-	return vop_devloop_watch_flag(l, fd, events, NULL);
-}
-
-int vop_devloop_watch_flag(struct vop_devloop *l, int fd, short events, _Atomic int *flag)
-{
-	unsigned i;
 	uint64_t one = 1;
-	int rc = 0;
 
-	pthread_mutex_lock(&l->wlock);
-	for (i = 0; i < l->nwatch; i++)
-		if (l->watch[i].fd == fd)
-			break;
-	if (i < l->nwatch) {
-		l->watch[i].events |= events;
-		if (flag)
-			l->watch[i].flag = flag;
-	} else if (l->nwatch < LOOP_MAX_WATCH) {
-		l->watch[l->nwatch].fd = fd;
-		l->watch[l->nwatch].events = events;
-		l->watch[l->nwatch].flag = flag;
-		l->nwatch++;
-	} else {
-		rc = -ENOSPC;
+	if (write(c->efd, &one, sizeof(one)) < 0) { /* EAGAIN: a kick is already pending */
 	}
-	pthread_mutex_unlock(&l->wlock);
-	if (rc == 0 && write(l->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-		rc = -errno;
-	return rc;
 }
 
-/* Watcher thread: poll armed fds; on readiness disarm them and wake the loop. */
+/* Watcher thread: poll armed fds; on readiness disarm them and wake the worker. */
 static void *watcher_main(void *arg)
 {
-	struct vop_devloop *l = arg;
-	struct pollfd pfd[LOOP_MAX_WATCH + 1];
+	struct vop_devctx *c = arg;
+	struct pollfd pfd[CTX_MAX_WATCH + 1];
 	unsigned n, i, j;
 	uint64_t v;
 
-	while (!atomic_load(&l->stop)) {
-		pfd[0].fd = l->efd;
+	for (;;) {
+		bool fired = false;
+
+		pfd[0].fd = c->efd;
 		pfd[0].events = POLLIN;
-		pthread_mutex_lock(&l->wlock);
-		n = l->nwatch;
+		pthread_mutex_lock(&c->wlock);
+		if (c->stop) {
+			pthread_mutex_unlock(&c->wlock);
+			break;
+		}
+		n = c->nwatch;
 		for (i = 0; i < n; i++) {
-			pfd[i + 1].fd = l->watch[i].fd;
-			pfd[i + 1].events = l->watch[i].events;
+			pfd[i + 1].fd = c->watch[i].fd;
+			pfd[i + 1].events = c->watch[i].events;
 			pfd[i + 1].revents = 0;
 		}
-		pthread_mutex_unlock(&l->wlock);
+		pthread_mutex_unlock(&c->wlock);
 		if (poll(pfd, n + 1, -1) <= 0) /* re-arm and stop both write the eventfd */
 			continue;
 		if (pfd[0].revents & POLLIN) {
-			if (read(l->efd, &v, sizeof(v)) < 0) { /* drained; nothing else to do */
+			if (read(c->efd, &v, sizeof(v)) < 0) { /* drained; nothing else to do */
 			}
 		}
-		bool fired = false;
-
-		pthread_mutex_lock(&l->wlock);
+		pthread_mutex_lock(&c->wlock);
 		for (i = 1; i <= n; i++) {
 			if (!pfd[i].revents)
 				continue;
-			fired = true;
-			for (j = 0; j < l->nwatch; j++) {
-				if (l->watch[j].fd == pfd[i].fd) {
-					if (l->watch[j].flag)
-						atomic_store(l->watch[j].flag, 1);
-					l->watch[j] = l->watch[l->nwatch - 1];
-					l->nwatch--;
+			for (j = 0; j < c->nwatch; j++) {
+				if (c->watch[j].fd == pfd[i].fd) {
+					if (c->watch[j].flag)
+						atomic_store(c->watch[j].flag, 1);
+					c->watch[j] = c->watch[c->nwatch - 1];
+					c->nwatch--;
+					fired = true;
 					break;
 				}
 			}
 		}
-		pthread_mutex_unlock(&l->wlock);
+		pthread_mutex_unlock(&c->wlock);
 		if (fired)
-			vop_devloop_wake(l);
+			vop_devctx_wake(c);
 	}
 	return NULL;
 }
 
-static int poll_all(struct vop_devloop *l)
+int vop_devctx_watch(struct vop_devctx *c, int fd, short events)
 {
-	int progress = 0;
+	return vop_devctx_watch_flag(c, fd, events, NULL);
+}
+
+int vop_devctx_watch_flag(struct vop_devctx *c, int fd, short events, _Atomic int *flag)
+{
 	unsigned i;
+	int rc = 0;
 
-	for (i = 0; i < l->n; i++) {
-		int rc;
-
-		if (l->failed[i])
-			continue;
-		rc = l->ops[i]->poll(l->dev[i]);
-		if (rc > 0) {
-			progress = 1;
-		} else if (rc < 0) {
-			int zero = 0;
-
-			l->failed[i] = rc;
-			atomic_compare_exchange_strong(&l->error, &zero, rc);
-		}
+	pthread_mutex_lock(&c->wlock);
+	if (!c->running && !c->stop) {
+		rc = -pthread_create(&c->wthread, NULL, watcher_main, c);
+		c->running = rc == 0;
 	}
-	return progress;
-}
-
-static void *loop_main(void *arg)
-{
-	struct vop_devloop *l = arg;
-	struct vop_xport *x = l->w->x;
-	unsigned side = l->w->side;
-	uint64_t now = vop_dev_now_ns(), last_work = now, last_hb = 0;
-
-	while (!atomic_load(&l->stop)) {
-		int pending = 0;
-		unsigned i;
-		uint32_t snap;
-
-		if (poll_all(l)) {
-			last_work = vop_dev_now_ns();
-			continue;
-		}
-		now = vop_dev_now_ns();
-		if (now - last_hb >= l->hb_ns) {
-			vop_window_heartbeat(l->w);
-			last_hb = now;
-		}
-		if (now - last_work < l->spin_ns) {
-			vop_cpu_relax();
-			continue;
-		}
-		/*
-		 * Snapshot first, then re-arm and re-check every source: a wake
-		 * that lands after the snapshot makes wait() return at once.
-		 */
-		snap = x->ops->snapshot(x, side);
-		for (i = 0; i < l->n; i++)
-			if (!l->failed[i] && l->ops[i]->prepare_sleep(l->dev[i]))
-				pending = 1;
-		if (pending)
-			continue;
-		x->ops->wait(x, side, snap, l->hb_ns);
-		last_work = vop_dev_now_ns(); /* spin again after a wake-up */
-	}
-	return NULL;
-}
-
-int vop_devloop_start(struct vop_devloop *l)
-{
-	int rc;
-
-	if (l->running)
-		return -EALREADY;
-	atomic_store(&l->stop, false);
-	rc = -pthread_create(&l->wthread, NULL, watcher_main, l);
-	if (rc)
-		return rc;
-	rc = -pthread_create(&l->thread, NULL, loop_main, l);
+	for (i = 0; rc == 0 && i < c->nwatch; i++)
+		if (c->watch[i].fd == fd)
+			break;
 	if (rc) {
-		uint64_t one = 1;
+		/* no watcher thread: report it */
+	} else if (i < c->nwatch) {
+		c->watch[i].events |= events;
+		if (flag)
+			c->watch[i].flag = flag;
+	} else if (c->nwatch < CTX_MAX_WATCH) {
+		c->watch[c->nwatch].fd = fd;
+		c->watch[c->nwatch].events = events;
+		c->watch[c->nwatch].flag = flag;
+		c->nwatch++;
+	} else {
+		rc = -ENOSPC;
+	}
+	pthread_mutex_unlock(&c->wlock);
+	if (rc == 0)
+		kick_watcher(c);
+	return rc;
+}
 
-		atomic_store(&l->stop, true);
-		if (write(l->efd, &one, sizeof(one)) < 0) { /* cannot fail on a fresh eventfd; nothing to do */
+void vop_devctx_unwatch(struct vop_devctx *c, int fd)
+{
+	unsigned j;
+
+	if (!c)
+		return;
+	pthread_mutex_lock(&c->wlock);
+	for (j = 0; j < c->nwatch; j++) {
+		if (c->watch[j].fd == fd) {
+			c->watch[j] = c->watch[c->nwatch - 1];
+			c->nwatch--;
+			break;
 		}
-		pthread_join(l->wthread, NULL);
-		return rc;
 	}
-	l->running = true;
-	return 0;
+	pthread_mutex_unlock(&c->wlock);
+	kick_watcher(c); /* it must not poll the fd any more once the caller closes it */
 }
 
-void vop_devloop_stop(struct vop_devloop *l)
+void vop_devctx_destroy(struct vop_devctx *c)
 {
-	uint64_t one = 1;
+	bool running;
 
-	if (!l->running)
+	if (!c)
 		return;
-	atomic_store(&l->stop, true);
-	vop_devloop_wake(l);
-	if (write(l->efd, &one, sizeof(one)) < 0) { /* cannot fail on a fresh eventfd; nothing to do */
-	}
-	pthread_join(l->thread, NULL);
-	pthread_join(l->wthread, NULL);
-	l->running = false;
-}
-
-void vop_devloop_destroy(struct vop_devloop *l)
-{
-	if (!l)
-		return;
-	vop_devloop_stop(l);
-	close(l->efd);
-	pthread_mutex_destroy(&l->wlock);
-	free(l);
+	pthread_mutex_lock(&c->wlock);
+	c->stop = true;
+	running = c->running;
+	pthread_mutex_unlock(&c->wlock);
+	kick_watcher(c);
+	if (running)
+		pthread_join(c->wthread, NULL);
+	close(c->efd);
+	pthread_mutex_destroy(&c->wlock);
+	free(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -308,7 +221,10 @@ int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned 
 	struct vop_vq_config cfg;
 	int rc;
 
+	struct vop_vq_stats saved = out->vq.stats; /* counters survive restarts */
+
 	memset(out, 0, sizeof(*out));
+	out->vq.stats = saved;
 	if (q >= di->num_queues || qd->size == 0)
 		return -EINVAL;
 	memset(&cfg, 0, sizeof(cfg));
@@ -321,6 +237,10 @@ int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned 
 	rc = driver ? vop_vq_init_driver(&out->vq, &cfg) : vop_vq_init_device(&out->vq, &cfg);
 	if (rc)
 		return rc;
+	if (saved.c[VOP_VQS_BROKEN])
+		saved.c[VOP_VQS_RESETS]++; /* as in vq.c: a reset that cleared a broken queue */
+	saved.c[VOP_VQS_BROKEN] = 0;
+	out->vq.stats = saved;
 	out->pool = vop_window_ptr(w, qd->pool_off);
 	out->pool_off = qd->pool_off;
 	out->pool_size = qd->pool_size;
@@ -343,13 +263,14 @@ void vop_devq_notify_if(struct vop_window *w, int rc)
 }
 
 /* ------------------------------------------------------------------ */
-/* Status handshake                                                     */
+/* Device entry and config space                                        */
 /* ------------------------------------------------------------------ */
 
 int vop_dev_find_wait(struct vop_window *w, uint32_t dev_id, uint32_t type, uint32_t timeout_ms,
 		      struct vop_dev_info *out)
 {
 	uint64_t deadline = vop_dev_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+	unsigned tries = 0;
 
 	for (;;) {
 		int rc = vop_devtab_find(w, dev_id, out);
@@ -358,43 +279,16 @@ int vop_dev_find_wait(struct vop_window *w, uint32_t dev_id, uint32_t type, uint
 			return out->device_type == type ? 0 : -EPROTO;
 		if (rc == -EPROTO)
 			return rc;
+		if (timeout_ms == 0) {
+			/* EAGAIN: the entry changed while we copied it; a few retries, then give up */
+			if (rc != -EAGAIN || ++tries >= 100)
+				return rc == -EAGAIN ? -EAGAIN : -ENOENT;
+			continue;
+		}
 		if (vop_dev_now_ns() > deadline)
 			return -ETIMEDOUT;
 		usleep(2000);
 	}
-}
-
-void vop_dev_driver_features(struct vop_dev_info *di, uint64_t wanted, uint64_t *accepted)
-{
-	uint64_t f = di->features_offered & (wanted | (1ull << VOP_F_VERSION_1));
-
-	vop_write_once_u64(&di->entry->features_accepted, f);
-	/* Release: features_accepted before FEATURES_OK (device acquires status). */
-	vop_store_release_u32(&di->entry->status,
-			      VOP_STATUS_ACKNOWLEDGE | VOP_STATUS_DRIVER | VOP_STATUS_FEATURES_OK);
-	*accepted = f;
-}
-
-void vop_dev_driver_ok(struct vop_dev_info *di)
-{
-	/*
-	 * Release: the zeroed driver areas and in-flight regions are visible
-	 * before DRIVER_OK. Pairs with the acquire in vop_dev_device_ready().
-	 */
-	vop_store_release_u32(&di->entry->status, VOP_STATUS_ACKNOWLEDGE | VOP_STATUS_DRIVER |
-							  VOP_STATUS_FEATURES_OK |
-							  VOP_STATUS_DRIVER_OK);
-}
-
-int vop_dev_device_ready(struct vop_dev_info *di, uint64_t *accepted)
-{
-	/* Acquire: pairs with the release in vop_dev_driver_ok(). */
-	uint32_t st = vop_load_acquire_u32(&di->entry->status);
-
-	if (!(st & VOP_STATUS_DRIVER_OK) || !(st & VOP_STATUS_FEATURES_OK))
-		return 0;
-	*accepted = vop_read_once_u64(&di->entry->features_accepted) & di->features_offered;
-	return 1;
 }
 
 void vop_dev_config_write(struct vop_dev_info *di, const void *cfg, uint32_t len)

@@ -34,9 +34,8 @@
 #define CON_BUDGET 64
 
 struct vop_console {
-	_Atomic bool stats_ok;  /* queues initialised (release by the loop); stats readers acquire */
 	bool driver;              /* role; set at create */
-	struct vop_devloop *loop; /* set at create */
+	struct vop_devctx *ctx;   /* set at create */
 	struct vop_window *w;     /* set at create */
 	struct vop_dev_info di;   /* set at create */
 	int ptm, pts;             /* pty master / our slave fd (-1 if none) */
@@ -53,8 +52,8 @@ struct vop_console {
 	int cl[CON_MAX_CLIENTS];  /* clients, -1 = free */
 	_Atomic int lfd_fired, ptm_fired, cl_fired;
 	bool lfd_armed, ptm_armed, cl_armed;
-	/* loop thread */
-	bool started;
+	/* worker thread */
+	bool started;             /* between start and stop */
 	uint64_t feat;
 	struct vop_devq q[2];
 	struct vop_chain stash;   /* device: rx buffer in hand */
@@ -194,7 +193,7 @@ uint32_t vop_console_write_in(struct vop_console *c, const void *buf, uint32_t l
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (n)
-		vop_devloop_wake(c->loop);
+		vop_devctx_wake(c->ctx);
 	return n;
 }
 
@@ -378,7 +377,7 @@ static int dev_rx(struct vop_console *c)
 			n = fill_from_fd(c, c->ptm, &eagain, &dead);
 			if (!n) {
 				atomic_store(&c->ptm_fired, 0);
-				vop_devloop_watch_flag(c->loop, c->ptm, POLLIN, &c->ptm_fired);
+				vop_devctx_watch_flag(c->ctx, c->ptm, POLLIN, &c->ptm_fired);
 			}
 		}
 		if (!n && atomic_load(&c->cl_fired)) {
@@ -397,7 +396,7 @@ static int dev_rx(struct vop_console *c)
 			else
 				for (i = 0; i < CON_MAX_CLIENTS; i++)
 					if (c->cl[i] >= 0)
-						vop_devloop_watch_flag(c->loop, c->cl[i], POLLIN, &c->cl_fired);
+						vop_devctx_watch_flag(c->ctx, c->cl[i], POLLIN, &c->cl_fired);
 		}
 		if (!n)
 			break;
@@ -456,7 +455,7 @@ static int drv_rx(struct vop_console *c)
 		}
 		if (c->pend_off < c->pend_len) {
 			/* hold: the card's reader is slow; retry when the pty drains */
-			vop_devloop_watch(c->loop, c->ptm, POLLOUT);
+			vop_devctx_watch(c->ctx, c->ptm, POLLOUT);
 			break;
 		}
 		c->have_pend = false;
@@ -488,7 +487,7 @@ static int drv_tx(struct vop_console *c)
 
 		if (r <= 0) {
 			atomic_store(&c->ptm_fired, 0);
-			vop_devloop_watch_flag(c->loop, c->ptm, POLLIN, &c->ptm_fired);
+			vop_devctx_watch_flag(c->ctx, c->ptm, POLLIN, &c->ptm_fired);
 			break;
 		}
 		sg.addr = q->pool_off + (uint64_t)i * CON_BUF;
@@ -508,26 +507,61 @@ static int drv_tx(struct vop_console *c)
 /* Loop ops                                                             */
 /* ------------------------------------------------------------------ */
 
+static int con_start(void *arg, uint64_t feat, bool resume)
+{
+	struct vop_console *c = arg;
+	unsigned i;
+	int rc;
+
+	(void)resume; /* never offered: the console does not negotiate VOP_F_INFLIGHT */
+	c->feat = feat;
+	rc = vop_devq_init(c->w, &c->di, CON_RXQ, c->driver, feat, &c->q[CON_RXQ]);
+	rc = rc ? rc : vop_devq_init(c->w, &c->di, CON_TXQ, c->driver, feat, &c->q[CON_TXQ]);
+	if (rc)
+		return rc;
+	c->have_stash = false;
+	c->have_pend = false;
+	if (c->driver) {
+		c->tx_nfree = 0;
+		for (i = 0; i < c->nslots; i++) {
+			c->tx_free[c->tx_nfree++] = (uint16_t)i;
+			post_rx(c, i);
+		}
+		vop_vq_kick_prepare(&c->q[CON_RXQ].vq); /* the device reads it after DRIVER_OK */
+	}
+	c->started = true;
+	return 0;
+}
+
+static void con_stop(void *arg)
+{
+	struct vop_console *c = arg;
+
+	c->started = false;
+	c->have_stash = false;
+	c->have_pend = false;
+	vop_devq_destroy(&c->q[CON_RXQ]);
+	vop_devq_destroy(&c->q[CON_TXQ]);
+}
+
+static struct vop_vq *con_queue(void *arg, unsigned q)
+{
+	struct vop_console *c = arg;
+
+	return q < 2 ? &c->q[q].vq : NULL;
+}
+
 static int con_poll(void *arg)
 {
 	struct vop_console *c = arg;
-	int p = 0, rc;
+	int p = 0;
 
-	if (!c->started) {
-		if (c->driver || !vop_dev_device_ready(&c->di, &c->feat))
-			return 0;
-		rc = vop_devq_init(c->w, &c->di, CON_RXQ, false, c->feat, &c->q[CON_RXQ]);
-		rc = rc ? rc : vop_devq_init(c->w, &c->di, CON_TXQ, false, c->feat, &c->q[CON_TXQ]);
-		if (rc)
-			return rc;
-		c->started = true;
-		atomic_store_explicit(&c->stats_ok, true, memory_order_release);
-		p = 1;
-	}
+	if (!c->started)
+		return 0;
 	if (c->lfd >= 0 && atomic_load(&c->lfd_fired)) {
 		atomic_store(&c->lfd_fired, 0);
 		accept_clients(c);
-		vop_devloop_watch_flag(c->loop, c->lfd, POLLIN, &c->lfd_fired);
+		vop_devctx_watch_flag(c->ctx, c->lfd, POLLIN, &c->lfd_fired);
 	}
 	if (c->driver)
 		return drv_tx(c) | drv_rx(c) | p;
@@ -552,13 +586,17 @@ static int con_prepare_sleep(void *arg)
 	return pending;
 }
 
-static const struct vop_devback_ops con_ops = {
+const struct vop_devback_ops vop_console_ops = {
 	.name = "console",
+	.driver_features = 1ull << VOP_F_EVENT_IDX,
+	.start = con_start,
+	.stop = con_stop,
 	.poll = con_poll,
 	.prepare_sleep = con_prepare_sleep,
+	.queue = con_queue,
 };
 
-static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_console_config *cfg,
+static int con_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_console_config *cfg,
 		      bool driver, struct vop_console **out)
 {
 	struct vop_console *c = calloc(1, sizeof(*c));
@@ -568,8 +606,8 @@ static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_c
 	if (!c)
 		return -ENOMEM;
 	c->driver = driver;
-	c->loop = l;
-	c->w = vop_devloop_window(l);
+	c->ctx = ctx;
+	c->w = vop_devctx_window(ctx);
 	c->ptm = c->pts = c->logfd = c->lfd = -1;
 	for (i = 0; i < CON_MAX_CLIENTS; i++)
 		c->cl[i] = -1;
@@ -580,8 +618,7 @@ static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_c
 		rc = -ENOMEM;
 		goto fail;
 	}
-	rc = vop_dev_find_wait(c->w, dev_id, VOP_VIRTIO_ID_CONSOLE,
-			       cfg->find_timeout_ms ? cfg->find_timeout_ms : 10000, &c->di);
+	rc = vop_dev_find_wait(c->w, dev_id, VOP_VIRTIO_ID_CONSOLE, cfg->find_timeout_ms, &c->di);
 	if (rc)
 		goto fail;
 	if ((c->di.device_side == c->w->side) == driver || c->di.num_queues < 2) {
@@ -628,18 +665,13 @@ static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_c
 		c->lfd_fired = 1;
 	}
 	if (driver) {
-		unsigned i2;
+		const struct vop_queue_desc *rq = &c->di.queues[CON_RXQ], *tq = &c->di.queues[CON_TXQ];
 
-		vop_dev_driver_features(&c->di, 1ull << VOP_F_EVENT_IDX, &c->feat);
-		rc = vop_devq_init(c->w, &c->di, CON_RXQ, true, c->feat, &c->q[CON_RXQ]);
-		rc = rc ? rc : vop_devq_init(c->w, &c->di, CON_TXQ, true, c->feat, &c->q[CON_TXQ]);
-		if (rc)
-			goto fail;
-		c->nslots = (unsigned)(c->q[CON_RXQ].pool_size / CON_BUF);
-		if (c->nslots > c->q[CON_RXQ].num)
-			c->nslots = c->q[CON_RXQ].num;
-		if (c->q[CON_TXQ].pool_size / CON_BUF < c->nslots || c->q[CON_TXQ].num < c->nslots ||
-		    !c->nslots) {
+		/* one 4 KiB slot per ring entry, the same slots in both pools */
+		c->nslots = (unsigned)(rq->pool_size / CON_BUF);
+		if (c->nslots > rq->size)
+			c->nslots = rq->size;
+		if (tq->pool_size / CON_BUF < c->nslots || tq->size < c->nslots || !c->nslots) {
 			rc = -EPROTO;
 			goto fail;
 		}
@@ -648,19 +680,7 @@ static int con_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_c
 			rc = -ENOMEM;
 			goto fail;
 		}
-		for (i2 = 0; i2 < c->nslots; i2++) {
-			c->tx_free[c->tx_nfree++] = (uint16_t)i2;
-			post_rx(c, i2);
-		}
-		vop_vq_kick_prepare(&c->q[CON_RXQ].vq);
-		vop_dev_driver_ok(&c->di);
-		c->started = true;
-		atomic_store_explicit(&c->stats_ok, true, memory_order_release);
-		vop_window_notify_peer(c->w);
 	}
-	rc = vop_devloop_add(l, &con_ops, c);
-	if (rc)
-		goto fail;
 	*out = c;
 	return 0;
 fail:
@@ -668,16 +688,16 @@ fail:
 	return rc;
 }
 
-int vop_console_device_create(struct vop_devloop *l, uint32_t dev_id,
+int vop_console_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 			      const struct vop_console_config *c, struct vop_console **out)
 {
-	return con_create(l, dev_id, c, false, out);
+	return con_create(ctx, dev_id, c, false, out);
 }
 
-int vop_console_driver_create(struct vop_devloop *l, uint32_t dev_id,
+int vop_console_driver_create(struct vop_devctx *ctx, uint32_t dev_id,
 			      const struct vop_console_config *c, struct vop_console **out)
 {
-	return con_create(l, dev_id, c, true, out);
+	return con_create(ctx, dev_id, c, true, out);
 }
 
 void vop_console_destroy(struct vop_console *c)
@@ -688,6 +708,11 @@ void vop_console_destroy(struct vop_console *c)
 		return;
 	vop_devq_destroy(&c->q[0]);
 	vop_devq_destroy(&c->q[1]);
+	/* the watcher must not poll fds we close */
+	vop_devctx_unwatch(c->ctx, c->ptm);
+	vop_devctx_unwatch(c->ctx, c->lfd);
+	for (i = 0; i < CON_MAX_CLIENTS; i++)
+		vop_devctx_unwatch(c->ctx, c->cl[i]);
 	if (c->pty_link[0])
 		unlink(c->pty_link);
 	if (c->ptm >= 0)
@@ -708,13 +733,4 @@ void vop_console_destroy(struct vop_console *c)
 	free(c->in_ring);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
-}
-
-int vop_console_queue_stats(struct vop_console *d, unsigned q, struct vop_vq_stats *out)
-{
-	/* acquire: pairs with the release after the queues were set up */
-	if (q >= 2 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
-		return -EINVAL;
-	vop_vq_stats_read(&(d->q[q]).vq, out);
-	return 0;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Device host: see vop/dev_host.h. */
+/* Hosted devices and device hosts: see vop/dev_host.h. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdbool.h>
@@ -14,18 +14,21 @@
 #include "vop/dev_net.h"
 #include "vop/xport.h"
 
-struct hdev {
+struct vop_hosted {
 	enum vop_dev_kind kind;
 	uint32_t id;
 	char opts[512];
-	void *obj;   /* backend */
-	void *extra; /* NBD server */
+	void *obj;        /* backend */
+	bool attached;    /* served by the link */
+	struct vop_nbd *nbd; /* blk driver: NBD server */
 };
 
 struct vop_dev_host {
 	struct vop_window *w;
-	struct vop_devloop *loop;
-	struct hdev dev[VOP_DEV_HOST_MAX];
+	struct vop_link *l;
+	struct vop_devctx *ctx;
+	_Atomic int error;  /* first backend failure (-errno), from the link's events */
+	struct vop_hosted *dev[VOP_DEV_HOST_MAX];
 	unsigned n;
 };
 
@@ -78,7 +81,35 @@ static bool is_device(enum vop_dev_kind k)
 	return k == VOP_DK_BLK_DEVICE || k == VOP_DK_NET_DEVICE || k == VOP_DK_CON_DEVICE;
 }
 
-static int publish(struct vop_window *w, const struct hdev *a)
+/* Split "ID:opts" into the id and the options (copied into opts). 0 or -EINVAL. */
+static int split_desc(const char *desc, uint32_t *id, char *opts, size_t len)
+{
+	const char *colon;
+
+	*id = vop_dev_desc_id(desc);
+	if (*id == 0)
+		return -EINVAL;
+	colon = strchr(desc, ':');
+	if (colon && strlen(colon + 1) >= len)
+		return -EINVAL;
+	snprintf(opts, len, "%s", colon ? colon + 1 : "");
+	return 0;
+}
+
+uint32_t vop_dev_desc_id(const char *desc)
+{
+	char *end;
+	unsigned long v;
+
+	if (!desc || desc[0] < '0' || desc[0] > '9')
+		return 0;
+	v = strtoul(desc, &end, 0);
+	if ((*end != ':' && *end != 0) || v == 0 || v > UINT32_MAX)
+		return 0;
+	return (uint32_t)v;
+}
+
+static int publish(struct vop_window *w, const struct vop_hosted *a)
 {
 	struct vop_dev_spec spec;
 	uint8_t dside = is_device(a->kind) ? (uint8_t)w->side : (uint8_t)(w->side ^ 1u);
@@ -110,10 +141,43 @@ static int publish(struct vop_window *w, const struct hdev *a)
 		vop_console_spec(&spec, a->id, dside, (uint16_t)opt_num(a->opts, "qsize", 64));
 		break;
 	}
-	return vop_devtab_publish(w, &spec) < 0 ? -EINVAL : 0;
+	{
+		int rc = vop_devtab_publish(w, &spec);
+
+		return rc < 0 ? rc : 0;
+	}
 }
 
-static int start_dev(struct vop_dev_host *h, struct hdev *a)
+int vop_hosted_publish(struct vop_window *w, enum vop_dev_kind kind, const char *desc)
+{
+	struct vop_hosted a;
+
+	if ((unsigned)kind > VOP_DK_CON_DRIVER)
+		return -EINVAL;
+	memset(&a, 0, sizeof(a));
+	a.kind = kind;
+	if (split_desc(desc, &a.id, a.opts, sizeof(a.opts)))
+		return -EINVAL;
+	return publish(w, &a);
+}
+
+static const struct vop_devback_ops *ops_of(enum vop_dev_kind k)
+{
+	switch (k) {
+	case VOP_DK_BLK_DEVICE:
+		return &vop_blk_device_ops;
+	case VOP_DK_BLK_DRIVER:
+		return &vop_blk_driver_ops;
+	case VOP_DK_NET_DEVICE:
+	case VOP_DK_NET_DRIVER:
+		return &vop_net_ops;
+	default:
+		return &vop_console_ops;
+	}
+}
+
+/* Create the backend object of a (surfaces open, not yet served). */
+static int create_backend(struct vop_devctx *ctx, struct vop_hosted *a, uint32_t timeout_ms)
 {
 	char v[256], v2[256];
 
@@ -129,12 +193,13 @@ static int start_dev(struct vop_dev_host *h, struct hdev *a)
 		c.ro = opt(a->opts, "ro", v2, sizeof(v2));
 		c.direct = opt(a->opts, "direct", v2, sizeof(v2));
 		c.io_threads = (unsigned)opt_num(a->opts, "threads", 4);
+		c.find_timeout_ms = timeout_ms;
 		if (opt(a->opts, "serial", serial, sizeof(serial)))
 			c.serial = serial;
-		return vop_blk_device_create(h->loop, a->id, &c, (struct vop_blk_device **)&a->obj);
+		return vop_blk_device_create(ctx, a->id, &c, (struct vop_blk_device **)&a->obj);
 	}
 	case VOP_DK_BLK_DRIVER:
-		return vop_blk_driver_create(h->loop, a->id, 60000, (struct vop_blk_driver **)&a->obj);
+		return vop_blk_driver_create(ctx, a->id, timeout_ms, (struct vop_blk_driver **)&a->obj);
 	case VOP_DK_NET_DEVICE:
 	case VOP_DK_NET_DRIVER: {
 		struct vop_net_config c;
@@ -155,9 +220,10 @@ static int start_dev(struct vop_dev_host *h, struct hdev *a)
 			return -EINVAL;
 		}
 		c.rx_buf_bytes = (uint32_t)opt_num(a->opts, "rxbuf", 0);
+		c.find_timeout_ms = timeout_ms;
 		return a->kind == VOP_DK_NET_DEVICE
-			       ? vop_net_device_create(h->loop, a->id, &c, (struct vop_net **)&a->obj)
-			       : vop_net_driver_create(h->loop, a->id, &c, (struct vop_net **)&a->obj);
+			       ? vop_net_device_create(ctx, a->id, &c, (struct vop_net **)&a->obj)
+			       : vop_net_driver_create(ctx, a->id, &c, (struct vop_net **)&a->obj);
 	}
 	default: {
 		struct vop_console_config c;
@@ -172,11 +238,233 @@ static int start_dev(struct vop_dev_host *h, struct hdev *a)
 		c.log_files = (unsigned)opt_num(a->opts, "logfiles", 1);
 		if (opt(a->opts, "unix", ux, sizeof(ux)))
 			c.unix_path = ux;
+		c.find_timeout_ms = timeout_ms;
 		return a->kind == VOP_DK_CON_DEVICE
-			       ? vop_console_device_create(h->loop, a->id, &c, (struct vop_console **)&a->obj)
-			       : vop_console_driver_create(h->loop, a->id, &c, (struct vop_console **)&a->obj);
+			       ? vop_console_device_create(ctx, a->id, &c, (struct vop_console **)&a->obj)
+			       : vop_console_driver_create(ctx, a->id, &c, (struct vop_console **)&a->obj);
 	}
 	}
+}
+
+static void destroy_backend(struct vop_hosted *a)
+{
+	if (!a->obj)
+		return;
+	switch (a->kind) {
+	case VOP_DK_BLK_DEVICE:
+		vop_blk_device_destroy(a->obj);
+		break;
+	case VOP_DK_BLK_DRIVER:
+		vop_blk_driver_destroy(a->obj);
+		break;
+	case VOP_DK_NET_DEVICE:
+	case VOP_DK_NET_DRIVER:
+		vop_net_destroy(a->obj);
+		break;
+	default:
+		vop_console_destroy(a->obj);
+		break;
+	}
+	a->obj = NULL;
+}
+
+int vop_hosted_open(struct vop_devctx *ctx, struct vop_link *l, enum vop_dev_kind kind,
+		    const char *desc, uint32_t find_timeout_ms, struct vop_hosted **out,
+		    const char **err)
+{
+	struct vop_hosted *a;
+	const char *dummy;
+	int rc;
+
+	*out = NULL;
+	if (!err)
+		err = &dummy;
+	*err = "arguments";
+	if ((unsigned)kind > VOP_DK_CON_DRIVER)
+		return -EINVAL;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->kind = kind;
+	rc = split_desc(desc, &a->id, a->opts, sizeof(a->opts));
+	if (rc)
+		goto fail;
+	*err = kind_names[kind];
+	rc = create_backend(ctx, a, find_timeout_ms);
+	if (rc)
+		goto fail;
+	*err = "attach";
+	rc = vop_link_attach_backend(l, a->id, is_device(kind) ? VOP_ROLE_DEVICE : VOP_ROLE_DRIVER,
+				     ops_of(kind), a->obj);
+	if (rc)
+		goto fail;
+	a->attached = true;
+	if (kind == VOP_DK_BLK_DRIVER) {
+		struct vop_nbd_config nc;
+		char ux[256], name[200];
+
+		memset(&nc, 0, sizeof(nc));
+		if (opt(a->opts, "unix", ux, sizeof(ux)))
+			nc.unix_path = ux;
+		nc.tcp_port = (int)opt_num(a->opts, "tcp", 0);
+		if (opt(a->opts, "name", name, sizeof(name)) && name[0])
+			nc.export_name = name;
+		*err = "nbd";
+		rc = vop_nbd_start(a->obj, &nc, &a->nbd);
+		if (rc)
+			goto fail;
+	}
+	*err = NULL;
+	*out = a;
+	return 0;
+fail:
+	vop_hosted_close(l, a);
+	return rc;
+}
+
+void vop_hosted_close(struct vop_link *l, struct vop_hosted *a)
+{
+	if (!a)
+		return;
+	/* detach first: requests in flight complete (IOERR) before NBD frees its connections */
+	if (a->attached)
+		vop_link_detach(l, a->id);
+	if (a->nbd)
+		vop_nbd_stop(a->nbd);
+	destroy_backend(a);
+	free(a);
+}
+
+uint32_t vop_hosted_id(const struct vop_hosted *a)
+{
+	return a->id;
+}
+
+enum vop_dev_kind vop_hosted_kind(const struct vop_hosted *a)
+{
+	return a->kind;
+}
+
+struct vop_console *vop_hosted_console(struct vop_hosted *a)
+{
+	return a->kind == VOP_DK_CON_DEVICE || a->kind == VOP_DK_CON_DRIVER ? a->obj : NULL;
+}
+
+size_t vop_hosted_endpoints(struct vop_hosted *a, char *buf, size_t len)
+{
+	size_t o = 0;
+	int r = 0;
+
+	if (len == 0)
+		return 0;
+	buf[0] = 0;
+	switch (a->kind) {
+	case VOP_DK_BLK_DRIVER:
+		r = snprintf(buf, len, "nbd%u-size %llu\n", a->id,
+			     (unsigned long long)vop_blk_driver_capacity(a->obj));
+		if (r > 0 && (size_t)r < len && a->nbd && vop_nbd_port(a->nbd)) {
+			o = (size_t)r;
+			r = snprintf(buf + o, len - o, "nbd%u-port %d\n", a->id, vop_nbd_port(a->nbd));
+		}
+		break;
+	case VOP_DK_NET_DEVICE:
+	case VOP_DK_NET_DRIVER:
+		r = snprintf(buf, len, "tap%u %s\n", a->id, vop_net_ifname(a->obj));
+		break;
+	case VOP_DK_CON_DEVICE:
+	case VOP_DK_CON_DRIVER:
+		r = snprintf(buf, len, "pty%u %s\n", a->id, vop_console_pty_name(a->obj));
+		break;
+	default:
+		break;
+	}
+	if (r < 0)
+		return o;
+	return o + ((size_t)r < len - o ? (size_t)r : len - o - 1);
+}
+
+size_t vop_hosted_stats_json(struct vop_hosted *a, char *buf, size_t len)
+{
+	size_t o = 0;
+	int r;
+
+#define EMIT(...)                                                                 \
+	do {                                                                      \
+		r = snprintf(buf + o, len - o, __VA_ARGS__);                      \
+		if (r < 0)                                                        \
+			return o;                                                 \
+		o += (size_t)r < len - o ? (size_t)r : len - o - 1;               \
+	} while (0)
+	if (len == 0)
+		return 0;
+	buf[0] = 0;
+	if (a->kind == VOP_DK_BLK_DEVICE) {
+		struct vop_blk_stats s;
+		unsigned op, b;
+
+		vop_blk_device_stats(a->obj, &s);
+		EMIT("\"blk%u\":{\"reads\":%llu,\"writes\":%llu,\"flushes\":%llu,\"discards\":%llu,"
+		     "\"write_zeroes\":%llu,\"bytes_read\":%llu,\"bytes_written\":%llu,\"ioerr\":%llu,"
+		     "\"unsupp\":%llu,\"bad_requests\":%llu,\"recovered\":%llu",
+		     a->id, (unsigned long long)s.reads, (unsigned long long)s.writes,
+		     (unsigned long long)s.flushes, (unsigned long long)s.discards,
+		     (unsigned long long)s.write_zeroes, (unsigned long long)s.bytes_read,
+		     (unsigned long long)s.bytes_written, (unsigned long long)s.ioerr,
+		     (unsigned long long)s.unsupp, (unsigned long long)s.bad_requests,
+		     (unsigned long long)s.recovered);
+		/* Latency histogram, only ops that completed at least once: lat_<op>_b<k> (non-cumulative), lat_<op>_sum_ns. */
+		for (op = 0; op < VOP_BLK_OPS; op++) {
+			uint64_t n = 0;
+
+			for (b = 0; b <= VOP_BLK_LAT_BOUNDS; b++)
+				n += s.lat_count[op][b];
+			if (n == 0)
+				continue;
+			for (b = 0; b <= VOP_BLK_LAT_BOUNDS; b++)
+				if (s.lat_count[op][b])
+					EMIT(",\"lat_%s_b%u\":%llu", vop_blk_op_name(op), b,
+					     (unsigned long long)s.lat_count[op][b]);
+			EMIT(",\"lat_%s_sum_ns\":%llu", vop_blk_op_name(op), (unsigned long long)s.lat_sum_ns[op]);
+		}
+		EMIT("}");
+	} else if (a->kind == VOP_DK_BLK_DRIVER) {
+		EMIT("\"blkdrv%u\":{}", a->id);
+	} else if (a->kind == VOP_DK_NET_DEVICE || a->kind == VOP_DK_NET_DRIVER) {
+		struct vop_net_stats s;
+
+		vop_net_stats(a->obj, &s);
+		EMIT("\"net%u\":{\"tx_frames\":%llu,\"rx_frames\":%llu,\"tx_bytes\":%llu,\"rx_bytes\":%llu,"
+		     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu}",
+		     a->id, (unsigned long long)s.tx_frames, (unsigned long long)s.rx_frames,
+		     (unsigned long long)s.tx_bytes, (unsigned long long)s.rx_bytes,
+		     (unsigned long long)s.tx_dropped, (unsigned long long)s.rx_dropped,
+		     (unsigned long long)s.bad_headers, (unsigned long long)s.gso_frames);
+	} else {
+		struct vop_console_stats s;
+
+		vop_console_stats(a->obj, &s);
+		EMIT("\"con%u\":{\"in_bytes\":%llu,\"out_bytes\":%llu,\"dropped\":%llu,\"log_bytes\":%llu,"
+		     "\"rotations\":%llu,\"zero_len\":%llu}",
+		     a->id, (unsigned long long)s.in_bytes, (unsigned long long)s.out_bytes,
+		     (unsigned long long)s.dropped, (unsigned long long)s.log_bytes,
+		     (unsigned long long)s.rotations, (unsigned long long)s.zero_len);
+	}
+#undef EMIT
+	return o;
+}
+
+/* ------------------------------------------------------------------ */
+/* Device host: one window side                                         */
+/* ------------------------------------------------------------------ */
+
+/* Link worker: remember the first backend failure (vopdev exits on it). */
+static void host_event(void *ctx, const struct vop_event *ev)
+{
+	struct vop_dev_host *h = ctx;
+	int zero = 0;
+
+	if (ev->type == VOP_EV_BACKEND_FAILED)
+		atomic_compare_exchange_strong(&h->error, &zero, -(int)ev->reason);
 }
 
 int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
@@ -185,7 +473,7 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 {
 	struct vop_dev_host *h;
 	struct vop_xport *x = NULL;
-	struct vop_devloop_config lc;
+	struct vop_link_config lc;
 	const char *dummy;
 	unsigned i;
 	int rc;
@@ -196,26 +484,12 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 	*err = "arguments";
 	if (!path || n > VOP_DEV_HOST_MAX)
 		return -EINVAL;
+	for (i = 0; i < n; i++)
+		if ((unsigned)devs[i].kind > VOP_DK_CON_DRIVER || vop_dev_desc_id(devs[i].desc) == 0)
+			return -EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
-	for (i = 0; i < n; i++) {
-		const char *colon = strchr(devs[i].desc, ':');
-
-		if ((unsigned)devs[i].kind > VOP_DK_CON_DRIVER) {
-			free(h);
-			return -EINVAL;
-		}
-		h->dev[i].kind = devs[i].kind;
-		h->dev[i].id = (uint32_t)strtoul(devs[i].desc, NULL, 0);
-		if (h->dev[i].id == 0) {
-			free(h);
-			return -EINVAL;
-		}
-		if (colon)
-			snprintf(h->dev[i].opts, sizeof(h->dev[i].opts), "%s", colon + 1);
-	}
-	h->n = n;
 	if (create_bytes == 0) {
 		uint64_t deadline = vop_dev_now_ns() + 10000000000ull;
 
@@ -245,45 +519,32 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 		}
 		*err = "publish";
 		for (i = 0; i < n; i++) {
-			rc = publish(h->w, &h->dev[i]);
+			rc = vop_hosted_publish(h->w, devs[i].kind, devs[i].desc);
 			if (rc)
 				goto fail;
 		}
 	}
 	memset(&lc, 0, sizeof(lc));
-	lc.spin_ns = spin_ns;
-	*err = "device loop";
-	rc = vop_devloop_create(h->w, &lc, &h->loop);
+	lc.spin_ns = spin_ns ? spin_ns : 20000;
+	lc.on_event = host_event;
+	lc.ctx = h;
+	*err = "link";
+	rc = vop_link_create(h->w, &lc, &h->l);
+	if (rc)
+		goto fail;
+	rc = vop_devctx_create(h->w, &h->ctx);
 	if (rc)
 		goto fail;
 	for (i = 0; i < n; i++) {
-		*err = kind_names[h->dev[i].kind];
-		rc = start_dev(h, &h->dev[i]);
+		rc = vop_hosted_open(h->ctx, h->l, devs[i].kind, devs[i].desc, 10000, &h->dev[i], err);
 		if (rc)
 			goto fail;
+		h->n++;
 	}
 	*err = "start";
-	rc = vop_devloop_start(h->loop);
+	rc = vop_link_start(h->l);
 	if (rc)
 		goto fail;
-	for (i = 0; i < n; i++) {
-		struct hdev *a = &h->dev[i];
-		struct vop_nbd_config nc;
-		char ux[256], name[200];
-
-		if (a->kind != VOP_DK_BLK_DRIVER)
-			continue;
-		memset(&nc, 0, sizeof(nc));
-		if (opt(a->opts, "unix", ux, sizeof(ux)))
-			nc.unix_path = ux;
-		nc.tcp_port = (int)opt_num(a->opts, "tcp", 0);
-		if (opt(a->opts, "name", name, sizeof(name)) && name[0])
-			nc.export_name = name;
-		*err = "nbd";
-		rc = vop_nbd_start(a->obj, &nc, (struct vop_nbd **)&a->extra);
-		if (rc)
-			goto fail;
-	}
 	*err = NULL;
 	*out = h;
 	return 0;
@@ -299,34 +560,8 @@ size_t vop_dev_host_endpoints(struct vop_dev_host *h, char *buf, size_t len)
 
 	if (len)
 		buf[0] = 0;
-	for (i = 0; i < h->n && o + 1 < len; i++) {
-		struct hdev *a = &h->dev[i];
-		int r = 0;
-
-		switch (a->kind) {
-		case VOP_DK_BLK_DRIVER:
-			r = snprintf(buf + o, len - o, "nbd%u-size %llu\n", a->id,
-				     (unsigned long long)vop_blk_driver_capacity(a->obj));
-			if (r > 0 && (size_t)r < len - o && vop_nbd_port(a->extra)) {
-				o += (size_t)r;
-				r = snprintf(buf + o, len - o, "nbd%u-port %d\n", a->id, vop_nbd_port(a->extra));
-			}
-			break;
-		case VOP_DK_NET_DEVICE:
-		case VOP_DK_NET_DRIVER:
-			r = snprintf(buf + o, len - o, "tap%u %s\n", a->id, vop_net_ifname(a->obj));
-			break;
-		case VOP_DK_CON_DEVICE:
-		case VOP_DK_CON_DRIVER:
-			r = snprintf(buf + o, len - o, "pty%u %s\n", a->id, vop_console_pty_name(a->obj));
-			break;
-		default:
-			break;
-		}
-		if (r < 0)
-			break;
-		o += (size_t)r < len - o ? (size_t)r : len - o - 1;
-	}
+	for (i = 0; i < h->n && o + 1 < len; i++)
+		o += vop_hosted_endpoints(h->dev[i], buf + o, len - o);
 	return o;
 }
 
@@ -334,90 +569,23 @@ size_t vop_dev_host_stats_json(struct vop_dev_host *h, char *buf, size_t len)
 {
 	size_t o = 0;
 	unsigned i;
-	int r;
 
-#define EMIT(...)                                                                 \
-	do {                                                                      \
-		r = snprintf(buf + o, len - o, __VA_ARGS__);                      \
-		if (r < 0)                                                        \
-			return o;                                                 \
-		o += (size_t)r < len - o ? (size_t)r : len - o - 1;               \
-	} while (0)
-	if (len == 0)
+	if (len < 3)
 		return 0;
-	buf[0] = 0;
-	EMIT("{");
-	for (i = 0; i < h->n; i++) {
-		struct hdev *a = &h->dev[i];
-
+	buf[o++] = '{';
+	for (i = 0; i < h->n && o + 2 < len; i++) {
 		if (i)
-			EMIT(",");
-		if (a->kind == VOP_DK_BLK_DEVICE) {
-			struct vop_blk_stats s;
-
-			vop_blk_device_stats(a->obj, &s);
-			EMIT("\"blk%u\":{\"reads\":%llu,\"writes\":%llu,\"flushes\":%llu,\"discards\":%llu,"
-			     "\"write_zeroes\":%llu,\"bytes_read\":%llu,\"bytes_written\":%llu,\"ioerr\":%llu,"
-			     "\"unsupp\":%llu,\"bad_requests\":%llu,\"recovered\":%llu}",
-			     a->id, (unsigned long long)s.reads, (unsigned long long)s.writes,
-			     (unsigned long long)s.flushes, (unsigned long long)s.discards,
-			     (unsigned long long)s.write_zeroes, (unsigned long long)s.bytes_read,
-			     (unsigned long long)s.bytes_written, (unsigned long long)s.ioerr,
-			     (unsigned long long)s.unsupp, (unsigned long long)s.bad_requests,
-			     (unsigned long long)s.recovered);
-			{
-				/* Latency histogram, only ops that completed at least once: lat_<op>_b<k> (non-cumulative), lat_<op>_sum_ns. */
-				unsigned op, b;
-
-				if (o == 0 || buf[o - 1] != '}')
-					return o; /* truncated: the caller's buffer is full */
-				o--; /* reopen the blk object: drop its closing brace */
-				for (op = 0; op < VOP_BLK_OPS; op++) {
-					uint64_t n = 0;
-
-					for (b = 0; b <= VOP_BLK_LAT_BOUNDS; b++)
-						n += s.lat_count[op][b];
-					if (n == 0)
-						continue;
-					for (b = 0; b <= VOP_BLK_LAT_BOUNDS; b++)
-						if (s.lat_count[op][b])
-							EMIT(",\"lat_%s_b%u\":%llu", vop_blk_op_name(op), b,
-							     (unsigned long long)s.lat_count[op][b]);
-					EMIT(",\"lat_%s_sum_ns\":%llu", vop_blk_op_name(op), (unsigned long long)s.lat_sum_ns[op]);
-				}
-				EMIT("}");
-			}
-		} else if (a->kind == VOP_DK_BLK_DRIVER) {
-			EMIT("\"blkdrv%u\":{}", a->id);
-		} else if (a->kind == VOP_DK_NET_DEVICE || a->kind == VOP_DK_NET_DRIVER) {
-			struct vop_net_stats s;
-
-			vop_net_stats(a->obj, &s);
-			EMIT("\"net%u\":{\"tx_frames\":%llu,\"rx_frames\":%llu,\"tx_bytes\":%llu,\"rx_bytes\":%llu,"
-			     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu}",
-			     a->id, (unsigned long long)s.tx_frames, (unsigned long long)s.rx_frames,
-			     (unsigned long long)s.tx_bytes, (unsigned long long)s.rx_bytes,
-			     (unsigned long long)s.tx_dropped, (unsigned long long)s.rx_dropped,
-			     (unsigned long long)s.bad_headers, (unsigned long long)s.gso_frames);
-		} else {
-			struct vop_console_stats s;
-
-			vop_console_stats(a->obj, &s);
-			EMIT("\"con%u\":{\"in_bytes\":%llu,\"out_bytes\":%llu,\"dropped\":%llu,\"log_bytes\":%llu,"
-			     "\"rotations\":%llu,\"zero_len\":%llu}",
-			     a->id, (unsigned long long)s.in_bytes, (unsigned long long)s.out_bytes,
-			     (unsigned long long)s.dropped, (unsigned long long)s.log_bytes,
-			     (unsigned long long)s.rotations, (unsigned long long)s.zero_len);
-		}
+			buf[o++] = ',';
+		o += vop_hosted_stats_json(h->dev[i], buf + o, len - o - 1);
 	}
-	EMIT("}");
-#undef EMIT
+	buf[o++] = '}';
+	buf[o] = 0;
 	return o;
 }
 
 int vop_dev_host_error(struct vop_dev_host *h)
 {
-	return h->loop ? vop_devloop_error(h->loop) : 0;
+	return atomic_load(&h->error);
 }
 
 struct vop_console *vop_dev_host_console(struct vop_dev_host *h, uint32_t id)
@@ -425,9 +593,8 @@ struct vop_console *vop_dev_host_console(struct vop_dev_host *h, uint32_t id)
 	unsigned i;
 
 	for (i = 0; i < h->n; i++)
-		if (h->dev[i].id == id && h->dev[i].obj &&
-		    (h->dev[i].kind == VOP_DK_CON_DEVICE || h->dev[i].kind == VOP_DK_CON_DRIVER))
-			return h->dev[i].obj;
+		if (h->dev[i]->id == id && vop_hosted_console(h->dev[i]))
+			return vop_hosted_console(h->dev[i]);
 	return NULL;
 }
 
@@ -437,60 +604,17 @@ void vop_dev_host_close(struct vop_dev_host *h)
 
 	if (!h)
 		return;
-	/* loop first: no completion may run into an NBD connection being freed */
-	if (h->loop)
-		vop_devloop_stop(h->loop);
+	if (h->l)
+		vop_link_stop(h->l);
 	for (i = 0; i < h->n; i++)
-		if (h->dev[i].kind == VOP_DK_BLK_DRIVER && h->dev[i].extra)
-			vop_nbd_stop(h->dev[i].extra);
-	for (i = 0; i < h->n; i++) {
-		struct hdev *a = &h->dev[i];
-
-		if (!a->obj)
-			continue;
-		switch (a->kind) {
-		case VOP_DK_BLK_DEVICE:
-			vop_blk_device_destroy(a->obj);
-			break;
-		case VOP_DK_BLK_DRIVER:
-			vop_blk_driver_destroy(a->obj);
-			break;
-		case VOP_DK_NET_DEVICE:
-		case VOP_DK_NET_DRIVER:
-			vop_net_destroy(a->obj);
-			break;
-		default:
-			vop_console_destroy(a->obj);
-			break;
-		}
-	}
-	vop_devloop_destroy(h->loop);
+		vop_hosted_close(h->l, h->dev[i]);
+	vop_link_destroy(h->l);
+	vop_devctx_destroy(h->ctx);
 	vop_window_close(h->w);
 	free(h);
 }
 
 int vop_dev_host_queue_stats(struct vop_dev_host *h, uint32_t id, unsigned q, struct vop_vq_stats *out)
 {
-	unsigned i;
-
-	for (i = 0; i < h->n; i++) {
-		struct hdev *a = &h->dev[i];
-
-		if (a->id != id)
-			continue;
-		if (!a->obj)
-			return -EINVAL;
-		switch (a->kind) {
-		case VOP_DK_BLK_DEVICE:
-			return vop_blk_device_queue_stats(a->obj, q, out);
-		case VOP_DK_BLK_DRIVER:
-			return vop_blk_driver_queue_stats(a->obj, q, out);
-		case VOP_DK_NET_DEVICE:
-		case VOP_DK_NET_DRIVER:
-			return vop_net_queue_stats(a->obj, q, out);
-		default:
-			return vop_console_queue_stats(a->obj, q, out);
-		}
-	}
-	return -ENOENT;
+	return vop_link_queue_stats(h->l, id, q, out);
 }

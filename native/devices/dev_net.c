@@ -44,15 +44,14 @@
 #define NET_MRG_IOV 1024    /* IOV_MAX */
 
 struct vop_net {
-	_Atomic bool stats_ok;  /* queues initialised (release by the loop); stats readers acquire */
 	bool driver;              /* role; set at create */
-	struct vop_devloop *loop; /* set at create */
+	struct vop_devctx *ctx;   /* set at create */
 	struct vop_window *w;     /* set at create */
 	struct vop_dev_info di;   /* set at create */
 	int tap;                  /* TAP fd, non-blocking */
 	char ifname[IFNAMSIZ];
-	/* loop thread */
-	bool started;
+	/* worker thread */
+	bool started;             /* between start and stop */
 	uint64_t feat;
 	struct vop_devq q[2];
 	struct vop_chain *stash;  /* device: [NET_BUDGET] popped rx buffers not yet filled */
@@ -103,12 +102,13 @@ const char *vop_net_ifname(struct vop_net *n)
 	return n->ifname;
 }
 
-static const uint64_t net_features =
-	(1ull << VOP_NET_F_CSUM) | (1ull << VOP_NET_F_GUEST_CSUM) | (1ull << VOP_NET_F_MTU) |
-	(1ull << VOP_NET_F_MAC) | (1ull << VOP_NET_F_GUEST_TSO4) | (1ull << VOP_NET_F_GUEST_TSO6) |
-	(1ull << VOP_NET_F_GUEST_ECN) | (1ull << VOP_NET_F_HOST_TSO4) |
-	(1ull << VOP_NET_F_HOST_TSO6) | (1ull << VOP_NET_F_HOST_ECN) |
-	(1ull << VOP_NET_F_MRG_RXBUF) | (1ull << VOP_NET_F_STATUS) | (1ull << VOP_F_EVENT_IDX);
+/* Offered by the device and wanted by the driver (a constant expression: it seeds vop_net_ops). */
+#define NET_FEATURES                                                                                  \
+	((1ull << VOP_NET_F_CSUM) | (1ull << VOP_NET_F_GUEST_CSUM) | (1ull << VOP_NET_F_MTU) |     \
+	 (1ull << VOP_NET_F_MAC) | (1ull << VOP_NET_F_GUEST_TSO4) | (1ull << VOP_NET_F_GUEST_TSO6) | \
+	 (1ull << VOP_NET_F_GUEST_ECN) | (1ull << VOP_NET_F_HOST_TSO4) |                           \
+	 (1ull << VOP_NET_F_HOST_TSO6) | (1ull << VOP_NET_F_HOST_ECN) |                            \
+	 (1ull << VOP_NET_F_MRG_RXBUF) | (1ull << VOP_NET_F_STATUS) | (1ull << VOP_F_EVENT_IDX))
 
 void vop_net_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side, uint16_t qsize,
 		  uint16_t mtu, const uint8_t mac[6])
@@ -122,7 +122,7 @@ void vop_net_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_sid
 	cs.mtu = mtu;
 	spec->dev_id = dev_id;
 	spec->device_type = VOP_VIRTIO_ID_NET;
-	spec->features = net_features;
+	spec->features = NET_FEATURES;
 	spec->device_side = device_side;
 	spec->num_queues = 2;
 	spec->queue_size[NET_RXQ] = qsize;
@@ -290,7 +290,7 @@ static int tap_offload(int fd, uint64_t f, bool driver)
 /* After EAGAIN on the TAP: let the watcher wake the loop when it is readable. */
 static void arm_tap(struct vop_net *n)
 {
-	vop_devloop_watch(n->loop, n->tap, POLLIN);
+	vop_devctx_watch(n->ctx, n->tap, POLLIN);
 }
 
 /* ------------------------------------------------------------------ */
@@ -389,7 +389,7 @@ static int dev_tx_flush(struct vop_net *n)
 	st_add(&n->st.tx_dropped, (uint64_t)failed);
 	n->pend_off += sent;
 	if (n->pend_off < n->pend_cnt) {
-		vop_devloop_watch(n->loop, n->tap, POLLOUT);
+		vop_devctx_watch(n->ctx, n->tap, POLLOUT);
 		return sent > 0;
 	}
 	/* the frames left the window: hand every chain of the batch back */
@@ -587,8 +587,6 @@ static int dev_start(struct vop_net *n)
 	struct vop_net_config_space cs;
 	int rc;
 
-	if (!vop_dev_device_ready(&n->di, &n->feat))
-		return 0;
 	rc = vop_devq_init(n->w, &n->di, NET_RXQ, false, n->feat, &n->q[NET_RXQ]);
 	rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, false, n->feat, &n->q[NET_TXQ]);
 	rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, false));
@@ -602,9 +600,7 @@ static int dev_start(struct vop_net *n)
 	n->max_frame = (n->feat & ((1ull << VOP_NET_F_GUEST_TSO4) | (1ull << VOP_NET_F_GUEST_TSO6)))
 			       ? VOP_NET_RXBUF
 			       : NET_HDR + (cs.mtu >= 68 ? cs.mtu : 1500u) + 18u;
-	n->started = true;
-	atomic_store_explicit(&n->stats_ok, true, memory_order_release);
-	return 1;
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -625,7 +621,6 @@ static int post_rx(struct vop_net *n, unsigned i)
 }
 
 /* Driver: send the batch of received frames; held (not dropped) on EAGAIN. */
-/* Driver: send the batch of received frames; held (not dropped) on EAGAIN. */
 static int drv_rx_flush(struct vop_net *n)
 {
 	struct vop_devq *q = &n->q[NET_RXQ];
@@ -641,7 +636,7 @@ static int drv_rx_flush(struct vop_net *n)
 	/* also publishes buffers re-posted after a bad header */
 	vop_devq_notify_if(n->w, vop_vq_kick_prepare(&q->vq));
 	if (n->pend_off < n->pend_cnt) {
-		vop_devloop_watch(n->loop, n->tap, POLLOUT);
+		vop_devctx_watch(n->ctx, n->tap, POLLOUT);
 		return sent > 0;
 	}
 	n->pend_cnt = n->pend_off = 0;
@@ -783,21 +778,72 @@ static int drv_tx(struct vop_net *n)
 /* Loop ops                                                             */
 /* ------------------------------------------------------------------ */
 
+/* Driver: set up both queues, post every receive buffer. */
+static int drv_start(struct vop_net *n)
+{
+	unsigned i;
+	int rc;
+
+	n->mrg = (n->feat >> VOP_NET_F_MRG_RXBUF) & 1;
+	rc = vop_devq_init(n->w, &n->di, NET_RXQ, true, n->feat, &n->q[NET_RXQ]);
+	rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, true, n->feat, &n->q[NET_TXQ]);
+	rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, true));
+	if (rc)
+		return rc;
+	n->tx_nfree = 0;
+	for (i = 0; i < n->tx_slots; i++)
+		n->tx_free[n->tx_nfree++] = (uint16_t)i;
+	for (i = 0; i < n->rx_slots; i++)
+		post_rx(n, i);
+	vop_vq_kick_prepare(&n->q[NET_RXQ].vq); /* the device reads it after DRIVER_OK */
+	return 0;
+}
+
+static int net_start(void *arg, uint64_t feat, bool resume)
+{
+	struct vop_net *n = arg;
+	int rc;
+
+	(void)resume; /* never offered: net does not negotiate VOP_F_INFLIGHT */
+	n->feat = feat;
+	n->nstash = 0;
+	n->stash_bytes = 0;
+	n->pend_cnt = n->pend_off = n->pend_npop = 0;
+	rc = n->driver ? drv_start(n) : dev_start(n);
+	if (rc)
+		return rc;
+	n->started = true;
+	return 0;
+}
+
+static void net_stop(void *arg)
+{
+	struct vop_net *n = arg;
+
+	n->started = false;
+	n->nstash = 0;
+	n->stash_bytes = 0;
+	n->pend_cnt = n->pend_off = n->pend_npop = 0;
+	vop_devq_destroy(&n->q[NET_RXQ]);
+	vop_devq_destroy(&n->q[NET_TXQ]);
+}
+
+static struct vop_vq *net_queue(void *arg, unsigned q)
+{
+	struct vop_net *n = arg;
+
+	return q < 2 ? &n->q[q].vq : NULL;
+}
+
 static int net_poll(void *arg)
 {
 	struct vop_net *n = arg;
-	int p = 0;
 
-	if (!n->started) {
-		if (n->driver)
-			return 0;
-		p = dev_start(n);
-		if (p <= 0)
-			return p;
-	}
+	if (!n->started)
+		return 0;
 	if (n->driver)
 		return drv_tx(n) | drv_rx(n);
-	return dev_tx(n) | ((n->mrg && !n->dgram) ? dev_rx_mrg(n) : dev_rx(n)) | p;
+	return dev_tx(n) | ((n->mrg && !n->dgram) ? dev_rx_mrg(n) : dev_rx(n));
 }
 
 static int net_prepare_sleep(void *arg)
@@ -826,13 +872,17 @@ static int net_prepare_sleep(void *arg)
 	return pending;
 }
 
-static const struct vop_devback_ops net_ops = {
+const struct vop_devback_ops vop_net_ops = {
 	.name = "net",
+	.driver_features = NET_FEATURES,
+	.start = net_start,
+	.stop = net_stop,
 	.poll = net_poll,
 	.prepare_sleep = net_prepare_sleep,
+	.queue = net_queue,
 };
 
-static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_net_config *c,
 		      bool driver, struct vop_net **out)
 {
 	struct vop_net *n = calloc(1, sizeof(*n));
@@ -842,11 +892,10 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 	if (!n)
 		return -ENOMEM;
 	n->driver = driver;
-	n->loop = l;
-	n->w = vop_devloop_window(l);
+	n->ctx = ctx;
+	n->w = vop_devctx_window(ctx);
 	n->tap = -1;
-	rc = vop_dev_find_wait(n->w, dev_id, VOP_VIRTIO_ID_NET,
-			       c->find_timeout_ms ? c->find_timeout_ms : 10000, &n->di);
+	rc = vop_dev_find_wait(n->w, dev_id, VOP_VIRTIO_ID_NET, c->find_timeout_ms, &n->di);
 	if (rc)
 		goto fail;
 	if ((n->di.device_side == n->w->side) == driver || n->di.num_queues < 2) {
@@ -871,59 +920,41 @@ static int net_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_n
 		goto fail;
 	}
 	if (driver) {
-		unsigned i;
+		const struct vop_queue_desc *rq = &n->di.queues[NET_RXQ], *tq = &n->di.queues[NET_TXQ];
+		uint64_t feat = n->di.features_offered & NET_FEATURES; /* what the link will negotiate */
 		struct ifreq ifr;
 		struct vop_net_config_space cs;
 		int s;
 
-		vop_dev_driver_features(&n->di, net_features, &n->feat);
-		n->mrg = (n->feat >> VOP_NET_F_MRG_RXBUF) & 1;
-		rc = vop_devq_init(n->w, &n->di, NET_RXQ, true, n->feat, &n->q[NET_RXQ]);
-		rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, true, n->feat, &n->q[NET_TXQ]);
-		rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, true));
-		if (rc)
-			goto fail;
-		n->rx_slots = (unsigned)(n->q[NET_RXQ].pool_size / NET_SLOT);
-		if (n->rx_slots > n->q[NET_RXQ].num)
-			n->rx_slots = n->q[NET_RXQ].num;
-		n->tx_slots = (unsigned)(n->q[NET_TXQ].pool_size / NET_SLOT);
-		if (n->tx_slots > n->q[NET_TXQ].num)
-			n->tx_slots = n->q[NET_TXQ].num;
+		n->rx_slots = (unsigned)(rq->pool_size / NET_SLOT);
+		if (n->rx_slots > rq->size)
+			n->rx_slots = rq->size;
+		n->tx_slots = (unsigned)(tq->pool_size / NET_SLOT);
+		if (n->tx_slots > tq->size)
+			n->tx_slots = tq->size;
 		n->tx_free = calloc(n->tx_slots ? n->tx_slots : 1, sizeof(uint16_t));
 		if (!n->tx_free || !n->rx_slots || !n->tx_slots) {
 			rc = n->tx_free ? -EPROTO : -ENOMEM;
 			goto fail;
 		}
-		for (i = 0; i < n->tx_slots; i++)
-			n->tx_free[n->tx_nfree++] = (uint16_t)i;
-		for (i = 0; i < n->rx_slots; i++)
-			post_rx(n, i);
-		vop_vq_kick_prepare(&n->q[NET_RXQ].vq);
 		/* MAC and MTU from config space onto the TAP */
 		memcpy(&cs, n->di.config, sizeof(cs));
 		s = n->dgram ? -1 : socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 		if (s >= 0) {
 			memset(&ifr, 0, sizeof(ifr));
 			memcpy(ifr.ifr_name, n->ifname, IFNAMSIZ);
-			if ((n->feat >> VOP_NET_F_MTU) & 1 && cs.mtu >= 68) {
+			if ((feat >> VOP_NET_F_MTU) & 1 && cs.mtu >= 68) {
 				ifr.ifr_mtu = cs.mtu;
 				ioctl(s, SIOCSIFMTU, &ifr);
 			}
-			if ((n->feat >> VOP_NET_F_MAC) & 1 && !(cs.mac[0] & 1)) {
+			if ((feat >> VOP_NET_F_MAC) & 1 && !(cs.mac[0] & 1)) {
 				ifr.ifr_hwaddr.sa_family = 1; /* ARPHRD_ETHER */
 				memcpy(ifr.ifr_hwaddr.sa_data, cs.mac, 6);
 				ioctl(s, SIOCSIFHWADDR, &ifr);
 			}
 			close(s);
 		}
-		vop_dev_driver_ok(&n->di);
-		n->started = true;
-		atomic_store_explicit(&n->stats_ok, true, memory_order_release);
-		vop_window_notify_peer(n->w);
 	}
-	rc = vop_devloop_add(l, &net_ops, n);
-	if (rc)
-		goto fail;
 	*out = n;
 	return 0;
 fail:
@@ -931,16 +962,16 @@ fail:
 	return rc;
 }
 
-int vop_net_device_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+int vop_net_device_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_net_config *c,
 			  struct vop_net **out)
 {
-	return net_create(l, dev_id, c, false, out);
+	return net_create(ctx, dev_id, c, false, out);
 }
 
-int vop_net_driver_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+int vop_net_driver_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_net_config *c,
 			  struct vop_net **out)
 {
-	return net_create(l, dev_id, c, true, out);
+	return net_create(ctx, dev_id, c, true, out);
 }
 
 void vop_net_destroy(struct vop_net *n)
@@ -949,6 +980,7 @@ void vop_net_destroy(struct vop_net *n)
 		return;
 	vop_devq_destroy(&n->q[0]);
 	vop_devq_destroy(&n->q[1]);
+	vop_devctx_unwatch(n->ctx, n->tap); /* the watcher must not poll a closed fd */
 	if (n->tap >= 0)
 		close(n->tap);
 	if (n->sock_path[0])
@@ -958,13 +990,4 @@ void vop_net_destroy(struct vop_net *n)
 	free(n->miov);
 	free(n->tx_free);
 	free(n);
-}
-
-int vop_net_queue_stats(struct vop_net *d, unsigned q, struct vop_vq_stats *out)
-{
-	/* acquire: pairs with the release after the queues were set up */
-	if (q >= 2 || !atomic_load_explicit(&d->stats_ok, memory_order_acquire))
-		return -EINVAL;
-	vop_vq_stats_read(&(d->q[q]).vq, out);
-	return 0;
 }

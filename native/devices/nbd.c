@@ -247,6 +247,10 @@ static int handshake(struct nbd_conn *c)
 	bool no_zeroes;
 	int rc;
 
+	/* the export's size is the device's capacity: known once the device runs */
+	rc = vop_blk_driver_wait_ready(s->d, 10000);
+	if (rc)
+		return rc;
 	m = htobe64(NBD_MAGIC);
 	memcpy(hello, &m, 8);
 	m = htobe64(NBD_IHAVEOPT);

@@ -11,7 +11,7 @@
  */
 #include <fcntl.h>
 
-#include "helpers.h"
+#include "devhand.h"
 #include "vop/dev_blk.h"
 
 #define DISK_BYTES (1u << 20)
@@ -71,7 +71,7 @@ int main(void)
 {
 	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
-	struct vop_devloop *loop;
+	struct t_host host;
 	struct vop_blk_device *dev;
 	struct vop_blk_device_config dc;
 	struct vop_dev_spec spec;
@@ -93,22 +93,23 @@ int main(void)
 	CHECK(vop_devtab_publish(w0, &spec) >= 0);
 	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
 	CHECK(vop_window_attach(x1, &w1) == 0);
-	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	t_host_open(&host, w1);
 	memset(&dc, 0, sizeof(dc));
 	dc.path = path;
-	CHECK(vop_blk_device_create(loop, 1, &dc, &dev) == 0);
-	CHECK(vop_devloop_start(loop) == 0);
+	CHECK(vop_blk_device_create(host.ctx, 1, &dc, &dev) == 0);
+	t_host_serve(&host, 1, VOP_ROLE_DEVICE, &vop_blk_device_ops, dev);
 
 	/* driver side by hand */
 	memset(&d, 0, sizeof(d));
 	d.w = w0;
 	CHECK(vop_devtab_find(w0, 1, &d.di) == 0);
-	vop_dev_driver_features(&d.di, ~0ull, &feat);
+	feat = t_hand_driver_reset(w0, &d.di, ~0ull);
 	CHECK(vop_devq_init(w0, &d.di, 0, true, feat, &d.q) == 0);
 	memset(d.q.pool + d.q.pool_size - vop_inflight_bytes(d.q.num), 0, vop_inflight_bytes(d.q.num));
 	d.buf = d.q.pool;
 	d.buf_off = d.q.pool_off;
-	vop_dev_driver_ok(&d.di);
+	t_hand_driver_ok(w0, &d.di, feat);
+	CHECK(T_WAIT_UNTIL(t_host_running(&host, 1), 5000));
 
 	/* good write + read first */
 	memset(d.buf + 4096, 0x5a, 1024);
@@ -169,19 +170,39 @@ int main(void)
 		((struct vop_vring_avail *)d.q.vq.avail)->idx = (uint16_t)(d.q.vq.avail_published + d.q.num + 5);
 		vop_window_notify_peer(w0);
 		for (;;) {
-			if (vop_blk_device_queue_stats(dev, 0, &vs) == 0 && vs.c[VOP_VQS_BROKEN])
+			if (vop_link_queue_stats(host.l, 1, 0, &vs) == 0 && vs.c[VOP_VQS_BROKEN])
 				break;
 			CHECK(t_now_ms() < end2);
 			t_sleep_ms(2);
 		}
 		CHECK_EQ(vs.c[VOP_VQS_BROKEN], VOP_VQ_AVAIL_IDX_JUMP);
 		t_sleep_ms(20);
-		CHECK_EQ(vop_devloop_error(loop), 0); /* the backend stays, quiet; no process exit */
+		/* the backend stays, quiet: the link reports the queue and asks for a reset */
+		CHECK(t_evlog_has(&host.ev, VOP_EV_QUEUE_BROKEN, VOP_VQ_AVAIL_IDX_JUMP, NULL));
+		CHECK(!t_evlog_has(&host.ev, VOP_EV_BACKEND_FAILED, -1, NULL));
+		CHECK(__atomic_load_n(&d.di.entry->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
 	}
 
-	vop_devloop_stop(loop);
+	/* the driver resets the device: it serves again on clean rings */
+	vop_devq_destroy(&d.q);
+	feat = t_hand_driver_reset(w0, &d.di, ~0ull);
+	CHECK(vop_devq_init(w0, &d.di, 0, true, feat, &d.q) == 0);
+	memset(d.q.pool + d.q.pool_size - vop_inflight_bytes(d.q.num), 0, vop_inflight_bytes(d.q.num));
+	t_hand_driver_ok(w0, &d.di, feat);
+	CHECK(T_WAIT_UNTIL(t_host_running(&host, 1), 5000));
+	CHECK_EQ(req(&d, VOP_BLK_T_IN, 2, 16, 1024, true, true, &used), VOP_BLK_S_OK);
+	{
+		struct vop_vq_stats vs;
+
+		CHECK_EQ(vop_link_queue_stats(host.l, 1, 0, &vs), 0);
+		CHECK_EQ(vs.c[VOP_VQS_BROKEN], 0);
+		CHECK_EQ(vs.c[VOP_VQS_RESETS], 1);
+		CHECK(vs.c[VOP_VQS_ERR_BASE + VOP_VQ_AVAIL_IDX_JUMP] == 1);
+	}
+
+	t_host_close(&host);
 	vop_blk_device_destroy(dev);
-	vop_devloop_destroy(loop);
+	t_host_free(&host);
 	vop_devq_destroy(&d.q);
 	vop_window_close(w1);
 	vop_window_close(w0);

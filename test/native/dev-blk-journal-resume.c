@@ -14,11 +14,13 @@
  * The restarted device must: not execute A again (its data must not reach
  * the file: the dead instance "completed" it without writing), re-execute
  * B from the journal, pop C normally from the avail ring, and publish used
- * entries for B and C only (used->idx 3).
+ * entries for B and C only (used->idx 3). The driver never reset the
+ * device (it ran with the dead instance), so the restarted device's link
+ * must resume the rings instead of asking for a reset.
  */
 #include <fcntl.h>
 
-#include "helpers.h"
+#include "devhand.h"
 #include "vop/dev_blk.h"
 
 #define DISK (1u << 20)
@@ -27,7 +29,7 @@ int main(void)
 {
 	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
-	struct vop_devloop *loop;
+	struct t_host host;
 	struct vop_blk_device *dev;
 	struct vop_blk_device_config dc;
 	struct vop_dev_spec spec;
@@ -52,7 +54,7 @@ int main(void)
 
 	/* driver: three writes of 512 bytes, A at sector 0, B at 8, C at 16 */
 	CHECK(vop_devtab_find(w0, 1, &di) == 0);
-	vop_dev_driver_features(&di, ~0ull, &feat);
+	feat = di.features_offered | (1ull << VOP_F_VERSION_1); /* negotiated with the dead instance */
 	CHECK(feat & (1ull << VOP_F_INFLIGHT));
 	CHECK(vop_devq_init(w0, &di, 0, true, feat, &q) == 0);
 	memset(q.pool + q.pool_size - vop_inflight_bytes(q.num), 0, vop_inflight_bytes(q.num));
@@ -70,7 +72,7 @@ int main(void)
 		CHECK(heads[i] >= 0);
 	}
 	vop_vq_kick_prepare(&q.vq);
-	vop_dev_driver_ok(&di);
+	t_hand_driver_ok(w0, &di, feat);
 
 	/* the journal and used ring as the dead device instance left them */
 	used = vop_window_ptr(w0, di.queues[0].used_off);
@@ -95,11 +97,11 @@ int main(void)
 	/* the restarted device */
 	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
 	CHECK(vop_window_attach(x1, &w1) == 0);
-	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	t_host_open(&host, w1);
 	memset(&dc, 0, sizeof(dc));
 	dc.path = path;
-	CHECK(vop_blk_device_create(loop, 1, &dc, &dev) == 0);
-	CHECK(vop_devloop_start(loop) == 0);
+	CHECK(vop_blk_device_create(host.ctx, 1, &dc, &dev) == 0);
+	t_host_serve(&host, 1, VOP_ROLE_DEVICE, &vop_blk_device_ops, dev);
 	vop_window_notify_peer(w0);
 
 	/* the driver reclaims A (published before the crash), then B and C */
@@ -140,10 +142,12 @@ int main(void)
 	CHECK_EQ(jh->used_done, 3);
 	for (i = 0; i < 3; i++)
 		CHECK_EQ(jd[heads[i]].inflight, 0);
+	CHECK(t_host_running(&host, 1));
+	CHECK(!(__atomic_load_n(&di.entry->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET));
 
-	vop_devloop_stop(loop);
+	t_host_close(&host);
 	vop_blk_device_destroy(dev);
-	vop_devloop_destroy(loop);
+	t_host_free(&host);
 	vop_devq_destroy(&q);
 	vop_window_close(w1);
 	vop_window_close(w0);

@@ -7,14 +7,14 @@
  */
 #include <fcntl.h>
 
-#include "helpers.h"
+#include "devhand.h"
 #include "vop/dev_console.h"
 
 int main(void)
 {
 	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
-	struct vop_devloop *loop;
+	struct t_host host;
 	struct vop_console *con;
 	struct vop_console_config cc;
 	struct vop_dev_spec spec;
@@ -33,14 +33,14 @@ int main(void)
 	CHECK(vop_devtab_publish(w0, &spec) >= 0);
 	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
 	CHECK(vop_window_attach(x1, &w1) == 0);
-	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	t_host_open(&host, w1);
 	memset(&cc, 0, sizeof(cc));
 	cc.log_path = log;
-	CHECK(vop_console_device_create(loop, 3, &cc, &con) == 0);
-	CHECK(vop_devloop_start(loop) == 0);
+	CHECK(vop_console_device_create(host.ctx, 3, &cc, &con) == 0);
+	t_host_serve(&host, 3, VOP_ROLE_DEVICE, &vop_console_ops, con);
 
 	CHECK(vop_devtab_find(w0, 3, &di) == 0);
-	vop_dev_driver_features(&di, ~0ull, &feat);
+	feat = t_hand_driver_reset(w0, &di, ~0ull);
 	CHECK(vop_devq_init(w0, &di, 0, true, feat, &rxq) == 0);
 	CHECK(vop_devq_init(w0, &di, 1, true, feat, &txq) == 0);
 	{
@@ -52,8 +52,7 @@ int main(void)
 		((struct vop_vring_desc *)rxq.vq.desc)[head].len = 0;
 		vop_vq_kick_prepare(&rxq.vq);
 	}
-	vop_dev_driver_ok(&di);
-	vop_window_notify_peer(w0);
+	t_hand_driver_ok(w0, &di, feat);
 	{
 		struct vop_sg sg = { txq.pool_off, 5 };
 
@@ -65,7 +64,7 @@ int main(void)
 	end = t_now_ms() + 5000;
 	for (;;) {
 		vop_console_stats(con, &st);
-		if (st.log_bytes >= 5 && vop_console_queue_stats(con, 0, &vs) == 0 && vs.c[VOP_VQS_BROKEN])
+		if (st.log_bytes >= 5 && vop_link_queue_stats(host.l, 3, 0, &vs) == 0 && vs.c[VOP_VQS_BROKEN])
 			break;
 		CHECK(t_now_ms() < end);
 		t_sleep_ms(2);
@@ -76,9 +75,10 @@ int main(void)
 	fd = open(log, O_RDONLY);
 	CHECK(fd >= 0 && read(fd, got, sizeof(got)) == 5 && memcmp(got, "hello", 5) == 0);
 	close(fd);
-	vop_devloop_stop(loop);
+	CHECK(t_evlog_has(&host.ev, VOP_EV_QUEUE_BROKEN, VOP_VQ_ZERO_LEN, NULL));
+	t_host_close(&host);
 	vop_console_destroy(con);
-	vop_devloop_destroy(loop);
+	t_host_free(&host);
 	vop_devq_destroy(&rxq);
 	vop_devq_destroy(&txq);
 	vop_window_close(w1);

@@ -7,7 +7,7 @@
  * counted in bad_headers; a good frame afterwards still reaches the TAP.
  * Runs in a private network namespace (unshare); SKIP without root.
  */
-#include "helpers.h"
+#include "devhand.h"
 
 #include <fcntl.h>
 #include <linux/if.h>
@@ -55,7 +55,7 @@ int main(void)
 {
 	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
-	struct vop_devloop *loop;
+	struct t_host host;
 	struct vop_net *net;
 	struct vop_net_config nc;
 	struct vop_dev_spec spec;
@@ -90,10 +90,10 @@ int main(void)
 	CHECK(vop_devtab_publish(w0, &spec) >= 0);
 	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
 	CHECK(vop_window_attach(x1, &w1) == 0);
-	CHECK(vop_devloop_create(w1, NULL, &loop) == 0);
+	t_host_open(&host, w1);
 	memset(&nc, 0, sizeof(nc));
 	nc.tap_name = "vophostile0";
-	CHECK(vop_net_device_create(loop, 1, &nc, &net) == 0);
+	CHECK(vop_net_device_create(host.ctx, 1, &nc, &net) == 0);
 	s = socket(AF_INET, SOCK_DGRAM, 0);
 	memset(&ifr, 0, sizeof(ifr));
 	strcpy(ifr.ifr_name, "vophostile0");
@@ -101,12 +101,13 @@ int main(void)
 	ifr.ifr_flags |= IFF_UP;
 	CHECK(ioctl(s, SIOCSIFFLAGS, &ifr) == 0);
 	close(s);
-	CHECK(vop_devloop_start(loop) == 0);
+	t_host_serve(&host, 1, VOP_ROLE_DEVICE, &vop_net_ops, net);
 
 	CHECK(vop_devtab_find(w0, 1, &di) == 0);
-	vop_dev_driver_features(&di, ~0ull, &feat);
+	feat = t_hand_driver_reset(w0, &di, ~0ull);
 	CHECK(vop_devq_init(w0, &di, 1, true, feat, &txq) == 0);
-	vop_dev_driver_ok(&di);
+	t_hand_driver_ok(w0, &di, feat);
+	CHECK(T_WAIT_UNTIL(t_host_running(&host, 1), 5000));
 	buf = txq.pool;
 	for (i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])) + 1; i++) {
 		struct vop_sg sg = { txq.pool_off + (uint64_t)i * 2048, 12 };
@@ -137,9 +138,10 @@ int main(void)
 	CHECK_EQ(st.bad_headers, 6);
 	CHECK_EQ(st.tx_frames + st.tx_dropped, 1);
 	CHECK(txq.vq.broken == 0);
-	vop_devloop_stop(loop);
+	CHECK(t_host_running(&host, 1));
+	t_host_close(&host);
 	vop_net_destroy(net);
-	vop_devloop_destroy(loop);
+	t_host_free(&host);
 	vop_devq_destroy(&txq);
 	vop_window_close(w1);
 	vop_window_close(w0);

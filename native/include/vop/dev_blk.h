@@ -140,23 +140,29 @@ struct vop_blk_device_config {
 	bool direct;         /* O_DIRECT */
 	unsigned io_threads; /* 1 .. 32; 0 = 4 */
 	const char *serial;  /* GET_ID answer (<= 20 bytes used); NULL = "vop-<dev_id>" */
-	uint32_t find_timeout_ms; /* wait for the device entry; 0 = 10000 */
+	uint32_t find_timeout_ms; /* wait for the device entry; 0 = look once */
 };
 
 struct vop_blk_device;
 
 /*
- * vop_blk_device_create - open the backing file, find dev_id in l's
- * window (type blk, our side must be the device side), write the config
- * space (capacity) and add the backend to l (call before starting l).
- * Queues start when the driver sets DRIVER_OK; if the ring was in use
- * (restart), it resumes from the in-flight journal. Returns 0, -errno of
- * open, -ENOENT/-ETIMEDOUT/-EPROTO/-EINVAL.
+ * vop_blk_device_create - open the backing file, find dev_id in the window
+ * of ctx (type blk, our side must be the device side), write the config
+ * space (capacity) and start the I/O threads. Serve it with
+ * vop_link_attach_backend(l, dev_id, VOP_ROLE_DEVICE, &vop_blk_device_ops,
+ * d): the queue starts when the driver sets DRIVER_OK; if the ring was in
+ * use (our restart, VOP_F_INFLIGHT negotiated), it resumes from the
+ * in-flight journal. On a reset, stop waits for the requests the I/O
+ * threads are running. Returns 0, -errno of open,
+ * -ENOENT/-ETIMEDOUT/-EPROTO/-EINVAL.
  */
-int vop_blk_device_create(struct vop_devloop *l, uint32_t dev_id,
+int vop_blk_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 			  const struct vop_blk_device_config *cfg, struct vop_blk_device **out);
 
-/* After vop_devloop_stop(): join I/O threads, close, free. NULL ok. */
+/* Link backend ops of the device role. */
+extern const struct vop_devback_ops vop_blk_device_ops;
+
+/* After vop_link_detach(): join I/O threads, close, free. NULL ok. */
 void vop_blk_device_destroy(struct vop_blk_device *d);
 
 void vop_blk_device_stats(struct vop_blk_device *d, struct vop_blk_stats *out);
@@ -166,24 +172,39 @@ void vop_blk_device_stats(struct vop_blk_device *d, struct vop_blk_stats *out);
 struct vop_blk_driver;
 struct vop_blk_req;
 
-/* Called on the loop thread when a request completes; must not block. */
+/*
+ * Called when a request completes (on the link worker, or on the
+ * submitting thread when the ring cannot take it); must not block.
+ */
 typedef void (*vop_blk_done_fn)(void *ctx, struct vop_blk_req *r, unsigned status);
 
 /*
- * vop_blk_driver_create - negotiate, set up the queue, zero the in-flight
- * region, set DRIVER_OK, wait up to timeout_ms for the device's config,
- * add the backend to l. 0 or -errno.
+ * vop_blk_driver_create - find dev_id (waiting up to timeout_ms; 0 = look
+ * once) and carve the request slots from its pool geometry. Serve it with
+ * vop_link_attach_backend(l, dev_id, VOP_ROLE_DRIVER, &vop_blk_driver_ops,
+ * d): each start (after a device reset) zeroes the queue and the in-flight
+ * journal and reads the device's config (capacity); each stop completes
+ * the requests in flight with IOERR. 0 or -errno.
  */
-int vop_blk_driver_create(struct vop_devloop *l, uint32_t dev_id, uint32_t timeout_ms,
+int vop_blk_driver_create(struct vop_devctx *ctx, uint32_t dev_id, uint32_t timeout_ms,
 			  struct vop_blk_driver **out);
 
-/* After vop_devloop_stop(). NULL ok. */
+/* Link backend ops of the driver role. */
+extern const struct vop_devback_ops vop_blk_driver_ops;
+
+/*
+ * vop_blk_driver_wait_ready - any thread: wait up to timeout_ms until the
+ * device runs (capacity known). 0, -ETIMEDOUT, -ESHUTDOWN.
+ */
+int vop_blk_driver_wait_ready(struct vop_blk_driver *d, uint32_t timeout_ms);
+
+/* After vop_link_detach(). NULL ok. */
 void vop_blk_driver_destroy(struct vop_blk_driver *d);
 
 /* Any thread: make blocked and later vop_blk_req_get() calls return -ESHUTDOWN. */
 void vop_blk_driver_shutdown(struct vop_blk_driver *d);
 
-uint64_t vop_blk_driver_capacity(struct vop_blk_driver *d); /* bytes */
+uint64_t vop_blk_driver_capacity(struct vop_blk_driver *d); /* bytes; 0 while not running */
 bool vop_blk_driver_ro(struct vop_blk_driver *d);
 uint32_t vop_blk_driver_seg(struct vop_blk_driver *d);   /* data bytes per slot */
 unsigned vop_blk_driver_slots(struct vop_blk_driver *d); /* slots (= ring size / 4) */
@@ -204,22 +225,10 @@ uint8_t *vop_blk_req_buf(struct vop_blk_req *r);
  * vop_blk_req_submit - any thread: post slot r as a request of type at
  * sector with len data bytes (IN: read into buf; OUT/DISCARD/WRITE_ZEROES:
  * buf holds the data / segments; FLUSH: len 0; GET_ID: len 20). done runs
- * on the loop thread. Returns 0 or -EINVAL (len > seg).
+ * when it completes (IOERR at once while the device is not running).
+ * Returns 0 or -EINVAL (len > seg).
  */
 int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned type,
 		       uint64_t sector, uint32_t len, vop_blk_done_fn done, void *ctx);
-
-/*
- * vop_blk_device_queue_stats - ring counters of queue q (vq.h: buffers, notifies,
- * violations per reason, broken reason). Any thread. 0 or -EINVAL (no such
- * queue or not started).
- */
-int vop_blk_device_queue_stats(struct vop_blk_device *d, unsigned q, struct vop_vq_stats *out);
-
-/*
- * vop_blk_driver_queue_stats - ring counters of the driver's request queue
- * (q must be 0). Any thread. 0 or -EINVAL.
- */
-int vop_blk_driver_queue_stats(struct vop_blk_driver *d, unsigned q, struct vop_vq_stats *out);
 
 #endif /* VOP_DEV_BLK_H */

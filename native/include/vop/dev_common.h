@@ -1,17 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Shared plumbing of the device backends (native/devices): a device loop
- * (one worker thread per window side that serves every backend attached
- * to it, with a bounded spin and then a sleep on our doorbell), an fd
- * watcher that turns "a blocking fd became ready" into a doorbell ring of
- * our own side, queue set-up helpers for both roles and the virtio status
- * handshake.
+ * Shared plumbing of the device backends (native/devices): the device
+ * context a backend gets from its host (the window, a way to wake the link
+ * worker that serves it, and an fd watcher that turns "a non-blocking fd
+ * became ready" into a doorbell ring of our own side), queue set-up
+ * helpers for both roles and config-space access.
  *
- * Threading: the loop thread owns every struct vop_devq and calls the
- * backend ops. Backend I/O threads hand results back through their own
- * locked lists and call vop_devloop_wake(), which rings our doorbell (a
- * syscall only if the loop is asleep); a backend may instead let its I/O
- * threads use its queue under a lock it also takes in its ops (blk does).
+ * Backends are served by the link worker of native/core/link.c through
+ * struct vop_devback_ops (vop/link.h): the link runs the device handshake
+ * and calls start/stop/poll/prepare_sleep on its thread. Backend I/O
+ * threads hand results back through their own locked lists and call
+ * vop_devctx_wake(), which rings our doorbell (a syscall only if the worker
+ * sleeps); a backend may instead let its I/O threads use its queue under a
+ * lock it also takes in its ops (blk does).
  */
 #ifndef VOP_DEV_COMMON_H
 #define VOP_DEV_COMMON_H
@@ -21,6 +22,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "vop/link.h"
 #include "vop/vq.h"
 #include "vop/window.h"
 
@@ -29,67 +31,37 @@
 #define VOP_VIRTIO_ID_BLK 2u
 #define VOP_VIRTIO_ID_CONSOLE 3u
 
-struct vop_devloop;
-
-/* One backend served by a loop. Every op runs on the loop thread. */
-struct vop_devback_ops {
-	const char *name; /* "blk-device", "net-driver", ... */
-	/*
-	 * poll - do whatever work is ready without blocking (pop/push, read
-	 * completions, read/write nonblocking fds). Returns > 0 if progress
-	 * was made, 0 if idle, < 0 if the backend failed (it is then no
-	 * longer polled; the error is kept for vop_devloop_error()).
-	 */
-	int (*poll)(void *dev);
-	/*
-	 * prepare_sleep - the loop is about to sleep on the doorbell: enable
-	 * ring notifications and re-check every source of work (rings and
-	 * completion lists). Returns 1 if work is pending (do not sleep).
-	 */
-	int (*prepare_sleep)(void *dev);
-};
-
-struct vop_devloop_config {
-	uint64_t spin_ns;  /* busy-poll after the last progress before sleeping; 0 = 20 us */
-	uint32_t hb_ms;    /* heartbeat period (also the longest sleep); 0 = 500 */
-};
+struct vop_devctx;
 
 /*
- * vop_devloop_create - a loop for window w (not owned). Returns 0 and
- * *out, or -ENOMEM / -errno (eventfd, thread).
+ * vop_devctx_create - the context of the backends on one side of window w
+ * (not owned). The fd watcher thread starts at the first watch. Returns 0
+ * and *out, or -ENOMEM / -errno (eventfd).
  */
-int vop_devloop_create(struct vop_window *w, const struct vop_devloop_config *cfg,
-		       struct vop_devloop **out);
+int vop_devctx_create(struct vop_window *w, struct vop_devctx **out);
 
-/* Add a backend before vop_devloop_start(). 0, -ENOSPC (max 16). */
-int vop_devloop_add(struct vop_devloop *l, const struct vop_devback_ops *ops, void *dev);
+/* Stop the fd watcher and free. Call after the backends stopped. NULL ok. */
+void vop_devctx_destroy(struct vop_devctx *c);
 
-/* Start / stop (join) the loop and fd-watcher threads. 0 or -errno. */
-int vop_devloop_start(struct vop_devloop *l);
-void vop_devloop_stop(struct vop_devloop *l);
-
-/* Stop if running and free. NULL ok. */
-void vop_devloop_destroy(struct vop_devloop *l);
-
-/* First backend error (< 0) or 0. Any thread. */
-int vop_devloop_error(struct vop_devloop *l);
-
-/* Any thread: make the loop run a poll round soon (rings our own doorbell). */
-void vop_devloop_wake(struct vop_devloop *l);
+/* Any thread: make the link worker run a poll round soon (rings our own doorbell). */
+void vop_devctx_wake(struct vop_devctx *c);
 
 /*
- * vop_devloop_watch - loop thread: one-shot watch of fd for events
- * (POLLIN/POLLOUT). When the fd is ready the watcher wakes the loop once
- * and forgets the watch; re-arm after the next EAGAIN. Re-arming an
- * armed fd merges the events. Returns 0 or -ENOSPC (64 fds).
+ * vop_devctx_watch - worker thread: one-shot watch of fd for events
+ * (POLLIN/POLLOUT). When the fd is ready the watcher wakes the worker once
+ * and forgets the watch; re-arm after the next EAGAIN. Re-arming an armed
+ * fd merges the events. Returns 0, -ENOSPC (64 fds) or -errno (thread).
  */
-int vop_devloop_watch(struct vop_devloop *l, int fd, short events);
+int vop_devctx_watch(struct vop_devctx *c, int fd, short events);
 
 /* Same, and set *flag = 1 (seq_cst) when the fd fires (tells the backend which fd). */
-int vop_devloop_watch_flag(struct vop_devloop *l, int fd, short events, _Atomic int *flag);
+int vop_devctx_watch_flag(struct vop_devctx *c, int fd, short events, _Atomic int *flag);
 
-/* The window the loop serves. */
-struct vop_window *vop_devloop_window(struct vop_devloop *l);
+/* Stop watching fd (before closing it). Any thread. */
+void vop_devctx_unwatch(struct vop_devctx *c, int fd);
+
+/* The window the context belongs to. */
+struct vop_window *vop_devctx_window(struct vop_devctx *c);
 
 /* Monotonic clock in ns. */
 uint64_t vop_dev_now_ns(void);
@@ -98,7 +70,7 @@ uint64_t vop_dev_now_ns(void);
 /* Queues                                                               */
 /* ------------------------------------------------------------------ */
 
-/* One queue of an attached device, either role. Owned by the loop thread. */
+/* One queue of an attached device, either role. Owned by the worker thread. */
 struct vop_devq {
 	struct vop_vq vq;  /* ring state */
 	uint8_t *pool;     /* local pointer to the queue's buffer pool */
@@ -111,7 +83,8 @@ struct vop_devq {
 /*
  * vop_devq_init - set up queue q of device di for our role with the
  * negotiated features. Device role translates through the window's
- * region table. Returns 0 or -errno from vop_vq_init_*().
+ * region table. The counters in out->vq.stats survive (a restart of the
+ * queue keeps counting). Returns 0 or -errno from vop_vq_init_*().
  */
 int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned q, bool driver,
 		  uint64_t features, struct vop_devq *out);
@@ -126,30 +99,16 @@ void vop_devq_destroy(struct vop_devq *q);
 void vop_devq_notify_if(struct vop_window *w, int rc);
 
 /* ------------------------------------------------------------------ */
-/* Status handshake                                                     */
+/* Device entry and config space                                        */
 /* ------------------------------------------------------------------ */
 
 /*
- * vop_dev_find_wait - wait up to timeout_ms for dev_id to be LIVE with the
- * expected device type. 0, -ETIMEDOUT, -EPROTO (type mismatch or bad entry).
+ * vop_dev_find_wait - wait up to timeout_ms (0: look once) for dev_id to
+ * be LIVE with the expected device type. 0, -ENOENT / -ETIMEDOUT, -EPROTO
+ * (type mismatch or bad entry).
  */
 int vop_dev_find_wait(struct vop_window *w, uint32_t dev_id, uint32_t type, uint32_t timeout_ms,
 		      struct vop_dev_info *out);
-
-/*
- * Driver role: accept offered & wanted (VERSION_1 always) and set
- * ACKNOWLEDGE|DRIVER|FEATURES_OK; *accepted gets the result.
- */
-void vop_dev_driver_features(struct vop_dev_info *di, uint64_t wanted, uint64_t *accepted);
-
-/* Driver role: set DRIVER_OK (release: queues and in-flight regions first). */
-void vop_dev_driver_ok(struct vop_dev_info *di);
-
-/*
- * Device role: 1 and *accepted (masked by what was offered) once the
- * driver set DRIVER_OK, 0 before.
- */
-int vop_dev_device_ready(struct vop_dev_info *di, uint64_t *accepted);
 
 /*
  * Device role: write config bytes [0, len) under config_generation (odd

@@ -40,7 +40,7 @@ struct vop_console_config {
 	uint64_t log_max;       /* rotate when the log would pass this (0 = 1 MiB) */
 	unsigned log_files;     /* rotated files kept, FILE.1 (newest) .. FILE.n; 0 = 1, max 100 */
 	const char *unix_path;  /* device role: Unix socket for attach, or NULL */
-	uint32_t find_timeout_ms; /* 0 = 10000 */
+	uint32_t find_timeout_ms; /* wait for the device entry; 0 = look once */
 };
 
 struct vop_console_stats {
@@ -57,10 +57,20 @@ struct vop_console;
 void vop_console_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side,
 		      uint16_t qsize);
 
-int vop_console_device_create(struct vop_devloop *l, uint32_t dev_id,
+/*
+ * vop_console_device_create / _driver_create - find dev_id in the window of
+ * ctx (type console, our side must play the role) and open the local
+ * surfaces (pty, log, socket). Serve it with vop_link_attach_backend(l,
+ * dev_id, role, &vop_console_ops, console); the queues start when the link
+ * has run the handshake. 0, -ENOENT/-ETIMEDOUT/-EPROTO/-EINVAL, -errno.
+ */
+int vop_console_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 			      const struct vop_console_config *c, struct vop_console **out);
-int vop_console_driver_create(struct vop_devloop *l, uint32_t dev_id,
+int vop_console_driver_create(struct vop_devctx *ctx, uint32_t dev_id,
 			      const struct vop_console_config *c, struct vop_console **out);
+
+/* Link backend ops of a console (either role). */
+extern const struct vop_devback_ops vop_console_ops;
 
 /* Path of the pty slave ("" if none). */
 const char *vop_console_pty_name(struct vop_console *c);
@@ -78,14 +88,7 @@ uint32_t vop_console_write_in(struct vop_console *c, const void *buf, uint32_t l
 
 void vop_console_stats(struct vop_console *c, struct vop_console_stats *out);
 
-/* After vop_devloop_stop(). NULL ok. */
+/* After vop_link_detach() (or the link's destruction). NULL ok. */
 void vop_console_destroy(struct vop_console *c);
-
-/*
- * vop_console_queue_stats - ring counters of queue q (vq.h: buffers, notifies,
- * violations per reason, broken reason). Any thread. 0 or -EINVAL (no such
- * queue or not started).
- */
-int vop_console_queue_stats(struct vop_console *d, unsigned q, struct vop_vq_stats *out);
 
 #endif /* VOP_DEV_CONSOLE_H */

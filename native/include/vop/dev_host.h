@@ -1,22 +1,24 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Device host: one side of an shm window with a device loop and a set of
- * device backends, set up from compact per-device descriptions. vopdev and
- * the Node binding (native/binding/devices.c) are thin shells around it.
+ * Hosted devices: the virtio-net, -console and -blk backends of one window
+ * side set up from compact per-device descriptions and served by that
+ * side's link worker (vop/link.h). The Node binding hosts them on an agent's
+ * link windows (native/binding/window.c); vopdev and the device-host handle
+ * wrap a whole side (window + link + devices) as struct vop_dev_host.
  *
  * A device description is "ID:opt[=value]:opt..." for one kind:
  *   blk-device  file=PATH ro direct threads=N serial=S
- *   blk-driver  unix=PATH tcp=PORT|-1 qsize=N seg=KIB ro
+ *   blk-driver  unix=PATH tcp=PORT|-1 name=EXPORT qsize=N seg=KIB ro
  *   net-device / net-driver  tap=NAME | sock=PATH:peer=PATH |
- *               udp=PORT:udppeer=PORT   qsize=N mtu=N mac=52-54-00-..
- *   con-device  pty=LINK log=FILE logmax=BYTES unix=PATH
- *   con-driver  pty=LINK
- * The creating side publishes every device (device side = its own side for
- * *-device, the peer's for *-driver); table-shaping options (qsize, seg,
- * ro, mtu, mac) are read there.
+ *               udp=PORT:udppeer=PORT   qsize=N mtu=N mac=52-54-00-.. rxbuf=N
+ *   con-device  pty[=LINK] log=FILE logmax=BYTES logfiles=N unix=PATH qsize=N
+ *   con-driver  pty[=LINK] qsize=N
+ * The window creator publishes every device (device side = its own side for
+ * *-device, the peer's for *-driver); the table-shaping options (qsize, seg,
+ * ro, mtu, mac) are read there, so both sides should pass the same ones.
  *
- * Threading: open/close/stats from one control thread; console stream
- * calls from any thread.
+ * Threading: publish/open/close from one control thread; endpoints, stats
+ * and the console stream from any thread.
  */
 #ifndef VOP_DEV_HOST_H
 #define VOP_DEV_HOST_H
@@ -24,7 +26,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vop/dev_common.h"
 #include "vop/dev_console.h"
+#include "vop/link.h"
 
 enum vop_dev_kind {
 	VOP_DK_BLK_DEVICE = 0,
@@ -37,6 +41,58 @@ enum vop_dev_kind {
 
 #define VOP_DEV_HOST_MAX 16u
 
+/* Kind from its name ("blk-device"...), or -EINVAL. */
+int vop_dev_kind_parse(const char *name);
+
+/* Device id of a description ("ID:..."), 0 if it does not start with a nonzero id. */
+uint32_t vop_dev_desc_id(const char *desc);
+
+/* ------------------------------------------------------------------ */
+/* One hosted device                                                    */
+/* ------------------------------------------------------------------ */
+
+struct vop_hosted;
+
+/*
+ * vop_hosted_publish - window creator (side 0): publish the device table
+ * entry of desc. Returns 0, -EINVAL (bad description), or the errors of
+ * vop_devtab_publish (-EEXIST, -ENOSPC...).
+ */
+int vop_hosted_publish(struct vop_window *w, enum vop_dev_kind kind, const char *desc);
+
+/*
+ * vop_hosted_open - create the backend of desc on ctx's window (waiting up
+ * to find_timeout_ms for its table entry; 0 = look once), open its local
+ * surfaces, attach it to l and, for a blk driver, start its NBD server.
+ * On error *err (if not NULL) names the failing step. Returns 0, -ENOENT
+ * (not published yet), -EINVAL, -errno of the backend.
+ */
+int vop_hosted_open(struct vop_devctx *ctx, struct vop_link *l, enum vop_dev_kind kind,
+		    const char *desc, uint32_t find_timeout_ms, struct vop_hosted **out,
+		    const char **err);
+
+/* Detach from l (stopping the backend), stop NBD, close surfaces, free. NULL ok. */
+void vop_hosted_close(struct vop_link *l, struct vop_hosted *h);
+
+uint32_t vop_hosted_id(const struct vop_hosted *h);
+enum vop_dev_kind vop_hosted_kind(const struct vop_hosted *h);
+
+/*
+ * Local surfaces as "key value\n" lines ("nbd1-port 40331", "tap1 vop0",
+ * "pty2 /dev/pts/3"...). Returns the length written (truncated to len-1).
+ */
+size_t vop_hosted_endpoints(struct vop_hosted *h, char *buf, size_t len);
+
+/* Counters as one JSON member ("blk1":{...}); same truncation rule. */
+size_t vop_hosted_stats_json(struct vop_hosted *h, char *buf, size_t len);
+
+/* The console backend (either role), or NULL for other kinds. */
+struct vop_console *vop_hosted_console(struct vop_hosted *h);
+
+/* ------------------------------------------------------------------ */
+/* A whole window side (vopdev, device-host handles)                    */
+/* ------------------------------------------------------------------ */
+
 struct vop_dev_host_dev {
 	enum vop_dev_kind kind;
 	const char *desc; /* "ID:opts" */
@@ -44,24 +100,18 @@ struct vop_dev_host_dev {
 
 struct vop_dev_host;
 
-/* Kind from its name ("blk-device"...), or -EINVAL. */
-int vop_dev_kind_parse(const char *name);
-
 /*
  * vop_dev_host_open - create (create_bytes > 0: side 0, path must not
  * exist) or attach to (create_bytes == 0: side 1, waits up to 10 s for the
- * window) the window at path, publish (creator), start the backends and the
- * loop. spin_ns 0 = 20 us. On error *err (if not NULL) names the failing
- * step. Returns 0 or -errno.
+ * window) the window at path, publish (creator), create the link worker
+ * (spin_ns 0 = 20 us) and every device, and start. On error *err (if not
+ * NULL) names the failing step. Returns 0 or -errno.
  */
 int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 		      const struct vop_dev_host_dev *devs, unsigned n, struct vop_dev_host **out,
 		      const char **err);
 
-/*
- * Endpoints as "key value\n" lines ("nbd1-port 40331", "tap1 vop0",
- * "pty2 /dev/pts/3"...). Returns the length written (truncated to len-1).
- */
+/* Endpoints of every device, as vop_hosted_endpoints(). */
 size_t vop_dev_host_endpoints(struct vop_dev_host *h, char *buf, size_t len);
 
 /* Counters of every device as one JSON object; same truncation rule. */
@@ -70,17 +120,17 @@ size_t vop_dev_host_stats_json(struct vop_dev_host *h, char *buf, size_t len);
 /*
  * vop_dev_host_queue_stats - ring counters of queue q of device id, whatever
  * its kind and role (vq.h counter block). Any thread. 0, -ENOENT (no such
- * device) or -EINVAL (no such queue, or not started yet).
+ * device) or -EINVAL (no such queue).
  */
 int vop_dev_host_queue_stats(struct vop_dev_host *h, uint32_t id, unsigned q, struct vop_vq_stats *out);
 
-/* First backend failure of the loop, or 0. */
+/* First backend failure reported by the link (-errno), or 0. */
 int vop_dev_host_error(struct vop_dev_host *h);
 
 /* The console backend of device id (device or driver role), or NULL. */
 struct vop_console *vop_dev_host_console(struct vop_dev_host *h, uint32_t id);
 
-/* Stop NBD servers and the loop, destroy backends, close the window. NULL ok. */
+/* Stop the link, close every device, close the window. NULL ok. */
 void vop_dev_host_close(struct vop_dev_host *h);
 
 #endif /* VOP_DEV_HOST_H */

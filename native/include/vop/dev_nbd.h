@@ -39,8 +39,8 @@ uint32_t vop_nbd_max_request(struct vop_nbd *n);
 
 /*
  * Stop listening, close connections, join threads, free. NULL ok. Call it
- * after vop_devloop_stop(): requests still in the ring are abandoned rather
- * than completed into freed connections.
+ * after vop_link_detach() of the blk driver: requests still in the ring
+ * are then completed (IOERR) before the connections are freed.
  */
 void vop_nbd_stop(struct vop_nbd *n);
 

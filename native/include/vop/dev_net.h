@@ -93,7 +93,7 @@ struct vop_net_config {
 	 * VIRTIO_NET_F_MRG_RXBUF: a frame spans num_buffers of them.
 	 */
 	uint32_t rx_buf_bytes;
-	uint32_t find_timeout_ms; /* wait for the device entry; 0 = 10000 */
+	uint32_t find_timeout_ms; /* wait for the device entry; 0 = look once */
 };
 
 struct vop_net_stats {
@@ -112,18 +112,26 @@ struct vop_net;
 void vop_net_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side, uint16_t qsize,
 		  uint16_t mtu, const uint8_t mac[6]);
 
-/* Create the TAP, find dev_id, add to l. 0 or -errno (-EPERM without CAP_NET_ADMIN). */
-int vop_net_device_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+/*
+ * Find dev_id in the window of ctx and open the TAP or datagram socket
+ * (the driver role also sets MAC and MTU from config space). Serve it with
+ * vop_link_attach_backend(l, dev_id, role, &vop_net_ops, net). 0 or -errno
+ * (-EPERM without CAP_NET_ADMIN).
+ */
+int vop_net_device_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_net_config *c,
 			  struct vop_net **out);
-int vop_net_driver_create(struct vop_devloop *l, uint32_t dev_id, const struct vop_net_config *c,
+int vop_net_driver_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_net_config *c,
 			  struct vop_net **out);
+
+/* Link backend ops of a net device (either role). */
+extern const struct vop_devback_ops vop_net_ops;
 
 /* TAP interface name. */
 const char *vop_net_ifname(struct vop_net *n);
 
 void vop_net_stats(struct vop_net *n, struct vop_net_stats *out);
 
-/* After vop_devloop_stop(). NULL ok. */
+/* After vop_link_detach() (or the link's destruction). NULL ok. */
 void vop_net_destroy(struct vop_net *n);
 
 /*
@@ -131,12 +139,5 @@ void vop_net_destroy(struct vop_net *n);
  * (after the header). 0 or -EPROTO. Exposed for the tests.
  */
 int vop_net_hdr_check(const struct vop_net_hdr *h, uint32_t len);
-
-/*
- * vop_net_queue_stats - ring counters of queue q (vq.h: buffers, notifies,
- * violations per reason, broken reason). Any thread. 0 or -EINVAL (no such
- * queue or not started).
- */
-int vop_net_queue_stats(struct vop_net *d, unsigned q, struct vop_vq_stats *out);
 
 #endif /* VOP_DEV_NET_H */

@@ -3,8 +3,10 @@
  * A link side: one worker thread that serves every device attached on one
  * side of a window, in either role, with adaptive polling (bounded spin,
  * then sleep on the doorbell), heartbeat/epoch watching, the device reset
- * handshake and hot unplug. The only device implemented here is the raw
- * byte pipe (tests and benchmarks).
+ * handshake and hot unplug. Devices are either the raw byte pipe
+ * implemented here (tests and benchmarks) or a backend of native/devices
+ * (virtio-net, -console, -blk) plugged in through struct vop_devback_ops:
+ * the link runs the handshake, the backend moves the buffers.
  *
  * Threading: vop_link_* control calls may come from any one thread at a
  * time (the binding's JS thread); they take the link lock briefly. The
@@ -89,6 +91,7 @@ enum vop_event_type {
 	VOP_EV_RESET_TIMEOUT = 6,  /* dev_id: no ack within reset_timeout_ms (still waiting) */
 	VOP_EV_NEEDS_RESET = 7,    /* dev_id: peer set DEVICE_NEEDS_RESET */
 	VOP_EV_PEER_UP = 8,        /* peer attached (first heartbeat seen); epoch */
+	VOP_EV_BACKEND_FAILED = 9, /* dev_id: the backend failed (reason = errno, positive) */
 };
 
 struct vop_event {
@@ -110,6 +113,41 @@ struct vop_link_config {
 struct vop_link;
 
 /*
+ * A device backend served by the link worker. The link owns the device's
+ * lifecycle over its shared entry (reset_req/reset_ack, features, status,
+ * tombstone, peer restarts, queue-broken reporting); the backend owns its
+ * queues and local surfaces. Every op runs on the worker thread with the
+ * link lock held, so none may block for long; start and stop may wait for
+ * the backend's own I/O threads.
+ */
+struct vop_devback_ops {
+	const char *name;        /* "blk-device", "net-driver", ... */
+	uint64_t driver_features; /* driver role: VOP_F_* and device bits wanted */
+	/*
+	 * start - set up our side of the queues with the negotiated features
+	 * and begin serving. Driver role: called once the device acked a
+	 * reset; the backend zeroes and fills its driver areas, and the link
+	 * writes DRIVER_OK after start returns. Device role: called on
+	 * DRIVER_OK; resume is true when the driver kept running the rings
+	 * with a previous incarnation of this side (only offered when
+	 * VOP_F_INFLIGHT was negotiated). 0 or -errno (device BROKEN).
+	 */
+	int (*start)(void *dev, uint64_t features, bool resume);
+	/*
+	 * stop - stop using the queues (reset, removal or detach). On return
+	 * no thread of the backend touches the rings or buffers until the
+	 * next start. Local surfaces (TAP, pty, sockets) stay open.
+	 */
+	void (*stop)(void *dev);
+	/* poll - do ready work without blocking: > 0 progress, 0 idle, < 0 failed. */
+	int (*poll)(void *dev);
+	/* prepare_sleep - arm ring notifications, re-check sources; 1 if work is pending. */
+	int (*prepare_sleep)(void *dev);
+	/* queue - ring state of queue q (counters stay valid across restarts), NULL if q is out of range. */
+	struct vop_vq *(*queue)(void *dev, unsigned q);
+};
+
+/*
  * vop_link_create - a link side over window w (not owned: close it after
  * vop_link_destroy). Returns 0 and *out, -EINVAL, -ENOMEM.
  */
@@ -128,7 +166,20 @@ void vop_link_destroy(struct vop_link *l);
 int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role,
 			 const struct vop_pipe_config *pc);
 
-/* Stop serving dev_id (its queues go quiet). 0 or -ENOENT. */
+/*
+ * vop_link_attach_backend - serve dev_id (LIVE in the table, role matching
+ * its device_side) with a backend; dev stays owned by the caller and must
+ * outlive the attachment. Allowed while running; the driver role starts
+ * the reset handshake at once. Returns 0, -ENOENT, -EINVAL, -EEXIST,
+ * -ENOSPC, -ENOMEM.
+ */
+int vop_link_attach_backend(struct vop_link *l, uint32_t dev_id, enum vop_role role,
+			    const struct vop_devback_ops *ops, void *dev);
+
+/*
+ * Stop serving dev_id (its queues go quiet; a backend is stopped and
+ * handed back to its owner, not freed). 0 or -ENOENT.
+ */
 int vop_link_detach(struct vop_link *l, uint32_t dev_id);
 
 /*
@@ -141,10 +192,15 @@ int vop_link_reset_device(struct vop_link *l, uint32_t dev_id);
 int vop_link_start(struct vop_link *l);
 int vop_link_stop(struct vop_link *l);
 
-/* Counters; any thread. Return 0 or -ENOENT / -EINVAL. */
+/*
+ * Counters; any thread. Return 0 or -ENOENT / -EINVAL (queue out of
+ * range; vop_link_pipe_stats on a backend device).
+ */
 int vop_link_queue_stats(struct vop_link *l, uint32_t dev_id, unsigned queue,
 			 struct vop_vq_stats *out);
 int vop_link_pipe_stats(struct vop_link *l, uint32_t dev_id, struct vop_pipe_stats *out);
+/* enum vop_dev_run_state of dev_id (pipe or backend), or -ENOENT. */
+int vop_link_dev_state(struct vop_link *l, uint32_t dev_id);
 void vop_link_stats(struct vop_link *l, uint64_t out[VOP_LS_COUNT]);
 
 /*

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Device-backend test harness: one window side hosts a real backend of
+ * native/devices on a link worker (struct t_host); the test plays the
+ * other side "by hand", including the link's device handshake over the
+ * shared entry (edges R1..R3 of native/core/link.c).
+ */
+#ifndef VOP_TEST_DEVHAND_H
+#define VOP_TEST_DEVHAND_H
+
+#include "helpers.h"
+#include "vop/dev_common.h"
+
+/* A link side serving one backend, with its device context and events. */
+struct t_host {
+	struct vop_link *l;
+	struct vop_devctx *ctx;
+	struct t_evlog ev;
+};
+
+static inline void t_host_open(struct t_host *h, struct vop_window *w)
+{
+	struct vop_link_config c;
+
+	memset(h, 0, sizeof(*h));
+	t_evlog_init(&h->ev);
+	memset(&c, 0, sizeof(c));
+	c.spin_ns = 20000;
+	c.on_event = t_on_event;
+	c.ctx = &h->ev;
+	CHECK_EQ(vop_link_create(w, &c, &h->l), 0);
+	CHECK_EQ(vop_devctx_create(w, &h->ctx), 0);
+}
+
+/* Attach backend dev (ops) for dev_id in role and start the worker. */
+static inline void t_host_serve(struct t_host *h, uint32_t dev_id, enum vop_role role,
+				const struct vop_devback_ops *ops, void *dev)
+{
+	CHECK_EQ(vop_link_attach_backend(h->l, dev_id, role, ops, dev), 0);
+	CHECK_EQ(vop_link_start(h->l), 0);
+}
+
+/* Stop and free the link (which stops the backend); the caller then destroys the backend. */
+static inline void t_host_close(struct t_host *h)
+{
+	vop_link_destroy(h->l);
+	h->l = NULL;
+}
+
+/* After the backend is destroyed. */
+static inline void t_host_free(struct t_host *h)
+{
+	vop_devctx_destroy(h->ctx);
+	pthread_mutex_destroy(&h->ev.mu);
+}
+
+/* True once dev_id runs on the host's link. */
+static inline int t_host_running(struct t_host *h, uint32_t dev_id)
+{
+	return vop_link_dev_state(h->l, dev_id) == VOP_DEVRUN_RUNNING;
+}
+
+/*
+ * Driver by hand, part 1: reset the device and wait for its ack (R1, R2).
+ * Returns the features to accept: offered & wanted, plus VERSION_1.
+ */
+static inline uint64_t t_hand_driver_reset(struct vop_window *w, struct vop_dev_info *di, uint64_t wanted)
+{
+	struct vop_dev_entry *e = di->entry;
+	uint32_t req = __atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) + 1;
+
+	__atomic_store_n(&e->status, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->reset_req, req, __ATOMIC_RELEASE);
+	vop_window_notify_peer(w);
+	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == req, 5000));
+	return di->features_offered & (wanted | (1ull << VOP_F_VERSION_1));
+}
+
+/* Driver by hand, part 2: rings are set up; accept feat and set DRIVER_OK (R3). */
+static inline void t_hand_driver_ok(struct vop_window *w, struct vop_dev_info *di, uint64_t feat)
+{
+	struct vop_dev_entry *e = di->entry;
+
+	__atomic_store_n(&e->features_accepted, feat, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->status,
+			 VOP_STATUS_ACKNOWLEDGE | VOP_STATUS_DRIVER | VOP_STATUS_FEATURES_OK |
+				 VOP_STATUS_DRIVER_OK,
+			 __ATOMIC_RELEASE);
+	vop_window_notify_peer(w);
+}
+
+/*
+ * Device by hand: wait for the driver's reset request, zero our device
+ * areas, ack it, then wait for DRIVER_OK. Returns the accepted features.
+ */
+static inline uint64_t t_hand_device_handshake(struct vop_window *w, struct vop_dev_info *di)
+{
+	struct vop_dev_entry *e = di->entry;
+	uint32_t req = 0;
+	unsigned q;
+
+	CHECK(T_WAIT_UNTIL((req = __atomic_load_n(&e->reset_req, __ATOMIC_ACQUIRE)) !=
+				   __atomic_load_n(&e->reset_ack, __ATOMIC_RELAXED),
+			   5000));
+	for (q = 0; q < di->num_queues; q++)
+		memset(vop_window_ptr(w, di->queues[q].used_off), 0,
+		       vop_vring_used_bytes(di->queues[q].size));
+	__atomic_store_n(&e->reset_ack, req, __ATOMIC_RELEASE);
+	vop_window_notify_peer(w);
+	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DRIVER_OK, 5000));
+	return __atomic_load_n(&e->features_accepted, __ATOMIC_RELAXED);
+}
+
+#endif /* VOP_TEST_DEVHAND_H */
