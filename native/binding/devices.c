@@ -260,12 +260,10 @@ napi_value vop_b_dev_host_queue_stats(napi_env env, napi_callback_info info)
 /* devConsoleRead(h, devId, reader, maxBytes): { data: Buffer, lost: bigint } */
 napi_value vop_b_dev_console_read(napi_env env, napi_callback_info info)
 {
-	napi_value argv[4], obj, data, lostv;
+	napi_value argv[4];
 	struct bhost *b = arg_host(env, info, 4, argv);
 	struct vop_console *c;
-	uint32_t id, reader, max, n;
-	uint64_t lost = 0;
-	void *p;
+	uint32_t id, reader, max;
 
 	if (!b || !vop_value_u32(env, argv[1], &id) || !vop_value_u32(env, argv[2], &reader) ||
 	    !vop_value_u32(env, argv[3], &max))
@@ -273,6 +271,20 @@ napi_value vop_b_dev_console_read(napi_env env, napi_callback_info info)
 	c = vop_dev_host_console(b->h, id);
 	if (!c) {
 		vop_throw_errno(env, -ENOENT, "no console with that id");
+		return NULL;
+	}
+	return vop_b_console_read(env, c, reader, max);
+}
+
+napi_value vop_b_console_read(napi_env env, struct vop_console *c, uint32_t reader, uint32_t max)
+{
+	napi_value obj, data, lostv;
+	uint64_t lost = 0;
+	uint32_t n;
+	void *p;
+
+	if (reader >= 4) {
+		vop_throw_errno(env, -EINVAL, "console reader must be 0..3");
 		return NULL;
 	}
 	if (max > (1u << 20))
@@ -298,31 +310,36 @@ napi_value vop_b_dev_console_read(napi_env env, napi_callback_info info)
 /* devConsoleWrite(h, devId, data: Uint8Array): number of bytes accepted */
 napi_value vop_b_dev_console_write(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3], res;
+	napi_value argv[3];
 	struct bhost *b = arg_host(env, info, 3, argv);
 	struct vop_console *c;
 	uint32_t id;
-	void *p = NULL;
-	size_t len = 0;
-	bool is_ta = false;
-	napi_typedarray_type tt;
-	napi_value ab;
-	size_t off;
 
 	if (!b || !vop_value_u32(env, argv[1], &id))
 		return NULL;
-	if (napi_is_typedarray(env, argv[2], &is_ta) != napi_ok || !is_ta ||
-	    napi_get_typedarray_info(env, argv[2], &tt, &len, &p, &ab, &off) != napi_ok ||
-	    tt != napi_uint8_array) {
-		napi_throw_type_error(env, "EINVAL", "devConsoleWrite expects a Uint8Array");
-		return NULL;
-	}
 	c = vop_dev_host_console(b->h, id);
 	if (!c) {
 		vop_throw_errno(env, -ENOENT, "no console with that id");
 		return NULL;
 	}
-	NODE_API_CALL(env, napi_create_uint32(env, vop_console_write_in(c, p, (uint32_t)len), &res));
+	return vop_b_console_write(env, c, argv[2]);
+}
+
+napi_value vop_b_console_write(napi_env env, struct vop_console *c, napi_value v)
+{
+	napi_value res, ab;
+	void *p = NULL;
+	size_t len = 0, off;
+	bool is_ta = false;
+	napi_typedarray_type tt;
+
+	if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta ||
+	    napi_get_typedarray_info(env, v, &tt, &len, &p, &ab, &off) != napi_ok ||
+	    tt != napi_uint8_array) {
+		napi_throw_type_error(env, "EINVAL", "console write expects a Uint8Array");
+		return NULL;
+	}
+	NODE_API_CALL(env, napi_create_uint32(env, vop_console_write_in(c, p, (uint32_t)(len > UINT32_MAX ? UINT32_MAX : len)), &res));
 	return res;
 }
 

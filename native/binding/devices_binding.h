@@ -13,4 +13,10 @@ napi_value vop_b_dev_console_read(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_console_write(napi_env env, napi_callback_info info);
 napi_value vop_b_dev_host_close(napi_env env, napi_callback_info info);
 
+struct vop_console;
+
+/* Shared by device-host and window handles: one console stream read / write. */
+napi_value vop_b_console_read(napi_env env, struct vop_console *c, uint32_t reader, uint32_t max);
+napi_value vop_b_console_write(napi_env env, struct vop_console *c, napi_value data);
+
 #endif /* VOP_BINDING_DEVICES_H */

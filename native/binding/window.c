@@ -3,19 +3,24 @@
  * Window/link handles for JavaScript. Converts arguments, owns the handle
  * (type-tagged napi_wrap; finalizer and env cleanup hook stop and join the
  * worker) and forwards worker events through one threadsafe function per
- * link. No ring logic here.
+ * link. Devices are byte pipes (attachPipe) or hosted device backends
+ * (hostedAttach: virtio-net, -console, -blk of native/devices, served by
+ * the same link worker). No ring or device logic here.
  *
  * Ownership: struct bwin is freed by the wrap finalizer only. The worker
  * thread touches only b->ev_lock/b->tsfn (in on_event); event items are
  * malloc'ed by on_event and freed by call_js (or by on_event if queueing
- * fails).
+ * fails). Hosted devices and their device context belong to the handle and
+ * are closed with it (JS thread only).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "devices_binding.h"
 #include "napi_util.h"
+#include "vop/dev_host.h"
 #include "vop/link.h"
 #include "vop/window.h"
 #include "vop/xport.h"
@@ -28,6 +33,9 @@ struct bwin {
 	napi_threadsafe_function tsfn; /* event sink, or NULL */
 	napi_env env;                 /* env that owns the handle (JS thread only) */
 	bool hook;                    /* env cleanup hook registered */
+	struct vop_devctx *ctx;       /* JS thread; created with the first hosted device */
+	struct vop_hosted *hosted[VOP_MAX_DEVICES]; /* JS thread */
+	unsigned nhosted;
 };
 
 static const napi_type_tag bwin_tag = { 0x766f702d77696e64ull, 0x6f772d68616e646cull };
@@ -99,8 +107,12 @@ static void bwin_close(struct bwin *b, bool unlink)
 		return;
 	vop_link_stop(b->l); /* joins: no on_event after this */
 	release_tsfn(b);
+	while (b->nhosted)
+		vop_hosted_close(b->l, b->hosted[--b->nhosted]);
 	vop_link_destroy(b->l);
 	b->l = NULL;
+	vop_devctx_destroy(b->ctx);
+	b->ctx = NULL;
 	if (!unlink)
 		b->w->x->unlink_on_destroy = 0;
 	vop_window_close(b->w);
@@ -509,15 +521,246 @@ napi_value vop_b_attach_pipe(napi_env env, napi_callback_info info)
 			 "attach device");
 }
 
-/* detach(h, devId) */
+/* Index of the hosted device dev_id in b->hosted, or -1. */
+static int hosted_index(const struct bwin *b, uint32_t dev_id)
+{
+	unsigned i;
+
+	for (i = 0; i < b->nhosted; i++)
+		if (vop_hosted_id(b->hosted[i]) == dev_id)
+			return (int)i;
+	return -1;
+}
+
+/* The hosted device named by argv[1], or NULL with a pending exception. */
+static struct vop_hosted *hosted_arg(napi_env env, struct bwin *b, napi_value v)
+{
+	uint32_t dev_id;
+	int i;
+
+	if (!vop_value_u32(env, v, &dev_id))
+		return NULL;
+	i = hosted_index(b, dev_id);
+	if (i < 0) {
+		vop_throw_errno(env, -ENOENT, "no hosted device with that id");
+		return NULL;
+	}
+	return b->hosted[i];
+}
+
+/* Kind name ("blk-device"...) and description strings of argv[1], argv[2]. */
+static bool kind_desc_args(napi_env env, napi_value *argv, int *kind, char *desc, size_t len)
+{
+	char name[32];
+	size_t n = 0;
+
+	if (napi_get_value_string_utf8(env, argv[1], name, sizeof(name), &n) != napi_ok ||
+	    (*kind = vop_dev_kind_parse(name)) < 0) {
+		napi_throw_type_error(env, "EINVAL", "kind must be blk-device, blk-driver, net-device, "
+						     "net-driver, con-device or con-driver");
+		return false;
+	}
+	if (napi_get_value_string_utf8(env, argv[2], desc, len, &n) != napi_ok || n >= len - 1 ||
+	    vop_dev_desc_id(desc) == 0) {
+		napi_throw_type_error(env, "EINVAL", "desc must be a string \"ID:options\"");
+		return false;
+	}
+	return true;
+}
+
+/* hostedSpec(kind, desc) -> { deviceType, queueSizes: number[], poolBytes: number[] }: what a window must hold */
+napi_value vop_b_hosted_spec(napi_env env, napi_callback_info info)
+{
+	size_t argc = 2;
+	napi_value argv[3], obj, sizes, pools, v;
+	struct vop_dev_spec spec;
+	char desc[1024];
+	int kind, rc;
+	unsigned i;
+
+	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv + 1, NULL, NULL));
+	if (argc < 2) {
+		napi_throw_type_error(env, "EINVAL", "missing arguments");
+		return NULL;
+	}
+	if (!kind_desc_args(env, argv, &kind, desc, sizeof(desc)))
+		return NULL;
+	rc = vop_hosted_spec((enum vop_dev_kind)kind, desc, 0, &spec);
+	if (rc) {
+		vop_throw_errno(env, rc, "device description");
+		return NULL;
+	}
+	NODE_API_CALL(env, napi_create_object(env, &obj));
+	NODE_API_CALL(env, napi_create_array_with_length(env, spec.num_queues, &sizes));
+	NODE_API_CALL(env, napi_create_array_with_length(env, spec.num_queues, &pools));
+	for (i = 0; i < spec.num_queues; i++) {
+		NODE_API_CALL(env, napi_create_uint32(env, spec.queue_size[i], &v));
+		NODE_API_CALL(env, napi_set_element(env, sizes, i, v));
+		NODE_API_CALL(env, napi_create_double(env, (double)spec.pool_size[i], &v));
+		NODE_API_CALL(env, napi_set_element(env, pools, i, v));
+	}
+	set_u32(env, obj, "deviceType", spec.device_type);
+	NODE_API_CALL(env, napi_set_named_property(env, obj, "queueSizes", sizes));
+	NODE_API_CALL(env, napi_set_named_property(env, obj, "poolBytes", pools));
+	return obj;
+}
+
+/* hostedPublish(h, kind, desc) -> slot: the creator publishes a real device's table entry */
+napi_value vop_b_hosted_publish(napi_env env, napi_callback_info info)
+{
+	char desc[1024];
+	int kind, rc;
+	napi_value r;
+
+	GET_ARGS(3);
+	if (!kind_desc_args(env, argv, &kind, desc, sizeof(desc)))
+		return NULL;
+	rc = vop_hosted_publish(b->w, (enum vop_dev_kind)kind, desc);
+	if (rc < 0) {
+		vop_throw_errno(env, rc, "publish device");
+		return NULL;
+	}
+	NODE_API_CALL(env, napi_create_int32(env, rc, &r));
+	return r;
+}
+
+/* hostedAttach(h, kind, desc): open the backend's surfaces and serve it on this link */
+napi_value vop_b_hosted_attach(napi_env env, napi_callback_info info)
+{
+	struct vop_hosted *hd;
+	const char *err = NULL;
+	char desc[1024];
+	int kind, rc;
+
+	GET_ARGS(3);
+	if (!kind_desc_args(env, argv, &kind, desc, sizeof(desc)))
+		return NULL;
+	if (hosted_index(b, vop_dev_desc_id(desc)) >= 0 || b->nhosted >= VOP_MAX_DEVICES) {
+		vop_throw_errno(env, b->nhosted >= VOP_MAX_DEVICES ? -ENOSPC : -EEXIST, "attach device");
+		return NULL;
+	}
+	if (!b->ctx) {
+		rc = vop_devctx_create(b->w, &b->ctx);
+		if (rc) {
+			vop_throw_errno(env, rc, "device context");
+			return NULL;
+		}
+	}
+	rc = vop_hosted_open(b->ctx, b->l, (enum vop_dev_kind)kind, desc, 0, &hd, &err);
+	if (rc) {
+		vop_throw_errno(env, rc, err ? err : "attach device");
+		return NULL;
+	}
+	b->hosted[b->nhosted++] = hd;
+	return undefined(env);
+}
+
+/* detach(h, devId): a byte pipe, or a hosted device (closed with its surfaces) */
 napi_value vop_b_detach(napi_env env, napi_callback_info info)
 {
 	uint32_t dev_id;
+	int i;
 
 	GET_ARGS(2);
 	if (!vop_value_u32(env, argv[1], &dev_id))
 		return NULL;
+	i = hosted_index(b, dev_id);
+	if (i >= 0) {
+		vop_hosted_close(b->l, b->hosted[i]);
+		b->hosted[i] = b->hosted[--b->nhosted];
+		return undefined(env);
+	}
 	return rc_result(env, vop_link_detach(b->l, dev_id), "detach device");
+}
+
+/* hostedEndpoints(h, devId) -> "key value\n" lines */
+napi_value vop_b_hosted_endpoints(napi_env env, napi_callback_info info)
+{
+	struct vop_hosted *hd;
+	char buf[2048];
+	napi_value s;
+
+	GET_ARGS(2);
+	hd = hosted_arg(env, b, argv[1]);
+	if (!hd)
+		return NULL;
+	vop_hosted_endpoints(hd, buf, sizeof(buf));
+	NODE_API_CALL(env, napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &s));
+	return s;
+}
+
+/* hostedStats(h, devId) -> JSON object text {"blk1":{...}} */
+napi_value vop_b_hosted_stats(napi_env env, napi_callback_info info)
+{
+	struct vop_hosted *hd;
+	char buf[8192];
+	size_t n;
+	napi_value s;
+
+	GET_ARGS(2);
+	hd = hosted_arg(env, b, argv[1]);
+	if (!hd)
+		return NULL;
+	buf[0] = '{';
+	n = 1 + vop_hosted_stats_json(hd, buf + 1, sizeof(buf) - 2);
+	buf[n++] = '}';
+	NODE_API_CALL(env, napi_create_string_utf8(env, buf, n, &s));
+	return s;
+}
+
+/* devState(h, devId) -> enum vop_dev_run_state of a pipe or hosted device */
+napi_value vop_b_dev_state(napi_env env, napi_callback_info info)
+{
+	uint32_t dev_id;
+	napi_value r;
+	int rc;
+
+	GET_ARGS(2);
+	if (!vop_value_u32(env, argv[1], &dev_id))
+		return NULL;
+	rc = vop_link_dev_state(b->l, dev_id);
+	if (rc < 0) {
+		vop_throw_errno(env, rc, "device state");
+		return NULL;
+	}
+	NODE_API_CALL(env, napi_create_uint32(env, (uint32_t)rc, &r));
+	return r;
+}
+
+/* The console of hosted device argv[1], or NULL with a pending exception. */
+static struct vop_console *hosted_console_arg(napi_env env, struct bwin *b, napi_value v)
+{
+	struct vop_hosted *hd = hosted_arg(env, b, v);
+	struct vop_console *c = hd ? vop_hosted_console(hd) : NULL;
+
+	if (hd && !c)
+		vop_throw_errno(env, -EINVAL, "not a console device");
+	return c;
+}
+
+/* hostedConsoleRead(h, devId, reader, maxBytes) -> { data: Buffer, lost: bigint } */
+napi_value vop_b_hosted_console_read(napi_env env, napi_callback_info info)
+{
+	struct vop_console *c;
+	uint32_t reader, max;
+
+	GET_ARGS(4);
+	c = hosted_console_arg(env, b, argv[1]);
+	if (!c || !vop_value_u32(env, argv[2], &reader) || !vop_value_u32(env, argv[3], &max))
+		return NULL;
+	return vop_b_console_read(env, c, reader, max);
+}
+
+/* hostedConsoleWrite(h, devId, data: Uint8Array) -> bytes accepted */
+napi_value vop_b_hosted_console_write(napi_env env, napi_callback_info info)
+{
+	struct vop_console *c;
+
+	GET_ARGS(3);
+	c = hosted_console_arg(env, b, argv[1]);
+	if (!c)
+		return NULL;
+	return vop_b_console_write(env, c, argv[2]);
 }
 
 /* resetDevice(h, devId) */

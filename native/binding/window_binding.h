@@ -22,5 +22,13 @@ napi_value vop_b_queue_stats(napi_env env, napi_callback_info info);
 napi_value vop_b_pipe_stats(napi_env env, napi_callback_info info);
 napi_value vop_b_link_stats(napi_env env, napi_callback_info info);
 napi_value vop_b_on_event(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_spec(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_publish(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_attach(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_endpoints(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_stats(napi_env env, napi_callback_info info);
+napi_value vop_b_dev_state(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_console_read(napi_env env, napi_callback_info info);
+napi_value vop_b_hosted_console_write(napi_env env, napi_callback_info info);
 
 #endif /* VOP_BINDING_WINDOW_H */

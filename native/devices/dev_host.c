@@ -109,20 +109,26 @@ uint32_t vop_dev_desc_id(const char *desc)
 	return (uint32_t)v;
 }
 
-static int publish(struct vop_window *w, const struct vop_hosted *a)
+int vop_hosted_spec(enum vop_dev_kind kind, const char *desc, unsigned side, struct vop_dev_spec *spec)
 {
-	struct vop_dev_spec spec;
-	uint8_t dside = is_device(a->kind) ? (uint8_t)w->side : (uint8_t)(w->side ^ 1u);
+	struct vop_hosted hd, *a = &hd;
+	uint8_t dside = is_device(kind) ? (uint8_t)(side & 1u) : (uint8_t)((side & 1u) ^ 1u);
 	char v[64];
 	long q;
 
+	if ((unsigned)kind > VOP_DK_CON_DRIVER)
+		return -EINVAL;
+	memset(a, 0, sizeof(*a));
+	a->kind = kind;
+	if (split_desc(desc, &a->id, a->opts, sizeof(a->opts)))
+		return -EINVAL;
 	switch (a->kind) {
 	case VOP_DK_BLK_DEVICE:
 	case VOP_DK_BLK_DRIVER:
 		q = opt_num(a->opts, "qsize", 64);
 		if (q < 1 || q > 8192 || (q & (q - 1)))
 			return -EINVAL;
-		vop_blk_spec(&spec, a->id, dside, (uint16_t)q,
+		vop_blk_spec(spec, a->id, dside, (uint16_t)q,
 			     (uint32_t)opt_num(a->opts, "seg", 512) * 1024u, opt(a->opts, "ro", v, sizeof(v)));
 		break;
 	case VOP_DK_NET_DEVICE:
@@ -133,32 +139,31 @@ static int publish(struct vop_window *w, const struct vop_hosted *a)
 		    sscanf(v, "%hhx-%hhx-%hhx-%hhx-%hhx-%hhx", &mac[0], &mac[1], &mac[2], &mac[3],
 			   &mac[4], &mac[5]) != 6)
 			return -EINVAL;
-		vop_net_spec(&spec, a->id, dside, (uint16_t)opt_num(a->opts, "qsize", 256),
-			     (uint16_t)opt_num(a->opts, "mtu", 1500), mac);
+		q = opt_num(a->opts, "qsize", 256);
+		if (q < 1 || q > VOP_QUEUE_MAX_SIZE || (q & (q - 1)))
+			return -EINVAL;
+		vop_net_spec(spec, a->id, dside, (uint16_t)q, (uint16_t)opt_num(a->opts, "mtu", 1500), mac);
 		break;
 	}
 	default:
-		vop_console_spec(&spec, a->id, dside, (uint16_t)opt_num(a->opts, "qsize", 64));
+		q = opt_num(a->opts, "qsize", 64);
+		if (q < 1 || q > VOP_QUEUE_MAX_SIZE || (q & (q - 1)))
+			return -EINVAL;
+		vop_console_spec(spec, a->id, dside, (uint16_t)q);
 		break;
 	}
-	{
-		int rc = vop_devtab_publish(w, &spec);
-
-		return rc < 0 ? rc : 0;
-	}
+	return 0;
 }
 
 int vop_hosted_publish(struct vop_window *w, enum vop_dev_kind kind, const char *desc)
 {
-	struct vop_hosted a;
+	struct vop_dev_spec spec;
+	int rc = vop_hosted_spec(kind, desc, w->side, &spec);
 
-	if ((unsigned)kind > VOP_DK_CON_DRIVER)
-		return -EINVAL;
-	memset(&a, 0, sizeof(a));
-	a.kind = kind;
-	if (split_desc(desc, &a.id, a.opts, sizeof(a.opts)))
-		return -EINVAL;
-	return publish(w, &a);
+	if (rc)
+		return rc;
+	rc = vop_devtab_publish(w, &spec);
+	return rc < 0 ? rc : 0;
 }
 
 static const struct vop_devback_ops *ops_of(enum vop_dev_kind k)
@@ -545,6 +550,15 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 	rc = vop_link_start(h->l);
 	if (rc)
 		goto fail;
+	/* A disk export is usable (its size known) once the device runs: wait for it, as before. */
+	for (i = 0; i < h->n; i++) {
+		if (h->dev[i]->kind != VOP_DK_BLK_DRIVER)
+			continue;
+		*err = "wait for the disk";
+		rc = vop_blk_driver_wait_ready(h->dev[i]->obj, 60000);
+		if (rc)
+			goto fail;
+	}
 	*err = NULL;
 	*out = h;
 	return 0;

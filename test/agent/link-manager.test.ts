@@ -68,6 +68,9 @@ class FakeWindow implements DataPlaneWindow {
   deviceCounters() {
     return {};
   }
+  hosted() {
+    return null;
+  }
   workerTimes() {
     return { pollNs: 0n, sleepNs: 0n };
   }

@@ -1,13 +1,15 @@
 /**
  * Two real agents with the real device backends plugged into the link manager: a
  * virtio-console (pty on both sides, AttachConsole on the device side) and a
- * virtio-blk (backing file on the device side, NBD export on the driver side). Data
- * written through NBD and acknowledged survives a SIGKILL of the device-side agent,
- * and the link returns to Ready by itself after the restart.
+ * virtio-blk (backing file on the device side, NBD export on the driver side), both
+ * served on the link's own window by its workers. Data written through NBD and
+ * acknowledged survives a SIGKILL of the device-side agent (the in-flight journal lets
+ * the restarted device resume the rings), and of the driver-side agent (the new driver
+ * resets the devices); the link returns to Ready by itself after either restart.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tty from 'node:tty';
@@ -58,6 +60,7 @@ describe('two agents with real console and blk devices', () => {
   let srvA: ServerProcess;
   let srvB: ServerProcess;
   let a: Agent;
+  const shmBefore = new Set(readdirSync('/dev/shm'));
   let b: Agent;
   const disk = path.join(dir, 'disk.img');
   const sock = path.join(dir, 'nbd.sock');
@@ -82,17 +85,21 @@ describe('two agents with real console and blk devices', () => {
       kind: { $case: 'blk', value: { backing: { path: disk, readOnly: false, directIo: false, serial: 'vop-test' }, export: { unixSocket: sock, tcpListen: '', exportName: 'vop' } } },
     },
   ];
+  const stateB = tempDir('state-b');
   const startA = async (): Promise<void> => {
     srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir: stateA });
     a = new Agent(srvA.grpc);
+  };
+  const startB = async (): Promise<void> => {
+    srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv], { stateDir: stateB });
+    b = new Agent(srvB.grpc);
   };
   before(async () => {
     const fd = openSync(disk, 'w', 0o600);
     ftruncateSync(fd, 32 * MIB);
     closeSync(fd);
     await startA();
-    srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv]);
-    b = new Agent(srvB.grpc);
+    await startB();
   });
   after(async () => {
     a.close();
@@ -109,6 +116,9 @@ describe('two agents with real console and blk devices', () => {
     assert.equal(con?.endpoints.backend, 'native');
     const stats = await a.stats('real');
     assert.ok(Object.keys(stats.devices.find((d) => d.device === 'disk0')?.counters ?? {}).length > 0, 'blk counters from the native backend');
+    // The devices live in the link's own window: no other shared-memory file appeared.
+    const extra = readdirSync('/dev/shm').filter((f) => !shmBefore.has(f) && f.startsWith('vop-dev-'));
+    assert.deepEqual(extra, [], 'no per-device sidecar windows');
 
     // On a heavily loaded machine a starved worker can cost one recovery, which recreates the pty.
     await until(() => existsSync(path.join(dir, 'card.pty')), 10_000);
@@ -178,6 +188,47 @@ describe('two agents with real console and blk devices', () => {
     }
     assert.equal(get.code, 0, get.stderr);
     assert.equal(sha256(readFileSync(back).subarray(0, 4 * MIB)), sha256(data), 'reads back through the link after recovery');
+  });
+
+  it('recovers from a SIGKILL of the driver-side agent: the new driver resets the devices and serves again', async () => {
+    const uri = `nbd+unix:///vop?socket=${sock}`;
+    b.close();
+    await srvB.stop('SIGKILL');
+    await startB();
+    const t0 = Date.now();
+    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
+    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
+    const recoveryMs = Date.now() - t0;
+    assert.ok(recoveryMs < 10_000, `Ready again ${recoveryMs} ms after the restart`);
+    // A write and a read through the new NBD export.
+    const data = randomBytes(1 * MIB);
+    const src = path.join(dir, 'src2.bin');
+    writeFileSync(src, data);
+    let put = { code: 1 as number | null, stdout: '', stderr: '' };
+    for (let i = 0; i < 50 && put.code !== 0; i++) {
+      put = await run('nbdcopy', ['--flush', src, uri], { timeoutMs: 60_000 });
+      if (put.code !== 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(put.code, 0, put.stderr);
+    assert.equal(sha256(readFileSync(disk).subarray(0, 1 * MIB)), sha256(data), 'the write reached the backing file');
+    // The console carries bytes again on the new card-side pty.
+    await until(() => existsSync(path.join(dir, 'card.pty')), 10_000);
+    const card = new PtyEnd(path.join(dir, 'card.pty'));
+    const session = a.client.attachConsole();
+    const out: Buffer[] = [];
+    session.on('data', (m: AttachConsoleResponse) => {
+      if (m.msg?.$case === 'output') out.push(Buffer.from(m.msg.value));
+    });
+    session.on('error', () => undefined);
+    try {
+      session.write({ msg: { $case: 'open', value: { link: 'real', device: 'con0', write: false, replayBytes: 0 } } });
+      await new Promise((r) => setTimeout(r, 200));
+      card.write(Buffer.from('after restart'));
+      await until(() => Buffer.concat(out).toString().includes('after restart'));
+    } finally {
+      session.cancel();
+      card.close();
+    }
     await Promise.all([a.delete('real'), b.delete('real')]);
   });
 });

@@ -1,22 +1,17 @@
 /**
- * Real device backends for the agent's link manager (BackendRegistry): a
- * device whose spec names its local surfaces (blk: a backing file; net: a
- * TAP or datagram backend; console: a pty, socket or log) is served by the
- * native device backends; anything else keeps the byte-pipe stand-in.
- *
- * Until the native link worker can host device backends on the link's own
- * window (it owns that window's doorbell), each real device runs on a
- * sidecar shm window next to it, /dev/shm/vop-dev-<link hash>-<devId>, which
- * the link's window creator creates and the other side attaches: the link
- * window still carries the stand-in entry, so link phases, readiness and
- * resets work as before, while the device's buffers move on the sidecar.
+ * Real device backends for the agent's link manager (BackendRegistry): a device
+ * whose spec names its local surfaces (blk: a backing file and an export; net: a
+ * TAP or datagram backend on both roles; console: a pty, socket or log) is a hosted
+ * device of the native layer: it is published in the link's own window with its real
+ * virtio type and served by the link's worker, which runs the device handshake,
+ * resets and restarts for it. Anything else keeps the byte-pipe stand-in.
  */
-import { rmSync } from 'node:fs';
-
 import type { Device } from '../../../lib/gen/vop/types/v1/types';
-import { bytePipeStandIn, type BackendContext, type BackendInstance, type ConsolePort, type DeviceBackend, type DeviceKindName } from '../links/device-backend';
-import { DeviceHost, type DeviceOptions } from './device-host';
-import { decodeQueueCounters, VIRTIO_QUEUE_INDEX } from './queue-counters';
+import type { HostedDevicePort, NativeDeviceSpec } from '../links/data-plane';
+import { bytePipeStandIn, devIdOf, queueLayout, type BackendContext, type BackendInstance, type ConsolePort, type DeviceBackend, type DeviceKindName, type LinkIdentity } from '../links/device-backend';
+import { NativeError } from '../native/errors';
+import { hostedSpec } from '../native/window';
+import { ConsoleStream, deviceDescription, type DeviceOptions } from './device-host';
 
 const RECENT_BYTES = 64 * 1024;
 
@@ -27,11 +22,6 @@ function fnv(s: string): string {
     h = Math.imul(h, 0x01000193) >>> 0;
   }
   return h.toString(16).padStart(8, '0');
-}
-
-/** Sidecar window of one device of one link (same path on both agents of an shm link). */
-export function sidecarWindowPath(link: string, devId: number): string {
-  return `/dev/shm/vop-dev-${fnv(link)}-${devId.toString(16)}`;
 }
 
 /**
@@ -111,8 +101,8 @@ export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devI
   }
 }
 
-function consolePort(host: DeviceHost, id: number, devicePath: string): { port: ConsolePort; stop: () => void } {
-  const stream = host.console(id);
+function consolePort(hosted: HostedDevicePort, id: number, devicePath: string): { port: ConsolePort; stop: () => void } {
+  const stream = new ConsoleStream({ read: (reader, max) => hosted.consoleRead(reader, max), write: (data) => hosted.consoleWrite(data) }, id);
   const listeners = new Set<(chunk: Uint8Array) => void>();
   let recent = Buffer.alloc(0);
   const detach = stream.attachReader((chunk) => {
@@ -142,44 +132,56 @@ function consolePort(host: DeviceHost, id: number, devicePath: string): { port: 
   };
 }
 
+/** The hosted-device spec of device for role, or the reason it cannot be hosted (null: keep the stand-in). */
+function hostedNativeSpec(kind: DeviceKindName, device: Device, role: 'device' | 'driver', link: LinkIdentity): NativeDeviceSpec | Error | null {
+  const devId = devIdOf(device.name);
+  let opts: DeviceOptions | null;
+  try {
+    opts = deviceOptionsFor(device, role, devId, link.name);
+    if (!opts) return null;
+    const { kind: hostedKind, desc } = deviceDescription(opts);
+    const fp = hostedSpec(hostedKind, desc);
+    const queues = queueLayout(kind, device, role).map((q, i) => ({ ...q, size: fp.queueSizes[i] ?? q.size }));
+    return { devId, deviceType: fp.deviceType, role, queues, eventIdx: true, bufSize: 0, traffic: 'idle', hosted: { kind: hostedKind, desc, poolBytes: fp.poolBytes, resumable: kind === 'blk' } };
+  } catch (err) {
+    // Without the addon the link reports DataPlaneUnavailable; anything else is this device's fault.
+    if (err instanceof NativeError && err.code === 'NATIVE_UNAVAILABLE') return null;
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
 /** A backend serving real devices, falling back to the stand-in for unconfigured ones. */
 export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
   const standIn = bytePipeStandIn(kind);
+  /** Devices whose spec could not be described natively, by link and device id: start() fails with the reason. */
+  const invalid = new Map<string, string>();
   return {
     kind,
-    nativeSpec: (device, role, annotations) => standIn.nativeSpec(device, role, annotations),
-    // A sidecar left by a killed predecessor must go before the peer can bind to it.
-    reclaim: (link, devId) => rmSync(sidecarWindowPath(link, devId), { force: true }),
+    nativeSpec(device, role, link) {
+      const key = `${link.name}/${devIdOf(device.name)}`;
+      const spec = hostedNativeSpec(kind, device, role, link);
+      if (spec instanceof Error) invalid.set(key, spec.message);
+      else invalid.delete(key);
+      return spec instanceof Error || spec === null ? standIn.nativeSpec(device, role, link) : spec;
+    },
     async start(ctx: BackendContext): Promise<BackendInstance> {
-      const opts = deviceOptionsFor(ctx.device, ctx.role, ctx.devId, ctx.link);
-      if (!opts) return standIn.start(ctx);
-      const window = sidecarWindowPath(ctx.link, ctx.devId);
-      const creator = ctx.window.side === 'creator';
-      if (creator) rmSync(window, { force: true });
-      const host = await DeviceHost.open({ window, ...(creator ? { createMiB: kind === 'console' ? 8 : 96 } : {}), devices: [opts] });
-      ctx.log.info({ window, kind, role: ctx.role }, 'native device backend started');
-      const reasons = host.reasonNames();
-      const ep = host.endpoints();
-      const pty = ep[`pty${ctx.devId}`] ?? '';
-      const con = kind === 'console' ? consolePort(host, ctx.devId, pty) : null;
+      const reason = invalid.get(`${ctx.link}/${ctx.devId}`);
+      if (reason !== undefined) throw new Error(`device ${ctx.device.name} cannot be served natively: ${reason}`);
+      const hosted = ctx.window.hosted(ctx.devId);
+      if (!hosted) return standIn.start(ctx);
+      const ep = hosted.endpoints();
+      const con = kind === 'console' ? consolePort(hosted, ctx.devId, ep[`pty${ctx.devId}`] ?? '') : null;
+      ctx.log.info({ kind, role: ctx.role, endpoints: ep }, 'native device backend serving');
       return {
-        endpoints: { backend: 'native', sidecarWindow: window, ...ep },
+        endpoints: { backend: 'native', ...ep },
         console: con?.port ?? null,
-        queueCounters(queue) {
-          const index = VIRTIO_QUEUE_INDEX[kind][queue];
-          if (index === undefined) return null;
-          const c = host.queueStats(ctx.devId, index);
-          return c ? decodeQueueCounters(index, c, reasons) : null;
-        },
         counters() {
           const out: Record<string, bigint> = {};
-          for (const [dev, c] of Object.entries(host.stats())) for (const [k, v] of Object.entries(c)) out[`${dev}_${k}`] = BigInt(v);
+          for (const [k, v] of Object.entries(hosted.counters())) out[k] = BigInt(v);
           return out;
         },
         async stop() {
           con?.stop();
-          host.close();
-          if (creator) rmSync(window, { force: true });
         },
       };
     },

@@ -182,14 +182,19 @@ export class ConsoleBusyError extends Error {
 
 const CONSOLE_READERS = 4;
 
+/** Reads and writes of one console's native stream (a device host's, or a link window's). */
+export interface ConsoleIo {
+  read(reader: number, maxBytes: number): { readonly data: Buffer; readonly lost: bigint };
+  write(data: Uint8Array): number;
+}
+
 /** Console stream of one device: up to 4 readers, one writer at a time. */
 export class ConsoleStream {
   private readonly readers = new Set<number>();
   private writer: symbol | null = null;
 
   constructor(
-    private readonly native: DeviceNative,
-    private readonly handle: () => DevHostHandle,
+    private readonly io: ConsoleIo,
     readonly id: number,
   ) {}
 
@@ -206,7 +211,7 @@ export class ConsoleStream {
     // skip what is already buffered? No: a new reader starts at the oldest byte still in the ring (replay).
     const timer = setInterval(() => {
       for (;;) {
-        const r = this.native.devConsoleRead(this.handle(), this.id, slot, 65536);
+        const r = this.io.read(slot, 65536);
         if (r.data.length === 0 && r.lost === 0n) return;
         onData(r.data, r.lost);
         if (r.data.length < 65536) return;
@@ -227,7 +232,7 @@ export class ConsoleStream {
     return {
       write: (data) => {
         if (this.writer !== token) throw new ConsoleBusyError(this.id);
-        return this.native.devConsoleWrite(this.handle(), this.id, data);
+        return this.io.write(data);
       },
       release: () => {
         if (this.writer === token) this.writer = null;
@@ -236,7 +241,7 @@ export class ConsoleStream {
   }
 }
 
-/** Devices of one window side, served by a native device loop. */
+/** Devices of one window side (its own window and link worker), for tools and tests; the agent hosts devices on its link windows instead. */
 export class DeviceHost {
   private handle: DevHostHandle | null;
   private readonly consoles = new Map<number, ConsoleStream>();
@@ -301,7 +306,13 @@ export class DeviceHost {
     if (!d) throw new RangeError(`no console device with id ${id}`);
     let c = this.consoles.get(id);
     if (!c) {
-      c = new ConsoleStream(this.native, () => this.live(), id);
+      c = new ConsoleStream(
+        {
+          read: (reader, max) => this.native.devConsoleRead(this.live(), id, reader, max),
+          write: (data) => this.native.devConsoleWrite(this.live(), id, data),
+        },
+        id,
+      );
       this.consoles.set(id, c);
     }
     return c;

@@ -7,13 +7,16 @@
  * properties, NativeError with a stable code on failure).
  */
 import { loadNative } from '../native/load';
+import type { ConsoleReadDto, HostedKind } from '../native/native';
+
+export type { ConsoleReadDto } from '../native/native';
 
 /** One side of one window with its device backends. */
 export interface DevHostHandle {
   readonly __brand: 'vop.DevHostHandle';
 }
 
-export type DevKind = 'blk-device' | 'blk-driver' | 'net-device' | 'net-driver' | 'con-device' | 'con-driver';
+export type DevKind = HostedKind;
 
 export interface DevHostDeviceDto {
   kind: DevKind;
@@ -28,12 +31,6 @@ export interface DevHostOpenDto {
   /** Busy-poll after the last work before sleeping (0n = 20 us). */
   spinNs: bigint;
   devices: DevHostDeviceDto[];
-}
-
-export interface ConsoleReadDto {
-  data: Buffer;
-  /** Bytes this reader lost because it fell more than 1 MiB behind. */
-  lost: bigint;
 }
 
 export interface DeviceNative {

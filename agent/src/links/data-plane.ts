@@ -4,6 +4,7 @@
  * native façade (agent/src/native/), and unit tests of the link manager may supply
  * a fake. Every call here is a cheap control operation: buffers never cross it.
  */
+import type { HostedKind } from '../native/native';
 
 /** Which side of the shared window this endpoint is. */
 export type WindowSide = 'creator' | 'attacher';
@@ -16,6 +17,23 @@ export interface QueueLayout {
   readonly name: string;
   readonly direction: QueueDirection;
   readonly size: number;
+}
+
+/**
+ * A real device backend of native/devices (virtio-net, -console, -blk) served by the
+ * link's worker on the link's own window, described as dev_host.h does.
+ */
+export interface HostedDeviceSpec {
+  readonly kind: HostedKind;
+  /** "ID:opt=value:flag..." */
+  readonly desc: string;
+  /** Bytes of each queue's pool as the native layer lays it out (window sizing). */
+  readonly poolBytes: readonly number[];
+  /**
+   * The device side may restart without a reset (virtio-blk's in-flight journal): peer
+   * restarts and departures do not reset it; a device that cannot resume asks for one.
+   */
+  readonly resumable: boolean;
 }
 
 /** What the native layer needs to publish or bind one device. */
@@ -36,6 +54,20 @@ export interface NativeDeviceSpec {
    * 'stream' sends verified messages both ways continuously (tests, benchmarks).
    */
   readonly traffic: 'idle' | 'stream';
+  /** A hosted device backend instead of a byte pipe (bufSize and traffic then unused). */
+  readonly hosted: HostedDeviceSpec | null;
+}
+
+/** A hosted device as its endpoint sees it: local surfaces, backend counters, console stream. */
+export interface HostedDevicePort {
+  /** { "nbd1-port": "40331", "tap1": "vop0", "pty2": "/dev/pts/3", ... } */
+  endpoints(): Record<string, string>;
+  /** Backend counters as "<kind><id>_<counter>" ("blk7_reads", "net3_tx_frames", "blk7_lat_write_b3", ...). */
+  counters(): Record<string, number>;
+  /** Consoles: up to maxBytes of output not yet read by reader 0..3 (lost: bytes it fell behind). */
+  consoleRead(reader: number, maxBytes: number): { readonly data: Buffer; readonly lost: bigint };
+  /** Consoles: input bytes accepted (0 when the input buffer is full). */
+  consoleWrite(data: Uint8Array): number;
 }
 
 export interface OpenWindowRequest {
@@ -83,7 +115,8 @@ export type DataPlaneEvent =
   | { readonly type: 'peer-up'; readonly epoch: number }
   | { readonly type: 'peer-gone' }
   | { readonly type: 'device-ready'; readonly devId: number }
-  | { readonly type: 'device-removed'; readonly devId: number };
+  | { readonly type: 'device-removed'; readonly devId: number }
+  | { readonly type: 'backend-failed'; readonly devId: number; readonly error: string };
 
 /** Thrown by the data plane; `code` is stable ("EEXIST", "EAGAIN", "NATIVE_UNAVAILABLE", ...). */
 export class DataPlaneError extends Error {
@@ -106,6 +139,8 @@ export interface DataPlaneWindow {
   deviceReady(devId: number): boolean;
   /** Device reset handshake for one device; its queues start clean. */
   resetDevice(devId: number): void;
+  /** The hosted device devId once bound on this side, else null. */
+  hosted(devId: number): HostedDevicePort | null;
   /** Counters per queue of a device ([] when unknown). */
   counters(devId: number): QueueCounters[];
   /** Device-level native counters (byte pipe: tx_msgs, rx_msgs, bad_msgs). */

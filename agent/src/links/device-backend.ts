@@ -1,13 +1,14 @@
 /**
  * The per-device backend seam. A backend turns one Device of a link spec into what
- * the native layer publishes (type, queues) and, once the device runs, into a local
- * surface (a TAP, a pty, an NBD export...). Console, blk and net backends register
- * here (issue 4); until they do, the byte-pipe stand-ins below carry each kind over
- * the native raw byte-pipe device so links, stats and restarts can be exercised.
+ * the native layer publishes (type, queues, or a hosted device backend) and, once the
+ * device runs, into a view of its local surface (a TAP, a pty, an NBD export...). The
+ * real console, blk and net backends (agent/src/devices/backends.ts) register over the
+ * byte-pipe stand-ins below, which carry a device the spec gives no local surface for
+ * over the native raw byte-pipe device, so links, stats and restarts still work.
  */
 import { DeviceKind, Role, type Device } from '../../../lib/gen/vop/types/v1/types';
 import type { Logger } from '../../../lib/src/logger';
-import type { DataPlaneWindow, NativeDeviceSpec, QueueCounters, QueueLayout } from './data-plane';
+import type { DataPlaneWindow, NativeDeviceSpec, QueueLayout } from './data-plane';
 
 /** virtio device ids (VIRTIO 1.2 section 5) and the native test device. */
 export const VIRTIO_ID = { net: 1, blk: 2, console: 3, bytePipe: 0xfff0 } as const;
@@ -45,6 +46,12 @@ export interface ConsolePort {
   readonly devicePath: string;
 }
 
+/** The link a device belongs to, as its backend needs it. */
+export interface LinkIdentity {
+  readonly name: string;
+  readonly annotations: Readonly<Record<string, string>>;
+}
+
 export interface BackendContext {
   readonly link: string;
   readonly device: Device;
@@ -62,25 +69,18 @@ export interface BackendInstance {
   readonly console: ConsolePort | null;
   /** Device-specific counters (GetStats counters map). */
   counters(): Record<string, bigint>;
-  /**
-   * Ring counters of the queue that carries the device's traffic, by queue name, when
-   * the backend runs the device on its own rings; null to use the link window's.
-   */
-  queueCounters?(queue: string): QueueCounters | null;
   stop(): Promise<void>;
 }
 
 export interface DeviceBackend {
   readonly kind: DeviceKindName;
-  /** Native description of the device for this endpoint's virtio role (annotations: the link's). */
-  nativeSpec(device: Device, role: 'device' | 'driver', annotations: Readonly<Record<string, string>>): NativeDeviceSpec;
-  start(ctx: BackendContext): Promise<BackendInstance>;
   /**
-   * Window creator only, before the device is published on a fresh window: remove
-   * whatever an earlier life of this endpoint left for the device (files, sockets),
-   * so that the peer never binds to a dead predecessor. Optional.
+   * Native description of the device for this endpoint's virtio role; both endpoints of a
+   * link derive the same table shape from the same spec. Does not throw: a device it cannot
+   * describe fails in start() with the reason.
    */
-  reclaim?(link: string, devId: number): void;
+  nativeSpec(device: Device, role: 'device' | 'driver', link: LinkIdentity): NativeDeviceSpec;
+  start(ctx: BackendContext): Promise<BackendInstance>;
 }
 
 export function roleName(r: Role): 'device' | 'driver' {
@@ -127,15 +127,15 @@ export const STAND_IN_BUF_SIZE = 512;
 export function bytePipeStandIn(kind: DeviceKindName): DeviceBackend {
   return {
     kind,
-    nativeSpec(device, role, annotations) {
+    nativeSpec(device, role, link) {
       const size = device.queueSize === 0 ? DEFAULT_QUEUE_SIZE : device.queueSize;
       const [q0, q1] = STAND_IN_QUEUES[kind];
       const queues: QueueLayout[] = [
         { name: q0, direction: role === 'driver' ? 'transmit' : 'receive', size },
         { name: q1, direction: role === 'device' ? 'transmit' : 'receive', size },
       ];
-      const traffic = annotations[BYTEPIPE_TRAFFIC_ANNOTATION] === 'stream' ? 'stream' : 'idle';
-      return { devId: devIdOf(device.name), deviceType: VIRTIO_ID.bytePipe, role, queues, eventIdx: !device.disableEventIdx, bufSize: STAND_IN_BUF_SIZE, traffic };
+      const traffic = link.annotations[BYTEPIPE_TRAFFIC_ANNOTATION] === 'stream' ? 'stream' : 'idle';
+      return { devId: devIdOf(device.name), deviceType: VIRTIO_ID.bytePipe, role, queues, eventIdx: !device.disableEventIdx, bufSize: STAND_IN_BUF_SIZE, traffic, hosted: null };
     },
     async start() {
       return { endpoints: { backend: 'bytepipe' }, console: null, counters: () => ({}), stop: async () => undefined };

@@ -149,7 +149,9 @@ export class LinkRuntime {
     if (t?.$case === 'shm' && t.value.windowSizeBytes !== 0n) return Number(t.value.windowSizeBytes);
     const per = [...this.devices.values()].map((d) => ({
       rings: d.native.queues.reduce((n, q) => n + q.size * 26 + 192, 0),
-      data: d.native.queues.reduce((n, q) => n + q.size * (1024 + Math.ceil(d.native.bufSize / 64) * 64), 0),
+      data: d.native.hosted
+        ? d.native.hosted.poolBytes.reduce((n, b) => n + b, 0)
+        : d.native.queues.reduce((n, q) => n + q.size * (1024 + Math.ceil(d.native.bufSize / 64) * 64), 0),
     }));
     const max = per.reduce((m, x) => (x.data > m.data ? x : m), { rings: 0, data: 0 });
     const all = [...per, max];
@@ -162,7 +164,7 @@ export class LinkRuntime {
     const kind = deviceKindName(device);
     const backend = kind ? this.deps.backends.get(kind) : undefined;
     if (!kind || !backend) throw new Error(`no backend for device ${device.name}`);
-    return { device, kind, native: backend.nativeSpec(device, this.role, this.linkValue.meta?.annotations ?? {}), backend, instance: null, backendError: '', backendStarting: false, backendFailures: 0, backendRetryAt: 0, added: false, ready: false, broken: '', resets: 0 };
+    return { device, kind, native: backend.nativeSpec(device, this.role, { name: this.name, annotations: this.linkValue.meta?.annotations ?? {} }), backend, instance: null, backendError: '', backendStarting: false, backendFailures: 0, backendRetryAt: 0, added: false, ready: false, broken: '', resets: 0 };
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -375,7 +377,6 @@ export class LinkRuntime {
       }
       this.window = w;
       try {
-        if (w.side === 'creator') for (const d of this.devices.values()) d.backend.reclaim?.(this.name, d.native.devId);
         for (const d of this.devices.values()) this.addNative(d);
         // The creator's backends need no peer: start them now, overlapping the peer's attach.
         if (w.side === 'creator') for (const d of this.devices.values()) this.startBackend(d);
@@ -414,9 +415,14 @@ export class LinkRuntime {
     this.schedule(this.nextPoll(), () => this.connect());
   }
 
+  /**
+   * Resets every device after the peer restarted or left, except the resumable ones
+   * (virtio-blk with its in-flight journal): a restarted device side resumes their rings,
+   * and one that cannot asks for the reset itself (needs-reset).
+   */
   private resetDevices(reason: string): void {
     for (const d of this.devices.values()) {
-      if (!this.window || !d.added) continue;
+      if (!this.window || !d.added || d.native.hosted?.resumable) continue;
       try {
         this.window.resetDevice(d.native.devId);
         d.broken = '';
@@ -532,7 +538,7 @@ export class LinkRuntime {
         d.backendError = errText(err);
         // Fast retries for the first seconds (the peer's half usually lags by milliseconds), then back off.
         d.backendRetryAt = Date.now() + (d.backendFailures <= BACKEND_FAST_RETRIES ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS)) : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));
-        // The other side's backend may simply not be up yet (sidecar windows): quiet at first.
+        // A start can race the peer's half (the device not published or not running yet): quiet at first.
         if (d.backendFailures > BACKEND_FAST_RETRIES) this.log.warn({ err, code: 'BACKEND_START_FAILED', device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
         else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
         if (d.backendFailures === BACKEND_FAST_RETRIES + 1) this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
@@ -548,8 +554,7 @@ export class LinkRuntime {
     if (this.side === 'attacher' && this.window?.replaced()) this.closeWindow(false);
     else {
       this.resetDevices('PeerGone');
-      // The attacher's backends hang off the creator's (sidecar windows a restarted creator
-      // makes anew): restart them with the peer. The creator's own backends stay.
+      // The attacher's backend views restart with the peer (they re-read its endpoints).
       if (this.side === 'attacher') this.stopBackends();
     }
     this.transitionTo(['Negotiating', 'Ready', 'Degraded'], 'Resetting', 'PeerGone');
@@ -578,6 +583,12 @@ export class LinkRuntime {
       case 'peer-up':
         if (this.stateValue === 'Connecting') this.schedule(0, () => this.connect());
         break;
+      case 'backend-failed': {
+        const d = [...this.devices.values()].find((x) => x.native.devId === e.devId);
+        this.event('BackendFailed', `device ${d?.device.name ?? e.devId}: the native backend failed (${e.error})`, d?.device.name);
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.schedule(0, () => this.evaluate());
+        break;
+      }
       case 'queue-broken':
       case 'device-ready':
       case 'device-removed':
@@ -618,7 +629,6 @@ export class LinkRuntime {
       const rt = this.deviceRuntime(d);
       this.devices.set(d.name, rt);
       try {
-        if (this.window?.side === 'creator') rt.backend.reclaim?.(this.name, rt.native.devId);
         this.addNative(rt);
         this.event('DeviceAdded', `device ${d.name} added`, d.name);
       } catch (err) {
@@ -744,7 +754,7 @@ export class LinkRuntime {
     return [...this.devices.values()].map((d) => {
       const counters = w && d.added ? w.counters(d.native.devId) : [];
       const queues: QueueStats[] = d.native.queues.map((q, index) => {
-        const c: QueueCounters | undefined = d.instance?.queueCounters?.(q.name) ?? counters.find((x) => x.index === index);
+        const c: QueueCounters | undefined = counters.find((x) => x.index === index);
         return {
           index,
           name: q.name,

@@ -1,9 +1,10 @@
 /**
  * The DataPlane port over the native façade (agent/src/native/window.ts): one
- * VopWindow per link endpoint with its C worker thread. The device-role endpoint
- * creates the window and publishes the devices (it implements them); the driver-role
- * endpoint attaches and binds each device once the creator has published it. When
- * the addon cannot be loaded, links fail with DataPlaneUnavailable instead.
+ * VopWindow per link endpoint with its C worker thread, which serves byte-pipe
+ * stand-ins and hosted device backends alike. The device-role endpoint creates the
+ * window and publishes the devices (it implements them); the driver-role endpoint
+ * attaches and binds each device once the creator has published it. When the addon
+ * cannot be loaded, links fail with DataPlaneUnavailable instead.
  */
 import { statSync } from 'node:fs';
 
@@ -11,7 +12,7 @@ import type { Logger } from '../../../lib/src/logger';
 import { NativeError } from '../native/errors';
 import { loadNative } from '../native/load';
 import { VopWindow, type LinkEvent as NativeLinkEvent, type PipeOptions, type QueueStats } from '../native/window';
-import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type OpenWindowRequest, type PeerView, type QueueCounters } from './data-plane';
+import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type HostedDevicePort, type NativeDeviceSpec, type OpenWindowRequest, type PeerView, type QueueCounters } from './data-plane';
 import { unavailableDataPlane } from './unavailable-data-plane';
 
 /** The link manager's view of one queue's native counters. */
@@ -127,6 +128,8 @@ class NativeWindow implements DataPlaneWindow {
       }
       case 'reset-timeout':
         return { type: 'queue-broken', devId: e.devId, queue: -1, reason: 'reset_timeout' };
+      case 'backend-failed':
+        return { type: 'backend-failed', devId: e.devId, error: e.error };
       default: {
         const never: never = e;
         this.log.warn({ event: never }, 'unknown native event');
@@ -171,18 +174,19 @@ class NativeWindow implements DataPlaneWindow {
   }
 
   private publish(spec: NativeDeviceSpec): void {
-    {
-      wrap(() =>
-        this.w.addDevice({
-          devId: spec.devId,
-          deviceSide: spec.role === 'device' ? 'creator' : 'attacher',
-          queueSize: spec.queues[0]?.size ?? 256,
-          bufSize: spec.bufSize,
-          eventIdx: spec.eventIdx,
-          indirect: false,
-        }),
-      );
-    }
+    const hosted = spec.hosted;
+    wrap(() =>
+      hosted
+        ? this.w.addHostedDevice(hosted.kind, hosted.desc)
+        : this.w.addDevice({
+            devId: spec.devId,
+            deviceSide: spec.role === 'device' ? 'creator' : 'attacher',
+            queueSize: spec.queues[0]?.size ?? 256,
+            bufSize: spec.bufSize,
+            eventIdx: spec.eventIdx,
+            indirect: false,
+          }),
+    );
   }
 
   /** Binds a device to the worker; the attacher retries until the creator has published it. */
@@ -191,7 +195,9 @@ class NativeWindow implements DataPlaneWindow {
     if (!d) return false;
     if (d.bound) return true;
     try {
-      this.w.attach(devId, d.spec.role, pipeOptions(d.spec));
+      const hosted = d.spec.hosted;
+      if (hosted) this.w.attachHosted(hosted.kind, hosted.desc);
+      else this.w.attach(devId, d.spec.role, pipeOptions(d.spec));
       d.bound = true;
     } catch (err) {
       if (err instanceof NativeError && (err.code === 'ENOENT' || err.code === 'EAGAIN') && this.w.side === 'attacher') return false;
@@ -215,7 +221,7 @@ class NativeWindow implements DataPlaneWindow {
 
   deviceReady(devId: number): boolean {
     if (!this.tryBind(devId)) return false;
-    return wrap(() => this.w.pipeStats(devId)).state === 'running';
+    return wrap(() => this.w.deviceState(devId)) === 'running';
   }
 
   resetDevice(devId: number): void {
@@ -227,13 +233,26 @@ class NativeWindow implements DataPlaneWindow {
   counters(devId: number): QueueCounters[] {
     const d = this.devices.get(devId);
     if (!d?.bound) return [];
-    return [0, 1].map((index) => toQueueCounters(index, wrap(() => this.w.queueStats(devId, index))));
+    return d.spec.queues.map((_, index) => toQueueCounters(index, wrap(() => this.w.queueStats(devId, index))));
   }
 
   deviceCounters(devId: number): Record<string, bigint> {
-    if (!this.devices.get(devId)?.bound) return {};
+    const d = this.devices.get(devId);
+    if (!d?.bound || d.spec.hosted) return {}; // hosted devices report through hosted(devId).counters()
     const p = wrap(() => this.w.pipeStats(devId));
     return { tx_msgs: p.txMsgs, rx_msgs: p.rxMsgs, bad_msgs: p.badMsgs };
+  }
+
+  hosted(devId: number): HostedDevicePort | null {
+    const d = this.devices.get(devId);
+    if (!d?.bound || !d.spec.hosted) return null;
+    const w = this.w;
+    return {
+      endpoints: () => wrap(() => w.hostedEndpoints(devId)),
+      counters: () => wrap(() => w.hostedCounters(devId)),
+      consoleRead: (reader, maxBytes) => wrap(() => w.consoleRead(devId, reader, maxBytes)),
+      consoleWrite: (data) => wrap(() => w.consoleWrite(devId, data)),
+    };
   }
 
   workerTimes(): { pollNs: bigint; sleepNs: bigint } {

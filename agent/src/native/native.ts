@@ -93,6 +93,24 @@ export interface PipeConfigDto {
   batch: number;
 }
 
+/** A device backend of native/devices served by a link (native/include/vop/dev_host.h). */
+export type HostedKind = 'blk-device' | 'blk-driver' | 'net-device' | 'net-driver' | 'con-device' | 'con-driver';
+
+/** What a window must hold for a hosted device, as its creator would publish it. */
+export interface HostedSpecDto {
+  /** virtio device id. */
+  deviceType: number;
+  queueSizes: number[];
+  /** Bytes of each queue's buffer pool (driver buffers, journal, indirect tables). */
+  poolBytes: number[];
+}
+
+export interface ConsoleReadDto {
+  data: Buffer;
+  /** Bytes this reader lost because it fell more than 1 MiB behind. */
+  lost: bigint;
+}
+
 /** Raw event from a worker thread (numbers; window.ts names them). */
 export interface NativeEventDto {
   type: number;
@@ -127,3 +145,18 @@ export declare function pipeStats(h: WindowHandle, devId: number): BigUint64Arra
 /** enum vop_link_stat order. */
 export declare function linkStats(h: WindowHandle): BigUint64Array;
 export declare function onEvent(h: WindowHandle, cb: ((ev: NativeEventDto) => void) | null): void;
+/** desc: "ID:opt=value:flag..." (dev_host.h); throws EINVAL for a bad description. */
+export declare function hostedSpec(kind: HostedKind, desc: string): HostedSpecDto;
+/** Creator only: publishes a hosted device's table entry; returns its slot. */
+export declare function hostedPublish(h: WindowHandle, kind: HostedKind, desc: string): number;
+/** Opens the backend's local surfaces and serves it on this link; ENOENT until published. */
+export declare function hostedAttach(h: WindowHandle, kind: HostedKind, desc: string): void;
+/** "key value\n" lines: nbd<ID>-size, nbd<ID>-port, tap<ID>, pty<ID>. */
+export declare function hostedEndpoints(h: WindowHandle, devId: number): string;
+/** Backend counters as JSON text: {"blk1": {...}}. */
+export declare function hostedStats(h: WindowHandle, devId: number): string;
+/** enum vop_dev_run_state of a pipe or hosted device. */
+export declare function devState(h: WindowHandle, devId: number): number;
+/** Console stream of a hosted console: reader 0..3. */
+export declare function hostedConsoleRead(h: WindowHandle, devId: number, reader: number, maxBytes: number): ConsoleReadDto;
+export declare function hostedConsoleWrite(h: WindowHandle, devId: number, data: Uint8Array): number;

@@ -12,13 +12,15 @@
 import { EventEmitter } from 'node:events';
 import { NativeError, toNativeError } from './errors';
 import { loadNative, type NativeModule } from './load';
-import type { NativeEventDto, PipeConfigDto, WindowHandle } from './native';
+import type { ConsoleReadDto, HostedKind, HostedSpecDto, NativeEventDto, PipeConfigDto, WindowHandle } from './native';
 
 export const VIRTIO_F_INDIRECT_DESC = 28;
 export const VIRTIO_F_EVENT_IDX = 29;
 export const QUEUE_MAX_SIZE = 32768;
 export const MAX_DEVICES = 32;
 export const MAX_SEGS = 16;
+/** Queues per device (layout.h VOP_MAX_QUEUES). */
+export const MAX_QUEUES = 8;
 
 export type Side = 'creator' | 'attacher';
 export type Role = 'driver' | 'device';
@@ -98,7 +100,9 @@ export type LinkEvent =
   | { readonly type: 'device-removed'; readonly devId: number }
   | { readonly type: 'reset-done'; readonly devId: number }
   | { readonly type: 'reset-timeout'; readonly devId: number }
-  | { readonly type: 'needs-reset'; readonly devId: number };
+  | { readonly type: 'needs-reset'; readonly devId: number }
+  /** A hosted backend failed (its surface broke, its queues could not start); errno name. */
+  | { readonly type: 'backend-failed'; readonly devId: number; readonly error: string };
 
 export interface QueueStats {
   readonly buffers: bigint;
@@ -179,7 +183,21 @@ export function decodeQueueStats(c: BigUint64Array, reasons: readonly string[]):
     errorsByReason,
   };
 }
-const EVENT_TYPES = ['', 'queue-broken', 'peer-reset', 'peer-gone', 'device-removed', 'reset-done', 'reset-timeout', 'needs-reset', 'peer-up'] as const;
+const EVENT_TYPES = ['', 'queue-broken', 'peer-reset', 'peer-gone', 'device-removed', 'reset-done', 'reset-timeout', 'needs-reset', 'peer-up', 'backend-failed'] as const;
+const HOSTED_KINDS: readonly HostedKind[] = ['blk-device', 'blk-driver', 'net-device', 'net-driver', 'con-device', 'con-driver'];
+/** errno names for backend-failed events (Linux numbers). */
+const ERRNO_NAMES: Readonly<Record<number, string>> = { 1: 'EPERM', 2: 'ENOENT', 5: 'EIO', 9: 'EBADF', 12: 'ENOMEM', 13: 'EACCES', 16: 'EBUSY', 19: 'ENODEV', 22: 'EINVAL', 28: 'ENOSPC', 32: 'EPIPE', 71: 'EPROTO', 107: 'ENOTCONN', 110: 'ETIMEDOUT' };
+
+function checkHosted(kind: HostedKind, desc: string): void {
+  if (!HOSTED_KINDS.includes(kind)) throw new TypeError(`kind must be one of ${HOSTED_KINDS.join(', ')}`);
+  if (typeof desc !== 'string' || !/^[1-9][0-9]*(:|$)/.test(desc) || desc.includes('\0') || Buffer.byteLength(desc) > 1000) throw new TypeError('desc must be "ID:options" (dev_host.h)');
+}
+
+/** The table footprint of a hosted device description (queue sizes and pool bytes). */
+export function hostedSpec(kind: HostedKind, desc: string): HostedSpecDto {
+  checkHosted(kind, desc);
+  return loadNative().hostedSpec(kind, desc);
+}
 const RUN_STATES: readonly DeviceRunState[] = ['unknown', 'resetting', 'wait-driver', 'running', 'broken', 'removed'];
 const PIPE_MODE: Record<PipeMode, number> = { off: 0, source: 1, sink: 2, echo: 3 };
 const PEER_STATE = ['absent', 'up', 'gone'] as const;
@@ -305,6 +323,9 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
       case 'needs-reset':
         out = { type, devId: ev.devId };
         break;
+      case 'backend-failed':
+        out = { type, devId: ev.devId, error: ERRNO_NAMES[ev.reason] ?? `errno_${ev.reason}` };
+        break;
       case '':
       case undefined:
         return;
@@ -343,6 +364,63 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
       bufSize: spec.bufSize,
       features: featureBits(spec.eventIdx, spec.indirect),
     });
+  }
+
+  /** Creator only: publishes a hosted device (dev_host.h description); returns its table slot. */
+  addHostedDevice(kind: HostedKind, desc: string): number {
+    if (this.side !== 'creator') throw new NativeError('only the window creator publishes devices', 'EPERM', 1);
+    checkHosted(kind, desc);
+    return this.native.hostedPublish(this.h(), kind, desc);
+  }
+
+  /**
+   * Opens a hosted device's local surfaces (TAP, pty, NBD socket, backing file) and serves
+   * it on this side's link worker. NativeError ENOENT until the creator published it.
+   */
+  attachHosted(kind: HostedKind, desc: string): void {
+    checkHosted(kind, desc);
+    this.native.hostedAttach(this.h(), kind, desc);
+  }
+
+  /** Local surfaces of a hosted device: { "nbd1-port": "40331", "tap1": "vop0", ... }. */
+  hostedEndpoints(devId: number): Record<string, string> {
+    checkDevId(devId);
+    const out: Record<string, string> = {};
+    for (const line of this.native.hostedEndpoints(this.h(), devId).split('\n')) {
+      const sp = line.indexOf(' ');
+      if (sp > 0) out[line.slice(0, sp)] = line.slice(sp + 1);
+    }
+    return out;
+  }
+
+  /** Backend counters of a hosted device as "<kind><id>_<counter>" ("blk7_reads", "net3_tx_frames", "blk7_lat_write_b3"...). */
+  hostedCounters(devId: number): Record<string, number> {
+    checkDevId(devId);
+    const all = JSON.parse(this.native.hostedStats(this.h(), devId)) as Record<string, Record<string, number>>;
+    const out: Record<string, number> = {};
+    for (const [dev, c] of Object.entries(all)) for (const [k, v] of Object.entries(c)) out[`${dev}_${k}`] = v;
+    return out;
+  }
+
+  /** Run state of any device (byte pipe or hosted). */
+  deviceState(devId: number): DeviceRunState {
+    checkDevId(devId);
+    return RUN_STATES[this.native.devState(this.h(), devId)] ?? 'unknown';
+  }
+
+  /** Console output not yet read by reader (0..3) of a hosted console, up to maxBytes. */
+  consoleRead(devId: number, reader: number, maxBytes: number): ConsoleReadDto {
+    checkDevId(devId);
+    checkInt('reader', reader, 0, 3);
+    checkInt('maxBytes', maxBytes, 1, 1 << 20);
+    return this.native.hostedConsoleRead(this.h(), devId, reader, maxBytes);
+  }
+
+  /** Console input for a hosted console; returns the bytes accepted (0 when its buffer is full). */
+  consoleWrite(devId: number, data: Uint8Array): number {
+    checkDevId(devId);
+    if (!(data instanceof Uint8Array)) throw new TypeError('data must be a Uint8Array');
+    return this.native.hostedConsoleWrite(this.h(), devId, data);
   }
 
   /** Creator only: hot-unplugs a device (tombstone); both sides get 'device-removed'. */
@@ -411,7 +489,7 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
 
   queueStats(devId: number, queue: number): QueueStats {
     checkDevId(devId);
-    checkInt('queue', queue, 0, 1);
+    checkInt('queue', queue, 0, MAX_QUEUES - 1);
     return decodeQueueStats(this.native.queueStats(this.h(), devId, queue), this.reasons);
   }
 

@@ -54,6 +54,14 @@ uint32_t vop_dev_desc_id(const char *desc);
 struct vop_hosted;
 
 /*
+ * vop_hosted_spec - the device table entry desc describes, as the window
+ * creator on side would publish it (queue sizes, pool bytes: what a window
+ * must hold for it). 0 or -EINVAL (bad description). Not thread-safe (the
+ * config bytes of a net spec live in static storage until published).
+ */
+int vop_hosted_spec(enum vop_dev_kind kind, const char *desc, unsigned side, struct vop_dev_spec *spec);
+
+/*
  * vop_hosted_publish - window creator (side 0): publish the device table
  * entry of desc. Returns 0, -EINVAL (bad description), or the errors of
  * vop_devtab_publish (-EEXIST, -ENOSPC...).
@@ -104,8 +112,9 @@ struct vop_dev_host;
  * vop_dev_host_open - create (create_bytes > 0: side 0, path must not
  * exist) or attach to (create_bytes == 0: side 1, waits up to 10 s for the
  * window) the window at path, publish (creator), create the link worker
- * (spin_ns 0 = 20 us) and every device, and start. On error *err (if not
- * NULL) names the failing step. Returns 0 or -errno.
+ * (spin_ns 0 = 20 us) and every device, and start; a blk driver side then
+ * waits up to 60 s for the device to run (the export's size is known). On
+ * error *err (if not NULL) names the failing step. Returns 0 or -errno.
  */
 int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 		      const struct vop_dev_host_dev *devs, unsigned n, struct vop_dev_host **out,

@@ -61,7 +61,9 @@ struct vop_xport {
  * vop_shm_create - create a new window of size bytes. If path is NULL the
  * window is a memfd (pass x->fd to the peer); otherwise a new file created
  * with O_EXCL and mode 0600 (the directory must belong to the caller).
- * The mapping is populated up front (no page faults on the data path).
+ * The first MiB is populated before this returns, the rest by a populate
+ * thread right after (no page faults on the data path once it finished;
+ * bring-up does not wait for it).
  * Returns 0 and *out, or -errno (-EEXIST, -EINVAL for size < 64 KiB...).
  */
 int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out);
