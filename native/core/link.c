@@ -833,6 +833,14 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 	if (pv.epoch != l->peer_epoch) {
 		bool restart = l->peer_epoch != 0;
 
+		/*
+		 * Answer a new peer at once: it counts us as alive only once our
+		 * heartbeat moves, and an idle worker beats only every 100 ms.
+		 */
+		vop_window_heartbeat(l->w);
+		l->last_hb_ns = now;
+		vop_stat_add(&l->ls[VOP_LS_HEARTBEATS], 1);
+
 		l->peer_epoch = pv.epoch;
 		l->peer_gone = false;
 		l->peer_hb = pv.heartbeat;
@@ -1134,6 +1142,31 @@ static int find_entry(struct vop_link *l, uint32_t dev_id, enum vop_role role, s
 	return 0;
 }
 
+/*
+ * Ask the transport to make d's rings and pools resident before traffic
+ * needs them, for devices that carry traffic: backends, and byte pipes that
+ * produce messages (an idle stand-in never touches its pools).
+ */
+static void prefault_dev(struct vop_link *l, const struct link_dev *d)
+{
+	struct vop_xport *x = l->w->x;
+	unsigned i;
+
+	if (!x->ops->prefault)
+		return;
+	if (!d->ops && d->pc.tx_mode != VOP_PIPE_SOURCE && d->pc.rx_mode != VOP_PIPE_SOURCE &&
+	    d->pc.tx_mode != VOP_PIPE_ECHO)
+		return;
+	for (i = 0; i < d->info.num_queues; i++) {
+		const struct vop_queue_desc *q = &d->info.queues[i];
+
+		x->ops->prefault(x, q->desc_off, vop_vring_desc_bytes(q->size));
+		x->ops->prefault(x, q->avail_off, vop_vring_avail_bytes(q->size));
+		x->ops->prefault(x, q->used_off, vop_vring_used_bytes(q->size));
+		x->ops->prefault(x, q->pool_off, q->pool_size);
+	}
+}
+
 /* Publish d to the worker: the driver role starts the reset handshake. */
 static int add_dev(struct vop_link *l, struct link_dev *d)
 {
@@ -1154,6 +1187,7 @@ static int add_dev(struct vop_link *l, struct link_dev *d)
 	}
 	l->devs[l->ndevs++] = d;
 	pthread_mutex_unlock(&l->lock);
+	prefault_dev(l, d);
 	vop_window_notify_peer(l->w);
 	/* Wake our own worker so it services the new device promptly. */
 	l->w->x->ops->notify(l->w->x, l->w->side);

@@ -13,12 +13,14 @@
  * ringer pays no syscall while the waiter is polling.
  *
  * Population: a first touch of a page costs ~11 us here (and allocating a
- * tmpfs page about 1 ms per MiB), so no page may fault on the data path,
- * but populating a 64 MiB window before the link comes up would cost tens
- * of milliseconds of bring-up. The first POP_SYNC_BYTES (header, side
- * blocks, device table, the start of the ring area) are populated before
- * map returns; a populate thread faults in the rest in POP_CHUNK steps
- * right after, and is stopped and joined before unmap.
+ * tmpfs page about 1 ms per MiB), so the data path should not fault, but
+ * populating a 64 MiB window before the link comes up would cost tens of
+ * milliseconds of bring-up, and resident memory for pools an idle device
+ * never touches. The first POP_SYNC_BYTES (header, side blocks, device
+ * table) are populated before map returns;
+ * further ranges only on request (prefault: the link asks for the rings and
+ * pools of the devices it serves), by a populate thread that works through
+ * them in POP_CHUNK steps and is stopped and joined before unmap.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -42,15 +44,20 @@
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
 
-#define POP_SYNC_BYTES (1ull << 20)
+#define POP_SYNC_BYTES (32ull << 10) /* header, side blocks, device table (layout.h) */
 #define POP_CHUNK (2ull << 20)
+#define POP_MAX_RANGES 64
 
 /* The shm transport: the public part first, then the populate thread. */
 struct shm_xport {
 	struct vop_xport x;
-	pthread_t pop;          /* populate thread, valid while pop_running */
-	bool pop_running;       /* owner thread only */
-	_Atomic bool pop_stop;  /* owner -> populate thread */
+	pthread_mutex_t pop_lock;  /* protects everything below */
+	pthread_cond_t pop_cond;   /* work queued or stop */
+	pthread_t pop;             /* populate thread, valid while pop_running */
+	bool pop_running;
+	bool pop_stop;
+	uint64_t pop_off[POP_MAX_RANGES], pop_end[POP_MAX_RANGES]; /* queued ranges */
+	unsigned pop_n;
 };
 
 static struct vop_win_side *side_block(struct vop_xport *x, unsigned side)
@@ -67,44 +74,86 @@ static void populate(struct vop_xport *x, uint64_t off, uint64_t end)
 	}
 }
 
+/* Populate thread: one POP_CHUNK of the oldest queued range at a time. */
 static void *populate_main(void *arg)
 {
 	struct shm_xport *s = arg;
-	uint64_t off;
 
-	for (off = POP_SYNC_BYTES; off < s->x.size; off += POP_CHUNK) {
-		if (atomic_load_explicit(&s->pop_stop, memory_order_relaxed))
+	pthread_mutex_lock(&s->pop_lock);
+	for (;;) {
+		uint64_t off, end;
+
+		while (!s->pop_stop && s->pop_n == 0)
+			pthread_cond_wait(&s->pop_cond, &s->pop_lock);
+		if (s->pop_stop)
 			break;
-		populate(&s->x, off, off + POP_CHUNK < s->x.size ? off + POP_CHUNK : s->x.size);
+		off = s->pop_off[0];
+		end = off + POP_CHUNK < s->pop_end[0] ? off + POP_CHUNK : s->pop_end[0];
+		s->pop_off[0] = end;
+		if (end >= s->pop_end[0]) {
+			memmove(s->pop_off, s->pop_off + 1, (s->pop_n - 1) * sizeof(uint64_t));
+			memmove(s->pop_end, s->pop_end + 1, (s->pop_n - 1) * sizeof(uint64_t));
+			s->pop_n--;
+		}
+		pthread_mutex_unlock(&s->pop_lock);
+		populate(&s->x, off, end);
+		pthread_mutex_lock(&s->pop_lock);
 	}
+	pthread_mutex_unlock(&s->pop_lock);
 	return NULL;
+}
+
+static void shm_prefault(struct vop_xport *x, uint64_t off, uint64_t len)
+{
+	struct shm_xport *s = (struct shm_xport *)x;
+	uint64_t end;
+
+	if (off >= x->size || len == 0)
+		return;
+	end = len > x->size - off ? x->size : off + len;
+	if (end <= POP_SYNC_BYTES)
+		return; /* populated at map time */
+	if (off < POP_SYNC_BYTES)
+		off = POP_SYNC_BYTES;
+	pthread_mutex_lock(&s->pop_lock);
+	if (!s->pop_running && !s->pop_stop)
+		s->pop_running = pthread_create(&s->pop, NULL, populate_main, s) == 0;
+	if (s->pop_running && s->pop_n < POP_MAX_RANGES) {
+		s->pop_off[s->pop_n] = off;
+		s->pop_end[s->pop_n] = end;
+		s->pop_n++;
+		pthread_cond_signal(&s->pop_cond);
+		off = end; /* queued */
+	}
+	pthread_mutex_unlock(&s->pop_lock);
+	if (off < end)
+		populate(x, off, end); /* no thread or queue full: do it now */
 }
 
 static int shm_map(struct vop_xport *x)
 {
-	struct shm_xport *s = (struct shm_xport *)x;
 	void *p = mmap(NULL, x->size, PROT_READ | PROT_WRITE, MAP_SHARED, x->fd, 0);
 
 	if (p == MAP_FAILED)
 		return -errno;
 	x->base = p;
 	populate(x, 0, x->size < POP_SYNC_BYTES ? x->size : POP_SYNC_BYTES);
-	atomic_store_explicit(&s->pop_stop, false, memory_order_relaxed);
-	s->pop_running = x->size > POP_SYNC_BYTES && pthread_create(&s->pop, NULL, populate_main, s) == 0;
-	if (!s->pop_running)
-		populate(x, POP_SYNC_BYTES, x->size); /* no thread: do it now */
 	return 0;
 }
 
 static void shm_unmap(struct vop_xport *x)
 {
 	struct shm_xport *s = (struct shm_xport *)x;
+	bool running;
 
-	if (s->pop_running) {
-		atomic_store_explicit(&s->pop_stop, true, memory_order_relaxed);
-		pthread_join(s->pop, NULL);
-		s->pop_running = false;
-	}
+	pthread_mutex_lock(&s->pop_lock);
+	s->pop_stop = true;
+	running = s->pop_running;
+	pthread_cond_signal(&s->pop_cond);
+	pthread_mutex_unlock(&s->pop_lock);
+	if (running)
+		pthread_join(s->pop, NULL); /* at most one chunk in progress */
+	s->pop_running = false;
 	if (x->base)
 		munmap(x->base, x->size);
 	x->base = NULL;
@@ -171,6 +220,8 @@ static void shm_destroy(struct vop_xport *x)
 		close(x->fd);
 	if (x->unlink_on_destroy && x->path[0])
 		unlink(x->path);
+	pthread_mutex_destroy(&((struct shm_xport *)x)->pop_lock);
+	pthread_cond_destroy(&((struct shm_xport *)x)->pop_cond);
 	free(x);
 }
 
@@ -183,6 +234,7 @@ static const struct vop_xport_ops shm_ops = {
 	.notify = shm_notify,
 	.snapshot = shm_snapshot,
 	.wait = shm_wait,
+	.prefault = shm_prefault,
 	.destroy = shm_destroy,
 };
 
@@ -194,7 +246,8 @@ static struct vop_xport *xport_alloc(void)
 		return NULL;
 	s->x.ops = &shm_ops;
 	s->x.fd = -1;
-	atomic_init(&s->pop_stop, false);
+	pthread_mutex_init(&s->pop_lock, NULL);
+	pthread_cond_init(&s->pop_cond, NULL);
 	return &s->x;
 }
 
@@ -215,7 +268,7 @@ int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out)
 		x->fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (x->fd < 0) {
 			rc = -errno;
-			free(x);
+			shm_destroy(x);
 			return rc;
 		}
 		strcpy(x->path, path);
@@ -224,7 +277,7 @@ int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out)
 		x->fd = memfd_create("vop-window", MFD_CLOEXEC);
 		if (x->fd < 0) {
 			rc = -errno;
-			free(x);
+			shm_destroy(x);
 			return rc;
 		}
 	}
@@ -274,7 +327,7 @@ int vop_shm_open(const char *path, struct vop_xport **out)
 	x->fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (x->fd < 0) {
 		rc = -errno;
-		free(x);
+		shm_destroy(x);
 		return rc;
 	}
 	strcpy(x->path, path);
@@ -299,7 +352,7 @@ int vop_shm_open_fd(int fd, struct vop_xport **out)
 	x->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	if (x->fd < 0) {
 		rc = -errno;
-		free(x);
+		shm_destroy(x);
 		return rc;
 	}
 	rc = open_common(x, 0);

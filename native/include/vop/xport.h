@@ -43,6 +43,12 @@ struct vop_xport_ops {
 	 * owner of side calls it (one waiter per side).
 	 */
 	int (*wait)(struct vop_xport *x, unsigned side, uint32_t snap, uint64_t timeout_ns);
+	/*
+	 * prefault - make [off, off + len) of the window resident soon without
+	 * blocking the caller (a hint; ranges out of the window are clipped).
+	 * NULL when mapping is already eager. Control thread.
+	 */
+	void (*prefault)(struct vop_xport *x, uint64_t off, uint64_t len);
 	/* destroy - unmap, close and free x. */
 	void (*destroy)(struct vop_xport *x);
 };
@@ -61,9 +67,9 @@ struct vop_xport {
  * vop_shm_create - create a new window of size bytes. If path is NULL the
  * window is a memfd (pass x->fd to the peer); otherwise a new file created
  * with O_EXCL and mode 0600 (the directory must belong to the caller).
- * The first MiB is populated before this returns, the rest by a populate
- * thread right after (no page faults on the data path once it finished;
- * bring-up does not wait for it).
+ * The header and device table are populated before this returns; the rest faults in on
+ * first use unless prefault() is asked for it (the link does for the
+ * rings and pools of the devices it serves).
  * Returns 0 and *out, or -errno (-EEXIST, -EINVAL for size < 64 KiB...).
  */
 int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out);
