@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,20 +18,28 @@
 
 #define CTX_MAX_WATCH 64
 
+/*
+ * fd watcher: an epoll set of one-shot watches (EPOLLONESHOT). Arming a
+ * watch is one epoll_ctl by the worker, and none at all while the fd is
+ * still armed with those events (a busy worker re-arms after every
+ * EAGAIN); the watcher thread sleeps in epoll_wait and never has to be
+ * woken to learn about a new watch.
+ */
 struct watch {
 	int fd;             /* watched fd */
-	short events;       /* POLLIN / POLLOUT */
+	uint32_t events;    /* EPOLLIN / EPOLLOUT currently armed (0: fired, disarmed) */
 	_Atomic int *flag;  /* set to 1 when it fires, or NULL */
 };
 
 struct vop_devctx {
 	struct vop_window *w;       /* window (not owned); set at create */
-	int efd;                    /* eventfd: re-arm / stop signal for the watcher */
+	int epfd;                   /* epoll set of the watched fds */
+	int efd;                    /* eventfd in epfd: stop signal for the watcher */
 	pthread_mutex_t wlock;      /* protects everything below */
 	bool running;               /* watcher thread started */
 	bool stop;                  /* watcher must exit */
 	pthread_t wthread;          /* watcher thread, valid while running */
-	struct watch watch[CTX_MAX_WATCH]; /* armed watches */
+	struct watch watch[CTX_MAX_WATCH]; /* every fd in epfd */
 	unsigned nwatch;
 };
 
@@ -45,15 +54,21 @@ uint64_t vop_dev_now_ns(void)
 int vop_devctx_create(struct vop_window *w, struct vop_devctx **out)
 {
 	struct vop_devctx *c = calloc(1, sizeof(*c));
+	struct epoll_event ev = { .events = EPOLLIN, .data = { .fd = -1 } };
+	int rc;
 
 	*out = NULL;
 	if (!c)
 		return -ENOMEM;
 	c->w = w;
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (c->efd < 0) {
-		int rc = -errno;
-
+	if (c->epfd < 0 || c->efd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->efd, &ev) < 0) {
+		rc = -errno;
+		if (c->epfd >= 0)
+			close(c->epfd);
+		if (c->efd >= 0)
+			close(c->efd);
 		free(c);
 		return rc;
 	}
@@ -75,58 +90,31 @@ void vop_devctx_wake(struct vop_devctx *c)
 	x->ops->notify(x, c->w->side);
 }
 
-static void kick_watcher(struct vop_devctx *c)
-{
-	uint64_t one = 1;
-
-	if (write(c->efd, &one, sizeof(one)) < 0) { /* EAGAIN: a kick is already pending */
-	}
-}
-
-/* Watcher thread: poll armed fds; on readiness disarm them and wake the worker. */
+/* Watcher thread: wait for armed fds; mark them fired (disarmed) and wake the worker. */
 static void *watcher_main(void *arg)
 {
 	struct vop_devctx *c = arg;
-	struct pollfd pfd[CTX_MAX_WATCH + 1];
-	unsigned n, i, j;
-	uint64_t v;
+	struct epoll_event evs[16];
 
 	for (;;) {
 		bool fired = false;
+		int n = epoll_wait(c->epfd, evs, 16, -1), i;
+		unsigned j;
 
-		pfd[0].fd = c->efd;
-		pfd[0].events = POLLIN;
 		pthread_mutex_lock(&c->wlock);
 		if (c->stop) {
 			pthread_mutex_unlock(&c->wlock);
 			break;
 		}
-		n = c->nwatch;
 		for (i = 0; i < n; i++) {
-			pfd[i + 1].fd = c->watch[i].fd;
-			pfd[i + 1].events = c->watch[i].events;
-			pfd[i + 1].revents = 0;
-		}
-		pthread_mutex_unlock(&c->wlock);
-		if (poll(pfd, n + 1, -1) <= 0) /* re-arm and stop both write the eventfd */
-			continue;
-		if (pfd[0].revents & POLLIN) {
-			if (read(c->efd, &v, sizeof(v)) < 0) { /* drained; nothing else to do */
-			}
-		}
-		pthread_mutex_lock(&c->wlock);
-		for (i = 1; i <= n; i++) {
-			if (!pfd[i].revents)
-				continue;
 			for (j = 0; j < c->nwatch; j++) {
-				if (c->watch[j].fd == pfd[i].fd) {
-					if (c->watch[j].flag)
-						atomic_store(c->watch[j].flag, 1);
-					c->watch[j] = c->watch[c->nwatch - 1];
-					c->nwatch--;
-					fired = true;
-					break;
-				}
+				if (c->watch[j].fd != evs[i].data.fd)
+					continue;
+				c->watch[j].events = 0; /* EPOLLONESHOT disarmed it */
+				if (c->watch[j].flag)
+					atomic_store(c->watch[j].flag, 1);
+				fired = true;
+				break;
 			}
 		}
 		pthread_mutex_unlock(&c->wlock);
@@ -143,8 +131,10 @@ int vop_devctx_watch(struct vop_devctx *c, int fd, short events)
 
 int vop_devctx_watch_flag(struct vop_devctx *c, int fd, short events, _Atomic int *flag)
 {
+	uint32_t want = ((events & POLLIN) ? EPOLLIN : 0) | ((events & POLLOUT) ? EPOLLOUT : 0);
+	struct epoll_event ev;
 	unsigned i;
-	int rc = 0;
+	int rc = 0, op = EPOLL_CTL_MOD;
 
 	pthread_mutex_lock(&c->wlock);
 	if (!c->running && !c->stop) {
@@ -156,21 +146,29 @@ int vop_devctx_watch_flag(struct vop_devctx *c, int fd, short events, _Atomic in
 			break;
 	if (rc) {
 		/* no watcher thread: report it */
-	} else if (i < c->nwatch) {
-		c->watch[i].events |= events;
+	} else if (i == c->nwatch && c->nwatch >= CTX_MAX_WATCH) {
+		rc = -ENOSPC;
+	} else {
+		if (i == c->nwatch) {
+			c->watch[c->nwatch++] = (struct watch){ fd, 0, NULL };
+			op = EPOLL_CTL_ADD;
+		}
 		if (flag)
 			c->watch[i].flag = flag;
-	} else if (c->nwatch < CTX_MAX_WATCH) {
-		c->watch[c->nwatch].fd = fd;
-		c->watch[c->nwatch].events = events;
-		c->watch[c->nwatch].flag = flag;
-		c->nwatch++;
-	} else {
-		rc = -ENOSPC;
+		if ((c->watch[i].events | want) != c->watch[i].events || op == EPOLL_CTL_ADD) {
+			/* Not armed with these yet: (re)arm with what is armed plus what is asked. */
+			ev.events = c->watch[i].events | want | EPOLLONESHOT;
+			ev.data.fd = fd;
+			if (epoll_ctl(c->epfd, op, fd, &ev) < 0) {
+				rc = -errno;
+				if (op == EPOLL_CTL_ADD)
+					c->nwatch--;
+			} else {
+				c->watch[i].events |= want;
+			}
+		}
 	}
 	pthread_mutex_unlock(&c->wlock);
-	if (rc == 0)
-		kick_watcher(c);
 	return rc;
 }
 
@@ -178,22 +176,23 @@ void vop_devctx_unwatch(struct vop_devctx *c, int fd)
 {
 	unsigned j;
 
-	if (!c)
+	if (!c || fd < 0)
 		return;
 	pthread_mutex_lock(&c->wlock);
 	for (j = 0; j < c->nwatch; j++) {
 		if (c->watch[j].fd == fd) {
+			epoll_ctl(c->epfd, EPOLL_CTL_DEL, fd, NULL);
 			c->watch[j] = c->watch[c->nwatch - 1];
 			c->nwatch--;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&c->wlock);
-	kick_watcher(c); /* it must not poll the fd any more once the caller closes it */
 }
 
 void vop_devctx_destroy(struct vop_devctx *c)
 {
+	uint64_t one = 1;
 	bool running;
 
 	if (!c)
@@ -202,9 +201,11 @@ void vop_devctx_destroy(struct vop_devctx *c)
 	c->stop = true;
 	running = c->running;
 	pthread_mutex_unlock(&c->wlock);
-	kick_watcher(c);
+	if (write(c->efd, &one, sizeof(one)) < 0) { /* cannot fail on a fresh eventfd: nothing to do */
+	}
 	if (running)
 		pthread_join(c->wthread, NULL);
+	close(c->epfd);
 	close(c->efd);
 	pthread_mutex_destroy(&c->wlock);
 	free(c);

@@ -49,8 +49,9 @@ void vop_devctx_wake(struct vop_devctx *c);
 /*
  * vop_devctx_watch - worker thread: one-shot watch of fd for events
  * (POLLIN/POLLOUT). When the fd is ready the watcher wakes the worker once
- * and forgets the watch; re-arm after the next EAGAIN. Re-arming an armed
- * fd merges the events. Returns 0, -ENOSPC (64 fds) or -errno (thread).
+ * and disarms the watch; re-arm after the next EAGAIN. Re-arming an armed
+ * fd merges the events and costs nothing when they are armed already.
+ * Returns 0, -ENOSPC (64 fds) or -errno (thread, epoll_ctl).
  */
 int vop_devctx_watch(struct vop_devctx *c, int fd, short events);
 
