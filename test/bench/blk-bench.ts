@@ -5,13 +5,17 @@
  * crosses an shm link between two vopdev processes, against the same
  * operations on the backing file directly, in the same run. Two cache modes:
  * O_DIRECT on both sides (the device opens the file with O_DIRECT, the direct
- * baseline uses qemu-img -t none), and page cache on both sides.
+ * baseline uses qemu-img -t none), and page cache on both sides. A third
+ * path in the same run: the stock NBD server (qemu-nbd) exporting the same file
+ * over a Unix socket, which is the ceiling of any NBD export on this machine
+ * (the client, the socket and the server's copies, without the link).
  * Prints a markdown table of medians; --json FILE writes the O_DIRECT medians
- * under the keys of issue 4 plus the cached ones under "cached".
+ * under the keys of issue 4 plus the cached ones under "cached", and the
+ * qemu-nbd figures as qemunbd_*.
  *
  * Environment: BENCH_RUNS (default 5), BENCH_DISK_MIB (default 1024), BENCH_RAND_SECONDS (default 5).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -58,6 +62,22 @@ interface Sample {
   direct_seq_write_mb_s: number;
   vop_randread_iops: number;
   direct_randread_iops: number;
+  qemunbd_seq_read_mb_s: number;
+  qemunbd_seq_write_mb_s: number;
+  qemunbd_randread_iops: number;
+}
+
+/** qemu-nbd serving disk on a Unix socket (the stock NBD server's path, without the link). */
+async function startQemuNbd(disk: string, sock: string, odirect: boolean): Promise<() => void> {
+  rmSync(sock, { force: true });
+  const p = spawn('qemu-nbd', ['-f', 'raw', '-k', sock, '-t', '-e', '16', '-x', 'vop', `--cache=${odirect ? 'none' : 'writeback'}`, '--aio=threads', disk], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    const r = spawnSync('nbdinfo', ['--size', `nbd+unix:///vop?socket=${sock}`], { encoding: 'utf8' });
+    if (r.status === 0) return () => p.kill('SIGTERM');
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  p.kill('SIGKILL');
+  throw new Error('qemu-nbd did not start');
 }
 
 async function measure(dir: string, disk: string, odirect: boolean): Promise<Sample[]> {
@@ -68,10 +88,14 @@ async function measure(dir: string, disk: string, odirect: boolean): Promise<Sam
   const dev = new Vopdev(['--window', win, '--attach', '--blk-device', `1:file=${disk}:threads=8${odirect ? ':direct' : ''}`]);
   const cache = odirect ? 'none' : 'writeback';
   const uri = `nbd+unix:///vop?socket=${sock}`;
+  const qsock = path.join(dir, `qemu-nbd-${odirect ? 'd' : 'c'}.sock`);
+  const quri = `nbd+unix:///vop?socket=${qsock}`;
   const samples: Sample[] = [];
+  let stopQemu: (() => void) | null = null;
   try {
     await drv.waitReady();
     await dev.waitReady();
+    stopQemu = await startQemuNbd(disk, qsock, odirect);
     for (let i = 0; i < RUNS; i++) {
       samples.push({
         direct_seq_write_mb_s: seq(disk, true, cache),
@@ -80,10 +104,14 @@ async function measure(dir: string, disk: string, odirect: boolean): Promise<Sam
         vop_seq_read_mb_s: seq(uri, false, 'writeback'),
         direct_randread_iops: randread('file', disk, odirect),
         vop_randread_iops: randread('nbd', sock, false),
+        qemunbd_seq_write_mb_s: seq(quri, true, 'writeback'),
+        qemunbd_seq_read_mb_s: seq(quri, false, 'writeback'),
+        qemunbd_randread_iops: randread('nbd', qsock, false),
       });
       process.stderr.write(`${odirect ? 'O_DIRECT' : 'cached'} run ${i + 1}/${RUNS}: ${JSON.stringify(samples[i])}\n`);
     }
   } finally {
+    stopQemu?.();
     await drv.stop();
     await dev.stop();
     rmSync(win, { force: true });
@@ -116,6 +144,10 @@ async function main(): Promise<void> {
     process.stdout.write(`\nblk, medians of ${RUNS} runs, ${DISK_MIB} MiB disk\n\n`);
     process.stdout.write('| mode | vop seq read MB/s | direct | ratio | vop seq write MB/s | direct | ratio | vop 4K randread IOPS | direct |\n|---|---|---|---|---|---|---|---|---|\n');
     process.stdout.write(`${row('O_DIRECT', direct)}\n${row('page cache', cached)}\n`);
+    const qrow = (name: string, s: Sample): string =>
+      `| ${name} | ${s.qemunbd_seq_read_mb_s} | ${(s.vop_seq_read_mb_s / s.qemunbd_seq_read_mb_s).toFixed(2)} | ${s.qemunbd_seq_write_mb_s} | ${(s.vop_seq_write_mb_s / s.qemunbd_seq_write_mb_s).toFixed(2)} | ${s.qemunbd_randread_iops} | ${(s.vop_randread_iops / s.qemunbd_randread_iops).toFixed(2)} |`;
+    process.stdout.write('\nthe stock NBD server on the same file (qemu-nbd, Unix socket), same run:\n\n| mode | qemu-nbd seq read MB/s | vop/qemu-nbd | qemu-nbd seq write MB/s | vop/qemu-nbd | qemu-nbd 4K randread IOPS | vop/qemu-nbd |\n|---|---|---|---|---|---|---|\n');
+    process.stdout.write(`${qrow('O_DIRECT', direct)}\n${qrow('page cache', cached)}\n`);
     if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify({ ...direct, cached }, null, 2)}\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
