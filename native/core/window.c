@@ -114,6 +114,8 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	w->dt->magic = VOP_DEVTAB_MAGIC;
 	w->dt->entry_size = sizeof(struct vop_dev_entry);
 	w->dt->max_entries = max;
+	if (x->ops->claim)
+		x->ops->claim(x, 0); /* a fresh file: nobody else can hold it yet */
 	side_up(w);
 	/*
 	 * W1: release. Orders every header, side and device-table write above
@@ -131,7 +133,8 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 /*
  * True if another process still holds our side: state UP and its heartbeat
  * moves within 4 heartbeat periods. (A side whose worker is not running
- * does not beat and counts as gone.)
+ * does not beat and counts as gone.) Only when the transport cannot claim
+ * the side; this sleeps 4 periods.
  */
 static bool side_alive(struct vop_window *w)
 {
@@ -188,6 +191,7 @@ static void recompute_allocators(struct vop_window *w)
 int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window **out)
 {
 	struct vop_window *w;
+	int rc;
 	struct vop_win_hdr *h = (struct vop_win_hdr *)(void *)x->base;
 	struct vop_devtab_hdr *dt;
 	uint32_t magic;
@@ -232,7 +236,9 @@ int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window
 		free(w);
 		return -EPROTO;
 	}
-	if (side_alive(w)) {
+	/* The transport's claim says at once; otherwise watch the side's heartbeat. */
+	rc = x->ops->claim ? x->ops->claim(x, side) : -EOPNOTSUPP;
+	if (rc == -EBUSY || (rc != 0 && side_alive(w))) {
 		free(w);
 		return -EBUSY;
 	}

@@ -21,6 +21,13 @@
  * further ranges only on request (prefault: the link asks for the rings and
  * pools of the devices it serves), by a populate thread that works through
  * them in POP_CHUNK steps and is stopped and joined before unmap.
+ *
+ * Side claims: each side holder takes an open-file-description lock on byte
+ * <side> of the window file (F_OFD_SETLK). The kernel drops it when the
+ * holder dies, so a restarted agent knows at once whether the side is free
+ * instead of watching a heartbeat for 4 periods. Only for files this
+ * process opened itself: a passed fd may share its description with the
+ * live holder.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,6 +65,7 @@ struct shm_xport {
 	bool pop_stop;
 	uint64_t pop_off[POP_MAX_RANGES], pop_end[POP_MAX_RANGES]; /* queued ranges */
 	unsigned pop_n;
+	bool own_ofd;              /* fd opened by us (not passed): claim() can decide */
 };
 
 static struct vop_win_side *side_block(struct vop_xport *x, unsigned side)
@@ -128,6 +136,22 @@ static void shm_prefault(struct vop_xport *x, uint64_t off, uint64_t len)
 	pthread_mutex_unlock(&s->pop_lock);
 	if (off < end)
 		populate(x, off, end); /* no thread or queue full: do it now */
+}
+
+static int shm_claim(struct vop_xport *x, unsigned side)
+{
+	struct flock fl;
+
+	if (!((struct shm_xport *)x)->own_ofd)
+		return -EOPNOTSUPP;
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)(side & 1u);
+	fl.l_len = 1;
+	if (fcntl(x->fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	return errno == EAGAIN || errno == EACCES ? -EBUSY : -EOPNOTSUPP;
 }
 
 static int shm_map(struct vop_xport *x)
@@ -235,6 +259,7 @@ static const struct vop_xport_ops shm_ops = {
 	.snapshot = shm_snapshot,
 	.wait = shm_wait,
 	.prefault = shm_prefault,
+	.claim = shm_claim,
 	.destroy = shm_destroy,
 };
 
@@ -273,6 +298,7 @@ int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out)
 		}
 		strcpy(x->path, path);
 		x->unlink_on_destroy = 1;
+		((struct shm_xport *)x)->own_ofd = true;
 	} else {
 		x->fd = memfd_create("vop-window", MFD_CLOEXEC);
 		if (x->fd < 0) {
@@ -331,6 +357,7 @@ int vop_shm_open(const char *path, struct vop_xport **out)
 		return rc;
 	}
 	strcpy(x->path, path);
+	((struct shm_xport *)x)->own_ofd = true;
 	rc = open_common(x, 1);
 	if (rc) {
 		shm_destroy(x);

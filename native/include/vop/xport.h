@@ -49,6 +49,13 @@ struct vop_xport_ops {
 	 * NULL when mapping is already eager. Control thread.
 	 */
 	void (*prefault)(struct vop_xport *x, uint64_t off, uint64_t len);
+	/*
+	 * claim - take side for this process for as long as x stays open:
+	 * 0 (claimed: any earlier holder is gone), -EBUSY (a live holder has
+	 * it), -EOPNOTSUPP (cannot tell; the window layer then watches the
+	 * side's heartbeat). NULL = always -EOPNOTSUPP. Control thread.
+	 */
+	int (*claim)(struct vop_xport *x, unsigned side);
 	/* destroy - unmap, close and free x. */
 	void (*destroy)(struct vop_xport *x);
 };
@@ -81,7 +88,11 @@ int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out);
  */
 int vop_shm_open(const char *path, struct vop_xport **out);
 
-/* vop_shm_open_fd - map a window from an fd (dup'ed; caller keeps fd). */
+/*
+ * vop_shm_open_fd - map a window from an fd (dup'ed; caller keeps fd). A
+ * passed fd may share its open file description with a live holder, so
+ * claim() cannot decide for it (-EOPNOTSUPP).
+ */
 int vop_shm_open_fd(int fd, struct vop_xport **out);
 
 /* Release a transport (NULL ok). */
