@@ -400,7 +400,8 @@ void vop_vq_reset_device(struct vop_vq *vq)
 	vop_write_once_u64(&vq->stats.c[VOP_VQS_BROKEN], 0);
 }
 
-int vop_vq_init_device(struct vop_vq *vq, const struct vop_vq_config *cfg)
+/* Device side set-up without touching shared memory. */
+static int init_device_private(struct vop_vq *vq, const struct vop_vq_config *cfg)
 {
 	int rc = check_config(cfg);
 
@@ -419,7 +420,29 @@ int vop_vq_init_device(struct vop_vq *vq, const struct vop_vq_config *cfg)
 		vop_vq_destroy(vq);
 		return -ENOMEM;
 	}
-	vop_vq_reset_device(vq);
+	return 0;
+}
+
+int vop_vq_init_device(struct vop_vq *vq, const struct vop_vq_config *cfg)
+{
+	int rc = init_device_private(vq, cfg);
+
+	if (rc == 0)
+		vop_vq_reset_device(vq);
+	return rc;
+}
+
+int vop_vq_init_device_resume(struct vop_vq *vq, const struct vop_vq_config *cfg,
+			      uint16_t last_avail, uint16_t used_idx)
+{
+	int rc = init_device_private(vq, cfg);
+
+	if (rc)
+		return rc;
+	vq->last_avail = last_avail;
+	vq->avail_cache = last_avail;
+	vq->used_shadow = used_idx;
+	vq->used_published = used_idx;
 	return 0;
 }
 
@@ -464,36 +487,20 @@ static unsigned classify_long_chain(const struct vop_vring_desc *table, uint32_t
 	}
 }
 
-int vop_vq_pop(struct vop_vq *vq, struct vop_chain *c)
+/*
+ * Walk and validate the chain at head into *c (D5-D11) and mark head busy.
+ * Returns 1 or a negative errno (queue broken).
+ */
+static int walk_chain(struct vop_vq *vq, uint16_t head, struct vop_chain *c)
 {
 	const struct vop_vring_desc *table = vq->desc;
 	uint32_t tmax = vq->num, count = 0;
 	uint64_t total = 0, in_bytes = 0, out_bytes = 0;
 	bool in_indirect = false, seen_write = false;
-	uint16_t head, i;
+	uint16_t i;
 	unsigned n = 0, nout = 0;
 	struct desc_copy d;
 
-	if (vq->broken)
-		return -EIO;
-	if (vq->last_avail == vq->avail_cache) {
-		uint16_t idx = vop_read_once_u16(&vq->avail->idx); /* D2: read once */
-
-		if (idx == vq->last_avail)
-			return 0;
-		if ((uint16_t)(idx - vq->last_avail) > vq->num) /* D3 */
-			return vop_vq_fail(vq, VOP_VQ_AVAIL_IDX_JUMP);
-		vq->avail_cache = idx;
-		/*
-		 * C1: acquire fence. Orders the avail->idx load above before the
-		 * avail->ring[] and descriptor loads below. Pairs with P1
-		 * (release store of avail->idx in vop_vq_kick_prepare()).
-		 */
-		vop_rmb();
-	}
-	head = vop_read_once_u16(&vq->avail->ring[vq->last_avail & vq->mask]);
-	if (head >= vq->num) /* D4 */
-		return vop_vq_fail(vq, VOP_VQ_HEAD_RANGE);
 	if (vq->busy[head])
 		return vop_vq_fail(vq, VOP_VQ_HEAD_BUSY);
 	i = head;
@@ -560,8 +567,47 @@ int vop_vq_pop(struct vop_vq *vq, struct vop_chain *c)
 	vq->busy[head] = 1;
 	vq->busy_in[head] = c->in_bytes;
 	vq->busy_out[head] = c->out_bytes;
-	vq->last_avail++;
 	return 1;
+}
+
+int vop_vq_pop(struct vop_vq *vq, struct vop_chain *c)
+{
+	uint16_t head;
+	int rc;
+
+	if (vq->broken)
+		return -EIO;
+	if (vq->last_avail == vq->avail_cache) {
+		uint16_t idx = vop_read_once_u16(&vq->avail->idx); /* D2: read once */
+
+		if (idx == vq->last_avail)
+			return 0;
+		if ((uint16_t)(idx - vq->last_avail) > vq->num) /* D3 */
+			return vop_vq_fail(vq, VOP_VQ_AVAIL_IDX_JUMP);
+		vq->avail_cache = idx;
+		/*
+		 * C1: acquire fence. Orders the avail->idx load above before the
+		 * avail->ring[] and descriptor loads below. Pairs with P1
+		 * (release store of avail->idx in vop_vq_kick_prepare()).
+		 */
+		vop_rmb();
+	}
+	head = vop_read_once_u16(&vq->avail->ring[vq->last_avail & vq->mask]);
+	if (head >= vq->num) /* D4 */
+		return vop_vq_fail(vq, VOP_VQ_HEAD_RANGE);
+	rc = walk_chain(vq, head, c);
+	if (rc == 1)
+		vq->last_avail++;
+	return rc;
+}
+
+int vop_vq_pop_head(struct vop_vq *vq, uint16_t head, struct vop_chain *c)
+{
+	if (vq->broken)
+		return -EIO;
+	if (head >= vq->num) /* D4: the head comes from a journal the peer can write */
+		return vop_vq_fail(vq, VOP_VQ_HEAD_RANGE);
+	return walk_chain(vq, head, c);
 }
 
 int vop_vq_push(struct vop_vq *vq, uint16_t head, uint32_t len)

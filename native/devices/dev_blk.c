@@ -475,42 +475,15 @@ static void dispatch(struct vop_blk_device *d, struct blk_job *j)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/*
- * Re-walk the chain of an in-flight head after a restart: point the ring
- * at a private one-entry avail ring holding just that head, pop (full
- * validation by vq.c), then restore the real avail pointer and indices.
- * FIXME: ask for a vop_vq_pop_head() in vq.c instead of borrowing its fields.
- */
-static int pop_head(struct vop_vq *vq, uint16_t head, struct vop_chain *c)
-{
-	struct vop_vring_avail *real = vq->avail;
-	uint16_t la = vq->last_avail, ac = vq->avail_cache;
-	uint16_t *fake = calloc((size_t)vq->num + 4, sizeof(uint16_t));
-	int rc;
-
-	if (!fake)
-		return -ENOMEM;
-	fake[1] = 1;    /* idx */
-	fake[2] = head; /* ring[0] */
-	vq->avail = (struct vop_vring_avail *)(void *)fake;
-	vq->last_avail = 0;
-	vq->avail_cache = 1;
-	rc = vop_vq_pop(vq, c);
-	vq->avail = real;
-	vq->last_avail = la;
-	vq->avail_cache = ac;
-	free(fake);
-	return rc;
-}
-
-/* Loop thread: set up the device side of the queue, resuming from the journal. */
+/* Worker thread, qlock held: set up the device side of the queue, resuming from the journal. */
 static int blk_start(struct vop_blk_device *d, uint64_t feat)
 {
 	const struct vop_queue_desc *qd = &d->di.queues[0];
 	struct vop_vq_config cfg;
+	struct vop_vq_stats saved = d->q.vq.stats; /* counters survive restarts */
 	struct vop_vring_used *used = vop_window_ptr(d->w, qd->used_off);
 	uint16_t num = qd->size, used_idx, i;
-	void *scratch;
+	bool journal = (feat & (1ull << VOP_F_INFLIGHT)) && qd->pool_size >= vop_inflight_bytes(num);
 	int rc;
 
 	memset(&cfg, 0, sizeof(cfg));
@@ -518,56 +491,40 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	cfg.features = feat;
 	cfg.desc = vop_window_ptr(d->w, qd->desc_off);
 	cfg.avail = vop_window_ptr(d->w, qd->avail_off);
-	/*
-	 * vop_vq_init_device() zeroes the device area; on a restart the driver
-	 * is still using it. Initialise against a private scratch copy, then
-	 * point the queue at the shared area again.
-	 */
-	scratch = aligned_alloc(64, round_up64(vop_vring_used_bytes(num) + 2, 64));
-	if (!scratch)
-		return -ENOMEM;
-	cfg.used = scratch;
+	cfg.used = used;
 	cfg.regions = &d->w->regions;
-	{
-		struct vop_vq_stats saved = d->q.vq.stats; /* counters survive restarts */
-
-		rc = vop_vq_init_device(&d->q.vq, &cfg);
+	d->q.pool = vop_window_ptr(d->w, qd->pool_off);
+	d->q.pool_off = qd->pool_off;
+	d->q.pool_size = qd->pool_size;
+	d->q.num = num;
+	d->jh = journal ? (struct vop_inflight_hdr *)(void *)(d->q.pool + qd->pool_size - vop_inflight_bytes(num)) : NULL;
+	d->jd = d->jh ? (struct vop_inflight_desc *)(void *)(d->jh + 1) : NULL;
+	used_idx = vop_read_once_u16(&used->idx);
+	if (!d->jh || vop_read_once_u32(&d->jh->magic) != VOP_INFLIGHT_MAGIC) {
+		/*
+		 * No journal, or a fresh one (the driver zeroed it): a fresh ring
+		 * is the only state we can serve. Our device area was zeroed by
+		 * the reset we acked; anything else means the driver ran it with
+		 * someone else.
+		 */
+		rc = used_idx != 0 ? vop_vq_init_device_resume(&d->q.vq, &cfg, 0, used_idx) /* don't touch it */
+				   : vop_vq_init_device(&d->q.vq, &cfg);
+		if (rc)
+			return rc;
+		d->q.ready = true;
 		if (saved.c[VOP_VQS_BROKEN])
 			saved.c[VOP_VQS_RESETS]++;
 		saved.c[VOP_VQS_BROKEN] = 0;
 		d->q.vq.stats = saved;
-	}
-	if (rc) {
-		free(scratch);
-		return rc;
-	}
-	d->q.vq.used = used;
-	d->q.vq.avail_event = (uint16_t *)(void *)&used->ring[num];
-	free(scratch);
-	d->q.num = num;
-	d->q.pool = vop_window_ptr(d->w, qd->pool_off);
-	d->q.pool_off = qd->pool_off;
-	d->q.pool_size = qd->pool_size;
-	d->q.ready = true;
-	d->jobs = calloc(num, sizeof(*d->jobs));
-	if (!d->jobs)
-		return -ENOMEM;
-	used_idx = vop_read_once_u16(&used->idx);
-	if (!(feat & (1ull << VOP_F_INFLIGHT)) || qd->pool_size < vop_inflight_bytes(num)) {
-		/* No journal: a fresh ring is the only state we can serve. */
+		d->jobs = calloc(num, sizeof(*d->jobs));
+		if (!d->jobs)
+			return -ENOMEM;
 		if (used_idx != 0)
 			return vop_vq_fail(&d->q.vq, VOP_VQ_PEER_RESET);
-		return 0;
-	}
-	d->jh = (struct vop_inflight_hdr *)(void *)(d->q.pool + qd->pool_size -
-						    vop_inflight_bytes(num));
-	d->jd = (struct vop_inflight_desc *)(void *)(d->jh + 1);
-	if (vop_read_once_u32(&d->jh->magic) != VOP_INFLIGHT_MAGIC) {
-		/* Fresh region (driver zeroed it): the ring must be fresh too. */
-		if (used_idx != 0)
-			return vop_vq_fail(&d->q.vq, VOP_VQ_PEER_RESET);
-		vop_write_once_u16(&d->jh->num, num);
-		vop_write_once_u32(&d->jh->magic, VOP_INFLIGHT_MAGIC);
+		if (d->jh) {
+			vop_write_once_u16(&d->jh->num, num);
+			vop_write_once_u32(&d->jh->magic, VOP_INFLIGHT_MAGIC);
+		}
 		return 0;
 	}
 	/* Restart: resume the ring from the journal (values re-checked). */
@@ -575,10 +532,19 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 		uint16_t last_avail = vop_read_once_u16(&d->jh->last_avail);
 		uint16_t pending = vop_read_once_u16(&d->jh->used_pending);
 		uint16_t done = vop_read_once_u16(&d->jh->used_done);
-		uint16_t order[VOP_QUEUE_MAX_SIZE > 1024 ? 1024 : 1];
+		uint16_t order[1024];
 		uint64_t cnt[1024];
 		unsigned nre = 0, k;
 
+		/* The driver keeps using the shared device area: initialise without touching it. */
+		rc = vop_vq_init_device_resume(&d->q.vq, &cfg, last_avail, used_idx);
+		if (rc)
+			return rc;
+		d->q.ready = true;
+		d->q.vq.stats = saved;
+		d->jobs = calloc(num, sizeof(*d->jobs));
+		if (!d->jobs)
+			return -ENOMEM;
 		if (vop_read_once_u16(&d->jh->num) != num ||
 		    (uint16_t)(last_avail - used_idx) > num || num > 1024)
 			return vop_vq_fail(&d->q.vq, VOP_VQ_LAYOUT);
@@ -625,14 +591,10 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 		if (getenv("VOP_BLK_DEBUG"))
 			fprintf(stderr, "blk: resume used_idx=%u last_avail=%u pending=%u done=%u re-execute=%u\n",
 				used_idx, last_avail, pending, done, nre);
-		d->q.vq.last_avail = last_avail;
-		d->q.vq.avail_cache = last_avail;
-		d->q.vq.used_shadow = used_idx;
-		d->q.vq.used_published = used_idx;
 		for (k = 0; k < nre; k++) {
 			struct blk_job *j = &d->jobs[order[k]];
 
-			rc = pop_head(&d->q.vq, order[k], &j->c);
+			rc = vop_vq_pop_head(&d->q.vq, order[k], &j->c); /* re-walked and re-validated */
 			if (rc <= 0)
 				return rc < 0 ? rc : vop_vq_fail(&d->q.vq, VOP_VQ_LAYOUT);
 			st_add(&d->st.recovered, 1);

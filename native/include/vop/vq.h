@@ -188,6 +188,16 @@ struct vop_vq {
 int vop_vq_init_driver(struct vop_vq *vq, const struct vop_vq_config *cfg);
 int vop_vq_init_device(struct vop_vq *vq, const struct vop_vq_config *cfg);
 
+/*
+ * vop_vq_init_device_resume - device side of a ring the driver kept using
+ * while this side restarted: nothing in shared memory is touched; the next
+ * pop reads avail->ring[last_avail] and the next push writes
+ * used->ring[used_idx] (both from the in-flight journal, the caller checks
+ * them against the ring size). Returns as vop_vq_init_device().
+ */
+int vop_vq_init_device_resume(struct vop_vq *vq, const struct vop_vq_config *cfg,
+			      uint16_t last_avail, uint16_t used_idx);
+
 /* Free private memory; does not touch shared memory. Safe on a zeroed vq. */
 void vop_vq_destroy(struct vop_vq *vq);
 
@@ -243,6 +253,15 @@ int vop_vq_get_used(struct vop_vq *vq, void **token, uint32_t *len);
  * if none available, or a negative errno (queue broken, reason counted).
  */
 int vop_vq_pop(struct vop_vq *vq, struct vop_chain *c);
+
+/*
+ * vop_vq_pop_head - device: walk and validate the chain at head, as
+ * vop_vq_pop() does for the next available one, without consuming the avail
+ * ring (re-executing a head an in-flight journal names after a restart).
+ * Returns 1 or a negative errno (queue broken: head out of range or busy,
+ * or any chain violation).
+ */
+int vop_vq_pop_head(struct vop_vq *vq, uint16_t head, struct vop_chain *c);
 
 /*
  * vop_vq_push - device: return a popped chain with len bytes written.
