@@ -103,18 +103,29 @@ async function main(): Promise<void> {
     out.bringUpNotReady = notReady;
 
 
+    /** LINKS idle links of one console-sized byte pipe each: how many got Ready, and host-a's memory then. */
+    const idleLinks = async (prefix: string, queueSize: number): Promise<{ ready: number; rss: number; pss: number; windowBytes: number }> => {
+      for (let i = 0; i < LINKS; i++) {
+        const link = makeLink(`${prefix}-${i}`, { devices: [bytePipeDevice('con0', 'console', queueSize)] });
+        await Promise.all([ca.apply(link), cb.apply(link)]);
+      }
+      let ready = 0;
+      for (let i = 0; i < LINKS; i++) if (await waitReady(ca, `${prefix}-${i}`, 5000)) ready += 1;
+      await sleep(2000);
+      const rss = await rssSamples(pidA);
+      return { ready, rss, pss: pssBytes(pidA), windowBytes: Number(statSync(path.join(rdv, `${prefix}-0.win`)).size) };
+    };
+    const deleteLinks = async (prefix: string): Promise<void> => {
+      for (let i = 0; i < LINKS; i++) await Promise.all([ca.delete(`${prefix}-${i}`), cb.delete(`${prefix}-${i}`)]);
+    };
+
     // 64 idle links.
-    for (let i = 0; i < LINKS; i++) {
-      const link = makeLink(`idle-${i}`, { devices: [bytePipeDevice('con0', 'console', IDLE_QUEUE_SIZE)] });
-      await Promise.all([ca.apply(link), cb.apply(link)]);
-    }
-    let ready = 0;
-    for (let i = 0; i < LINKS; i++) if (await waitReady(ca, `idle-${i}`, 5000)) ready += 1;
+    const idle = await idleLinks('idle', IDLE_QUEUE_SIZE);
+    const ready = idle.ready;
     out.idleLinksReady = ready;
-    await sleep(2000);
-    out.rssIdleLinksBytes = await rssSamples(pidA);
-    out.pssIdleLinksBytes = pssBytes(pidA);
-    out.windowBytes = (await ca.get('idle-0')).link?.status?.devices[0]?.endpoints.window ? Number(statSync(path.join(rdv, 'idle-0.win')).size) : 0;
+    out.rssIdleLinksBytes = idle.rss;
+    out.pssIdleLinksBytes = idle.pss;
+    out.windowBytes = idle.windowBytes;
     // Three equal windows; the median is quoted (the machine may be shared).
     const windows: { total: number; main: number }[] = [];
     const per = (CPU_SECONDS * 1000) / 3;
@@ -133,20 +144,15 @@ async function main(): Promise<void> {
     out.cpuIdleLinksMainThreadPercent = median(windows.map((w) => w.main));
     out.cpuWindowSeconds = secs;
 
-    for (let i = 0; i < LINKS; i++) await Promise.all([ca.delete(`idle-${i}`), cb.delete(`idle-${i}`)]);
+    await deleteLinks('idle');
     // The same idle links with the default 256-entry queues (4x the pools; they are not resident until used).
-    for (let i = 0; i < LINKS; i++) {
-      const link = makeLink(`idle256-${i}`, { devices: [bytePipeDevice('con0', 'console', 256)] });
-      await Promise.all([ca.apply(link), cb.apply(link)]);
-    }
-    let ready256 = 0;
-    for (let i = 0; i < LINKS; i++) if (await waitReady(ca, `idle256-${i}`, 5000)) ready256 += 1;
+    const idle256 = await idleLinks('idle256', 256);
+    const ready256 = idle256.ready;
     out.idleLinks256Ready = ready256;
-    await sleep(2000);
-    out.rssIdleLinks256Bytes = await rssSamples(pidA);
-    out.pssIdleLinks256Bytes = pssBytes(pidA);
-    out.window256Bytes = Number(statSync(path.join(rdv, 'idle256-0.win')).size);
-    for (let i = 0; i < LINKS; i++) await Promise.all([ca.delete(`idle256-${i}`), cb.delete(`idle256-${i}`)]);
+    out.rssIdleLinks256Bytes = idle256.rss;
+    out.pssIdleLinks256Bytes = idle256.pss;
+    out.window256Bytes = idle256.windowBytes;
+    await deleteLinks('idle256');
 
     // After the idle figures: bring-up with the real backends on both sides (console on ptys, blk exported over NBD).
     const devDir = tempDir('bench-dev');

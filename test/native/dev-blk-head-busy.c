@@ -16,7 +16,6 @@
 
 int main(void)
 {
-	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
 	struct t_host host;
 	struct t_pair good;
@@ -30,20 +29,13 @@ int main(void)
 	struct vop_vring_avail *avail;
 	char path[256];
 	uint64_t feat, before;
-	int fd, head;
+	int head;
 
 	t_pair_open(&good, "busy-good", 4u << 20, 20000);
 	t_pair_run_pipe(&good, 1, 256, 64);
-	t_path(path, sizeof(path), "busydisk");
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	CHECK(fd >= 0 && ftruncate(fd, DISK_BYTES) == 0);
-	close(fd);
-	CHECK(vop_shm_create(NULL, 16u << 20, &x0) == 0);
-	CHECK(vop_window_create(x0, NULL, &w0) == 0);
+	t_disk(path, sizeof(path), "busydisk", DISK_BYTES);
 	vop_blk_spec(&spec, 1, 1, 8, 64 * 1024, false);
-	CHECK(vop_devtab_publish(w0, &spec) >= 0);
-	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
-	CHECK(vop_window_attach(x1, &w1) == 0);
+	t_mem_windows(16u << 20, &spec, &w0, &w1);
 	setenv("VOP_BLK_TEST_DELAY_US", "300000", 1); /* keep the write in flight */
 	t_host_open(&host, w1);
 	memset(&dc, 0, sizeof(dc));

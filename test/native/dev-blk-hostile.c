@@ -69,7 +69,6 @@ static uint8_t req(struct drv *d, uint32_t type, uint64_t sector, uint32_t hdr_l
 
 int main(void)
 {
-	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
 	struct t_host host;
 	struct vop_blk_device *dev;
@@ -81,18 +80,10 @@ int main(void)
 	char path[256];
 	uint64_t feat;
 	uint32_t used;
-	int fd;
 
-	t_path(path, sizeof(path), "blkdisk");
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	CHECK(fd >= 0 && ftruncate(fd, DISK_BYTES) == 0);
-	close(fd);
-	CHECK(vop_shm_create(NULL, 16u << 20, &x0) == 0);
-	CHECK(vop_window_create(x0, NULL, &w0) == 0);
+	t_disk(path, sizeof(path), "blkdisk", DISK_BYTES);
 	vop_blk_spec(&spec, 1, 1, 8, 64 * 1024, false);
-	CHECK(vop_devtab_publish(w0, &spec) >= 0);
-	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
-	CHECK(vop_window_attach(x1, &w1) == 0);
+	t_mem_windows(16u << 20, &spec, &w0, &w1);
 	t_host_open(&host, w1);
 	memset(&dc, 0, sizeof(dc));
 	dc.path = path;

@@ -12,7 +12,6 @@
 
 int main(void)
 {
-	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
 	struct t_host host;
 	struct vop_console *con;
@@ -27,12 +26,8 @@ int main(void)
 	int head, fd;
 
 	t_path(log, sizeof(log), "conlog");
-	CHECK(vop_shm_create(NULL, 4u << 20, &x0) == 0);
-	CHECK(vop_window_create(x0, NULL, &w0) == 0);
 	vop_console_spec(&spec, 3, 1, 8);
-	CHECK(vop_devtab_publish(w0, &spec) >= 0);
-	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
-	CHECK(vop_window_attach(x1, &w1) == 0);
+	t_mem_windows(4u << 20, &spec, &w0, &w1);
 	t_host_open(&host, w1);
 	memset(&cc, 0, sizeof(cc));
 	cc.log_path = log;

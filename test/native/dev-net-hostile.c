@@ -53,7 +53,6 @@ static void hdr_unit(void)
 
 int main(void)
 {
-	struct vop_xport *x0, *x1;
 	struct vop_window *w0, *w1;
 	struct t_host host;
 	struct vop_net *net;
@@ -84,12 +83,8 @@ int main(void)
 		printf("SKIP dev-net-hostile (TAP part): needs root and /dev/net/tun\n");
 		return T_SKIP;
 	}
-	CHECK(vop_shm_create(NULL, 40u << 20, &x0) == 0);
-	CHECK(vop_window_create(x0, NULL, &w0) == 0);
 	vop_net_spec(&spec, 1, 1, 16, 1500, mac);
-	CHECK(vop_devtab_publish(w0, &spec) >= 0);
-	CHECK(vop_shm_open_fd(x0->fd, &x1) == 0);
-	CHECK(vop_window_attach(x1, &w1) == 0);
+	t_mem_windows(40u << 20, &spec, &w0, &w1);
 	t_host_open(&host, w1);
 	memset(&nc, 0, sizeof(nc));
 	nc.tap_name = "vophostile0";

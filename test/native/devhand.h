@@ -8,8 +8,35 @@
 #ifndef VOP_TEST_DEVHAND_H
 #define VOP_TEST_DEVHAND_H
 
-#include "helpers.h"
+#include "helpers.h" /* first: it sets _GNU_SOURCE */
+
+#include <fcntl.h>
+
 #include "vop/dev_common.h"
+
+/* A disk image of bytes under $TMPDIR; its path in path. */
+static inline void t_disk(char *path, size_t n, const char *tag, uint64_t bytes)
+{
+	int fd;
+
+	t_path(path, n, tag);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	CHECK(fd >= 0 && ftruncate(fd, (off_t)bytes) == 0);
+	close(fd);
+}
+
+/* A memfd window of size bytes: side 0 publishes spec, side 1 attaches through the fd. */
+static inline void t_mem_windows(uint64_t size, const struct vop_dev_spec *spec, struct vop_window **w0,
+				 struct vop_window **w1)
+{
+	struct vop_xport *x0, *x1;
+
+	CHECK_EQ(vop_shm_create(NULL, size, &x0), 0);
+	CHECK_EQ(vop_window_create(x0, NULL, w0), 0);
+	CHECK(vop_devtab_publish(*w0, spec) >= 0);
+	CHECK_EQ(vop_shm_open_fd(x0->fd, &x1), 0);
+	CHECK_EQ(vop_window_attach(x1, w1), 0);
+}
 
 /* A link side serving one backend, with its device context and events. */
 struct t_host {
