@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "barrier.h"
 #include "vop/link.h"
@@ -584,13 +585,22 @@ static unsigned service_backend(struct vop_link *l, struct link_dev *d)
 	return rc > 0 ? (unsigned)rc : 0;
 }
 
-/* Backend: stop using the rings if started (reset, removal, detach). */
-static void backend_stop(struct link_dev *d)
+/*
+ * Backend: stop using the rings if started (reset, removal, detach). The
+ * worker never waits (0 or -EINPROGRESS: call again later); wait is for the
+ * control thread without the link lock (detach), which must see it done.
+ */
+static int backend_stop(struct link_dev *d, bool wait)
 {
-	if (d->ops && d->be_started) {
-		d->ops->stop(d->be);
+	int rc = 0;
+
+	if (!d->ops || !d->be_started)
+		return 0;
+	while ((rc = d->ops->stop(d->be)) == -EINPROGRESS && wait)
+		usleep(1000);
+	if (rc == 0)
 		d->be_started = false;
-	}
+	return rc;
 }
 
 /* Backend: start with features; on failure the device is BROKEN. 0 or -errno. */
@@ -599,13 +609,13 @@ static int backend_start(struct vop_link *l, struct link_dev *d, bool resume)
 	int rc = d->ops->start(d->be, d->features, resume);
 
 	memset(d->reported, 0, sizeof(d->reported));
-	d->be_failed = false;
+	d->be_started = true; /* even when it failed: stop() cleans up what it set up */
+	d->be_failed = rc != 0;
 	if (rc) {
 		d->run = VOP_DEVRUN_BROKEN;
 		emit(l, VOP_EV_BACKEND_FAILED, d->dev_id, 0, (uint32_t)-rc, 0);
 		return rc;
 	}
-	d->be_started = true;
 	return 0;
 }
 
@@ -630,7 +640,7 @@ static void driver_begin_reset(struct vop_link *l, struct link_dev *d)
 {
 	struct vop_dev_entry *e = d->info.entry;
 
-	backend_stop(d); /* nothing new enters the rings while the device resets */
+	backend_stop(d, false); /* nothing new enters the rings while the device resets */
 	vop_write_once_u32(&e->status, 0);
 	d->reset_val = vop_read_once_u32(&e->reset_req) + 1;
 	if (d->reset_val == 0)
@@ -661,7 +671,8 @@ static unsigned driver_step(struct vop_link *l, struct link_dev *d, uint64_t now
 			return 0;
 		}
 		if (d->ops) {
-			backend_stop(d);
+			if (backend_stop(d, false) != 0)
+				return 0; /* still finishing: start once it stopped */
 			if (backend_start(l, d, false) != 0)
 				return 0;
 		} else {
@@ -700,6 +711,10 @@ static unsigned driver_step(struct vop_link *l, struct link_dev *d, uint64_t now
 	    (vop_read_once_u32(&e->status) & VOP_STATUS_DEVICE_NEEDS_RESET)) {
 		d->needs_reset_reported = true;
 		emit(l, VOP_EV_NEEDS_RESET, d->dev_id, 0, 0, 0);
+		if (l->cfg.reset_on_needs_reset) {
+			driver_begin_reset(l, d);
+			return 1;
+		}
 	}
 	if (!serving(d))
 		return 0;
@@ -714,7 +729,8 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 
 	if (req != vop_read_once_u32(&e->reset_ack)) {
 		/* Reset: our ring side to zero, then ack (the driver owns the rest). */
-		backend_stop(d); /* no backend thread touches the rings past this */
+		if (backend_stop(d, false) != 0)
+			return 0; /* its threads still finish requests: ack when they are done */
 		for (i = 0; i < dev_nqueues(d); i++) {
 			if (!d->ops && d->q[i].ready) {
 				vop_vq_destroy(&d->q[i].vq);
@@ -812,7 +828,7 @@ static void mark_removed(struct vop_link *l, struct link_dev *d)
 {
 	if (d->run == VOP_DEVRUN_REMOVED)
 		return;
-	backend_stop(d);
+	backend_stop(d, false); /* detach waits for whatever is still finishing */
 	d->run = VOP_DEVRUN_REMOVED;
 	emit(l, VOP_EV_DEVICE_REMOVED, d->dev_id, 0, 0, 0);
 }
@@ -1067,7 +1083,7 @@ int vop_link_create(struct vop_window *w, const struct vop_link_config *cfg, str
 
 static void free_dev(struct link_dev *d)
 {
-	backend_stop(d);
+	backend_stop(d, true);
 	destroy_queues(d);
 	free(d->echo_rx);
 	free(d->scratch);

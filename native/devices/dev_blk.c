@@ -101,8 +101,8 @@ struct vop_blk_device {
 	/* I/O pool */
 	pthread_mutex_t lock;       /* protects pending, done, stop, running */
 	pthread_cond_t cond;        /* pending non-empty or stop */
-	pthread_cond_t idle;        /* running dropped to 0 */
 	unsigned running;           /* jobs an I/O thread took and has not completed */
+	bool wake_when_idle;        /* a stop waits: the last running job wakes the worker */
 	struct blk_job *pending, **pending_tail; /* FIFO for the I/O threads */
 	struct blk_job *done;       /* completed, for the loop thread */
 	bool stop;                  /* under lock */
@@ -342,6 +342,7 @@ static void *io_main(void *arg)
 
 	for (;;) {
 		struct blk_job *j;
+		bool wake;
 
 		pthread_mutex_lock(&d->lock);
 		while (!d->pending && !d->stop)
@@ -361,9 +362,12 @@ static void *io_main(void *arg)
 		complete_locked(d, j);
 		pthread_mutex_unlock(&d->qlock);
 		pthread_mutex_lock(&d->lock);
-		if (--d->running == 0)
-			pthread_cond_broadcast(&d->idle);
+		wake = --d->running == 0 && d->wake_when_idle;
+		if (wake)
+			d->wake_when_idle = false;
 		pthread_mutex_unlock(&d->lock);
+		if (wake)
+			vop_devctx_wake(d->ctx); /* the worker finishes the stop */
 	}
 }
 
@@ -532,8 +536,8 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 		uint16_t last_avail = vop_read_once_u16(&d->jh->last_avail);
 		uint16_t pending = vop_read_once_u16(&d->jh->used_pending);
 		uint16_t done = vop_read_once_u16(&d->jh->used_done);
-		uint16_t order[1024];
-		uint64_t cnt[1024];
+		uint16_t *order;
+		uint64_t *cnt;
 		unsigned nre = 0, k;
 
 		/* The driver keeps using the shared device area: initialise without touching it. */
@@ -545,9 +549,15 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 		d->jobs = calloc(num, sizeof(*d->jobs));
 		if (!d->jobs)
 			return -ENOMEM;
-		if (vop_read_once_u16(&d->jh->num) != num ||
-		    (uint16_t)(last_avail - used_idx) > num || num > 1024)
+		if (vop_read_once_u16(&d->jh->num) != num || (uint16_t)(last_avail - used_idx) > num)
 			return vop_vq_fail(&d->q.vq, VOP_VQ_LAYOUT);
+		order = malloc(sizeof(*order) * num);
+		cnt = malloc(sizeof(*cnt) * num);
+		if (!order || !cnt) {
+			free(order);
+			free(cnt);
+			return -ENOMEM;
+		}
 		/* J2..J4 window: entries [done, pending) were published; clear them. */
 		if (used_idx == pending && (uint16_t)(pending - done) <= num) {
 			for (i = done; i != pending; i++) {
@@ -591,16 +601,24 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 		if (getenv("VOP_BLK_DEBUG"))
 			fprintf(stderr, "blk: resume used_idx=%u last_avail=%u pending=%u done=%u re-execute=%u\n",
 				used_idx, last_avail, pending, done, nre);
-		for (k = 0; k < nre; k++) {
+		rc = 0;
+		for (k = 0; k < nre && rc == 0; k++) {
 			struct blk_job *j = &d->jobs[order[k]];
 
 			rc = vop_vq_pop_head(&d->q.vq, order[k], &j->c); /* re-walked and re-validated */
-			if (rc <= 0)
-				return rc < 0 ? rc : vop_vq_fail(&d->q.vq, VOP_VQ_LAYOUT);
+			if (rc <= 0) {
+				rc = rc < 0 ? rc : vop_vq_fail(&d->q.vq, VOP_VQ_LAYOUT);
+				break;
+			}
+			rc = 0;
 			st_add(&d->st.recovered, 1);
 			j->t0_ns = 0; /* its pop time died with the previous process */
 			dispatch(d, j);
 		}
+		free(order);
+		free(cnt);
+		if (rc)
+			return rc;
 	}
 	return 0;
 }
@@ -720,13 +738,15 @@ static int blk_dev_prepare_sleep(void *arg)
 }
 
 /*
- * Stop using the ring: queued jobs are dropped, running ones are waited
- * for (their completions are dropped: the driver resets the ring), so no
- * I/O thread touches the window when this returns.
+ * Stop using the ring: queued jobs are dropped; jobs an I/O thread is
+ * running finish (their completions are dropped: the driver resets the
+ * ring) and the last one wakes the worker, which calls us again. 0 once no
+ * I/O thread touches the window, -EINPROGRESS before.
  */
-static void blk_dev_stop(void *arg)
+static int blk_dev_stop(void *arg)
 {
 	struct vop_blk_device *d = arg;
+	bool busy;
 
 	pthread_mutex_lock(&d->qlock);
 	d->started = false;
@@ -735,14 +755,17 @@ static void blk_dev_stop(void *arg)
 	d->pending = NULL;
 	d->pending_tail = &d->pending;
 	d->done = NULL;
-	while (d->running)
-		pthread_cond_wait(&d->idle, &d->lock);
+	busy = d->running != 0;
+	d->wake_when_idle = busy;
 	pthread_mutex_unlock(&d->lock);
+	if (busy)
+		return -EINPROGRESS;
 	vop_devq_destroy(&d->q);
 	free(d->jobs);
 	d->jobs = NULL;
 	d->jh = NULL;
 	d->jd = NULL;
+	return 0;
 }
 
 /* Set up the ring (fresh, or resumed from the journal after our restart). */
@@ -757,9 +780,7 @@ static int blk_dev_start(void *arg, uint64_t feat, bool resume)
 	if (rc == 0)
 		d->started = true; /* resumed jobs complete once we drop qlock */
 	pthread_mutex_unlock(&d->qlock);
-	if (rc)
-		blk_dev_stop(d); /* jobs already re-dispatched from the journal are drained */
-	return rc;
+	return rc; /* on failure the link calls stop, which drains jobs re-dispatched from the journal */
 }
 
 static struct vop_vq *blk_dev_queue(void *arg, unsigned q)
@@ -799,7 +820,6 @@ int vop_blk_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_mutex_init(&d->qlock, NULL);
 	pthread_cond_init(&d->cond, NULL);
-	pthread_cond_init(&d->idle, NULL);
 	d->pending_tail = &d->pending;
 	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, cfg->find_timeout_ms, &d->di);
 	if (rc)
@@ -890,7 +910,6 @@ void vop_blk_device_destroy(struct vop_blk_device *d)
 	pthread_mutex_destroy(&d->qlock);
 	pthread_mutex_destroy(&d->lock);
 	pthread_cond_destroy(&d->cond);
-	pthread_cond_destroy(&d->idle);
 	free(d);
 }
 
@@ -908,8 +927,13 @@ struct vop_blk_req {
 	uint64_t sector;       /* submitter sets */
 	vop_blk_done_fn done;  /* submitter sets */
 	void *ctx;             /* submitter sets */
-	bool posted;           /* loop thread: in the ring, not yet completed */
-	struct vop_blk_req *next; /* free list (under the driver lock) */
+	bool posted;           /* in the ring, not yet completed (under qlock) */
+	/*
+	 * Failed while posted (reset, broken ring): the device may still touch
+	 * its buffers, so a put parks it until the device acked a reset.
+	 */
+	bool quarantined;      /* under the driver lock */
+	struct vop_blk_req *next; /* free or quarantine list (under the driver lock) */
 };
 
 struct vop_blk_driver {
@@ -934,6 +958,7 @@ struct vop_blk_driver {
 	pthread_cond_t cond;        /* slots freed, ready changed or stop */
 	bool ready;                 /* started (copy under lock for vop_blk_driver_wait_ready) */
 	struct vop_blk_req *free_list;
+	struct vop_blk_req *quarantine; /* slots back from requests failed in flight */
 	unsigned nfree;
 	bool stop;
 };
@@ -1018,10 +1043,15 @@ int vop_blk_req_get(struct vop_blk_driver *d, unsigned n, struct vop_blk_req **r
 void vop_blk_req_put(struct vop_blk_driver *d, struct vop_blk_req *r)
 {
 	pthread_mutex_lock(&d->lock);
-	r->next = d->free_list;
-	d->free_list = r;
-	d->nfree++;
-	pthread_cond_broadcast(&d->cond);
+	if (r->quarantined) {
+		r->next = d->quarantine;
+		d->quarantine = r;
+	} else {
+		r->next = d->free_list;
+		d->free_list = r;
+		d->nfree++;
+		pthread_cond_broadcast(&d->cond);
+	}
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -1082,7 +1112,12 @@ int vop_blk_req_submit(struct vop_blk_driver *d, struct vop_blk_req *r, unsigned
 	return 0;
 }
 
-/* qlock held: complete everything in flight with IOERR (it will never complete otherwise). */
+/*
+ * qlock held: complete everything in flight with IOERR (it will never
+ * complete otherwise), so clients get EIO now; its slots stay quarantined
+ * until the device acked a reset, since an honest device may still be
+ * reading or writing them until then.
+ */
 static int fail_posted_locked(struct vop_blk_driver *d)
 {
 	unsigned i;
@@ -1091,11 +1126,35 @@ static int fail_posted_locked(struct vop_blk_driver *d)
 	for (i = 0; i < d->nslots; i++) {
 		if (d->slots[i].posted) {
 			d->slots[i].posted = false;
+			pthread_mutex_lock(&d->lock);
+			d->slots[i].quarantined = true;
+			pthread_mutex_unlock(&d->lock);
 			d->slots[i].done(d->slots[i].ctx, &d->slots[i], VOP_BLK_S_IOERR);
 			n++;
 		}
 	}
 	return n;
+}
+
+/* The device acked a reset: quarantined slots are free again (and those not yet put will be). */
+static void release_quarantine(struct vop_blk_driver *d)
+{
+	unsigned i;
+
+	pthread_mutex_lock(&d->lock);
+	for (i = 0; i < d->nslots; i++)
+		d->slots[i].quarantined = false;
+	while (d->quarantine) {
+		struct vop_blk_req *r = d->quarantine;
+
+		d->quarantine = r->next;
+		r->quarantined = false;
+		r->next = d->free_list;
+		d->free_list = r;
+		d->nfree++;
+	}
+	pthread_cond_broadcast(&d->cond);
+	pthread_mutex_unlock(&d->lock);
 }
 
 static int blk_drv_poll(void *arg)
@@ -1156,6 +1215,8 @@ static int blk_drv_start(void *arg, uint64_t feat, bool resume)
 	rc = vop_dev_config_read(&d->di, &cfg, sizeof(cfg), 0);
 	if (rc)
 		return rc;
+	/* Called once the device acked the reset: it no longer touches any slot. */
+	release_quarantine(d);
 	pthread_mutex_lock(&d->qlock);
 	rc = vop_devq_init(d->w, &d->di, 0, true, feat, &d->q);
 	if (rc == 0) {
@@ -1177,7 +1238,7 @@ static int blk_drv_start(void *arg, uint64_t feat, bool resume)
 }
 
 /* Reset or detach: requests in flight complete with IOERR, new ones fail until the next start. */
-static void blk_drv_stop(void *arg)
+static int blk_drv_stop(void *arg)
 {
 	struct vop_blk_driver *d = arg;
 
@@ -1189,6 +1250,7 @@ static void blk_drv_stop(void *arg)
 	fail_posted_locked(d);
 	vop_devq_destroy(&d->q);
 	pthread_mutex_unlock(&d->qlock);
+	return 0;
 }
 
 static struct vop_vq *blk_drv_queue(void *arg, unsigned q)

@@ -157,9 +157,18 @@ int vop_devctx_watch_flag(struct vop_devctx *c, int fd, short events, _Atomic in
 			c->watch[i].flag = flag;
 		if ((c->watch[i].events | want) != c->watch[i].events || op == EPOLL_CTL_ADD) {
 			/* Not armed with these yet: (re)arm with what is armed plus what is asked. */
+			int r;
+
 			ev.events = c->watch[i].events | want | EPOLLONESHOT;
 			ev.data.fd = fd;
-			if (epoll_ctl(c->epfd, op, fd, &ev) < 0) {
+			r = epoll_ctl(c->epfd, op, fd, &ev);
+			if (r < 0 && op == EPOLL_CTL_MOD && errno == ENOENT) {
+				/* closed without unwatch and the number reused: a new fd, added afresh */
+				ev.events = want | EPOLLONESHOT;
+				c->watch[i].events = 0;
+				r = epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev);
+			}
+			if (r < 0) {
 				rc = -errno;
 				if (op == EPOLL_CTL_ADD)
 					c->nwatch--;

@@ -274,6 +274,7 @@ static void out_fanout(struct vop_console *c, const uint8_t *p, uint32_t len)
 			continue;
 		r = send(c->cl[i], p, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 		if (r < 0 && errno != EAGAIN) {
+			vop_devctx_unwatch(c->ctx, c->cl[i]); /* before the number can be reused */
 			close(c->cl[i]);
 			c->cl[i] = -1;
 		} else if (r < (ssize_t)len) {
@@ -387,6 +388,7 @@ static int dev_rx(struct vop_console *c)
 					continue;
 				n = fill_from_fd(c, c->cl[i], &eagain, &dead);
 				if (dead) {
+					vop_devctx_unwatch(c->ctx, c->cl[i]); /* before the number can be reused */
 					close(c->cl[i]);
 					c->cl[i] = -1;
 				}
@@ -533,7 +535,7 @@ static int con_start(void *arg, uint64_t feat, bool resume)
 	return 0;
 }
 
-static void con_stop(void *arg)
+static int con_stop(void *arg)
 {
 	struct vop_console *c = arg;
 
@@ -542,6 +544,7 @@ static void con_stop(void *arg)
 	c->have_pend = false;
 	vop_devq_destroy(&c->q[CON_RXQ]);
 	vop_devq_destroy(&c->q[CON_TXQ]);
+	return 0;
 }
 
 static struct vop_vq *con_queue(void *arg, unsigned q)

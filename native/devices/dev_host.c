@@ -531,6 +531,7 @@ int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
 	}
 	memset(&lc, 0, sizeof(lc));
 	lc.spin_ns = spin_ns ? spin_ns : 20000;
+	lc.reset_on_needs_reset = true; /* no control plane here to decide */
 	lc.on_event = host_event;
 	lc.ctx = h;
 	*err = "link";

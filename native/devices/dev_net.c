@@ -825,7 +825,7 @@ static int net_start(void *arg, uint64_t feat, bool resume)
 	return 0;
 }
 
-static void net_stop(void *arg)
+static int net_stop(void *arg)
 {
 	struct vop_net *n = arg;
 
@@ -835,6 +835,7 @@ static void net_stop(void *arg)
 	n->pend_cnt = n->pend_off = n->pend_npop = 0;
 	vop_devq_destroy(&n->q[NET_RXQ]);
 	vop_devq_destroy(&n->q[NET_TXQ]);
+	return 0;
 }
 
 static struct vop_vq *net_queue(void *arg, unsigned q)

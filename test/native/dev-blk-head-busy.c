@@ -77,8 +77,29 @@ int main(void)
 	CHECK(T_WAIT_UNTIL(t_rx(good.l1, 1) > before + 1000, 5000));
 	CHECK(!t_evlog_has(&good.ev1, VOP_EV_QUEUE_BROKEN, -1, NULL));
 
-	/* a reset waits for the write in flight, then the device serves a clean ring */
+	/*
+	 * A reset waits for the write in flight before the device acks it, but
+	 * without holding up the link's control calls (a hung disk must not
+	 * stall the agent): the ack comes only after the write's delay, while
+	 * state and counters answer at once meanwhile.
+	 */
 	vop_devq_destroy(&q);
+	{
+		struct vop_dev_entry *e = di.entry;
+		uint32_t req = __atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) + 1;
+		uint64_t t0;
+
+		__atomic_store_n(&e->status, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&e->reset_req, req, __ATOMIC_RELEASE);
+		vop_window_notify_peer(w0);
+		t_sleep_ms(20);
+		CHECK(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) != req); /* the write still runs */
+		t0 = t_now_ms();
+		CHECK(vop_link_dev_state(host.l, 1) >= 0);
+		CHECK_EQ(vop_link_queue_stats(host.l, 1, 0, &vs), 0);
+		CHECK(t_now_ms() - t0 < 50);
+		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == req, 5000));
+	}
 	feat = t_hand_driver_reset(w0, &di, ~0ull);
 	CHECK_EQ(__atomic_load_n(&((struct vop_vring_used *)vop_window_ptr(w0, di.queues[0].used_off))->idx,
 				 __ATOMIC_ACQUIRE),

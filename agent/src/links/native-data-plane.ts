@@ -109,9 +109,19 @@ class NativeWindow implements DataPlaneWindow {
         return { type: 'peer-gone' };
       case 'peer-up':
         return { type: 'peer-up', epoch: e.epoch };
-      case 'device-removed':
+      case 'device-removed': {
+        // The creator tombstoned it: release what this side holds for it (a hosted device's TAP, pty, NBD export).
+        const d = this.devices.get(e.devId);
         this.devices.delete(e.devId);
+        if (d?.bound && !this.w.closed) {
+          try {
+            this.w.detach(e.devId);
+          } catch (err) {
+            this.log.warn({ err, devId: e.devId }, 'detaching a removed device failed');
+          }
+        }
         return { type: 'device-removed', devId: e.devId };
+      }
       case 'reset-done':
         return { type: 'device-ready', devId: e.devId };
       case 'needs-reset': {

@@ -106,6 +106,12 @@ struct vop_link_config {
 	uint64_t spin_ns;          /* busy-poll time after the last work before sleeping; 0 = sleep at once */
 	uint32_t reset_timeout_ms; /* device reset handshake timeout; 0 = 1000 */
 	bool poll_only;            /* never sleep (benchmark "polling" mode) */
+	/*
+	 * Driver role: answer a device's DEVICE_NEEDS_RESET with a reset at
+	 * once, for hosts without a control plane to decide (vopdev); the
+	 * agent leaves it off and resets with its own backoff.
+	 */
+	bool reset_on_needs_reset;
 	void (*on_event)(void *ctx, const struct vop_event *ev); /* worker thread; may be NULL */
 	void *ctx;                 /* passed to on_event */
 };
@@ -130,15 +136,21 @@ struct vop_devback_ops {
 	 * writes DRIVER_OK after start returns. Device role: called on
 	 * DRIVER_OK; resume is true when the driver kept running the rings
 	 * with a previous incarnation of this side (only offered when
-	 * VOP_F_INFLIGHT was negotiated). 0 or -errno (device BROKEN).
+	 * VOP_F_INFLIGHT was negotiated). 0 or -errno: the device is then
+	 * BROKEN and the link calls stop before any later start (a failed
+	 * start may leave part of its state set up).
 	 */
 	int (*start)(void *dev, uint64_t features, bool resume);
 	/*
-	 * stop - stop using the queues (reset, removal or detach). On return
-	 * no thread of the backend touches the rings or buffers until the
-	 * next start. Local surfaces (TAP, pty, sockets) stay open.
+	 * stop - stop using the queues (reset, removal, detach, or after a
+	 * failed start). Returns 0 once no thread of the backend touches the
+	 * rings or buffers (until the next start), or -EINPROGRESS while its
+	 * own threads still finish what they took (a blk write in flight): the
+	 * link then calls it again later (the backend rings our doorbell when
+	 * it is done) and acks a reset only after 0. Must not block on I/O.
+	 * Local surfaces (TAP, pty, sockets) stay open.
 	 */
-	void (*stop)(void *dev);
+	int (*stop)(void *dev);
 	/* poll - do ready work without blocking: > 0 progress, 0 idle, < 0 failed. */
 	int (*poll)(void *dev);
 	/* prepare_sleep - arm ring notifications, re-check sources; 1 if work is pending. */
