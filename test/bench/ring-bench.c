@@ -394,6 +394,21 @@ static int bench_vop_tput(uint32_t size, double secs, uint16_t qsize, uint32_t b
 
 static double cpu_s(int who);
 
+/* Messages the driver side of every pipe has seen completed so far. */
+static uint64_t multi_done(struct vop_side *s, unsigned npairs, bool per_qp)
+{
+	uint64_t n = 0;
+	unsigned i;
+
+	for (i = 0; i < npairs; i++) {
+		struct vop_vq_stats st;
+
+		if (vop_link_queue_stats(s[per_qp ? i : 0].l, DEV + i, 0, &st) == 0)
+			n += st.c[VOP_VQS_BUFFERS];
+	}
+	return n;
+}
+
 static int bench_vop_multi(uint32_t size, double secs, uint16_t qsize, unsigned npairs, bool per_qp,
 			   const char *path)
 {
@@ -404,7 +419,7 @@ static int bench_vop_multi(uint32_t size, double secs, uint16_t qsize, unsigned 
 	unsigned nwin = per_qp ? npairs : 1, i;
 	char wpath[MULTI_MAX][300];
 	double t0, t1, c0, c1, child_cpu = -1;
-	uint64_t b0 = 0, b1 = 0;
+	uint64_t b0, b1;
 	int pfd[2], rc;
 	pid_t pid;
 
@@ -457,21 +472,11 @@ static int bench_vop_multi(uint32_t size, double secs, uint16_t qsize, unsigned 
 	for (i = 0; i < nwin; i++)
 		vop_link_start(s[i].l);
 	usleep(300000);
-	for (i = 0; i < npairs; i++) {
-		struct vop_vq_stats st;
-
-		if (vop_link_queue_stats(s[per_qp ? i : 0].l, DEV + i, 0, &st) == 0)
-			b0 += st.c[VOP_VQS_BUFFERS];
-	}
+	b0 = multi_done(s, npairs, per_qp);
 	t0 = now_s();
 	c0 = cpu_s(RUSAGE_SELF);
 	usleep((useconds_t)(secs * 1e6));
-	for (i = 0; i < npairs; i++) {
-		struct vop_vq_stats st;
-
-		if (vop_link_queue_stats(s[per_qp ? i : 0].l, DEV + i, 0, &st) == 0)
-			b1 += st.c[VOP_VQS_BUFFERS];
-	}
+	b1 = multi_done(s, npairs, per_qp);
 	t1 = now_s();
 	c1 = cpu_s(RUSAGE_SELF);
 	kill(pid, SIGTERM);

@@ -173,7 +173,14 @@ export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
       const con = kind === 'console' ? consolePort(hosted, ctx.devId, ep[`pty${ctx.devId}`] ?? '') : null;
       ctx.log.info({ kind, role: ctx.role, endpoints: ep }, 'native device backend serving');
       return {
-        endpoints: { backend: 'native', ...ep },
+        // Read at status time: the export's size and port are those of the device as it runs now.
+        get endpoints() {
+          try {
+            return { backend: 'native', ...hosted.endpoints() };
+          } catch {
+            return { backend: 'native', ...ep };
+          }
+        },
         console: con?.port ?? null,
         counters() {
           const out: Record<string, bigint> = {};

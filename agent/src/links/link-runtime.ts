@@ -396,10 +396,7 @@ export class LinkRuntime {
       this.waitingForPeer(peer.state === 'gone' ? `the peer left ${this.windowPath}; waiting for it to return` : `waiting for the peer to attach ${this.windowPath}`);
       return;
     }
-    if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) {
-      this.resetDevices('PeerRestarted');
-      if (this.side === 'attacher') this.stopBackends();
-    }
+    if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) this.resetDevices('PeerRestarted');
     this.peerEpoch = peer.epoch;
     this.setCondition('PeerConnected', 'True', 'PeerAttached', `peer ${this.peerAgent()} is on the window (epoch ${peer.epoch})`);
     if (this.transitionTo(['Connecting'], 'Negotiating', 'PeerAttached')) this.evaluate();
@@ -552,11 +549,7 @@ export class LinkRuntime {
     // Both sides keep the window: a restarted peer takes its side back. The attacher
     // drops its mapping only when the creator put a new window file in its place.
     if (this.side === 'attacher' && this.window?.replaced()) this.closeWindow(false);
-    else {
-      this.resetDevices('PeerGone');
-      // The attacher's backend views restart with the peer (they re-read its endpoints).
-      if (this.side === 'attacher') this.stopBackends();
-    }
+    else this.resetDevices('PeerGone');
     this.transitionTo(['Negotiating', 'Ready', 'Degraded'], 'Resetting', 'PeerGone');
     this.schedule(CONNECT_POLL_MS, () => {
       if (this.transitionTo(['Resetting'], 'Connecting', 'PeerGone')) this.connect();
