@@ -1,5 +1,8 @@
 // ESLint flat config: type-aware typescript-eslint rules plus the module boundaries
 // of the architecture (agent and controller never import each other).
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
+import eslintConfigPrettier from 'eslint-config-prettier/flat';
+import { importX } from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
 
 const boundary = (forbidden, why) => ({
@@ -15,13 +18,27 @@ export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'lib/gen/**', 'native/build/**', '**/*.mjs', '**/*.js'] },
   ...tseslint.configs.recommendedTypeChecked,
   {
+    plugins: { 'import-x': importX },
+    settings: {
+      ...importX.flatConfigs.typescript.settings,
+      'import-x/resolver-next': [createTypeScriptImportResolver({ project: './tsconfig.json' })],
+    },
     languageOptions: {
       parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname },
     },
     rules: {
+      'import-x/no-cycle': ['error', { ignoreExternal: true }],
       '@typescript-eslint/no-floating-promises': [
         'error',
-        { allowForKnownSafeCalls: [{ from: 'package', package: 'node:test', name: ['describe', 'it', 'test', 'suite', 'before', 'after', 'beforeEach', 'afterEach'] }] },
+        {
+          allowForKnownSafeCalls: [
+            {
+              from: 'package',
+              package: 'node:test',
+              name: ['describe', 'it', 'test', 'suite', 'before', 'after', 'beforeEach', 'afterEach'],
+            },
+          ],
+        },
       ],
       '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: { arguments: false } }],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
@@ -37,8 +54,35 @@ export default tseslint.config(
       ],
     },
   },
-  { files: ['agent/**/*.ts'], rules: boundary(String.raw`^(\.\./)+controller/`, 'agent/ must not import controller/: share code through lib/ or proto/') },
-  { files: ['controller/**/*.ts'], rules: boundary(String.raw`^(\.\./)+agent/`, 'controller/ must not import agent/: share code through lib/ or proto/') },
-  { files: ['lib/**/*.ts'], rules: boundary(String.raw`^(\.\./)+(agent|controller)/`, 'lib/ is shared: it must not import agent/ or controller/') },
-  { files: ['test/**/*.ts'], rules: { 'no-console': 'off', '@typescript-eslint/unbound-method': 'off', '@typescript-eslint/no-unsafe-assignment': 'off', '@typescript-eslint/no-unsafe-member-access': 'off' } },
+  {
+    files: ['agent/**/*.ts'],
+    rules: boundary(
+      String.raw`^(\.\./)+controller/`,
+      'agent/ must not import controller/: share code through lib/ or proto/',
+    ),
+  },
+  {
+    files: ['controller/**/*.ts'],
+    rules: boundary(
+      String.raw`^(\.\./)+agent/`,
+      'controller/ must not import agent/: share code through lib/ or proto/',
+    ),
+  },
+  {
+    files: ['lib/**/*.ts'],
+    rules: boundary(
+      String.raw`^(\.\./)+(agent|controller)/`,
+      'lib/ is shared: it must not import agent/ or controller/',
+    ),
+  },
+  {
+    files: ['test/**/*.ts'],
+    rules: {
+      'no-console': 'off',
+      '@typescript-eslint/unbound-method': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+    },
+  },
+  eslintConfigPrettier,
 );

@@ -35,7 +35,11 @@ function makeHasTarget(target) {
   return existsSync(mk) && new RegExp(`^${target}:`, 'm').test(readFileSync(mk, 'utf8'));
 }
 
-stage('native', () => (makeHasTarget('check') ? sh('make', ['-C', 'native', 'check']) : (process.stdout.write('native/Makefile has no check target\n'), false)));
+stage('native', () =>
+  makeHasTarget('check')
+    ? sh('make', ['-C', 'native', 'check'])
+    : (process.stdout.write('native/Makefile has no check target\n'), false),
+);
 stage('fuzz', () => {
   if (!makeHasTarget('fuzz-ci')) {
     process.stdout.write('native/Makefile has no fuzz-ci target\n');
@@ -68,7 +72,12 @@ stage('node', () => {
     process.stdout.write('no TypeScript tests found\n');
     return false;
   }
-  return sh(process.execPath, ['--test', '--test-concurrency=1', '--test-timeout=600000', ...selected.map((f) => path.relative(root, f))]);
+  return sh(process.execPath, [
+    '--test',
+    '--test-concurrency=1',
+    '--test-timeout=600000',
+    ...selected.map((f) => path.relative(root, f)),
+  ]);
 });
 
 if (failures.length > 0) {

@@ -7,7 +7,14 @@ import path from 'node:path';
 
 import { z } from 'zod';
 
-import { checkListenSecurity, loadConfig, SERVER_BASE_FLAGS, serverBaseShape, type FlagSpec, type LoadedConfig } from '../../lib/src/config';
+import {
+  checkListenSecurity,
+  loadConfig,
+  SERVER_BASE_FLAGS,
+  serverBaseShape,
+  type FlagSpec,
+  type LoadedConfig,
+} from '../../lib/src/config';
 import { NAME_RE } from '../../lib/src/validate';
 
 export const AGENT_DEFAULTS = {
@@ -41,7 +48,12 @@ export const agentConfigSchema = z
       .object({
         address: z.string().min(1),
         tls: z
-          .object({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1), serverName: z.string().optional() })
+          .object({
+            ca: z.string().min(1),
+            cert: z.string().min(1),
+            key: z.string().min(1),
+            serverName: z.string().optional(),
+          })
           .strict()
           .optional(),
       })
@@ -59,7 +71,12 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
   { flag: 'role', path: ['node', 'role'], type: 'string', help: 'host|card|vm' },
   { flag: 'host-node', path: ['node', 'hostNode'], type: 'string', help: 'for a card or VM: its host node name' },
   { flag: 'rendezvous-dir', path: ['rendezvousDir'], type: 'string', help: 'shared directory for shm link rendezvous' },
-  { flag: 'controller', path: ['controller', 'address'], type: 'string', help: 'vop-controller address HOST:PORT to dial' },
+  {
+    flag: 'controller',
+    path: ['controller', 'address'],
+    type: 'string',
+    help: 'vop-controller address HOST:PORT to dial',
+  },
 ];
 
 function defaultNodeName(): string {
@@ -79,5 +96,12 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     env,
   });
   checkListenSecurity(loaded.config);
-  return { ...loaded, config: { ...loaded.config, stateDir: path.resolve(loaded.config.stateDir), rendezvousDir: path.resolve(loaded.config.rendezvousDir) } };
+  return {
+    ...loaded,
+    config: {
+      ...loaded.config,
+      stateDir: path.resolve(loaded.config.stateDir),
+      rendezvousDir: path.resolve(loaded.config.rendezvousDir),
+    },
+  };
 }

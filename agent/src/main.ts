@@ -5,7 +5,13 @@
  */
 import { chmodSync, mkdirSync } from 'node:fs';
 
-import { DeviceKind, NodeRole, TransportKind, type AgentIdentity, type Capabilities } from '../../lib/gen/vop/types/v1/types';
+import {
+  DeviceKind,
+  NodeRole,
+  TransportKind,
+  type AgentIdentity,
+  type Capabilities,
+} from '../../lib/gen/vop/types/v1/types';
 import { ConfigError } from '../../lib/src/config';
 import { startGrpcServer } from '../../lib/src/grpc-server';
 import { createRootLogger } from '../../lib/src/logger';
@@ -29,7 +35,11 @@ import { installTestHooks } from './test-hooks';
 const SHUTDOWN_GRACE_MS = 3000;
 const SHUTDOWN_DEADLINE_MS = 8000;
 
-const ROLE: Record<AgentConfig['node']['role'], NodeRole> = { host: NodeRole.NODE_ROLE_HOST, card: NodeRole.NODE_ROLE_CARD, vm: NodeRole.NODE_ROLE_VM };
+const ROLE: Record<AgentConfig['node']['role'], NodeRole> = {
+  host: NodeRole.NODE_ROLE_HOST,
+  card: NodeRole.NODE_ROLE_CARD,
+  vm: NodeRole.NODE_ROLE_VM,
+};
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
@@ -87,14 +97,18 @@ async function main(): Promise<void> {
     deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
     netAdmin: process.getuid?.() === 0,
   });
-  const binding = agentServiceBinding(kit, {
-    identity,
-    capabilities,
-    addresses: () => addresses,
-    version: VOP_VERSION,
-    nativeVersion,
-    startTime,
-  }, links);
+  const binding = agentServiceBinding(
+    kit,
+    {
+      identity,
+      capabilities,
+      addresses: () => addresses,
+      version: VOP_VERSION,
+      nativeVersion,
+      startTime,
+    },
+    links,
+  );
 
   const grpc = await startGrpcServer({
     log: log.child({ component: 'grpc' }),
@@ -106,7 +120,12 @@ async function main(): Promise<void> {
     plaintextRole: config.plaintextRole,
     streams,
   });
-  const metrics = await startMetricsServer({ listen: config.metricsListen, registry, healthy: () => true, log: log.child({ component: 'metrics' }) });
+  const metrics = await startMetricsServer({
+    listen: config.metricsListen,
+    registry,
+    healthy: () => true,
+    log: log.child({ component: 'metrics' }),
+  });
   addresses = { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address) };
   log.info({ grpc: addresses.grpc, metrics: addresses.metrics }, 'vop-agent ready');
   const sync = config.controller

@@ -6,7 +6,14 @@ import path from 'node:path';
 
 import { z } from 'zod';
 
-import { checkListenSecurity, loadConfig, SERVER_BASE_FLAGS, serverBaseShape, type FlagSpec, type LoadedConfig } from '../../lib/src/config';
+import {
+  checkListenSecurity,
+  loadConfig,
+  SERVER_BASE_FLAGS,
+  serverBaseShape,
+  type FlagSpec,
+  type LoadedConfig,
+} from '../../lib/src/config';
 
 export const CONTROLLER_DEFAULTS = {
   grpcListen: '127.0.0.1:7400',

@@ -54,8 +54,19 @@ async function main(): Promise<void> {
   const store = openStore(config);
   const cache = new ObjectCache(store, metrics);
   await cache.load();
-  log.info({ store: config.store.kind, links: cache.links.size, policies: cache.policies.size, agents: cache.agents.size, revision: String(store.revision()) }, 'desired state loaded');
-  const reconciler = new Reconciler(cache, metrics, log.child({ component: 'reconciler' }), { leaseMs: config.leaseSeconds * 1000 });
+  log.info(
+    {
+      store: config.store.kind,
+      links: cache.links.size,
+      policies: cache.policies.size,
+      agents: cache.agents.size,
+      revision: String(store.revision()),
+    },
+    'desired state loaded',
+  );
+  const reconciler = new Reconciler(cache, metrics, log.child({ component: 'reconciler' }), {
+    leaseMs: config.leaseSeconds * 1000,
+  });
   reconciler.start();
   const agentClients = new AgentClients(config.tls);
   const streams = new StreamTracker();
@@ -66,7 +77,12 @@ async function main(): Promise<void> {
     listen: config.grpcListen,
     services: [
       controllerServiceBinding(kit, { cache, reconciler, agentClients }),
-      agentSyncServiceBinding(kit, { reconciler, metrics, log: log.child({ component: 'sync' }), adminNames: config.roles.admin }),
+      agentSyncServiceBinding(kit, {
+        reconciler,
+        metrics,
+        log: log.child({ component: 'sync' }),
+        adminNames: config.roles.admin,
+      }),
     ],
     tls: config.tls,
     roles: config.roles,
@@ -78,10 +94,20 @@ async function main(): Promise<void> {
     registry,
     healthy: () => true,
     // Live views: phase and heartbeat come from the reconciler, not the stored record.
-    routes: new Map([[HTTP_SD_PATH, httpSdRoute(() => [...cache.agents.keys()].map((n) => reconciler.agentView(n)).filter((a): a is Agent => a !== undefined))]]),
+    routes: new Map([
+      [
+        HTTP_SD_PATH,
+        httpSdRoute(() =>
+          [...cache.agents.keys()].map((n) => reconciler.agentView(n)).filter((a): a is Agent => a !== undefined),
+        ),
+      ],
+    ]),
     log: log.child({ component: 'metrics' }),
   });
-  log.info({ grpc: formatHostPort(grpc.address), metrics: formatHostPort(metricsServer.address) }, 'vop-controller ready');
+  log.info(
+    { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metricsServer.address) },
+    'vop-controller ready',
+  );
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
     await grpc.shutdown(SHUTDOWN_GRACE_MS);

@@ -27,7 +27,11 @@ export interface AccessPolicy {
 }
 
 /** Always reachable by any peer that passed the TLS handshake. */
-const PROBE_SERVICES = ['/grpc.health.v1.Health/', '/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
+const PROBE_SERVICES = [
+  '/grpc.health.v1.Health/',
+  '/grpc.reflection.v1.ServerReflection/',
+  '/grpc.reflection.v1alpha.ServerReflection/',
+];
 const AGENT_SERVICE_PREFIX = '/vop.controller.v1.AgentSyncService/';
 
 export interface RoleMap {
@@ -42,7 +46,10 @@ export function peerName(ctx: AuthContext): string | null {
   if (!cert || !cert.subject) return null;
   const cn = cert.subject.CN;
   if (typeof cn === 'string' && cn.length > 0) return cn;
-  const san = cert.subjectaltname?.split(',').map((s: string) => s.trim()).find((s: string) => s.startsWith('DNS:'));
+  const san = cert.subjectaltname
+    ?.split(',')
+    .map((s: string) => s.trim())
+    .find((s: string) => s.startsWith('DNS:'));
   return san ? san.slice(4) : null;
 }
 
@@ -76,10 +83,16 @@ export function roleAllows(policy: AccessPolicy, identity: Identity, path: strin
       return true;
     case 'agent':
       if (path.startsWith(AGENT_SERVICE_PREFIX) || policy.readOnlyMethods.has(path)) return true;
-      return { code: GrpcStatus.PERMISSION_DENIED, message: `identity "${identity.name}" (role agent) may not call ${path}` };
+      return {
+        code: GrpcStatus.PERMISSION_DENIED,
+        message: `identity "${identity.name}" (role agent) may not call ${path}`,
+      };
     case 'reader':
       if (policy.readOnlyMethods.has(path)) return true;
-      return { code: GrpcStatus.PERMISSION_DENIED, message: `identity "${identity.name}" (role reader) may not call ${path}; it needs role admin` };
+      return {
+        code: GrpcStatus.PERMISSION_DENIED,
+        message: `identity "${identity.name}" (role reader) may not call ${path}; it needs role admin`,
+      };
     case 'none':
       return { code: GrpcStatus.PERMISSION_DENIED, message: `identity "${identity.name}" has no role on this server` };
     default: {
@@ -110,10 +123,17 @@ export function callerRole(metadata: { get(key: string): unknown[] }): Role {
 }
 
 /** A console open asking for the writer slot needs role admin; throws PERMISSION_DENIED otherwise. */
-export function assertConsoleWriteAllowed(metadata: { get(key: string): unknown[] }, open: { readonly write: boolean; readonly link: string; readonly device: string }): void {
+export function assertConsoleWriteAllowed(
+  metadata: { get(key: string): unknown[] },
+  open: { readonly write: boolean; readonly link: string; readonly device: string },
+): void {
   if (!open.write || callerRole(metadata) === 'admin') return;
-  throw new ServerError(GrpcStatus.PERMISSION_DENIED, 'the console writer slot needs role admin; readers may attach without write', {
-    reason: 'CONSOLE_WRITE_DENIED',
-    metadata: { link: open.link, device: open.device },
-  });
+  throw new ServerError(
+    GrpcStatus.PERMISSION_DENIED,
+    'the console writer slot needs role admin; readers may attach without write',
+    {
+      reason: 'CONSOLE_WRITE_DENIED',
+      metadata: { link: open.link, device: open.device },
+    },
+  );
 }

@@ -77,7 +77,12 @@ export const serverBaseShape = {
 
 export const SERVER_BASE_FLAGS: readonly FlagSpec[] = [
   { flag: 'grpc-listen', path: ['grpcListen'], type: 'string', help: 'gRPC listen address HOST:PORT' },
-  { flag: 'metrics-listen', path: ['metricsListen'], type: 'string', help: 'HTTP /metrics and /healthz listen address HOST:PORT' },
+  {
+    flag: 'metrics-listen',
+    path: ['metricsListen'],
+    type: 'string',
+    help: 'HTTP /metrics and /healthz listen address HOST:PORT',
+  },
   { flag: 'state-dir', path: ['stateDir'], type: 'string', help: 'directory for persistent state' },
   { flag: 'log-level', path: ['logLevel'], type: 'string', help: `log level (${LOG_LEVELS.join('|')})` },
   { flag: 'tls-cert', path: ['tls', 'cert'], type: 'string', help: 'PEM server certificate' },
@@ -136,7 +141,10 @@ export function usage<S extends z.ZodType>(opts: Pick<LoadOptions<S>, 'program' 
   const lines = [`usage: ${opts.program} [--config FILE] [flags]`, '', 'flags (environment variable in brackets):'];
   lines.push(`  --config FILE`.padEnd(28) + ` YAML config file [${opts.envPrefix}_CONFIG]`);
   for (const f of opts.flags) {
-    lines.push(`  --${f.flag}${f.type === 'string' ? ' VALUE' : ''}`.padEnd(28) + ` ${f.help} [${envName(opts.envPrefix, f.flag)}]`);
+    lines.push(
+      `  --${f.flag}${f.type === 'string' ? ' VALUE' : ''}`.padEnd(28) +
+        ` ${f.help} [${envName(opts.envPrefix, f.flag)}]`,
+    );
   }
   lines.push('  --help'.padEnd(28) + ' this text', '  --version'.padEnd(28) + ' print the version');
   lines.push('', 'precedence: flags, then environment, then config file, then defaults');
@@ -145,7 +153,11 @@ export function usage<S extends z.ZodType>(opts: Pick<LoadOptions<S>, 'program' 
 
 /** Parses argv/env/file into a validated config, or throws ConfigError naming the field. */
 export function loadConfig<S extends z.ZodType>(opts: LoadOptions<S>): LoadedConfig<z.output<S>> {
-  const options: Record<string, { type: 'string' | 'boolean' }> = { config: { type: 'string' }, help: { type: 'boolean' }, version: { type: 'boolean' } };
+  const options: Record<string, { type: 'string' | 'boolean' }> = {
+    config: { type: 'string' },
+    help: { type: 'boolean' },
+    version: { type: 'boolean' },
+  };
   for (const f of opts.flags) options[f.flag] = { type: f.type };
   let parsed: ReturnType<typeof parseArgs>;
   try {

@@ -56,7 +56,10 @@ export class ServerError extends Error {
   /** google.rpc.Status carrying ErrorInfo plus BadRequest/PreconditionFailure details. */
   toStatusProto(): Status {
     const details: Any[] = [
-      pack('google.rpc.ErrorInfo', ErrorInfo.encode({ reason: this.reason, domain: ERROR_DOMAIN, metadata: { ...this.metadata } }).finish()),
+      pack(
+        'google.rpc.ErrorInfo',
+        ErrorInfo.encode({ reason: this.reason, domain: ERROR_DOMAIN, metadata: { ...this.metadata } }).finish(),
+      ),
     ];
     if (this.fieldViolations.length > 0) {
       const fieldViolations: BadRequest_FieldViolation[] = this.fieldViolations.map((v) => ({
@@ -69,7 +72,10 @@ export class ServerError extends Error {
     }
     if (this.preconditionViolations.length > 0) {
       details.push(
-        pack('google.rpc.PreconditionFailure', PreconditionFailure.encode({ violations: [...this.preconditionViolations] }).finish()),
+        pack(
+          'google.rpc.PreconditionFailure',
+          PreconditionFailure.encode({ violations: [...this.preconditionViolations] }).finish(),
+        ),
       );
     }
     return { code: this.code, message: this.message, details };
@@ -91,7 +97,10 @@ function pack(typeName: string, value: Uint8Array): Any {
 export function invalidArgument(violations: readonly FieldViolation[], message?: string): ServerError {
   const first = violations[0];
   const text = message ?? (first ? `invalid ${first.field}: ${first.description}` : 'invalid request');
-  return new ServerError(GrpcStatus.INVALID_ARGUMENT, text, { reason: 'INVALID_ARGUMENT', fieldViolations: violations });
+  return new ServerError(GrpcStatus.INVALID_ARGUMENT, text, {
+    reason: 'INVALID_ARGUMENT',
+    fieldViolations: violations,
+  });
 }
 
 export function notFound(kind: string, name: string): ServerError {
@@ -108,7 +117,11 @@ export function alreadyExists(kind: string, name: string, detail = ''): ServerEr
   });
 }
 
-export function failedPrecondition(reason: string, message: string, metadata: Record<string, string> = {}): ServerError {
+export function failedPrecondition(
+  reason: string,
+  message: string,
+  metadata: Record<string, string> = {},
+): ServerError {
   return new ServerError(GrpcStatus.FAILED_PRECONDITION, message, { reason, metadata });
 }
 

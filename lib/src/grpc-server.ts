@@ -5,7 +5,13 @@
  */
 import { readFileSync } from 'node:fs';
 
-import { Server, ServerCredentials, type ServerInterceptor, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  Server,
+  ServerCredentials,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
 import type { Registry } from 'prom-client';
 
@@ -81,7 +87,10 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
   health.addToServer(server);
 
   for (const s of opts.services) server.addService(s.definition, s.implementation);
-  addReflection(server, new ReflectionIndex([...opts.services.map((s) => s.name), HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES]));
+  addReflection(
+    server,
+    new ReflectionIndex([...opts.services.map((s) => s.name), HEALTH_SERVICE_NAME, ...REFLECTION_SERVICE_NAMES]),
+  );
 
   const creds = opts.tls
     ? ServerCredentials.createSsl(
@@ -95,7 +104,10 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<RunningG
     server.bindAsync(formatHostPort(opts.listen), creds, (err, p) => (err ? reject(err) : resolve(p)));
   });
   const address = { host: opts.listen.host, port };
-  opts.log.info({ address: formatHostPort(address), tls: opts.tls !== undefined, mtls: Boolean(opts.tls?.ca) }, 'gRPC server listening');
+  opts.log.info(
+    { address: formatHostPort(address), tls: opts.tls !== undefined, mtls: Boolean(opts.tls?.ca) },
+    'gRPC server listening',
+  );
 
   let shuttingDown: Promise<void> | undefined;
   return {

@@ -32,7 +32,12 @@ export function splitPath(path: string): { service: string; method: string } {
 
 export function rpcMetricsInterceptor(registry: Registry): ServerInterceptor {
   const labelNames = ['grpc_type', 'grpc_service', 'grpc_method'] as const;
-  const started = new Counter({ name: 'grpc_server_started_total', help: 'RPCs started on the server.', labelNames, registers: [registry] });
+  const started = new Counter({
+    name: 'grpc_server_started_total',
+    help: 'RPCs started on the server.',
+    labelNames,
+    registers: [registry],
+  });
   const handled = new Counter({
     name: 'grpc_server_handled_total',
     help: 'RPCs completed on the server, by status code.',
@@ -46,12 +51,26 @@ export function rpcMetricsInterceptor(registry: Registry): ServerInterceptor {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
-  const received = new Counter({ name: 'grpc_server_msg_received_total', help: 'Stream messages received.', labelNames, registers: [registry] });
-  const sent = new Counter({ name: 'grpc_server_msg_sent_total', help: 'Stream messages sent.', labelNames, registers: [registry] });
+  const received = new Counter({
+    name: 'grpc_server_msg_received_total',
+    help: 'Stream messages received.',
+    labelNames,
+    registers: [registry],
+  });
+  const sent = new Counter({
+    name: 'grpc_server_msg_sent_total',
+    help: 'Stream messages sent.',
+    labelNames,
+    registers: [registry],
+  });
 
   return (methodDescriptor, call) => {
     const { service, method } = splitPath(methodDescriptor.path);
-    const labels = { grpc_type: grpcType(methodDescriptor.requestStream, methodDescriptor.responseStream), grpc_service: service, grpc_method: method };
+    const labels = {
+      grpc_type: grpcType(methodDescriptor.requestStream, methodDescriptor.responseStream),
+      grpc_service: service,
+      grpc_method: method,
+    };
     const t0 = process.hrtime.bigint();
     started.inc(labels);
     const listener = new ServerListenerBuilder()
@@ -82,7 +101,12 @@ export function accessLogInterceptor(log: Logger): ServerInterceptor {
     const responder = new ResponderBuilder()
       .withSendStatus((status, next) => {
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-        const fields = { method: methodDescriptor.path, code: GrpcStatus[status.code], durationMs: Math.round(ms * 1000) / 1000, peer: call.getPeer() };
+        const fields = {
+          method: methodDescriptor.path,
+          code: GrpcStatus[status.code],
+          durationMs: Math.round(ms * 1000) / 1000,
+          peer: call.getPeer(),
+        };
         if (status.code === GrpcStatus.INTERNAL || status.code === GrpcStatus.UNKNOWN) log.warn(fields, 'rpc failed');
         else log.debug(fields, 'rpc');
         next(status);

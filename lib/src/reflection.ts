@@ -11,7 +11,13 @@ import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import { createFileRegistry, type FileRegistry } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import type { DescFile } from '@bufbuild/protobuf';
-import { status as GrpcStatus, type Server, type ServerDuplexStream, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import {
+  status as GrpcStatus,
+  type Server,
+  type ServerDuplexStream,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
 
 import {
   ServerReflectionService,
@@ -35,7 +41,10 @@ export class ReflectionIndex {
   private readonly encoded = new Map<string, Buffer>();
 
   /** `services`: fully-qualified names of the services the server actually serves. */
-  constructor(readonly services: readonly string[], registry: FileRegistry = loadDescriptorRegistry()) {
+  constructor(
+    readonly services: readonly string[],
+    registry: FileRegistry = loadDescriptorRegistry(),
+  ) {
     this.registry = registry;
   }
 
@@ -63,7 +72,10 @@ export class ReflectionIndex {
   }
 
   fileByName(name: string): DescFile | undefined {
-    return this.registry.getFile(name.endsWith('.proto') ? name.slice(0, -'.proto'.length) : name) ?? this.registry.getFile(name);
+    return (
+      this.registry.getFile(name.endsWith('.proto') ? name.slice(0, -'.proto'.length) : name) ??
+      this.registry.getFile(name)
+    );
   }
 
   fileContainingSymbol(symbol: string): DescFile | undefined {
@@ -93,7 +105,13 @@ export class ReflectionIndex {
     const r = req.messageRequest;
     switch (r?.$case) {
       case 'listServices':
-        return { ...base, messageResponse: { $case: 'listServicesResponse', value: { service: this.services.map((name) => ({ name })) } } };
+        return {
+          ...base,
+          messageResponse: {
+            $case: 'listServicesResponse',
+            value: { service: this.services.map((name) => ({ name })) },
+          },
+        };
       case 'fileByFilename': {
         const f = this.fileByName(r.value);
         return f ? files(f) : notFound(`file "${r.value}" not found`);
@@ -107,12 +125,21 @@ export class ReflectionIndex {
       case 'allExtensionNumbersOfType': {
         const t = this.registry.getMessage(r.value);
         if (!t) return notFound(`type "${r.value}" not found`);
-        return { ...base, messageResponse: { $case: 'allExtensionNumbersResponse', value: { baseTypeName: r.value, extensionNumber: [] } } };
+        return {
+          ...base,
+          messageResponse: {
+            $case: 'allExtensionNumbersResponse',
+            value: { baseTypeName: r.value, extensionNumber: [] },
+          },
+        };
       }
       case undefined:
         return {
           ...base,
-          messageResponse: { $case: 'errorResponse', value: { errorCode: GrpcStatus.INVALID_ARGUMENT, errorMessage: 'empty reflection request' } },
+          messageResponse: {
+            $case: 'errorResponse',
+            value: { errorCode: GrpcStatus.INVALID_ARGUMENT, errorMessage: 'empty reflection request' },
+          },
         };
       default: {
         const never: never = r;
@@ -127,7 +154,10 @@ const V1_NAME = 'grpc.reflection.v1.ServerReflection';
 
 /** The same wire messages under the v1alpha service path. */
 const ServerReflectionV1AlphaService: ServiceDefinition = {
-  serverReflectionInfo: { ...ServerReflectionService.serverReflectionInfo, path: `/${V1ALPHA_NAME}/ServerReflectionInfo` },
+  serverReflectionInfo: {
+    ...ServerReflectionService.serverReflectionInfo,
+    path: `/${V1ALPHA_NAME}/ServerReflectionInfo`,
+  },
 };
 
 export const REFLECTION_SERVICE_NAMES = [V1_NAME, V1ALPHA_NAME] as const;

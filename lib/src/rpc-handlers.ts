@@ -59,7 +59,10 @@ export function toServiceError(err: unknown, log: Logger, method: string): Parti
 }
 
 export interface HandlerKit {
-  unary<Req, Res>(method: string, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>): handleUnaryCall<Req, Res>;
+  unary<Req, Res>(
+    method: string,
+    fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+  ): handleUnaryCall<Req, Res>;
   serverStream<Req, Res>(
     method: string,
     fn: (call: ServerWritableStream<Req, Res>, signal: AbortSignal) => Promise<void>,
@@ -71,7 +74,11 @@ export interface HandlerKit {
 }
 
 export function createHandlerKit(log: Logger, streams: StreamTracker): HandlerKit {
-  function endStream(call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>, err: unknown, method: string): void {
+  function endStream(
+    call: ServerWritableStream<unknown, unknown> | ServerDuplexStream<unknown, unknown>,
+    err: unknown,
+    method: string,
+  ): void {
     if (call.cancelled || call.destroyed) return;
     if (err === undefined) {
       call.end();
@@ -94,17 +101,22 @@ export function createHandlerKit(log: Logger, streams: StreamTracker): HandlerKi
       log.debug({ err, method }, 'stream error');
       ac.abort(err);
     });
-    fn(call, ac.signal).then(
-      () => endStream(call, undefined, method),
-      (err: unknown) => endStream(call, ac.signal.aborted && !(err instanceof ServerError) ? undefined : err, method),
-    ).finally(() => {
-      streams.release(ac);
-      call.off('cancelled', onCancel);
-    });
+    fn(call, ac.signal)
+      .then(
+        () => endStream(call, undefined, method),
+        (err: unknown) => endStream(call, ac.signal.aborted && !(err instanceof ServerError) ? undefined : err, method),
+      )
+      .finally(() => {
+        streams.release(ac);
+        call.off('cancelled', onCancel);
+      });
   }
 
   return {
-    unary<Req, Res>(method: string, fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>): handleUnaryCall<Req, Res> {
+    unary<Req, Res>(
+      method: string,
+      fn: (req: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>,
+    ): handleUnaryCall<Req, Res> {
       return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
         fn(call.request, call).then(
           (res) => callback(null, res),
@@ -142,7 +154,7 @@ export async function writeWithBackpressure<Res>(
     };
     const onAbort = (): void => {
       cleanup();
-      reject(signal.reason instanceof Error ? signal.reason : new Error("aborted"));
+      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
     };
     const cleanup = (): void => {
       call.off('drain', onDrain);

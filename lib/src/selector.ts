@@ -41,20 +41,36 @@ export function parseSelector(text: string): LabelSelector {
     if ((m = new RegExp(`^(${KEY})\\s*(==|=)\\s*(${VAL})$`).exec(term))) {
       sel.matchLabels[m[1] as string] = m[3] as string;
     } else if ((m = new RegExp(`^(${KEY})\\s*!=\\s*(${VAL})$`).exec(term))) {
-      sel.matchExpressions.push({ key: m[1] as string, operator: SelectorOperator.SELECTOR_OPERATOR_NOT_IN, values: [m[2] as string] });
+      sel.matchExpressions.push({
+        key: m[1] as string,
+        operator: SelectorOperator.SELECTOR_OPERATOR_NOT_IN,
+        values: [m[2] as string],
+      });
     } else if ((m = new RegExp(`^(${KEY})\\s+(in|notin)\\s*\\(([^()]*)\\)$`).exec(term))) {
-      const values = (m[3] as string).split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      const values = (m[3] as string)
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
       if (values.length === 0) throw new SelectorSyntaxError(`"${term}": empty value list`);
-      for (const val of values) if (!new RegExp(`^${VAL}$`).test(val)) throw new SelectorSyntaxError(`"${term}": bad value "${val}"`);
+      for (const val of values)
+        if (!new RegExp(`^${VAL}$`).test(val)) throw new SelectorSyntaxError(`"${term}": bad value "${val}"`);
       sel.matchExpressions.push({
         key: m[1] as string,
         operator: m[2] === 'in' ? SelectorOperator.SELECTOR_OPERATOR_IN : SelectorOperator.SELECTOR_OPERATOR_NOT_IN,
         values,
       });
     } else if ((m = new RegExp(`^!(${KEY})$`).exec(term))) {
-      sel.matchExpressions.push({ key: m[1] as string, operator: SelectorOperator.SELECTOR_OPERATOR_DOES_NOT_EXIST, values: [] });
+      sel.matchExpressions.push({
+        key: m[1] as string,
+        operator: SelectorOperator.SELECTOR_OPERATOR_DOES_NOT_EXIST,
+        values: [],
+      });
     } else if ((m = new RegExp(`^(${KEY})$`).exec(term))) {
-      sel.matchExpressions.push({ key: m[1] as string, operator: SelectorOperator.SELECTOR_OPERATOR_EXISTS, values: [] });
+      sel.matchExpressions.push({
+        key: m[1] as string,
+        operator: SelectorOperator.SELECTOR_OPERATOR_EXISTS,
+        values: [],
+      });
     } else {
       throw new SelectorSyntaxError(`cannot parse selector term "${term}"`);
     }

@@ -4,7 +4,11 @@
  */
 import type { Logger } from './logger';
 
-export function onShutdownSignal(log: Logger, deadlineMs: number, shutdown: (signal: string) => Promise<void>): () => void {
+export function onShutdownSignal(
+  log: Logger,
+  deadlineMs: number,
+  shutdown: (signal: string) => Promise<void>,
+): () => void {
   let started = false;
   const handler = (signal: NodeJS.Signals): void => {
     if (started) {

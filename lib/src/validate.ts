@@ -33,13 +33,21 @@ export const MAX_DEVICES_PER_LINK = 32;
 
 export function checkName(v: ViolationList, field: string, name: string): void {
   if (name === '') v.add(field, 'is required');
-  else if (!NAME_RE.test(name)) v.add(field, `"${name}" must be a DNS-1123 label: 1-63 characters of a-z, 0-9 and "-", starting and ending alphanumeric`);
+  else if (!NAME_RE.test(name))
+    v.add(
+      field,
+      `"${name}" must be a DNS-1123 label: 1-63 characters of a-z, 0-9 and "-", starting and ending alphanumeric`,
+    );
 }
 
 export function checkLabels(v: ViolationList, field: string, labels: Record<string, string>): void {
   for (const [k, val] of Object.entries(labels)) {
     if (!LABEL_KEY_RE.test(k)) v.add(`${field}[${k}]`, `label key "${k}" is not a valid label key`);
-    if (!LABEL_VALUE_RE.test(val)) v.add(`${field}[${k}]`, `label value "${val}" must be <= 63 characters of A-Z, a-z, 0-9, "-", "_", "." starting and ending alphanumeric`);
+    if (!LABEL_VALUE_RE.test(val))
+      v.add(
+        `${field}[${k}]`,
+        `label value "${val}" must be <= 63 characters of A-Z, a-z, 0-9, "-", "_", "." starting and ending alphanumeric`,
+      );
   }
 }
 
@@ -66,7 +74,8 @@ export function checkTransport(v: ViolationList, field: string, t: Transport | u
       }
       break;
     case 'pciBar':
-      if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i.test(k.value.pciAddress)) v.add(`${field}.pci_bar.pci_address`, `"${k.value.pciAddress}" must look like 0000:03:00.0`);
+      if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i.test(k.value.pciAddress))
+        v.add(`${field}.pci_bar.pci_address`, `"${k.value.pciAddress}" must look like 0000:03:00.0`);
       if (k.value.bar > 5) v.add(`${field}.pci_bar.bar`, 'must be 0-5');
       if (k.value.doorbellBar > 5) v.add(`${field}.pci_bar.doorbell_bar`, 'must be 0-5');
       break;
@@ -93,8 +102,10 @@ function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefi
   if (!k) return; // defaults chosen by the agent
   if (k.$case === 'tap') {
     if (Buffer.byteLength(k.value.name) > IFNAME_MAX) v.add(`${field}.tap.name`, `must be at most ${IFNAME_MAX} bytes`);
-    if (k.value.name !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.name)) v.add(`${field}.tap.name`, 'may contain only A-Z, a-z, 0-9, "_", "." and "-"');
-    if (k.value.netns !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.netns)) v.add(`${field}.tap.netns`, 'must be a namespace name under /run/netns');
+    if (k.value.name !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.name))
+      v.add(`${field}.tap.name`, 'may contain only A-Z, a-z, 0-9, "_", "." and "-"');
+    if (k.value.netns !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.netns))
+      v.add(`${field}.tap.netns`, 'must be a namespace name under /run/netns');
   } else {
     checkAbsolutePath(v, `${field}.datagram.path`, k.value.path, true);
     checkAbsolutePath(v, `${field}.datagram.peer_path`, k.value.peerPath, true);
@@ -110,8 +121,14 @@ function checkConsoleBackend(v: ViolationList, field: string, b: ConsoleBackend 
 
 export function checkDevice(v: ViolationList, field: string, d: Device): void {
   checkName(v, `${field}.name`, d.name);
-  if (d.queueSize !== 0 && (d.queueSize < 2 || d.queueSize > MAX_QUEUE_SIZE || (d.queueSize & (d.queueSize - 1)) !== 0)) {
-    v.add(`${field}.queue_size`, `${d.queueSize} must be a power of two between 2 and ${MAX_QUEUE_SIZE} (or 0 for ${DEFAULT_QUEUE_SIZE})`);
+  if (
+    d.queueSize !== 0 &&
+    (d.queueSize < 2 || d.queueSize > MAX_QUEUE_SIZE || (d.queueSize & (d.queueSize - 1)) !== 0)
+  ) {
+    v.add(
+      `${field}.queue_size`,
+      `${d.queueSize} must be a power of two between 2 and ${MAX_QUEUE_SIZE} (or 0 for ${DEFAULT_QUEUE_SIZE})`,
+    );
   }
   const k = d.kind;
   if (!k) {
@@ -120,9 +137,12 @@ export function checkDevice(v: ViolationList, field: string, d: Device): void {
   }
   switch (k.$case) {
     case 'net':
-      if (k.value.mac !== '' && !MAC_RE.test(k.value.mac)) v.add(`${field}.net.mac`, `"${k.value.mac}" is not a MAC address like 02:00:00:00:00:01`);
-      else if (k.value.mac !== '' && (parseInt(k.value.mac.slice(0, 2), 16) & 1) === 1) v.add(`${field}.net.mac`, 'must be a unicast address');
-      if (k.value.mtu !== 0 && (k.value.mtu < 68 || k.value.mtu > 65535)) v.add(`${field}.net.mtu`, 'must be 0 (1500) or 68-65535');
+      if (k.value.mac !== '' && !MAC_RE.test(k.value.mac))
+        v.add(`${field}.net.mac`, `"${k.value.mac}" is not a MAC address like 02:00:00:00:00:01`);
+      else if (k.value.mac !== '' && (parseInt(k.value.mac.slice(0, 2), 16) & 1) === 1)
+        v.add(`${field}.net.mac`, 'must be a unicast address');
+      if (k.value.mtu !== 0 && (k.value.mtu < 68 || k.value.mtu > 65535))
+        v.add(`${field}.net.mtu`, 'must be 0 (1500) or 68-65535');
       checkNetBackend(v, `${field}.net.device_backend`, k.value.deviceBackend);
       checkNetBackend(v, `${field}.net.driver_frontend`, k.value.driverFrontend);
       break;
@@ -178,13 +198,18 @@ export function checkLinkSpec(v: ViolationList, field: string, spec: LinkSpec | 
   } else {
     spec.endpoints.forEach((e, i) => {
       checkName(v, `${field}.endpoints[${i}].agent`, e.agent);
-      if (e.role !== Role.ROLE_DEVICE && e.role !== Role.ROLE_DRIVER) v.add(`${field}.endpoints[${i}].role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
+      if (e.role !== Role.ROLE_DEVICE && e.role !== Role.ROLE_DRIVER)
+        v.add(`${field}.endpoints[${i}].role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
     });
     const [a, b] = spec.endpoints as [LinkSpec['endpoints'][0], LinkSpec['endpoints'][0]];
     if (a.role === b.role && (a.role === Role.ROLE_DEVICE || a.role === Role.ROLE_DRIVER)) {
-      v.add(`${field}.endpoints[1].role`, `both endpoints claim ${Role[a.role]}; one must be ROLE_DEVICE and the other ROLE_DRIVER`);
+      v.add(
+        `${field}.endpoints[1].role`,
+        `both endpoints claim ${Role[a.role]}; one must be ROLE_DEVICE and the other ROLE_DRIVER`,
+      );
     }
-    if (a.agent !== '' && a.agent === b.agent) v.add(`${field}.endpoints[1].agent`, 'both endpoints name the same agent');
+    if (a.agent !== '' && a.agent === b.agent)
+      v.add(`${field}.endpoints[1].agent`, 'both endpoints name the same agent');
   }
   checkTransport(v, `${field}.transport`, spec.transport);
   if (spec.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
@@ -192,7 +217,10 @@ export function checkLinkSpec(v: ViolationList, field: string, spec: LinkSpec | 
 }
 
 /** Validates a Link as sent by a client (status is ignored). Throws INVALID_ARGUMENT. */
-export function validateLink(link: Link | undefined, field = 'link'): asserts link is Link & { meta: NonNullable<Link['meta']>; spec: LinkSpec } {
+export function validateLink(
+  link: Link | undefined,
+  field = 'link',
+): asserts link is Link & { meta: NonNullable<Link['meta']>; spec: LinkSpec } {
   const v = new ViolationList();
   if (!link) v.add(field, 'is required');
   else {
@@ -233,13 +261,17 @@ export function checkTemplate(v: ViolationList, field: string, t: LinkTemplate |
     return;
   }
   checkLabels(v, `${field}.labels`, t.labels);
-  if (t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER) v.add(`${field}.card_role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
+  if (t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER)
+    v.add(`${field}.card_role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
   checkTransport(v, `${field}.transport`, t.transport);
   if (t.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
   checkDevices(v, `${field}.devices`, t.devices);
 }
 
-export function validatePolicy(p: LinkPolicy | undefined, field = 'policy'): asserts p is LinkPolicy & { meta: NonNullable<LinkPolicy['meta']> } {
+export function validatePolicy(
+  p: LinkPolicy | undefined,
+  field = 'policy',
+): asserts p is LinkPolicy & { meta: NonNullable<LinkPolicy['meta']> } {
   const v = new ViolationList();
   if (!p) v.add(field, 'is required');
   else {

@@ -3,4 +3,5 @@ import { readFileSync } from 'node:fs';
 
 import { repoPath } from './paths';
 
-export const VOP_VERSION: string = (JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as { version: string }).version;
+export const VOP_VERSION: string = (JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as { version: string })
+  .version;

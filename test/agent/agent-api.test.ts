@@ -14,7 +14,14 @@ import type { AttachConsoleRequest } from '../../lib/gen/vop/agent/v1/agent';
 
 import { ConditionStatus, LinkPhase, Role, WatchEventType } from '../../lib/gen/vop/types/v1/types';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
-import { promtoolPath, run, startServer, tempDir, withoutKnownPromClientLintNames, type ServerProcess } from '../helpers/servers';
+import {
+  promtoolPath,
+  run,
+  startServer,
+  tempDir,
+  withoutKnownPromClientLintNames,
+  type ServerProcess,
+} from '../helpers/servers';
 import { Agent, bytePipeDevice, makeLink } from './helpers';
 
 function storedLinks(stateDir: string): string[] {
@@ -48,7 +55,12 @@ describe('vop-agent AgentService', () => {
     const labelsOnly = await agent.apply(makeLink('l-idem', { labels: { tier: 'b' } }));
     assert.equal(labelsOnly.changed, true);
     assert.equal(labelsOnly.link?.meta?.generation, 1n, 'labels are metadata, not spec');
-    const grown = await agent.apply(makeLink('l-idem', { labels: { tier: 'b' }, devices: [bytePipeDevice('con0'), bytePipeDevice('disk0', 'blk'), bytePipeDevice('con1')] }));
+    const grown = await agent.apply(
+      makeLink('l-idem', {
+        labels: { tier: 'b' },
+        devices: [bytePipeDevice('con0'), bytePipeDevice('disk0', 'blk'), bytePipeDevice('con1')],
+      }),
+    );
     assert.equal(grown.changed, true);
     assert.equal(grown.link?.meta?.generation, 2n);
     const got = await agent.get('l-idem');
@@ -56,7 +68,8 @@ describe('vop-agent AgentService', () => {
     assert.equal(got.link?.status?.observedGeneration, 2n);
     const types = got.link?.status?.conditions.map((c) => c.type).sort();
     assert.deepEqual(types, ['DevicesReady', 'PeerConnected', 'QueueHealthy', 'Ready']);
-    for (const c of got.link?.status?.conditions ?? []) assert.notEqual(c.reason, '', `condition ${c.type} has a reason`);
+    for (const c of got.link?.status?.conditions ?? [])
+      assert.notEqual(c.reason, '', `condition ${c.type} has a reason`);
   });
 
   it('reports a link whose peer never comes with a PeerConnected reason instead of hanging', async () => {
@@ -77,20 +90,33 @@ describe('vop-agent AgentService', () => {
     const before = (await agent.list()).links.map((l) => `${l.meta?.name}@${l.meta?.resourceVersion}`);
     const files = storedLinks(srv.stateDir);
 
-    const noKind = makeLink('l-bad1', { devices: [{ name: 'x', queueSize: 0, disableEventIdx: false, kind: undefined }] });
+    const noKind = makeLink('l-bad1', {
+      devices: [{ name: 'x', queueSize: 0, disableEventIdx: false, kind: undefined }],
+    });
     let st = decodeStatus(await expectGrpcError(agent.apply(noKind)));
     assert.equal(st.code, status.INVALID_ARGUMENT);
-    assert.deepEqual(st.fieldViolations.map((v) => v.field), ['link.spec.devices[0]']);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['link.spec.devices[0]'],
+    );
 
-    st = decodeStatus(await expectGrpcError(agent.apply(makeLink('l-bad2', { devices: [bytePipeDevice('c', 'console', 100)] }))));
+    st = decodeStatus(
+      await expectGrpcError(agent.apply(makeLink('l-bad2', { devices: [bytePipeDevice('c', 'console', 100)] }))),
+    );
     assert.equal(st.code, status.INVALID_ARGUMENT);
-    assert.deepEqual(st.fieldViolations.map((v) => v.field), ['link.spec.devices[0].queue_size']);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['link.spec.devices[0].queue_size'],
+    );
 
     const bothDevice = makeLink('l-bad3');
     (bothDevice.spec?.endpoints[1] as { role: Role }).role = Role.ROLE_DEVICE;
     st = decodeStatus(await expectGrpcError(agent.apply(bothDevice)));
     assert.equal(st.code, status.INVALID_ARGUMENT);
-    assert.deepEqual(st.fieldViolations.map((v) => v.field), ['link.spec.endpoints[1].role']);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['link.spec.endpoints[1].role'],
+    );
 
     // Same link name, different pair of agents: a second link claiming an existing id.
     st = decodeStatus(await expectGrpcError(agent.apply(makeLink('l-base', { driver: 'card-z' }))));
@@ -107,10 +133,15 @@ describe('vop-agent AgentService', () => {
     assert.equal(st.reason, 'STALE_RESOURCE_VERSION');
 
     const unsupported = makeLink('l-bad5');
-    (unsupported.spec as { transport: unknown }).transport = { kind: { $case: 'stream', value: { protocol: 1, address: '127.0.0.1:1' } } };
+    (unsupported.spec as { transport: unknown }).transport = {
+      kind: { $case: 'stream', value: { protocol: 1, address: '127.0.0.1:1' } },
+    };
     st = decodeStatus(await expectGrpcError(agent.apply(unsupported)));
     assert.equal(st.code, status.INVALID_ARGUMENT);
-    assert.deepEqual(st.fieldViolations.map((v) => v.field), ['link.spec.transport']);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['link.spec.transport'],
+    );
 
     st = decodeStatus(await expectGrpcError(agent.get('nope')));
     assert.equal(st.code, status.NOT_FOUND);
@@ -118,7 +149,10 @@ describe('vop-agent AgentService', () => {
     assert.equal(st.code, status.NOT_FOUND);
     st = decodeStatus(await expectGrpcError(agent.get('Bad_Name')));
     assert.equal(st.code, status.INVALID_ARGUMENT);
-    assert.deepEqual(st.fieldViolations.map((v) => v.field), ['name']);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['name'],
+    );
 
     const dry = await agent.apply(makeLink('l-dry'), false, true);
     assert.equal(dry.changed, true);
@@ -135,7 +169,10 @@ describe('vop-agent AgentService', () => {
     const base = await agent.apply(makeLink('l-hot', { devices: [bytePipeDevice('con0')] }));
     const rv = base.link?.meta?.resourceVersion ?? '';
     const added = await agent.addDevice('l-hot', bytePipeDevice('disk0', 'blk'), rv);
-    assert.deepEqual(added.link?.spec?.devices.map((d) => d.name), ['con0', 'disk0']);
+    assert.deepEqual(
+      added.link?.spec?.devices.map((d) => d.name),
+      ['con0', 'disk0'],
+    );
     assert.equal(added.link?.meta?.generation, 2n);
     let st = decodeStatus(await expectGrpcError(agent.addDevice('l-hot', bytePipeDevice('disk0', 'blk'))));
     assert.equal(st.code, status.ALREADY_EXISTS);
@@ -143,29 +180,51 @@ describe('vop-agent AgentService', () => {
     assert.equal(st.code, status.ABORTED, 'stale resource_version');
     st = decodeStatus(await expectGrpcError(agent.addDevice('l-hot', bytePipeDevice('d', 'console', 3))));
     assert.equal(st.code, status.INVALID_ARGUMENT);
-    assert.deepEqual(st.fieldViolations.map((v) => v.field), ['device.queue_size']);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['device.queue_size'],
+    );
     st = decodeStatus(await expectGrpcError(agent.removeDevice('l-hot', 'nothing')));
     assert.equal(st.code, status.NOT_FOUND);
     const removed = await agent.removeDevice('l-hot', 'con0');
-    assert.deepEqual(removed.link?.spec?.devices.map((d) => d.name), ['disk0']);
+    assert.deepEqual(
+      removed.link?.spec?.devices.map((d) => d.name),
+      ['disk0'],
+    );
     st = decodeStatus(await expectGrpcError(agent.removeDevice('l-hot', 'disk0')));
     assert.equal(st.code, status.FAILED_PRECONDITION);
     assert.equal(st.reason, 'LAST_DEVICE');
     const stats = await agent.stats('l-hot');
-    assert.deepEqual(stats.devices.map((d) => d.device), ['disk0']);
-    assert.deepEqual(stats.devices[0]?.queues.map((q) => q.name), ['requestq', 'completionq'], 'byte-pipe stand-in queues');
+    assert.deepEqual(
+      stats.devices.map((d) => d.device),
+      ['disk0'],
+    );
+    assert.deepEqual(
+      stats.devices[0]?.queues.map((q) => q.name),
+      ['requestq', 'completionq'],
+      'byte-pipe stand-in queues',
+    );
     await agent.delete('l-hot');
   });
 
   it('lists with a label selector and pages', async () => {
     for (const n of ['p-1', 'p-2', 'p-3']) await agent.apply(makeLink(n, { labels: { group: 'pg', n } }));
     const sel = await agent.list('group=pg,n!=p-2');
-    assert.deepEqual(sel.links.map((l) => l.meta?.name), ['p-1', 'p-3']);
+    assert.deepEqual(
+      sel.links.map((l) => l.meta?.name),
+      ['p-1', 'p-3'],
+    );
     const page1 = await agent.list('group=pg', 2);
-    assert.deepEqual(page1.links.map((l) => l.meta?.name), ['p-1', 'p-2']);
+    assert.deepEqual(
+      page1.links.map((l) => l.meta?.name),
+      ['p-1', 'p-2'],
+    );
     assert.equal(page1.nextPageToken, 'p-2');
     const page2 = await agent.list('group=pg', 2, page1.nextPageToken);
-    assert.deepEqual(page2.links.map((l) => l.meta?.name), ['p-3']);
+    assert.deepEqual(
+      page2.links.map((l) => l.meta?.name),
+      ['p-3'],
+    );
     assert.equal(page2.nextPageToken, '');
     const st = decodeStatus(await expectGrpcError(agent.list('a in (')));
     assert.equal(st.code, status.INVALID_ARGUMENT);
@@ -204,13 +263,21 @@ describe('vop-agent AgentService', () => {
         s.on('end', () => resolve({ code: status.OK, reason: null }));
         s.write(first);
       });
-    const open = (link: string, device: string, write = false): AttachConsoleRequest => ({ msg: { $case: 'open', value: { link, device, write, replayBytes: 0 } } });
-    assert.deepEqual(await attach({ msg: { $case: 'input', value: Buffer.from('x') } }), { code: status.INVALID_ARGUMENT, reason: 'INVALID_ARGUMENT' });
+    const open = (link: string, device: string, write = false): AttachConsoleRequest => ({
+      msg: { $case: 'open', value: { link, device, write, replayBytes: 0 } },
+    });
+    assert.deepEqual(await attach({ msg: { $case: 'input', value: Buffer.from('x') } }), {
+      code: status.INVALID_ARGUMENT,
+      reason: 'INVALID_ARGUMENT',
+    });
     assert.deepEqual(await attach(open('nope', 'con0')), { code: status.NOT_FOUND, reason: 'LINK_NOT_FOUND' });
     assert.deepEqual(await attach(open('c-1', 'nope')), { code: status.NOT_FOUND, reason: 'DEVICE_NOT_FOUND' });
     assert.deepEqual(await attach(open('c-1', 'disk0')), { code: status.FAILED_PRECONDITION, reason: 'NOT_A_CONSOLE' });
     // The byte-pipe stand-in has no console surface yet (the console backend is not exposed to the agent).
-    assert.deepEqual(await attach(open('c-1', 'con0', true)), { code: status.FAILED_PRECONDITION, reason: 'CONSOLE_NOT_RUNNING' });
+    assert.deepEqual(await attach(open('c-1', 'con0', true)), {
+      code: status.FAILED_PRECONDITION,
+      reason: 'CONSOLE_NOT_RUNNING',
+    });
     await agent.delete('c-1');
   });
 
@@ -244,14 +311,20 @@ describe('vop-agent restart', () => {
     agent = new Agent(srv.grpc);
     try {
       const links = (await agent.list()).links;
-      assert.deepEqual(links.map((l) => l.meta?.name), ['r-1']);
+      assert.deepEqual(
+        links.map((l) => l.meta?.name),
+        ['r-1'],
+      );
       assert.equal(links[0]?.meta?.resourceVersion, applied.link?.meta?.resourceVersion);
       assert.equal(links[0]?.meta?.generation, 1n);
       assert.deepEqual(links[0]?.meta?.labels, { keep: 'me' });
       const again = await agent.apply(makeLink('r-1', { labels: { keep: 'me' } }));
       assert.equal(again.changed, false, 'restored spec equals the applied one');
       const next = await agent.apply(makeLink('r-1', { labels: { keep: 'too' } }));
-      assert.ok(BigInt(next.link?.meta?.resourceVersion ?? '0') > BigInt(applied.link?.meta?.resourceVersion ?? '0'), 'resource versions keep increasing');
+      assert.ok(
+        BigInt(next.link?.meta?.resourceVersion ?? '0') > BigInt(applied.link?.meta?.resourceVersion ?? '0'),
+        'resource versions keep increasing',
+      );
     } finally {
       agent.close();
       await srv.stop('SIGTERM');

@@ -18,10 +18,20 @@ describe('vop-agent deployment files', () => {
     const unit = readFileSync(repoPath('deploy', 'systemd', 'vop-agent.service'), 'utf8');
     const directives = unit.split('\n').filter((l) => !l.startsWith('#'));
     const has = (re: RegExp): boolean => directives.some((l) => re.test(l));
-    for (const re of [/^NoNewPrivileges=yes/, /^ProtectSystem=strict/, /^DevicePolicy=closed/, /^DeviceAllow=\/dev\/net\/tun rw/, /^DeviceAllow=char-vfio rw/, /^ReadWritePaths=.*\/dev\/shm/, /^ReadWritePaths=.*\/sys\/bus\/pci\/devices/, /^LimitMEMLOCK=/]) {
+    for (const re of [
+      /^NoNewPrivileges=yes/,
+      /^ProtectSystem=strict/,
+      /^DevicePolicy=closed/,
+      /^DeviceAllow=\/dev\/net\/tun rw/,
+      /^DeviceAllow=char-vfio rw/,
+      /^ReadWritePaths=.*\/dev\/shm/,
+      /^ReadWritePaths=.*\/sys\/bus\/pci\/devices/,
+      /^LimitMEMLOCK=/,
+    ]) {
       assert.ok(has(re), `unit has ${re.source}`);
     }
-    for (const re of [/^PrivateDevices=yes/, /^ProtectKernelTunables=yes/, /^MemoryDenyWriteExecute=yes/]) assert.ok(!has(re), `unit must not have ${re.source}`);
+    for (const re of [/^PrivateDevices=yes/, /^ProtectKernelTunables=yes/, /^MemoryDenyWriteExecute=yes/])
+      assert.ok(!has(re), `unit must not have ${re.source}`);
   });
 
   it('deploy/examples/agent.yaml validates against the schema', () => {

@@ -24,14 +24,64 @@ async function openssl(dir: string, args: string[]): Promise<void> {
 }
 
 async function makeCa(dir: string, name: string): Promise<void> {
-  await openssl(dir, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${name}-key.pem`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${name}`]);
+  await openssl(dir, [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}-key.pem`,
+    '-out',
+    `${name}.pem`,
+    '-days',
+    '2',
+    '-subj',
+    `/CN=${name}`,
+  ]);
 }
 
 async function makeCert(dir: string, ca: string, cn: string, server: boolean): Promise<void> {
-  await openssl(dir, ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${cn}-key.pem`, '-out', `${cn}.csr`, '-subj', `/CN=${cn}`]);
+  await openssl(dir, [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${cn}-key.pem`,
+    '-out',
+    `${cn}.csr`,
+    '-subj',
+    `/CN=${cn}`,
+  ]);
   const ext = path.join(dir, `${cn}.ext`);
-  writeFileSync(ext, server ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' : 'extendedKeyUsage=clientAuth\n');
-  await openssl(dir, ['x509', '-req', '-in', `${cn}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}-key.pem`, '-CAcreateserial', '-out', `${cn}.pem`, '-days', '2', '-extfile', ext]);
+  writeFileSync(
+    ext,
+    server
+      ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+      : 'extendedKeyUsage=clientAuth\n',
+  );
+  await openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${cn}.csr`,
+    '-CA',
+    `${ca}.pem`,
+    '-CAkey',
+    `${ca}-key.pem`,
+    '-CAcreateserial',
+    '-out',
+    `${cn}.pem`,
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+  ]);
 }
 
 describe('vop-agent with mutual TLS', () => {
@@ -107,7 +157,9 @@ describe('vop-agent with mutual TLS', () => {
           s.on('data', () => undefined);
           s.on('error', (e: { code: number }) => resolve(e.code));
           s.on('end', () => resolve(-1));
-          s.write({ msg: { $case: 'open', value: { link: 'no-such-link', device: 'console', write, replayBytes: 0 } } });
+          s.write({
+            msg: { $case: 'open', value: { link: 'no-such-link', device: 'console', write, replayBytes: 0 } },
+          });
         });
       assert.equal(await attach(false), status.NOT_FOUND);
       assert.equal(await attach(true), status.PERMISSION_DENIED);
@@ -124,7 +176,14 @@ describe('vop-agent with mutual TLS', () => {
     const stranger = new Agent(srv.grpc, creds('stranger'));
     assert.equal((await expectGrpcError(stranger.list())).code, status.PERMISSION_DENIED);
     stranger.close();
-    const rogue = new Agent(srv.grpc, credentials.createSsl(readFileSync(path.join(dir, 'ca.pem')), readFileSync(path.join(dir, 'rogue-admin-key.pem')), readFileSync(path.join(dir, 'rogue-admin.pem'))));
+    const rogue = new Agent(
+      srv.grpc,
+      credentials.createSsl(
+        readFileSync(path.join(dir, 'ca.pem')),
+        readFileSync(path.join(dir, 'rogue-admin-key.pem')),
+        readFileSync(path.join(dir, 'rogue-admin.pem')),
+      ),
+    );
     assert.equal((await expectGrpcError(rogue.info())).code, status.UNAVAILABLE, 'handshake refused');
     rogue.close();
     const none = new Agent(srv.grpc, creds(null));

@@ -23,22 +23,46 @@ export function testDisk(): string {
 export function bytePipeDevice(name: string, kind: 'console' | 'blk' | 'net' = 'console', queueSize = 256): Device {
   switch (kind) {
     case 'console':
-      return { name, queueSize, disableEventIdx: false, kind: { $case: 'console', value: { deviceBackend: undefined, driverFrontend: undefined, log: undefined } } };
+      return {
+        name,
+        queueSize,
+        disableEventIdx: false,
+        kind: { $case: 'console', value: { deviceBackend: undefined, driverFrontend: undefined, log: undefined } },
+      };
     case 'blk':
       return {
         name,
         queueSize,
         disableEventIdx: false,
-        kind: { $case: 'blk', value: { backing: { path: testDisk(), readOnly: false, directIo: false, serial: '' }, export: undefined } },
+        kind: {
+          $case: 'blk',
+          value: { backing: { path: testDisk(), readOnly: false, directIo: false, serial: '' }, export: undefined },
+        },
       };
     case 'net':
-      return { name, queueSize, disableEventIdx: false, kind: { $case: 'net', value: { mac: '', mtu: 0, offloads: false, deviceBackend: undefined, driverFrontend: undefined } } };
+      return {
+        name,
+        queueSize,
+        disableEventIdx: false,
+        kind: {
+          $case: 'net',
+          value: { mac: '', mtu: 0, offloads: false, deviceBackend: undefined, driverFrontend: undefined },
+        },
+      };
   }
 }
 
 export function makeLink(
   name: string,
-  opts: { device?: string; driver?: string; devices?: Device[]; labels?: Record<string, string>; annotations?: Record<string, string>; rv?: string; dir?: string } = {},
+  opts: {
+    device?: string;
+    driver?: string;
+    devices?: Device[];
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    rv?: string;
+    dir?: string;
+  } = {},
 ): Link {
   return {
     meta: {
@@ -95,7 +119,14 @@ export class Agent {
   info() {
     return call(this.client, this.client.getInfo, {}, new Metadata());
   }
-  watch(labelSelector = '', updatesOnly = false): { stream: ClientReadableStream<WatchLinksResponse>; messages: WatchLinksResponse[]; waitFor(pred: (m: WatchLinksResponse) => boolean, timeoutMs?: number): Promise<WatchLinksResponse> } {
+  watch(
+    labelSelector = '',
+    updatesOnly = false,
+  ): {
+    stream: ClientReadableStream<WatchLinksResponse>;
+    messages: WatchLinksResponse[];
+    waitFor(pred: (m: WatchLinksResponse) => boolean, timeoutMs?: number): Promise<WatchLinksResponse>;
+  } {
     const stream = this.client.watchLinks({ labelSelector, updatesOnly });
     const messages: WatchLinksResponse[] = [];
     const waiters: { pred: (m: WatchLinksResponse) => boolean; resolve: (m: WatchLinksResponse) => void }[] = [];
@@ -116,7 +147,10 @@ export class Agent {
         const hit = messages.find(pred);
         if (hit) return Promise.resolve(hit);
         return new Promise((resolve, reject) => {
-          const t = setTimeout(() => reject(new Error(`watch: no matching message in ${timeoutMs} ms; got ${messages.length}`)), timeoutMs);
+          const t = setTimeout(
+            () => reject(new Error(`watch: no matching message in ${timeoutMs} ms; got ${messages.length}`)),
+            timeoutMs,
+          );
           waiters.push({
             pred,
             resolve: (m) => {
@@ -137,7 +171,9 @@ export class Agent {
       if (last?.status?.phase === phase) return last;
       await new Promise((r) => setTimeout(r, 20));
     }
-    throw new Error(`link ${name} did not reach phase ${phase}; last status ${JSON.stringify(last?.status, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+    throw new Error(
+      `link ${name} did not reach phase ${phase}; last status ${JSON.stringify(last?.status, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`,
+    );
   }
   close(): void {
     this.client.close();

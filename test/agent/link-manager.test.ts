@@ -10,7 +10,14 @@ import pino from 'pino';
 
 import { ConditionStatus, LinkPhase } from '../../lib/gen/vop/types/v1/types';
 import { type ServerError } from '../../lib/src/errors';
-import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type PeerView } from '../../agent/src/links/data-plane';
+import {
+  DataPlaneError,
+  type DataPlane,
+  type DataPlaneEvent,
+  type DataPlaneWindow,
+  type NativeDeviceSpec,
+  type PeerView,
+} from '../../agent/src/links/data-plane';
 import { BackendRegistry } from '../../agent/src/links/device-backend';
 import { LinkManager } from '../../agent/src/links/link-manager';
 import { LinkStore } from '../../agent/src/links/link-store';
@@ -104,7 +111,14 @@ function setup(node = 'host-a'): { mgr: LinkManager; dp: FakeDataPlane; stateDir
   const dp = new FakeDataPlane();
   const stateDir = tempDir('lm');
   const log = pino({ level: 'silent' });
-  const mgr = new LinkManager({ nodeName: node, rendezvousDir: tempDir('lm-rdv'), dataPlane: dp, backends: new BackendRegistry(), store: new LinkStore(stateDir, log), log });
+  const mgr = new LinkManager({
+    nodeName: node,
+    rendezvousDir: tempDir('lm-rdv'),
+    dataPlane: dp,
+    backends: new BackendRegistry(),
+    store: new LinkStore(stateDir, log),
+    log,
+  });
   return { mgr, dp, stateDir };
 }
 
@@ -118,7 +132,8 @@ async function until(pred: () => boolean, ms = 3000): Promise<void> {
 
 const direct = { owner: { kind: 'direct' as const }, force: false, dryRun: false };
 const phase = (mgr: LinkManager, name: string): LinkPhase | undefined => mgr.get(name)?.status?.phase;
-const cond = (mgr: LinkManager, name: string, type: string) => mgr.get(name)?.status?.conditions.find((c) => c.type === type);
+const cond = (mgr: LinkManager, name: string, type: string) =>
+  mgr.get(name)?.status?.conditions.find((c) => c.type === type);
 
 describe('link manager lifecycle', () => {
   it('waits for the peer with a reason, then negotiates to Ready', async () => {
@@ -143,7 +158,14 @@ describe('link manager lifecycle', () => {
       return orig(req, onEvent);
     };
     const log = pino({ level: 'silent' });
-    const mgr = new LinkManager({ nodeName: 'card-b', rendezvousDir: tempDir('rdv'), dataPlane: dp, backends: new BackendRegistry(), store: new LinkStore(tempDir('lm'), log), log });
+    const mgr = new LinkManager({
+      nodeName: 'card-b',
+      rendezvousDir: tempDir('rdv'),
+      dataPlane: dp,
+      backends: new BackendRegistry(),
+      store: new LinkStore(tempDir('lm'), log),
+      log,
+    });
     await mgr.apply(makeLink('b'), direct);
     await until(() => cond(mgr, 'b', 'PeerConnected')?.reason === 'WaitingForPeer');
     assert.match(cond(mgr, 'b', 'PeerConnected')?.message ?? '', /waiting for the device side to create/);
@@ -232,15 +254,29 @@ describe('link manager lifecycle', () => {
 
   it('refuses direct changes to a controller-managed link unless forced', async () => {
     const { mgr } = setup();
-    await mgr.apply(makeLink('m'), { owner: { kind: 'controller', managedBy: 'controller' }, force: false, dryRun: false });
+    await mgr.apply(makeLink('m'), {
+      owner: { kind: 'controller', managedBy: 'controller' },
+      force: false,
+      dryRun: false,
+    });
     assert.equal(mgr.get('m')?.meta?.managedBy, 'controller');
     const change = makeLink('m', { devices: [bytePipeDevice('con0')] });
-    await assert.rejects(mgr.apply(change, direct), (e: ServerError) => e.code === status.FAILED_PRECONDITION && e.reason === 'LINK_MANAGED');
-    await assert.rejects(mgr.delete('m', { owner: { kind: 'direct' }, force: false, resourceVersion: '' }), (e: ServerError) => e.reason === 'LINK_MANAGED');
+    await assert.rejects(
+      mgr.apply(change, direct),
+      (e: ServerError) => e.code === status.FAILED_PRECONDITION && e.reason === 'LINK_MANAGED',
+    );
+    await assert.rejects(
+      mgr.delete('m', { owner: { kind: 'direct' }, force: false, resourceVersion: '' }),
+      (e: ServerError) => e.reason === 'LINK_MANAGED',
+    );
     const forced = await mgr.apply(change, { ...direct, force: true });
     assert.equal(forced.changed, true);
     assert.equal(forced.link.meta?.managedBy, 'controller');
-    await mgr.delete('m', { owner: { kind: 'controller', managedBy: 'controller' }, force: false, resourceVersion: '' });
+    await mgr.delete('m', {
+      owner: { kind: 'controller', managedBy: 'controller' },
+      force: false,
+      resourceVersion: '',
+    });
     mgr.shutdown();
   });
 
@@ -250,7 +286,14 @@ describe('link manager lifecycle', () => {
     mgr.shutdown();
     const log = pino({ level: 'silent' });
     const dp2 = new FakeDataPlane();
-    const mgr2 = new LinkManager({ nodeName: 'host-a', rendezvousDir: tempDir('rdv'), dataPlane: dp2, backends: new BackendRegistry(), store: new LinkStore(stateDir, log), log });
+    const mgr2 = new LinkManager({
+      nodeName: 'host-a',
+      rendezvousDir: tempDir('rdv'),
+      dataPlane: dp2,
+      backends: new BackendRegistry(),
+      store: new LinkStore(stateDir, log),
+      log,
+    });
     assert.equal(mgr2.restore(), 1);
     await until(() => dp2.windows.length === 1);
     dp2.last.peerView = { state: 'up', epoch: 1 };

@@ -9,7 +9,16 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, existsSync, ftruncateSync, openSync, readdirSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  ftruncateSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tty from 'node:tty';
@@ -82,7 +91,13 @@ describe('two agents with real console and blk devices', () => {
       name: 'disk0',
       queueSize: 0,
       disableEventIdx: false,
-      kind: { $case: 'blk', value: { backing: { path: disk, readOnly: false, directIo: false, serial: 'vop-test' }, export: { unixSocket: sock, tcpListen: '', exportName: 'vop' } } },
+      kind: {
+        $case: 'blk',
+        value: {
+          backing: { path: disk, readOnly: false, directIo: false, serial: 'vop-test' },
+          export: { unixSocket: sock, tcpListen: '', exportName: 'vop' },
+        },
+      },
     },
   ];
   const stateB = tempDir('state-b');
@@ -115,7 +130,10 @@ describe('two agents with real console and blk devices', () => {
     const con = la.status?.devices.find((d) => d.name === 'con0');
     assert.equal(con?.endpoints.backend, 'native');
     const stats = await a.stats('real');
-    assert.ok(Object.keys(stats.devices.find((d) => d.device === 'disk0')?.counters ?? {}).length > 0, 'blk counters from the native backend');
+    assert.ok(
+      Object.keys(stats.devices.find((d) => d.device === 'disk0')?.counters ?? {}).length > 0,
+      'blk counters from the native backend',
+    );
     // The devices live in the link's own window: no other shared-memory file appeared.
     const extra = readdirSync('/dev/shm').filter((f) => !shmBefore.has(f) && f.startsWith('vop-dev-'));
     assert.deepEqual(extra, [], 'no per-device sidecar windows');
@@ -179,7 +197,11 @@ describe('two agents with real console and blk devices', () => {
     await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
     const recoveryMs = Date.now() - t0;
     assert.ok(recoveryMs < 10_000, `Ready again ${recoveryMs} ms after the restart`);
-    assert.equal(sha256(readFileSync(disk).subarray(0, 4 * MIB)), sha256(data), 'backing file holds every acknowledged write');
+    assert.equal(
+      sha256(readFileSync(disk).subarray(0, 4 * MIB)),
+      sha256(data),
+      'backing file holds every acknowledged write',
+    );
     const back = path.join(dir, 'back.bin');
     let get = { code: 1 as number | null, stdout: '', stderr: '' };
     for (let i = 0; i < 50 && get.code !== 0; i++) {
@@ -187,7 +209,11 @@ describe('two agents with real console and blk devices', () => {
       if (get.code !== 0) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(get.code, 0, get.stderr);
-    assert.equal(sha256(readFileSync(back).subarray(0, 4 * MIB)), sha256(data), 'reads back through the link after recovery');
+    assert.equal(
+      sha256(readFileSync(back).subarray(0, 4 * MIB)),
+      sha256(data),
+      'reads back through the link after recovery',
+    );
   });
 
   it('recovers from a SIGKILL of the driver-side agent: the new driver resets the devices and serves again', async () => {

@@ -22,7 +22,10 @@ const STREAM = { 'vop.dev/bytepipe-traffic': 'stream' };
 const BLOCK_MS = 5000;
 
 function traffic(name: string): Link {
-  return makeLink(name, { devices: [bytePipeDevice('con0', 'console'), bytePipeDevice('disk0', 'blk')], annotations: STREAM });
+  return makeLink(name, {
+    devices: [bytePipeDevice('con0', 'console'), bytePipeDevice('disk0', 'blk')],
+    annotations: STREAM,
+  });
 }
 
 /** Sum of the verified messages a side has received on all devices, and verification failures. */
@@ -97,7 +100,10 @@ describe('two agents on one machine', () => {
       await a.waitPhase('duo', LinkPhase.LINK_PHASE_READY, 5000);
       await b.waitPhase('duo', LinkPhase.LINK_PHASE_READY, 5000);
       assert.equal(rb.changed, true);
-      await w.waitFor((m) => m.type === WatchEventType.WATCH_EVENT_TYPE_MODIFIED && m.link?.status?.phase === LinkPhase.LINK_PHASE_READY);
+      await w.waitFor(
+        (m) =>
+          m.type === WatchEventType.WATCH_EVENT_TYPE_MODIFIED && m.link?.status?.phase === LinkPhase.LINK_PHASE_READY,
+      );
       const win = path.join(rdv, 'duo.win');
       assert.ok(existsSync(win));
       assert.equal(statSync(win).mode & 0o777, 0o600);
@@ -105,14 +111,22 @@ describe('two agents on one machine', () => {
       assert.ok((await flowing(a, 'duo')) > 0n, 'device side receives');
       assert.ok((await flowing(b, 'duo')) > 0n, 'driver side receives');
       const stats = await b.stats('duo');
-      assert.deepEqual(stats.devices.map((d) => d.device), ['con0', 'disk0']);
+      assert.deepEqual(
+        stats.devices.map((d) => d.device),
+        ['con0', 'disk0'],
+      );
       const q = stats.devices[0]?.queues ?? [];
-      assert.deepEqual(q.map((x) => `${x.name}/${x.direction}`), ['transmitq/transmit', 'receiveq/receive']);
+      assert.deepEqual(
+        q.map((x) => `${x.name}/${x.direction}`),
+        ['transmitq/transmit', 'receiveq/receive'],
+      );
       assert.ok((q[0]?.bytes ?? 0n) > 0n && (q[1]?.buffers ?? 0n) > 0n);
       assert.ok(stats.sampleTime instanceof Date);
 
       const metrics = await (await fetch(`http://${srvB.metrics}/metrics`)).text();
-      const m = /vop_queue_buffers_total\{link="duo",device="con0",queue="receiveq",direction="rx"\} (\d+)/.exec(metrics);
+      const m = /vop_queue_buffers_total\{link="duo",device="con0",queue="receiveq",direction="rx"\} (\d+)/.exec(
+        metrics,
+      );
       assert.ok(m && Number(m[1]) > 0, 'per-queue counters at scrape time');
 
       // Hot add on both sides: the running devices are not reset. (A peer declared gone
@@ -123,19 +137,27 @@ describe('two agents on one machine', () => {
       await wb.waitFor((m) => m.type === WatchEventType.WATCH_EVENT_TYPE_SYNCED);
       const eventsBefore = w.messages.length;
       const before = await received(b, 'duo');
-      const grown = makeLink('duo', { devices: [bytePipeDevice('con0', 'console'), bytePipeDevice('disk0', 'blk'), bytePipeDevice('con1', 'console')], annotations: STREAM });
+      const grown = makeLink('duo', {
+        devices: [bytePipeDevice('con0', 'console'), bytePipeDevice('disk0', 'blk'), bytePipeDevice('con1', 'console')],
+        annotations: STREAM,
+      });
       await a.apply(grown);
       await b.apply(grown);
       await a.waitPhase('duo', LinkPhase.LINK_PHASE_READY, 5000);
       await b.waitPhase('duo', LinkPhase.LINK_PHASE_READY, 5000);
       const afterAdd = await received(b, 'duo');
-      const peerTrouble = [...w.messages.slice(eventsBefore), ...wb.messages].some((m) => m.event?.reason === 'PeerGone' || m.event?.reason === 'PeerRestarted');
+      const peerTrouble = [...w.messages.slice(eventsBefore), ...wb.messages].some(
+        (m) => m.event?.reason === 'PeerGone' || m.event?.reason === 'PeerRestarted',
+      );
       wb.stream.cancel();
       if (!peerTrouble) {
         assert.ok(afterAdd.rx > before.rx, 'counters kept counting: no reset of the other devices');
         assert.equal((await b.get('duo')).link?.status?.resetCount, resetsBefore);
       }
-      assert.ok(w.messages.slice(eventsBefore).some((m) => m.event?.reason === 'DeviceAdded'), 'DeviceAdded event');
+      assert.ok(
+        w.messages.slice(eventsBefore).some((m) => m.event?.reason === 'DeviceAdded'),
+        'DeviceAdded event',
+      );
       await a.delete('duo');
       await b.delete('duo');
       assert.ok(!existsSync(win), 'window file removed');
@@ -172,7 +194,11 @@ describe('two agents on one machine', () => {
     assert.ok(Date.now() - tBlock < BLOCK_MS, 'measured inside the blocked window');
     assert.ok(moved > 0n, `data kept flowing (${moved} messages in 1 s)`);
     await a.waitPhase('busy', LinkPhase.LINK_PHASE_READY, 10_000);
-    assert.equal((await b.get('busy')).link?.status?.phase, LinkPhase.LINK_PHASE_READY, 'a blocked loop is not a dead peer');
+    assert.equal(
+      (await b.get('busy')).link?.status?.phase,
+      LinkPhase.LINK_PHASE_READY,
+      'a blocked loop is not a dead peer',
+    );
     await Promise.all([a.delete('busy'), b.delete('busy')]);
   });
 
@@ -197,7 +223,8 @@ describe('two agents on one machine', () => {
         const l = (await survivor().get(name)).link;
         const pc = l?.status?.conditions.find((c) => c.type === 'PeerConnected');
         if (pc?.reason === 'PeerGone' || pc?.reason === 'WaitingForPeer') break;
-        if (Date.now() - t0 > 5000) throw new Error(`survivor did not notice: phase ${l?.status?.phase} ${pc?.reason} ${pc?.message}`);
+        if (Date.now() - t0 > 5000)
+          throw new Error(`survivor did not notice: phase ${l?.status?.phase} ${pc?.reason} ${pc?.message}`);
         await new Promise((r) => setTimeout(r, 20));
       }
       const t1 = Date.now();
@@ -207,7 +234,10 @@ describe('two agents on one machine', () => {
       await b.waitPhase(name, LinkPhase.LINK_PHASE_READY, 5000);
       const recoveryMs = Date.now() - t1;
       if (victim === 'device') {
-        assert.ok(srvA.logs.some((l) => l.msg === 're-attached to the existing window' && l.link === name), 'the restarted creator took its window side back');
+        assert.ok(
+          srvA.logs.some((l) => l.msg === 're-attached to the existing window' && l.link === name),
+          'the restarted creator took its window side back',
+        );
       }
       assert.ok(recoveryMs < 5000, `back to Ready ${recoveryMs} ms after the restart`);
       assert.ok((await flowing(a, name)) > 0n, 'data flows again (device side)');

@@ -71,8 +71,16 @@ async function rssSamples(pid: number, n = 5): Promise<number> {
 async function main(): Promise<void> {
   const rdv = tempDir('bench-rdv');
   const env = { NODE_OPTIONS: NODE_FLAGS };
-  const a: ServerProcess = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--log-level', 'info'], { env });
-  const b: ServerProcess = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--log-level', 'info'], { env });
+  const a: ServerProcess = await startServer(
+    'agent',
+    ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--log-level', 'info'],
+    { env },
+  );
+  const b: ServerProcess = await startServer(
+    'agent',
+    ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--log-level', 'info'],
+    { env },
+  );
   const ca = new Agent(a.grpc);
   const cb = new Agent(b.grpc);
   const pidA = a.proc.pid ?? 0;
@@ -102,9 +110,11 @@ async function main(): Promise<void> {
     out.bringUpMs = bringUp;
     out.bringUpNotReady = notReady;
 
-
     /** LINKS idle links of one console-sized byte pipe each: how many got Ready, and host-a's memory then. */
-    const idleLinks = async (prefix: string, queueSize: number): Promise<{ ready: number; rss: number; pss: number; windowBytes: number }> => {
+    const idleLinks = async (
+      prefix: string,
+      queueSize: number,
+    ): Promise<{ ready: number; rss: number; pss: number; windowBytes: number }> => {
       for (let i = 0; i < LINKS; i++) {
         const link = makeLink(`${prefix}-${i}`, { devices: [bytePipeDevice('con0', 'console', queueSize)] });
         await Promise.all([ca.apply(link), cb.apply(link)]);
@@ -137,7 +147,10 @@ async function main(): Promise<void> {
       await sleep(per);
       const s = (Date.now() - t0) / 1000;
       secs += s;
-      windows.push({ total: ((cpuTicks(pidA) - c0) / CLK_TCK / s) * 100, main: ((cpuTicks(pidA, pidA) - m0) / CLK_TCK / s) * 100 });
+      windows.push({
+        total: ((cpuTicks(pidA) - c0) / CLK_TCK / s) * 100,
+        main: ((cpuTicks(pidA, pidA) - m0) / CLK_TCK / s) * 100,
+      });
     }
     out.cpuWindows = windows;
     out.cpuIdleLinksPercentOfCore = median(windows.map((w) => w.total));
@@ -181,7 +194,13 @@ async function main(): Promise<void> {
           name: 'disk0',
           queueSize: 0,
           disableEventIdx: false,
-          kind: { $case: 'blk', value: { backing: { path: disk, readOnly: false, directIo: false, serial: '' }, export: { unixSocket: path.join(devDir, `${name}.sock`), tcpListen: '', exportName: 'vop' } } },
+          kind: {
+            $case: 'blk',
+            value: {
+              backing: { path: disk, readOnly: false, directIo: false, serial: '' },
+              export: { unixSocket: path.join(devDir, `${name}.sock`), tcpListen: '', exportName: 'vop' },
+            },
+          },
         },
       ];
       const link = makeLink(name, { devices });
@@ -205,7 +224,9 @@ async function main(): Promise<void> {
       `| agent RSS idle, ${LINKS} links (${ready256} Ready; 1 device, queue size 256, window ${(Number(out.window256Bytes) / 1024).toFixed(0)} KiB) | ${mib(out.rssIdleLinks256Bytes)} MiB (PSS ${mib(out.pssIdleLinks256Bytes)} MiB) | <= 120 MiB |`,
       `| agent CPU, ${LINKS} idle links, ${secs.toFixed(0)} s (median of 3 windows) | ${(out.cpuIdleLinksPercentOfCore as number).toFixed(2)} % of one core (JS thread ${(out.cpuIdleLinksMainThreadPercent as number).toFixed(2)} %) | < 2 % |`,
     ];
-    process.stdout.write(`${lines.join('\n')}\n\nnative: ${native}; node ${process.version} ${NODE_FLAGS}\n${JSON.stringify(out)}\n`);
+    process.stdout.write(
+      `${lines.join('\n')}\n\nnative: ${native}; node ${process.version} ${NODE_FLAGS}\n${JSON.stringify(out)}\n`,
+    );
   } finally {
     ca.close();
     cb.close();

@@ -70,7 +70,24 @@ interface Sample {
 /** qemu-nbd serving disk on a Unix socket (the stock NBD server's path, without the link). */
 async function startQemuNbd(disk: string, sock: string, odirect: boolean): Promise<() => void> {
   rmSync(sock, { force: true });
-  const p = spawn('qemu-nbd', ['-f', 'raw', '-k', sock, '-t', '-e', '16', '-x', 'vop', `--cache=${odirect ? 'none' : 'writeback'}`, '--aio=threads', disk], { stdio: 'ignore' });
+  const p = spawn(
+    'qemu-nbd',
+    [
+      '-f',
+      'raw',
+      '-k',
+      sock,
+      '-t',
+      '-e',
+      '16',
+      '-x',
+      'vop',
+      `--cache=${odirect ? 'none' : 'writeback'}`,
+      '--aio=threads',
+      disk,
+    ],
+    { stdio: 'ignore' },
+  );
   for (let i = 0; i < 100; i++) {
     const r = spawnSync('nbdinfo', ['--size', `nbd+unix:///vop?socket=${sock}`], { encoding: 'utf8' });
     if (r.status === 0) return () => p.kill('SIGTERM');
@@ -85,7 +102,13 @@ async function measure(dir: string, disk: string, odirect: boolean): Promise<Sam
   const sock = path.join(dir, `nbd-${odirect ? 'd' : 'c'}.sock`);
   rmSync(win, { force: true });
   const drv = new Vopdev(['--window', win, '--create', '96', '--blk-driver', `1:unix=${sock}:qsize=32:seg=512`]);
-  const dev = new Vopdev(['--window', win, '--attach', '--blk-device', `1:file=${disk}:threads=8${odirect ? ':direct' : ''}`]);
+  const dev = new Vopdev([
+    '--window',
+    win,
+    '--attach',
+    '--blk-device',
+    `1:file=${disk}:threads=8${odirect ? ':direct' : ''}`,
+  ]);
   const cache = odirect ? 'none' : 'writeback';
   const uri = `nbd+unix:///vop?socket=${sock}`;
   const qsock = path.join(dir, `qemu-nbd-${odirect ? 'd' : 'c'}.sock`);
@@ -142,11 +165,15 @@ async function main(): Promise<void> {
     const row = (name: string, s: Sample): string =>
       `| ${name} | ${s.vop_seq_read_mb_s} | ${s.direct_seq_read_mb_s} | ${(s.vop_seq_read_mb_s / s.direct_seq_read_mb_s).toFixed(2)} | ${s.vop_seq_write_mb_s} | ${s.direct_seq_write_mb_s} | ${(s.vop_seq_write_mb_s / s.direct_seq_write_mb_s).toFixed(2)} | ${s.vop_randread_iops} | ${s.direct_randread_iops} |`;
     process.stdout.write(`\nblk, medians of ${RUNS} runs, ${DISK_MIB} MiB disk\n\n`);
-    process.stdout.write('| mode | vop seq read MB/s | direct | ratio | vop seq write MB/s | direct | ratio | vop 4K randread IOPS | direct |\n|---|---|---|---|---|---|---|---|---|\n');
+    process.stdout.write(
+      '| mode | vop seq read MB/s | direct | ratio | vop seq write MB/s | direct | ratio | vop 4K randread IOPS | direct |\n|---|---|---|---|---|---|---|---|---|\n',
+    );
     process.stdout.write(`${row('O_DIRECT', direct)}\n${row('page cache', cached)}\n`);
     const qrow = (name: string, s: Sample): string =>
       `| ${name} | ${s.qemunbd_seq_read_mb_s} | ${(s.vop_seq_read_mb_s / s.qemunbd_seq_read_mb_s).toFixed(2)} | ${s.qemunbd_seq_write_mb_s} | ${(s.vop_seq_write_mb_s / s.qemunbd_seq_write_mb_s).toFixed(2)} | ${s.qemunbd_randread_iops} | ${(s.vop_randread_iops / s.qemunbd_randread_iops).toFixed(2)} |`;
-    process.stdout.write('\nthe stock NBD server on the same file (qemu-nbd, Unix socket), same run:\n\n| mode | qemu-nbd seq read MB/s | vop/qemu-nbd | qemu-nbd seq write MB/s | vop/qemu-nbd | qemu-nbd 4K randread IOPS | vop/qemu-nbd |\n|---|---|---|---|---|---|---|\n');
+    process.stdout.write(
+      '\nthe stock NBD server on the same file (qemu-nbd, Unix socket), same run:\n\n| mode | qemu-nbd seq read MB/s | vop/qemu-nbd | qemu-nbd seq write MB/s | vop/qemu-nbd | qemu-nbd 4K randread IOPS | vop/qemu-nbd |\n|---|---|---|---|---|---|---|\n',
+    );
     process.stdout.write(`${qrow('O_DIRECT', direct)}\n${qrow('page cache', cached)}\n`);
     if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify({ ...direct, cached }, null, 2)}\n`);
   } finally {

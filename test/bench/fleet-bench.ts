@@ -61,7 +61,23 @@ async function main(): Promise<void> {
   const stateDir = mkdtempSync(path.join(os.tmpdir(), 'vop-fleet-bench-'));
   const cfg = path.join(stateDir, 'controller.yaml');
   writeFileSync(cfg, `leaseSeconds: ${Number(values['lease-seconds'])}\n`);
-  const ctl = spawn(process.execPath, [repoPath('dist', 'controller', 'src', 'main.js'), '--grpc-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--state-dir', stateDir, '--config', cfg, '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } });
+  const ctl = spawn(
+    process.execPath,
+    [
+      repoPath('dist', 'controller', 'src', 'main.js'),
+      '--grpc-listen',
+      '127.0.0.1:0',
+      '--metrics-listen',
+      '127.0.0.1:0',
+      '--state-dir',
+      stateDir,
+      '--config',
+      cfg,
+      '--log-level',
+      'info',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } },
+  );
   const addrs = await new Promise<{ grpc: string; metrics: string }>((resolve, reject) => {
     let buf = '';
     ctl.stdout.on('data', (c: Buffer) => {
@@ -69,7 +85,8 @@ async function main(): Promise<void> {
       for (const line of buf.split('\n')) {
         try {
           const rec = JSON.parse(line) as { msg?: string; grpc?: string; metrics?: string };
-          if (rec.msg === 'vop-controller ready' && rec.grpc && rec.metrics) resolve({ grpc: rec.grpc, metrics: rec.metrics });
+          if (rec.msg === 'vop-controller ready' && rec.grpc && rec.metrics)
+            resolve({ grpc: rec.grpc, metrics: rec.metrics });
         } catch {
           /* partial line */
         }
@@ -79,14 +96,23 @@ async function main(): Promise<void> {
   });
   ctl.stdout.resume();
   const pid = ctl.pid as number;
-  log(`controller pid ${pid} gRPC ${addrs.grpc}; ${N} agents (${cards} hosts + ${cards} cards) in ${W} processes, ${K} links per agent -> ${L} links`);
+  log(
+    `controller pid ${pid} gRPC ${addrs.grpc}; ${N} agents (${cards} hosts + ${cards} cards) in ${W} processes, ${K} links per agent -> ${L} links`,
+  );
 
   const ids: AgentIdentity[] = [];
   for (let i = 0; i < cards; i++) {
     const rack = `r${String(Math.floor(i / 40)).padStart(3, '0')}`;
     const h = `h-${String(i).padStart(5, '0')}`;
     ids.push({ nodeName: h, rack, slot: 0, role: NodeRole.NODE_ROLE_HOST, hostNode: '', labels: {} });
-    ids.push({ nodeName: `c-${String(i).padStart(5, '0')}`, rack, slot: 1, role: NodeRole.NODE_ROLE_CARD, hostNode: h, labels: {} });
+    ids.push({
+      nodeName: `c-${String(i).padStart(5, '0')}`,
+      rack,
+      slot: 1,
+      role: NodeRole.NODE_ROLE_CARD,
+      hostNode: h,
+      labels: {},
+    });
   }
   const registered = new Array<number>(W).fill(0);
   const simLinks = new Array<number>(W).fill(0);
@@ -113,12 +139,21 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 2000));
   const before = procStats(pid);
 
-  const client = new ControllerServiceClient(addrs.grpc, credentials.createInsecure(), { 'grpc.max_receive_message_length': 256 << 20 });
+  const client = new ControllerServiceClient(addrs.grpc, credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 256 << 20,
+  });
   const unary = <Req, Res>(method: string, req: Req): Promise<[Res, number]> =>
     new Promise((resolve, reject) => {
       const s = process.hrtime.bigint();
-      const fn = (client as unknown as Record<string, (r: Req, md: Metadata, o: object, cb: (e: Error | null, r?: Res) => void) => void>)[method] as (r: Req, md: Metadata, o: object, cb: (e: Error | null, r?: Res) => void) => void;
-      fn.call(client, req, new Metadata(), { deadline: Date.now() + 60_000 }, (e, r) => (e ? reject(e) : resolve([r as Res, Number(process.hrtime.bigint() - s) / 1e6])));
+      const fn = (
+        client as unknown as Record<
+          string,
+          (r: Req, md: Metadata, o: object, cb: (e: Error | null, r?: Res) => void) => void
+        >
+      )[method] as (r: Req, md: Metadata, o: object, cb: (e: Error | null, r?: Res) => void) => void;
+      fn.call(client, req, new Metadata(), { deadline: Date.now() + 60_000 }, (e, r) =>
+        e ? reject(e) : resolve([r as Res, Number(process.hrtime.bigint() - s) / 1e6]),
+      );
     });
 
   const applyPolicyMs: number[] = [];
@@ -141,14 +176,17 @@ async function main(): Promise<void> {
   for (;;) {
     const text = await (await fetch(`http://${addrs.metrics}/metrics`)).text();
     ready = 0;
-    for (const m of text.matchAll(/^vop_controller_links\{[^}]*condition="Ready"[^}]*status="True"[^}]*\} (\d+)/gm)) ready += Number(m[1]);
+    for (const m of text.matchAll(/^vop_controller_links\{[^}]*condition="Ready"[^}]*status="True"[^}]*\} (\d+)/gm))
+      ready += Number(m[1]);
     if (ready >= L) break;
     if (Date.now() - lastLog > 5000) {
       lastLog = Date.now();
       log(`${ready}/${L} links Ready, ${sum(simLinks)} link endpoints on the simulated agents`);
     }
     try {
-      const [, ms] = await unary('getLink', { name: `p0-c-${String(Math.floor(Math.random() * cards)).padStart(5, '0')}` });
+      const [, ms] = await unary('getLink', {
+        name: `p0-c-${String(Math.floor(Math.random() * cards)).padStart(5, '0')}`,
+      });
       getMs.push(ms);
     } catch {
       /* not created yet */
@@ -164,13 +202,23 @@ async function main(): Promise<void> {
   let listedReady = 0;
   let token = '';
   do {
-    const [r] = await unary<object, { links: Link[]; nextPageToken: string }>('listLinks', { labelSelector: '', agent: '', phase: 0, pageSize: 5000, pageToken: token });
+    const [r] = await unary<object, { links: Link[]; nextPageToken: string }>('listLinks', {
+      labelSelector: '',
+      agent: '',
+      phase: 0,
+      pageSize: 5000,
+      pageToken: token,
+    });
     listed += r.links.length;
-    listedReady += r.links.filter((l) => l.status?.conditions.some((c) => c.type === 'Ready' && c.status === ConditionStatus.CONDITION_STATUS_TRUE)).length;
+    listedReady += r.links.filter((l) =>
+      l.status?.conditions.some((c) => c.type === 'Ready' && c.status === ConditionStatus.CONDITION_STATUS_TRUE),
+    ).length;
     token = r.nextPageToken;
   } while (token !== '');
   await new Promise((r) => setTimeout(r, 600));
-  log(`check: ListLinks returns ${listed} links, ${listedReady} Ready; simulated agents hold ${sum(simLinks)} link endpoints (expect ${2 * L})`);
+  log(
+    `check: ListLinks returns ${listed} links, ${listedReady} Ready; simulated agents hold ${sum(simLinks)} link endpoints (expect ${2 * L})`,
+  );
   if (listed !== L || listedReady !== L || sum(simLinks) !== 2 * L) throw new Error('cross-check failed');
 
   // Steady state: direct ApplyLink / GetLink latency with the fleet connected.
@@ -185,7 +233,14 @@ async function main(): Promise<void> {
         const c = i % cards;
         const link = Link.fromJSON({
           meta: { name: `bench-${i}` },
-          spec: { endpoints: [{ agent: `h-${String(c).padStart(5, '0')}`, role: 'ROLE_DEVICE' }, { agent: `c-${String(c).padStart(5, '0')}`, role: 'ROLE_DRIVER' }], transport: { shm: {} }, devices: [{ name: 'console', console: {} }] },
+          spec: {
+            endpoints: [
+              { agent: `h-${String(c).padStart(5, '0')}`, role: 'ROLE_DEVICE' },
+              { agent: `c-${String(c).padStart(5, '0')}`, role: 'ROLE_DRIVER' },
+            ],
+            transport: { shm: {} },
+            devices: [{ name: 'console', console: {} }],
+          },
         });
         const [, ms] = await unary('applyLink', { link, dryRun: false });
         applyMs.push(ms);
@@ -213,7 +268,12 @@ async function main(): Promise<void> {
     get_p50_ms: Number(pct(getMs, 50).toFixed(2)),
     get_p99_ms: Number(pct(getMs, 99).toFixed(2)),
     list_page_1000_ms: Number(listPageMs.toFixed(2)),
-    machine: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model ?? '', mem_gb: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+    machine: {
+      cpus: os.cpus().length,
+      cpu: os.cpus()[0]?.model ?? '',
+      mem_gb: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+    },
   };
   process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   if (values.json) writeFileSync(values.json, `${JSON.stringify(result, null, 2)}\n`);

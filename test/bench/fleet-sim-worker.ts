@@ -6,7 +6,11 @@
  */
 import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
 
-import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../../lib/gen/vop/controller/v1/controller';
+import {
+  AgentSyncServiceClient,
+  type SyncRequest,
+  type SyncResponse,
+} from '../../lib/gen/vop/controller/v1/controller';
 import { ConditionStatus, LinkPhase, type NodeRole, type AgentIdentity } from '../../lib/gen/vop/types/v1/types';
 
 export interface WorkerInit {
@@ -17,7 +21,8 @@ export interface WorkerInit {
   readonly streamsPerChannel: number;
 }
 
-export type WorkerReport = { type: 'registered'; count: number } | { type: 'stats'; links: number; acks: number; errors: number };
+export type WorkerReport =
+  { type: 'registered'; count: number } | { type: 'stats'; links: number; acks: number; errors: number };
 
 interface SimAgent {
   readonly id: AgentIdentity;
@@ -32,10 +37,19 @@ function run(init: WorkerInit): void {
   const client = (i: number): AgentSyncServiceClient => {
     const k = Math.floor(i / init.streamsPerChannel);
     // A distinct channel option gives each group of streams its own HTTP/2 connection.
-    clients[k] ??= new AgentSyncServiceClient(init.controller, credentials.createInsecure(), { 'vop.sim.shard': k, 'grpc.max_receive_message_length': 64 << 20 });
+    clients[k] ??= new AgentSyncServiceClient(init.controller, credentials.createInsecure(), {
+      'vop.sim.shard': k,
+      'grpc.max_receive_message_length': 64 << 20,
+    });
     return clients[k];
   };
-  const agents: SimAgent[] = init.agents.map((id) => ({ id, call: undefined, registered: false, links: new Map(), seq: 0n }));
+  const agents: SimAgent[] = init.agents.map((id) => ({
+    id,
+    call: undefined,
+    registered: false,
+    links: new Map(),
+    seq: 0n,
+  }));
   let registered = 0;
   let acks = 0;
   let errors = 0;
@@ -72,7 +86,16 @@ function run(init: WorkerInit): void {
               status: {
                 phase: LinkPhase.LINK_PHASE_READY,
                 observedGeneration: l.meta?.generation ?? 0n,
-                conditions: [{ type: 'Ready', status: ConditionStatus.CONDITION_STATUS_TRUE, reason: 'Simulated', message: '', observedGeneration: l.meta?.generation ?? 0n, lastTransitionTime: undefined }],
+                conditions: [
+                  {
+                    type: 'Ready',
+                    status: ConditionStatus.CONDITION_STATUS_TRUE,
+                    reason: 'Simulated',
+                    message: '',
+                    observedGeneration: l.meta?.generation ?? 0n,
+                    lastTransitionTime: undefined,
+                  },
+                ],
                 devices: [],
                 epoch: 1n,
                 resetCount: 0,
@@ -90,7 +113,19 @@ function run(init: WorkerInit): void {
       registered--;
       setTimeout(() => connect(a, i), 1000 + Math.random() * 1000).unref();
     });
-    call.write({ msg: { $case: 'register', value: { identity: a.id, addresses: { grpc: '', metrics: `127.0.0.1:${9000 + (i % 1000)}` }, capabilities: { transports: [1], deviceKinds: [1, 2, 3], netAdmin: false }, version: 'sim', ackedVersion: 0n, links: [] } } });
+    call.write({
+      msg: {
+        $case: 'register',
+        value: {
+          identity: a.id,
+          addresses: { grpc: '', metrics: `127.0.0.1:${9000 + (i % 1000)}` },
+          capabilities: { transports: [1], deviceKinds: [1, 2, 3], netAdmin: false },
+          version: 'sim',
+          ackedVersion: 0n,
+          links: [],
+        },
+      },
+    });
   };
 
   // Open streams in small batches so the registration storm is paced like a rack power-on.

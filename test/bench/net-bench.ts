@@ -53,12 +53,19 @@ function iperf(ns: Netns, server: string, client: string, ip: string, udp: boole
   const j = JSON.parse(r.stdout) as IperfJson;
   if (!udp) return (j.end.sum_received?.bits_per_second ?? 0) / 1e9;
   const rs = j.end.sum_received;
-  const u = j.end.sum ?? (rs?.packets !== undefined ? { packets: rs.packets, lost_packets: rs.lost_packets ?? 0, seconds: rs.seconds ?? SECONDS } : undefined);
+  const u =
+    j.end.sum ??
+    (rs?.packets !== undefined
+      ? { packets: rs.packets, lost_packets: rs.lost_packets ?? 0, seconds: rs.seconds ?? SECONDS }
+      : undefined);
   return u && u.seconds > 0 ? (u.packets - u.lost_packets) / u.seconds / 1000 : 0;
 }
 
 function up(ns: Netns, n: string, dev: string, ip: string): void {
-  for (const args of [['addr', 'add', `${ip}/24`, 'dev', dev], ['link', 'set', dev, 'up']]) {
+  for (const args of [
+    ['addr', 'add', `${ip}/24`, 'dev', dev],
+    ['link', 'set', dev, 'up'],
+  ]) {
     const r = ns.exec(n, 'ip', args);
     if (r.code !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
   }
@@ -100,9 +107,12 @@ async function main(): Promise<void> {
       s.vethTcp.push(iperf(ns, vethA, vethB, '10.79.0.1', false));
       s.vopUdp.push(iperf(ns, vopDev, vopDrv, '10.78.0.1', true));
       s.vethUdp.push(iperf(ns, vethA, vethB, '10.79.0.1', true));
-      process.stderr.write(`run ${i + 1}/${RUNS}: vop tcp ${s.vopTcp[i]?.toFixed(2)} Gbit/s, veth tcp ${s.vethTcp[i]?.toFixed(2)} Gbit/s, vop udp ${s.vopUdp[i]?.toFixed(1)} kpps, veth udp ${s.vethUdp[i]?.toFixed(1)} kpps\n`);
+      process.stderr.write(
+        `run ${i + 1}/${RUNS}: vop tcp ${s.vopTcp[i]?.toFixed(2)} Gbit/s, veth tcp ${s.vethTcp[i]?.toFixed(2)} Gbit/s, vop udp ${s.vopUdp[i]?.toFixed(1)} kpps, veth udp ${s.vethUdp[i]?.toFixed(1)} kpps\n`,
+      );
     }
-    const paired = (a: number[], b: number[]): number => Math.round(median(a.map((x, i) => x / (b[i] ?? 1))) * 100) / 100;
+    const paired = (a: number[], b: number[]): number =>
+      Math.round(median(a.map((x, i) => x / (b[i] ?? 1))) * 100) / 100;
     const res = {
       vop_tcp_gbit_s: Math.round(median(s.vopTcp) * 100) / 100,
       veth_tcp_gbit_s: Math.round(median(s.vethTcp) * 100) / 100,
@@ -111,11 +121,21 @@ async function main(): Promise<void> {
       paired_tcp_ratio: paired(s.vopTcp, s.vethTcp),
       paired_udp_ratio: paired(s.vopUdp, s.vethUdp),
     };
-    process.stdout.write(`\nnet, medians of ${RUNS} runs of ${SECONDS} s\n\n| path | TCP Gbit/s | UDP 1400 B kpps (received) |\n|---|---|---|\n`);
-    process.stdout.write(`| vop link (TAP - shm - TAP) | ${res.vop_tcp_gbit_s} | ${res.vop_udp_kpps} |\n| veth pair | ${res.veth_tcp_gbit_s} | ${res.veth_udp_kpps} |\n`);
-    process.stdout.write(`| ratio vop/veth | ${(res.vop_tcp_gbit_s / res.veth_tcp_gbit_s).toFixed(2)} | ${(res.vop_udp_kpps / res.veth_udp_kpps).toFixed(2)} |\n`);
-    process.stdout.write(`| median of the ratios paired per run | ${res.paired_tcp_ratio} | ${res.paired_udp_ratio} |\n`);
-    process.stdout.write(`\ntarget vop >= 0.5 x veth TCP (paired): ${res.paired_tcp_ratio >= 0.5 ? 'met' : 'MISSED'}\n`);
+    process.stdout.write(
+      `\nnet, medians of ${RUNS} runs of ${SECONDS} s\n\n| path | TCP Gbit/s | UDP 1400 B kpps (received) |\n|---|---|---|\n`,
+    );
+    process.stdout.write(
+      `| vop link (TAP - shm - TAP) | ${res.vop_tcp_gbit_s} | ${res.vop_udp_kpps} |\n| veth pair | ${res.veth_tcp_gbit_s} | ${res.veth_udp_kpps} |\n`,
+    );
+    process.stdout.write(
+      `| ratio vop/veth | ${(res.vop_tcp_gbit_s / res.veth_tcp_gbit_s).toFixed(2)} | ${(res.vop_udp_kpps / res.veth_udp_kpps).toFixed(2)} |\n`,
+    );
+    process.stdout.write(
+      `| median of the ratios paired per run | ${res.paired_tcp_ratio} | ${res.paired_udp_ratio} |\n`,
+    );
+    process.stdout.write(
+      `\ntarget vop >= 0.5 x veth TCP (paired): ${res.paired_tcp_ratio >= 0.5 ? 'met' : 'MISSED'}\n`,
+    );
     if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(res, null, 2)}\n`);
   } finally {
     if (dev) await dev.stop();

@@ -65,7 +65,12 @@ function poolBytes(size, qsize) {
 
 const loadAtStart = loadavg();
 build();
-const samples = new Map(SIZES.map(({ size }) => [size, { vopMsgs: [], vopGb: [], unixMsgs: [], unixGb: [], memcpyCold: [], memcpyHot: [], memcpyWs: [] }]));
+const samples = new Map(
+  SIZES.map(({ size }) => [
+    size,
+    { vopMsgs: [], vopGb: [], unixMsgs: [], unixGb: [], memcpyCold: [], memcpyHot: [], memcpyWs: [] },
+  ]),
+);
 const rtt = { vop_event: [], vop_poll: [], unix: [] };
 const rttAdaptive = [];
 const PLACEMENT_PAIRS = 4;
@@ -118,7 +123,9 @@ const out = {
     idle_seconds: idleSeconds,
     memcpy_cold_working_set_bytes: COLD_WS,
     memcpy_hot_gbytes_per_s: Object.fromEntries(SIZES.map(({ size }) => [size, median(samples.get(size).memcpyHot)])),
-    memcpy_pool_ws_gbytes_per_s: Object.fromEntries(SIZES.map(({ size }) => [size, median(samples.get(size).memcpyWs)])),
+    memcpy_pool_ws_gbytes_per_s: Object.fromEntries(
+      SIZES.map(({ size }) => [size, median(samples.get(size).memcpyWs)]),
+    ),
     samples: Object.fromEntries([...samples].map(([k, v]) => [k, v])),
     rtt_samples: rtt,
     rtt_vop_adaptive_us: median(rttAdaptive),
@@ -139,14 +146,20 @@ const out = {
 const f = (x, d = 2) => (x >= 100 ? x.toFixed(0) : x.toFixed(d));
 const lines = [];
 lines.push(`vop ring benchmark: medians of ${runs} runs (${seconds} s each)`);
-lines.push('size    | vop Mmsg/s | vop GB/s | unix Mmsg/s | unix GB/s | memcpy cold GB/s | msgs ratio | GB/s vs memcpy');
-lines.push('--------|------------|----------|-------------|-----------|------------------|------------|---------------');
+lines.push(
+  'size    | vop Mmsg/s | vop GB/s | unix Mmsg/s | unix GB/s | memcpy cold GB/s | msgs ratio | GB/s vs memcpy',
+);
+lines.push(
+  '--------|------------|----------|-------------|-----------|------------------|------------|---------------',
+);
 for (const r of results) {
   lines.push(
     `${String(r.size).padEnd(7)} | ${f(r.vop_msgs_per_s / 1e6, 3).padStart(10)} | ${f(r.vop_gbytes_per_s).padStart(8)} | ${f(r.unix_msgs_per_s / 1e6, 3).padStart(11)} | ${f(r.unix_gbytes_per_s).padStart(9)} | ${f(r.memcpy_gbytes_per_s).padStart(16)} | ${f(r.vop_msgs_per_s / r.unix_msgs_per_s, 1).padStart(9)}x | ${f(r.vop_gbytes_per_s / r.memcpy_gbytes_per_s).padStart(13)}x`,
   );
 }
-lines.push(`64 B RTT: vop event ${f(out.rtt_us.vop_event)} us, vop poll ${f(out.rtt_us.vop_poll)} us, vop adaptive (50 us spin) ${f(out.details.rtt_vop_adaptive_us)} us, unix ${f(out.rtt_us.unix)} us`);
+lines.push(
+  `64 B RTT: vop event ${f(out.rtt_us.vop_event)} us, vop poll ${f(out.rtt_us.vop_poll)} us, vop adaptive (50 us spin) ${f(out.details.rtt_vop_adaptive_us)} us, unix ${f(out.rtt_us.unix)} us`,
+);
 lines.push(`idle link CPU (both processes, ${idleSeconds} s): ${out.idle_cpu_percent.toFixed(3)} % of one core`);
 const wp = out.details.worker_placement;
 lines.push(
@@ -156,7 +169,9 @@ lines.push(
 // Targets use the median of ratios paired within each repetition (candidate and
 // baseline ran back to back), which cancels slow phases of a shared, noisy host.
 const paired = (a, b) => median(a.map((x, i) => x / b[i]));
-const s64 = samples.get(64), s1500 = samples.get(1500), s64k = samples.get(65536);
+const s64 = samples.get(64),
+  s1500 = samples.get(1500),
+  s64k = samples.get(65536);
 const ratios = {
   kib64_vs_memcpy: paired(s64k.vopGb, s64k.memcpyCold),
   kib64_vs_memcpy_hot: paired(s64k.vopGb, s64k.memcpyHot),
@@ -168,7 +183,10 @@ const ratios = {
 out.details.paired_ratio_medians = ratios;
 const targets = [
   [`64 KiB >= 0.5 x memcpy (cold): ${f(ratios.kib64_vs_memcpy)}x`, ratios.kib64_vs_memcpy >= 0.5],
-  [`64 KiB >= 0.5 x memcpy (hot, cache-resident): ${f(ratios.kib64_vs_memcpy_hot)}x`, ratios.kib64_vs_memcpy_hot >= 0.5],
+  [
+    `64 KiB >= 0.5 x memcpy (hot, cache-resident): ${f(ratios.kib64_vs_memcpy_hot)}x`,
+    ratios.kib64_vs_memcpy_hot >= 0.5,
+  ],
   [`64 B msgs/s >= 20 x unix: ${f(ratios.b64_msgs_vs_unix, 1)}x`, ratios.b64_msgs_vs_unix >= 20],
   [`1500 B msgs/s >= 8 x unix: ${f(ratios.b1500_msgs_vs_unix, 1)}x`, ratios.b1500_msgs_vs_unix >= 8],
   [`event RTT <= unix RTT: ${f(ratios.rtt_event_vs_unix)}x`, ratios.rtt_event_vs_unix <= 1],

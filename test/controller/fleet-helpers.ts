@@ -27,7 +27,12 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 45_000, intervalMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 45_000,
+  intervalMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -37,7 +42,8 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
@@ -75,13 +81,27 @@ export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<
     rendezvous,
     ctl: new ControllerServiceClient(controllerAddr, insecure),
     async startController() {
-      fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], { stateDir: controllerStateDir, readyTimeoutMs: 60_000 });
+      fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], {
+        stateDir: controllerStateDir,
+        readyTimeoutMs: 60_000,
+      });
       return fleet.controller;
     },
     async startAgent(name, role, host) {
       let dir = agentDirs.get(name);
       if (!dir) agentDirs.set(name, (dir = tempDir(`agent-${name}`)));
-      const args = ['--node-name', name, '--rack', 'r07', '--role', role, '--rendezvous-dir', rendezvous, '--controller', controllerAddr];
+      const args = [
+        '--node-name',
+        name,
+        '--rack',
+        'r07',
+        '--role',
+        role,
+        '--rendezvous-dir',
+        rendezvous,
+        '--controller',
+        controllerAddr,
+      ];
       if (host) args.push('--host-node', host);
       const a = await startServer('agent', args, { stateDir: dir, readyTimeoutMs: 60_000 });
       agents.set(name, a);
@@ -110,7 +130,12 @@ export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<
 }
 
 export async function listLinks(fleet: Fleet, labelSelector = ''): Promise<Link[]> {
-  const r = await call(fleet.ctl, fleet.ctl.listLinks, { labelSelector, agent: '', phase: 0, pageSize: 0, pageToken: '' }, new Metadata());
+  const r = await call(
+    fleet.ctl,
+    fleet.ctl.listLinks,
+    { labelSelector, agent: '', phase: 0, pageSize: 0, pageToken: '' },
+    new Metadata(),
+  );
   return r.links;
 }
 
@@ -136,6 +161,14 @@ export function dataPlaneMissing(a: ServerProcess): boolean {
   return a.logs.some((l) => l.msg === 'native data plane unavailable; links will report DataPlaneUnavailable');
 }
 
-export function vopctl(server: string, args: readonly string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return run(process.execPath, [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), '--server', server, ...args], input === undefined ? {} : { input });
+export function vopctl(
+  server: string,
+  args: readonly string[],
+  input?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return run(
+    process.execPath,
+    [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), '--server', server, ...args],
+    input === undefined ? {} : { input },
+  );
 }

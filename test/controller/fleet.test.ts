@@ -15,7 +15,18 @@ import type { WatchAgentsResponse } from '../../lib/gen/vop/controller/v1/contro
 import { AgentPhase, ConditionStatus, Link, LinkPhase } from '../../lib/gen/vop/types/v1/types';
 import { call } from '../helpers/grpc';
 import { tempDir } from '../helpers/servers';
-import { agentLinks, condition, dataPlaneMissing, getAgent, listLinks, policyFromJson, startFleet, vopctl, waitFor, type Fleet } from './fleet-helpers';
+import {
+  agentLinks,
+  condition,
+  dataPlaneMissing,
+  getAgent,
+  listLinks,
+  policyFromJson,
+  startFleet,
+  vopctl,
+  waitFor,
+  type Fleet,
+} from './fleet-helpers';
 
 const CARDS = ['card-1', 'card-2'];
 
@@ -49,9 +60,16 @@ function assertUntouched(fleet: Fleet, agent: string, b: Link, a: Link, t: { dia
   assert.equal(a.meta?.resourceVersion, b.meta?.resourceVersion, `${agent}/${name} was not re-applied`);
   assert.equal(a.meta?.generation, b.meta?.generation);
   if (a.status?.epoch === b.status?.epoch && a.status?.resetCount === b.status?.resetCount) return;
-  const logs = [...fleet.agents].flatMap(([n, p]) => p.logs.filter((r) => r.link === name && r.level !== 'debug').map((r) => [n, r.time, r.msg, r.reason ?? '']));
-  const resets = (fleet.agents.get(agent)?.logs ?? []).filter((r) => r.link === name && r.msg === 'Ready -> Resetting').map((r) => String(r.reason));
-  assert.ok(resets.length > 0 && resets.every((r) => r === 'PeerGone' || r === 'PeerRestarted'), `${agent}/${name} was not restarted: ${JSON.stringify(logs)}`);
+  const logs = [...fleet.agents].flatMap(([n, p]) =>
+    p.logs.filter((r) => r.link === name && r.level !== 'debug').map((r) => [n, r.time, r.msg, r.reason ?? '']),
+  );
+  const resets = (fleet.agents.get(agent)?.logs ?? [])
+    .filter((r) => r.link === name && r.msg === 'Ready -> Resetting')
+    .map((r) => String(r.reason));
+  assert.ok(
+    resets.length > 0 && resets.every((r) => r === 'PeerGone' || r === 'PeerRestarted'),
+    `${agent}/${name} was not restarted: ${JSON.stringify(logs)}`,
+  );
   t.diagnostic(`${agent}/${name}: the data plane restarted it itself (${resets.join(', ')}), not the controller`);
 }
 
@@ -77,12 +95,21 @@ async function waitSynced(fleet: Fleet, policy: string, count: number, generatio
   return waitFor(`${count} links of ${policy} Synced`, async () => {
     const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
     if (links.length !== count) return undefined;
-    const ok = links.every((l) => condition(l, 'Synced') === ConditionStatus.CONDITION_STATUS_TRUE && (generation === undefined || l.meta?.generation === generation));
+    const ok = links.every(
+      (l) =>
+        condition(l, 'Synced') === ConditionStatus.CONDITION_STATUS_TRUE &&
+        (generation === undefined || l.meta?.generation === generation),
+    );
     return ok ? links : undefined;
   });
 }
 
-async function waitReadyIfDataPlane(fleet: Fleet, policy: string, count: number, t: { diagnostic(s: string): void }): Promise<void> {
+async function waitReadyIfDataPlane(
+  fleet: Fleet,
+  policy: string,
+  count: number,
+  t: { diagnostic(s: string): void },
+): Promise<void> {
   if ([...fleet.agents.values()].some(dataPlaneMissing)) {
     t.diagnostic('native data plane not in this build: checking Synced and the reported reason instead of Ready');
     const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
@@ -94,10 +121,21 @@ async function waitReadyIfDataPlane(fleet: Fleet, policy: string, count: number,
     }
     return;
   }
-  await waitFor(`${count} links of ${policy} Ready`, async () => {
-    const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
-    return links.length === count && links.every((l) => condition(l, 'Ready') === ConditionStatus.CONDITION_STATUS_TRUE && l.status?.phase === LinkPhase.LINK_PHASE_READY);
-  }, 30_000);
+  await waitFor(
+    `${count} links of ${policy} Ready`,
+    async () => {
+      const links = await listLinks(fleet, `vop.dev/policy=${policy}`);
+      return (
+        links.length === count &&
+        links.every(
+          (l) =>
+            condition(l, 'Ready') === ConditionStatus.CONDITION_STATUS_TRUE &&
+            l.status?.phase === LinkPhase.LINK_PHASE_READY,
+        )
+      );
+    },
+    30_000,
+  );
 }
 
 describe('vop-controller with three agents', () => {
@@ -107,7 +145,9 @@ describe('vop-controller with three agents', () => {
     await fleet.startAgent('host-1', 'host');
     for (const c of CARDS) await fleet.startAgent(c, 'card', 'host-1');
     await waitFor('three agents Ready', async () => {
-      const phases = await Promise.all(['host-1', ...CARDS].map(async (n) => (await getAgent(fleet, n).catch(() => undefined))?.status?.phase));
+      const phases = await Promise.all(
+        ['host-1', ...CARDS].map(async (n) => (await getAgent(fleet, n).catch(() => undefined))?.status?.phase),
+      );
       return phases.every((p) => p === AgentPhase.AGENT_PHASE_READY);
     });
   });
@@ -129,7 +169,10 @@ describe('vop-controller with three agents', () => {
     assert.deepEqual(onHost, ['con-card-1', 'con-card-2']);
     for (const c of CARDS) {
       const onCard = await agentLinks(fleet, c);
-      assert.deepEqual(onCard.map((l) => l.meta?.name), [`con-${c}`]);
+      assert.deepEqual(
+        onCard.map((l) => l.meta?.name),
+        [`con-${c}`],
+      );
       assert.equal(onCard[0]?.meta?.managedBy, 'policy/con');
     }
     await waitReadyIfDataPlane(fleet, 'con', 2, t);
@@ -137,7 +180,12 @@ describe('vop-controller with three agents', () => {
     assert.equal(r.code, 0, r.stderr);
     const printed = JSON.parse(r.stdout) as { meta: { name: string }; status: { conditions: { type: string }[] } }[];
     assert.deepEqual(printed.map((l) => l.meta.name).sort(), ['con-card-1', 'con-card-2']);
-    assert.ok(printed.every((l) => l.status.conditions.some((c) => c.type === 'Ready') && l.status.conditions.some((c) => c.type === 'Synced')));
+    assert.ok(
+      printed.every(
+        (l) =>
+          l.status.conditions.some((c) => c.type === 'Ready') && l.status.conditions.some((c) => c.type === 'Synced'),
+      ),
+    );
     const d = await vopctl(fleet.controllerAddr, ['describe', 'link', 'con-card-1']);
     assert.equal(d.code, 0, d.stderr);
     assert.match(d.stdout, /Conditions:\n\s+TYPE\s+STATUS/);
@@ -160,7 +208,13 @@ describe('vop-controller with three agents', () => {
     await waitSynced(fleet, 'disk', 2);
     const before = new Map((await agentLinks(fleet, 'host-1')).map((l) => [l.meta?.name ?? '', l]));
     // Change the disk template: add a console next to the disk.
-    await applyPolicy(fleet, consolePolicy('disk', [{ name: 'vda', blk: { backing: { path: blkFile } } }, { ...CONSOLE, name: 'log' }]));
+    await applyPolicy(
+      fleet,
+      consolePolicy('disk', [
+        { name: 'vda', blk: { backing: { path: blkFile } } },
+        { ...CONSOLE, name: 'log' },
+      ]),
+    );
     const changed = await waitSynced(fleet, 'disk', 2, 2n);
     assert.ok(changed.every((l) => l.spec?.devices.length === 2));
     const after = new Map((await agentLinks(fleet, 'host-1')).map((l) => [l.meta?.name ?? '', l]));
@@ -177,9 +231,13 @@ describe('vop-controller with three agents', () => {
 
   it('removes the links of a deleted policy from the controller and the agents', async () => {
     await call(fleet.ctl, fleet.ctl.deletePolicy, { name: 'disk', resourceVersion: '' }, new Metadata());
-    await waitFor('disk links gone from the controller', async () => (await listLinks(fleet, 'vop.dev/policy=disk')).length === 0);
+    await waitFor(
+      'disk links gone from the controller',
+      async () => (await listLinks(fleet, 'vop.dev/policy=disk')).length === 0,
+    );
     await waitFor('disk links gone from the agents', async () => {
-      for (const a of ['host-1', ...CARDS]) if ((await agentLinks(fleet, a)).some((l) => l.meta?.name?.startsWith('disk-'))) return false;
+      for (const a of ['host-1', ...CARDS])
+        if ((await agentLinks(fleet, a)).some((l) => l.meta?.name?.startsWith('disk-'))) return false;
       return true;
     });
     assert.equal((await listLinks(fleet, 'vop.dev/policy=con')).length, 2, 'other policies keep their links');
@@ -189,20 +247,47 @@ describe('vop-controller with three agents', () => {
     // A direct (non-policy) link whose byte-pipe devices carry verified traffic.
     const traffic = Link.fromJSON({
       meta: { name: 'traffic', annotations: { 'vop.dev/bytepipe-traffic': 'stream' } },
-      spec: { endpoints: [{ agent: 'host-1', role: 'ROLE_DEVICE' }, { agent: 'card-1', role: 'ROLE_DRIVER' }], transport: { shm: {} }, devices: [{ name: 'con0', console: {} }] },
+      spec: {
+        endpoints: [
+          { agent: 'host-1', role: 'ROLE_DEVICE' },
+          { agent: 'card-1', role: 'ROLE_DRIVER' },
+        ],
+        transport: { shm: {} },
+        devices: [{ name: 'con0', console: {} }],
+      },
     });
     await call(fleet.ctl, fleet.ctl.applyLink, { link: traffic, dryRun: false }, new Metadata());
-    await waitFor('traffic link Synced', async () => condition((await listLinks(fleet)).find((l) => l.meta?.name === 'traffic'), 'Synced') === ConditionStatus.CONDITION_STATUS_TRUE);
+    await waitFor(
+      'traffic link Synced',
+      async () =>
+        condition(
+          (await listLinks(fleet)).find((l) => l.meta?.name === 'traffic'),
+          'Synced',
+        ) === ConditionStatus.CONDITION_STATUS_TRUE,
+    );
     const dataPlane = ![...fleet.agents.values()].some(dataPlaneMissing);
-    if (dataPlane) await waitFor('traffic link Ready', async () => condition((await listLinks(fleet)).find((l) => l.meta?.name === 'traffic'), 'Ready') === ConditionStatus.CONDITION_STATUS_TRUE);
+    if (dataPlane)
+      await waitFor(
+        'traffic link Ready',
+        async () =>
+          condition(
+            (await listLinks(fleet)).find((l) => l.meta?.name === 'traffic'),
+            'Ready',
+          ) === ConditionStatus.CONDITION_STATUS_TRUE,
+      );
     else t.diagnostic('native data plane not in this build: not measuring traffic');
 
     const before = new Map<string, Link>();
-    for (const a of ['host-1', ...CARDS]) for (const l of await agentLinks(fleet, a)) before.set(`${a}/${l.meta?.name ?? ''}`, l);
+    for (const a of ['host-1', ...CARDS])
+      for (const l of await agentLinks(fleet, a)) before.set(`${a}/${l.meta?.name ?? ''}`, l);
     assert.equal(before.size, 6);
     if (dataPlane) assert.ok((await flowing(fleet, 'card-1', 'traffic')) > 0n, 'data flows before the kill');
     await fleet.controller.stop('SIGKILL');
-    if (dataPlane) assert.ok((await flowing(fleet, 'card-1', 'traffic', 1000)) > 0n, 'data keeps flowing while the controller is down');
+    if (dataPlane)
+      assert.ok(
+        (await flowing(fleet, 'card-1', 'traffic', 1000)) > 0n,
+        'data keeps flowing while the controller is down',
+      );
     for (const a of ['host-1', ...CARDS]) {
       for (const l of await agentLinks(fleet, a)) {
         const b = before.get(`${a}/${l.meta?.name ?? ''}`);
@@ -213,11 +298,15 @@ describe('vop-controller with three agents', () => {
     await fleet.startController();
     await waitSynced(fleet, 'con', 2);
     await waitFor('agents re-registered', async () => {
-      const phases = await Promise.all(['host-1', ...CARDS].map(async (n) => (await getAgent(fleet, n))?.status?.phase));
+      const phases = await Promise.all(
+        ['host-1', ...CARDS].map(async (n) => (await getAgent(fleet, n))?.status?.phase),
+      );
       return phases.every((p) => p === AgentPhase.AGENT_PHASE_READY);
     });
     if (dataPlane) {
-      await waitFor('status converged: every link Ready', async () => (await listLinks(fleet)).every((l) => condition(l, 'Ready') === ConditionStatus.CONDITION_STATUS_TRUE));
+      await waitFor('status converged: every link Ready', async () =>
+        (await listLinks(fleet)).every((l) => condition(l, 'Ready') === ConditionStatus.CONDITION_STATUS_TRUE),
+      );
       assert.ok((await flowing(fleet, 'card-1', 'traffic')) > 0n, 'data flows after the restart');
     }
     for (const a of ['host-1', ...CARDS]) {
@@ -228,11 +317,20 @@ describe('vop-controller with three agents', () => {
       }
     }
     await call(fleet.ctl, fleet.ctl.deleteLink, { name: 'traffic', resourceVersion: '' }, new Metadata());
-    await waitFor('traffic link gone from card-1', async () => !(await agentLinks(fleet, 'card-1')).some((l) => l.meta?.name === 'traffic'));
+    await waitFor(
+      'traffic link gone from card-1',
+      async () => !(await agentLinks(fleet, 'card-1')).some((l) => l.meta?.name === 'traffic'),
+    );
   });
 
   it('marks a killed agent NotReady with Unknown link conditions, then restores its links and corrects drift', async () => {
-    await applyPolicy(fleet, { ...(consolePolicy('gone', [CONSOLE]) as object), spec: { ...((consolePolicy('gone', [CONSOLE]) as { spec: object }).spec), cardSelector: { matchLabels: { 'vop.dev/node': 'card-1' } } } });
+    await applyPolicy(fleet, {
+      ...(consolePolicy('gone', [CONSOLE]) as object),
+      spec: {
+        ...(consolePolicy('gone', [CONSOLE]) as { spec: object }).spec,
+        cardSelector: { matchLabels: { 'vop.dev/node': 'card-1' } },
+      },
+    });
     await waitSynced(fleet, 'gone', 1);
     const watch = fleet.ctl.watchAgents({ labelSelector: 'vop.dev/node=card-1', updatesOnly: true });
     const phases: AgentPhase[] = [];
@@ -241,28 +339,50 @@ describe('vop-controller with three agents', () => {
     });
     watch.on('error', () => undefined);
     await fleet.agents.get('card-1')?.stop('SIGKILL');
-    await waitFor('card-1 NotReady', async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_NOT_READY, 15_000);
+    await waitFor(
+      'card-1 NotReady',
+      async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_NOT_READY,
+      15_000,
+    );
     await waitFor('WatchAgents reports NotReady', () => phases.includes(AgentPhase.AGENT_PHASE_NOT_READY));
     watch.cancel();
     // Drift the other way: card-1 still runs gone-card-1, which is no longer desired.
     await call(fleet.ctl, fleet.ctl.deletePolicy, { name: 'gone', resourceVersion: '' }, new Metadata());
-    const l = await waitFor('con-card-1 Ready Unknown', async () => {
-      const links = await listLinks(fleet, 'vop.dev/policy=con');
-      const x = links.find((y) => y.meta?.name === 'con-card-1');
-      return condition(x, 'Ready') === ConditionStatus.CONDITION_STATUS_UNKNOWN ? x : undefined;
-    }, 15_000);
+    const l = await waitFor(
+      'con-card-1 Ready Unknown',
+      async () => {
+        const links = await listLinks(fleet, 'vop.dev/policy=con');
+        const x = links.find((y) => y.meta?.name === 'con-card-1');
+        return condition(x, 'Ready') === ConditionStatus.CONDITION_STATUS_UNKNOWN ? x : undefined;
+      },
+      15_000,
+    );
     assert.equal(l.status?.conditions.find((c) => c.type === 'Ready')?.reason, 'AgentLeaseExpired');
-    assert.equal(condition((await listLinks(fleet, 'vop.dev/policy=con')).find((y) => y.meta?.name === 'con-card-2'), 'AgentsReady'), ConditionStatus.CONDITION_STATUS_TRUE);
+    assert.equal(
+      condition(
+        (await listLinks(fleet, 'vop.dev/policy=con')).find((y) => y.meta?.name === 'con-card-2'),
+        'AgentsReady',
+      ),
+      ConditionStatus.CONDITION_STATUS_TRUE,
+    );
 
     // Drift while card-1 is away: someone force-deletes a managed link on the host.
     const host = fleet.agentClient('host-1');
     await call(host, host.deleteLink, { name: 'con-card-2', resourceVersion: '', force: true }, new Metadata());
-    await waitFor('con-card-2 restored on host-1', async () => (await agentLinks(fleet, 'host-1')).some((x) => x.meta?.name === 'con-card-2'));
+    await waitFor('con-card-2 restored on host-1', async () =>
+      (await agentLinks(fleet, 'host-1')).some((x) => x.meta?.name === 'con-card-2'),
+    );
 
     await fleet.startAgent('card-1', 'card', 'host-1');
-    await waitFor('card-1 Ready again', async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_READY);
+    await waitFor(
+      'card-1 Ready again',
+      async () => (await getAgent(fleet, 'card-1'))?.status?.phase === AgentPhase.AGENT_PHASE_READY,
+    );
     await waitSynced(fleet, 'con', 2);
-    assert.deepEqual((await agentLinks(fleet, 'card-1')).map((x) => x.meta?.name), ['con-card-1']);
+    assert.deepEqual(
+      (await agentLinks(fleet, 'card-1')).map((x) => x.meta?.name),
+      ['con-card-1'],
+    );
     const metrics = await (await fetch(`http://${fleet.controller.metrics}/metrics`)).text();
     assert.match(metrics, /vop_controller_drift_detected_total\{direction="missing_on_agent"\} [1-9]/);
     assert.match(metrics, /vop_controller_drift_detected_total\{direction="extra_on_agent"\} [1-9]/);
@@ -274,11 +394,18 @@ describe('vop-controller with three agents', () => {
     assert.equal(r.code, 0, r.stderr);
     await applyPolicy(fleet, consolePolicy('extra', [CONSOLE]));
     await waitSynced(fleet, 'extra', 1);
-    assert.deepEqual((await listLinks(fleet, 'vop.dev/policy=extra')).map((l) => l.meta?.name), ['extra-card-1'], 'the cordoned card gets no new link');
+    assert.deepEqual(
+      (await listLinks(fleet, 'vop.dev/policy=extra')).map((l) => l.meta?.name),
+      ['extra-card-1'],
+      'the cordoned card gets no new link',
+    );
     r = await vopctl(fleet.controllerAddr, ['drain', 'card-2']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /con-card-2/);
-    await waitFor('card-2 drained', async () => (await getAgent(fleet, 'card-2'))?.status?.phase === AgentPhase.AGENT_PHASE_DRAINED);
+    await waitFor(
+      'card-2 drained',
+      async () => (await getAgent(fleet, 'card-2'))?.status?.phase === AgentPhase.AGENT_PHASE_DRAINED,
+    );
     assert.deepEqual(await agentLinks(fleet, 'card-2'), []);
     r = await vopctl(fleet.controllerAddr, ['uncordon', 'card-2']);
     assert.equal(r.code, 0, r.stderr);
@@ -290,7 +417,10 @@ describe('vop-controller with three agents', () => {
     await fleet.startAgent('card-3', 'card', 'host-1');
     await waitSynced(fleet, 'con', 3);
     await waitSynced(fleet, 'extra', 3);
-    assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => l.meta?.name).sort(), ['con-card-3', 'extra-card-3']);
+    assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => l.meta?.name).sort(), [
+      'con-card-3',
+      'extra-card-3',
+    ]);
   });
 
   it('resumes an agent that restarts from its acknowledged version: no snapshot, nothing re-applied', async () => {
@@ -302,8 +432,15 @@ describe('vop-controller with three agents', () => {
     await waitFor('card-3 registered again', () => again.logs.some((l) => l.msg === 'registered with the controller'));
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal(again.logs.find((l) => l.msg === 'registered with the controller')?.ackedVersion, String(acked));
-    assert.deepEqual(again.logs.filter((l) => l.msg === 'desired links applied'), [], 'nothing to send: the agent was up to date');
-    assert.deepEqual((await agentLinks(fleet, 'card-3')).map((l) => [l.meta?.name, l.meta?.resourceVersion]), before.map((l) => [l.meta?.name, l.meta?.resourceVersion]));
+    assert.deepEqual(
+      again.logs.filter((l) => l.msg === 'desired links applied'),
+      [],
+      'nothing to send: the agent was up to date',
+    );
+    assert.deepEqual(
+      (await agentLinks(fleet, 'card-3')).map((l) => [l.meta?.name, l.meta?.resourceVersion]),
+      before.map((l) => [l.meta?.name, l.meta?.resourceVersion]),
+    );
     const r = await vopctl(fleet.controllerAddr, ['delete', 'agent', 'card-3']);
     assert.equal(r.code, 5);
     assert.match(r.stderr, /still holds 2 link\(s\); drain it first.*\[AGENT_HAS_LINKS\]/);

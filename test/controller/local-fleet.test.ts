@@ -29,7 +29,11 @@ describe('npm run fleet', () => {
       t.skip(`ports in use: ${busy.join(', ')}`);
       return;
     }
-    const proc = spawn(process.execPath, [repoPath('dist', 'controller', 'src', 'local-fleet', 'main.js'), '--state-dir', tempDir('local-fleet')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(
+      process.execPath,
+      [repoPath('dist', 'controller', 'src', 'local-fleet', 'main.js'), '--state-dir', tempDir('local-fleet')],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let err = '';
     proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -37,9 +41,11 @@ describe('npm run fleet', () => {
     const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
     try {
       const deadline = Date.now() + 30_000;
-      while (!out.includes('Ctrl-C stops the fleet.') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      while (!out.includes('Ctrl-C stops the fleet.') && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
       assert.match(out, /Ctrl-C stops the fleet\./, `stdout: ${out}\nstderr: ${err}`);
-      for (const name of ['console-card-1', 'console-card-2', 'disk-card-1', 'disk-card-2']) assert.match(out, new RegExp(`${name}\\s+Ready=`));
+      for (const name of ['console-card-1', 'console-card-2', 'disk-card-1', 'disk-card-2'])
+        assert.match(out, new RegExp(`${name}\\s+Ready=`));
       assert.match(out, /vopctl\/main\.js get links/);
       assert.match(out, /grpcurl -plaintext 127\.0\.0\.1:7400/);
       assert.match(out, /http:\/\/127\.0\.0\.1:9400\/metrics/);

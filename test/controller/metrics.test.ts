@@ -30,8 +30,33 @@ describe('vop-controller metrics', () => {
     fleet = await startFleet();
     await fleet.startAgent('host-1', 'host');
     await fleet.startAgent('card-1', 'card', 'host-1');
-    await call(fleet.ctl, fleet.ctl.applyPolicy, { policy: policyFromJson({ meta: { name: 'm' }, spec: { cardSelector: { matchLabels: { 'vop.dev/role': 'card' } }, template: { cardRole: 'ROLE_DRIVER', transport: { shm: {} }, devices: [{ name: 'console', console: {} }] } } }), dryRun: false }, new Metadata());
-    await waitFor('a link', async () => (await call(fleet.ctl, fleet.ctl.listLinks, { labelSelector: '', agent: '', phase: 0, pageSize: 0, pageToken: '' }, new Metadata())).links.length === 1);
+    await call(
+      fleet.ctl,
+      fleet.ctl.applyPolicy,
+      {
+        policy: policyFromJson({
+          meta: { name: 'm' },
+          spec: {
+            cardSelector: { matchLabels: { 'vop.dev/role': 'card' } },
+            template: { cardRole: 'ROLE_DRIVER', transport: { shm: {} }, devices: [{ name: 'console', console: {} }] },
+          },
+        }),
+        dryRun: false,
+      },
+      new Metadata(),
+    );
+    await waitFor(
+      'a link',
+      async () =>
+        (
+          await call(
+            fleet.ctl,
+            fleet.ctl.listLinks,
+            { labelSelector: '', agent: '', phase: 0, pageSize: 0, pageToken: '' },
+            new Metadata(),
+          )
+        ).links.length === 1,
+    );
   });
   after(async () => {
     await fleet.stop();
@@ -40,10 +65,14 @@ describe('vop-controller metrics', () => {
   it('exports exactly the catalogued controller metrics with their labels, and promtool accepts them', async () => {
     const text = await (await fetch(`http://${fleet.controller.metrics}/metrics`)).text();
     const exported = new Map<string, Set<string>>();
-    for (const m of text.matchAll(/^# TYPE ((?:vop_controller|workqueue)_[a-z_]+) /gm)) exported.set(m[1] as string, new Set());
+    for (const m of text.matchAll(/^# TYPE ((?:vop_controller|workqueue)_[a-z_]+) /gm))
+      exported.set(m[1] as string, new Set());
     for (const m of text.matchAll(/^((?:vop_controller|workqueue)_[a-z_]+?)(?:_bucket|_sum|_count)?\{([^}]*)\}/gm)) {
-      const name = exported.has(m[1] as string) ? (m[1] as string) : (m[1] as string).replace(/_(bucket|sum|count)$/, '');
-      for (const l of (m[2] as string).matchAll(/([a-z_]+)="/g)) if (l[1] !== 'le') exported.get(name)?.add(l[1] as string);
+      const name = exported.has(m[1] as string)
+        ? (m[1] as string)
+        : (m[1] as string).replace(/_(bucket|sum|count)$/, '');
+      for (const l of (m[2] as string).matchAll(/([a-z_]+)="/g))
+        if (l[1] !== 'le') exported.get(name)?.add(l[1] as string);
     }
     const cat = catalogue();
     assert.ok(cat.size >= 20, `parsed ${cat.size} rows from docs/metrics.md`);

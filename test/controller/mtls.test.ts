@@ -22,10 +22,44 @@ async function openssl(dir: string, args: string[]): Promise<void> {
 }
 
 async function makeCert(dir: string, cn: string, server: boolean): Promise<void> {
-  await openssl(dir, ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${cn}-key.pem`, '-out', `${cn}.csr`, '-subj', `/CN=${cn}`]);
+  await openssl(dir, [
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${cn}-key.pem`,
+    '-out',
+    `${cn}.csr`,
+    '-subj',
+    `/CN=${cn}`,
+  ]);
   const ext = path.join(dir, `${cn}.ext`);
-  writeFileSync(ext, server ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' : 'extendedKeyUsage=clientAuth\n');
-  await openssl(dir, ['x509', '-req', '-in', `${cn}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca-key.pem', '-CAcreateserial', '-out', `${cn}.pem`, '-days', '2', '-extfile', ext]);
+  writeFileSync(
+    ext,
+    server
+      ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
+      : 'extendedKeyUsage=clientAuth\n',
+  );
+  await openssl(dir, [
+    'x509',
+    '-req',
+    '-in',
+    `${cn}.csr`,
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca-key.pem',
+    '-CAcreateserial',
+    '-out',
+    `${cn}.pem`,
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+  ]);
 }
 
 describe('vop-controller with mutual TLS', () => {
@@ -61,8 +95,32 @@ describe('vop-controller with mutual TLS', () => {
 
   before(async () => {
     dir = tempDir('ctl-mtls');
-    await openssl(dir, ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca-key.pem', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=ca']);
-    for (const [cn, server] of [['controller', true], ['ops-admin', false], ['ops-reader', false], ['host-1', false], ['card-1', false], ['card-9', false]] as const) await makeCert(dir, cn, server);
+    await openssl(dir, [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca-key.pem',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=ca',
+    ]);
+    for (const [cn, server] of [
+      ['controller', true],
+      ['ops-admin', false],
+      ['ops-reader', false],
+      ['host-1', false],
+      ['card-1', false],
+      ['card-9', false],
+    ] as const)
+      await makeCert(dir, cn, server);
     addr = `127.0.0.1:${await freePort()}`;
     const cfg = path.join(dir, 'controller.yaml');
     writeFileSync(
@@ -86,22 +144,49 @@ describe('vop-controller with mutual TLS', () => {
     await ctl.stop('SIGKILL');
   });
 
-  const tls = (who: string): string[] => ['--tls-ca', path.join(dir, 'ca.pem'), '--tls-cert', path.join(dir, `${who}.pem`), '--tls-key', path.join(dir, `${who}-key.pem`)];
+  const tls = (who: string): string[] => [
+    '--tls-ca',
+    path.join(dir, 'ca.pem'),
+    '--tls-cert',
+    path.join(dir, `${who}.pem`),
+    '--tls-key',
+    path.join(dir, `${who}-key.pem`),
+  ];
 
   it('accepts agents registering under their own certificate name and refuses impersonation', async () => {
     await startAgent('host-1', 'host-1', 'host');
     await startAgent('card-1', 'card-1', 'card', 'host-1');
     const impostor = await startAgent('card-2', 'card-9', 'card', 'host-1');
     const pem = (f: string): Buffer => readFileSync(path.join(dir, `${f}.pem`));
-    const admin = new ControllerServiceClient(addr, credentials.createSsl(pem('ca'), pem('ops-admin-key'), pem('ops-admin')));
+    const admin = new ControllerServiceClient(
+      addr,
+      credentials.createSsl(pem('ca'), pem('ops-admin-key'), pem('ops-admin')),
+    );
     try {
       await waitFor('host-1 and card-1 Ready', async () => {
-        const r = await call(admin, admin.listAgents, { labelSelector: '', rack: '', phase: AgentPhase.AGENT_PHASE_READY, pageSize: 0, pageToken: '' }, new Metadata());
+        const r = await call(
+          admin,
+          admin.listAgents,
+          { labelSelector: '', rack: '', phase: AgentPhase.AGENT_PHASE_READY, pageSize: 0, pageToken: '' },
+          new Metadata(),
+        );
         return r.agents.map((a) => a.meta?.name).join(',') === 'card-1,host-1';
       });
-      await waitFor('the impostor refused', () => impostor.logs.some((l) => typeof l.reason === 'string' && l.reason.includes('may not register as agent "card-2"')));
-      const all = await call(admin, admin.listAgents, { labelSelector: '', rack: '', phase: 0, pageSize: 0, pageToken: '' }, new Metadata());
-      assert.deepEqual(all.agents.map((a) => a.meta?.name), ['card-1', 'host-1']);
+      await waitFor('the impostor refused', () =>
+        impostor.logs.some(
+          (l) => typeof l.reason === 'string' && l.reason.includes('may not register as agent "card-2"'),
+        ),
+      );
+      const all = await call(
+        admin,
+        admin.listAgents,
+        { labelSelector: '', rack: '', phase: 0, pageSize: 0, pageToken: '' },
+        new Metadata(),
+      );
+      assert.deepEqual(
+        all.agents.map((a) => a.meta?.name),
+        ['card-1', 'host-1'],
+      );
     } finally {
       admin.close();
     }
@@ -109,7 +194,10 @@ describe('vop-controller with mutual TLS', () => {
 
   it('lets vopctl apply as admin, only read as reader, and refuses no certificate', async () => {
     const f = path.join(dir, 'p.yaml');
-    writeFileSync(f, 'kind: LinkPolicy\nmeta: {name: tls}\nspec: {card_selector: {match_labels: {vop.dev/rack: r01}}, template: {card_role: ROLE_DRIVER, transport: {shm: {}}, devices: [{name: console, console: {}}]}}\n');
+    writeFileSync(
+      f,
+      'kind: LinkPolicy\nmeta: {name: tls}\nspec: {card_selector: {match_labels: {vop.dev/rack: r01}}, template: {card_role: ROLE_DRIVER, transport: {shm: {}}, devices: [{name: console, console: {}}]}}\n',
+    );
     const denied = await vopctl(addr, [...tls('ops-reader'), 'apply', '-f', f]);
     assert.equal(denied.code, 7, denied.stderr);
     assert.match(denied.stderr, /role reader/);
@@ -117,7 +205,11 @@ describe('vop-controller with mutual TLS', () => {
     assert.equal(ok.code, 0, ok.stderr);
     const read = await vopctl(addr, [...tls('ops-reader'), 'get', 'links', '-o', 'name']);
     assert.equal(read.code, 0, read.stderr);
-    await waitFor('link stamped', async () => (await vopctl(addr, [...tls('ops-reader'), 'get', 'links', '-o', 'name'])).stdout === 'link/tls-card-1\n');
+    await waitFor(
+      'link stamped',
+      async () =>
+        (await vopctl(addr, [...tls('ops-reader'), 'get', 'links', '-o', 'name'])).stdout === 'link/tls-card-1\n',
+    );
     const none = await vopctl(addr, ['--tls-ca', path.join(dir, 'ca.pem'), 'get', 'links']);
     assert.notEqual(none.code, 0);
   });

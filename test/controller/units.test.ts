@@ -68,21 +68,59 @@ describe('WorkQueue', () => {
   });
 });
 
-function agent(id: Partial<AgentIdentity> & { nodeName: string }, unschedulable = false): { agent: Agent; labels: Record<string, string> } {
-  const identity: AgentIdentity = { rack: 'r07', slot: 0, role: NodeRole.NODE_ROLE_CARD, hostNode: '', labels: {}, ...id };
+function agent(
+  id: Partial<AgentIdentity> & { nodeName: string },
+  unschedulable = false,
+): { agent: Agent; labels: Record<string, string> } {
+  const identity: AgentIdentity = {
+    rack: 'r07',
+    slot: 0,
+    role: NodeRole.NODE_ROLE_CARD,
+    hostNode: '',
+    labels: {},
+    ...id,
+  };
   return {
-    agent: { meta: undefined, spec: { unschedulable, drain: false }, status: { phase: 1, identity, addresses: undefined, capabilities: undefined, version: '', lastHeartbeatTime: undefined, leaseDuration: undefined, conditions: [], ackedVersion: 0n } },
+    agent: {
+      meta: undefined,
+      spec: { unschedulable, drain: false },
+      status: {
+        phase: 1,
+        identity,
+        addresses: undefined,
+        capabilities: undefined,
+        version: '',
+        lastHeartbeatTime: undefined,
+        leaseDuration: undefined,
+        conditions: [],
+        ackedVersion: 0n,
+      },
+    },
     labels: agentLabels(identity),
   };
 }
 
 function policy(name: string, card: string, host = ''): LinkPolicy {
   return {
-    meta: { name, labels: {}, annotations: {}, generation: 1n, resourceVersion: '', createTime: undefined, updateTime: undefined, managedBy: '' },
+    meta: {
+      name,
+      labels: {},
+      annotations: {},
+      generation: 1n,
+      resourceVersion: '',
+      createTime: undefined,
+      updateTime: undefined,
+      managedBy: '',
+    },
     spec: {
       cardSelector: parseSelector(card),
       hostSelector: parseSelector(host),
-      template: { labels: { app: 'x' }, cardRole: Role.ROLE_DRIVER, transport: { kind: { $case: 'shm', value: { directory: '', windowSizeBytes: 0n } } }, devices: [] },
+      template: {
+        labels: { app: 'x' },
+        cardRole: Role.ROLE_DRIVER,
+        transport: { kind: { $case: 'shm', value: { directory: '', windowSizeBytes: 0n } } },
+        devices: [],
+      },
     },
     status: undefined,
   };
@@ -102,25 +140,53 @@ describe('policy rendering', () => {
 
   it('pairs every selected card with the host named in its host_node', () => {
     const out = renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents, existing: () => false });
-    assert.deepEqual(out.map((r) => [r.name, r.card, r.host]).sort(), [['p-c1', 'c1', 'h1'], ['p-c2', 'c2', 'h1'], ['p-v1', 'v1', 'h1']]);
+    assert.deepEqual(out.map((r) => [r.name, r.card, r.host]).sort(), [
+      ['p-c1', 'c1', 'h1'],
+      ['p-c2', 'c2', 'h1'],
+      ['p-v1', 'v1', 'h1'],
+    ]);
     const l = out.find((r) => r.name === 'p-c1')?.link;
-    assert.deepEqual(l?.spec?.endpoints, [{ agent: 'h1', role: Role.ROLE_DEVICE }, { agent: 'c1', role: Role.ROLE_DRIVER }]);
+    assert.deepEqual(l?.spec?.endpoints, [
+      { agent: 'h1', role: Role.ROLE_DEVICE },
+      { agent: 'c1', role: Role.ROLE_DRIVER },
+    ]);
     assert.equal(l?.meta?.managedBy, 'policy/p');
     assert.equal(l?.meta?.labels['vop.dev/policy'], 'p');
     assert.equal(l?.meta?.labels.app, 'x');
   });
 
   it('selects on agent labels and synthetic labels, for cards and hosts', () => {
-    assert.deepEqual(renderPolicy({ policy: policy('p', 'gpu=yes'), agents, existing: () => false }).map((r) => r.name), ['p-c2']);
-    assert.deepEqual(renderPolicy({ policy: policy('p', 'vop.dev/slot in (1,2)', 'vop.dev/node=h1'), agents, existing: () => false }).map((r) => r.name).sort(), ['p-c1', 'p-c2']);
-    assert.deepEqual(renderPolicy({ policy: policy('p', 'vop.dev/role=card', 'vop.dev/rack=r08'), agents, existing: () => false }).map((r) => r.name), ['p-c3']);
+    assert.deepEqual(
+      renderPolicy({ policy: policy('p', 'gpu=yes'), agents, existing: () => false }).map((r) => r.name),
+      ['p-c2'],
+    );
+    assert.deepEqual(
+      renderPolicy({ policy: policy('p', 'vop.dev/slot in (1,2)', 'vop.dev/node=h1'), agents, existing: () => false })
+        .map((r) => r.name)
+        .sort(),
+      ['p-c1', 'p-c2'],
+    );
+    assert.deepEqual(
+      renderPolicy({ policy: policy('p', 'vop.dev/role=card', 'vop.dev/rack=r08'), agents, existing: () => false }).map(
+        (r) => r.name,
+      ),
+      ['p-c3'],
+    );
   });
 
   it('gives a cordoned agent no new links but keeps its existing ones', () => {
     const cordoned = new Map(agents);
     cordoned.set('c1', agent({ nodeName: 'c1', hostNode: 'h1' }, true));
-    assert.ok(!renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents: cordoned, existing: () => false }).some((r) => r.card === 'c1'));
-    assert.ok(renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents: cordoned, existing: (n) => n === 'p-c1' }).some((r) => r.card === 'c1'));
+    assert.ok(
+      !renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents: cordoned, existing: () => false }).some(
+        (r) => r.card === 'c1',
+      ),
+    );
+    assert.ok(
+      renderPolicy({ policy: policy('p', 'vop.dev/rack=r07'), agents: cordoned, existing: (n) => n === 'p-c1' }).some(
+        (r) => r.card === 'c1',
+      ),
+    );
   });
 
   it('names links <policy>-<card>, truncated with a hash to a DNS label', () => {
@@ -128,6 +194,9 @@ describe('policy rendering', () => {
     const long = policyLinkName('a-very-long-policy-name-for-the-rack-console', 'card-with-an-equally-long-name-07');
     assert.ok(long.length <= 63, long);
     assert.match(long, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
-    assert.notEqual(long, policyLinkName('a-very-long-policy-name-for-the-rack-console', 'card-with-an-equally-long-name-08'));
+    assert.notEqual(
+      long,
+      policyLinkName('a-very-long-policy-name-for-the-rack-console', 'card-with-an-equally-long-name-08'),
+    );
   });
 });

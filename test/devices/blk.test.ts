@@ -19,7 +19,12 @@ function sha256(buf: Buffer): string {
 }
 
 /** Start the driver side (creates the window, exports NBD) and the device side. */
-async function startPair(dir: string, disk: string, devExtra = '', devEnv: Record<string, string> = {}): Promise<{ drv: Vopdev; dev: Vopdev; sock: string; win: string }> {
+async function startPair(
+  dir: string,
+  disk: string,
+  devExtra = '',
+  devEnv: Record<string, string> = {},
+): Promise<{ drv: Vopdev; dev: Vopdev; sock: string; win: string }> {
   const win = `/dev/shm/vop-blk-test-${process.pid}-${path.basename(dir)}`;
   const sock = path.join(dir, 'nbd.sock');
   rmSync(win, { force: true });
@@ -84,7 +89,17 @@ describe('virtio-blk over an shm link, exported as NBD', () => {
       const port = drv.lines.get('nbd1-port');
       assert.ok(port, 'TCP port announced');
       const uri = `nbd://127.0.0.1:${port}/vop`;
-      const cmds = ['write -P 0xab 0 4M', 'write -P 0xcd 5M 1M', 'flush', 'read -P 0xab 0 4M', 'read -P 0xcd 5M 1M', 'write -z 1M 1M', 'read -P 0 1M 1M', 'discard 2M 1M', 'read -P 0xab 3M 1M'];
+      const cmds = [
+        'write -P 0xab 0 4M',
+        'write -P 0xcd 5M 1M',
+        'flush',
+        'read -P 0xab 0 4M',
+        'read -P 0xcd 5M 1M',
+        'write -z 1M 1M',
+        'read -P 0 1M 1M',
+        'discard 2M 1M',
+        'read -P 0xab 3M 1M',
+      ];
       const args = ['-f', 'raw'];
       for (const c of cmds) args.push('-c', c);
       args.push(uri);
@@ -110,7 +125,11 @@ describe('virtio-blk over an shm link, exported as NBD', () => {
     const c = await NbdClient.connect(sock);
     try {
       assert.notEqual((await c.request(NBD_CMD.READ, BigInt(4 * MIB), 4096)).error, 0, 'read past the end');
-      assert.notEqual((await c.request(NBD_CMD.WRITE, BigInt(4 * MIB - 512), 1024, Buffer.alloc(1024))).error, 0, 'write across the end');
+      assert.notEqual(
+        (await c.request(NBD_CMD.WRITE, BigInt(4 * MIB - 512), 1024, Buffer.alloc(1024))).error,
+        0,
+        'write across the end',
+      );
       assert.notEqual((await c.request(NBD_CMD.READ, 100n, 512)).error, 0, 'misaligned offset');
       assert.notEqual((await c.request(NBD_CMD.WRITE, 0n, 100, Buffer.alloc(100))).error, 0, 'misaligned length');
       assert.notEqual((await c.request(99, 0n, 512)).error, 0, 'unknown command');
@@ -168,7 +187,9 @@ describe('virtio-blk over an shm link, exported as NBD', () => {
               } finally {
                 closeSync(fd);
               }
-              dev = new Vopdev(['--window', pair.win, '--attach', '--blk-device', `1:file=${disk}:threads=4`], null, { VOP_BLK_DEBUG: '1' });
+              dev = new Vopdev(['--window', pair.win, '--attach', '--blk-device', `1:file=${disk}:threads=4`], null, {
+                VOP_BLK_DEBUG: '1',
+              });
               await dev.waitReady();
             })();
           }
@@ -182,7 +203,8 @@ describe('virtio-blk over an shm link, exported as NBD', () => {
       assert.equal(acked.length, NWRITES, 'every request completed, including those outstanding at the kill');
       const file = readFileSync(disk);
       for (let i = 0; i < NWRITES; i++) {
-        if (!file.subarray(i * WSIZE, (i + 1) * WSIZE).equals(patternFor(i, WSIZE))) assert.fail(`write ${i} not in the file`);
+        if (!file.subarray(i * WSIZE, (i + 1) * WSIZE).equals(patternFor(i, WSIZE)))
+          assert.fail(`write ${i} not in the file`);
       }
     } finally {
       await c.close();
@@ -193,7 +215,9 @@ describe('virtio-blk over an shm link, exported as NBD', () => {
       if (resume) process.stdout.write(`# ${resume[0]}\n`);
       rmSync(pair.win, { force: true });
     }
-    process.stdout.write(`# killed after ${killedAt} acks; restarted device re-executed ${recovered} in-flight requests\n`);
+    process.stdout.write(
+      `# killed after ${killedAt} acks; restarted device re-executed ${recovered} in-flight requests\n`,
+    );
     assert.ok(recovered > 0, 'the restarted device found requests in flight in the journal and re-executed them');
   });
 });

@@ -71,7 +71,13 @@ describe('virtio-console over an shm link', () => {
     rmSync(win, { force: true });
     const log = path.join(dir, 'console.log');
     const drv = new Vopdev(['--window', win, '--create', '16', '--con-driver', `2:pty=${dir}/card.pty`]);
-    const dev = new Vopdev(['--window', win, '--attach', '--con-device', `2:pty=${dir}/host.pty:log=${log}:logmax=${8 << 20}:unix=${dir}/console.sock`]);
+    const dev = new Vopdev([
+      '--window',
+      win,
+      '--attach',
+      '--con-device',
+      `2:pty=${dir}/host.pty:log=${log}:logmax=${8 << 20}:unix=${dir}/console.sock`,
+    ]);
     try {
       await drv.waitReady();
       await dev.waitReady();
@@ -124,7 +130,12 @@ describe('virtio-console over an shm link', () => {
       const card = new PtyEnd(path.join(dir, 'card2.pty'));
       const data = randomBytes(300000);
       await card.write(data);
-      await waitFor(() => existsSync(`${log}.2`) && readFileSync(log).length + readFileSync(`${log}.1`).length + readFileSync(`${log}.2`).length >= 300000 - 3 * 65536);
+      await waitFor(
+        () =>
+          existsSync(`${log}.2`) &&
+          readFileSync(log).length + readFileSync(`${log}.1`).length + readFileSync(`${log}.2`).length >=
+            300000 - 3 * 65536,
+      );
       await new Promise((r) => setTimeout(r, 300));
       const cur = readFileSync(log);
       const old1 = readFileSync(`${log}.1`);
@@ -132,7 +143,10 @@ describe('virtio-console over an shm link', () => {
       assert.ok(!existsSync(`${log}.3`), 'two generations kept');
       assert.ok(cur.length <= 65536 && old1.length <= 65536 && old2.length <= 65536);
       const kept = Buffer.concat([old2, old1, cur]);
-      assert.ok(kept.equals(data.subarray(data.length - kept.length)), 'newest bytes kept in order across FILE.2, FILE.1, FILE');
+      assert.ok(
+        kept.equals(data.subarray(data.length - kept.length)),
+        'newest bytes kept in order across FILE.2, FILE.1, FILE',
+      );
       card.close();
       closeSync(card.fd);
     } finally {

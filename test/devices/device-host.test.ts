@@ -28,16 +28,25 @@ describe('device host façade', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('validates options with the field name before calling native', () => {
-    assert.throws(() => deviceDescription({ kind: 'blk', role: 'driver', id: 1, slots: 3, nbdSocket: '/x' }), /slots must be a power of two/);
+    assert.throws(
+      () => deviceDescription({ kind: 'blk', role: 'driver', id: 1, slots: 3, nbdSocket: '/x' }),
+      /slots must be a power of two/,
+    );
     assert.throws(() => deviceDescription({ kind: 'blk', role: 'driver', id: 1 }), /needs nbdSocket or nbdTcpPort/);
     assert.throws(() => deviceDescription({ kind: 'blk', role: 'device', id: 0, file: '/x' }), RangeError);
     assert.throws(() => deviceDescription({ kind: 'blk', role: 'device', id: 1, file: 'a:b' }), /without ':'/);
-    assert.throws(() => deviceDescription({ kind: 'net', role: 'device', id: 1, tap: 'x', mac: '53:54:00:00:00:01' }), /unicast/);
+    assert.throws(
+      () => deviceDescription({ kind: 'net', role: 'device', id: 1, tap: 'x', mac: '53:54:00:00:00:01' }),
+      /unicast/,
+    );
     assert.throws(() => deviceDescription({ kind: 'console', role: 'driver', id: 1, logFile: '/x' }), /device role/);
-    assert.deepEqual(deviceDescription({ kind: 'net', role: 'driver', id: 7, tap: 'vop0', mac: '52:54:00:00:00:07', mtu: 9000 }), {
-      kind: 'net-driver',
-      desc: '7:tap=vop0:mtu=9000:mac=52-54-00-00-00-07',
-    });
+    assert.deepEqual(
+      deviceDescription({ kind: 'net', role: 'driver', id: 7, tap: 'vop0', mac: '52:54:00:00:00:07', mtu: 9000 }),
+      {
+        kind: 'net-driver',
+        desc: '7:tap=vop0:mtu=9000:mac=52-54-00-00-00-07',
+      },
+    );
   });
 
   it('exports a disk over NBD and carries the console stream between the two sides', async () => {
@@ -71,11 +80,26 @@ describe('device host façade', () => {
     const card = cardR.status === 'fulfilled' ? cardR.value : null;
     const host = hostR.status === 'fulfilled' ? hostR.value : null;
     try {
-      assert.ok(card && host, `open: ${cardR.status === 'rejected' ? String(cardR.reason) : ''} ${hostR.status === 'rejected' ? String(hostR.reason) : ''}`);
+      assert.ok(
+        card && host,
+        `open: ${cardR.status === 'rejected' ? String(cardR.reason) : ''} ${hostR.status === 'rejected' ? String(hostR.reason) : ''}`,
+      );
       assert.equal(card.endpoints()['nbd1-size'], String(16 << 20));
-      const q = sh('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 1M 2M', '-c', 'read -P 0x3c 1M 2M', `nbd+unix:///vop?socket=${sock}`]);
+      const q = sh('qemu-io', [
+        '-f',
+        'raw',
+        '-c',
+        'write -P 0x3c 1M 2M',
+        '-c',
+        'read -P 0x3c 1M 2M',
+        `nbd+unix:///vop?socket=${sock}`,
+      ]);
       assert.equal(q.code, 0, q.stdout + q.stderr);
-      assert.ok(readFileSync(disk).subarray(1 << 20, 3 << 20).every((b) => b === 0x3c));
+      assert.ok(
+        readFileSync(disk)
+          .subarray(1 << 20, 3 << 20)
+          .every((b) => b === 0x3c),
+      );
       assert.ok((host.stats().blk1?.writes ?? 0) > 0);
 
       // console: two readers see the card's output; one writer at a time

@@ -95,7 +95,11 @@ export class Vopdev {
 }
 
 /** Run a command, capture output, bounded in time. */
-export function sh(cmd: string, args: readonly string[], timeoutMs = 60000): { code: number | null; stdout: string; stderr: string } {
+export function sh(
+  cmd: string,
+  args: readonly string[],
+  timeoutMs = 60000,
+): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs });
   return { code: r.status, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') };
 }
@@ -116,7 +120,12 @@ export class Netns {
       sh('ip', ['-n', n, 'link', 'set', 'lo', 'up']);
     }
   }
-  exec(ns: string, cmd: string, args: readonly string[], timeoutMs = 60000): { code: number | null; stdout: string; stderr: string } {
+  exec(
+    ns: string,
+    cmd: string,
+    args: readonly string[],
+    timeoutMs = 60000,
+  ): { code: number | null; stdout: string; stderr: string } {
     return sh('ip', ['netns', 'exec', ns, cmd, ...args], timeoutMs);
   }
   remove(): void {
@@ -235,7 +244,12 @@ export class NbdClient {
   }
 
   /** Send one request; resolves with the NBD error (0 ok) and read data. */
-  request(type: number, offset: bigint, length: number, payload: Buffer | null = null): Promise<{ error: number; data: Buffer | null }> {
+  request(
+    type: number,
+    offset: bigint,
+    length: number,
+    payload: Buffer | null = null,
+  ): Promise<{ error: number; data: Buffer | null }> {
     const handle = this.nextHandle++;
     const h = Buffer.alloc(28);
     h.writeUInt32BE(NBD_REQ_MAGIC, 0);

@@ -35,8 +35,29 @@ describe('idle devices', () => {
     writeFileSync(disk, Buffer.alloc(0));
     truncateSync(disk, 8 << 20);
     const base = 30000 + (process.pid % 10000);
-    const drv = new Vopdev(['--window', win, '--create', '96', '--con-driver', `2:pty=${dir}/card.pty`, '--blk-driver', `1:unix=${dir}/nbd.sock:qsize=8`, '--net-driver', `3:udp=${base}:udppeer=${base + 1}`]);
-    const dev = new Vopdev(['--window', win, '--attach', '--con-device', `2:log=${dir}/con.log`, '--blk-device', `1:file=${disk}`, '--net-device', `3:udp=${base + 2}:udppeer=${base + 3}`]);
+    const drv = new Vopdev([
+      '--window',
+      win,
+      '--create',
+      '96',
+      '--con-driver',
+      `2:pty=${dir}/card.pty`,
+      '--blk-driver',
+      `1:unix=${dir}/nbd.sock:qsize=8`,
+      '--net-driver',
+      `3:udp=${base}:udppeer=${base + 1}`,
+    ]);
+    const dev = new Vopdev([
+      '--window',
+      win,
+      '--attach',
+      '--con-device',
+      `2:log=${dir}/con.log`,
+      '--blk-device',
+      `1:file=${disk}`,
+      '--net-device',
+      `3:udp=${base + 2}:udppeer=${base + 3}`,
+    ]);
     try {
       await drv.waitReady();
       await dev.waitReady();
@@ -50,7 +71,9 @@ describe('idle devices', () => {
       for (let i = 0; i < 2; i++) {
         const ticks = (t1[i] ?? 0) - (t0[i] ?? 0);
         const wakes = ((s1[i] ?? 0) - (s0[i] ?? 0)) / 5;
-        process.stdout.write(`# ${i === 0 ? 'driver' : 'device'} side: ${ticks} ticks in 5 s, ${wakes.toFixed(1)} context switches/s\n`);
+        process.stdout.write(
+          `# ${i === 0 ? 'driver' : 'device'} side: ${ticks} ticks in 5 s, ${wakes.toFixed(1)} context switches/s\n`,
+        );
         assert.ok(ticks <= 10, `idle ${i === 0 ? 'driver' : 'device'} side used ${ticks} ticks (1/100 s) in 5 s`);
         assert.ok(wakes < 50, `idle ${i === 0 ? 'driver' : 'device'} side woke ${wakes}/s`);
       }

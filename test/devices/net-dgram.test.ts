@@ -63,7 +63,10 @@ describe('virtio-net datagram backend', () => {
       await drv.waitReady();
       await dev.waitReady();
       const N = 2000;
-      for (const [src, dstPort, rx, len] of [[a, devPort, b, 1000], [b, drvPort, a, 1400]] as const) {
+      for (const [src, dstPort, rx, len] of [
+        [a, devPort, b, 1000],
+        [b, drvPort, a, 1400],
+      ] as const) {
         const frames = Array.from({ length: N }, (_, i) => frame(i, len));
         const got = collect(rx, N, 15000);
         for (let i = 0; i < N; i += 20) {

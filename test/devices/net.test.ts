@@ -23,7 +23,11 @@ interface IperfEnd {
 }
 
 /** iperf3 client against a one-off server started just before: retry while the daemon is not listening yet. */
-async function iperfClient(ns: Netns, n: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+async function iperfClient(
+  ns: Netns,
+  n: string,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   for (let i = 0; ; i++) {
     const r = ns.exec(n, 'iperf3', args, 30000);
     if (i >= 20 || !/Connection refused/.test(r.stdout + r.stderr)) return r;
@@ -31,15 +35,19 @@ async function iperfClient(ns: Netns, n: string, args: string[]): Promise<{ code
   }
 }
 
-describe('virtio-net over an shm link between two namespaces', { skip: canRun ? false : 'needs root and /dev/net/tun' }, () => {
-  it('pings both ways and carries iperf3 TCP and UDP with offloads', async () => {
-    await runLink('');
-  });
+describe(
+  'virtio-net over an shm link between two namespaces',
+  { skip: canRun ? false : 'needs root and /dev/net/tun' },
+  () => {
+    it('pings both ways and carries iperf3 TCP and UDP with offloads', async () => {
+      await runLink('');
+    });
 
-  it('with 2 KiB mergeable receive buffers: 64 KiB TSO frames span many buffers, both directions', async () => {
-    await runLink(':rxbuf=2048');
-  });
-});
+    it('with 2 KiB mergeable receive buffers: 64 KiB TSO frames span many buffers, both directions', async () => {
+      await runLink(':rxbuf=2048');
+    });
+  },
+);
 
 async function runLink(driverOpts: string): Promise<void> {
   {
@@ -55,7 +63,10 @@ async function runLink(driverOpts: string): Promise<void> {
       dev = new Vopdev(['--window', win, '--attach', '--net-device', '1:tap=vop0'], nsDev);
       await drv.waitReady();
       await dev.waitReady();
-      for (const [n, ip] of [[nsDev, '10.77.0.1'], [nsDrv, '10.77.0.2']] as const) {
+      for (const [n, ip] of [
+        [nsDev, '10.77.0.1'],
+        [nsDrv, '10.77.0.2'],
+      ] as const) {
         assert.equal(ns.exec(n, 'ip', ['addr', 'add', `${ip}/24`, 'dev', 'vop0']).code, 0);
         assert.equal(ns.exec(n, 'ip', ['link', 'set', 'vop0', 'up']).code, 0);
       }
@@ -85,15 +96,34 @@ async function runLink(driverOpts: string): Promise<void> {
 
       assert.equal(ns.exec(nsDev, 'iperf3', ['-s', '-1', '-D', '-B', '10.77.0.1', '-p', '5303']).code, 0);
       await new Promise((r) => setTimeout(r, 300));
-      const udp = await iperfClient(ns, nsDrv, ['-c', '10.77.0.1', '-p', '5303', '-u', '-b', '20M', '-l', '1400', '-t', '3', '-J']);
+      const udp = await iperfClient(ns, nsDrv, [
+        '-c',
+        '10.77.0.1',
+        '-p',
+        '5303',
+        '-u',
+        '-b',
+        '20M',
+        '-l',
+        '1400',
+        '-t',
+        '3',
+        '-J',
+      ]);
       assert.equal(udp.code, 0, udp.stderr);
       const end = (JSON.parse(udp.stdout) as IperfEnd).end;
       const rs = end.sum_received;
-      const u: UdpSum | undefined = end.sum ?? (rs?.packets !== undefined ? { packets: rs.packets, lost_packets: rs.lost_packets ?? 0, seconds: rs.seconds ?? 0 } : undefined);
+      const u: UdpSum | undefined =
+        end.sum ??
+        (rs?.packets !== undefined
+          ? { packets: rs.packets, lost_packets: rs.lost_packets ?? 0, seconds: rs.seconds ?? 0 }
+          : undefined);
       // Loss at the receiving socket depends on how loaded the machine is (veth loses as
       // much on a busy 2-vCPU box); the link itself must carry every frame: checked below.
       assert.ok(u && u.packets > u.lost_packets, `UDP: ${udp.stdout.slice(-800)}`);
-      process.stdout.write(`# vop link${driverOpts}: TCP ${(tcpBps / 1e9).toFixed(2)} Gbit/s, reverse ${(revBps / 1e9).toFixed(2)} Gbit/s, UDP ${u.packets} packets, ${u.lost_packets} lost\n`);
+      process.stdout.write(
+        `# vop link${driverOpts}: TCP ${(tcpBps / 1e9).toFixed(2)} Gbit/s, reverse ${(revBps / 1e9).toFixed(2)} Gbit/s, UDP ${u.packets} packets, ${u.lost_packets} lost\n`,
+      );
 
       const devStats = await dev.stop();
       const drvStats = await drv.stop();

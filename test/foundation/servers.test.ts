@@ -14,7 +14,15 @@ import { AgentServiceClient, type WatchLinksResponse } from '../../lib/gen/vop/a
 import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
 import { Role, WatchEventType } from '../../lib/gen/vop/types/v1/types';
 import { call, decodeStatus, expectGrpcError, insecure } from '../helpers/grpc';
-import { bufCurl, promtoolPath, run, startServer, withoutKnownPromClientLintNames, type ServerKind, type ServerProcess } from '../helpers/servers';
+import {
+  bufCurl,
+  promtoolPath,
+  run,
+  startServer,
+  withoutKnownPromClientLintNames,
+  type ServerKind,
+  type ServerProcess,
+} from '../helpers/servers';
 
 const SERVICES: Record<ServerKind, string[]> = {
   agent: ['vop.agent.v1.AgentService'],
@@ -47,7 +55,12 @@ for (const kind of ['agent', 'controller'] as const) {
       const r = await bufCurl(srv.grpc, ['--list-services']);
       assert.equal(r.code, 0, r.stderr);
       const listed = r.stdout.trim().split('\n').sort();
-      for (const s of [...SERVICES[kind], 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection']) {
+      for (const s of [
+        ...SERVICES[kind],
+        'grpc.health.v1.Health',
+        'grpc.reflection.v1.ServerReflection',
+        'grpc.reflection.v1alpha.ServerReflection',
+      ]) {
         assert.ok(listed.includes(s), `${s} missing from ${listed.join(', ')}`);
       }
     });
@@ -71,29 +84,57 @@ for (const kind of ['agent', 'controller'] as const) {
 
     it('rejects an invalid link with INVALID_ARGUMENT naming each bad field', async () => {
       const link = {
-        meta: { name: 'Not_A_Name', labels: {}, annotations: {}, generation: 0n, resourceVersion: '', createTime: undefined, updateTime: undefined, managedBy: '' },
+        meta: {
+          name: 'Not_A_Name',
+          labels: {},
+          annotations: {},
+          generation: 0n,
+          resourceVersion: '',
+          createTime: undefined,
+          updateTime: undefined,
+          managedBy: '',
+        },
         spec: {
           endpoints: [
             { agent: 'a', role: Role.ROLE_DEVICE },
             { agent: 'b', role: Role.ROLE_DEVICE },
           ],
           transport: { kind: { $case: 'shm' as const, value: { directory: '', windowSizeBytes: 0n } } },
-          devices: [{ name: 'con', queueSize: 100, disableEventIdx: false, kind: { $case: 'console' as const, value: { deviceBackend: undefined, driverFrontend: undefined, log: undefined } } }],
+          devices: [
+            {
+              name: 'con',
+              queueSize: 100,
+              disableEventIdx: false,
+              kind: {
+                $case: 'console' as const,
+                value: { deviceBackend: undefined, driverFrontend: undefined, log: undefined },
+              },
+            },
+          ],
         },
         status: undefined,
       };
-      const client = kind === 'agent' ? new AgentServiceClient(srv.grpc, insecure) : new ControllerServiceClient(srv.grpc, insecure);
+      const client =
+        kind === 'agent' ? new AgentServiceClient(srv.grpc, insecure) : new ControllerServiceClient(srv.grpc, insecure);
       try {
         const err = await expectGrpcError(
           kind === 'agent'
-            ? call(client, (client as AgentServiceClient).applyLink, { link, force: false, dryRun: false }, new Metadata())
+            ? call(
+                client,
+                (client as AgentServiceClient).applyLink,
+                { link, force: false, dryRun: false },
+                new Metadata(),
+              )
             : call(client, (client as ControllerServiceClient).applyLink, { link, dryRun: false }, new Metadata()),
         );
         assert.equal(err.code, status.INVALID_ARGUMENT);
         const st = decodeStatus(err);
         assert.equal(st.reason, 'INVALID_ARGUMENT');
         const fields = st.fieldViolations.map((v) => v.field);
-        assert.deepEqual(fields.sort(), ['link.meta.name', 'link.spec.devices[0].queue_size', 'link.spec.endpoints[1].role'].sort());
+        assert.deepEqual(
+          fields.sort(),
+          ['link.meta.name', 'link.spec.devices[0].queue_size', 'link.spec.endpoints[1].role'].sort(),
+        );
       } finally {
         client.close();
       }
@@ -103,18 +144,35 @@ for (const kind of ['agent', 'controller'] as const) {
 
 describe('reflection of messages with well-known and cross-file types', () => {
   it('calls AgentService/GetInfo whose response holds a Timestamp and vop.types.v1 messages', async () => {
-    const srv = await startServer('agent', ['--node-name', 'refl-node', '--rack', 'r07', '--role', 'card', '--host-node', 'h1']);
+    const srv = await startServer('agent', [
+      '--node-name',
+      'refl-node',
+      '--rack',
+      'r07',
+      '--role',
+      'card',
+      '--host-node',
+      'h1',
+    ]);
     try {
       const r = await bufCurl(`${srv.grpc}/vop.agent.v1.AgentService/GetInfo`, [], '{}');
       assert.equal(r.code, 0, r.stderr);
-      const info = JSON.parse(r.stdout) as { identity: { nodeName: string; rack: string; role: string; hostNode: string }; startTime: string; version: string };
+      const info = JSON.parse(r.stdout) as {
+        identity: { nodeName: string; rack: string; role: string; hostNode: string };
+        startTime: string;
+        version: string;
+      };
       assert.equal(info.identity.nodeName, 'refl-node');
       assert.equal(info.identity.rack, 'r07');
       assert.equal(info.identity.role, 'NODE_ROLE_CARD');
       assert.equal(info.identity.hostNode, 'h1');
       assert.ok(!Number.isNaN(Date.parse(info.startTime)), `startTime ${info.startTime} is an RFC 3339 timestamp`);
       // A request message from another file, with an enum and a Timestamp in the response path.
-      const bad = await bufCurl(`${srv.grpc}/vop.agent.v1.AgentService/ApplyLink`, [], JSON.stringify({ link: { meta: { name: 'x' }, spec: { endpoints: [{ agent: 'a', role: 'ROLE_DRIVER' }] } } }));
+      const bad = await bufCurl(
+        `${srv.grpc}/vop.agent.v1.AgentService/ApplyLink`,
+        [],
+        JSON.stringify({ link: { meta: { name: 'x' }, spec: { endpoints: [{ agent: 'a', role: 'ROLE_DRIVER' }] } } }),
+      );
       assert.notEqual(bad.code, 0);
       assert.match(bad.stdout + bad.stderr, /invalid_argument/);
     } finally {
@@ -127,7 +185,8 @@ describe('graceful shutdown', () => {
   for (const kind of ['agent', 'controller'] as const) {
     it(`vop-${kind} exits 0 within a few seconds of SIGTERM with a watch stream open`, async () => {
       const srv = await startServer(kind, kind === 'agent' ? ['--node-name', 'stop-node'] : []);
-      const client = kind === 'agent' ? new AgentServiceClient(srv.grpc, insecure) : new ControllerServiceClient(srv.grpc, insecure);
+      const client =
+        kind === 'agent' ? new AgentServiceClient(srv.grpc, insecure) : new ControllerServiceClient(srv.grpc, insecure);
       try {
         const stream = client.watchLinks({ labelSelector: '', updatesOnly: false, agent: '' });
         const ended = new Promise<string>((resolve) => {
@@ -149,12 +208,26 @@ describe('graceful shutdown', () => {
 
 describe('configuration', () => {
   it('refuses a bad value and names the field', async () => {
-    const r = await run(process.execPath, ['dist/agent/src/main.js', '--grpc-listen', 'nowhere', '--node-name', 'x', '--state-dir', '/tmp/vop-cfg-test']);
+    const r = await run(process.execPath, [
+      'dist/agent/src/main.js',
+      '--grpc-listen',
+      'nowhere',
+      '--node-name',
+      'x',
+      '--state-dir',
+      '/tmp/vop-cfg-test',
+    ]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /grpcListen: "nowhere" is not HOST:PORT \(from flag\)/);
   });
   it('refuses plaintext on a non-loopback address unless allowed', async () => {
-    const r = await run(process.execPath, ['dist/controller/src/main.js', '--grpc-listen', '0.0.0.0:0', '--state-dir', '/tmp/vop-cfg-test']);
+    const r = await run(process.execPath, [
+      'dist/controller/src/main.js',
+      '--grpc-listen',
+      '0.0.0.0:0',
+      '--state-dir',
+      '/tmp/vop-cfg-test',
+    ]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /plaintext gRPC on non-loopback address 0\.0\.0\.0 is refused/);
   });

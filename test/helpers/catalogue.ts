@@ -22,7 +22,9 @@ export function readCatalogue(): CatalogueEntry[] {
       continue;
     }
     if (/^## /.test(line)) section = null;
-    const m = /^\|\s*`([a-zA-Z_:][a-zA-Z0-9_:]*)`\s*\|\s*(counter|gauge|histogram|summary)\s*\|[^|]*\|([^|]*)\|/.exec(line);
+    const m = /^\|\s*`([a-zA-Z_:][a-zA-Z0-9_:]*)`\s*\|\s*(counter|gauge|histogram|summary)\s*\|[^|]*\|([^|]*)\|/.exec(
+      line,
+    );
     if (m && section) {
       const labels = [...(m[3] ?? '').matchAll(/`([a-zA-Z_][a-zA-Z0-9_]*)`/g)].map((x) => x[1] as string);
       out.push({ name: m[1] as string, type: m[2] as CatalogueEntry['type'], labels, section });
@@ -36,7 +38,21 @@ export function seriesNames(e: CatalogueEntry): string[] {
   return e.type === 'histogram' ? [`${e.name}_bucket`, `${e.name}_sum`, `${e.name}_count`] : [e.name];
 }
 
-const PROMQL_KEYWORDS = new Set(['by', 'without', 'and', 'or', 'unless', 'bool', 'offset', 'on', 'ignoring', 'group_left', 'group_right', 'inf', 'nan']);
+const PROMQL_KEYWORDS = new Set([
+  'by',
+  'without',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'inf',
+  'nan',
+]);
 
 /** Metric names referenced by a PromQL expression (functions, keywords, labels and literals removed). */
 export function metricNamesIn(expr: string): string[] {

@@ -6,10 +6,21 @@ import { Status } from '../../lib/gen/google/rpc/status';
 
 export const insecure: ChannelCredentials = credentials.createInsecure();
 
-type UnaryMethod<Req, Res> = (req: Req, md: Metadata, opts: { deadline: number }, cb: (err: ServiceError | null, res?: Res) => void) => unknown;
+type UnaryMethod<Req, Res> = (
+  req: Req,
+  md: Metadata,
+  opts: { deadline: number },
+  cb: (err: ServiceError | null, res?: Res) => void,
+) => unknown;
 
 /** Calls a generated client's unary method with a deadline. */
-export function call<Req, Res>(client: Client, method: UnaryMethod<Req, Res>, req: Req, md: Metadata, timeoutMs = 10_000): Promise<Res> {
+export function call<Req, Res>(
+  client: Client,
+  method: UnaryMethod<Req, Res>,
+  req: Req,
+  md: Metadata,
+  timeoutMs = 10_000,
+): Promise<Res> {
   return new Promise((resolve, reject) => {
     method.call(client, req, md, { deadline: Date.now() + timeoutMs }, (err, res) => {
       if (err) reject(err);
@@ -34,7 +45,9 @@ export function decodeStatus(err: ServiceError): DecodedStatus {
   for (const d of st.details) {
     if (d.typeUrl.endsWith('/google.rpc.ErrorInfo')) out.reason = ErrorInfo.decode(d.value).reason;
     if (d.typeUrl.endsWith('/google.rpc.BadRequest')) {
-      out.fieldViolations.push(...BadRequest.decode(d.value).fieldViolations.map((v) => ({ field: v.field, description: v.description })));
+      out.fieldViolations.push(
+        ...BadRequest.decode(d.value).fieldViolations.map((v) => ({ field: v.field, description: v.description })),
+      );
     }
   }
   return out;

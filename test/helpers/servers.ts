@@ -39,8 +39,22 @@ export async function startServer(
   opts: { env?: NodeJS.ProcessEnv; stateDir?: string; readyTimeoutMs?: number } = {},
 ): Promise<ServerProcess> {
   const stateDir = opts.stateDir ?? tempDir(kind);
-  const fullArgs = [MAIN_JS[kind], '--grpc-listen', '127.0.0.1:0', '--metrics-listen', '127.0.0.1:0', '--state-dir', stateDir, '--log-level', 'debug', ...args];
-  const proc = spawn(process.execPath, fullArgs, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const fullArgs = [
+    MAIN_JS[kind],
+    '--grpc-listen',
+    '127.0.0.1:0',
+    '--metrics-listen',
+    '127.0.0.1:0',
+    '--state-dir',
+    stateDir,
+    '--log-level',
+    'debug',
+    ...args,
+  ];
+  const proc = spawn(process.execPath, fullArgs, {
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const logs: Record<string, unknown>[] = [];
   const stderr: string[] = [];
   const exitedP = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
@@ -48,7 +62,10 @@ export async function startServer(
   );
   let buf = '';
   const ready = new Promise<{ grpc: string; metrics: string }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${kind} not ready in time; stderr: ${stderr.join('')}`)), opts.readyTimeoutMs ?? 15_000);
+    const timer = setTimeout(
+      () => reject(new Error(`${kind} not ready in time; stderr: ${stderr.join('')}`)),
+      opts.readyTimeoutMs ?? 15_000,
+    );
     proc.stdout?.on('data', (chunk: Buffer) => {
       buf += chunk.toString('utf8');
       let nl: number;
@@ -93,7 +110,11 @@ export async function startServer(
 }
 
 /** Runs a command, resolving with its exit code and output (never rejects on non-zero). */
-export function run(cmd: string, args: readonly string[], opts: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  opts: { input?: string; timeoutMs?: number; cwd?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const p = spawn(cmd, args, { cwd: opts.cwd ?? repoPath(), stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
@@ -111,11 +132,19 @@ export function run(cmd: string, args: readonly string[], opts: { input?: string
 }
 
 /** buf curl against a plaintext server, reflection only (no .proto files). */
-export function bufCurl(target: string, args: readonly string[], data?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function bufCurl(
+  target: string,
+  args: readonly string[],
+  data?: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const extra = data === undefined ? [] : ['-d', data];
-  return run(repoPath('node_modules', '.bin', 'buf'), ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...extra, ...args, `http://${target}`.replace(/\/$/, '')], {
-    timeoutMs: 30_000,
-  });
+  return run(
+    repoPath('node_modules', '.bin', 'buf'),
+    ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...extra, ...args, `http://${target}`.replace(/\/$/, '')],
+    {
+      timeoutMs: 30_000,
+    },
+  );
 }
 
 /** Path of promtool; throws when Prometheus is not installed (.ci/run installs it). */

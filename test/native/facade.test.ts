@@ -23,7 +23,20 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const worker = { spinNs: 20_000, pollOnly: false, resetTimeoutMs: 500 } as const;
 
 function pipe(over: Partial<PipeOptions>): PipeOptions {
-  return { msgSize: 64, bufSize: null, segs: null, tx: 'off', rx: 'off', verify: true, eventIdx: true, indirect: true, count: null, maxInflight: null, batch: null, ...over };
+  return {
+    msgSize: 64,
+    bufSize: null,
+    segs: null,
+    tx: 'off',
+    rx: 'off',
+    verify: true,
+    eventIdx: true,
+    indirect: true,
+    count: null,
+    maxInflight: null,
+    batch: null,
+    ...over,
+  };
 }
 
 async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
@@ -78,7 +91,10 @@ describe('native façade', () => {
 
     // Hot unplug: both sides hear about it.
     a.removeDevice(1);
-    await until('device-removed on both sides', () => ea.some((e) => e.type === 'device-removed') && eb.some((e) => e.type === 'device-removed'));
+    await until(
+      'device-removed on both sides',
+      () => ea.some((e) => e.type === 'device-removed') && eb.some((e) => e.type === 'device-removed'),
+    );
     assert.equal(b.pipeStats(1).state, 'removed');
 
     // The attacher goes away: the creator sees peer-gone.
@@ -98,7 +114,10 @@ describe('native façade', () => {
       b.attach(9, 'device', pipe({ msgSize: 128, tx: 'sink', rx: 'source' }));
       a.start();
       b.start();
-      await until('data over the memfd window', () => b.pipeStats(9).rxMsgs > 10_000n && a.pipeStats(9).rxMsgs > 10_000n);
+      await until(
+        'data over the memfd window',
+        () => b.pipeStats(9).rxMsgs > 10_000n && a.pipeStats(9).rxMsgs > 10_000n,
+      );
       assert.equal(b.pipeStats(9).badMsgs, 0n);
     } finally {
       b.close();
@@ -114,7 +133,10 @@ describe('native façade', () => {
     a.start();
     b.start();
     await until('traffic', () => a.pipeStats(5).rxMsgs > 1000n);
-    assert.throws(() => VopWindow.reattach({ path: file, side: 'creator', ...worker }), (e: unknown) => e instanceof NativeError && e.code === 'EBUSY');
+    assert.throws(
+      () => VopWindow.reattach({ path: file, side: 'creator', ...worker }),
+      (e: unknown) => e instanceof NativeError && e.code === 'EBUSY',
+    );
     a.close({ unlink: false });
     const a2 = VopWindow.reattach({ path: file, side: 'creator', ...worker });
     try {
@@ -133,12 +155,44 @@ describe('native façade', () => {
   it('validates arguments before any native call', () => {
     const { a, b } = openPair('validate');
     try {
-      assert.throws(() => a.addDevice({ devId: 2, deviceSide: 'attacher', queueSize: 100, bufSize: 64, eventIdx: true, indirect: false }), RangeError);
-      assert.throws(() => a.addDevice({ devId: 0, deviceSide: 'attacher', queueSize: 64, bufSize: 64, eventIdx: true, indirect: false }), RangeError);
-      assert.throws(() => a.attach(2, 'driver', pipe({ tx: 'sink' })), /tx mode 'sink' is not valid for the driver role/);
+      assert.throws(
+        () =>
+          a.addDevice({
+            devId: 2,
+            deviceSide: 'attacher',
+            queueSize: 100,
+            bufSize: 64,
+            eventIdx: true,
+            indirect: false,
+          }),
+        RangeError,
+      );
+      assert.throws(
+        () =>
+          a.addDevice({
+            devId: 0,
+            deviceSide: 'attacher',
+            queueSize: 64,
+            bufSize: 64,
+            eventIdx: true,
+            indirect: false,
+          }),
+        RangeError,
+      );
+      assert.throws(
+        () => a.attach(2, 'driver', pipe({ tx: 'sink' })),
+        /tx mode 'sink' is not valid for the driver role/,
+      );
       assert.throws(() => a.attach(2, 'driver', pipe({ segs: 17 })), RangeError);
-      assert.throws(() => VopWindow.create({ path: path.join(dir, 'odd'), sizeBytes: 65536 + 1, maxDevices: null, ...worker }), /multiple of 4096/);
-      assert.throws(() => b.addDevice({ devId: 2, deviceSide: 'creator', queueSize: 64, bufSize: 64, eventIdx: true, indirect: false }), (e: unknown) => e instanceof NativeError && e.code === 'EPERM');
+      assert.throws(
+        () => VopWindow.create({ path: path.join(dir, 'odd'), sizeBytes: 65536 + 1, maxDevices: null, ...worker }),
+        /multiple of 4096/,
+      );
+      assert.throws(
+        () =>
+          b.addDevice({ devId: 2, deviceSide: 'creator', queueSize: 64, bufSize: 64, eventIdx: true, indirect: false }),
+        (e: unknown) => e instanceof NativeError && e.code === 'EPERM',
+      );
     } finally {
       b.close();
       a.close();
@@ -148,18 +202,44 @@ describe('native façade', () => {
   it('reports native failures as NativeError with a stable code', () => {
     const { a, b, file } = openPair('errors');
     try {
-      assert.throws(() => VopWindow.create({ path: file, sizeBytes: 1 << 20, maxDevices: null, ...worker }), (e: unknown) => e instanceof NativeError && e.code === 'EEXIST');
-      assert.throws(() => VopWindow.attach({ path: path.join(dir, 'missing'), ...worker }), (e: unknown) => e instanceof NativeError && e.code === 'ENOENT');
-      assert.throws(() => a.detach(42), (e: unknown) => e instanceof NativeError && e.code === 'ENOENT');
+      assert.throws(
+        () => VopWindow.create({ path: file, sizeBytes: 1 << 20, maxDevices: null, ...worker }),
+        (e: unknown) => e instanceof NativeError && e.code === 'EEXIST',
+      );
+      assert.throws(
+        () => VopWindow.attach({ path: path.join(dir, 'missing'), ...worker }),
+        (e: unknown) => e instanceof NativeError && e.code === 'ENOENT',
+      );
+      assert.throws(
+        () => a.detach(42),
+        (e: unknown) => e instanceof NativeError && e.code === 'ENOENT',
+      );
       a.addDevice({ devId: 3, deviceSide: 'attacher', queueSize: 64, bufSize: 64, eventIdx: false, indirect: false });
-      assert.throws(() => a.addDevice({ devId: 3, deviceSide: 'attacher', queueSize: 64, bufSize: 64, eventIdx: false, indirect: false }), (e: unknown) => e instanceof NativeError && e.code === 'EEXIST');
+      assert.throws(
+        () =>
+          a.addDevice({
+            devId: 3,
+            deviceSide: 'attacher',
+            queueSize: 64,
+            bufSize: 64,
+            eventIdx: false,
+            indirect: false,
+          }),
+        (e: unknown) => e instanceof NativeError && e.code === 'EEXIST',
+      );
       // Wrong role for the side the table names as the device side.
-      assert.throws(() => a.attach(3, 'device', pipe({ tx: 'sink' })), (e: unknown) => e instanceof NativeError && e.code === 'EINVAL');
+      assert.throws(
+        () => a.attach(3, 'device', pipe({ tx: 'sink' })),
+        (e: unknown) => e instanceof NativeError && e.code === 'EINVAL',
+      );
     } finally {
       b.close();
       a.close();
     }
-    assert.throws(() => a.start(), (e: unknown) => e instanceof NativeError && e.code === 'EBADF');
+    assert.throws(
+      () => a.start(),
+      (e: unknown) => e instanceof NativeError && e.code === 'EBADF',
+    );
     a.close(); // idempotent
   });
 

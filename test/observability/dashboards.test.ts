@@ -86,7 +86,12 @@ describe('Grafana dashboards', () => {
         if (p.type === 'row') continue;
         assert.equal(p.datasource?.uid, `\${${dsVar.name}}`, `${file}: panel "${p.title}" datasource`);
         assert.ok((p.targets ?? []).length > 0, `${file}: panel "${p.title}" has no query`);
-        for (const t of p.targets ?? []) assert.equal(t.datasource?.uid ?? `\${${dsVar.name}}`, `\${${dsVar.name}}`, `${file}: "${p.title}" target ${t.refId}`);
+        for (const t of p.targets ?? [])
+          assert.equal(
+            t.datasource?.uid ?? `\${${dsVar.name}}`,
+            `\${${dsVar.name}}`,
+            `${file}: "${p.title}" target ${t.refId}`,
+          );
       }
     }
   });
@@ -98,7 +103,8 @@ describe('Grafana dashboards', () => {
       for (const p of allPanels(d)) {
         for (const t of p.targets ?? []) {
           rules.push({ record: `vop:lint:${rules.length}`, expr: concretize(t.expr) });
-          for (const name of metricNamesIn(t.expr)) assert.ok(known.has(name), `${file}: panel "${p.title}" uses "${name}", which is not in docs/metrics.md`);
+          for (const name of metricNamesIn(t.expr))
+            assert.ok(known.has(name), `${file}: panel "${p.title}" uses "${name}", which is not in docs/metrics.md`);
         }
       }
     }
@@ -113,7 +119,8 @@ describe('Grafana dashboards', () => {
         if (v.type !== 'query') continue;
         const q = (v.query as { query: string }).query;
         const inner = /label_values\(([^,]+),/.exec(q)?.[1] ?? '';
-        for (const name of metricNamesIn(inner)) assert.ok(known.has(name), `${f}: variable ${v.name} uses unknown metric ${name}`);
+        for (const name of metricNamesIn(inner))
+          assert.ok(known.has(name), `${f}: variable ${v.name} uses unknown metric ${name}`);
       }
     }
   });
@@ -130,14 +137,25 @@ describe('Prometheus configuration and alert rules', () => {
   });
 
   it('alert on every failure mode the operations guide covers, using only catalogued metrics', () => {
-    const doc = YAML.parse(readFileSync(path.join(dir, 'alerts.yml'), 'utf8')) as { groups: { rules: { alert: string; expr: string; annotations: { runbook?: string } }[] }[] };
+    const doc = YAML.parse(readFileSync(path.join(dir, 'alerts.yml'), 'utf8')) as {
+      groups: { rules: { alert: string; expr: string; annotations: { runbook?: string } }[] }[];
+    };
     const rules = doc.groups.flatMap((g) => g.rules);
     const names = rules.map((r) => r.alert).sort();
-    for (const a of ['VopAgentLeaseLost', 'VopControllerDown', 'VopLinkFlapping', 'VopLinkNotReady', 'VopQueueBroken', 'VopReconcileErrors']) assert.ok(names.includes(a), `missing alert ${a}`);
+    for (const a of [
+      'VopAgentLeaseLost',
+      'VopControllerDown',
+      'VopLinkFlapping',
+      'VopLinkNotReady',
+      'VopQueueBroken',
+      'VopReconcileErrors',
+    ])
+      assert.ok(names.includes(a), `missing alert ${a}`);
     const known = knownSeries();
     const ops = readFileSync(repoPath('docs', 'operations.md'), 'utf8');
     for (const r of rules) {
-      for (const n of metricNamesIn(r.expr)) assert.ok(known.has(n), `alert ${r.alert} uses "${n}", not in docs/metrics.md`);
+      for (const n of metricNamesIn(r.expr))
+        assert.ok(known.has(n), `alert ${r.alert} uses "${n}", not in docs/metrics.md`);
       const anchor = r.annotations.runbook?.split('#')[1];
       assert.ok(anchor, `alert ${r.alert} has no runbook link`);
       assert.match(ops, new RegExp(`^### ${r.alert}$`, 'm'), `docs/operations.md has no section for ${r.alert}`);
@@ -148,7 +166,9 @@ describe('Prometheus configuration and alert rules', () => {
 describe('PromQL metric-name extraction used by these checks', () => {
   it('finds metrics and skips functions, labels, keywords and durations', () => {
     assert.deepEqual(
-      metricNamesIn('histogram_quantile(0.99, sum by (le, op) (rate(vop_blk_request_duration_seconds_bucket{link=~"$link", x="up"}[5m]))) or vector(0) and on(rack) up'),
+      metricNamesIn(
+        'histogram_quantile(0.99, sum by (le, op) (rate(vop_blk_request_duration_seconds_bucket{link=~"$link", x="up"}[5m]))) or vector(0) and on(rack) up',
+      ),
       ['vop_blk_request_duration_seconds_bucket', 'up'],
     );
   });

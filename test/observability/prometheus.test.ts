@@ -18,7 +18,15 @@ import { repoPath } from '../../lib/src/paths';
 import { readCatalogue, type CatalogueEntry } from '../helpers/catalogue';
 import { call } from '../helpers/grpc';
 import { promtoolPath, run, tempDir, withoutKnownPromClientLintNames } from '../helpers/servers';
-import { condition, freePort, listLinks, policyFromJson, startFleet, waitFor, type Fleet } from '../controller/fleet-helpers';
+import {
+  condition,
+  freePort,
+  listLinks,
+  policyFromJson,
+  startFleet,
+  waitFor,
+  type Fleet,
+} from '../controller/fleet-helpers';
 
 const DIR = tempDir('obs');
 const DISK = path.join(DIR, 'disk.img');
@@ -66,7 +74,8 @@ function exposition(text: string): Map<string, { type: string; labels: Set<strin
     const base = (s[1] as string).replace(/_(bucket|sum|count)$/, '');
     const m = out.get(s[1] as string) ?? out.get(base);
     if (!m) continue;
-    for (const kv of (s[2] as string).matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g)) if (kv[1] !== 'le') m.labels.add(kv[1] as string);
+    for (const kv of (s[2] as string).matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="/g))
+      if (kv[1] !== 'le') m.labels.add(kv[1] as string);
   }
   return out;
 }
@@ -82,11 +91,14 @@ function checkAgainstCatalogue(section: CatalogueEntry['section'], text: string)
       continue;
     }
     if (m.type !== e.type) problems.push(`${section}: ${e.name} is a ${m.type}, catalogued as ${e.type}`);
-    for (const l of m.labels) if (!e.labels.includes(l)) problems.push(`${section}: ${e.name} has label "${l}" not in the catalogue (${e.labels.join(', ')})`);
+    for (const l of m.labels)
+      if (!e.labels.includes(l))
+        problems.push(`${section}: ${e.name} has label "${l}" not in the catalogue (${e.labels.join(', ')})`);
   }
   const names = new Set(cat.map((e) => e.name));
   for (const name of live.keys()) {
-    if (/^(vop_|workqueue_|grpc_)/.test(name) && !names.has(name)) problems.push(`${section}: ${name} is exported but not catalogued`);
+    if (/^(vop_|workqueue_|grpc_)/.test(name) && !names.has(name))
+      problems.push(`${section}: ${name} is exported but not catalogued`);
   }
   return problems;
 }
@@ -119,7 +131,9 @@ describe('telemetry of a controller-managed fleet', () => {
     traffic = setInterval(() => {
       if (busy) return;
       busy = true;
-      void run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 256k', `nbd+unix:///vop?socket=${NBD_SOCK}`], { timeoutMs: 20_000 }).finally(() => {
+      void run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 0 256k', `nbd+unix:///vop?socket=${NBD_SOCK}`], {
+        timeoutMs: 20_000,
+      }).finally(() => {
         busy = false;
       });
     }, 500);
@@ -128,7 +142,11 @@ describe('telemetry of a controller-managed fleet', () => {
     const shipped = YAML.parse(readFileSync(repoPath('deploy', 'prometheus', 'prometheus.yml'), 'utf8')) as {
       global: Record<string, unknown>;
       rule_files?: string[];
-      scrape_configs: { job_name: string; static_configs?: { targets: string[] }[]; http_sd_configs?: { url: string; refresh_interval: string }[] }[];
+      scrape_configs: {
+        job_name: string;
+        static_configs?: { targets: string[] }[];
+        http_sd_configs?: { url: string; refresh_interval: string }[];
+      }[];
     };
     // Short intervals so the test sees data quickly; a generous timeout so a loaded machine does not flip `up`.
     shipped.global.scrape_interval = '2s';
@@ -147,8 +165,21 @@ describe('telemetry of a controller-managed fleet', () => {
     writeFileSync(cfg, YAML.stringify(shipped));
     const port = await freePort();
     promBase = `http://127.0.0.1:${port}`;
-    prom = spawn('prometheus', [`--config.file=${cfg}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: 'ignore' });
-    await waitFor('Prometheus ready', async () => (await fetch(`${promBase}/-/ready`).catch(() => undefined))?.ok === true, 30_000, 250);
+    prom = spawn(
+      'prometheus',
+      [
+        `--config.file=${cfg}`,
+        `--storage.tsdb.path=${path.join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+      ],
+      { stdio: 'ignore' },
+    );
+    await waitFor(
+      'Prometheus ready',
+      async () => (await fetch(`${promBase}/-/ready`).catch(() => undefined))?.ok === true,
+      30_000,
+      250,
+    );
   });
 
   after(async () => {
@@ -199,7 +230,12 @@ describe('telemetry of a controller-managed fleet', () => {
       const dump: string[] = [];
       for (const [name, a] of fleet.agents) {
         const text = await (await fetch(`http://${a.metrics}/metrics`)).text();
-        dump.push(`${name}:\n${text.split('\n').filter((l) => l.startsWith('vop_queue_bytes_total') || l.startsWith('vop_link_state{')).join('\n')}`);
+        dump.push(
+          `${name}:\n${text
+            .split('\n')
+            .filter((l) => l.startsWith('vop_queue_bytes_total') || l.startsWith('vop_link_state{'))
+            .join('\n')}`,
+        );
       }
       throw new Error(`${err.message}\n${dump.join('\n')}`);
     });
@@ -207,18 +243,27 @@ describe('telemetry of a controller-managed fleet', () => {
     const ready = await waitFor(
       'the link Ready on both agents in Prometheus',
       async () => {
-        const v = await promQuery(promBase, `vop_link_condition{link="${linkName}", condition="Ready", status="True"} == 1`);
+        const v = await promQuery(
+          promBase,
+          `vop_link_condition{link="${linkName}", condition="Ready", status="True"} == 1`,
+        );
         return v.length === 2 ? v : undefined;
       },
       30_000,
       1000,
     );
-    assert.deepEqual(ready.map((x) => x.value[1]), ['1', '1']);
+    assert.deepEqual(
+      ready.map((x) => x.value[1]),
+      ['1', '1'],
+    );
     // The device side's blk latency histogram and request counters, kept in C, reach Prometheus.
     const lat = await waitFor(
       'blk write latency observed',
       async () => {
-        const v = await promQuery(promBase, `sum(vop_blk_request_duration_seconds_count{link="${linkName}", op="write"})`);
+        const v = await promQuery(
+          promBase,
+          `sum(vop_blk_request_duration_seconds_count{link="${linkName}", op="write"})`,
+        );
         return Number(v[0]?.value[1] ?? 0) > 0 ? v : undefined;
       },
       20_000,
@@ -243,10 +288,18 @@ describe('telemetry of a controller-managed fleet', () => {
     for (const [name, a] of fleet.agents) {
       const linkLines = a.logs.filter((l) => typeof l.link === 'string' && l.link !== '');
       assert.ok(linkLines.length > 0, `${name} logged nothing about its link`);
-      for (const l of linkLines) assert.ok(typeof l.peer === 'string' && l.peer !== '', `${name}: line without peer: ${JSON.stringify(l)}`);
-      assert.ok(linkLines.some((l) => l.peer === (name === 'host-1' ? 'card-1' : 'host-1')), `${name}: peer field names the other agent`);
+      for (const l of linkLines)
+        assert.ok(typeof l.peer === 'string' && l.peer !== '', `${name}: line without peer: ${JSON.stringify(l)}`);
+      assert.ok(
+        linkLines.some((l) => l.peer === (name === 'host-1' ? 'card-1' : 'host-1')),
+        `${name}: peer field names the other agent`,
+      );
       for (const l of a.logs) {
-        if (typeof l.level === 'string' && ['warn', 'error', 'fatal'].includes(l.level)) assert.ok(typeof l.code === 'string' && l.code !== '', `${name}: ${l.level} without code: ${JSON.stringify(l)}`);
+        if (typeof l.level === 'string' && ['warn', 'error', 'fatal'].includes(l.level))
+          assert.ok(
+            typeof l.code === 'string' && l.code !== '',
+            `${name}: ${l.level} without code: ${JSON.stringify(l)}`,
+          );
       }
     }
   });
@@ -265,7 +318,9 @@ describe('telemetry of a controller-managed fleet', () => {
     }
     // An agent metric counts as exported if either agent exports it (device counters exist only where the device runs).
     const agentMissing = problems.filter((p) => p.startsWith('Agent:') && p.endsWith('but not exported'));
-    const filtered = problems.filter((p) => !agentMissing.includes(p) || agentMissing.filter((q) => q === p).length === 2);
+    const filtered = problems.filter(
+      (p) => !agentMissing.includes(p) || agentMissing.filter((q) => q === p).length === 2,
+    );
     assert.deepEqual([...new Set(filtered)], []);
     for (const text of texts) {
       const lint = await run(promtoolPath(), ['check', 'metrics'], { input: withoutKnownPromClientLintNames(text) });

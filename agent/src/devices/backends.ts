@@ -8,7 +8,17 @@
  */
 import type { Device } from '../../../lib/gen/vop/types/v1/types';
 import type { HostedDevicePort, NativeDeviceSpec } from '../links/data-plane';
-import { bytePipeStandIn, devIdOf, queueLayout, type BackendContext, type BackendInstance, type ConsolePort, type DeviceBackend, type DeviceKindName, type LinkIdentity } from '../links/device-backend';
+import {
+  bytePipeStandIn,
+  devIdOf,
+  queueLayout,
+  type BackendContext,
+  type BackendInstance,
+  type ConsolePort,
+  type DeviceBackend,
+  type DeviceKindName,
+  type LinkIdentity,
+} from '../links/device-backend';
 import { NativeError } from '../native/errors';
 import { hostedSpec } from '../native/window';
 import { ConsoleStream, deviceDescription, type DeviceOptions } from './device-host';
@@ -32,11 +42,18 @@ export function nativeEligible(device: Device): boolean {
   const k = device.kind;
   switch (k?.$case) {
     case 'blk':
-      return !!k.value.backing && k.value.backing.path !== '' && !!k.value.export && (k.value.export.unixSocket !== '' || k.value.export.tcpListen !== '');
+      return (
+        !!k.value.backing &&
+        k.value.backing.path !== '' &&
+        !!k.value.export &&
+        (k.value.export.unixSocket !== '' || k.value.export.tcpListen !== '')
+      );
     case 'net':
       return !!k.value.deviceBackend?.kind && !!k.value.driverFrontend?.kind;
     case 'console':
-      return (!!k.value.deviceBackend?.kind || (!!k.value.log && k.value.log.path !== '')) && !!k.value.driverFrontend?.kind;
+      return (
+        (!!k.value.deviceBackend?.kind || (!!k.value.log && k.value.log.path !== '')) && !!k.value.driverFrontend?.kind
+      );
     default:
       return false;
   }
@@ -58,7 +75,12 @@ export function defaultMac(link: string, device: string): string {
 }
 
 /** The native options for this endpoint's role, or null when the device keeps the stand-in. */
-export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devId: number, link = ''): DeviceOptions | null {
+export function deviceOptionsFor(
+  device: Device,
+  role: 'device' | 'driver',
+  devId: number,
+  link = '',
+): DeviceOptions | null {
   const k = device.kind;
   if (!k || !nativeEligible(device)) return null;
   const queueSize = device.queueSize === 0 ? undefined : device.queueSize;
@@ -67,26 +89,63 @@ export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devI
       const blk = k.value;
       if (!blk.backing || blk.backing.path === '') return null;
       if (role === 'device') {
-        return { kind: 'blk', role, id: devId, file: blk.backing.path, readOnly: blk.backing.readOnly, direct: blk.backing.directIo, ...(blk.backing.serial !== '' ? { serial: blk.backing.serial } : {}) };
+        return {
+          kind: 'blk',
+          role,
+          id: devId,
+          file: blk.backing.path,
+          readOnly: blk.backing.readOnly,
+          direct: blk.backing.directIo,
+          ...(blk.backing.serial !== '' ? { serial: blk.backing.serial } : {}),
+        };
       }
       const ex = blk.export;
-      const port = ex && ex.tcpListen !== '' ? Number(ex.tcpListen.slice(ex.tcpListen.lastIndexOf(':') + 1)) : undefined;
+      const port =
+        ex && ex.tcpListen !== '' ? Number(ex.tcpListen.slice(ex.tcpListen.lastIndexOf(':') + 1)) : undefined;
       if (!ex || (ex.unixSocket === '' && port === undefined)) return null;
-      return { kind: 'blk', role, id: devId, readOnly: blk.backing.readOnly, ...(ex.unixSocket !== '' ? { nbdSocket: ex.unixSocket } : {}), ...(port !== undefined ? { nbdTcpPort: port } : {}), ...(ex.exportName !== '' ? { exportName: ex.exportName } : {}) };
+      return {
+        kind: 'blk',
+        role,
+        id: devId,
+        readOnly: blk.backing.readOnly,
+        ...(ex.unixSocket !== '' ? { nbdSocket: ex.unixSocket } : {}),
+        ...(port !== undefined ? { nbdTcpPort: port } : {}),
+        ...(ex.exportName !== '' ? { exportName: ex.exportName } : {}),
+      };
     }
     case 'net': {
       const net = k.value;
       const be = role === 'device' ? net.deviceBackend : net.driverFrontend;
       if (!be?.kind) return null;
-      const common = { kind: 'net' as const, role, id: devId, ...(queueSize !== undefined ? { queueSize } : {}), ...(net.mtu !== 0 ? { mtu: net.mtu } : {}), mac: net.mac !== '' ? net.mac : defaultMac(link, device.name) };
-      if (be.kind.$case === 'tap') return { ...common, tap: be.kind.value.name !== '' ? be.kind.value.name : defaultTapName(link, device.name, role) };
+      const common = {
+        kind: 'net' as const,
+        role,
+        id: devId,
+        ...(queueSize !== undefined ? { queueSize } : {}),
+        ...(net.mtu !== 0 ? { mtu: net.mtu } : {}),
+        mac: net.mac !== '' ? net.mac : defaultMac(link, device.name),
+      };
+      if (be.kind.$case === 'tap')
+        return {
+          ...common,
+          tap: be.kind.value.name !== '' ? be.kind.value.name : defaultTapName(link, device.name, role),
+        };
       return { ...common, datagram: { local: be.kind.value.path, peer: be.kind.value.peerPath } };
     }
     case 'console': {
       const con = k.value;
       const be = role === 'device' ? con.deviceBackend : con.driverFrontend;
       if (!be?.kind && !(role === 'device' && con.log && con.log.path !== '')) return null;
-      const o: { kind: 'console'; role: 'device' | 'driver'; id: number; ptyLink?: string; unixSocket?: string; logFile?: string; logMaxBytes?: number; logFiles?: number } = { kind: 'console', role, id: devId };
+      const o: {
+        kind: 'console';
+        role: 'device' | 'driver';
+        id: number;
+        ptyLink?: string;
+        unixSocket?: string;
+        logFile?: string;
+        logMaxBytes?: number;
+        logFiles?: number;
+      } = { kind: 'console', role, id: devId };
       if (be?.kind?.$case === 'pty' && be.kind.value.linkPath !== '') o.ptyLink = be.kind.value.linkPath;
       if (be?.kind?.$case === 'unixSocket' && role === 'device') o.unixSocket = be.kind.value.path;
       if (role === 'device' && con.log && con.log.path !== '') {
@@ -101,8 +160,15 @@ export function deviceOptionsFor(device: Device, role: 'device' | 'driver', devI
   }
 }
 
-function consolePort(hosted: HostedDevicePort, id: number, devicePath: string): { port: ConsolePort; stop: () => void } {
-  const stream = new ConsoleStream({ read: (reader, max) => hosted.consoleRead(reader, max), write: (data) => hosted.consoleWrite(data) }, id);
+function consolePort(
+  hosted: HostedDevicePort,
+  id: number,
+  devicePath: string,
+): { port: ConsolePort; stop: () => void } {
+  const stream = new ConsoleStream(
+    { read: (reader, max) => hosted.consoleRead(reader, max), write: (data) => hosted.consoleWrite(data) },
+    id,
+  );
   const listeners = new Set<(chunk: Uint8Array) => void>();
   let recent = Buffer.alloc(0);
   const detach = stream.attachReader((chunk) => {
@@ -133,7 +199,12 @@ function consolePort(hosted: HostedDevicePort, id: number, devicePath: string): 
 }
 
 /** The hosted-device spec of device for role, or the reason it cannot be hosted (null: keep the stand-in). */
-function hostedNativeSpec(kind: DeviceKindName, device: Device, role: 'device' | 'driver', link: LinkIdentity): NativeDeviceSpec | Error | null {
+function hostedNativeSpec(
+  kind: DeviceKindName,
+  device: Device,
+  role: 'device' | 'driver',
+  link: LinkIdentity,
+): NativeDeviceSpec | Error | null {
   const devId = devIdOf(device.name);
   let opts: DeviceOptions | null;
   try {
@@ -142,7 +213,16 @@ function hostedNativeSpec(kind: DeviceKindName, device: Device, role: 'device' |
     const { kind: hostedKind, desc } = deviceDescription(opts);
     const fp = hostedSpec(hostedKind, desc);
     const queues = queueLayout(kind, device, role).map((q, i) => ({ ...q, size: fp.queueSizes[i] ?? q.size }));
-    return { devId, deviceType: fp.deviceType, role, queues, eventIdx: true, bufSize: 0, traffic: 'idle', hosted: { kind: hostedKind, desc, poolBytes: fp.poolBytes, resumable: kind === 'blk' } };
+    return {
+      devId,
+      deviceType: fp.deviceType,
+      role,
+      queues,
+      eventIdx: true,
+      bufSize: 0,
+      traffic: 'idle',
+      hosted: { kind: hostedKind, desc, poolBytes: fp.poolBytes, resumable: kind === 'blk' },
+    };
   } catch (err) {
     // Without the addon the link reports DataPlaneUnavailable; anything else is this device's fault.
     if (err instanceof NativeError && err.code === 'NATIVE_UNAVAILABLE') return null;

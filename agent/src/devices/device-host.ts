@@ -47,7 +47,8 @@ export interface NetOptions {
   readonly id: number;
   /** TAP interface name, or a datagram backend. */
   readonly tap?: string;
-  readonly datagram?: { readonly local: string; readonly peer: string } | { readonly udpPort: number; readonly udpPeerPort: number };
+  readonly datagram?:
+    { readonly local: string; readonly peer: string } | { readonly udpPort: number; readonly udpPeerPort: number };
   readonly queueSize?: number;
   readonly mtu?: number;
   /** "52:54:00:12:34:56". */
@@ -86,12 +87,14 @@ export interface DeviceHostOptions {
 const SAFE = /^[^:\0]+$/;
 
 function str(name: string, v: string): string {
-  if (typeof v !== 'string' || v.length === 0 || !SAFE.test(v)) throw new TypeError(`${name} must be a non-empty string without ':'`);
+  if (typeof v !== 'string' || v.length === 0 || !SAFE.test(v))
+    throw new TypeError(`${name} must be a non-empty string without ':'`);
   return v;
 }
 
 function int(name: string, v: number, min: number, max: number): number {
-  if (!Number.isInteger(v) || v < min || v > max) throw new RangeError(`${name} must be an integer in [${min}, ${max}]`);
+  if (!Number.isInteger(v) || v < min || v > max)
+    throw new RangeError(`${name} must be an integer in [${min}, ${max}]`);
   return v;
 }
 
@@ -118,9 +121,11 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
         }
         return { kind: 'blk-device', desc: o.join(':') };
       }
-      if (d.nbdSocket === undefined && d.nbdTcpPort === undefined) throw new TypeError('a blk driver needs nbdSocket or nbdTcpPort');
+      if (d.nbdSocket === undefined && d.nbdTcpPort === undefined)
+        throw new TypeError('a blk driver needs nbdSocket or nbdTcpPort');
       if (d.nbdSocket !== undefined) o.push(`unix=${str('nbdSocket', d.nbdSocket)}`);
-      if (d.nbdTcpPort !== undefined) o.push(`tcp=${d.nbdTcpPort === -1 ? -1 : int('nbdTcpPort', d.nbdTcpPort, 1, 65535)}`);
+      if (d.nbdTcpPort !== undefined)
+        o.push(`tcp=${d.nbdTcpPort === -1 ? -1 : int('nbdTcpPort', d.nbdTcpPort, 1, 65535)}`);
       if (d.exportName !== undefined && d.exportName !== '') {
         if (Buffer.byteLength(d.exportName) > 190) throw new RangeError('exportName must be at most 190 bytes');
         o.push(`name=${str('exportName', d.exportName)}`);
@@ -135,8 +140,13 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       return { kind: 'blk-driver', desc: o.join(':') };
     case 'net':
       if (d.datagram !== undefined) {
-        if ('local' in d.datagram) o.push(`sock=${str('datagram.local', d.datagram.local)}`, `peer=${str('datagram.peer', d.datagram.peer)}`);
-        else o.push(`udp=${int('datagram.udpPort', d.datagram.udpPort, 1, 65535)}`, `udppeer=${int('datagram.udpPeerPort', d.datagram.udpPeerPort, 1, 65535)}`);
+        if ('local' in d.datagram)
+          o.push(`sock=${str('datagram.local', d.datagram.local)}`, `peer=${str('datagram.peer', d.datagram.peer)}`);
+        else
+          o.push(
+            `udp=${int('datagram.udpPort', d.datagram.udpPort, 1, 65535)}`,
+            `udppeer=${int('datagram.udpPeerPort', d.datagram.udpPeerPort, 1, 65535)}`,
+          );
       } else {
         const tap = str('tap', d.tap ?? '');
         if (tap.length > 15) throw new RangeError('tap must be at most 15 characters');
@@ -145,7 +155,8 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       if (d.queueSize !== undefined) o.push(`qsize=${pow2('queueSize', d.queueSize, 32768)}`);
       if (d.mtu !== undefined) o.push(`mtu=${int('mtu', d.mtu, 68, 65535)}`);
       if (d.mac !== undefined) {
-        if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(d.mac)) throw new TypeError('mac must look like 52:54:00:12:34:56');
+        if (!/^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/.test(d.mac))
+          throw new TypeError('mac must look like 52:54:00:12:34:56');
         if ((parseInt(d.mac.slice(0, 2), 16) & 1) !== 0) throw new RangeError('mac must be unicast');
         o.push(`mac=${d.mac.replace(/:/g, '-')}`);
       }
@@ -205,7 +216,11 @@ export class ConsoleStream {
    */
   attachReader(onData: (chunk: Buffer, lost: bigint) => void, pollMs = 50): () => void {
     let slot = -1;
-    for (let i = 0; i < CONSOLE_READERS; i++) if (!this.readers.has(i)) { slot = i; break; }
+    for (let i = 0; i < CONSOLE_READERS; i++)
+      if (!this.readers.has(i)) {
+        slot = i;
+        break;
+      }
     if (slot < 0) throw new RangeError(`console ${this.id} has ${CONSOLE_READERS} readers already`);
     this.readers.add(slot);
     // skip what is already buffered? No: a new reader starts at the oldest byte still in the ring (replay).
@@ -257,7 +272,8 @@ export class DeviceHost {
   /** Validate, then open (create or attach) and start every device. */
   static async open(opts: DeviceHostOptions, native: DeviceNative = loadDeviceNative()): Promise<DeviceHost> {
     str('window', opts.window);
-    if (opts.devices.length === 0 || opts.devices.length > 16) throw new RangeError('devices must hold 1 to 16 entries');
+    if (opts.devices.length === 0 || opts.devices.length > 16)
+      throw new RangeError('devices must hold 1 to 16 entries');
     const ids = new Set<number>();
     const devices = opts.devices.map((d) => {
       if (ids.has(d.id)) throw new RangeError(`device id ${d.id} is used twice`);

@@ -135,7 +135,16 @@ export function bytePipeStandIn(kind: DeviceKindName): DeviceBackend {
         { name: q1, direction: role === 'device' ? 'transmit' : 'receive', size },
       ];
       const traffic = link.annotations[BYTEPIPE_TRAFFIC_ANNOTATION] === 'stream' ? 'stream' : 'idle';
-      return { devId: devIdOf(device.name), deviceType: VIRTIO_ID.bytePipe, role, queues, eventIdx: !device.disableEventIdx, bufSize: STAND_IN_BUF_SIZE, traffic, hosted: null };
+      return {
+        devId: devIdOf(device.name),
+        deviceType: VIRTIO_ID.bytePipe,
+        role,
+        queues,
+        eventIdx: !device.disableEventIdx,
+        bufSize: STAND_IN_BUF_SIZE,
+        traffic,
+        hosted: null,
+      };
     },
     async start() {
       return { endpoints: { backend: 'bytepipe' }, console: null, counters: () => ({}), stop: async () => undefined };

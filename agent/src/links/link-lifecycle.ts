@@ -25,7 +25,8 @@
  */
 import { ConditionStatus, LinkPhase, type Condition } from '../../../lib/gen/vop/types/v1/types';
 
-export type LinkState = 'Pending' | 'Connecting' | 'Negotiating' | 'Ready' | 'Degraded' | 'Resetting' | 'Failed' | 'Terminating';
+export type LinkState =
+  'Pending' | 'Connecting' | 'Negotiating' | 'Ready' | 'Degraded' | 'Resetting' | 'Failed' | 'Terminating';
 
 export const ALLOWED_TRANSITIONS: Readonly<Record<LinkState, readonly LinkState[]>> = {
   Pending: ['Connecting', 'Failed', 'Terminating'],
@@ -63,11 +64,28 @@ export class ConditionSet {
     for (const t of CONDITION_TYPES) this.set(t, 'Unknown', 'Initializing', 'not evaluated yet', generation);
   }
 
-  set(type: ConditionType, value: 'True' | 'False' | 'Unknown', reason: string, message: string, generation: number): boolean {
+  set(
+    type: ConditionType,
+    value: 'True' | 'False' | 'Unknown',
+    reason: string,
+    message: string,
+    generation: number,
+  ): boolean {
     const status =
-      value === 'True' ? ConditionStatus.CONDITION_STATUS_TRUE : value === 'False' ? ConditionStatus.CONDITION_STATUS_FALSE : ConditionStatus.CONDITION_STATUS_UNKNOWN;
+      value === 'True'
+        ? ConditionStatus.CONDITION_STATUS_TRUE
+        : value === 'False'
+          ? ConditionStatus.CONDITION_STATUS_FALSE
+          : ConditionStatus.CONDITION_STATUS_UNKNOWN;
     const prev = this.items.get(type);
-    if (prev && prev.status === status && prev.reason === reason && prev.message === message && prev.observedGeneration === BigInt(generation)) return false;
+    if (
+      prev &&
+      prev.status === status &&
+      prev.reason === reason &&
+      prev.message === message &&
+      prev.observedGeneration === BigInt(generation)
+    )
+      return false;
     const lastTransitionTime = prev && prev.status === status ? prev.lastTransitionTime : new Date();
     this.items.set(type, { type, status, reason, message, observedGeneration: BigInt(generation), lastTransitionTime });
     return true;

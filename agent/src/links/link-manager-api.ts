@@ -32,7 +32,10 @@ export interface LinkManagerApi {
   apply(link: Link, opts: ApplyOptions): Promise<ApplyResult>;
   get(name: string): Link | undefined;
   list(): Link[];
-  delete(name: string, opts: { readonly owner: LinkOwner; readonly force: boolean; readonly resourceVersion: string }): Promise<void>;
+  delete(
+    name: string,
+    opts: { readonly owner: LinkOwner; readonly force: boolean; readonly resourceVersion: string },
+  ): Promise<void>;
   reset(name: string, reason: string): Promise<Link>;
   stats(name: string): DeviceStats[];
   /** Subscribes to changes; returns an unsubscribe function. Listeners must not throw. */

@@ -8,7 +8,13 @@
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
 import { type DeviceStats, type Link, type LinkEvent, type ObjectMeta } from '../../../lib/gen/vop/types/v1/types';
-import { alreadyExists, failedPrecondition, notFound, ServerError, staleResourceVersion } from '../../../lib/src/errors';
+import {
+  alreadyExists,
+  failedPrecondition,
+  notFound,
+  ServerError,
+  staleResourceVersion,
+} from '../../../lib/src/errors';
 import type { Logger } from '../../../lib/src/logger';
 import { validateLink } from '../../../lib/src/validate';
 import type { DataPlane } from './data-plane';
@@ -61,7 +67,10 @@ export class LinkManager implements LinkManagerApi {
       backends: this.deps.backends,
       rendezvousDir: this.deps.rendezvousDir,
       nodeName: this.deps.nodeName,
-      log: this.log.child({ link: name, peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '' }),
+      log: this.log.child({
+        link: name,
+        peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',
+      }),
       onStatus: (rt) => this.markDirty(rt),
       onEvent: (e) => this.emitEvent(e),
     });
@@ -94,14 +103,19 @@ export class LinkManager implements LinkManagerApi {
   private checkOwnership(existing: LinkRuntime, owner: LinkOwner, force: boolean): void {
     const managedBy = existing.meta.managedBy;
     if (managedBy === '' || force || ownerName(owner) === managedBy) return;
-    throw failedPrecondition('LINK_MANAGED', `link "${existing.name}" is managed by ${managedBy}; change it there, or set force to override`, {
-      link: existing.name,
-      managedBy,
-    });
+    throw failedPrecondition(
+      'LINK_MANAGED',
+      `link "${existing.name}" is managed by ${managedBy}; change it there, or set force to override`,
+      {
+        link: existing.name,
+        managedBy,
+      },
+    );
   }
 
   private checkRv(existing: LinkRuntime, expected: string): void {
-    if (expected !== '' && expected !== existing.meta.resourceVersion) throw staleResourceVersion('link', existing.name, expected, existing.meta.resourceVersion);
+    if (expected !== '' && expected !== existing.meta.resourceVersion)
+      throw staleResourceVersion('link', existing.name, expected, existing.meta.resourceVersion);
   }
 
   async apply(input: Link, opts: ApplyOptions): Promise<ApplyResult> {
@@ -118,13 +132,22 @@ export class LinkManager implements LinkManagerApi {
       const sameEndpoints =
         old !== undefined &&
         old.endpoints.length === input.spec.endpoints.length &&
-        old.endpoints.every((e, i) => e.agent === input.spec.endpoints[i]?.agent && e.role === input.spec.endpoints[i]?.role);
+        old.endpoints.every(
+          (e, i) => e.agent === input.spec.endpoints[i]?.agent && e.role === input.spec.endpoints[i]?.role,
+        );
       if (!sameEndpoints) {
-        throw alreadyExists('link', name, `it joins ${old?.endpoints.map((e) => e.agent).join(' and ') ?? '?'} with other roles; delete it before reusing the name`);
+        throw alreadyExists(
+          'link',
+          name,
+          `it joins ${old?.endpoints.map((e) => e.agent).join(' and ') ?? '?'} with other roles; delete it before reusing the name`,
+        );
       }
       const specChanged = !specEqual(old, input.spec);
       const managedBy = opts.owner.kind === 'controller' ? opts.owner.managedBy : existing.meta.managedBy;
-      const metaChanged = !mapEqual(existing.meta.labels, input.meta.labels) || !mapEqual(existing.meta.annotations, input.meta.annotations) || managedBy !== existing.meta.managedBy;
+      const metaChanged =
+        !mapEqual(existing.meta.labels, input.meta.labels) ||
+        !mapEqual(existing.meta.annotations, input.meta.annotations) ||
+        managedBy !== existing.meta.managedBy;
       if (!specChanged && !metaChanged) return { link: existing.toLink(), changed: false };
       meta = {
         ...existing.meta,
@@ -157,7 +180,11 @@ export class LinkManager implements LinkManagerApi {
       this.deps.store.save(desired);
     } catch (err) {
       this.log.error({ err, link: name }, 'cannot persist link');
-      throw new ServerError(GrpcStatus.UNAVAILABLE, `cannot persist link "${name}" in the state directory; nothing was changed`, { reason: 'STATE_WRITE_FAILED' });
+      throw new ServerError(
+        GrpcStatus.UNAVAILABLE,
+        `cannot persist link "${name}" in the state directory; nothing was changed`,
+        { reason: 'STATE_WRITE_FAILED' },
+      );
     }
     let rt = existing;
     if (rt) rt.update(desired);
@@ -180,7 +207,10 @@ export class LinkManager implements LinkManagerApi {
     return [...this.links.values()].sort((a, b) => a.name.localeCompare(b.name)).map((rt) => rt.toLink());
   }
 
-  async delete(name: string, opts: { readonly owner: LinkOwner; readonly force: boolean; readonly resourceVersion: string }): Promise<void> {
+  async delete(
+    name: string,
+    opts: { readonly owner: LinkOwner; readonly force: boolean; readonly resourceVersion: string },
+  ): Promise<void> {
     const rt = this.links.get(name);
     if (!rt) throw notFound('link', name);
     this.checkOwnership(rt, opts.owner, opts.force);
@@ -189,7 +219,11 @@ export class LinkManager implements LinkManagerApi {
       this.deps.store.remove(name);
     } catch (err) {
       this.log.error({ err, link: name }, 'cannot remove the stored link');
-      throw new ServerError(GrpcStatus.UNAVAILABLE, `cannot remove link "${name}" from the state directory; nothing was changed`, { reason: 'STATE_WRITE_FAILED' });
+      throw new ServerError(
+        GrpcStatus.UNAVAILABLE,
+        `cannot remove link "${name}" from the state directory; nothing was changed`,
+        { reason: 'STATE_WRITE_FAILED' },
+      );
     }
     this.links.delete(name);
     rt.terminate();

@@ -8,10 +8,33 @@
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
-import { type Device, type DeviceStats, type DeviceStatus, type Link, type LinkEvent, type QueueStats } from '../../../lib/gen/vop/types/v1/types';
+import {
+  type Device,
+  type DeviceStats,
+  type DeviceStatus,
+  type Link,
+  type LinkEvent,
+  type QueueStats,
+} from '../../../lib/gen/vop/types/v1/types';
 import type { Logger } from '../../../lib/src/logger';
-import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type NativeDeviceSpec, type QueueCounters, type WindowSide } from './data-plane';
-import { DEVICE_KIND_ENUM, deviceKindName, roleName, type BackendInstance, type BackendRegistry, type DeviceBackend, type DeviceKindName } from './device-backend';
+import {
+  DataPlaneError,
+  type DataPlane,
+  type DataPlaneEvent,
+  type DataPlaneWindow,
+  type NativeDeviceSpec,
+  type QueueCounters,
+  type WindowSide,
+} from './data-plane';
+import {
+  DEVICE_KIND_ENUM,
+  deviceKindName,
+  roleName,
+  type BackendInstance,
+  type BackendRegistry,
+  type DeviceBackend,
+  type DeviceKindName,
+} from './device-backend';
 import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './link-lifecycle';
 import { specEqual } from './link-spec';
 
@@ -157,14 +180,34 @@ export class LinkRuntime {
     const all = [...per, max];
     const rings = all.reduce((n, x) => n + x.rings, 0);
     const data = all.reduce((n, x) => n + x.data, 0);
-    return Math.min(MAX_WINDOW_BYTES, Math.max(16 * rings, Math.ceil((WINDOW_HEADER_BYTES + Math.max(65536, rings) + data) * 1.1)));
+    return Math.min(
+      MAX_WINDOW_BYTES,
+      Math.max(16 * rings, Math.ceil((WINDOW_HEADER_BYTES + Math.max(65536, rings) + data) * 1.1)),
+    );
   }
 
   private deviceRuntime(device: Device): DeviceRuntime {
     const kind = deviceKindName(device);
     const backend = kind ? this.deps.backends.get(kind) : undefined;
     if (!kind || !backend) throw new Error(`no backend for device ${device.name}`);
-    return { device, kind, native: backend.nativeSpec(device, this.role, { name: this.name, annotations: this.linkValue.meta?.annotations ?? {} }), backend, instance: null, backendError: '', backendStarting: false, backendFailures: 0, backendRetryAt: 0, added: false, ready: false, broken: '', resets: 0 };
+    return {
+      device,
+      kind,
+      native: backend.nativeSpec(device, this.role, {
+        name: this.name,
+        annotations: this.linkValue.meta?.annotations ?? {},
+      }),
+      backend,
+      instance: null,
+      backendError: '',
+      backendStarting: false,
+      backendFailures: 0,
+      backendRetryAt: 0,
+      added: false,
+      ready: false,
+      broken: '',
+      resets: 0,
+    };
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -216,13 +259,19 @@ export class LinkRuntime {
     return true;
   }
 
-  private setCondition(type: Parameters<ConditionSet['set']>[0], value: 'True' | 'False' | 'Unknown', reason: string, message: string): void {
+  private setCondition(
+    type: Parameters<ConditionSet['set']>[0],
+    value: 'True' | 'False' | 'Unknown',
+    reason: string,
+    message: string,
+  ): void {
     if (this.conditions.set(type, value, reason, message, this.generation)) this.deps.onStatus(this);
   }
 
   private refreshReadyCondition(reason: string): void {
     const s = this.stateValue;
-    if (s === 'Ready') this.conditions.set('Ready', 'True', 'LinkReady', 'all devices are running on a connected peer', this.generation);
+    if (s === 'Ready')
+      this.conditions.set('Ready', 'True', 'LinkReady', 'all devices are running on a connected peer', this.generation);
     else this.conditions.set('Ready', 'False', reason, `link is ${s}`, this.generation);
   }
 
@@ -274,7 +323,10 @@ export class LinkRuntime {
       return;
     }
     const delay = backoffMs(this.attempts);
-    this.log.warn({ code: 'LINK_RESET', reason, message, attempt: this.attempts, delayMs: delay }, 'link reset, retrying');
+    this.log.warn(
+      { code: 'LINK_RESET', reason, message, attempt: this.attempts, delayMs: delay },
+      'link reset, retrying',
+    );
     this.event(reason, `${message}; retry ${this.attempts}/${MAX_RETRY_ATTEMPTS} in ${delay} ms`);
     this.closeWindow(this.side === 'creator');
     this.transitionTo(['Connecting', 'Negotiating', 'Ready', 'Degraded'], 'Resetting', reason);
@@ -294,7 +346,8 @@ export class LinkRuntime {
       d.backendRetryAt = 0;
       const inst = d.instance;
       d.instance = null;
-      if (inst) inst.stop().catch((err: unknown) => this.log.warn({ err, device: d.device.name }, 'backend stop failed'));
+      if (inst)
+        inst.stop().catch((err: unknown) => this.log.warn({ err, device: d.device.name }, 'backend stop failed'));
     }
   }
 
@@ -319,7 +372,13 @@ export class LinkRuntime {
   }
 
   private openWindow(): DataPlaneWindow | null {
-    const req = { link: this.name, path: this.windowPath, side: this.side, sizeBytes: this.windowBytes, reattach: false };
+    const req = {
+      link: this.name,
+      path: this.windowPath,
+      side: this.side,
+      sizeBytes: this.windowBytes,
+      reattach: false,
+    };
     const onEvent = (e: DataPlaneEvent): void => this.onNativeEvent(e);
     // A link-specific shm directory is created owner-only like the rendezvous dir.
     if (this.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
@@ -327,9 +386,13 @@ export class LinkRuntime {
       return this.deps.dataPlane.open(req, onEvent);
     } catch (err) {
       if (!(err instanceof DataPlaneError)) throw err;
-      if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN' || err.code === 'EPROTO')) return null;
+      if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN' || err.code === 'EPROTO'))
+        return null;
       if (this.side === 'attacher' && err.code === 'EBUSY') {
-        throw new DataPlaneError('EBUSY', `another live process holds the driver side of ${req.path} (is this link applied on two agents with the same role?)`);
+        throw new DataPlaneError(
+          'EBUSY',
+          `another live process holds the driver side of ${req.path} (is this link applied on two agents with the same role?)`,
+        );
       }
       if (this.side !== 'creator' || err.code !== 'EEXIST') throw err;
     }
@@ -342,7 +405,11 @@ export class LinkRuntime {
       return w;
     } catch (err) {
       if (!(err instanceof DataPlaneError)) throw err;
-      if (err.code === 'EBUSY') throw new DataPlaneError('EBUSY', `another live process holds the device side of ${req.path} (is this link applied on two agents with the same role?)`);
+      if (err.code === 'EBUSY')
+        throw new DataPlaneError(
+          'EBUSY',
+          `another live process holds the device side of ${req.path} (is this link applied on two agents with the same role?)`,
+        );
       // The engine cannot adopt it (older layout, damaged): replace it; the peer re-attaches.
       this.log.info({ path: req.path, code: err.code }, 'replacing a window that cannot be re-attached');
       this.event('StaleWindowReplaced', `replaced the existing window at ${req.path} (${err.code})`);
@@ -393,12 +460,21 @@ export class LinkRuntime {
       return;
     }
     if (peer.state !== 'up') {
-      this.waitingForPeer(peer.state === 'gone' ? `the peer left ${this.windowPath}; waiting for it to return` : `waiting for the peer to attach ${this.windowPath}`);
+      this.waitingForPeer(
+        peer.state === 'gone'
+          ? `the peer left ${this.windowPath}; waiting for it to return`
+          : `waiting for the peer to attach ${this.windowPath}`,
+      );
       return;
     }
     if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) this.resetDevices('PeerRestarted');
     this.peerEpoch = peer.epoch;
-    this.setCondition('PeerConnected', 'True', 'PeerAttached', `peer ${this.peerAgent()} is on the window (epoch ${peer.epoch})`);
+    this.setCondition(
+      'PeerConnected',
+      'True',
+      'PeerAttached',
+      `peer ${this.peerAgent()} is on the window (epoch ${peer.epoch})`,
+    );
     if (this.transitionTo(['Connecting'], 'Negotiating', 'PeerAttached')) this.evaluate();
   }
 
@@ -408,7 +484,12 @@ export class LinkRuntime {
 
   private waitingForPeer(message: string): void {
     const late = Date.now() - this.connectingSince > PEER_LATE_MS;
-    this.setCondition('PeerConnected', 'False', late ? 'PeerNotResponding' : 'WaitingForPeer', `${message} (agent ${this.peerAgent()})`);
+    this.setCondition(
+      'PeerConnected',
+      'False',
+      late ? 'PeerNotResponding' : 'WaitingForPeer',
+      `${message} (agent ${this.peerAgent()})`,
+    );
     this.schedule(this.nextPoll(), () => this.connect());
   }
 
@@ -452,26 +533,33 @@ export class LinkRuntime {
         .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
         .filter((x) => x !== '')
         .join(',');
-      if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && Date.now() >= d.backendRetryAt) this.startBackend(d);
+      if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && Date.now() >= d.backendRetryAt)
+        this.startBackend(d);
       if (!d.ready) notReady.push(d.device.name);
       else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
       else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
       if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
     }
-    if (notReady.length === 0) this.setCondition('DevicesReady', 'True', 'AllDevicesReady', `${this.devices.size} device(s) running`);
+    if (notReady.length === 0)
+      this.setCondition('DevicesReady', 'True', 'AllDevicesReady', `${this.devices.size} device(s) running`);
     else this.setCondition('DevicesReady', 'False', 'DevicesNotReady', `not ready: ${notReady.join(', ')}`);
     if (broken.length === 0) this.setCondition('QueueHealthy', 'True', 'QueuesHealthy', 'no broken queue');
     else this.setCondition('QueueHealthy', 'False', 'QueueBroken', `broken: ${broken.join(', ')}`);
 
-    if (notReady.length === 0 && broken.length === 0) this.transitionTo(['Negotiating', 'Degraded'], 'Ready', 'AllDevicesReady');
+    if (notReady.length === 0 && broken.length === 0)
+      this.transitionTo(['Negotiating', 'Degraded'], 'Ready', 'AllDevicesReady');
     else if (broken.length > 0) {
       this.transitionTo(['Negotiating', 'Ready'], 'Degraded', 'QueueBroken');
       this.repairBroken();
     } else if (s === 'Ready') this.transitionTo(['Ready'], 'Degraded', 'DevicesNotReady');
     if (this.stateValue === 'Ready') this.schedule(READY_POLL_MS, () => this.evaluate());
     else if (this.stateValue === 'Negotiating' || this.stateValue === 'Degraded') {
-      const waitingOnBackends = notReady.length > 0 && broken.length === 0 && [...this.devices.values()].every((d) => d.ready);
-      const next = Math.min(...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - Date.now()), READY_POLL_MS);
+      const waitingOnBackends =
+        notReady.length > 0 && broken.length === 0 && [...this.devices.values()].every((d) => d.ready);
+      const next = Math.min(
+        ...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - Date.now()),
+        READY_POLL_MS,
+      );
       this.schedule(waitingOnBackends ? Math.max(CONNECT_POLL_MS, next) : this.nextPoll(), () => this.evaluate());
     }
   }
@@ -485,7 +573,11 @@ export class LinkRuntime {
         this.fail('RetryBudgetExhausted', `device ${d.device.name} kept breaking: ${d.broken}`);
         return;
       }
-      this.event('QueueBroken', `device ${d.device.name}: ${d.broken}; device reset ${d.resets}/${MAX_RETRY_ATTEMPTS}`, d.device.name);
+      this.event(
+        'QueueBroken',
+        `device ${d.device.name}: ${d.broken}; device reset ${d.resets}/${MAX_RETRY_ATTEMPTS}`,
+        d.device.name,
+      );
       try {
         this.window.resetDevice(d.native.devId);
       } catch (err) {
@@ -512,11 +604,23 @@ export class LinkRuntime {
   private startBackend(d: DeviceRuntime): void {
     const w = this.window;
     if (!w || d.instance) return;
-    const placeholder: BackendInstance = { endpoints: {}, console: null, counters: () => ({}), stop: async () => undefined };
+    const placeholder: BackendInstance = {
+      endpoints: {},
+      console: null,
+      counters: () => ({}),
+      stop: async () => undefined,
+    };
     d.instance = placeholder;
     d.backendStarting = true;
     d.backend
-      .start({ link: this.name, device: d.device, role: this.role, devId: d.native.devId, window: w, log: this.log.child({ device: d.device.name }) })
+      .start({
+        link: this.name,
+        device: d.device,
+        role: this.role,
+        devId: d.native.devId,
+        window: w,
+        log: this.log.child({ device: d.device.name }),
+      })
       .then((inst) => {
         if (d.instance === placeholder) d.backendStarting = false;
         if (d.instance === placeholder && this.window === w) {
@@ -534,11 +638,20 @@ export class LinkRuntime {
         d.backendFailures += 1;
         d.backendError = errText(err);
         // Fast retries for the first seconds (the peer's half usually lags by milliseconds), then back off.
-        d.backendRetryAt = Date.now() + (d.backendFailures <= BACKEND_FAST_RETRIES ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS)) : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));
+        d.backendRetryAt =
+          Date.now() +
+          (d.backendFailures <= BACKEND_FAST_RETRIES
+            ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS))
+            : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));
         // A start can race the peer's half (the device not published or not running yet): quiet at first.
-        if (d.backendFailures > BACKEND_FAST_RETRIES) this.log.warn({ err, code: 'BACKEND_START_FAILED', device: d.device.name, failures: d.backendFailures }, 'backend failed to start');
+        if (d.backendFailures > BACKEND_FAST_RETRIES)
+          this.log.warn(
+            { err, code: 'BACKEND_START_FAILED', device: d.device.name, failures: d.backendFailures },
+            'backend failed to start',
+          );
         else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
-        if (d.backendFailures === BACKEND_FAST_RETRIES + 1) this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
+        if (d.backendFailures === BACKEND_FAST_RETRIES + 1)
+          this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
         this.evaluateSoon();
       });
   }
@@ -568,24 +681,32 @@ export class LinkRuntime {
     this.pollMs = CONNECT_POLL_MS;
     switch (e.type) {
       case 'peer-gone':
-        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.onPeerGone();
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating')
+          this.onPeerGone();
         break;
       case 'peer-reset':
-        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.onPeerReset(e.epoch);
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating')
+          this.onPeerReset(e.epoch);
         break;
       case 'peer-up':
         if (this.stateValue === 'Connecting') this.schedule(0, () => this.connect());
         break;
       case 'backend-failed': {
         const d = [...this.devices.values()].find((x) => x.native.devId === e.devId);
-        this.event('BackendFailed', `device ${d?.device.name ?? e.devId}: the native backend failed (${e.error})`, d?.device.name);
-        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.schedule(0, () => this.evaluate());
+        this.event(
+          'BackendFailed',
+          `device ${d?.device.name ?? e.devId}: the native backend failed (${e.error})`,
+          d?.device.name,
+        );
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating')
+          this.schedule(0, () => this.evaluate());
         break;
       }
       case 'queue-broken':
       case 'device-ready':
       case 'device-removed':
-        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating') this.schedule(0, () => this.evaluate());
+        if (this.stateValue === 'Ready' || this.stateValue === 'Degraded' || this.stateValue === 'Negotiating')
+          this.schedule(0, () => this.evaluate());
         break;
       default: {
         const never: never = e;
@@ -614,7 +735,14 @@ export class LinkRuntime {
     const wanted = new Map(ns.devices.map((d) => [d.name, d]));
     for (const [name, d] of [...this.devices]) {
       const w = wanted.get(name);
-      if (w && specEqual({ endpoints: [], transport: undefined, devices: [w] }, { endpoints: [], transport: undefined, devices: [d.device] })) continue;
+      if (
+        w &&
+        specEqual(
+          { endpoints: [], transport: undefined, devices: [w] },
+          { endpoints: [], transport: undefined, devices: [d.device] },
+        )
+      )
+        continue;
       this.removeDeviceRuntime(d);
     }
     for (const d of ns.devices) {
@@ -634,7 +762,13 @@ export class LinkRuntime {
         return;
       }
     }
-    this.conditions.set('Ready', this.stateValue === 'Ready' ? 'True' : 'False', this.conditions.get('Ready')?.reason ?? 'SpecChanged', this.conditions.get('Ready')?.message ?? '', this.generation);
+    this.conditions.set(
+      'Ready',
+      this.stateValue === 'Ready' ? 'True' : 'False',
+      this.conditions.get('Ready')?.reason ?? 'SpecChanged',
+      this.conditions.get('Ready')?.message ?? '',
+      this.generation,
+    );
     if (this.stateValue === 'Failed') this.restart('SpecChanged');
     else {
       this.deps.onStatus(this);
@@ -682,7 +816,11 @@ export class LinkRuntime {
 
   /** DeleteLink: stops everything and frees the window. */
   terminate(): void {
-    this.transitionTo(['Pending', 'Connecting', 'Negotiating', 'Ready', 'Degraded', 'Resetting', 'Failed'], 'Terminating', 'Deleted');
+    this.transitionTo(
+      ['Pending', 'Connecting', 'Negotiating', 'Ready', 'Degraded', 'Resetting', 'Failed'],
+      'Terminating',
+      'Deleted',
+    );
     this.clearTimer();
     this.closeWindow(this.side === 'creator');
   }
@@ -731,10 +869,24 @@ export class LinkRuntime {
   }
 
   /** What /metrics shows about this link, read at scrape time. */
-  metricsView(): { state: LinkState; conditions: ReturnType<ConditionSet['list']>; resets: number; lastTransition: Date; pollNs: bigint; sleepNs: bigint } {
+  metricsView(): {
+    state: LinkState;
+    conditions: ReturnType<ConditionSet['list']>;
+    resets: number;
+    lastTransition: Date;
+    pollNs: bigint;
+    sleepNs: bigint;
+  } {
     // Worker counters restart with each window (a counter reset to Prometheus).
     const t = this.window?.workerTimes() ?? { pollNs: 0n, sleepNs: 0n };
-    return { state: this.stateValue, conditions: this.conditions.list(), resets: this.resetCount, lastTransition: this.lastTransition, pollNs: t.pollNs, sleepNs: t.sleepNs };
+    return {
+      state: this.stateValue,
+      conditions: this.conditions.list(),
+      resets: this.resetCount,
+      lastTransition: this.lastTransition,
+      pollNs: t.pollNs,
+      sleepNs: t.sleepNs,
+    };
   }
 
   isConditionTrue(type: 'Ready' | 'PeerConnected' | 'DevicesReady' | 'QueueHealthy'): boolean {
@@ -758,14 +910,22 @@ export class LinkRuntime {
           notificationsSuppressed: c?.notificationsSuppressed ?? 0n,
           wakeups: c?.wakeups ?? 0n,
           pollTime: { seconds: (c?.pollNs ?? 0n) / 1_000_000_000n, nanos: Number((c?.pollNs ?? 0n) % 1_000_000_000n) },
-          sleepTime: { seconds: (c?.sleepNs ?? 0n) / 1_000_000_000n, nanos: Number((c?.sleepNs ?? 0n) % 1_000_000_000n) },
+          sleepTime: {
+            seconds: (c?.sleepNs ?? 0n) / 1_000_000_000n,
+            nanos: Number((c?.sleepNs ?? 0n) % 1_000_000_000n),
+          },
           errors: Object.fromEntries(c?.errors ?? []),
           broken: (c?.broken ?? '') !== '',
           brokenReason: c?.broken ?? '',
         };
       });
       const native = w && d.added ? w.deviceCounters(d.native.devId) : {};
-      return { device: d.device.name, kind: DEVICE_KIND_ENUM[d.kind], queues, counters: { ...native, ...(d.instance?.counters() ?? {}) } };
+      return {
+        device: d.device.name,
+        kind: DEVICE_KIND_ENUM[d.kind],
+        queues,
+        counters: { ...native, ...(d.instance?.counters() ?? {}) },
+      };
     });
   }
 

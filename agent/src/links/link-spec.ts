@@ -34,25 +34,42 @@ export function mapEqual(a: Record<string, string>, b: Record<string, string>): 
 }
 
 /** INVALID_ARGUMENT for what this agent cannot carry; FAILED_PRECONDITION when the link is not ours. */
-export function checkLinkForAgent(link: Link & { spec: LinkSpec }, nodeName: string, backends: BackendRegistry, field = 'link'): void {
+export function checkLinkForAgent(
+  link: Link & { spec: LinkSpec },
+  nodeName: string,
+  backends: BackendRegistry,
+  field = 'link',
+): void {
   const mine = link.spec.endpoints.filter((e) => e.agent === nodeName);
   if (mine.length === 0) {
-    throw failedPrecondition('LINK_NOT_FOR_THIS_AGENT', `link "${link.meta?.name ?? ''}" names agents ${link.spec.endpoints.map((e) => `"${e.agent}"`).join(' and ')}, not this agent "${nodeName}"`, {
-      link: link.meta?.name ?? '',
-      agent: nodeName,
-    });
+    throw failedPrecondition(
+      'LINK_NOT_FOR_THIS_AGENT',
+      `link "${link.meta?.name ?? ''}" names agents ${link.spec.endpoints.map((e) => `"${e.agent}"`).join(' and ')}, not this agent "${nodeName}"`,
+      {
+        link: link.meta?.name ?? '',
+        agent: nodeName,
+      },
+    );
   }
   const v = new ViolationList();
   if (link.spec.transport?.kind && link.spec.transport.kind.$case !== 'shm') {
-    v.add(`${field}.spec.transport`, `transport ${link.spec.transport.kind.$case} is not supported by this agent; it serves shm`);
+    v.add(
+      `${field}.spec.transport`,
+      `transport ${link.spec.transport.kind.$case} is not supported by this agent; it serves shm`,
+    );
   }
   const ids = new Map<number, string>();
   link.spec.devices.forEach((d, i) => {
     const kind = deviceKindName(d);
-    if (kind && !backends.get(kind)) v.add(`${field}.spec.devices[${i}]`, `device kind ${kind} has no backend on this agent`);
+    if (kind && !backends.get(kind))
+      v.add(`${field}.spec.devices[${i}]`, `device kind ${kind} has no backend on this agent`);
     const id = devIdOf(d.name);
     const other = ids.get(id);
-    if (other !== undefined && other !== d.name) v.add(`${field}.spec.devices[${i}].name`, `device name "${d.name}" collides with "${other}" in the device table; rename one`);
+    if (other !== undefined && other !== d.name)
+      v.add(
+        `${field}.spec.devices[${i}].name`,
+        `device name "${d.name}" collides with "${other}" in the device table; rename one`,
+      );
     ids.set(id, d.name);
   });
   v.throwIfAny();

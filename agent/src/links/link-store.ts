@@ -4,7 +4,17 @@
  * of the directory) in a versioned envelope. Only meta and spec are stored; status
  * is rebuilt from the data plane after a restart.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 
 import { Link } from '../../../lib/gen/vop/types/v1/types';
@@ -48,7 +58,8 @@ export class LinkStore {
         const env = JSON.parse(readFileSync(file, 'utf8')) as Envelope;
         if (env.format !== LINK_STORE_FORMAT) throw new Error(`unknown format "${String(env.format)}"`);
         const link = Link.fromJSON(env.link);
-        if (!link.meta || !link.spec || `${link.meta.name}.json` !== f) throw new Error('link name does not match the file name');
+        if (!link.meta || !link.spec || `${link.meta.name}.json` !== f)
+          throw new Error('link name does not match the file name');
         out.push({ link: { meta: link.meta, spec: link.spec, status: undefined }, file });
       } catch (err) {
         this.log.error({ err, file }, 'skipping unreadable stored link');
@@ -62,7 +73,10 @@ export class LinkStore {
     const name = link.meta?.name ?? '';
     const file = this.fileOf(name);
     const tmp = `${file}.tmp-${process.pid}`;
-    const body = JSON.stringify({ format: LINK_STORE_FORMAT, link: Link.toJSON({ meta: link.meta, spec: link.spec, status: undefined }) } satisfies Envelope);
+    const body = JSON.stringify({
+      format: LINK_STORE_FORMAT,
+      link: Link.toJSON({ meta: link.meta, spec: link.spec, status: undefined }),
+    } satisfies Envelope);
     const fd = openSync(tmp, 'w', 0o600);
     try {
       writeSync(fd, body);

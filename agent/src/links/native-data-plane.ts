@@ -12,7 +12,17 @@ import type { Logger } from '../../../lib/src/logger';
 import { NativeError } from '../native/errors';
 import { loadNative } from '../native/load';
 import { VopWindow, type LinkEvent as NativeLinkEvent, type PipeOptions, type QueueStats } from '../native/window';
-import { DataPlaneError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type HostedDevicePort, type NativeDeviceSpec, type OpenWindowRequest, type PeerView, type QueueCounters } from './data-plane';
+import {
+  DataPlaneError,
+  type DataPlane,
+  type DataPlaneEvent,
+  type DataPlaneWindow,
+  type HostedDevicePort,
+  type NativeDeviceSpec,
+  type OpenWindowRequest,
+  type PeerView,
+  type QueueCounters,
+} from './data-plane';
 import { unavailableDataPlane } from './unavailable-data-plane';
 
 /** The link manager's view of one queue's native counters. */
@@ -48,7 +58,17 @@ function wrap<T>(fn: () => T): T {
 
 function pipeOptions(spec: NativeDeviceSpec): PipeOptions {
   const stream = spec.traffic === 'stream';
-  const base = { msgSize: PIPE_MSG_SIZE, bufSize: null, segs: null, verify: true, eventIdx: spec.eventIdx, indirect: false, count: null, maxInflight: null, batch: null };
+  const base = {
+    msgSize: PIPE_MSG_SIZE,
+    bufSize: null,
+    segs: null,
+    verify: true,
+    eventIdx: spec.eventIdx,
+    indirect: false,
+    count: null,
+    maxInflight: null,
+    batch: null,
+  };
   // Queue 0 carries driver->device, queue 1 device->driver.
   if (spec.role === 'driver') return { ...base, tx: stream ? 'source' : 'off', rx: 'sink' };
   return { ...base, tx: 'sink', rx: stream ? 'source' : 'off' };
@@ -156,7 +176,8 @@ class NativeWindow implements DataPlaneWindow {
       this.gone = null;
     }
     if (this.atOpen) {
-      if (p.heartbeat === this.atOpen.heartbeat && p.epoch === this.atOpen.epoch) return { state: 'absent', epoch: p.epoch };
+      if (p.heartbeat === this.atOpen.heartbeat && p.epoch === this.atOpen.epoch)
+        return { state: 'absent', epoch: p.epoch };
       this.atOpen = null;
     }
     return { state: 'up', epoch: p.epoch };
@@ -210,7 +231,8 @@ class NativeWindow implements DataPlaneWindow {
       else this.w.attach(devId, d.spec.role, pipeOptions(d.spec));
       d.bound = true;
     } catch (err) {
-      if (err instanceof NativeError && (err.code === 'ENOENT' || err.code === 'EAGAIN') && this.w.side === 'attacher') return false;
+      if (err instanceof NativeError && (err.code === 'ENOENT' || err.code === 'EAGAIN') && this.w.side === 'attacher')
+        return false;
       throw err instanceof NativeError ? new DataPlaneError(err.code, err.message) : err;
     }
     return true;
@@ -243,7 +265,12 @@ class NativeWindow implements DataPlaneWindow {
   counters(devId: number): QueueCounters[] {
     const d = this.devices.get(devId);
     if (!d?.bound) return [];
-    return d.spec.queues.map((_, index) => toQueueCounters(index, wrap(() => this.w.queueStats(devId, index))));
+    return d.spec.queues.map((_, index) =>
+      toQueueCounters(
+        index,
+        wrap(() => this.w.queueStats(devId, index)),
+      ),
+    );
   }
 
   deviceCounters(devId: number): Record<string, bigint> {

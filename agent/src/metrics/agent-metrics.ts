@@ -31,7 +31,11 @@ export interface DeviceMetrics {
 
 const NS_PER_S = 1e9;
 
-export function registerAgentMetrics(registry: Registry, links: LinkManager, build: { version: string; nativeVersion: string }): DeviceMetrics {
+export function registerAgentMetrics(
+  registry: Registry,
+  links: LinkManager,
+  build: { version: string; nativeVersion: string },
+): DeviceMetrics {
   const registers = [registry];
   new Gauge({
     name: 'vop_agent_info',
@@ -45,7 +49,8 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
 
   // One snapshot per scrape, shared by the collectors below (each collect() runs in the same scrape).
   // The snapshot lives until the end of the current turn (one scrape), never longer.
-  let snap: { name: string; view: ReturnType<ReturnType<LinkManager['runtimes']>[number]['metricsView']> }[] | null = null;
+  let snap: { name: string; view: ReturnType<ReturnType<LinkManager['runtimes']>[number]['metricsView']> }[] | null =
+    null;
   const views = (): NonNullable<typeof snap> => {
     if (!snap) {
       snap = links.runtimes().map((rt) => ({ name: rt.name, view: rt.metricsView() }));
@@ -73,7 +78,8 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
     registers,
     collect() {
       this.reset();
-      for (const { name, view } of views()) for (const s of LINK_STATES) this.set({ link: name, state: s }, s === view.state ? 1 : 0);
+      for (const { name, view } of views())
+        for (const s of LINK_STATES) this.set({ link: name, state: s }, s === view.state ? 1 : 0);
     },
   });
   new Gauge({
@@ -86,7 +92,8 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
       for (const { name, view } of views()) {
         for (const c of view.conditions) {
           const cur = STATUS_NAME[c.status];
-          for (const st of ['True', 'False', 'Unknown'] as const) this.set({ link: name, condition: c.type, status: st }, st === cur ? 1 : 0);
+          for (const st of ['True', 'False', 'Unknown'] as const)
+            this.set({ link: name, condition: c.type, status: st }, st === cur ? 1 : 0);
         }
       }
     },
@@ -141,7 +148,11 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
     }
     return qsnap;
   };
-  const queueCounter = (name: string, help: string, pick: (q: ReturnType<LinkManager['stats']>[number]['queues'][number]) => bigint): void => {
+  const queueCounter = (
+    name: string,
+    help: string,
+    pick: (q: ReturnType<LinkManager['stats']>[number]['queues'][number]) => bigint,
+  ): void => {
     new Counter({
       name,
       help,
@@ -151,7 +162,11 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
         this.reset();
         for (const { link, stats } of queues()) {
           for (const d of stats) {
-            for (const q of d.queues) this.inc({ link, device: d.device, queue: q.name, direction: q.direction === 'transmit' ? 'tx' : 'rx' }, Number(pick(q)));
+            for (const q of d.queues)
+              this.inc(
+                { link, device: d.device, queue: q.name, direction: q.direction === 'transmit' ? 'tx' : 'rx' },
+                Number(pick(q)),
+              );
           }
         }
       },
@@ -160,7 +175,11 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
   queueCounter('vop_queue_buffers_total', 'Buffer chains completed on the queue.', (q) => q.buffers);
   queueCounter('vop_queue_bytes_total', 'Payload bytes moved through the queue.', (q) => q.bytes);
   queueCounter('vop_queue_notifications_sent_total', 'Doorbells rung to the peer.', (q) => q.notificationsSent);
-  queueCounter('vop_queue_notifications_suppressed_total', 'Doorbells skipped because the peer did not ask for one (EVENT_IDX).', (q) => q.notificationsSuppressed);
+  queueCounter(
+    'vop_queue_notifications_suppressed_total',
+    'Doorbells skipped because the peer did not ask for one (EVENT_IDX).',
+    (q) => q.notificationsSuppressed,
+  );
   queueCounter('vop_queue_wakeups_total', 'Worker wake-ups that found work on the queue.', (q) => q.wakeups);
   new Counter({
     name: 'vop_queue_errors_total',
@@ -170,7 +189,10 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
     collect() {
       this.reset();
       for (const { link, stats } of queues()) {
-        for (const d of stats) for (const q of d.queues) for (const [reason, n] of Object.entries(q.errors)) this.inc({ link, device: d.device, queue: q.name, reason }, Number(n));
+        for (const d of stats)
+          for (const q of d.queues)
+            for (const [reason, n] of Object.entries(q.errors))
+              this.inc({ link, device: d.device, queue: q.name, reason }, Number(n));
       }
     },
   });
@@ -181,7 +203,9 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
     registers,
     collect() {
       this.reset();
-      for (const { link, stats } of queues()) for (const d of stats) for (const q of d.queues) this.set({ link, device: d.device, queue: q.name }, q.broken ? 1 : 0);
+      for (const { link, stats } of queues())
+        for (const d of stats)
+          for (const q of d.queues) this.set({ link, device: d.device, queue: q.name }, q.broken ? 1 : 0);
     },
   });
 
@@ -210,20 +234,41 @@ export function registerAgentMetrics(registry: Registry, links: LinkManager, bui
       },
     });
   registerBlkLatency(registry, queues);
-  const BLK_OPS: Record<string, string> = { reads: 'read', writes: 'write', flushes: 'flush', discards: 'discard', write_zeroes: 'write_zeroes', get_ids: 'get_id', unsupp: 'unsupported' };
+  const BLK_OPS: Record<string, string> = {
+    reads: 'read',
+    writes: 'write',
+    flushes: 'flush',
+    discards: 'discard',
+    write_zeroes: 'write_zeroes',
+    get_ids: 'get_id',
+    unsupp: 'unsupported',
+  };
 
   return {
-    netFramesDropped: deviceCounter('vop_net_frames_dropped_total', 'Network frames dropped (malformed header, no buffer, backend error).', ['link', 'device', 'direction'] as const, (key) => {
-      const m = /^net\d+_(tx|rx)_dropped$/.exec(key);
-      return m ? { direction: m[1] as string } : null;
-    }),
-    blkRequests: deviceCounter('vop_blk_requests_total', 'virtio-blk requests by op.', ['link', 'device', 'op'] as const, (key) => {
-      const m = /^blk\d+_([a-z_]+)$/.exec(key);
-      const op = m ? BLK_OPS[m[1] as string] : undefined;
-      return op ? { op } : null;
-    }),
-    consoleDroppedBytes: deviceCounter('vop_console_dropped_bytes_total', 'Console bytes dropped because a reader or the log fell behind.', ['link', 'device'] as const, (key) =>
-      /^con\d+_dropped$/.test(key) ? {} : null,
+    netFramesDropped: deviceCounter(
+      'vop_net_frames_dropped_total',
+      'Network frames dropped (malformed header, no buffer, backend error).',
+      ['link', 'device', 'direction'] as const,
+      (key) => {
+        const m = /^net\d+_(tx|rx)_dropped$/.exec(key);
+        return m ? { direction: m[1] as string } : null;
+      },
+    ),
+    blkRequests: deviceCounter(
+      'vop_blk_requests_total',
+      'virtio-blk requests by op.',
+      ['link', 'device', 'op'] as const,
+      (key) => {
+        const m = /^blk\d+_([a-z_]+)$/.exec(key);
+        const op = m ? BLK_OPS[m[1] as string] : undefined;
+        return op ? { op } : null;
+      },
+    ),
+    consoleDroppedBytes: deviceCounter(
+      'vop_console_dropped_bytes_total',
+      'Console bytes dropped because a reader or the log fell behind.',
+      ['link', 'device'] as const,
+      (key) => (/^con\d+_dropped$/.test(key) ? {} : null),
     ),
   };
 }

@@ -26,7 +26,15 @@ export function blkLatencySeries(link: string, d: Pick<DeviceStats, 'device' | '
   const byOp = new Map<string, Series>();
   const get = (op: string): Series => {
     let s = byOp.get(op);
-    if (!s) byOp.set(op, (s = { labels: { link, device: d.device, op }, buckets: new Array<bigint>(BLK_LATENCY_BOUNDS_S.length + 1).fill(0n), sumNs: 0n }));
+    if (!s)
+      byOp.set(
+        op,
+        (s = {
+          labels: { link, device: d.device, op },
+          buckets: new Array<bigint>(BLK_LATENCY_BOUNDS_S.length + 1).fill(0n),
+          sumNs: 0n,
+        }),
+      );
     return s;
   };
   for (const [key, v] of Object.entries(d.counters)) {
@@ -43,7 +51,10 @@ export function blkLatencySeries(link: string, d: Pick<DeviceStats, 'device' | '
 }
 
 /** Registers the histogram as a collector over `devices()` (read once per scrape). */
-export function registerBlkLatency(registry: Registry, devices: () => { link: string; stats: Pick<DeviceStats, 'device' | 'counters'>[] }[]): void {
+export function registerBlkLatency(
+  registry: Registry,
+  devices: () => { link: string; stats: Pick<DeviceStats, 'device' | 'counters'>[] }[],
+): void {
   const metric = {
     name: NAME,
     help: HELP,

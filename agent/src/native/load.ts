@@ -23,7 +23,11 @@ export function loadNative(): NativeModule {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     mod = require(ADDON_PATH) as NativeModule;
   } catch (err) {
-    throw new NativeError(`cannot load ${ADDON_PATH}: ${err instanceof Error ? err.message : String(err)}`, 'NATIVE_UNAVAILABLE', 0);
+    throw new NativeError(
+      `cannot load ${ADDON_PATH}: ${err instanceof Error ? err.message : String(err)}`,
+      'NATIVE_UNAVAILABLE',
+      0,
+    );
   }
   mod.setErrorClass(NativeError);
   cached = mod;

@@ -158,5 +158,10 @@ export declare function hostedStats(h: WindowHandle, devId: number): string;
 /** enum vop_dev_run_state of a pipe or hosted device. */
 export declare function devState(h: WindowHandle, devId: number): number;
 /** Console stream of a hosted console: reader 0..3. */
-export declare function hostedConsoleRead(h: WindowHandle, devId: number, reader: number, maxBytes: number): ConsoleReadDto;
+export declare function hostedConsoleRead(
+  h: WindowHandle,
+  devId: number,
+  reader: number,
+  maxBytes: number,
+): ConsoleReadDto;
 export declare function hostedConsoleWrite(h: WindowHandle, devId: number, data: Uint8Array): number;

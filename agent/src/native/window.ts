@@ -183,14 +183,53 @@ export function decodeQueueStats(c: BigUint64Array, reasons: readonly string[]):
     errorsByReason,
   };
 }
-const EVENT_TYPES = ['', 'queue-broken', 'peer-reset', 'peer-gone', 'device-removed', 'reset-done', 'reset-timeout', 'needs-reset', 'peer-up', 'backend-failed'] as const;
-const HOSTED_KINDS: readonly HostedKind[] = ['blk-device', 'blk-driver', 'net-device', 'net-driver', 'con-device', 'con-driver'];
+const EVENT_TYPES = [
+  '',
+  'queue-broken',
+  'peer-reset',
+  'peer-gone',
+  'device-removed',
+  'reset-done',
+  'reset-timeout',
+  'needs-reset',
+  'peer-up',
+  'backend-failed',
+] as const;
+const HOSTED_KINDS: readonly HostedKind[] = [
+  'blk-device',
+  'blk-driver',
+  'net-device',
+  'net-driver',
+  'con-device',
+  'con-driver',
+];
 /** errno names for backend-failed events (Linux numbers). */
-const ERRNO_NAMES: Readonly<Record<number, string>> = { 1: 'EPERM', 2: 'ENOENT', 5: 'EIO', 9: 'EBADF', 12: 'ENOMEM', 13: 'EACCES', 16: 'EBUSY', 19: 'ENODEV', 22: 'EINVAL', 28: 'ENOSPC', 32: 'EPIPE', 71: 'EPROTO', 107: 'ENOTCONN', 110: 'ETIMEDOUT' };
+const ERRNO_NAMES: Readonly<Record<number, string>> = {
+  1: 'EPERM',
+  2: 'ENOENT',
+  5: 'EIO',
+  9: 'EBADF',
+  12: 'ENOMEM',
+  13: 'EACCES',
+  16: 'EBUSY',
+  19: 'ENODEV',
+  22: 'EINVAL',
+  28: 'ENOSPC',
+  32: 'EPIPE',
+  71: 'EPROTO',
+  107: 'ENOTCONN',
+  110: 'ETIMEDOUT',
+};
 
 function checkHosted(kind: HostedKind, desc: string): void {
   if (!HOSTED_KINDS.includes(kind)) throw new TypeError(`kind must be one of ${HOSTED_KINDS.join(', ')}`);
-  if (typeof desc !== 'string' || !/^[1-9][0-9]*(:|$)/.test(desc) || desc.includes('\0') || Buffer.byteLength(desc) > 1000) throw new TypeError('desc must be "ID:options" (dev_host.h)');
+  if (
+    typeof desc !== 'string' ||
+    !/^[1-9][0-9]*(:|$)/.test(desc) ||
+    desc.includes('\0') ||
+    Buffer.byteLength(desc) > 1000
+  )
+    throw new TypeError('desc must be "ID:options" (dev_host.h)');
 }
 
 /** The table footprint of a hosted device description (queue sizes and pool bytes). */
@@ -280,7 +319,8 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
    */
   static reattach(opts: ReattachOptions): VopWindow {
     checkPath(opts.path);
-    if (opts.side !== 'creator' && opts.side !== 'attacher') throw new TypeError("side must be 'creator' or 'attacher'");
+    if (opts.side !== 'creator' && opts.side !== 'attacher')
+      throw new TypeError("side must be 'creator' or 'attacher'");
     const w = checkWorker(opts);
     const native = loadNative();
     const h = native.windowReattach({ path: opts.path, side: opts.side === 'creator' ? 0 : 1, ...w });
@@ -354,9 +394,11 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
     if (this.side !== 'creator') throw new NativeError('only the window creator publishes devices', 'EPERM', 1);
     checkDevId(spec.devId);
     checkInt('queueSize', spec.queueSize, 1, QUEUE_MAX_SIZE);
-    if ((spec.queueSize & (spec.queueSize - 1)) !== 0) throw new RangeError(`queueSize must be a power of two, got ${spec.queueSize}`);
+    if ((spec.queueSize & (spec.queueSize - 1)) !== 0)
+      throw new RangeError(`queueSize must be a power of two, got ${spec.queueSize}`);
     checkInt('bufSize', spec.bufSize, 1, 64 * 1024 * 1024);
-    if (spec.deviceSide !== 'creator' && spec.deviceSide !== 'attacher') throw new TypeError("deviceSide must be 'creator' or 'attacher'");
+    if (spec.deviceSide !== 'creator' && spec.deviceSide !== 'attacher')
+      throw new TypeError("deviceSide must be 'creator' or 'attacher'");
     return this.native.devicePublish(this.h(), {
       devId: spec.devId,
       deviceSide: spec.deviceSide === 'creator' ? 0 : 1,
@@ -441,9 +483,12 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
       driver: { tx: ['off', 'source'], rx: ['off', 'sink'] },
       device: { tx: ['off', 'sink', 'echo'], rx: ['off', 'source'] },
     };
-    if (!allowed[role].tx.includes(pipe.tx)) throw new RangeError(`tx mode '${pipe.tx}' is not valid for the ${role} role`);
-    if (!allowed[role].rx.includes(pipe.rx)) throw new RangeError(`rx mode '${pipe.rx}' is not valid for the ${role} role`);
-    if (pipe.tx === 'echo' && pipe.rx !== 'off') throw new RangeError("rx must be 'off' when tx is 'echo' (echo fills queue 1)");
+    if (!allowed[role].tx.includes(pipe.tx))
+      throw new RangeError(`tx mode '${pipe.tx}' is not valid for the ${role} role`);
+    if (!allowed[role].rx.includes(pipe.rx))
+      throw new RangeError(`rx mode '${pipe.rx}' is not valid for the ${role} role`);
+    if (pipe.tx === 'echo' && pipe.rx !== 'off')
+      throw new RangeError("rx must be 'off' when tx is 'echo' (echo fills queue 1)");
     const count = pipe.count ?? 0n;
     if (typeof count !== 'bigint' || count < 0n) throw new RangeError('count must be a non-negative bigint');
     const maxInflight = pipe.maxInflight ?? 0;
@@ -496,7 +541,12 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
   pipeStats(devId: number): PipeStats {
     checkDevId(devId);
     const s = this.native.pipeStats(this.h(), devId);
-    return { txMsgs: s[0] ?? 0n, rxMsgs: s[1] ?? 0n, badMsgs: s[2] ?? 0n, state: RUN_STATES[Number(s[3] ?? 0n)] ?? 'unknown' };
+    return {
+      txMsgs: s[0] ?? 0n,
+      rxMsgs: s[1] ?? 0n,
+      badMsgs: s[2] ?? 0n,
+      state: RUN_STATES[Number(s[3] ?? 0n)] ?? 'unknown',
+    };
   }
 
   linkStats(): LinkStats {

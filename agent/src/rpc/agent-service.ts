@@ -74,7 +74,13 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       addresses: info.addresses(),
     })),
 
-    applyLink: kit.unary('ApplyLink', async (req: ApplyLinkRequest) => links.apply(req.link as NonNullable<ApplyLinkRequest['link']>, { owner: DIRECT, force: req.force, dryRun: req.dryRun })),
+    applyLink: kit.unary('ApplyLink', async (req: ApplyLinkRequest) =>
+      links.apply(req.link as NonNullable<ApplyLinkRequest['link']>, {
+        owner: DIRECT,
+        force: req.force,
+        dryRun: req.dryRun,
+      }),
+    ),
 
     getLink: kit.unary('GetLink', async (req: GetLinkRequest) => ({ link: existing(req.name, 'name') })),
 
@@ -109,9 +115,13 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       const device = req.device as NonNullable<AddDeviceRequest['device']>;
       const link = existing(req.link, 'link');
       const spec = link.spec as NonNullable<typeof link.spec>;
-      if (spec.devices.some((d) => d.name === device.name)) throw alreadyExists('device', device.name, `link "${req.link}" already carries it`);
+      if (spec.devices.some((d) => d.name === device.name))
+        throw alreadyExists('device', device.name, `link "${req.link}" already carries it`);
       const meta = { ...(link.meta as NonNullable<typeof link.meta>), resourceVersion: req.resourceVersion };
-      const res = await links.apply({ meta, spec: { ...spec, devices: [...spec.devices, device] }, status: undefined }, { owner: DIRECT, force: req.force, dryRun: false });
+      const res = await links.apply(
+        { meta, spec: { ...spec, devices: [...spec.devices, device] }, status: undefined },
+        { owner: DIRECT, force: req.force, dryRun: false },
+      );
       return { link: res.link };
     }),
 
@@ -124,7 +134,11 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       const spec = link.spec as NonNullable<typeof link.spec>;
       if (!spec.devices.some((d) => d.name === req.device)) throw notFound('device', req.device);
       if (spec.devices.length === 1) {
-        throw failedPrecondition('LAST_DEVICE', `device "${req.device}" is the last device of link "${req.link}"; delete the link instead`, { link: req.link, device: req.device });
+        throw failedPrecondition(
+          'LAST_DEVICE',
+          `device "${req.device}" is the last device of link "${req.link}"; delete the link instead`,
+          { link: req.link, device: req.device },
+        );
       }
       const meta = { ...(link.meta as NonNullable<typeof link.meta>), resourceVersion: req.resourceVersion };
       const res = await links.apply(
@@ -144,7 +158,9 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       return { link: req.link, devices: links.stats(req.link), sampleTime: new Date() };
     }),
 
-    attachConsole: kit.bidi('AttachConsole', async (call, signal) => attachConsole(links, consoles, info.identity().nodeName, call, signal)),
+    attachConsole: kit.bidi('AttachConsole', async (call, signal) =>
+      attachConsole(links, consoles, info.identity().nodeName, call, signal),
+    ),
   };
   return { name: 'vop.agent.v1.AgentService', definition: AgentServiceService, implementation };
 }

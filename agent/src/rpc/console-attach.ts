@@ -28,7 +28,10 @@ export class ConsoleSessions {
   }
 }
 
-function firstMessage(call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>, signal: AbortSignal): Promise<AttachConsoleRequest | null> {
+function firstMessage(
+  call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>,
+  signal: AbortSignal,
+): Promise<AttachConsoleRequest | null> {
   return new Promise((resolve) => {
     const done = (m: AttachConsoleRequest | null): void => {
       call.off('data', onData);
@@ -53,7 +56,8 @@ export async function attachConsole(
 ): Promise<void> {
   const first = await firstMessage(call, signal);
   if (!first) return;
-  if (first.msg?.$case !== 'open') throw invalidArgument([{ field: 'open', description: 'the first message must be open' }]);
+  if (first.msg?.$case !== 'open')
+    throw invalidArgument([{ field: 'open', description: 'the first message must be open' }]);
   const open = first.msg.value;
   const v = new ViolationList();
   checkName(v, 'open.link', open.link);
@@ -64,22 +68,39 @@ export async function attachConsole(
   if (!rt) throw notFound('link', open.link);
   const { found, port } = rt.consoleOf(open.device);
   if (!found) throw notFound('device', open.device);
-  if (rt.deviceKind(open.device) !== 'console') throw failedPrecondition('NOT_A_CONSOLE', `device "${open.device}" is not a console`, { link: open.link, device: open.device });
-  if (!port) {
-    throw failedPrecondition('CONSOLE_NOT_RUNNING', `console "${open.device}" of link "${open.link}" has no running console backend (link is ${rt.state})`, {
+  if (rt.deviceKind(open.device) !== 'console')
+    throw failedPrecondition('NOT_A_CONSOLE', `device "${open.device}" is not a console`, {
       link: open.link,
       device: open.device,
     });
+  if (!port) {
+    throw failedPrecondition(
+      'CONSOLE_NOT_RUNNING',
+      `console "${open.device}" of link "${open.link}" has no running console backend (link is ${rt.state})`,
+      {
+        link: open.link,
+        device: open.device,
+      },
+    );
   }
   const key = `${open.link}/${open.device}`;
   const token = open.write ? sessions.acquire(key) : null;
-  if (open.write && !token) throw failedPrecondition('CONSOLE_WRITER_BUSY', `another session holds the writer slot of ${key}`, { link: open.link, device: open.device });
+  if (open.write && !token)
+    throw failedPrecondition('CONSOLE_WRITER_BUSY', `another session holds the writer slot of ${key}`, {
+      link: open.link,
+      device: open.device,
+    });
   let off: (() => void) | null = null;
   try {
-    await writeWithBackpressure(call, { msg: { $case: 'attached', value: { writer: token !== null, devicePath: port.devicePath, agent } } }, signal);
+    await writeWithBackpressure(
+      call,
+      { msg: { $case: 'attached', value: { writer: token !== null, devicePath: port.devicePath, agent } } },
+      signal,
+    );
     if (open.replayBytes > 0) {
       const past = port.recent(open.replayBytes);
-      if (past.length > 0) await writeWithBackpressure(call, { msg: { $case: 'output', value: Buffer.from(past) } }, signal);
+      if (past.length > 0)
+        await writeWithBackpressure(call, { msg: { $case: 'output', value: Buffer.from(past) } }, signal);
     }
     off = port.onOutput((chunk) => {
       if (!signal.aborted) call.write({ msg: { $case: 'output', value: Buffer.from(chunk) } });
@@ -88,7 +109,12 @@ export async function attachConsole(
       call.on('data', (m: AttachConsoleRequest) => {
         if (m.msg?.$case !== 'input') return;
         if (!token) {
-          reject(failedPrecondition('NOT_CONSOLE_WRITER', 'this session did not ask for the writer slot (open.write)', { link: open.link, device: open.device }));
+          reject(
+            failedPrecondition('NOT_CONSOLE_WRITER', 'this session did not ask for the writer slot (open.write)', {
+              link: open.link,
+              device: open.device,
+            }),
+          );
           return;
         }
         port.write(m.msg.value);

@@ -43,16 +43,29 @@ export async function watchLinks(
         const name = c.link.meta?.name ?? '';
         const rv = c.link.meta?.resourceVersion ?? '';
         if (selectorMatches(selector, c.link.meta?.labels ?? {})) {
-          push(msg(visible.has(name) ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED, c.link, rv));
+          push(
+            msg(
+              visible.has(name) ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED,
+              c.link,
+              rv,
+            ),
+          );
           visible.add(name);
         } else if (visible.delete(name)) push(msg(WatchEventType.WATCH_EVENT_TYPE_DELETED, c.link, rv));
         break;
       }
       case 'delete':
-        if (visible.delete(c.link.meta?.name ?? '')) push(msg(WatchEventType.WATCH_EVENT_TYPE_DELETED, c.link, c.link.meta?.resourceVersion ?? ''));
+        if (visible.delete(c.link.meta?.name ?? ''))
+          push(msg(WatchEventType.WATCH_EVENT_TYPE_DELETED, c.link, c.link.meta?.resourceVersion ?? ''));
         break;
       case 'event':
-        if (visible.has(c.event.link)) push({ type: WatchEventType.WATCH_EVENT_TYPE_UNSPECIFIED, link: undefined, event: c.event, resourceVersion: '' });
+        if (visible.has(c.event.link))
+          push({
+            type: WatchEventType.WATCH_EVENT_TYPE_UNSPECIFIED,
+            link: undefined,
+            event: c.event,
+            resourceVersion: '',
+          });
         break;
       default: {
         const never: never = c;
@@ -68,10 +81,19 @@ export async function watchLinks(
       const rv = l.meta?.resourceVersion ?? '';
       if (/^\d+$/.test(rv) && BigInt(rv) > maxRv) maxRv = BigInt(rv);
     }
-    if (!updatesOnly) for (const l of snapshot) await writeWithBackpressure(call, msg(WatchEventType.WATCH_EVENT_TYPE_ADDED, l, l.meta?.resourceVersion ?? ''), signal);
+    if (!updatesOnly)
+      for (const l of snapshot)
+        await writeWithBackpressure(
+          call,
+          msg(WatchEventType.WATCH_EVENT_TYPE_ADDED, l, l.meta?.resourceVersion ?? ''),
+          signal,
+        );
     await writeWithBackpressure(call, msg(WatchEventType.WATCH_EVENT_TYPE_SYNCED, undefined, maxRv.toString()), signal);
     while (!signal.aborted) {
-      if (overflow) throw new ServerError(GrpcStatus.RESOURCE_EXHAUSTED, 'watcher fell too far behind; watch again', { reason: 'WATCH_TOO_SLOW' });
+      if (overflow)
+        throw new ServerError(GrpcStatus.RESOURCE_EXHAUSTED, 'watcher fell too far behind; watch again', {
+          reason: 'WATCH_TOO_SLOW',
+        });
       const next = queue.shift();
       if (next) {
         await writeWithBackpressure(call, next, signal);

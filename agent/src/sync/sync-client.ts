@@ -20,10 +20,27 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { credentials, status as GrpcStatus, type ChannelCredentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  status as GrpcStatus,
+  type ChannelCredentials,
+  type ClientDuplexStream,
+  type ServiceError,
+} from '@grpc/grpc-js';
 
-import { AgentSyncServiceClient, type DesiredLinks, type SyncRequest, type SyncResponse } from '../../../lib/gen/vop/controller/v1/controller';
-import type { AgentAddresses, AgentIdentity, Capabilities, Link, LinkStatus } from '../../../lib/gen/vop/types/v1/types';
+import {
+  AgentSyncServiceClient,
+  type DesiredLinks,
+  type SyncRequest,
+  type SyncResponse,
+} from '../../../lib/gen/vop/controller/v1/controller';
+import type {
+  AgentAddresses,
+  AgentIdentity,
+  Capabilities,
+  Link,
+  LinkStatus,
+} from '../../../lib/gen/vop/types/v1/types';
 import { ServerError } from '../../../lib/src/errors';
 import type { Logger } from '../../../lib/src/logger';
 import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
@@ -39,7 +56,9 @@ export const STATUS_FLUSH_MS = 50;
 
 export interface SyncClientOptions {
   readonly address: string;
-  readonly tls?: { readonly ca: string; readonly cert: string; readonly key: string; readonly serverName?: string | undefined } | undefined;
+  readonly tls?:
+    | { readonly ca: string; readonly cert: string; readonly key: string; readonly serverName?: string | undefined }
+    | undefined;
   readonly links: LinkManagerApi;
   readonly log: Logger;
   readonly stateDir: string;
@@ -165,10 +184,16 @@ export class ControllerSyncClient {
     call.on('data', (res: SyncResponse) => this.onMessage(call, res));
     call.on('error', (err: ServiceError) => {
       if (this.call !== call) return;
-      if (err.code !== GrpcStatus.CANCELLED || this.state !== 'stopped') this.transitionTo(['connecting', 'registered'], 'backoff', `${GrpcStatus[err.code] ?? err.code}: ${err.details}`);
+      if (err.code !== GrpcStatus.CANCELLED || this.state !== 'stopped')
+        this.transitionTo(
+          ['connecting', 'registered'],
+          'backoff',
+          `${GrpcStatus[err.code] ?? err.code}: ${err.details}`,
+        );
     });
     call.on('end', () => {
-      if (this.call === call) this.transitionTo(['connecting', 'registered'], 'backoff', 'stream ended by the controller');
+      if (this.call === call)
+        this.transitionTo(['connecting', 'registered'], 'backoff', 'stream ended by the controller');
     });
     const links = this.opts.links.list().filter(isManaged);
     for (const l of links) this.sentStatus.set(l.meta?.name ?? '', statusSignature(l.status));
@@ -205,19 +230,27 @@ export class ControllerSyncClient {
       this.backoff.reset();
       const hb = res.msg.value.heartbeatInterval;
       const ms = hb ? Number(hb.seconds) * 1000 + Math.floor(hb.nanos / 1e6) : DEFAULT_HEARTBEAT_MS;
-      this.heartbeatTimer = setInterval(() => {
-        this.heartbeatSeq++;
-        this.call?.write({ msg: { $case: 'heartbeat', value: { sequence: this.heartbeatSeq } } });
-      }, Math.max(100, ms || DEFAULT_HEARTBEAT_MS));
+      this.heartbeatTimer = setInterval(
+        () => {
+          this.heartbeatSeq++;
+          this.call?.write({ msg: { $case: 'heartbeat', value: { sequence: this.heartbeatSeq } } });
+        },
+        Math.max(100, ms || DEFAULT_HEARTBEAT_MS),
+      );
       this.heartbeatTimer.unref();
-      this.log.info({ controller: this.opts.address, heartbeatMs: ms, ackedVersion: String(this.ackedVersion) }, 'registered with the controller');
+      this.log.info(
+        { controller: this.opts.address, heartbeatMs: ms, ackedVersion: String(this.ackedVersion) },
+        'registered with the controller',
+      );
       // Status that changed while we were away.
       for (const l of this.opts.links.list().filter(isManaged)) this.dirty.add(l.meta?.name ?? '');
       this.scheduleFlush();
       return;
     }
     const desired = res.msg.value;
-    this.applying = this.applying.then(() => this.applyDesired(call, desired)).catch((err: unknown) => this.log.error({ err }, 'applying desired links failed'));
+    this.applying = this.applying
+      .then(() => this.applyDesired(call, desired))
+      .catch((err: unknown) => this.log.error({ err }, 'applying desired links failed'));
   }
 
   private owner(managedBy: string): LinkOwner {
@@ -235,7 +268,11 @@ export class ControllerSyncClient {
       try {
         await links.apply(l, { owner, force: false, dryRun: false });
       } catch (err) {
-        if (err instanceof ServerError && err.code === GrpcStatus.ALREADY_EXISTS && isManaged(links.get(name) ?? ({} as Link))) {
+        if (
+          err instanceof ServerError &&
+          err.code === GrpcStatus.ALREADY_EXISTS &&
+          isManaged(links.get(name) ?? ({} as Link))
+        ) {
           // Endpoints changed: the agent's link manager needs delete + create.
           try {
             await links.delete(name, { owner, force: true, resourceVersion: '' });
@@ -250,7 +287,9 @@ export class ControllerSyncClient {
       }
     }
     const toDelete = [...d.deletes];
-    if (d.fullSnapshot) for (const l of links.list()) if (isManaged(l) && !wanted.has(l.meta?.name ?? '')) toDelete.push(l.meta?.name ?? '');
+    if (d.fullSnapshot)
+      for (const l of links.list())
+        if (isManaged(l) && !wanted.has(l.meta?.name ?? '')) toDelete.push(l.meta?.name ?? '');
     for (const name of toDelete) {
       const cur = links.get(name);
       if (!cur) continue;
@@ -263,9 +302,19 @@ export class ControllerSyncClient {
     this.ackedVersion = d.version;
     this.saveAckedVersion();
     const n = Object.keys(rejected).length;
-    this.log.info({ version: String(d.version), full: d.fullSnapshot, upserts: d.upserts.length, deletes: toDelete.length, rejected: n }, 'desired links applied');
+    this.log.info(
+      {
+        version: String(d.version),
+        full: d.fullSnapshot,
+        upserts: d.upserts.length,
+        deletes: toDelete.length,
+        rejected: n,
+      },
+      'desired links applied',
+    );
     if (n > 0) this.log.warn({ rejected }, 'desired links rejected');
-    if (this.call === call && this.state === 'registered') call.write({ msg: { $case: 'ack', value: { version: d.version, rejected } } });
+    if (this.call === call && this.state === 'registered')
+      call.write({ msg: { $case: 'ack', value: { version: d.version, rejected } } });
     this.flush();
   }
 
@@ -285,7 +334,8 @@ export class ControllerSyncClient {
     for (const name of this.dirty) {
       const l = this.opts.links.get(name);
       if (!l || this.deleted.has(name)) {
-        if (this.sentStatus.has(name) || this.deleted.has(name)) call.write({ msg: { $case: 'status', value: { name, status: undefined, deleted: true } } });
+        if (this.sentStatus.has(name) || this.deleted.has(name))
+          call.write({ msg: { $case: 'status', value: { name, status: undefined, deleted: true } } });
         this.sentStatus.delete(name);
         this.deleted.delete(name);
         continue;
@@ -300,8 +350,13 @@ export class ControllerSyncClient {
 
   private loadAckedVersion(): bigint {
     try {
-      const raw = JSON.parse(readFileSync(path.join(this.opts.stateDir, STATE_FILE), 'utf8')) as { ackedVersion?: string; controller?: string };
-      return raw.controller === this.opts.address && typeof raw.ackedVersion === 'string' ? BigInt(raw.ackedVersion) : 0n;
+      const raw = JSON.parse(readFileSync(path.join(this.opts.stateDir, STATE_FILE), 'utf8')) as {
+        ackedVersion?: string;
+        controller?: string;
+      };
+      return raw.controller === this.opts.address && typeof raw.ackedVersion === 'string'
+        ? BigInt(raw.ackedVersion)
+        : 0n;
     } catch {
       return 0n;
     }
@@ -310,7 +365,11 @@ export class ControllerSyncClient {
   private saveAckedVersion(): void {
     const file = path.join(this.opts.stateDir, STATE_FILE);
     try {
-      writeFileSync(`${file}.tmp`, JSON.stringify({ controller: this.opts.address, ackedVersion: String(this.ackedVersion) }), { mode: 0o600 });
+      writeFileSync(
+        `${file}.tmp`,
+        JSON.stringify({ controller: this.opts.address, ackedVersion: String(this.ackedVersion) }),
+        { mode: 0o600 },
+      );
       renameSync(`${file}.tmp`, file);
     } catch (err) {
       this.log.warn({ err }, 'cannot persist the acknowledged desired-links version');

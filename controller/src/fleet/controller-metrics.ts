@@ -49,8 +49,17 @@ export class ControllerMetrics {
     const registers = [registry];
     const queues = this.queues;
     const buckets = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60];
-    new Gauge({ name: 'vop_controller_info', help: 'Always 1; build facts and store kind.', labelNames: ['version', 'store'] as const, registers }).set(info, 1);
-    new Gauge({ name: 'vop_controller_is_leader', help: '1 when this replica holds leadership (always 1 on the embedded store).', registers }).set(1);
+    new Gauge({
+      name: 'vop_controller_info',
+      help: 'Always 1; build facts and store kind.',
+      labelNames: ['version', 'store'] as const,
+      registers,
+    }).set(info, 1);
+    new Gauge({
+      name: 'vop_controller_is_leader',
+      help: '1 when this replica holds leadership (always 1 on the embedded store).',
+      registers,
+    }).set(1);
     new Gauge({
       name: 'workqueue_depth',
       help: 'Items waiting in the work queue.',
@@ -61,10 +70,32 @@ export class ControllerMetrics {
         for (const [name, q] of queues) this.set({ name }, q.depth());
       },
     });
-    this.queueAdds = new Counter({ name: 'workqueue_adds_total', help: 'Items added to the work queue.', labelNames: ['name'] as const, registers });
-    this.queueRetries = new Counter({ name: 'workqueue_retries_total', help: 'Items re-added with backoff after a failed pass.', labelNames: ['name'] as const, registers });
-    this.queueDuration = new Histogram({ name: 'workqueue_queue_duration_seconds', help: 'Time an item waited before processing.', labelNames: ['name'] as const, buckets, registers });
-    this.workDuration = new Histogram({ name: 'workqueue_work_duration_seconds', help: 'Time spent processing an item.', labelNames: ['name'] as const, buckets, registers });
+    this.queueAdds = new Counter({
+      name: 'workqueue_adds_total',
+      help: 'Items added to the work queue.',
+      labelNames: ['name'] as const,
+      registers,
+    });
+    this.queueRetries = new Counter({
+      name: 'workqueue_retries_total',
+      help: 'Items re-added with backoff after a failed pass.',
+      labelNames: ['name'] as const,
+      registers,
+    });
+    this.queueDuration = new Histogram({
+      name: 'workqueue_queue_duration_seconds',
+      help: 'Time an item waited before processing.',
+      labelNames: ['name'] as const,
+      buckets,
+      registers,
+    });
+    this.workDuration = new Histogram({
+      name: 'workqueue_work_duration_seconds',
+      help: 'Time spent processing an item.',
+      labelNames: ['name'] as const,
+      buckets,
+      registers,
+    });
     new Gauge({
       name: 'workqueue_unfinished_work_seconds',
       help: 'Work in progress not yet finished (stuck reconciles grow it).',
@@ -85,15 +116,58 @@ export class ControllerMetrics {
         for (const [name, q] of queues) this.set({ name }, q.longestRunningSeconds());
       },
     });
-    this.reconcileTotal = new Counter({ name: 'vop_controller_reconcile_total', help: 'Reconcile passes by result.', labelNames: ['result'] as const, registers });
-    this.reconcileDuration = new Histogram({ name: 'vop_controller_reconcile_duration_seconds', help: 'Duration of one reconcile pass of one key.', buckets, registers });
-    this.syncMessages = new Counter({ name: 'vop_controller_sync_messages_received_total', help: 'Messages received on agent sync streams, by type.', labelNames: ['type'] as const, registers });
-    this.desiredPushes = new Counter({ name: 'vop_controller_desired_pushes_total', help: 'DesiredLinks messages sent to agents, by kind (snapshot or delta).', labelNames: ['kind'] as const, registers });
-    this.rejections = new Counter({ name: 'vop_controller_desired_rejections_total', help: 'Desired links an agent rejected in an acknowledgement.', registers });
-    this.drift = new Counter({ name: 'vop_controller_drift_detected_total', help: 'Differences between desired links and what an agent reported, found and corrected.', labelNames: ['direction'] as const, registers });
-    this.leaseExpirations = new Counter({ name: 'vop_controller_lease_expirations_total', help: 'Agent leases that expired (agent marked NotReady).', registers });
-    this.storeOps = new Histogram({ name: 'vop_controller_store_operation_duration_seconds', help: 'Latency of store operations.', labelNames: ['operation'] as const, buckets, registers });
-    this.storeConflicts = new Counter({ name: 'vop_controller_store_conflicts_total', help: 'Store writes refused because the resourceVersion was stale (ABORTED to the client).', registers });
+    this.reconcileTotal = new Counter({
+      name: 'vop_controller_reconcile_total',
+      help: 'Reconcile passes by result.',
+      labelNames: ['result'] as const,
+      registers,
+    });
+    this.reconcileDuration = new Histogram({
+      name: 'vop_controller_reconcile_duration_seconds',
+      help: 'Duration of one reconcile pass of one key.',
+      buckets,
+      registers,
+    });
+    this.syncMessages = new Counter({
+      name: 'vop_controller_sync_messages_received_total',
+      help: 'Messages received on agent sync streams, by type.',
+      labelNames: ['type'] as const,
+      registers,
+    });
+    this.desiredPushes = new Counter({
+      name: 'vop_controller_desired_pushes_total',
+      help: 'DesiredLinks messages sent to agents, by kind (snapshot or delta).',
+      labelNames: ['kind'] as const,
+      registers,
+    });
+    this.rejections = new Counter({
+      name: 'vop_controller_desired_rejections_total',
+      help: 'Desired links an agent rejected in an acknowledgement.',
+      registers,
+    });
+    this.drift = new Counter({
+      name: 'vop_controller_drift_detected_total',
+      help: 'Differences between desired links and what an agent reported, found and corrected.',
+      labelNames: ['direction'] as const,
+      registers,
+    });
+    this.leaseExpirations = new Counter({
+      name: 'vop_controller_lease_expirations_total',
+      help: 'Agent leases that expired (agent marked NotReady).',
+      registers,
+    });
+    this.storeOps = new Histogram({
+      name: 'vop_controller_store_operation_duration_seconds',
+      help: 'Latency of store operations.',
+      labelNames: ['operation'] as const,
+      buckets,
+      registers,
+    });
+    this.storeConflicts = new Counter({
+      name: 'vop_controller_store_conflicts_total',
+      help: 'Store writes refused because the resourceVersion was stale (ABORTED to the client).',
+      registers,
+    });
     const counts = (): FleetCounts | undefined => this.counts;
     new Gauge({
       name: 'vop_controller_agents',

@@ -12,7 +12,14 @@
  *
  * Conditions keep lastTransitionTime while their status does not change.
  */
-import { ConditionStatus, LinkPhase, Role, type Condition, type Link, type LinkStatus } from '../../../lib/gen/vop/types/v1/types';
+import {
+  ConditionStatus,
+  LinkPhase,
+  Role,
+  type Condition,
+  type Link,
+  type LinkStatus,
+} from '../../../lib/gen/vop/types/v1/types';
 
 export interface EndpointView {
   readonly agent: string;
@@ -47,13 +54,33 @@ export function phaseName(p: LinkPhase): string {
   return (LinkPhase[p] ?? String(p)).replace(/^LINK_PHASE_/, '');
 }
 
-function cond(prev: readonly Condition[] | undefined, type: string, status: ConditionStatus, reason: string, message: string, generation: bigint, now: Date): Condition {
+function cond(
+  prev: readonly Condition[] | undefined,
+  type: string,
+  status: ConditionStatus,
+  reason: string,
+  message: string,
+  generation: bigint,
+  now: Date,
+): Condition {
   const old = prev?.find((c) => c.type === type);
   const same = old !== undefined && old.status === status;
-  return { type, status, reason, message, observedGeneration: generation, lastTransitionTime: same ? old.lastTransitionTime : now };
+  return {
+    type,
+    status,
+    reason,
+    message,
+    observedGeneration: generation,
+    lastTransitionTime: same ? old.lastTransitionTime : now,
+  };
 }
 
-export function aggregateLinkStatus(link: Link, eps: readonly EndpointView[], prev: LinkStatus | undefined, now: Date): LinkStatus {
+export function aggregateLinkStatus(
+  link: Link,
+  eps: readonly EndpointView[],
+  prev: LinkStatus | undefined,
+  now: Date,
+): LinkStatus {
   const gen = link.meta?.generation ?? 0n;
   const pc = prev?.conditions;
   const endpointPhases: Record<string, LinkPhase> = {};
@@ -69,39 +96,122 @@ export function aggregateLinkStatus(link: Link, eps: readonly EndpointView[], pr
   const expired = eps.filter((e) => e.registered && !e.leaseValid).map((e) => e.agent);
   const agentsReady =
     unregistered.length > 0
-      ? cond(pc, 'AgentsReady', ConditionStatus.CONDITION_STATUS_FALSE, 'AgentNotRegistered', `agent ${unregistered.join(', ')} has not registered with the controller; start it with --controller pointing here`, gen, now)
+      ? cond(
+          pc,
+          'AgentsReady',
+          ConditionStatus.CONDITION_STATUS_FALSE,
+          'AgentNotRegistered',
+          `agent ${unregistered.join(', ')} has not registered with the controller; start it with --controller pointing here`,
+          gen,
+          now,
+        )
       : expired.length > 0
-        ? cond(pc, 'AgentsReady', ConditionStatus.CONDITION_STATUS_UNKNOWN, 'AgentLeaseExpired', `agent ${expired.join(', ')} missed its lease; the link state there is unknown until it reconnects`, gen, now)
-        : cond(pc, 'AgentsReady', ConditionStatus.CONDITION_STATUS_TRUE, 'AgentsHeartbeating', 'both agents hold a valid lease', gen, now);
+        ? cond(
+            pc,
+            'AgentsReady',
+            ConditionStatus.CONDITION_STATUS_UNKNOWN,
+            'AgentLeaseExpired',
+            `agent ${expired.join(', ')} missed its lease; the link state there is unknown until it reconnects`,
+            gen,
+            now,
+          )
+        : cond(
+            pc,
+            'AgentsReady',
+            ConditionStatus.CONDITION_STATUS_TRUE,
+            'AgentsHeartbeating',
+            'both agents hold a valid lease',
+            gen,
+            now,
+          );
 
   const rejected = eps.filter((e) => e.rejected !== undefined);
   const waiting = eps.filter((e) => !e.applied && e.rejected === undefined).map((e) => e.agent);
   const synced =
     rejected.length > 0
-      ? cond(pc, 'Synced', ConditionStatus.CONDITION_STATUS_FALSE, 'RejectedByAgent', rejected.map((e) => `agent ${e.agent} rejected generation ${gen}: ${e.rejected ?? ''}`).join('; '), gen, now)
+      ? cond(
+          pc,
+          'Synced',
+          ConditionStatus.CONDITION_STATUS_FALSE,
+          'RejectedByAgent',
+          rejected.map((e) => `agent ${e.agent} rejected generation ${gen}: ${e.rejected ?? ''}`).join('; '),
+          gen,
+          now,
+        )
       : waiting.length > 0
-        ? cond(pc, 'Synced', ConditionStatus.CONDITION_STATUS_FALSE, 'AwaitingAck', `waiting for agent ${waiting.join(', ')} to apply generation ${gen}`, gen, now)
-        : cond(pc, 'Synced', ConditionStatus.CONDITION_STATUS_TRUE, 'Applied', `both agents run generation ${gen}`, gen, now);
+        ? cond(
+            pc,
+            'Synced',
+            ConditionStatus.CONDITION_STATUS_FALSE,
+            'AwaitingAck',
+            `waiting for agent ${waiting.join(', ')} to apply generation ${gen}`,
+            gen,
+            now,
+          )
+        : cond(
+            pc,
+            'Synced',
+            ConditionStatus.CONDITION_STATUS_TRUE,
+            'Applied',
+            `both agents run generation ${gen}`,
+            gen,
+            now,
+          );
 
   let ready: Condition;
-  if (expired.length > 0 || (unregistered.length === 0 && agentsReady.status === ConditionStatus.CONDITION_STATUS_UNKNOWN)) {
-    ready = cond(pc, 'Ready', ConditionStatus.CONDITION_STATUS_UNKNOWN, 'AgentLeaseExpired', `agent ${expired.join(', ')} is not reporting; last known phase ${phaseName(phase)}`, gen, now);
+  if (
+    expired.length > 0 ||
+    (unregistered.length === 0 && agentsReady.status === ConditionStatus.CONDITION_STATUS_UNKNOWN)
+  ) {
+    ready = cond(
+      pc,
+      'Ready',
+      ConditionStatus.CONDITION_STATUS_UNKNOWN,
+      'AgentLeaseExpired',
+      `agent ${expired.join(', ')} is not reporting; last known phase ${phaseName(phase)}`,
+      gen,
+      now,
+    );
   } else if (agentsReady.status !== ConditionStatus.CONDITION_STATUS_TRUE) {
-    ready = cond(pc, 'Ready', ConditionStatus.CONDITION_STATUS_FALSE, agentsReady.reason, agentsReady.message, gen, now);
+    ready = cond(
+      pc,
+      'Ready',
+      ConditionStatus.CONDITION_STATUS_FALSE,
+      agentsReady.reason,
+      agentsReady.message,
+      gen,
+      now,
+    );
   } else if (synced.status !== ConditionStatus.CONDITION_STATUS_TRUE) {
     ready = cond(pc, 'Ready', ConditionStatus.CONDITION_STATUS_FALSE, synced.reason, synced.message, gen, now);
   } else {
     const notReady = eps.filter((e) => e.observed?.phase !== LinkPhase.LINK_PHASE_READY);
-    if (notReady.length === 0) ready = cond(pc, 'Ready', ConditionStatus.CONDITION_STATUS_TRUE, 'LinkReady', 'both endpoints report READY', gen, now);
+    if (notReady.length === 0)
+      ready = cond(
+        pc,
+        'Ready',
+        ConditionStatus.CONDITION_STATUS_TRUE,
+        'LinkReady',
+        'both endpoints report READY',
+        gen,
+        now,
+      );
     else {
       const why = notReady.map((e) => {
-        const r = e.observed?.conditions.find((c) => c.type === 'Ready' && c.status !== ConditionStatus.CONDITION_STATUS_TRUE);
+        const r = e.observed?.conditions.find(
+          (c) => c.type === 'Ready' && c.status !== ConditionStatus.CONDITION_STATUS_TRUE,
+        );
         return `agent ${e.agent} reports ${phaseName(e.observed?.phase ?? LinkPhase.LINK_PHASE_PENDING)}${r ? ` (${r.reason}: ${r.message})` : ''}`;
       });
       ready = cond(pc, 'Ready', ConditionStatus.CONDITION_STATUS_FALSE, 'EndpointNotReady', why.join('; '), gen, now);
     }
   }
-  if (expired.length === 0 && unregistered.length === 0 && phase === LinkPhase.LINK_PHASE_READY && ready.status !== ConditionStatus.CONDITION_STATUS_TRUE) {
+  if (
+    expired.length === 0 &&
+    unregistered.length === 0 &&
+    phase === LinkPhase.LINK_PHASE_READY &&
+    ready.status !== ConditionStatus.CONDITION_STATUS_TRUE
+  ) {
     phase = LinkPhase.LINK_PHASE_PENDING;
   }
 
@@ -122,15 +232,35 @@ export function aggregateLinkStatus(link: Link, eps: readonly EndpointView[], pr
 /** True when two statuses differ in anything but timestamps. */
 export function statusDiffers(a: LinkStatus | undefined, b: LinkStatus): boolean {
   if (!a) return true;
-  if (a.phase !== b.phase || a.observedGeneration !== b.observedGeneration || a.epoch !== b.epoch || a.resetCount !== b.resetCount) return true;
+  if (
+    a.phase !== b.phase ||
+    a.observedGeneration !== b.observedGeneration ||
+    a.epoch !== b.epoch ||
+    a.resetCount !== b.resetCount
+  )
+    return true;
   if (a.conditions.length !== b.conditions.length) return true;
   for (let i = 0; i < a.conditions.length; i++) {
     const x = a.conditions[i];
     const y = b.conditions[i];
-    if (!x || !y || x.type !== y.type || x.status !== y.status || x.reason !== y.reason || x.message !== y.message || x.observedGeneration !== y.observedGeneration) return true;
+    if (
+      !x ||
+      !y ||
+      x.type !== y.type ||
+      x.status !== y.status ||
+      x.reason !== y.reason ||
+      x.message !== y.message ||
+      x.observedGeneration !== y.observedGeneration
+    )
+      return true;
   }
   const ka = Object.keys(a.endpointPhases);
-  if (ka.length !== Object.keys(b.endpointPhases).length || ka.some((k) => a.endpointPhases[k] !== b.endpointPhases[k])) return true;
-  if (a.devices.length !== b.devices.length || a.devices.some((d, i) => d.ready !== b.devices[i]?.ready || d.name !== b.devices[i]?.name)) return true;
+  if (ka.length !== Object.keys(b.endpointPhases).length || ka.some((k) => a.endpointPhases[k] !== b.endpointPhases[k]))
+    return true;
+  if (
+    a.devices.length !== b.devices.length ||
+    a.devices.some((d, i) => d.ready !== b.devices[i]?.ready || d.name !== b.devices[i]?.name)
+  )
+    return true;
   return false;
 }

@@ -5,7 +5,16 @@
  * agent phase) lives here too but is not persisted: it is rebuilt from the agents'
  * reports after a restart. Every change is published to watchers.
  */
-import { Agent, Link, LinkPolicy, LinkSpec, LinkPolicySpec, AgentSpec, WatchEventType, type ObjectMeta } from '../../../lib/gen/vop/types/v1/types';
+import {
+  Agent,
+  Link,
+  LinkPolicy,
+  LinkSpec,
+  LinkPolicySpec,
+  AgentSpec,
+  WatchEventType,
+  type ObjectMeta,
+} from '../../../lib/gen/vop/types/v1/types';
 import { staleResourceVersion } from '../../../lib/src/errors';
 import { StoreConflictError, type DesiredStateStore, type ObjectKind, type StoreOp } from '../store/store';
 import type { ControllerMetrics } from './controller-metrics';
@@ -29,13 +38,28 @@ interface Entry<T> {
 }
 
 const codec = {
-  link: { encode: (o: Link) => Link.encode({ ...o, status: undefined }).finish(), decode: (b: Uint8Array) => Link.decode(b) },
-  policy: { encode: (o: LinkPolicy) => LinkPolicy.encode({ ...o, status: undefined }).finish(), decode: (b: Uint8Array) => LinkPolicy.decode(b) },
+  link: {
+    encode: (o: Link) => Link.encode({ ...o, status: undefined }).finish(),
+    decode: (b: Uint8Array) => Link.decode(b),
+  },
+  policy: {
+    encode: (o: LinkPolicy) => LinkPolicy.encode({ ...o, status: undefined }).finish(),
+    decode: (b: Uint8Array) => LinkPolicy.decode(b),
+  },
   agent: { encode: (o: Agent) => Agent.encode(o).finish(), decode: (b: Uint8Array) => Agent.decode(b) },
 };
 
 export function emptyMeta(name: string): ObjectMeta {
-  return { name, labels: {}, annotations: {}, generation: 0n, resourceVersion: '', createTime: undefined, updateTime: undefined, managedBy: '' };
+  return {
+    name,
+    labels: {},
+    annotations: {},
+    generation: 0n,
+    resourceVersion: '',
+    createTime: undefined,
+    updateTime: undefined,
+    managedBy: '',
+  };
 }
 
 function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -43,11 +67,15 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 export function linkSpecEqual(a: LinkSpec | undefined, b: LinkSpec | undefined): boolean {
-  return bytesEqual(LinkSpec.encode(a ?? { endpoints: [], transport: undefined, devices: [] }).finish(), LinkSpec.encode(b ?? { endpoints: [], transport: undefined, devices: [] }).finish());
+  return bytesEqual(
+    LinkSpec.encode(a ?? { endpoints: [], transport: undefined, devices: [] }).finish(),
+    LinkSpec.encode(b ?? { endpoints: [], transport: undefined, devices: [] }).finish(),
+  );
 }
 
 function policySpecEqual(a: LinkPolicySpec | undefined, b: LinkPolicySpec | undefined): boolean {
-  const e = (s: LinkPolicySpec | undefined): Uint8Array => LinkPolicySpec.encode(s ?? { cardSelector: undefined, hostSelector: undefined, template: undefined }).finish();
+  const e = (s: LinkPolicySpec | undefined): Uint8Array =>
+    LinkPolicySpec.encode(s ?? { cardSelector: undefined, hostSelector: undefined, template: undefined }).finish();
   return bytesEqual(e(a), e(b));
 }
 
@@ -83,8 +111,10 @@ export class ObjectCache {
       return obj;
     };
     for (const o of all) {
-      if (o.kind === 'link') this.links.set(o.name, { obj: withRv(codec.link.decode(o.data), o.revision), revision: o.revision });
-      else if (o.kind === 'policy') this.policies.set(o.name, { obj: withRv(codec.policy.decode(o.data), o.revision), revision: o.revision });
+      if (o.kind === 'link')
+        this.links.set(o.name, { obj: withRv(codec.link.decode(o.data), o.revision), revision: o.revision });
+      else if (o.kind === 'policy')
+        this.policies.set(o.name, { obj: withRv(codec.policy.decode(o.data), o.revision), revision: o.revision });
       else this.agents.set(o.name, { obj: withRv(codec.agent.decode(o.data), o.revision), revision: o.revision });
     }
     this.seq = this.store.revision();
@@ -100,14 +130,24 @@ export class ObjectCache {
     return () => this.listeners.delete(l);
   }
 
-  publish(kind: ObjectKind, type: WatchEventType, name: string, statusOnly = false, last?: Link | LinkPolicy | Agent): void {
+  publish(
+    kind: ObjectKind,
+    type: WatchEventType,
+    name: string,
+    statusOnly = false,
+    last?: Link | LinkPolicy | Agent,
+  ): void {
     this.seq++;
-    const ev: CacheEvent = last ? { kind, type, name, revision: this.seq, statusOnly, last } : { kind, type, name, revision: this.seq, statusOnly };
+    const ev: CacheEvent = last
+      ? { kind, type, name, revision: this.seq, statusOnly, last }
+      : { kind, type, name, revision: this.seq, statusOnly };
     for (const l of this.listeners) l(ev);
   }
 
   private async commit(ops: StoreOp[]): Promise<bigint> {
-    const end = this.metrics.storeOps.startTimer({ operation: ops.length > 1 ? 'txn' : ops[0]?.op === 'delete' ? 'delete' : 'put' });
+    const end = this.metrics.storeOps.startTimer({
+      operation: ops.length > 1 ? 'txn' : ops[0]?.op === 'delete' ? 'delete' : 'put',
+    });
     try {
       const rev = await this.store.commit(ops);
       if (rev > this.seq) this.seq = rev;
@@ -148,7 +188,11 @@ export class ObjectCache {
     const old = cur?.obj;
     const meta = link.meta ?? emptyMeta(name);
     const specChanged = !old || !linkSpecEqual(old.spec, link.spec);
-    const metaChanged = !old || !mapEqual(old.meta?.labels ?? {}, meta.labels) || !mapEqual(old.meta?.annotations ?? {}, meta.annotations) || (old.meta?.managedBy ?? '') !== meta.managedBy;
+    const metaChanged =
+      !old ||
+      !mapEqual(old.meta?.labels ?? {}, meta.labels) ||
+      !mapEqual(old.meta?.annotations ?? {}, meta.annotations) ||
+      (old.meta?.managedBy ?? '') !== meta.managedBy;
     if (old && !specChanged && !metaChanged) return { obj: old, changed: false };
     const next: Link = {
       meta: {
@@ -188,10 +232,21 @@ export class ObjectCache {
     const old = cur?.obj;
     const meta = policy.meta ?? emptyMeta(name);
     const specChanged = !old || !policySpecEqual(old.spec, policy.spec);
-    const metaChanged = !old || !mapEqual(old.meta?.labels ?? {}, meta.labels) || !mapEqual(old.meta?.annotations ?? {}, meta.annotations);
+    const metaChanged =
+      !old ||
+      !mapEqual(old.meta?.labels ?? {}, meta.labels) ||
+      !mapEqual(old.meta?.annotations ?? {}, meta.annotations);
     if (old && !specChanged && !metaChanged) return { obj: old, changed: false };
     const next: LinkPolicy = {
-      meta: { ...meta, name, generation: (old?.meta?.generation ?? 0n) + (specChanged ? 1n : 0n), resourceVersion: '', createTime: old?.meta?.createTime ?? now, updateTime: now, managedBy: meta.managedBy },
+      meta: {
+        ...meta,
+        name,
+        generation: (old?.meta?.generation ?? 0n) + (specChanged ? 1n : 0n),
+        resourceVersion: '',
+        createTime: old?.meta?.createTime ?? now,
+        updateTime: now,
+        managedBy: meta.managedBy,
+      },
       spec: policy.spec,
       status: old?.status,
     };
@@ -199,7 +254,11 @@ export class ObjectCache {
     const rev = await this.commit([{ op: 'put', kind: 'policy', name, data: codec.policy.encode(next), expected }]);
     next.meta = { ...(next.meta as ObjectMeta), resourceVersion: String(rev) };
     this.policies.set(name, { obj: next, revision: rev });
-    this.publish('policy', old ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED, name);
+    this.publish(
+      'policy',
+      old ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED,
+      name,
+    );
     return { obj: next, changed: true };
   }
 
@@ -218,9 +277,20 @@ export class ObjectCache {
     const name = agent.meta?.name ?? '';
     const cur = this.agents.get(name);
     const now = new Date();
-    const specChanged = !cur || !bytesEqual(AgentSpec.encode(cur.obj.spec ?? { unschedulable: false, drain: false }).finish(), AgentSpec.encode(agent.spec ?? { unschedulable: false, drain: false }).finish());
+    const specChanged =
+      !cur ||
+      !bytesEqual(
+        AgentSpec.encode(cur.obj.spec ?? { unschedulable: false, drain: false }).finish(),
+        AgentSpec.encode(agent.spec ?? { unschedulable: false, drain: false }).finish(),
+      );
     const persisted: Agent = {
-      meta: { ...(agent.meta ?? emptyMeta(name)), generation: (cur?.obj.meta?.generation ?? 0n) + (specChanged ? 1n : 0n), resourceVersion: '', createTime: cur?.obj.meta?.createTime ?? now, updateTime: now },
+      meta: {
+        ...(agent.meta ?? emptyMeta(name)),
+        generation: (cur?.obj.meta?.generation ?? 0n) + (specChanged ? 1n : 0n),
+        resourceVersion: '',
+        createTime: cur?.obj.meta?.createTime ?? now,
+        updateTime: now,
+      },
       spec: agent.spec,
       status: agent.status ? { ...agent.status, lastHeartbeatTime: undefined } : undefined,
     };

@@ -32,7 +32,11 @@ const ROLE_NAME: Record<number, string> = {
 
 /** Labels selectors see: the agent's own labels plus the synthetic vop.dev/* ones. */
 export function agentLabels(id: AgentIdentity): Record<string, string> {
-  const out: Record<string, string> = { ...id.labels, [LABEL_NODE]: id.nodeName, [LABEL_ROLE]: ROLE_NAME[id.role] ?? 'unspecified' };
+  const out: Record<string, string> = {
+    ...id.labels,
+    [LABEL_NODE]: id.nodeName,
+    [LABEL_ROLE]: ROLE_NAME[id.role] ?? 'unspecified',
+  };
   if (id.rack !== '') out[LABEL_RACK] = id.rack;
   out[LABEL_SLOT] = String(id.slot);
   if (id.hostNode !== '') out[LABEL_HOST] = id.hostNode;
@@ -77,7 +81,8 @@ export function renderPolicy(input: RenderInput): RenderedLink[] {
   const out: RenderedLink[] = [];
   for (const [cardName, card] of agents) {
     const id = card.agent.status?.identity;
-    if (!id || (id.role !== NodeRole.NODE_ROLE_CARD && id.role !== NodeRole.NODE_ROLE_VM) || id.hostNode === '') continue;
+    if (!id || (id.role !== NodeRole.NODE_ROLE_CARD && id.role !== NodeRole.NODE_ROLE_VM) || id.hostNode === '')
+      continue;
     if (!selectorMatches(spec.cardSelector, card.labels)) continue;
     const host = agents.get(id.hostNode);
     const hid = host?.agent.status?.identity;
@@ -93,7 +98,13 @@ export function renderPolicy(input: RenderInput): RenderedLink[] {
       link: {
         meta: {
           name: linkName,
-          labels: { ...tpl.labels, [LABEL_POLICY]: name, [LABEL_RACK]: id.rack, [LABEL_NODE]: cardName, [LABEL_HOST]: id.hostNode },
+          labels: {
+            ...tpl.labels,
+            [LABEL_POLICY]: name,
+            [LABEL_RACK]: id.rack,
+            [LABEL_NODE]: cardName,
+            [LABEL_HOST]: id.hostNode,
+          },
           annotations: {},
           generation: 0n,
           resourceVersion: '',

@@ -204,7 +204,8 @@ export class Reconciler {
     else this.linkAgents.delete(name);
     for (const a of new Set([...old, ...now])) this.agents.add(a);
     const mb = entry?.obj.meta?.managedBy ?? '';
-    for (const [p, set] of this.linksByPolicy) if (set.delete(name) && set.size === 0 && !this.cache.policies.has(p)) this.linksByPolicy.delete(p);
+    for (const [p, set] of this.linksByPolicy)
+      if (set.delete(name) && set.size === 0 && !this.cache.policies.has(p)) this.linksByPolicy.delete(p);
     if (mb.startsWith('policy/')) {
       const p = mb.slice('policy/'.length);
       let s = this.linksByPolicy.get(p);
@@ -244,7 +245,8 @@ export class Reconciler {
   agentPhase(name: string): AgentPhase {
     const rt = this.runtimes.get(name);
     const spec = this.cache.agents.get(name)?.obj.spec;
-    if (!rt || rt.leaseExpired || (rt.session === undefined && Date.now() - rt.lastHeartbeat > this.opts.leaseMs)) return AgentPhase.AGENT_PHASE_NOT_READY;
+    if (!rt || rt.leaseExpired || (rt.session === undefined && Date.now() - rt.lastHeartbeat > this.opts.leaseMs))
+      return AgentPhase.AGENT_PHASE_NOT_READY;
     if (spec?.drain) {
       const hasManaged = [...rt.observed.keys()].length > 0 || this.linksOf(name).size > 0 || rt.sent.size > 0;
       return hasManaged ? AgentPhase.AGENT_PHASE_DRAINING : AgentPhase.AGENT_PHASE_DRAINED;
@@ -275,10 +277,24 @@ export class Reconciler {
             observedGeneration: e.obj.meta?.generation ?? 0n,
             lastTransitionTime: now,
           }
-        : { type: 'Ready', status: ConditionStatus.CONDITION_STATUS_TRUE, reason: 'Heartbeating', message: 'agent holds a valid lease', observedGeneration: e.obj.meta?.generation ?? 0n, lastTransitionTime: hb };
+        : {
+            type: 'Ready',
+            status: ConditionStatus.CONDITION_STATUS_TRUE,
+            reason: 'Heartbeating',
+            message: 'agent holds a valid lease',
+            observedGeneration: e.obj.meta?.generation ?? 0n,
+            lastTransitionTime: hb,
+          };
     const conditions: Condition[] = [ready];
     if (e.obj.spec?.unschedulable) {
-      conditions.push({ type: 'Schedulable', status: ConditionStatus.CONDITION_STATUS_FALSE, reason: e.obj.spec.drain ? 'Drained' : 'Cordoned', message: 'no new links are placed on this agent; uncordon to allow them', observedGeneration: e.obj.meta?.generation ?? 0n, lastTransitionTime: undefined });
+      conditions.push({
+        type: 'Schedulable',
+        status: ConditionStatus.CONDITION_STATUS_FALSE,
+        reason: e.obj.spec.drain ? 'Drained' : 'Cordoned',
+        message: 'no new links are placed on this agent; uncordon to allow them',
+        observedGeneration: e.obj.meta?.generation ?? 0n,
+        lastTransitionTime: undefined,
+      });
     }
     return {
       meta: e.obj.meta,
@@ -331,14 +347,19 @@ export class Reconciler {
     const id = reg.identity;
     const name = id?.nodeName ?? '';
     const rt = this.runtime(name);
-    if (rt.session && rt.session.id !== session.id) rt.session.close('replaced by a newer Sync stream of the same agent');
+    if (rt.session && rt.session.id !== session.id)
+      rt.session.close('replaced by a newer Sync stream of the same agent');
     rt.session = session;
     rt.lastHeartbeat = Date.now();
     rt.leaseExpired = false;
     rt.labels = id ? agentLabels(id) : {};
     // Resume: same controller process, the agent has everything we sent, and what it
     // reports matches the desired state. Anything else gets a full snapshot.
-    rt.needsFull = !(reg.ackedVersion !== 0n && reg.ackedVersion === rt.sentVersion && rt.ackedVersion === rt.sentVersion);
+    rt.needsFull = !(
+      reg.ackedVersion !== 0n &&
+      reg.ackedVersion === rt.sentVersion &&
+      rt.ackedVersion === rt.sentVersion
+    );
     if (reg.ackedVersion > rt.sentVersion) rt.sentVersion = reg.ackedVersion;
     rt.ackedVersion = reg.ackedVersion;
     rt.observed.clear();
@@ -371,12 +392,16 @@ export class Reconciler {
       this.links.add(ln);
     }
     if (desired.size > 0 && reported.size === 0 && rt.sentVersion === 0n) rt.needsFull = true;
-    void this.persistRegistration(name, reg).catch((err: unknown) => this.log.error({ err, agent: name }, 'persisting registration failed'));
+    void this.persistRegistration(name, reg).catch((err: unknown) =>
+      this.log.error({ err, agent: name }, 'persisting registration failed'),
+    );
     this.agents.add(name);
     this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
     return {
       leaseDuration: Duration.fromPartial(msToDuration(this.opts.leaseMs)),
-      heartbeatInterval: Duration.fromPartial(msToDuration(Math.max(200, Math.floor(this.opts.leaseMs * HEARTBEAT_FRACTION)))),
+      heartbeatInterval: Duration.fromPartial(
+        msToDuration(Math.max(200, Math.floor(this.opts.leaseMs * HEARTBEAT_FRACTION))),
+      ),
       serverTime: new Date(),
     };
   }
@@ -386,7 +411,8 @@ export class Reconciler {
     const s = cur?.status;
     const same =
       s !== undefined &&
-      JSON.stringify([s.identity, s.addresses, s.capabilities, s.version]) === JSON.stringify([reg.identity, reg.addresses, reg.capabilities, reg.version]);
+      JSON.stringify([s.identity, s.addresses, s.capabilities, s.version]) ===
+        JSON.stringify([reg.identity, reg.addresses, reg.capabilities, reg.version]);
     if (same) return;
     const isNew = cur === undefined;
     await this.cache.putAgent({
@@ -443,7 +469,8 @@ export class Reconciler {
       }
     }
     this.links.add(u.name);
-    if (this.cache.agents.get(name)?.obj.spec?.drain) this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
+    if (this.cache.agents.get(name)?.obj.spec?.drain)
+      this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
   }
 
   private isInflight(rt: AgentRuntime, link: string): boolean {
@@ -477,7 +504,8 @@ export class Reconciler {
       rt.rejected.set(ln, a.rejected[ln] ?? '');
       this.links.add(ln);
     }
-    if (this.cache.agents.get(name)?.obj.spec?.drain) this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
+    if (this.cache.agents.get(name)?.obj.spec?.drain)
+      this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
   }
 
   streamClosed(name: string, session: SyncSessionHandle): void {
@@ -495,7 +523,10 @@ export class Reconciler {
       if (!this.cache.agents.has(rt.name)) continue;
       rt.leaseExpired = true;
       this.metrics.leaseExpirations.inc();
-      this.log.warn({ code: 'LEASE_EXPIRED', agent: rt.name, lastHeartbeatMsAgo: now - rt.lastHeartbeat }, 'agent lease expired: NotReady, its links Unknown');
+      this.log.warn(
+        { code: 'LEASE_EXPIRED', agent: rt.name, lastHeartbeatMsAgo: now - rt.lastHeartbeat },
+        'agent lease expired: NotReady, its links Unknown',
+      );
       for (const l of this.linksOf(rt.name)) this.links.add(l);
       this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, rt.name, true);
     }
@@ -516,7 +547,13 @@ export class Reconciler {
 
   private toAgentLink(l: Link): Link {
     return {
-      meta: { ...(l.meta ?? emptyMeta('')), managedBy: l.meta?.managedBy || 'controller', resourceVersion: '', createTime: undefined, updateTime: undefined },
+      meta: {
+        ...(l.meta ?? emptyMeta('')),
+        managedBy: l.meta?.managedBy || 'controller',
+        resourceVersion: '',
+        createTime: undefined,
+        updateTime: undefined,
+      },
       spec: l.spec,
       status: undefined,
     };
@@ -614,8 +651,10 @@ export class Reconciler {
       const want = new Map<string, Link>();
       if (pe) {
         const agents = new Map<string, { agent: Agent; labels: Record<string, string> }>();
-        for (const [an, ae] of this.cache.agents) agents.set(an, { agent: ae.obj, labels: this.runtimes.get(an)?.labels ?? {} });
-        for (const r of renderPolicy({ policy: pe.obj, agents, existing: (ln) => this.cache.links.has(ln) })) want.set(r.name, r.link);
+        for (const [an, ae] of this.cache.agents)
+          agents.set(an, { agent: ae.obj, labels: this.runtimes.get(an)?.labels ?? {} });
+        for (const r of renderPolicy({ policy: pe.obj, agents, existing: (ln) => this.cache.links.has(ln) }))
+          want.set(r.name, r.link);
       }
       let conflicts = 0;
       let writes = 0;
@@ -638,12 +677,35 @@ export class Reconciler {
         const prev = this.policyStatus.get(name);
         const applied: Condition =
           conflicts > 0
-            ? { type: 'Applied', status: ConditionStatus.CONDITION_STATUS_FALSE, reason: 'NameConflict', message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`, observedGeneration: gen, lastTransitionTime: new Date() }
-            : { type: 'Applied', status: ConditionStatus.CONDITION_STATUS_TRUE, reason: 'LinksStamped', message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`, observedGeneration: gen, lastTransitionTime: new Date() };
+            ? {
+                type: 'Applied',
+                status: ConditionStatus.CONDITION_STATUS_FALSE,
+                reason: 'NameConflict',
+                message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`,
+                observedGeneration: gen,
+                lastTransitionTime: new Date(),
+              }
+            : {
+                type: 'Applied',
+                status: ConditionStatus.CONDITION_STATUS_TRUE,
+                reason: 'LinksStamped',
+                message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
+                observedGeneration: gen,
+                lastTransitionTime: new Date(),
+              };
         const old = prev?.conditions.find((c) => c.type === 'Applied');
         if (old && old.status === applied.status) applied.lastTransitionTime = old.lastTransitionTime;
-        const changed = !prev || prev.observedGeneration !== gen || prev.links.join(',') !== names.join(',') || old?.message !== applied.message;
-        this.policyStatus.set(name, { observedGeneration: gen, matchedPairs: names.length, links: names, conditions: [applied] });
+        const changed =
+          !prev ||
+          prev.observedGeneration !== gen ||
+          prev.links.join(',') !== names.join(',') ||
+          old?.message !== applied.message;
+        this.policyStatus.set(name, {
+          observedGeneration: gen,
+          matchedPairs: names.length,
+          links: names,
+          conditions: [applied],
+        });
         if (changed) this.cache.publish('policy', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
       } else {
         this.policyStatus.delete(name);

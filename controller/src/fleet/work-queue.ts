@@ -142,7 +142,10 @@ export class WorkQueue {
         this.metrics.reconcileTotal.inc({ result: 'success' });
       } catch (err) {
         this.metrics.reconcileTotal.inc({ result: 'error' });
-        this.log.warn({ err, code: 'RECONCILE_FAILED', key, retries: this.retries(key) }, 'reconcile failed; retrying with backoff');
+        this.log.warn(
+          { err, code: 'RECONCILE_FAILED', key, retries: this.retries(key) },
+          'reconcile failed; retrying with backoff',
+        );
         this.addRateLimited(key);
       } finally {
         this.processing.delete(key);

@@ -42,11 +42,16 @@ let stopping = false;
 
 function start(name: string, main: string, args: string[]): Member {
   const out = openSync(path.join(logDir, `${name}.log`), 'a', 0o600);
-  const proc = spawn(process.execPath, [main, '--log-level', values['log-level'], ...args], { stdio: ['ignore', out, out] });
+  const proc = spawn(process.execPath, [main, '--log-level', values['log-level'], ...args], {
+    stdio: ['ignore', out, out],
+  });
   const m = { name, proc };
   members.push(m);
   proc.on('exit', (code, signal) => {
-    if (!stopping) process.stderr.write(`fleet: ${name} exited (code ${code}, signal ${signal}); see ${path.join(logDir, `${name}.log`)}\n`);
+    if (!stopping)
+      process.stderr.write(
+        `fleet: ${name} exited (code ${code}, signal ${signal}); see ${path.join(logDir, `${name}.log`)}\n`,
+      );
   });
   return m;
 }
@@ -75,17 +80,39 @@ const controllerMain = repoPath('dist', 'controller', 'src', 'main.js');
 const agentMain = repoPath('dist', 'agent', 'src', 'main.js');
 const rendezvous = path.join(stateDir, 'rendezvous');
 
-start('controller', controllerMain, ['--grpc-listen', CONTROLLER, '--metrics-listen', '127.0.0.1:9400', '--state-dir', path.join(stateDir, 'controller')]);
-const agents: { name: string; grpc: string; metrics: string }[] = [{ name: 'host-1', grpc: '127.0.0.1:7411', metrics: '127.0.0.1:9411' }];
-for (let i = 1; i <= cardCount; i++) agents.push({ name: `card-${i}`, grpc: `127.0.0.1:${7411 + i}`, metrics: `127.0.0.1:${9411 + i}` });
+start('controller', controllerMain, [
+  '--grpc-listen',
+  CONTROLLER,
+  '--metrics-listen',
+  '127.0.0.1:9400',
+  '--state-dir',
+  path.join(stateDir, 'controller'),
+]);
+const agents: { name: string; grpc: string; metrics: string }[] = [
+  { name: 'host-1', grpc: '127.0.0.1:7411', metrics: '127.0.0.1:9411' },
+];
+for (let i = 1; i <= cardCount; i++)
+  agents.push({ name: `card-${i}`, grpc: `127.0.0.1:${7411 + i}`, metrics: `127.0.0.1:${9411 + i}` });
 for (const a of agents) {
   const isHost = a.name === 'host-1';
   start(a.name, agentMain, [
-    '--grpc-listen', a.grpc, '--metrics-listen', a.metrics,
-    '--state-dir', path.join(stateDir, a.name), '--rendezvous-dir', rendezvous,
-    '--node-name', a.name, '--rack', 'r07', '--role', isHost ? 'host' : 'card',
+    '--grpc-listen',
+    a.grpc,
+    '--metrics-listen',
+    a.metrics,
+    '--state-dir',
+    path.join(stateDir, a.name),
+    '--rendezvous-dir',
+    rendezvous,
+    '--node-name',
+    a.name,
+    '--rack',
+    'r07',
+    '--role',
+    isHost ? 'host' : 'card',
     ...(isHost ? [] : ['--host-node', 'host-1']),
-    '--controller', CONTROLLER,
+    '--controller',
+    CONTROLLER,
   ]);
 }
 
@@ -108,11 +135,21 @@ const policies = [
   policy('console', [{ name: 'console', console: { deviceBackend: { pty: {} }, driverFrontend: { pty: {} } } }]),
   policy('disk', [{ name: 'vda', blk: { backing: { path: diskImage, readOnly: true } } }]),
 ];
-if (isRoot) policies.push(policy('net', [{ name: 'net0', net: { mtu: 1500, deviceBackend: { tap: {} }, driverFrontend: { tap: {} } } }]));
+if (isRoot)
+  policies.push(
+    policy('net', [{ name: 'net0', net: { mtu: 1500, deviceBackend: { tap: {} }, driverFrontend: { tap: {} } } }]),
+  );
 
 const client = new ControllerServiceClient(CONTROLLER, credentials.createInsecure());
-const unary = <Req, Res>(fn: (r: Req, md: Metadata, o: { deadline: number }, cb: (e: Error | null, r?: Res) => void) => unknown, req: Req): Promise<Res> =>
-  new Promise((resolve, reject) => fn.call(client, req, new Metadata(), { deadline: Date.now() + 3000 }, (e, r) => (e ? reject(e) : resolve(r as Res))));
+const unary = <Req, Res>(
+  fn: (r: Req, md: Metadata, o: { deadline: number }, cb: (e: Error | null, r?: Res) => void) => unknown,
+  req: Req,
+): Promise<Res> =>
+  new Promise((resolve, reject) =>
+    fn.call(client, req, new Metadata(), { deadline: Date.now() + 3000 }, (e, r) =>
+      e ? reject(e) : resolve(r as Res),
+    ),
+  );
 
 async function applyPolicies(): Promise<void> {
   const deadline = Date.now() + 20_000;
@@ -133,8 +170,16 @@ async function summary(): Promise<string> {
   const deadline = Date.now() + 10_000;
   let res: ListLinksResponse = { links: [], nextPageToken: '' };
   while (Date.now() < deadline && !stopping) {
-    res = await unary(client.listLinks.bind(client), { labelSelector: '', agent: '', phase: 0, pageSize: 0, pageToken: '' });
-    const synced = res.links.filter((l) => l.status?.conditions.some((c) => c.type === 'Synced' && c.status === ConditionStatus.CONDITION_STATUS_TRUE));
+    res = await unary(client.listLinks.bind(client), {
+      labelSelector: '',
+      agent: '',
+      phase: 0,
+      pageSize: 0,
+      pageToken: '',
+    });
+    const synced = res.links.filter((l) =>
+      l.status?.conditions.some((c) => c.type === 'Synced' && c.status === ConditionStatus.CONDITION_STATUS_TRUE),
+    );
     if (res.links.length === policies.length * cardCount && synced.length === res.links.length) break;
     await new Promise((r) => setTimeout(r, 300));
   }
@@ -176,6 +221,8 @@ Ctrl-C stops the fleet.
 `);
   })
   .catch((err: unknown) => {
-    process.stderr.write(`fleet: could not set up the policies: ${err instanceof Error ? err.message : String(err)}; see ${logDir}\n`);
+    process.stderr.write(
+      `fleet: could not set up the policies: ${err instanceof Error ? err.message : String(err)}; see ${logDir}\n`,
+    );
     void stopAll().then(() => process.exit(1));
   });

@@ -20,7 +20,9 @@ export class AgentClients {
   private readonly creds: ChannelCredentials;
 
   constructor(tls: ClientTls | undefined) {
-    this.creds = tls ? credentials.createSsl(tls.ca ? readFileSync(tls.ca) : null, readFileSync(tls.key), readFileSync(tls.cert)) : credentials.createInsecure();
+    this.creds = tls
+      ? credentials.createSsl(tls.ca ? readFileSync(tls.ca) : null, readFileSync(tls.key), readFileSync(tls.cert))
+      : credentials.createInsecure();
   }
 
   get(address: string): AgentServiceClient {

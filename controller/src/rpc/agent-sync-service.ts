@@ -6,7 +6,11 @@
  */
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
-import { AgentSyncServiceService, type SyncRequest, type SyncResponse } from '../../../lib/gen/vop/controller/v1/controller';
+import {
+  AgentSyncServiceService,
+  type SyncRequest,
+  type SyncResponse,
+} from '../../../lib/gen/vop/controller/v1/controller';
 import type { Link } from '../../../lib/gen/vop/types/v1/types';
 import { peerName } from '../../../lib/src/auth';
 import { invalidArgument, ServerError } from '../../../lib/src/errors';
@@ -49,9 +53,18 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
     };
     let finish: ((err?: unknown) => void) | undefined;
     const done = new Promise<void>((resolve, reject) => {
-      finish = (err?: unknown) => (err ? reject(err instanceof Error ? err : new Error("sync stream failed")) : resolve());
+      finish = (err?: unknown) =>
+        err ? reject(err instanceof Error ? err : new Error('sync stream failed')) : resolve();
     });
-    const registerTimer = setTimeout(() => finish?.(new ServerError(GrpcStatus.DEADLINE_EXCEEDED, `no Register within ${REGISTER_TIMEOUT_MS} ms`, { reason: 'REGISTER_TIMEOUT' })), REGISTER_TIMEOUT_MS);
+    const registerTimer = setTimeout(
+      () =>
+        finish?.(
+          new ServerError(GrpcStatus.DEADLINE_EXCEEDED, `no Register within ${REGISTER_TIMEOUT_MS} ms`, {
+            reason: 'REGISTER_TIMEOUT',
+          }),
+        ),
+      REGISTER_TIMEOUT_MS,
+    );
     registerTimer.unref();
     const onAbort = (): void => finish?.();
     signal.addEventListener('abort', onAbort, { once: true });
@@ -60,28 +73,49 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
       try {
         const m = req.msg;
         if (!m) return;
-        metrics.syncMessages.inc({ type: m.$case === 'register' ? 'register' : m.$case === 'heartbeat' ? 'heartbeat' : m.$case === 'status' ? 'status' : 'ack' });
+        metrics.syncMessages.inc({
+          type:
+            m.$case === 'register'
+              ? 'register'
+              : m.$case === 'heartbeat'
+                ? 'heartbeat'
+                : m.$case === 'status'
+                  ? 'status'
+                  : 'ack',
+        });
         if (m.$case === 'register') {
-          if (agent !== undefined) throw invalidArgument([{ field: 'register', description: 'sent twice on one stream' }]);
+          if (agent !== undefined)
+            throw invalidArgument([{ field: 'register', description: 'sent twice on one stream' }]);
           const name = m.value.identity?.nodeName ?? '';
-          if (!NAME_RE.test(name)) throw invalidArgument([{ field: 'register.identity.node_name', description: `"${name}" must be a DNS-1123 label` }]);
+          if (!NAME_RE.test(name))
+            throw invalidArgument([
+              { field: 'register.identity.node_name', description: `"${name}" must be a DNS-1123 label` },
+            ]);
           // With mutual TLS an agent registers under its own certificate name, so one
           // compromised card cannot impersonate another node.
           const peer = peerName(call.getAuthContext());
           if (peer !== null && peer !== name && !deps.adminNames.includes(peer)) {
-            throw new ServerError(GrpcStatus.PERMISSION_DENIED, `certificate "${peer}" may not register as agent "${name}": an agent registers under its own certificate name`, {
-              reason: 'AGENT_IDENTITY_MISMATCH',
-              metadata: { agent: name, certificate: peer },
-            });
+            throw new ServerError(
+              GrpcStatus.PERMISSION_DENIED,
+              `certificate "${peer}" may not register as agent "${name}": an agent registers under its own certificate name`,
+              {
+                reason: 'AGENT_IDENTITY_MISMATCH',
+                metadata: { agent: name, certificate: peer },
+              },
+            );
           }
           clearTimeout(registerTimer);
           agent = name;
           const registered = reconciler.register(session, m.value);
           call.write({ msg: { $case: 'registered', value: registered } });
-          log.info({ agent: name, ackedVersion: String(m.value.ackedVersion), reportedLinks: m.value.links.length }, 'agent registered');
+          log.info(
+            { agent: name, ackedVersion: String(m.value.ackedVersion), reportedLinks: m.value.links.length },
+            'agent registered',
+          );
           return;
         }
-        if (agent === undefined) throw invalidArgument([{ field: 'msg', description: 'the first message of a Sync stream must be register' }]);
+        if (agent === undefined)
+          throw invalidArgument([{ field: 'msg', description: 'the first message of a Sync stream must be register' }]);
         if (m.$case === 'heartbeat') reconciler.heartbeat(agent);
         else if (m.$case === 'status') reconciler.linkStatusUpdate(agent, m.value);
         else reconciler.ack(agent, m.value);

@@ -7,7 +7,13 @@ import { invalidArgument } from '../../../lib/src/errors';
 export const DEFAULT_PAGE_SIZE = 500;
 export const MAX_PAGE_SIZE = 5000;
 
-export function paginate<T>(kind: string, items: readonly T[], nameOf: (t: T) => string, pageSize: number, pageToken: string): { page: T[]; next: string } {
+export function paginate<T>(
+  kind: string,
+  items: readonly T[],
+  nameOf: (t: T) => string,
+  pageSize: number,
+  pageToken: string,
+): { page: T[]; next: string } {
   let after = '';
   if (pageToken !== '') {
     let parsed: unknown;
@@ -17,7 +23,8 @@ export function paginate<T>(kind: string, items: readonly T[], nameOf: (t: T) =>
       parsed = undefined;
     }
     const p = parsed as { k?: unknown; a?: unknown } | undefined;
-    if (!p || p.k !== kind || typeof p.a !== 'string') throw invalidArgument([{ field: 'page_token', description: 'is not a token returned by this list call' }]);
+    if (!p || p.k !== kind || typeof p.a !== 'string')
+      throw invalidArgument([{ field: 'page_token', description: 'is not a token returned by this list call' }]);
     after = p.a;
   }
   const size = pageSize === 0 ? DEFAULT_PAGE_SIZE : Math.min(pageSize, MAX_PAGE_SIZE);
@@ -25,6 +32,9 @@ export function paginate<T>(kind: string, items: readonly T[], nameOf: (t: T) =>
   const start = after === '' ? 0 : sorted.findIndex((t) => nameOf(t) > after);
   const page = start < 0 ? [] : sorted.slice(start, start + size);
   const last = page[page.length - 1];
-  const next = start >= 0 && start + size < sorted.length && last !== undefined ? Buffer.from(JSON.stringify({ k: kind, a: nameOf(last) })).toString('base64url') : '';
+  const next =
+    start >= 0 && start + size < sorted.length && last !== undefined
+      ? Buffer.from(JSON.stringify({ k: kind, a: nameOf(last) })).toString('base64url')
+      : '';
   return { page, next };
 }

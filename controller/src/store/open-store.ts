@@ -9,7 +9,9 @@ export function openStore(config: ControllerConfig): DesiredStateStore {
     case 'sqlite':
       return new SqliteStore(config.stateDir);
     case 'etcd':
-      throw new ConfigError('store.kind "etcd" is not available in this build yet (several controller replicas come in a later release); use "sqlite"');
+      throw new ConfigError(
+        'store.kind "etcd" is not available in this build yet (several controller replicas come in a later release); use "sqlite"',
+      );
     default:
       throw new ConfigError('store.kind must be sqlite or etcd');
   }

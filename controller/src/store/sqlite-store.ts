@@ -42,7 +42,9 @@ export class SqliteStore implements DesiredStateStore {
     const row = this.db.prepare<[], { value: bigint }>("SELECT value FROM meta WHERE key = 'revision'").get();
     this.rev = row?.value ?? 0n;
     this.stmtGetRev = this.db.prepare('SELECT revision FROM objects WHERE kind = ? AND name = ?');
-    this.stmtPut = this.db.prepare('INSERT INTO objects (kind, name, revision, data) VALUES (?, ?, ?, ?) ON CONFLICT (kind, name) DO UPDATE SET revision = excluded.revision, data = excluded.data');
+    this.stmtPut = this.db.prepare(
+      'INSERT INTO objects (kind, name, revision, data) VALUES (?, ?, ?, ?) ON CONFLICT (kind, name) DO UPDATE SET revision = excluded.revision, data = excluded.data',
+    );
     this.stmtDelete = this.db.prepare('DELETE FROM objects WHERE kind = ? AND name = ?');
     this.stmtSetRev = this.db.prepare("UPDATE meta SET value = ? WHERE key = 'revision'");
     this.txn = this.db.transaction((ops: readonly StoreOp[]): bigint => {
@@ -62,7 +64,11 @@ export class SqliteStore implements DesiredStateStore {
   }
 
   async loadAll(): Promise<StoredObject[]> {
-    const rows = this.db.prepare<[], { kind: string; name: string; revision: bigint; data: Buffer }>('SELECT kind, name, revision, data FROM objects').all();
+    const rows = this.db
+      .prepare<[], { kind: string; name: string; revision: bigint; data: Buffer }>(
+        'SELECT kind, name, revision, data FROM objects',
+      )
+      .all();
     return rows.map((r) => ({ kind: r.kind as ObjectKind, name: r.name, revision: r.revision, data: r.data }));
   }
 

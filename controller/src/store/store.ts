@@ -19,7 +19,13 @@ export interface StoredObject {
 }
 
 export type StoreOp =
-  | { readonly op: 'put'; readonly kind: ObjectKind; readonly name: string; readonly data: Uint8Array; readonly expected?: bigint }
+  | {
+      readonly op: 'put';
+      readonly kind: ObjectKind;
+      readonly name: string;
+      readonly data: Uint8Array;
+      readonly expected?: bigint;
+    }
   | { readonly op: 'delete'; readonly kind: ObjectKind; readonly name: string; readonly expected?: bigint };
 
 export class StoreConflictError extends Error {

@@ -63,7 +63,11 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
   let creds: ChannelCredentials = credentials.createInsecure();
   if (ca || cert || key) {
     try {
-      creds = credentials.createSsl(ca ? readFileSync(ca) : null, key ? readFileSync(key) : null, cert ? readFileSync(cert) : null);
+      creds = credentials.createSsl(
+        ca ? readFileSync(ca) : null,
+        key ? readFileSync(key) : null,
+        cert ? readFileSync(cert) : null,
+      );
     } catch (err) {
       throw new CliError(`cannot load TLS files: ${(err as Error).message}`, EXIT.USAGE);
     }
@@ -74,7 +78,12 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
     client,
     timeoutMs: flags.timeoutMs,
     unary<Req, Res>(method: string, req: Req): Promise<Res> {
-      const fn = (client as unknown as Record<string, (r: Req, md: Metadata, o: { deadline: number }, cb: (e: ServiceError | null, r?: Res) => void) => void>)[method];
+      const fn = (
+        client as unknown as Record<
+          string,
+          (r: Req, md: Metadata, o: { deadline: number }, cb: (e: ServiceError | null, r?: Res) => void) => void
+        >
+      )[method];
       if (!fn) throw new Error(`no method ${method}`);
       return new Promise<Res>((resolve, reject) => {
         fn.call(client, req, new Metadata(), { deadline: Date.now() + flags.timeoutMs }, (err, res) => {
@@ -91,7 +100,10 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
 export function toCliError(err: ServiceError, server: string): CliError {
   const code = exitCodeForStatus(err.code);
   if (code === EXIT.UNAVAILABLE && /connect|No connection|ECONNREFUSED|Deadline/i.test(err.details)) {
-    return new CliError(`cannot reach the controller at ${server}: ${err.details} (use --server or VOPCTL_SERVER)`, code);
+    return new CliError(
+      `cannot reach the controller at ${server}: ${err.details} (use --server or VOPCTL_SERVER)`,
+      code,
+    );
   }
   let reason = '';
   const fields: string[] = [];
@@ -100,7 +112,8 @@ export function toCliError(err: ServiceError, server: string): CliError {
     try {
       for (const d of Status.decode(raw).details) {
         if (d.typeUrl.endsWith('/google.rpc.ErrorInfo')) reason = ErrorInfo.decode(d.value).reason;
-        if (d.typeUrl.endsWith('/google.rpc.BadRequest')) for (const v of BadRequest.decode(d.value).fieldViolations) fields.push(`  ${v.field}: ${v.description}`);
+        if (d.typeUrl.endsWith('/google.rpc.BadRequest'))
+          for (const v of BadRequest.decode(d.value).fieldViolations) fields.push(`  ${v.field}: ${v.description}`);
       }
     } catch {
       /* details are optional */

@@ -27,7 +27,15 @@ import type {
   WatchAgentsResponse,
   WatchLinksResponse,
 } from '../../../lib/gen/vop/controller/v1/controller';
-import { ConditionStatus, DeviceKind, WatchEventType, type Agent, type Condition, type Link, type LinkPolicy } from '../../../lib/gen/vop/types/v1/types';
+import {
+  ConditionStatus,
+  DeviceKind,
+  WatchEventType,
+  type Agent,
+  type Condition,
+  type Link,
+  type LinkPolicy,
+} from '../../../lib/gen/vop/types/v1/types';
 import { parseSelector, SelectorSyntaxError } from '../../../lib/src/selector';
 import { VOP_VERSION } from '../../../lib/src/version';
 import { connect, DEFAULT_TIMEOUT_MS, toCliError, type Connection } from './connection';
@@ -62,7 +70,10 @@ function kindOf(word: string | undefined): Kind {
     case 'linkpolicies':
       return 'policies';
     default:
-      throw new CliError(`unknown resource type ${JSON.stringify(word ?? '')}: use links, agents or policies`, EXIT.USAGE);
+      throw new CliError(
+        `unknown resource type ${JSON.stringify(word ?? '')}: use links, agents or policies`,
+        EXIT.USAGE,
+      );
   }
 }
 
@@ -79,24 +90,46 @@ function checkSelector(sel: string | undefined): string {
 
 function formatOf(o: string | undefined): OutputFormat {
   const f = o ?? 'table';
-  if (!['table', 'wide', 'json', 'yaml', 'name'].includes(f)) throw new CliError(`-o must be one of table, wide, json, yaml, name (got ${f})`, EXIT.USAGE);
+  if (!['table', 'wide', 'json', 'yaml', 'name'].includes(f))
+    throw new CliError(`-o must be one of table, wide, json, yaml, name (got ${f})`, EXIT.USAGE);
   return f as OutputFormat;
 }
 
-async function listAll(conn: Connection, kind: Kind, selector: string, agent: string): Promise<(Link | Agent | LinkPolicy)[]> {
+async function listAll(
+  conn: Connection,
+  kind: Kind,
+  selector: string,
+  agent: string,
+): Promise<(Link | Agent | LinkPolicy)[]> {
   const items: (Link | Agent | LinkPolicy)[] = [];
   let pageToken = '';
   do {
     if (kind === 'links') {
-      const r = await conn.unary<object, { links: Link[]; nextPageToken: string }>('listLinks', { labelSelector: selector, agent, phase: 0, pageSize: 1000, pageToken });
+      const r = await conn.unary<object, { links: Link[]; nextPageToken: string }>('listLinks', {
+        labelSelector: selector,
+        agent,
+        phase: 0,
+        pageSize: 1000,
+        pageToken,
+      });
       items.push(...r.links);
       pageToken = r.nextPageToken;
     } else if (kind === 'agents') {
-      const r = await conn.unary<object, { agents: Agent[]; nextPageToken: string }>('listAgents', { labelSelector: selector, rack: '', phase: 0, pageSize: 1000, pageToken });
+      const r = await conn.unary<object, { agents: Agent[]; nextPageToken: string }>('listAgents', {
+        labelSelector: selector,
+        rack: '',
+        phase: 0,
+        pageSize: 1000,
+        pageToken,
+      });
       items.push(...r.agents);
       pageToken = r.nextPageToken;
     } else {
-      const r = await conn.unary<object, { policies: LinkPolicy[]; nextPageToken: string }>('listPolicies', { labelSelector: selector, pageSize: 1000, pageToken });
+      const r = await conn.unary<object, { policies: LinkPolicy[]; nextPageToken: string }>('listPolicies', {
+        labelSelector: selector,
+        pageSize: 1000,
+        pageToken,
+      });
       items.push(...r.policies);
       pageToken = r.nextPageToken;
     }
@@ -114,7 +147,13 @@ function conditionsTable(cs: readonly Condition[]): string {
   if (cs.length === 0) return '  (none yet)\n';
   return table([
     ['  TYPE', 'STATUS', 'REASON', 'AGE', 'MESSAGE'],
-    ...cs.map((c) => [`  ${c.type}`, enumName(ConditionStatus, c.status, 'CONDITION_STATUS_'), c.reason, age(c.lastTransitionTime), c.message]),
+    ...cs.map((c) => [
+      `  ${c.type}`,
+      enumName(ConditionStatus, c.status, 'CONDITION_STATUS_'),
+      c.reason,
+      age(c.lastTransitionTime),
+      c.message,
+    ]),
   ]);
 }
 
@@ -140,11 +179,22 @@ async function describe(conn: Connection, kind: Kind, name: string): Promise<voi
       return;
     }
     for (const ep of stats.endpoints) {
-      out(`  ${ep.agent} (${enumName({ 1: 'device', 2: 'driver' }, ep.role, '')}):${ep.error ? ` error: ${ep.error}` : ''}\n`);
+      out(
+        `  ${ep.agent} (${enumName({ 1: 'device', 2: 'driver' }, ep.role, '')}):${ep.error ? ` error: ${ep.error}` : ''}\n`,
+      );
       for (const d of ep.devices) {
         out(`    device ${d.device} (${enumName(DeviceKind, d.kind, 'DEVICE_KIND_').toLowerCase()})\n`);
         const rows = [['      QUEUE', 'DIR', 'BUFFERS', 'BYTES', 'NOTIFY-SENT', 'SUPPRESSED', 'BROKEN']];
-        for (const q of d.queues) rows.push([`      ${q.index}:${q.name}`, q.direction, String(q.buffers), String(q.bytes), String(q.notificationsSent), String(q.notificationsSuppressed), q.broken ? `yes (${q.brokenReason})` : 'no']);
+        for (const q of d.queues)
+          rows.push([
+            `      ${q.index}:${q.name}`,
+            q.direction,
+            String(q.buffers),
+            String(q.bytes),
+            String(q.notificationsSent),
+            String(q.notificationsSuppressed),
+            q.broken ? `yes (${q.brokenReason})` : 'no',
+          ]);
         out(table(rows));
         const counters = Object.entries(d.counters);
         if (counters.length > 0) out(`      counters: ${counters.map(([k, v]) => `${k}=${String(v)}`).join(' ')}\n`);
@@ -155,7 +205,10 @@ async function describe(conn: Connection, kind: Kind, name: string): Promise<voi
 
 async function watch(conn: Connection, kind: Kind, selector: string, format: OutputFormat): Promise<void> {
   if (kind === 'policies') throw new CliError('watch supports links and agents', EXIT.USAGE);
-  const stream = kind === 'links' ? conn.client.watchLinks({ labelSelector: selector, agent: '', updatesOnly: false }) : conn.client.watchAgents({ labelSelector: selector, updatesOnly: false });
+  const stream =
+    kind === 'links'
+      ? conn.client.watchLinks({ labelSelector: selector, agent: '', updatesOnly: false })
+      : conn.client.watchAgents({ labelSelector: selector, updatesOnly: false });
   process.on('SIGINT', () => stream.cancel());
   await new Promise<void>((resolve, reject) => {
     let header = false;
@@ -163,11 +216,14 @@ async function watch(conn: Connection, kind: Kind, selector: string, format: Out
       const obj = 'link' in ev ? ev.link : ev.agent;
       const type = enumName(WatchEventType, ev.type, 'WATCH_EVENT_TYPE_');
       if (format === 'json') {
-        out(JSON.stringify({ type, resourceVersion: ev.resourceVersion, object: obj ? toJson(kind, obj) : null }) + '\n');
+        out(
+          JSON.stringify({ type, resourceVersion: ev.resourceVersion, object: obj ? toJson(kind, obj) : null }) + '\n',
+        );
         return;
       }
       if (!obj) {
-        if (ev.type === WatchEventType.WATCH_EVENT_TYPE_SYNCED) out(`# synced at resourceVersion ${ev.resourceVersion}\n`);
+        if (ev.type === WatchEventType.WATCH_EVENT_TYPE_SYNCED)
+          out(`# synced at resourceVersion ${ev.resourceVersion}\n`);
         return;
       }
       const lines = render(kind, [obj], 'table').split('\n');
@@ -177,7 +233,9 @@ async function watch(conn: Connection, kind: Kind, selector: string, format: Out
       }
       out(`${type.padEnd(10)} ${lines[1] ?? ''}\n`);
     });
-    stream.on('error', (err: ServiceError) => (err.code === GrpcStatus.CANCELLED ? resolve() : reject(toCliError(err, conn.server))));
+    stream.on('error', (err: ServiceError) =>
+      err.code === GrpcStatus.CANCELLED ? resolve() : reject(toCliError(err, conn.server)),
+    );
     stream.on('end', () => resolve());
   });
 }
@@ -192,7 +250,9 @@ async function consoleAttach(conn: Connection, link: string, device: string, wri
     };
     call.on('data', (m: AttachConsoleResponse) => {
       if (m.msg?.$case === 'attached') {
-        process.stderr.write(`vopctl: attached to ${link}/${device || 'console'} on ${m.msg.value.agent}${m.msg.value.writer ? ' (writer)' : ' (read-only)'}; Ctrl-] detaches\n`);
+        process.stderr.write(
+          `vopctl: attached to ${link}/${device || 'console'} on ${m.msg.value.agent}${m.msg.value.writer ? ' (writer)' : ' (read-only)'}; Ctrl-] detaches\n`,
+        );
       } else if (m.msg?.$case === 'output') process.stdout.write(m.msg.value);
     });
     call.on('error', (err: ServiceError) => {
@@ -215,7 +275,9 @@ async function consoleAttach(conn: Connection, link: string, device: string, wri
       if (write) call.write({ msg: { $case: 'input', value: chunk } } satisfies AttachConsoleRequest);
     });
     stdin.on('end', () => call.end());
-    call.write({ msg: { $case: 'open', value: { link, device, write, replayBytes: 4096 } } } satisfies AttachConsoleRequest);
+    call.write({
+      msg: { $case: 'open', value: { link, device, write, replayBytes: 4096 } },
+    } satisfies AttachConsoleRequest);
   });
 }
 
@@ -258,34 +320,59 @@ async function main(argv: string[]): Promise<number> {
     return values.help || cmd === 'help' ? EXIT.OK : EXIT.USAGE;
   }
   const timeoutSec = values.timeout === undefined ? DEFAULT_TIMEOUT_MS / 1000 : Number(values.timeout);
-  if (!Number.isFinite(timeoutSec) || timeoutSec <= 0) throw new CliError('--timeout must be a positive number of seconds', EXIT.USAGE);
+  if (!Number.isFinite(timeoutSec) || timeoutSec <= 0)
+    throw new CliError('--timeout must be a positive number of seconds', EXIT.USAGE);
   const format = formatOf(values.output);
   const selector = checkSelector(values.selector);
 
   // Parse input files before connecting: a bad file changes nothing.
-  const manifests = values.filename !== undefined && (cmd === 'apply' || cmd === 'delete') ? parseManifests(readManifestText(values.filename), values.filename) : undefined;
-  if ((cmd === 'apply' || (cmd === 'delete' && args.length === 0)) && !manifests) throw new CliError(`${cmd} needs -f FILE`, EXIT.USAGE);
+  const manifests =
+    values.filename !== undefined && (cmd === 'apply' || cmd === 'delete')
+      ? parseManifests(readManifestText(values.filename), values.filename)
+      : undefined;
+  if ((cmd === 'apply' || (cmd === 'delete' && args.length === 0)) && !manifests)
+    throw new CliError(`${cmd} needs -f FILE`, EXIT.USAGE);
 
-  const conn = connect({ server: values.server, tlsCa: values['tls-ca'], tlsCert: values['tls-cert'], tlsKey: values['tls-key'], timeoutMs: timeoutSec * 1000 });
+  const conn = connect({
+    server: values.server,
+    tlsCa: values['tls-ca'],
+    tlsCert: values['tls-cert'],
+    tlsKey: values['tls-key'],
+    timeoutMs: timeoutSec * 1000,
+  });
   try {
     switch (cmd) {
       case 'apply': {
         for (const m of manifests ?? []) {
           if (m.kind === 'Link') {
-            const r = await conn.unary<object, ApplyLinkResponse>('applyLink', { link: m.link, dryRun: values['dry-run'] ?? false });
-            out(`link/${r.link?.meta?.name ?? ''} ${r.changed ? (r.link?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`);
+            const r = await conn.unary<object, ApplyLinkResponse>('applyLink', {
+              link: m.link,
+              dryRun: values['dry-run'] ?? false,
+            });
+            out(
+              `link/${r.link?.meta?.name ?? ''} ${r.changed ? (r.link?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
+            );
           } else {
-            const r = await conn.unary<object, ApplyPolicyResponse>('applyPolicy', { policy: m.policy, dryRun: values['dry-run'] ?? false });
-            out(`policy/${r.policy?.meta?.name ?? ''} ${r.changed ? (r.policy?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`);
+            const r = await conn.unary<object, ApplyPolicyResponse>('applyPolicy', {
+              policy: m.policy,
+              dryRun: values['dry-run'] ?? false,
+            });
+            out(
+              `policy/${r.policy?.meta?.name ?? ''} ${r.changed ? (r.policy?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
+            );
           }
         }
         return EXIT.OK;
       }
       case 'get': {
         const kind = kindOf(args[0]);
-        const items = args[1] !== undefined ? [await getOne(conn, kind, args[1])] : await listAll(conn, kind, selector, values.agent ?? '');
+        const items =
+          args[1] !== undefined
+            ? [await getOne(conn, kind, args[1])]
+            : await listAll(conn, kind, selector, values.agent ?? '');
         out(render(kind, items, format));
-        if (items.length === 0 && (format === 'table' || format === 'wide')) process.stderr.write(`No ${kind} found.\n`);
+        if (items.length === 0 && (format === 'table' || format === 'wide'))
+          process.stderr.write(`No ${kind} found.\n`);
         return EXIT.OK;
       }
       case 'describe': {
@@ -297,7 +384,9 @@ async function main(argv: string[]): Promise<number> {
       case 'delete': {
         const rv = values['resource-version'] ?? '';
         const targets: [Kind, string][] = manifests
-          ? manifests.map((m) => (m.kind === 'Link' ? ['links', m.link.meta?.name ?? ''] : ['policies', m.policy.meta?.name ?? '']))
+          ? manifests.map((m) =>
+              m.kind === 'Link' ? ['links', m.link.meta?.name ?? ''] : ['policies', m.policy.meta?.name ?? ''],
+            )
           : [[kindOf(args[0]), args[1] ?? '']];
         for (const [kind, name] of targets) {
           if (name === '') throw new CliError('delete needs a NAME', EXIT.USAGE);
@@ -345,7 +434,9 @@ main(process.argv.slice(2)).then(
       process.stderr.write(`vopctl: ${err.message}\n`);
       process.exitCode = err.code;
     } else {
-      process.stderr.write(`vopctl: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.stderr.write(
+        `vopctl: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
       process.exitCode = EXIT.ERROR;
     }
   },

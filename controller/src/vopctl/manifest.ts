@@ -18,7 +18,9 @@ import { Link, LinkPolicy } from '../../../lib/gen/vop/types/v1/types';
 import { loadDescriptorRegistry } from '../../../lib/src/reflection';
 import { CliError, EXIT } from './exit-codes';
 
-export type Manifest = { readonly kind: 'Link'; readonly link: Link; readonly where: string } | { readonly kind: 'LinkPolicy'; readonly policy: LinkPolicy; readonly where: string };
+export type Manifest =
+  | { readonly kind: 'Link'; readonly link: Link; readonly where: string }
+  | { readonly kind: 'LinkPolicy'; readonly policy: LinkPolicy; readonly where: string };
 
 const KINDS = { Link: 'vop.types.v1.Link', LinkPolicy: 'vop.types.v1.LinkPolicy' } as const;
 
@@ -36,13 +38,17 @@ export function parseManifests(text: string, file: string): Manifest[] {
   const registry = loadDescriptorRegistry();
   docs.forEach((doc, i) => {
     const where = docs.length > 1 ? `${file} (document ${i + 1})` : file;
-    if (doc.errors.length > 0) throw new CliError(`${where}: invalid YAML: ${doc.errors[0]?.message ?? 'parse error'}`, EXIT.INVALID);
+    if (doc.errors.length > 0)
+      throw new CliError(`${where}: invalid YAML: ${doc.errors[0]?.message ?? 'parse error'}`, EXIT.INVALID);
     const value: unknown = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) return;
-    if (typeof value !== 'object' || Array.isArray(value)) throw new CliError(`${where}: a document must be a mapping with kind, meta and spec`, EXIT.INVALID);
+    if (typeof value !== 'object' || Array.isArray(value))
+      throw new CliError(`${where}: a document must be a mapping with kind, meta and spec`, EXIT.INVALID);
     const { kind, apiVersion, ...rest } = value as Record<string, unknown>;
-    if (apiVersion !== undefined && apiVersion !== 'vop.dev/v1') throw new CliError(`${where}: apiVersion must be vop.dev/v1 (got ${JSON.stringify(apiVersion)})`, EXIT.INVALID);
-    if (kind !== 'Link' && kind !== 'LinkPolicy') throw new CliError(`${where}: kind must be Link or LinkPolicy (got ${JSON.stringify(kind)})`, EXIT.INVALID);
+    if (apiVersion !== undefined && apiVersion !== 'vop.dev/v1')
+      throw new CliError(`${where}: apiVersion must be vop.dev/v1 (got ${JSON.stringify(apiVersion)})`, EXIT.INVALID);
+    if (kind !== 'Link' && kind !== 'LinkPolicy')
+      throw new CliError(`${where}: kind must be Link or LinkPolicy (got ${JSON.stringify(kind)})`, EXIT.INVALID);
     const desc = registry.getMessage(KINDS[kind]);
     if (!desc) throw new CliError(`descriptor of ${KINDS[kind]} missing from proto/vop.binpb`, EXIT.ERROR);
     let bytes: Uint8Array;

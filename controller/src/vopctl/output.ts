@@ -4,14 +4,33 @@
  */
 import YAML from 'yaml';
 
-import { Agent, AgentPhase, ConditionStatus, Link, LinkPhase, LinkPolicy, NodeRole, Role, type Condition } from '../../../lib/gen/vop/types/v1/types';
+import {
+  Agent,
+  AgentPhase,
+  ConditionStatus,
+  Link,
+  LinkPhase,
+  LinkPolicy,
+  NodeRole,
+  Role,
+  type Condition,
+} from '../../../lib/gen/vop/types/v1/types';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
 
 export function table(rows: readonly (readonly string[])[]): string {
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   ').trimEnd()).join('\n') + '\n';
+  return (
+    rows
+      .map((r) =>
+        r
+          .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+          .join('   ')
+          .trimEnd(),
+      )
+      .join('\n') + '\n'
+  );
 }
 
 export function age(d: Date | undefined, now = Date.now()): string {
@@ -29,7 +48,12 @@ export function enumName(e: Record<number, string>, v: number, prefix: string): 
 
 function condStatus(cs: readonly Condition[], type: string): string {
   const c = cs.find((x) => x.type === type);
-  return c ? enumName(ConditionStatus, c.status, 'CONDITION_STATUS_').replace(/^(\w)(\w*)$/, (_m, a: string, b: string) => a + b.toLowerCase()) : '-';
+  return c
+    ? enumName(ConditionStatus, c.status, 'CONDITION_STATUS_').replace(
+        /^(\w)(\w*)$/,
+        (_m, a: string, b: string) => a + b.toLowerCase(),
+      )
+    : '-';
 }
 
 export function linkRows(links: readonly Link[], wide: boolean): string[][] {
@@ -38,9 +62,20 @@ export function linkRows(links: readonly Link[], wide: boolean): string[][] {
   const rows = [head];
   for (const l of links) {
     const cs = l.status?.conditions ?? [];
-    const eps = (l.spec?.endpoints ?? []).map((e) => `${e.agent}(${enumName(Role, e.role, 'ROLE_').toLowerCase()})`).join(',');
+    const eps = (l.spec?.endpoints ?? [])
+      .map((e) => `${e.agent}(${enumName(Role, e.role, 'ROLE_').toLowerCase()})`)
+      .join(',');
     const devs = (l.spec?.devices ?? []).map((d) => `${d.name}:${d.kind?.$case ?? '?'}`).join(',');
-    const row = [l.meta?.name ?? '', enumName(LinkPhase, l.status?.phase ?? 0, 'LINK_PHASE_'), condStatus(cs, 'Ready'), condStatus(cs, 'Synced'), eps, devs, String(l.meta?.generation ?? 0n), age(l.meta?.createTime)];
+    const row = [
+      l.meta?.name ?? '',
+      enumName(LinkPhase, l.status?.phase ?? 0, 'LINK_PHASE_'),
+      condStatus(cs, 'Ready'),
+      condStatus(cs, 'Synced'),
+      eps,
+      devs,
+      String(l.meta?.generation ?? 0n),
+      age(l.meta?.createTime),
+    ];
     if (wide) row.push(l.meta?.managedBy || '-', cs.find((c) => c.type === 'Ready')?.reason ?? '-');
     rows.push(row);
   }
@@ -96,7 +131,13 @@ export function toJson(kind: Kind, obj: Link | Agent | LinkPolicy): unknown {
 export function render(kind: Kind, items: readonly (Link | Agent | LinkPolicy)[], format: OutputFormat): string {
   switch (format) {
     case 'json':
-      return JSON.stringify(items.map((i) => toJson(kind, i)), null, 2) + '\n';
+      return (
+        JSON.stringify(
+          items.map((i) => toJson(kind, i)),
+          null,
+          2,
+        ) + '\n'
+      );
     case 'yaml':
       return YAML.stringify(items.map((i) => toJson(kind, i)));
     case 'name':
