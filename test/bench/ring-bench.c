@@ -4,7 +4,8 @@
  * one measurement and prints one JSON object on stdout.
  *
  *   memcpy SIZE SECONDS WS_BYTES  single-thread memcpy over a WS_BYTES working set
- *   unix-tput SIZE SECONDS        socketpair between two processes, one write per message
+ *   unix-tput SIZE SECONDS [BATCH] socketpair between two processes, one write per message
+ *                                 (BATCH > 1: one writev of BATCH messages)
  *   unix-rtt SIZE ITERS           64 B ping-pong over a socketpair
  *   vop-tput SIZE SECONDS QSIZE [BATCH]  driver process posts (copy in), device process consumes
  *                                 (copy out); BATCH chains per publish (default: half the ring)
@@ -30,6 +31,7 @@
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -95,8 +97,45 @@ static int bench_memcpy(size_t size, double secs, size_t ws)
 
 /* ---- unix socketpair ---- */
 
-static int bench_unix_tput(size_t size, double secs)
+#define UNIX_MAX_BATCH 256u
+
+/*
+ * writev() n messages of size bytes from buf, resuming after short writes; iov is scratch
+ * space for n entries.
+ */
+static void write_batch(int fd, struct iovec *iov, unsigned n, const uint8_t *buf, size_t size)
 {
+	struct iovec *cur = iov;
+	unsigned left = n, i;
+
+	for (i = 0; i < n; i++) {
+		iov[i].iov_base = (void *)buf;
+		iov[i].iov_len = size;
+	}
+	while (left > 0) {
+		ssize_t w = writev(fd, cur, (int)left);
+
+		if (w <= 0)
+			die("writev", errno);
+		while (left > 0 && (size_t)w >= cur->iov_len) {
+			w -= (ssize_t)cur->iov_len;
+			cur++;
+			left--;
+		}
+		if (left > 0) {
+			cur->iov_base = (uint8_t *)cur->iov_base + w;
+			cur->iov_len -= (size_t)w;
+		}
+	}
+}
+
+/*
+ * batch == 1: one write() per message. batch > 1: one writev() of batch messages, the way
+ * a vop worker publishes a batch of buffers per pass (the fair socket baseline for batching).
+ */
+static int bench_unix_tput(size_t size, double secs, unsigned batch)
+{
+	struct iovec iov[UNIX_MAX_BATCH];
 	int sv[2];
 	pid_t pid;
 	uint8_t *buf = malloc(size > 65536 ? size : 65536);
@@ -117,10 +156,17 @@ static int bench_unix_tput(size_t size, double secs)
 	}
 	close(sv[1]);
 	pin(0);
+	if (batch > UNIX_MAX_BATCH)
+		batch = UNIX_MAX_BATCH;
 	t0 = now_s();
 	do {
 		unsigned k;
 
+		if (batch > 1) {
+			write_batch(sv[0], iov, batch, buf, size);
+			msgs += batch;
+			continue;
+		}
 		for (k = 0; k < 16; k++) {
 			size_t off = 0;
 
@@ -676,7 +722,8 @@ int main(int argc, char **argv)
 	if (argc >= 5 && !strcmp(argv[1], "memcpy"))
 		return bench_memcpy(strtoul(argv[2], 0, 0), atof(argv[3]), strtoul(argv[4], 0, 0));
 	if (argc >= 4 && !strcmp(argv[1], "unix-tput"))
-		return bench_unix_tput(strtoul(argv[2], 0, 0), atof(argv[3]));
+		return bench_unix_tput(strtoul(argv[2], 0, 0), atof(argv[3]),
+				       argc >= 5 ? (unsigned)strtoul(argv[4], 0, 0) : 1);
 	if (argc >= 4 && !strcmp(argv[1], "unix-rtt"))
 		return bench_unix_rtt(strtoul(argv[2], 0, 0), (unsigned)strtoul(argv[3], 0, 0));
 	if (argc >= 5 && !strcmp(argv[1], "vop-tput"))

@@ -8,7 +8,8 @@
 //       through a 256 MiB working set (data not in cache: the bound of a copy-based
 //       transport, see docs/benchmarks-ring.md); hot (same buffer) and a working set
 //       equal to the vop buffer pool are reported alongside;
-//   (b) Unix stream socketpair between two processes, one write() per message;
+//   (b) Unix stream socketpair between two processes, one write() per message, and
+//       batched like vop: one writev() of qsize/2 messages (vop publishes half a ring per pass);
 //   (c) vop shm link between two processes: driver process copies each message into
 //       the window and posts it, device process copies it out (64 B, 1500 B, 64 KiB);
 //   (d) 64 B round trip: vop event-driven (no spin: sleep on the futex doorbell as
@@ -68,7 +69,17 @@ build();
 const samples = new Map(
   SIZES.map(({ size }) => [
     size,
-    { vopMsgs: [], vopGb: [], unixMsgs: [], unixGb: [], memcpyCold: [], memcpyHot: [], memcpyWs: [] },
+    {
+      vopMsgs: [],
+      vopGb: [],
+      unixMsgs: [],
+      unixGb: [],
+      unixBatchMsgs: [],
+      unixBatchGb: [],
+      memcpyCold: [],
+      memcpyHot: [],
+      memcpyWs: [],
+    },
   ]),
 );
 const rtt = { vop_event: [], vop_poll: [], unix: [] };
@@ -84,6 +95,9 @@ for (let i = 0; i < runs; i++) {
     const u = run('unix-tput', size, seconds);
     s.unixMsgs.push(u.msgs_per_s);
     s.unixGb.push(u.gbytes_per_s);
+    const ub = run('unix-tput', size, seconds, qsize / 2);
+    s.unixBatchMsgs.push(ub.msgs_per_s);
+    s.unixBatchGb.push(ub.gbytes_per_s);
     const v = run('vop-tput', size, seconds, qsize);
     s.vopMsgs.push(v.msgs_per_s);
     s.vopGb.push(v.gbytes_per_s);
@@ -110,6 +124,8 @@ const results = SIZES.map(({ size }) => {
     vop_gbytes_per_s: median(s.vopGb),
     unix_msgs_per_s: median(s.unixMsgs),
     unix_gbytes_per_s: median(s.unixGb),
+    unix_batched_msgs_per_s: median(s.unixBatchMsgs),
+    unix_batched_gbytes_per_s: median(s.unixBatchGb),
     memcpy_gbytes_per_s: median(s.memcpyCold),
   };
 });
@@ -147,14 +163,14 @@ const f = (x, d = 2) => (x >= 100 ? x.toFixed(0) : x.toFixed(d));
 const lines = [];
 lines.push(`vop ring benchmark: medians of ${runs} runs (${seconds} s each)`);
 lines.push(
-  'size    | vop Mmsg/s | vop GB/s | unix Mmsg/s | unix GB/s | memcpy cold GB/s | msgs ratio | GB/s vs memcpy',
+  'size    | vop Mmsg/s | vop GB/s | unix Mmsg/s | unix GB/s | unix writev Mmsg/s | memcpy cold GB/s | msgs ratio | vs writev | GB/s vs memcpy',
 );
 lines.push(
-  '--------|------------|----------|-------------|-----------|------------------|------------|---------------',
+  '--------|------------|----------|-------------|-----------|--------------------|------------------|------------|-----------|---------------',
 );
 for (const r of results) {
   lines.push(
-    `${String(r.size).padEnd(7)} | ${f(r.vop_msgs_per_s / 1e6, 3).padStart(10)} | ${f(r.vop_gbytes_per_s).padStart(8)} | ${f(r.unix_msgs_per_s / 1e6, 3).padStart(11)} | ${f(r.unix_gbytes_per_s).padStart(9)} | ${f(r.memcpy_gbytes_per_s).padStart(16)} | ${f(r.vop_msgs_per_s / r.unix_msgs_per_s, 1).padStart(9)}x | ${f(r.vop_gbytes_per_s / r.memcpy_gbytes_per_s).padStart(13)}x`,
+    `${String(r.size).padEnd(7)} | ${f(r.vop_msgs_per_s / 1e6, 3).padStart(10)} | ${f(r.vop_gbytes_per_s).padStart(8)} | ${f(r.unix_msgs_per_s / 1e6, 3).padStart(11)} | ${f(r.unix_gbytes_per_s).padStart(9)} | ${f(r.unix_batched_msgs_per_s / 1e6, 3).padStart(18)} | ${f(r.memcpy_gbytes_per_s).padStart(16)} | ${f(r.vop_msgs_per_s / r.unix_msgs_per_s, 1).padStart(9)}x | ${f(r.vop_msgs_per_s / r.unix_batched_msgs_per_s, 2).padStart(8)}x | ${f(r.vop_gbytes_per_s / r.memcpy_gbytes_per_s).padStart(13)}x`,
   );
 }
 lines.push(
@@ -178,6 +194,8 @@ const ratios = {
   per_link_vs_per_queue_pair: paired(placement.per_link, placement.per_queue_pair),
   b64_msgs_vs_unix: paired(s64.vopMsgs, s64.unixMsgs),
   b1500_msgs_vs_unix: paired(s1500.vopMsgs, s1500.unixMsgs),
+  b64_msgs_vs_unix_writev: paired(s64.vopMsgs, s64.unixBatchMsgs),
+  b1500_msgs_vs_unix_writev: paired(s1500.vopMsgs, s1500.unixBatchMsgs),
   rtt_event_vs_unix: paired(rtt.vop_event, rtt.unix),
 };
 out.details.paired_ratio_medians = ratios;
