@@ -21,7 +21,7 @@
         "devices/dev_host.c"
       ],
       "include_dirs": ["include", "core"],
-      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-fvisibility=hidden", "-pthread"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],
       "cflags!": ["-fno-exceptions"],
       "ldflags": ["-pthread"],
       "defines": ["NAPI_VERSION=8"]

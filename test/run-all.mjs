@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Runs every test suite of vop, in order, and exits non-zero if any failed:
 //   1. native C tests under ASan/UBSan          (make -C native check)
-//   2. native fuzz targets, bounded in time      (make -C native fuzz-ci)
-//   3. Prometheus alert-rule unit tests          (promtool test rules deploy/prometheus/*.test.yml)
-//   4. TypeScript tests with node:test           (dist/test/**/*.test.js), last so its summary closes the output
-// Environment: VOP_TEST_ONLY=native|fuzz|rules|node runs one stage; FUZZ_SECONDS (default 60) per fuzz target;
+//   2. native tests under ThreadSanitizer        (make -C native tsan)
+//   3. native fuzz targets, bounded in time      (make -C native fuzz-ci)
+//   4. Prometheus alert-rule unit tests          (promtool test rules deploy/prometheus/*.test.yml)
+//   5. TypeScript tests with node:test           (dist/test/**/*.test.js), last so its summary closes the output
+// Environment: VOP_TEST_ONLY=native|tsan|fuzz|rules|node runs one stage; FUZZ_SECONDS (default 60) per fuzz target;
 // VOP_TEST_FILTER=regex restricts node test files.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -39,6 +40,11 @@ stage('native', () =>
   makeHasTarget('check')
     ? sh('make', ['-C', 'native', 'check'])
     : (process.stdout.write('native/Makefile has no check target\n'), false),
+);
+stage('tsan', () =>
+  makeHasTarget('tsan')
+    ? sh('make', ['-C', 'native', '-j2', 'tsan'])
+    : (process.stdout.write('native/Makefile has no tsan target\n'), false),
 );
 stage('fuzz', () => {
   if (!makeHasTarget('fuzz-ci')) {

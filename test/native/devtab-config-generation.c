@@ -8,7 +8,7 @@
 
 static struct t_pair p;
 static struct vop_dev_info dev_info;
-static volatile int stop_writer;
+static int stop_writer; /* main -> writer; __atomic, so TSan sees the hand-off */
 
 static void *writer(void *arg)
 {
@@ -16,7 +16,7 @@ static void *writer(void *arg)
 	unsigned v = 0;
 
 	(void)arg;
-	while (!stop_writer) {
+	while (!__atomic_load_n(&stop_writer, __ATOMIC_RELAXED)) {
 		v++;
 		memset(buf, (int)(v & 0xff), sizeof(buf));
 		CHECK_EQ(vop_devtab_config_write(p.w1, &dev_info, 0, buf, sizeof(buf)), 0);
@@ -58,7 +58,7 @@ int main(void)
 		CHECK(gen2 % 2 == 0);
 		ok++;
 	}
-	stop_writer = 1;
+	__atomic_store_n(&stop_writer, 1, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
 	CHECK(ok > 0);
 	t_pair_close(&p);

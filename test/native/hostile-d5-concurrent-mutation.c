@@ -8,14 +8,14 @@
  */
 #include "hostile.h"
 
-static volatile int stop_mutator;
+static int stop_mutator; /* main -> mutator; __atomic, so TSan sees the hand-off */
 
 static void *mutator(void *arg)
 {
 	struct hostile *h = arg;
 	uint64_t r = 0x12345678abcdefull;
 
-	while (!stop_mutator) {
+	while (!__atomic_load_n(&stop_mutator, __ATOMIC_RELAXED)) {
 		unsigned i;
 
 		r ^= r << 13, r ^= r >> 7, r ^= r << 17;
@@ -58,10 +58,10 @@ int main(void)
 	hostile_open_device(&h, (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC));
 	e = h.info.entry;
 	for (round = 0; round < 20; round++) {
-		stop_mutator = 0;
+		__atomic_store_n(&stop_mutator, 0, __ATOMIC_RELAXED);
 		CHECK_EQ(pthread_create(&th, NULL, mutator, &h), 0);
 		t_sleep_ms(50);
-		stop_mutator = 1;
+		__atomic_store_n(&stop_mutator, 1, __ATOMIC_RELAXED);
 		pthread_join(th, NULL);
 		/* Reset the device (fake driver handshake) and go again. */
 		req++;
