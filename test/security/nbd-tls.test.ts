@@ -273,8 +273,12 @@ describe(
       makeCert(dir, 'ca', 'card-x', 'card-x', false); // a card of the fleet: signed by the CA, no admin name
       makeCert(dir, 'rogue-ca', 'rogue-admin', 'ops-admin', false); // the right name, the wrong CA
       writeFileSync(disk, randomBytes(DISK_BYTES), { mode: 0o600 });
-      srvA = await startServer('agent', ['--config', agentConfig(dir, 'host-a', rdv, true)]);
-      srvB = await startServer('agent', ['--config', agentConfig(dir, 'card-b', rdv, true)]);
+      srvA = await startServer('agent', ['--config', agentConfig(dir, 'host-a', rdv, true)], {
+        stateDir: path.join(dir, 'state-a'),
+      });
+      srvB = await startServer('agent', ['--config', agentConfig(dir, 'card-b', rdv, true)], {
+        stateDir: path.join(dir, 'state-b'),
+      });
       creds = credentials.createSsl(
         readFileSync(path.join(dir, 'ca.pem')),
         readFileSync(path.join(dir, 'ops-admin-key.pem')),
