@@ -16,6 +16,7 @@
         "devices/dev_common.c",
         "devices/dev_blk.c",
         "devices/nbd.c",
+        "devices/nbd_tls.c",
         "devices/dev_net.c",
         "devices/dev_console.c",
         "devices/dev_host.c"
@@ -24,6 +25,7 @@
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],
       "cflags!": ["-fno-exceptions"],
       "ldflags": ["-pthread"],
+      "libraries": ["-lssl", "-lcrypto"],
       "defines": ["NAPI_VERSION=8"]
     }
   ]

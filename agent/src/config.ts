@@ -43,6 +43,26 @@ export const agentConfigSchema = z
       .strict(),
     /** Directory shared with co-located agents for shm rendezvous (0700). */
     rendezvousDir: z.string().min(1).default('/run/vop'),
+    /**
+     * NBD exports of blk devices (driver role). Over TCP an export requires TLS with the
+     * node's certificates (tls.cert, tls.key, tls.ca: NBD STARTTLS, client certificates
+     * required) unless allowPlaintextTcp; a non-loopback TCP export requires TLS always.
+     */
+    nbd: z
+      .object({
+        /** Allow a TCP export without TLS (loopback addresses only). */
+        allowPlaintextTcp: z.boolean().default(false),
+        /**
+         * Client certificate names (subject CN, else first DNS SAN; "*" any the CA signed)
+         * that may use a TLS export. Default: the names of roles.admin.
+         */
+        clients: z
+          .array(z.string().regex(/^[^,:\s]+$/, 'must be a certificate name without ",", ":" or spaces'))
+          .max(64)
+          .optional(),
+      })
+      .strict()
+      .default({ allowPlaintextTcp: false }),
     /** vop-controller to dial; absent: the agent runs standalone. */
     controller: z
       .object({
@@ -71,6 +91,12 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
   { flag: 'role', path: ['node', 'role'], type: 'string', help: 'host|card|vm' },
   { flag: 'host-node', path: ['node', 'hostNode'], type: 'string', help: 'for a card or VM: its host node name' },
   { flag: 'rendezvous-dir', path: ['rendezvousDir'], type: 'string', help: 'shared directory for shm link rendezvous' },
+  {
+    flag: 'nbd-allow-plaintext-tcp',
+    path: ['nbd', 'allowPlaintextTcp'],
+    type: 'boolean',
+    help: 'allow NBD exports over TCP without TLS (loopback addresses only)',
+  },
   {
     flag: 'controller',
     path: ['controller', 'address'],

@@ -22,6 +22,7 @@ import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadAgentConfig, type AgentConfig } from './config';
 import { nativeDeviceBackends } from './devices/backends';
+import { nbdPolicyFromConfig } from './devices/nbd-policy';
 import { BackendRegistry } from './links/device-backend';
 import { LinkManager } from './links/link-manager';
 import { LinkStore } from './links/link-store';
@@ -71,7 +72,7 @@ async function main(): Promise<void> {
     nodeName: config.node.name,
     rendezvousDir: config.rendezvousDir,
     dataPlane,
-    backends: new BackendRegistry(nativeDeviceBackends()),
+    backends: new BackendRegistry(nativeDeviceBackends(nbdPolicyFromConfig(config))),
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),
   });

@@ -3,6 +3,7 @@
  * violation with the proto field path (snake_case, as grpcurl users write it) so the
  * client learns exactly what to fix; nothing is applied unless the list is empty.
  */
+import { isIP } from 'node:net';
 import path from 'node:path';
 
 import {
@@ -167,6 +168,8 @@ export function checkDevice(v: ViolationList, field: string, d: Device): void {
         if (e.tcpListen !== '') {
           const hp = parseHostPort(e.tcpListen);
           if (typeof hp === 'string') v.add(`${field}.blk.export.tcp_listen`, hp);
+          else if (hp.host !== 'localhost' && isIP(hp.host) === 0)
+            v.add(`${field}.blk.export.tcp_listen`, `host "${hp.host}" must be an IP address or localhost`);
         }
       }
       break;

@@ -17,7 +17,7 @@
 struct vop_hosted {
 	enum vop_dev_kind kind;
 	uint32_t id;
-	char opts[512];
+	char opts[2048];  /* room for a blk driver's TLS file paths */
 	void *obj;        /* backend */
 	bool attached;    /* served by the link */
 	struct vop_nbd *nbd; /* blk driver: NBD server */
@@ -67,6 +67,17 @@ static bool opt(const char *opts, const char *key, char *out, size_t outlen)
 		p = end ? end + 1 : NULL;
 	}
 	return false;
+}
+
+/*
+ * A path-like option: 1 found (copied), 0 absent, -ENAMETOOLONG if it does
+ * not fit in out (refused, never truncated).
+ */
+static int opt_str(const char *opts, const char *key, char *out, size_t outlen)
+{
+	if (!opt(opts, key, out, outlen))
+		return 0;
+	return strlen(out) >= outlen - 1 ? -ENAMETOOLONG : 1;
 }
 
 static long opt_num(const char *opts, const char *key, long dflt)
@@ -306,7 +317,10 @@ int vop_hosted_open(struct vop_devctx *ctx, struct vop_link *l, enum vop_dev_kin
 	a->attached = true;
 	if (kind == VOP_DK_BLK_DRIVER) {
 		struct vop_nbd_config nc;
-		char ux[256], name[200];
+		char ux[256], name[200], host[64], flag[8];
+		char cert[512], key[512], ca[512], names[1024];
+		unsigned i;
+		int r[5];
 
 		memset(&nc, 0, sizeof(nc));
 		if (opt(a->opts, "unix", ux, sizeof(ux)))
@@ -314,6 +328,26 @@ int vop_hosted_open(struct vop_devctx *ctx, struct vop_link *l, enum vop_dev_kin
 		nc.tcp_port = (int)opt_num(a->opts, "tcp", 0);
 		if (opt(a->opts, "name", name, sizeof(name)) && name[0])
 			nc.export_name = name;
+		*err = "nbd-tls";
+		r[0] = opt_str(a->opts, "tcphost", host, sizeof(host));
+		r[1] = opt_str(a->opts, "tlscert", cert, sizeof(cert));
+		r[2] = opt_str(a->opts, "tlskey", key, sizeof(key));
+		r[3] = opt_str(a->opts, "tlsca", ca, sizeof(ca));
+		r[4] = opt_str(a->opts, "tlsnames", names, sizeof(names));
+		for (i = 0; i < 5; i++)
+			if (r[i] < 0) {
+				rc = r[i];
+				goto fail;
+			}
+		for (i = 0; r[0] && host[i]; i++)
+			if (host[i] == '-')
+				host[i] = ':'; /* IPv6 "::1" travels as "--1" */
+		nc.tcp_host = r[0] ? host : NULL;
+		nc.tls_cert = r[1] ? cert : NULL;
+		nc.tls_key = r[2] ? key : NULL;
+		nc.tls_ca = r[3] ? ca : NULL;
+		nc.tls_clients = r[4] ? names : NULL;
+		nc.tcp_plaintext = opt(a->opts, "tcpplain", flag, sizeof(flag));
 		*err = "nbd";
 		rc = vop_nbd_start(a->obj, &nc, &a->nbd);
 		if (rc)

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "vop/dev_nbd.h"
+#include "vop/nbd_tls.h"
 
 #define NBD_MAGIC 0x4e42444d41474943ull
 #define NBD_IHAVEOPT 0x49484156454f5054ull
@@ -37,6 +38,7 @@
 #define NBD_OPT_EXPORT_NAME 1u
 #define NBD_OPT_ABORT 2u
 #define NBD_OPT_LIST 3u
+#define NBD_OPT_STARTTLS 5u
 #define NBD_OPT_INFO 6u
 #define NBD_OPT_GO 7u
 
@@ -44,7 +46,9 @@
 #define NBD_REP_SERVER 2u
 #define NBD_REP_INFO 3u
 #define NBD_REP_ERR_UNSUP 0x80000001u
+#define NBD_REP_ERR_POLICY 0x80000002u
 #define NBD_REP_ERR_INVALID 0x80000003u
+#define NBD_REP_ERR_TLS_REQD 0x80000005u
 #define NBD_REP_ERR_UNKNOWN 0x80000006u
 
 #define NBD_INFO_EXPORT 0u
@@ -71,6 +75,9 @@
 #define NBD_ESHUTDOWN 108u
 
 #define NBD_MAX_CONNS 16
+/* TLS required: options an unauthenticated client may send before STARTTLS, and their size */
+#define NBD_MAX_OPTS_BEFORE_TLS 16
+#define NBD_MAX_OPT_LEN_BEFORE_TLS 4096u
 #define NBD_MAX_SLOTS_PER_CMD 64
 
 struct nbd_conn;
@@ -90,7 +97,10 @@ struct nbd_cmd {
 
 struct nbd_conn {
 	struct vop_nbd *srv;     /* server */
-	int fd;                  /* socket; reader reads, writer writes */
+	int fd;                  /* socket (after STARTTLS: the cleartext end of the TLS pump);
+				  * reader reads, writer writes; swapped under lock by the reader */
+	struct vop_nbd_tls_conn *tls; /* after STARTTLS; set and cleared under lock by the reader */
+	bool tcp;                /* accepted on the TCP listener (listener sets it) */
 	pthread_t reader, writer;
 	pthread_mutex_t lock;    /* protects replies, outstanding, closing */
 	pthread_cond_t cond;     /* replies non-empty, or closing */
@@ -108,6 +118,8 @@ struct vop_nbd {
 	int lfd[2];                /* listening sockets, -1 if unused */
 	char unix_path[108];
 	int port;
+	struct vop_nbd_tls *tls;   /* TLS settings, NULL without certificates; read-only after start */
+	bool tcp_tls_required;     /* TCP clients must STARTTLS before anything else */
 	pthread_t lthread[2];
 	bool lrunning[2];
 	_Atomic bool stop;
@@ -236,6 +248,37 @@ static int send_info(struct nbd_conn *c, uint32_t opt)
 	return opt_reply(c->fd, opt, NBD_REP_INFO, b, 14);
 }
 
+/*
+ * NBD_OPT_STARTTLS (option data already read: len bytes): ACK, then the TLS
+ * handshake; from then on c->fd is the cleartext end of the TLS pump. 0 to
+ * go on with the options (after an error reply, or upgraded), < 0 to close
+ * (the handshake failed: too late for an error reply).
+ */
+static int starttls(struct nbd_conn *c, uint32_t len)
+{
+	struct vop_nbd_tls_conn *tc;
+	uint32_t err = 0;
+	int pfd, rc;
+
+	if (len || c->tls)
+		err = NBD_REP_ERR_INVALID;
+	else if (!c->srv->tls)
+		err = NBD_REP_ERR_POLICY;
+	if (err)
+		return opt_reply(c->fd, NBD_OPT_STARTTLS, err, NULL, 0);
+	rc = opt_reply(c->fd, NBD_OPT_STARTTLS, NBD_REP_ACK, NULL, 0);
+	if (rc)
+		return rc;
+	rc = vop_nbd_tls_accept(c->srv->tls, c->fd, &tc, &pfd);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->lock);
+	c->fd = pfd; /* the network socket now belongs to tc */
+	c->tls = tc;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
 /* Returns 1 when transmission starts, 0 to close quietly, < 0 on error. */
 static int handshake(struct nbd_conn *c)
 {
@@ -244,7 +287,8 @@ static int handshake(struct nbd_conn *c)
 	uint64_t m;
 	uint16_t hf = htobe16(NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
 	uint32_t cflags;
-	bool no_zeroes;
+	bool no_zeroes, tls_reqd = c->tcp && s->tcp_tls_required;
+	unsigned before_tls = 0;
 	int rc;
 
 	/* the export's size is the device's capacity: known once the device runs */
@@ -281,6 +325,19 @@ static int handshake(struct nbd_conn *c)
 		len = be32toh(len);
 		if (be64toh(m) != NBD_IHAVEOPT)
 			return -EPROTO;
+		/* FORCEDTLS: nothing but STARTTLS or ABORT until TLS runs; a flood is closed */
+		if (tls_reqd && !c->tls &&
+		    (++before_tls > NBD_MAX_OPTS_BEFORE_TLS || len > NBD_MAX_OPT_LEN_BEFORE_TLS))
+			return -EPROTO;
+		if (tls_reqd && !c->tls && opt != NBD_OPT_STARTTLS && opt != NBD_OPT_ABORT) {
+			if (opt == NBD_OPT_EXPORT_NAME)
+				return -EACCES; /* it cannot be answered with an error: close */
+			rc = skip_bytes(c->fd, len);
+			rc = rc ? rc : opt_reply(c->fd, opt, NBD_REP_ERR_TLS_REQD, NULL, 0);
+			if (rc)
+				return rc;
+			continue;
+		}
 		if (len > 65536) {
 			rc = skip_bytes(c->fd, len);
 			rc = rc ? rc : opt_reply(c->fd, opt, NBD_REP_ERR_INVALID, NULL, 0);
@@ -319,6 +376,12 @@ static int handshake(struct nbd_conn *c)
 			free(data);
 			opt_reply(c->fd, opt, NBD_REP_ACK, NULL, 0);
 			return 0;
+		case NBD_OPT_STARTTLS:
+			free(data);
+			rc = starttls(c, len);
+			if (rc)
+				return rc;
+			continue;
 		case NBD_OPT_LIST: {
 			uint32_t nl = (uint32_t)strlen(s->export_name), be = htobe32(nl);
 			uint8_t r[4 + 256];
@@ -628,6 +691,15 @@ static void *reader_main(void *arg)
 	pthread_mutex_unlock(&c->lock);
 	pthread_join(c->writer, NULL);
 	shutdown(c->fd, SHUT_RDWR);
+	if (c->tls) {
+		struct vop_nbd_tls_conn *tc;
+
+		pthread_mutex_lock(&c->lock);
+		tc = c->tls;
+		c->tls = NULL;
+		pthread_mutex_unlock(&c->lock);
+		vop_nbd_tls_conn_free(tc); /* sends what the writer left, then close_notify */
+	}
 	pthread_mutex_lock(&c->srv->lock);
 	c->done = true;
 	pthread_mutex_unlock(&c->srv->lock);
@@ -648,8 +720,12 @@ static void reap(struct vop_nbd *s, bool all)
 		pthread_mutex_unlock(&s->lock);
 		if (!c || (!done && !all))
 			continue;
-		if (!done)
+		if (!done) {
+			pthread_mutex_lock(&c->lock); /* c->fd and c->tls change at STARTTLS */
 			shutdown(c->fd, SHUT_RDWR);
+			vop_nbd_tls_conn_shutdown(c->tls);
+			pthread_mutex_unlock(&c->lock);
+		}
 		pthread_join(c->reader, NULL);
 		close(c->fd);
 		pthread_mutex_destroy(&c->lock);
@@ -687,6 +763,7 @@ static void *listener_main(void *arg)
 		}
 		c->srv = s;
 		c->fd = fd;
+		c->tcp = lfd == s->lfd[1];
 		c->replies_tail = &c->replies;
 		pthread_mutex_init(&c->lock, NULL);
 		pthread_cond_init(&c->cond, NULL);
@@ -778,26 +855,53 @@ int vop_nbd_start(struct vop_blk_driver *d, const struct vop_nbd_config *cfg, st
 			goto fail;
 		}
 	}
+	if (cfg->tls_cert || cfg->tls_key) {
+		struct vop_nbd_tls_config tc = { cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
+						 cfg->tls_clients };
+
+		rc = vop_nbd_tls_new(&tc, &s->tls);
+		if (rc)
+			goto fail;
+	}
 	if (cfg->tcp_port) {
-		struct sockaddr_in a;
-		socklen_t al = sizeof(a);
+		struct sockaddr_storage a;
+		struct sockaddr_in *a4 = (struct sockaddr_in *)&a;
+		struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&a;
+		const char *host = cfg->tcp_host && cfg->tcp_host[0] ? cfg->tcp_host : "127.0.0.1";
+		uint16_t port = htons(cfg->tcp_port < 0 ? 0 : (uint16_t)cfg->tcp_port);
+		socklen_t al;
+		bool loopback;
 		int one = 1;
 
 		memset(&a, 0, sizeof(a));
-		a.sin_family = AF_INET;
-		a.sin_port = htons(cfg->tcp_port < 0 ? 0 : (uint16_t)cfg->tcp_port);
-		if (inet_pton(AF_INET, cfg->tcp_host ? cfg->tcp_host : "127.0.0.1", &a.sin_addr) != 1) {
+		if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+			a4->sin_family = AF_INET;
+			a4->sin_port = port;
+			al = sizeof(*a4);
+			loopback = (ntohl(a4->sin_addr.s_addr) >> 24) == 127;
+		} else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+			a6->sin6_family = AF_INET6;
+			a6->sin6_port = port;
+			al = sizeof(*a6);
+			loopback = IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr);
+		} else {
 			rc = -EINVAL;
 			goto fail;
 		}
-		s->lfd[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		/* plaintext TCP only when asked for, and never beyond loopback */
+		if (!s->tls && (!cfg->tcp_plaintext || !loopback)) {
+			rc = -EPERM;
+			goto fail;
+		}
+		s->tcp_tls_required = s->tls && (!cfg->tcp_plaintext || !loopback);
+		s->lfd[1] = socket(a.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (s->lfd[1] < 0)
 			goto fail_errno;
 		setsockopt(s->lfd[1], SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(s->lfd[1], (struct sockaddr *)&a, sizeof(a)) || listen(s->lfd[1], 16) ||
+		if (bind(s->lfd[1], (struct sockaddr *)&a, al) || listen(s->lfd[1], 16) ||
 		    getsockname(s->lfd[1], (struct sockaddr *)&a, &al))
 			goto fail_errno;
-		s->port = ntohs(a.sin_port);
+		s->port = ntohs(a.ss_family == AF_INET ? a4->sin_port : a6->sin6_port);
 	}
 	if (s->lfd[0] >= 0 && (rc = start_listener(s, 0, s->lfd[0])))
 		goto fail;
@@ -839,6 +943,7 @@ void vop_nbd_stop(struct vop_nbd *s)
 			close(s->lfd[i]);
 	if (s->unix_path[0])
 		unlink(s->unix_path);
+	vop_nbd_tls_free(s->tls); /* after reap: no handshake runs any more */
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }

@@ -28,7 +28,14 @@ async function startPair(
   const win = `/dev/shm/vop-blk-test-${process.pid}-${path.basename(dir)}`;
   const sock = path.join(dir, 'nbd.sock');
   rmSync(win, { force: true });
-  const drv = new Vopdev(['--window', win, '--create', '96', '--blk-driver', `1:unix=${sock}:tcp=-1:qsize=32:seg=512`]);
+  const drv = new Vopdev([
+    '--window',
+    win,
+    '--create',
+    '96',
+    '--blk-driver',
+    `1:unix=${sock}:tcp=-1:tcpplain:qsize=32:seg=512`,
+  ]);
   const dev = new Vopdev(['--window', win, '--attach', '--blk-device', `1:file=${disk}${devExtra}`], null, devEnv);
   await drv.waitReady();
   await dev.waitReady();

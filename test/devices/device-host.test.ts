@@ -40,6 +40,32 @@ describe('device host façade', () => {
       /unicast/,
     );
     assert.throws(() => deviceDescription({ kind: 'console', role: 'driver', id: 1, logFile: '/x' }), /device role/);
+    // NBD over TCP: address, TLS files and client names, plaintext only when asked for.
+    const tls = { cert: '/pki/c.pem', key: '/pki/k.pem', ca: '/pki/ca.pem', clients: ['ops-admin', 'backup'] };
+    assert.deepEqual(
+      deviceDescription({ kind: 'blk', role: 'driver', id: 2, nbdTcpPort: -1, nbdTcpHost: '::1', nbdTls: tls }),
+      {
+        kind: 'blk-driver',
+        desc: '2:tcp=-1:tcphost=--1:tlscert=/pki/c.pem:tlskey=/pki/k.pem:tlsca=/pki/ca.pem:tlsnames=ops-admin,backup',
+      },
+    );
+    assert.throws(
+      () => deviceDescription({ kind: 'blk', role: 'driver', id: 2, nbdTcpPort: 1, nbdTcpHost: 'example.org' }),
+      /nbdTcpHost must be an IPv4 or IPv6 address/,
+    );
+    assert.throws(
+      () => deviceDescription({ kind: 'blk', role: 'driver', id: 2, nbdTcpPort: 1, nbdTls: { ...tls, ca: '/a:b' } }),
+      /nbdTls.ca must be a non-empty string without ':'/,
+    );
+    assert.throws(
+      () =>
+        deviceDescription({ kind: 'blk', role: 'driver', id: 2, nbdTcpPort: 1, nbdTls: { ...tls, clients: ['a,b'] } }),
+      /nbdTls.clients/,
+    );
+    assert.equal(
+      deviceDescription({ kind: 'blk', role: 'driver', id: 2, nbdTcpPort: 10809, nbdTcpPlaintext: true }).desc,
+      '2:tcp=10809:tcpplain',
+    );
     assert.deepEqual(
       deviceDescription({ kind: 'net', role: 'driver', id: 7, tap: 'vop0', mac: '52:54:00:00:00:07', mtu: 9000 }),
       {

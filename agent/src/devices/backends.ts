@@ -22,6 +22,13 @@ import {
 import { NativeError } from '../native/errors';
 import { hostedSpec } from '../native/window';
 import { ConsoleStream, deviceDescription, type DeviceOptions } from './device-host';
+import {
+  checkNbdExport,
+  nbdPlaintextAllowed,
+  nbdTcpAddress,
+  UNIX_ONLY_NBD_POLICY,
+  type NbdExportPolicy,
+} from './nbd-policy';
 
 const RECENT_BYTES = 64 * 1024;
 
@@ -74,12 +81,16 @@ export function defaultMac(link: string, device: string): string {
   return `02:${(h.match(/../g) ?? []).slice(0, 5).join(':')}`;
 }
 
-/** The native options for this endpoint's role, or null when the device keeps the stand-in. */
+/**
+ * The native options for this endpoint's role, or null when the device keeps the stand-in.
+ * nbd: this agent's NBD export policy (TLS files, client names, plaintext TCP).
+ */
 export function deviceOptionsFor(
   device: Device,
   role: 'device' | 'driver',
   devId: number,
   link = '',
+  nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY,
 ): DeviceOptions | null {
   const k = device.kind;
   if (!k || !nativeEligible(device)) return null;
@@ -100,17 +111,19 @@ export function deviceOptionsFor(
         };
       }
       const ex = blk.export;
-      const port =
-        ex && ex.tcpListen !== '' ? Number(ex.tcpListen.slice(ex.tcpListen.lastIndexOf(':') + 1)) : undefined;
-      if (!ex || (ex.unixSocket === '' && port === undefined)) return null;
+      const tcp = ex ? nbdTcpAddress(ex.tcpListen) : null;
+      if (!ex || (ex.unixSocket === '' && tcp === null)) return null;
       return {
         kind: 'blk',
         role,
         id: devId,
         readOnly: blk.backing.readOnly,
         ...(ex.unixSocket !== '' ? { nbdSocket: ex.unixSocket } : {}),
-        ...(port !== undefined ? { nbdTcpPort: port } : {}),
+        // port 0: any free port, reported as the endpoint nbd<ID>-port
+        ...(tcp !== null ? { nbdTcpPort: tcp.port === 0 ? -1 : tcp.port, nbdTcpHost: tcp.host } : {}),
         ...(ex.exportName !== '' ? { exportName: ex.exportName } : {}),
+        ...(nbd.tls ? { nbdTls: { ...nbd.tls, clients: nbd.clients } } : {}),
+        ...(tcp !== null && nbdPlaintextAllowed(nbd, tcp.host) ? { nbdTcpPlaintext: true } : {}),
       };
     }
     case 'net': {
@@ -204,11 +217,12 @@ function hostedNativeSpec(
   device: Device,
   role: 'device' | 'driver',
   link: LinkIdentity,
+  nbd: NbdExportPolicy,
 ): NativeDeviceSpec | Error | null {
   const devId = devIdOf(device.name);
   let opts: DeviceOptions | null;
   try {
-    opts = deviceOptionsFor(device, role, devId, link.name);
+    opts = deviceOptionsFor(device, role, devId, link.name, nbd);
     if (!opts) return null;
     const { kind: hostedKind, desc } = deviceDescription(opts);
     const fp = hostedSpec(hostedKind, desc);
@@ -230,16 +244,22 @@ function hostedNativeSpec(
   }
 }
 
-/** A backend serving real devices, falling back to the stand-in for unconfigured ones. */
-export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
+/**
+ * A backend serving real devices, falling back to the stand-in for unconfigured ones.
+ * nbd: the agent's NBD export policy (blk driver role).
+ */
+export function nativeDeviceBackend(kind: DeviceKindName, nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY): DeviceBackend {
   const standIn = bytePipeStandIn(kind);
   /** Devices whose spec could not be described natively, by link and device id: start() fails with the reason. */
   const invalid = new Map<string, string>();
   return {
     kind,
+    admit(device, role, field) {
+      checkNbdExport(nbd, device, role, field);
+    },
     nativeSpec(device, role, link) {
       const key = `${link.name}/${devIdOf(device.name)}`;
-      const spec = hostedNativeSpec(kind, device, role, link);
+      const spec = hostedNativeSpec(kind, device, role, link, nbd);
       if (spec instanceof Error) invalid.set(key, spec.message);
       else invalid.delete(key);
       return spec instanceof Error || spec === null ? standIn.nativeSpec(device, role, link) : spec;
@@ -276,6 +296,6 @@ export function nativeDeviceBackend(kind: DeviceKindName): DeviceBackend {
 }
 
 /** Real backends for all three kinds (register them over the stand-ins). */
-export function nativeDeviceBackends(): DeviceBackend[] {
-  return (['net', 'console', 'blk'] as const).map(nativeDeviceBackend);
+export function nativeDeviceBackends(nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY): DeviceBackend[] {
+  return (['net', 'console', 'blk'] as const).map((k) => nativeDeviceBackend(k, nbd));
 }

@@ -5,6 +5,8 @@
  * stream (several readers, one writer at a time). Buffers never pass
  * through JavaScript except the console bytes a reader asks for.
  */
+import { isIP } from 'node:net';
+
 import { loadDeviceNative, type DevHostDeviceDto, type DevHostHandle, type DeviceNative } from './native-devices';
 
 export type DeviceRole = 'device' | 'driver';
@@ -30,8 +32,23 @@ export interface BlkDriverOptions {
   readonly id: number;
   /** NBD Unix socket path. */
   readonly nbdSocket?: string;
-  /** NBD TCP port on 127.0.0.1 (-1: any free port). */
+  /** NBD TCP port (-1: any free port). */
   readonly nbdTcpPort?: number;
+  /** NBD TCP listen address, an IPv4 or IPv6 literal (default 127.0.0.1). */
+  readonly nbdTcpHost?: string;
+  /**
+   * NBD STARTTLS with these PEM files: offered on both sockets, required on TCP unless
+   * nbdTcpPlaintext. Client certificates must chain to ca and carry one of clients' names
+   * (CN, else first DNS SAN; '*' any).
+   */
+  readonly nbdTls?: {
+    readonly cert: string;
+    readonly key: string;
+    readonly ca: string;
+    readonly clients: readonly string[];
+  };
+  /** Allow TCP without TLS (the native layer refuses it anywhere but loopback). */
+  readonly nbdTcpPlaintext?: boolean;
   /** Export name (default "vop"; the empty name is always accepted too). */
   readonly exportName?: string;
   /** Request slots, power of two 1..8192 (default 64); creator only. */
@@ -126,6 +143,22 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       if (d.nbdSocket !== undefined) o.push(`unix=${str('nbdSocket', d.nbdSocket)}`);
       if (d.nbdTcpPort !== undefined)
         o.push(`tcp=${d.nbdTcpPort === -1 ? -1 : int('nbdTcpPort', d.nbdTcpPort, 1, 65535)}`);
+      if (d.nbdTcpHost !== undefined) {
+        if (isIP(d.nbdTcpHost) === 0) throw new TypeError('nbdTcpHost must be an IPv4 or IPv6 address');
+        o.push(`tcphost=${d.nbdTcpHost.replace(/:/g, '-')}`); // IPv6 ":" travels as "-", like a MAC
+      }
+      if (d.nbdTls !== undefined) {
+        for (const k of ['cert', 'key', 'ca'] as const) {
+          if (Buffer.byteLength(d.nbdTls[k]) > 510) throw new RangeError(`nbdTls.${k} must be at most 510 bytes`);
+          o.push(`tls${k}=${str(`nbdTls.${k}`, d.nbdTls[k])}`);
+        }
+        const names = d.nbdTls.clients.join(',');
+        if (d.nbdTls.clients.some((n) => !/^[^,:\s]+$/.test(n)))
+          throw new TypeError('nbdTls.clients must be names without ",", ":" or spaces');
+        if (Buffer.byteLength(names) > 1022) throw new RangeError('nbdTls.clients must be at most 1022 bytes joined');
+        o.push(`tlsnames=${names}`); // empty: nobody
+      }
+      if (d.nbdTcpPlaintext) o.push('tcpplain');
       if (d.exportName !== undefined && d.exportName !== '') {
         if (Buffer.byteLength(d.exportName) > 190) throw new RangeError('exportName must be at most 190 bytes');
         o.push(`name=${str('exportName', d.exportName)}`);

@@ -81,6 +81,12 @@ export interface DeviceBackend {
    */
   nativeSpec(device: Device, role: 'device' | 'driver', link: LinkIdentity): NativeDeviceSpec;
   start(ctx: BackendContext): Promise<BackendInstance>;
+  /**
+   * The node operator's policy for this device in this role (e.g. an NBD export over TCP
+   * without TLS): throws a ServerError (FAILED_PRECONDITION naming field...) to refuse the
+   * link before anything is stored. Absent: everything the spec validation passed is fine.
+   */
+  admit?(device: Device, role: 'device' | 'driver', field: string): void;
 }
 
 export function roleName(r: Role): 'device' | 'driver' {

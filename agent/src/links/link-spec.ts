@@ -5,7 +5,7 @@
  */
 import { LinkSpec, type Link } from '../../../lib/gen/vop/types/v1/types';
 import { failedPrecondition, ViolationList } from '../../../lib/src/errors';
-import { devIdOf, deviceKindName, type BackendRegistry } from './device-backend';
+import { devIdOf, deviceKindName, roleName, type BackendRegistry } from './device-backend';
 
 function canonical(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(canonical);
@@ -73,4 +73,11 @@ export function checkLinkForAgent(
     ids.set(id, d.name);
   });
   v.throwIfAny();
+  // This agent's own policy for the roles it plays (FAILED_PRECONDITION, e.g. NBD over TCP without TLS).
+  const roles = new Set(mine.map((e) => roleName(e.role)));
+  link.spec.devices.forEach((d, i) => {
+    const kind = deviceKindName(d);
+    const backend = kind ? backends.get(kind) : undefined;
+    for (const r of roles) backend?.admit?.(d, r, `${field}.spec.devices[${i}]`);
+  });
 }

@@ -8,7 +8,11 @@
  *
  * A device description is "ID:opt[=value]:opt..." for one kind:
  *   blk-device  file=PATH ro direct threads=N serial=S
- *   blk-driver  unix=PATH tcp=PORT|-1 name=EXPORT qsize=N seg=KIB ro
+ *   blk-driver  unix=PATH tcp=PORT|-1 tcphost=IP (IPv6 with "-" for ":") name=EXPORT
+ *               qsize=N seg=KIB ro
+ *               tlscert=PEM tlskey=PEM tlsca=PEM tlsnames=NAME,NAME|* tcpplain
+ *               (TCP needs tlscert+tlskey, or tcpplain on a loopback tcphost:
+ *               vop/dev_nbd.h; a value too long is -ENAMETOOLONG, not cut)
  *   net-device / net-driver  tap=NAME | sock=PATH:peer=PATH |
  *               udp=PORT:udppeer=PORT   qsize=N mtu=N mac=52-54-00-.. rxbuf=N
  *   con-device  pty[=LINK] log=FILE logmax=BYTES logfiles=N unix=PATH qsize=N

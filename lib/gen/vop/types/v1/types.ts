@@ -718,7 +718,13 @@ export interface BlkBacking {
 export interface NbdExport {
   /** Unix socket path; empty disables. */
   unixSocket: string;
-  /** host:port on loopback; empty disables. */
+  /**
+   * HOST:PORT to listen on (an IP address or localhost; port 0 picks a free
+   * port, reported in the device's endpoints); empty disables. Over TCP the
+   * export requires TLS (NBD STARTTLS with the driver-side agent's
+   * certificates) unless that agent's config allows plaintext, which it only
+   * does on loopback.
+   */
   tcpListen: string;
   /** Export name announced to clients. */
   exportName: string;
