@@ -126,8 +126,8 @@ static int nofollow_errno(int dirfd, const char *name, int err)
 {
 	struct stat st;
 
-	if ((err == ENOTDIR || err == ELOOP) && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    S_ISLNK(st.st_mode))
+	if ((err == ENOTDIR || err == ELOOP) &&
+	    fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
 		return -ELOOP;
 	return -err;
 }
@@ -167,7 +167,8 @@ int vop_path_openat_walk(int rootfd, const char *rel, int flags, mode_t mode)
 	rc = component_ok(p);
 	if (rc)
 		goto out;
-	fd = openat(cur, p, flags | O_NOFOLLOW | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOCTTY), mode);
+	fd = openat(cur, p, flags | O_NOFOLLOW | O_CLOEXEC | ((flags & O_PATH) ? 0 : O_NOCTTY),
+		    mode);
 	rc = fd >= 0 ? fd : nofollow_errno(cur, p, errno);
 out:
 	if (cur != rootfd)
@@ -371,8 +372,8 @@ void vop_path_unlink_socket(struct vop_path_sock *s)
 
 	if (!s || s->dirfd < 0)
 		return;
-	if (s->ino && fstatat(s->dirfd, s->name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISSOCK(st.st_mode) &&
-	    st.st_dev == s->dev && st.st_ino == s->ino)
+	if (s->ino && fstatat(s->dirfd, s->name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISSOCK(st.st_mode) && st.st_dev == s->dev && st.st_ino == s->ino)
 		unlinkat(s->dirfd, s->name, 0);
 	close(s->dirfd);
 	vop_path_sock_init(s);

@@ -32,7 +32,8 @@ int main(void)
 
 	/* a fresh name: bound, mode 0600 */
 	a = sock(SOCK_STREAM);
-	CHECK_EQ(vop_path_bind_unix(a, root, pt_at(p, sizeof(p), "sockets/nbd.sock"), 0600, &s1), 0);
+	CHECK_EQ(vop_path_bind_unix(a, root, pt_at(p, sizeof(p), "sockets/nbd.sock"), 0600, &s1),
+		 0);
 	CHECK(listen(a, 4) == 0);
 	CHECK(lstat(p, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600);
 
@@ -81,9 +82,11 @@ int main(void)
 
 	/* outside the root, and through a directory link out of it */
 	b = sock(SOCK_STREAM);
-	CHECK_EQ(vop_path_bind_unix(b, root, pt_at(p, sizeof(p), "outside/x.sock"), 0600, &s2), -EXDEV);
+	CHECK_EQ(vop_path_bind_unix(b, root, pt_at(p, sizeof(p), "outside/x.sock"), 0600, &s2),
+		 -EXDEV);
 	CHECK(symlink("../outside", pt_at(p, sizeof(p), "sockets/out")) == 0);
-	CHECK_EQ(vop_path_bind_unix(b, root, pt_at(p, sizeof(p), "sockets/out/x.sock"), 0600, &s2), -EXDEV);
+	CHECK_EQ(vop_path_bind_unix(b, root, pt_at(p, sizeof(p), "sockets/out/x.sock"), 0600, &s2),
+		 -EXDEV);
 	CHECK_EQ(access(pt_at(p, sizeof(p), "outside/x.sock"), F_OK), -1);
 
 	/* longer than sun_path: refused, nothing bound under a truncated name */
@@ -104,11 +107,15 @@ int main(void)
 		int d = sock(SOCK_DGRAM), e = sock(SOCK_DGRAM);
 		char buf[8];
 
-		CHECK_EQ(vop_path_bind_unix(d, root, pt_at(p, sizeof(p), "sockets/a.dgram"), 0600, &s1), 0);
+		CHECK_EQ(vop_path_bind_unix(d, root, pt_at(p, sizeof(p), "sockets/a.dgram"), 0600,
+					    &s1),
+			 0);
 		CHECK_EQ(vop_path_peer_unix(root, p, &ps, &pa, &pl), 0);
 		CHECK(sendto(e, "hi", 2, 0, (struct sockaddr *)&pa, pl) == 2);
 		CHECK(recv(d, buf, sizeof(buf), 0) == 2);
-		CHECK_EQ(vop_path_peer_unix(root, pt_at(q, sizeof(q), "sockets/out/b.dgram"), &ps, &pa, &pl), -EXDEV);
+		CHECK_EQ(vop_path_peer_unix(root, pt_at(q, sizeof(q), "sockets/out/b.dgram"), &ps,
+					    &pa, &pl),
+			 -EXDEV);
 		vop_path_unlink_socket(&s1);
 		CHECK_EQ(access(p, F_OK), -1);
 		close(d);

@@ -29,13 +29,16 @@ int main(void)
 
 	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/rel"), O_RDWR, 0), -EXDEV);
 	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/abs"), O_RDWR, 0), -EXDEV);
-	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/dirlink/secret"), O_RDWR, 0), -EXDEV);
-	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/dangle"), O_WRONLY | O_CREAT, 0600), -EXDEV);
+	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/dirlink/secret"), O_RDWR, 0),
+		 -EXDEV);
+	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/dangle"), O_WRONLY | O_CREAT, 0600),
+		 -EXDEV);
 	CHECK_EQ(access(pt_at(p, sizeof(p), "outside/new"), F_OK), -1);
 	/* a path that is not inside root at all */
 	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "outside/secret"), O_RDONLY, 0), -EXDEV);
 	/* O_NOFOLLOW refuses a final link even inside */
-	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/inner"), O_RDONLY | O_NOFOLLOW, 0), -ELOOP);
+	CHECK_EQ(vop_path_open(root, pt_at(p, sizeof(p), "root/inner"), O_RDONLY | O_NOFOLLOW, 0),
+		 -ELOOP);
 
 	fd = vop_path_open(root, pt_at(p, sizeof(p), "root/inner"), O_RDONLY, 0);
 	CHECK(fd >= 0);

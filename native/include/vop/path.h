@@ -38,7 +38,8 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-/* Bytes of a host path the devices accept, NUL included: longer ones are refused, never truncated. */
+/* Bytes of a host path the devices accept, NUL included: longer ones are refused, never truncated.
+ */
 #define VOP_PATH_MAX 256u
 
 /*
@@ -82,9 +83,9 @@ int vop_path_open_dir(const char *root, const char *path, const char **name);
 
 /* A socket bound beneath a directory fd; dirfd -1 when unused. */
 struct vop_path_sock {
-	int dirfd;               /* O_PATH fd of the socket's directory, owned */
+	int dirfd;		 /* O_PATH fd of the socket's directory, owned */
 	char name[VOP_PATH_MAX]; /* the socket's name in dirfd */
-	dev_t dev;               /* identity of the socket we bound (ino 0: not ours) */
+	dev_t dev;		 /* identity of the socket we bound (ino 0: not ours) */
 	ino_t ino;
 };
 
