@@ -38,8 +38,7 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
-/* Bytes of a host path the devices accept, NUL included: longer ones are refused, never truncated.
- */
+/* Bytes of a host path, NUL included: longer ones are refused, never truncated. */
 #define VOP_PATH_MAX 256u
 
 /*
