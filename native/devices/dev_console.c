@@ -241,7 +241,7 @@ static void log_write(struct vop_console *c, const uint8_t *p, uint32_t len)
 			renameat(c->log_dirfd, from, c->log_dirfd, to);
 		}
 		snprintf(to, sizeof(to), "%s.1", c->log_path);
-		if (renameat(c->log_dirfd, c->log_path, c->log_dirfd, to) == 0) {
+		if (renameat(c->log_dirfd, c->log_path, c->log_dirfd, to) == 0 || errno == ENOENT) {
 			close(c->logfd);
 			/* the name is free now: create a new file, never open one somebody put there */
 			c->logfd = openat(c->log_dirfd, c->log_path,
@@ -250,6 +250,8 @@ static void log_write(struct vop_console *c, const uint8_t *p, uint32_t len)
 			st_add(&c->st.rotations, 1);
 			if (c->logfd < 0)
 				return;
+		} else {
+			c->log_size = 0; /* cannot rotate now: keep appending, try again after log_max bytes */
 		}
 	}
 	while (len) {
