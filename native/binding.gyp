@@ -12,6 +12,7 @@
         "core/xport_shm.c",
         "core/window.c",
         "core/link.c",
+        "core/path_beneath.c",
         "binding/devices.c",
         "devices/dev_common.c",
         "devices/dev_blk.c",

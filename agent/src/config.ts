@@ -9,6 +9,7 @@ import { z } from 'zod';
 
 import {
   checkListenSecurity,
+  ConfigError,
   loadConfig,
   SERVER_BASE_FLAGS,
   serverBaseShape,
@@ -25,6 +26,44 @@ export const AGENT_DEFAULTS = {
 };
 
 const nodeNameSchema = z.string().regex(NAME_RE, 'must be a DNS-1123 label (a-z, 0-9, "-", 1-63 characters)');
+
+/** Longest socket directory: its sockets' paths must fit sun_path (107 bytes) with room for a name. */
+export const MAX_SOCKET_DIR_BYTES = 80;
+
+/** A host directory of the path policy: the native layer takes it in ':'-separated descriptions. */
+const hostDirSchema = z
+  .string()
+  .min(1)
+  .refine((p) => !/[:\0-\x1f]/.test(p), 'must not contain ":" or control characters');
+
+/**
+ * Where link specs may put host resources (docs/agent.md "Host paths"). Every default sits
+ * under the state directory and is created 0700 at start.
+ */
+const hostPathsSchema = z
+  .object({
+    /** Directories blk backing files may lie in (regular files only); a single string is one directory. */
+    diskDirs: z.preprocess((v) => (typeof v === 'string' ? [v] : v), z.array(hostDirSchema)).optional(),
+    /** Block devices a blk backing path may name, exactly as listed (e.g. /dev/vdb). */
+    blockDevices: z.array(hostDirSchema).default([]),
+    /** Unix sockets: NBD exports, console sockets, datagram backends. */
+    socketDir: hostDirSchema.optional(),
+    /** Console logs and their rotated generations. */
+    logDir: hostDirSchema.optional(),
+    /** Stable symlinks to console ptys. */
+    ptyDir: hostDirSchema.optional(),
+  })
+  .strict()
+  .default({ blockDevices: [] });
+
+/** The path policy with every default filled in and every path absolute and normalised. */
+export interface HostPaths {
+  readonly diskDirs: readonly string[];
+  readonly blockDevices: readonly string[];
+  readonly socketDir: string;
+  readonly logDir: string;
+  readonly ptyDir: string;
+}
 
 export const agentConfigSchema = z
   .object({
@@ -63,6 +102,7 @@ export const agentConfigSchema = z
       })
       .strict()
       .default({ allowPlaintextTcp: false }),
+    hostPaths: hostPathsSchema,
     /** vop-controller to dial; absent: the agent runs standalone. */
     controller: z
       .object({
@@ -82,7 +122,7 @@ export const agentConfigSchema = z
   })
   .strict();
 
-export type AgentConfig = z.output<typeof agentConfigSchema>;
+export type AgentConfig = Omit<z.output<typeof agentConfigSchema>, 'hostPaths'> & { readonly hostPaths: HostPaths };
 
 export const AGENT_FLAGS: readonly FlagSpec[] = [
   ...SERVER_BASE_FLAGS,
@@ -98,6 +138,30 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     help: 'allow NBD exports over TCP without TLS (loopback addresses only)',
   },
   {
+    flag: 'disk-dir',
+    path: ['hostPaths', 'diskDirs'],
+    type: 'string',
+    help: 'the one directory blk backing files may lie in (default <state-dir>/disks)',
+  },
+  {
+    flag: 'socket-dir',
+    path: ['hostPaths', 'socketDir'],
+    type: 'string',
+    help: 'directory of NBD, console and datagram sockets (default <state-dir>/sockets)',
+  },
+  {
+    flag: 'log-dir',
+    path: ['hostPaths', 'logDir'],
+    type: 'string',
+    help: 'console log directory (default <state-dir>/logs)',
+  },
+  {
+    flag: 'pty-dir',
+    path: ['hostPaths', 'ptyDir'],
+    type: 'string',
+    help: 'pty link directory (default <state-dir>/pty)',
+  },
+  {
     flag: 'controller',
     path: ['controller', 'address'],
     type: 'string',
@@ -111,6 +175,31 @@ function defaultNodeName(): string {
   return cleaned === '' ? 'node' : cleaned.slice(0, 63);
 }
 
+/** Fills the path policy's defaults (under stateDir) and makes every path absolute and normalised. */
+export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsSchema>): HostPaths {
+  const hp: HostPaths = {
+    diskDirs: (p.diskDirs ?? [path.join(stateDir, 'disks')]).map((d) => path.resolve(d)),
+    blockDevices: p.blockDevices.map((d) => path.resolve(d)),
+    socketDir: path.resolve(p.socketDir ?? path.join(stateDir, 'sockets')),
+    logDir: path.resolve(p.logDir ?? path.join(stateDir, 'logs')),
+    ptyDir: path.resolve(p.ptyDir ?? path.join(stateDir, 'pty')),
+  };
+  if (Buffer.byteLength(hp.socketDir) > MAX_SOCKET_DIR_BYTES)
+    throw new ConfigError(
+      `invalid configuration:\n  hostPaths.socketDir: "${hp.socketDir}" is ${Buffer.byteLength(hp.socketDir)} bytes; at most ${MAX_SOCKET_DIR_BYTES} so that socket paths fit 107 bytes`,
+    );
+  for (const [field, dir] of [
+    ...hp.diskDirs.map((d, i) => [`hostPaths.diskDirs[${i}]`, d]),
+    ['hostPaths.socketDir', hp.socketDir],
+    ['hostPaths.logDir', hp.logDir],
+    ['hostPaths.ptyDir', hp.ptyDir],
+  ] as const) {
+    if (/[:\0-\x1f]/.test(dir))
+      throw new ConfigError(`invalid configuration:\n  ${field}: "${dir}" must not contain ":" or control characters`);
+  }
+  return hp;
+}
+
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig<AgentConfig> {
   const loaded = loadConfig({
     program: 'vop-agent',
@@ -122,12 +211,14 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     env,
   });
   checkListenSecurity(loaded.config);
+  const stateDir = path.resolve(loaded.config.stateDir);
   return {
     ...loaded,
     config: {
       ...loaded.config,
-      stateDir: path.resolve(loaded.config.stateDir),
+      stateDir,
       rendezvousDir: path.resolve(loaded.config.rendezvousDir),
+      hostPaths: resolveHostPaths(stateDir, loaded.config.hostPaths),
     },
   };
 }

@@ -27,6 +27,7 @@ import { BackendRegistry } from './links/device-backend';
 import { LinkManager } from './links/link-manager';
 import { LinkStore } from './links/link-store';
 import { loadDataPlane } from './links/native-data-plane';
+import { HostPathPolicy } from './links/path-policy';
 import { registerAgentMetrics } from './metrics/agent-metrics';
 import { agentServiceBinding } from './rpc/agent-service';
 import { ControllerSyncClient } from './sync/sync-client';
@@ -65,6 +66,12 @@ async function main(): Promise<void> {
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   mkdirSync(config.rendezvousDir, { recursive: true, mode: 0o700 });
   chmodSync(config.rendezvousDir, 0o700);
+  // The roots link specs may use (created owner-only when missing; an existing one keeps its mode).
+  const hp = config.hostPaths;
+  for (const dir of [...hp.diskDirs, hp.socketDir, hp.logDir, hp.ptyDir])
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const paths = new HostPathPolicy(hp, config.rendezvousDir);
+  log.info({ hostPaths: hp }, 'host path roots');
 
   const nativeVersion = loadNativeVersion();
   const dataPlane = loadDataPlane(log.child({ component: 'native' }));
@@ -72,7 +79,8 @@ async function main(): Promise<void> {
     nodeName: config.node.name,
     rendezvousDir: config.rendezvousDir,
     dataPlane,
-    backends: new BackendRegistry(nativeDeviceBackends(nbdPolicyFromConfig(config))),
+    backends: new BackendRegistry(nativeDeviceBackends(paths, nbdPolicyFromConfig(config))),
+    paths,
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),
   });

@@ -31,6 +31,10 @@ const IFNAME_MAX = 15;
 export const MAX_QUEUE_SIZE = 32768;
 export const DEFAULT_QUEUE_SIZE = 256;
 export const MAX_DEVICES_PER_LINK = 32;
+/** Longest host file path in a spec (bytes): the agent's native layer refuses longer ones, never truncates. */
+export const MAX_HOST_PATH_BYTES = 240;
+/** Longest Unix socket path (bytes): sockaddr_un.sun_path holds 108 with the terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
 
 export function checkName(v: ViolationList, field: string, name: string): void {
   if (name === '') v.add(field, 'is required');
@@ -52,13 +56,31 @@ export function checkLabels(v: ViolationList, field: string, labels: Record<stri
   }
 }
 
-function checkAbsolutePath(v: ViolationList, field: string, p: string, required: boolean): void {
+/**
+ * A host path: absolute, without "..", at most maxBytes. With `normalised` (files and
+ * sockets) it must also be normalised and free of control characters: the agent checks it
+ * against its allowed roots exactly as written.
+ */
+function checkAbsolutePath(
+  v: ViolationList,
+  field: string,
+  p: string,
+  required: boolean,
+  maxBytes = MAX_HOST_PATH_BYTES,
+  normalised = true,
+): void {
   if (p === '') {
     if (required) v.add(field, 'is required');
     return;
   }
-  if (!path.isAbsolute(p)) v.add(field, `"${p}" must be an absolute path`);
+  const bytes = Buffer.byteLength(p);
+  if (bytes > maxBytes)
+    v.add(field, `is ${bytes} bytes; at most ${maxBytes} (longer paths are refused, not truncated)`);
+  else if (!path.isAbsolute(p)) v.add(field, `"${p}" must be an absolute path`);
   else if (p.split('/').includes('..')) v.add(field, `"${p}" must not contain ".."`);
+  else if (normalised && (path.posix.normalize(p) !== p || p.endsWith('/')))
+    v.add(field, `"${p}" must be normalised (no "//", "/./" or trailing "/")`);
+  else if (normalised && /[\0-\x1f\x7f]/.test(p)) v.add(field, 'must not contain control characters');
 }
 
 export function checkTransport(v: ViolationList, field: string, t: Transport | undefined): void {
@@ -69,7 +91,7 @@ export function checkTransport(v: ViolationList, field: string, t: Transport | u
   }
   switch (k.$case) {
     case 'shm':
-      checkAbsolutePath(v, `${field}.shm.directory`, k.value.directory, false);
+      checkAbsolutePath(v, `${field}.shm.directory`, k.value.directory, false, MAX_HOST_PATH_BYTES, false);
       if (k.value.windowSizeBytes !== 0n && (k.value.windowSizeBytes < 65536n || k.value.windowSizeBytes > 1n << 32n)) {
         v.add(`${field}.shm.window_size_bytes`, 'must be 0 (automatic) or between 65536 and 4294967296');
       }
@@ -89,7 +111,7 @@ export function checkTransport(v: ViolationList, field: string, t: Transport | u
       if (k.value.address === '') v.add(`${field}.stream.address`, 'is required');
       break;
     case 'vhostUser':
-      checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true);
+      checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true, MAX_SOCKET_PATH_BYTES);
       break;
     default: {
       const never: never = k;
@@ -108,8 +130,8 @@ function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefi
     if (k.value.netns !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.netns))
       v.add(`${field}.tap.netns`, 'must be a namespace name under /run/netns');
   } else {
-    checkAbsolutePath(v, `${field}.datagram.path`, k.value.path, true);
-    checkAbsolutePath(v, `${field}.datagram.peer_path`, k.value.peerPath, true);
+    checkAbsolutePath(v, `${field}.datagram.path`, k.value.path, true, MAX_SOCKET_PATH_BYTES);
+    checkAbsolutePath(v, `${field}.datagram.peer_path`, k.value.peerPath, true, MAX_SOCKET_PATH_BYTES);
   }
 }
 
@@ -117,7 +139,7 @@ function checkConsoleBackend(v: ViolationList, field: string, b: ConsoleBackend 
   const k = b?.kind;
   if (!k) return;
   if (k.$case === 'pty') checkAbsolutePath(v, `${field}.pty.link_path`, k.value.linkPath, false);
-  else checkAbsolutePath(v, `${field}.unix_socket.path`, k.value.path, true);
+  else checkAbsolutePath(v, `${field}.unix_socket.path`, k.value.path, true, MAX_SOCKET_PATH_BYTES);
 }
 
 export function checkDevice(v: ViolationList, field: string, d: Device): void {
@@ -164,7 +186,7 @@ export function checkDevice(v: ViolationList, field: string, d: Device): void {
       }
       const e = k.value.export;
       if (e) {
-        checkAbsolutePath(v, `${field}.blk.export.unix_socket`, e.unixSocket, false);
+        checkAbsolutePath(v, `${field}.blk.export.unix_socket`, e.unixSocket, false, MAX_SOCKET_PATH_BYTES);
         if (e.tcpListen !== '') {
           const hp = parseHostPort(e.tcpListen);
           if (typeof hp === 'string') v.add(`${field}.blk.export.tcp_listen`, hp);

@@ -74,7 +74,7 @@ struct open_req {
 	char path[4096];
 	uint64_t create_bytes, spin_ns;
 	struct vop_dev_host_dev devs[VOP_DEV_HOST_MAX];
-	char desc[VOP_DEV_HOST_MAX][1024];
+	char desc[VOP_DEV_HOST_MAX][2048]; /* room for several host paths and their roots */
 	unsigned n;
 	int rc;
 	const char *err;

@@ -16,6 +16,8 @@ static const struct {
 	{ EPERM, "EPERM" },     { ENOMEM, "ENOMEM" },     { EALREADY, "EALREADY" },
 	{ ETIMEDOUT, "ETIMEDOUT" }, { ENAMETOOLONG, "ENAMETOOLONG" }, { EBUSY, "EBUSY" },
 	{ EACCES, "EACCES" },   { EBADF, "EBADF" },       { EMFILE, "EMFILE" },
+	/* host path policy (vop/path.h) */
+	{ EXDEV, "EXDEV" },     { EADDRINUSE, "EADDRINUSE" }, { ENOTDIR, "ENOTDIR" },
 };
 
 const char *vop_errno_code(int neg_errno, char *buf, unsigned len)

@@ -574,7 +574,7 @@ napi_value vop_b_hosted_spec(napi_env env, napi_callback_info info)
 	size_t argc = 2;
 	napi_value argv[3], obj, sizes, pools, v;
 	struct vop_dev_spec spec;
-	char desc[1024];
+	char desc[2048]; /* room for several host paths and their roots */
 	int kind, rc;
 	unsigned i;
 
@@ -608,7 +608,7 @@ napi_value vop_b_hosted_spec(napi_env env, napi_callback_info info)
 /* hostedPublish(h, kind, desc) -> slot: the creator publishes a real device's table entry */
 napi_value vop_b_hosted_publish(napi_env env, napi_callback_info info)
 {
-	char desc[1024];
+	char desc[2048]; /* room for several host paths and their roots */
 	int kind, rc;
 	napi_value r;
 
@@ -629,7 +629,7 @@ napi_value vop_b_hosted_attach(napi_env env, napi_callback_info info)
 {
 	struct vop_hosted *hd;
 	const char *err = NULL;
-	char desc[1024];
+	char desc[2048]; /* room for several host paths and their roots */
 	int kind, rc;
 
 	GET_ARGS(3);

@@ -21,6 +21,7 @@
 
 #include "../core/barrier.h"
 #include "vop/dev_blk.h"
+#include "vop/path.h"
 
 #define BLK_HDR_BYTES 16u
 #define BLK_SLOT_ALIGN 4096u
@@ -830,12 +831,27 @@ int vop_blk_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 	}
 	d->ro = cfg->ro || (d->di.features_offered & (1ull << VOP_BLK_F_RO));
 	d->direct = cfg->direct;
-	d->fd = open(cfg->path, (d->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | (d->direct ? O_DIRECT : 0));
-	if (d->fd < 0) {
+	{
+		/* O_NONBLOCK: a FIFO put in the disk directory must not hang the open; cleared below */
+		int fl = (d->ro ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (d->direct ? O_DIRECT : 0);
+
+		d->fd = cfg->block_device ? open(cfg->path, fl) : vop_path_open(cfg->root, cfg->path, fl, 0);
+		if (d->fd < 0) {
+			rc = cfg->block_device ? -errno : d->fd;
+			d->fd = -1;
+			goto fail;
+		}
+	}
+	if (fstat(d->fd, &stb)) {
 		rc = -errno;
 		goto fail;
 	}
-	if (fstat(d->fd, &stb)) {
+	/* only an operator-listed block device, or a regular file: never another special file */
+	if (cfg->block_device ? !S_ISBLK(stb.st_mode) : !S_ISREG(stb.st_mode)) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	if (fcntl(d->fd, F_SETFL, fcntl(d->fd, F_GETFL) & ~O_NONBLOCK)) {
 		rc = -errno;
 		goto fail;
 	}

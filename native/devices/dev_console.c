@@ -23,6 +23,7 @@
 
 #include "../core/barrier.h"
 #include "vop/dev_console.h"
+#include "vop/path.h"
 
 #define CON_RXQ 0u /* device -> driver */
 #define CON_TXQ 1u /* driver -> device */
@@ -40,15 +41,17 @@ struct vop_console {
 	struct vop_dev_info di;   /* set at create */
 	int ptm, pts;             /* pty master / our slave fd (-1 if none) */
 	char pts_name[128];
-	char pty_link[256];
+	int pty_dirfd;            /* directory of the pty link (O_PATH), -1 if none */
+	char pty_link[VOP_PATH_MAX]; /* the link's name in pty_dirfd ("" if none) */
 	/* device role: log */
 	int logfd;                /* -1 if none */
-	char log_path[256];
+	int log_dirfd;            /* the log's directory (O_PATH): rotation stays in it */
+	char log_path[VOP_PATH_MAX]; /* the log's name in log_dirfd */
 	uint64_t log_max, log_size;
 	unsigned log_files;       /* rotated generations kept (FILE.1 .. FILE.n) */
 	/* device role: unix socket */
 	int lfd;                  /* listener, -1 if none */
-	char unix_path[108];
+	struct vop_path_sock usock; /* where lfd is bound (unlinked only if still ours) */
 	int cl[CON_MAX_CLIENTS];  /* clients, -1 = free */
 	_Atomic int lfd_fired, ptm_fired, cl_fired;
 	bool lfd_armed, ptm_armed, cl_armed;
@@ -115,7 +118,7 @@ void vop_console_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device
 	spec->config = zero_cfg;
 }
 
-static int pty_open(struct vop_console *c, const char *link)
+static int pty_open(struct vop_console *c, const char *link, const char *root)
 {
 	struct termios t;
 	int rc;
@@ -138,13 +141,19 @@ static int pty_open(struct vop_console *c, const char *link)
 		tcsetattr(c->pts, TCSANOW, &t);
 	}
 	if (link) {
-		snprintf(c->pty_link, sizeof(c->pty_link), "%s", link);
-		unlink(link);
-		if (symlink(c->pts_name, link)) {
-			rc = -errno;
-			c->pty_link[0] = 0;
+		const char *name;
+
+		c->pty_dirfd = vop_path_open_dir(root, link, &name);
+		if (c->pty_dirfd < 0) {
+			rc = c->pty_dirfd;
+			c->pty_dirfd = -1;
 			return rc;
 		}
+		/* only a stale link of ours (into /dev/pts) is replaced, never a file */
+		rc = vop_path_symlink(c->pty_dirfd, name, c->pts_name, "/dev/pts/");
+		if (rc)
+			return rc;
+		snprintf(c->pty_link, sizeof(c->pty_link), "%s", name);
 	}
 	return 0;
 }
@@ -225,20 +234,25 @@ static void log_write(struct vop_console *c, const uint8_t *p, uint32_t len)
 		char from[sizeof(c->log_path) + 12], to[sizeof(c->log_path) + 12];
 		unsigned k;
 
-		/* FILE.(n-1) -> FILE.n ... FILE -> FILE.1; the oldest falls off */
+		/* FILE.(n-1) -> FILE.n ... FILE -> FILE.1, all inside the log's directory; the oldest falls off */
 		for (k = c->log_files; k > 1; k--) {
 			snprintf(from, sizeof(from), "%s.%u", c->log_path, k - 1);
 			snprintf(to, sizeof(to), "%s.%u", c->log_path, k);
-			rename(from, to);
+			renameat(c->log_dirfd, from, c->log_dirfd, to);
 		}
 		snprintf(to, sizeof(to), "%s.1", c->log_path);
-		rename(c->log_path, to);
-		close(c->logfd);
-		c->logfd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_TRUNC | O_CLOEXEC, 0600);
-		c->log_size = 0;
-		st_add(&c->st.rotations, 1);
-		if (c->logfd < 0)
-			return;
+		if (renameat(c->log_dirfd, c->log_path, c->log_dirfd, to) == 0 || errno == ENOENT) {
+			close(c->logfd);
+			/* the name is free now: create a new file, never open one somebody put there */
+			c->logfd = openat(c->log_dirfd, c->log_path,
+					  O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+			c->log_size = 0;
+			st_add(&c->st.rotations, 1);
+			if (c->logfd < 0)
+				return;
+		} else {
+			c->log_size = 0; /* cannot rotate now: keep appending, try again after log_max bytes */
+		}
 	}
 	while (len) {
 		ssize_t r = write(c->logfd, p, len);
@@ -599,6 +613,39 @@ const struct vop_devback_ops vop_console_ops = {
 	.queue = con_queue,
 };
 
+/*
+ * Open (append) or create the console log at path beneath root, keeping its
+ * directory for rotation. Only a regular file with one link is written: a
+ * symlink, a FIFO, a device or a directory at that name is refused (-EEXIST
+ * or -ELOOP) and left alone.
+ */
+static int log_open(struct vop_console *c, const char *path, const char *root)
+{
+	const char *name;
+	struct stat sb;
+
+	c->log_dirfd = vop_path_open_dir(root, path, &name);
+	if (c->log_dirfd < 0) {
+		int rc = c->log_dirfd;
+
+		c->log_dirfd = -1;
+		return rc;
+	}
+	if (strlen(name) + 5 > sizeof(c->log_path)) /* room for ".100" */
+		return -ENAMETOOLONG;
+	snprintf(c->log_path, sizeof(c->log_path), "%s", name);
+	if (fstatat(c->log_dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && (!S_ISREG(sb.st_mode) || sb.st_nlink > 1))
+		return -EEXIST;
+	c->logfd = openat(c->log_dirfd, name,
+			  O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC, 0600);
+	if (c->logfd < 0)
+		return errno == ELOOP ? -ELOOP : -errno;
+	if (fstat(c->logfd, &sb) || !S_ISREG(sb.st_mode) || sb.st_nlink > 1)
+		return -EEXIST; /* replaced between the check and the open */
+	c->log_size = (uint64_t)sb.st_size;
+	return 0;
+}
+
 static int con_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_console_config *cfg,
 		      bool driver, struct vop_console **out)
 {
@@ -611,7 +658,8 @@ static int con_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 	c->driver = driver;
 	c->ctx = ctx;
 	c->w = vop_devctx_window(ctx);
-	c->ptm = c->pts = c->logfd = c->lfd = -1;
+	c->ptm = c->pts = c->logfd = c->lfd = c->pty_dirfd = c->log_dirfd = -1;
+	vop_path_sock_init(&c->usock);
 	for (i = 0; i < CON_MAX_CLIENTS; i++)
 		c->cl[i] = -1;
 	pthread_mutex_init(&c->lock, NULL);
@@ -629,42 +677,31 @@ static int con_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 		goto fail;
 	}
 	if (cfg->want_pty || driver) {
-		rc = pty_open(c, cfg->pty_link);
+		rc = pty_open(c, cfg->pty_link, cfg->pty_root);
 		if (rc)
 			goto fail;
 		c->ptm_fired = 1;
 	}
 	if (!driver && cfg->log_path) {
-		struct stat sb;
-
-		snprintf(c->log_path, sizeof(c->log_path), "%s", cfg->log_path);
+		rc = log_open(c, cfg->log_path, cfg->log_root);
+		if (rc)
+			goto fail;
 		c->log_max = cfg->log_max ? cfg->log_max : (1u << 20);
 		c->log_files = cfg->log_files ? (cfg->log_files > 100 ? 100 : cfg->log_files) : 1;
-		c->logfd = open(c->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-		if (c->logfd < 0) {
-			rc = -errno;
-			goto fail;
-		}
-		c->log_size = fstat(c->logfd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
 	}
 	if (!driver && cfg->unix_path) {
-		struct sockaddr_un a;
-
-		memset(&a, 0, sizeof(a));
-		a.sun_family = AF_UNIX;
-		if (strlen(cfg->unix_path) >= sizeof(a.sun_path)) {
-			rc = -ENAMETOOLONG;
-			goto fail;
-		}
-		strcpy(a.sun_path, cfg->unix_path);
-		unlink(cfg->unix_path);
 		c->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-		if (c->lfd < 0 || bind(c->lfd, (struct sockaddr *)&a, sizeof(a)) ||
-		    chmod(cfg->unix_path, 0600) || listen(c->lfd, 8)) {
+		if (c->lfd < 0) {
 			rc = -errno;
 			goto fail;
 		}
-		strcpy(c->unix_path, cfg->unix_path);
+		rc = vop_path_bind_unix(c->lfd, cfg->unix_root, cfg->unix_path, 0600, &c->usock);
+		if (rc)
+			goto fail;
+		if (listen(c->lfd, 8)) {
+			rc = -errno;
+			goto fail;
+		}
 		c->lfd_fired = 1;
 	}
 	if (driver) {
@@ -717,7 +754,11 @@ void vop_console_destroy(struct vop_console *c)
 	for (i = 0; i < CON_MAX_CLIENTS; i++)
 		vop_devctx_unwatch(c->ctx, c->cl[i]);
 	if (c->pty_link[0])
-		unlink(c->pty_link);
+		vop_path_unlink_symlink(c->pty_dirfd, c->pty_link, c->pts_name);
+	if (c->pty_dirfd >= 0)
+		close(c->pty_dirfd);
+	if (c->log_dirfd >= 0)
+		close(c->log_dirfd);
 	if (c->ptm >= 0)
 		close(c->ptm);
 	if (c->pts >= 0)
@@ -726,8 +767,7 @@ void vop_console_destroy(struct vop_console *c)
 		close(c->logfd);
 	if (c->lfd >= 0)
 		close(c->lfd);
-	if (c->unix_path[0])
-		unlink(c->unix_path);
+	vop_path_unlink_socket(&c->usock);
 	for (i = 0; i < CON_MAX_CLIENTS; i++)
 		if (c->cl[i] >= 0)
 			close(c->cl[i]);

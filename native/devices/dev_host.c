@@ -12,12 +12,13 @@
 #include "vop/dev_host.h"
 #include "vop/dev_nbd.h"
 #include "vop/dev_net.h"
+#include "vop/path.h"
 #include "vop/xport.h"
 
 struct vop_hosted {
 	enum vop_dev_kind kind;
 	uint32_t id;
-	char opts[2048];  /* room for a blk driver's TLS file paths */
+	char opts[2048];  /* several paths with their roots (VOP_PATH_MAX each), a blk driver TLS file paths */
 	void *obj;        /* backend */
 	bool attached;    /* served by the link */
 	struct vop_nbd *nbd; /* blk driver: NBD server */
@@ -70,7 +71,23 @@ static bool opt(const char *opts, const char *key, char *out, size_t outlen)
 }
 
 /*
- * A path-like option: 1 found (copied), 0 absent, -ENAMETOOLONG if it does
+ * A path option: 1 and the value in out[VOP_PATH_MAX], 0 if absent, or
+ * -ENAMETOOLONG: a path is refused, never truncated.
+ */
+static int opt_path(const char *opts, const char *key, char out[VOP_PATH_MAX])
+{
+	char v[VOP_PATH_MAX + 1];
+
+	if (!opt(opts, key, v, sizeof(v)))
+		return 0;
+	if (strlen(v) >= VOP_PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(out, v, strlen(v) + 1);
+	return 1;
+}
+
+/*
+ * A string option: 1 found (copied), 0 absent, -ENAMETOOLONG if it does
  * not fit in out (refused, never truncated).
  */
 static int opt_str(const char *opts, const char *key, char *out, size_t outlen)
@@ -195,7 +212,8 @@ static const struct vop_devback_ops *ops_of(enum vop_dev_kind k)
 /* Create the backend object of a (surfaces open, not yet served). */
 static int create_backend(struct vop_devctx *ctx, struct vop_hosted *a, uint32_t timeout_ms)
 {
-	char v[256], v2[256];
+	char v[VOP_PATH_MAX], v2[256], root[VOP_PATH_MAX];
+	int rc;
 
 	switch (a->kind) {
 	case VOP_DK_BLK_DEVICE: {
@@ -203,9 +221,15 @@ static int create_backend(struct vop_devctx *ctx, struct vop_hosted *a, uint32_t
 		char serial[32];
 
 		memset(&c, 0, sizeof(c));
-		if (!opt(a->opts, "file", v, sizeof(v)))
-			return -EINVAL;
+		rc = opt_path(a->opts, "file", v);
+		if (rc <= 0)
+			return rc ? rc : -EINVAL;
 		c.path = v;
+		rc = opt_path(a->opts, "fileroot", root);
+		if (rc < 0)
+			return rc;
+		c.root = rc ? root : NULL;
+		c.block_device = opt(a->opts, "blkdev", v2, sizeof(v2));
 		c.ro = opt(a->opts, "ro", v2, sizeof(v2));
 		c.direct = opt(a->opts, "direct", v2, sizeof(v2));
 		c.io_threads = (unsigned)opt_num(a->opts, "threads", 4);
@@ -219,12 +243,18 @@ static int create_backend(struct vop_devctx *ctx, struct vop_hosted *a, uint32_t
 	case VOP_DK_NET_DEVICE:
 	case VOP_DK_NET_DRIVER: {
 		struct vop_net_config c;
-		char loc[300], peer[128];
+		char loc[VOP_PATH_MAX], peer[VOP_PATH_MAX];
 
 		memset(&c, 0, sizeof(c));
 		if (opt(a->opts, "sock", loc, sizeof(loc)) && opt(a->opts, "peer", peer, sizeof(peer))) {
+			if (opt_path(a->opts, "sock", loc) < 0 || opt_path(a->opts, "peer", peer) < 0)
+				return -ENAMETOOLONG;
 			c.dgram_local = loc;
 			c.dgram_peer = peer;
+			rc = opt_path(a->opts, "sockroot", root);
+			if (rc < 0)
+				return rc;
+			c.dgram_root = rc ? root : NULL;
 		} else if (opt(a->opts, "udp", v2, sizeof(v2)) && opt(a->opts, "udppeer", peer, sizeof(peer))) {
 			snprintf(loc, sizeof(loc), "127.0.0.1:%.16s", v2);
 			snprintf(v2, sizeof(v2), "127.0.0.1:%.16s", peer);
@@ -243,17 +273,32 @@ static int create_backend(struct vop_devctx *ctx, struct vop_hosted *a, uint32_t
 	}
 	default: {
 		struct vop_console_config c;
-		char lg[256], ux[256];
+		char lg[VOP_PATH_MAX], ux[VOP_PATH_MAX], proot[VOP_PATH_MAX], lroot[VOP_PATH_MAX];
 
 		memset(&c, 0, sizeof(c));
-		c.want_pty = opt(a->opts, "pty", v, sizeof(v));
+		c.want_pty = opt(a->opts, "pty", v2, sizeof(v2));
+		if (c.want_pty && (rc = opt_path(a->opts, "pty", v)) < 0)
+			return rc;
 		c.pty_link = c.want_pty && v[0] ? v : NULL;
-		if (opt(a->opts, "log", lg, sizeof(lg)))
+		if ((rc = opt_path(a->opts, "log", lg)) < 0)
+			return rc;
+		if (rc)
 			c.log_path = lg;
 		c.log_max = (uint64_t)opt_num(a->opts, "logmax", 1 << 20);
 		c.log_files = (unsigned)opt_num(a->opts, "logfiles", 1);
-		if (opt(a->opts, "unix", ux, sizeof(ux)))
+		if ((rc = opt_path(a->opts, "unix", ux)) < 0)
+			return rc;
+		if (rc)
 			c.unix_path = ux;
+		if ((rc = opt_path(a->opts, "ptyroot", proot)) < 0)
+			return rc;
+		c.pty_root = rc ? proot : NULL;
+		if ((rc = opt_path(a->opts, "logroot", lroot)) < 0)
+			return rc;
+		c.log_root = rc ? lroot : NULL;
+		if ((rc = opt_path(a->opts, "sockroot", root)) < 0)
+			return rc;
+		c.unix_root = rc ? root : NULL;
 		c.find_timeout_ms = timeout_ms;
 		return a->kind == VOP_DK_CON_DEVICE
 			       ? vop_console_device_create(ctx, a->id, &c, (struct vop_console **)&a->obj)
@@ -317,14 +362,22 @@ int vop_hosted_open(struct vop_devctx *ctx, struct vop_link *l, enum vop_dev_kin
 	a->attached = true;
 	if (kind == VOP_DK_BLK_DRIVER) {
 		struct vop_nbd_config nc;
-		char ux[256], name[200], host[64], flag[8];
+		char ux[VOP_PATH_MAX], uroot[VOP_PATH_MAX], name[200], host[64], flag[8];
 		char cert[512], key[512], ca[512], names[1024];
 		unsigned i;
 		int r[5];
 
 		memset(&nc, 0, sizeof(nc));
-		if (opt(a->opts, "unix", ux, sizeof(ux)))
+		*err = "nbd";
+		rc = opt_path(a->opts, "unix", ux);
+		if (rc < 0)
+			goto fail;
+		if (rc)
 			nc.unix_path = ux;
+		rc = opt_path(a->opts, "sockroot", uroot);
+		if (rc < 0)
+			goto fail;
+		nc.unix_root = rc ? uroot : NULL;
 		nc.tcp_port = (int)opt_num(a->opts, "tcp", 0);
 		if (opt(a->opts, "name", name, sizeof(name)) && name[0])
 			nc.export_name = name;
@@ -401,8 +454,12 @@ size_t vop_hosted_endpoints(struct vop_hosted *a, char *buf, size_t len)
 	case VOP_DK_BLK_DRIVER:
 		r = snprintf(buf, len, "nbd%u-size %llu\n", a->id,
 			     (unsigned long long)vop_blk_driver_capacity(a->obj));
-		if (r > 0 && (size_t)r < len && a->nbd && vop_nbd_port(a->nbd)) {
+		if (r > 0 && (size_t)r < len && a->nbd && vop_nbd_unix_path(a->nbd)[0]) {
 			o = (size_t)r;
+			r = snprintf(buf + o, len - o, "nbd%u-socket %s\n", a->id, vop_nbd_unix_path(a->nbd));
+		}
+		if (r > 0 && (size_t)r < len - o && a->nbd && vop_nbd_port(a->nbd)) {
+			o += (size_t)r;
 			r = snprintf(buf + o, len - o, "nbd%u-port %d\n", a->id, vop_nbd_port(a->nbd));
 		}
 		break;

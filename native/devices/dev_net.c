@@ -34,6 +34,7 @@
 
 #include "../core/barrier.h"
 #include "vop/dev_net.h"
+#include "vop/path.h"
 
 #define NET_RXQ 0u
 #define NET_TXQ 1u
@@ -74,7 +75,8 @@ struct vop_net {
 	uint16_t fslots[NET_BUDGET][NET_MAX_PIECES]; /* driver: slots of each frame in a send batch */
 	uint8_t fnslots[NET_BUDGET];
 	bool dgram;               /* datagram socket instead of a TAP */
-	char sock_path[108];      /* bound Unix datagram path (removed on destroy) */
+	struct vop_path_sock lsock; /* bound Unix datagram socket (removed on destroy if still ours) */
+	struct vop_path_sock psock; /* directory of the Unix peer (kept open: the peer address names it) */
 	struct sockaddr_storage peer; /* datagram: where frames go */
 	socklen_t peer_len;
 	uint16_t *tx_free;        /* driver: free tx slot indices */
@@ -235,8 +237,12 @@ static int parse_addr(const char *spec, struct sockaddr_storage *ss, socklen_t *
 	}
 }
 
-/* Datagram port: bound to local, frames go to peer (same family). Returns fd or -errno. */
-static int dgram_open(struct vop_net *n, const char *local, const char *peer)
+/*
+ * Datagram port: bound to local, frames go to peer (same family). Unix paths
+ * lie beneath root (vop/path.h): bound and addressed through a directory fd.
+ * Returns fd or -errno.
+ */
+static int dgram_open(struct vop_net *n, const char *local, const char *peer, const char *root)
 {
 	struct sockaddr_storage ls;
 	socklen_t ll;
@@ -247,6 +253,12 @@ static int dgram_open(struct vop_net *n, const char *local, const char *peer)
 	fam2 = parse_addr(peer, &n->peer, &n->peer_len);
 	if (fam2 < 0 || fam2 != fam)
 		return fam2 < 0 ? fam2 : -EINVAL;
+	if (fam == AF_UNIX) {
+		int rc = vop_path_peer_unix(root, peer, &n->psock, (struct sockaddr_un *)&n->peer, &n->peer_len);
+
+		if (rc)
+			return rc;
+	}
 	fd = socket(fam, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return -errno;
@@ -255,17 +267,21 @@ static int dgram_open(struct vop_net *n, const char *local, const char *peer)
 		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
 	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)))
 		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
-	if (fam == AF_UNIX)
-		unlink(local);
-	if (bind(fd, (struct sockaddr *)&ls, ll)) {
+	if (fam == AF_UNIX) {
+		/* a stale socket of ours is replaced; anything else at that name is refused */
+		int rc = vop_path_bind_unix(fd, root, local, 0600, &n->lsock);
+
+		if (rc) {
+			close(fd);
+			return rc;
+		}
+	} else if (bind(fd, (struct sockaddr *)&ls, ll)) {
 		int rc = -errno;
 
 		close(fd);
 		return rc;
 	}
 	snprintf(n->ifname, sizeof(n->ifname), "dgram");
-	if (fam == AF_UNIX)
-		snprintf(n->sock_path, sizeof(n->sock_path), "%s", local);
 	return fd;
 }
 
@@ -905,6 +921,8 @@ static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 	n->ctx = ctx;
 	n->w = vop_devctx_window(ctx);
 	n->tap = -1;
+	vop_path_sock_init(&n->lsock);
+	vop_path_sock_init(&n->psock);
 	rc = vop_dev_find_wait(n->w, dev_id, VOP_VIRTIO_ID_NET, c->find_timeout_ms, &n->di);
 	if (rc)
 		goto fail;
@@ -913,7 +931,7 @@ static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 		goto fail;
 	}
 	n->dgram = c->dgram_local && c->dgram_peer;
-	rc = n->dgram ? dgram_open(n, c->dgram_local, c->dgram_peer) : tap_open(c->tap_name, n->ifname);
+	rc = n->dgram ? dgram_open(n, c->dgram_local, c->dgram_peer, c->dgram_root) : tap_open(c->tap_name, n->ifname);
 	if (rc < 0)
 		goto fail;
 	n->tap = rc;
@@ -993,8 +1011,8 @@ void vop_net_destroy(struct vop_net *n)
 	vop_devctx_unwatch(n->ctx, n->tap); /* the watcher must not poll a closed fd */
 	if (n->tap >= 0)
 		close(n->tap);
-	if (n->sock_path[0])
-		unlink(n->sock_path);
+	vop_path_unlink_socket(&n->lsock);
+	vop_path_unlink_socket(&n->psock); /* not ours (no inode recorded): only closes the directory */
 	free(n->stash);
 	free(n->chains);
 	free(n->miov);

@@ -25,6 +25,7 @@
 
 #include "vop/dev_nbd.h"
 #include "vop/nbd_tls.h"
+#include "vop/path.h"
 
 #define NBD_MAGIC 0x4e42444d41474943ull
 #define NBD_IHAVEOPT 0x49484156454f5054ull
@@ -116,7 +117,8 @@ struct vop_nbd {
 	uint32_t max_req;          /* bytes */
 	uint32_t seg;              /* bytes per slot */
 	int lfd[2];                /* listening sockets, -1 if unused */
-	char unix_path[108];
+	char unix_path[108];       /* the socket's path as configured ("" if none) */
+	struct vop_path_sock usock; /* where lfd[0] is bound (unlinked only if still ours) */
 	int port;
 	struct vop_nbd_tls *tls;   /* TLS settings, NULL without certificates; read-only after start */
 	bool tcp_tls_required;     /* TCP clients must STARTTLS before anything else */
@@ -826,6 +828,7 @@ int vop_nbd_start(struct vop_blk_driver *d, const struct vop_nbd_config *cfg, st
 		return -ENOMEM;
 	s->d = d;
 	s->lfd[0] = s->lfd[1] = -1;
+	vop_path_sock_init(&s->usock);
 	pthread_mutex_init(&s->lock, NULL);
 	snprintf(s->export_name, sizeof(s->export_name), "%s",
 		 cfg->export_name ? cfg->export_name : "vop");
@@ -837,23 +840,20 @@ int vop_nbd_start(struct vop_blk_driver *d, const struct vop_nbd_config *cfg, st
 		half = 1;
 	s->max_req = (uint64_t)half * s->seg > (32u << 20) ? (32u << 20) : half * s->seg;
 	if (cfg->unix_path) {
-		struct sockaddr_un a;
-
-		memset(&a, 0, sizeof(a));
-		a.sun_family = AF_UNIX;
-		if (strlen(cfg->unix_path) >= sizeof(a.sun_path)) {
+		if (strlen(cfg->unix_path) >= sizeof(s->unix_path)) {
 			rc = -ENAMETOOLONG;
 			goto fail;
 		}
-		strcpy(a.sun_path, cfg->unix_path);
-		strcpy(s->unix_path, cfg->unix_path);
-		unlink(cfg->unix_path);
 		s->lfd[0] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (s->lfd[0] < 0 || bind(s->lfd[0], (struct sockaddr *)&a, sizeof(a)) ||
-		    chmod(cfg->unix_path, 0600) || listen(s->lfd[0], 16)) {
-			rc = -errno;
+		if (s->lfd[0] < 0)
+			goto fail_errno;
+		/* beneath the socket directory; only a stale socket of ours is replaced */
+		rc = vop_path_bind_unix(s->lfd[0], cfg->unix_root, cfg->unix_path, 0600, &s->usock);
+		if (rc)
 			goto fail;
-		}
+		if (listen(s->lfd[0], 16))
+			goto fail_errno;
+		snprintf(s->unix_path, sizeof(s->unix_path), "%s", cfg->unix_path);
 	}
 	if (cfg->tls_cert || cfg->tls_key) {
 		struct vop_nbd_tls_config tc = { cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
@@ -921,6 +921,11 @@ int vop_nbd_port(struct vop_nbd *n)
 	return n->port;
 }
 
+const char *vop_nbd_unix_path(struct vop_nbd *n)
+{
+	return n->unix_path;
+}
+
 uint32_t vop_nbd_max_request(struct vop_nbd *n)
 {
 	return n->max_req;
@@ -941,8 +946,7 @@ void vop_nbd_stop(struct vop_nbd *s)
 	for (i = 0; i < 2; i++)
 		if (s->lfd[i] >= 0)
 			close(s->lfd[i]);
-	if (s->unix_path[0])
-		unlink(s->unix_path);
+	vop_path_unlink_socket(&s->usock);
 	vop_nbd_tls_free(s->tls); /* after reap: no handshake runs any more */
 	pthread_mutex_destroy(&s->lock);
 	free(s);

@@ -22,7 +22,7 @@ import {
   withoutKnownPromClientLintNames,
   type ServerProcess,
 } from '../helpers/servers';
-import { Agent, bytePipeDevice, makeLink } from './helpers';
+import { Agent, bytePipeDevice, makeLink, testDiskDir } from './helpers';
 
 function storedLinks(stateDir: string): string[] {
   return readdirSync(path.join(stateDir, 'links')).sort();
@@ -34,7 +34,7 @@ describe('vop-agent AgentService', () => {
   let rdv: string;
   before(async () => {
     rdv = tempDir('rdv');
-    srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv]);
+    srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()]);
     agent = new Agent(srv.grpc);
   });
   after(async () => {
@@ -300,14 +300,20 @@ describe('vop-agent restart', () => {
   it('restores its links from the state directory without a controller', async () => {
     const stateDir = tempDir('agent-state');
     const rdv = tempDir('rdv');
-    let srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir });
+    let srv = await startServer(
+      'agent',
+      ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()],
+      { stateDir },
+    );
     let agent = new Agent(srv.grpc);
     const applied = await agent.apply(makeLink('r-1', { labels: { keep: 'me' } }));
     await agent.apply(makeLink('r-2'));
     await agent.delete('r-2');
     agent.close();
     await srv.stop('SIGKILL');
-    srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir });
+    srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()], {
+      stateDir,
+    });
     agent = new Agent(srv.grpc);
     try {
       const links = (await agent.list()).links;

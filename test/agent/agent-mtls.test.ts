@@ -15,7 +15,7 @@ import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/gen/g
 import { WatchEventType } from '../../lib/gen/vop/types/v1/types';
 import { call, expectGrpcError, insecure } from '../helpers/grpc';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
-import { Agent, makeLink } from './helpers';
+import { Agent, makeLink, testDiskDir } from './helpers';
 
 async function openssl(dir: string, args: string[]): Promise<void> {
   // spawnSync: openssl need not read stdin (an async pipe could EPIPE after it exits).
@@ -120,7 +120,7 @@ describe('vop-agent with mutual TLS', () => {
         '',
       ].join('\n'),
     );
-    srv = await startServer('agent', ['--config', cfg]);
+    srv = await startServer('agent', ['--config', cfg, '--disk-dir', testDiskDir()]);
   });
   after(async () => {
     await srv.stop('SIGTERM');

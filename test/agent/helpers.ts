@@ -1,23 +1,40 @@
 /** Builders and clients shared by the agent tests. */
-import { closeSync, existsSync, openSync, ftruncateSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, ftruncateSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
 import { Metadata, type ChannelCredentials, type ClientReadableStream } from '@grpc/grpc-js';
 
+import { resolveHostPaths } from '../../agent/src/config';
+import { HostPathPolicy } from '../../agent/src/links/path-policy';
 import { AgentServiceClient, type WatchLinksResponse } from '../../lib/gen/vop/agent/v1/agent';
 import { Role, type Device, type Link, type LinkPhase } from '../../lib/gen/vop/types/v1/types';
 import { call, insecure } from '../helpers/grpc';
 
+/**
+ * The directory of testDisk(): agents that get links with it are started with
+ * `--disk-dir testDiskDir()` (their allowed root for blk backing files).
+ */
+export function testDiskDir(): string {
+  const d = path.join(os.tmpdir(), `vop-test-disks-${process.pid}`);
+  mkdirSync(d, { recursive: true, mode: 0o700 });
+  return d;
+}
+
 /** A sparse 16 MiB disk image shared by the tests' blk devices (the device side opens it). */
 export function testDisk(): string {
-  const p = path.join(os.tmpdir(), `vop-test-disk-${process.pid}.img`);
+  const p = path.join(testDiskDir(), 'disk.img');
   if (!existsSync(p)) {
     const fd = openSync(p, 'w', 0o600);
     ftruncateSync(fd, 16 * 1024 * 1024);
     closeSync(fd);
   }
   return p;
+}
+
+/** The host path policy of a test agent with state in stateDir whose disks live in testDiskDir(). */
+export function testPathPolicy(stateDir: string, rendezvousDir: string): HostPathPolicy {
+  return new HostPathPolicy(resolveHostPaths(stateDir, { diskDirs: [testDiskDir()], blockDevices: [] }), rendezvousDir);
 }
 
 export function bytePipeDevice(name: string, kind: 'console' | 'blk' | 'net' = 'console', queueSize = 256): Device {

@@ -22,7 +22,7 @@ import { BackendRegistry } from '../../agent/src/links/device-backend';
 import { LinkManager } from '../../agent/src/links/link-manager';
 import { LinkStore } from '../../agent/src/links/link-store';
 import { tempDir } from '../helpers/servers';
-import { bytePipeDevice, makeLink } from './helpers';
+import { bytePipeDevice, makeLink, testPathPolicy } from './helpers';
 
 class FakeWindow implements DataPlaneWindow {
   peerView: PeerView = { state: 'absent', epoch: 0 };
@@ -111,11 +111,13 @@ function setup(node = 'host-a'): { mgr: LinkManager; dp: FakeDataPlane; stateDir
   const dp = new FakeDataPlane();
   const stateDir = tempDir('lm');
   const log = pino({ level: 'silent' });
+  const rendezvousDir = tempDir('lm-rdv');
   const mgr = new LinkManager({
     nodeName: node,
-    rendezvousDir: tempDir('lm-rdv'),
+    rendezvousDir,
     dataPlane: dp,
     backends: new BackendRegistry(),
+    paths: testPathPolicy(stateDir, rendezvousDir),
     store: new LinkStore(stateDir, log),
     log,
   });
@@ -163,6 +165,7 @@ describe('link manager lifecycle', () => {
       rendezvousDir: tempDir('rdv'),
       dataPlane: dp,
       backends: new BackendRegistry(),
+      paths: testPathPolicy(tempDir('lm-paths'), tempDir('rdv')),
       store: new LinkStore(tempDir('lm'), log),
       log,
     });
@@ -291,6 +294,7 @@ describe('link manager lifecycle', () => {
       rendezvousDir: tempDir('rdv'),
       dataPlane: dp2,
       backends: new BackendRegistry(),
+      paths: testPathPolicy(stateDir, tempDir('rdv')),
       store: new LinkStore(stateDir, log),
       log,
     });

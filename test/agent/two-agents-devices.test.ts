@@ -101,12 +101,18 @@ describe('two agents with real console and blk devices', () => {
     },
   ];
   const stateB = tempDir('state-b');
+  // Both agents allow `dir` for every kind of host path the link names.
+  const roots = ['--disk-dir', dir, '--socket-dir', dir, '--log-dir', dir, '--pty-dir', dir];
   const startA = async (): Promise<void> => {
-    srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir: stateA });
+    srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, ...roots], {
+      stateDir: stateA,
+    });
     a = new Agent(srvA.grpc);
   };
   const startB = async (): Promise<void> => {
-    srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv], { stateDir: stateB });
+    srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv, ...roots], {
+      stateDir: stateB,
+    });
     b = new Agent(srvB.grpc);
   };
   before(async () => {

@@ -15,7 +15,7 @@ import { Metadata, status } from '@grpc/grpc-js';
 import { LinkPhase, WatchEventType, type Link } from '../../lib/gen/vop/types/v1/types';
 import { call, expectGrpcError } from '../helpers/grpc';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
-import { Agent, bytePipeDevice, makeLink } from './helpers';
+import { Agent, bytePipeDevice, makeLink, testDiskDir } from './helpers';
 
 const STREAM = { 'vop.dev/bytepipe-traffic': 'stream' };
 /** How long the test hook blocks agent A's event loop. */
@@ -70,11 +70,17 @@ describe('two agents on one machine', () => {
   let a: Agent;
   let b: Agent;
   const startA = async (): Promise<void> => {
-    srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir: stateA, env });
+    srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()], {
+      stateDir: stateA,
+      env,
+    });
     a = new Agent(srvA.grpc);
   };
   const startB = async (): Promise<void> => {
-    srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv], { stateDir: stateB, env });
+    srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()], {
+      stateDir: stateB,
+      env,
+    });
     b = new Agent(srvB.grpc);
   };
   before(async () => {
@@ -168,7 +174,8 @@ describe('two agents on one machine', () => {
   });
 
   it("uses a link's own shm directory, created owner-only", async () => {
-    const dir = path.join(tempDir('own-dir'), 'links', 'x');
+    // Inside the agents' rendezvous directory: a link's shm directory may not lie elsewhere.
+    const dir = path.join(rdv, 'links', 'x');
     const link = makeLink('own', { dir, devices: [bytePipeDevice('con0')] });
     await Promise.all([a.apply(link), b.apply(link)]);
     await a.waitPhase('own', LinkPhase.LINK_PHASE_READY, 5000);

@@ -71,14 +71,17 @@ async function rssSamples(pid: number, n = 5): Promise<number> {
 async function main(): Promise<void> {
   const rdv = tempDir('bench-rdv');
   const env = { NODE_OPTIONS: NODE_FLAGS };
+  // The real-backend links put every host path in devDir: both agents allow it for every kind.
+  const devDir = tempDir('bench-dev');
+  const roots = ['--disk-dir', devDir, '--socket-dir', devDir, '--log-dir', devDir, '--pty-dir', devDir];
   const a: ServerProcess = await startServer(
     'agent',
-    ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--log-level', 'info'],
+    ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--log-level', 'info', ...roots],
     { env },
   );
   const b: ServerProcess = await startServer(
     'agent',
-    ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--log-level', 'info'],
+    ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--log-level', 'info', ...roots],
     { env },
   );
   const ca = new Agent(a.grpc);
@@ -168,7 +171,6 @@ async function main(): Promise<void> {
     await deleteLinks('idle256');
 
     // After the idle figures: bring-up with the real backends on both sides (console on ptys, blk exported over NBD).
-    const devDir = tempDir('bench-dev');
     const disk = path.join(devDir, 'disk.img');
     writeFileSync(disk, '');
     truncateSync(disk, 64 * 1024 * 1024);

@@ -62,7 +62,11 @@ export interface Fleet {
   stop(): Promise<void>;
 }
 
-export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<Fleet> {
+/**
+ * A controller and (on startAgent) agents dialling it. `agentArgs` go to every agent, e.g. the
+ * host path roots (`--disk-dir DIR`) the policies' paths lie in.
+ */
+export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: readonly string[] } = {}): Promise<Fleet> {
   const port = await freePort();
   const controllerAddr = `127.0.0.1:${port}`;
   const controllerStateDir = tempDir('ctl');
@@ -103,6 +107,7 @@ export async function startFleet(opts: { leaseSeconds?: number } = {}): Promise<
         controllerAddr,
       ];
       if (host) args.push('--host-node', host);
+      args.push(...(opts.agentArgs ?? []));
       const a = await startServer('agent', args, { stateDir: dir, readyTimeoutMs: 60_000 });
       agents.set(name, a);
       clients.get(name)?.close();

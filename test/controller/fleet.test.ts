@@ -138,10 +138,13 @@ async function waitReadyIfDataPlane(
   );
 }
 
+/** The agents' root for blk backing files (--disk-dir). */
+const BLK_DIR = tempDir('blk');
+
 describe('vop-controller with three agents', () => {
   let fleet: Fleet;
   before(async () => {
-    fleet = await startFleet({ leaseSeconds: 2 });
+    fleet = await startFleet({ leaseSeconds: 2, agentArgs: ['--disk-dir', BLK_DIR] });
     await fleet.startAgent('host-1', 'host');
     for (const c of CARDS) await fleet.startAgent(c, 'card', 'host-1');
     await waitFor('three agents Ready', async () => {
@@ -202,7 +205,7 @@ describe('vop-controller with three agents', () => {
   });
 
   it('rolls out a template change without touching links the change does not affect', async (t) => {
-    const blkFile = path.join(tempDir('blk'), 'disk.img');
+    const blkFile = path.join(BLK_DIR, 'disk.img');
     writeFileSync(blkFile, Buffer.alloc(1 << 20));
     await applyPolicy(fleet, consolePolicy('disk', [{ name: 'vda', blk: { backing: { path: blkFile } } }]));
     await waitSynced(fleet, 'disk', 2);

@@ -112,7 +112,8 @@ describe('telemetry of a controller-managed fleet', () => {
 
   before(async () => {
     writeFileSync(DISK, Buffer.alloc(16 << 20));
-    fleet = await startFleet();
+    // The policy's disk image and NBD socket lie in DIR: the agents allow it for both.
+    fleet = await startFleet({ agentArgs: ['--disk-dir', DIR, '--socket-dir', DIR] });
     await fleet.startAgent('host-1', 'host');
     await fleet.startAgent('card-1', 'card', 'host-1');
     await call(fleet.ctl, fleet.ctl.applyPolicy, { policy: policyFromJson(POLICY), dryRun: false }, new Metadata());

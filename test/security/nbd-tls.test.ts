@@ -101,7 +101,13 @@ function nbdCertDir(dir: string, name: string, client: string | null): string {
 
 function agentConfig(dir: string, node: string, rdv: string, tls: boolean): string {
   const cfg = path.join(dir, `${node}.yaml`);
-  const lines = ['node:', `  name: ${node}`, `rendezvousDir: ${rdv}`];
+  const lines = [
+    'node:',
+    `  name: ${node}`,
+    `rendezvousDir: ${rdv}`,
+    'hostPaths:',
+    `  diskDirs: [${path.join(dir, 'disks')}]`,
+  ];
   if (tls)
     lines.push(
       'tls:',
@@ -244,7 +250,7 @@ describe(
   () => {
     const dir = tempDir('nbdtls');
     const rdv = path.join(dir, 'rdv');
-    const disk = path.join(dir, 'disk.img');
+    const disk = path.join(dir, 'disks', 'disk.img');
     let srvA: ServerProcess;
     let srvB: ServerProcess;
     let a: Agent;
@@ -264,6 +270,7 @@ describe(
 
     before(async () => {
       mkdirSync(rdv, { mode: 0o700 });
+      mkdirSync(path.join(dir, 'disks'), { mode: 0o700 });
       makeCa(dir, 'ca');
       makeCa(dir, 'rogue-ca');
       makeCert(dir, 'ca', 'host-a', 'host-a', true);

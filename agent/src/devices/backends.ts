@@ -4,7 +4,9 @@
  * TAP or datagram backend on both roles; console: a pty, socket or log) is a hosted
  * device of the native layer: it is published in the link's own window with its real
  * virtio type and served by the link's worker, which runs the device handshake,
- * resets and restarts for it. Anything else keeps the byte-pipe stand-in.
+ * resets and restarts for it. Anything else keeps the byte-pipe stand-in. Every host path
+ * reaches the native layer with the root it must lie in (HostPathPolicy), where it is
+ * opened beneath that root.
  */
 import type { Device } from '../../../lib/gen/vop/types/v1/types';
 import type { HostedDevicePort, NativeDeviceSpec } from '../links/data-plane';
@@ -19,6 +21,7 @@ import {
   type DeviceKindName,
   type LinkIdentity,
 } from '../links/device-backend';
+import type { HostPathPolicy } from '../links/path-policy';
 import { NativeError } from '../native/errors';
 import { hostedSpec } from '../native/window';
 import { ConsoleStream, deviceDescription, type DeviceOptions } from './device-host';
@@ -44,17 +47,14 @@ function fnv(s: string): string {
 /**
  * True when the spec names the local surfaces of BOTH roles, so both agents
  * (which see the same spec) make the same choice between native and stand-in.
+ * A blk export that names neither a socket nor a TCP address is served on a Unix
+ * socket in the driver agent's socket directory (HostPathPolicy.defaultNbdSocket).
  */
 export function nativeEligible(device: Device): boolean {
   const k = device.kind;
   switch (k?.$case) {
     case 'blk':
-      return (
-        !!k.value.backing &&
-        k.value.backing.path !== '' &&
-        !!k.value.export &&
-        (k.value.export.unixSocket !== '' || k.value.export.tcpListen !== '')
-      );
+      return !!k.value.backing && k.value.backing.path !== '' && !!k.value.export;
     case 'net':
       return !!k.value.deviceBackend?.kind && !!k.value.driverFrontend?.kind;
     case 'console':
@@ -81,15 +81,34 @@ export function defaultMac(link: string, device: string): string {
   return `02:${(h.match(/../g) ?? []).slice(0, 5).join(':')}`;
 }
 
+/** The root a host path must lie in, as the native options take it; throws when it lies in none. */
+function rootOf(
+  policy: HostPathPolicy,
+  kind: 'disk' | 'socket' | 'log' | 'pty',
+  p: string,
+): { dir: string } | { blockDevice: string } {
+  const r = policy.rootOf(kind, p);
+  if (!r) throw new RangeError(`"${p}" is outside the roots allowed here: ${policy.describe(kind)}`);
+  return r;
+}
+
+function dirOf(policy: HostPathPolicy, kind: 'socket' | 'log' | 'pty', p: string): string {
+  const r = rootOf(policy, kind, p);
+  if (!('dir' in r)) throw new RangeError(`"${p}" has no root directory`);
+  return r.dir;
+}
+
 /**
  * The native options for this endpoint's role, or null when the device keeps the stand-in.
- * nbd: this agent's NBD export policy (TLS files, client names, plaintext TCP).
+ * policy: the host paths this agent allows; nbd: its NBD export policy (TLS files, client
+ * names, plaintext TCP).
  */
 export function deviceOptionsFor(
   device: Device,
   role: 'device' | 'driver',
   devId: number,
-  link = '',
+  link: string,
+  policy: HostPathPolicy,
   nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY,
 ): DeviceOptions | null {
   const k = device.kind;
@@ -100,25 +119,30 @@ export function deviceOptionsFor(
       const blk = k.value;
       if (!blk.backing || blk.backing.path === '') return null;
       if (role === 'device') {
+        const root = rootOf(policy, 'disk', blk.backing.path);
         return {
           kind: 'blk',
           role,
           id: devId,
           file: blk.backing.path,
+          ...('dir' in root ? { fileRoot: root.dir } : { blockDevice: true }),
           readOnly: blk.backing.readOnly,
           direct: blk.backing.directIo,
           ...(blk.backing.serial !== '' ? { serial: blk.backing.serial } : {}),
         };
       }
       const ex = blk.export;
-      const tcp = ex ? nbdTcpAddress(ex.tcpListen) : null;
-      if (!ex || (ex.unixSocket === '' && tcp === null)) return null;
+      if (!ex) return null;
+      const tcp = nbdTcpAddress(ex.tcpListen);
+      // Neither a socket nor TCP named: a Unix socket in this agent's socket directory.
+      const sock =
+        ex.unixSocket !== '' ? ex.unixSocket : tcp === null ? policy.defaultNbdSocket(link, device.name) : '';
       return {
         kind: 'blk',
         role,
         id: devId,
         readOnly: blk.backing.readOnly,
-        ...(ex.unixSocket !== '' ? { nbdSocket: ex.unixSocket } : {}),
+        ...(sock !== '' ? { nbdSocket: sock, socketRoot: dirOf(policy, 'socket', sock) } : {}),
         // port 0: any free port, reported as the endpoint nbd<ID>-port
         ...(tcp !== null ? { nbdTcpPort: tcp.port === 0 ? -1 : tcp.port, nbdTcpHost: tcp.host } : {}),
         ...(ex.exportName !== '' ? { exportName: ex.exportName } : {}),
@@ -143,7 +167,11 @@ export function deviceOptionsFor(
           ...common,
           tap: be.kind.value.name !== '' ? be.kind.value.name : defaultTapName(link, device.name, role),
         };
-      return { ...common, datagram: { local: be.kind.value.path, peer: be.kind.value.peerPath } };
+      return {
+        ...common,
+        datagram: { local: be.kind.value.path, peer: be.kind.value.peerPath },
+        socketRoot: dirOf(policy, 'socket', be.kind.value.path),
+      };
     }
     case 'console': {
       const con = k.value;
@@ -158,11 +186,21 @@ export function deviceOptionsFor(
         logFile?: string;
         logMaxBytes?: number;
         logFiles?: number;
+        ptyRoot?: string;
+        logRoot?: string;
+        socketRoot?: string;
       } = { kind: 'console', role, id: devId };
-      if (be?.kind?.$case === 'pty' && be.kind.value.linkPath !== '') o.ptyLink = be.kind.value.linkPath;
-      if (be?.kind?.$case === 'unixSocket' && role === 'device') o.unixSocket = be.kind.value.path;
+      if (be?.kind?.$case === 'pty' && be.kind.value.linkPath !== '') {
+        o.ptyLink = be.kind.value.linkPath;
+        o.ptyRoot = dirOf(policy, 'pty', o.ptyLink);
+      }
+      if (be?.kind?.$case === 'unixSocket' && role === 'device') {
+        o.unixSocket = be.kind.value.path;
+        o.socketRoot = dirOf(policy, 'socket', o.unixSocket);
+      }
       if (role === 'device' && con.log && con.log.path !== '') {
         o.logFile = con.log.path;
+        o.logRoot = dirOf(policy, 'log', o.logFile);
         if (con.log.maxBytes !== 0n) o.logMaxBytes = Number(con.log.maxBytes);
         if (con.log.maxFiles !== 0) o.logFiles = Math.min(con.log.maxFiles, 100);
       }
@@ -217,12 +255,13 @@ function hostedNativeSpec(
   device: Device,
   role: 'device' | 'driver',
   link: LinkIdentity,
+  policy: HostPathPolicy,
   nbd: NbdExportPolicy,
 ): NativeDeviceSpec | Error | null {
   const devId = devIdOf(device.name);
   let opts: DeviceOptions | null;
   try {
-    opts = deviceOptionsFor(device, role, devId, link.name, nbd);
+    opts = deviceOptionsFor(device, role, devId, link.name, policy, nbd);
     if (!opts) return null;
     const { kind: hostedKind, desc } = deviceDescription(opts);
     const fp = hostedSpec(hostedKind, desc);
@@ -246,9 +285,13 @@ function hostedNativeSpec(
 
 /**
  * A backend serving real devices, falling back to the stand-in for unconfigured ones.
- * nbd: the agent's NBD export policy (blk driver role).
+ * policy: the host paths this agent allows; nbd: its NBD export policy (blk driver role).
  */
-export function nativeDeviceBackend(kind: DeviceKindName, nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY): DeviceBackend {
+export function nativeDeviceBackend(
+  kind: DeviceKindName,
+  policy: HostPathPolicy,
+  nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY,
+): DeviceBackend {
   const standIn = bytePipeStandIn(kind);
   /** Devices whose spec could not be described natively, by link and device id: start() fails with the reason. */
   const invalid = new Map<string, string>();
@@ -259,7 +302,7 @@ export function nativeDeviceBackend(kind: DeviceKindName, nbd: NbdExportPolicy =
     },
     nativeSpec(device, role, link) {
       const key = `${link.name}/${devIdOf(device.name)}`;
-      const spec = hostedNativeSpec(kind, device, role, link, nbd);
+      const spec = hostedNativeSpec(kind, device, role, link, policy, nbd);
       if (spec instanceof Error) invalid.set(key, spec.message);
       else invalid.delete(key);
       return spec instanceof Error || spec === null ? standIn.nativeSpec(device, role, link) : spec;
@@ -295,7 +338,10 @@ export function nativeDeviceBackend(kind: DeviceKindName, nbd: NbdExportPolicy =
   };
 }
 
-/** Real backends for all three kinds (register them over the stand-ins). */
-export function nativeDeviceBackends(nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY): DeviceBackend[] {
-  return (['net', 'console', 'blk'] as const).map((k) => nativeDeviceBackend(k, nbd));
+/** Real backends for all three kinds (register them over the stand-ins), opening host paths under policy. */
+export function nativeDeviceBackends(
+  policy: HostPathPolicy,
+  nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY,
+): DeviceBackend[] {
+  return (['net', 'console', 'blk'] as const).map((k) => nativeDeviceBackend(k, policy, nbd));
 }

@@ -17,6 +17,13 @@ export interface BlkDeviceOptions {
   readonly id: number;
   /** Regular file or block device. */
   readonly file: string;
+  /**
+   * Directory file must lie in: opened beneath it, never through a symlink out, and it must
+   * be a regular file (absent: the file's own directory). Ignored with blockDevice.
+   */
+  readonly fileRoot?: string;
+  /** file is an operator-allowed block device, opened by name; it must be one. */
+  readonly blockDevice?: boolean;
   readonly readOnly?: boolean;
   /** O_DIRECT. */
   readonly direct?: boolean;
@@ -32,6 +39,8 @@ export interface BlkDriverOptions {
   readonly id: number;
   /** NBD Unix socket path. */
   readonly nbdSocket?: string;
+  /** Directory nbdSocket must lie in (absent: its own directory). */
+  readonly socketRoot?: string;
   /** NBD TCP port (-1: any free port). */
   readonly nbdTcpPort?: number;
   /** NBD TCP listen address, an IPv4 or IPv6 literal (default 127.0.0.1). */
@@ -66,6 +75,8 @@ export interface NetOptions {
   readonly tap?: string;
   readonly datagram?:
     { readonly local: string; readonly peer: string } | { readonly udpPort: number; readonly udpPeerPort: number };
+  /** Directory both Unix datagram paths must lie in (absent: each one's own directory). */
+  readonly socketRoot?: string;
   readonly queueSize?: number;
   readonly mtu?: number;
   /** "52:54:00:12:34:56". */
@@ -87,6 +98,10 @@ export interface ConsoleOptions {
   readonly logFiles?: number;
   /** Device role: Unix socket for attach. */
   readonly unixSocket?: string;
+  /** Directories ptyLink, logFile and unixSocket must lie in (absent: each one's own directory). */
+  readonly ptyRoot?: string;
+  readonly logRoot?: string;
+  readonly socketRoot?: string;
 }
 
 export type DeviceOptions = BlkDeviceOptions | BlkDriverOptions | NetOptions | ConsoleOptions;
@@ -129,6 +144,8 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
     case 'blk':
       if (d.role === 'device') {
         o.push(`file=${str('file', d.file)}`);
+        if (d.blockDevice) o.push('blkdev');
+        else if (d.fileRoot !== undefined) o.push(`fileroot=${str('fileRoot', d.fileRoot)}`);
         if (d.readOnly) o.push('ro');
         if (d.direct) o.push('direct');
         if (d.ioThreads !== undefined) o.push(`threads=${int('ioThreads', d.ioThreads, 1, 32)}`);
@@ -141,6 +158,8 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       if (d.nbdSocket === undefined && d.nbdTcpPort === undefined)
         throw new TypeError('a blk driver needs nbdSocket or nbdTcpPort');
       if (d.nbdSocket !== undefined) o.push(`unix=${str('nbdSocket', d.nbdSocket)}`);
+      if (d.nbdSocket !== undefined && d.socketRoot !== undefined)
+        o.push(`sockroot=${str('socketRoot', d.socketRoot)}`);
       if (d.nbdTcpPort !== undefined)
         o.push(`tcp=${d.nbdTcpPort === -1 ? -1 : int('nbdTcpPort', d.nbdTcpPort, 1, 65535)}`);
       if (d.nbdTcpHost !== undefined) {
@@ -173,9 +192,10 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
       return { kind: 'blk-driver', desc: o.join(':') };
     case 'net':
       if (d.datagram !== undefined) {
-        if ('local' in d.datagram)
+        if ('local' in d.datagram) {
           o.push(`sock=${str('datagram.local', d.datagram.local)}`, `peer=${str('datagram.peer', d.datagram.peer)}`);
-        else
+          if (d.socketRoot !== undefined) o.push(`sockroot=${str('socketRoot', d.socketRoot)}`);
+        } else
           o.push(
             `udp=${int('datagram.udpPort', d.datagram.udpPort, 1, 65535)}`,
             `udppeer=${int('datagram.udpPeerPort', d.datagram.udpPeerPort, 1, 65535)}`,
@@ -201,11 +221,15 @@ export function deviceDescription(d: DeviceOptions): DevHostDeviceDto {
     case 'console':
       if (d.ptyLink !== undefined) o.push(`pty=${str('ptyLink', d.ptyLink)}`);
       else if (d.role === 'driver') o.push('pty');
+      if (d.ptyLink !== undefined && d.ptyRoot !== undefined) o.push(`ptyroot=${str('ptyRoot', d.ptyRoot)}`);
       if (d.role === 'device') {
         if (d.logFile !== undefined) o.push(`log=${str('logFile', d.logFile)}`);
+        if (d.logFile !== undefined && d.logRoot !== undefined) o.push(`logroot=${str('logRoot', d.logRoot)}`);
         if (d.logMaxBytes !== undefined) o.push(`logmax=${int('logMaxBytes', d.logMaxBytes, 4096, 2 ** 40)}`);
         if (d.logFiles !== undefined) o.push(`logfiles=${int('logFiles', d.logFiles, 1, 100)}`);
         if (d.unixSocket !== undefined) o.push(`unix=${str('unixSocket', d.unixSocket)}`);
+        if (d.unixSocket !== undefined && d.socketRoot !== undefined)
+          o.push(`sockroot=${str('socketRoot', d.socketRoot)}`);
       } else if (d.logFile !== undefined || d.unixSocket !== undefined) {
         throw new TypeError('logFile and unixSocket are for the device role');
       }

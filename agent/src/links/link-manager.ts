@@ -3,7 +3,8 @@
  * link that drives the data plane toward it. Implements LinkManagerApi for the
  * AgentService handlers and the controller sync client. Every mutation validates
  * fully and persists before touching memory or the data plane, so a rejected or
- * failed request leaves nothing behind.
+ * failed request leaves nothing behind. Links that cannot be restored after a restart
+ * (unreadable state file, stored spec refused) stay listed as QuarantinedLinks.
  */
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
@@ -18,17 +19,21 @@ import {
 import type { Logger } from '../../../lib/src/logger';
 import { validateLink } from '../../../lib/src/validate';
 import type { DataPlane } from './data-plane';
-import type { BackendRegistry } from './device-backend';
+import { roleName, type BackendRegistry } from './device-backend';
 import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
 import { LinkRuntime } from './link-runtime';
 import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
+import type { HostPathPolicy } from './path-policy';
+import { QuarantinedLink } from './quarantined-link';
 
 export interface LinkManagerDeps {
   readonly nodeName: string;
   readonly rendezvousDir: string;
   readonly dataPlane: DataPlane;
   readonly backends: BackendRegistry;
+  /** Where host paths in specs may lie (hostPaths of the agent config). */
+  readonly paths: HostPathPolicy;
   readonly store: LinkStore;
   readonly log: Logger;
 }
@@ -39,6 +44,8 @@ function ownerName(owner: LinkOwner): string {
 
 export class LinkManager implements LinkManagerApi {
   private readonly links = new Map<string, LinkRuntime>();
+  /** Links that could not be restored: listed, no data plane; apply or delete clears them. */
+  private readonly quarantined = new Map<string, QuarantinedLink>();
   private readonly listeners = new Set<(c: LinkChange) => void>();
   private readonly dirty = new Set<LinkRuntime>();
   private flushQueued = false;
@@ -76,17 +83,48 @@ export class LinkManager implements LinkManagerApi {
     });
   }
 
-  /** Restores persisted links and starts them; the agent needs no controller for this. */
+  /**
+   * Restores persisted links and starts them; the agent needs no controller for this. A
+   * link whose state file is unreadable, or whose stored spec this agent now refuses,
+   * stays listed (quarantined) with the reason, never dropped silently.
+   */
   restore(): number {
     let n = 0;
-    for (const { link, file } of this.deps.store.loadAll()) {
+    const { links: stored, unreadable } = this.deps.store.loadAll();
+    for (const u of unreadable) {
+      this.quarantined.set(
+        u.name,
+        new QuarantinedLink(
+          u.name,
+          'StateFileUnreadable',
+          `the state file ${u.file} could not be read (${u.error}); ${u.keptAs !== '' ? `it was kept as ${u.keptAs}` : 'it could not be moved aside'}; apply the link again or delete it`,
+        ),
+      );
+    }
+    for (const { link, file } of stored) {
       const rv = BigInt(/^\d+$/.test(link.meta?.resourceVersion ?? '') ? (link.meta?.resourceVersion ?? '0') : '0');
       if (rv > this.rv) this.rv = rv;
       try {
         validateLink(link);
-        checkLinkForAgent(link, this.deps.nodeName, this.deps.backends);
+        checkLinkForAgent(link, this.deps.nodeName, this.deps.backends, this.deps.paths);
       } catch (err) {
-        this.log.error({ err, file }, 'stored link is no longer valid here; skipping it');
+        const why =
+          err instanceof ServerError && err.fieldViolations.length > 0
+            ? err.fieldViolations.map((f) => `${f.field}: ${f.description}`).join('; ')
+            : err instanceof Error
+              ? err.message
+              : String(err);
+        this.log.error({ err, file, code: 'STORED_SPEC_REFUSED' }, 'stored link is no longer valid here; not started');
+        const name = link.meta?.name ?? '';
+        this.quarantined.set(
+          name,
+          new QuarantinedLink(
+            name,
+            'StoredSpecRefused',
+            `the stored spec is refused by this agent now (${why}); apply a corrected spec or delete the link`,
+            link,
+          ),
+        );
         continue;
       }
       const rt = this.newRuntime(link);
@@ -97,10 +135,16 @@ export class LinkManager implements LinkManagerApi {
     // call for a few heartbeat periods, and the gRPC server should come up in between.
     for (const rt of this.links.values()) setImmediate(() => rt.start());
     if (n > 0) this.log.info({ links: n }, 'restored links from the state directory');
+    if (this.quarantined.size > 0)
+      this.log.warn({ links: [...this.quarantined.keys()] }, 'links listed but not started (StateUnreadable)');
     return n;
   }
 
-  private checkOwnership(existing: LinkRuntime, owner: LinkOwner, force: boolean): void {
+  private checkOwnership(
+    existing: { readonly name: string; readonly meta: ObjectMeta },
+    owner: LinkOwner,
+    force: boolean,
+  ): void {
     const managedBy = existing.meta.managedBy;
     if (managedBy === '' || force || ownerName(owner) === managedBy) return;
     throw failedPrecondition(
@@ -113,16 +157,19 @@ export class LinkManager implements LinkManagerApi {
     );
   }
 
-  private checkRv(existing: LinkRuntime, expected: string): void {
+  private checkRv(existing: { readonly name: string; readonly meta: ObjectMeta }, expected: string): void {
     if (expected !== '' && expected !== existing.meta.resourceVersion)
       throw staleResourceVersion('link', existing.name, expected, existing.meta.resourceVersion);
   }
 
   async apply(input: Link, opts: ApplyOptions): Promise<ApplyResult> {
     validateLink(input);
-    checkLinkForAgent(input, this.deps.nodeName, this.deps.backends);
+    checkLinkForAgent(input, this.deps.nodeName, this.deps.backends, this.deps.paths);
     const name = input.meta.name;
+    const mine = input.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
+    if (mine) this.deps.paths.checkFilesystem(input.spec, roleName(mine.role), name);
     const existing = this.links.get(name);
+    const quarantined = this.quarantined.get(name);
     const now = new Date();
     let meta: ObjectMeta;
     if (existing) {
@@ -158,6 +205,20 @@ export class LinkManager implements LinkManagerApi {
         resourceVersion: opts.dryRun ? existing.meta.resourceVersion : this.nextRv(),
         updateTime: now,
       };
+    } else if (quarantined) {
+      // Applying again is the way out of quarantine: the new spec replaces whatever was stored.
+      this.checkOwnership(quarantined, opts.owner, opts.force);
+      this.checkRv(quarantined, input.meta.resourceVersion);
+      meta = {
+        name,
+        labels: { ...input.meta.labels },
+        annotations: { ...input.meta.annotations },
+        generation: quarantined.meta.generation + 1n,
+        resourceVersion: opts.dryRun ? quarantined.meta.resourceVersion : this.nextRv(),
+        createTime: quarantined.meta.createTime ?? now,
+        updateTime: now,
+        managedBy: opts.owner.kind === 'controller' ? opts.owner.managedBy : quarantined.meta.managedBy,
+      };
     } else {
       if (input.meta.resourceVersion !== '') throw notFound('link', name);
       meta = {
@@ -186,6 +247,7 @@ export class LinkManager implements LinkManagerApi {
         { reason: 'STATE_WRITE_FAILED' },
       );
     }
+    this.quarantined.delete(name);
     let rt = existing;
     if (rt) rt.update(desired);
     else {
@@ -200,21 +262,40 @@ export class LinkManager implements LinkManagerApi {
   }
 
   get(name: string): Link | undefined {
-    return this.links.get(name)?.toLink();
+    return (this.links.get(name) ?? this.quarantined.get(name))?.toLink();
   }
 
   list(): Link[] {
-    return [...this.links.values()].sort((a, b) => a.name.localeCompare(b.name)).map((rt) => rt.toLink());
+    return [...this.links.values(), ...this.quarantined.values()]
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((rt) => rt.toLink());
   }
 
   async delete(
     name: string,
     opts: { readonly owner: LinkOwner; readonly force: boolean; readonly resourceVersion: string },
   ): Promise<void> {
+    const q = this.quarantined.get(name);
+    if (q && !this.links.has(name)) {
+      this.checkOwnership(q, opts.owner, opts.force);
+      this.checkRv(q, opts.resourceVersion);
+      this.removeStored(name);
+      this.quarantined.delete(name);
+      this.emit({ type: 'delete', link: q.toLink() });
+      return;
+    }
     const rt = this.links.get(name);
     if (!rt) throw notFound('link', name);
     this.checkOwnership(rt, opts.owner, opts.force);
     this.checkRv(rt, opts.resourceVersion);
+    this.removeStored(name);
+    this.links.delete(name);
+    rt.terminate();
+    this.dirty.delete(rt);
+    this.emit({ type: 'delete', link: rt.toLink() });
+  }
+
+  private removeStored(name: string): void {
     try {
       this.deps.store.remove(name);
     } catch (err) {
@@ -225,14 +306,17 @@ export class LinkManager implements LinkManagerApi {
         { reason: 'STATE_WRITE_FAILED' },
       );
     }
-    this.links.delete(name);
-    rt.terminate();
-    this.dirty.delete(rt);
-    this.emit({ type: 'delete', link: rt.toLink() });
   }
 
   async reset(name: string, reason: string): Promise<Link> {
     const rt = this.links.get(name);
+    const q = this.quarantined.get(name);
+    if (!rt && q)
+      throw failedPrecondition(
+        'STATE_UNREADABLE',
+        `link "${name}" could not be restored (${q.reason}): apply it again or delete it`,
+        { link: name },
+      );
     if (!rt) throw notFound('link', name);
     rt.reset(reason);
     return rt.toLink();
@@ -240,6 +324,7 @@ export class LinkManager implements LinkManagerApi {
 
   stats(name: string): DeviceStats[] {
     const rt = this.links.get(name);
+    if (!rt && this.quarantined.has(name)) return [];
     if (!rt) throw notFound('link', name);
     return rt.stats();
   }
@@ -256,6 +341,11 @@ export class LinkManager implements LinkManagerApi {
 
   runtimes(): LinkRuntime[] {
     return [...this.links.values()];
+  }
+
+  /** Links listed but not running (StateUnreadable), for metrics. */
+  quarantinedLinks(): QuarantinedLink[] {
+    return [...this.quarantined.values()];
   }
 
   /** Agent shutdown: stop the data plane of every link; specs stay persisted. */

@@ -1,11 +1,12 @@
 /**
  * Spec comparison and the checks that only this agent can make (on top of the shared
- * validateLink): the link must name this agent, use a transport it serves, and carry
- * devices it has backends for.
+ * validateLink): the link must name this agent, use a transport it serves, carry devices
+ * it has backends for, and name host paths only under the roots its operator allowed.
  */
 import { LinkSpec, type Link } from '../../../lib/gen/vop/types/v1/types';
 import { failedPrecondition, ViolationList } from '../../../lib/src/errors';
 import { devIdOf, deviceKindName, roleName, type BackendRegistry } from './device-backend';
+import type { HostPathPolicy } from './path-policy';
 
 function canonical(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(canonical);
@@ -33,11 +34,16 @@ export function mapEqual(a: Record<string, string>, b: Record<string, string>): 
   return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }
 
-/** INVALID_ARGUMENT for what this agent cannot carry; FAILED_PRECONDITION when the link is not ours. */
+/**
+ * INVALID_ARGUMENT for what this agent cannot carry (host paths outside their roots
+ * included: a lexical check, see HostPathPolicy.checkFilesystem for the rest);
+ * FAILED_PRECONDITION when the link is not ours.
+ */
 export function checkLinkForAgent(
   link: Link & { spec: LinkSpec },
   nodeName: string,
   backends: BackendRegistry,
+  paths: HostPathPolicy,
   field = 'link',
 ): void {
   const mine = link.spec.endpoints.filter((e) => e.agent === nodeName);
@@ -72,6 +78,8 @@ export function checkLinkForAgent(
       );
     ids.set(id, d.name);
   });
+  const role = mine[0]?.role;
+  if (role !== undefined) paths.checkSpec(v, link.spec, roleName(role), link.meta?.name ?? '', `${field}.spec`);
   v.throwIfAny();
   // This agent's own policy for the roles it plays (FAILED_PRECONDITION, e.g. NBD over TCP without TLS).
   const roles = new Set(mine.map((e) => roleName(e.role)));

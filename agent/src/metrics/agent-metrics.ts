@@ -53,7 +53,10 @@ export function registerAgentMetrics(
     null;
   const views = (): NonNullable<typeof snap> => {
     if (!snap) {
-      snap = links.runtimes().map((rt) => ({ name: rt.name, view: rt.metricsView() }));
+      snap = [...links.runtimes(), ...links.quarantinedLinks()].map((rt) => ({
+        name: rt.name,
+        view: rt.metricsView(),
+      }));
       setImmediate(() => (snap = null));
     }
     return snap;

@@ -54,6 +54,17 @@ export function parseLabelSelector(text: string, field = 'label_selector'): Retu
   }
 }
 
+/** The spec of a listed link; a link whose state file was unreadable has none (StateUnreadable). */
+function specOf(link: NonNullable<ReturnType<LinkManager['get']>>, name: string): NonNullable<typeof link.spec> {
+  if (!link.spec)
+    throw failedPrecondition(
+      'STATE_UNREADABLE',
+      `link "${name}" could not be restored from its state file; apply it again or delete it`,
+      { link: name },
+    );
+  return link.spec;
+}
+
 export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, links: LinkManager): ServiceBinding {
   const consoles = new ConsoleSessions();
 
@@ -114,7 +125,7 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       v.throwIfAny();
       const device = req.device as NonNullable<AddDeviceRequest['device']>;
       const link = existing(req.link, 'link');
-      const spec = link.spec as NonNullable<typeof link.spec>;
+      const spec = specOf(link, req.link);
       if (spec.devices.some((d) => d.name === device.name))
         throw alreadyExists('device', device.name, `link "${req.link}" already carries it`);
       const meta = { ...(link.meta as NonNullable<typeof link.meta>), resourceVersion: req.resourceVersion };
@@ -131,7 +142,7 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       checkName(v, 'device', req.device);
       v.throwIfAny();
       const link = existing(req.link, 'link');
-      const spec = link.spec as NonNullable<typeof link.spec>;
+      const spec = specOf(link, req.link);
       if (!spec.devices.some((d) => d.name === req.device)) throw notFound('device', req.device);
       if (spec.devices.length === 1) {
         throw failedPrecondition(

@@ -17,7 +17,7 @@
  *   backoff     stream ended or failed; a reconnect timer is pending
  *   stopped     stop() called; terminal
  */
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -41,6 +41,7 @@ import type {
   Link,
   LinkStatus,
 } from '../../../lib/gen/vop/types/v1/types';
+import { writeFileAtomicSync } from '../../../lib/src/atomic-file';
 import { ServerError } from '../../../lib/src/errors';
 import type { Logger } from '../../../lib/src/logger';
 import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
@@ -365,12 +366,10 @@ export class ControllerSyncClient {
   private saveAckedVersion(): void {
     const file = path.join(this.opts.stateDir, STATE_FILE);
     try {
-      writeFileSync(
-        `${file}.tmp`,
+      writeFileAtomicSync(
+        file,
         JSON.stringify({ controller: this.opts.address, ackedVersion: String(this.ackedVersion) }),
-        { mode: 0o600 },
       );
-      renameSync(`${file}.tmp`, file);
     } catch (err) {
       this.log.warn({ err }, 'cannot persist the acknowledged desired-links version');
     }

@@ -116,8 +116,10 @@ for (const a of agents) {
   ]);
 }
 
-// A read-only disk image the host serves to every card.
-const diskImage = path.join(stateDir, 'disk.img');
+// A read-only disk image the host serves to every card, in the host agent's disk root
+// (<state-dir>/disks of host-1: backing files elsewhere are refused).
+const diskImage = path.join(stateDir, 'host-1', 'disks', 'disk.img');
+mkdirSync(path.dirname(diskImage), { recursive: true, mode: 0o700 });
 if (!existsSync(diskImage)) writeFileSync(diskImage, Buffer.alloc(16 << 20), { mode: 0o600 });
 
 function policy(name: string, devices: unknown[]): LinkPolicy {

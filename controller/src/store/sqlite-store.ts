@@ -1,6 +1,6 @@
 /**
- * Embedded backend of the desired-state store: better-sqlite3 in WAL mode, one file in
- * the state directory. Synchronous under the hood, so a commit is one transaction and
+ * Embedded backend of the desired-state store: better-sqlite3 in WAL mode with
+ * synchronous=FULL, one file in the state directory. Synchronous under the hood, so a commit is one transaction and
  * the CAS check runs inside it.
  */
 import path from 'node:path';
@@ -35,7 +35,9 @@ export class SqliteStore implements DesiredStateStore {
   constructor(stateDir: string) {
     this.db = new Database(path.join(stateDir, SQLITE_FILE));
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
+    // FULL: every commit is fsynced before it returns, so an acknowledged write survives a
+    // power loss (NORMAL in WAL mode may lose the last transactions).
+    this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     this.db.defaultSafeIntegers(true);
     this.db.exec(SCHEMA);

@@ -136,6 +136,14 @@ void vop_blk_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_sid
 
 struct vop_blk_device_config {
 	const char *path;    /* regular file or block device */
+	/*
+	 * Directory path must lie in (vop/path.h): opened beneath it without
+	 * following a symlink out, and it must be a regular file; NULL = the
+	 * file's own directory. With block_device the path is instead an
+	 * operator-allowed block device opened by name, and must be one.
+	 */
+	const char *root;
+	bool block_device;
 	bool ro;             /* refuse writes (IOERR), offer VIRTIO_BLK_F_RO */
 	bool direct;         /* O_DIRECT */
 	unsigned io_threads; /* 1 .. 32; 0 = 4 */

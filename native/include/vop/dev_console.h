@@ -40,6 +40,10 @@ struct vop_console_config {
 	uint64_t log_max;       /* rotate when the log would pass this (0 = 1 MiB) */
 	unsigned log_files;     /* rotated files kept, FILE.1 (newest) .. FILE.n; 0 = 1, max 100 */
 	const char *unix_path;  /* device role: Unix socket for attach, or NULL */
+	/* Directories the paths above must lie in (vop/path.h); NULL = each path's own directory. */
+	const char *pty_root;
+	const char *log_root;   /* rotation stays in the log's directory */
+	const char *unix_root;
 	uint32_t find_timeout_ms; /* wait for the device entry; 0 = look once */
 };
 

@@ -7,16 +7,21 @@
  * wrap a whole side (window + link + devices) as struct vop_dev_host.
  *
  * A device description is "ID:opt[=value]:opt..." for one kind:
- *   blk-device  file=PATH ro direct threads=N serial=S
- *   blk-driver  unix=PATH tcp=PORT|-1 tcphost=IP (IPv6 with "-" for ":") name=EXPORT
- *               qsize=N seg=KIB ro
+ *   blk-device  file=PATH fileroot=DIR|blkdev ro direct threads=N serial=S
+ *   blk-driver  unix=PATH sockroot=DIR tcp=PORT|-1 tcphost=IP (IPv6 with "-" for ":")
+ *               name=EXPORT qsize=N seg=KIB ro
  *               tlscert=PEM tlskey=PEM tlsca=PEM tlsnames=NAME,NAME|* tcpplain
  *               (TCP needs tlscert+tlskey, or tcpplain on a loopback tcphost:
  *               vop/dev_nbd.h; a value too long is -ENAMETOOLONG, not cut)
- *   net-device / net-driver  tap=NAME | sock=PATH:peer=PATH |
+ *   net-device / net-driver  tap=NAME | sock=PATH:peer=PATH:sockroot=DIR |
  *               udp=PORT:udppeer=PORT   qsize=N mtu=N mac=52-54-00-.. rxbuf=N
- *   con-device  pty[=LINK] log=FILE logmax=BYTES logfiles=N unix=PATH qsize=N
- *   con-driver  pty[=LINK] qsize=N
+ *   con-device  pty[=LINK] ptyroot=DIR log=FILE logroot=DIR logmax=BYTES
+ *               logfiles=N unix=PATH sockroot=DIR qsize=N
+ *   con-driver  pty[=LINK] ptyroot=DIR qsize=N
+ * The *root options name the directory each path must lie in (vop/path.h:
+ * resolved beneath it, never through a symlink out of it; without one, the
+ * path's own directory); blkdev says file is an operator-allowed block
+ * device opened by name. Paths of VOP_PATH_MAX bytes or more are refused.
  * The window creator publishes every device (device side = its own side for
  * *-device, the peer's for *-driver); the table-shaping options (qsize, seg,
  * ro, mtu, mac) are read there, so both sides should pass the same ones.

@@ -29,6 +29,7 @@
 
 struct vop_nbd_config {
 	const char *unix_path;   /* socket path (created 0600), or NULL */
+	const char *unix_root;   /* directory unix_path must lie in (vop/path.h); NULL = its own directory */
 	const char *tcp_host;    /* listen address (IPv4 or IPv6 literal), NULL = "127.0.0.1" */
 	int tcp_port;            /* TCP port, 0 = no TCP; -1 = any free port */
 	const char *export_name; /* export name; NULL = "vop" ("" also accepted) */
@@ -50,6 +51,9 @@ int vop_nbd_start(struct vop_blk_driver *d, const struct vop_nbd_config *cfg, st
 
 /* The TCP port actually bound (for tcp_port -1), 0 without TCP. */
 int vop_nbd_port(struct vop_nbd *n);
+
+/* The Unix socket's path ("" without one). */
+const char *vop_nbd_unix_path(struct vop_nbd *n);
 
 /* Largest request accepted (bytes). */
 uint32_t vop_nbd_max_request(struct vop_nbd *n);

@@ -87,6 +87,8 @@ struct vop_net_config {
 	 */
 	const char *dgram_local;
 	const char *dgram_peer;
+	/* Directory both Unix datagram paths must lie in (vop/path.h); NULL = each one's own directory. */
+	const char *dgram_root;
 	/*
 	 * Driver role: bytes per receive buffer (64 .. VOP_NET_RXBUF; 0 =
 	 * VOP_NET_RXBUF, one buffer per frame). Smaller buffers exercise
