@@ -485,7 +485,7 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	const struct vop_queue_desc *qd = &d->di.queues[0];
 	struct vop_vq_config cfg;
 	struct vop_vq_stats saved = d->q.vq.stats; /* counters survive restarts */
-	struct vop_vring_used *used = vop_window_ptr(d->w, qd->used_off);
+	struct vop_vring_used *used = vop_window_ptr(d->w, qd->used_off, vop_vring_used_bytes(qd->size));
 	uint16_t num = qd->size, used_idx, i;
 	bool journal = (feat & (1ull << VOP_F_INFLIGHT)) && qd->pool_size >= vop_inflight_bytes(num);
 	int rc;
@@ -493,11 +493,14 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.num = num;
 	cfg.features = feat;
-	cfg.desc = vop_window_ptr(d->w, qd->desc_off);
-	cfg.avail = vop_window_ptr(d->w, qd->avail_off);
+	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
+	cfg.desc = vop_window_ptr(d->w, qd->desc_off, vop_vring_desc_bytes(num));
+	cfg.avail = vop_window_ptr(d->w, qd->avail_off, vop_vring_avail_bytes(num));
 	cfg.used = used;
 	cfg.regions = &d->w->regions;
-	d->q.pool = vop_window_ptr(d->w, qd->pool_off);
+	d->q.pool = vop_window_ptr(d->w, qd->pool_off, qd->pool_size);
+	if (!cfg.desc || !cfg.avail || !used || !d->q.pool)
+		return -EPROTO;
 	d->q.pool_off = qd->pool_off;
 	d->q.pool_size = qd->pool_size;
 	d->q.num = num;
@@ -1300,7 +1303,11 @@ int vop_blk_driver_create(struct vop_devctx *ctx, uint32_t dev_id, uint32_t time
 		goto fail;
 	}
 	qd = &d->di.queues[0];
-	pool = vop_window_ptr(d->w, qd->pool_off);
+	pool = vop_window_ptr(d->w, qd->pool_off, qd->pool_size);
+	if (!pool) {
+		rc = -EPROTO;
+		goto fail;
+	}
 	d->ro = (d->di.features_offered >> VOP_BLK_F_RO) & 1; /* until start reads the negotiated bit */
 	d->nslots = qd->size / BLK_DESC_PER_SLOT;
 	if (d->nslots == 0) {
