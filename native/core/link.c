@@ -32,6 +32,8 @@
 #define PIPE_HDR 16u
 #define PEER_GONE_MIN_NS (500ull * 1000 * 1000) /* tolerate scheduling hiccups on busy hosts */
 #define PATTERN_K 0x9e3779b97f4a7c15ull
+/* Longer than the idle worker's 100 ms sleep: a table changing at every scan is "churning". */
+#define DEVTAB_QUIET_NS (250ull * 1000 * 1000)
 
 struct pipe_q {
 	struct vop_vq vq;      /* the ring (worker-owned) */
@@ -85,7 +87,8 @@ struct vop_link {
 	uint64_t peer_hb_ns;           /* worker: when it last changed */
 	bool peer_gone;                /* worker: gone reported for this epoch */
 	uint64_t last_hb_ns;           /* worker: our last heartbeat */
-	uint64_t devtab_stable_ns;     /* worker: when the table was last seen settled */
+	uint64_t devtab_change_ns;     /* worker: when a table change was last seen */
+	uint64_t devtab_churn_ns;      /* worker: start of the current run of changes */
 	_Atomic unsigned failed;       /* enum vop_link_fail; worker sets once, anyone reads */
 	uint64_t ls[VOP_LS_COUNT];     /* counters (relaxed, worker writes) */
 };
@@ -923,8 +926,9 @@ static void housekeeping(struct vop_link *l, uint64_t now)
  * Worker, WITHOUT the link lock: notice hot unplug (and re-publication) in
  * the device table. The entries are copied with bounded retries outside the
  * lock (the peer decides how often a copy must be retried), then the lock
- * is taken briefly to mark what went away. A table that keeps changing for
- * longer than devtab_unstable_ms fails the link (not the process).
+ * is taken briefly to mark what went away. A table that keeps changing
+ * (no pause of DEVTAB_QUIET_NS) for longer than devtab_unstable_ms fails
+ * the link (not the process).
  * Returns true when the link failed.
  */
 static bool devtab_check(struct vop_link *l, uint64_t now)
@@ -938,10 +942,17 @@ static bool devtab_check(struct vop_link *l, uint64_t now)
 	unsigned i, n = 0;
 	bool unstable = false;
 
-	if (gen == l->devtab_gen) {
-		l->devtab_stable_ns = now; /* unchanged since the last scan: settled */
+	if (gen == l->devtab_gen)
 		return false;
-	}
+	/*
+	 * A run of changes: each seen less than DEVTAB_QUIET_NS after the one
+	 * before. A pause that short does not end it (a churning peer that
+	 * yields the CPU now and then is still churning); a longer one does,
+	 * and then the peer costs us at most one scan per quiet period.
+	 */
+	if (now - l->devtab_change_ns > DEVTAB_QUIET_NS)
+		l->devtab_churn_ns = now;
+	l->devtab_change_ns = now;
 	pthread_mutex_lock(&l->lock);
 	for (i = 0; i < l->ndevs && n < VOP_MAX_DEVICES; i++) {
 		struct link_dev *d = l->devs[i];
@@ -976,7 +987,7 @@ static bool devtab_check(struct vop_link *l, uint64_t now)
 	pthread_mutex_unlock(&l->lock);
 	if (!unstable)
 		l->devtab_gen = gen;
-	if (now - l->devtab_stable_ns <= limit)
+	if (now - l->devtab_churn_ns <= limit)
 		return false;
 	atomic_store_explicit(&l->failed, VOP_LINK_FAIL_DEVTAB_UNSTABLE, memory_order_release);
 	pthread_mutex_lock(&l->lock);
@@ -1067,7 +1078,6 @@ static void *worker(void *arg)
 	pthread_mutex_lock(&l->lock);
 	now = now_ns();
 	l->last_hb_ns = 0;
-	l->devtab_stable_ns = now;
 	housekeeping(l, now);
 	pthread_mutex_unlock(&l->lock);
 	if (devtab_check(l, now))

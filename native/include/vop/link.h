@@ -107,10 +107,10 @@ enum vop_event_type {
 enum vop_link_fail {
 	VOP_LINK_FAIL_NONE = 0,
 	/*
-	 * The device table kept changing (generation moving between every two
-	 * scans, or entries that never copy consistently within the bounded
-	 * retries) for longer than devtab_unstable_ms: an honest table owner
-	 * changes it only on publish/remove.
+	 * The device table kept changing (the generation moved again less than
+	 * 250 ms after each change seen, or entries never copied consistently
+	 * within the bounded retries) for longer than devtab_unstable_ms: an
+	 * honest table owner changes it only on publish/remove.
 	 */
 	VOP_LINK_FAIL_DEVTAB_UNSTABLE = 1,
 	VOP_LINK_FAIL_COUNT = 2
