@@ -16,6 +16,7 @@ static const struct {
 	{ EPERM, "EPERM" },     { ENOMEM, "ENOMEM" },     { EALREADY, "EALREADY" },
 	{ ETIMEDOUT, "ETIMEDOUT" }, { ENAMETOOLONG, "ENAMETOOLONG" }, { EBUSY, "EBUSY" },
 	{ EACCES, "EACCES" },   { EBADF, "EBADF" },       { EMFILE, "EMFILE" },
+	{ ENOLINK, "ENOLINK" },
 };
 
 const char *vop_errno_code(int neg_errno, char *buf, unsigned len)
