@@ -362,7 +362,9 @@ static int open_common(struct vop_xport *x, int check_owner)
 	/* A passed fd is already a capability; a path must be private to us. */
 	if (check_owner && (st.st_uid != geteuid() || (st.st_mode & 077) != 0))
 		return -EPERM;
-	if ((uint64_t)st.st_size < VOP_WIN_MIN_SIZE || st.st_size % VOP_WIN_PAGE != 0)
+	/* The same bounds as vop_shm_create(): a peer's file is no bigger than we would make. */
+	if ((uint64_t)st.st_size < VOP_WIN_MIN_SIZE || st.st_size % VOP_WIN_PAGE != 0 ||
+	    (uint64_t)st.st_size > (1ull << 40))
 		return -EINVAL;
 	x->size = (uint64_t)st.st_size;
 	return x->ops->map(x);
