@@ -552,6 +552,7 @@ napi_value vop_b_attach_pipe(napi_env env, napi_callback_info info)
 	pc.segs = (uint16_t)segs;
 	pc.tx_mode = (uint8_t)tx;
 	pc.rx_mode = (uint8_t)rx;
+	atomic_store(&b->w->entry_problem, NULL); /* a refusal below names its own field */
 	rc = vop_link_attach_pipe(b->l, dev_id, (enum vop_role)role, &pc);
 	if (rc) {
 		throw_entry(env, b, rc, "attach device");
@@ -685,6 +686,7 @@ napi_value vop_b_hosted_attach(napi_env env, napi_callback_info info)
 			return NULL;
 		}
 	}
+	atomic_store(&b->w->entry_problem, NULL); /* a refusal below names its own field */
 	rc = vop_hosted_open(b->ctx, b->l, (enum vop_dev_kind)kind, desc, 0, &hd, &err);
 	if (rc) {
 		throw_entry(env, b, rc, err ? err : "attach device");
