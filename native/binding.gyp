@@ -20,7 +20,10 @@
         "devices/nbd_tls.c",
         "devices/dev_net.c",
         "devices/dev_console.c",
-        "devices/dev_host.c"
+        "devices/dev_host.c",
+        "devices/blk_parse.c",
+        "devices/net_parse.c",
+        "devices/nbd_parse.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],

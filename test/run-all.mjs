@@ -5,7 +5,7 @@
 //   3. native fuzz targets, bounded in time      (make -C native fuzz-ci)
 //   4. Prometheus alert-rule unit tests          (promtool test rules deploy/prometheus/*.test.yml)
 //   5. TypeScript tests with node:test           (dist/test/**/*.test.js), last so its summary closes the output
-// Environment: VOP_TEST_ONLY=native|tsan|fuzz|rules|node runs one stage; FUZZ_SECONDS (default 60) per fuzz target;
+// Environment: VOP_TEST_ONLY=native|tsan|fuzz|rules|node runs one stage; FUZZ_SECONDS (default 30) per fuzz target (6 targets: about 3 minutes);
 // VOP_TEST_FILTER=regex restricts node test files.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
@@ -51,7 +51,7 @@ stage('fuzz', () => {
     process.stdout.write('native/Makefile has no fuzz-ci target\n');
     return false;
   }
-  return sh('make', ['-C', 'native', 'fuzz-ci', `FUZZ_SECONDS=${process.env.FUZZ_SECONDS ?? '60'}`]);
+  return sh('make', ['-C', 'native', 'fuzz-ci', `FUZZ_SECONDS=${process.env.FUZZ_SECONDS ?? '30'}`]);
 });
 stage('rules', () => {
   const dir = path.join(root, 'deploy', 'prometheus');

@@ -18,6 +18,7 @@ static const struct {
 	{ EACCES, "EACCES" },   { EBADF, "EBADF" },       { EMFILE, "EMFILE" },
 	/* host path policy (vop/path.h) */
 	{ EXDEV, "EXDEV" },     { EADDRINUSE, "EADDRINUSE" }, { ENOTDIR, "ENOTDIR" },
+	{ ENOLINK, "ENOLINK" },
 };
 
 const char *vop_errno_code(int neg_errno, char *buf, unsigned len)

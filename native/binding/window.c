@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -245,6 +246,38 @@ static napi_value wrap_new(napi_env env, struct vop_window *w, const struct open
 	return obj;
 }
 
+/*
+ * Throw for a failed attach of x (not yet destroyed): a refused layout
+ * names the field it broke ("attach window: data_off/data_size: data area
+ * past the end of the window: Protocol error (EPROTO)").
+ */
+static void throw_attach(napi_env env, struct vop_xport *x, int rc, const char *what)
+{
+	const char *why = NULL;
+	char msg[200];
+
+	if (rc == -EPROTO && vop_window_layout_check(x->base, x->size, NULL, &why) == -EPROTO && why) {
+		snprintf(msg, sizeof(msg), "%s: %s", what, why);
+		vop_throw_errno(env, rc, msg);
+		return;
+	}
+	vop_throw_errno(env, rc, what);
+}
+
+/* Throw for a failed device attach; a refused table entry names its field. */
+static void throw_entry(napi_env env, struct bwin *b, int rc, const char *what)
+{
+	const char *why = rc == -EPROTO ? atomic_load(&b->w->entry_problem) : NULL;
+	char msg[200];
+
+	if (why) {
+		snprintf(msg, sizeof(msg), "%s: %s", what, why);
+		vop_throw_errno(env, rc, msg);
+		return;
+	}
+	vop_throw_errno(env, rc, what);
+}
+
 /* windowCreate({path|null, sizeBytes, maxDevices, spinNs, pollOnly, resetTimeoutMs}) */
 napi_value vop_b_window_create(napi_env env, napi_callback_info info)
 {
@@ -298,8 +331,8 @@ napi_value vop_b_window_attach(napi_env env, napi_callback_info info)
 	}
 	rc = vop_window_attach(x, &w);
 	if (rc) {
+		throw_attach(env, x, rc, "attach window");
 		vop_xport_destroy(x);
-		vop_throw_errno(env, rc, "attach window");
 		return NULL;
 	}
 	return wrap_new(env, w, &op);
@@ -331,8 +364,8 @@ napi_value vop_b_window_reattach(napi_env env, napi_callback_info info)
 	}
 	rc = vop_window_attach_side(x, side, &w);
 	if (rc) {
+		throw_attach(env, x, rc, "reattach window");
 		vop_xport_destroy(x);
-		vop_throw_errno(env, rc, "reattach window");
 		return NULL;
 	}
 	return wrap_new(env, w, &op);
@@ -365,8 +398,8 @@ napi_value vop_b_window_attach_fd(napi_env env, napi_callback_info info)
 	}
 	rc = vop_window_attach(x, &w);
 	if (rc) {
+		throw_attach(env, x, rc, "attach window");
 		vop_xport_destroy(x);
-		vop_throw_errno(env, rc, "attach window");
 		return NULL;
 	}
 	return wrap_new(env, w, &op);
@@ -418,7 +451,7 @@ napi_value vop_b_window_close(napi_env env, napi_callback_info info)
 	return undefined(env);
 }
 
-/* windowInfo(h) -> {side, epoch, sizeBytes, fd, path, peerState, peerEpoch, peerHeartbeat} */
+/* windowInfo(h) -> {side, epoch, sizeBytes, fd, path, peerState, peerEpoch, peerHeartbeat, failed} */
 napi_value vop_b_window_info(napi_env env, napi_callback_info info)
 {
 	struct vop_peer_view pv;
@@ -432,6 +465,7 @@ napi_value vop_b_window_info(napi_env env, napi_callback_info info)
 	set_u32(env, obj, "peerState", pv.state);
 	set_u32(env, obj, "peerEpoch", pv.epoch);
 	set_u32(env, obj, "fd", (uint32_t)b->w->x->fd);
+	set_u32(env, obj, "failed", vop_link_failed(b->l));
 	NODE_API_CALL(env, napi_create_bigint_uint64(env, b->w->x->size, &v));
 	NODE_API_CALL(env, napi_set_named_property(env, obj, "sizeBytes", v));
 	NODE_API_CALL(env, napi_create_bigint_uint64(env, pv.heartbeat, &v));
@@ -496,6 +530,7 @@ napi_value vop_b_attach_pipe(napi_env env, napi_callback_info info)
 {
 	struct vop_pipe_config pc;
 	uint32_t dev_id, role, segs, tx, rx;
+	int rc;
 
 	GET_ARGS(4);
 	memset(&pc, 0, sizeof(pc));
@@ -517,8 +552,13 @@ napi_value vop_b_attach_pipe(napi_env env, napi_callback_info info)
 	pc.segs = (uint16_t)segs;
 	pc.tx_mode = (uint8_t)tx;
 	pc.rx_mode = (uint8_t)rx;
-	return rc_result(env, vop_link_attach_pipe(b->l, dev_id, (enum vop_role)role, &pc),
-			 "attach device");
+	atomic_store(&b->w->entry_problem, NULL); /* a refusal below names its own field */
+	rc = vop_link_attach_pipe(b->l, dev_id, (enum vop_role)role, &pc);
+	if (rc) {
+		throw_entry(env, b, rc, "attach device");
+		return NULL;
+	}
+	return undefined(env);
 }
 
 /* Index of the hosted device dev_id in b->hosted, or -1. */
@@ -646,9 +686,10 @@ napi_value vop_b_hosted_attach(napi_env env, napi_callback_info info)
 			return NULL;
 		}
 	}
+	atomic_store(&b->w->entry_problem, NULL); /* a refusal below names its own field */
 	rc = vop_hosted_open(b->ctx, b->l, (enum vop_dev_kind)kind, desc, 0, &hd, &err);
 	if (rc) {
-		vop_throw_errno(env, rc, err ? err : "attach device");
+		throw_entry(env, b, rc, err ? err : "attach device");
 		return NULL;
 	}
 	b->hosted[b->nhosted++] = hd;

@@ -32,6 +32,8 @@
 #define PIPE_HDR 16u
 #define PEER_GONE_MIN_NS (500ull * 1000 * 1000) /* tolerate scheduling hiccups on busy hosts */
 #define PATTERN_K 0x9e3779b97f4a7c15ull
+/* Longer than the idle worker's 100 ms sleep: a table changing at every scan is "churning". */
+#define DEVTAB_QUIET_NS (250ull * 1000 * 1000)
 
 struct pipe_q {
 	struct vop_vq vq;      /* the ring (worker-owned) */
@@ -85,8 +87,23 @@ struct vop_link {
 	uint64_t peer_hb_ns;           /* worker: when it last changed */
 	bool peer_gone;                /* worker: gone reported for this epoch */
 	uint64_t last_hb_ns;           /* worker: our last heartbeat */
+	uint64_t devtab_change_ns;     /* worker: when a table change was last seen */
+	uint64_t devtab_churn_ns;      /* worker: start of the current run of changes */
+	_Atomic unsigned failed;       /* enum vop_link_fail; worker sets once, anyone reads */
 	uint64_t ls[VOP_LS_COUNT];     /* counters (relaxed, worker writes) */
 };
+
+const char *vop_link_fail_name(unsigned reason)
+{
+	static const char *const names[VOP_LINK_FAIL_COUNT] = { "none", "devtab_unstable" };
+
+	return reason < VOP_LINK_FAIL_COUNT ? names[reason] : "unknown";
+}
+
+unsigned vop_link_failed(struct vop_link *l)
+{
+	return atomic_load_explicit(&l->failed, memory_order_acquire);
+}
 
 static uint64_t now_ns(void)
 {
@@ -230,12 +247,17 @@ static int init_queue(struct vop_link *l, struct link_dev *d, unsigned qi)
 	memset(&c, 0, sizeof(c));
 	c.num = qd->size;
 	c.features = d->features;
-	c.desc = vop_window_ptr(l->w, qd->desc_off);
-	c.avail = vop_window_ptr(l->w, qd->avail_off);
-	c.used = vop_window_ptr(l->w, qd->used_off);
+	/* Validated by vop_devtab_find(); NULL would mean outside the mapping. */
+	c.desc = vop_window_ptr(l->w, qd->desc_off, vop_vring_desc_bytes(qd->size));
+	c.avail = vop_window_ptr(l->w, qd->avail_off, vop_vring_avail_bytes(qd->size));
+	c.used = vop_window_ptr(l->w, qd->used_off, vop_vring_used_bytes(qd->size));
+	if (!c.desc || !c.avail || !c.used)
+		return -EPROTO;
 	saved = q->vq.stats; /* counters survive resets */
 	if (d->role == VOP_ROLE_DRIVER) {
-		q->pool = vop_window_ptr(l->w, qd->pool_off);
+		q->pool = vop_window_ptr(l->w, qd->pool_off, qd->pool_size);
+		if (!q->pool)
+			return -EPROTO;
 		q->pool_peer = qd->pool_off; /* shm: peer address == window offset */
 		q->ind_bytes = ind_bytes_for(qd->size);
 		c.indirect_local = q->pool;
@@ -741,8 +763,13 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 			 * queue (a previous incarnation may have): the driver
 			 * reads used->idx right after our ack.
 			 */
-			memset(vop_window_ptr(l->w, d->info.queues[i].used_off), 0,
-			       vop_vring_used_bytes(d->info.queues[i].size));
+			{
+				uint64_t ub = vop_vring_used_bytes(d->info.queues[i].size);
+				void *used = vop_window_ptr(l->w, d->info.queues[i].used_off, ub);
+
+				if (used)
+					memset(used, 0, ub);
+			}
 			if (!d->ops) {
 				if (d->q[i].vq.broken)
 					vop_stat_add(&d->q[i].vq.stats.c[VOP_VQS_RESETS], 1);
@@ -824,6 +851,8 @@ static unsigned device_step(struct vop_link *l, struct link_dev *d)
 /* Worker                                                               */
 /* ------------------------------------------------------------------ */
 
+static struct link_dev *find_dev(struct vop_link *l, uint32_t dev_id, unsigned *idx);
+
 static void mark_removed(struct vop_link *l, struct link_dev *d)
 {
 	if (d->run == VOP_DEVRUN_REMOVED)
@@ -837,7 +866,6 @@ static void mark_removed(struct vop_link *l, struct link_dev *d)
 static void housekeeping(struct vop_link *l, uint64_t now)
 {
 	struct vop_peer_view pv;
-	uint32_t gen;
 	unsigned i;
 
 	if (now - l->last_hb_ns >= 50ull * 1000 * 1000) { /* twice per advertised period */
@@ -892,21 +920,80 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 			emit(l, VOP_EV_PEER_GONE, 0, 0, 0, pv.epoch);
 		}
 	}
-	gen = vop_devtab_generation(l->w);
-	if (gen != l->devtab_gen) {
-		l->devtab_gen = gen;
-		for (i = 0; i < l->ndevs; i++) {
-			struct link_dev *d = l->devs[i];
-			struct vop_dev_info info;
-			int rc;
+}
 
-			do
-				rc = vop_devtab_find(l->w, d->dev_id, &info);
-			while (rc == -EAGAIN);
-			if (rc != 0 || info.slot != d->info.slot || info.seq != d->info.seq)
-				mark_removed(l, d);
-		}
+/*
+ * Worker, WITHOUT the link lock: notice hot unplug (and re-publication) in
+ * the device table. The entries are copied with bounded retries outside the
+ * lock (the peer decides how often a copy must be retried), then the lock
+ * is taken briefly to mark what went away. A table that keeps changing
+ * (no pause of DEVTAB_QUIET_NS) for longer than devtab_unstable_ms fails
+ * the link (not the process).
+ * Returns true when the link failed.
+ */
+static bool devtab_check(struct vop_link *l, uint64_t now)
+{
+	struct {
+		uint32_t dev_id, slot, seq;
+		bool gone;
+	} snap[VOP_MAX_DEVICES];
+	uint32_t gen = vop_devtab_generation(l->w);
+	uint64_t limit = (uint64_t)l->cfg.devtab_unstable_ms * 1000000u;
+	unsigned i, n = 0;
+	bool unstable = false;
+
+	if (gen == l->devtab_gen)
+		return false;
+	/*
+	 * A run of changes: each seen less than DEVTAB_QUIET_NS after the one
+	 * before. A pause that short does not end it (a churning peer that
+	 * yields the CPU now and then is still churning); a longer one does,
+	 * and then the peer costs us at most one scan per quiet period.
+	 */
+	if (now - l->devtab_change_ns > DEVTAB_QUIET_NS)
+		l->devtab_churn_ns = now;
+	l->devtab_change_ns = now;
+	pthread_mutex_lock(&l->lock);
+	for (i = 0; i < l->ndevs && n < VOP_MAX_DEVICES; i++) {
+		struct link_dev *d = l->devs[i];
+
+		if (d->run == VOP_DEVRUN_REMOVED)
+			continue;
+		snap[n].dev_id = d->dev_id;
+		snap[n].slot = d->info.slot;
+		snap[n].seq = d->info.seq;
+		snap[n].gone = false;
+		n++;
 	}
+	pthread_mutex_unlock(&l->lock);
+	for (i = 0; i < n; i++) {
+		struct vop_dev_info info;
+		int rc = vop_devtab_find_bounded(l->w, snap[i].dev_id, &info);
+
+		if (rc == -EAGAIN) {
+			unstable = true; /* undecided: look again at the next scan */
+			continue;
+		}
+		snap[i].gone = rc != 0 || info.slot != snap[i].slot || info.seq != snap[i].seq;
+	}
+	pthread_mutex_lock(&l->lock);
+	for (i = 0; i < n; i++) {
+		/* Only the attachment we looked at: a detach + re-attach meanwhile has a new copy. */
+		struct link_dev *d = snap[i].gone ? find_dev(l, snap[i].dev_id, NULL) : NULL;
+
+		if (d && d->info.slot == snap[i].slot && d->info.seq == snap[i].seq)
+			mark_removed(l, d);
+	}
+	pthread_mutex_unlock(&l->lock);
+	if (!unstable)
+		l->devtab_gen = gen;
+	if (now - l->devtab_churn_ns <= limit)
+		return false;
+	atomic_store_explicit(&l->failed, VOP_LINK_FAIL_DEVTAB_UNSTABLE, memory_order_release);
+	pthread_mutex_lock(&l->lock);
+	emit(l, VOP_EV_LINK_FAILED, 0, 0, VOP_LINK_FAIL_DEVTAB_UNSTABLE, 0);
+	pthread_mutex_unlock(&l->lock);
+	return true;
 }
 
 /*
@@ -993,16 +1080,24 @@ static void *worker(void *arg)
 	l->last_hb_ns = 0;
 	housekeeping(l, now);
 	pthread_mutex_unlock(&l->lock);
+	if (devtab_check(l, now))
+		return NULL;
 	while (!atomic_load_explicit(&l->stop, memory_order_acquire)) {
+		bool kept = false;
+
 		pthread_mutex_lock(&l->lock);
 		work = service_all(l, 0);
 		if (work == 0 || (++iter & 15) == 0) { /* heartbeat even when always busy */
 			now = now_ns();
 			housekeeping(l, now);
+			kept = true;
 			if (work == 0)
 				work += service_all(l, now); /* reset timeouts use now */
 		}
 		pthread_mutex_unlock(&l->lock);
+		/* Table scan without the lock; a failed link stops its worker for good. */
+		if (kept && devtab_check(l, now))
+			break;
 		if (work) {
 			idle_since = 0;
 			continue;
@@ -1072,11 +1167,14 @@ int vop_link_create(struct vop_window *w, const struct vop_link_config *cfg, str
 		l->cfg = *cfg;
 	if (l->cfg.reset_timeout_ms == 0)
 		l->cfg.reset_timeout_ms = 1000;
+	if (l->cfg.devtab_unstable_ms == 0)
+		l->cfg.devtab_unstable_ms = VOP_DEVTAB_UNSTABLE_MS;
 	if (pthread_mutex_init(&l->lock, NULL) != 0) {
 		free(l);
 		return -ENOMEM;
 	}
 	atomic_init(&l->stop, 0);
+	atomic_init(&l->failed, 0);
 	*out = l;
 	return 0;
 }
@@ -1146,9 +1244,10 @@ static int find_entry(struct vop_link *l, uint32_t dev_id, enum vop_role role, s
 {
 	int rc;
 
-	do
-		rc = vop_devtab_find(l->w, dev_id, &d->info);
-	while (rc == -EAGAIN);
+	if (vop_link_failed(l))
+		return -ENOLINK;
+	/* Bounded: a peer rewriting the entry cannot keep this (JS) thread busy. */
+	rc = vop_devtab_find_bounded(l->w, dev_id, &d->info);
 	if (rc)
 		return rc;
 	if ((d->info.device_side == l->w->side) != (role == VOP_ROLE_DEVICE))
@@ -1187,6 +1286,10 @@ static void prefault_dev(struct vop_link *l, const struct link_dev *d)
 static int add_dev(struct vop_link *l, struct link_dev *d)
 {
 	pthread_mutex_lock(&l->lock);
+	if (vop_link_failed(l)) {
+		pthread_mutex_unlock(&l->lock);
+		return -ENOLINK;
+	}
 	if (find_dev(l, d->dev_id, NULL) || l->ndevs >= VOP_MAX_DEVICES) {
 		int rc = l->ndevs >= VOP_MAX_DEVICES ? -ENOSPC : -EEXIST;
 

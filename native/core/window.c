@@ -20,13 +20,103 @@ static uint64_t round_up(uint64_t v, uint64_t a)
 	return (v + a - 1) / a * a;
 }
 
-/* True if [off, off + len) lies inside [base, base + size); overflow-safe. */
+/*
+ * True if [off, off + len) lies inside [base, base + size), where the area
+ * itself was validated (base + size does not wrap). Overflow-safe: never
+ * computes off + len.
+ */
 static bool range_inside(uint64_t off, uint64_t len, uint64_t base, uint64_t size)
 {
 	if (off < base)
 		return false;
 	off -= base;
 	return off <= size && len <= size - off;
+}
+
+/* True if [off, off + len) lies inside [lo, hi) (lo <= hi). Overflow-safe. */
+static bool range_within(uint64_t off, uint64_t len, uint64_t lo, uint64_t hi)
+{
+	return off >= lo && off <= hi && len <= hi - off;
+}
+
+/* Refuse with -EPROTO, naming the field (why is a static string). */
+#define LAYOUT_FAIL(msg)                \
+	do {                            \
+		if (why)                \
+			*why = (msg);   \
+		return -EPROTO;         \
+	} while (0)
+
+int vop_window_layout_check(const uint8_t *base, uint64_t size, struct vop_window_layout *out,
+			    const char **why)
+{
+	const struct vop_win_hdr *h = (const struct vop_win_hdr *)(const void *)base;
+	const struct vop_devtab_hdr *dt;
+	struct vop_window_layout l;
+	uint32_t magic;
+	uint64_t dt_end, ring_end;
+
+	if (why)
+		*why = NULL;
+	/* The header and the table header must be inside the mapping before we read them. */
+	if (!base || size < VOP_WIN_MIN_SIZE)
+		LAYOUT_FAIL("window_size: mapping smaller than the 64 KiB minimum");
+	dt = (const struct vop_devtab_hdr *)(const void *)(base + VOP_DEVTAB_OFF);
+	/* W1 pair: acquire; everything the creator wrote before magic is visible. */
+	magic = vop_load_acquire_u32(&h->magic);
+	if (magic == 0)
+		return -EAGAIN;
+	if (magic != VOP_WIN_MAGIC)
+		LAYOUT_FAIL("magic: not a vop window");
+	if (vop_read_once_u16(&h->version_major) != VOP_LAYOUT_VERSION_MAJOR)
+		LAYOUT_FAIL("version_major: unsupported layout version");
+	if (vop_read_once_u64(&h->window_size) != size)
+		LAYOUT_FAIL("window_size: differs from the size mapped");
+	if (vop_read_once_u32(&h->side_off) != VOP_WIN_SIDE_OFF ||
+	    vop_read_once_u32(&h->side_size) != sizeof(struct vop_win_side))
+		LAYOUT_FAIL("side_off/side_size: side blocks not at 0x80/128");
+	if (vop_read_once_u32(&h->devtab_off) != VOP_DEVTAB_OFF)
+		LAYOUT_FAIL("devtab_off: device table not at 0x1000");
+	/* Read every geometry field once into private memory; only the copies are used. */
+	memset(&l, 0, sizeof(l));
+	l.size = size;
+	l.devtab_size = vop_read_once_u32(&h->devtab_size);
+	l.ring_off = vop_read_once_u64(&h->ring_off);
+	l.ring_size = vop_read_once_u64(&h->ring_size);
+	l.data_off = vop_read_once_u64(&h->data_off);
+	l.data_size = vop_read_once_u64(&h->data_size);
+	l.max_entries = vop_read_once_u32(&dt->max_entries);
+	l.entry_size = vop_read_once_u32(&dt->entry_size);
+	if (l.devtab_size < sizeof(struct vop_devtab_hdr))
+		LAYOUT_FAIL("devtab_size: smaller than the device table header");
+	if (!range_within(VOP_DEVTAB_OFF, l.devtab_size, VOP_DEVTAB_OFF, size))
+		LAYOUT_FAIL("devtab_size: device table past the end of the window");
+	dt_end = VOP_DEVTAB_OFF + (uint64_t)l.devtab_size;
+	if (l.ring_off < dt_end)
+		LAYOUT_FAIL("ring_off: ring area overlaps the device table");
+	if (l.ring_size == 0)
+		LAYOUT_FAIL("ring_size: empty ring area");
+	if (!range_within(l.ring_off, l.ring_size, dt_end, size))
+		LAYOUT_FAIL("ring_off/ring_size: ring area past the end of the window");
+	ring_end = l.ring_off + l.ring_size; /* <= size: no wrap */
+	if (l.data_off < ring_end)
+		LAYOUT_FAIL("data_off: data area overlaps the ring area");
+	if (l.data_size == 0)
+		LAYOUT_FAIL("data_size: empty data area");
+	if (!range_within(l.data_off, l.data_size, ring_end, size))
+		LAYOUT_FAIL("data_off/data_size: data area past the end of the window");
+	if (vop_read_once_u32(&dt->magic) != VOP_DEVTAB_MAGIC)
+		LAYOUT_FAIL("devtab magic: not a vop device table");
+	if (l.entry_size < sizeof(struct vop_dev_entry) || l.entry_size % 8 != 0 ||
+	    l.entry_size > 65536)
+		LAYOUT_FAIL("entry_size: not a multiple of 8 in [768, 65536]");
+	if (l.max_entries == 0 || l.max_entries > 1024)
+		LAYOUT_FAIL("max_entries: not in [1, 1024]");
+	if ((uint64_t)l.max_entries * l.entry_size > l.devtab_size - sizeof(struct vop_devtab_hdr))
+		LAYOUT_FAIL("max_entries * entry_size: entries past the end of the device table");
+	if (out)
+		*out = l;
+	return 0;
 }
 
 static uint64_t nonce(void)
@@ -65,6 +155,21 @@ static void bind_sides(struct vop_window *w)
 	w->dt = (struct vop_devtab_hdr *)(void *)(w->x->base + VOP_DEVTAB_OFF);
 }
 
+/*
+ * The region table of w: the data area only (the one range a descriptor may
+ * name), clamped to what the transport mapped. 0 or -EPROTO.
+ */
+static int window_regions(struct vop_window *w)
+{
+	vop_region_table_init(&w->regions);
+	if (!range_inside(w->data_off, w->data_size, 0, w->x->size) || w->data_size == 0)
+		return -EPROTO;
+	if (vop_region_add(&w->regions, w->data_off, w->data_size, w->x->base + w->data_off,
+			   VOP_PROT_READ | VOP_PROT_WRITE) != 0)
+		return -EPROTO;
+	return 0;
+}
+
 int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 		      struct vop_window **out)
 {
@@ -73,7 +178,7 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	uint64_t dt_size, ring_size;
 
 	*out = NULL;
-	if (max > VOP_MAX_DEVICES)
+	if (max > VOP_MAX_DEVICES || (g && g->ring_size > x->size))
 		return -EINVAL;
 	dt_size = round_up(sizeof(struct vop_devtab_hdr) + (uint64_t)max * sizeof(struct vop_dev_entry),
 			   VOP_WIN_PAGE);
@@ -98,6 +203,10 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	w->data_size = x->size - w->data_off;
 	w->ring_next = w->ring_off;
 	w->data_next = w->data_off;
+	if (window_regions(w) != 0) {
+		free(w);
+		return -EINVAL;
+	}
 
 	w->hdr->version_major = VOP_LAYOUT_VERSION_MAJOR;
 	w->hdr->version_minor = VOP_LAYOUT_VERSION_MINOR;
@@ -123,9 +232,6 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	 * vop_window_attach().
 	 */
 	vop_store_release_u32(&w->hdr->magic, VOP_WIN_MAGIC);
-	vop_region_table_init(&w->regions);
-	vop_region_add(&w->regions, w->data_off, w->data_size, x->base + w->data_off,
-		       VOP_PROT_READ | VOP_PROT_WRITE);
 	*out = w;
 	return 0;
 }
@@ -144,8 +250,12 @@ static bool side_alive(struct vop_window *w)
 
 	if (vop_load_acquire_u32(&w->me->state) != VOP_SIDE_UP)
 		return false;
+	/*
+	 * The period is read from shared memory the peer could have rewritten:
+	 * clamp it so the caller (often the JS thread) sleeps at most 1 s.
+	 */
 	period = vop_read_once_u32(&w->me->hb_period_ms);
-	period = period < 1 ? 1 : period > 1000 ? 1000 : period;
+	period = period < 1 ? 1 : period > 250 ? 250 : period;
 	hb = vop_read_once_u64(&w->me->heartbeat);
 	ts.tv_sec = (time_t)(4 * period / 1000);
 	ts.tv_nsec = (long)(4 * period % 1000) * 1000000L;
@@ -153,7 +263,15 @@ static bool side_alive(struct vop_window *w)
 	return vop_read_once_u64(&w->me->heartbeat) != hb;
 }
 
-/* Side 0 re-opened: continue the bump allocators after every allocation in the table. */
+static const char *queue_problem(const struct vop_window *w, const struct vop_queue_desc *q);
+static struct vop_dev_entry *entry_at(struct vop_window *w, uint32_t i);
+
+/*
+ * Side 0 re-opened: continue the bump allocators after every allocation in
+ * the table. Entries are read once into private copies and only queues
+ * that validate count (the peer may have rewritten the table while we were
+ * away): a bogus entry can move nothing outside the areas.
+ */
 static void recompute_allocators(struct vop_window *w)
 {
 	uint32_t i, k;
@@ -161,78 +279,65 @@ static void recompute_allocators(struct vop_window *w)
 	w->ring_next = w->ring_off;
 	w->data_next = w->data_off;
 	for (i = 0; i < w->max_entries; i++) {
-		const struct vop_dev_entry *e = (const struct vop_dev_entry *)(const void *)(
-			(const uint8_t *)w->dt + sizeof(struct vop_devtab_hdr) + (uint64_t)i * w->entry_size);
+		const struct vop_dev_entry *e = entry_at(w, i);
 		uint16_t nq;
 
 		if (vop_read_once_u32(&e->state) == VOP_DEV_FREE)
 			continue;
 		nq = vop_read_once_u16(&e->num_queues);
 		for (k = 0; k < nq && k < VOP_MAX_QUEUES; k++) {
-			const struct vop_queue_desc *q = &e->queues[k];
-			uint16_t n = vop_read_once_u16(&q->size);
-			uint64_t ends[4] = {
-				vop_read_once_u64(&q->desc_off) + vop_vring_desc_bytes(n),
-				vop_read_once_u64(&q->avail_off) + vop_vring_avail_bytes(n),
-				vop_read_once_u64(&q->used_off) + vop_vring_used_bytes(n),
-				vop_read_once_u64(&q->pool_off) + vop_read_once_u64(&q->pool_size),
-			};
+			struct vop_queue_desc q;
+			uint64_t ends[3];
 			unsigned j;
 
+			memset(&q, 0, sizeof(q));
+			q.size = vop_read_once_u16(&e->queues[k].size);
+			q.desc_off = vop_read_once_u64(&e->queues[k].desc_off);
+			q.avail_off = vop_read_once_u64(&e->queues[k].avail_off);
+			q.used_off = vop_read_once_u64(&e->queues[k].used_off);
+			q.pool_off = vop_read_once_u64(&e->queues[k].pool_off);
+			q.pool_size = vop_read_once_u64(&e->queues[k].pool_size);
+			if (queue_problem(w, &q))
+				continue;
+			/* Valid: every end below lies inside its area, no wrap. */
+			ends[0] = q.desc_off + vop_vring_desc_bytes(q.size);
+			ends[1] = q.avail_off + vop_vring_avail_bytes(q.size);
+			ends[2] = q.used_off + vop_vring_used_bytes(q.size);
 			for (j = 0; j < 3; j++)
-				if (ends[j] > w->ring_next && ends[j] <= w->ring_off + w->ring_size)
+				if (ends[j] > w->ring_next)
 					w->ring_next = ends[j];
-			if (ends[3] > w->data_next && ends[3] <= w->data_off + w->data_size)
-				w->data_next = ends[3];
+			if (q.pool_off + q.pool_size > w->data_next)
+				w->data_next = q.pool_off + q.pool_size;
 		}
 	}
 }
 
 int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window **out)
 {
+	struct vop_window_layout l;
 	struct vop_window *w;
 	int rc;
-	struct vop_win_hdr *h = (struct vop_win_hdr *)(void *)x->base;
-	struct vop_devtab_hdr *dt;
-	uint32_t magic;
-	uint64_t dt_size;
 
 	*out = NULL;
 	if (side > 1)
 		return -EINVAL;
-	/* W1 pair: acquire; everything the creator wrote before magic is visible. */
-	magic = vop_load_acquire_u32(&h->magic);
-	if (magic == 0)
-		return -EAGAIN;
-	if (magic != VOP_WIN_MAGIC || vop_read_once_u16(&h->version_major) != VOP_LAYOUT_VERSION_MAJOR)
-		return -EPROTO;
-	if (vop_read_once_u64(&h->window_size) != x->size ||
-	    vop_read_once_u32(&h->side_off) != VOP_WIN_SIDE_OFF ||
-	    vop_read_once_u32(&h->side_size) != sizeof(struct vop_win_side) ||
-	    vop_read_once_u32(&h->devtab_off) != VOP_DEVTAB_OFF)
-		return -EPROTO;
+	/* Everything afresh, against what x mapped: a re-attach trusts nothing from before. */
+	rc = vop_window_layout_check(x->base, x->size, &l, NULL);
+	if (rc)
+		return rc;
 	w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
 	w->x = x;
 	w->side = side;
 	bind_sides(w);
-	dt = w->dt;
-	dt_size = vop_read_once_u32(&h->devtab_size);
-	w->ring_off = vop_read_once_u64(&h->ring_off);
-	w->ring_size = vop_read_once_u64(&h->ring_size);
-	w->data_off = vop_read_once_u64(&h->data_off);
-	w->data_size = vop_read_once_u64(&h->data_size);
-	w->max_entries = vop_read_once_u32(&dt->max_entries);
-	w->entry_size = vop_read_once_u32(&dt->entry_size);
-	if (!range_inside(VOP_DEVTAB_OFF, dt_size, 0, x->size) ||
-	    !range_inside(w->ring_off, w->ring_size, VOP_DEVTAB_OFF + dt_size, x->size) ||
-	    !range_inside(w->data_off, w->data_size, w->ring_off + w->ring_size, x->size) ||
-	    w->data_size == 0 || w->ring_size == 0 ||
-	    vop_read_once_u32(&dt->magic) != VOP_DEVTAB_MAGIC ||
-	    w->entry_size < sizeof(struct vop_dev_entry) || w->entry_size % 8 != 0 ||
-	    w->entry_size > 65536 || w->max_entries == 0 || w->max_entries > 1024 ||
-	    sizeof(struct vop_devtab_hdr) + (uint64_t)w->max_entries * w->entry_size > dt_size) {
+	w->max_entries = l.max_entries;
+	w->entry_size = l.entry_size;
+	w->ring_off = l.ring_off;
+	w->ring_size = l.ring_size;
+	w->data_off = l.data_off;
+	w->data_size = l.data_size;
+	if (window_regions(w) != 0) {
 		free(w);
 		return -EPROTO;
 	}
@@ -245,9 +350,6 @@ int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window
 	if (side == 0)
 		recompute_allocators(w);
 	side_up(w);
-	vop_region_table_init(&w->regions);
-	vop_region_add(&w->regions, w->data_off, w->data_size, x->base + w->data_off,
-		       VOP_PROT_READ | VOP_PROT_WRITE);
 	*out = w;
 	return 0;
 }
@@ -368,11 +470,17 @@ int vop_devtab_publish(struct vop_window *w, const struct vop_dev_spec *spec)
 			return rc;
 		q[i].pool_size = spec->pool_size[i];
 	}
-	/* Zero the rings before they become visible. */
+	/* Zero the rings before they become visible (inside the areas by construction). */
 	for (i = 0; i < spec->num_queues; i++) {
-		memset(vop_window_ptr(w, q[i].desc_off), 0, vop_vring_desc_bytes(q[i].size));
-		memset(vop_window_ptr(w, q[i].avail_off), 0, vop_vring_avail_bytes(q[i].size));
-		memset(vop_window_ptr(w, q[i].used_off), 0, vop_vring_used_bytes(q[i].size));
+		void *d = vop_window_ptr(w, q[i].desc_off, vop_vring_desc_bytes(q[i].size));
+		void *a = vop_window_ptr(w, q[i].avail_off, vop_vring_avail_bytes(q[i].size));
+		void *u = vop_window_ptr(w, q[i].used_off, vop_vring_used_bytes(q[i].size));
+
+		if (!d || !a || !u)
+			return -ENOSPC;
+		memset(d, 0, vop_vring_desc_bytes(q[i].size));
+		memset(a, 0, vop_vring_avail_bytes(q[i].size));
+		memset(u, 0, vop_vring_used_bytes(q[i].size));
 	}
 	/*
 	 * T0: seq bump then release fence: a reader that copied the old body
@@ -430,31 +538,66 @@ int vop_devtab_remove(struct vop_window *w, uint32_t dev_id)
 	return -ENOENT;
 }
 
-static bool queue_valid(struct vop_window *w, const struct vop_queue_desc *q)
+/*
+ * Why queue q (a private copy) is invalid for w, or NULL: size a power of
+ * two <= 32768, each ring part aligned and inside the ring area, the three
+ * parts disjoint, the pool aligned, non-empty and inside the data area.
+ * The areas were validated against the mapping, so inside an area means
+ * inside the mapping.
+ */
+static const char *queue_problem(const struct vop_window *w, const struct vop_queue_desc *q)
 {
 	uint16_t n = q->size;
+	uint64_t db, ab, ub;
 
 	if (n == 0 || n > VOP_QUEUE_MAX_SIZE || (n & (n - 1)))
-		return false;
-	if (q->desc_off % VOP_VRING_DESC_ALIGN || q->avail_off % VOP_VRING_AVAIL_ALIGN ||
-	    q->used_off % VOP_VRING_USED_ALIGN || q->pool_off % 16)
-		return false;
-	if (!range_inside(q->desc_off, vop_vring_desc_bytes(n), w->ring_off, w->ring_size) ||
-	    !range_inside(q->avail_off, vop_vring_avail_bytes(n), w->ring_off, w->ring_size) ||
-	    !range_inside(q->used_off, vop_vring_used_bytes(n), w->ring_off, w->ring_size) ||
-	    !range_inside(q->pool_off, q->pool_size, w->data_off, w->data_size) || q->pool_size == 0)
-		return false;
-	/* The three parts of one queue must not overlap each other. */
-	if (!(q->desc_off + vop_vring_desc_bytes(n) <= q->avail_off ||
-	      q->avail_off + vop_vring_avail_bytes(n) <= q->desc_off))
-		return false;
-	if (!(q->desc_off + vop_vring_desc_bytes(n) <= q->used_off ||
-	      q->used_off + vop_vring_used_bytes(n) <= q->desc_off))
-		return false;
-	if (!(q->avail_off + vop_vring_avail_bytes(n) <= q->used_off ||
-	      q->used_off + vop_vring_used_bytes(n) <= q->avail_off))
-		return false;
-	return true;
+		return "queue size: not a power of two in [1, 32768]";
+	db = vop_vring_desc_bytes(n);
+	ab = vop_vring_avail_bytes(n);
+	ub = vop_vring_used_bytes(n);
+	if (q->desc_off % VOP_VRING_DESC_ALIGN)
+		return "queue desc_off: not 16-byte aligned";
+	if (q->avail_off % VOP_VRING_AVAIL_ALIGN)
+		return "queue avail_off: not 2-byte aligned";
+	if (q->used_off % VOP_VRING_USED_ALIGN)
+		return "queue used_off: not 4-byte aligned";
+	if (q->pool_off % 16)
+		return "queue pool_off: not 16-byte aligned";
+	if (!range_inside(q->desc_off, db, w->ring_off, w->ring_size))
+		return "queue desc_off: descriptor table outside the ring area";
+	if (!range_inside(q->avail_off, ab, w->ring_off, w->ring_size))
+		return "queue avail_off: driver area outside the ring area";
+	if (!range_inside(q->used_off, ub, w->ring_off, w->ring_size))
+		return "queue used_off: device area outside the ring area";
+	if (q->pool_size == 0)
+		return "queue pool_size: empty pool";
+	if (!range_inside(q->pool_off, q->pool_size, w->data_off, w->data_size))
+		return "queue pool_off/pool_size: pool outside the data area";
+	/* The three parts of one queue must not overlap (all ends are in range: no wrap). */
+	if (!(q->desc_off + db <= q->avail_off || q->avail_off + ab <= q->desc_off) ||
+	    !(q->desc_off + db <= q->used_off || q->used_off + ub <= q->desc_off) ||
+	    !(q->avail_off + ab <= q->used_off || q->used_off + ub <= q->avail_off))
+		return "queue desc_off/avail_off/used_off: ring parts overlap";
+	return NULL;
+}
+
+int vop_devtab_check_info(const struct vop_window *w, const struct vop_dev_info *info,
+			  const char **why)
+{
+	const char *p = NULL;
+	uint32_t k;
+
+	if (info->device_side > 1)
+		p = "device_side: not 0 or 1";
+	else if (info->num_queues == 0 || info->num_queues > VOP_MAX_QUEUES)
+		p = "num_queues: not in [1, 8]";
+	else if (info->config_len > VOP_CONFIG_MAX)
+		p = "config_len: larger than the 256-byte config space";
+	for (k = 0; !p && k < info->num_queues; k++)
+		p = queue_problem(w, &info->queues[k]);
+	if (why)
+		*why = p;
+	return p ? -EPROTO : 0;
 }
 
 int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *out)
@@ -463,6 +606,7 @@ int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *
 
 	for (i = 0; i < w->max_entries; i++) {
 		struct vop_dev_entry *e = entry_at(w, i);
+		const char *why;
 		uint32_t seq;
 
 		/* T1 pair: acquire; the body written before LIVE is visible. */
@@ -489,6 +633,7 @@ int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *
 			out->queues[k].pool_off = vop_read_once_u64(&s->pool_off);
 			out->queues[k].pool_size = vop_read_once_u64(&s->pool_size);
 		}
+		/* config[] is a fixed 256-byte array inside the entry: never more than that. */
 		if (out->config_len <= VOP_CONFIG_MAX)
 			memcpy(out->config, e->config, out->config_len);
 		out->entry = e;
@@ -496,15 +641,27 @@ int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *
 		vop_rmb();
 		if (vop_read_once_u32(&e->seq) != seq || vop_read_once_u32(&e->state) != VOP_DEV_LIVE)
 			return -EAGAIN;
-		if (out->device_side > 1 || out->num_queues == 0 || out->num_queues > VOP_MAX_QUEUES ||
-		    out->config_len > VOP_CONFIG_MAX)
+		/* Only the private copy is validated and used from here on. */
+		if (vop_devtab_check_info(w, out, &why) != 0) {
+			atomic_store_explicit(&w->entry_problem, why, memory_order_relaxed);
 			return -EPROTO;
-		for (k = 0; k < out->num_queues; k++)
-			if (!queue_valid(w, &out->queues[k]))
-				return -EPROTO;
+		}
 		return 0;
 	}
 	return -ENOENT;
+}
+
+int vop_devtab_find_bounded(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *out)
+{
+	unsigned tries;
+	int rc = -EAGAIN;
+
+	for (tries = 0; tries < VOP_DEVTAB_FIND_TRIES && rc == -EAGAIN; tries++) {
+		if (tries)
+			vop_cpu_relax();
+		rc = vop_devtab_find(w, dev_id, out);
+	}
+	return rc;
 }
 
 int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *info, uint32_t off,

@@ -12,6 +12,13 @@
  * doorbell value (and doesn't sleep): a wake-up is never lost, and the
  * ringer pays no syscall while the waiter is polling.
  *
+ * Reservation: the creator reserves the whole file (fallocate) before
+ * mapping it, so a window that does not fit its tmpfs is -ENOSPC at create
+ * instead of SIGBUS at first touch. The attacher does not reserve again (a
+ * creator that shrank or never reserved its file can make its own peer
+ * fault: an shm peer runs as the same user and can always kill its
+ * partner; see docs/security.md).
+ *
  * Population: a first touch of a page costs ~11 us here (and allocating a
  * tmpfs page about 1 ms per MiB), so the data path should not fault, but
  * populating a 64 MiB window before the link comes up would cost tens of
@@ -276,6 +283,25 @@ static struct vop_xport *xport_alloc(void)
 	return &s->x;
 }
 
+/*
+ * Reserve the backing store of the whole window before it is mapped: on a
+ * tmpfs without room for it, a page first touched later would raise
+ * SIGBUS in whichever thread touched it (and kill the agent); here it is
+ * -ENOSPC for this window only. fallocate(2) mode 0 (keeps the size);
+ * filesystems without it get posix_fallocate's emulation.
+ */
+static int reserve(int fd, uint64_t size)
+{
+	int rc;
+
+	if (fallocate(fd, 0, 0, (off_t)size) == 0)
+		return 0;
+	if (errno != EOPNOTSUPP)
+		return -errno;
+	rc = posix_fallocate(fd, 0, (off_t)size); /* returns the error, not -1 */
+	return -rc;
+}
+
 int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out)
 {
 	struct vop_xport *x;
@@ -312,6 +338,9 @@ int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out)
 		rc = -errno;
 		goto err;
 	}
+	rc = reserve(x->fd, size);
+	if (rc)
+		goto err;
 	rc = x->ops->map(x);
 	if (rc)
 		goto err;
@@ -333,7 +362,9 @@ static int open_common(struct vop_xport *x, int check_owner)
 	/* A passed fd is already a capability; a path must be private to us. */
 	if (check_owner && (st.st_uid != geteuid() || (st.st_mode & 077) != 0))
 		return -EPERM;
-	if ((uint64_t)st.st_size < VOP_WIN_MIN_SIZE || st.st_size % VOP_WIN_PAGE != 0)
+	/* The same bounds as vop_shm_create(): a peer's file is no bigger than we would make. */
+	if ((uint64_t)st.st_size < VOP_WIN_MIN_SIZE || st.st_size % VOP_WIN_PAGE != 0 ||
+	    (uint64_t)st.st_size > (1ull << 40))
 		return -EINVAL;
 	x->size = (uint64_t)st.st_size;
 	return x->ops->map(x);

@@ -22,6 +22,7 @@
 #include "../core/barrier.h"
 #include "vop/dev_blk.h"
 #include "vop/path.h"
+#include "vop/dev_parse.h"
 
 #define BLK_HDR_BYTES 16u
 #define BLK_SLOT_ALIGN 4096u
@@ -184,12 +185,6 @@ void vop_blk_device_stats(struct vop_blk_device *d, struct vop_blk_stats *out)
 		dst[i] = vop_read_once_u64(&src[i]);
 }
 
-/* True if [sector, sector + nsec) lies inside the disk (overflow-safe). */
-static bool range_ok(const struct vop_blk_device *d, uint64_t sector, uint64_t nsec)
-{
-	return sector <= d->cap_sectors && nsec <= d->cap_sectors - sector;
-}
-
 static int full_rw(int fd, struct iovec *iov, int n, uint64_t off, bool write, uint64_t *done)
 {
 	*done = 0;
@@ -290,7 +285,7 @@ static void run_job(struct vop_blk_device *d, struct blk_job *j)
 			struct vop_blk_dwz_seg s;
 
 			vop_chain_read(c, BLK_HDR_BYTES + i * (uint32_t)sizeof(s), &s, sizeof(s));
-			if (!range_ok(d, s.sector, s.num_sectors)) { /* re-read: check again */
+			if (!vop_blk_range_ok(d->cap_sectors, s.sector, s.num_sectors)) { /* re-read: check again */
 				rc = -EINVAL;
 				break;
 			}
@@ -389,87 +384,30 @@ static void finish_local(struct vop_blk_device *d, struct blk_job *j, uint8_t st
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* Loop thread: validate a popped request and hand it to the pool. */
+/* Loop thread: validate a popped request (vop_blk_req_parse) and hand it to the pool. */
 static void dispatch(struct vop_blk_device *d, struct blk_job *j)
 {
 	struct vop_chain *c = &j->c;
-	struct vop_blk_outhdr h;
-	uint32_t data;
+	struct vop_blk_req_info r;
+	int rc = vop_blk_req_parse(c, d->cap_sectors, d->ro, &r);
 
-	if (c->out_bytes < BLK_HDR_BYTES || c->in_bytes < 1) {
-		finish_local(d, j, VOP_BLK_S_IOERR, true);
+	if (rc) {
+		finish_local(d, j, rc == -EOPNOTSUPP ? VOP_BLK_S_UNSUPP : VOP_BLK_S_IOERR, rc != -EROFS);
 		return;
 	}
-	vop_chain_read(c, 0, &h, sizeof(h)); /* private copy: read once */
-	j->type = h.type;
-	j->sector = h.sector;
-	switch (j->type) {
-	case VOP_BLK_T_IN:
-		data = c->in_bytes - 1;
-		if (data == 0 || data % VOP_BLK_SECTOR || !range_ok(d, j->sector, data / VOP_BLK_SECTOR)) {
-			finish_local(d, j, VOP_BLK_S_IOERR, true);
-			return;
-		}
-		break;
-	case VOP_BLK_T_OUT:
-		data = c->out_bytes - BLK_HDR_BYTES;
-		if (data == 0 || data % VOP_BLK_SECTOR || !range_ok(d, j->sector, data / VOP_BLK_SECTOR)) {
-			finish_local(d, j, VOP_BLK_S_IOERR, true);
-			return;
-		}
-		if (d->ro) {
-			finish_local(d, j, VOP_BLK_S_IOERR, false);
-			return;
-		}
-		break;
-	case VOP_BLK_T_FLUSH:
-		break;
-	case VOP_BLK_T_GET_ID: {
+	j->type = r.type;
+	j->sector = r.sector;
+	if (j->type == VOP_BLK_T_GET_ID) {
 		uint32_t n = c->in_bytes - 1 < VOP_BLK_ID_BYTES ? c->in_bytes - 1 : VOP_BLK_ID_BYTES;
-		uint8_t st = VOP_BLK_S_OK;
 
 		vop_chain_write(c, 0, d->serial, n);
-		j->status = st;
+		j->status = VOP_BLK_S_OK;
 		j->used_len = n + 1;
 		st_add(&d->st.get_ids, 1);
 		pthread_mutex_lock(&d->lock);
 		j->next = d->done;
 		d->done = j;
 		pthread_mutex_unlock(&d->lock);
-		return;
-	}
-	case VOP_BLK_T_DISCARD:
-	case VOP_BLK_T_WRITE_ZEROES: {
-		uint32_t nseg, i;
-
-		data = c->out_bytes - BLK_HDR_BYTES;
-		if (data == 0 || data % sizeof(struct vop_blk_dwz_seg)) {
-			finish_local(d, j, VOP_BLK_S_IOERR, true);
-			return;
-		}
-		nseg = data / sizeof(struct vop_blk_dwz_seg);
-		for (i = 0; i < nseg; i++) {
-			struct vop_blk_dwz_seg s;
-
-			vop_chain_read(c, BLK_HDR_BYTES + i * (uint32_t)sizeof(s), &s, sizeof(s));
-			if (!range_ok(d, s.sector, s.num_sectors) || (s.flags & ~1u)) {
-				finish_local(d, j, VOP_BLK_S_IOERR, true);
-				return;
-			}
-		}
-		if (d->ro) {
-			finish_local(d, j, VOP_BLK_S_IOERR, false);
-			return;
-		}
-		/*
-		 * The segments are re-read by the I/O thread from shared memory:
-		 * a driver that rewrites them after the check only hurts its own
-		 * disk range checks, so re-check there.
-		 */
-		break;
-	}
-	default:
-		finish_local(d, j, VOP_BLK_S_UNSUPP, true);
 		return;
 	}
 	pthread_mutex_lock(&d->lock);
@@ -486,7 +424,7 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	const struct vop_queue_desc *qd = &d->di.queues[0];
 	struct vop_vq_config cfg;
 	struct vop_vq_stats saved = d->q.vq.stats; /* counters survive restarts */
-	struct vop_vring_used *used = vop_window_ptr(d->w, qd->used_off);
+	struct vop_vring_used *used = vop_window_ptr(d->w, qd->used_off, vop_vring_used_bytes(qd->size));
 	uint16_t num = qd->size, used_idx, i;
 	bool journal = (feat & (1ull << VOP_F_INFLIGHT)) && qd->pool_size >= vop_inflight_bytes(num);
 	int rc;
@@ -494,11 +432,14 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.num = num;
 	cfg.features = feat;
-	cfg.desc = vop_window_ptr(d->w, qd->desc_off);
-	cfg.avail = vop_window_ptr(d->w, qd->avail_off);
+	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
+	cfg.desc = vop_window_ptr(d->w, qd->desc_off, vop_vring_desc_bytes(num));
+	cfg.avail = vop_window_ptr(d->w, qd->avail_off, vop_vring_avail_bytes(num));
 	cfg.used = used;
 	cfg.regions = &d->w->regions;
-	d->q.pool = vop_window_ptr(d->w, qd->pool_off);
+	d->q.pool = vop_window_ptr(d->w, qd->pool_off, qd->pool_size);
+	if (!cfg.desc || !cfg.avail || !used || !d->q.pool)
+		return -EPROTO;
 	d->q.pool_off = qd->pool_off;
 	d->q.pool_size = qd->pool_size;
 	d->q.num = num;
@@ -1231,6 +1172,9 @@ static int blk_drv_start(void *arg, uint64_t feat, bool resume)
 	rc = vop_dev_config_read(&d->di, &cfg, sizeof(cfg), 0);
 	if (rc)
 		return rc;
+	/* The device writes the capacity: one whose byte size does not fit 64 bits is refused. */
+	if (cfg.capacity > UINT64_MAX / VOP_BLK_SECTOR)
+		return -EPROTO;
 	/* Called once the device acked the reset: it no longer touches any slot. */
 	release_quarantine(d);
 	pthread_mutex_lock(&d->qlock);
@@ -1316,7 +1260,11 @@ int vop_blk_driver_create(struct vop_devctx *ctx, uint32_t dev_id, uint32_t time
 		goto fail;
 	}
 	qd = &d->di.queues[0];
-	pool = vop_window_ptr(d->w, qd->pool_off);
+	pool = vop_window_ptr(d->w, qd->pool_off, qd->pool_size);
+	if (!pool) {
+		rc = -EPROTO;
+		goto fail;
+	}
 	d->ro = (d->di.features_offered >> VOP_BLK_F_RO) & 1; /* until start reads the negotiated bit */
 	d->nslots = qd->size / BLK_DESC_PER_SLOT;
 	if (d->nslots == 0) {

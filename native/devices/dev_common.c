@@ -240,10 +240,14 @@ int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.num = qd->size;
 	cfg.features = features;
-	cfg.desc = vop_window_ptr(w, qd->desc_off);
-	cfg.avail = vop_window_ptr(w, qd->avail_off);
-	cfg.used = vop_window_ptr(w, qd->used_off);
+	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
+	cfg.desc = vop_window_ptr(w, qd->desc_off, vop_vring_desc_bytes(qd->size));
+	cfg.avail = vop_window_ptr(w, qd->avail_off, vop_vring_avail_bytes(qd->size));
+	cfg.used = vop_window_ptr(w, qd->used_off, vop_vring_used_bytes(qd->size));
 	cfg.regions = &w->regions;
+	out->pool = vop_window_ptr(w, qd->pool_off, qd->pool_size);
+	if (!cfg.desc || !cfg.avail || !cfg.used || !out->pool)
+		return -EPROTO;
 	rc = driver ? vop_vq_init_driver(&out->vq, &cfg) : vop_vq_init_device(&out->vq, &cfg);
 	if (rc)
 		return rc;
@@ -251,7 +255,6 @@ int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned 
 		saved.c[VOP_VQS_RESETS]++; /* as in vq.c: a reset that cleared a broken queue */
 	saved.c[VOP_VQS_BROKEN] = 0;
 	out->vq.stats = saved;
-	out->pool = vop_window_ptr(w, qd->pool_off);
 	out->pool_off = qd->pool_off;
 	out->pool_size = qd->pool_size;
 	out->num = qd->size;

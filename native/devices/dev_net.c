@@ -35,6 +35,7 @@
 #include "../core/barrier.h"
 #include "vop/dev_net.h"
 #include "vop/path.h"
+#include "vop/dev_parse.h"
 
 #define NET_RXQ 0u
 #define NET_TXQ 1u
@@ -136,34 +137,7 @@ void vop_net_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_sid
 	spec->config = &cs;
 }
 
-int vop_net_hdr_check(const struct vop_net_hdr *h, uint32_t len)
-{
-	uint8_t gso = h->gso_type & (uint8_t)~VOP_NET_HDR_GSO_ECN;
-
-	if (len < 14 || len > 65535 + 14 + 4)
-		return -EPROTO;
-	if (h->flags & ~(VOP_NET_HDR_F_NEEDS_CSUM | VOP_NET_HDR_F_DATA_VALID))
-		return -EPROTO;
-	if (h->flags & VOP_NET_HDR_F_NEEDS_CSUM) {
-		if ((uint32_t)h->csum_start + h->csum_offset + 2u > len)
-			return -EPROTO;
-	}
-	switch (gso) {
-	case VOP_NET_HDR_GSO_NONE:
-		if (h->gso_type & VOP_NET_HDR_GSO_ECN)
-			return -EPROTO;
-		break;
-	case VOP_NET_HDR_GSO_TCPV4:
-	case VOP_NET_HDR_GSO_TCPV6:
-	case VOP_NET_HDR_GSO_UDP:
-		if (h->gso_size == 0 || !(h->flags & VOP_NET_HDR_F_NEEDS_CSUM) || h->hdr_len > len)
-			return -EPROTO;
-		break;
-	default:
-		return -EPROTO;
-	}
-	return 0;
-}
+/* vop_net_hdr_check() and vop_net_tx_parse() live in net_parse.c (pure, fuzzed). */
 
 static int tap_open(const char *name, char *ifname)
 {
@@ -441,20 +415,14 @@ static int dev_tx(struct vop_net *n)
 		if (rc <= 0)
 			break;
 		npop++;
-		flen = c->out_bytes >= NET_HDR ? c->out_bytes - NET_HDR : 0;
-		if (c->out_bytes < NET_HDR || vop_chain_read(c, 0, h, NET_HDR) != NET_HDR ||
-		    vop_net_hdr_check(h, flen)) {
-			st_add(&n->st.bad_headers, 1);
+		niov = vop_net_tx_parse(c, h, &flen, iov + 1, VOP_CHAIN_MAX_IOV);
+		if (niov < 0) {
+			st_add(niov == -EPROTO ? &n->st.bad_headers : &n->st.tx_dropped, 1);
 			continue;
 		}
 		h->num_buffers = 0;
 		iov[0].iov_base = h; /* the checked private copy goes to the kernel */
 		iov[0].iov_len = NET_HDR;
-		niov = vop_chain_iov(c, false, NET_HDR, flen, iov + 1, VOP_CHAIN_MAX_IOV);
-		if (niov < 0) {
-			st_add(&n->st.tx_dropped, 1);
-			continue;
-		}
 		memset(&n->msgs[cnt], 0, sizeof(n->msgs[cnt]));
 		n->msgs[cnt].msg_hdr.msg_iov = iov;
 		n->msgs[cnt].msg_hdr.msg_iovlen = (size_t)niov + 1;

@@ -26,6 +26,7 @@
 #include "vop/dev_nbd.h"
 #include "vop/nbd_tls.h"
 #include "vop/path.h"
+#include "vop/dev_parse.h"
 
 #define NBD_MAGIC 0x4e42444d41474943ull
 #define NBD_IHAVEOPT 0x49484156454f5054ull
@@ -80,6 +81,7 @@
 #define NBD_MAX_OPTS_BEFORE_TLS 16
 #define NBD_MAX_OPT_LEN_BEFORE_TLS 4096u
 #define NBD_MAX_SLOTS_PER_CMD 64
+#define NBD_MAX_OPTS 64 /* options per handshake (nbdinfo --list sends a handful) */
 
 struct nbd_conn;
 
@@ -312,11 +314,13 @@ static int handshake(struct nbd_conn *c)
 	if (!(cflags & NBD_FLAG_FIXED_NEWSTYLE))
 		return -EPROTO;
 	no_zeroes = cflags & NBD_FLAG_NO_ZEROES;
-	for (;;) {
+	for (unsigned nopt = 0;; nopt++) {
 		uint8_t oh[16];
 		uint32_t opt, len;
 		uint8_t *data = NULL;
 
+		if (nopt >= NBD_MAX_OPTS)
+			return -EPROTO; /* a client that never finishes the handshake holds a connection slot */
 		rc = read_full(c->fd, oh, sizeof(oh));
 		if (rc)
 			return rc;
@@ -545,76 +549,53 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-/* Reader: parse one command and submit it. Returns 0 to continue, 1 on DISC, < 0 on error. */
+/* Reader: parse one command (vop_nbd_req_parse) and submit it. Returns 0 to continue, 1 on DISC, < 0 on error. */
 static int handle_cmd(struct nbd_conn *c)
 {
 	struct vop_nbd *s = c->srv;
-	uint64_t cap = vop_blk_driver_capacity(s->d);
-	uint8_t rq[28];
-	uint32_t magic, len;
-	uint16_t flags, type;
-	uint64_t handle, off;
+	struct vop_nbd_limits lim = { vop_blk_driver_capacity(s->d), s->max_req, s->seg,
+				      NBD_MAX_SLOTS_PER_CMD, vop_blk_driver_ro(s->d) };
+	struct vop_nbd_req_info r;
+	uint8_t rq[VOP_NBD_REQ_BYTES];
+	uint32_t len;
+	uint16_t type;
+	uint64_t off;
 	struct nbd_cmd *cmd;
-	unsigned i, nslots = 1;
+	unsigned i, nslots;
 	bool has_payload;
 	int rc;
 
 	rc = read_full(c->fd, rq, sizeof(rq));
 	if (rc)
 		return rc;
-	memcpy(&magic, rq, 4);
-	memcpy(&flags, rq + 4, 2);
-	memcpy(&type, rq + 6, 2);
-	memcpy(&handle, rq + 8, 8);
-	memcpy(&off, rq + 16, 8);
-	memcpy(&len, rq + 24, 4);
-	if (be32toh(magic) != NBD_REQ_MAGIC)
-		return -EPROTO;
-	flags = be16toh(flags);
-	type = be16toh(type);
-	off = be64toh(off);
-	len = be32toh(len);
-	has_payload = type == NBD_CMD_WRITE;
-	if (type == NBD_CMD_DISC)
+	if (vop_nbd_req_parse(rq, &lim, &r))
+		return -EPROTO; /* out of sync: close */
+	if (r.disconnect)
 		return 1;
+	type = r.type;
+	off = r.off;
+	len = r.len;
+	has_payload = r.payload != 0;
 	cmd = calloc(1, sizeof(*cmd));
 	if (!cmd)
 		return -ENOMEM;
 	cmd->conn = c;
-	cmd->handle = handle;
+	cmd->handle = r.handle;
 	cmd->type = type;
 	cmd->len = len;
 	pthread_mutex_lock(&c->lock);
 	c->outstanding++;
 	pthread_mutex_unlock(&c->lock);
-	(void)flags;
-	/* validate: type, alignment, range, size */
-	{
-		uint32_t err = 0;
-		bool rw = type == NBD_CMD_READ || type == NBD_CMD_WRITE;
-
-		if (type != NBD_CMD_READ && type != NBD_CMD_WRITE && type != NBD_CMD_FLUSH &&
-		    type != NBD_CMD_TRIM && type != NBD_CMD_WRITE_ZEROES)
-			err = NBD_EINVAL;
-		else if (type != NBD_CMD_FLUSH &&
-			 (off % VOP_BLK_SECTOR || len % VOP_BLK_SECTOR || off > cap || len > cap - off))
-			err = (type == NBD_CMD_WRITE && off + len > cap) ? NBD_ENOSPC : NBD_EINVAL;
-		else if (rw && len > s->max_req)
-			err = NBD_EINVAL;
-		else if (vop_blk_driver_ro(s->d) && type != NBD_CMD_READ && type != NBD_CMD_FLUSH)
-			err = NBD_EPERM;
-		if (err) {
-			rc = has_payload ? skip_bytes(c->fd, len) : 0;
-			reply_now(c, cmd, err); /* the writer frees cmd */
-			return rc;
-		}
-		if ((type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES || rw) && len == 0) {
-			reply_now(c, cmd, 0);
-			return 0;
-		}
+	if (r.error) {
+		rc = has_payload ? skip_bytes(c->fd, r.payload) : 0;
+		reply_now(c, cmd, r.error); /* the writer frees cmd */
+		return rc;
 	}
-	if (type == NBD_CMD_READ || type == NBD_CMD_WRITE)
-		nslots = (len + s->seg - 1) / s->seg;
+	if (r.nslots == 0) { /* zero-length request: nothing to do */
+		reply_now(c, cmd, 0);
+		return 0;
+	}
+	nslots = r.nslots;
 	rc = vop_blk_req_get(s->d, nslots, cmd->slots);
 	if (rc) {
 		if (has_payload)

@@ -69,6 +69,12 @@ class FakeWindow implements DataPlaneWindow {
       broken: index === 0 ? (this.broken.get(devId) ?? '') : '',
     }));
   }
+  failure(): string | null {
+    return null;
+  }
+  deviceIssue(): string {
+    return '';
+  }
   replaced(): boolean {
     return false;
   }

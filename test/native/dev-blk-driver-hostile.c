@@ -53,7 +53,7 @@ int main(void)
 	CHECK(vop_blk_req_get(drv, 1, &r) == 0);
 	CHECK(vop_blk_req_submit(drv, r, VOP_BLK_T_IN, 0, 4096, on_done, NULL) == 0);
 	t_sleep_ms(50); /* posted */
-	used = vop_window_ptr(w1, di.queues[0].used_off);
+	used = vop_window_ptr(w1, di.queues[0].used_off, vop_vring_used_bytes(di.queues[0].size));
 	used->ring[0].id = 999; /* not a head at all */
 	used->ring[0].len = 1;
 	__atomic_store_n(&used->idx, 1, __ATOMIC_RELEASE);

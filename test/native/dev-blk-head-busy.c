@@ -101,7 +101,7 @@ int main(void)
 		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == req, 5000));
 	}
 	feat = t_hand_driver_reset(w0, &di, ~0ull);
-	CHECK_EQ(__atomic_load_n(&((struct vop_vring_used *)vop_window_ptr(w0, di.queues[0].used_off))->idx,
+	CHECK_EQ(__atomic_load_n(&((struct vop_vring_used *)vop_window_ptr(w0, di.queues[0].used_off, 4))->idx,
 				 __ATOMIC_ACQUIRE),
 		 0);
 	CHECK(vop_devq_init(w0, &di, 0, true, feat, &q) == 0);

@@ -75,7 +75,7 @@ int main(void)
 	t_hand_driver_ok(w0, &di, feat);
 
 	/* the journal and used ring as the dead device instance left them */
-	used = vop_window_ptr(w0, di.queues[0].used_off);
+	used = vop_window_ptr(w0, di.queues[0].used_off, vop_vring_used_bytes(di.queues[0].size));
 	jh = (struct vop_inflight_hdr *)(void *)(q.pool + q.pool_size - vop_inflight_bytes(q.num));
 	jd = (struct vop_inflight_desc *)(void *)(jh + 1);
 	jh->magic = VOP_INFLIGHT_MAGIC;

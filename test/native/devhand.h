@@ -130,7 +130,7 @@ static inline uint64_t t_hand_device_handshake(struct vop_window *w, struct vop_
 				   __atomic_load_n(&e->reset_ack, __ATOMIC_RELAXED),
 			   5000));
 	for (q = 0; q < di->num_queues; q++)
-		memset(vop_window_ptr(w, di->queues[q].used_off), 0,
+		memset(vop_window_ptr(w, di->queues[q].used_off, vop_vring_used_bytes(di->queues[q].size)), 0,
 		       vop_vring_used_bytes(di->queues[q].size));
 	__atomic_store_n(&e->reset_ack, req, __ATOMIC_RELEASE);
 	vop_window_notify_peer(w);

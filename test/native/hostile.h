@@ -38,10 +38,10 @@ static inline void h_bind_queue(struct hostile *h, unsigned q)
 	struct vop_queue_desc *qd = &h->info.queues[q];
 
 	h->q = q;
-	h->desc = vop_window_ptr(h->fake_w, qd->desc_off);
-	h->avail = vop_window_ptr(h->fake_w, qd->avail_off);
-	h->used = vop_window_ptr(h->fake_w, qd->used_off);
-	h->pool = vop_window_ptr(h->fake_w, qd->pool_off);
+	h->desc = vop_window_ptr(h->fake_w, qd->desc_off, vop_vring_desc_bytes(qd->size));
+	h->avail = vop_window_ptr(h->fake_w, qd->avail_off, vop_vring_avail_bytes(qd->size));
+	h->used = vop_window_ptr(h->fake_w, qd->used_off, vop_vring_used_bytes(qd->size));
+	h->pool = vop_window_ptr(h->fake_w, qd->pool_off, qd->pool_size);
 	h->pool_peer = qd->pool_off;
 }
 

@@ -116,7 +116,9 @@ export type DataPlaneEvent =
   | { readonly type: 'peer-gone' }
   | { readonly type: 'device-ready'; readonly devId: number }
   | { readonly type: 'device-removed'; readonly devId: number }
-  | { readonly type: 'backend-failed'; readonly devId: number; readonly error: string };
+  | { readonly type: 'backend-failed'; readonly devId: number; readonly error: string }
+  /** This endpoint's data plane stopped for good because of the peer (e.g. 'devtab_unstable'). */
+  | { readonly type: 'link-failed'; readonly reason: string };
 
 /** Thrown by the data plane; `code` is stable ("EEXIST", "EAGAIN", "NATIVE_UNAVAILABLE", ...). */
 export class DataPlaneError extends Error {
@@ -137,6 +139,8 @@ export interface DataPlaneWindow {
   removeDevice(devId: number): void;
   /** True when both sides have bound the device and its queues run. */
   deviceReady(devId: number): boolean;
+  /** Why the device cannot be bound (its table entry was refused), '' when nothing is wrong. */
+  deviceIssue(devId: number): string;
   /** Device reset handshake for one device; its queues start clean. */
   resetDevice(devId: number): void;
   /** The hosted device devId once bound on this side, else null. */
@@ -151,6 +155,8 @@ export interface DataPlaneWindow {
   write?(devId: number, data: Uint8Array): number;
   /** True when the window's path no longer names this mapping (removed or replaced by a new window). */
   replaced(): boolean;
+  /** Why the data plane stopped for good because of the peer ('devtab_unstable'), null while healthy. */
+  failure(): string | null;
   /** Stops workers and unmaps; the creator removes the window file when `unlink`. */
   close(unlink: boolean): void;
 }

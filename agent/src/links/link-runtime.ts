@@ -60,6 +60,16 @@ export const BACKEND_FAST_RETRY_MAX_MS = 50;
 export const BACKEND_FAST_RETRIES = 60;
 /** After this long without a peer, PeerConnected says the peer is late, not just absent. */
 export const PEER_LATE_MS = 10_000;
+/**
+ * Native link failures (data-plane 'link-failed' reasons) as condition reasons and
+ * messages; `%p` is the peer agent, `%w` the window path.
+ */
+const LINK_FAILURES: Readonly<Record<string, { reason: string; message: string }>> = {
+  devtab_unstable: {
+    reason: 'DeviceTableUnstable',
+    message: 'peer %p kept rewriting the device table of %w (it never settled); the link was stopped',
+  },
+};
 /** Window header plus a 32-entry device table, rounded to pages. */
 const WINDOW_HEADER_BYTES = 0x1000 + 28 * 1024;
 /** Cap of the automatic window size. */
@@ -121,6 +131,8 @@ export class LinkRuntime {
   private timer: NodeJS.Timeout | null = null;
   /** Next poll delay while Connecting/Negotiating/Degraded; reset on progress and native events. */
   private pollMs = CONNECT_POLL_MS;
+  /** Valid while Connecting as the attacher: why the window last found there was refused, else ''. */
+  private rejected = '';
   private readonly log: Logger;
 
   constructor(
@@ -382,12 +394,18 @@ export class LinkRuntime {
     const onEvent = (e: DataPlaneEvent): void => this.onNativeEvent(e);
     // A link-specific shm directory is created owner-only like the rendezvous dir.
     if (this.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
+    this.rejected = '';
     try {
       return this.deps.dataPlane.open(req, onEvent);
     } catch (err) {
       if (!(err instanceof DataPlaneError)) throw err;
-      if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN' || err.code === 'EPROTO'))
+      if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN')) return null;
+      // A window whose layout does not validate is never mapped further; the creator may
+      // replace it (a restart), so keep looking, with the reason in PeerConnected.
+      if (this.side === 'attacher' && err.code === 'EPROTO') {
+        this.rejected = err.message;
         return null;
+      }
       if (this.side === 'attacher' && err.code === 'EBUSY') {
         throw new DataPlaneError(
           'EBUSY',
@@ -435,7 +453,20 @@ export class LinkRuntime {
       try {
         w = this.openWindow();
       } catch (err) {
+        if (err instanceof DataPlaneError && err.code === 'ENOSPC') {
+          // Reserving the window failed (a full tmpfs): this link fails, the agent does not.
+          this.fail(
+            'WindowSpaceExhausted',
+            `cannot reserve ${this.windowBytes} bytes for ${this.windowPath}: no space left on its filesystem ` +
+              '(ENOSPC); free space there or set a smaller transport.shm.windowSizeBytes',
+          );
+          return;
+        }
         this.retryLater('WindowOpenFailed', `${this.windowPath}: ${errText(err)}`);
+        return;
+      }
+      if (!w && this.rejected !== '') {
+        this.windowRejected(this.rejected);
         return;
       }
       if (!w) {
@@ -482,6 +513,30 @@ export class LinkRuntime {
     return this.spec.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '?';
   }
 
+  /** The attacher refused the window it found (its layout does not validate): say why, keep looking. */
+  private windowRejected(error: string): void {
+    const message = `refused the window ${this.windowPath} of agent ${this.peerAgent()}: ${error}`;
+    const prev = this.conditions.get('PeerConnected');
+    if (prev?.reason !== 'WindowRejected' || prev.message !== message) {
+      this.log.warn({ code: 'WINDOW_REJECTED', path: this.windowPath, error }, 'window refused');
+      this.event('WindowRejected', message);
+    }
+    this.setCondition('PeerConnected', 'False', 'WindowRejected', message);
+    this.schedule(this.nextPoll(), () => this.connect());
+  }
+
+  /** The native data plane stopped this link for good because of the peer: fail the link, not the agent. */
+  private peerFailed(reason: string): void {
+    const s = this.stateValue;
+    if (s === 'Failed' || s === 'Terminating' || s === 'Pending') return;
+    const f = LINK_FAILURES[reason] ?? { reason: 'DataPlaneFailed', message: `the data plane failed (${reason})` };
+    const message = f.message.replace('%p', this.peerAgent()).replace('%w', this.windowPath);
+    this.log.warn({ code: 'LINK_FAILED', reason }, message);
+    // Ready may only fail through Degraded (link-lifecycle.ts).
+    this.transitionTo(['Ready'], 'Degraded', f.reason);
+    this.fail(f.reason, message);
+  }
+
   private waitingForPeer(message: string): void {
     const late = Date.now() - this.connectingSince > PEER_LATE_MS;
     this.setCondition(
@@ -515,6 +570,11 @@ export class LinkRuntime {
     const w = this.window;
     const s = this.stateValue;
     if (!w || (s !== 'Negotiating' && s !== 'Ready' && s !== 'Degraded')) return;
+    const failure = w.failure();
+    if (failure !== null) {
+      this.peerFailed(failure);
+      return;
+    }
     const peer = w.peer();
     if (peer.state !== 'up') {
       this.onPeerGone();
@@ -535,7 +595,8 @@ export class LinkRuntime {
         .join(',');
       if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && Date.now() >= d.backendRetryAt)
         this.startBackend(d);
-      if (!d.ready) notReady.push(d.device.name);
+      const issue = d.ready ? '' : w.deviceIssue(d.native.devId);
+      if (!d.ready) notReady.push(issue === '' ? d.device.name : `${d.device.name} (refused: ${issue})`);
       else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
       else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
       if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
@@ -702,6 +763,9 @@ export class LinkRuntime {
           this.schedule(0, () => this.evaluate());
         break;
       }
+      case 'link-failed':
+        this.peerFailed(e.reason);
+        break;
       case 'queue-broken':
       case 'device-ready':
       case 'device-removed':

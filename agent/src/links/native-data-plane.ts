@@ -82,6 +82,8 @@ export function windowBytes(requested: number): number {
 class NativeWindow implements DataPlaneWindow {
   /** Devices this side serves, by devId; `bound` once attached to the worker. */
   private readonly devices = new Map<number, { spec: NativeDeviceSpec; bound: boolean }>();
+  /** Why binding a device last failed because its table entry was refused (EPROTO), by devId. */
+  private readonly refused = new Map<number, string>();
 
   /**
    * The side block keeps saying "up" after a peer dies without closing; the worker
@@ -160,6 +162,8 @@ class NativeWindow implements DataPlaneWindow {
         return { type: 'queue-broken', devId: e.devId, queue: -1, reason: 'reset_timeout' };
       case 'backend-failed':
         return { type: 'backend-failed', devId: e.devId, error: e.error };
+      case 'link-failed':
+        return { type: 'link-failed', reason: e.reason };
       default: {
         const never: never = e;
         this.log.warn({ event: never }, 'unknown native event');
@@ -181,6 +185,10 @@ class NativeWindow implements DataPlaneWindow {
       this.atOpen = null;
     }
     return { state: 'up', epoch: p.epoch };
+  }
+
+  failure(): string | null {
+    return this.w.closed ? null : wrap(() => this.w.info()).failed;
   }
 
   replaced(): boolean {
@@ -230,9 +238,15 @@ class NativeWindow implements DataPlaneWindow {
       if (hosted) this.w.attachHosted(hosted.kind, hosted.desc);
       else this.w.attach(devId, d.spec.role, pipeOptions(d.spec));
       d.bound = true;
+      this.refused.delete(devId);
     } catch (err) {
       if (err instanceof NativeError && (err.code === 'ENOENT' || err.code === 'EAGAIN') && this.w.side === 'attacher')
         return false;
+      // The peer's table entry does not validate: never served; say why and look again later.
+      if (err instanceof NativeError && err.code === 'EPROTO') {
+        this.refused.set(devId, err.message);
+        return false;
+      }
       throw err instanceof NativeError ? new DataPlaneError(err.code, err.message) : err;
     }
     return true;
@@ -241,6 +255,7 @@ class NativeWindow implements DataPlaneWindow {
   removeDevice(devId: number): void {
     const d = this.devices.get(devId);
     this.devices.delete(devId);
+    this.refused.delete(devId);
     if (d?.bound) wrap(() => this.w.detach(devId));
     if (this.w.side === 'creator') {
       try {
@@ -249,6 +264,10 @@ class NativeWindow implements DataPlaneWindow {
         if (!(err instanceof NativeError && err.code === 'ENOENT')) throw err;
       }
     }
+  }
+
+  deviceIssue(devId: number): string {
+    return this.refused.get(devId) ?? '';
   }
 
   deviceReady(devId: number): boolean {

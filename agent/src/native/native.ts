@@ -66,6 +66,8 @@ export interface WindowInfoDto {
   peerHeartbeat: bigint;
   /** '' for a memfd window. */
   path: string;
+  /** enum vop_link_fail: 0 healthy, else why this side's worker stopped for good. */
+  failed: number;
 }
 
 /** A byte-pipe device entry (device type 0xfff0, two queues). */

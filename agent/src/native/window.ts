@@ -102,7 +102,12 @@ export type LinkEvent =
   | { readonly type: 'reset-timeout'; readonly devId: number }
   | { readonly type: 'needs-reset'; readonly devId: number }
   /** A hosted backend failed (its surface broke, its queues could not start); errno name. */
-  | { readonly type: 'backend-failed'; readonly devId: number; readonly error: string };
+  | { readonly type: 'backend-failed'; readonly devId: number; readonly error: string }
+  /**
+   * This side stopped for good because of its peer (reason: LINK_FAIL_NAMES, e.g. the device
+   * table never settled); the worker no longer runs. Other links are unaffected.
+   */
+  | { readonly type: 'link-failed'; readonly reason: string };
 
 export interface QueueStats {
   readonly buffers: bigint;
@@ -151,6 +156,8 @@ export interface WindowInfo {
   /** The window's fd in this process (pass it to attachFd in a peer). */
   readonly fd: number;
   readonly peer: { readonly state: 'absent' | 'up' | 'gone'; readonly epoch: number; readonly heartbeat: bigint };
+  /** Why this side failed for good (LINK_FAIL_NAMES), null while healthy. */
+  readonly failed: string | null;
 }
 
 const DEFAULT_SPIN_NS = 50_000;
@@ -194,7 +201,14 @@ const EVENT_TYPES = [
   'needs-reset',
   'peer-up',
   'backend-failed',
+  'link-failed',
 ] as const;
+/** enum vop_link_fail (link.h), by number. */
+export const LINK_FAIL_NAMES: readonly string[] = ['none', 'devtab_unstable'];
+
+function linkFailName(reason: number): string {
+  return LINK_FAIL_NAMES[reason] ?? `unknown_${reason}`;
+}
 const HOSTED_KINDS: readonly HostedKind[] = [
   'blk-device',
   'blk-driver',
@@ -216,6 +230,7 @@ const ERRNO_NAMES: Readonly<Record<number, string>> = {
   22: 'EINVAL',
   28: 'ENOSPC',
   32: 'EPIPE',
+  67: 'ENOLINK',
   71: 'EPROTO',
   107: 'ENOTCONN',
   110: 'ETIMEDOUT',
@@ -366,6 +381,9 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
       case 'backend-failed':
         out = { type, devId: ev.devId, error: ERRNO_NAMES[ev.reason] ?? `errno_${ev.reason}` };
         break;
+      case 'link-failed':
+        out = { type, reason: linkFailName(ev.reason) };
+        break;
       case '':
       case undefined:
         return;
@@ -386,6 +404,7 @@ export class VopWindow extends EventEmitter<VopWindowEvents> {
       path: i.path,
       fd: i.fd,
       peer: { state: PEER_STATE[i.peerState] ?? 'gone', epoch: i.peerEpoch, heartbeat: i.peerHeartbeat },
+      failed: i.failed === 0 ? null : linkFailName(i.failed),
     };
   }
 

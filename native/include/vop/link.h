@@ -10,8 +10,11 @@
  *
  * Threading: vop_link_* control calls may come from any one thread at a
  * time (the binding's JS thread); they take the link lock briefly. The
- * worker thread calls cfg.on_event; the callback must not block and must
- * not call vop_link_* (it runs under the link lock).
+ * worker holds the link lock only for bounded work (a batch of buffers per
+ * queue, handshake steps); the device-table rescan, whose length a peer
+ * could influence, runs without it. The worker thread calls cfg.on_event;
+ * the callback must not block and must not call vop_link_* (it may run
+ * under the link lock).
  */
 #ifndef VOP_LINK_H
 #define VOP_LINK_H
@@ -92,7 +95,29 @@ enum vop_event_type {
 	VOP_EV_NEEDS_RESET = 7,    /* dev_id: peer set DEVICE_NEEDS_RESET */
 	VOP_EV_PEER_UP = 8,        /* peer attached (first heartbeat seen); epoch */
 	VOP_EV_BACKEND_FAILED = 9, /* dev_id: the backend failed (reason = errno, positive) */
+	VOP_EV_LINK_FAILED = 10,   /* this link side stopped for good (reason = enum vop_link_fail) */
 };
+
+/*
+ * Why a link side failed (reason of VOP_EV_LINK_FAILED). Stable numbers.
+ * A failed side's worker has stopped: it serves nothing and no longer
+ * heartbeats (the peer sees it gone); only closing it remains. Other links
+ * and the process are not affected.
+ */
+enum vop_link_fail {
+	VOP_LINK_FAIL_NONE = 0,
+	/*
+	 * The device table kept changing (the generation moved again less than
+	 * 250 ms after each change seen, or entries never copied consistently
+	 * within the bounded retries) for longer than devtab_unstable_ms: an
+	 * honest table owner changes it only on publish/remove.
+	 */
+	VOP_LINK_FAIL_DEVTAB_UNSTABLE = 1,
+	VOP_LINK_FAIL_COUNT = 2
+};
+
+/* Stable short name ("devtab_unstable") of a vop_link_fail, "unknown" if out of range. */
+const char *vop_link_fail_name(unsigned reason);
 
 struct vop_event {
 	uint32_t type;   /* enum vop_event_type */
@@ -112,9 +137,17 @@ struct vop_link_config {
 	 * agent leaves it off and resets with its own backoff.
 	 */
 	bool reset_on_needs_reset;
+	/*
+	 * How long the device table may keep changing before the link fails
+	 * with VOP_LINK_FAIL_DEVTAB_UNSTABLE; 0 = VOP_DEVTAB_UNSTABLE_MS.
+	 */
+	uint32_t devtab_unstable_ms;
 	void (*on_event)(void *ctx, const struct vop_event *ev); /* worker thread; may be NULL */
 	void *ctx;                 /* passed to on_event */
 };
+
+/* Default bound on a continuously changing device table. */
+#define VOP_DEVTAB_UNSTABLE_MS 2000u
 
 struct vop_link;
 
@@ -173,7 +206,9 @@ void vop_link_destroy(struct vop_link *l);
  * device table, type VOP_DEVTYPE_BYTE_PIPE, 2 queues) in role. Allowed
  * while running. The driver role starts the reset handshake at once.
  * Returns 0, -ENOENT, -EPROTO (bad table entry), -EINVAL (bad config or
- * role does not match device_side), -EEXIST (already attached), -ENOMEM.
+ * role does not match device_side), -EEXIST (already attached), -ENOMEM,
+ * -EAGAIN (the entry kept changing while we copied it, bounded retries),
+ * -ENOLINK (this side failed).
  */
 int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role,
 			 const struct vop_pipe_config *pc);
@@ -183,7 +218,7 @@ int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role
  * its device_side) with a backend; dev stays owned by the caller and must
  * outlive the attachment. Allowed while running; the driver role starts
  * the reset handshake at once. Returns 0, -ENOENT, -EINVAL, -EEXIST,
- * -ENOSPC, -ENOMEM.
+ * -ENOSPC, -ENOMEM, -EPROTO, -EAGAIN (bounded retries), -ENOLINK.
  */
 int vop_link_attach_backend(struct vop_link *l, uint32_t dev_id, enum vop_role role,
 			    const struct vop_devback_ops *ops, void *dev);
@@ -199,6 +234,12 @@ int vop_link_detach(struct vop_link *l, uint32_t dev_id);
  * dev_id (clears broken queues once the device acks). 0, -ENOENT, -EINVAL.
  */
 int vop_link_reset_device(struct vop_link *l, uint32_t dev_id);
+
+/*
+ * vop_link_failed - enum vop_link_fail of this side: 0 while healthy. Any
+ * thread. Attaching devices to a failed side returns -ENOLINK.
+ */
+unsigned vop_link_failed(struct vop_link *l);
 
 /* Start / stop (and join) the worker thread. 0, -EALREADY, -errno. */
 int vop_link_start(struct vop_link *l);

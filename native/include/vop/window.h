@@ -11,6 +11,7 @@
 #ifndef VOP_WINDOW_H
 #define VOP_WINDOW_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -23,6 +24,34 @@ struct vop_window_geometry {
 	uint32_t max_devices; /* <= VOP_MAX_DEVICES; 0 = VOP_MAX_DEVICES */
 	uint64_t ring_size;   /* bytes for rings; 0 = 1/16 of the window (>= 64 KiB) */
 };
+
+/*
+ * The geometry of a window as validated against a mapping: private copies
+ * of the header and device-table header fields, never re-read from shared
+ * memory once checked.
+ */
+struct vop_window_layout {
+	uint64_t size;                /* bytes mapped (== header window_size) */
+	uint32_t devtab_size;         /* bytes of the device table at VOP_DEVTAB_OFF */
+	uint32_t max_entries;         /* entry slots */
+	uint32_t entry_size;          /* stride of the entries */
+	uint64_t ring_off, ring_size; /* ring area: after the table, inside the mapping */
+	uint64_t data_off, data_size; /* data area: after the ring area, inside the mapping */
+};
+
+/*
+ * vop_window_layout_check - validate the window header and the device
+ * table header found in base[0, size) (a mapping of exactly size bytes)
+ * without touching anything outside it: magic, version, window_size ==
+ * size, side and table offsets, and every area in order devtab < rings <
+ * data, each [off, off + len) inside the mapping (overflow-safe), the
+ * entries inside the table. Every field is read once. Pure: no side
+ * effects, any thread. Returns 0 (and *out if non-NULL), -EAGAIN (magic
+ * still 0: not yet published) or -EPROTO; on -EPROTO *why (if non-NULL)
+ * names the field and the bound it broke (a static string).
+ */
+int vop_window_layout_check(const uint8_t *base, uint64_t size, struct vop_window_layout *out,
+			    const char **why);
 
 /* One side's view of a window. Fields are set at create/attach. */
 struct vop_window {
@@ -40,6 +69,12 @@ struct vop_window {
 	uint64_t data_next;           /* side 0: bump allocator in the data area */
 	uint32_t epoch;               /* our epoch (after our increment) */
 	struct vop_region_table regions; /* peer-nameable memory: the data area, RW */
+	/*
+	 * Why the last table entry was refused (-EPROTO from vop_devtab_find):
+	 * a static string naming the field, or NULL. Any thread writes (the
+	 * worker and the control thread both look entries up); diagnostics only.
+	 */
+	_Atomic(const char *) entry_problem;
 };
 
 /*
@@ -51,8 +86,10 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 		      struct vop_window **out);
 
 /*
- * vop_window_attach - validate an existing window (magic, version, every
- * offset and size) and join it as side 1. Takes ownership of x on success.
+ * vop_window_attach - validate an existing window (vop_window_layout_check
+ * against x->size: magic, version, every offset and size inside what x
+ * mapped) and join it as side 1. Takes ownership of x on success. Every
+ * attach validates afresh: nothing from an earlier attach is trusted.
  * Returns 0, -EPROTO (bad/unknown layout), -EAGAIN (not yet published),
  * -EBUSY (a live process holds side 1).
  */
@@ -63,9 +100,12 @@ int vop_window_attach(struct vop_xport *x, struct vop_window **out);
  * a restarted creator takes its side back (its devices, rings and the
  * device table are kept; our epoch increments so the peer sees a restart).
  * Side 0 continues the ring/data allocators after every allocation in the
- * table. Returns 0, -EBUSY (that side is held by a live process: state UP
- * and heartbeat moving; takes up to 4 heartbeat periods to decide),
- * -EPROTO, -EAGAIN, -EINVAL.
+ * table that is still valid (entries the peer may have rewritten while we
+ * were away are validated like any other and skipped if invalid). The
+ * header is validated afresh, exactly as vop_window_attach() does.
+ * Returns 0, -EBUSY (that side is held by a live process: state UP and
+ * heartbeat moving; takes up to 4 x 250 ms to decide when the transport
+ * cannot claim sides), -EPROTO, -EAGAIN, -EINVAL.
  */
 int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window **out);
 
@@ -136,10 +176,37 @@ int vop_devtab_remove(struct vop_window *w, uint32_t dev_id);
 /*
  * vop_devtab_find - either side: copy and validate the LIVE entry of
  * dev_id. Returns 0, -ENOENT (no such live entry), -EPROTO (entry
- * geometry invalid: hostile or corrupt table), -EAGAIN (entry changed
- * while copying; retry).
+ * geometry invalid: hostile or corrupt table; w->entry_problem says
+ * which field), -EAGAIN (entry changed while copying; retry a bounded
+ * number of times, see vop_devtab_find_bounded()).
  */
 int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *out);
+
+/*
+ * How many copies vop_devtab_find_bounded() tries before it gives up. A
+ * copy takes well under a microsecond; an honest owner rewrites an entry
+ * only on publish/remove, so a few tries always suffice for it.
+ */
+#define VOP_DEVTAB_FIND_TRIES 64u
+
+/*
+ * vop_devtab_find_bounded - vop_devtab_find() retried while it returns
+ * -EAGAIN, at most VOP_DEVTAB_FIND_TRIES times: a peer that keeps
+ * rewriting the entry cannot keep the caller busy. Returns as
+ * vop_devtab_find(); -EAGAIN once the tries are spent.
+ */
+int vop_devtab_find_bounded(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *out);
+
+/*
+ * vop_devtab_check_info - validate a private entry copy against the
+ * window's validated geometry (what vop_devtab_find() does after its
+ * copy): device_side, num_queues, config_len and every queue (size a power
+ * of two, each ring part aligned and inside the ring area, the three parts
+ * disjoint, the pool aligned, non-empty and inside the data area).
+ * Returns 0 or -EPROTO with *why naming the field (static string).
+ */
+int vop_devtab_check_info(const struct vop_window *w, const struct vop_dev_info *info,
+			  const char **why);
 
 /*
  * vop_devtab_config_write - device side: replace config[off, off + len) of
@@ -160,9 +227,19 @@ int vop_devtab_config_read(struct vop_window *w, const struct vop_dev_info *info
 /* Current table generation (acquire); changes on every publish/remove. */
 uint32_t vop_devtab_generation(struct vop_window *w);
 
-/* Local pointer for a validated window offset (no check; offsets come from vop_dev_info). */
-static inline void *vop_window_ptr(struct vop_window *w, uint64_t off)
+/*
+ * vop_window_ptr - local pointer to [off, off + len) of the window, or NULL
+ * unless that whole range lies inside what the transport mapped
+ * (overflow-safe; len 0 is allowed and needs off <= size). The offsets
+ * passed come from validated copies (vop_dev_info); the check here is the
+ * last line of defence, so callers treat NULL as a broken layout (-EPROTO).
+ */
+static inline void *vop_window_ptr(struct vop_window *w, uint64_t off, uint64_t len)
 {
+	uint64_t size = w->x->size;
+
+	if (off > size || len > size - off)
+		return NULL;
 	return w->x->base + off;
 }
 

@@ -74,10 +74,13 @@ struct vop_xport {
  * vop_shm_create - create a new window of size bytes. If path is NULL the
  * window is a memfd (pass x->fd to the peer); otherwise a new file created
  * with O_EXCL and mode 0600 (the directory must belong to the caller).
- * The header and device table are populated before this returns; the rest faults in on
- * first use unless prefault() is asked for it (the link does for the
- * rings and pools of the devices it serves).
- * Returns 0 and *out, or -errno (-EEXIST, -EINVAL for size < 64 KiB...).
+ * The whole file is reserved (fallocate) before it is mapped, so a window
+ * larger than the free space of its filesystem is -ENOSPC here, never a
+ * SIGBUS later. The header and device table are populated before this
+ * returns; the rest faults in on first use unless prefault() is asked for
+ * it (the link does for the rings and pools of the devices it serves).
+ * Returns 0 and *out, or -errno (-EEXIST, -EINVAL for size < 64 KiB,
+ * -ENOSPC; a path-backed file is removed again on failure).
  */
 int vop_shm_create(const char *path, uint64_t size, struct vop_xport **out);
 
