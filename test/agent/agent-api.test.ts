@@ -35,7 +35,7 @@ describe('vop-agent AgentService', () => {
   before(async () => {
     rdv = tempDir('rdv');
     srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv]);
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
   });
   after(async () => {
     agent.close();
@@ -301,14 +301,14 @@ describe('vop-agent restart', () => {
     const stateDir = tempDir('agent-state');
     const rdv = tempDir('rdv');
     let srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir });
-    let agent = new Agent(srv.grpc);
+    let agent = new Agent(srv.admin);
     const applied = await agent.apply(makeLink('r-1', { labels: { keep: 'me' } }));
     await agent.apply(makeLink('r-2'));
     await agent.delete('r-2');
     agent.close();
     await srv.stop('SIGKILL');
     srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir });
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
     try {
       const links = (await agent.list()).links;
       assert.deepEqual(

@@ -103,11 +103,11 @@ describe('two agents with real console and blk devices', () => {
   const stateB = tempDir('state-b');
   const startA = async (): Promise<void> => {
     srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir: stateA });
-    a = new Agent(srvA.grpc);
+    a = new Agent(srvA.admin);
   };
   const startB = async (): Promise<void> => {
     srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv], { stateDir: stateB });
-    b = new Agent(srvB.grpc);
+    b = new Agent(srvB.admin);
   };
   before(async () => {
     const fd = openSync(disk, 'w', 0o600);

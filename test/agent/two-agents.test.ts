@@ -71,11 +71,11 @@ describe('two agents on one machine', () => {
   let b: Agent;
   const startA = async (): Promise<void> => {
     srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir: stateA, env });
-    a = new Agent(srvA.grpc);
+    a = new Agent(srvA.admin);
   };
   const startB = async (): Promise<void> => {
     srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv], { stateDir: stateB, env });
-    b = new Agent(srvB.grpc);
+    b = new Agent(srvB.admin);
   };
   before(async () => {
     await Promise.all([startA(), startB()]);
