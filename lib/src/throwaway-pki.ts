@@ -56,7 +56,7 @@ export class ThrowawayCa {
   ) {}
 
   static async create(name = 'vop throwaway CA', days = 30): Promise<ThrowawayCa> {
-    const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']));
+    const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
     const notBefore = new Date(Date.now() - 60_000);
     const cert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: serial(),
@@ -76,7 +76,7 @@ export class ThrowawayCa {
 
   /** A certificate for `cn`, usable as TLS server and client certificate. */
   async issue(cn: string, opts: IssueOptions = {}): Promise<IssuedCertificate> {
-    const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']));
+    const keys = await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify']);
     const notBefore = opts.notBefore ?? new Date(Date.now() - 60_000);
     const names: x509.JsonGeneralName[] = [
       ...[...new Set([cn, ...(opts.dns ?? [])])].map((value) => ({ type: 'dns' as const, value })),
