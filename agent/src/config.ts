@@ -44,8 +44,8 @@ export const agentConfigSchema = z
         labels: z.record(z.string(), z.string()).default({}),
       })
       .strict(),
-    /** Directory shared with co-located agents for shm rendezvous (0700). */
-    rendezvousDir: z.string().min(1).default('/run/vop'),
+    /** Directory shared with co-located agents for shm rendezvous (0700; its parent holds the admin socket). */
+    rendezvousDir: z.string().min(1).default('/run/vop/rendezvous'),
     /** vop-controller to dial; absent: the agent runs standalone. */
     controller: z
       .object({

@@ -4,6 +4,7 @@
  * metrics endpoint, signals.
  */
 import { chmodSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 
 import {
   DeviceKind,
@@ -65,6 +66,8 @@ async function main(): Promise<void> {
   log.info({ node: config.node.name, configFile: loaded.configFile, sources: loaded.sources }, 'starting vop-agent');
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   const security = loadServerSecurity(config, log);
+  // The parent (/run/vop by default) also holds the admin socket: searchable, not 0700.
+  mkdirSync(path.dirname(config.rendezvousDir), { recursive: true, mode: 0o755 });
   mkdirSync(config.rendezvousDir, { recursive: true, mode: 0o700 });
   chmodSync(config.rendezvousDir, 0o700);
 
