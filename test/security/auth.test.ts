@@ -296,6 +296,12 @@ describe('who may do what', () => {
     }
     assert.equal(ctl.proc.pid, pid);
     assert.equal(ctl.proc.exitCode, null);
+    // SIGHUP (systemctl reload) re-reads certificates and the deny-list; it does not stop the server.
+    ctl.proc.kill('SIGHUP');
+    await waitFor('the SIGHUP reload logged', () =>
+      ctl.logs.some((l) => l.msg === 'SIGHUP: reloading certificates and the deny-list'),
+    );
+    assert.equal((await serial()) === want && ctl.proc.exitCode === null, true);
   });
 
   it('refuses to start an agent that would dial a non-loopback controller in plaintext, naming the field', async () => {
