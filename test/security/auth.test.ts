@@ -11,6 +11,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { connect as tlsConnect, type PeerCertificate } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
@@ -25,6 +26,17 @@ import { freePort, waitFor } from '../controller/fleet-helpers';
 import { call, expectGrpcError, insecure } from '../helpers/grpc';
 import { testPki, type TestPki } from '../helpers/pki';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+
+/** Temporary directories of this file (servers' state directories included), removed at the end. */
+const dirs: string[] = [];
+function tmp(prefix: string): string {
+  const d = tempDir(prefix);
+  dirs.push(d);
+  return d;
+}
+function removeDirs(...more: (string | undefined)[]): void {
+  for (const d of [...dirs, ...more]) if (d) rmSync(d, { recursive: true, force: true });
+}
 
 /** What an unprivileged local user would try: connect to the socket and call ApplyLink with Node's http2. */
 const NOBODY_CLIENT = `
@@ -61,13 +73,13 @@ describe('who may do what', () => {
     pki = await testPki(['vop-controller', 'ops-admin', 'ops-reader', 'card-1']);
     // A plaintext agent (loopback TCP, default plaintextRole) whose admin socket sits in a
     // world-searchable directory: only the socket's own mode keeps other users out.
-    agentSockDir = tempDir('sockdir');
+    agentSockDir = tmp('sockdir');
     chmodSync(agentSockDir, 0o755);
-    agent = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', tempDir('rdv')], {
+    agent = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', tmp('rdv')], {
       adminSocket: path.join(agentSockDir, 'agent.sock'),
     });
     // A controller with mutual TLS, roles, and a deny-list file.
-    const dir = tempDir('ctl-auth');
+    const dir = tmp('ctl-auth');
     denyFile = path.join(dir, 'deny', 'denied-names');
     mkdirSync(path.dirname(denyFile), { mode: 0o700 });
     writeFileSync(denyFile, '# compromised cards, one a line\n');
@@ -97,6 +109,7 @@ describe('who may do what', () => {
     await card?.stop('SIGKILL');
     await agent?.stop('SIGKILL');
     await ctl?.stop('SIGKILL');
+    removeDirs(pki?.dir, card?.stateDir, agent?.stateDir, ctl?.stateDir);
   });
 
   it('refuses a caller running as uid nobody on the admin Unix socket (EACCES), and it applies nothing', async () => {
@@ -184,7 +197,7 @@ describe('who may do what', () => {
   it('refuses a certificate at once when it is added to the deny-list file, and ends its open streams, without a restart', async () => {
     // card-1 runs a real agent syncing over mutual TLS; ops-reader holds a watch stream.
     const f = pki.files('card-1');
-    const cfg = path.join(tempDir('card'), 'agent.yaml');
+    const cfg = path.join(tmp('card'), 'agent.yaml');
     writeFileSync(
       cfg,
       [
@@ -198,7 +211,7 @@ describe('who may do what', () => {
         '',
       ].join('\n'),
     );
-    card = await startServer('agent', ['--config', cfg, '--rendezvous-dir', tempDir('rdv')], {
+    card = await startServer('agent', ['--config', cfg, '--rendezvous-dir', tmp('rdv')], {
       readyTimeoutMs: 60_000,
     });
     const streams = async (): Promise<number | undefined> =>
@@ -305,7 +318,7 @@ describe('who may do what', () => {
   });
 
   it('refuses to start an agent that would dial a non-loopback controller in plaintext, naming the field', async () => {
-    const dir = tempDir('plain-ctl');
+    const dir = tmp('plain-ctl');
     const r = await run(process.execPath, [
       'dist/agent/src/main.js',
       '--node-name',

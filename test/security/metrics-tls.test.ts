@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,6 +19,17 @@ import { repoPath } from '../../lib/src/paths';
 import { freePort, waitFor } from '../controller/fleet-helpers';
 import { testPki, type TestPki } from '../helpers/pki';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
+
+/** Temporary directories of this file (servers' state directories included), removed at the end. */
+const dirs: string[] = [];
+function tmp(prefix: string): string {
+  const d = tempDir(prefix);
+  dirs.push(d);
+  return d;
+}
+function removeDirs(...more: (string | undefined)[]): void {
+  for (const d of [...dirs, ...more]) if (d) rmSync(d, { recursive: true, force: true });
+}
 
 function get(url: string, pki: TestPki, who: string | null): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -52,7 +64,7 @@ describe('metrics over HTTPS with client certificates', () => {
 
   before(async () => {
     pki = await testPki(['vop-controller', 'host-1', 'prometheus', 'ops-admin']);
-    const dir = tempDir('metrics-tls');
+    const dir = tmp('metrics-tls');
     const tlsLines = (name: string, indent = ''): string[] => {
       const f = pki.files(name);
       return [`${indent}  ca: ${f.ca}`, `${indent}  cert: ${f.cert}`, `${indent}  key: ${f.key}`];
@@ -88,15 +100,21 @@ describe('metrics over HTTPS with client certificates', () => {
         '',
       ].join('\n'),
     );
-    agent = await startServer('agent', ['--config', agentCfg, '--rendezvous-dir', tempDir('rdv')], {
+    agent = await startServer('agent', ['--config', agentCfg, '--rendezvous-dir', tmp('rdv')], {
       readyTimeoutMs: 60_000,
     });
   });
 
   after(async () => {
-    prom?.kill('SIGKILL');
+    if (prom && prom.exitCode === null && prom.signalCode === null) {
+      const p = prom;
+      const gone = new Promise((resolve) => p.once('exit', resolve));
+      p.kill('SIGKILL');
+      await gone;
+    }
     await agent?.stop('SIGKILL');
     await ctl?.stop('SIGKILL');
+    removeDirs(pki?.dir, agent?.stateDir, ctl?.stateDir);
   });
 
   it('refuses /metrics and /sd/agents without a reader certificate, and keeps /healthz open', async () => {
@@ -146,7 +164,7 @@ describe('metrics over HTTPS with client certificates', () => {
         files(sd.tls_config);
       }
     }
-    const dir = tempDir('prom-tls');
+    const dir = tmp('prom-tls');
     const cfg = path.join(dir, 'prometheus.yml');
     writeFileSync(cfg, YAML.stringify(shipped));
     const port = await freePort();

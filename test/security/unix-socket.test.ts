@@ -7,11 +7,23 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { repoPath } from '../../lib/src/paths';
 import { bufCurl, run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+
+/** Temporary directories of this file (servers' state directories included), removed at the end. */
+const dirs: string[] = [];
+function tmp(prefix: string): string {
+  const d = tempDir(prefix);
+  dirs.push(d);
+  return d;
+}
+function removeDirs(...more: (string | undefined)[]): void {
+  for (const d of [...dirs, ...more]) if (d) rmSync(d, { recursive: true, force: true });
+}
 
 function vopctl(args: readonly string[], env: NodeJS.ProcessEnv = {}): ReturnType<typeof run> {
   return run(process.execPath, [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), ...args], { env });
@@ -25,14 +37,14 @@ describe('the admin Unix socket', () => {
   let agentSock: string;
 
   before(async () => {
-    dir = tempDir('sock');
+    dir = tmp('sock');
     ctlSock = path.join(dir, 'run', 'controller.sock');
     agentSock = path.join(dir, 'run', 'agent.sock');
     ctl = await startServer('controller', [], { adminSocket: ctlSock, readyTimeoutMs: 60_000 });
     // The agent dials the controller through the controller's socket (allowed in plaintext).
     agent = await startServer(
       'agent',
-      ['--node-name', 'host-a', '--rendezvous-dir', tempDir('rdv'), '--controller', `unix:${ctlSock}`],
+      ['--node-name', 'host-a', '--rendezvous-dir', tmp('rdv'), '--controller', `unix:${ctlSock}`],
       { adminSocket: agentSock, readyTimeoutMs: 60_000 },
     );
   });
@@ -40,6 +52,7 @@ describe('the admin Unix socket', () => {
   after(async () => {
     await agent?.stop('SIGTERM');
     await ctl?.stop('SIGTERM');
+    removeDirs(agent?.stateDir, ctl?.stateDir);
   });
 
   it("answers the README's grpcurl calls over the socket (buf curl --unix-socket)", async () => {
@@ -100,13 +113,14 @@ describe('the admin Unix socket', () => {
   });
 
   it('gives the socket to the configured group (its members are admin)', async () => {
-    const d = tempDir('sock-group');
+    const d = tmp('sock-group');
     const sock = path.join(d, 'g', 'agent.sock');
     const a = await startServer(
       'agent',
-      ['--node-name', 'grp', '--rendezvous-dir', tempDir('rdv'), '--admin-socket-group', 'nogroup'],
+      ['--node-name', 'grp', '--rendezvous-dir', tmp('rdv'), '--admin-socket-group', 'nogroup'],
       { adminSocket: sock },
     );
+    dirs.push(a.stateDir);
     try {
       const gid = Number(
         readFileSync('/etc/group', 'utf8')
@@ -124,7 +138,7 @@ describe('the admin Unix socket', () => {
   });
 
   it('refuses to replace a file at the socket path that is not a socket, and leaves it intact', async () => {
-    const d = tempDir('sock-file');
+    const d = tmp('sock-file');
     const target = path.join(d, 'agent.sock');
     writeFileSync(target, 'precious\n', { mode: 0o600 });
     const r = await run(process.execPath, [
@@ -138,7 +152,7 @@ describe('the admin Unix socket', () => {
       '--metrics-listen',
       '127.0.0.1:0',
       '--rendezvous-dir',
-      tempDir('rdv'),
+      tmp('rdv'),
       '--admin-socket',
       target,
     ]);
@@ -153,13 +167,13 @@ describe('the admin Unix socket', () => {
       '--node-name',
       'x',
       '--state-dir',
-      tempDir('sock-live'),
+      tmp('sock-live'),
       '--grpc-listen',
       '127.0.0.1:0',
       '--metrics-listen',
       '127.0.0.1:0',
       '--rendezvous-dir',
-      tempDir('rdv'),
+      tmp('rdv'),
       '--admin-socket',
       agentSock,
     ]);
@@ -169,16 +183,18 @@ describe('the admin Unix socket', () => {
     const info = await bufCurl(`unix:${agentSock}/vop.agent.v1.AgentService/GetInfo`, [], '{}');
     assert.equal(info.code, 0, info.stderr);
 
-    const d = tempDir('sock-stale');
+    const d = tmp('sock-stale');
     const sock = path.join(d, 'agent.sock');
-    const crashed = await startServer('agent', ['--node-name', 'crash', '--rendezvous-dir', tempDir('rdv')], {
+    const crashed = await startServer('agent', ['--node-name', 'crash', '--rendezvous-dir', tmp('rdv')], {
       adminSocket: sock,
     });
     await crashed.stop('SIGKILL');
+    dirs.push(crashed.stateDir);
     assert.ok(statSync(sock).isSocket(), 'a crash leaves the socket file behind');
-    const next = await startServer('agent', ['--node-name', 'crash', '--rendezvous-dir', tempDir('rdv')], {
+    const next = await startServer('agent', ['--node-name', 'crash', '--rendezvous-dir', tmp('rdv')], {
       adminSocket: sock,
     });
+    dirs.push(next.stateDir);
     try {
       const again = await bufCurl(`unix:${sock}/vop.agent.v1.AgentService/GetInfo`, [], '{}');
       assert.equal(again.code, 0, again.stderr);
