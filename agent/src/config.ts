@@ -16,6 +16,7 @@ import {
   type FlagSpec,
   type LoadedConfig,
 } from '../../lib/src/config';
+import { isLoopback, parseHostPort } from '../../lib/src/net';
 import { NAME_RE } from '../../lib/src/validate';
 
 export const AGENT_DEFAULTS = {
@@ -23,6 +24,7 @@ export const AGENT_DEFAULTS = {
   metricsListen: '127.0.0.1:9411',
   stateDir: '/var/lib/vop-agent',
   logLevel: 'info',
+  adminSocket: { path: '/run/vop/agent.sock' },
 };
 
 const nodeNameSchema = z.string().regex(NAME_RE, 'must be a DNS-1123 label (a-z, 0-9, "-", 1-63 characters)');
@@ -80,8 +82,8 @@ export const agentConfigSchema = z
         labels: z.record(z.string(), z.string()).default({}),
       })
       .strict(),
-    /** Directory shared with co-located agents for shm rendezvous (0700). */
-    rendezvousDir: z.string().min(1).default('/run/vop'),
+    /** Directory shared with co-located agents for shm rendezvous (0700; its parent holds the admin socket). */
+    rendezvousDir: z.string().min(1).default('/run/vop/rendezvous'),
     /**
      * NBD exports of blk devices (driver role). Over TCP an export requires TLS with the
      * node's certificates (tls.cert, tls.key, tls.ca: NBD STARTTLS, client certificates
@@ -116,6 +118,8 @@ export const agentConfigSchema = z
           })
           .strict()
           .optional(),
+        /** Dial a controller in plaintext on an address that is neither loopback nor a Unix socket. */
+        allowInsecure: z.boolean().default(false),
       })
       .strict()
       .optional(),
@@ -200,6 +204,22 @@ export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsS
   return hp;
 }
 
+/**
+ * Start-up rule: the agent dials its controller in plaintext only on loopback or a
+ * Unix socket, unless controller.allowInsecure says otherwise (the controller sends
+ * desired links: whoever sits on the path could make this node run anything).
+ */
+export function checkControllerSecurity(c: Pick<AgentConfig, 'controller'>): void {
+  const ctl = c.controller;
+  if (!ctl || ctl.tls || ctl.allowInsecure) return;
+  if (ctl.address.startsWith('unix:')) return;
+  const hp = parseHostPort(ctl.address);
+  if (typeof hp !== 'string' && isLoopback(hp.host)) return;
+  throw new ConfigError(
+    `controller.address: plaintext connection to ${ctl.address} is refused (not loopback or a unix: socket); configure controller.tls or set controller.allowInsecure: true`,
+  );
+}
+
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig<AgentConfig> {
   const loaded = loadConfig({
     program: 'vop-agent',
@@ -211,6 +231,7 @@ export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv)
     env,
   });
   checkListenSecurity(loaded.config);
+  checkControllerSecurity(loaded.config);
   const stateDir = path.resolve(loaded.config.stateDir);
   return {
     ...loaded,

@@ -4,6 +4,7 @@
  * metrics endpoint, signals.
  */
 import { chmodSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
 
 import {
   DeviceKind,
@@ -13,11 +14,13 @@ import {
   type Capabilities,
 } from '../../lib/gen/vop/types/v1/types';
 import { ConfigError } from '../../lib/src/config';
+import { channelCredentials } from '../../lib/src/cert-files';
 import { startGrpcServer } from '../../lib/src/grpc-server';
 import { createRootLogger } from '../../lib/src/logger';
 import { createRegistry, startMetricsServer } from '../../lib/src/metrics';
 import { formatHostPort } from '../../lib/src/net';
 import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
+import { loadServerSecurity } from '../../lib/src/server-security';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadAgentConfig, type AgentConfig } from './config';
@@ -64,6 +67,9 @@ async function main(): Promise<void> {
   const log = createRootLogger('vop-agent', config.logLevel as 'info');
   log.info({ node: config.node.name, configFile: loaded.configFile, sources: loaded.sources }, 'starting vop-agent');
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  const security = loadServerSecurity(config, log);
+  // The parent (/run/vop by default) also holds the admin socket: searchable, not 0700.
+  mkdirSync(path.dirname(config.rendezvousDir), { recursive: true, mode: 0o755 });
   mkdirSync(config.rendezvousDir, { recursive: true, mode: 0o700 });
   chmodSync(config.rendezvousDir, 0o700);
   // The roots link specs may use (created owner-only when missing; an existing one keeps its mode).
@@ -124,23 +130,32 @@ async function main(): Promise<void> {
     registry,
     listen: config.grpcListen,
     services: [binding],
-    tls: config.tls,
+    tls: security.tls,
     roles: config.roles,
     plaintextRole: config.plaintextRole,
     streams,
+    adminSocket: config.adminSocket,
+    denylist: security.denylist,
   });
   const metrics = await startMetricsServer({
     listen: config.metricsListen,
     registry,
     healthy: () => true,
     log: log.child({ component: 'metrics' }),
+    tls: security.metricsTls,
   });
   addresses = { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address) };
-  log.info({ grpc: addresses.grpc, metrics: addresses.metrics }, 'vop-agent ready');
+  log.info({ grpc: addresses.grpc, metrics: addresses.metrics, admin: grpc.adminSocket }, 'vop-agent ready');
+  const controllerTls = config.controller?.tls;
   const sync = config.controller
     ? new ControllerSyncClient({
         address: config.controller.address,
-        tls: config.controller.tls,
+        tls: controllerTls
+          ? {
+              credentials: channelCredentials(security.certificateFiles(controllerTls, 'controller.tls')),
+              serverName: controllerTls.serverName,
+            }
+          : undefined,
         links,
         log: log.child({ component: 'sync' }),
         stateDir: config.stateDir,
@@ -157,10 +172,15 @@ async function main(): Promise<void> {
     await grpc.shutdown(SHUTDOWN_GRACE_MS);
     links.shutdown();
     await metrics.close();
+    security.close();
   });
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`vop-agent: ${err.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`vop-agent: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -20,6 +20,7 @@ export const CONTROLLER_DEFAULTS = {
   metricsListen: '127.0.0.1:9400',
   stateDir: '/var/lib/vop-controller',
   logLevel: 'info',
+  adminSocket: { path: '/run/vop/controller.sock' },
 };
 
 export const controllerConfigSchema = z

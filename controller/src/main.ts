@@ -7,11 +7,13 @@ import { mkdirSync } from 'node:fs';
 
 import type { Agent } from '../../lib/gen/vop/types/v1/types';
 import { ConfigError } from '../../lib/src/config';
+import { channelCredentials } from '../../lib/src/cert-files';
 import { startGrpcServer } from '../../lib/src/grpc-server';
 import { createRootLogger } from '../../lib/src/logger';
 import { createRegistry, startMetricsServer } from '../../lib/src/metrics';
 import { formatHostPort } from '../../lib/src/net';
 import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
+import { loadServerSecurity } from '../../lib/src/server-security';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadControllerConfig } from './config';
@@ -48,6 +50,7 @@ async function main(): Promise<void> {
   const log = createRootLogger('vop-controller', config.logLevel as 'info');
   log.info({ configFile: loaded.configFile, sources: loaded.sources }, 'starting vop-controller');
   mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  const security = loadServerSecurity(config, log);
 
   const registry = createRegistry();
   const metrics = new ControllerMetrics(registry, { version: VOP_VERSION, store: config.store.kind });
@@ -68,7 +71,8 @@ async function main(): Promise<void> {
     leaseMs: config.leaseSeconds * 1000,
   });
   reconciler.start();
-  const agentClients = new AgentClients(config.tls);
+  // The controller dials agents with its own certificate (it reloads with the server's).
+  const agentClients = new AgentClients(security.tls ? channelCredentials(security.tls.files) : undefined);
   const streams = new StreamTracker();
   const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
   const grpc = await startGrpcServer({
@@ -84,10 +88,12 @@ async function main(): Promise<void> {
         adminNames: config.roles.admin,
       }),
     ],
-    tls: config.tls,
+    tls: security.tls,
     roles: config.roles,
     plaintextRole: config.plaintextRole,
     streams,
+    adminSocket: config.adminSocket,
+    denylist: security.denylist,
   });
   const metricsServer = await startMetricsServer({
     listen: config.metricsListen,
@@ -103,9 +109,14 @@ async function main(): Promise<void> {
       ],
     ]),
     log: log.child({ component: 'metrics' }),
+    tls: security.metricsTls,
   });
   log.info(
-    { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metricsServer.address) },
+    {
+      grpc: formatHostPort(grpc.address),
+      metrics: formatHostPort(metricsServer.address),
+      admin: grpc.adminSocket,
+    },
     'vop-controller ready',
   );
 
@@ -115,10 +126,15 @@ async function main(): Promise<void> {
     agentClients.close();
     await store.close();
     await metricsServer.close();
+    security.close();
   });
 }
 
 main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`vop-controller: ${err.message}\n`);
+    process.exit(2);
+  }
   process.stderr.write(`vop-controller: fatal: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

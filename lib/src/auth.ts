@@ -1,12 +1,17 @@
 /**
- * Identities and roles. With mutual TLS the caller is named by its client
- * certificate (subject CN, else the first DNS SAN); the configured lists map names
- * to roles. Without TLS every caller is "anonymous" with the configured role
- * (admin by default, which is why plaintext binds to loopback by default).
+ * Identities and roles. Each listener has its own policy:
+ *
+ * - the local admin Unix socket: every caller is "unix-socket" with role admin (the
+ *   socket's file permissions are the check);
+ * - TCP with mutual TLS: the caller is named by its client certificate (subject CN,
+ *   else the first DNS SAN) and the configured lists map names to roles; a name on the
+ *   deny-list is refused (UNAUTHENTICATED) whatever its role;
+ * - plaintext TCP (loopback only unless allowed): every caller is "anonymous" with
+ *   plaintextRole, reader by default.
  *
  *   admin  - may call everything
- *   reader - may call read-only methods (Get*, List*, Watch*) and watch consoles
- *   agent  - may call vop.controller.v1.AgentSyncService (agents dialling in)
+ *   reader - may call read-only methods (Get*, List*, Watch*), watch consoles, health, reflection
+ *   agent  - may call vop.controller.v1.AgentSyncService and health, nothing else
  */
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { AuthContext } from '@grpc/grpc-js/build/src/auth-context';
@@ -18,6 +23,10 @@ export type Role = 'admin' | 'reader' | 'agent' | 'none';
 export interface Identity {
   readonly name: string;
   readonly role: Role;
+  /** The name is on the deny-list: every call is refused. */
+  readonly denied?: boolean;
+  /** Named by a client certificate (its open streams end when the name is denied). */
+  readonly certificate?: boolean;
 }
 
 export interface AccessPolicy {
@@ -26,12 +35,10 @@ export interface AccessPolicy {
   readonly readOnlyMethods: ReadonlySet<string>;
 }
 
-/** Always reachable by any peer that passed the TLS handshake. */
-const PROBE_SERVICES = [
-  '/grpc.health.v1.Health/',
-  '/grpc.reflection.v1.ServerReflection/',
-  '/grpc.reflection.v1alpha.ServerReflection/',
-];
+/** Reachable by any peer that passed the TLS handshake and is not denied. */
+const HEALTH_SERVICE_PREFIX = '/grpc.health.v1.Health/';
+/** Reachable by readers and admins (grpcurl list/describe). */
+const REFLECTION_SERVICES = ['/grpc.reflection.v1.ServerReflection/', '/grpc.reflection.v1alpha.ServerReflection/'];
 const AGENT_SERVICE_PREFIX = '/vop.controller.v1.AgentSyncService/';
 
 export interface RoleMap {
@@ -56,9 +63,11 @@ export function peerName(ctx: AuthContext): string | null {
 export function createAccessPolicy(opts: {
   readonly tls: boolean;
   readonly roles: RoleMap;
-  /** Role of a caller without a certificate (plaintext), default admin. */
+  /** Role of a caller without a certificate (plaintext). */
   readonly anonymousRole: Role;
   readonly readOnlyMethods: ReadonlySet<string>;
+  /** Certificate names refused at once (the deny-list). */
+  readonly denied?: (name: string) => boolean;
 }): AccessPolicy {
   const byName = new Map<string, Role>();
   for (const n of opts.roles.reader) byName.set(n, 'reader');
@@ -69,26 +78,41 @@ export function createAccessPolicy(opts: {
     identify(ctx: AuthContext): Identity {
       const name = peerName(ctx);
       if (name === null) return { name: 'anonymous', role: opts.tls ? 'none' : opts.anonymousRole };
-      return { name, role: byName.get(name) ?? byName.get('*') ?? 'none' };
+      return {
+        name,
+        role: byName.get(name) ?? byName.get('*') ?? 'none',
+        certificate: true,
+        denied: opts.denied?.(name) ?? false,
+      };
     },
   };
+}
+
+/** Identity of a caller on the local admin Unix socket: whoever could open it. */
+export const UNIX_SOCKET_IDENTITY: Identity = { name: 'unix-socket', role: 'admin' };
+
+/** Policy of the admin Unix socket: every caller is admin. */
+export function localAdminPolicy(readOnlyMethods: ReadonlySet<string>): AccessPolicy {
+  return { readOnlyMethods, identify: () => UNIX_SOCKET_IDENTITY };
 }
 
 export type Decision = true | { code: GrpcStatus; message: string };
 
 export function roleAllows(policy: AccessPolicy, identity: Identity, path: string): Decision {
-  if (PROBE_SERVICES.some((p) => path.startsWith(p))) return true;
+  if (identity.denied)
+    return { code: GrpcStatus.UNAUTHENTICATED, message: `certificate "${identity.name}" is on the deny-list` };
+  if (path.startsWith(HEALTH_SERVICE_PREFIX)) return true;
   switch (identity.role) {
     case 'admin':
       return true;
     case 'agent':
-      if (path.startsWith(AGENT_SERVICE_PREFIX) || policy.readOnlyMethods.has(path)) return true;
+      if (path.startsWith(AGENT_SERVICE_PREFIX)) return true;
       return {
         code: GrpcStatus.PERMISSION_DENIED,
-        message: `identity "${identity.name}" (role agent) may not call ${path}`,
+        message: `identity "${identity.name}" (role agent) may only call AgentSyncService and health, not ${path}`,
       };
     case 'reader':
-      if (policy.readOnlyMethods.has(path)) return true;
+      if (policy.readOnlyMethods.has(path) || REFLECTION_SERVICES.some((p) => path.startsWith(p))) return true;
       return {
         code: GrpcStatus.PERMISSION_DENIED,
         message: `identity "${identity.name}" (role reader) may not call ${path}; it needs role admin`,

@@ -52,6 +52,48 @@ export const tlsSchema = z
   })
   .strict();
 
+/**
+ * The local admin endpoint: a Unix socket, mode 0660, owned by the process's user and
+ * `group`. Whoever can open it is admin (the docker/containerd convention).
+ */
+export const adminSocketSchema = z
+  .object({
+    /** Absolute path of the socket; "" turns the endpoint off. */
+    path: z.union([
+      z.literal(''),
+      z
+        .string()
+        .startsWith('/', 'must be an absolute path')
+        .max(100, 'must be at most 100 bytes (a Unix socket path is limited to 107)'),
+    ]),
+    /** Group (name or numeric gid) that owns the socket; its members are admin. Default: the process's group. */
+    group: z.string().min(1).optional(),
+  })
+  .strict();
+
+/**
+ * Certificate names refused at once (a compromised card): new calls get
+ * UNAUTHENTICATED and open streams of that name are ended. `file` holds one name per
+ * line (# comments); it is re-read when it changes and on SIGHUP.
+ */
+export const denylistSchema = z
+  .object({
+    names: z.array(z.string().min(1)).default([]),
+    file: z.string().min(1).optional(),
+  })
+  .strict()
+  .default({ names: [] });
+
+/** HTTPS for /metrics and /sd/*: a client certificate with role reader or admin is required; /healthz stays open. */
+export const metricsTlsSchema = z
+  .object({
+    cert: z.string().min(1),
+    key: z.string().min(1),
+    /** CA for client certificates; without it anyone reaching the port may scrape. */
+    ca: z.string().min(1).optional(),
+  })
+  .strict();
+
 export const rolesSchema = z
   .object({
     admin: z.array(z.string().min(1)).default([]),
@@ -69,8 +111,11 @@ export const serverBaseShape = {
   logLevel: logLevelSchema.default('info'),
   tls: tlsSchema.optional(),
   roles: rolesSchema,
-  /** Role of callers without a client certificate when TLS is off. */
-  plaintextRole: z.enum(['admin', 'reader', 'none']).default('admin'),
+  /** Role of callers without a client certificate when TLS is off (admins use the Unix socket). */
+  plaintextRole: z.enum(['admin', 'reader', 'none']).default('reader'),
+  adminSocket: adminSocketSchema,
+  denylist: denylistSchema,
+  metricsTls: metricsTlsSchema.optional(),
   /** Allow plaintext gRPC on a non-loopback address (off: refuse to start). */
   allowInsecureListen: z.boolean().default(false),
 };
@@ -88,6 +133,24 @@ export const SERVER_BASE_FLAGS: readonly FlagSpec[] = [
   { flag: 'tls-cert', path: ['tls', 'cert'], type: 'string', help: 'PEM server certificate' },
   { flag: 'tls-key', path: ['tls', 'key'], type: 'string', help: 'PEM server key' },
   { flag: 'tls-ca', path: ['tls', 'ca'], type: 'string', help: 'PEM CA for client certificates (mutual TLS)' },
+  {
+    flag: 'admin-socket',
+    path: ['adminSocket', 'path'],
+    type: 'string',
+    help: 'local admin endpoint (Unix socket, mode 0660; "" = off)',
+  },
+  {
+    flag: 'admin-socket-group',
+    path: ['adminSocket', 'group'],
+    type: 'string',
+    help: 'group owning the admin socket (its members are admin)',
+  },
+  {
+    flag: 'denylist-file',
+    path: ['denylist', 'file'],
+    type: 'string',
+    help: 'file of denied certificate names, one a line (re-read on change and SIGHUP)',
+  },
 ];
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };

@@ -116,27 +116,96 @@ export function accessLogInterceptor(log: Logger): ServerInterceptor {
   };
 }
 
+/** A call that the server can end from outside (a deny-list change). */
+class RevocableCall extends ServerInterceptingCall {
+  /** The listener toward the handler; valid once started. */
+  private upstream: Parameters<ServerInterceptingCall['start']>[0] | undefined;
+
+  override start(listener: Parameters<ServerInterceptingCall['start']>[0]): void {
+    this.upstream = listener;
+    super.start(listener);
+  }
+
+  /** Ends the call with `code` and tells the handler it was cancelled (its stream cleans up). */
+  revoke(code: GrpcStatus, details: string): void {
+    this.sendStatus({ code, details });
+    this.upstream?.onCancel();
+  }
+}
+
+/** Calls in progress per certificate name, so a denied name's open streams can be ended. */
+export class OpenCalls {
+  private readonly byName = new Map<string, Set<RevocableCall>>();
+
+  add(name: string, call: RevocableCall): void {
+    let set = this.byName.get(name);
+    if (!set) this.byName.set(name, (set = new Set()));
+    set.add(call);
+  }
+
+  remove(name: string, call: RevocableCall): void {
+    const set = this.byName.get(name);
+    if (!set) return;
+    set.delete(call);
+    if (set.size === 0) this.byName.delete(name);
+  }
+
+  count(name: string): number {
+    return this.byName.get(name)?.size ?? 0;
+  }
+
+  /** Ends every open call of `name` with UNAUTHENTICATED; returns how many. */
+  revoke(name: string, details: string): number {
+    const set = this.byName.get(name);
+    if (!set) return 0;
+    this.byName.delete(name);
+    for (const c of set) c.revoke(GrpcStatus.UNAUTHENTICATED, details);
+    return set.size;
+  }
+}
+
 /**
- * Refuses calls whose caller lacks the role the method needs. Health and reflection
- * (both versions) always pass so probes and grpcurl work for any authenticated peer.
+ * Refuses calls whose caller lacks the role the method needs (see roleAllows: health
+ * for every caller that is not denied, reflection for readers and admins). Calls of
+ * certificate identities are tracked in `open` while they run.
  */
-export function authzInterceptor(policy: AccessPolicy, log: Logger): ServerInterceptor {
+export function authzInterceptor(policy: AccessPolicy, log: Logger, open?: OpenCalls): ServerInterceptor {
   return (methodDescriptor, call) => {
+    let tracked: string | undefined;
+    const untrack = (): void => {
+      if (tracked !== undefined) open?.remove(tracked, revocable);
+      tracked = undefined;
+    };
     const listener = new ServerListenerBuilder()
       .withOnReceiveMetadata((metadata, next) => {
         const identity = policy.identify(call.getAuthContext());
         const decision = roleAllows(policy, identity, methodDescriptor.path);
         if (decision !== true) {
-          log.info({ method: methodDescriptor.path, identity: identity.name, role: identity.role }, 'rpc refused');
+          log.info(
+            { method: methodDescriptor.path, identity: identity.name, role: identity.role, denied: identity.denied },
+            'rpc refused',
+          );
           call.sendStatus({ code: decision.code, details: decision.message });
           return;
+        }
+        if (identity.certificate && open) {
+          tracked = identity.name;
+          open.add(identity.name, revocable);
         }
         metadata.remove(CALLER_ROLE_METADATA_KEY);
         metadata.set(CALLER_ROLE_METADATA_KEY, identity.role);
         next(metadata);
       })
+      .withOnCancel(untrack)
       .build();
-    const responder = new ResponderBuilder().withStart((next) => next(listener)).build();
-    return new ServerInterceptingCall(call, responder);
+    const responder = new ResponderBuilder()
+      .withStart((next) => next(listener))
+      .withSendStatus((status, next) => {
+        untrack();
+        next(status);
+      })
+      .build();
+    const revocable = new RevocableCall(call, responder);
+    return revocable;
   };
 }

@@ -35,7 +35,7 @@ describe('vop-agent AgentService', () => {
   before(async () => {
     rdv = tempDir('rdv');
     srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()]);
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
   });
   after(async () => {
     agent.close();
@@ -305,7 +305,7 @@ describe('vop-agent restart', () => {
       ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()],
       { stateDir },
     );
-    let agent = new Agent(srv.grpc);
+    let agent = new Agent(srv.admin);
     const applied = await agent.apply(makeLink('r-1', { labels: { keep: 'me' } }));
     await agent.apply(makeLink('r-2'));
     await agent.delete('r-2');
@@ -314,7 +314,7 @@ describe('vop-agent restart', () => {
     srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()], {
       stateDir,
     });
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
     try {
       const links = (await agent.list()).links;
       assert.deepEqual(

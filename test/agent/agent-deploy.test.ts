@@ -1,11 +1,43 @@
 /** The agent's deployment files: the systemd unit verifies and the example config is valid. */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 
 import { loadAgentConfig } from '../../agent/src/config';
+import { loadControllerConfig } from '../../controller/src/config';
 import { repoPath } from '../../lib/src/paths';
 import { run } from '../helpers/servers';
+
+import YAML from 'yaml';
+
+interface K8sObject {
+  kind: string;
+  metadata: { name: string };
+  data?: Record<string, string>;
+  spec?: Record<string, unknown>;
+}
+
+function k8sObjects(text: string): K8sObject[] {
+  return YAML.parseAllDocuments(text)
+    .map((d) => d.toJSON() as K8sObject | null)
+    .filter((o): o is K8sObject => o !== null);
+}
+
+interface PodSpec {
+  hostNetwork?: boolean;
+  containers: {
+    name: string;
+    env?: { name: string; value?: string }[];
+    securityContext?: { privileged?: boolean; capabilities?: { add?: string[]; drop?: string[] } };
+  }[];
+  volumes: { name: string; secret?: { secretName: string }; hostPath?: { path: string } }[];
+}
+
+function podSpec(o: K8sObject): PodSpec {
+  return (o.spec as { template: { spec: PodSpec } }).template.spec;
+}
 
 describe('vop-agent deployment files', () => {
   it('deploy/systemd/vop-agent.service passes systemd-analyze verify', async () => {
@@ -14,30 +46,114 @@ describe('vop-agent deployment files', () => {
     assert.equal(r.stderr.trim(), '', 'no warnings');
   });
 
-  it('keeps the hardening that still allows TAP, /dev/shm, PCI sysfs and VFIO', () => {
+  it('grants only what the built transports use: TAP (CAP_NET_ADMIN, /dev/net/tun) and its own directories', () => {
     const unit = readFileSync(repoPath('deploy', 'systemd', 'vop-agent.service'), 'utf8');
     const directives = unit.split('\n').filter((l) => !l.startsWith('#'));
     const has = (re: RegExp): boolean => directives.some((l) => re.test(l));
     for (const re of [
       /^NoNewPrivileges=yes/,
       /^ProtectSystem=strict/,
+      /^ProtectKernelTunables=yes/,
       /^DevicePolicy=closed/,
-      /^DeviceAllow=\/dev\/net\/tun rw/,
-      /^DeviceAllow=char-vfio rw/,
-      /^ReadWritePaths=.*\/dev\/shm/,
-      /^ReadWritePaths=.*\/sys\/bus\/pci\/devices/,
-      /^LimitMEMLOCK=/,
+      /^DeviceAllow=\/dev\/net\/tun rw$/,
+      /^CapabilityBoundingSet=CAP_NET_ADMIN$/,
+      /^AmbientCapabilities=CAP_NET_ADMIN$/,
+      /^ExecStart=.* --admin-socket \/run\/vop\/agent\.sock/,
+      /^ExecReload=\/bin\/kill -HUP \$MAINPID/,
     ]) {
       assert.ok(has(re), `unit has ${re.source}`);
     }
-    for (const re of [/^PrivateDevices=yes/, /^ProtectKernelTunables=yes/, /^MemoryDenyWriteExecute=yes/])
+    // Nothing for the transports that are not built (pci-bar/pci-epf: VFIO, UIO, PCI sysfs, configfs).
+    for (const re of [
+      /^PrivateDevices=yes/,
+      /^MemoryDenyWriteExecute=yes/,
+      /^DeviceAllow=.*(vfio|uio)/,
+      /^ReadWritePaths=/,
+      /^LimitMEMLOCK=/,
+      /CAP_IPC_LOCK|CAP_SYS_ADMIN/,
+      /AF_VSOCK/,
+    ])
       assert.ok(!has(re), `unit must not have ${re.source}`);
   });
 
-  it('deploy/examples/agent.yaml validates against the schema', () => {
+  it('deploy/systemd/vop-controller.service passes systemd-analyze verify and serves its admin socket', async () => {
+    const file = repoPath('deploy', 'systemd', 'vop-controller.service');
+    const r = await run('systemd-analyze', ['verify', file]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr.trim(), '', 'no warnings');
+    const unit = readFileSync(file, 'utf8');
+    assert.match(unit, /^ExecStart=.* --admin-socket \/run\/vop\/controller\.sock/m);
+    assert.match(unit, /^CapabilityBoundingSet=$/m);
+  });
+
+  it('deploy/examples/agent.yaml validates against the schema, with metrics on loopback and no plaintext admin', () => {
     const loaded = loadAgentConfig(['--config', repoPath('deploy', 'examples', 'agent.yaml')], {});
     assert.equal(loaded.config.node.name, 'host-a');
     assert.equal(loaded.config.tls?.ca, '/etc/vop/pki/ca.pem');
     assert.deepEqual(loaded.config.roles.reader, ['grafana-probe', 'ops-reader']);
+    assert.equal(loaded.config.metricsListen.host, '127.0.0.1');
+    assert.equal(loaded.config.plaintextRole, 'reader');
+    assert.equal(loaded.config.adminSocket.path, '/run/vop/agent.sock');
+    assert.deepEqual(loaded.config.roles.agent, []);
+  });
+
+  it('deploy/examples/controller.yaml validates against the schema, with metrics and /sd/agents on loopback', () => {
+    const loaded = loadControllerConfig(['--config', repoPath('deploy', 'examples', 'controller.yaml')], {});
+    assert.equal(loaded.config.metricsListen.host, '127.0.0.1');
+    assert.equal(loaded.config.adminSocket.path, '/run/vop/controller.sock');
+    assert.equal(loaded.config.plaintextRole, 'reader');
+    assert.ok(!loaded.config.roles.agent.includes('*'), 'the agent role is granted by name, not to every certificate');
+  });
+
+  it('deploy/kubernetes: one certificate per node, the controller key only in the controller pod, agents unprivileged with NET_ADMIN only', () => {
+    const dir = repoPath('deploy', 'kubernetes');
+    const node = readFileSync(path.join(dir, 'agent-node.yaml'), 'utf8')
+      .replace(/NODE_NAME/g, 'card-7')
+      .replace(/NODE_IP/g, '192.0.2.7');
+    const rendered = k8sObjects(node);
+    const all = readdirSync(dir)
+      .filter((f) => f.endsWith('.yaml') && f !== 'agent-node.yaml')
+      .flatMap((f) => k8sObjects(readFileSync(path.join(dir, f), 'utf8')))
+      .concat(rendered);
+    const cert = rendered.find((o) => o.kind === 'Certificate');
+    assert.equal((cert?.spec as { commonName: string }).commonName, 'card-7');
+    assert.deepEqual((cert?.spec as { ipAddresses: string[] }).ipAddresses, ['192.0.2.7']);
+    assert.equal((cert?.spec as { secretName: string }).secretName, 'vop-agent-card-7');
+    const ds = rendered.find((o) => o.kind === 'DaemonSet');
+    assert.ok(ds);
+    const agentPod = podSpec(ds);
+    const secrets = agentPod.volumes.filter((v) => v.secret).map((v) => v.secret?.secretName);
+    assert.deepEqual(secrets, ['vop-agent-card-7'], 'the agent mounts its own node certificate and no other secret');
+    const agentC = agentPod.containers.find((c) => c.name === 'agent');
+    assert.equal(agentC?.securityContext?.privileged, false);
+    assert.deepEqual(agentC?.securityContext?.capabilities?.add, ['NET_ADMIN']);
+    assert.deepEqual(agentC?.securityContext?.capabilities?.drop, ['ALL']);
+    for (const v of agentPod.volumes)
+      assert.ok(!/^\/(sys|dev\/vfio)/.test(v.hostPath?.path ?? ''), `no ${v.hostPath?.path} for unbuilt transports`);
+    assert.equal(agentC?.env?.find((e) => e.name === 'VOP_AGENT_METRICS_LISTEN')?.value, '$(POD_IP):9411');
+    // The controller's key: mounted by the controller Deployment, by nothing else.
+    const mounting = all
+      .filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet')
+      .filter((o) => podSpec(o).volumes.some((v) => v.secret?.secretName === 'vop-controller-tls'))
+      .map((o) => `${o.kind}/${o.metadata.name}`);
+    assert.deepEqual(mounting, ['Deployment/vop-controller']);
+    // The embedded configs validate; metrics go over HTTPS on the pod address.
+    const agentYaml = all.find((o) => o.metadata.name === 'vop-agent-config')?.data?.['agent.yaml'] ?? '';
+    const ctlYaml = all.find((o) => o.metadata.name === 'vop-controller-config')?.data?.['controller.yaml'] ?? '';
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'vop-k8s-'));
+    writeFileSync(path.join(tmp, 'agent.yaml'), agentYaml);
+    writeFileSync(path.join(tmp, 'controller.yaml'), ctlYaml);
+    const a = loadAgentConfig(['--config', path.join(tmp, 'agent.yaml')], {
+      VOP_AGENT_NODE_NAME: 'card-7',
+      VOP_AGENT_METRICS_LISTEN: '192.0.2.7:9411',
+      VOP_AGENT_GRPC_LISTEN: '192.0.2.7:7411',
+    }).config;
+    assert.ok(a.metricsTls?.ca, 'agent metrics need a client certificate');
+    assert.ok(a.controller?.tls, 'the agent syncs over mutual TLS');
+    const c = loadControllerConfig(['--config', path.join(tmp, 'controller.yaml')], {
+      VOP_CONTROLLER_METRICS_LISTEN: '192.0.2.9:9400',
+    }).config;
+    assert.ok(c.metricsTls?.ca, 'controller metrics and /sd/agents need a client certificate');
+    assert.ok(c.roles.reader.includes('prometheus'));
   });
 });

@@ -107,13 +107,13 @@ describe('two agents with real console and blk devices', () => {
     srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, ...roots], {
       stateDir: stateA,
     });
-    a = new Agent(srvA.grpc);
+    a = new Agent(srvA.admin);
   };
   const startB = async (): Promise<void> => {
     srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv, ...roots], {
       stateDir: stateB,
     });
-    b = new Agent(srvB.grpc);
+    b = new Agent(srvB.admin);
   };
   before(async () => {
     const fd = openSync(disk, 'w', 0o600);

@@ -74,14 +74,14 @@ describe('two agents on one machine', () => {
       stateDir: stateA,
       env,
     });
-    a = new Agent(srvA.grpc);
+    a = new Agent(srvA.admin);
   };
   const startB = async (): Promise<void> => {
     srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--disk-dir', testDiskDir()], {
       stateDir: stateB,
       env,
     });
-    b = new Agent(srvB.grpc);
+    b = new Agent(srvB.admin);
   };
   before(async () => {
     await Promise.all([startA(), startB()]);

@@ -84,8 +84,8 @@ async function main(): Promise<void> {
     ['--node-name', 'card-b', '--rendezvous-dir', rdv, '--log-level', 'info', ...roots],
     { env },
   );
-  const ca = new Agent(a.grpc);
-  const cb = new Agent(b.grpc);
+  const ca = new Agent(a.admin);
+  const cb = new Agent(b.admin);
   const pidA = a.proc.pid ?? 0;
   const out: Record<string, unknown> = {};
   try {

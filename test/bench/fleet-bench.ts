@@ -73,20 +73,23 @@ async function main(): Promise<void> {
       stateDir,
       '--config',
       cfg,
+      '--admin-socket',
+      path.join(stateDir, 'admin.sock'),
       '--log-level',
       'info',
     ],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } },
   );
+  // The simulated agents and the bench client use the admin Unix socket (plaintext TCP is read-only).
   const addrs = await new Promise<{ grpc: string; metrics: string }>((resolve, reject) => {
     let buf = '';
     ctl.stdout.on('data', (c: Buffer) => {
       buf += c.toString();
       for (const line of buf.split('\n')) {
         try {
-          const rec = JSON.parse(line) as { msg?: string; grpc?: string; metrics?: string };
-          if (rec.msg === 'vop-controller ready' && rec.grpc && rec.metrics)
-            resolve({ grpc: rec.grpc, metrics: rec.metrics });
+          const rec = JSON.parse(line) as { msg?: string; admin?: string; metrics?: string };
+          if (rec.msg === 'vop-controller ready' && rec.admin && rec.metrics)
+            resolve({ grpc: `unix:${rec.admin}`, metrics: rec.metrics });
         } catch {
           /* partial line */
         }

@@ -66,13 +66,13 @@ spec:
   template: {card_role: ROLE_DRIVER, transport: {shm: {}}, devices: [{name: console, console: {}}]}
 `,
     );
-    let r = await vopctl(fleet.controllerAddr, ['apply', '-f', f]);
+    let r = await vopctl(fleet.controllerAdmin, ['apply', '-f', f]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'link/l1 created\npolicy/p1 created\n');
-    r = await vopctl(fleet.controllerAddr, ['apply', '-f', f]);
+    r = await vopctl(fleet.controllerAdmin, ['apply', '-f', f]);
     assert.equal(r.stdout, 'link/l1 unchanged\npolicy/p1 unchanged\n');
     r = await vopctl(
-      fleet.controllerAddr,
+      fleet.controllerAdmin,
       ['apply', '-f', '-'],
       `kind: Link\nmeta: {name: l1}\nspec:\n  endpoints: [{agent: h1, role: ROLE_DEVICE}, {agent: c1, role: ROLE_DRIVER}]\n  transport: {shm: {}}\n  devices: [{name: console, console: {}}, {name: c2, console: {}}]\n`,
     );
@@ -120,12 +120,12 @@ spec:
       },
     ];
     for (const c of cases) {
-      const r = await vopctl(fleet.controllerAddr, ['apply', '-f', write(c.file, c.text)]);
+      const r = await vopctl(fleet.controllerAdmin, ['apply', '-f', write(c.file, c.text)]);
       assert.equal(r.code, c.code, `${c.file}: ${r.stderr}`);
       assert.match(r.stderr, c.msg, c.file);
       assert.equal(r.stdout, '', c.file);
     }
-    const sel = await vopctl(fleet.controllerAddr, ['get', 'links', '-l', 'tier in (a,']);
+    const sel = await vopctl(fleet.controllerAdmin, ['get', 'links', '-l', 'tier in (a,']);
     assert.equal(sel.code, 3);
     assert.match(sel.stderr, /invalid selector: unbalanced "\("/);
     const grpcSel = await expectGrpcError(
@@ -141,10 +141,10 @@ spec:
       decodeStatus(grpcSel).fieldViolations.map((v) => v.field),
       ['label_selector'],
     );
-    const missing = await vopctl(fleet.controllerAddr, ['get', 'links', 'nope']);
+    const missing = await vopctl(fleet.controllerAdmin, ['get', 'links', 'nope']);
     assert.equal(missing.code, 4);
     assert.match(missing.stderr, /link "nope" not found \[LINK_NOT_FOUND\]/);
-    const usage = await vopctl(fleet.controllerAddr, ['frobnicate']);
+    const usage = await vopctl(fleet.controllerAdmin, ['frobnicate']);
     assert.equal(usage.code, 2);
     const down = await vopctl('127.0.0.1:1', ['get', 'links']);
     assert.equal(down.code, 6);
@@ -176,14 +176,14 @@ spec:
     assert.match(err.details, /re-read and retry/);
     const now = (await call(fleet.ctl, fleet.ctl.getLink, { name: 'l1' }, new Metadata())).link;
     assert.equal(now?.meta?.labels.team, 'b');
-    const del = await vopctl(fleet.controllerAddr, ['delete', 'link', 'l1', '--resource-version', rv]);
+    const del = await vopctl(fleet.controllerAdmin, ['delete', 'link', 'l1', '--resource-version', rv]);
     assert.equal(del.code, 5);
     assert.match(del.stderr, /STALE_RESOURCE_VERSION/);
     const stale = write(
       'stale.yaml',
       `kind: Link\nmeta: {name: l1, resourceVersion: "${rv}"}\nspec: {endpoints: [{agent: h1, role: ROLE_DEVICE}, {agent: c1, role: ROLE_DRIVER}], transport: {shm: {}}, devices: [{name: c, console: {}}]}\n`,
     );
-    const r = await vopctl(fleet.controllerAddr, ['apply', '-f', stale]);
+    const r = await vopctl(fleet.controllerAdmin, ['apply', '-f', stale]);
     assert.equal(r.code, 5);
     assert.match(r.stderr, /is stale/);
   });
@@ -281,7 +281,7 @@ spec:
       [
         repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'),
         '--server',
-        fleet.controllerAddr,
+        fleet.controllerAdmin,
         'watch',
         'links',
         '-l',

@@ -1,6 +1,9 @@
 /**
  * Helpers for the fleet tests: a controller on a fixed port (so agents can reconnect
- * to a restarted one), agents dialling it, typed controller calls and polling.
+ * to a restarted one), agents dialling it, typed controller calls and polling. Set up
+ * like production: a throwaway CA, one certificate per process, agents syncing over
+ * mutual TLS and serving TLS with the controller as admin client; the tests' own admin
+ * calls go through each server's admin Unix socket.
  */
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -12,6 +15,7 @@ import { AgentServiceClient } from '../../lib/gen/vop/agent/v1/agent';
 import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
 import { type ConditionStatus, LinkPolicy, type Agent, type Link } from '../../lib/gen/vop/types/v1/types';
 import { repoPath } from '../../lib/src/paths';
+import { ThrowawayCa, writeCa, writeIssued } from '../../lib/src/throwaway-pki';
 import { call, insecure } from '../helpers/grpc';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
 
@@ -50,7 +54,14 @@ export async function waitFor<T>(
 
 export interface Fleet {
   controller: ServerProcess;
+  /** The controller's gRPC TCP address (mutual TLS). */
   readonly controllerAddr: string;
+  /** The controller's admin Unix socket as a target: "unix:PATH". */
+  readonly controllerAdmin: string;
+  /** ca.pem and one <name>.pem / <name>-key.pem per process. */
+  readonly pkiDir: string;
+  /** Issues (or returns) the certificate of `name` in pkiDir. */
+  certificate(name: string): Promise<{ ca: string; cert: string; key: string }>;
   readonly controllerStateDir: string;
   readonly configFile: string;
   readonly agents: Map<string, ServerProcess>;
@@ -71,19 +82,48 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
   const controllerAddr = `127.0.0.1:${port}`;
   const controllerStateDir = tempDir('ctl');
   const rendezvous = tempDir('rv');
+  const pkiDir = tempDir('pki');
+  const ca = await ThrowawayCa.create('vop test CA');
+  const caFile = writeCa(pkiDir, ca);
+  const issued = new Map<string, { ca: string; cert: string; key: string }>();
+  const certificate = async (name: string): Promise<{ ca: string; cert: string; key: string }> => {
+    let c = issued.get(name);
+    if (!c) {
+      const files = writeIssued(pkiDir, name, await ca.issue(name, { dns: ['localhost'], ips: ['127.0.0.1'] }));
+      issued.set(name, (c = { ca: caFile, ...files }));
+    }
+    return c;
+  };
+  const ctlTls = await certificate('vop-controller');
   const configFile = path.join(controllerStateDir, 'controller.yaml');
-  writeFileSync(configFile, `leaseSeconds: ${opts.leaseSeconds ?? 15}\n`);
+  writeFileSync(
+    configFile,
+    [
+      `leaseSeconds: ${opts.leaseSeconds ?? 15}`,
+      'tls:',
+      `  ca: ${ctlTls.ca}`,
+      `  cert: ${ctlTls.cert}`,
+      `  key: ${ctlTls.key}`,
+      'roles:',
+      '  agent: ["*"]',
+      '',
+    ].join('\n'),
+  );
+  const controllerAdmin = `unix:${path.join(controllerStateDir, 'admin.sock')}`;
   const agents = new Map<string, ServerProcess>();
   const agentDirs = new Map<string, string>();
   const clients = new Map<string, AgentServiceClient>();
   const fleet: Fleet = {
     controller: undefined as unknown as ServerProcess,
     controllerAddr,
+    controllerAdmin,
+    pkiDir,
+    certificate,
     controllerStateDir,
     configFile,
     agents,
     rendezvous,
-    ctl: new ControllerServiceClient(controllerAddr, insecure),
+    ctl: new ControllerServiceClient(controllerAdmin, insecure),
     async startController() {
       fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], {
         stateDir: controllerStateDir,
@@ -94,7 +134,29 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
     async startAgent(name, role, host) {
       let dir = agentDirs.get(name);
       if (!dir) agentDirs.set(name, (dir = tempDir(`agent-${name}`)));
+      const tls = await certificate(name);
+      const agentConfig = path.join(dir, 'agent.yaml');
+      writeFileSync(
+        agentConfig,
+        [
+          'tls:',
+          `  ca: ${tls.ca}`,
+          `  cert: ${tls.cert}`,
+          `  key: ${tls.key}`,
+          'roles:',
+          '  admin: [vop-controller]',
+          'controller:',
+          `  address: ${controllerAddr}`,
+          '  tls:',
+          `    ca: ${tls.ca}`,
+          `    cert: ${tls.cert}`,
+          `    key: ${tls.key}`,
+          '',
+        ].join('\n'),
+      );
       const args = [
+        '--config',
+        agentConfig,
         '--node-name',
         name,
         '--rack',
@@ -119,7 +181,7 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
       if (!c) {
         const a = agents.get(name);
         if (!a) throw new Error(`no agent ${name}`);
-        clients.set(name, (c = new AgentServiceClient(a.grpc, insecure)));
+        clients.set(name, (c = new AgentServiceClient(a.admin, insecure)));
       }
       return c;
     },

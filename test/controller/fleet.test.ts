@@ -179,7 +179,7 @@ describe('vop-controller with three agents', () => {
       assert.equal(onCard[0]?.meta?.managedBy, 'policy/con');
     }
     await waitReadyIfDataPlane(fleet, 'con', 2, t);
-    const r = await vopctl(fleet.controllerAddr, ['get', 'links', '-o', 'json']);
+    const r = await vopctl(fleet.controllerAdmin, ['get', 'links', '-o', 'json']);
     assert.equal(r.code, 0, r.stderr);
     const printed = JSON.parse(r.stdout) as { meta: { name: string }; status: { conditions: { type: string }[] } }[];
     assert.deepEqual(printed.map((l) => l.meta.name).sort(), ['con-card-1', 'con-card-2']);
@@ -189,18 +189,18 @@ describe('vop-controller with three agents', () => {
           l.status.conditions.some((c) => c.type === 'Ready') && l.status.conditions.some((c) => c.type === 'Synced'),
       ),
     );
-    const d = await vopctl(fleet.controllerAddr, ['describe', 'link', 'con-card-1']);
+    const d = await vopctl(fleet.controllerAdmin, ['describe', 'link', 'con-card-1']);
     assert.equal(d.code, 0, d.stderr);
     assert.match(d.stdout, /Conditions:\n\s+TYPE\s+STATUS/);
     assert.match(d.stdout, /Stats:\n\s+host-1 \(device\):\n\s+device console \(console\)/);
     assert.match(d.stdout, /card-1 \(driver\):\n\s+device console/);
     // Console attach through the controller to the device-side agent (stdin at EOF detaches).
-    const con = await vopctl(fleet.controllerAddr, ['console', 'con-card-1'], '');
+    const con = await vopctl(fleet.controllerAdmin, ['console', 'con-card-1'], '');
     assert.equal(con.code, 0, con.stderr);
     assert.match(con.stderr, /attached to con-card-1\/console on host-1 \(read-only\)/);
-    const noLink = await vopctl(fleet.controllerAddr, ['console', 'nope'], '');
+    const noLink = await vopctl(fleet.controllerAdmin, ['console', 'nope'], '');
     assert.equal(noLink.code, 4, noLink.stderr);
-    const agents = await vopctl(fleet.controllerAddr, ['get', 'agents', '-l', 'vop.dev/role=card', '-o', 'name']);
+    const agents = await vopctl(fleet.controllerAdmin, ['get', 'agents', '-l', 'vop.dev/role=card', '-o', 'name']);
     assert.equal(agents.stdout, 'agent/card-1\nagent/card-2\n');
   });
 
@@ -393,7 +393,7 @@ describe('vop-controller with three agents', () => {
   });
 
   it('cordons and drains an agent: no new links, then its links are removed', async () => {
-    let r = await vopctl(fleet.controllerAddr, ['cordon', 'card-2']);
+    let r = await vopctl(fleet.controllerAdmin, ['cordon', 'card-2']);
     assert.equal(r.code, 0, r.stderr);
     await applyPolicy(fleet, consolePolicy('extra', [CONSOLE]));
     await waitSynced(fleet, 'extra', 1);
@@ -402,7 +402,7 @@ describe('vop-controller with three agents', () => {
       ['extra-card-1'],
       'the cordoned card gets no new link',
     );
-    r = await vopctl(fleet.controllerAddr, ['drain', 'card-2']);
+    r = await vopctl(fleet.controllerAdmin, ['drain', 'card-2']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /con-card-2/);
     await waitFor(
@@ -410,7 +410,7 @@ describe('vop-controller with three agents', () => {
       async () => (await getAgent(fleet, 'card-2'))?.status?.phase === AgentPhase.AGENT_PHASE_DRAINED,
     );
     assert.deepEqual(await agentLinks(fleet, 'card-2'), []);
-    r = await vopctl(fleet.controllerAddr, ['uncordon', 'card-2']);
+    r = await vopctl(fleet.controllerAdmin, ['uncordon', 'card-2']);
     assert.equal(r.code, 0, r.stderr);
     await waitSynced(fleet, 'extra', 2);
     await waitSynced(fleet, 'con', 2);
@@ -444,7 +444,7 @@ describe('vop-controller with three agents', () => {
       (await agentLinks(fleet, 'card-3')).map((l) => [l.meta?.name, l.meta?.resourceVersion]),
       before.map((l) => [l.meta?.name, l.meta?.resourceVersion]),
     );
-    const r = await vopctl(fleet.controllerAddr, ['delete', 'agent', 'card-3']);
+    const r = await vopctl(fleet.controllerAdmin, ['delete', 'agent', 'card-3']);
     assert.equal(r.code, 5);
     assert.match(r.stderr, /still holds 2 link\(s\); drain it first.*\[AGENT_HAS_LINKS\]/);
   });

@@ -1,15 +1,18 @@
 /**
  * `npm run fleet`, the README's first command: a controller, a host and two card agents
- * as separate processes, a policy giving each card a console and a blk link (net as
- * root), a summary of where to look, and a clean stop on Ctrl-C (SIGINT).
+ * as separate processes with a throwaway CA (mutual TLS everywhere), a policy giving
+ * each card a console and a blk link (net as root), a summary of where to look, vopctl
+ * over the controller's admin Unix socket, and a clean stop on Ctrl-C (SIGINT).
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import { describe, it } from 'node:test';
 
 import { repoPath } from '../../lib/src/paths';
-import { tempDir } from '../helpers/servers';
+import { run, tempDir } from '../helpers/servers';
 
 const PORTS = [7400, 9400, 7411, 7412, 7413, 9411, 9412, 9413];
 
@@ -29,9 +32,10 @@ describe('npm run fleet', () => {
       t.skip(`ports in use: ${busy.join(', ')}`);
       return;
     }
+    const stateDir = tempDir('local-fleet');
     const proc = spawn(
       process.execPath,
-      [repoPath('dist', 'controller', 'src', 'local-fleet', 'main.js'), '--state-dir', tempDir('local-fleet')],
+      [repoPath('dist', 'controller', 'src', 'local-fleet', 'main.js'), '--state-dir', stateDir],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';
@@ -46,11 +50,35 @@ describe('npm run fleet', () => {
       assert.match(out, /Ctrl-C stops the fleet\./, `stdout: ${out}\nstderr: ${err}`);
       for (const name of ['console-card-1', 'console-card-2', 'disk-card-1', 'disk-card-2'])
         assert.match(out, new RegExp(`${name}\\s+Ready=`));
+      const socket = path.join(stateDir, 'controller.sock');
       assert.match(out, /vopctl\/main\.js get links/);
-      assert.match(out, /grpcurl -plaintext 127\.0\.0\.1:7400/);
+      assert.ok(out.includes(`export VOPCTL_SERVER=unix:${socket}`), out);
+      assert.ok(out.includes(`grpcurl -unix -plaintext ${socket} `), out);
       assert.match(out, /http:\/\/127\.0\.0\.1:9400\/metrics/);
+      // The throwaway PKI: directory 0700, every file 0600.
+      const pki = path.join(stateDir, 'pki');
+      assert.equal(statSync(pki).mode & 0o777, 0o700);
+      for (const f of ['ca.pem', 'vop-controller-key.pem', 'host-1-key.pem', 'card-1.pem', 'ops-admin-key.pem'])
+        assert.equal(statSync(path.join(pki, f)).mode & 0o777, 0o600, f);
+      assert.equal(statSync(socket).mode & 0o777, 0o660);
+      // All three agents hold a sync stream (over mutual TLS: their configs have no other way in).
       const res = await fetch('http://127.0.0.1:9400/metrics');
       assert.match(await res.text(), /vop_controller_sync_streams 3/);
+      // vopctl through the admin socket (VOPCTL_SERVER), as the summary says.
+      const ctl = await run(
+        process.execPath,
+        [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), 'get', 'agents', '-o', 'name'],
+        { env: { VOPCTL_SERVER: `unix:${socket}` } },
+      );
+      assert.equal(ctl.code, 0, ctl.stderr);
+      assert.equal(ctl.stdout, 'agent/card-1\nagent/card-2\nagent/host-1\n');
+      // Plaintext TCP is not a way in: the controller's gRPC port speaks only TLS.
+      const plain = await run(
+        process.execPath,
+        [repoPath('dist', 'controller', 'src', 'vopctl', 'main.js'), '--server', '127.0.0.1:7400', 'get', 'agents'],
+        { timeoutMs: 30_000 },
+      );
+      assert.notEqual(plain.code, 0);
       proc.kill('SIGINT');
       assert.equal(await exited, 0);
       assert.match(out, /fleet: stopped/);

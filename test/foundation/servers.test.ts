@@ -114,8 +114,11 @@ for (const kind of ['agent', 'controller'] as const) {
         },
         status: undefined,
       };
+      // Admin calls go through the admin Unix socket (plaintext TCP is read-only).
       const client =
-        kind === 'agent' ? new AgentServiceClient(srv.grpc, insecure) : new ControllerServiceClient(srv.grpc, insecure);
+        kind === 'agent'
+          ? new AgentServiceClient(srv.admin, insecure)
+          : new ControllerServiceClient(srv.admin, insecure);
       try {
         const err = await expectGrpcError(
           kind === 'agent'
@@ -169,7 +172,7 @@ describe('reflection of messages with well-known and cross-file types', () => {
       assert.ok(!Number.isNaN(Date.parse(info.startTime)), `startTime ${info.startTime} is an RFC 3339 timestamp`);
       // A request message from another file, with an enum and a Timestamp in the response path.
       const bad = await bufCurl(
-        `${srv.grpc}/vop.agent.v1.AgentService/ApplyLink`,
+        `${srv.admin}/vop.agent.v1.AgentService/ApplyLink`,
         [],
         JSON.stringify({ link: { meta: { name: 'x' }, spec: { endpoints: [{ agent: 'a', role: 'ROLE_DRIVER' }] } } }),
       );

@@ -1,6 +1,8 @@
 /**
  * Starts real vop-agent / vop-controller processes for tests, on port 0, and learns
- * their bound addresses from the "ready" log line.
+ * their bound addresses from the "ready" log line. Each server gets its local admin
+ * Unix socket in its state directory (`admin`, the target admin calls use: plaintext
+ * TCP only gives role reader).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, mkdtempSync } from 'node:fs';
@@ -15,6 +17,10 @@ export interface ServerProcess {
   readonly proc: ChildProcess;
   readonly grpc: string;
   readonly metrics: string;
+  /** Path of the admin Unix socket ("" if turned off). */
+  readonly adminSocket: string;
+  /** grpc-js target of the admin socket: "unix:PATH". */
+  readonly admin: string;
   readonly stateDir: string;
   /** Every stdout line parsed as JSON (non-JSON lines kept as { raw }). */
   readonly logs: Record<string, unknown>[];
@@ -36,11 +42,13 @@ export const MAIN_JS: Record<ServerKind, string> = {
 export async function startServer(
   kind: ServerKind,
   args: readonly string[] = [],
-  opts: { env?: NodeJS.ProcessEnv; stateDir?: string; readyTimeoutMs?: number } = {},
+  opts: { env?: NodeJS.ProcessEnv; stateDir?: string; readyTimeoutMs?: number; adminSocket?: string } = {},
 ): Promise<ServerProcess> {
   const stateDir = opts.stateDir ?? tempDir(kind);
   const fullArgs = [
     MAIN_JS[kind],
+    '--admin-socket',
+    opts.adminSocket ?? path.join(stateDir, 'admin.sock'),
     '--grpc-listen',
     '127.0.0.1:0',
     '--metrics-listen',
@@ -61,7 +69,7 @@ export async function startServer(
     proc.once('exit', (code, signal) => resolve({ code, signal })),
   );
   let buf = '';
-  const ready = new Promise<{ grpc: string; metrics: string }>((resolve, reject) => {
+  const ready = new Promise<{ grpc: string; metrics: string; admin: string }>((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`${kind} not ready in time; stderr: ${stderr.join('')}`)),
       opts.readyTimeoutMs ?? 15_000,
@@ -81,7 +89,11 @@ export async function startServer(
         logs.push(rec);
         if (typeof rec.msg === 'string' && rec.msg === `vop-${kind} ready`) {
           clearTimeout(timer);
-          resolve({ grpc: String(rec.grpc), metrics: String(rec.metrics) });
+          resolve({
+            grpc: String(rec.grpc),
+            metrics: String(rec.metrics),
+            admin: typeof rec.admin === 'string' ? rec.admin : '',
+          });
         }
       }
     });
@@ -96,6 +108,8 @@ export async function startServer(
     proc,
     grpc: addr.grpc,
     metrics: addr.metrics,
+    adminSocket: addr.admin,
+    admin: addr.admin === '' ? '' : `unix:${addr.admin}`,
     stateDir,
     logs,
     stderr,
@@ -113,10 +127,14 @@ export async function startServer(
 export function run(
   cmd: string,
   args: readonly string[],
-  opts: { input?: string; timeoutMs?: number; cwd?: string } = {},
+  opts: { input?: string; timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { cwd: opts.cwd ?? repoPath(), stdio: ['pipe', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, {
+      cwd: opts.cwd ?? repoPath(),
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env },
+    });
     let stdout = '';
     let stderr = '';
     p.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
@@ -131,16 +149,26 @@ export function run(
   });
 }
 
-/** buf curl against a plaintext server, reflection only (no .proto files). */
+/**
+ * buf curl against a plaintext server, reflection only (no .proto files). `target` is
+ * HOST:PORT[/pkg.Service/Method], or unix:PATH[/pkg.Service/Method] for a Unix socket
+ * (what `grpcurl -unix -plaintext PATH` does).
+ */
 export function bufCurl(
   target: string,
   args: readonly string[],
   data?: string,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const extra = data === undefined ? [] : ['-d', data];
+  let url = `http://${target}`;
+  const unix = /^unix:(\/[^ ]*?\.sock)(\/.*)?$/.exec(target);
+  if (unix) {
+    extra.push('--unix-socket', unix[1] ?? '');
+    url = `http://localhost${unix[2] ?? ''}`;
+  }
   return run(
     repoPath('node_modules', '.bin', 'buf'),
-    ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...extra, ...args, `http://${target}`.replace(/\/$/, '')],
+    ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...extra, ...args, url.replace(/\/$/, '')],
     {
       timeoutMs: 30_000,
     },

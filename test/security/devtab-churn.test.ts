@@ -30,7 +30,7 @@ describe('a peer that keeps the device table changing', () => {
     buildHostilePeer();
     rdv = tempDir('rdv-churn');
     srv = await startServer('agent', ['--node-name', AGENT, '--rendezvous-dir', rdv]);
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
   });
   after(async () => {
     await peer?.stop();

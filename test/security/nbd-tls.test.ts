@@ -395,7 +395,7 @@ describe(
         makeLink('plain', { driver: 'card-c', devices: [blkDevice(disk, listen)] });
       let srvC = await startServer('agent', ['--config', plainCfg], { stateDir: state });
       try {
-        const c = new Agent(srvC.grpc);
+        const c = new Agent(srvC.admin);
         const err = decodeStatus(await expectGrpcError(c.apply(spec('127.0.0.1:0'))));
         assert.equal(err.code, status.FAILED_PRECONDITION, err.message);
         assert.equal(err.reason, 'NBD_TCP_NEEDS_TLS');
@@ -412,7 +412,7 @@ describe(
 
         // The operator allows plaintext TCP: on loopback only.
         srvC = await startServer('agent', ['--config', plainCfg, '--nbd-allow-plaintext-tcp'], { stateDir: state });
-        const c2 = new Agent(srvC.grpc);
+        const c2 = new Agent(srvC.admin);
         const wide = decodeStatus(await expectGrpcError(c2.apply(spec('0.0.0.0:10809'))));
         assert.equal(wide.code, status.FAILED_PRECONDITION, wide.message);
         assert.match(wide.message, /non-loopback address 0\.0\.0\.0 requires TLS/);

@@ -155,7 +155,7 @@ describe('host paths in link specs stay under the roots the operator allowed', (
 
   before(async () => {
     srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv]);
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
     const s = srv.stateDir;
     roots = {
       disks: path.join(s, 'disks'),
@@ -374,8 +374,8 @@ describe('the native layer enforces the roots when files change after a link was
   before(async () => {
     srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv], { stateDir: stateA });
     srvB = await startServer('agent', ['--node-name', 'card-b', '--rendezvous-dir', rdv], { stateDir: stateB });
-    a = new Agent(srvA.grpc);
-    b = new Agent(srvB.grpc);
+    a = new Agent(srvA.admin);
+    b = new Agent(srvB.admin);
   });
   after(async () => {
     a.close();

@@ -40,7 +40,7 @@ async function start(
   args: string[] = [],
 ): Promise<{ srv: ServerProcess; agent: Agent }> {
   const srv = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, ...args], { stateDir });
-  return { srv, agent: new Agent(srv.grpc) };
+  return { srv, agent: new Agent(srv.admin) };
 }
 
 async function stop(x: { srv: ServerProcess; agent: Agent }): Promise<void> {

@@ -38,7 +38,7 @@ describe('a window larger than its tmpfs', () => {
     }
     mounted = true;
     srv = await startServer('agent', ['--node-name', AGENT, '--rendezvous-dir', mnt]);
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
   });
   after(async () => {
     agent?.close();

@@ -46,7 +46,7 @@ describe('a hostile window creator', () => {
     buildHostilePeer();
     rdv = tempDir('rdv-hostile');
     srv = await startServer('agent', ['--node-name', AGENT, '--rendezvous-dir', rdv]);
-    agent = new Agent(srv.grpc);
+    agent = new Agent(srv.admin);
   });
   after(async () => {
     for (const p of peers) await p.stop();

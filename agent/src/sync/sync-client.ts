@@ -57,9 +57,8 @@ export const STATUS_FLUSH_MS = 50;
 
 export interface SyncClientOptions {
   readonly address: string;
-  readonly tls?:
-    | { readonly ca: string; readonly cert: string; readonly key: string; readonly serverName?: string | undefined }
-    | undefined;
+  /** TLS to the controller (credentials that follow certificate reloads); absent: plaintext. */
+  readonly tls?: { readonly credentials: ChannelCredentials; readonly serverName?: string | undefined } | undefined;
   readonly links: LinkManagerApi;
   readonly log: Logger;
   readonly stateDir: string;
@@ -116,7 +115,7 @@ export class ControllerSyncClient {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
     };
     if (opts.tls) {
-      creds = credentials.createSsl(readFileSync(opts.tls.ca), readFileSync(opts.tls.key), readFileSync(opts.tls.cert));
+      creds = opts.tls.credentials;
       if (opts.tls.serverName) channelOptions['grpc.ssl_target_name_override'] = opts.tls.serverName;
     }
     this.client = new AgentSyncServiceClient(opts.address, creds, channelOptions);

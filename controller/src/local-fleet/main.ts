@@ -1,10 +1,14 @@
 #!/usr/bin/env node
 /**
- * `npm run fleet`: a local fleet on this machine, for trying vop. Starts a
- * vop-controller on the embedded store, a "host" agent and two "card" agents as
- * separate processes, applies a policy that gives each card a console and a blk link
- * to the host (and a net link when run as root), prints where to look, and stops
- * everything cleanly on Ctrl-C.
+ * `npm run fleet`: a local fleet on this machine, for trying vop, set up like
+ * production. It makes a throwaway CA and one certificate per process in
+ * <state-dir>/pki (files 0600, directory 0700), starts a vop-controller on the
+ * embedded store, a "host" agent and two "card" agents as separate processes (agents
+ * sync over mutual TLS; their gRPC servers use TLS with the controller as an admin
+ * client), applies a policy that gives each card a console and a blk link to the host
+ * (and a net link when run as root) through the controller's admin Unix socket,
+ * prints where to look, and stops everything cleanly on Ctrl-C. Metrics listen on
+ * loopback only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
@@ -12,10 +16,12 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { credentials, Metadata } from '@grpc/grpc-js';
+import YAML from 'yaml';
 
 import { ControllerServiceClient, type ListLinksResponse } from '../../../lib/gen/vop/controller/v1/controller';
 import { ConditionStatus, LinkPolicy } from '../../../lib/gen/vop/types/v1/types';
 import { repoPath } from '../../../lib/src/paths';
+import { ThrowawayCa, writeCa, writeIssued } from '../../../lib/src/throwaway-pki';
 
 interface Member {
   readonly name: string;
@@ -33,9 +39,15 @@ const { values } = parseArgs({
 const stateDir = path.resolve(values['state-dir']);
 const logDir = path.join(stateDir, 'logs');
 mkdirSync(logDir, { recursive: true, mode: 0o700 });
+const pkiDir = path.join(stateDir, 'pki');
+const configDir = path.join(stateDir, 'config');
+mkdirSync(configDir, { recursive: true, mode: 0o700 });
 const cardCount = Math.max(1, Math.min(16, Number(values.cards) || 2));
 const isRoot = process.getuid?.() === 0;
 const CONTROLLER = '127.0.0.1:7400';
+const CONTROLLER_NAME = 'vop-controller';
+const OPERATOR = 'ops-admin';
+const controllerSocket = path.join(stateDir, 'controller.sock');
 
 const members: Member[] = [];
 let stopping = false;
@@ -80,40 +92,74 @@ const controllerMain = repoPath('dist', 'controller', 'src', 'main.js');
 const agentMain = repoPath('dist', 'agent', 'src', 'main.js');
 const rendezvous = path.join(stateDir, 'rendezvous');
 
-start('controller', controllerMain, [
-  '--grpc-listen',
-  CONTROLLER,
-  '--metrics-listen',
-  '127.0.0.1:9400',
-  '--state-dir',
-  path.join(stateDir, 'controller'),
-]);
-const agents: { name: string; grpc: string; metrics: string }[] = [
-  { name: 'host-1', grpc: '127.0.0.1:7411', metrics: '127.0.0.1:9411' },
+interface AgentSpec {
+  readonly name: string;
+  readonly grpc: string;
+  readonly metrics: string;
+  readonly socket: string;
+}
+const agents: AgentSpec[] = [
+  { name: 'host-1', grpc: '127.0.0.1:7411', metrics: '127.0.0.1:9411', socket: path.join(stateDir, 'host-1.sock') },
 ];
 for (let i = 1; i <= cardCount; i++)
-  agents.push({ name: `card-${i}`, grpc: `127.0.0.1:${7411 + i}`, metrics: `127.0.0.1:${9411 + i}` });
-for (const a of agents) {
-  const isHost = a.name === 'host-1';
-  start(a.name, agentMain, [
-    '--grpc-listen',
-    a.grpc,
-    '--metrics-listen',
-    a.metrics,
-    '--state-dir',
-    path.join(stateDir, a.name),
-    '--rendezvous-dir',
-    rendezvous,
-    '--node-name',
-    a.name,
-    '--rack',
-    'r07',
-    '--role',
-    isHost ? 'host' : 'card',
-    ...(isHost ? [] : ['--host-node', 'host-1']),
-    '--controller',
-    CONTROLLER,
+  agents.push({
+    name: `card-${i}`,
+    grpc: `127.0.0.1:${7411 + i}`,
+    metrics: `127.0.0.1:${9411 + i}`,
+    socket: path.join(stateDir, `card-${i}.sock`),
+  });
+
+function writeConfig(name: string, config: unknown): string {
+  const file = path.join(configDir, `${name}.yaml`);
+  writeFileSync(file, YAML.stringify(config), { mode: 0o600 });
+  return file;
+}
+
+/** A fresh throwaway CA and one certificate per process, every run. */
+async function makePki(): Promise<{ ca: string; files: Map<string, { cert: string; key: string }> }> {
+  const ca = await ThrowawayCa.create('vop local fleet CA');
+  const caFile = writeCa(pkiDir, ca);
+  const files = new Map<string, { cert: string; key: string }>();
+  for (const name of [CONTROLLER_NAME, OPERATOR, ...agents.map((a) => a.name)])
+    files.set(name, writeIssued(pkiDir, name, await ca.issue(name, { dns: ['localhost'], ips: ['127.0.0.1'] })));
+  return { ca: caFile, files };
+}
+
+async function startMembers(): Promise<void> {
+  const pki = await makePki();
+  const tlsOf = (name: string): { ca: string; cert: string; key: string } => {
+    const f = pki.files.get(name);
+    if (!f) throw new Error(`no certificate for ${name}`);
+    return { ca: pki.ca, ...f };
+  };
+  start('controller', controllerMain, [
+    '--config',
+    writeConfig('controller', {
+      grpcListen: CONTROLLER,
+      metricsListen: '127.0.0.1:9400',
+      stateDir: path.join(stateDir, 'controller'),
+      adminSocket: { path: controllerSocket },
+      tls: { ...tlsOf(CONTROLLER_NAME), requireClientCert: true },
+      roles: { admin: [OPERATOR], reader: [], agent: agents.map((a) => a.name) },
+    }),
   ]);
+  for (const a of agents) {
+    const isHost = a.name === 'host-1';
+    start(a.name, agentMain, [
+      '--config',
+      writeConfig(a.name, {
+        grpcListen: a.grpc,
+        metricsListen: a.metrics,
+        stateDir: path.join(stateDir, a.name),
+        rendezvousDir: rendezvous,
+        adminSocket: { path: a.socket },
+        node: { name: a.name, rack: 'r07', role: isHost ? 'host' : 'card', hostNode: isHost ? '' : 'host-1' },
+        tls: { ...tlsOf(a.name), requireClientCert: true },
+        roles: { admin: [CONTROLLER_NAME, OPERATOR], reader: [], agent: [] },
+        controller: { address: CONTROLLER, tls: tlsOf(a.name) },
+      }),
+    ]);
+  }
 }
 
 // A read-only disk image the host serves to every card, in the host agent's disk root
@@ -142,7 +188,8 @@ if (isRoot)
     policy('net', [{ name: 'net0', net: { mtu: 1500, deviceBackend: { tap: {} }, driverFrontend: { tap: {} } } }]),
   );
 
-const client = new ControllerServiceClient(CONTROLLER, credentials.createInsecure());
+// The launcher is this machine's operator: it uses the controller's admin Unix socket.
+const client = new ControllerServiceClient(`unix:${controllerSocket}`, credentials.createInsecure());
 const unary = <Req, Res>(
   fn: (r: Req, md: Metadata, o: { deadline: number }, cb: (e: Error | null, r?: Res) => void) => unknown,
   req: Req,
@@ -196,27 +243,33 @@ async function summary(): Promise<string> {
 process.on('SIGINT', () => void stopAll().then(() => process.exit(0)));
 process.on('SIGTERM', () => void stopAll().then(() => process.exit(0)));
 
-applyPolicies()
+startMembers()
+  .then(applyPolicies)
   .then(summary)
   .then((links) => {
     const vopctl = 'node dist/controller/src/vopctl/main.js';
+    const host = agents[0] as AgentSpec;
+    const pem = (n: string): string => path.join(pkiDir, n);
     process.stdout.write(`vop local fleet (state and logs in ${stateDir})
-  controller  gRPC ${CONTROLLER}   metrics http://127.0.0.1:9400/metrics
-${agents.map((a) => `  ${a.name.padEnd(10)}  gRPC ${a.grpc}  metrics http://${a.metrics}/metrics`).join('\n')}
+  controller  gRPC ${CONTROLLER} (mutual TLS)  admin socket ${controllerSocket}  metrics http://127.0.0.1:9400/metrics
+${agents.map((a) => `  ${a.name.padEnd(10)}  gRPC ${a.grpc} (mutual TLS)  admin socket ${a.socket}  metrics http://${a.metrics}/metrics`).join('\n')}
+  certificates: ${pkiDir} (a throwaway CA, made anew on every start; ${OPERATOR} is an admin everywhere)
 
 policies applied: ${policies.map((p) => p.meta?.name).join(', ')}${isRoot ? '' : ' (run as root for net links too)'}
 links:
 ${links}
 
 try:
+  export VOPCTL_SERVER=unix:${controllerSocket}
   ${vopctl} get agents
   ${vopctl} get links -o wide
   ${vopctl} describe link console-card-1
   ${vopctl} watch links
   ${vopctl} console console-card-1 --write
-  npx buf curl --protocol grpc --http2-prior-knowledge http://${CONTROLLER}/vop.controller.v1.ControllerService/ListAgents
-  grpcurl -plaintext ${CONTROLLER} vop.controller.v1.ControllerService/ListLinks
-  grpcurl -plaintext 127.0.0.1:7411 vop.agent.v1.AgentService/ListLinks
+  ${vopctl} --server ${CONTROLLER} --tls-ca ${pem('ca.pem')} --tls-cert ${pem(`${OPERATOR}.pem`)} --tls-key ${pem(`${OPERATOR}-key.pem`)} get agents
+  npx buf curl --protocol grpc --http2-prior-knowledge --unix-socket ${controllerSocket} http://localhost/vop.controller.v1.ControllerService/ListAgents
+  grpcurl -unix -plaintext ${controllerSocket} vop.controller.v1.ControllerService/ListLinks
+  grpcurl -unix -plaintext ${host.socket} vop.agent.v1.AgentService/ListLinks
   curl -s http://127.0.0.1:9400/metrics | grep -E '^(vop_controller|workqueue)_'
 
 Ctrl-C stops the fleet.

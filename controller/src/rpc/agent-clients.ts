@@ -1,28 +1,20 @@
 /**
  * gRPC clients from the controller to agents' AgentService (stats, console attach),
  * one channel per agent address, reused. With TLS configured the controller presents
- * its own certificate as the client identity.
+ * its own certificate as the client identity (credentials that follow certificate
+ * reloads, see lib/src/cert-files.ts).
  */
-import { readFileSync } from 'node:fs';
-
 import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
 
 import { AgentServiceClient } from '../../../lib/gen/vop/agent/v1/agent';
-
-export interface ClientTls {
-  readonly ca?: string | undefined;
-  readonly cert: string;
-  readonly key: string;
-}
 
 export class AgentClients {
   private readonly clients = new Map<string, AgentServiceClient>();
   private readonly creds: ChannelCredentials;
 
-  constructor(tls: ClientTls | undefined) {
-    this.creds = tls
-      ? credentials.createSsl(tls.ca ? readFileSync(tls.ca) : null, readFileSync(tls.key), readFileSync(tls.cert))
-      : credentials.createInsecure();
+  /** `tlsCredentials` undefined: plaintext (agents on loopback in a plaintext setup). */
+  constructor(tlsCredentials: ChannelCredentials | undefined) {
+    this.creds = tlsCredentials ?? credentials.createInsecure();
   }
 
   get(address: string): AgentServiceClient {

@@ -1,8 +1,10 @@
 /**
  * Where vopctl connects and how: --server, then $VOPCTL_SERVER, then the config file
  * ($VOPCTL_CONFIG or ~/.config/vop/vopctl.yaml: { server, tls: { ca, cert, key } }),
- * then 127.0.0.1:7400. TLS files come from --tls-ca/--tls-cert/--tls-key, then the
- * same file. Every call has a deadline.
+ * then the controller's admin Unix socket (unix:/run/vop/controller.sock; whoever may
+ * open it is admin). A server that is a path or unix:PATH is a Unix socket; HOST:PORT
+ * is TCP (plaintext is read-only there; use mutual TLS). TLS files come from
+ * --tls-ca/--tls-cert/--tls-key, then the same file. Every call has a deadline.
  */
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
@@ -16,7 +18,12 @@ import { Status } from '../../../lib/gen/google/rpc/status';
 import { ControllerServiceClient } from '../../../lib/gen/vop/controller/v1/controller';
 import { CliError, EXIT, exitCodeForStatus } from './exit-codes';
 
-export const DEFAULT_SERVER = '127.0.0.1:7400';
+export const DEFAULT_SERVER = 'unix:/run/vop/controller.sock';
+
+/** "/run/x.sock" -> "unix:/run/x.sock"; anything else unchanged. */
+export function serverTarget(server: string): string {
+  return server.startsWith('/') ? `unix:${server}` : server;
+}
 export const DEFAULT_TIMEOUT_MS = 15_000;
 
 export interface ConnectionFlags {
@@ -56,7 +63,7 @@ export interface Connection {
 
 export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Connection {
   const file = loadFileConfig(env);
-  const server = flags.server ?? env.VOPCTL_SERVER ?? file.server ?? DEFAULT_SERVER;
+  const server = serverTarget(flags.server ?? env.VOPCTL_SERVER ?? file.server ?? DEFAULT_SERVER);
   const ca = flags.tlsCa ?? env.VOPCTL_TLS_CA ?? file.tls?.ca;
   const cert = flags.tlsCert ?? env.VOPCTL_TLS_CERT ?? file.tls?.cert;
   const key = flags.tlsKey ?? env.VOPCTL_TLS_KEY ?? file.tls?.key;
@@ -99,7 +106,13 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
 /** Turns a gRPC error into a one-line message naming the reason and each bad field. */
 export function toCliError(err: ServiceError, server: string): CliError {
   const code = exitCodeForStatus(err.code);
-  if (code === EXIT.UNAVAILABLE && /connect|No connection|ECONNREFUSED|Deadline/i.test(err.details)) {
+  if (code === EXIT.UNAVAILABLE && /EACCES/.test(err.details)) {
+    return new CliError(
+      `cannot open the controller's socket ${server}: permission denied (be root or in the socket's group, adminSocket.group)`,
+      code,
+    );
+  }
+  if (code === EXIT.UNAVAILABLE && /connect|No connection|ECONNREFUSED|ENOENT|Deadline/i.test(err.details)) {
     return new CliError(
       `cannot reach the controller at ${server}: ${err.details} (use --server or VOPCTL_SERVER)`,
       code,

@@ -10,7 +10,9 @@
  *   vopctl console LINK [--device D] [--write]  attach to a console through the controller (Ctrl-] detaches)
  *   vopctl cordon|uncordon|drain AGENT
  *
- * Server: --server, $VOPCTL_SERVER, the config file, else 127.0.0.1:7400. Exit codes:
+ * Server: --server, $VOPCTL_SERVER, the config file, else the controller's admin Unix
+ * socket unix:/run/vop/controller.sock (a path or unix:PATH is a socket, HOST:PORT is
+ * TCP, with --tls-* for mutual TLS). Exit codes:
  * see exit-codes.ts and docs/controller.md.
  */
 import { parseArgs } from 'node:util';
@@ -43,7 +45,7 @@ import { CliError, EXIT } from './exit-codes';
 import { parseManifests, readManifestText } from './manifest';
 import { age, enumName, render, table, toJson, type Kind, type OutputFormat } from './output';
 
-const USAGE = `usage: vopctl [--server HOST:PORT] [--tls-ca F --tls-cert F --tls-key F] [--timeout SECONDS] COMMAND
+const USAGE = `usage: vopctl [--server unix:PATH|HOST:PORT] [--tls-ca F --tls-cert F --tls-key F] [--timeout SECONDS] COMMAND
 commands:
   apply -f FILE [--dry-run]
   get links|agents|policies [NAME] [-o table|wide|json|yaml|name] [-l SELECTOR] [--agent NAME]
