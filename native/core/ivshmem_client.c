@@ -28,29 +28,29 @@
 #define EVQ_CAP 1024 /* events waiting for process(); older ones are dropped (counted) */
 
 struct ivs_peer {
-	uint16_t id;                         /* peer id */
-	uint16_t nfds;                       /* vectors received so far */
-	int fds[VOP_IVSHMEM_MAX_VECTORS];    /* eventfds to ring it, [0, nfds) valid */
+	uint16_t id;			  /* peer id */
+	uint16_t nfds;			  /* vectors received so far */
+	int fds[VOP_IVSHMEM_MAX_VECTORS]; /* eventfds to ring it, [0, nfds) valid */
 };
 
 struct vop_ivshmem_client {
-	int sock;                            /* server connection, -1 after it went away */
-	int id;                              /* own id, -1 until received */
-	int shm_fd;                          /* shared memory, -1 until received */
-	uint64_t shm_size;                   /* st_size of shm_fd */
-	unsigned nvectors;                   /* own vectors wanted */
-	unsigned nown;                       /* own vectors received */
-	int own[VOP_IVSHMEM_MAX_VECTORS];    /* own eventfds (non-blocking) */
-	int hello;                           /* messages of the fixed preamble received (0..3) */
-	unsigned char part[8];               /* partial message */
-	unsigned npart;                      /* bytes in part */
-	int part_fd;                         /* fd that came with the partial message, or -1 */
-	unsigned npeers;                     /* entries in peers */
+	int sock;			  /* server connection, -1 after it went away */
+	int id;				  /* own id, -1 until received */
+	int shm_fd;			  /* shared memory, -1 until received */
+	uint64_t shm_size;		  /* st_size of shm_fd */
+	unsigned nvectors;		  /* own vectors wanted */
+	unsigned nown;			  /* own vectors received */
+	int own[VOP_IVSHMEM_MAX_VECTORS]; /* own eventfds (non-blocking) */
+	int hello;			  /* messages of the fixed preamble received (0..3) */
+	unsigned char part[8];		  /* partial message */
+	unsigned npart;			  /* bytes in part */
+	int part_fd;			  /* fd that came with the partial message, or -1 */
+	unsigned npeers;		  /* entries in peers */
 	struct ivs_peer peers[VOP_IVSHMEM_MAX_PEERS]; /* sorted by id */
-	struct vop_ivshmem_event evq[EVQ_CAP]; /* pending events: ring buffer */
-	unsigned evq_head, evq_len;          /* oldest index, count */
-	uint64_t dropped;                    /* peers/vectors/events ignored: table or queue full */
-	int error;                           /* why the connection ended (-ECONNRESET, -EPROTO...) */
+	struct vop_ivshmem_event evq[EVQ_CAP];	      /* pending events: ring buffer */
+	unsigned evq_head, evq_len;		      /* oldest index, count */
+	uint64_t dropped; /* peers/vectors/events ignored: table or queue full */
+	int error;	  /* why the connection ended (-ECONNRESET, -EPROTO...) */
 };
 
 static void close_fd(int *fd)
@@ -60,8 +60,7 @@ static void close_fd(int *fd)
 	*fd = -1;
 }
 
-static void push_event(struct vop_ivshmem_client *c, uint16_t kind, uint16_t peer,
-		       uint16_t vector)
+static void push_event(struct vop_ivshmem_client *c, uint16_t kind, uint16_t peer, uint16_t vector)
 {
 	if (c->evq_len == EVQ_CAP) {
 		c->evq_head = (c->evq_head + 1) % EVQ_CAP;
@@ -145,7 +144,8 @@ static int handle(struct vop_ivshmem_client *c, int64_t v, int fd)
 		return 0;
 	case 2: /* -1 + shared memory */
 		c->hello++;
-		if (fd < 0 || v != -1 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0)
+		if (fd < 0 || v != -1 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+		    st.st_size <= 0)
 			goto bad;
 		c->shm_fd = fd;
 		c->shm_size = (uint64_t)st.st_size;
@@ -187,7 +187,9 @@ static int pump(struct vop_ivshmem_client *c)
 			char buf[CMSG_SPACE(4 * sizeof(int))];
 		} cm;
 		struct iovec iov = { c->part + c->npart, sizeof(c->part) - c->npart };
-		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
+		struct msghdr msg = { .msg_iov = &iov,
+				      .msg_iovlen = 1,
+				      .msg_control = cm.buf,
 				      .msg_controllen = sizeof(cm.buf) };
 		int err = 0, nfd = 0, got = -1;
 		ssize_t r;
@@ -217,7 +219,8 @@ static int pump(struct vop_ivshmem_client *c)
 		if (msg.msg_flags & MSG_CTRUNC)
 			err = -EPROTO; /* more fds than any message carries */
 		if (nfd > 1 || (got >= 0 && (c->part_fd >= 0 || c->npart != 0)))
-			err = -EPROTO; /* an fd belongs to the first byte of a message, one per message */
+			err = -EPROTO; /* an fd belongs to the first byte of a message, one per
+					  message */
 		if (err) {
 			if (got >= 0)
 				close(got);

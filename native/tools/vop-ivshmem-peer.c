@@ -170,8 +170,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	shm_size = vop_ivshmem_client_shm_size(C);
-	shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED,
-		   vop_ivshmem_client_shm_fd(C), 0);
+	shm = mmap(NULL, shm_size, PROT_READ | PROT_WRITE, MAP_SHARED, vop_ivshmem_client_shm_fd(C),
+		   0);
 	if (shm == MAP_FAILED) {
 		fprintf(stderr, "vop-ivshmem-peer: mmap: %s\n", strerror(errno));
 		return 1;
@@ -186,7 +186,8 @@ int main(int argc, char **argv)
 		int n;
 
 		pfd[0] = (struct pollfd){ .fd = 0, .events = POLLIN };
-		pfd[1] = (struct pollfd){ .fd = gone ? -1 : vop_ivshmem_client_fd(C), .events = POLLIN };
+		pfd[1] = (struct pollfd){ .fd = gone ? -1 : vop_ivshmem_client_fd(C),
+					  .events = POLLIN };
 		for (unsigned v = 0; v < vectors; v++)
 			pfd[2 + v] = (struct pollfd){ .fd = vop_ivshmem_client_own_eventfd(C, v),
 						      .events = POLLIN };

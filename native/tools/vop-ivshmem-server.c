@@ -42,27 +42,27 @@
 #include <unistd.h>
 
 #define PROTOCOL_VERSION 0
-#define MAX_ID           65535
-#define MAX_VECTORS      64
-#define MAX_PEERS        1024
-#define MIN_SIZE         4096ull
-#define MAX_SIZE         (64ull << 30)
-#define SPARE_FDS        32 /* stdio, listener, signalfd, shm, slack */
+#define MAX_ID		 65535
+#define MAX_VECTORS	 64
+#define MAX_PEERS	 1024
+#define MIN_SIZE	 4096ull
+#define MAX_SIZE	 (64ull << 30)
+#define SPARE_FDS	 32 /* stdio, listener, signalfd, shm, slack */
 
 struct msg {
 	int64_t value; /* the 8-byte little-endian number */
-	int fd;        /* dup()ed fd to pass, owned by the queue, or -1 */
+	int fd;	       /* dup()ed fd to pass, owned by the queue, or -1 */
 };
 
 struct client {
-	int sock;          /* -1 = free slot */
-	uint16_t id;       /* peer id */
-	int *efd;          /* [vectors] eventfds: peers write to ring this client */
-	struct msg *q;     /* queue of messages not sent yet (ring buffer, qcap entries) */
-	unsigned qhead;    /* oldest message */
-	unsigned qlen;     /* messages queued */
-	unsigned qsent;    /* bytes of the oldest message already sent (its fd went with byte 0) */
-	const char *dead;  /* reason to drop it at the end of this loop turn, NULL while alive */
+	int sock;	  /* -1 = free slot */
+	uint16_t id;	  /* peer id */
+	int *efd;	  /* [vectors] eventfds: peers write to ring this client */
+	struct msg *q;	  /* queue of messages not sent yet (ring buffer, qcap entries) */
+	unsigned qhead;	  /* oldest message */
+	unsigned qlen;	  /* messages queued */
+	unsigned qsent;	  /* bytes of the oldest message already sent (its fd went with byte 0) */
+	const char *dead; /* reason to drop it at the end of this loop turn, NULL while alive */
 };
 
 static struct {
@@ -76,7 +76,7 @@ static struct {
 	dev_t sock_dev;
 	ino_t sock_ino;
 	int shm_fd;
-	unsigned qcap;          /* queue entries per client */
+	unsigned qcap;		/* queue entries per client */
 	struct client *clients; /* [max_peers] */
 	unsigned nclients;
 	unsigned next_id;
@@ -146,14 +146,27 @@ static uint64_t parse_size(const char *s)
 	if (errno || end == s || s[0] == '-')
 		die("--size: not a number: %s", s);
 	switch (*end) {
-	case 'K': case 'k': v <<= 10; end++; break;
-	case 'M': case 'm': v <<= 20; end++; break;
-	case 'G': case 'g': v <<= 30; end++; break;
+	case 'K':
+	case 'k':
+		v <<= 10;
+		end++;
+		break;
+	case 'M':
+	case 'm':
+		v <<= 20;
+		end++;
+		break;
+	case 'G':
+	case 'g':
+		v <<= 30;
+		end++;
+		break;
 	}
 	if (*end)
 		die("--size: bad suffix in %s", s);
 	if (v < MIN_SIZE || v > MAX_SIZE || (v & (v - 1)))
-		die("--size: %s is not a power of two between 4K and 64G (a PCI BAR's size is a power of two)",
+		die("--size: %s is not a power of two between 4K and 64G (a PCI BAR's size is a "
+		    "power of two)",
 		    s);
 	return v;
 }
@@ -181,7 +194,8 @@ static void check_fd_budget(void)
 	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
 		die("getrlimit: %s", strerror(errno));
 	if (rl.rlim_cur < need) {
-		rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+		rl.rlim_cur =
+			rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 		getrlimit(RLIMIT_NOFILE, &rl);
 	}
@@ -202,7 +216,8 @@ static void open_shm(void)
 			die("memfd_create: %s", strerror(errno));
 		created = 1;
 	} else {
-		S.shm_fd = open(S.shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		S.shm_fd =
+			open(S.shm_path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (S.shm_fd >= 0) {
 			created = 1;
 		} else if (errno == EEXIST) {
@@ -218,7 +233,8 @@ static void open_shm(void)
 	if (!S_ISREG(st.st_mode))
 		die("--shm %s: not a regular file", S.shm_path);
 	if (!created && (uint64_t)st.st_size != S.size)
-		die("--shm %s: exists with %lld bytes, --size says %" PRIu64 ": refusing to resize it",
+		die("--shm %s: exists with %lld bytes, --size says %" PRIu64
+		    ": refusing to resize it",
 		    S.shm_path, (long long)st.st_size, S.size);
 	if (created) {
 		int err;
@@ -230,7 +246,8 @@ static void open_shm(void)
 		if (err) {
 			if (S.shm_path)
 				unlink(S.shm_path);
-			die("reserving %" PRIu64 " bytes of shared memory: %s", S.size, strerror(err));
+			die("reserving %" PRIu64 " bytes of shared memory: %s", S.size,
+			    strerror(err));
 		}
 	}
 	/* A peer must not shrink what every other peer has mapped (SIGBUS): seal the size. */
@@ -252,14 +269,16 @@ static void open_socket(void)
 		int probe;
 
 		if (!S_ISSOCK(st.st_mode))
-			die("--socket %s: exists and is not a socket; refusing to remove it", S.sock_path);
+			die("--socket %s: exists and is not a socket; refusing to remove it",
+			    S.sock_path);
 		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0)
 			die("--socket %s: a server is listening on it", S.sock_path);
 		if (probe >= 0)
 			close(probe);
 		if (unlink(S.sock_path) < 0)
-			die("--socket %s: removing the stale socket: %s", S.sock_path, strerror(errno));
+			die("--socket %s: removing the stale socket: %s", S.sock_path,
+			    strerror(errno));
 	} else if (errno != ENOENT) {
 		die("--socket %s: %s", S.sock_path, strerror(errno));
 	}
@@ -352,7 +371,8 @@ static void flush(struct client *c)
 				c->dead = "send failed";
 			return;
 		}
-		verbose("-> %u: %" PRId64 "%s", c->id, m->value, m->fd >= 0 && c->qsent == 0 ? " +fd" : "");
+		verbose("-> %u: %" PRId64 "%s", c->id, m->value,
+			m->fd >= 0 && c->qsent == 0 ? " +fd" : "");
 		if (m->fd >= 0) {
 			close(m->fd); /* the kernel holds its own reference now */
 			m->fd = -1;
@@ -516,22 +536,42 @@ int main(int argc, char **argv)
 
 	while ((o = getopt_long(argc, argv, "S:l:m:n:p:vh", opts, NULL)) != -1) {
 		switch (o) {
-		case 's': case 'S': S.sock_path = optarg; break;
-		case 'l': S.size = parse_size(optarg); break;
-		case 'm': S.shm_path = optarg; break;
-		case 'n': S.vectors = parse_uint("--vectors", optarg, 1, MAX_VECTORS); break;
-		case 'p': S.max_peers = parse_uint("--max-peers", optarg, 1, MAX_PEERS); break;
-		case 'v': S.verbose = 1; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 's':
+		case 'S':
+			S.sock_path = optarg;
+			break;
+		case 'l':
+			S.size = parse_size(optarg);
+			break;
+		case 'm':
+			S.shm_path = optarg;
+			break;
+		case 'n':
+			S.vectors = parse_uint("--vectors", optarg, 1, MAX_VECTORS);
+			break;
+		case 'p':
+			S.max_peers = parse_uint("--max-peers", optarg, 1, MAX_PEERS);
+			break;
+		case 'v':
+			S.verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (optind != argc || !S.sock_path || !S.size) {
 		usage(stderr);
 		return 2;
 	}
-	/* One full initial burst plus a join and a leave of every other peer, twice over. */
-	S.qcap = 3 + 2 * S.max_peers * (S.vectors + 1);
+	/*
+	 * One full initial burst plus a join and a leave of every other peer, four times over: room
+	 * for churn while a slow peer catches up, not for one that never reads.
+	 */
+	S.qcap = 3 + 4 * S.max_peers * (S.vectors + 1);
 	check_fd_budget();
 	S.clients = calloc(S.max_peers, sizeof(*S.clients));
 	if (!S.clients)
@@ -570,8 +610,9 @@ int main(int argc, char **argv)
 
 			if (c->sock < 0)
 				continue;
-			pfd[n] = (struct pollfd){ .fd = c->sock,
-						  .events = (short)(POLLIN | (c->qlen ? POLLOUT : 0)) };
+			pfd[n] = (struct pollfd){
+				.fd = c->sock, .events = (short)(POLLIN | (c->qlen ? POLLOUT : 0))
+			};
 			who[n++] = c;
 		}
 		if (poll(pfd, n, -1) < 0) {
@@ -587,6 +628,7 @@ int main(int argc, char **argv)
 			if (pfd[i].revents & POLLOUT)
 				flush(who[i]);
 		}
+		reap_dead(); /* first: a slot freed by a peer that left serves a newcomer now */
 		if (pfd[1].revents & POLLIN)
 			accept_one();
 		reap_dead();

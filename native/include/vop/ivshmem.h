@@ -22,10 +22,10 @@
 
 #include <stdint.h>
 
-#define VOP_IVSHMEM_PROTOCOL    0     /* the only version this code speaks */
-#define VOP_IVSHMEM_MAX_ID      65535 /* the doorbell register has 16 bits for the peer id */
+#define VOP_IVSHMEM_PROTOCOL	0     /* the only version this code speaks */
+#define VOP_IVSHMEM_MAX_ID	65535 /* the doorbell register has 16 bits for the peer id */
 #define VOP_IVSHMEM_MAX_VECTORS 64    /* per peer */
-#define VOP_IVSHMEM_MAX_PEERS   256   /* peers one client tracks; more are ignored (counted) */
+#define VOP_IVSHMEM_MAX_PEERS	256   /* peers one client tracks; more are ignored (counted) */
 
 struct vop_ivshmem_client;
 
@@ -37,8 +37,8 @@ enum vop_ivshmem_event_kind {
 };
 
 struct vop_ivshmem_event {
-	uint16_t kind;   /* enum vop_ivshmem_event_kind */
-	uint16_t peer;   /* peer id */
+	uint16_t kind;	 /* enum vop_ivshmem_event_kind */
+	uint16_t peer;	 /* peer id */
 	uint16_t vector; /* PEER_VECTOR only */
 };
 

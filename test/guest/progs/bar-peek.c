@@ -124,7 +124,8 @@ int main(int argc, char **argv)
 			if (i == n)
 				return 0;
 			clock_gettime(CLOCK_MONOTONIC, &t);
-			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > timeout_ms) {
+			if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >
+			    timeout_ms) {
 				errno = ETIMEDOUT;
 				fail("wait");
 			}

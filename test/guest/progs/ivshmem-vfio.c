@@ -36,7 +36,7 @@
 
 #define REG_IVPOSITION 8
 #define REG_DOORBELL   12
-#define MAX_VEC        64
+#define MAX_VEC	       64
 
 static char bdf[256];
 static int dev = -1;
@@ -54,7 +54,8 @@ static void write_sys(const char *path, const char *val)
 	int fd = open(path, O_WRONLY);
 
 	if (fd < 0 || write(fd, val, strlen(val)) < 0) {
-		/* drivers_probe may say ENODEV/EEXIST when it is already bound: checked afterwards */
+		/* drivers_probe may say ENODEV/EEXIST when it is already bound: checked afterwards
+		 */
 		if (fd >= 0)
 			close(fd);
 		return;
@@ -228,12 +229,13 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind];
 
 	if (!strcmp(cmd, "info")) {
-		printf("bdf=%s id=%u vectors=%u shm=%llu\n", bdf, reg_read(REG_IVPOSITION), msix_count(),
-		       (unsigned long long)bar2.size);
+		printf("bdf=%s id=%u vectors=%u shm=%llu\n", bdf, reg_read(REG_IVPOSITION),
+		       msix_count(), (unsigned long long)bar2.size);
 		return 0;
 	}
 	if (!strcmp(cmd, "ring") && optind + 2 < argc) {
-		unsigned peer = (unsigned)atoi(argv[optind + 1]), vec = (unsigned)atoi(argv[optind + 2]);
+		unsigned peer = (unsigned)atoi(argv[optind + 1]),
+			 vec = (unsigned)atoi(argv[optind + 2]);
 
 		reg_write(REG_DOORBELL, peer << 16 | vec);
 		return 0;
@@ -261,7 +263,8 @@ int main(int argc, char **argv)
 			while (poll(&pfd, 1, 100) <= 0) {
 				if (elapsed_ms(&t0) > timeout_ms) {
 					errno = ETIMEDOUT;
-					fprintf(stderr, "round %u: no interrupt on vector %u\n", r, v);
+					fprintf(stderr, "round %u: no interrupt on vector %u\n", r,
+						v);
 					die("pingpong");
 				}
 			}
@@ -271,7 +274,8 @@ int main(int argc, char **argv)
 
 			if (got != r + 1) {
 				errno = 0;
-				fprintf(stderr, "round %u: shm[0x10] = %u, want %u\n", r, got, r + 1);
+				fprintf(stderr, "round %u: shm[0x10] = %u, want %u\n", r, got,
+					r + 1);
 				die("pingpong");
 			}
 			shm[0x14 / 4] = (r + 1) | 0x80000000u;

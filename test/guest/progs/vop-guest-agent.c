@@ -37,18 +37,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PROCS     64
-#define MAX_FRAME     (64u << 20) /* largest host frame (stdin of a file push) */
-#define CHUNK         65536
-#define PORT_NAME     "vop.agent"
-#define PORT_WAIT_MS  10000
-#define DRAIN_MS      30
+#define MAX_PROCS    64
+#define MAX_FRAME    (64u << 20) /* largest host frame (stdin of a file push) */
+#define CHUNK	     65536
+#define PORT_NAME    "vop.agent"
+#define PORT_WAIT_MS 10000
+#define DRAIN_MS     30
 
 struct proc {
-	uint32_t id;      /* host's id; valid while pid > 0 */
-	pid_t pid;        /* 0 = free slot */
+	uint32_t id;	  /* host's id; valid while pid > 0 */
+	pid_t pid;	  /* 0 = free slot */
 	int out, err, in; /* pipe ends, -1 when closed */
-	char *inbuf;      /* stdin bytes still to write */
+	char *inbuf;	  /* stdin bytes still to write */
 	size_t inlen, inoff;
 };
 
@@ -178,7 +178,8 @@ static void start(uint32_t id, const unsigned char *pl, size_t len)
 		if (procs[i].pid == 0)
 			p = &procs[i];
 	if (!p || find_proc(id)) {
-		const char *msg = p ? "vop-guest-agent: duplicate id\n" : "vop-guest-agent: too many commands\n";
+		const char *msg = p ? "vop-guest-agent: duplicate id\n"
+				    : "vop-guest-agent: too many commands\n";
 
 		send_frame('E', id, msg, strlen(msg));
 		send_exit(id, 127);
@@ -321,7 +322,8 @@ static int find_port(char *dev, size_t n)
 		f = fopen(path, "r");
 		if (!f)
 			continue;
-		if (fgets(name, sizeof(name), f) && strncmp(name, PORT_NAME, strlen(PORT_NAME)) == 0 &&
+		if (fgets(name, sizeof(name), f) &&
+		    strncmp(name, PORT_NAME, strlen(PORT_NAME)) == 0 &&
 		    (name[strlen(PORT_NAME)] == '\n' || name[strlen(PORT_NAME)] == 0)) {
 			snprintf(dev, n, "/dev/%s", de->d_name);
 			found = 1;
@@ -447,7 +449,8 @@ int main(void)
 					uint32_t len = get32(hdr);
 
 					if (len < 5 || len - 5 > MAX_FRAME) {
-						/* Out of sync: nothing sane to resync on; drop it. */
+						/* Out of sync: nothing sane to resync on; drop it.
+						 */
 						logc("bad frame length %u", len);
 						have = 0;
 						continue;
@@ -458,7 +461,8 @@ int main(void)
 						cap = want;
 						frame = malloc(cap);
 						if (!frame) {
-							logc("out of memory for a %zu byte frame", want);
+							logc("out of memory for a %zu byte frame",
+							     want);
 							cap = 0;
 						}
 					}
