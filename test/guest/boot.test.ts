@@ -1,9 +1,11 @@
 /**
  * The guest harness itself: one TCG guest boots within its deadline, runs commands through
  * vop-guest-agent (exit codes, stdout/stderr, stdin, concurrency, a timeout that kills), answers on
- * QMP, and powers off. Prints the boot time.
+ * QMP, has its RAM in a shared memfd (what vhost-user needs) and a virtio-net NIC on a TAP in a
+ * network namespace of the test's own, and powers off. Prints the boot time.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
@@ -11,14 +13,27 @@ import { Guest, guestSkip } from '../helpers/guest';
 
 describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () => {
   let g: Guest;
+  const netns = `vopguest${process.pid}`;
+  const ip = (...args: string[]): void => {
+    const r = spawnSync('ip', args, { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
+  };
 
   before(async () => {
-    g = await Guest.boot({ name: 'boot-test', bootTimeoutMs: 60_000 });
+    ip('netns', 'add', netns);
+    g = await Guest.boot({
+      name: 'boot-test',
+      bootTimeoutMs: 60_000,
+      sharedMemory: true,
+      netns,
+      tap: [{ ifname: 'vtap0', mac: '52:54:00:00:78:02' }],
+    });
     console.log(`guest boot: ${g.bootMs} ms wall, guest uptime ${g.guestUptimeMs} ms at agent start`);
   });
 
   after(async () => {
     await g?.close();
+    spawnSync('ip', ['netns', 'del', netns]);
   });
 
   it('runs uname -r in the guest and gets the Debian kernel version', async () => {
@@ -60,6 +75,28 @@ describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () =
     const pci = await g.qmp.execute<{ devices: { id: { vendor: number; device: number } }[] }[]>('query-pci');
     const ids = pci.flatMap((b) => b.devices.map((d) => `${d.id.vendor.toString(16)}:${d.id.device.toString(16)}`));
     assert.ok(ids.includes('1af4:1003') || ids.includes('1af4:1043'), ids.join(' '));
+  });
+
+  it('guest RAM is a shared memfd (what a vhost-user backend maps)', async () => {
+    const mem = await g.qmp.execute<{ id?: string; share: boolean; size: number }[]>('query-memdev');
+    const ram = mem.find((m) => m.id === 'vopmem');
+    assert.ok(ram, JSON.stringify(mem));
+    assert.equal(ram.share, true);
+    assert.equal(ram.size, 512 * 1024 * 1024);
+  });
+
+  it('virtio-net on a TAP in the test namespace: the guest and the namespace ping each other', async () => {
+    ip('-n', netns, 'addr', 'add', '10.78.0.1/24', 'dev', 'vtap0');
+    ip('-n', netns, 'link', 'set', 'vtap0', 'up');
+    const mac = await g.run('cat /sys/class/net/eth0/address');
+    assert.equal(mac.trim(), '52:54:00:00:78:02');
+    await g.run('ip addr add 10.78.0.2/24 dev eth0 && ip link set eth0 up');
+    assert.match(await g.run('ping -c 3 -W 5 10.78.0.1', { timeoutMs: 30_000 }), /3 packets received/);
+    const r = spawnSync('ip', ['netns', 'exec', netns, 'ping', '-c', '3', '-W', '5', '10.78.0.2'], {
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(r.status, 0, r.stdout + r.stderr);
   });
 
   it('powers off: QEMU exits 0', async () => {

@@ -66,6 +66,11 @@ export interface GuestOptions {
   files?: GuestFile[];
   /** Extra kernel command-line words. */
   kernelArgs?: string[];
+  /**
+   * Run QEMU inside this network namespace (`ip netns exec`): its TAP devices appear there, not in
+   * the host's namespace. The namespace must exist; Unix sockets are unaffected.
+   */
+  netns?: string;
   /** Extra QEMU arguments (-device, -netdev, -chardev, -object ...), appended as given. */
   qemuArgs?: string[];
   /** From QEMU's start to the agent's ready frame (default 60 s). */
@@ -152,8 +157,7 @@ export class Guest {
     private readonly keep: boolean,
   ) {
     this.exited = new Promise((resolve) => {
-      if (proc.exitCode !== null || proc.signalCode !== null)
-        resolve({ code: proc.exitCode, signal: proc.signalCode as NodeJS.Signals | null });
+      if (proc.exitCode !== null || proc.signalCode !== null) resolve({ code: proc.exitCode, signal: proc.signalCode });
       proc.once('exit', (code, signal) => resolve({ code, signal }));
     });
     void this.exited.then((e) => {
@@ -244,11 +248,16 @@ export class Guest {
     args.push(...(opts.qemuArgs ?? []));
     writeFileSync(
       path.join(dir, 'qemu.cmdline'),
-      ['qemu-system-x86_64', ...args].map((a) => JSON.stringify(a)).join(' ') + '\n',
+      [...(opts.netns ? ['ip', 'netns', 'exec', opts.netns] : []), 'qemu-system-x86_64', ...args]
+        .map((a) => JSON.stringify(a))
+        .join(' ') + '\n',
     );
 
     const t0 = Date.now();
-    const proc = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const [cmd, ...cmdArgs] = opts.netns
+      ? ['ip', 'netns', 'exec', opts.netns, 'qemu-system-x86_64', ...args]
+      : ['qemu-system-x86_64', ...args];
+    const proc = spawn(cmd ?? 'qemu-system-x86_64', cmdArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
     track(proc);
     const qemuErr: Buffer[] = [];
     proc.stderr?.on('data', (c: Buffer) => {
