@@ -1,12 +1,16 @@
 /**
  * The guest harness itself: one TCG guest boots within its deadline, runs commands through
  * vop-guest-agent (exit codes, stdout/stderr, stdin, concurrency, a timeout that kills), answers on
- * QMP, has its RAM in a shared memfd (what vhost-user needs) and a virtio-net NIC on a TAP in a
- * network namespace of the test's own, and powers off. Prints the boot time.
+ * QMP, has its RAM in a shared memfd (what vhost-user needs), a virtio-net NIC on a TAP in a
+ * network namespace of the test's own and a host folder over virtio-9p, and powers off. Prints the
+ * boot time.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { Guest, guestSkip } from '../helpers/guest';
@@ -19,7 +23,11 @@ describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () =
     if (r.status !== 0) throw new Error(`ip ${args.join(' ')}: ${r.stderr}`);
   };
 
+  let shareDir: string;
+
   before(async () => {
+    shareDir = mkdtempSync(path.join(os.tmpdir(), 'vop-boot-share-'));
+    writeFileSync(path.join(shareDir, 'from-host'), 'written by the host\n');
     ip('netns', 'add', netns);
     g = await Guest.boot({
       name: 'boot-test',
@@ -27,6 +35,7 @@ describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () =
       sharedMemory: true,
       netns,
       tap: [{ ifname: 'vtap0', mac: '52:54:00:00:78:02' }],
+      shares: [{ hostPath: shareDir, guestPath: '/host' }],
     });
     console.log(`guest boot: ${g.bootMs} ms wall, guest uptime ${g.guestUptimeMs} ms at agent start`);
   });
@@ -34,6 +43,7 @@ describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () =
   after(async () => {
     await g?.close();
     spawnSync('ip', ['netns', 'del', netns]);
+    if (shareDir) rmSync(shareDir, { recursive: true, force: true });
   });
 
   it('runs uname -r in the guest and gets the Debian kernel version', async () => {
@@ -97,6 +107,12 @@ describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () =
       timeout: 30_000,
     });
     assert.equal(r.status, 0, r.stdout + r.stderr);
+  });
+
+  it('a host folder over virtio-9p: the guest reads the host file and writes one the host reads', async () => {
+    assert.equal(await g.run('cat /host/from-host'), 'written by the host\n');
+    await g.run('echo written by the guest > /host/from-guest && sync');
+    assert.equal(readFileSync(path.join(shareDir, 'from-guest'), 'utf8'), 'written by the guest\n');
   });
 
   it('powers off: QEMU exits 0', async () => {

@@ -46,6 +46,14 @@ export interface TapOptions {
   deviceProps?: string;
 }
 
+export interface ShareOptions {
+  /** Host folder exported with virtio-9p (security_model=none: files keep the host's owners). */
+  hostPath: string;
+  /** Where the guest mounts it (before any /etc/vop/init.d script runs). */
+  guestPath: string;
+  readonly?: boolean;
+}
+
 export interface GuestOptions {
   /** Label for logs and the temp folder. */
   name?: string;
@@ -60,6 +68,8 @@ export interface GuestOptions {
   ivshmemPlain?: IvshmemPlainOptions[];
   ivshmemDoorbell?: IvshmemDoorbellOptions[];
   tap?: TapOptions[];
+  /** Host folders mounted in the guest over virtio-9p, live both ways during the run. */
+  shares?: ShareOptions[];
   /** Static guest programs (test/guest/progs/NAME.c or a .c path), installed as /bin/NAME. */
   programs?: string[];
   /** Files appended to the initramfs for this boot. Executables under /etc/vop/init.d/ run at boot. */
@@ -191,9 +201,29 @@ export class Guest {
     const dir = mkdtempSync(path.join(os.tmpdir(), `vop-${name.replace(/[^a-zA-Z0-9_.-]/g, '_')}-`));
     const keep = opts.keep ?? process.env.VOP_GUEST_KEEP === '1';
     const initrd = path.join(dir, 'initrd.cpio');
+    const shares = opts.shares ?? [];
+    const mountScript = shares.length
+      ? [
+          {
+            path: '/etc/vop/init.d/00-shares',
+            mode: 0o755,
+            data:
+              '#!/bin/sh\n' +
+              shares
+                .map(
+                  (sh, i) =>
+                    `mkdir -p ${shellQuote(sh.guestPath)} && mount -t 9p -o trans=virtio,version=9p2000.L${sh.readonly ? ',ro' : ''} vopshare${i} ${shellQuote(sh.guestPath)}\n`,
+                )
+                .join(''),
+          },
+        ]
+      : [];
     writeFileSync(
       initrd,
-      Buffer.concat([readFileSync(image.initramfs), appendArchive(opts.files ?? [], opts.programs ?? [])]),
+      Buffer.concat([
+        readFileSync(image.initramfs),
+        appendArchive([...mountScript, ...(opts.files ?? [])], opts.programs ?? []),
+      ]),
     );
     const agentSock = path.join(dir, 'agent.sock');
     const qmpSock = path.join(dir, 'qmp.sock');
@@ -235,6 +265,11 @@ export class Guest {
     (opts.ivshmemDoorbell ?? []).forEach((s, i) => {
       args.push('-chardev', `socket,id=vopivc${i},path=${s.socket}`);
       args.push('-device', `ivshmem-doorbell,chardev=vopivc${i},vectors=${s.vectors}${addr(s.slot)}`);
+    });
+    shares.forEach((sh, i) => {
+      const ro = sh.readonly ? ',readonly=on' : '';
+      args.push('-fsdev', `local,id=vopfs${i},path=${sh.hostPath},security_model=none${ro}`);
+      args.push('-device', `virtio-9p-pci,fsdev=vopfs${i},mount_tag=vopshare${i}`);
     });
     (opts.tap ?? []).forEach((t, i) => {
       args.push('-netdev', `tap,id=voptap${i},ifname=${t.ifname},script=no,downscript=no`);
