@@ -37,6 +37,7 @@ async function pingpong(
   const rung = [0, 0].map((_, v) => peer.irqs(v));
   const perRoundMs: number[] = [];
   let interrupts = '';
+  let finished = false;
   try {
     for (let r = 0; r < rounds; r++) {
       const v = r % VECTORS;
@@ -52,9 +53,10 @@ async function pingpong(
       // While the program holds its vectors, the guest kernel lists them as vfio-msix interrupts.
       if (r === rounds - 2) interrupts = await g.run('grep vfio-msix /proc/interrupts');
     }
+    finished = true;
   } finally {
     // A failed round must not leave the program holding the VFIO group for the next test.
-    if (p.running) {
+    if (!finished && p.running) {
       p.kill(9);
       await p.exited.catch(() => undefined);
     }
