@@ -20,6 +20,8 @@ import {
   readFileSync,
   readdirSync,
   renameSync,
+  rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import os from 'node:os';
@@ -165,6 +167,15 @@ export function guestProgram(nameOrPath: string, extraFlags: readonly string[] =
   return out;
 }
 
+/** Keeps the `keep` newest files ending in `ext` in `dir` (older base images), removes the rest. */
+function pruneOld(dir: string, ext: string, keep: number): void {
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith(ext))
+    .map((f) => ({ f, t: statSync(path.join(dir, f)).mtimeMs }))
+    .sort((a, b) => b.t - a.t);
+  for (const { f } of files.slice(keep)) rmSync(path.join(dir, f), { force: true });
+}
+
 interface ModuleLine {
   /** Path under lib/modules/<kver>/. */
   rel: string;
@@ -256,6 +267,7 @@ export function guestImage(): GuestImage {
       })),
     ];
     writeAtomic(file, cpioArchive(entries));
+    pruneOld(path.dirname(file), '.cpio', 4);
   }
   imageMemo = { kernel, initramfs: file, key };
   return imageMemo;

@@ -281,18 +281,13 @@ export class Guest {
       args.push('-device', `virtio-net-pci,${props.join(',')}`);
     });
     args.push(...(opts.qemuArgs ?? []));
-    writeFileSync(
-      path.join(dir, 'qemu.cmdline'),
-      [...(opts.netns ? ['ip', 'netns', 'exec', opts.netns] : []), 'qemu-system-x86_64', ...args]
-        .map((a) => JSON.stringify(a))
-        .join(' ') + '\n',
-    );
+    // setpriv --pdeathsig: QEMU dies with the test process even when that is SIGKILLed.
+    const qemu = ['setpriv', '--pdeathsig', 'KILL', '--', 'qemu-system-x86_64', ...args];
+    const [cmd, ...cmdArgs] = opts.netns ? ['ip', 'netns', 'exec', opts.netns, ...qemu] : qemu;
+    writeFileSync(path.join(dir, 'qemu.cmdline'), [cmd, ...cmdArgs].map((a) => JSON.stringify(a)).join(' ') + '\n');
 
     const t0 = Date.now();
-    const [cmd, ...cmdArgs] = opts.netns
-      ? ['ip', 'netns', 'exec', opts.netns, 'qemu-system-x86_64', ...args]
-      : ['qemu-system-x86_64', ...args];
-    const proc = spawn(cmd ?? 'qemu-system-x86_64', cmdArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(cmd ?? 'setpriv', cmdArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
     track(proc);
     const qemuErr: Buffer[] = [];
     proc.stderr?.on('data', (c: Buffer) => {
