@@ -68,12 +68,15 @@ describe('guest harness: boot, exec, QMP, poweroff', { skip: guestSkip() }, () =
     assert.deepEqual(await g.readFile('/tmp/blob'), blob);
   });
 
-  it('runs commands concurrently and kills one that overruns its timeout', async () => {
-    const slow = g.spawn('sleep 1; echo slow');
+  it('runs commands concurrently, kills one on request and one that overruns its timeout', async () => {
+    const slow = g.spawn('echo started; sleep 30; echo never');
+    await slow.waitForOutput(/started/);
     const fast = await g.exec('echo fast');
     assert.equal(fast.stdout, 'fast\n');
     assert.equal(slow.running, true);
-    assert.equal((await slow.exited).stdout, 'slow\n');
+    slow.kill(15);
+    const r = await slow.exited;
+    assert.deepEqual([r.code, r.stdout], [128 + 15, 'started\n']);
     await assert.rejects(g.exec('sleep 30', { timeoutMs: 500 }), /timed out after 500 ms/);
     g.failed = false; // the timeout was the point: no logs to keep for it
     assert.equal((await g.exec('true')).code, 0);
