@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 
 import { Guest, guestSkip } from '../helpers/guest';
 import { IvshmemPeer, IvshmemServer } from '../helpers/ivshmem';
@@ -89,6 +89,8 @@ describe('ivshmem in a QEMU guest: plain BAR2, doorbell + vfio MSI-X, reset', { 
     console.log(`guest boot (q35 + intel-iommu, two ivshmem devices): ${g.bootMs} ms`);
     peer = await IvshmemPeer.start(server.socket, VECTORS);
   });
+
+  afterEach((t) => g?.noteTest(t));
 
   after(async () => {
     await peer?.close();

@@ -435,6 +435,14 @@ export class Guest {
     }
   }
 
+  /**
+   * For `afterEach((t) => g?.noteTest(t))`: a test that did not pass marks the guest failed, so
+   * close() keeps its logs. (Node's TestContext has `passed` at run time, not in @types/node 20.)
+   */
+  noteTest(t: object): void {
+    if ((t as { passed?: unknown }).passed === false) this.failed = true;
+  }
+
   /** SIGKILL to QEMU (no shutdown). */
   kill(): void {
     if (this.running) this.proc.kill('SIGKILL');
