@@ -74,6 +74,7 @@ async function main(): Promise<void> {
     backends: new BackendRegistry(nativeDeviceBackends()),
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),
+    limits: config.limits,
   });
   links.restore();
   installTestHooks(process.env, log);
@@ -108,6 +109,7 @@ async function main(): Promise<void> {
       startTime,
     },
     links,
+    config.limits,
   );
 
   const grpc = await startGrpcServer({
@@ -139,6 +141,7 @@ async function main(): Promise<void> {
         addresses: () => addresses,
         capabilities,
         version: VOP_VERSION,
+        maxLinksPerAgent: config.limits.maxLinksPerAgent,
       })
     : undefined;
   sync?.start();

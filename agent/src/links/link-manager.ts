@@ -14,13 +14,15 @@ import {
   notFound,
   ServerError,
   staleResourceVersion,
+  ViolationList,
 } from '../../../lib/src/errors';
+import { DEFAULT_LIMITS, HARD_LIMITS, type Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
 import { validateLink } from '../../../lib/src/validate';
 import type { DataPlane } from './data-plane';
-import type { BackendRegistry } from './device-backend';
+import { deviceKindName, roleName, type BackendRegistry } from './device-backend';
 import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
-import { LinkRuntime } from './link-runtime';
+import { automaticWindowBytes, LinkRuntime } from './link-runtime';
 import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
 
@@ -31,6 +33,8 @@ export interface LinkManagerDeps {
   readonly backends: BackendRegistry;
   readonly store: LinkStore;
   readonly log: Logger;
+  /** Links, devices, window and queue sizes this agent accepts (lib/src/limits.ts); default DEFAULT_LIMITS. */
+  readonly limits?: Pick<Limits, 'maxLinksPerAgent' | 'maxDevicesPerLink' | 'maxWindowBytes' | 'maxQueueSize'>;
 }
 
 function ownerName(owner: LinkOwner): string {
@@ -49,9 +53,11 @@ export class LinkManager implements LinkManagerApi {
    */
   private rv = 0n;
   private readonly log: Logger;
+  private readonly limits: NonNullable<LinkManagerDeps['limits']>;
 
   constructor(private readonly deps: LinkManagerDeps) {
     this.log = deps.log;
+    this.limits = deps.limits ?? DEFAULT_LIMITS;
   }
 
   private nextRv(): string {
@@ -67,6 +73,7 @@ export class LinkManager implements LinkManagerApi {
       backends: this.deps.backends,
       rendezvousDir: this.deps.rendezvousDir,
       nodeName: this.deps.nodeName,
+      maxWindowBytes: this.limits.maxWindowBytes,
       log: this.log.child({
         link: name,
         peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',
@@ -83,7 +90,8 @@ export class LinkManager implements LinkManagerApi {
       const rv = BigInt(/^\d+$/.test(link.meta?.resourceVersion ?? '') ? (link.meta?.resourceVersion ?? '0') : '0');
       if (rv > this.rv) this.rv = rv;
       try {
-        validateLink(link);
+        // Links accepted before a limit was lowered stay: only the hard maxima apply here.
+        validateLink(link, HARD_LIMITS);
         checkLinkForAgent(link, this.deps.nodeName, this.deps.backends);
       } catch (err) {
         this.log.error({ err, file }, 'stored link is no longer valid here; skipping it');
@@ -119,10 +127,22 @@ export class LinkManager implements LinkManagerApi {
   }
 
   async apply(input: Link, opts: ApplyOptions): Promise<ApplyResult> {
-    validateLink(input);
+    const limits = this.limits;
+    validateLink(input, limits);
     checkLinkForAgent(input, this.deps.nodeName, this.deps.backends);
     const name = input.meta.name;
     const existing = this.links.get(name);
+    if (!existing && this.links.size >= limits.maxLinksPerAgent) {
+      throw new ServerError(
+        GrpcStatus.RESOURCE_EXHAUSTED,
+        `this agent already runs ${this.links.size} links (limit maxLinksPerAgent = ${limits.maxLinksPerAgent}); delete one first`,
+        {
+          reason: 'LINK_LIMIT_EXCEEDED',
+          metadata: { limit: 'maxLinksPerAgent', max: String(limits.maxLinksPerAgent) },
+        },
+      );
+    }
+    this.checkWindowSize(input);
     const now = new Date();
     let meta: ObjectMeta;
     if (existing) {
@@ -197,6 +217,31 @@ export class LinkManager implements LinkManagerApi {
     this.emit({ type: 'upsert', link });
     this.dirty.delete(rt);
     return { link, changed: true };
+  }
+
+  /** The window this agent would create for the link (device side, automatic size) must fit maxWindowBytes. */
+  private checkWindowSize(link: Link & { spec: NonNullable<Link['spec']> }): void {
+    const ep = link.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
+    const t = link.spec.transport?.kind;
+    if (!ep || roleName(ep.role) !== 'device' || t?.$case !== 'shm' || t.value.windowSizeBytes !== 0n) return;
+    const natives = link.spec.devices.map((d) => {
+      const kind = deviceKindName(d);
+      const backend = kind ? this.deps.backends.get(kind) : undefined;
+      if (!backend) throw new Error(`no backend for device ${d.name}`); // checkLinkForAgent refused it
+      return backend.nativeSpec(d, 'device', {
+        name: link.meta?.name ?? '',
+        annotations: link.meta?.annotations ?? {},
+      });
+    });
+    const bytes = automaticWindowBytes(natives);
+    const max = this.limits.maxWindowBytes;
+    if (bytes <= max) return;
+    const v = new ViolationList();
+    v.add(
+      'link.spec.transport.shm.window_size_bytes',
+      `the automatic window for these devices needs ${bytes} bytes, more than ${max} (limit maxWindowBytes); use fewer devices or smaller queues`,
+    );
+    v.throwIfAny();
   }
 
   get(name: string): Link | undefined {

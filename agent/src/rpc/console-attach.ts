@@ -1,13 +1,22 @@
 /**
  * AttachConsole: a bidirectional session bound to one console device. The first
  * client message opens it; any number of sessions read the output, one at a time
- * holds the writer slot (asked for with open.write) and may send input.
+ * holds the writer slot (asked for with open.write) and may send input. Admins and
+ * readers attach; only admins get the writer slot.
+ *
+ * The device's output reaches every session (and the log) whether or not a session
+ * reads, so one slow session must not hold the console back: output it does not
+ * drain is queued for it up to consoleBacklogBytes, and one byte more ends that
+ * session with RESOURCE_EXHAUSTED (reattach with replay_bytes to catch up). Input is
+ * read only as fast as the console takes it.
  */
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/gen/vop/agent/v1/agent';
 import { assertConsoleWriteAllowed } from '../../../lib/src/auth';
-import { failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
+import { assertConsoleCaller } from '../../../lib/src/console-access';
+import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
+import { DEFAULT_LIMITS } from '../../../lib/src/limits';
 import { writeWithBackpressure } from '../../../lib/src/rpc-handlers';
 import { checkName } from '../../../lib/src/validate';
 import type { LinkManager } from '../links/link-manager';
@@ -53,7 +62,9 @@ export async function attachConsole(
   agent: string,
   call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>,
   signal: AbortSignal,
+  backlogBytes: number = DEFAULT_LIMITS.consoleBacklogBytes,
 ): Promise<void> {
+  assertConsoleCaller(call.metadata);
   const first = await firstMessage(call, signal);
   if (!first) return;
   if (first.msg?.$case !== 'open')
@@ -90,7 +101,7 @@ export async function attachConsole(
       link: open.link,
       device: open.device,
     });
-  let off: (() => void) | null = null;
+  let off = null as (() => void) | null;
   try {
     await writeWithBackpressure(
       call,
@@ -102,10 +113,54 @@ export async function attachConsole(
       if (past.length > 0)
         await writeWithBackpressure(call, { msg: { $case: 'output', value: Buffer.from(past) } }, signal);
     }
-    off = port.onOutput((chunk) => {
-      if (!signal.aborted) call.write({ msg: { $case: 'output', value: Buffer.from(chunk) } });
-    });
     await new Promise<void>((resolve, reject) => {
+      // Output not yet taken by the stream (bounded by backlogBytes).
+      const queued: Buffer[] = [];
+      let queuedBytes = 0;
+      let blocked = false;
+      let failed = false;
+      const flush = (): void => {
+        blocked = false;
+        while (queued.length > 0 && !signal.aborted) {
+          const c = queued.shift() as Buffer;
+          queuedBytes -= c.length;
+          if (!call.write({ msg: { $case: 'output', value: c } })) {
+            blocked = true;
+            call.once('drain', flush);
+            return;
+          }
+        }
+      };
+      off = port.onOutput((chunk) => {
+        if (signal.aborted || failed) return;
+        const c = Buffer.from(chunk);
+        if (blocked) {
+          if (queuedBytes + c.length > backlogBytes) {
+            failed = true;
+            queued.length = 0;
+            queuedBytes = 0;
+            off?.();
+            reject(
+              new ServerError(
+                GrpcStatus.RESOURCE_EXHAUSTED,
+                `console output backlog exceeded ${backlogBytes} bytes (limit consoleBacklogBytes): the session did not read its stream; attach again with replay_bytes`,
+                {
+                  reason: 'CONSOLE_BACKLOG_EXCEEDED',
+                  metadata: { link: open.link, device: open.device, limit: 'consoleBacklogBytes' },
+                },
+              ),
+            );
+            return;
+          }
+          queued.push(c);
+          queuedBytes += c.length;
+          return;
+        }
+        if (!call.write({ msg: { $case: 'output', value: c } })) {
+          blocked = true;
+          call.once('drain', flush);
+        }
+      });
       call.on('data', (m: AttachConsoleRequest) => {
         if (m.msg?.$case !== 'input') return;
         if (!token) {
