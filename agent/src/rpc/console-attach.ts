@@ -21,6 +21,9 @@ import { writeWithBackpressure } from '../../../lib/src/rpc-handlers';
 import { checkName } from '../../../lib/src/validate';
 import type { LinkManager } from '../links/link-manager';
 
+/** While the console's input buffer is full, input is retried this often. */
+export const INPUT_RETRY_MS = 10;
+
 /** Writer slots per "link/device". */
 export class ConsoleSessions {
   private readonly writers = new Map<string, symbol>();
@@ -161,6 +164,23 @@ export async function attachConsole(
           call.once('drain', flush);
         }
       });
+      // Input is read only as fast as the console takes it: while its buffer is full the
+      // rest of the chunk waits (and the stream is not read), in order.
+      const input: Buffer[] = [];
+      const pushInput = (): void => {
+        while (input.length > 0 && !signal.aborted && !failed) {
+          const head = input[0] as Buffer;
+          const n = port.write(head);
+          if (n < head.length) {
+            input[0] = head.subarray(n);
+            call.pause();
+            setTimeout(pushInput, INPUT_RETRY_MS).unref();
+            return;
+          }
+          input.shift();
+        }
+        call.resume();
+      };
       call.on('data', (m: AttachConsoleRequest) => {
         if (m.msg?.$case !== 'input') return;
         if (!token) {
@@ -172,7 +192,8 @@ export async function attachConsole(
           );
           return;
         }
-        port.write(m.msg.value);
+        input.push(Buffer.from(m.msg.value));
+        if (input.length === 1) pushInput();
       });
       call.on('end', () => resolve());
       signal.addEventListener('abort', () => resolve(), { once: true });
