@@ -1,7 +1,9 @@
 /**
  * gRPC clients from the controller to agents' AgentService (stats, console attach),
  * one channel per agent address, reused. With TLS configured the controller presents
- * its own certificate as the client identity.
+ * its own certificate as the client identity. Callers pass only verified addresses
+ * (fleet/address-verification.ts usableAddress): what an agent registers is never dialled
+ * as such.
  */
 import { readFileSync } from 'node:fs';
 
