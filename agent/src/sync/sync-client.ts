@@ -315,7 +315,7 @@ export class ControllerSyncClient {
         p.rejected[l.meta?.name ?? ''] =
           `this agent runs at most ${max} links (limit maxLinksPerAgent); the version carries more`;
     }
-    if (p.deletes.length + d.deletes.length <= max * 4) p.deletes.push(...d.deletes);
+    p.deletes.push(...d.deletes);
     if (d.more) return undefined;
     this.partial = undefined;
     this.log.debug(
