@@ -14,7 +14,7 @@ import { Metadata, status, type ClientReadableStream, type ServiceError } from '
 
 import type { AgentServiceClient } from '../../lib/gen/vop/agent/v1/agent';
 import type { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { LinkPolicy, Role, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, LinkPolicy, Role, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
 import { waitFor } from '../controller/fleet-helpers';
 import { call, decodeStatus } from '../helpers/grpc';
 import {
@@ -191,6 +191,33 @@ describe('limits on the agent', () => {
     const err = await slow.ended;
     assert.equal(err?.code, status.RESOURCE_EXHAUSTED, err?.details);
     assert.match(err?.details ?? '', /watch backlog exceeded 20 events \(limit watchBacklogEvents\)/);
+  });
+});
+
+describe('a peer window larger than maxWindowBytes', () => {
+  let fleet: SecureFleet;
+  before(async () => {
+    fleet = await startSecureFleet({ agents: ['win-small', 'win-big'] });
+    await fleet.startAgent('win-small', { controller: false, limits: { maxWindowBytes: 2 * 1024 * 1024 } });
+    await fleet.startAgent('win-big', { controller: false });
+  });
+  after(async () => {
+    await fleet?.stop();
+  });
+
+  it('is not mapped by the driver side: the link fails there with the limit named', async () => {
+    // The device side (default limits) sizes the window for two 256-entry net devices: ~2.6 MiB.
+    const l = link('wide', 'win-big', 'win-small', { devices: [netDevice('n0', 256), netDevice('n1', 256)] });
+    await agentApply(fleet.agentClient('win-big', 'ops-admin'), l);
+    await agentApply(fleet.agentClient('win-small', 'ops-admin'), l);
+    const small = fleet.agents.get('win-small');
+    const refused = await waitFor('the driver side refuses the window', () =>
+      small?.logs.find((r) => typeof r.message === 'string' && r.message.includes('maxWindowBytes')),
+    );
+    assert.match(String(refused.message), /is \d+ bytes, more than 2097152 \(limit maxWindowBytes\); not mapped/);
+    const c = fleet.agentClient('win-small', 'ops-admin');
+    const got = await call(c, c.getLink, { name: 'wide' }, new Metadata());
+    assert.notEqual(got.link?.status?.phase, LinkPhase.LINK_PHASE_READY);
   });
 });
 
