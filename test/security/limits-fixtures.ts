@@ -148,6 +148,7 @@ export async function startSecureFleet(opts: {
   );
   const controller = await startServer('controller', ['--config', ctlCfg, '--grpc-listen', controllerAddr], {
     readyTimeoutMs: 60_000,
+    stateDir: pem('state-controller'),
   });
   const agents = new Map<string, ServerProcess>();
   const clients: { close(): void }[] = [];
