@@ -17,7 +17,10 @@ import {
   type LoadedConfig,
 } from '../../lib/src/config';
 import { isLoopback, parseHostPort } from '../../lib/src/net';
+import { ViolationList } from '../../lib/src/errors';
+import { limitsSchema } from '../../lib/src/limits';
 import { NAME_RE } from '../../lib/src/validate';
+import { checkAgentLabels, checkOptionalName } from '../../lib/src/validate-registration';
 
 export const AGENT_DEFAULTS = {
   grpcListen: '127.0.0.1:7411',
@@ -74,14 +77,25 @@ export const agentConfigSchema = z
     node: z
       .object({
         name: nodeNameSchema,
-        rack: z.string().max(63).default(''),
+        rack: z.string().default(''),
         slot: z.number().int().min(0).max(65535).default(0),
         role: z.enum(['host', 'card', 'vm']).default('host'),
         /** For cards and VMs: the node name of the host they sit in. */
         hostNode: z.string().default(''),
         labels: z.record(z.string(), z.string()).default({}),
       })
-      .strict(),
+      .strict()
+      // The rules the controller applies to a registration (lib/src/validate-registration.ts),
+      // so that a node the controller would refuse does not start.
+      .superRefine((node, ctx) => {
+        const v = new ViolationList();
+        checkOptionalName(v, 'rack', node.rack);
+        checkOptionalName(v, 'hostNode', node.hostNode);
+        checkAgentLabels(v, 'labels', node.labels);
+        for (const i of v.items) ctx.addIssue({ code: 'custom', path: [i.field], message: i.description });
+      }),
+    /** Limits on links, devices, windows, queues, streams and watchers (lib/src/limits.ts). */
+    limits: limitsSchema,
     /** Directory shared with co-located agents for shm rendezvous (0700; its parent holds the admin socket). */
     rendezvousDir: z.string().min(1).default('/run/vop/rendezvous'),
     /**

@@ -89,6 +89,7 @@ async function main(): Promise<void> {
     paths,
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),
+    limits: config.limits,
   });
   links.restore();
   installTestHooks(process.env, log);
@@ -123,6 +124,7 @@ async function main(): Promise<void> {
       startTime,
     },
     links,
+    config.limits,
   );
 
   const grpc = await startGrpcServer({
@@ -163,6 +165,7 @@ async function main(): Promise<void> {
         addresses: () => addresses,
         capabilities,
         version: VOP_VERSION,
+        maxLinksPerAgent: config.limits.maxLinksPerAgent,
       })
     : undefined;
   sync?.start();

@@ -14,6 +14,10 @@ import {
   type FlagSpec,
   type LoadedConfig,
 } from '../../lib/src/config';
+import { limitsSchema } from '../../lib/src/limits';
+
+/** A DesiredLinks version larger than this is sent as several messages (agents that assemble them). */
+export const DEFAULT_SYNC_CHUNK_BYTES = 4 * 1024 * 1024;
 
 export const CONTROLLER_DEFAULTS = {
   grpcListen: '127.0.0.1:7400',
@@ -40,6 +44,15 @@ export const controllerConfigSchema = z
       .default({ kind: 'sqlite' }),
     /** Lease an agent holds between heartbeats; missing it marks the agent NotReady. */
     leaseSeconds: z.number().min(1).max(3600).default(15),
+    /** Limits on links, streams and watchers (lib/src/limits.ts). */
+    limits: limitsSchema,
+    /** Largest DesiredLinks message to an agent; bigger versions are split (gRPC's limit is 16 MiB). */
+    syncChunkBytes: z
+      .number()
+      .int()
+      .min(1024)
+      .max(8 * 1024 * 1024)
+      .default(DEFAULT_SYNC_CHUNK_BYTES),
   })
   .strict();
 

@@ -69,6 +69,7 @@ async function main(): Promise<void> {
   );
   const reconciler = new Reconciler(cache, metrics, log.child({ component: 'reconciler' }), {
     leaseMs: config.leaseSeconds * 1000,
+    limits: config.limits,
   });
   reconciler.start();
   // The controller dials agents with its own certificate (it reloads with the server's).
@@ -80,12 +81,20 @@ async function main(): Promise<void> {
     registry,
     listen: config.grpcListen,
     services: [
-      controllerServiceBinding(kit, { cache, reconciler, agentClients }),
+      controllerServiceBinding(kit, {
+        cache,
+        reconciler,
+        agentClients,
+        limits: config.limits,
+        log: log.child({ component: 'api' }),
+      }),
       agentSyncServiceBinding(kit, {
         reconciler,
         metrics,
         log: log.child({ component: 'sync' }),
         adminNames: config.roles.admin,
+        limits: config.limits,
+        chunkBytes: config.syncChunkBytes,
       }),
     ],
     tls: security.tls,

@@ -20,17 +20,28 @@ import {
   SelectorOperator,
 } from '../gen/vop/types/v1/types';
 import { ViolationList } from './errors';
+import {
+  DEFAULT_LIMITS,
+  LABEL_KEY_RE,
+  LABEL_VALUE_RE,
+  MAX_ANNOTATIONS_BYTES,
+  MAX_LABEL_VALUE_LENGTH,
+  MAX_LABELS,
+  MIN_WINDOW_BYTES,
+  NAME_RE,
+  type Limits,
+} from './limits';
 import { parseHostPort } from './net';
 
-export const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
+export { NAME_RE };
+
+/** The limits that bound one link spec (agent and controller check the same ones). */
+export type SpecLimits = Pick<Limits, 'maxDevicesPerLink' | 'maxWindowBytes' | 'maxQueueSize'>;
+
 const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
 const IFNAME_MAX = 15;
 
-export const MAX_QUEUE_SIZE = 32768;
 export const DEFAULT_QUEUE_SIZE = 256;
-export const MAX_DEVICES_PER_LINK = 32;
 /** Longest host file path in a spec (bytes): the agent's native layer refuses longer ones, never truncates. */
 export const MAX_HOST_PATH_BYTES = 240;
 /** Longest Unix socket path (bytes): sockaddr_un.sun_path holds 108 with the terminating NUL. */
@@ -45,15 +56,43 @@ export function checkName(v: ViolationList, field: string, name: string): void {
     );
 }
 
+/** Quotes a caller's string in a message without echoing kilobytes of it back. */
+export function quoteShort(s: string, max = 64): string {
+  return s.length <= max ? `"${s}"` : `"${s.slice(0, max)}..." (${s.length} characters)`;
+}
+
+/** At most MAX_LABELS labels; keys as Kubernetes label keys, values <= 63 characters. */
 export function checkLabels(v: ViolationList, field: string, labels: Record<string, string>): void {
-  for (const [k, val] of Object.entries(labels)) {
-    if (!LABEL_KEY_RE.test(k)) v.add(`${field}[${k}]`, `label key "${k}" is not a valid label key`);
+  const entries = Object.entries(labels);
+  if (entries.length > MAX_LABELS) {
+    v.add(field, `has ${entries.length} labels; at most ${MAX_LABELS} are allowed`);
+    return;
+  }
+  for (const [k, val] of entries) {
+    const f = `${field}[${k.length <= 317 ? k : `${k.slice(0, 64)}...`}]`;
+    if (!LABEL_KEY_RE.test(k))
+      v.add(
+        f,
+        `label key ${quoteShort(k)} is not a valid label key: an optional DNS subdomain prefix (<= 253) and "/", then <= 63 characters of A-Z, a-z, 0-9, "-", "_", "." starting and ending alphanumeric`,
+      );
     if (!LABEL_VALUE_RE.test(val))
       v.add(
-        `${field}[${k}]`,
-        `label value "${val}" must be <= 63 characters of A-Z, a-z, 0-9, "-", "_", "." starting and ending alphanumeric`,
+        f,
+        `label value ${quoteShort(val)} must be <= ${MAX_LABEL_VALUE_LENGTH} characters of A-Z, a-z, 0-9, "-", "_", "." starting and ending alphanumeric`,
       );
   }
+}
+
+/** Annotation keys as label keys; keys and values together at most MAX_ANNOTATIONS_BYTES. */
+export function checkAnnotations(v: ViolationList, field: string, annotations: Record<string, string>): void {
+  let bytes = 0;
+  for (const [k, val] of Object.entries(annotations)) {
+    bytes += Buffer.byteLength(k) + Buffer.byteLength(val);
+    if (!LABEL_KEY_RE.test(k))
+      v.add(`${field}[${k.slice(0, 64)}]`, `annotation key ${quoteShort(k)} is not a valid label key`);
+  }
+  if (bytes > MAX_ANNOTATIONS_BYTES)
+    v.add(field, `annotations total ${bytes} bytes; at most ${MAX_ANNOTATIONS_BYTES} bytes are allowed`);
 }
 
 /**
@@ -83,7 +122,12 @@ function checkAbsolutePath(
   else if (normalised && /[\0-\x1f\x7f]/.test(p)) v.add(field, 'must not contain control characters');
 }
 
-export function checkTransport(v: ViolationList, field: string, t: Transport | undefined): void {
+export function checkTransport(
+  v: ViolationList,
+  field: string,
+  t: Transport | undefined,
+  limits: SpecLimits = DEFAULT_LIMITS,
+): void {
   const k = t?.kind;
   if (!k) {
     v.add(field, 'is required: set exactly one of shm, pci_bar, pci_epf, stream, vhost_user');
@@ -92,8 +136,14 @@ export function checkTransport(v: ViolationList, field: string, t: Transport | u
   switch (k.$case) {
     case 'shm':
       checkAbsolutePath(v, `${field}.shm.directory`, k.value.directory, false, MAX_HOST_PATH_BYTES, false);
-      if (k.value.windowSizeBytes !== 0n && (k.value.windowSizeBytes < 65536n || k.value.windowSizeBytes > 1n << 32n)) {
-        v.add(`${field}.shm.window_size_bytes`, 'must be 0 (automatic) or between 65536 and 4294967296');
+      if (
+        k.value.windowSizeBytes !== 0n &&
+        (k.value.windowSizeBytes < BigInt(MIN_WINDOW_BYTES) || k.value.windowSizeBytes > BigInt(limits.maxWindowBytes))
+      ) {
+        v.add(
+          `${field}.shm.window_size_bytes`,
+          `${k.value.windowSizeBytes} must be 0 (automatic) or between ${MIN_WINDOW_BYTES} and ${limits.maxWindowBytes} (limit maxWindowBytes)`,
+        );
       }
       break;
     case 'pciBar':
@@ -142,15 +192,13 @@ function checkConsoleBackend(v: ViolationList, field: string, b: ConsoleBackend 
   else checkAbsolutePath(v, `${field}.unix_socket.path`, k.value.path, true, MAX_SOCKET_PATH_BYTES);
 }
 
-export function checkDevice(v: ViolationList, field: string, d: Device): void {
+export function checkDevice(v: ViolationList, field: string, d: Device, limits: SpecLimits = DEFAULT_LIMITS): void {
   checkName(v, `${field}.name`, d.name);
-  if (
-    d.queueSize !== 0 &&
-    (d.queueSize < 2 || d.queueSize > MAX_QUEUE_SIZE || (d.queueSize & (d.queueSize - 1)) !== 0)
-  ) {
+  const max = limits.maxQueueSize;
+  if (d.queueSize !== 0 && (d.queueSize < 2 || d.queueSize > max || (d.queueSize & (d.queueSize - 1)) !== 0)) {
     v.add(
       `${field}.queue_size`,
-      `${d.queueSize} must be a power of two between 2 and ${MAX_QUEUE_SIZE} (or 0 for ${DEFAULT_QUEUE_SIZE})`,
+      `${d.queueSize} must be a power of two between 2 and ${max} (limit maxQueueSize), or 0 for ${Math.min(DEFAULT_QUEUE_SIZE, max)}`,
     );
   }
   const k = d.kind;
@@ -203,17 +251,33 @@ export function checkDevice(v: ViolationList, field: string, d: Device): void {
   }
 }
 
-export function checkDevices(v: ViolationList, field: string, devices: readonly Device[]): void {
-  if (devices.length > MAX_DEVICES_PER_LINK) v.add(field, `at most ${MAX_DEVICES_PER_LINK} devices per link`);
+export function checkDevices(
+  v: ViolationList,
+  field: string,
+  devices: readonly Device[],
+  limits: SpecLimits = DEFAULT_LIMITS,
+): void {
+  if (devices.length > limits.maxDevicesPerLink) {
+    v.add(
+      field,
+      `has ${devices.length} devices; at most ${limits.maxDevicesPerLink} devices per link (limit maxDevicesPerLink)`,
+    );
+    return;
+  }
   const seen = new Set<string>();
   devices.forEach((d, i) => {
-    checkDevice(v, `${field}[${i}]`, d);
+    checkDevice(v, `${field}[${i}]`, d, limits);
     if (seen.has(d.name)) v.add(`${field}[${i}].name`, `duplicate device name "${d.name}"`);
     seen.add(d.name);
   });
 }
 
-export function checkLinkSpec(v: ViolationList, field: string, spec: LinkSpec | undefined): void {
+export function checkLinkSpec(
+  v: ViolationList,
+  field: string,
+  spec: LinkSpec | undefined,
+  limits: SpecLimits = DEFAULT_LIMITS,
+): void {
   if (!spec) {
     v.add(field, 'is required');
     return;
@@ -236,14 +300,15 @@ export function checkLinkSpec(v: ViolationList, field: string, spec: LinkSpec | 
     if (a.agent !== '' && a.agent === b.agent)
       v.add(`${field}.endpoints[1].agent`, 'both endpoints name the same agent');
   }
-  checkTransport(v, `${field}.transport`, spec.transport);
+  checkTransport(v, `${field}.transport`, spec.transport, limits);
   if (spec.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
-  checkDevices(v, `${field}.devices`, spec.devices);
+  checkDevices(v, `${field}.devices`, spec.devices, limits);
 }
 
 /** Validates a Link as sent by a client (status is ignored). Throws INVALID_ARGUMENT. */
 export function validateLink(
   link: Link | undefined,
+  limits: SpecLimits = DEFAULT_LIMITS,
   field = 'link',
 ): asserts link is Link & { meta: NonNullable<Link['meta']>; spec: LinkSpec } {
   const v = new ViolationList();
@@ -253,8 +318,9 @@ export function validateLink(
     else {
       checkName(v, `${field}.meta.name`, link.meta.name);
       checkLabels(v, `${field}.meta.labels`, link.meta.labels);
+      checkAnnotations(v, `${field}.meta.annotations`, link.meta.annotations);
     }
-    checkLinkSpec(v, `${field}.spec`, link.spec);
+    checkLinkSpec(v, `${field}.spec`, link.spec, limits);
   }
   v.throwIfAny();
 }
@@ -280,7 +346,12 @@ export function checkSelector(v: ViolationList, field: string, s: LabelSelector 
   });
 }
 
-export function checkTemplate(v: ViolationList, field: string, t: LinkTemplate | undefined): void {
+export function checkTemplate(
+  v: ViolationList,
+  field: string,
+  t: LinkTemplate | undefined,
+  limits: SpecLimits = DEFAULT_LIMITS,
+): void {
   if (!t) {
     v.add(field, 'is required');
     return;
@@ -288,13 +359,14 @@ export function checkTemplate(v: ViolationList, field: string, t: LinkTemplate |
   checkLabels(v, `${field}.labels`, t.labels);
   if (t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER)
     v.add(`${field}.card_role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
-  checkTransport(v, `${field}.transport`, t.transport);
+  checkTransport(v, `${field}.transport`, t.transport, limits);
   if (t.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
-  checkDevices(v, `${field}.devices`, t.devices);
+  checkDevices(v, `${field}.devices`, t.devices, limits);
 }
 
 export function validatePolicy(
   p: LinkPolicy | undefined,
+  limits: SpecLimits = DEFAULT_LIMITS,
   field = 'policy',
 ): asserts p is LinkPolicy & { meta: NonNullable<LinkPolicy['meta']> } {
   const v = new ViolationList();
@@ -304,13 +376,14 @@ export function validatePolicy(
     else {
       checkName(v, `${field}.meta.name`, p.meta.name);
       checkLabels(v, `${field}.meta.labels`, p.meta.labels);
+      checkAnnotations(v, `${field}.meta.annotations`, p.meta.annotations);
     }
     if (!p.spec) v.add(`${field}.spec`, 'is required');
     else {
       if (!p.spec.cardSelector) v.add(`${field}.spec.card_selector`, 'is required');
       checkSelector(v, `${field}.spec.card_selector`, p.spec.cardSelector);
       checkSelector(v, `${field}.spec.host_selector`, p.spec.hostSelector);
-      checkTemplate(v, `${field}.spec.template`, p.spec.template);
+      checkTemplate(v, `${field}.spec.template`, p.spec.template, limits);
     }
   }
   v.throwIfAny();

@@ -123,6 +123,7 @@ function run(init: WorkerInit): void {
           version: 'sim',
           ackedVersion: 0n,
           links: [],
+          acceptsChunkedDesired: false,
         },
       },
     });

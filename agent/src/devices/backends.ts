@@ -235,7 +235,7 @@ function consolePort(
         return () => listeners.delete(listener);
       },
       write(data) {
-        writer.write(data);
+        return writer.write(data);
       },
       recent(max) {
         return recent.subarray(Math.max(0, recent.length - max));

@@ -39,7 +39,8 @@ export function devIdOf(name: string): number {
 export interface ConsolePort {
   /** Registers an output listener; returns the unsubscribe function. */
   onOutput(listener: (chunk: Uint8Array) => void): () => void;
-  write(data: Uint8Array): void;
+  /** Console input; returns the bytes accepted (fewer, down to 0, while the console's buffer is full). */
+  write(data: Uint8Array): number;
   /** Up to `max` most recent output bytes, for replay. */
   recent(max: number): Uint8Array;
   /** Local surface to report (pty path, socket) or ''. */

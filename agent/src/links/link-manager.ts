@@ -15,13 +15,15 @@ import {
   notFound,
   ServerError,
   staleResourceVersion,
+  ViolationList,
 } from '../../../lib/src/errors';
+import { DEFAULT_LIMITS, HARD_LIMITS, type Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
 import { validateLink } from '../../../lib/src/validate';
 import type { DataPlane } from './data-plane';
-import { roleName, type BackendRegistry } from './device-backend';
+import { deviceKindName, roleName, type BackendRegistry } from './device-backend';
 import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
-import { LinkRuntime } from './link-runtime';
+import { automaticWindowBytes, LinkRuntime } from './link-runtime';
 import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
@@ -36,6 +38,8 @@ export interface LinkManagerDeps {
   readonly paths: HostPathPolicy;
   readonly store: LinkStore;
   readonly log: Logger;
+  /** Links, devices, window and queue sizes this agent accepts (lib/src/limits.ts); default DEFAULT_LIMITS. */
+  readonly limits?: Pick<Limits, 'maxLinksPerAgent' | 'maxDevicesPerLink' | 'maxWindowBytes' | 'maxQueueSize'>;
 }
 
 function ownerName(owner: LinkOwner): string {
@@ -56,9 +60,11 @@ export class LinkManager implements LinkManagerApi {
    */
   private rv = 0n;
   private readonly log: Logger;
+  private readonly limits: NonNullable<LinkManagerDeps['limits']>;
 
   constructor(private readonly deps: LinkManagerDeps) {
     this.log = deps.log;
+    this.limits = deps.limits ?? DEFAULT_LIMITS;
   }
 
   private nextRv(): string {
@@ -74,6 +80,7 @@ export class LinkManager implements LinkManagerApi {
       backends: this.deps.backends,
       rendezvousDir: this.deps.rendezvousDir,
       nodeName: this.deps.nodeName,
+      maxWindowBytes: this.limits.maxWindowBytes,
       log: this.log.child({
         link: name,
         peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',
@@ -105,7 +112,8 @@ export class LinkManager implements LinkManagerApi {
       const rv = BigInt(/^\d+$/.test(link.meta?.resourceVersion ?? '') ? (link.meta?.resourceVersion ?? '0') : '0');
       if (rv > this.rv) this.rv = rv;
       try {
-        validateLink(link);
+        // Links accepted before a limit was lowered stay: only the hard maxima apply here.
+        validateLink(link, HARD_LIMITS);
         checkLinkForAgent(link, this.deps.nodeName, this.deps.backends, this.deps.paths);
       } catch (err) {
         const why =
@@ -163,13 +171,25 @@ export class LinkManager implements LinkManagerApi {
   }
 
   async apply(input: Link, opts: ApplyOptions): Promise<ApplyResult> {
-    validateLink(input);
+    const limits = this.limits;
+    validateLink(input, limits);
     checkLinkForAgent(input, this.deps.nodeName, this.deps.backends, this.deps.paths);
     const name = input.meta.name;
     const mine = input.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
     if (mine) this.deps.paths.checkFilesystem(input.spec, roleName(mine.role), name);
     const existing = this.links.get(name);
     const quarantined = this.quarantined.get(name);
+    if (!existing && !quarantined && this.links.size + this.quarantined.size >= limits.maxLinksPerAgent) {
+      throw new ServerError(
+        GrpcStatus.RESOURCE_EXHAUSTED,
+        `this agent already holds ${this.links.size + this.quarantined.size} links (limit maxLinksPerAgent = ${limits.maxLinksPerAgent}); delete one first`,
+        {
+          reason: 'LINK_LIMIT_EXCEEDED',
+          metadata: { limit: 'maxLinksPerAgent', max: String(limits.maxLinksPerAgent) },
+        },
+      );
+    }
+    this.checkWindowSize(input);
     const now = new Date();
     let meta: ObjectMeta;
     if (existing) {
@@ -259,6 +279,31 @@ export class LinkManager implements LinkManagerApi {
     this.emit({ type: 'upsert', link });
     this.dirty.delete(rt);
     return { link, changed: true };
+  }
+
+  /** The window this agent would create for the link (device side, automatic size) must fit maxWindowBytes. */
+  private checkWindowSize(link: Link & { spec: NonNullable<Link['spec']> }): void {
+    const ep = link.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
+    const t = link.spec.transport?.kind;
+    if (!ep || roleName(ep.role) !== 'device' || t?.$case !== 'shm' || t.value.windowSizeBytes !== 0n) return;
+    const natives = link.spec.devices.map((d) => {
+      const kind = deviceKindName(d);
+      const backend = kind ? this.deps.backends.get(kind) : undefined;
+      if (!backend) throw new Error(`no backend for device ${d.name}`); // checkLinkForAgent refused it
+      return backend.nativeSpec(d, 'device', {
+        name: link.meta?.name ?? '',
+        annotations: link.meta?.annotations ?? {},
+      });
+    });
+    const bytes = automaticWindowBytes(natives);
+    const max = this.limits.maxWindowBytes;
+    if (bytes <= max) return;
+    const v = new ViolationList();
+    v.add(
+      'link.spec.transport.shm.window_size_bytes',
+      `the automatic window for these devices needs ${bytes} bytes, more than ${max} (limit maxWindowBytes); use fewer devices or smaller queues`,
+    );
+    v.throwIfAny();
   }
 
   get(name: string): Link | undefined {

@@ -5,7 +5,7 @@
  * control operations; buffers move in native worker threads, so nothing here runs
  * per buffer and the link keeps moving while this JavaScript is busy.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -16,6 +16,7 @@ import {
   type LinkEvent,
   type QueueStats,
 } from '../../../lib/gen/vop/types/v1/types';
+import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
 import {
   DataPlaneError,
@@ -75,13 +76,33 @@ const WINDOW_HEADER_BYTES = 0x1000 + 28 * 1024;
 /** Cap of the automatic window size. */
 export const MAX_WINDOW_BYTES = 1024 * 1024 * 1024;
 
+/**
+ * The automatic window size: one that fits the devices plus one more of the largest
+ * for hot add. Per queue the native pool holds qsize indirect tables (qsize x 1 KiB)
+ * and qsize buffers; the ring area is max(64 KiB, size/16) after the header and
+ * device table (32 KiB). A hot add that still does not fit recreates the window.
+ */
+export function automaticWindowBytes(natives: readonly NativeDeviceSpec[]): number {
+  const per = natives.map((n) => ({
+    rings: n.queues.reduce((x, q) => x + q.size * 26 + 192, 0),
+    data: n.hosted
+      ? n.hosted.poolBytes.reduce((x, b) => x + b, 0)
+      : n.queues.reduce((x, q) => x + q.size * (1024 + Math.ceil(n.bufSize / 64) * 64), 0),
+  }));
+  const max = per.reduce((m, x) => (x.data > m.data ? x : m), { rings: 0, data: 0 });
+  const all = [...per, max];
+  const rings = all.reduce((n, x) => n + x.rings, 0);
+  const data = all.reduce((n, x) => n + x.data, 0);
+  return Math.max(16 * rings, Math.ceil((WINDOW_HEADER_BYTES + Math.max(65536, rings) + data) * 1.1));
+}
+
 interface DeviceRuntime {
   device: Device;
   readonly kind: DeviceKindName;
   readonly native: NativeDeviceSpec;
   readonly backend: DeviceBackend;
   instance: BackendInstance | null;
-  /** Last backend start failure ('' when none) and when to try again. */
+  /** Last backend start failure ('' when none) and when to try again (monotonic ms). */
   backendError: string;
   /** True while start() runs (the device is not ready until its surface is). */
   backendStarting: boolean;
@@ -98,6 +119,8 @@ export interface LinkRuntimeDeps {
   readonly backends: BackendRegistry;
   readonly rendezvousDir: string;
   readonly nodeName: string;
+  /** An attacher refuses a peer's window larger than this (limit maxWindowBytes; default MAX_WINDOW_BYTES). */
+  readonly maxWindowBytes?: number;
   readonly log: Logger;
   /** Status changed (phase, conditions, devices). */
   onStatus(rt: LinkRuntime): void;
@@ -122,11 +145,13 @@ export class LinkRuntime {
   private epoch = 0n;
   private resetCount = 0;
   private lastTransition = new Date();
+  /** Monotonic ms of the last transition (poll pacing; lastTransition is for status). */
+  private lastTransitionMono = monotonicMs();
   /** Peer epoch seen when the peer last came up; 0 before. */
   private peerEpoch = 0;
   /** Consecutive failed attempts since the link was last Ready. */
   private attempts = 0;
-  /** Valid while Connecting: when we started waiting for the peer. */
+  /** Valid while Connecting: when we started waiting for the peer (monotonic ms). */
   private connectingSince = 0;
   private timer: NodeJS.Timeout | null = null;
   /** Next poll delay while Connecting/Negotiating/Degraded; reset on progress and native events. */
@@ -173,29 +198,11 @@ export class LinkRuntime {
     const dir = t?.$case === 'shm' && t.value.directory !== '' ? t.value.directory : this.deps.rendezvousDir;
     return path.join(dir, `${this.name}.win`);
   }
-  /**
-   * Window size: the spec's, or one that fits the devices plus one more of the largest
-   * for hot add. Per queue the native pool holds qsize indirect tables (qsize x 1 KiB)
-   * and qsize buffers; the ring area is max(64 KiB, size/16) after the header and
-   * device table (32 KiB). A hot add that still does not fit recreates the window.
-   */
+  /** Window size: the spec's, or automaticWindowBytes() of the devices (capped; apply refuses more). */
   private get windowBytes(): number {
     const t = this.spec.transport?.kind;
     if (t?.$case === 'shm' && t.value.windowSizeBytes !== 0n) return Number(t.value.windowSizeBytes);
-    const per = [...this.devices.values()].map((d) => ({
-      rings: d.native.queues.reduce((n, q) => n + q.size * 26 + 192, 0),
-      data: d.native.hosted
-        ? d.native.hosted.poolBytes.reduce((n, b) => n + b, 0)
-        : d.native.queues.reduce((n, q) => n + q.size * (1024 + Math.ceil(d.native.bufSize / 64) * 64), 0),
-    }));
-    const max = per.reduce((m, x) => (x.data > m.data ? x : m), { rings: 0, data: 0 });
-    const all = [...per, max];
-    const rings = all.reduce((n, x) => n + x.rings, 0);
-    const data = all.reduce((n, x) => n + x.data, 0);
-    return Math.min(
-      MAX_WINDOW_BYTES,
-      Math.max(16 * rings, Math.ceil((WINDOW_HEADER_BYTES + Math.max(65536, rings) + data) * 1.1)),
-    );
+    return Math.min(MAX_WINDOW_BYTES, automaticWindowBytes([...this.devices.values()].map((d) => d.native)));
   }
 
   private deviceRuntime(device: Device): DeviceRuntime {
@@ -237,11 +244,12 @@ export class LinkRuntime {
     }
     this.stateValue = to;
     this.lastTransition = new Date();
+    this.lastTransitionMono = monotonicMs();
     this.pollMs = CONNECT_POLL_MS;
     this.log.info({ from: cur, to, reason }, `${cur} -> ${to}`);
     switch (to) {
       case 'Connecting':
-        this.connectingSince = Date.now();
+        this.connectingSince = monotonicMs();
         this.epoch += 1n;
         break;
       case 'Negotiating':
@@ -383,6 +391,22 @@ export class LinkRuntime {
     }
   }
 
+  /** The peer creates the window; one larger than maxWindowBytes is not mapped. */
+  private checkPeerWindowSize(p: string): void {
+    const max = this.deps.maxWindowBytes ?? MAX_WINDOW_BYTES;
+    let size: number;
+    try {
+      size = statSync(p).size;
+    } catch {
+      return; // not there yet: the open reports ENOENT and the attacher waits
+    }
+    if (size > max)
+      throw new DataPlaneError(
+        'EFBIG',
+        `the peer's window ${p} is ${size} bytes, more than ${max} (limit maxWindowBytes); not mapped`,
+      );
+  }
+
   private openWindow(): DataPlaneWindow | null {
     const req = {
       link: this.name,
@@ -394,6 +418,7 @@ export class LinkRuntime {
     const onEvent = (e: DataPlaneEvent): void => this.onNativeEvent(e);
     // A link-specific shm directory is created owner-only like the rendezvous dir.
     if (this.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
+    else this.checkPeerWindowSize(req.path);
     this.rejected = '';
     try {
       return this.deps.dataPlane.open(req, onEvent);
@@ -538,7 +563,7 @@ export class LinkRuntime {
   }
 
   private waitingForPeer(message: string): void {
-    const late = Date.now() - this.connectingSince > PEER_LATE_MS;
+    const late = monotonicMs() - this.connectingSince > PEER_LATE_MS;
     this.setCondition(
       'PeerConnected',
       'False',
@@ -593,7 +618,7 @@ export class LinkRuntime {
         .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
         .filter((x) => x !== '')
         .join(',');
-      if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && Date.now() >= d.backendRetryAt)
+      if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && monotonicMs() >= d.backendRetryAt)
         this.startBackend(d);
       const issue = d.ready ? '' : w.deviceIssue(d.native.devId);
       if (!d.ready) notReady.push(issue === '' ? d.device.name : `${d.device.name} (refused: ${issue})`);
@@ -618,7 +643,7 @@ export class LinkRuntime {
       const waitingOnBackends =
         notReady.length > 0 && broken.length === 0 && [...this.devices.values()].every((d) => d.ready);
       const next = Math.min(
-        ...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - Date.now()),
+        ...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - monotonicMs()),
         READY_POLL_MS,
       );
       this.schedule(waitingOnBackends ? Math.max(CONNECT_POLL_MS, next) : this.nextPoll(), () => this.evaluate());
@@ -650,7 +675,7 @@ export class LinkRuntime {
 
   private nextPoll(): number {
     // Bring-up latency matters most right after a transition: poll fast for a while.
-    if (Date.now() - this.lastTransition.getTime() < FAST_POLL_WINDOW_MS) return CONNECT_POLL_MS;
+    if (monotonicMs() - this.lastTransitionMono < FAST_POLL_WINDOW_MS) return CONNECT_POLL_MS;
     const ms = this.pollMs;
     this.pollMs = Math.min(MAX_POLL_MS, Math.ceil(this.pollMs * 1.5));
     return ms;
@@ -700,7 +725,7 @@ export class LinkRuntime {
         d.backendError = errText(err);
         // Fast retries for the first seconds (the peer's half usually lags by milliseconds), then back off.
         d.backendRetryAt =
-          Date.now() +
+          monotonicMs() +
           (d.backendFailures <= BACKEND_FAST_RETRIES
             ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS))
             : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));

@@ -19,8 +19,10 @@ import {
 } from '../../../lib/gen/vop/agent/v1/agent';
 import { type AgentAddresses, type AgentIdentity, type Capabilities } from '../../../lib/gen/vop/types/v1/types';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
+import { DEFAULT_LIMITS, type Limits } from '../../../lib/src/limits';
 import { type HandlerKit } from '../../../lib/src/rpc-handlers';
 import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../lib/src/selector';
+import { clientKey, StreamQuota } from '../../../lib/src/stream-quota';
 import { checkDevice, checkName } from '../../../lib/src/validate';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import type { LinkManager } from '../links/link-manager';
@@ -65,8 +67,23 @@ function specOf(link: NonNullable<ReturnType<LinkManager['get']>>, name: string)
   return link.spec;
 }
 
-export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, links: LinkManager): ServiceBinding {
+export function agentServiceBinding(
+  kit: HandlerKit,
+  info: AgentInfoSource,
+  links: LinkManager,
+  limits: Limits = DEFAULT_LIMITS,
+): ServiceBinding {
   const consoles = new ConsoleSessions();
+  /** Watch and console streams per client identity (maxStreamsPerClient). */
+  const streams = new StreamQuota(limits.maxStreamsPerClient, 'watch and console streams');
+  const withStreamSlot = async (call: Parameters<typeof clientKey>[0], fn: () => Promise<void>): Promise<void> => {
+    const release = streams.acquire(clientKey(call));
+    try {
+      await fn();
+    } finally {
+      release();
+    }
+  };
 
   function existing(name: string, field: string): NonNullable<ReturnType<LinkManager['get']>> {
     requireName(field, name);
@@ -121,7 +138,7 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
       const v = new ViolationList();
       checkName(v, 'link', req.link);
       if (!req.device) v.add('device', 'is required');
-      else checkDevice(v, 'device', req.device);
+      else checkDevice(v, 'device', req.device, limits);
       v.throwIfAny();
       const device = req.device as NonNullable<AddDeviceRequest['device']>;
       const link = existing(req.link, 'link');
@@ -161,7 +178,10 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
 
     watchLinks: kit.serverStream('WatchLinks', async (call, signal) => {
       const req = call.request as WatchLinksRequest;
-      await watchLinks(links, parseLabelSelector(req.labelSelector), req.updatesOnly, call, signal);
+      const selector = parseLabelSelector(req.labelSelector);
+      await withStreamSlot(call, () =>
+        watchLinks(links, selector, req.updatesOnly, call, signal, limits.watchBacklogEvents),
+      );
     }),
 
     getStats: kit.unary('GetStats', async (req: GetStatsRequest) => {
@@ -170,7 +190,9 @@ export function agentServiceBinding(kit: HandlerKit, info: AgentInfoSource, link
     }),
 
     attachConsole: kit.bidi('AttachConsole', async (call, signal) =>
-      attachConsole(links, consoles, info.identity().nodeName, call, signal),
+      withStreamSlot(call, () =>
+        attachConsole(links, consoles, info.identity().nodeName, call, signal, limits.consoleBacklogBytes),
+      ),
     ),
   };
   return { name: 'vop.agent.v1.AgentService', definition: AgentServiceService, implementation };

@@ -2,19 +2,19 @@
  * WatchLinks: the current links as ADDED (unless updates_only), a SYNCED marker, then
  * ADDED/MODIFIED/DELETED as links change and link events (type UNSPECIFIED with
  * `event` set). A link whose labels stop matching the selector is reported DELETED.
- * The stream ends cleanly when the client cancels or the server shuts down.
+ * The stream ends cleanly when the client cancels or the server shuts down; a watcher
+ * that does not read is ended with RESOURCE_EXHAUSTED once watchBacklogEvents messages
+ * wait for it (lib/src/watch-backlog.ts).
  */
-import { status as GrpcStatus, type ServerWritableStream } from '@grpc/grpc-js';
+import type { ServerWritableStream } from '@grpc/grpc-js';
 
 import type { WatchLinksRequest, WatchLinksResponse } from '../../../lib/gen/vop/agent/v1/agent';
 import { WatchEventType, type LabelSelector, type Link } from '../../../lib/gen/vop/types/v1/types';
-import { ServerError } from '../../../lib/src/errors';
+import { DEFAULT_LIMITS } from '../../../lib/src/limits';
 import { writeWithBackpressure } from '../../../lib/src/rpc-handlers';
 import { selectorMatches } from '../../../lib/src/selector';
+import { WatchBacklog } from '../../../lib/src/watch-backlog';
 import type { LinkManagerApi } from '../links/link-manager-api';
-
-/** Messages buffered for a slow watcher before it is cut off (it re-watches and re-lists). */
-export const MAX_WATCH_BACKLOG = 10_000;
 
 function msg(type: WatchEventType, link: Link | undefined, rv: string): WatchLinksResponse {
   return { type, link, event: undefined, resourceVersion: rv };
@@ -25,17 +25,13 @@ export async function watchLinks(
   selector: LabelSelector,
   updatesOnly: boolean,
   call: ServerWritableStream<WatchLinksRequest, WatchLinksResponse>,
-  signal: AbortSignal,
+  outer: AbortSignal,
+  backlogEvents: number = DEFAULT_LIMITS.watchBacklogEvents,
 ): Promise<void> {
-  const queue: WatchLinksResponse[] = [];
+  const backlog = new WatchBacklog<WatchLinksResponse>(backlogEvents, outer);
+  const signal = backlog.signal;
   const visible = new Set<string>();
-  let wake: (() => void) | null = null;
-  let overflow = false;
-  const push = (m: WatchLinksResponse): void => {
-    if (queue.length >= MAX_WATCH_BACKLOG) overflow = true;
-    else queue.push(m);
-    wake?.();
-  };
+  const push = (m: WatchLinksResponse): void => backlog.push(m);
   // Subscribing and listing happen in the same turn, so no change falls between them.
   const unsubscribe = links.subscribe((c) => {
     switch (c.type) {
@@ -90,22 +86,13 @@ export async function watchLinks(
         );
     await writeWithBackpressure(call, msg(WatchEventType.WATCH_EVENT_TYPE_SYNCED, undefined, maxRv.toString()), signal);
     while (!signal.aborted) {
-      if (overflow)
-        throw new ServerError(GrpcStatus.RESOURCE_EXHAUSTED, 'watcher fell too far behind; watch again', {
-          reason: 'WATCH_TOO_SLOW',
-        });
-      const next = queue.shift();
-      if (next) {
-        await writeWithBackpressure(call, next, signal);
-        continue;
-      }
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        signal.addEventListener('abort', () => resolve(), { once: true });
-      });
-      wake = null;
+      const next = backlog.shift();
+      if (next) await writeWithBackpressure(call, next, signal);
+      else await backlog.wait();
     }
+    backlog.throwIfOverflowed();
   } finally {
     unsubscribe();
+    backlog.dispose();
   }
 }

@@ -10,6 +10,11 @@
  * (kept in the state directory across restarts). Links keep running while the
  * controller is away.
  *
+ * A version too large for one message arrives in parts (DesiredLinks.more); the
+ * parts are collected and the version is applied only once the last one is in, so a
+ * half-received snapshot never removes links. At most maxLinksPerAgent upserts are
+ * held; the rest of an oversized version are rejected by name.
+ *
  * States (one guarded transition function, logged as "A -> B"):
  *   idle        created, not started
  *   connecting  stream opened, Register sent, waiting for Registered
@@ -43,6 +48,7 @@ import type {
 } from '../../../lib/gen/vop/types/v1/types';
 import { writeFileAtomicSync } from '../../../lib/src/atomic-file';
 import { ServerError } from '../../../lib/src/errors';
+import { DEFAULT_LIMITS } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
 import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
 import { Backoff } from './backoff';
@@ -66,6 +72,29 @@ export interface SyncClientOptions {
   readonly addresses: () => AgentAddresses;
   readonly capabilities: () => Capabilities;
   readonly version: string;
+  /** Upserts of one desired version held while its parts arrive (default DEFAULT_LIMITS). */
+  readonly maxLinksPerAgent?: number;
+}
+
+/** A desired version whose parts are still arriving. */
+interface PartialDesired {
+  readonly version: bigint;
+  readonly fullSnapshot: boolean;
+  readonly upserts: Link[];
+  readonly deletes: string[];
+  /** Links refused while assembling (over maxLinksPerAgent), with the reason. */
+  readonly rejected: Record<string, string>;
+  parts: number;
+}
+
+/** What the agent reports of a link at registration: what the controller compares, no labels or annotations. */
+function registeredLink(l: Link): Link {
+  const m = l.meta;
+  return {
+    meta: m ? { ...m, labels: {}, annotations: {} } : undefined,
+    spec: l.spec,
+    status: l.status,
+  };
 }
 
 function isManaged(l: Link): boolean {
@@ -96,6 +125,10 @@ export class ControllerSyncClient {
   private ackedVersion = 0n;
   /** Desired versions are applied one after another, in arrival order. */
   private applying: Promise<void> = Promise.resolve();
+  /** Valid while the parts of a desired version arrive on the current stream. */
+  private partial: PartialDesired | undefined;
+  /** Links an assembled version rejected before it was applied, by version. */
+  private readonly preRejected = new Map<bigint, Record<string, string>>();
   /** Links whose status changed since the last flush. */
   private readonly dirty = new Set<string>();
   private readonly deleted = new Set<string>();
@@ -180,6 +213,7 @@ export class ControllerSyncClient {
     if (!this.transitionTo(['idle', 'backoff'], 'connecting')) return;
     const call = this.client.sync();
     this.call = call;
+    this.partial = undefined;
     this.sentStatus.clear();
     call.on('data', (res: SyncResponse) => this.onMessage(call, res));
     call.on('error', (err: ServiceError) => {
@@ -206,7 +240,8 @@ export class ControllerSyncClient {
           capabilities: this.opts.capabilities(),
           version: this.opts.version,
           ackedVersion: this.ackedVersion,
-          links,
+          links: links.map(registeredLink),
+          acceptsChunkedDesired: true,
         },
       },
     });
@@ -247,10 +282,48 @@ export class ControllerSyncClient {
       this.scheduleFlush();
       return;
     }
-    const desired = res.msg.value;
+    const desired = this.assemble(res.msg.value);
+    if (!desired) return;
     this.applying = this.applying
       .then(() => this.applyDesired(call, desired))
       .catch((err: unknown) => this.log.error({ err }, 'applying desired links failed'));
+  }
+
+  /**
+   * Collects the parts of a desired version; returns the whole version once its last
+   * part is in (a single-part version at once), else undefined.
+   */
+  private assemble(d: DesiredLinks): DesiredLinks | undefined {
+    let p = this.partial;
+    if (p && p.version !== d.version) {
+      this.log.warn(
+        { version: String(p.version), parts: p.parts, next: String(d.version) },
+        'desired version abandoned before its last part; waiting for the next',
+      );
+      p = undefined;
+    }
+    if (!p && !d.more) return d;
+    if (!p) {
+      p = { version: d.version, fullSnapshot: d.fullSnapshot, upserts: [], deletes: [], rejected: {}, parts: 0 };
+      this.partial = p;
+    }
+    p.parts++;
+    const max = this.opts.maxLinksPerAgent ?? DEFAULT_LIMITS.maxLinksPerAgent;
+    for (const l of d.upserts) {
+      if (p.upserts.length < max) p.upserts.push(l);
+      else
+        p.rejected[l.meta?.name ?? ''] =
+          `this agent runs at most ${max} links (limit maxLinksPerAgent); the version carries more`;
+    }
+    p.deletes.push(...d.deletes);
+    if (d.more) return undefined;
+    this.partial = undefined;
+    this.log.debug(
+      { version: String(p.version), parts: p.parts, upserts: p.upserts.length },
+      'desired version assembled',
+    );
+    this.preRejected.set(p.version, p.rejected);
+    return { version: p.version, fullSnapshot: p.fullSnapshot, upserts: p.upserts, deletes: p.deletes, more: false };
   }
 
   private owner(managedBy: string): LinkOwner {
@@ -258,9 +331,11 @@ export class ControllerSyncClient {
   }
 
   private async applyDesired(call: ClientDuplexStream<SyncRequest, SyncResponse>, d: DesiredLinks): Promise<void> {
-    const rejected: Record<string, string> = {};
+    const rejected: Record<string, string> = { ...this.preRejected.get(d.version) };
+    this.preRejected.delete(d.version);
     const links = this.opts.links;
-    const wanted = new Set<string>();
+    // A link refused while assembling is not removed by a snapshot either.
+    const wanted = new Set<string>(Object.keys(rejected));
     for (const l of d.upserts) {
       const name = l.meta?.name ?? '';
       wanted.add(name);

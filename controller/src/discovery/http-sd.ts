@@ -2,12 +2,16 @@
  * Prometheus HTTP service discovery (http_sd_configs): every registered agent's
  * metrics address as a target group, with its identity as __meta_vop_* labels so
  * that one scrape config finds the fleet as it grows. Served at /sd/agents on the
- * controller's metrics port. Agents without a metrics address are skipped.
+ * controller's metrics port. Agents without a verified metrics address are skipped: a
+ * registered address is published only when it matches the agent's certificate or the
+ * address its Sync stream comes from (fleet/address-verification.ts), so a card cannot
+ * point Prometheus at another host's port.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
 import { AgentPhase, NodeRole, type Agent } from '../../../lib/gen/vop/types/v1/types';
 import type { RouteHandler } from '../../../lib/src/metrics';
+import { usableAddress } from '../fleet/address-verification';
 
 export const HTTP_SD_PATH = '/sd/agents';
 
@@ -38,8 +42,8 @@ export function targetGroups(agents: Iterable<Agent>): TargetGroup[] {
   const groups: TargetGroup[] = [];
   for (const a of agents) {
     const st = a.status;
-    const addr = st?.addresses?.metrics ?? '';
-    if (!st || addr === '') continue;
+    const { address: addr, problem } = usableAddress(a, 'metrics');
+    if (!st || problem !== null || addr === '') continue;
     const id = st.identity;
     const name = a.meta?.name ?? id?.nodeName ?? '';
     const labels: Record<string, string> = {

@@ -20,7 +20,11 @@ export interface SyncSessionHandle {
 export class AgentRuntime {
   /** Valid while a registered stream is open. */
   session: SyncSessionHandle | undefined;
-  /** ms since epoch of the last register or heartbeat (controller start for agents loaded from the store). */
+  /**
+   * Monotonic ms (lib/src/clock.ts) of the last register or heartbeat (controller start
+   * for agents loaded from the store). Leases compare monotonic times only, so a wall
+   * clock step neither expires nor extends them.
+   */
   lastHeartbeat: number;
   /** Lease currently expired (set by the lease checker, cleared by a heartbeat). */
   leaseExpired = false;

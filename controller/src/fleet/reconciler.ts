@@ -26,7 +26,10 @@ import {
   type LinkPolicyStatus,
   type LinkStatus,
 } from '../../../lib/gen/vop/types/v1/types';
+import { monotonicMs, wallTimeOf } from '../../../lib/src/clock';
+import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
+import { addressesCondition, ADDRESSES_VERIFIED, type AddressCheck } from './address-verification';
 import { AgentRuntime, type SyncSessionHandle } from './agent-runtime';
 import type { ControllerMetrics } from './controller-metrics';
 import { aggregateLinkStatus, statusDiffers, type EndpointView } from './link-status';
@@ -44,6 +47,8 @@ export const YIELD_EVERY_WRITES = 500;
 export const LEASE_CHECK_INTERVAL_MS = 1000;
 /** Heartbeat interval handed to agents, as a fraction of the lease. */
 export const HEARTBEAT_FRACTION = 1 / 3;
+/** An agent's reason for rejecting a link is kept up to this many characters. */
+export const MAX_REJECT_REASON_LENGTH = 1024;
 
 const AGENT_PHASE_LABEL: Partial<Record<AgentPhase, string>> = {
   [AgentPhase.AGENT_PHASE_READY]: 'Ready',
@@ -60,6 +65,14 @@ const CONDITION_STATUS_LABEL: Partial<Record<ConditionStatus, string>> = {
 
 export interface ReconcilerOptions {
   readonly leaseMs: number;
+  /** maxLinksPerAgent bounds the links a policy stamps on one agent. */
+  readonly limits: Pick<Limits, 'maxLinksPerAgent'>;
+}
+
+/** An agent's registered addresses as checked against its connection (address-verification.ts). */
+export interface CheckedAddresses {
+  readonly grpc: AddressCheck;
+  readonly metrics: AddressCheck;
 }
 
 export class Reconciler {
@@ -79,7 +92,8 @@ export class Reconciler {
   readonly policies: WorkQueue;
   private timers: NodeJS.Timeout[] = [];
   private unsubscribe: (() => void) | undefined;
-  private readonly startedAt = Date.now();
+  /** Monotonic ms at construction (the lease origin of agents loaded from the store). */
+  private readonly startedAt = monotonicMs();
 
   constructor(
     private readonly cache: ObjectCache,
@@ -245,7 +259,7 @@ export class Reconciler {
   agentPhase(name: string): AgentPhase {
     const rt = this.runtimes.get(name);
     const spec = this.cache.agents.get(name)?.obj.spec;
-    if (!rt || rt.leaseExpired || (rt.session === undefined && Date.now() - rt.lastHeartbeat > this.opts.leaseMs))
+    if (!rt || rt.leaseExpired || (rt.session === undefined && monotonicMs() - rt.lastHeartbeat > this.opts.leaseMs))
       return AgentPhase.AGENT_PHASE_NOT_READY;
     if (spec?.drain) {
       const hasManaged = [...rt.observed.keys()].length > 0 || this.linksOf(name).size > 0 || rt.sent.size > 0;
@@ -256,7 +270,7 @@ export class Reconciler {
 
   private leaseValid(name: string): boolean {
     const rt = this.runtimes.get(name);
-    return rt !== undefined && !rt.leaseExpired && Date.now() - rt.lastHeartbeat <= this.opts.leaseMs;
+    return rt !== undefined && !rt.leaseExpired && monotonicMs() - rt.lastHeartbeat <= this.opts.leaseMs;
   }
 
   /** The agent as returned by the API: persisted record plus run-time status. */
@@ -266,14 +280,14 @@ export class Reconciler {
     const rt = this.runtimes.get(name);
     const phase = this.agentPhase(name);
     const now = new Date();
-    const hb = rt ? new Date(rt.lastHeartbeat) : undefined;
+    const hb = rt ? wallTimeOf(rt.lastHeartbeat) : undefined;
     const ready: Condition =
       phase === AgentPhase.AGENT_PHASE_NOT_READY
         ? {
             type: 'Ready',
             status: ConditionStatus.CONDITION_STATUS_UNKNOWN,
             reason: rt?.session ? 'LeaseExpired' : 'NotConnected',
-            message: `no heartbeat for ${Math.round((Date.now() - (rt?.lastHeartbeat ?? this.startedAt)) / 1000)}s (lease ${this.opts.leaseMs / 1000}s); check the agent process and its --controller address`,
+            message: `no heartbeat for ${Math.round((monotonicMs() - (rt?.lastHeartbeat ?? this.startedAt)) / 1000)}s (lease ${this.opts.leaseMs / 1000}s); check the agent process and its --controller address`,
             observedGeneration: e.obj.meta?.generation ?? 0n,
             lastTransitionTime: now,
           }
@@ -286,6 +300,8 @@ export class Reconciler {
             lastTransitionTime: hb,
           };
     const conditions: Condition[] = [ready];
+    const addrs = e.obj.status?.conditions.find((c) => c.type === ADDRESSES_VERIFIED);
+    if (addrs) conditions.push(addrs);
     if (e.obj.spec?.unschedulable) {
       conditions.push({
         type: 'Schedulable',
@@ -343,14 +359,15 @@ export class Reconciler {
 
   // ---- Sync stream events ---------------------------------------------------------
 
-  register(session: SyncSessionHandle, reg: Register): Registered {
+  /** A validated registration (lib/src/validate-registration.ts) with its checked addresses. */
+  register(session: SyncSessionHandle, reg: Register, addresses: CheckedAddresses): Registered {
     const id = reg.identity;
     const name = id?.nodeName ?? '';
     const rt = this.runtime(name);
     if (rt.session && rt.session.id !== session.id)
       rt.session.close('replaced by a newer Sync stream of the same agent');
     rt.session = session;
-    rt.lastHeartbeat = Date.now();
+    rt.lastHeartbeat = monotonicMs();
     rt.leaseExpired = false;
     rt.labels = id ? agentLabels(id) : {};
     // Resume: same controller process, the agent has everything we sent, and what it
@@ -392,7 +409,7 @@ export class Reconciler {
       this.links.add(ln);
     }
     if (desired.size > 0 && reported.size === 0 && rt.sentVersion === 0n) rt.needsFull = true;
-    void this.persistRegistration(name, reg).catch((err: unknown) =>
+    void this.persistRegistration(name, reg, addresses).catch((err: unknown) =>
       this.log.error({ err, agent: name }, 'persisting registration failed'),
     );
     this.agents.add(name);
@@ -406,13 +423,19 @@ export class Reconciler {
     };
   }
 
-  private async persistRegistration(name: string, reg: Register): Promise<void> {
+  private async persistRegistration(name: string, reg: Register, checked: CheckedAddresses): Promise<void> {
     const cur = this.cache.agents.get(name)?.obj;
     const s = cur?.status;
+    // Only verified addresses are stored; the condition says what was refused and why.
+    const addresses = { grpc: checked.grpc.address, metrics: checked.metrics.address };
+    const prevCond = s?.conditions.find((c) => c.type === ADDRESSES_VERIFIED);
+    let cond = addressesCondition(checked, cur?.meta?.generation ?? 0n, new Date());
+    if (prevCond && prevCond.status === cond.status && prevCond.message === cond.message) cond = prevCond;
     const same =
       s !== undefined &&
+      cond === prevCond &&
       JSON.stringify([s.identity, s.addresses, s.capabilities, s.version]) ===
-        JSON.stringify([reg.identity, reg.addresses, reg.capabilities, reg.version]);
+        JSON.stringify([reg.identity, addresses, reg.capabilities, reg.version]);
     if (same) return;
     const isNew = cur === undefined;
     await this.cache.putAgent({
@@ -421,12 +444,12 @@ export class Reconciler {
       status: {
         phase: AgentPhase.AGENT_PHASE_READY,
         identity: reg.identity,
-        addresses: reg.addresses,
+        addresses,
         capabilities: reg.capabilities,
         version: reg.version,
         lastHeartbeatTime: undefined,
         leaseDuration: undefined,
-        conditions: [],
+        conditions: [cond],
         ackedVersion: 0n,
       },
     });
@@ -436,7 +459,7 @@ export class Reconciler {
   heartbeat(name: string): void {
     const rt = this.runtimes.get(name);
     if (!rt) return;
-    rt.lastHeartbeat = Date.now();
+    rt.lastHeartbeat = monotonicMs();
     if (rt.leaseExpired) {
       rt.leaseExpired = false;
       this.log.info({ agent: name }, 'agent lease renewed');
@@ -448,7 +471,7 @@ export class Reconciler {
   linkStatusUpdate(name: string, u: LinkStatusUpdate): void {
     const rt = this.runtimes.get(name);
     if (!rt) return;
-    rt.lastHeartbeat = Date.now();
+    rt.lastHeartbeat = monotonicMs();
     const desired = this.linksOf(name).has(u.name);
     if (u.deleted) {
       const inflight = this.isInflight(rt, u.name);
@@ -460,7 +483,10 @@ export class Reconciler {
         this.agents.add(name);
       }
     } else {
-      if (u.status) rt.observed.set(u.name, u.status);
+      // The agent names the link: keep at most maxLinksPerAgent statuses of links it was not sent.
+      const known = desired || rt.sent.has(u.name) || rt.observed.has(u.name);
+      if (u.status && (known || rt.observed.size < this.opts.limits.maxLinksPerAgent))
+        rt.observed.set(u.name, u.status);
       if (!desired && !rt.sent.has(u.name) && this.cache.links.get(u.name) === undefined && rt.session) {
         // A link we do not want is running there: a snapshot removes it (if managed).
         this.metrics.drift.inc({ direction: 'extra_on_agent' });
@@ -482,7 +508,7 @@ export class Reconciler {
   ack(name: string, a: DesiredAck): void {
     const rt = this.runtimes.get(name);
     if (!rt) return;
-    rt.lastHeartbeat = Date.now();
+    rt.lastHeartbeat = monotonicMs();
     if (a.version > rt.ackedVersion) rt.ackedVersion = a.version;
     const rejectedNames = Object.keys(a.rejected);
     if (rejectedNames.length > 0) this.metrics.rejections.inc(rejectedNames.length);
@@ -492,7 +518,7 @@ export class Reconciler {
       for (const [ln, gen] of upserts) {
         const reason = a.rejected[ln];
         if (v === a.version && reason !== undefined) {
-          rt.rejected.set(ln, reason);
+          rt.rejected.set(ln, reason.slice(0, MAX_REJECT_REASON_LENGTH));
         } else {
           rt.rejected.delete(ln);
           rt.applied.set(ln, gen);
@@ -501,7 +527,9 @@ export class Reconciler {
       }
     }
     for (const ln of rejectedNames) {
-      rt.rejected.set(ln, a.rejected[ln] ?? '');
+      // Only links this agent was sent: an agent cannot make the controller hold other names.
+      if (!rt.sent.has(ln)) continue;
+      rt.rejected.set(ln, (a.rejected[ln] ?? '').slice(0, MAX_REJECT_REASON_LENGTH));
       this.links.add(ln);
     }
     if (this.cache.agents.get(name)?.obj.spec?.drain)
@@ -517,7 +545,7 @@ export class Reconciler {
   }
 
   private checkLeases(): void {
-    const now = Date.now();
+    const now = monotonicMs();
     for (const rt of this.runtimes.values()) {
       if (rt.leaseExpired || now - rt.lastHeartbeat <= this.opts.leaseMs) continue;
       if (!this.cache.agents.has(rt.name)) continue;
@@ -657,11 +685,19 @@ export class Reconciler {
           want.set(r.name, r.link);
       }
       let conflicts = 0;
+      let overLimit = 0;
       let writes = 0;
+      const max = this.opts.limits.maxLinksPerAgent;
       for (const [ln, l] of want) {
         const cur = this.cache.links.get(ln);
         if (cur && (cur.obj.meta?.managedBy ?? '') !== managedByPolicy(name)) {
           conflicts++;
+          continue;
+        }
+        // A new link on an agent that already holds maxLinksPerAgent links is not stamped.
+        if (!cur && (l.spec?.endpoints ?? []).some((ep) => this.linksOf(ep.agent).size >= max)) {
+          overLimit++;
+          want.delete(ln);
           continue;
         }
         if ((await this.cache.putLink(l, '')).changed) await this.yieldEvery(++writes);
@@ -676,23 +712,32 @@ export class Reconciler {
         const names = [...want.keys()].sort();
         const prev = this.policyStatus.get(name);
         const applied: Condition =
-          conflicts > 0
+          overLimit > 0 && conflicts === 0
             ? {
                 type: 'Applied',
                 status: ConditionStatus.CONDITION_STATUS_FALSE,
-                reason: 'NameConflict',
-                message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`,
+                reason: 'LinkLimitReached',
+                message: `${overLimit} link(s) not stamped: their agents already hold maxLinksPerAgent (${max}) links`,
                 observedGeneration: gen,
                 lastTransitionTime: new Date(),
               }
-            : {
-                type: 'Applied',
-                status: ConditionStatus.CONDITION_STATUS_TRUE,
-                reason: 'LinksStamped',
-                message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
-                observedGeneration: gen,
-                lastTransitionTime: new Date(),
-              };
+            : conflicts > 0
+              ? {
+                  type: 'Applied',
+                  status: ConditionStatus.CONDITION_STATUS_FALSE,
+                  reason: 'NameConflict',
+                  message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`,
+                  observedGeneration: gen,
+                  lastTransitionTime: new Date(),
+                }
+              : {
+                  type: 'Applied',
+                  status: ConditionStatus.CONDITION_STATUS_TRUE,
+                  reason: 'LinksStamped',
+                  message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
+                  observedGeneration: gen,
+                  lastTransitionTime: new Date(),
+                };
         const old = prev?.conditions.find((c) => c.type === 'Applied');
         if (old && old.status === applied.status) applied.lastTransitionTime = old.lastTransitionTime;
         const changed =

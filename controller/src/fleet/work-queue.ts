@@ -9,6 +9,7 @@
  *
  * Handlers are level-triggered: a key names an object, never an event.
  */
+import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
 import type { ControllerMetrics, QueueName } from './controller-metrics';
 
@@ -45,13 +46,13 @@ export class WorkQueue {
     metrics.registerQueue(name, {
       depth: () => this.waiting.size,
       unfinishedSeconds: () => {
-        const now = Date.now();
+        const now = monotonicMs();
         let s = 0;
         for (const t of this.processing.values()) s += (now - t) / 1000;
         return s;
       },
       longestRunningSeconds: () => {
-        const now = Date.now();
+        const now = monotonicMs();
         let m = 0;
         for (const t of this.processing.values()) m = Math.max(m, (now - t) / 1000);
         return m;
@@ -77,7 +78,7 @@ export class WorkQueue {
     }
     if (this.waiting.has(key)) return;
     this.metrics.queueAdds.inc({ name: this.name });
-    this.waiting.set(key, Date.now());
+    this.waiting.set(key, monotonicMs());
     this.items.push(key);
     const w = this.wakeups.shift();
     if (w) w();
@@ -131,9 +132,9 @@ export class WorkQueue {
     for (;;) {
       const key = await this.next();
       if (key === undefined) return;
-      const addedAt = this.waiting.get(key) ?? Date.now();
+      const addedAt = this.waiting.get(key) ?? monotonicMs();
       this.waiting.delete(key);
-      const start = Date.now();
+      const start = monotonicMs();
       this.metrics.queueDuration.observe({ name: this.name }, (start - addedAt) / 1000);
       this.processing.set(key, start);
       try {
@@ -149,7 +150,7 @@ export class WorkQueue {
         this.addRateLimited(key);
       } finally {
         this.processing.delete(key);
-        const secs = (Date.now() - start) / 1000;
+        const secs = (monotonicMs() - start) / 1000;
         this.metrics.workDuration.observe({ name: this.name }, secs);
         this.metrics.reconcileDuration.observe(secs);
         if (this.dirty.delete(key)) this.add(key);

@@ -2,7 +2,9 @@
  * gRPC clients from the controller to agents' AgentService (stats, console attach),
  * one channel per agent address, reused. With TLS configured the controller presents
  * its own certificate as the client identity (credentials that follow certificate
- * reloads, see lib/src/cert-files.ts).
+ * reloads, see lib/src/cert-files.ts). Callers pass only verified addresses
+ * (fleet/address-verification.ts usableAddress): what an agent registers is never dialled
+ * as such.
  */
 import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
 

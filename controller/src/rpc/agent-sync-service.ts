@@ -15,12 +15,16 @@ import type { Link } from '../../../lib/gen/vop/types/v1/types';
 import { peerName } from '../../../lib/src/auth';
 import { invalidArgument, ServerError } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
+import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
 import type { HandlerKit } from '../../../lib/src/rpc-handlers';
 import { NAME_RE } from '../../../lib/src/validate';
+import { validateRegistration } from '../../../lib/src/validate-registration';
+import { peerEvidence, verifyAddress } from '../fleet/address-verification';
 import type { SyncSessionHandle } from '../fleet/agent-runtime';
 import type { ControllerMetrics } from '../fleet/controller-metrics';
 import type { Reconciler } from '../fleet/reconciler';
+import { chunkDesired } from './desired-chunks';
 
 export const REGISTER_TIMEOUT_MS = 10_000;
 
@@ -32,6 +36,9 @@ export interface AgentSyncDeps {
   readonly log: Logger;
   /** Certificate names allowed to register any node name (admins); others only their own. */
   readonly adminNames: readonly string[];
+  readonly limits: Pick<Limits, 'maxLinksPerAgent'>;
+  /** Largest DesiredLinks message; larger versions are split for agents that accept parts. */
+  readonly chunkBytes: number;
 }
 
 export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): ServiceBinding {
@@ -40,11 +47,22 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
   const sync = kit.bidi('Sync', async (call: ServerDuplexStream<SyncRequest, SyncResponse>, signal: AbortSignal) => {
     let agent: string | undefined;
     let closeReason: string | undefined;
+    let chunked = false;
     const session: SyncSessionHandle = {
       id: nextSessionId++,
       sendDesired(version: bigint, fullSnapshot: boolean, upserts: Link[], deletes: string[]) {
         if (call.cancelled || call.destroyed || call.writableEnded) return;
-        call.write({ msg: { $case: 'desired', value: { version, fullSnapshot, upserts, deletes } } });
+        if (!chunked) {
+          call.write({ msg: { $case: 'desired', value: { version, fullSnapshot, upserts, deletes, more: false } } });
+          return;
+        }
+        const parts = chunkDesired(version, fullSnapshot, upserts, deletes, deps.chunkBytes);
+        if (parts.length > 1)
+          log.info(
+            { agent, version: String(version), parts: parts.length, upserts: upserts.length },
+            'desired links sent in parts',
+          );
+        for (const value of parts) call.write({ msg: { $case: 'desired', value } });
       },
       close(reason: string) {
         closeReason = reason;
@@ -86,11 +104,9 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
         if (m.$case === 'register') {
           if (agent !== undefined)
             throw invalidArgument([{ field: 'register', description: 'sent twice on one stream' }]);
+          // Everything an agent registers is checked before anything is stored or indexed.
+          validateRegistration(m.value, deps.limits);
           const name = m.value.identity?.nodeName ?? '';
-          if (!NAME_RE.test(name))
-            throw invalidArgument([
-              { field: 'register.identity.node_name', description: `"${name}" must be a DNS-1123 label` },
-            ]);
           // With mutual TLS an agent registers under its own certificate name, so one
           // compromised card cannot impersonate another node.
           const peer = peerName(call.getAuthContext());
@@ -106,7 +122,19 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
           }
           clearTimeout(registerTimer);
           agent = name;
-          const registered = reconciler.register(session, m.value);
+          chunked = m.value.acceptsChunkedDesired;
+          const evidence = peerEvidence(call);
+          const addresses = {
+            grpc: verifyAddress(m.value.addresses?.grpc ?? '', evidence),
+            metrics: verifyAddress(m.value.addresses?.metrics ?? '', evidence),
+          };
+          for (const [which, c] of Object.entries(addresses))
+            if (c.problem !== null)
+              log.warn(
+                { agent: name, code: 'AGENT_ADDRESS_UNVERIFIED', address: which, reason: c.problem },
+                'registered address not verified: not dialled, not published',
+              );
+          const registered = reconciler.register(session, m.value, addresses);
           call.write({ msg: { $case: 'registered', value: registered } });
           log.info(
             { agent: name, ackedVersion: String(m.value.ackedVersion), reportedLinks: m.value.links.length },
@@ -117,8 +145,11 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
         if (agent === undefined)
           throw invalidArgument([{ field: 'msg', description: 'the first message of a Sync stream must be register' }]);
         if (m.$case === 'heartbeat') reconciler.heartbeat(agent);
-        else if (m.$case === 'status') reconciler.linkStatusUpdate(agent, m.value);
-        else reconciler.ack(agent, m.value);
+        else if (m.$case === 'status') {
+          if (!NAME_RE.test(m.value.name))
+            throw invalidArgument([{ field: 'status.name', description: 'must be a DNS-1123 label (a link name)' }]);
+          reconciler.linkStatusUpdate(agent, m.value);
+        } else reconciler.ack(agent, m.value);
       } catch (err) {
         finish?.(err);
       }

@@ -6,10 +6,6 @@
  */
 import { status as GrpcStatus, Metadata, type ServerDuplexStream, type ServerWritableStream } from '@grpc/grpc-js';
 
-import type {
-  AttachConsoleRequest as AgentConsoleRequest,
-  AttachConsoleResponse as AgentConsoleResponse,
-} from '../../../lib/gen/vop/agent/v1/agent';
 import {
   ControllerServiceService,
   type AttachConsoleRequest,
@@ -23,22 +19,27 @@ import {
 import {
   AgentPhase,
   LinkPhase,
-  Role,
   WatchEventType,
   type Agent,
   type LabelSelector,
   type Link,
   type LinkPolicy,
 } from '../../../lib/gen/vop/types/v1/types';
-import { assertConsoleWriteAllowed } from '../../../lib/src/auth';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
+import { assertConsoleCaller } from '../../../lib/src/console-access';
+import type { Limits } from '../../../lib/src/limits';
+import type { Logger } from '../../../lib/src/logger';
 import { writeWithBackpressure, type HandlerKit } from '../../../lib/src/rpc-handlers';
 import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../lib/src/selector';
+import { clientKey, StreamQuota } from '../../../lib/src/stream-quota';
 import { checkName, validateLink, validatePolicy } from '../../../lib/src/validate';
+import { WatchBacklog } from '../../../lib/src/watch-backlog';
+import { usableAddress } from '../fleet/address-verification';
 import type { CacheEvent, ObjectCache } from '../fleet/object-cache';
 import type { Reconciler } from '../fleet/reconciler';
 import type { AgentClients } from './agent-clients';
+import { relayConsole } from './console-relay';
 import { paginate } from './pagination';
 
 const AGENT_CALL_TIMEOUT_MS = 5000;
@@ -47,6 +48,8 @@ export interface ControllerServiceDeps {
   readonly cache: ObjectCache;
   readonly reconciler: Reconciler;
   readonly agentClients: AgentClients;
+  readonly limits: Limits;
+  readonly log: Logger;
 }
 
 function selector(text: string, field = 'label_selector'): LabelSelector | undefined {
@@ -73,41 +76,37 @@ function linkMatches(l: Link, sel: LabelSelector | undefined, agent: string, pha
   return true;
 }
 
-/** Runs a watch: subscribe first (buffering), then snapshot, SYNCED, then changes in order. */
+/** Runs a watch: subscribe first (into a bounded backlog), then snapshot, SYNCED, then changes in order. */
 async function runWatch<T>(
   cache: ObjectCache,
   kind: 'link' | 'agent',
-  signal: AbortSignal,
+  outer: AbortSignal,
+  backlogLimit: number,
   opts: {
     updatesOnly: boolean;
     snapshot: () => T[];
     view: (ev: CacheEvent) => T | undefined;
     matches: (obj: T) => boolean;
-    write: (type: WatchEventType, obj: T | undefined, rv: string) => Promise<void>;
+    write: (type: WatchEventType, obj: T | undefined, rv: string, signal: AbortSignal) => Promise<void>;
   },
 ): Promise<void> {
-  const pending: CacheEvent[] = [];
-  let wake: (() => void) | undefined;
+  const backlog = new WatchBacklog<CacheEvent>(backlogLimit, outer);
+  const signal = backlog.signal;
   const unsubscribe = cache.subscribe((ev) => {
-    if (ev.kind !== kind) return;
-    pending.push(ev);
-    wake?.();
+    if (ev.kind === kind) backlog.push(ev);
   });
-  const onAbort = (): void => wake?.();
-  signal.addEventListener('abort', onAbort, { once: true });
   try {
     if (!opts.updatesOnly) {
       for (const obj of opts.snapshot())
         if (opts.matches(obj))
-          await opts.write(WatchEventType.WATCH_EVENT_TYPE_ADDED, obj, String(cache.currentVersion()));
+          await opts.write(WatchEventType.WATCH_EVENT_TYPE_ADDED, obj, String(cache.currentVersion()), signal);
     }
-    await opts.write(WatchEventType.WATCH_EVENT_TYPE_SYNCED, undefined, String(cache.currentVersion()));
+    await opts.write(WatchEventType.WATCH_EVENT_TYPE_SYNCED, undefined, String(cache.currentVersion()), signal);
     const seen = new Set<string>();
     while (!signal.aborted) {
-      const ev = pending.shift();
+      const ev = backlog.shift();
       if (!ev) {
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
+        await backlog.wait();
         continue;
       }
       const obj = opts.view(ev);
@@ -116,16 +115,19 @@ async function runWatch<T>(
       if (type === WatchEventType.WATCH_EVENT_TYPE_ADDED && seen.has(ev.name))
         type = WatchEventType.WATCH_EVENT_TYPE_MODIFIED;
       seen.add(ev.name);
-      await opts.write(type, obj, String(ev.revision));
+      await opts.write(type, obj, String(ev.revision), signal);
     }
+    backlog.throwIfOverflowed();
   } finally {
     unsubscribe();
-    signal.removeEventListener('abort', onAbort);
+    backlog.dispose();
   }
 }
 
 export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServiceDeps): ServiceBinding {
-  const { cache, reconciler, agentClients } = deps;
+  const { cache, reconciler, agentClients, limits } = deps;
+  /** Watch and console streams per client identity (maxStreamsPerClient). */
+  const streams = new StreamQuota(limits.maxStreamsPerClient, 'watch and console streams');
 
   const getLinkOrThrow = (name: string): Link => {
     requireName(name);
@@ -155,10 +157,23 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
 
   const implementation = {
     applyLink: kit.unary('ApplyLink', async (req: { link: Link | undefined; dryRun: boolean }) => {
-      validateLink(req.link);
+      validateLink(req.link, limits);
       const link = req.link as Link;
       const name = link.meta?.name ?? '';
       const cur = cache.links.get(name)?.obj;
+      for (const ep of link.spec?.endpoints ?? []) {
+        if (cur?.spec?.endpoints.some((e) => e.agent === ep.agent)) continue;
+        const held = reconciler.linksOf(ep.agent).size;
+        if (held >= limits.maxLinksPerAgent)
+          throw new ServerError(
+            GrpcStatus.RESOURCE_EXHAUSTED,
+            `agent "${ep.agent}" already holds ${held} links (limit maxLinksPerAgent = ${limits.maxLinksPerAgent}); delete one first`,
+            {
+              reason: 'LINK_LIMIT_EXCEEDED',
+              metadata: { agent: ep.agent, limit: 'maxLinksPerAgent', max: String(limits.maxLinksPerAgent) },
+            },
+          );
+      }
       const managedBy = cur?.meta?.managedBy ?? '';
       if (managedBy.startsWith('policy/')) {
         throw failedPrecondition(
@@ -216,29 +231,41 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       'WatchLinks',
       async (call: ServerWritableStream<WatchLinksRequest, WatchLinksResponse>, signal) => {
         const sel = selector(call.request.labelSelector);
-        await runWatch<Link>(cache, 'link', signal, {
-          updatesOnly: call.request.updatesOnly,
-          snapshot: () =>
-            [...cache.links.keys()]
-              .sort()
-              .map((n) => reconciler.linkView(n))
-              .filter((l): l is Link => l !== undefined),
-          view: (ev) =>
-            ev.type === WatchEventType.WATCH_EVENT_TYPE_DELETED
-              ? (ev.last as Link | undefined)
-              : reconciler.linkView(ev.name),
-          matches: (l) => linkMatches(l, sel, call.request.agent, LinkPhase.LINK_PHASE_UNSPECIFIED),
-          write: (type, link, resourceVersion) => writeWithBackpressure(call, { type, link, resourceVersion }, signal),
-        });
+        const release = streams.acquire(clientKey(call));
+        try {
+          await runWatch<Link>(cache, 'link', signal, limits.watchBacklogEvents, {
+            updatesOnly: call.request.updatesOnly,
+            snapshot: () =>
+              [...cache.links.keys()]
+                .sort()
+                .map((n) => reconciler.linkView(n))
+                .filter((l): l is Link => l !== undefined),
+            view: (ev) =>
+              ev.type === WatchEventType.WATCH_EVENT_TYPE_DELETED
+                ? (ev.last as Link | undefined)
+                : reconciler.linkView(ev.name),
+            matches: (l) => linkMatches(l, sel, call.request.agent, LinkPhase.LINK_PHASE_UNSPECIFIED),
+            write: (type, link, resourceVersion, sig) =>
+              writeWithBackpressure(call, { type, link, resourceVersion }, sig),
+          });
+        } finally {
+          release();
+        }
       },
     ),
     getLinkStats: kit.unary('GetLinkStats', async (req: { name: string }) => {
       const l = getLinkOrThrow(req.name);
       const endpoints: EndpointStats[] = await Promise.all(
         (l.spec?.endpoints ?? []).map(async (ep): Promise<EndpointStats> => {
-          const addr = cache.agents.get(ep.agent)?.obj.status?.addresses?.grpc ?? '';
-          if (addr === '')
-            return { agent: ep.agent, role: ep.role, devices: [], error: 'agent has not registered a gRPC address' };
+          // Only a verified address is dialled (address-verification.ts).
+          const { address: addr, problem } = usableAddress(cache.agents.get(ep.agent)?.obj, 'grpc');
+          if (problem !== null)
+            return {
+              agent: ep.agent,
+              role: ep.role,
+              devices: [],
+              error: `FAILED_PRECONDITION: agent "${ep.agent}" ${problem}`,
+            };
           const client = agentClients.get(addr);
           return new Promise<EndpointStats>((resolve) => {
             client.getStats(
@@ -264,62 +291,18 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     attachConsole: kit.bidi(
       'AttachConsole',
       async (call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>, signal) => {
-        const first = await new Promise<AttachConsoleRequest | undefined>((resolve) => {
-          call.once('data', resolve);
-          call.once('end', () => resolve(undefined));
-          signal.addEventListener('abort', () => resolve(undefined), { once: true });
-        });
-        if (!first) return;
-        if (first.msg?.$case !== 'open')
-          throw invalidArgument([{ field: 'msg', description: 'the first message must be open' }]);
-        assertConsoleWriteAllowed(call.metadata, first.msg.value);
-        const l = getLinkOrThrow(first.msg.value.link);
-        // No device named: the link's first console.
-        const open = {
-          ...first.msg.value,
-          device: first.msg.value.device || (l.spec?.devices.find((d) => d.kind?.$case === 'console')?.name ?? ''),
-        };
-        const ep = (l.spec?.endpoints ?? []).find((e) => e.role === Role.ROLE_DEVICE) ?? l.spec?.endpoints[0];
-        const addr = ep ? (cache.agents.get(ep.agent)?.obj.status?.addresses?.grpc ?? '') : '';
-        if (!ep || addr === '')
-          throw failedPrecondition(
-            'AGENT_UNREACHABLE',
-            `the device-side agent of link "${open.link}" has no registered gRPC address`,
-            { link: open.link },
-          );
-        const upstream = agentClients.get(addr).attachConsole();
-        await new Promise<void>((resolve, reject) => {
-          upstream.on('data', (m: AgentConsoleResponse) => {
-            if (m.msg?.$case === 'attached')
-              call.write({
-                msg: { $case: 'attached', value: { ...m.msg.value, agent: m.msg.value.agent || ep.agent } },
-              });
-            else if (m.msg?.$case === 'output') call.write({ msg: { $case: 'output', value: m.msg.value } });
-          });
-          upstream.on('error', (err: { code?: number; details?: string }) => {
-            if (signal.aborted) return resolve();
-            reject(
-              new ServerError(
-                err.code ?? GrpcStatus.UNAVAILABLE,
-                `agent ${ep.agent}: ${err.details ?? 'console failed'}`,
-                { reason: 'AGENT_CONSOLE_FAILED', metadata: { agent: ep.agent } },
-              ),
-            );
-          });
-          upstream.on('end', () => resolve());
-          call.on('data', (m: AttachConsoleRequest) => {
-            if (m.msg?.$case === 'input')
-              upstream.write({ msg: { $case: 'input', value: m.msg.value } } satisfies AgentConsoleRequest);
-          });
-          call.on('end', () => upstream.end());
-          signal.addEventListener('abort', () => upstream.cancel(), { once: true });
-          upstream.write({ msg: { $case: 'open', value: open } } satisfies AgentConsoleRequest);
-        });
+        assertConsoleCaller(call.metadata);
+        const release = streams.acquire(clientKey(call));
+        try {
+          await relayConsole(call, signal, { cache, reconciler, agentClients, log: deps.log });
+        } finally {
+          release();
+        }
       },
     ),
 
     applyPolicy: kit.unary('ApplyPolicy', async (req: { policy: LinkPolicy | undefined; dryRun: boolean }) => {
-      validatePolicy(req.policy);
+      validatePolicy(req.policy, limits);
       const p = req.policy as LinkPolicy;
       const res = await cache.putPolicy(
         { ...p, meta: { ...(p.meta as NonNullable<LinkPolicy['meta']>), managedBy: '' }, status: undefined },
@@ -374,22 +357,27 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       'WatchAgents',
       async (call: ServerWritableStream<WatchAgentsRequest, WatchAgentsResponse>, signal) => {
         const sel = selector(call.request.labelSelector);
-        await runWatch<Agent>(cache, 'agent', signal, {
-          updatesOnly: call.request.updatesOnly,
-          snapshot: () =>
-            [...cache.agents.keys()]
-              .sort()
-              .map((n) => reconciler.agentView(n))
-              .filter((a): a is Agent => a !== undefined),
-          view: (ev) =>
-            ev.type === WatchEventType.WATCH_EVENT_TYPE_DELETED
-              ? (ev.last as Agent | undefined)
-              : reconciler.agentView(ev.name),
-          matches: (a) =>
-            selectorMatches(sel, reconciler.runtimes.get(a.meta?.name ?? '')?.labels ?? a.meta?.labels ?? {}),
-          write: (type, agent, resourceVersion) =>
-            writeWithBackpressure(call, { type, agent, resourceVersion }, signal),
-        });
+        const release = streams.acquire(clientKey(call));
+        try {
+          await runWatch<Agent>(cache, 'agent', signal, limits.watchBacklogEvents, {
+            updatesOnly: call.request.updatesOnly,
+            snapshot: () =>
+              [...cache.agents.keys()]
+                .sort()
+                .map((n) => reconciler.agentView(n))
+                .filter((a): a is Agent => a !== undefined),
+            view: (ev) =>
+              ev.type === WatchEventType.WATCH_EVENT_TYPE_DELETED
+                ? (ev.last as Agent | undefined)
+                : reconciler.agentView(ev.name),
+            matches: (a) =>
+              selectorMatches(sel, reconciler.runtimes.get(a.meta?.name ?? '')?.labels ?? a.meta?.labels ?? {}),
+            write: (type, agent, resourceVersion, sig) =>
+              writeWithBackpressure(call, { type, agent, resourceVersion }, sig),
+          });
+        } finally {
+          release();
+        }
       },
     ),
     cordonAgent: kit.unary('CordonAgent', async (req: { name: string }) => {

@@ -282,8 +282,16 @@ export interface Register {
   version: string;
   /** Desired-links version the agent last applied; 0 asks for a full snapshot. */
   ackedVersion: bigint;
-  /** Links the agent actually runs, with their status (drift is corrected both ways). */
+  /**
+   * Links the agent actually runs, with their status (drift is corrected both ways). Only name,
+   * managed_by, spec and status are read; agents leave labels and annotations out.
+   */
   links: Link[];
+  /**
+   * The agent assembles one DesiredLinks version sent as several messages (DesiredLinks.more).
+   * The controller splits a large version only for agents that set this.
+   */
+  acceptsChunkedDesired: boolean;
 }
 
 /** Keeps the lease alive; small on purpose. */
@@ -337,6 +345,13 @@ export interface DesiredLinks {
   fullSnapshot: boolean;
   upserts: Link[];
   deletes: string[];
+  /**
+   * More messages of this same version follow (a version too large for one message is split).
+   * The agent collects upserts and deletes of every part and applies the version only after
+   * the part with more = false; full_snapshot is the same on every part. Sent only to agents
+   * that registered with accepts_chunked_desired.
+   */
+  more: boolean;
 }
 
 /** Controller-to-agent message. */
@@ -3524,6 +3539,7 @@ function createBaseRegister(): Register {
     version: "",
     ackedVersion: 0n,
     links: [],
+    acceptsChunkedDesired: false,
   };
 }
 
@@ -3549,6 +3565,9 @@ export const Register: MessageFns<Register> = {
     }
     for (const v of message.links) {
       Link.encode(v!, writer.uint32(50).fork()).join();
+    }
+    if (message.acceptsChunkedDesired !== false) {
+      writer.uint32(56).bool(message.acceptsChunkedDesired);
     }
     return writer;
   },
@@ -3614,6 +3633,14 @@ export const Register: MessageFns<Register> = {
             message.links.push(Link.decode(reader, reader.uint32()));
             continue;
           }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.acceptsChunkedDesired = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3638,6 +3665,11 @@ export const Register: MessageFns<Register> = {
         ? BigInt(object.acked_version)
         : 0n,
       links: globalThis.Array.isArray(object?.links) ? object.links.map((e: any) => Link.fromJSON(e)) : [],
+      acceptsChunkedDesired: isSet(object.acceptsChunkedDesired)
+        ? globalThis.Boolean(object.acceptsChunkedDesired)
+        : isSet(object.accepts_chunked_desired)
+        ? globalThis.Boolean(object.accepts_chunked_desired)
+        : false,
     };
   },
 
@@ -3661,6 +3693,9 @@ export const Register: MessageFns<Register> = {
     if (message.links?.length) {
       obj.links = message.links.map((e) => Link.toJSON(e));
     }
+    if (message.acceptsChunkedDesired !== false) {
+      obj.acceptsChunkedDesired = message.acceptsChunkedDesired;
+    }
     return obj;
   },
 
@@ -3683,6 +3718,7 @@ export const Register: MessageFns<Register> = {
       ? BigInt(object.ackedVersion)
       : 0n;
     message.links = object.links?.map((e) => Link.fromPartial(e)) || [];
+    message.acceptsChunkedDesired = object.acceptsChunkedDesired ?? false;
     return message;
   },
 };
@@ -4324,7 +4360,7 @@ export const Registered: MessageFns<Registered> = {
 };
 
 function createBaseDesiredLinks(): DesiredLinks {
-  return { version: 0n, fullSnapshot: false, upserts: [], deletes: [] };
+  return { version: 0n, fullSnapshot: false, upserts: [], deletes: [], more: false };
 }
 
 export const DesiredLinks: MessageFns<DesiredLinks> = {
@@ -4343,6 +4379,9 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
     }
     for (const v of message.deletes) {
       writer.uint32(34).string(v!);
+    }
+    if (message.more !== false) {
+      writer.uint32(40).bool(message.more);
     }
     return writer;
   },
@@ -4392,6 +4431,14 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
             message.deletes.push(reader.string());
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.more = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4414,6 +4461,7 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
         : false,
       upserts: globalThis.Array.isArray(object?.upserts) ? object.upserts.map((e: any) => Link.fromJSON(e)) : [],
       deletes: globalThis.Array.isArray(object?.deletes) ? object.deletes.map((e: any) => globalThis.String(e)) : [],
+      more: isSet(object.more) ? globalThis.Boolean(object.more) : false,
     };
   },
 
@@ -4431,6 +4479,9 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
     if (message.deletes?.length) {
       obj.deletes = message.deletes;
     }
+    if (message.more !== false) {
+      obj.more = message.more;
+    }
     return obj;
   },
 
@@ -4443,6 +4494,7 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
     message.fullSnapshot = object.fullSnapshot ?? false;
     message.upserts = object.upserts?.map((e) => Link.fromPartial(e)) || [];
     message.deletes = object.deletes?.map((e) => e) || [];
+    message.more = object.more ?? false;
     return message;
   },
 };

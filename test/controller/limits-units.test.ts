@@ -1,0 +1,104 @@
+/**
+ * Unit tests of the pure pieces behind registration and sync limits: which registered
+ * addresses count as verified, and how a desired version is split into parts.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+
+import { Role, type Link } from '../../lib/gen/vop/types/v1/types';
+import { canonicalIp, peerIpOf } from '../../lib/src/net';
+import { verifyAddress, type PeerEvidence } from '../../controller/src/fleet/address-verification';
+import { chunkDesired, desiredBytes } from '../../controller/src/rpc/desired-chunks';
+
+describe('address verification', () => {
+  const ev: PeerEvidence = { peerIp: '10.0.0.5', sanIps: ['10.0.0.6'], sanDns: ['card-1', '*.cards.example'] };
+
+  it('canonicalises peer and SAN addresses (IPv4-mapped IPv6, brackets, ports)', () => {
+    assert.equal(canonicalIp('::ffff:127.0.0.1'), '127.0.0.1');
+    assert.equal(canonicalIp('0:0:0:0:0:0:0:1'), '::1');
+    assert.equal(canonicalIp('card-1'), '');
+    assert.equal(peerIpOf('[::1]:5000'), '::1');
+    assert.equal(peerIpOf('::ffff:10.0.0.1:443'), '10.0.0.1');
+    assert.equal(peerIpOf('10.0.0.1:443'), '10.0.0.1');
+    assert.equal(peerIpOf('unknown'), '');
+  });
+
+  it('accepts the connection address, an IP or DNS SAN (one-label wildcard) and fills in an unspecified host', () => {
+    assert.deepEqual(verifyAddress('10.0.0.5:7411', ev), { address: '10.0.0.5:7411', problem: null });
+    assert.deepEqual(verifyAddress('10.0.0.6:7411', ev), { address: '10.0.0.6:7411', problem: null });
+    assert.deepEqual(verifyAddress('card-1:7411', ev), { address: 'card-1:7411', problem: null });
+    assert.deepEqual(verifyAddress('c7.cards.example:7411', ev), { address: 'c7.cards.example:7411', problem: null });
+    assert.deepEqual(verifyAddress('0.0.0.0:9411', ev), { address: '10.0.0.5:9411', problem: null });
+    assert.deepEqual(verifyAddress('[::]:9411', ev), { address: '10.0.0.5:9411', problem: null });
+    assert.deepEqual(verifyAddress('', ev), { address: '', problem: null });
+  });
+
+  it('refuses any other host, naming the evidence', () => {
+    for (const a of ['169.254.169.254:80', 'a.b.cards.example:1', 'cards.example:1', 'localhost:7411', '10.0.0.7:1']) {
+      const r = verifyAddress(a, ev);
+      assert.equal(r.address, '', a);
+      assert.match(r.problem ?? '', /matches neither the agent's certificate nor the address it connected from/, a);
+      assert.match(r.problem ?? '', /IP:10\.0\.0\.6, DNS:card-1, DNS:\*\.cards\.example; Sync stream from 10\.0\.0\.5/);
+    }
+    assert.deepEqual(verifyAddress('localhost:7411', { peerIp: '127.0.0.1', sanIps: [], sanDns: [] }), {
+      address: 'localhost:7411',
+      problem: null,
+    });
+    assert.match(verifyAddress('0.0.0.0:1', { peerIp: '', sanIps: [], sanDns: [] }).problem ?? '', /unspecified host/);
+  });
+});
+
+describe('desired-links parts', () => {
+  const big = (i: number): Link => ({
+    meta: {
+      name: `l${i}`,
+      labels: {},
+      annotations: { 'vop.dev/blob': 'x'.repeat(100_000) },
+      generation: 1n,
+      resourceVersion: '',
+      createTime: undefined,
+      updateTime: undefined,
+      managedBy: 'controller',
+    },
+    spec: {
+      endpoints: [
+        { agent: 'a', role: Role.ROLE_DEVICE },
+        { agent: 'b', role: Role.ROLE_DRIVER },
+      ],
+      transport: undefined,
+      devices: [],
+    },
+    status: undefined,
+  });
+
+  it('splits a version into parts within the size, in order, marking all but the last', () => {
+    const links = Array.from({ length: 10 }, (_, i) => big(i));
+    const deletes = Array.from({ length: 1000 }, (_, i) => `gone-${i}`);
+    const parts = chunkDesired(7n, true, links, deletes, 256 * 1024);
+    assert.ok(parts.length >= 4, `${parts.length} parts`);
+    for (const [i, p] of parts.entries()) {
+      assert.equal(p.version, 7n);
+      assert.equal(p.fullSnapshot, true);
+      assert.equal(p.more, i < parts.length - 1);
+      assert.ok(desiredBytes(p) <= 256 * 1024, `part ${i} is ${desiredBytes(p)} bytes`);
+    }
+    assert.deepEqual(
+      parts.flatMap((p) => p.upserts.map((l) => l.meta?.name)),
+      links.map((l) => l.meta?.name),
+    );
+    assert.deepEqual(
+      parts.flatMap((p) => p.deletes),
+      deletes,
+    );
+  });
+
+  it('sends a small version as one message and a link larger than a part alone', () => {
+    assert.equal(chunkDesired(1n, false, [big(0)], ['x'], 4 << 20).length, 1);
+    assert.equal(chunkDesired(1n, false, [], [], 4 << 20).length, 1);
+    const parts = chunkDesired(2n, true, [big(0), big(1)], [], 50_000);
+    assert.deepEqual(
+      parts.map((p) => p.upserts.length),
+      [1, 1],
+    );
+  });
+});
