@@ -123,6 +123,7 @@ function request(
       ? https.request(
           {
             ...opts,
+            servername: 'localhost',
             ca: readFileSync(tls.ca),
             cert: readFileSync(tls.cert),
             key: readFileSync(tls.key),

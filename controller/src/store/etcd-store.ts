@@ -74,24 +74,26 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
     this.maxOpsPerCommit = cfg.maxTxnOps - 2;
   }
 
-  /** Reads (creating it in an empty prefix) the cluster id once; commits wait for it. */
+  /** Before the first snapshot: reads (creating it in an empty prefix) the cluster id; commits wait for it. */
   private init(): Promise<void> {
-    if (!this.ready) {
-      this.ready = this.ensureIdentity().then(
-        () => undefined,
-        (err: unknown) => {
-          this.ready = null;
-          throw err;
-        },
-      );
-    }
+    if (this.clusterId !== '') return Promise.resolve();
+    this.ready ??= this.ensureIdentity().then(
+      (id) => {
+        if (this.clusterId === '') this.adopt(id);
+      },
+      (err: unknown) => {
+        this.ready = null;
+        throw err;
+      },
+    );
     return this.ready;
   }
 
-  /** The cluster id under the prefix, created at random when there is none. */
-  private async ensureIdentity(): Promise<string> {
+  /** The identity under the prefix, the cluster id created at random when there is none. */
+  private async ensureIdentity(): Promise<StoreIdentity> {
     const { keys } = this;
     const fresh = randomUUID();
+    const generation: IRequestOp = { request_range: { key: keys.generation, keys_only: true } };
     // Idempotent (creates only if absent, else reads), so it may be sent again.
     const res = await withRetry('identity', this.timeoutMs, false, (deadline) =>
       this.client.kv.txn(
@@ -99,20 +101,27 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
           compare: [
             { key: keys.clusterId, target: CompareTarget.Create, result: CompareResult.Equal, create_revision: 0 },
           ],
-          success: [{ request_put: { key: keys.clusterId, value: Buffer.from(fresh) } }],
-          failure: [{ request_range: { key: keys.clusterId } }],
+          success: [{ request_put: { key: keys.clusterId, value: Buffer.from(fresh) } }, generation],
+          failure: [{ request_range: { key: keys.clusterId } }, generation],
         },
         { deadline },
       ),
     );
-    const id = res.succeeded ? fresh : (res.responses[0]?.response_range.kvs[0]?.value.toString('utf8') ?? '');
-    if (id === '') throw new Error(`etcd: ${keys.clusterId.toString('utf8')} is empty`);
-    if (id !== this.clusterId) {
-      this.clusterId = id;
-      this.gen = 0n;
-    }
+    const clusterId = res.succeeded ? fresh : (res.responses[0]?.response_range.kvs[0]?.value.toString('utf8') ?? '');
+    if (clusterId === '') throw new Error(`etcd: ${keys.clusterId.toString('utf8')} is empty`);
+    const genKv = res.responses[1]?.response_range.kvs[0];
     this.noteRevision(BigInt(res.header.revision));
-    return id;
+    return { clusterId, generation: genKv ? BigInt(genKv.mod_revision) : 0n };
+  }
+
+  /** From now on this handle is (and its commits require) the store `id`. */
+  private adopt(id: StoreIdentity): void {
+    if (id.clusterId !== this.clusterId) {
+      this.clusterId = id.clusterId;
+      this.gen = id.generation;
+    } else {
+      this.noteGeneration(id.generation);
+    }
   }
 
   async loadAll(): Promise<StoredObject[]> {
@@ -120,20 +129,30 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   async loadSnapshot(): Promise<StoreSnapshot> {
+    const snap = await this.readSnapshot();
+    this.adoptSnapshot(snap);
+    return snap;
+  }
+
+  /** A snapshot (creating the identity if the prefix has none), not adopted yet. */
+  async readSnapshot(): Promise<StoreSnapshot> {
     for (;;) {
-      const clusterId = await this.ensureIdentity();
-      this.ready ??= Promise.resolve();
+      const { clusterId } = await this.ensureIdentity();
       try {
         const snap = await this.list();
-        if (snap.identity.clusterId !== clusterId) continue; // wiped or replaced between the two reads
-        this.gen = snap.identity.generation;
-        this.noteRevision(snap.revision);
-        return snap;
+        if (snap.identity.clusterId === clusterId) return snap;
+        // Wiped or replaced between the two reads: again.
       } catch (err) {
-        if (compacted(err)) continue; // compacted between two pages: start over at a newer revision
-        throw err;
+        if (!compacted(err)) throw err;
+        // Compacted between two pages: again, at a newer revision.
       }
     }
+  }
+
+  /** Takes the snapshot's identity and revision as this handle's (a watch does it as it delivers the resync). */
+  adoptSnapshot(snap: StoreSnapshot): void {
+    this.adopt(snap.identity);
+    this.noteRevision(snap.revision);
   }
 
   /** All objects and the identity keys at one revision, in pages. */

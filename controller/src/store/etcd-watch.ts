@@ -1,7 +1,7 @@
 /**
  * The store's watch on etcd: one RangeWatcher over the identity keys and the objects,
  * turned into WatchBatches. A compacted revision, or a change of the cluster id (the
- * prefix was wiped or replaced), makes it relist through the store (loadSnapshot) and
+ * prefix was wiped or replaced), makes it relist through the store and
  * deliver a resync before events continue from the relist's revision.
  */
 import type { Etcd3 } from 'etcd3';
@@ -15,7 +15,10 @@ export interface EtcdWatchSource {
   readonly client: Etcd3;
   readonly keys: EtcdKeys;
   identity(): StoreIdentity;
-  loadSnapshot(): Promise<StoreSnapshot>;
+  /** A complete snapshot (identity created if missing), not yet the store handle's. */
+  readSnapshot(): Promise<StoreSnapshot>;
+  /** Makes the snapshot's identity the handle's: done in the same tick as delivering the resync. */
+  adoptSnapshot(snap: StoreSnapshot): void;
   /** A revision seen on the watch (the store's revision() follows it). */
   noteRevision(rev: bigint): void;
   /** A desired-state commit seen on the watch. */
@@ -93,7 +96,7 @@ export class EtcdStoreWatch implements StoreWatch {
     for (;;) {
       if (this.closed) return;
       try {
-        snap = await this.source.loadSnapshot();
+        snap = await this.source.readSnapshot();
         break;
       } catch (err) {
         this.handlers.onError?.(err instanceof Error ? err : new Error(String(err)));
@@ -102,6 +105,8 @@ export class EtcdStoreWatch implements StoreWatch {
       }
     }
     if (this.closed) return;
+    // Same tick: no commit can run between the handle taking the new identity and the consumer getting the state.
+    this.source.adoptSnapshot(snap);
     this.handlers.onBatch({
       type: 'resync',
       revision: snap.revision,
