@@ -6,12 +6,15 @@
  */
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+
+import Database from 'better-sqlite3';
 
 import { ETCD_DEFAULTS } from '../../controller/src/store/etcd-client';
 import { EtcdStore } from '../../controller/src/store/etcd-store';
 import type { LeaderElector, LeaderState } from '../../controller/src/store/leader-election';
-import { SqliteStore } from '../../controller/src/store/sqlite-store';
+import { SQLITE_FILE, SqliteStore } from '../../controller/src/store/sqlite-store';
 import {
   StoreConflictError,
   StoreFencedError,
@@ -322,6 +325,33 @@ describe('store conformance: sqlite', () => {
       dirs.push(dir);
       return { store: new SqliteStore(dir), reopen: () => new SqliteStore(dir) };
     },
+  });
+});
+
+describe('sqlite store from before identities', () => {
+  it('gets a cluster id on first open and takes its revision as the generation (an upper bound)', async () => {
+    const dir = tempDir('store-sqlite-old');
+    try {
+      // The schema as it was: objects and a revision, no identity, no generation.
+      const db = new Database(path.join(dir, SQLITE_FILE));
+      db.exec(`CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+        CREATE TABLE objects (kind TEXT NOT NULL, name TEXT NOT NULL, revision INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (kind, name)) STRICT;
+        INSERT INTO meta (key, value) VALUES ('revision', 7), ('schema', 1);
+        INSERT INTO objects VALUES ('link', 'l1', 7, x'00');`);
+      db.close();
+      const store = new SqliteStore(dir);
+      const snap = await store.loadSnapshot();
+      assert.equal(snap.revision, 7n);
+      assert.equal(snap.identity.generation, 7n);
+      assert.match(snap.identity.clusterId, /^[0-9a-f-]{36}$/);
+      assert.equal(snap.objects.length, 1);
+      await store.close();
+      const again = new SqliteStore(dir);
+      assert.deepEqual(again.identity(), snap.identity);
+      await again.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -276,6 +276,28 @@ describe('etcd store, one member', () => {
     }
   });
 
+  it('reports every operation with its duration and outcome (for the request latency metric)', async () => {
+    const seen: string[] = [];
+    const store = new EtcdStore(cfg(etcd, '/measured/'), {
+      onRequest: (op, seconds, outcome) => {
+        assert.ok(seconds >= 0 && seconds < 30);
+        seen.push(`${op}:${outcome}`);
+      },
+    });
+    try {
+      await store.loadSnapshot();
+      await store.commit([{ op: 'put', kind: 'link', name: 'a', data: bytes('a'), expected: 0n }]);
+      await assert.rejects(
+        store.commit([{ op: 'put', kind: 'link', name: 'a', data: bytes('a'), expected: 0n }]),
+        StoreConflictError,
+      );
+      await store.compact(store.revision());
+      assert.deepEqual(seen, ['list:ok', 'commit:ok', 'commit:refused', 'compact:ok']);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('gives a wiped prefix a new cluster id: a watching replica resyncs to it, a stale one cannot write', async () => {
     const prefix = '/wiped/';
     const store = new EtcdStore(cfg(etcd, prefix));

@@ -83,6 +83,11 @@ class Session {
       this.client.leaseClient.leaseGrant({ TTL: this.ttlSeconds }, { deadline }),
     );
     this.leaseId = grant.ID;
+    if (this.ended) {
+      // Resigned while the grant was in flight: release() found no lease to revoke.
+      await this.revokeLease();
+      return;
+    }
     this.renewed(t0, Number(grant.TTL));
     this.startKeepAlive();
     this.key = Buffer.concat([this.prefix, Buffer.from(BigInt(grant.ID).toString(16))]);
@@ -144,15 +149,18 @@ class Session {
     ka?.cancel();
     this.watcher?.close();
     this.watcher = null;
-    if (revoke && this.leaseId !== '') {
-      try {
-        await withRetry('lease revoke', this.timeoutMs, false, (deadline) =>
-          this.client.leaseClient.leaseRevoke({ ID: this.leaseId }, { deadline }),
-        );
-      } catch (err) {
-        // The lease then expires on its own after its TTL.
-        if (!/lease not found/.test(String(err))) this.onError(err instanceof Error ? err : new Error(String(err)));
-      }
+    if (revoke) await this.revokeLease();
+  }
+
+  private async revokeLease(): Promise<void> {
+    if (this.leaseId === '') return;
+    try {
+      await withRetry('lease revoke', this.timeoutMs, false, (deadline) =>
+        this.client.leaseClient.leaseRevoke({ ID: this.leaseId }, { deadline }),
+      );
+    } catch (err) {
+      // The lease then expires on its own after its TTL.
+      if (!/lease not found/.test(String(err))) this.onError(err instanceof Error ? err : new Error(String(err)));
     }
   }
 
@@ -173,6 +181,7 @@ class Session {
   }
 
   private startKeepAlive(): void {
+    if (this.ended || this.keepAliveTimer) return;
     const interval = (this.ttlSeconds * 1000) / 3;
     this.keepAliveTimer = setInterval(() => this.sendKeepAlive(), interval);
     void this.openKeepAlive();

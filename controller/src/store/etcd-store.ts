@@ -10,6 +10,7 @@
  * at the first page's revision, so the pages are one consistent snapshot.
  */
 import { randomUUID } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
 
 import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestOp } from 'etcd3';
 
@@ -40,9 +41,13 @@ import {
   type WatchHandlers,
 } from './store';
 
+export type EtcdOperation = 'commit' | 'list' | 'compact';
+
 export interface EtcdStoreOptions {
   /** Objects per range request when listing (default DEFAULT_PAGE_SIZE). */
   readonly pageSize?: number;
+  /** Called after every store operation on etcd (retries included), e.g. for a latency histogram. */
+  readonly onRequest?: (operation: EtcdOperation, seconds: number, outcome: 'ok' | 'refused' | 'error') => void;
 }
 
 function bytes(data: Uint8Array): Buffer {
@@ -55,6 +60,7 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   readonly maxOpsPerCommit: number;
   private readonly timeoutMs: number;
   private readonly pageSize: number;
+  private readonly onRequest: EtcdStoreOptions['onRequest'];
   private rev = 0n;
   private gen = 0n;
   private clusterId = '';
@@ -70,6 +76,7 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
     this.keys = new EtcdKeys(cfg.prefix);
     this.timeoutMs = cfg.requestTimeoutSeconds * 1000;
     this.pageSize = opts.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.onRequest = opts.onRequest;
     // Compares: the cluster id, the fence, one per op; success: the ops and meta/generation.
     this.maxOpsPerCommit = cfg.maxTxnOps - 2;
   }
@@ -128,8 +135,24 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
     return (await this.loadSnapshot()).objects;
   }
 
+  /** Runs `fn`, reporting its duration and outcome to onRequest. */
+  private async measured<T>(op: EtcdOperation, fn: () => Promise<T>): Promise<T> {
+    if (!this.onRequest) return fn();
+    const t0 = performance.now();
+    try {
+      const v = await fn();
+      this.onRequest(op, (performance.now() - t0) / 1000, 'ok');
+      return v;
+    } catch (err) {
+      const refused =
+        err instanceof StoreConflictError || err instanceof StoreFencedError || err instanceof StoreIdentityError;
+      this.onRequest(op, (performance.now() - t0) / 1000, refused ? 'refused' : 'error');
+      throw err;
+    }
+  }
+
   async loadSnapshot(): Promise<StoreSnapshot> {
-    const snap = await this.readSnapshot();
+    const snap = await this.measured('list', () => this.readSnapshot());
     this.adoptSnapshot(snap);
     return snap;
   }
@@ -200,6 +223,10 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   async commit(ops: readonly StoreOp[], options: CommitOptions = {}): Promise<bigint> {
+    return this.measured('commit', () => this.commitOnce(ops, options));
+  }
+
+  private async commitOnce(ops: readonly StoreOp[], options: CommitOptions): Promise<bigint> {
     if (ops.length > this.maxOpsPerCommit)
       throw new RangeError(
         `a commit takes at most ${this.maxOpsPerCommit} ops on etcd (store.maxTxnOps ${this.cfg.maxTxnOps} minus 2; raise both with etcd's --max-txn-ops), got ${ops.length}`,
@@ -288,8 +315,10 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   async compact(revision: bigint): Promise<void> {
-    await withRetry('compact', this.timeoutMs, false, (deadline) =>
-      this.client.kv.compact({ revision: revision.toString(), physical: true }, { deadline }),
+    await this.measured('compact', () =>
+      withRetry('compact', this.timeoutMs, false, (deadline) =>
+        this.client.kv.compact({ revision: revision.toString(), physical: true }, { deadline }),
+      ),
     );
   }
 
