@@ -7,6 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
 import { CONTROLLER_DEFAULTS, controllerConfigSchema } from '../../controller/src/config';
@@ -353,6 +354,7 @@ describe('etcd store over TLS', () => {
   });
   after(async () => {
     await etcd.close();
+    rmSync(pki.dir, { recursive: true, force: true });
   });
 
   it('works with the CA and a client certificate, and is refused without one or in plaintext', async () => {
