@@ -63,6 +63,8 @@ export interface EtcdCluster {
   leader(): Promise<number>;
   /** Waits until member i (default: every running member) answers /health with true. */
   waitHealthy(i?: number, timeoutMs?: number): Promise<void>;
+  /** Value of a gauge or counter (no labels) on member i's /metrics, NaN if absent. */
+  metric(i: number, name: string): Promise<number>;
   /** The tail of member i's log (for assertion messages). */
   log(i: number): string;
   close(): Promise<void>;
@@ -269,6 +271,13 @@ export async function startEtcd(opts: EtcdOptions = {}): Promise<EtcdCluster> {
           await sleep(50);
         }
       }
+    },
+    async metric(i, name) {
+      const m = members[i];
+      if (!m) return NaN;
+      const r = await request(m, opts.tls, 'GET', '/metrics');
+      const line = r.body.split('\n').find((l) => l.startsWith(`${name} `));
+      return line === undefined ? NaN : Number(line.slice(name.length + 1));
     },
     log(i) {
       const m = members[i];

@@ -33,6 +33,13 @@ export interface RangeWatcherHandlers {
   onError?(err: Error): void;
 }
 
+/**
+ * A member that accepted the TCP connection but does not answer (paused, overloaded)
+ * never confirms the watch: give up on it after this long and reconnect (gRPC keepalive
+ * covers a member that stops answering later).
+ */
+export const WATCH_CREATE_TIMEOUT_MS = 5000;
+
 const INITIAL_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 2000;
 
@@ -45,6 +52,7 @@ export class RangeWatcher {
   private stopped = false;
   private backoff = INITIAL_BACKOFF_MS;
   private timer: NodeJS.Timeout | null = null;
+  private createTimer: NodeJS.Timeout | null = null;
 
   /** Watches [start, end) from revision `from` (inclusive). */
   constructor(
@@ -53,6 +61,7 @@ export class RangeWatcher {
     private readonly end: Buffer,
     from: bigint,
     private readonly handlers: RangeWatcherHandlers,
+    private readonly createTimeoutMs = WATCH_CREATE_TIMEOUT_MS,
   ) {
     this.next = from;
     void this.connect();
@@ -86,6 +95,8 @@ export class RangeWatcher {
   private drop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.createTimer) clearTimeout(this.createTimer);
+    this.createTimer = null;
     const s = this.stream;
     this.stream = null;
     s?.cancel();
@@ -117,11 +128,17 @@ export class RangeWatcher {
         progress_notify: true,
       },
     });
+    this.createTimer = setTimeout(() => {
+      this.createTimer = null;
+      this.lost(stream, new Error(`etcd did not confirm the watch within ${this.createTimeoutMs} ms`));
+    }, this.createTimeoutMs);
   }
 
   private lost(stream: WatchStream, err: unknown): void {
     if (stream !== this.stream) return;
     this.stream = null;
+    if (this.createTimer) clearTimeout(this.createTimer);
+    this.createTimer = null;
     stream.cancel();
     this.retryLater(err);
   }
@@ -150,6 +167,8 @@ export class RangeWatcher {
       return;
     }
     if (res.created) {
+      if (this.createTimer) clearTimeout(this.createTimer);
+      this.createTimer = null;
       this.backoff = INITIAL_BACKOFF_MS;
       this.handlers.onConnected?.();
       return;
