@@ -72,10 +72,6 @@ class Session {
     private readonly onError: (err: Error) => void,
   ) {}
 
-  isEnded(): boolean {
-    return this.ended;
-  }
-
   /** Resolves when the session has ended (lease lost, key gone, resign). */
   async run(): Promise<void> {
     const t0 = performance.now();
