@@ -94,7 +94,6 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("constants", constants),
 		EXPORT("windowCreate", vop_b_window_create),
 		EXPORT("windowAttach", vop_b_window_attach),
-		EXPORT("windowAttachFd", vop_b_window_attach_fd),
 		EXPORT("windowReattach", vop_b_window_reattach),
 		EXPORT("windowInfo", vop_b_window_info),
 		EXPORT("windowClose", vop_b_window_close),

@@ -186,7 +186,7 @@ struct open_opts {
 	struct vop_link_config cfg;
 };
 
-enum open_mode { OPEN_ATTACH, OPEN_CREATE, OPEN_FD };
+enum open_mode { OPEN_ATTACH, OPEN_CREATE };
 
 static bool parse_open(napi_env env, napi_value o, struct open_opts *op, enum open_mode mode)
 {
@@ -197,8 +197,7 @@ static bool parse_open(napi_env env, napi_value o, struct open_opts *op, enum op
 	bool poll;
 
 	memset(op, 0, sizeof(*op));
-	if (mode != OPEN_FD &&
-	    !vop_get_str(env, o, "window", "path", mode != OPEN_ATTACH, op->path, sizeof(op->path), &present))
+	if (!vop_get_str(env, o, "window", "path", mode != OPEN_ATTACH, op->path, sizeof(op->path), &present))
 		return false;
 	op->has_path = present && op->path[0];
 	if (create && (!vop_get_u64(env, o, "window", "sizeBytes", VOP_WINDOW_SIZE_MAX, &op->size) ||
@@ -358,40 +357,6 @@ napi_value vop_b_window_reattach(napi_env env, napi_callback_info info)
 	rc = vop_window_attach_side(x, side, &w);
 	if (rc) {
 		throw_attach(env, x, rc, "reattach window");
-		vop_xport_destroy(x);
-		return NULL;
-	}
-	return wrap_new(env, w, &op);
-}
-
-/* windowAttachFd({fd, spinNs, pollOnly, resetTimeoutMs}): attach to a passed window fd (memfd). */
-napi_value vop_b_window_attach_fd(napi_env env, napi_callback_info info)
-{
-	size_t argc = 1;
-	napi_value argv[1];
-	struct open_opts op;
-	struct vop_xport *x;
-	struct vop_window *w;
-	uint32_t fd;
-	int rc;
-
-	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-	if (argc < 1 || !vop_get_u32(env, argv[0], "window", "fd", 0, INT32_MAX, &fd))
-		return NULL;
-	if (!parse_open(env, argv[0], &op, OPEN_FD))
-		return NULL;
-	if (fd > (uint32_t)INT32_MAX) {
-		vop_throw_errno(env, -EBADF, "attach window fd");
-		return NULL;
-	}
-	rc = vop_shm_open_fd((int)fd, &x);
-	if (rc) {
-		vop_throw_errno(env, rc, "open window fd");
-		return NULL;
-	}
-	rc = vop_window_attach(x, &w);
-	if (rc) {
-		throw_attach(env, x, rc, "attach window");
 		vop_xport_destroy(x);
 		return NULL;
 	}

@@ -49,7 +49,6 @@ struct bwin *vop_b_handle(napi_env env, napi_value v, bool open);
 /* link_binding.c */
 napi_value vop_b_window_create(napi_env env, napi_callback_info info);
 napi_value vop_b_window_attach(napi_env env, napi_callback_info info);
-napi_value vop_b_window_attach_fd(napi_env env, napi_callback_info info);
 napi_value vop_b_window_reattach(napi_env env, napi_callback_info info);
 napi_value vop_b_window_info(napi_env env, napi_callback_info info);
 napi_value vop_b_window_close(napi_env env, napi_callback_info info);

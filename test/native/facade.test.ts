@@ -9,7 +9,7 @@
  * TESTING NOTES: needs native/build/Release/vop_native.node (npm ci builds it).
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -17,6 +17,7 @@ import { after, describe, it } from 'node:test';
 import pino from 'pino';
 
 import type { DataPlaneEvent, DataPlaneWindow, LinkDevice } from '../../agent/src/links/data-plane';
+import { repoPath } from '../../lib/src/paths';
 import { NativeDataPlane } from '../../agent/src/native/addon';
 import { NativeError } from '../../agent/src/native/errors';
 import { loadNative } from '../../agent/src/native/load';
@@ -95,6 +96,15 @@ function pipeCounters(w: DataPlaneWindow, devId: number): { txMsgs: bigint; rxMs
 }
 
 describe('native façade', () => {
+  it('exports exactly the functions of the contract, in its order (native.ts = addon.c)', () => {
+    const declared = [
+      ...readFileSync(repoPath('agent', 'src', 'native', 'native.ts'), 'utf8').matchAll(
+        /^export declare function (\w+)\(/gm,
+      ),
+    ].map((m) => m[1]);
+    assert.deepEqual(Object.keys(loadNative()), declared);
+  });
+
   it('loads the addon, reports its version and limits, and C names a property it refuses', () => {
     const n = loadNative();
     assert.match(n.version(), /^\d+\.\d+\.\d+$/);

@@ -120,8 +120,4 @@ export class BackendRegistry {
   get(kind: DeviceKindName): DeviceBackend | undefined {
     return this.byKind.get(kind);
   }
-
-  kinds(): DeviceKindName[] {
-    return [...this.byKind.keys()];
-  }
 }

@@ -153,6 +153,31 @@ export class LinkDevices {
     }
   }
 
+  /**
+   * Reads what the data plane has of every device now (ready, broken queues), starts the
+   * backends of the devices that run (the creator's as soon as they are published), and
+   * says which are not ready (and why) and which have broken queues.
+   */
+  assess(w: DataPlaneWindow, side: 'creator' | 'attacher'): { notReady: string[]; broken: string[] } {
+    const notReady: string[] = [];
+    const broken: string[] = [];
+    for (const d of this.byName.values()) {
+      d.ready = d.added && w.deviceReady(d.native.devId);
+      d.broken = w
+        .counters(d.native.devId)
+        .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
+        .filter((x) => x !== '')
+        .join(',');
+      if (d.ready || (side === 'creator' && d.added)) this.startBackend(d);
+      const issue = d.ready ? '' : w.deviceIssue(d.native.devId);
+      if (!d.ready) notReady.push(issue === '' ? d.device.name : `${d.device.name} (refused: ${issue})`);
+      else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
+      else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
+      if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
+    }
+    return { notReady, broken };
+  }
+
   /** Ms until the soonest pending backend retry (Infinity when none waits). */
   nextRetryMs(): number {
     return Math.min(

@@ -448,22 +448,7 @@ export class LinkRuntime {
       this.onPeerReset(peer.epoch);
       return;
     }
-    const notReady: string[] = [];
-    const broken: string[] = [];
-    for (const d of this.devices.values()) {
-      d.ready = d.added && w.deviceReady(d.native.devId);
-      d.broken = w
-        .counters(d.native.devId)
-        .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
-        .filter((x) => x !== '')
-        .join(',');
-      if (d.ready || (this.side === 'creator' && d.added)) this.devices.startBackend(d);
-      const issue = d.ready ? '' : w.deviceIssue(d.native.devId);
-      if (!d.ready) notReady.push(issue === '' ? d.device.name : `${d.device.name} (refused: ${issue})`);
-      else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
-      else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
-      if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
-    }
+    const { notReady, broken } = this.devices.assess(w, this.side);
     if (notReady.length === 0)
       this.setCondition('DevicesReady', 'True', 'AllDevicesReady', `${this.devices.size} device(s) running`);
     else this.setCondition('DevicesReady', 'False', 'DevicesNotReady', `not ready: ${notReady.join(', ')}`);
@@ -746,10 +731,6 @@ export class LinkRuntime {
     };
   }
 
-  isConditionTrue(type: 'Ready' | 'PeerConnected' | 'DevicesReady' | 'QueueHealthy'): boolean {
-    return this.conditions.isTrue(type);
-  }
-
   /** Per-device, per-queue counters read from the native layer now. */
   stats(): DeviceStats[] {
     return deviceStats(this.devices.values(), this.window);
@@ -765,10 +746,6 @@ export class LinkRuntime {
     const d = this.devices.get(device);
     if (!d) return { found: false, port: null };
     return { found: true, port: d.kind === 'console' ? (d.instance?.console ?? null) : null };
-  }
-
-  hasDevice(device: string): boolean {
-    return this.devices.has(device);
   }
 
   deviceKind(device: string): DeviceKindName | null {

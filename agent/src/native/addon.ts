@@ -57,7 +57,7 @@ interface Served {
 }
 
 /** One endpoint of one link: a native handle (window side + worker) and the devices it serves. */
-export class LinkWindow implements DataPlaneWindow {
+class LinkWindow implements DataPlaneWindow {
   /** Valid until close(); null afterwards. */
   private handle: LinkHandle | null;
   private readonly devices = new Map<number, Served>();
@@ -412,7 +412,7 @@ export class NativeDataPlane implements DataPlane {
 }
 
 /** The data plane used when the native addon cannot be loaded: links fail with a clear reason. */
-export function unavailableDataPlane(why: string): DataPlane {
+function unavailableDataPlane(why: string): DataPlane {
   return {
     available: false,
     version: why,

@@ -59,11 +59,6 @@ export interface WindowAttachDto extends WorkerOptionsDto {
   path: string;
 }
 
-/** windowAttachFd (side 1, the window passed as an fd, e.g. a memfd). */
-export interface WindowAttachFdDto extends WorkerOptionsDto {
-  fd: number;
-}
-
 /** windowReattach: take side 0 or 1 of an existing window back after a restart. */
 export interface WindowReattachDto extends WorkerOptionsDto {
   path: string;
@@ -351,7 +346,6 @@ export declare function setErrorClass(ctor: new (message: string, code: string, 
 export declare function constants(): ConstantsDto;
 export declare function windowCreate(opts: WindowCreateDto): LinkHandle;
 export declare function windowAttach(opts: WindowAttachDto): LinkHandle;
-export declare function windowAttachFd(opts: WindowAttachFdDto): LinkHandle;
 /** Throws EBUSY while a live process (heartbeat moving) holds that side. */
 export declare function windowReattach(opts: WindowReattachDto): LinkHandle;
 export declare function windowInfo(h: LinkHandle): WindowInfoDto;
