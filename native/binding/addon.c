@@ -97,7 +97,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("windowReattach", vop_b_window_reattach),
 		EXPORT("windowInfo", vop_b_window_info),
 		EXPORT("windowClose", vop_b_window_close),
-		EXPORT("windowSizeFor", vop_b_window_size_for),
+		EXPORT("windowLayout", vop_b_window_layout),
 		EXPORT("start", vop_b_start),
 		EXPORT("stop", vop_b_stop),
 		EXPORT("onEvent", vop_b_on_event),

@@ -412,15 +412,26 @@ napi_value vop_b_window_info(napi_env env, napi_callback_info info)
 	return obj;
 }
 
-/* windowSizeFor(devices: DeviceConfigDto[], maxDevices) -> bytes: the smallest window that holds them */
-napi_value vop_b_window_size_for(napi_env env, napi_callback_info info)
+static bool set_num(napi_env env, napi_value obj, const char *name, uint64_t v)
+{
+	napi_value x;
+
+	/* Window sizes stay below 2^40: exact as a double. */
+	return napi_create_double(env, (double)v, &x) == napi_ok && napi_set_named_property(env, obj, name, x) == napi_ok;
+}
+
+/*
+ * windowLayout(devices: DeviceConfigDto[], maxDevices) -> WindowLayoutDto: the smallest window that
+ * holds the devices (vop_window_plan_for), its areas, and each device's footprint.
+ */
+napi_value vop_b_window_layout(napi_env env, napi_callback_info info)
 {
 	size_t argc = 2;
-	napi_value argv[2], r;
+	napi_value argv[2], obj, arr, item;
 	struct vop_dev_spec *specs;
 	struct vop_devcfg *cfg;
+	struct vop_window_plan plan;
 	uint32_t n = 0, max, i;
-	uint64_t size = 0;
 	bool is_array = false;
 	int rc = 0;
 
@@ -441,7 +452,7 @@ napi_value vop_b_window_size_for(napi_env env, napi_callback_info info)
 	if (!specs || !cfg) {
 		free(specs);
 		free(cfg);
-		vop_throw_errno(env, -ENOMEM, "window size");
+		vop_throw_errno(env, -ENOMEM, "window layout");
 		return NULL;
 	}
 	for (i = 0; i < n && rc == 0; i++) {
@@ -457,17 +468,31 @@ napi_value vop_b_window_size_for(napi_env env, napi_callback_info info)
 		if (rc)
 			vop_throw_errno(env, rc, path);
 	}
+	free(cfg);
 	if (rc == 0) {
-		rc = vop_window_size_for(specs, n, max, &size);
+		rc = vop_window_plan_for(specs, n, max, &plan);
 		if (rc)
-			vop_throw_errno(env, rc, "window size");
+			vop_throw_errno(env, rc, "window layout");
+	}
+	if (rc == 0 && (napi_create_object(env, &obj) != napi_ok || napi_create_array_with_length(env, n, &arr) != napi_ok))
+		rc = -ENOMEM;
+	for (i = 0; i < n && rc == 0; i++) {
+		struct vop_dev_footprint f;
+
+		if (vop_dev_footprint_of(&specs[i], &f) || napi_create_object(env, &item) != napi_ok ||
+		    !set_num(env, item, "ringBytes", f.ring_bytes) || !set_num(env, item, "poolBytes", f.pool_bytes) ||
+		    napi_set_element(env, arr, i, item) != napi_ok)
+			rc = -ENOMEM;
 	}
 	free(specs);
-	free(cfg);
 	if (rc)
 		return NULL;
-	NODE_API_CALL(env, napi_create_double(env, (double)size, &r));
-	return r;
+	if (!set_num(env, obj, "sizeBytes", plan.size) || !set_num(env, obj, "tableBytes", plan.table_bytes) ||
+	    !set_num(env, obj, "ringBytes", plan.ring_bytes) || !set_num(env, obj, "dataBytes", plan.data_bytes) ||
+	    !set_num(env, obj, "ringUsedBytes", plan.ring_used) || !set_num(env, obj, "dataUsedBytes", plan.data_used))
+		return NULL;
+	NODE_API_CALL(env, napi_set_named_property(env, obj, "devices", arr));
+	return obj;
 }
 
 static napi_value rc_result(napi_env env, int rc, const char *what)

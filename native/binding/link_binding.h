@@ -52,7 +52,7 @@ napi_value vop_b_window_attach(napi_env env, napi_callback_info info);
 napi_value vop_b_window_reattach(napi_env env, napi_callback_info info);
 napi_value vop_b_window_info(napi_env env, napi_callback_info info);
 napi_value vop_b_window_close(napi_env env, napi_callback_info info);
-napi_value vop_b_window_size_for(napi_env env, napi_callback_info info);
+napi_value vop_b_window_layout(napi_env env, napi_callback_info info);
 napi_value vop_b_start(napi_env env, napi_callback_info info);
 napi_value vop_b_stop(napi_env env, napi_callback_info info);
 napi_value vop_b_link_stats(napi_env env, napi_callback_info info);

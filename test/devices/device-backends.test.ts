@@ -153,7 +153,7 @@ describe('device backends through the addon', () => {
       file: { path: '/x', root: null, blockDevice: false, direct: false, ioThreads: 0, serial: 'x'.repeat(21) },
     });
     assert.throws(
-      () => loadNative().windowSizeFor([longSerial], 0),
+      () => loadNative().windowLayout([longSerial], 0),
       (e: unknown) => e instanceof RangeError && /devices\[0\]\.file\.serial must be at most 20 bytes/.test(e.message),
     );
   });

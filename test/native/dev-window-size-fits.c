@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * vop_window_size_for() (the agent's automatic window size) agrees with the
+ * vop_window_plan_for() (the agent's automatic window size) agrees with the
  * layout code it mirrors: for sets of real device specs (byte pipes, blk,
  * net, console, several queue sizes), a fresh memfd window of exactly the
  * reported size takes every device, and one page less does not (the size is
@@ -36,10 +36,24 @@ static int fits(const struct vop_dev_spec *specs, unsigned n, uint32_t max_devic
 
 static void check_set(const char *what, const struct vop_dev_spec *specs, unsigned n, uint32_t max_devices)
 {
-	uint64_t size = 0;
+	struct vop_window_plan p;
+	struct vop_dev_footprint f;
+	uint64_t size, ring = 0, data = 0;
+	unsigned i;
 
-	CHECK_EQ(vop_window_size_for(specs, n, max_devices, &size), 0);
+	CHECK_EQ(vop_window_plan_for(specs, n, max_devices, &p), 0);
+	size = p.size;
 	CHECK(size % 4096 == 0 && size >= 65536);
+	/* The areas add up, and the devices' footprints are what they take of them. */
+	CHECK_EQ(p.table_bytes + p.ring_bytes + p.data_bytes, size);
+	CHECK(p.ring_used <= p.ring_bytes && p.data_used <= p.data_bytes);
+	for (i = 0; i < n; i++) {
+		CHECK_EQ(vop_dev_footprint_of(&specs[i], &f), 0);
+		ring += f.ring_bytes;
+		data += f.pool_bytes;
+	}
+	CHECK(ring >= p.ring_used - 64 * n && ring <= p.ring_used + 64 * n);
+	CHECK(data >= p.data_used - 64 * n && data <= p.data_used + 64 * n);
 	if (fits(specs, n, max_devices, size) != 0) {
 		fprintf(stderr, "%s: %llu bytes do not fit\n", what, (unsigned long long)size);
 		exit(T_FAIL);
@@ -71,7 +85,7 @@ static struct vop_dev_spec backend_spec(enum vop_devback_kind kind, uint32_t id,
 int main(void)
 {
 	struct vop_dev_spec s[MAXSPECS];
-	uint64_t size;
+	struct vop_window_plan p;
 	unsigned i;
 
 	/* One small byte pipe. */
@@ -96,8 +110,8 @@ int main(void)
 		vop_pipe_spec(&s[i], i + 1, 1, 32768, 16, 0);
 	check_set("8 pipes of 32768 entries, 16 B buffers", s, 8, 0);
 	/* Refusals: more devices than entries, a bad queue size. */
-	CHECK_EQ(vop_window_size_for(s, 8, 4, &size), -EINVAL);
+	CHECK_EQ(vop_window_plan_for(s, 8, 4, &p), -EINVAL);
 	s[0].queue_size[0] = 3;
-	CHECK_EQ(vop_window_size_for(s, 1, 0, &size), -EINVAL);
+	CHECK_EQ(vop_window_plan_for(s, 1, 0, &p), -EINVAL);
 	return T_PASS;
 }

@@ -112,18 +112,18 @@ describe('native façade', () => {
     assert.equal(n.constants().blkLatencyBoundsNs.length, 11);
     const bad = { ...pipe('driver').config, queueSize: 40_000 };
     assert.throws(
-      () => n.windowSizeFor([bad], 0),
+      () => n.windowLayout([bad], 0),
       (e: unknown) =>
         e instanceof RangeError && /devices\[0\]\.queueSize must be in \[0, 32768\], got 40000/.test(e.message),
     );
     assert.throws(
-      () => n.windowSizeFor([{ ...pipe('driver').config, tx: 'loud' as 'off' }], 0),
+      () => n.windowLayout([{ ...pipe('driver').config, tx: 'loud' as 'off' }], 0),
       (e: unknown) => e instanceof RangeError && /devices\[0\]\.tx must be one of 'off', 'source'/.test(e.message),
     );
     const noId: Partial<PipeDeviceDto> = { ...pipe('driver').config };
     delete noId.devId;
     assert.throws(
-      () => n.windowSizeFor([noId as PipeDeviceDto], 0),
+      () => n.windowLayout([noId as PipeDeviceDto], 0),
       (e: unknown) => e instanceof TypeError && /devices\[0\]\.devId is missing/.test(e.message),
     );
   });
@@ -171,8 +171,13 @@ describe('native façade', () => {
   it('sizes a window from the C layout so that the devices fit', () => {
     const devices = [1, 2, 3].map((id) => pipe('driver', { devId: id, queueSize: 1024, bufSize: 9000 }).config);
     const bytes = dp.windowBytes(devices);
-    const alone = loadNative().windowSizeFor(devices, 0);
-    assert.ok(bytes > alone, 'room for one more of the largest device');
+    const layout = loadNative().windowLayout(devices, 0);
+    assert.ok(bytes > layout.sizeBytes, 'room for one more of the largest device');
+    assert.equal(layout.tableBytes + layout.ringBytes + layout.dataBytes, layout.sizeBytes);
+    assert.equal(layout.devices.length, 3);
+    // Each 1024-entry queue of 9000-byte buffers (plus a 1 KiB indirect table per buffer) in the data area.
+    assert.ok(layout.devices.every((f) => f.poolBytes >= 2 * 1024 * (9024 + 1024)));
+    assert.ok(layout.dataUsedBytes <= layout.dataBytes && layout.ringUsedBytes <= layout.ringBytes);
     const { a, b } = openPair('sized', bytes);
     try {
       for (const d of [1, 2, 3, 4]) a.addDevice(pipe('driver', { devId: d, queueSize: 1024, bufSize: 9000 }));
@@ -227,7 +232,7 @@ describe('native façade', () => {
       assert.throws(() => a.addDevice(pipe('driver', { devId: 2, segs: 17 })), RangeError);
       // The binding re-checks on its own: a wrong type straight into native names it too.
       assert.throws(
-        () => loadNative().windowSizeFor([{ ...pipe('driver').config, verify: 'yes' as unknown as boolean }], 0),
+        () => loadNative().windowLayout([{ ...pipe('driver').config, verify: 'yes' as unknown as boolean }], 0),
         (e: unknown) => e instanceof TypeError && /devices\[0\]\.verify must be a boolean/.test(e.message),
       );
     } finally {

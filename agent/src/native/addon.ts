@@ -366,20 +366,16 @@ export class NativeDataPlane implements DataPlane {
 
   windowBytes(devices: readonly DeviceConfigDto[]): number {
     devices.forEach((d, i) => checkDeviceConfig(d, this.constants, `devices[${i}]`));
-    if (devices.length === 0) return this.native.windowSizeFor([], 0);
-    // Room for a hot add: one more copy of the largest device (by its own footprint).
-    let largest = devices[0] as DeviceConfigDto;
-    let largestBytes = 0;
-    for (const d of devices) {
-      const b = this.native.windowSizeFor([d], 0);
-      if (b > largestBytes) {
-        largest = d;
-        largestBytes = b;
-      }
-    }
-    const spare: DeviceConfigDto = { ...largest, devId: 0xffffffff };
-    const all = devices.length < this.constants.maxDevices ? [...devices, spare] : [...devices];
-    return this.native.windowSizeFor(all, 0);
+    const layout = this.native.windowLayout([...devices], 0);
+    if (devices.length === 0 || devices.length >= this.constants.maxDevices) return layout.sizeBytes;
+    // Room for a hot add: one more copy of the largest device (by its footprint, as C lays it out).
+    let largest = 0;
+    layout.devices.forEach((f, i) => {
+      const l = layout.devices[largest];
+      if (l && f.ringBytes + f.poolBytes > l.ringBytes + l.poolBytes) largest = i;
+    });
+    const spare: DeviceConfigDto = { ...(devices[largest] as DeviceConfigDto), devId: 0xffffffff };
+    return this.native.windowLayout([...devices, spare], 0).sizeBytes;
   }
 
   open(req: OpenWindowRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow {

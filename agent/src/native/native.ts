@@ -248,6 +248,30 @@ export interface ConsoleLogDto {
 
 export type DeviceConfigDto = PipeDeviceDto | BlkDeviceDto | NetDeviceDto | ConsoleDeviceDto;
 
+/** One device's share of a window (alignment included). */
+export interface DeviceFootprintDto {
+  /** Descriptor tables, driver and device areas of its queues (ring area). */
+  ringBytes: number;
+  /** Its queues' buffer pools (data area). */
+  poolBytes: number;
+}
+
+/** The smallest window that holds a set of devices, as a creator lays it out. */
+export interface WindowLayoutDto {
+  /** A multiple of 4096, at least 64 KiB. */
+  sizeBytes: number;
+  /** Header page and device table. */
+  tableBytes: number;
+  /** Ring area: max(64 KiB, sizeBytes / 16). */
+  ringBytes: number;
+  /** Data area: the rest. */
+  dataBytes: number;
+  ringUsedBytes: number;
+  dataUsedBytes: number;
+  /** In the order of the devices given. */
+  devices: DeviceFootprintDto[];
+}
+
 export type DeviceRunState = 'resetting' | 'wait-driver' | 'running' | 'broken' | 'removed' | 'unknown';
 
 /** A device's table entry as this side validated it. */
@@ -350,8 +374,8 @@ export declare function windowAttach(opts: WindowAttachDto): LinkHandle;
 export declare function windowReattach(opts: WindowReattachDto): LinkHandle;
 export declare function windowInfo(h: LinkHandle): WindowInfoDto;
 export declare function windowClose(h: LinkHandle, unlink: boolean): void;
-/** The smallest window (bytes) a creator lays out for these devices (vop/window_size.h). */
-export declare function windowSizeFor(devices: DeviceConfigDto[], maxDevices: number): number;
+/** The smallest window a creator lays out for these devices, its areas and each device's footprint (vop/window_size.h). */
+export declare function windowLayout(devices: DeviceConfigDto[], maxDevices: number): WindowLayoutDto;
 export declare function start(h: LinkHandle): void;
 export declare function stop(h: LinkHandle): void;
 export declare function onEvent(h: LinkHandle, cb: ((ev: LinkEventDto) => void) | null): void;
