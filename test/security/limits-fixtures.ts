@@ -230,7 +230,12 @@ export async function startSecureFleet(opts: {
   return fleet;
 }
 
-export function consoleDevice(name: string, queueSize = 0): Device {
+/**
+ * A console with a pty on both sides. 64 entries by default: at the proto's default of 256
+ * a real console's buffers (4 KiB each, both queues) take 2 MiB of window, more than the
+ * small maxWindowBytes the limit tests run with.
+ */
+export function consoleDevice(name: string, queueSize = 64): Device {
   return {
     name,
     queueSize,

@@ -133,7 +133,7 @@ describe('limits on the agent', () => {
     await agentApply(admin, link('l1', A, 'peer-x', { windowSizeBytes: max }), true);
     const err = await failure(agentApply(admin, link('l1', A, 'peer-x', { windowSizeBytes: max + 1n }), true));
     expectViolation(err, 'link.spec.transport.shm.window_size_bytes', /maxWindowBytes/);
-    // Automatic size: two net devices with 256-entry queues need about 2.6 MiB on the device side.
+    // Automatic size: two net stand-ins with 256-entry queues (and room for one more) need about 2.6 MiB.
     const auto = await failure(
       agentApply(admin, link('l1', A, 'peer-x', { devices: [netDevice('n0', 256), netDevice('n1', 256)] }), true),
     );
@@ -141,10 +141,9 @@ describe('limits on the agent', () => {
   });
 
   it('refuses a queue one size (the next power of two) above maxQueueSize, naming the limit', async () => {
-    await agentApply(admin, link('l1', A, 'peer-x', { devices: [consoleDevice('c0', 256)] }), true);
-    const err = await failure(
-      agentApply(admin, link('l1', A, 'peer-x', { devices: [consoleDevice('c0', 512)] }), true),
-    );
+    // A byte-pipe stand-in: 256 entries fit the small window (a real console's would not).
+    await agentApply(admin, link('l1', A, 'peer-x', { devices: [netDevice('n0', 256)] }), true);
+    const err = await failure(agentApply(admin, link('l1', A, 'peer-x', { devices: [netDevice('n0', 512)] }), true));
     expectViolation(err, 'link.spec.devices[0].queue_size', /maxQueueSize/);
     const add = await failure(
       call(

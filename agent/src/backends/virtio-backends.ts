@@ -1,17 +1,22 @@
 /**
- * Real device backends for the agent's link manager (BackendRegistry): a device
- * whose spec names its local surfaces (blk: a backing file and an export; net: a
- * TAP or datagram backend on both roles; console: a pty, socket or log) is a hosted
- * device of the native layer: it is published in the link's own window with its real
- * virtio type and served by the link's worker, which runs the device handshake,
- * resets and restarts for it. Anything else keeps the byte-pipe stand-in. Every host path
- * reaches the native layer with the root it must lie in (HostPathPolicy), where it is
- * opened beneath that root.
+ * The virtio device backends for the agent's link manager (BackendRegistry): a device
+ * whose spec names its local surfaces (blk: a backing file and an export; net: a TAP
+ * or datagram backend on both roles; console: a pty, socket or log) becomes a typed
+ * device config (native.ts DeviceConfigDto) that the addon turns straight into the C
+ * config structs: it is published in the link's own window with its real virtio type
+ * and served by the link's worker, which runs the device handshake, resets and
+ * restarts for it. Anything else keeps the byte-pipe stand-in. Every host path reaches
+ * the native layer with the root it must lie in (HostPathPolicy), where it is opened
+ * beneath that root.
  */
 import type { Device } from '../../../lib/gen/vop/types/v1/types';
-import type { HostedDevicePort, NativeDeviceSpec } from '../links/data-plane';
+import { fnv1a32Hex } from '../../../lib/src/fnv';
+import type { ConsoleIo, LinkDevice } from '../links/data-plane';
+import type { HostPathPolicy } from '../links/path-policy';
+import type { DeviceConfigDto, DeviceEndpointsDto } from '../native/native';
+import { bytePipeStandIn } from './byte-pipe';
+import { ConsoleStream } from './console-stream';
 import {
-  bytePipeStandIn,
   devIdOf,
   queueLayout,
   type BackendContext,
@@ -20,11 +25,7 @@ import {
   type DeviceBackend,
   type DeviceKindName,
   type LinkIdentity,
-} from '../links/device-backend';
-import type { HostPathPolicy } from '../links/path-policy';
-import { NativeError } from '../native/errors';
-import { hostedSpec } from '../native/window';
-import { ConsoleStream, deviceDescription, type DeviceOptions } from './device-host';
+} from './device-backend';
 import {
   checkNbdExport,
   nbdPlaintextAllowed,
@@ -34,15 +35,6 @@ import {
 } from './nbd-policy';
 
 const RECENT_BYTES = 64 * 1024;
-
-function fnv(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, '0');
-}
 
 /**
  * True when the spec names the local surfaces of BOTH roles, so both agents
@@ -72,12 +64,12 @@ export function nativeEligible(device: Device): boolean {
  * (the local fleet) without colliding. "vop" + 8 hex + "d"/"r" fits IFNAMSIZ.
  */
 export function defaultTapName(link: string, device: string, role: 'device' | 'driver'): string {
-  return `vop${fnv(`${link}/${device}`)}${role === 'device' ? 'd' : 'r'}`;
+  return `vop${fnv1a32Hex(`${link}/${device}`)}${role === 'device' ? 'd' : 'r'}`;
 }
 
 /** Default MAC of a net device: locally administered unicast (02:...), derived from link and device. */
 export function defaultMac(link: string, device: string): string {
-  const h = fnv(`${link}/${device}`) + fnv(`${device}/${link}`).slice(0, 2);
+  const h = fnv1a32Hex(`${link}/${device}`) + fnv1a32Hex(`${device}/${link}`).slice(0, 2);
   return `02:${(h.match(/../g) ?? []).slice(0, 5).join(':')}`;
 }
 
@@ -99,36 +91,39 @@ function dirOf(policy: HostPathPolicy, kind: 'socket' | 'log' | 'pty', p: string
 }
 
 /**
- * The native options for this endpoint's role, or null when the device keeps the stand-in.
- * policy: the host paths this agent allows; nbd: its NBD export policy (TLS files, client
- * names, plaintext TCP).
+ * The native device config for this endpoint's role, or null when the device keeps the
+ * stand-in. policy: the host paths this agent allows; nbd: its NBD export policy (TLS
+ * files, client names, plaintext TCP). Throws (RangeError) when a path lies in no root.
  */
-export function deviceOptionsFor(
+export function deviceConfigFor(
   device: Device,
   role: 'device' | 'driver',
   devId: number,
   link: string,
   policy: HostPathPolicy,
   nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY,
-): DeviceOptions | null {
+): DeviceConfigDto | null {
   const k = device.kind;
   if (!k || !nativeEligible(device)) return null;
-  const queueSize = device.queueSize === 0 ? undefined : device.queueSize;
+  const base = { devId, role, queueSize: device.queueSize, eventIdx: !device.disableEventIdx };
   switch (k.$case) {
     case 'blk': {
       const blk = k.value;
       if (!blk.backing || blk.backing.path === '') return null;
+      const shape = { ...base, kind: 'blk' as const, segBytes: 0, readOnly: blk.backing.readOnly };
       if (role === 'device') {
         const root = rootOf(policy, 'disk', blk.backing.path);
         return {
-          kind: 'blk',
-          role,
-          id: devId,
-          file: blk.backing.path,
-          ...('dir' in root ? { fileRoot: root.dir } : { blockDevice: true }),
-          readOnly: blk.backing.readOnly,
-          direct: blk.backing.directIo,
-          ...(blk.backing.serial !== '' ? { serial: blk.backing.serial } : {}),
+          ...shape,
+          file: {
+            path: blk.backing.path,
+            root: 'dir' in root ? root.dir : null,
+            blockDevice: !('dir' in root),
+            direct: blk.backing.directIo,
+            ioThreads: 0,
+            serial: blk.backing.serial !== '' ? blk.backing.serial : null,
+          },
+          nbd: null,
         };
       }
       const ex = blk.export;
@@ -138,88 +133,91 @@ export function deviceOptionsFor(
       const sock =
         ex.unixSocket !== '' ? ex.unixSocket : tcp === null ? policy.defaultNbdSocket(link, device.name) : '';
       return {
-        kind: 'blk',
-        role,
-        id: devId,
-        readOnly: blk.backing.readOnly,
-        ...(sock !== '' ? { nbdSocket: sock, socketRoot: dirOf(policy, 'socket', sock) } : {}),
-        // port 0: any free port, reported as the endpoint nbd<ID>-port
-        ...(tcp !== null ? { nbdTcpPort: tcp.port === 0 ? -1 : tcp.port, nbdTcpHost: tcp.host } : {}),
-        ...(ex.exportName !== '' ? { exportName: ex.exportName } : {}),
-        ...(nbd.tls ? { nbdTls: { ...nbd.tls, clients: nbd.clients } } : {}),
-        ...(tcp !== null && nbdPlaintextAllowed(nbd, tcp.host) ? { nbdTcpPlaintext: true } : {}),
+        ...shape,
+        file: null,
+        nbd: {
+          unixPath: sock !== '' ? sock : null,
+          unixRoot: sock !== '' ? dirOf(policy, 'socket', sock) : null,
+          tcpHost: tcp?.host ?? null,
+          // port 0: any free port (-1 natively), reported as the endpoint nbd<ID>-port
+          tcpPort: tcp === null ? 0 : tcp.port === 0 ? -1 : tcp.port,
+          exportName: ex.exportName !== '' ? ex.exportName : null,
+          tls: nbd.tls ? { cert: nbd.tls.cert, key: nbd.tls.key, ca: nbd.tls.ca, clients: [...nbd.clients] } : null,
+          tcpPlaintext: tcp !== null && nbdPlaintextAllowed(nbd, tcp.host),
+        },
       };
     }
     case 'net': {
       const net = k.value;
       const be = role === 'device' ? net.deviceBackend : net.driverFrontend;
       if (!be?.kind) return null;
-      const common = {
-        kind: 'net' as const,
-        role,
-        id: devId,
-        ...(queueSize !== undefined ? { queueSize } : {}),
-        ...(net.mtu !== 0 ? { mtu: net.mtu } : {}),
-        mac: net.mac !== '' ? net.mac : defaultMac(link, device.name),
-      };
-      if (be.kind.$case === 'tap')
-        return {
-          ...common,
-          tap: be.kind.value.name !== '' ? be.kind.value.name : defaultTapName(link, device.name, role),
-        };
+      const tap = be.kind.$case === 'tap' ? be.kind.value : null;
+      const dgram = be.kind.$case === 'datagram' ? be.kind.value : null;
       return {
-        ...common,
-        datagram: { local: be.kind.value.path, peer: be.kind.value.peerPath },
-        socketRoot: dirOf(policy, 'socket', be.kind.value.path),
+        ...base,
+        kind: 'net',
+        mtu: net.mtu,
+        mac: net.mac !== '' ? net.mac : defaultMac(link, device.name),
+        offloads: net.offloads,
+        tap: tap
+          ? {
+              name: tap.name !== '' ? tap.name : defaultTapName(link, device.name, role),
+              netns: tap.netns !== '' ? tap.netns : null,
+            }
+          : null,
+        datagram: dgram ? { local: dgram.path, peer: dgram.peerPath, root: dirOf(policy, 'socket', dgram.path) } : null,
+        rxBufBytes: 0,
       };
     }
     case 'console': {
       const con = k.value;
       const be = role === 'device' ? con.deviceBackend : con.driverFrontend;
-      if (!be?.kind && !(role === 'device' && con.log && con.log.path !== '')) return null;
-      const o: {
-        kind: 'console';
-        role: 'device' | 'driver';
-        id: number;
-        ptyLink?: string;
-        unixSocket?: string;
-        logFile?: string;
-        logMaxBytes?: number;
-        logFiles?: number;
-        ptyRoot?: string;
-        logRoot?: string;
-        socketRoot?: string;
-      } = { kind: 'console', role, id: devId };
-      if (be?.kind?.$case === 'pty' && be.kind.value.linkPath !== '') {
-        o.ptyLink = be.kind.value.linkPath;
-        o.ptyRoot = dirOf(policy, 'pty', o.ptyLink);
-      }
-      if (be?.kind?.$case === 'unixSocket' && role === 'device') {
-        o.unixSocket = be.kind.value.path;
-        o.socketRoot = dirOf(policy, 'socket', o.unixSocket);
-      }
-      if (role === 'device' && con.log && con.log.path !== '') {
-        o.logFile = con.log.path;
-        o.logRoot = dirOf(policy, 'log', o.logFile);
-        if (con.log.maxBytes !== 0n) o.logMaxBytes = Number(con.log.maxBytes);
-        if (con.log.maxFiles !== 0) o.logFiles = Math.min(con.log.maxFiles, 100);
-      }
-      return o;
+      const log = role === 'device' && con.log && con.log.path !== '' ? con.log : null;
+      if (!be?.kind && !log) return null;
+      const pty = be?.kind?.$case === 'pty' ? be.kind.value : null;
+      const unix = role === 'device' && be?.kind?.$case === 'unixSocket' ? be.kind.value.path : null;
+      const ptyLink = pty && pty.linkPath !== '' ? pty.linkPath : null;
+      return {
+        ...base,
+        kind: 'console',
+        // The driver role always serves a pty (a getty or screen opens its slave).
+        pty: role === 'driver' || pty !== null,
+        ptyLink,
+        ptyRoot: ptyLink !== null ? dirOf(policy, 'pty', ptyLink) : null,
+        log: log
+          ? {
+              path: log.path,
+              root: dirOf(policy, 'log', log.path),
+              maxBytes: Number(log.maxBytes),
+              files: Math.min(log.maxFiles, 100),
+            }
+          : null,
+        unixPath: unix,
+        unixRoot: unix !== null ? dirOf(policy, 'socket', unix) : null,
+      };
     }
     default:
       return null;
   }
 }
 
-function consolePort(
-  hosted: HostedDevicePort,
-  id: number,
-  devicePath: string,
-): { port: ConsolePort; stop: () => void } {
-  const stream = new ConsoleStream(
-    { read: (reader, max) => hosted.consoleRead(reader, max), write: (data) => hosted.consoleWrite(data) },
-    id,
-  );
+/**
+ * A backend's local surfaces as DeviceStatus.endpoints reports them: nbd<ID>-size,
+ * nbd<ID>-socket, nbd<ID>-port, tap<ID> (and tap<ID>-netns), pty<ID>.
+ */
+export function endpointMap(devId: number, e: DeviceEndpointsDto): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (e.nbdSizeBytes !== null) out[`nbd${devId}-size`] = String(e.nbdSizeBytes);
+  if (e.nbdSocket !== null) out[`nbd${devId}-socket`] = e.nbdSocket;
+  if (e.nbdPort !== null) out[`nbd${devId}-port`] = String(e.nbdPort);
+  if (e.tap !== null) out[`tap${devId}`] = e.tap;
+  if (e.netns !== null) out[`tap${devId}-netns`] = e.netns;
+  if (e.pty !== null) out[`pty${devId}`] = e.pty;
+  return out;
+}
+
+function consolePort(io: ConsoleIo, id: number, devicePath: string): { port: ConsolePort; stop: () => void } {
+  const stream = new ConsoleStream(io, id);
   const listeners = new Set<(chunk: Uint8Array) => void>();
   let recent = Buffer.alloc(0);
   const detach = stream.attachReader((chunk) => {
@@ -249,36 +247,21 @@ function consolePort(
   };
 }
 
-/** The hosted-device spec of device for role, or the reason it cannot be hosted (null: keep the stand-in). */
-function hostedNativeSpec(
+/** The link device of device for role, or the reason it cannot be served natively (null: keep the stand-in). */
+function virtioDevice(
   kind: DeviceKindName,
   device: Device,
   role: 'device' | 'driver',
   link: LinkIdentity,
   policy: HostPathPolicy,
   nbd: NbdExportPolicy,
-): NativeDeviceSpec | Error | null {
+): LinkDevice | Error | null {
   const devId = devIdOf(device.name);
-  let opts: DeviceOptions | null;
   try {
-    opts = deviceOptionsFor(device, role, devId, link.name, policy, nbd);
-    if (!opts) return null;
-    const { kind: hostedKind, desc } = deviceDescription(opts);
-    const fp = hostedSpec(hostedKind, desc);
-    const queues = queueLayout(kind, device, role).map((q, i) => ({ ...q, size: fp.queueSizes[i] ?? q.size }));
-    return {
-      devId,
-      deviceType: fp.deviceType,
-      role,
-      queues,
-      eventIdx: true,
-      bufSize: 0,
-      traffic: 'idle',
-      hosted: { kind: hostedKind, desc, poolBytes: fp.poolBytes, resumable: kind === 'blk' },
-    };
+    const config = deviceConfigFor(device, role, devId, link.name, policy, nbd);
+    if (!config) return null;
+    return { devId, role, queues: queueLayout(kind, role), config, resumable: kind === 'blk' };
   } catch (err) {
-    // Without the addon the link reports DataPlaneUnavailable; anything else is this device's fault.
-    if (err instanceof NativeError && err.code === 'NATIVE_UNAVAILABLE') return null;
     return err instanceof Error ? err : new Error(String(err));
   }
 }
@@ -300,36 +283,33 @@ export function nativeDeviceBackend(
     admit(device, role, field) {
       checkNbdExport(nbd, device, role, field);
     },
-    nativeSpec(device, role, link) {
+    describe(device, role, link) {
       const key = `${link.name}/${devIdOf(device.name)}`;
-      const spec = hostedNativeSpec(kind, device, role, link, policy, nbd);
-      if (spec instanceof Error) invalid.set(key, spec.message);
+      const d = virtioDevice(kind, device, role, link, policy, nbd);
+      if (d instanceof Error) invalid.set(key, d.message);
       else invalid.delete(key);
-      return spec instanceof Error || spec === null ? standIn.nativeSpec(device, role, link) : spec;
+      return d instanceof Error || d === null ? standIn.describe(device, role, link) : d;
     },
     async start(ctx: BackendContext): Promise<BackendInstance> {
       const reason = invalid.get(`${ctx.link}/${ctx.devId}`);
       if (reason !== undefined) throw new Error(`device ${ctx.device.name} cannot be served natively: ${reason}`);
-      const hosted = ctx.window.hosted(ctx.devId);
-      if (!hosted) return standIn.start(ctx);
-      const ep = hosted.endpoints();
-      const con = kind === 'console' ? consolePort(hosted, ctx.devId, ep[`pty${ctx.devId}`] ?? '') : null;
+      const first = ctx.window.endpoints(ctx.devId);
+      if (!first) return standIn.start(ctx);
+      const io = ctx.window.console(ctx.devId);
+      const con = io ? consolePort(io, ctx.devId, first.pty ?? '') : null;
+      const ep = endpointMap(ctx.devId, first);
       ctx.log.info({ kind, role: ctx.role, endpoints: ep }, 'native device backend serving');
       return {
         // Read at status time: the export's size and port are those of the device as it runs now.
         get endpoints() {
           try {
-            return { backend: 'native', ...hosted.endpoints() };
+            const now = ctx.window.endpoints(ctx.devId);
+            return { backend: 'native', ...(now ? endpointMap(ctx.devId, now) : ep) };
           } catch {
             return { backend: 'native', ...ep };
           }
         },
         console: con?.port ?? null,
-        counters() {
-          const out: Record<string, bigint> = {};
-          for (const [k, v] of Object.entries(hosted.counters())) out[k] = BigInt(v);
-          return out;
-        },
         async stop() {
           con?.stop();
         },
