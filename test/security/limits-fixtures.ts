@@ -128,6 +128,8 @@ export async function startSecureFleet(opts: {
   agents: readonly string[];
   extraCerts?: readonly CertSpec[];
   controllerConfig?: Record<string, unknown>;
+  /** Extra environment of the controller process (e.g. NODE_OPTIONS with a heap cap). */
+  controllerEnv?: NodeJS.ProcessEnv;
 }): Promise<SecureFleet> {
   const dir = tempDir('sec');
   await makePki(dir, [
@@ -149,6 +151,7 @@ export async function startSecureFleet(opts: {
   const controller = await startServer('controller', ['--config', ctlCfg, '--grpc-listen', controllerAddr], {
     readyTimeoutMs: 60_000,
     stateDir: pem('state-controller'),
+    ...(opts.controllerEnv ? { env: opts.controllerEnv } : {}),
   });
   const agents = new Map<string, ServerProcess>();
   const clients: { close(): void }[] = [];
