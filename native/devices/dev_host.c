@@ -530,11 +530,13 @@ size_t vop_hosted_stats_json(struct vop_hosted *a, char *buf, size_t len)
 
 		vop_net_stats(a->obj, &s);
 		EMIT("\"net%u\":{\"tx_frames\":%llu,\"rx_frames\":%llu,\"tx_bytes\":%llu,\"rx_bytes\":%llu,"
-		     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu}",
+		     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu,"
+		     "\"rx_buffers\":%llu}",
 		     a->id, (unsigned long long)s.tx_frames, (unsigned long long)s.rx_frames,
 		     (unsigned long long)s.tx_bytes, (unsigned long long)s.rx_bytes,
 		     (unsigned long long)s.tx_dropped, (unsigned long long)s.rx_dropped,
-		     (unsigned long long)s.bad_headers, (unsigned long long)s.gso_frames);
+		     (unsigned long long)s.bad_headers, (unsigned long long)s.gso_frames,
+		     (unsigned long long)s.rx_buffers);
 	} else {
 		struct vop_console_stats s;
 

@@ -513,6 +513,7 @@ static int dev_rx_mrg(struct vop_net *n)
 		memmove(&n->stash[0], &n->stash[nb], sizeof(n->stash[0]) * (size_t)(n->nstash - nb));
 		n->nstash -= nb;
 		st_add(&n->st.rx_frames, 1);
+		st_add(&n->st.rx_buffers, (uint64_t)nb);
 		st_add(&n->st.rx_bytes, (uint64_t)r - NET_HDR);
 		pushed = 1;
 	}
@@ -561,6 +562,7 @@ static int dev_rx(struct vop_net *n)
 		}
 		vop_write_once_u16(&h->num_buffers, 1);
 		st_add(&n->st.rx_frames, 1);
+		st_add(&n->st.rx_buffers, 1);
 		st_add(&n->st.rx_bytes, r - NET_HDR);
 		vop_vq_push(&q->vq, c->head, r);
 	}
@@ -697,6 +699,7 @@ static int drv_rx(struct vop_net *n)
 		n->lens[cnt] = total;
 		n->fnslots[cnt] = (uint8_t)pieces;
 		st_add(&n->st.rx_bytes, total);
+		st_add(&n->st.rx_buffers, pieces);
 		cnt++;
 		pieces = 0;
 	}

@@ -276,7 +276,10 @@ describe('vop-controller with three agents', () => {
     assert.equal(before.size, 6);
     assert.ok((await flowing(fleet, 'card-1', 'traffic')) > 0n, 'data flows before the kill');
     await fleet.controller.stop('SIGKILL');
-    assert.ok((await flowing(fleet, 'card-1', 'traffic', 1000)) > 0n, 'data keeps flowing while the controller is down');
+    assert.ok(
+      (await flowing(fleet, 'card-1', 'traffic', 1000)) > 0n,
+      'data keeps flowing while the controller is down',
+    );
     for (const a of ['host-1', ...CARDS]) {
       for (const l of await agentLinks(fleet, a)) {
         const b = before.get(`${a}/${l.meta?.name ?? ''}`);

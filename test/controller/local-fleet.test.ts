@@ -91,19 +91,15 @@ describe('npm run fleet', () => {
       const res = await fetch('http://127.0.0.1:9400/metrics');
       assert.match(await res.text(), /vop_controller_sync_streams 3/);
       // vopctl through the admin socket (VOPCTL_SERVER), as the summary says.
-      const ctl = await run(
-        process.execPath,
-        [vopctlMain, 'get', 'agents', '-o', 'name'],
-        { env: { VOPCTL_SERVER: `unix:${socket}` } },
-      );
+      const ctl = await run(process.execPath, [vopctlMain, 'get', 'agents', '-o', 'name'], {
+        env: { VOPCTL_SERVER: `unix:${socket}` },
+      });
       assert.equal(ctl.code, 0, ctl.stderr);
       assert.equal(ctl.stdout, 'agent/card-1\nagent/card-2\nagent/host-1\n');
       // Plaintext TCP is not a way in: the controller's gRPC port speaks only TLS.
-      const plain = await run(
-        process.execPath,
-        [vopctlMain, '--server', '127.0.0.1:7400', 'get', 'agents'],
-        { timeoutMs: 30_000 },
-      );
+      const plain = await run(process.execPath, [vopctlMain, '--server', '127.0.0.1:7400', 'get', 'agents'], {
+        timeoutMs: 30_000,
+      });
       assert.notEqual(plain.code, 0);
       proc.kill('SIGINT');
       assert.equal(await exited, 0);
