@@ -2,10 +2,12 @@
  * Two real agents with the real device backends plugged into the link manager: a
  * virtio-console (pty on both sides, AttachConsole on the device side) and a
  * virtio-blk (backing file on the device side, NBD export on the driver side), both
- * served on the link's own window by its workers. Data written through NBD and
- * acknowledged survives a SIGKILL of the device-side agent (the in-flight journal lets
- * the restarted device resume the rings), and of the driver-side agent (the new driver
- * resets the devices); the link returns to Ready by itself after either restart.
+ * served on the link's own window by its workers. A SIGKILL of the device-side agent
+ * lands while NBD writes are in flight: they complete once it is back (the in-flight
+ * journal lets the restarted device resume the rings) and every acknowledged write is in
+ * the backing file and reads back through the link. After a SIGKILL of the driver-side
+ * agent the new driver resets the devices and serves again; the link returns to Ready by
+ * itself after either restart.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -26,6 +28,8 @@ import tty from 'node:tty';
 import type { AttachConsoleResponse } from '../../lib/gen/vop/agent/v1/agent';
 import { LinkPhase, type Device } from '../../lib/gen/vop/types/v1/types';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+import { waitFor } from '../controller/fleet-helpers';
+import { NBD_CMD, NbdClient } from '../devices/helpers';
 import { Agent, makeLink } from './helpers';
 
 const MIB = 1024 * 1024;
@@ -54,12 +58,8 @@ class PtyEnd {
   }
 }
 
-async function until(pred: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+async function until(pred: () => boolean, ms = 20_000): Promise<void> {
+  await waitFor('a condition', pred, ms, 20);
 }
 
 describe('two agents with real console and blk devices', () => {
@@ -188,26 +188,86 @@ describe('two agents with real console and blk devices', () => {
     }
   });
 
-  it('keeps blk writes acknowledged over NBD across a SIGKILL of the device-side agent, which recovers by itself', async () => {
+  it('keeps every blk write acknowledged over NBD across a SIGKILL of the device-side agent that lands with writes in flight', async (t) => {
     const uri = `nbd+unix:///vop?socket=${sock}`;
-    const data = randomBytes(4 * MIB);
-    const src = path.join(dir, 'src.bin');
-    writeFileSync(src, data);
-    const put = await run('nbdcopy', ['--flush', src, uri], { timeoutMs: 60_000 });
-    assert.equal(put.code, 0, put.stderr);
+    // A client keeps QD writes of distinct 64 KiB blocks outstanding and records which the export
+    // acknowledged. From inside an acknowledgement, right after the next writes went out, the
+    // device-side agent is stopped (SIGSTOP): the writes it has not finished cannot complete while
+    // it is stopped, so they are in flight (on the ring or half done in its worker) when the
+    // SIGKILL lands.
+    const BLOCK = 64 * 1024;
+    const QD = 8;
+    const STOP_AFTER = 64;
+    const nbd = await NbdClient.connect(sock);
+    const blocks = Math.floor(Number(nbd.size) / BLOCK);
+    const writes: { block: number; data: Buffer; result?: number }[] = [];
+    let acked = 0;
+    let stopped = false;
+    const settled: Promise<void>[] = [];
+    const issue = (): void => {
+      if (stopped || writes.length >= blocks) return;
+      const w = { block: writes.length, data: randomBytes(BLOCK), result: undefined as number | undefined };
+      writes.push(w);
+      settled.push(
+        nbd.request(NBD_CMD.WRITE, BigInt(w.block * BLOCK), BLOCK, w.data).then((r) => {
+          w.result = r.error;
+          if (r.error === 0) acked++;
+          issue();
+          if (acked === STOP_AFTER && !stopped) {
+            stopped = true;
+            srvA.proc.kill('SIGSTOP');
+          }
+        }),
+      );
+    };
+    for (let i = 0; i < QD; i++) issue();
+    await waitFor('the device-side agent stopped', () => stopped, 60_000);
+    // Acknowledgements the agent sent before it stopped may still be on their way: wait until none
+    // has arrived for a second (nothing else can complete a write while the agent is stopped).
+    let seen = -1;
+    await waitFor(
+      'acknowledgements to settle',
+      () => {
+        const now = writes.filter((w) => w.result !== undefined).length;
+        const stable = now === seen;
+        seen = now;
+        return stable;
+      },
+      30_000,
+      1000,
+    );
+    const inflightAtKill = writes.filter((w) => w.result === undefined).length;
+    assert.ok(inflightAtKill > 0, `writes in flight when the kill lands: ${inflightAtKill}`);
+    const ackedBefore = writes.filter((w) => w.result === 0).length;
     a.close();
     await srvA.stop('SIGKILL');
     await startA();
-    const t0 = Date.now();
-    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    const recoveryMs = Date.now() - t0;
-    assert.ok(recoveryMs < 10_000, `Ready again ${recoveryMs} ms after the restart`);
-    assert.equal(
-      sha256(readFileSync(disk).subarray(0, 4 * MIB)),
-      sha256(data),
-      'backing file holds every acknowledged write',
+    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
+    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
+    // The writes in flight complete once the device is back (the in-flight journal resumes the rings).
+    await Promise.race([
+      Promise.all(settled),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('in-flight writes never completed')), 60_000)),
+    ]);
+    await nbd.close();
+    const ok = writes.filter((w) => w.result === 0);
+    const counters = (await a.stats('real')).devices.find((d) => d.device === 'disk0')?.counters ?? {};
+    t.diagnostic(
+      `${writes.length} writes: ${ackedBefore} acknowledged before the kill, ${inflightAtKill} in flight at the kill, ${ok.length} acknowledged in all; the restarted device resumed ${counters.recovered ?? 0n} request(s) from its in-flight journal`,
     );
+    assert.deepEqual(
+      writes.filter((w) => w.result !== 0).map((w) => [w.block, w.result]),
+      [],
+      'every write in flight at the kill completed without error',
+    );
+    // Every acknowledged write is in the backing file, byte for byte.
+    const disk0 = readFileSync(disk);
+    for (const w of ok)
+      assert.ok(
+        disk0.subarray(w.block * BLOCK, (w.block + 1) * BLOCK).equals(w.data),
+        `acknowledged block ${w.block} is in the backing file`,
+      );
+    // And reads back through the link after recovery.
     const back = path.join(dir, 'back.bin');
     let get = { code: 1 as number | null, stdout: '', stderr: '' };
     for (let i = 0; i < 50 && get.code !== 0; i++) {
@@ -215,11 +275,12 @@ describe('two agents with real console and blk devices', () => {
       if (get.code !== 0) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(get.code, 0, get.stderr);
-    assert.equal(
-      sha256(readFileSync(back).subarray(0, 4 * MIB)),
-      sha256(data),
-      'reads back through the link after recovery',
-    );
+    const viaLink = readFileSync(back);
+    for (const w of ok)
+      assert.ok(
+        viaLink.subarray(w.block * BLOCK, (w.block + 1) * BLOCK).equals(w.data),
+        `acknowledged block ${w.block} reads back through the link`,
+      );
   });
 
   it('recovers from a SIGKILL of the driver-side agent: the new driver resets the devices and serves again', async () => {
@@ -227,11 +288,9 @@ describe('two agents with real console and blk devices', () => {
     b.close();
     await srvB.stop('SIGKILL');
     await startB();
-    const t0 = Date.now();
-    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    const recoveryMs = Date.now() - t0;
-    assert.ok(recoveryMs < 10_000, `Ready again ${recoveryMs} ms after the restart`);
+    // Back to Ready by itself (a generous deadline, no timing claim on a shared machine).
+    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
+    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
     // A write and a read through the new NBD export.
     const data = randomBytes(1 * MIB);
     const src = path.join(dir, 'src2.bin');
