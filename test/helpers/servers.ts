@@ -66,8 +66,8 @@ export async function startServer(
     'debug',
     ...args,
   ];
-  const [cmd, ...pre] = opts.wrap && opts.wrap.length > 0 ? [...opts.wrap, process.execPath] : [process.execPath];
-  const proc = spawn(cmd as string, [...pre, ...fullArgs], {
+  const [cmd = process.execPath, ...argv] = [...(opts.wrap ?? []), process.execPath, ...fullArgs];
+  const proc = spawn(cmd, argv, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
