@@ -35,6 +35,7 @@ import { registerAgentMetrics } from './metrics/agent-metrics';
 import { agentServiceBinding } from './rpc/agent-service';
 import { loadDataPlane } from './native/addon';
 import { ControllerSyncClient } from './sync/sync-client';
+import { hasNetAdmin } from './net-admin';
 import { installTestHooks } from './test-hooks';
 
 const SHUTDOWN_GRACE_MS = 3000;
@@ -111,7 +112,7 @@ async function main(): Promise<void> {
   const capabilities = (): Capabilities => ({
     transports: [TransportKind.TRANSPORT_KIND_SHM],
     deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
-    netAdmin: process.getuid?.() === 0,
+    netAdmin: hasNetAdmin(),
   });
   const binding = agentServiceBinding(
     kit,

@@ -422,6 +422,7 @@ napi_value vop_b_device_counters(napi_env env, napi_callback_info info)
 		SET("rxDropped", c.net.rx_dropped);
 		SET("badHeaders", c.net.bad_headers);
 		SET("gsoFrames", c.net.gso_frames);
+		SET("rxBuffers", c.net.rx_buffers);
 		break;
 	case VOP_DEVBACK_CONSOLE:
 		if (!vop_set_str(env, obj, "kind", "console"))

@@ -297,7 +297,8 @@ static void arm_tap(struct vop_net *n)
 /*
  * Send cnt frames (msgs[i].msg_iov set). Returns how many were consumed:
  * sent, or failed for good (counted in *failed: EMSGSIZE, a TAP refusing
- * a frame...). Fewer than cnt only when a datagram peer would block.
+ * a frame...; msg_len 0 marks which). Fewer than cnt only when a datagram
+ * peer would block.
  */
 static int port_send(struct vop_net *n, struct mmsghdr *msgs, int cnt, int *failed)
 {
@@ -322,14 +323,19 @@ static int port_send(struct vop_net *n, struct mmsghdr *msgs, int cnt, int *fail
 				continue;
 			if (r < 0 && (errno == EAGAIN || errno == ENOBUFS))
 				break;
+			msgs[done].msg_len = 0;
 			done++; /* this one failed for good (EMSGSIZE, no peer...): skip it */
 			(*failed)++;
 		}
 		return done;
 	}
-	for (i = 0; i < cnt; i++)
-		if (writev(n->tap, msgs[i].msg_hdr.msg_iov, (int)msgs[i].msg_hdr.msg_iovlen) < 0)
+	for (i = 0; i < cnt; i++) {
+		ssize_t r = writev(n->tap, msgs[i].msg_hdr.msg_iov, (int)msgs[i].msg_hdr.msg_iovlen);
+
+		msgs[i].msg_len = r < 0 ? 0 : (unsigned)r;
+		if (r < 0)
 			(*failed)++;
+	}
 	return cnt;
 }
 
@@ -513,6 +519,7 @@ static int dev_rx_mrg(struct vop_net *n)
 		memmove(&n->stash[0], &n->stash[nb], sizeof(n->stash[0]) * (size_t)(n->nstash - nb));
 		n->nstash -= nb;
 		st_add(&n->st.rx_frames, 1);
+		st_add(&n->st.rx_buffers, (uint64_t)nb);
 		st_add(&n->st.rx_bytes, (uint64_t)r - NET_HDR);
 		pushed = 1;
 	}
@@ -561,6 +568,7 @@ static int dev_rx(struct vop_net *n)
 		}
 		vop_write_once_u16(&h->num_buffers, 1);
 		st_add(&n->st.rx_frames, 1);
+		st_add(&n->st.rx_buffers, 1);
 		st_add(&n->st.rx_bytes, r - NET_HDR);
 		vop_vq_push(&q->vq, c->head, r);
 	}
@@ -622,9 +630,12 @@ static int drv_rx_flush(struct vop_net *n)
 	st_add(&n->st.rx_frames, (uint64_t)(sent - failed));
 	st_add(&n->st.rx_dropped, (uint64_t)failed);
 	n->pend_off += sent;
-	for (k = first; k < n->pend_off; k++)
+	for (k = first; k < n->pend_off; k++) {
+		if (n->msgs[k].msg_len)
+			st_add(&n->st.rx_buffers, n->fnslots[k]); /* a frame the port took */
 		for (j = 0; j < n->fnslots[k]; j++)
 			post_rx(n, n->fslots[k][j]); /* buffers free again */
+	}
 	/* also publishes buffers re-posted after a bad header */
 	vop_devq_notify_if(n->w, vop_vq_kick_prepare(&q->vq));
 	if (n->pend_off < n->pend_cnt) {

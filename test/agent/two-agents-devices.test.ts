@@ -2,10 +2,12 @@
  * Two real agents with the real device backends plugged into the link manager: a
  * virtio-console (pty on both sides, AttachConsole on the device side) and a
  * virtio-blk (backing file on the device side, NBD export on the driver side), both
- * served on the link's own window by its workers. Data written through NBD and
- * acknowledged survives a SIGKILL of the device-side agent (the in-flight journal lets
- * the restarted device resume the rings), and of the driver-side agent (the new driver
- * resets the devices); the link returns to Ready by itself after either restart.
+ * served on the link's own window by its workers. A SIGKILL of the device-side agent
+ * lands while NBD writes are in flight: they complete once it is back (the in-flight
+ * journal lets the restarted device resume the rings) and every acknowledged write is in
+ * the backing file and reads back through the link. After a SIGKILL of the driver-side
+ * agent the new driver resets the devices and serves again; the link returns to Ready by
+ * itself after either restart.
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -26,6 +28,8 @@ import tty from 'node:tty';
 import type { AttachConsoleResponse } from '../../lib/gen/vop/agent/v1/agent';
 import { LinkPhase, type Device } from '../../lib/gen/vop/types/v1/types';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+import { waitFor } from '../controller/fleet-helpers';
+import { NBD_CMD, NbdClient } from '../devices/helpers';
 import { Agent, makeLink } from './helpers';
 
 const MIB = 1024 * 1024;
@@ -54,12 +58,8 @@ class PtyEnd {
   }
 }
 
-async function until(pred: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+async function until(pred: () => boolean, ms = 20_000): Promise<void> {
+  await waitFor('a condition', pred, ms, 20);
 }
 
 describe('two agents with real console and blk devices', () => {
@@ -103,9 +103,12 @@ describe('two agents with real console and blk devices', () => {
   const stateB = tempDir('state-b');
   // Both agents allow `dir` for every kind of host path the link names.
   const roots = ['--disk-dir', dir, '--socket-dir', dir, '--log-dir', dir, '--pty-dir', dir];
+  // Each blk write sleeps 20 ms in the device's I/O thread (a hook of native/devices/dev_blk.c for
+  // tests), so that requests are inside the device (popped and journaled, not yet done) when it dies.
   const startA = async (): Promise<void> => {
     srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, ...roots], {
       stateDir: stateA,
+      env: { VOP_BLK_TEST_DELAY_US: '20000' },
     });
     a = new Agent(srvA.admin);
   };
@@ -188,26 +191,80 @@ describe('two agents with real console and blk devices', () => {
     }
   });
 
-  it('keeps blk writes acknowledged over NBD across a SIGKILL of the device-side agent, which recovers by itself', async () => {
+  it('keeps every blk write acknowledged over NBD across a SIGKILL of the device-side agent that lands with writes in flight', async (t) => {
     const uri = `nbd+unix:///vop?socket=${sock}`;
-    const data = randomBytes(4 * MIB);
-    const src = path.join(dir, 'src.bin');
-    writeFileSync(src, data);
-    const put = await run('nbdcopy', ['--flush', src, uri], { timeoutMs: 60_000 });
-    assert.equal(put.code, 0, put.stderr);
-    a.close();
-    await srvA.stop('SIGKILL');
-    await startA();
-    const t0 = Date.now();
-    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    const recoveryMs = Date.now() - t0;
-    assert.ok(recoveryMs < 10_000, `Ready again ${recoveryMs} ms after the restart`);
-    assert.equal(
-      sha256(readFileSync(disk).subarray(0, 4 * MIB)),
-      sha256(data),
-      'backing file holds every acknowledged write',
+    // A client keeps QD writes of distinct 64 KiB blocks outstanding and records which the export
+    // acknowledged; after KILL_AFTER more acknowledgements the device-side agent is killed from
+    // inside one. Writes are slow in the device (20 ms, see startA), so some are in flight inside
+    // it: popped from the ring and journaled, not done. The restarted device says how many it found
+    // in its journal and re-executed (its blk counter "recovered"); a kill that found none (a
+    // starved machine can leave every request waiting on the ring) proves nothing about the
+    // journal, so the workload goes on and the agent is killed again, at most three times.
+    const BLOCK = 64 * 1024;
+    const QD = 8;
+    const KILL_AFTER = 32;
+    const nbd = await NbdClient.connect(sock);
+    const blocks = Math.floor(Number(nbd.size) / BLOCK);
+    const writes: { block: number; data: Buffer; result?: number }[] = [];
+    const settled: Promise<void>[] = [];
+    const recoveredOf = async (): Promise<bigint> => {
+      const c = (await a.stats('real')).devices.find((d) => d.device === 'disk0')?.counters ?? {};
+      return Object.entries(c).find(([k]) => /(^|_)recovered$/.test(k))?.[1] ?? 0n;
+    };
+    const cycles: string[] = [];
+    let recovered = 0n;
+    for (let cycle = 1; cycle <= 3 && recovered === 0n; cycle++) {
+      let acked = 0;
+      let inflightAtKill = -1;
+      const issue = (): void => {
+        if (inflightAtKill >= 0 || writes.length >= blocks) return;
+        const w = { block: writes.length, data: randomBytes(BLOCK), result: undefined as number | undefined };
+        writes.push(w);
+        settled.push(
+          nbd.request(NBD_CMD.WRITE, BigInt(w.block * BLOCK), BLOCK, w.data).then((r) => {
+            w.result = r.error;
+            if (r.error === 0) acked++;
+            issue();
+            if (acked === KILL_AFTER && inflightAtKill < 0) {
+              srvA.proc.kill('SIGKILL');
+              inflightAtKill = writes.filter((x) => x.result === undefined).length;
+            }
+          }),
+        );
+      };
+      for (let i = 0; i < QD; i++) issue();
+      await waitFor('the kill', () => inflightAtKill >= 0, 60_000);
+      a.close();
+      await srvA.stop('SIGKILL');
+      assert.ok(inflightAtKill > 0, `writes outstanding when the kill landed: ${inflightAtKill}`);
+      await startA();
+      await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
+      await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
+      // The writes outstanding at the kill complete once the device is back.
+      await Promise.race([
+        Promise.all(settled),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('in-flight writes never completed')), 60_000)),
+      ]);
+      recovered = await recoveredOf();
+      cycles.push(`kill ${cycle}: ${inflightAtKill} outstanding, ${recovered} re-executed from the journal`);
+    }
+    await nbd.close();
+    t.diagnostic(`${writes.length} writes; ${cycles.join('; ')}`);
+    assert.ok(recovered > 0n, `a kill landed with writes inside the device: ${cycles.join('; ')}`);
+    const ok = writes.filter((w) => w.result === 0);
+    assert.deepEqual(
+      writes.filter((w) => w.result !== 0).map((w) => [w.block, w.result]),
+      [],
+      'every write outstanding at a kill completed without error (pairs of block and NBD error)',
     );
+    // Every acknowledged write is in the backing file, byte for byte.
+    const disk0 = readFileSync(disk);
+    for (const w of ok)
+      assert.ok(
+        disk0.subarray(w.block * BLOCK, (w.block + 1) * BLOCK).equals(w.data),
+        `acknowledged block ${w.block} is in the backing file`,
+      );
+    // And reads back through the link after recovery.
     const back = path.join(dir, 'back.bin');
     let get = { code: 1 as number | null, stdout: '', stderr: '' };
     for (let i = 0; i < 50 && get.code !== 0; i++) {
@@ -215,11 +272,12 @@ describe('two agents with real console and blk devices', () => {
       if (get.code !== 0) await new Promise((r) => setTimeout(r, 100));
     }
     assert.equal(get.code, 0, get.stderr);
-    assert.equal(
-      sha256(readFileSync(back).subarray(0, 4 * MIB)),
-      sha256(data),
-      'reads back through the link after recovery',
-    );
+    const viaLink = readFileSync(back);
+    for (const w of ok)
+      assert.ok(
+        viaLink.subarray(w.block * BLOCK, (w.block + 1) * BLOCK).equals(w.data),
+        `acknowledged block ${w.block} reads back through the link`,
+      );
   });
 
   it('recovers from a SIGKILL of the driver-side agent: the new driver resets the devices and serves again', async () => {
@@ -227,11 +285,9 @@ describe('two agents with real console and blk devices', () => {
     b.close();
     await srvB.stop('SIGKILL');
     await startB();
-    const t0 = Date.now();
-    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 15_000);
-    const recoveryMs = Date.now() - t0;
-    assert.ok(recoveryMs < 10_000, `Ready again ${recoveryMs} ms after the restart`);
+    // Back to Ready by itself (a generous deadline, no timing claim on a shared machine).
+    await b.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
+    await a.waitPhase('real', LinkPhase.LINK_PHASE_READY, 60_000);
     // A write and a read through the new NBD export.
     const data = randomBytes(1 * MIB);
     const src = path.join(dir, 'src2.bin');

@@ -21,12 +21,25 @@ export function buildVopdev(): void {
   if (r.status !== 0) throw new Error(`make -C native out/tools/vopdev failed: ${r.stderr}`);
 }
 
-export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+/**
+ * Build a one-file C test tool of test/devices/tools (e.g. vnet-capture) into a temp directory
+ * and return its path.
+ */
+export function buildTool(name: string): string {
+  const out = path.join(tempDir(`vop-${name}-`), name);
+  const r = spawnSync('cc', ['-std=gnu11', '-Wall', '-Wextra', '-Werror', '-O2', '-o', out, toolSource(name)], {
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) throw new Error(`cc ${name}.c failed: ${r.stderr}`);
+  return out;
 }
 
-export function isRoot(): boolean {
-  return typeof process.getuid === 'function' && process.getuid() === 0;
+function toolSource(name: string): string {
+  return repoPath('test', 'devices', 'tools', `${name}.c`);
+}
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
 /** A running vopdev process and the "key value" lines it printed. */

@@ -18,6 +18,7 @@ import path from 'node:path';
 
 import { AgentChannel, type ExecResult, type GuestProcess } from './guest-channel';
 import { appendArchive, type GuestFile, guestImage, guestPrerequisites } from './guest-image';
+import { requirePrereq } from './prereq';
 import { Qmp, withTimeout } from './qmp';
 
 export type { ExecResult, GuestProcess } from './guest-channel';
@@ -476,11 +477,10 @@ export function shellQuote(s: string): string {
 }
 
 /**
- * For `describe(..., { skip: guestSkip() })`: the missing prerequisites on a developer machine,
- * false in CI (CI set), where a guest test must run and fail rather than skip.
+ * For `describe(..., { skip: guestSkip() })`: the missing prerequisites skip on a developer
+ * machine and fail in CI (CI set), where a guest test must run.
  */
 export function guestSkip(): string | false {
   const why = guestPrerequisites();
-  if (!why || process.env.CI) return false;
-  return why;
+  return requirePrereq('a QEMU guest', !why, why ?? '');
 }

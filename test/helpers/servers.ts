@@ -42,7 +42,14 @@ export const MAIN_JS: Record<ServerKind, string> = {
 export async function startServer(
   kind: ServerKind,
   args: readonly string[] = [],
-  opts: { env?: NodeJS.ProcessEnv; stateDir?: string; readyTimeoutMs?: number; adminSocket?: string } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    stateDir?: string;
+    readyTimeoutMs?: number;
+    adminSocket?: string;
+    /** A command the server runs under, e.g. ['setpriv', '--reuid=65534', ...] (node and its arguments follow). */
+    wrap?: readonly string[];
+  } = {},
 ): Promise<ServerProcess> {
   const stateDir = opts.stateDir ?? tempDir(kind);
   const fullArgs = [
@@ -59,7 +66,8 @@ export async function startServer(
     'debug',
     ...args,
   ];
-  const proc = spawn(process.execPath, fullArgs, {
+  const [cmd = process.execPath, ...argv] = [...(opts.wrap ?? []), process.execPath, ...fullArgs];
+  const proc = spawn(cmd, argv, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -462,9 +462,11 @@ static inline size_t devside_stats_json(struct devside *h, char *buf, size_t len
 			     U(c.blk.unsupp), U(c.blk.bad_requests), U(c.blk.recovered));
 		else if (c.kind == VOP_DEVBACK_NET)
 			EMIT("\"net%u\":{\"tx_frames\":%llu,\"rx_frames\":%llu,\"tx_bytes\":%llu,\"rx_bytes\":%llu,"
-			     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu}",
+			     "\"tx_dropped\":%llu,\"rx_dropped\":%llu,\"bad_headers\":%llu,\"gso_frames\":%llu,"
+			     "\"rx_buffers\":%llu}",
 			     id, U(c.net.tx_frames), U(c.net.rx_frames), U(c.net.tx_bytes), U(c.net.rx_bytes),
-			     U(c.net.tx_dropped), U(c.net.rx_dropped), U(c.net.bad_headers), U(c.net.gso_frames));
+			     U(c.net.tx_dropped), U(c.net.rx_dropped), U(c.net.bad_headers), U(c.net.gso_frames),
+			     U(c.net.rx_buffers));
 		else
 			EMIT("\"con%u\":{\"in_bytes\":%llu,\"out_bytes\":%llu,\"dropped\":%llu,\"log_bytes\":%llu,"
 			     "\"rotations\":%llu,\"zero_len\":%llu}",

@@ -24,6 +24,23 @@
 #define T_FAIL 1
 #define T_SKIP 77
 
+/*
+ * A missing prerequisite (root, /dev/net/tun, a namespace): SKIP on a
+ * developer's machine, FAIL when $CI is set to anything non-empty. Prints
+ * why either way. Use as `return t_missing("root and /dev/net/tun");`.
+ */
+static inline int t_missing(const char *name, const char *why)
+{
+	const char *ci = getenv("CI");
+
+	if (ci && *ci) {
+		fprintf(stderr, "FAIL: missing prerequisite %s: %s (CI is set)\n", name, why);
+		return T_FAIL;
+	}
+	printf("SKIP: needs %s: %s\n", name, why);
+	return T_SKIP;
+}
+
 #define CHECK(cond)                                                                     \
 	do {                                                                            \
 		if (!(cond)) {                                                          \

@@ -20,14 +20,14 @@ import { credentials, status, type ChannelCredentials } from '@grpc/grpc-js';
 import { LinkPhase, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
 import { Agent, makeLink } from '../agent/helpers';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
+import { haveCommand, requirePrereq } from '../helpers/prereq';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
 
 const MIB = 1024 * 1024;
 const DISK_BYTES = 32 * MIB;
 
 const TOOLS = ['nbdinfo', 'nbdcopy', 'openssl'];
-const missing = TOOLS.filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
-if (missing.length > 0 && process.env.CI) throw new Error(`nbd-tls tests need ${missing.join(', ')} in CI`);
+const missing = TOOLS.filter((t) => !haveCommand(t));
 
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
@@ -246,7 +246,7 @@ function readRequest(len: number): Buffer {
 
 describe(
   'NBD export over TCP requires TLS',
-  { skip: missing.length > 0 ? `needs ${missing.join(', ')}` : false },
+  { skip: requirePrereq(missing.join(', '), missing.length === 0, 'NBD client tools (libnbd-bin) and openssl') },
   () => {
     const dir = tempDir('nbdtls');
     const rdv = path.join(dir, 'rdv');

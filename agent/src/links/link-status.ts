@@ -57,6 +57,7 @@ export function counterMap(c: DeviceCountersDto | null): Record<string, bigint> 
         rx_dropped: c.rxDropped,
         bad_headers: c.badHeaders,
         gso_frames: c.gsoFrames,
+        rx_buffers: c.rxBuffers,
       };
     case 'console':
       return {

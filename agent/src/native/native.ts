@@ -336,6 +336,7 @@ export type DeviceCountersDto =
       rxDropped: bigint;
       badHeaders: bigint;
       gsoFrames: bigint;
+      rxBuffers: bigint;
     }
   | {
       kind: 'console';

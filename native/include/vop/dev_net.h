@@ -118,6 +118,7 @@ struct vop_net_stats {
 	uint64_t rx_dropped;  /* frames read from the TAP with no room on the link */
 	uint64_t bad_headers; /* malformed virtio-net headers from the peer (dropped) */
 	uint64_t gso_frames;  /* frames carrying a GSO type (>1 MSS) */
+	uint64_t rx_buffers;  /* receive buffers of the rx frames: num_buffers each (MRG_RXBUF), else 1 */
 };
 
 struct vop_net;

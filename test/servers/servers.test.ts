@@ -1,8 +1,8 @@
 /**
- * Foundation: both servers start from the built executables, answer health, expose
- * reflection usable without .proto files (buf curl), serve /metrics that promtool
- * accepts, reject invalid fields with field violations, and exit 0 on SIGTERM even
- * with an open watch stream.
+ * The two servers as processes: both start from the built executables, answer health,
+ * expose reflection usable without .proto files (buf curl), serve /metrics that promtool
+ * accepts, reject invalid fields with field violations, and exit 0 on SIGTERM even with
+ * an open watch stream.
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -30,7 +30,7 @@ const SERVICES: Record<ServerKind, string[]> = {
 };
 
 for (const kind of ['agent', 'controller'] as const) {
-  describe(`vop-${kind} foundation`, () => {
+  describe(`vop-${kind} server`, () => {
     let srv: ServerProcess;
     before(async () => {
       srv = await startServer(kind, kind === 'agent' ? ['--node-name', 'test-node'] : []);
@@ -186,7 +186,7 @@ describe('reflection of messages with well-known and cross-file types', () => {
 
 describe('graceful shutdown', () => {
   for (const kind of ['agent', 'controller'] as const) {
-    it(`vop-${kind} exits 0 within a few seconds of SIGTERM with a watch stream open`, async () => {
+    it(`vop-${kind} exits 0 on SIGTERM with a watch stream open, ending the stream cleanly`, async () => {
       const srv = await startServer(kind, kind === 'agent' ? ['--node-name', 'stop-node'] : []);
       const client =
         kind === 'agent' ? new AgentServiceClient(srv.grpc, insecure) : new ControllerServiceClient(srv.grpc, insecure);
@@ -198,9 +198,9 @@ describe('graceful shutdown', () => {
         });
         const synced = await new Promise<WatchLinksResponse>((resolve) => stream.once('data', resolve));
         assert.equal(synced.type, WatchEventType.WATCH_EVENT_TYPE_SYNCED);
-        const { code, ms } = await srv.stop('SIGTERM');
+        // Not a timing claim: the test's own deadline (run-all's --test-timeout) bounds the wait.
+        const { code } = await srv.stop('SIGTERM');
         assert.equal(code, 0);
-        assert.ok(ms < 5000, `took ${ms} ms`);
         assert.equal(await ended, 'end');
       } finally {
         client.close();
