@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 
-import type { Agent } from '../../lib/gen/vop/types/v1/types';
+import type { Agent } from '../../lib/proto/types';
 import { ConfigError } from '../../lib/src/config';
 import { channelCredentials } from '../../lib/src/cert-files';
 import { startGrpcServer } from '../../lib/src/grpc-server';

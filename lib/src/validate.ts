@@ -18,7 +18,7 @@ import {
   type ConsoleBackend,
   type Transport,
   SelectorOperator,
-} from '../gen/vop/types/v1/types';
+} from '../proto/types';
 import { ViolationList } from './errors';
 import {
   DEFAULT_LIMITS,

@@ -10,7 +10,7 @@
 import { readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { LinkPhase, type Device } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, type Device } from '../../lib/proto/types';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Role, type Link } from '../../lib/gen/vop/types/v1/types';
+import { Role, type Link } from '../../lib/proto/types';
 import { canonicalIp, peerIpOf } from '../../lib/src/net';
 import { verifyAddress, type PeerEvidence } from '../../controller/src/fleet/address-verification';
 import { chunkDesired, desiredBytes } from '../../controller/src/rpc/desired-chunks';

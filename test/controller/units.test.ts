@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 
 import { Registry } from 'prom-client';
 
-import { NodeRole, Role, type Agent, type AgentIdentity, type LinkPolicy } from '../../lib/gen/vop/types/v1/types';
+import { NodeRole, Role, type Agent, type AgentIdentity, type LinkPolicy } from '../../lib/proto/types';
 import { createRootLogger } from '../../lib/src/logger';
 import { parseSelector } from '../../lib/src/selector';
 import { ControllerMetrics } from '../../controller/src/fleet/controller-metrics';

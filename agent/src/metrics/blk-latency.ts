@@ -7,7 +7,7 @@
  */
 import type { Registry } from 'prom-client';
 
-import type { DeviceStats } from '../../../lib/gen/vop/types/v1/types';
+import type { DeviceStats } from '../../../lib/proto/types';
 
 /** Upper bounds in seconds, the same as vop_blk_lat_bounds_ns in C. */
 export const BLK_LATENCY_BOUNDS_S = [1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1] as const;

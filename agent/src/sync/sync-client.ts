@@ -38,14 +38,8 @@ import {
   type DesiredLinks,
   type SyncRequest,
   type SyncResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
-import type {
-  AgentAddresses,
-  AgentIdentity,
-  Capabilities,
-  Link,
-  LinkStatus,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/controller';
+import type { AgentAddresses, AgentIdentity, Capabilities, Link, LinkStatus } from '../../../lib/proto/types';
 import { writeFileAtomicSync } from '../../../lib/src/atomic-file';
 import { ServerError } from '../../../lib/src/errors';
 import { DEFAULT_LIMITS } from '../../../lib/src/limits';

@@ -8,7 +8,7 @@
  *   DRAINING   drain requested, the agent still runs managed links
  *   DRAINED    drain requested, the agent acknowledged a desired set without links
  */
-import type { Link, LinkStatus } from '../../../lib/gen/vop/types/v1/types';
+import type { Link, LinkStatus } from '../../../lib/proto/types';
 
 /** The controller's handle on one registered Sync stream. */
 export interface SyncSessionHandle {

@@ -12,14 +12,7 @@
  *
  * Conditions keep lastTransitionTime while their status does not change.
  */
-import {
-  ConditionStatus,
-  LinkPhase,
-  Role,
-  type Condition,
-  type Link,
-  type LinkStatus,
-} from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase, Role, type Condition, type Link, type LinkStatus } from '../../../lib/proto/types';
 
 export interface EndpointView {
   readonly agent: string;

@@ -14,7 +14,7 @@ import {
   AgentSpec,
   WatchEventType,
   type ObjectMeta,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { staleResourceVersion } from '../../../lib/src/errors';
 import { StoreConflictError, type DesiredStateStore, type ObjectKind, type StoreOp } from '../store/store';
 import type { ControllerMetrics } from './controller-metrics';

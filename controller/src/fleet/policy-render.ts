@@ -6,14 +6,7 @@
  */
 import { createHash } from 'node:crypto';
 
-import {
-  NodeRole,
-  Role,
-  type Agent,
-  type AgentIdentity,
-  type Link,
-  type LinkPolicy,
-} from '../../../lib/gen/vop/types/v1/types';
+import { NodeRole, Role, type Agent, type AgentIdentity, type Link, type LinkPolicy } from '../../../lib/proto/types';
 import { selectorMatches } from '../../../lib/src/selector';
 
 export const LABEL_NODE = 'vop.dev/node';

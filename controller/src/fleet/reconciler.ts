@@ -11,8 +11,8 @@
  * (AgentRuntime) and computes the result from scratch; events only enqueue keys. A
  * periodic resync re-enqueues everything, so a missed event heals.
  */
-import { Duration } from '../../../lib/gen/google/protobuf/duration';
-import type { DesiredAck, LinkStatusUpdate, Register, Registered } from '../../../lib/gen/vop/controller/v1/controller';
+import { Duration } from '../../../lib/proto/google-protobuf';
+import type { DesiredAck, LinkStatusUpdate, Register, Registered } from '../../../lib/proto/controller';
 import {
   AgentPhase,
   ConditionStatus,
@@ -25,7 +25,7 @@ import {
   type LinkPolicy,
   type LinkPolicyStatus,
   type LinkStatus,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { monotonicMs, wallTimeOf } from '../../../lib/src/clock';
 import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';

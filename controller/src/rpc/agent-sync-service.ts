@@ -6,12 +6,8 @@
  */
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
-import {
-  AgentSyncServiceService,
-  type SyncRequest,
-  type SyncResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
-import type { Link } from '../../../lib/gen/vop/types/v1/types';
+import { AgentSyncServiceService, type SyncRequest, type SyncResponse } from '../../../lib/proto/controller';
+import type { Link } from '../../../lib/proto/types';
 import { peerName } from '../../../lib/src/auth';
 import { invalidArgument, ServerError } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';

@@ -17,9 +17,9 @@ import { status as GrpcStatus, type ClientDuplexStream, type ServerDuplexStream 
 import type {
   AttachConsoleRequest as AgentConsoleRequest,
   AttachConsoleResponse as AgentConsoleResponse,
-} from '../../../lib/gen/vop/agent/v1/agent';
-import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/gen/vop/controller/v1/controller';
-import { Role, type ConsoleOpen, type Link } from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/agent';
+import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/proto/controller';
+import { Role, type ConsoleOpen, type Link } from '../../../lib/proto/types';
 import { assertConsoleWriteAllowed, callerRole } from '../../../lib/src/auth';
 import { assertConsoleCaller } from '../../../lib/src/console-access';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';

@@ -15,7 +15,7 @@ import {
   type WatchAgentsResponse,
   type WatchLinksRequest,
   type WatchLinksResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
+} from '../../../lib/proto/controller';
 import {
   AgentPhase,
   LinkPhase,
@@ -24,7 +24,7 @@ import {
   type LabelSelector,
   type Link,
   type LinkPolicy,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import { assertConsoleCaller } from '../../../lib/src/console-access';

@@ -13,9 +13,8 @@ import path from 'node:path';
 import { credentials, Metadata, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
 import YAML from 'yaml';
 
-import { ErrorInfo, BadRequest } from '../../../lib/gen/google/rpc/error_details';
-import { Status } from '../../../lib/gen/google/rpc/status';
-import { ControllerServiceClient } from '../../../lib/gen/vop/controller/v1/controller';
+import { BadRequest, ErrorInfo, Status } from '../../../lib/proto/google-rpc';
+import { ControllerServiceClient } from '../../../lib/proto/controller';
 import { CliError, EXIT, exitCodeForStatus } from './exit-codes';
 
 export const DEFAULT_SERVER = 'unix:/run/vop/controller.sock';

@@ -28,7 +28,7 @@ import type {
   GetLinkStatsResponse,
   WatchAgentsResponse,
   WatchLinksResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
+} from '../../../lib/proto/controller';
 import {
   ConditionStatus,
   DeviceKind,
@@ -37,7 +37,7 @@ import {
   type Condition,
   type Link,
   type LinkPolicy,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { parseSelector, SelectorSyntaxError } from '../../../lib/src/selector';
 import { VOP_VERSION } from '../../../lib/src/version';
 import { connect, DEFAULT_TIMEOUT_MS, toCliError, type Connection } from './connection';
