@@ -29,11 +29,13 @@ import {
 import { monotonicMs, wallTimeOf } from '../../../lib/src/clock';
 import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
+import { linkSpecEqual } from '../../../lib/src/proto-equal';
+import { linkStatusEqual } from '../../../lib/src/status-equal';
 import { addressesCondition, ADDRESSES_VERIFIED, type AddressCheck } from './address-verification';
 import { AgentRuntime, type SyncSessionHandle } from './agent-runtime';
 import type { ControllerMetrics } from './controller-metrics';
-import { aggregateLinkStatus, statusDiffers, type EndpointView } from './link-status';
-import { emptyMeta, linkSpecEqual, type CacheEvent, type ObjectCache } from './object-cache';
+import { aggregateLinkStatus, type EndpointView } from './link-status';
+import { emptyMeta, type CacheEvent, type ObjectCache } from './object-cache';
 import { agentLabels, managedByPolicy, renderPolicy } from './policy-render';
 import { WorkQueue } from './work-queue';
 
@@ -658,7 +660,7 @@ export class Reconciler {
     }
     const prev = this.linkStatus.get(name);
     const next = aggregateLinkStatus(e.obj, this.endpointViews(e.obj), prev, new Date());
-    if (statusDiffers(prev, next)) {
+    if (!linkStatusEqual(prev, next)) {
       this.linkStatus.set(name, next);
       this.cache.publish('link', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
     }
