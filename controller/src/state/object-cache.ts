@@ -17,7 +17,7 @@ import {
 import { staleResourceVersion } from '../../../lib/src/errors';
 import { linkSpecEqual, protoEqual } from '../../../lib/src/proto-equal';
 import { StoreConflictError, type DesiredStateStore, type ObjectKind, type StoreOp } from '../store/store';
-import type { ControllerMetrics } from './controller-metrics';
+import type { ControllerMetrics } from '../metrics/controller-metrics';
 
 export interface CacheEvent {
   readonly kind: ObjectKind;

@@ -12,7 +12,7 @@
 import { backoffDelayMs, type BackoffPolicy } from '../../../lib/src/backoff';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
-import type { ControllerMetrics, QueueName } from './controller-metrics';
+import type { ControllerMetrics, QueueName } from '../metrics/controller-metrics';
 
 /** Per-key retry delay: 5 ms doubling to 30 s, plus up to 20 % at random so retries of many keys spread out. */
 export const RETRY_BACKOFF: BackoffPolicy = { initialMs: 5, maxMs: 30_000, jitter: [1, 1.2] };
