@@ -15,7 +15,7 @@ import {
   type LinkSpec,
   type LinkStatus,
 } from '../../lib/proto/types';
-import { backoffDelay, Backoff } from '../../lib/src/backoff';
+import { backoffDelayMs, Backoff } from '../../lib/src/backoff';
 import { fnv1a32, fnv1a32Hex } from '../../lib/src/fnv';
 import {
   DEFAULT_QUEUE_SIZE,
@@ -122,32 +122,29 @@ describe('status equality (lib/src/status-equal.ts)', () => {
 });
 
 describe('backoff (lib/src/backoff.ts)', () => {
-  it('doubles from the base delay to the cap, within the jitter range', () => {
-    const policy = { baseMs: 100, maxMs: 1000, jitter: 0.2 };
+  it('doubles from the initial delay to the cap, within the jitter range', () => {
+    const policy = { initialMs: 100, maxMs: 1000, jitter: [0.8, 1.2] as const };
     for (let i = 0; i < 200; i++) {
-      for (const [attempt, base] of [
-        [1, 100],
-        [2, 200],
-        [4, 800],
-        [5, 1000],
+      for (const [retry, base] of [
+        [0, 100],
+        [1, 200],
+        [3, 800],
+        [4, 1000],
         [60, 1000],
         [5000, 1000],
       ] as const) {
-        const d = backoffDelay(attempt, policy);
-        assert.ok(d >= Math.floor(base * 0.8) && d <= Math.ceil(base * 1.2), `attempt ${attempt}: ${d}`);
+        const d = backoffDelayMs(policy, retry);
+        assert.ok(d >= Math.floor(base * 0.8) && d <= Math.ceil(base * 1.2), `retry ${retry}: ${d}`);
       }
     }
-    const up = { baseMs: 5, maxMs: 30_000, jitter: 0.2, jitterUpOnly: true };
-    for (let i = 0; i < 200; i++) {
-      const d = backoffDelay(3, up);
-      assert.ok(d >= 20 && d <= 24, `up only: ${d}`);
-    }
+    const up = { initialMs: 5, maxMs: 30_000, jitter: [1, 1.2] as const };
+    for (let i = 0; i < 200; i++) assert.ok(backoffDelayMs(up, 2) >= 20);
   });
 
-  it('counts attempts until reset', () => {
-    const b = new Backoff({ baseMs: 10, maxMs: 1000, jitter: 0 });
+  it('counts retries until reset', () => {
+    const b = new Backoff({ initialMs: 10, maxMs: 1000, jitter: [1, 1] });
     assert.deepEqual([b.next(), b.next(), b.next()], [10, 20, 40]);
-    assert.equal(b.attempts, 3);
+    assert.equal(b.retries, 3);
     b.reset();
     assert.equal(b.next(), 10);
   });

@@ -56,7 +56,7 @@ export const DEFAULT_HEARTBEAT_MS = 5000;
 /** Status changes are coalesced over this window before being sent. */
 export const STATUS_FLUSH_MS = 50;
 /** Reconnect delay: 250 ms doubling to 15 s, each scaled by 0.8-1.2 at random. */
-export const RECONNECT_BACKOFF: BackoffPolicy = { baseMs: 250, maxMs: 15_000, jitter: 0.2 };
+export const RECONNECT_BACKOFF: BackoffPolicy = { initialMs: 250, maxMs: 15_000, jitter: [0.8, 1.2] };
 
 export interface SyncClientOptions {
   readonly address: string;

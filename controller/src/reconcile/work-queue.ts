@@ -9,13 +9,13 @@
  *
  * Handlers are level-triggered: a key names an object, never an event.
  */
-import { backoffDelay, type BackoffPolicy } from '../../../lib/src/backoff';
+import { backoffDelayMs, type BackoffPolicy } from '../../../lib/src/backoff';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
 import type { ControllerMetrics, QueueName } from '../metrics/controller-metrics';
 
 /** Per-key retry delay: 5 ms doubling to 30 s, plus up to 20 % at random so retries of many keys spread out. */
-export const RETRY_BACKOFF: BackoffPolicy = { baseMs: 5, maxMs: 30_000, jitter: 0.2, jitterUpOnly: true };
+export const RETRY_BACKOFF: BackoffPolicy = { initialMs: 5, maxMs: 30_000, jitter: [1, 1.2] };
 
 export type Handler = (key: string) => Promise<void>;
 
@@ -89,7 +89,7 @@ export class WorkQueue {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
     this.metrics.queueRetries.inc({ name: this.name });
-    const delay = backoffDelay(n + 1, RETRY_BACKOFF);
+    const delay = backoffDelayMs(RETRY_BACKOFF, n);
     const t = setTimeout(() => {
       this.delayed.delete(key);
       this.add(key);
