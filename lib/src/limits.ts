@@ -87,8 +87,6 @@ export const MAX_REGISTRATION_BYTES = 16 * 1024;
 export const MAX_VERSION_LENGTH = 128;
 /** Entries of each capabilities list (transports, device kinds). */
 export const MAX_CAPABILITY_ENTRIES = 16;
-/** Host names in addresses (RFC 1123). */
-export const MAX_HOSTNAME_LENGTH = 253;
 /** Label keys and annotation keys in the vop.dev/ prefix are set by vop itself. */
 export const RESERVED_LABEL_PREFIX = 'vop.dev/';
 
@@ -100,7 +98,7 @@ export const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 export const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 /** Kubernetes label value: empty, or <= 63 of A-Z a-z 0-9 - _ . starting and ending alphanumeric. */
 export const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
-/** RFC 1123 host name (for addresses): dot-separated DNS labels, case-insensitive. */
+/** RFC 1123 host name (for addresses): at most 253 characters of dot-separated DNS labels, case-insensitive. */
 export const HOSTNAME_RE =
   /^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -129,8 +127,3 @@ export const limitsSchema = z
   })
   .strict()
   .prefault({});
-
-/** "maxLinksPerAgent (256)": how a refusal names a limit. */
-export function limitName(limits: Limits, key: keyof Limits): string {
-  return `${key} (${limits[key]})`;
-}
