@@ -91,6 +91,15 @@ describe('vopctl list, describe and call (proto/vop.binpb through @grpc/proto-lo
     assert.match(en.stdout, /^vop\.types\.v1\.LinkPhase is an enum:\n[\s\S]*LINK_PHASE_READY = 4;/);
     const field = await vopctl(['describe', 'vop.types.v1.ObjectMeta.labels']);
     assert.match(field.stdout, /map<string, string> labels = 2;/);
+    const short = await vopctl(['describe', 'ControllerService/ListLinks']);
+    assert.equal(short.code, 0, short.stderr);
+    assert.match(short.stdout, /^vop\.controller\.v1\.ControllerService\.ListLinks is a method:\nrpc ListLinks /);
+    const ambiguous = await vopctl(['describe', 'AttachConsoleRequest']);
+    assert.equal(ambiguous.code, 4);
+    assert.match(
+      ambiguous.stderr,
+      /"AttachConsoleRequest" is ambiguous: vop\.agent\.v1\.AttachConsoleRequest, vop\.controller\.v1\.AttachConsoleRequest/,
+    );
     const missing = await vopctl(['describe', 'vop.types.v1.NoSuchMessage']);
     assert.equal(missing.code, 4);
     assert.match(missing.stderr, /no symbol "vop\.types\.v1\.NoSuchMessage" in the API schema/);

@@ -127,9 +127,27 @@ export class ApiSchema {
     };
   }
 
-  /** A service, method, message, enum or field by fully-qualified name, as proto source. */
+  /**
+   * A fully-qualified name, or a unique suffix of one ("ControllerService", "types.v1.LinkSpec"), as
+   * the registry knows it; members (methods, fields) keep the name they were asked by.
+   */
+  private qualify(name: string): string {
+    if (this.registry.get(name)) return name;
+    const matches: string[] = [];
+    for (const t of this.registry)
+      if (t.kind !== 'extension' && t.typeName.endsWith(`.${name}`)) matches.push(t.typeName);
+    if (matches.length > 1) throw new CliError(`"${name}" is ambiguous: ${matches.sort().join(', ')}`, EXIT.NOT_FOUND);
+    return matches[0] ?? name;
+  }
+
+  /** A service, method, message, enum or field (fully qualified or a unique suffix), as proto source. */
   describe(symbol: string): string {
-    const name = symbol.replace(/^\./, '').replace('/', '.');
+    let name = symbol.replace(/^\./, '').replace('/', '.');
+    if (!this.registry.get(name)) {
+      const dot = name.lastIndexOf('.');
+      const whole = this.qualify(name);
+      name = whole !== name || dot <= 0 ? whole : `${this.qualify(name.slice(0, dot))}.${name.slice(dot + 1)}`;
+    }
     const found = this.registry.get(name);
     if (found?.kind === 'service') return `${name} is a service:\n${serviceText(found)}`;
     if (found?.kind === 'message') return `${name} is a message:\n${messageText(found, '')}`;
@@ -146,7 +164,7 @@ export class ApiSchema {
       if (f) return `${name} is a field:\n${comments(f.parent.file, fieldPath(f), '')}${fieldText(f)}\n`;
     }
     throw new CliError(
-      `no symbol "${symbol}" in the API schema (a service, method, message, enum or field, fully qualified; ` +
+      `no symbol "${symbol}" in the API schema (a service, method, message, enum or field; ` +
         `vopctl list shows the services)`,
       EXIT.NOT_FOUND,
     );
