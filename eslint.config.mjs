@@ -5,11 +5,17 @@ import eslintConfigPrettier from 'eslint-config-prettier/flat';
 import { importX } from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
 
-const boundary = (forbidden, why) => ({
+// Generated code is imported through lib/proto/<package>.ts, one index module per package.
+const GENERATED = {
+  regex: String.raw`(^|/)lib/gen/|^\.\./gen/`,
+  message: 'import generated code through lib/proto/<package> (one index module per generated package)',
+};
+
+const boundary = (forbidden, why, patterns = [GENERATED]) => ({
   'no-restricted-imports': [
     'error',
     {
-      patterns: [{ regex: forbidden, message: why }],
+      patterns: [...(forbidden ? [{ regex: forbidden, message: why }] : []), ...patterns],
     },
   ],
 });
@@ -69,6 +75,15 @@ export default tseslint.config(
     ),
   },
   {
+    // TODO(lead): drop once the seam branch (which moves these folders to lib/proto) is merged.
+    files: ['agent/src/devices/**/*.ts', 'agent/src/links/**/*.ts', 'agent/src/native/**/*.ts'],
+    rules: boundary(
+      String.raw`^(\.\./)+controller/`,
+      'agent/ must not import controller/: share code through lib/ or proto/',
+      [],
+    ),
+  },
+  {
     files: ['lib/**/*.ts'],
     rules: boundary(
       String.raw`^(\.\./)+(agent|controller)/`,
@@ -76,8 +91,17 @@ export default tseslint.config(
     ),
   },
   {
+    files: ['lib/proto/**/*.ts'],
+    rules: boundary(
+      String.raw`^(\.\./)+(agent|controller)/`,
+      'lib/ is shared: it must not import agent/ or controller/',
+      [],
+    ),
+  },
+  {
     files: ['test/**/*.ts'],
     rules: {
+      ...boundary(null, null),
       'no-console': 'off',
       '@typescript-eslint/unbound-method': 'off',
       '@typescript-eslint/no-unsafe-assignment': 'off',
