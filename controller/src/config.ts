@@ -15,9 +15,12 @@ import {
   type LoadedConfig,
 } from '../../lib/src/config';
 import { limitsSchema } from '../../lib/src/limits';
+import { ETCD_DEFAULTS } from './store/etcd-client';
 
 /** A DesiredLinks version larger than this is sent as several messages (agents that assemble them). */
 export const DEFAULT_SYNC_CHUNK_BYTES = 4 * 1024 * 1024;
+
+const ETCD_ENDPOINT = /^(https?:\/\/)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$/;
 
 export const CONTROLLER_DEFAULTS = {
   grpcListen: '127.0.0.1:7400',
@@ -36,10 +39,36 @@ export const controllerConfigSchema = z
         z
           .object({
             kind: z.literal('etcd'),
-            endpoints: z.array(z.string().min(1)).min(1),
-            prefix: z.string().default('/vop/'),
+            /** The members, HOST:PORT or http(s)://HOST:PORT; the client fails over between them. */
+            endpoints: z
+              .array(z.string().regex(ETCD_ENDPOINT, 'must be HOST:PORT, http://HOST:PORT or https://HOST:PORT'))
+              .min(1),
+            /** Every key of this controller lives under it; replicas of one fleet share it. */
+            prefix: z
+              .string()
+              .regex(/^[!-~]*\/$/, 'must be printable ASCII without spaces and end with "/"')
+              .default(ETCD_DEFAULTS.prefix),
+            /** TLS to etcd: the CA of its members, and a client certificate when etcd has --client-cert-auth. */
+            tls: z
+              .object({ ca: z.string().min(1), cert: z.string().min(1).optional(), key: z.string().min(1).optional() })
+              .strict()
+              .refine((t) => (t.cert === undefined) === (t.key === undefined), {
+                message: 'cert and key go together',
+                path: ['key'],
+              })
+              .optional(),
+            /** Deadline of one store call, retries across members included. */
+            requestTimeoutSeconds: z.number().min(0.1).max(300).default(ETCD_DEFAULTS.requestTimeoutSeconds),
+            /** etcd's --max-txn-ops: a commit of the controller takes at most this minus 2 objects. */
+            maxTxnOps: z.number().int().min(8).max(1_000_000).default(ETCD_DEFAULTS.maxTxnOps),
+            /** Lease of the leader: a replica that stops renewing it loses leadership this long after. */
+            leaderLeaseSeconds: z.number().int().min(2).max(300).default(ETCD_DEFAULTS.leaderLeaseSeconds),
           })
-          .strict(),
+          .strict()
+          .refine((s) => s.tls === undefined || !s.endpoints.some((e) => e.startsWith('http://')), {
+            message: 'store.tls is set: endpoints must not use http://',
+            path: ['endpoints'],
+          }),
       ])
       .default({ kind: 'sqlite' }),
     /** Lease an agent holds between heartbeats; missing it marks the agent NotReady. */

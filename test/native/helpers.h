@@ -109,6 +109,18 @@ static inline int t_evlog_has(struct t_evlog *l, uint32_t type, int reason, uint
 	return found;
 }
 
+/* Number of events of type logged so far. */
+static inline unsigned t_evlog_count(struct t_evlog *l, uint32_t type)
+{
+	unsigned i, n = 0;
+
+	pthread_mutex_lock(&l->mu);
+	for (i = 0; i < l->n; i++)
+		n += l->ev[i].type == type;
+	pthread_mutex_unlock(&l->mu);
+	return n;
+}
+
 static inline void t_evlog_dump(struct t_evlog *l, const char *tag)
 {
 	unsigned i;

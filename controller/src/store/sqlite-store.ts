@@ -2,14 +2,39 @@
  * Embedded backend of the desired-state store: better-sqlite3 in WAL mode with
  * synchronous=FULL, one file in the state directory. Synchronous under the hood, so a commit is one transaction and
  * the CAS check runs inside it.
+ *
+ * One process owns the file, so the watch is in memory: the recent commits' events are
+ * kept (HISTORY_EVENTS), a watch from before them resyncs, and leader election is the
+ * one-process kind (local-election.ts).
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 
 import Database from 'better-sqlite3';
 
-import { StoreConflictError, type DesiredStateStore, type ObjectKind, type StoreOp, type StoredObject } from './store';
+import type { LeaderElector } from './leader-election';
+import { LocalElection } from './local-election';
+import {
+  isDesiredKind,
+  StoreConflictError,
+  StoreFencedError,
+  type CommitOptions,
+  type DesiredStateStore,
+  type ObjectKind,
+  type StoreEvent,
+  type StoreIdentity,
+  type StoreOp,
+  type StoreSnapshot,
+  type StoredObject,
+  type StoreWatch,
+  type WatchBatch,
+  type WatchHandlers,
+} from './store';
 
 export const SQLITE_FILE = 'controller.db';
+
+/** Events kept for watches from a past revision; older ones resync. */
+export const HISTORY_EVENTS = 10_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
@@ -20,17 +45,33 @@ CREATE TABLE IF NOT EXISTS objects (
   data BLOB NOT NULL,
   PRIMARY KEY (kind, name)
 ) STRICT;
+CREATE TABLE IF NOT EXISTS identity (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('schema', 1);
+-- A file from before generations existed: its last desired change is at most its revision.
+INSERT OR IGNORE INTO meta (key, value) SELECT 'generation', value FROM meta WHERE key = 'revision';
 `;
 
+interface Watcher {
+  readonly handlers: WatchHandlers;
+  closed: boolean;
+}
+
 export class SqliteStore implements DesiredStateStore {
+  readonly maxOpsPerCommit = Number.MAX_SAFE_INTEGER;
   private readonly db: Database.Database;
   private rev: bigint;
+  private gen: bigint;
+  private readonly clusterId: string;
   private readonly stmtGetRev: Database.Statement<[string, string], { revision: bigint }>;
   private readonly stmtPut: Database.Statement<[string, string, bigint, Uint8Array]>;
   private readonly stmtDelete: Database.Statement<[string, string]>;
-  private readonly stmtSetRev: Database.Statement<[bigint]>;
-  private readonly txn: (ops: readonly StoreOp[]) => bigint;
+  private readonly stmtSetMeta: Database.Statement<[bigint, string]>;
+  private readonly txn: (ops: readonly StoreOp[]) => { rev: bigint; gen: bigint };
+  private readonly election = new LocalElection();
+  private readonly watchers = new Set<Watcher>();
+  /** Events after `historyFrom` (every one of them), oldest first. */
+  private history: StoreEvent[] = [];
+  private historyFrom: bigint;
 
   constructor(stateDir: string) {
     this.db = new Database(path.join(stateDir, SQLITE_FILE));
@@ -41,15 +82,22 @@ export class SqliteStore implements DesiredStateStore {
     this.db.pragma('busy_timeout = 5000');
     this.db.defaultSafeIntegers(true);
     this.db.exec(SCHEMA);
-    const row = this.db.prepare<[], { value: bigint }>("SELECT value FROM meta WHERE key = 'revision'").get();
-    this.rev = row?.value ?? 0n;
+    // The cluster id is chosen once, when the file is created (or first opened by a version with identities).
+    this.db.prepare("INSERT OR IGNORE INTO identity (key, value) VALUES ('cluster_id', ?)").run(randomUUID());
+    this.clusterId =
+      this.db.prepare<[], { value: string }>("SELECT value FROM identity WHERE key = 'cluster_id'").get()?.value ?? '';
+    const meta = (key: string): bigint =>
+      this.db.prepare<[string], { value: bigint }>('SELECT value FROM meta WHERE key = ?').get(key)?.value ?? 0n;
+    this.rev = meta('revision');
+    this.gen = meta('generation');
+    this.historyFrom = this.rev;
     this.stmtGetRev = this.db.prepare('SELECT revision FROM objects WHERE kind = ? AND name = ?');
     this.stmtPut = this.db.prepare(
       'INSERT INTO objects (kind, name, revision, data) VALUES (?, ?, ?, ?) ON CONFLICT (kind, name) DO UPDATE SET revision = excluded.revision, data = excluded.data',
     );
     this.stmtDelete = this.db.prepare('DELETE FROM objects WHERE kind = ? AND name = ?');
-    this.stmtSetRev = this.db.prepare("UPDATE meta SET value = ? WHERE key = 'revision'");
-    this.txn = this.db.transaction((ops: readonly StoreOp[]): bigint => {
+    this.stmtSetMeta = this.db.prepare('UPDATE meta SET value = ? WHERE key = ?');
+    this.txn = this.db.transaction((ops: readonly StoreOp[]): { rev: bigint; gen: bigint } => {
       for (const op of ops) {
         if (op.expected === undefined) continue;
         const actual = this.stmtGetRev.get(op.kind, op.name)?.revision ?? 0n;
@@ -60,31 +108,119 @@ export class SqliteStore implements DesiredStateStore {
         if (op.op === 'put') this.stmtPut.run(op.kind, op.name, next, op.data);
         else this.stmtDelete.run(op.kind, op.name);
       }
-      this.stmtSetRev.run(next);
-      return next;
+      this.stmtSetMeta.run(next, 'revision');
+      let gen = this.gen;
+      if (ops.some((op) => isDesiredKind(op.kind))) {
+        gen = next;
+        this.stmtSetMeta.run(gen, 'generation');
+      }
+      return { rev: next, gen };
     });
   }
 
   async loadAll(): Promise<StoredObject[]> {
+    return this.readAll();
+  }
+
+  async loadSnapshot(): Promise<StoreSnapshot> {
+    return { revision: this.rev, identity: this.identity(), objects: this.readAll() };
+  }
+
+  private readAll(): StoredObject[] {
     const rows = this.db
       .prepare<[], { kind: string; name: string; revision: bigint; data: Buffer }>(
-        'SELECT kind, name, revision, data FROM objects',
+        'SELECT kind, name, revision, data FROM objects ORDER BY kind, name',
       )
       .all();
     return rows.map((r) => ({ kind: r.kind as ObjectKind, name: r.name, revision: r.revision, data: r.data }));
   }
 
-  async commit(ops: readonly StoreOp[]): Promise<bigint> {
-    const rev = this.txn(ops);
+  async commit(ops: readonly StoreOp[], options: CommitOptions = {}): Promise<bigint> {
+    if (options.fence && !this.election.holds(options.fence)) throw new StoreFencedError(options.fence);
+    const { rev, gen } = this.txn(ops);
     this.rev = rev;
+    this.gen = gen;
+    const events: StoreEvent[] = ops.map((op) =>
+      op.op === 'put'
+        ? { type: 'put', kind: op.kind, name: op.name, revision: rev, data: op.data }
+        : { type: 'delete', kind: op.kind, name: op.name, revision: rev },
+    );
+    this.remember(events);
+    const batch: WatchBatch = { type: 'events', revision: rev, identity: this.identity(), events };
+    for (const w of this.watchers) this.deliver(w, batch);
     return rev;
+  }
+
+  private remember(events: readonly StoreEvent[]): void {
+    this.history.push(...events);
+    if (this.history.length > HISTORY_EVENTS) {
+      let drop = this.history.length - HISTORY_EVENTS;
+      // Never split one commit: drop through the end of the revision the cut falls in.
+      const cutRev = this.history[drop - 1]?.revision ?? this.historyFrom;
+      while (this.history[drop]?.revision === cutRev) drop++;
+      this.history = this.history.slice(drop);
+      this.historyFrom = cutRev;
+    }
+  }
+
+  /** In order, after the current call stack (a commit's caller runs first), never after close(). */
+  private deliver(w: Watcher, batch: WatchBatch): void {
+    queueMicrotask(() => {
+      if (!w.closed) w.handlers.onBatch(batch);
+    });
   }
 
   revision(): bigint {
     return this.rev;
   }
 
+  identity(): StoreIdentity {
+    return { clusterId: this.clusterId, generation: this.gen };
+  }
+
+  watch(fromRevision: bigint, handlers: WatchHandlers): StoreWatch {
+    const w: Watcher = { handlers, closed: false };
+    if (fromRevision < this.historyFrom) {
+      this.deliver(w, {
+        type: 'resync',
+        revision: this.rev,
+        identity: this.identity(),
+        objects: this.readAll(),
+        reason: 'compacted',
+      });
+    } else if (fromRevision < this.rev) {
+      let i = this.history.findIndex((e) => e.revision > fromRevision);
+      while (i >= 0 && i < this.history.length) {
+        const r = this.history[i]?.revision ?? 0n;
+        const events: StoreEvent[] = [];
+        while (i < this.history.length && this.history[i]?.revision === r) events.push(this.history[i++] as StoreEvent);
+        this.deliver(w, { type: 'events', revision: r, identity: this.identity(), events });
+      }
+    }
+    this.watchers.add(w);
+    return {
+      close: () => {
+        w.closed = true;
+        this.watchers.delete(w);
+      },
+    };
+  }
+
+  async compact(revision: bigint): Promise<void> {
+    // As etcd: the changes at `revision` itself stay watchable.
+    const keepFrom = revision - 1n;
+    if (keepFrom <= this.historyFrom) return;
+    this.history = this.history.filter((e) => e.revision > keepFrom);
+    this.historyFrom = keepFrom > this.rev ? this.rev : keepFrom;
+  }
+
+  elector(value: string): LeaderElector {
+    return this.election.elector(value);
+  }
+
   async close(): Promise<void> {
+    for (const w of this.watchers) w.closed = true;
+    this.watchers.clear();
     this.db.close();
   }
 }
