@@ -75,15 +75,6 @@ export default tseslint.config(
     ),
   },
   {
-    // TODO(lead): drop once the seam branch (which moves these folders to lib/proto) is merged.
-    files: ['agent/src/devices/**/*.ts', 'agent/src/links/**/*.ts', 'agent/src/native/**/*.ts'],
-    rules: boundary(
-      String.raw`^(\.\./)+controller/`,
-      'agent/ must not import controller/: share code through lib/ or proto/',
-      [],
-    ),
-  },
-  {
     files: ['lib/**/*.ts'],
     rules: boundary(
       String.raw`^(\.\./)+(agent|controller)/`,

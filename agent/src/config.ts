@@ -39,7 +39,7 @@ export const MAX_SOCKET_DIR_BYTES = 80;
 const hostDirSchema = z
   .string()
   .min(1)
-  .refine((p) => !/[:\0-\x1f]/.test(p), 'must not contain ":" or control characters');
+  .refine((p) => !/[\0-\x1f]/.test(p), 'must not contain control characters');
 
 /**
  * Where link specs may put host resources (docs/agent.md "Host paths"). Every default sits
@@ -57,9 +57,24 @@ const hostPathsSchema = z
     logDir: hostDirSchema.optional(),
     /** Stable symlinks to console ptys. */
     ptyDir: hostDirSchema.optional(),
+    /**
+     * Network namespaces (names under /run/netns) a net device's TAP may be moved into; none
+     * by default. A string is a comma-separated list (the --netns flag).
+     */
+    netns: z
+      .preprocess(
+        (v) => (typeof v === 'string' ? v.split(',').filter((x) => x !== '') : v),
+        z.array(
+          z
+            .string()
+            .regex(/^[A-Za-z0-9_.-]{1,63}$/, 'must be a namespace name under /run/netns')
+            .refine((n) => n !== '.' && n !== '..', 'must be a namespace name under /run/netns'),
+        ),
+      )
+      .default([]),
   })
   .strict()
-  .default({ blockDevices: [] });
+  .default({ blockDevices: [], netns: [] });
 
 /** The path policy with every default filled in and every path absolute and normalised. */
 export interface HostPaths {
@@ -68,6 +83,8 @@ export interface HostPaths {
   readonly socketDir: string;
   readonly logDir: string;
   readonly ptyDir: string;
+  /** Network namespaces TAPs may be moved into. */
+  readonly netns: readonly string[];
 }
 
 export const agentConfigSchema = z
@@ -174,6 +191,12 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     help: 'console log directory (default <state-dir>/logs)',
   },
   {
+    flag: 'netns',
+    path: ['hostPaths', 'netns'],
+    type: 'string',
+    help: 'network namespaces (under /run/netns, comma-separated) TAPs may be moved into (default none)',
+  },
+  {
     flag: 'pty-dir',
     path: ['hostPaths', 'ptyDir'],
     type: 'string',
@@ -201,6 +224,7 @@ export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsS
     socketDir: path.resolve(p.socketDir ?? path.join(stateDir, 'sockets')),
     logDir: path.resolve(p.logDir ?? path.join(stateDir, 'logs')),
     ptyDir: path.resolve(p.ptyDir ?? path.join(stateDir, 'pty')),
+    netns: [...p.netns],
   };
   if (Buffer.byteLength(hp.socketDir) > MAX_SOCKET_DIR_BYTES)
     throw new ConfigError(
@@ -212,8 +236,8 @@ export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsS
     ['hostPaths.logDir', hp.logDir],
     ['hostPaths.ptyDir', hp.ptyDir],
   ] as const) {
-    if (/[:\0-\x1f]/.test(dir))
-      throw new ConfigError(`invalid configuration:\n  ${field}: "${dir}" must not contain ":" or control characters`);
+    if (/[\0-\x1f]/.test(dir))
+      throw new ConfigError(`invalid configuration:\n  ${field}: "${dir}" must not contain control characters`);
   }
   return hp;
 }

@@ -18,17 +18,17 @@ import { loadServerSecurity } from '../../lib/src/server-security';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadAgentConfig, type AgentConfig } from './config';
-import { nativeDeviceBackends } from './devices/backends';
-import { nbdPolicyFromConfig } from './devices/nbd-policy';
-import { BackendRegistry } from './links/device-backend';
+import { bytePipeStandIns } from './backends/byte-pipe';
+import { BackendRegistry } from './backends/device-backend';
+import { nbdPolicyFromConfig } from './backends/nbd-policy';
+import { nativeDeviceBackends } from './backends/virtio-backends';
 import { LinkManager } from './links/link-manager';
 import { LinkStore } from './links/link-store';
-import { loadDataPlane } from './links/native-data-plane';
 import { HostPathPolicy } from './links/path-policy';
 import { registerAgentMetrics } from './metrics/agent-metrics';
 import { agentServiceBinding } from './rpc/agent-service';
+import { loadDataPlane } from './native/addon';
 import { ControllerSyncClient } from './sync/sync-client';
-import { loadNativeVersion } from './native-version';
 import { installTestHooks } from './test-hooks';
 
 const SHUTDOWN_GRACE_MS = 3000;
@@ -73,13 +73,13 @@ async function main(): Promise<void> {
   const paths = new HostPathPolicy(hp, config.rendezvousDir);
   log.info({ hostPaths: hp }, 'host path roots');
 
-  const nativeVersion = loadNativeVersion();
   const dataPlane = loadDataPlane(log.child({ component: 'native' }));
+  const nativeVersion = dataPlane.available ? dataPlane.version : 'unavailable';
   const links = new LinkManager({
     nodeName: config.node.name,
     rendezvousDir: config.rendezvousDir,
     dataPlane,
-    backends: new BackendRegistry(nativeDeviceBackends(paths, nbdPolicyFromConfig(config))),
+    backends: new BackendRegistry([...bytePipeStandIns(), ...nativeDeviceBackends(paths, nbdPolicyFromConfig(config))]),
     paths,
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),

@@ -2,16 +2,19 @@
 /*
  * Node-API binding for the vop data plane. This layer only converts
  * arguments, owns handles and forwards events; all ring logic lives in
- * native/core. The export table below is mirrored, in the same order, by
- * agent/src/native/native.ts.
+ * native/core and native/devices. The export table below is mirrored, in the
+ * same order, by agent/src/native/native.ts (the one declare-only contract).
+ * Only what the agent uses is exported: tests drive the same functions.
  */
 #include <stdlib.h>
 
+#include "link_binding.h"
 #include "napi_util.h"
+#include "vop/dev_backend.h"
+#include "vop/path.h"
 #include "vop/version.h"
 #include "vop/vq.h"
-#include "window_binding.h"
-#include "devices_binding.h"
+#include "vop/window_size.h"
 
 static napi_value version(napi_env env, napi_callback_info info)
 {
@@ -43,19 +46,31 @@ static napi_value set_error_class(napi_env env, napi_callback_info info)
 	return u;
 }
 
-/* reasonNames(): stable names of enum vop_vq_reason, index = reason number. */
-static napi_value reason_names(napi_env env, napi_callback_info info)
+/*
+ * constants() -> the limits and tables of the C layer the façade needs, exported once
+ * (TypeScript repeats none of them): { queueMaxSize, defaultQueueSize, maxDevices,
+ * maxQueues, pathMax, netnsNameMax, windowSizeMax, blkLatencyBoundsNs }.
+ */
+static napi_value constants(napi_env env, napi_callback_info info)
 {
-	napi_value arr, s;
-	unsigned i;
+	napi_value obj, bounds;
 
 	(void)info;
-	NODE_API_CALL(env, napi_create_array_with_length(env, VOP_VQ_REASON_COUNT, &arr));
-	for (i = 0; i < VOP_VQ_REASON_COUNT; i++) {
-		NODE_API_CALL(env, napi_create_string_utf8(env, vop_vq_reason_name(i), NAPI_AUTO_LENGTH, &s));
-		NODE_API_CALL(env, napi_set_element(env, arr, i, s));
+	NODE_API_CALL(env, napi_create_object(env, &obj));
+	bounds = vop_u64_array(env, vop_blk_lat_bounds_ns, VOP_BLK_LAT_BOUNDS);
+	if (!bounds || !vop_set_u32(env, obj, "queueMaxSize", VOP_QUEUE_MAX_SIZE) ||
+	    !vop_set_u32(env, obj, "defaultQueueSize", VOP_DEVBACK_QUEUE_SIZE) ||
+	    !vop_set_u32(env, obj, "maxDevices", VOP_MAX_DEVICES) || !vop_set_u32(env, obj, "maxQueues", VOP_MAX_QUEUES) ||
+	    !vop_set_u32(env, obj, "pathMax", VOP_PATH_MAX) || !vop_set_u32(env, obj, "netnsNameMax", VOP_NETNS_NAME_MAX))
+		return NULL;
+	NODE_API_CALL(env, napi_set_named_property(env, obj, "blkLatencyBoundsNs", bounds));
+	{
+		napi_value v;
+
+		NODE_API_CALL(env, napi_create_double(env, (double)VOP_WINDOW_SIZE_MAX, &v));
+		NODE_API_CALL(env, napi_set_named_property(env, obj, "windowSizeMax", v));
 	}
-	return arr;
+	return obj;
 }
 
 static void addon_free(napi_env env, void *data, void *hint)
@@ -76,40 +91,31 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 	napi_property_descriptor props[] = {
 		EXPORT("version", version),
 		EXPORT("setErrorClass", set_error_class),
-		EXPORT("reasonNames", reason_names),
+		EXPORT("constants", constants),
 		EXPORT("windowCreate", vop_b_window_create),
 		EXPORT("windowAttach", vop_b_window_attach),
-		EXPORT("windowAttachFd", vop_b_window_attach_fd),
 		EXPORT("windowReattach", vop_b_window_reattach),
 		EXPORT("windowInfo", vop_b_window_info),
 		EXPORT("windowClose", vop_b_window_close),
-		EXPORT("devicePublish", vop_b_device_publish),
-		EXPORT("deviceRemove", vop_b_device_remove),
-		EXPORT("attachPipe", vop_b_attach_pipe),
-		EXPORT("detach", vop_b_detach),
-		EXPORT("resetDevice", vop_b_reset_device),
+		EXPORT("windowLayout", vop_b_window_layout),
 		EXPORT("start", vop_b_start),
 		EXPORT("stop", vop_b_stop),
-		EXPORT("queueStats", vop_b_queue_stats),
-		EXPORT("pipeStats", vop_b_pipe_stats),
-		EXPORT("linkStats", vop_b_link_stats),
 		EXPORT("onEvent", vop_b_on_event),
-		EXPORT("hostedSpec", vop_b_hosted_spec),
-		EXPORT("hostedPublish", vop_b_hosted_publish),
-		EXPORT("hostedAttach", vop_b_hosted_attach),
-		EXPORT("hostedEndpoints", vop_b_hosted_endpoints),
-		EXPORT("hostedStats", vop_b_hosted_stats),
-		EXPORT("devState", vop_b_dev_state),
-		EXPORT("hostedConsoleRead", vop_b_hosted_console_read),
-		EXPORT("hostedConsoleWrite", vop_b_hosted_console_write),
-		EXPORT("devHostOpen", vop_b_dev_host_open),
-		EXPORT("devHostEndpoints", vop_b_dev_host_endpoints),
-		EXPORT("devHostStats", vop_b_dev_host_stats),
-		EXPORT("devHostQueueStats", vop_b_dev_host_queue_stats),
-		EXPORT("devConsoleRead", vop_b_dev_console_read),
-		EXPORT("devConsoleWrite", vop_b_dev_console_write),
-		EXPORT("devHostClose", vop_b_dev_host_close),
+		EXPORT("linkStats", vop_b_link_stats),
+		EXPORT("devicePublish", vop_b_device_publish),
+		EXPORT("deviceRemove", vop_b_device_remove),
+		EXPORT("deviceAttach", vop_b_device_attach),
+		EXPORT("deviceDetach", vop_b_device_detach),
+		EXPORT("deviceReset", vop_b_device_reset),
+		EXPORT("deviceState", vop_b_device_state),
+		EXPORT("deviceInfo", vop_b_device_info),
+		EXPORT("queueStats", vop_b_queue_stats),
+		EXPORT("deviceCounters", vop_b_device_counters),
+		EXPORT("deviceEndpoints", vop_b_device_endpoints),
+		EXPORT("consoleRead", vop_b_console_read),
+		EXPORT("consoleWrite", vop_b_console_write),
 	};
+
 
 	if (!a) {
 		napi_throw_error(env, "ENOMEM", "vop addon state");

@@ -951,6 +951,12 @@ static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 			close(s);
 		}
 	}
+	/* Configured here, then moved: the fd keeps serving it in its new namespace. */
+	if (!n->dgram && c->netns && c->netns[0]) {
+		rc = vop_net_move_netns(n->ifname, c->netns);
+		if (rc)
+			goto fail;
+	}
 	*out = n;
 	return 0;
 fail:

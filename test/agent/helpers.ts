@@ -34,7 +34,10 @@ export function testDisk(): string {
 
 /** The host path policy of a test agent with state in stateDir whose disks live in testDiskDir(). */
 export function testPathPolicy(stateDir: string, rendezvousDir: string): HostPathPolicy {
-  return new HostPathPolicy(resolveHostPaths(stateDir, { diskDirs: [testDiskDir()], blockDevices: [] }), rendezvousDir);
+  return new HostPathPolicy(
+    resolveHostPaths(stateDir, { diskDirs: [testDiskDir()], blockDevices: [], netns: [] }),
+    rendezvousDir,
+  );
 }
 
 export function bytePipeDevice(name: string, kind: 'console' | 'blk' | 'net' = 'console', queueSize = 256): Device {

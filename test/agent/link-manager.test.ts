@@ -10,15 +10,17 @@ import pino from 'pino';
 
 import { ConditionStatus, LinkPhase } from '../../lib/proto/types';
 import { type ServerError } from '../../lib/src/errors';
+import { bytePipeStandIns } from '../../agent/src/backends/byte-pipe';
+import { BackendRegistry } from '../../agent/src/backends/device-backend';
 import {
-  DataPlaneError,
+  NativeError,
   type DataPlane,
   type DataPlaneEvent,
   type DataPlaneWindow,
-  type NativeDeviceSpec,
+  type LinkDevice,
   type PeerView,
+  type QueueCounters,
 } from '../../agent/src/links/data-plane';
-import { BackendRegistry } from '../../agent/src/links/device-backend';
 import { LinkManager } from '../../agent/src/links/link-manager';
 import { LinkStore } from '../../agent/src/links/link-store';
 import { tempDir } from '../helpers/servers';
@@ -26,7 +28,7 @@ import { bytePipeDevice, makeLink, testPathPolicy } from './helpers';
 
 class FakeWindow implements DataPlaneWindow {
   peerView: PeerView = { state: 'absent', epoch: 0 };
-  devices = new Map<number, NativeDeviceSpec>();
+  devices = new Map<number, LinkDevice>();
   broken = new Map<number, string>();
   resets: number[] = [];
   added: number[] = [];
@@ -39,7 +41,7 @@ class FakeWindow implements DataPlaneWindow {
   peer(): PeerView {
     return this.peerView;
   }
-  addDevice(spec: NativeDeviceSpec): void {
+  addDevice(spec: LinkDevice): void {
     this.devices.set(spec.devId, spec);
     this.added.push(spec.devId);
   }
@@ -54,10 +56,11 @@ class FakeWindow implements DataPlaneWindow {
     this.resets.push(devId);
     this.broken.delete(devId);
   }
-  counters(devId: number) {
+  counters(devId: number): QueueCounters[] {
     const spec = this.devices.get(devId);
     return (spec?.queues ?? []).map((_q, index) => ({
       index,
+      size: 256,
       buffers: 0n,
       bytes: 0n,
       notificationsSent: 0n,
@@ -79,9 +82,15 @@ class FakeWindow implements DataPlaneWindow {
     return false;
   }
   deviceCounters() {
-    return {};
+    return null;
   }
-  hosted() {
+  endpoints() {
+    return null;
+  }
+  negotiatedFeatures(): bigint {
+    return 0n;
+  }
+  console() {
     return null;
   }
   workerTimes() {
@@ -96,11 +105,14 @@ class FakeDataPlane implements DataPlane {
   readonly available = true;
   readonly version = 'fake';
   windows: FakeWindow[] = [];
+  windowBytes(): number {
+    return 1 << 20;
+  }
   failOpens = 0;
   open(req: { side: 'creator' | 'attacher' }, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow {
     if (this.failOpens > 0) {
       this.failOpens -= 1;
-      throw new DataPlaneError('ENOMEM', 'no memory (fake)');
+      throw new NativeError('no memory (fake)', 'ENOMEM', 12);
     }
     const w = new FakeWindow(req.side, onEvent);
     this.windows.push(w);
@@ -122,7 +134,7 @@ function setup(node = 'host-a'): { mgr: LinkManager; dp: FakeDataPlane; stateDir
     nodeName: node,
     rendezvousDir,
     dataPlane: dp,
-    backends: new BackendRegistry(),
+    backends: new BackendRegistry(bytePipeStandIns()),
     paths: testPathPolicy(stateDir, rendezvousDir),
     store: new LinkStore(stateDir, log),
     log,
@@ -162,7 +174,7 @@ describe('link manager lifecycle', () => {
     let appear = false;
     const orig = dp.open.bind(dp);
     dp.open = (req, onEvent) => {
-      if (!appear) throw new DataPlaneError('ENOENT', 'no window yet');
+      if (!appear) throw new NativeError('no window yet', 'ENOENT', 2);
       return orig(req, onEvent);
     };
     const log = pino({ level: 'silent' });
@@ -170,7 +182,7 @@ describe('link manager lifecycle', () => {
       nodeName: 'card-b',
       rendezvousDir: tempDir('rdv'),
       dataPlane: dp,
-      backends: new BackendRegistry(),
+      backends: new BackendRegistry(bytePipeStandIns()),
       paths: testPathPolicy(tempDir('lm-paths'), tempDir('rdv')),
       store: new LinkStore(tempDir('lm'), log),
       log,
@@ -299,7 +311,7 @@ describe('link manager lifecycle', () => {
       nodeName: 'host-a',
       rendezvousDir: tempDir('rdv'),
       dataPlane: dp2,
-      backends: new BackendRegistry(),
+      backends: new BackendRegistry(bytePipeStandIns()),
       paths: testPathPolicy(stateDir, tempDir('rdv')),
       store: new LinkStore(stateDir, log),
       log,

@@ -1,8 +1,8 @@
 /**
- * Helpers for the device integration tests: build and run vopdev (the
- * standalone device daemon in native/devices), network namespaces that are
- * always removed, and a small NBD client that records exactly which
- * requests the server acknowledged.
+ * Helpers for the device integration tests: build and run vopdev (a test tool,
+ * test/native/tools/vopdev.c: one window side with device backends, no agent),
+ * network namespaces that are always removed, and a small NBD client that
+ * records exactly which requests the server acknowledged.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -13,12 +13,12 @@ import path from 'node:path';
 
 import { repoPath } from '../../lib/src/paths';
 
-export const VOPDEV = repoPath('native', 'devices', 'out', 'vopdev');
+export const VOPDEV = repoPath('native', 'out', 'tools', 'vopdev');
 
 /** Build vopdev (idempotent, a few seconds the first time). */
 export function buildVopdev(): void {
-  const r = spawnSync('make', ['-s', '-C', repoPath('native', 'devices')], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`make -C native/devices failed: ${r.stderr}`);
+  const r = spawnSync('make', ['-s', '-C', repoPath('native'), 'out/tools/vopdev'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`make -C native out/tools/vopdev failed: ${r.stderr}`);
 }
 
 export function tempDir(prefix: string): string {

@@ -26,7 +26,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-#include "vop/dev_host.h"
+#include "devside.h"
 
 #define NBD_OPT_EXPORT_NAME  1u
 #define NBD_OPT_LIST	     3u
@@ -369,17 +369,20 @@ static void session_refused(int port, const char *name)
 struct side {
 	char win[128];
 	char desc[1024];
-	struct vop_dev_host *h;
+	struct devside *h;
+	struct devside_dev d;
 	const char *err;
 	int rc;
 };
 
+/* The driver side of desc (parsed first: a value too long is refused there, never cut). */
 static void *open_driver(void *arg)
 {
 	struct side *s = arg;
-	struct vop_dev_host_dev d = { VOP_DK_BLK_DRIVER, s->desc };
 
-	s->rc = vop_dev_host_open(s->win, 16u << 20, 0, &d, 1, &s->h, &s->err);
+	s->rc = devside_parse("blk-driver", s->desc, &s->d);
+	if (s->rc == 0)
+		s->rc = devside_open(s->win, 16u << 20, 0, &s->d, 1, &s->h, &s->err);
 	return NULL;
 }
 
@@ -404,8 +407,8 @@ int main(void)
 {
 	struct pki k;
 	struct side drv;
-	struct vop_dev_host_dev dd;
-	struct vop_dev_host *dev;
+	static struct devside_dev dd;
+	struct devside *dev;
 	pthread_t t;
 	char disk[128], ep[256], cert[256], key[256], ca[256], cn[64], desc[1024], longp[700];
 	const char *p;
@@ -456,14 +459,13 @@ int main(void)
 	t_disk(disk, sizeof(disk), "nbdtls-disk", 8u << 20);
 	snprintf(desc, sizeof(desc), "1:file=%s", disk);
 	CHECK(pthread_create(&t, NULL, open_driver, &drv) == 0);
-	dd.kind = VOP_DK_BLK_DEVICE;
-	dd.desc = desc;
-	CHECK_EQ(vop_dev_host_open(drv.win, 0, 0, &dd, 1, &dev, NULL), 0);
+	CHECK_EQ(devside_parse("blk-device", desc, &dd), 0);
+	CHECK_EQ(devside_open(drv.win, 0, 0, &dd, 1, &dev, NULL), 0);
 	CHECK(pthread_join(t, NULL) == 0);
 	if (drv.rc)
 		fprintf(stderr, "driver side: %s: %d\n", drv.err ? drv.err : "", drv.rc);
 	CHECK_EQ(drv.rc, 0);
-	vop_dev_host_endpoints(drv.h, ep, sizeof(ep));
+	devside_endpoints(drv.h, ep, sizeof(ep));
 	p = strstr(ep, "nbd1-port ");
 	CHECK(p != NULL);
 	port = atoi(p + 10);
@@ -507,8 +509,8 @@ int main(void)
 	session_ok(port, "ops", 2, cn, sizeof(cn));
 	CHECK(!strcmp(cn, "card-b-rotated"));
 
-	vop_dev_host_close(drv.h);
-	vop_dev_host_close(dev);
+	devside_close(drv.h);
+	devside_close(dev);
 	unlink(drv.win);
 	unlink(disk);
 	{

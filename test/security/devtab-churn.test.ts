@@ -12,7 +12,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import { LinkPhase } from '../../lib/proto/types';
-import { devIdOf } from '../../agent/src/links/device-backend';
+import { devIdOf } from '../../agent/src/backends/device-backend';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { buildHostilePeer, startHostilePeer, type HostilePeer } from './hostile-peer';

@@ -128,6 +128,8 @@ export async function startSecureFleet(opts: {
   agents: readonly string[];
   extraCerts?: readonly CertSpec[];
   controllerConfig?: Record<string, unknown>;
+  /** Extra environment of the controller process (e.g. NODE_OPTIONS with a heap cap). */
+  controllerEnv?: NodeJS.ProcessEnv;
 }): Promise<SecureFleet> {
   const dir = tempDir('sec');
   await makePki(dir, [
@@ -149,6 +151,7 @@ export async function startSecureFleet(opts: {
   const controller = await startServer('controller', ['--config', ctlCfg, '--grpc-listen', controllerAddr], {
     readyTimeoutMs: 60_000,
     stateDir: pem('state-controller'),
+    ...(opts.controllerEnv ? { env: opts.controllerEnv } : {}),
   });
   const agents = new Map<string, ServerProcess>();
   const clients: { close(): void }[] = [];
@@ -230,7 +233,12 @@ export async function startSecureFleet(opts: {
   return fleet;
 }
 
-export function consoleDevice(name: string, queueSize = 0): Device {
+/**
+ * A console with a pty on both sides. 64 entries by default: at the proto's default of 256
+ * a real console's buffers (4 KiB each, both queues) take 2 MiB of window, more than the
+ * small maxWindowBytes the limit tests run with.
+ */
+export function consoleDevice(name: string, queueSize = 64): Device {
   return {
     name,
     queueSize,

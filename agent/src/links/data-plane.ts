@@ -1,73 +1,47 @@
 /**
  * The port between the link manager and the native data plane. The link manager
- * speaks only this interface; agent/src/links/native-data-plane.ts adapts it to the
- * native façade (agent/src/native/), and unit tests of the link manager may supply
- * a fake. Every call here is a cheap control operation: buffers never cross it.
+ * speaks only this interface; agent/src/native/addon.ts implements it over the addon
+ * (the one façade), and unit tests of the link manager may supply a fake. Every call
+ * here is a cheap control operation: buffers never cross it. Devices cross as the
+ * addon's typed configs (DeviceConfigDto), counters and endpoints come back as its
+ * typed objects: nothing is encoded as text on the way.
  */
-import type { HostedKind } from '../native/native';
+import type {
+  ConsoleReadDto,
+  DeviceConfigDto,
+  DeviceCountersDto,
+  DeviceEndpointsDto,
+  PeerState,
+  WindowSide,
+} from '../native/native';
 
-/** Which side of the shared window this endpoint is. */
-export type WindowSide = 'creator' | 'attacher';
+export { NativeError } from '../native/errors';
+export type { WindowSide } from '../native/native';
 
 /** Direction of a queue as seen from this endpoint. */
 export type QueueDirection = 'transmit' | 'receive';
 
-/** One queue of a device as the backend lays it out. */
+/** One queue of a device, named for status and metrics (sizes come from the table). */
 export interface QueueLayout {
   readonly name: string;
   readonly direction: QueueDirection;
-  readonly size: number;
 }
 
-/**
- * A real device backend of native/devices (virtio-net, -console, -blk) served by the
- * link's worker on the link's own window, described as dev_host.h does.
- */
-export interface HostedDeviceSpec {
-  readonly kind: HostedKind;
-  /** "ID:opt=value:flag..." */
-  readonly desc: string;
-  /** Bytes of each queue's pool as the native layer lays it out (window sizing). */
-  readonly poolBytes: readonly number[];
+/** One device of a link as this endpoint publishes (creator) and serves it. */
+export interface LinkDevice {
+  /** Nonzero, stable for the device's life on the link (derived from its name). */
+  readonly devId: number;
+  /** Which virtio role this endpoint plays for the device. */
+  readonly role: 'device' | 'driver';
+  /** In native queue-index order. */
+  readonly queues: readonly QueueLayout[];
+  /** What the native layer publishes and serves: a byte pipe or a device backend. */
+  readonly config: DeviceConfigDto;
   /**
    * The device side may restart without a reset (virtio-blk's in-flight journal): peer
    * restarts and departures do not reset it; a device that cannot resume asks for one.
    */
   readonly resumable: boolean;
-}
-
-/** What the native layer needs to publish or bind one device. */
-export interface NativeDeviceSpec {
-  /** Nonzero, stable for the device's life on the link (derived from its name). */
-  readonly devId: number;
-  /** virtio device id, or the byte-pipe type for tests. */
-  readonly deviceType: number;
-  /** Which virtio role this endpoint plays for the device. */
-  readonly role: 'device' | 'driver';
-  /** In native queue-index order. */
-  readonly queues: readonly QueueLayout[];
-  readonly eventIdx: boolean;
-  /** Bytes per driver buffer. */
-  readonly bufSize: number;
-  /**
-   * Byte-pipe stand-ins only: 'idle' posts receive buffers and sends nothing;
-   * 'stream' sends verified messages both ways continuously (tests, benchmarks).
-   */
-  readonly traffic: 'idle' | 'stream';
-  /** A hosted device backend instead of a byte pipe (bufSize and traffic then unused). */
-  readonly hosted: HostedDeviceSpec | null;
-}
-
-/** A hosted device as its endpoint sees it: local surfaces, backend counters, console stream. */
-export interface HostedDevicePort {
-  /** { "nbd1-port": "40331", "tap1": "vop0", "pty2": "/dev/pts/3", ... } */
-  endpoints(): Record<string, string>;
-  /** Backend counters as "<kind><id>_<counter>" ("blk7_reads", "net3_tx_frames", "blk7_lat_write_b3", ...). */
-  counters(): Record<string, number>;
-  /** Consoles: up to maxBytes of output not yet read by reader 0..3 (lost: bytes it fell behind). */
-  consoleRead(reader: number, maxBytes: number): { readonly data: Buffer; readonly lost: bigint };
-  /** Consoles: input bytes accepted (0 when the input buffer is full). */
-  consoleWrite(data: Uint8Array): number;
 }
 
 export interface OpenWindowRequest {
@@ -87,6 +61,8 @@ export interface OpenWindowRequest {
 /** Native counters of one queue, read at call time. */
 export interface QueueCounters {
   readonly index: number;
+  /** Entries of the ring (the negotiated queue size); 0 when unknown. */
+  readonly size: number;
   readonly buffers: bigint;
   readonly bytes: bigint;
   readonly notificationsSent: bigint;
@@ -103,9 +79,17 @@ export interface QueueCounters {
 /** State of the peer side as the window shows it. */
 export interface PeerView {
   /** 'absent': never attached; 'up': attached and beating; 'gone': closed or heartbeat stalled. */
-  readonly state: 'absent' | 'up' | 'gone';
+  readonly state: PeerState;
   /** Incremented on each (re)attach of the peer; 0 before the first. */
   readonly epoch: number;
+}
+
+/** Reads and writes of one console's native stream. */
+export interface ConsoleIo {
+  /** Up to maxBytes of output not yet read by reader 0..3 (lost: bytes it fell behind). */
+  read(reader: number, maxBytes: number): ConsoleReadDto;
+  /** Input bytes accepted (0 when the input buffer is full). */
+  write(data: Uint8Array): number;
 }
 
 /** Asynchronous things the native layer reports (from its worker threads). */
@@ -120,22 +104,12 @@ export type DataPlaneEvent =
   /** This endpoint's data plane stopped for good because of the peer (e.g. 'devtab_unstable'). */
   | { readonly type: 'link-failed'; readonly reason: string };
 
-/** Thrown by the data plane; `code` is stable ("EEXIST", "EAGAIN", "NATIVE_UNAVAILABLE", ...). */
-export class DataPlaneError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.name = 'DataPlaneError';
-    this.code = code;
-  }
-}
-
 /** One open window (one endpoint of one link). */
 export interface DataPlaneWindow {
   readonly side: WindowSide;
   peer(): PeerView;
-  /** Publishes (creator) or binds (attacher) a device and starts moving its queues. */
-  addDevice(spec: NativeDeviceSpec): void;
+  /** Publishes (creator) and serves a device; an attacher binds it once the creator published it. */
+  addDevice(device: LinkDevice): void;
   removeDevice(devId: number): void;
   /** True when both sides have bound the device and its queues run. */
   deviceReady(devId: number): boolean;
@@ -143,16 +117,18 @@ export interface DataPlaneWindow {
   deviceIssue(devId: number): string;
   /** Device reset handshake for one device; its queues start clean. */
   resetDevice(devId: number): void;
-  /** The hosted device devId once bound on this side, else null. */
-  hosted(devId: number): HostedDevicePort | null;
-  /** Counters per queue of a device ([] when unknown). */
+  /** Counters per queue of a bound device ([] otherwise). */
   counters(devId: number): QueueCounters[];
-  /** Device-level native counters (byte pipe: tx_msgs, rx_msgs, bad_msgs). */
-  deviceCounters(devId: number): Record<string, bigint>;
+  /** The device's own counters (a byte pipe's messages, a backend's frames/requests/bytes), null if none. */
+  deviceCounters(devId: number): DeviceCountersDto | null;
+  /** A bound device backend's local surfaces (TAP, pty, NBD export), null for a byte pipe or before binding. */
+  endpoints(devId: number): DeviceEndpointsDto | null;
+  /** Features the driver accepted for the device (0n until negotiated). */
+  negotiatedFeatures(devId: number): bigint;
+  /** The console stream of a bound console backend, else null. */
+  console(devId: number): ConsoleIo | null;
   /** Link-wide worker counters (busy-poll and sleep time). */
   workerTimes(): { readonly pollNs: bigint; readonly sleepNs: bigint };
-  /** Byte-pipe only: send bytes into a device's transmit queue (console writer, tests). */
-  write?(devId: number, data: Uint8Array): number;
   /** True when the window's path no longer names this mapping (removed or replaced by a new window). */
   replaced(): boolean;
   /** Why the data plane stopped for good because of the peer ('devtab_unstable'), null while healthy. */
@@ -165,6 +141,12 @@ export interface DataPlane {
   /** False when the native addon could not be loaded; open() then throws NATIVE_UNAVAILABLE. */
   readonly available: boolean;
   readonly version: string;
+  /**
+   * The automatic window size for these devices: the smallest window that holds them
+   * and one more copy of the largest (room for a hot add), as the C layout computes it.
+   * Throws TypeError/RangeError naming the property of a device config it refuses.
+   */
+  windowBytes(devices: readonly DeviceConfigDto[]): number;
   /**
    * Creates or attaches a window. The attacher throws EAGAIN/ENOENT while the creator
    * has not published it yet (the caller retries); the creator throws EEXIST when a

@@ -23,7 +23,7 @@
  *   Resetting   -> Connecting | Failed | Terminating
  *   Failed      -> Connecting | Terminating
  */
-import { ConditionStatus, LinkPhase, type Condition } from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase, type Condition } from '../../../lib/proto/types';
 
 export type LinkState =
   'Pending' | 'Connecting' | 'Negotiating' | 'Ready' | 'Degraded' | 'Resetting' | 'Failed' | 'Terminating';

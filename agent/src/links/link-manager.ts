@@ -8,7 +8,7 @@
  */
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
-import { type DeviceStats, type Link, type LinkEvent, type ObjectMeta } from '../../../lib/gen/vop/types/v1/types';
+import { type DeviceStats, type Link, type LinkEvent, type ObjectMeta } from '../../../lib/proto/types';
 import {
   alreadyExists,
   failedPrecondition,
@@ -21,9 +21,9 @@ import { DEFAULT_LIMITS, HARD_LIMITS, type Limits } from '../../../lib/src/limit
 import type { Logger } from '../../../lib/src/logger';
 import { validateLink } from '../../../lib/src/validate';
 import type { DataPlane } from './data-plane';
-import { deviceKindName, roleName, type BackendRegistry } from './device-backend';
+import { deviceKindName, roleName, type BackendRegistry } from '../backends/device-backend';
 import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
-import { automaticWindowBytes, LinkRuntime } from './link-runtime';
+import { LinkRuntime } from './link-runtime';
 import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
@@ -290,15 +290,25 @@ export class LinkManager implements LinkManagerApi {
       const kind = deviceKindName(d);
       const backend = kind ? this.deps.backends.get(kind) : undefined;
       if (!backend) throw new Error(`no backend for device ${d.name}`); // checkLinkForAgent refused it
-      return backend.nativeSpec(d, 'device', {
+      return backend.describe(d, 'device', {
         name: link.meta?.name ?? '',
         annotations: link.meta?.annotations ?? {},
       });
     });
-    const bytes = automaticWindowBytes(natives);
+    const v = new ViolationList();
+    let bytes: number;
+    try {
+      bytes = this.deps.dataPlane.windowBytes(natives.map((n) => n.config));
+    } catch (err) {
+      // A device config the native layer refuses (the shared validation let it through).
+      if (!(err instanceof TypeError || err instanceof RangeError)) throw err;
+      const m = /^devices\[(\d+)\](.*)$/.exec(err.message);
+      v.add(m ? `link.spec.devices[${m[1]}]` : 'link.spec.devices', m ? `native config${m[2]}` : err.message);
+      v.throwIfAny();
+      return;
+    }
     const max = this.limits.maxWindowBytes;
     if (bytes <= max) return;
-    const v = new ViolationList();
     v.add(
       'link.spec.transport.shm.window_size_bytes',
       `the automatic window for these devices needs ${bytes} bytes, more than ${max} (limit maxWindowBytes); use fewer devices or smaller queues`,

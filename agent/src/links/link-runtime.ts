@@ -1,43 +1,25 @@
 /**
  * One link endpoint on this agent: the applied spec (desired) against the window and
  * devices the data plane actually has (observed), driven through the lifecycle in
- * link-lifecycle.ts by one guarded transition function. All native calls are cheap
- * control operations; buffers move in native worker threads, so nothing here runs
- * per buffer and the link keeps moving while this JavaScript is busy.
+ * link-lifecycle.ts by one guarded transition function. Its rooms: link-devices.ts
+ * (each device and its backend's retries), window-opener.ts (where the window is and
+ * how it is opened), link-status.ts (what the API and /metrics show). All native calls
+ * are cheap control operations; buffers move in native worker threads, so nothing here
+ * runs per buffer and the link keeps moving while this JavaScript is busy.
  */
-import { mkdirSync, rmSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { rmSync } from 'node:fs';
 
-import {
-  type Device,
-  type DeviceStats,
-  type DeviceStatus,
-  type Link,
-  type LinkEvent,
-  type QueueStats,
-} from '../../../lib/gen/vop/types/v1/types';
+import type { DeviceStats, Link, LinkEvent } from '../../../lib/proto/types';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
-import {
-  DataPlaneError,
-  type DataPlane,
-  type DataPlaneEvent,
-  type DataPlaneWindow,
-  type NativeDeviceSpec,
-  type QueueCounters,
-  type WindowSide,
-} from './data-plane';
-import {
-  DEVICE_KIND_ENUM,
-  deviceKindName,
-  roleName,
-  type BackendInstance,
-  type BackendRegistry,
-  type DeviceBackend,
-  type DeviceKindName,
-} from './device-backend';
+import { backoffDelayMs } from '../../../lib/src/backoff';
+import { roleName, type BackendInstance, type BackendRegistry, type DeviceKindName } from '../backends/device-backend';
+import { NativeError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type WindowSide } from './data-plane';
+import { LINK_BACKOFF, LinkDevices, type DeviceRuntime } from './link-devices';
 import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './link-lifecycle';
 import { specEqual } from './link-spec';
+import { deviceCounters, deviceStats, deviceStatuses, type DeviceCounterView } from './link-status';
+import { MAX_WINDOW_BYTES, openWindow, windowBytesOf, windowPathOf } from './window-opener';
 
 /**
  * Poll period while connecting or negotiating: CONNECT_POLL_MS for the first
@@ -51,14 +33,8 @@ export const MAX_POLL_MS = 250;
 export const FAST_POLL_WINDOW_MS = 1000;
 /** Backstop health check while Ready; native events (peer gone/reset, queue broken) drive recovery. */
 export const READY_POLL_MS = 10_000;
-/** Reset-and-retry backoff: base, cap and the number of consecutive failures before Failed. */
-export const RETRY_BASE_MS = 100;
-export const RETRY_MAX_MS = 5000;
+/** Consecutive failed attempts (link or device resets) before Failed. */
 export const MAX_RETRY_ATTEMPTS = 8;
-/** Device backend start retries: from 10 ms, capped at 50 ms for the first 60 tries, then the link backoff. */
-export const BACKEND_RETRY_BASE_MS = 10;
-export const BACKEND_FAST_RETRY_MAX_MS = 50;
-export const BACKEND_FAST_RETRIES = 60;
 /** After this long without a peer, PeerConnected says the peer is late, not just absent. */
 export const PEER_LATE_MS = 10_000;
 /**
@@ -71,48 +47,6 @@ const LINK_FAILURES: Readonly<Record<string, { reason: string; message: string }
     message: 'peer %p kept rewriting the device table of %w (it never settled); the link was stopped',
   },
 };
-/** Window header plus a 32-entry device table, rounded to pages. */
-const WINDOW_HEADER_BYTES = 0x1000 + 28 * 1024;
-/** Cap of the automatic window size. */
-export const MAX_WINDOW_BYTES = 1024 * 1024 * 1024;
-
-/**
- * The automatic window size: one that fits the devices plus one more of the largest
- * for hot add. Per queue the native pool holds qsize indirect tables (qsize x 1 KiB)
- * and qsize buffers; the ring area is max(64 KiB, size/16) after the header and
- * device table (32 KiB). A hot add that still does not fit recreates the window.
- */
-export function automaticWindowBytes(natives: readonly NativeDeviceSpec[]): number {
-  const per = natives.map((n) => ({
-    rings: n.queues.reduce((x, q) => x + q.size * 26 + 192, 0),
-    data: n.hosted
-      ? n.hosted.poolBytes.reduce((x, b) => x + b, 0)
-      : n.queues.reduce((x, q) => x + q.size * (1024 + Math.ceil(n.bufSize / 64) * 64), 0),
-  }));
-  const max = per.reduce((m, x) => (x.data > m.data ? x : m), { rings: 0, data: 0 });
-  const all = [...per, max];
-  const rings = all.reduce((n, x) => n + x.rings, 0);
-  const data = all.reduce((n, x) => n + x.data, 0);
-  return Math.max(16 * rings, Math.ceil((WINDOW_HEADER_BYTES + Math.max(65536, rings) + data) * 1.1));
-}
-
-interface DeviceRuntime {
-  device: Device;
-  readonly kind: DeviceKindName;
-  readonly native: NativeDeviceSpec;
-  readonly backend: DeviceBackend;
-  instance: BackendInstance | null;
-  /** Last backend start failure ('' when none) and when to try again (monotonic ms). */
-  backendError: string;
-  /** True while start() runs (the device is not ready until its surface is). */
-  backendStarting: boolean;
-  backendFailures: number;
-  backendRetryAt: number;
-  added: boolean;
-  ready: boolean;
-  broken: string;
-  resets: number;
-}
 
 export interface LinkRuntimeDeps {
   readonly dataPlane: DataPlane;
@@ -127,11 +61,6 @@ export interface LinkRuntimeDeps {
   onEvent(e: LinkEvent): void;
 }
 
-function backoffMs(attempt: number, base = RETRY_BASE_MS): number {
-  const d = Math.min(RETRY_MAX_MS, base * 2 ** Math.max(0, attempt - 1));
-  return Math.round(d * (0.8 + Math.random() * 0.4));
-}
-
 function errText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -141,7 +70,7 @@ export class LinkRuntime {
   private linkValue: Link;
   private readonly conditions: ConditionSet;
   private window: DataPlaneWindow | null = null;
-  private readonly devices = new Map<string, DeviceRuntime>();
+  private readonly devices: LinkDevices;
   private epoch = 0n;
   private resetCount = 0;
   private lastTransition = new Date();
@@ -156,8 +85,6 @@ export class LinkRuntime {
   private timer: NodeJS.Timeout | null = null;
   /** Next poll delay while Connecting/Negotiating/Degraded; reset on progress and native events. */
   private pollMs = CONNECT_POLL_MS;
-  /** Valid while Connecting as the attacher: why the window last found there was refused, else ''. */
-  private rejected = '';
   private readonly log: Logger;
 
   constructor(
@@ -167,7 +94,19 @@ export class LinkRuntime {
     this.linkValue = link;
     this.log = deps.log;
     this.conditions = new ConditionSet(this.generation);
-    for (const d of this.spec.devices) this.devices.set(d.name, this.deviceRuntime(d));
+    this.devices = new LinkDevices({
+      backends: deps.backends,
+      log: this.log,
+      link: () => ({ name: this.name, annotations: this.linkValue.meta?.annotations ?? {} }),
+      role: () => this.role,
+      window: () => this.window,
+      changed: () => {
+        this.deps.onStatus(this);
+        this.evaluateSoon();
+      },
+      gaveUp: (d) => this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name),
+    });
+    for (const d of this.spec.devices) this.devices.add(d);
   }
 
   get name(): string {
@@ -194,39 +133,15 @@ export class LinkRuntime {
     return this.role === 'device' ? 'creator' : 'attacher';
   }
   get windowPath(): string {
-    const t = this.spec.transport?.kind;
-    const dir = t?.$case === 'shm' && t.value.directory !== '' ? t.value.directory : this.deps.rendezvousDir;
-    return path.join(dir, `${this.name}.win`);
+    return windowPathOf(this.linkValue, this.deps.rendezvousDir);
   }
-  /** Window size: the spec's, or automaticWindowBytes() of the devices (capped; apply refuses more). */
+  /** Window size: the spec's, or the automatic one for the devices (capped; apply refuses more). */
   private get windowBytes(): number {
-    const t = this.spec.transport?.kind;
-    if (t?.$case === 'shm' && t.value.windowSizeBytes !== 0n) return Number(t.value.windowSizeBytes);
-    return Math.min(MAX_WINDOW_BYTES, automaticWindowBytes([...this.devices.values()].map((d) => d.native)));
-  }
-
-  private deviceRuntime(device: Device): DeviceRuntime {
-    const kind = deviceKindName(device);
-    const backend = kind ? this.deps.backends.get(kind) : undefined;
-    if (!kind || !backend) throw new Error(`no backend for device ${device.name}`);
-    return {
-      device,
-      kind,
-      native: backend.nativeSpec(device, this.role, {
-        name: this.name,
-        annotations: this.linkValue.meta?.annotations ?? {},
-      }),
-      backend,
-      instance: null,
-      backendError: '',
-      backendStarting: false,
-      backendFailures: 0,
-      backendRetryAt: 0,
-      added: false,
-      ready: false,
-      broken: '',
-      resets: 0,
-    };
+    return windowBytesOf(
+      this.linkValue,
+      this.deps.dataPlane,
+      [...this.devices.values()].map((d) => d.native),
+    );
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -342,7 +257,7 @@ export class LinkRuntime {
       this.fail('RetryBudgetExhausted', `gave up after ${MAX_RETRY_ATTEMPTS} attempts; last: ${reason}: ${message}`);
       return;
     }
-    const delay = backoffMs(this.attempts);
+    const delay = backoffDelayMs(LINK_BACKOFF, this.attempts - 1);
     this.log.warn(
       { code: 'LINK_RESET', reason, message, attempt: this.attempts, delayMs: delay },
       'link reset, retrying',
@@ -357,27 +272,8 @@ export class LinkRuntime {
 
   // ---------------------------------------------------------------- data plane
 
-  /** Stops every device backend; they start again when their devices run. */
-  private stopBackends(): void {
-    for (const d of this.devices.values()) {
-      d.backendError = '';
-      d.backendStarting = false;
-      d.backendFailures = 0;
-      d.backendRetryAt = 0;
-      const inst = d.instance;
-      d.instance = null;
-      if (inst)
-        inst.stop().catch((err: unknown) => this.log.warn({ err, device: d.device.name }, 'backend stop failed'));
-    }
-  }
-
   private closeWindow(unlink: boolean): void {
-    this.stopBackends();
-    for (const d of this.devices.values()) {
-      d.added = false;
-      d.ready = false;
-      d.broken = '';
-    }
+    this.devices.windowClosed();
     const w = this.window;
     this.window = null;
     if (w) {
@@ -388,76 +284,6 @@ export class LinkRuntime {
       }
     } else if (unlink) {
       rmSync(this.windowPath, { force: true });
-    }
-  }
-
-  /** The peer creates the window; one larger than maxWindowBytes is not mapped. */
-  private checkPeerWindowSize(p: string): void {
-    const max = this.deps.maxWindowBytes ?? MAX_WINDOW_BYTES;
-    let size: number;
-    try {
-      size = statSync(p).size;
-    } catch {
-      return; // not there yet: the open reports ENOENT and the attacher waits
-    }
-    if (size > max)
-      throw new DataPlaneError(
-        'EFBIG',
-        `the peer's window ${p} is ${size} bytes, more than ${max} (limit maxWindowBytes); not mapped`,
-      );
-  }
-
-  private openWindow(): DataPlaneWindow | null {
-    const req = {
-      link: this.name,
-      path: this.windowPath,
-      side: this.side,
-      sizeBytes: this.windowBytes,
-      reattach: false,
-    };
-    const onEvent = (e: DataPlaneEvent): void => this.onNativeEvent(e);
-    // A link-specific shm directory is created owner-only like the rendezvous dir.
-    if (this.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
-    else this.checkPeerWindowSize(req.path);
-    this.rejected = '';
-    try {
-      return this.deps.dataPlane.open(req, onEvent);
-    } catch (err) {
-      if (!(err instanceof DataPlaneError)) throw err;
-      if (this.side === 'attacher' && (err.code === 'ENOENT' || err.code === 'EAGAIN')) return null;
-      // A window whose layout does not validate is never mapped further; the creator may
-      // replace it (a restart), so keep looking, with the reason in PeerConnected.
-      if (this.side === 'attacher' && err.code === 'EPROTO') {
-        this.rejected = err.message;
-        return null;
-      }
-      if (this.side === 'attacher' && err.code === 'EBUSY') {
-        throw new DataPlaneError(
-          'EBUSY',
-          `another live process holds the driver side of ${req.path} (is this link applied on two agents with the same role?)`,
-        );
-      }
-      if (this.side !== 'creator' || err.code !== 'EEXIST') throw err;
-    }
-    // A window from an earlier life of this endpoint: take the creator side back, so the
-    // peer keeps its mapping and devices (it sees a new epoch and resets onto us).
-    try {
-      const w = this.deps.dataPlane.open({ ...req, reattach: true }, onEvent);
-      this.log.info({ path: req.path }, 're-attached to the existing window');
-      this.event('WindowReattached', `took the device side of ${req.path} back`);
-      return w;
-    } catch (err) {
-      if (!(err instanceof DataPlaneError)) throw err;
-      if (err.code === 'EBUSY')
-        throw new DataPlaneError(
-          'EBUSY',
-          `another live process holds the device side of ${req.path} (is this link applied on two agents with the same role?)`,
-        );
-      // The engine cannot adopt it (older layout, damaged): replace it; the peer re-attaches.
-      this.log.info({ path: req.path, code: err.code }, 'replacing a window that cannot be re-attached');
-      this.event('StaleWindowReplaced', `replaced the existing window at ${req.path} (${err.code})`);
-      rmSync(req.path, { force: true });
-      return this.deps.dataPlane.open(req, onEvent);
     }
   }
 
@@ -474,11 +300,23 @@ export class LinkRuntime {
       return;
     }
     if (!this.window) {
-      let w: DataPlaneWindow | null;
+      let opened: ReturnType<typeof openWindow>;
       try {
-        w = this.openWindow();
+        opened = openWindow(
+          this.deps.dataPlane,
+          {
+            link: this.name,
+            path: this.windowPath,
+            side: this.side,
+            sizeBytes: this.windowBytes,
+            maxWindowBytes: this.deps.maxWindowBytes ?? MAX_WINDOW_BYTES,
+          },
+          (e) => this.onNativeEvent(e),
+          this.log,
+          (reason, message) => this.event(reason, message),
+        );
       } catch (err) {
-        if (err instanceof DataPlaneError && err.code === 'ENOSPC') {
+        if (err instanceof NativeError && err.code === 'ENOSPC') {
           // Reserving the window failed (a full tmpfs): this link fails, the agent does not.
           this.fail(
             'WindowSpaceExhausted',
@@ -490,19 +328,20 @@ export class LinkRuntime {
         this.retryLater('WindowOpenFailed', `${this.windowPath}: ${errText(err)}`);
         return;
       }
-      if (!w && this.rejected !== '') {
-        this.windowRejected(this.rejected);
+      if (opened.kind === 'rejected') {
+        this.windowRejected(opened.why);
         return;
       }
-      if (!w) {
+      if (opened.kind === 'absent') {
         this.waitingForPeer(`waiting for the device side to create ${this.windowPath}`);
         return;
       }
+      const w = opened.window;
       this.window = w;
       try {
         for (const d of this.devices.values()) this.addNative(d);
         // The creator's backends need no peer: start them now, overlapping the peer's attach.
-        if (w.side === 'creator') for (const d of this.devices.values()) this.startBackend(d);
+        if (w.side === 'creator') for (const d of this.devices.values()) this.devices.startBackend(d);
       } catch (err) {
         this.retryLater('DeviceSetupFailed', errText(err));
         return;
@@ -580,7 +419,7 @@ export class LinkRuntime {
    */
   private resetDevices(reason: string): void {
     for (const d of this.devices.values()) {
-      if (!this.window || !d.added || d.native.hosted?.resumable) continue;
+      if (!this.window || !d.added || d.native.resumable) continue;
       try {
         this.window.resetDevice(d.native.devId);
         d.broken = '';
@@ -609,23 +448,7 @@ export class LinkRuntime {
       this.onPeerReset(peer.epoch);
       return;
     }
-    const notReady: string[] = [];
-    const broken: string[] = [];
-    for (const d of this.devices.values()) {
-      d.ready = d.added && w.deviceReady(d.native.devId);
-      d.broken = w
-        .counters(d.native.devId)
-        .map((q) => (q.broken !== '' ? `${d.native.queues[q.index]?.name ?? q.index}:${q.broken}` : ''))
-        .filter((x) => x !== '')
-        .join(',');
-      if ((d.ready || (this.side === 'creator' && d.added)) && !d.instance && monotonicMs() >= d.backendRetryAt)
-        this.startBackend(d);
-      const issue = d.ready ? '' : w.deviceIssue(d.native.devId);
-      if (!d.ready) notReady.push(issue === '' ? d.device.name : `${d.device.name} (refused: ${issue})`);
-      else if (d.backendError !== '') notReady.push(`${d.device.name} (backend: ${d.backendError})`);
-      else if (d.backendStarting) notReady.push(`${d.device.name} (backend starting)`);
-      if (d.broken !== '') broken.push(`${d.device.name}(${d.broken})`);
-    }
+    const { notReady, broken } = this.devices.assess(w, this.side);
     if (notReady.length === 0)
       this.setCondition('DevicesReady', 'True', 'AllDevicesReady', `${this.devices.size} device(s) running`);
     else this.setCondition('DevicesReady', 'False', 'DevicesNotReady', `not ready: ${notReady.join(', ')}`);
@@ -642,10 +465,7 @@ export class LinkRuntime {
     else if (this.stateValue === 'Negotiating' || this.stateValue === 'Degraded') {
       const waitingOnBackends =
         notReady.length > 0 && broken.length === 0 && [...this.devices.values()].every((d) => d.ready);
-      const next = Math.min(
-        ...[...this.devices.values()].filter((d) => d.backendError !== '').map((d) => d.backendRetryAt - monotonicMs()),
-        READY_POLL_MS,
-      );
+      const next = Math.min(this.devices.nextRetryMs(), READY_POLL_MS);
       this.schedule(waitingOnBackends ? Math.max(CONNECT_POLL_MS, next) : this.nextPoll(), () => this.evaluate());
     }
   }
@@ -687,61 +507,6 @@ export class LinkRuntime {
     if (s === 'Negotiating' || s === 'Ready' || s === 'Degraded') this.schedule(0, () => this.evaluate());
   }
 
-  private startBackend(d: DeviceRuntime): void {
-    const w = this.window;
-    if (!w || d.instance) return;
-    const placeholder: BackendInstance = {
-      endpoints: {},
-      console: null,
-      counters: () => ({}),
-      stop: async () => undefined,
-    };
-    d.instance = placeholder;
-    d.backendStarting = true;
-    d.backend
-      .start({
-        link: this.name,
-        device: d.device,
-        role: this.role,
-        devId: d.native.devId,
-        window: w,
-        log: this.log.child({ device: d.device.name }),
-      })
-      .then((inst) => {
-        if (d.instance === placeholder) d.backendStarting = false;
-        if (d.instance === placeholder && this.window === w) {
-          d.instance = inst;
-          d.backendError = '';
-          d.backendFailures = 0;
-          this.deps.onStatus(this);
-          this.evaluateSoon();
-        } else void inst.stop();
-      })
-      .catch((err: unknown) => {
-        if (d.instance !== placeholder) return;
-        d.backendStarting = false;
-        d.instance = null;
-        d.backendFailures += 1;
-        d.backendError = errText(err);
-        // Fast retries for the first seconds (the peer's half usually lags by milliseconds), then back off.
-        d.backendRetryAt =
-          monotonicMs() +
-          (d.backendFailures <= BACKEND_FAST_RETRIES
-            ? Math.min(BACKEND_FAST_RETRY_MAX_MS, backoffMs(d.backendFailures, BACKEND_RETRY_BASE_MS))
-            : backoffMs(d.backendFailures - BACKEND_FAST_RETRIES));
-        // A start can race the peer's half (the device not published or not running yet): quiet at first.
-        if (d.backendFailures > BACKEND_FAST_RETRIES)
-          this.log.warn(
-            { err, code: 'BACKEND_START_FAILED', device: d.device.name, failures: d.backendFailures },
-            'backend failed to start',
-          );
-        else this.log.debug({ err, device: d.device.name }, 'backend not started yet');
-        if (d.backendFailures === BACKEND_FAST_RETRIES + 1)
-          this.event('BackendFailed', `device ${d.device.name}: ${d.backendError}`, d.device.name);
-        this.evaluateSoon();
-      });
-  }
-
   private onPeerGone(): void {
     this.event('PeerGone', `peer ${this.peerAgent()} left the window or stopped its heartbeat`);
     this.setCondition('PeerConnected', 'False', 'PeerGone', `peer ${this.peerAgent()} is gone`);
@@ -778,7 +543,7 @@ export class LinkRuntime {
         if (this.stateValue === 'Connecting') this.schedule(0, () => this.connect());
         break;
       case 'backend-failed': {
-        const d = [...this.devices.values()].find((x) => x.native.devId === e.devId);
+        const d = this.devices.byDevId(e.devId);
         this.event(
           'BackendFailed',
           `device ${d?.device.name ?? e.devId}: the native backend failed (${e.error})`,
@@ -815,15 +580,15 @@ export class LinkRuntime {
     if (!ps || !ns) return;
     const identityChanged = !specEqual({ ...ps, devices: [] }, { ...ns, devices: [] });
     if (identityChanged) {
-      for (const d of [...this.devices.values()]) this.devices.delete(d.device.name);
       this.closeWindow(this.side === 'creator');
-      for (const d of ns.devices) this.devices.set(d.name, this.deviceRuntime(d));
+      this.devices.clear();
+      for (const d of ns.devices) this.devices.add(d);
       this.restart('SpecChanged');
       return;
     }
     const wanted = new Map(ns.devices.map((d) => [d.name, d]));
-    for (const [name, d] of [...this.devices]) {
-      const w = wanted.get(name);
+    for (const d of [...this.devices.values()]) {
+      const w = wanted.get(d.device.name);
       if (
         w &&
         specEqual(
@@ -836,13 +601,12 @@ export class LinkRuntime {
     }
     for (const d of ns.devices) {
       if (this.devices.has(d.name)) continue;
-      const rt = this.deviceRuntime(d);
-      this.devices.set(d.name, rt);
+      const rt = this.devices.add(d);
       try {
         this.addNative(rt);
         this.event('DeviceAdded', `device ${d.name} added`, d.name);
       } catch (err) {
-        if (err instanceof DataPlaneError && err.code === 'ENOSPC') {
+        if (err instanceof NativeError && err.code === 'ENOSPC') {
           this.event('WindowTooSmall', `device ${d.name} does not fit the window; recreating it larger`, d.name);
           this.restart('WindowTooSmall');
           return;
@@ -866,10 +630,7 @@ export class LinkRuntime {
   }
 
   private removeDeviceRuntime(d: DeviceRuntime): void {
-    this.devices.delete(d.device.name);
-    const inst = d.instance;
-    d.instance = null;
-    if (inst) inst.stop().catch((err: unknown) => this.log.warn({ err }, 'backend stop failed'));
+    this.devices.remove(d);
     if (this.window && d.added) {
       try {
         this.window.removeDevice(d.native.devId);
@@ -933,14 +694,6 @@ export class LinkRuntime {
   }
 
   toLink(): Link {
-    const devices: DeviceStatus[] = [...this.devices.values()].map((d) => ({
-      name: d.device.name,
-      kind: DEVICE_KIND_ENUM[d.kind],
-      ready: d.ready,
-      endpoints: { ...(d.instance?.endpoints ?? {}), window: this.windowPath },
-      conditions: [],
-      negotiatedFeatures: 0n,
-    }));
     return {
       meta: this.linkValue.meta,
       spec: this.linkValue.spec,
@@ -948,7 +701,7 @@ export class LinkRuntime {
         phase: PHASE_OF[this.stateValue],
         observedGeneration: BigInt(this.generation),
         conditions: this.conditions.list(),
-        devices,
+        devices: deviceStatuses(this.devices.values(), this.window, this.windowPath),
         epoch: this.epoch,
         resetCount: this.resetCount,
         lastTransitionTime: this.lastTransition,
@@ -978,44 +731,14 @@ export class LinkRuntime {
     };
   }
 
-  isConditionTrue(type: 'Ready' | 'PeerConnected' | 'DevicesReady' | 'QueueHealthy'): boolean {
-    return this.conditions.isTrue(type);
-  }
-
   /** Per-device, per-queue counters read from the native layer now. */
   stats(): DeviceStats[] {
-    const w = this.window;
-    return [...this.devices.values()].map((d) => {
-      const counters = w && d.added ? w.counters(d.native.devId) : [];
-      const queues: QueueStats[] = d.native.queues.map((q, index) => {
-        const c: QueueCounters | undefined = counters.find((x) => x.index === index);
-        return {
-          index,
-          name: q.name,
-          direction: q.direction,
-          buffers: c?.buffers ?? 0n,
-          bytes: c?.bytes ?? 0n,
-          notificationsSent: c?.notificationsSent ?? 0n,
-          notificationsSuppressed: c?.notificationsSuppressed ?? 0n,
-          wakeups: c?.wakeups ?? 0n,
-          pollTime: { seconds: (c?.pollNs ?? 0n) / 1_000_000_000n, nanos: Number((c?.pollNs ?? 0n) % 1_000_000_000n) },
-          sleepTime: {
-            seconds: (c?.sleepNs ?? 0n) / 1_000_000_000n,
-            nanos: Number((c?.sleepNs ?? 0n) % 1_000_000_000n),
-          },
-          errors: Object.fromEntries(c?.errors ?? []),
-          broken: (c?.broken ?? '') !== '',
-          brokenReason: c?.broken ?? '',
-        };
-      });
-      const native = w && d.added ? w.deviceCounters(d.native.devId) : {};
-      return {
-        device: d.device.name,
-        kind: DEVICE_KIND_ENUM[d.kind],
-        queues,
-        counters: { ...native, ...(d.instance?.counters() ?? {}) },
-      };
-    });
+    return deviceStats(this.devices.values(), this.window);
+  }
+
+  /** Each device's own native counters, typed (for /metrics), read now. */
+  deviceCounters(): DeviceCounterView[] {
+    return deviceCounters(this.devices.values(), this.window);
   }
 
   /** Console port of a device, when its backend offers one. */
@@ -1025,18 +748,7 @@ export class LinkRuntime {
     return { found: true, port: d.kind === 'console' ? (d.instance?.console ?? null) : null };
   }
 
-  hasDevice(device: string): boolean {
-    return this.devices.has(device);
-  }
-
   deviceKind(device: string): DeviceKindName | null {
     return this.devices.get(device)?.kind ?? null;
-  }
-
-  /** Raw byte write into a device (byte-pipe stand-ins and tests). */
-  writeRaw(device: string, data: Uint8Array): number {
-    const d = this.devices.get(device);
-    if (!d || !this.window?.write) return -1;
-    return this.window.write(d.native.devId, data);
   }
 }

@@ -3,31 +3,15 @@
  * validateLink): the link must name this agent, use a transport it serves, carry devices
  * it has backends for, and name host paths only under the roots its operator allowed.
  */
-import { LinkSpec, type Link } from '../../../lib/gen/vop/types/v1/types';
+import type { Link, LinkSpec } from '../../../lib/proto/types';
 import { failedPrecondition, ViolationList } from '../../../lib/src/errors';
-import { devIdOf, deviceKindName, roleName, type BackendRegistry } from './device-backend';
+import { linkSpecEqual } from '../../../lib/src/proto-equal';
+import { devIdOf, deviceKindName, roleName, type BackendRegistry } from '../backends/device-backend';
+import { BLK_ENTRIES_PER_REQUEST } from '../native/device-config';
 import type { HostPathPolicy } from './path-policy';
 
-function canonical(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(canonical);
-  if (v !== null && typeof v === 'object') {
-    return Object.fromEntries(
-      Object.keys(v)
-        .sort()
-        .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
-    );
-  }
-  return v;
-}
-
-/** Canonical JSON of a spec: equal strings mean equal desired state. */
-export function specKey(spec: LinkSpec | undefined): string {
-  return JSON.stringify(canonical(LinkSpec.toJSON(spec ?? { endpoints: [], transport: undefined, devices: [] })));
-}
-
-export function specEqual(a: LinkSpec | undefined, b: LinkSpec | undefined): boolean {
-  return specKey(a) === specKey(b);
-}
+/** Same desired state: the one definition agent and controller share (lib/src/proto-equal.ts). */
+export const specEqual = linkSpecEqual;
 
 export function mapEqual(a: Record<string, string>, b: Record<string, string>): boolean {
   const ka = Object.keys(a);
@@ -69,6 +53,12 @@ export function checkLinkForAgent(
     const kind = deviceKindName(d);
     if (kind && !backends.get(kind))
       v.add(`${field}.spec.devices[${i}]`, `device kind ${kind} has no backend on this agent`);
+    // A blk request takes up to 4 ring entries: a smaller queue could not carry one.
+    if (kind === 'blk' && d.queueSize !== 0 && d.queueSize < BLK_ENTRIES_PER_REQUEST)
+      v.add(
+        `${field}.spec.devices[${i}].queue_size`,
+        `${d.queueSize} is too small for a blk device: a request takes up to ${BLK_ENTRIES_PER_REQUEST} entries, so at least ${BLK_ENTRIES_PER_REQUEST}`,
+      );
     const id = devIdOf(d.name);
     const other = ids.get(id);
     if (other !== undefined && other !== d.name)

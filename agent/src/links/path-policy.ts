@@ -13,8 +13,9 @@ import path from 'node:path';
 
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
-import type { LinkSpec } from '../../../lib/gen/vop/types/v1/types';
+import type { LinkSpec } from '../../../lib/proto/types';
 import { ServerError, type ViolationList } from '../../../lib/src/errors';
+import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { HostPaths } from '../config';
 
 /** Kinds of host paths, each with its own root. */
@@ -49,15 +50,6 @@ const KIND_KEY: Record<HostPathKind, string> = {
   log: 'hostPaths.logDir',
   pty: 'hostPaths.ptyDir',
 };
-
-function fnv(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, '0');
-}
 
 /** True when p is strictly inside dir (dir "/" contains every other absolute path). */
 function inside(dir: string, p: string): boolean {
@@ -115,7 +107,7 @@ export class HostPathPolicy {
     const plain = path.join(this.paths.socketDir, `${link}-${device}.nbd`);
     const name = path.basename(plain);
     if (Buffer.byteLength(plain) <= 107 && Buffer.byteLength(name) <= MAX_SOCKET_NAME_BYTES) return plain;
-    return path.join(this.paths.socketDir, `nbd-${fnv(link)}-${fnv(`${link}/${device}`)}.nbd`);
+    return path.join(this.paths.socketDir, `nbd-${fnv1a32Hex(link)}-${fnv1a32Hex(`${link}/${device}`)}.nbd`);
   }
 
   /** Every host path spec names for this agent's role (what its backends will open). */
@@ -176,11 +168,8 @@ export class HostPathPolicy {
           `"${t.value.directory}" is outside the shm rendezvous directory of this agent: directory ${this.rendezvousDir} (rendezvousDir)`,
         );
     }
+    this.checkNetns(v, spec, role, field);
     for (const u of this.uses(spec, role, linkName, field)) {
-      if (u.path.includes(':')) {
-        v.add(u.field, `"${u.path}" must not contain ":"`);
-        continue;
-      }
       if (!this.rootOf(u.kind, u.path)) {
         v.add(
           u.field,
@@ -191,6 +180,21 @@ export class HostPathPolicy {
       if (u.kind === 'socket' && Buffer.byteLength(path.basename(u.path)) > MAX_SOCKET_NAME_BYTES)
         v.add(u.field, `socket file name "${path.basename(u.path)}" is longer than ${MAX_SOCKET_NAME_BYTES} bytes`);
     }
+  }
+
+  /** A TAP may go only into a network namespace the operator listed (hostPaths.netns). */
+  private checkNetns(v: ViolationList, spec: LinkSpec, role: 'device' | 'driver', field: string): void {
+    spec.devices.forEach((d, i) => {
+      if (d.kind?.$case !== 'net') return;
+      const side = role === 'device' ? 'device_backend' : 'driver_frontend';
+      const be = role === 'device' ? d.kind.value.deviceBackend : d.kind.value.driverFrontend;
+      const ns = be?.kind?.$case === 'tap' ? be.kind.value.netns : '';
+      if (ns !== '' && !this.paths.netns.includes(ns))
+        v.add(
+          `${field}.devices[${i}].net.${side}.tap.netns`,
+          `network namespace "${ns}" is not one this agent may put TAPs into: ${this.paths.netns.length > 0 ? this.paths.netns.join(', ') : '(none)'} (hostPaths.netns)`,
+        );
+    });
   }
 
   /**

@@ -9,6 +9,9 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import { ConditionStatus } from '../../../lib/proto/types';
 import type { LinkManager } from '../links/link-manager';
 import { LINK_STATES } from '../links/link-lifecycle';
+import type { DeviceCounterView } from '../links/link-status';
+import { loadNative } from '../native/load';
+import type { DeviceCountersDto } from '../native/native';
 import { registerBlkLatency } from './blk-latency';
 
 type QueueLabel = 'link' | 'device' | 'queue' | 'direction';
@@ -30,6 +33,15 @@ export interface DeviceMetrics {
 }
 
 const NS_PER_S = 1e9;
+
+/** The blk latency bucket bounds in seconds, from C (empty when the addon is not loaded: no blk devices then). */
+function loadBoundsSeconds(): readonly number[] {
+  try {
+    return [...loadNative().constants().blkLatencyBoundsNs].map((ns) => Number(ns) / NS_PER_S);
+  } catch {
+    return [];
+  }
+}
 
 export function registerAgentMetrics(
   registry: Registry,
@@ -212,12 +224,20 @@ export function registerAgentMetrics(
     },
   });
 
-  // Device-specific counters, from each device backend's native counters ("<kind><id>_<counter>").
+  // Device counters, read typed from each device's native counters (one read per link per scrape).
+  let dsnap: { link: string; devices: DeviceCounterView[] }[] | null = null;
+  const devices = (): NonNullable<typeof dsnap> => {
+    if (!dsnap) {
+      dsnap = links.runtimes().map((rt) => ({ link: rt.name, devices: rt.deviceCounters() }));
+      setImmediate(() => (dsnap = null));
+    }
+    return dsnap;
+  };
   const deviceCounter = <L extends string>(
     name: string,
     help: string,
     labelNames: readonly L[],
-    pick: (key: string) => Record<string, string> | null,
+    pick: (c: DeviceCountersDto) => readonly { labels: Record<string, string>; value: bigint }[],
   ): Counter<L> =>
     new Counter({
       name,
@@ -226,52 +246,51 @@ export function registerAgentMetrics(
       registers,
       collect() {
         this.reset();
-        for (const { link, stats } of queues()) {
-          for (const d of stats) {
-            for (const [key, v] of Object.entries(d.counters)) {
-              const extra = pick(key);
-              if (extra) this.inc({ link, device: d.device, ...extra } as Record<L, string>, Number(v));
-            }
+        for (const { link, devices: ds } of devices())
+          for (const d of ds) {
+            if (d.counters === null) continue;
+            for (const { labels, value } of pick(d.counters))
+              this.inc({ link, device: d.device, ...labels } as Record<L, string>, Number(value));
           }
-        }
       },
     });
-  registerBlkLatency(registry, queues);
-  const BLK_OPS: Record<string, string> = {
-    reads: 'read',
-    writes: 'write',
-    flushes: 'flush',
-    discards: 'discard',
-    write_zeroes: 'write_zeroes',
-    get_ids: 'get_id',
-    unsupp: 'unsupported',
-  };
+  registerBlkLatency(registry, devices, loadBoundsSeconds());
 
   return {
     netFramesDropped: deviceCounter(
       'vop_net_frames_dropped_total',
       'Network frames dropped (malformed header, no buffer, backend error).',
       ['link', 'device', 'direction'] as const,
-      (key) => {
-        const m = /^net\d+_(tx|rx)_dropped$/.exec(key);
-        return m ? { direction: m[1] as string } : null;
-      },
+      (c) =>
+        c.kind === 'net'
+          ? [
+              { labels: { direction: 'tx' }, value: c.txDropped },
+              { labels: { direction: 'rx' }, value: c.rxDropped },
+            ]
+          : [],
     ),
     blkRequests: deviceCounter(
       'vop_blk_requests_total',
       'virtio-blk requests by op.',
       ['link', 'device', 'op'] as const,
-      (key) => {
-        const m = /^blk\d+_([a-z_]+)$/.exec(key);
-        const op = m ? BLK_OPS[m[1] as string] : undefined;
-        return op ? { op } : null;
-      },
+      (c) =>
+        c.kind === 'blk'
+          ? [
+              { labels: { op: 'read' }, value: c.reads },
+              { labels: { op: 'write' }, value: c.writes },
+              { labels: { op: 'flush' }, value: c.flushes },
+              { labels: { op: 'discard' }, value: c.discards },
+              { labels: { op: 'write_zeroes' }, value: c.writeZeroes },
+              { labels: { op: 'get_id' }, value: c.getIds },
+              { labels: { op: 'unsupported' }, value: c.unsupported },
+            ]
+          : [],
     ),
     consoleDroppedBytes: deviceCounter(
       'vop_console_dropped_bytes_total',
       'Console bytes dropped because a reader or the log fell behind.',
       ['link', 'device'] as const,
-      (key) => (/^con\d+_dropped$/.test(key) ? {} : null),
+      (c) => (c.kind === 'console' ? [{ labels: {}, value: c.dropped }] : []),
     ),
   };
 }

@@ -1,27 +1,20 @@
 /**
- * The one error class native failures surface as. `code` is stable and machine
- * readable: an errno name from the core ("EPROTO", "ENOENT", "EEXIST", "EAGAIN",
- * "ETIMEDOUT", "EBADF" for a closed window, ...) or "UNKNOWN_<n>". The binding
- * constructs it directly (registered through setErrorClass in load.ts).
+ * The one error class native failures surface as, and the one the data-plane port
+ * throws (links/data-plane.ts re-exports it). `code` is stable and machine readable:
+ * an errno name from the C layer ("EPROTO", "ENOENT", "EEXIST", "EAGAIN",
+ * "ETIMEDOUT", "EBADF" for a closed window, ...; native/binding/errors.c holds the
+ * one table), "UNKNOWN_<n>", or "NATIVE_UNAVAILABLE" when the addon cannot be
+ * loaded. The binding constructs it directly (registered through setErrorClass in
+ * load.ts). Argument errors are TypeError/RangeError instead, naming the property.
  */
 export class NativeError extends Error {
   readonly code: string;
   readonly errno: number;
 
-  constructor(message: string, code: string, errno: number) {
+  constructor(message: string, code: string, errno = 0) {
     super(message);
     this.name = 'NativeError';
     this.code = code;
     this.errno = errno;
   }
-}
-
-/** Converts anything thrown by the addon into a NativeError (argument TypeErrors included). */
-export function toNativeError(err: unknown): NativeError {
-  if (err instanceof NativeError) return err;
-  if (err instanceof Error) {
-    const code = (err as Error & { code?: unknown }).code;
-    return new NativeError(err.message, typeof code === 'string' ? code : 'UNKNOWN', 0);
-  }
-  return new NativeError(String(err), 'UNKNOWN', 0);
 }

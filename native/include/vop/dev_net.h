@@ -75,8 +75,20 @@ _Static_assert(sizeof(struct vop_net_config_space) == 12, "virtio_net_config pre
 
 #define VOP_NET_RXBUF (65536u + 12u + 14u + 4u) /* biggest GSO frame + header */
 
+/* Network namespace names (a file under /run/netns): at most this many bytes, NUL excluded. */
+#define VOP_NETNS_NAME_MAX 63u
+
 struct vop_net_config {
 	const char *tap_name;  /* TAP interface name ("" = kernel picks vopN) */
+	/*
+	 * Network namespace the TAP goes into (a name under /run/netns, as
+	 * `ip netns` makes them), or NULL/"" for ours. The TAP is created here
+	 * (MTU, MAC and queue length set), then moved with RTM_NEWLINK
+	 * IFLA_NET_NS_FD: that needs CAP_NET_ADMIN only (setns would need
+	 * CAP_SYS_ADMIN), and our fd keeps working across the move. Closing
+	 * it removes the TAP from that namespace.
+	 */
+	const char *netns;
 	/*
 	 * Datagram backend instead of a TAP (no CAP_NET_ADMIN needed): bind
 	 * dgram_local, send frames to dgram_peer; each is a Unix datagram
@@ -135,6 +147,15 @@ void vop_net_stats(struct vop_net *n, struct vop_net_stats *out);
 
 /* After vop_link_detach() (or the link's destruction). NULL ok. */
 void vop_net_destroy(struct vop_net *n);
+
+/*
+ * vop_net_move_netns - move interface ifname into the network namespace
+ * /run/netns/<netns> (a name matching [A-Za-z0-9_.-]+, not "." or "..",
+ * at most VOP_NETNS_NAME_MAX bytes). 0, -EINVAL (bad name, or the file is
+ * not a network namespace), -ENOENT (no such namespace), -EEXIST (the
+ * name is taken there), -EPERM (no CAP_NET_ADMIN), -errno.
+ */
+int vop_net_move_netns(const char *ifname, const char *netns);
 
 /*
  * vop_net_hdr_check - validate a peer's header for a frame of len bytes

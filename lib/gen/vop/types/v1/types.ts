@@ -641,7 +641,10 @@ export interface Transport {
 export interface TapBackend {
   /** Interface name (<= 15 bytes); empty lets the agent choose "vop" + a hash of link and device + "d" (device role) or "r" (driver role). */
   name: string;
-  /** Network namespace (a name under /run/netns) to move the interface into; empty: the agent's. */
+  /**
+   * Network namespace (a name under /run/netns) to move the interface into; empty: the agent's.
+   * The agent must allow it (hostPaths.netns in its config).
+   */
   netns: string;
 }
 
@@ -664,7 +667,10 @@ export interface NetDevice {
   mac: string;
   /** MTU advertised in config space; 0 means 1500. */
   mtu: number;
-  /** Negotiate checksum and segmentation offloads (CSUM, GUEST_CSUM, TSO4/6, mergeable rx buffers). */
+  /**
+   * Negotiate checksum and segmentation offloads (CSUM, GUEST_CSUM, TSO4/6, ECN) in both
+   * directions and set them on the TAPs; off (the default): plain frames of at most the MTU.
+   */
   offloads: boolean;
   /** Backend on the device-role side. */
   deviceBackend:
@@ -835,6 +841,8 @@ export interface QueueStats {
   errors: { [key: string]: bigint };
   broken: boolean;
   brokenReason: string;
+  /** Entries of the ring as both sides use it (the device's queue_size, or its default). */
+  size: number;
 }
 
 export interface QueueStats_ErrorsEntry {
@@ -4659,6 +4667,7 @@ function createBaseQueueStats(): QueueStats {
     errors: {},
     broken: false,
     brokenReason: "",
+    size: 0,
   };
 }
 
@@ -4717,6 +4726,9 @@ export const QueueStats: MessageFns<QueueStats> = {
     }
     if (message.brokenReason !== "") {
       writer.uint32(106).string(message.brokenReason);
+    }
+    if (message.size !== 0) {
+      writer.uint32(112).uint32(message.size);
     }
     return writer;
   },
@@ -4841,6 +4853,14 @@ export const QueueStats: MessageFns<QueueStats> = {
             message.brokenReason = reader.string();
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.size = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4901,6 +4921,7 @@ export const QueueStats: MessageFns<QueueStats> = {
         : isSet(object.broken_reason)
         ? globalThis.String(object.broken_reason)
         : "",
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
     };
   },
 
@@ -4951,6 +4972,9 @@ export const QueueStats: MessageFns<QueueStats> = {
     if (message.brokenReason !== "") {
       obj.brokenReason = message.brokenReason;
     }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
     return obj;
   },
 
@@ -4989,6 +5013,7 @@ export const QueueStats: MessageFns<QueueStats> = {
     );
     message.broken = object.broken ?? false;
     message.brokenReason = object.brokenReason ?? "";
+    message.size = object.size ?? 0;
     return message;
   },
 };

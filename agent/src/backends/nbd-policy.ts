@@ -10,14 +10,14 @@
  *                       nbd.allowPlaintextTcp (then TLS is offered, not required); a
  *                       non-loopback address requires TLS regardless.
  */
-import type { Device } from '../../../lib/gen/vop/types/v1/types';
+import type { Device } from '../../../lib/proto/types';
 import { failedPrecondition, invalidArgument } from '../../../lib/src/errors';
 import { isLoopback, parseHostPort } from '../../../lib/src/net';
 import type { AgentConfig } from '../config';
 
-/** Longest TLS file path the native description carries (bytes). */
+/** Longest TLS file path the native NBD config takes (bytes). */
 export const NBD_TLS_PATH_MAX = 510;
-/** Longest client name list the native description carries (bytes, comma-joined). */
+/** Longest client name list the native NBD config takes (bytes, comma-joined). */
 export const NBD_TLS_CLIENTS_MAX = 1022;
 
 export interface NbdTlsFiles {
@@ -44,10 +44,8 @@ export const UNIX_ONLY_NBD_POLICY: NbdExportPolicy = {
   allowPlaintextTcp: false,
 };
 
-const DESC_SAFE = /^[^:\0]+$/;
-
 export function nbdPolicyFromConfig(config: Pick<AgentConfig, 'tls' | 'roles' | 'nbd'>): NbdExportPolicy {
-  const clients = (config.nbd.clients ?? config.roles.admin).filter((n) => /^[^,:\s]+$/.test(n));
+  const clients = (config.nbd.clients ?? config.roles.admin).filter((n) => /^[^,\s]+$/.test(n));
   const t = config.tls;
   let noTlsReason = '';
   if (!t) noTlsReason = 'this agent has no tls (tls.cert, tls.key, tls.ca) configured';
@@ -55,9 +53,9 @@ export function nbdPolicyFromConfig(config: Pick<AgentConfig, 'tls' | 'roles' | 
   else {
     const bad = (['cert', 'key', 'ca'] as const).find((k) => {
       const p = k === 'ca' ? t.ca : t[k];
-      return p === undefined || !DESC_SAFE.test(p) || Buffer.byteLength(p) > NBD_TLS_PATH_MAX;
+      return p === undefined || p.includes('\0') || Buffer.byteLength(p) > NBD_TLS_PATH_MAX;
     });
-    if (bad) noTlsReason = `tls.${bad} is not usable for NBD (a path with ":" or over ${NBD_TLS_PATH_MAX} bytes)`;
+    if (bad) noTlsReason = `tls.${bad} is not usable for NBD (a path over ${NBD_TLS_PATH_MAX} bytes)`;
   }
   return {
     tls: noTlsReason === '' && t?.ca ? { cert: t.cert, key: t.key, ca: t.ca } : null,

@@ -1,16 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * vopdev: a standalone process that serves device backends on one side of
- * an shm window, so that two real processes can carry a disk, a network
- * interface and a console before (and besides) the agent. Used by the
- * integration tests and benchmarks in test/devices and test/bench.
+ * vopdev: a TEST TOOL (not shipped, not the card-side binary): a standalone
+ * process that serves device backends on one side of an shm window, so that
+ * two real processes can carry a disk, a network interface and a console
+ * without an agent. The device tests and benchmarks in test/devices and
+ * test/bench start it; `make -C native tools` builds it as out/tools/vopdev.
  *
  *   vopdev --window PATH (--create MIB | --attach) [--spin-us N] DEVICE...
  *
  * DEVICE is --KIND ID:opts with KIND one of blk-device, blk-driver,
- * net-device, net-driver, con-device, con-driver and the options of
- * vop/dev_host.h (e.g. --blk-device 1:file=/var/lib/disk.img:direct).
- * The creating side publishes every device it is given.
+ * net-device, net-driver, con-device, con-driver and the options listed in
+ * test/native/devside.h (e.g. --blk-device 1:file=/var/lib/disk.img:direct),
+ * parsed there into the typed configs of vop/dev_backend.h. The creating
+ * side publishes every device it is given.
  *
  * Prints one "key value" line per endpoint then "ready" to stdout once
  * serving; SIGTERM/SIGINT stop cleanly and print the counters as one JSON
@@ -25,7 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vop/dev_host.h"
+#include "devside.h"
 
 static volatile sig_atomic_t g_stop;
 
@@ -40,8 +42,8 @@ int main(int argc, char **argv)
 	const char *path = NULL, *err = NULL;
 	long create_mib = 0, spin_us = 20;
 	bool attach = false;
-	struct vop_dev_host_dev devs[VOP_DEV_HOST_MAX];
-	struct vop_dev_host *h;
+	static struct devside_dev devs[DEVSIDE_MAX];
+	struct devside *h;
 	unsigned ndev = 0;
 	struct sigaction sa;
 	static char buf[8192];
@@ -66,9 +68,12 @@ int main(int argc, char **argv)
 			create_mib = strtol(v, NULL, 0);
 		} else if (!strcmp(a, "--spin-us")) {
 			spin_us = strtol(v, NULL, 0);
-		} else if (!strncmp(a, "--", 2) && vop_dev_kind_parse(a + 2) >= 0 && ndev < VOP_DEV_HOST_MAX) {
-			devs[ndev].kind = (enum vop_dev_kind)vop_dev_kind_parse(a + 2);
-			devs[ndev].desc = v;
+		} else if (!strncmp(a, "--", 2) && ndev < DEVSIDE_MAX) {
+			rc = devside_parse(a + 2, v, &devs[ndev]);
+			if (rc) {
+				fprintf(stderr, "vopdev: %s %s: %s\n", a, v, strerror(-rc));
+				return 1;
+			}
 			ndev++;
 		} else {
 			fprintf(stderr, "vopdev: unknown or too many: %s\n", a);
@@ -84,25 +89,25 @@ int main(int argc, char **argv)
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	rc = vop_dev_host_open(path, attach ? 0 : (uint64_t)create_mib << 20,
-			       (uint64_t)(spin_us > 0 ? spin_us : 1) * 1000u, devs, ndev, &h, &err);
+	rc = devside_open(path, attach ? 0 : (uint64_t)create_mib << 20, (uint64_t)(spin_us > 0 ? spin_us : 1) * 1000u,
+			  devs, ndev, &h, &err);
 	if (rc) {
 		fprintf(stderr, "vopdev: %s: %s\n", err ? err : "open", strerror(-rc));
 		return 1;
 	}
-	vop_dev_host_endpoints(h, buf, sizeof(buf));
+	devside_endpoints(h, buf, sizeof(buf));
 	fputs(buf, stdout);
 	printf("ready\n");
 	while (!g_stop) {
 		usleep(100000);
-		rc = vop_dev_host_error(h);
+		rc = atomic_load(&h->error);
 		if (rc) {
 			fprintf(stderr, "vopdev: backend failed: %s\n", strerror(-rc));
 			break;
 		}
 	}
-	vop_dev_host_stats_json(h, buf, sizeof(buf));
-	vop_dev_host_close(h);
+	devside_stats_json(h, buf, sizeof(buf));
+	devside_close(h);
 	fprintf(stderr, "%s\n", buf);
 	return 0;
 }

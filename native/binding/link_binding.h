@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The link handle (one side of one window plus its link worker and the
+ * device backends it serves) shared by link_binding.c (windows, the worker,
+ * events, link counters) and device_binding.c (devices on the link), and
+ * the exported callbacks of both, registered by addon.c in the order of
+ * agent/src/native/native.ts.
+ */
+#ifndef VOP_BINDING_LINK_H
+#define VOP_BINDING_LINK_H
+
+#include <node_api.h>
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "vop/dev_backend.h"
+#include "vop/link.h"
+#include "vop/window.h"
+
+struct bwin {
+	struct vop_window *w;          /* JS thread; NULL after close */
+	struct vop_link *l;            /* JS thread; NULL after close */
+	pthread_mutex_t ev_lock;       /* guards tsfn between JS thread and worker */
+	napi_threadsafe_function tsfn; /* event sink, or NULL */
+	napi_env env;                  /* env that owns the handle (JS thread only) */
+	bool hook;                     /* env cleanup hook registered */
+	struct vop_devctx *ctx;        /* JS thread; created with the first device backend */
+	struct vop_devback *backends[VOP_MAX_DEVICES]; /* JS thread */
+	unsigned nbackends;
+};
+
+/* Unwrap a link handle after checking its type tag; NULL with a pending exception (EBADF if closed and open). */
+struct bwin *vop_b_handle(napi_env env, napi_value v, bool open);
+
+/* Fetch the handle (argv[0]) plus up to n-1 more args into argv, b. */
+#define GET_ARGS(n)                                                                         \
+	size_t argc = (n);                                                                  \
+	napi_value argv[(n)];                                                               \
+	struct bwin *b;                                                                     \
+	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));           \
+	if (argc < (n)) {                                                                   \
+		napi_throw_type_error(env, "EINVAL", "missing arguments");                  \
+		return NULL;                                                                \
+	}                                                                                   \
+	b = vop_b_handle(env, argv[0], true);                                               \
+	if (!b)                                                                             \
+		return NULL
+
+/* link_binding.c */
+napi_value vop_b_window_create(napi_env env, napi_callback_info info);
+napi_value vop_b_window_attach(napi_env env, napi_callback_info info);
+napi_value vop_b_window_reattach(napi_env env, napi_callback_info info);
+napi_value vop_b_window_info(napi_env env, napi_callback_info info);
+napi_value vop_b_window_close(napi_env env, napi_callback_info info);
+napi_value vop_b_window_layout(napi_env env, napi_callback_info info);
+napi_value vop_b_start(napi_env env, napi_callback_info info);
+napi_value vop_b_stop(napi_env env, napi_callback_info info);
+napi_value vop_b_link_stats(napi_env env, napi_callback_info info);
+napi_value vop_b_on_event(napi_env env, napi_callback_info info);
+
+/* device_binding.c */
+napi_value vop_b_device_publish(napi_env env, napi_callback_info info);
+napi_value vop_b_device_remove(napi_env env, napi_callback_info info);
+napi_value vop_b_device_attach(napi_env env, napi_callback_info info);
+napi_value vop_b_device_detach(napi_env env, napi_callback_info info);
+napi_value vop_b_device_reset(napi_env env, napi_callback_info info);
+napi_value vop_b_device_state(napi_env env, napi_callback_info info);
+napi_value vop_b_device_info(napi_env env, napi_callback_info info);
+napi_value vop_b_queue_stats(napi_env env, napi_callback_info info);
+napi_value vop_b_device_counters(napi_env env, napi_callback_info info);
+napi_value vop_b_device_endpoints(napi_env env, napi_callback_info info);
+napi_value vop_b_console_read(napi_env env, napi_callback_info info);
+napi_value vop_b_console_write(napi_env env, napi_callback_info info);
+
+/* Close every device backend of b (worker stopped first by the caller). */
+void vop_b_close_backends(struct bwin *b);
+
+#endif /* VOP_BINDING_LINK_H */
