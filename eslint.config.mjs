@@ -5,11 +5,17 @@ import eslintConfigPrettier from 'eslint-config-prettier/flat';
 import { importX } from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
 
-const boundary = (forbidden, why) => ({
+// Generated code is imported through lib/proto/<package>.ts, one index module per package.
+const GENERATED = {
+  regex: String.raw`(^|/)lib/gen/|^\.\./gen/`,
+  message: 'import generated code through lib/proto/<package> (one index module per generated package)',
+};
+
+const boundary = (forbidden, why, patterns = [GENERATED]) => ({
   'no-restricted-imports': [
     'error',
     {
-      patterns: [{ regex: forbidden, message: why }],
+      patterns: [...(forbidden ? [{ regex: forbidden, message: why }] : []), ...patterns],
     },
   ],
 });
@@ -76,8 +82,17 @@ export default tseslint.config(
     ),
   },
   {
+    files: ['lib/proto/**/*.ts'],
+    rules: boundary(
+      String.raw`^(\.\./)+(agent|controller)/`,
+      'lib/ is shared: it must not import agent/ or controller/',
+      [],
+    ),
+  },
+  {
     files: ['test/**/*.ts'],
     rules: {
+      ...boundary(null, null),
       'no-console': 'off',
       '@typescript-eslint/unbound-method': 'off',
       '@typescript-eslint/no-unsafe-assignment': 'off',

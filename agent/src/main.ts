@@ -6,13 +6,7 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 
-import {
-  DeviceKind,
-  NodeRole,
-  TransportKind,
-  type AgentIdentity,
-  type Capabilities,
-} from '../../lib/gen/vop/types/v1/types';
+import { DeviceKind, NodeRole, TransportKind, type AgentIdentity, type Capabilities } from '../../lib/proto/types';
 import { ConfigError } from '../../lib/src/config';
 import { channelCredentials } from '../../lib/src/cert-files';
 import { startGrpcServer } from '../../lib/src/grpc-server';

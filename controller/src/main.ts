@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
- * vop-controller: wiring only. Config, logger, registry, store, reconciler, gRPC
- * server, metrics endpoint, signals.
+ * vop-controller: wiring only. Config, logger, registry, store and object cache, fleet
+ * state, reconcile loop, sync sessions, views, gRPC server, metrics endpoint, signals.
  */
 import { mkdirSync } from 'node:fs';
 
-import type { Agent } from '../../lib/gen/vop/types/v1/types';
+import type { Agent } from '../../lib/proto/types';
 import { ConfigError } from '../../lib/src/config';
 import { channelCredentials } from '../../lib/src/cert-files';
 import { startGrpcServer } from '../../lib/src/grpc-server';
@@ -18,13 +18,17 @@ import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
 import { loadControllerConfig } from './config';
 import { HTTP_SD_PATH, httpSdRoute } from './discovery/http-sd';
-import { ControllerMetrics } from './fleet/controller-metrics';
-import { ObjectCache } from './fleet/object-cache';
-import { Reconciler } from './fleet/reconciler';
-import { AgentClients } from './rpc/agent-clients';
-import { agentSyncServiceBinding } from './rpc/agent-sync-service';
-import { controllerServiceBinding } from './rpc/controller-service';
+import { AgentClients } from './api/agent-clients';
+import { controllerServiceBinding } from './api/controller-service';
+import { ControllerMetrics } from './metrics/controller-metrics';
+import { Reconciler } from './reconcile/reconciler';
+import { FleetState } from './state/fleet-state';
+import { ObjectCache } from './state/object-cache';
 import { openStore } from './store/open-store';
+import { agentSyncServiceBinding } from './sync/agent-sync-service';
+import { SyncSessions } from './sync/sync-sessions';
+import { fleetCounts } from './views/fleet-counts';
+import { FleetViews } from './views/fleet-views';
 
 const SHUTDOWN_GRACE_MS = 3000;
 const SHUTDOWN_DEADLINE_MS = 8000;
@@ -67,8 +71,15 @@ async function main(): Promise<void> {
     },
     'desired state loaded',
   );
-  const reconciler = new Reconciler(cache, metrics, log.child({ component: 'reconciler' }), {
-    leaseMs: config.leaseSeconds * 1000,
+  const leaseMs = config.leaseSeconds * 1000;
+  const fleet = new FleetState(cache, { leaseMs });
+  const views = new FleetViews(cache, fleet);
+  metrics.setCounts(fleetCounts(cache, fleet));
+  const reconciler = new Reconciler(cache, fleet, metrics, log.child({ component: 'reconciler' }), {
+    limits: config.limits,
+  });
+  const sessions = new SyncSessions(cache, fleet, reconciler.queues, metrics, log.child({ component: 'sync' }), {
+    leaseMs,
     limits: config.limits,
   });
   reconciler.start();
@@ -83,13 +94,15 @@ async function main(): Promise<void> {
     services: [
       controllerServiceBinding(kit, {
         cache,
+        fleet,
+        views,
         reconciler,
         agentClients,
         limits: config.limits,
         log: log.child({ component: 'api' }),
       }),
       agentSyncServiceBinding(kit, {
-        reconciler,
+        sessions,
         metrics,
         log: log.child({ component: 'sync' }),
         adminNames: config.roles.admin,
@@ -108,12 +121,12 @@ async function main(): Promise<void> {
     listen: config.metricsListen,
     registry,
     healthy: () => true,
-    // Live views: phase and heartbeat come from the reconciler, not the stored record.
+    // Live views: phase and heartbeat come from the fleet state, not the stored record.
     routes: new Map([
       [
         HTTP_SD_PATH,
         httpSdRoute(() =>
-          [...cache.agents.keys()].map((n) => reconciler.agentView(n)).filter((a): a is Agent => a !== undefined),
+          [...cache.agents.keys()].map((n) => views.agentView(n)).filter((a): a is Agent => a !== undefined),
         ),
       ],
     ]),

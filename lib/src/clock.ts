@@ -5,6 +5,8 @@
  */
 import { performance } from 'node:perf_hooks';
 
+import type { Duration } from '../proto/google-protobuf';
+
 /** Milliseconds on a monotonic clock (origin: process start); only differences mean anything. */
 export function monotonicMs(): number {
   return performance.now();
@@ -13,4 +15,9 @@ export function monotonicMs(): number {
 /** The wall-clock time at which a monotonic instant happened (for display). */
 export function wallTimeOf(monotonic: number): Date {
   return new Date(Date.now() - (monotonicMs() - monotonic));
+}
+
+/** A millisecond count as a google.protobuf.Duration (leases and intervals handed to clients). */
+export function durationOfMs(ms: number): Duration {
+  return { seconds: BigInt(Math.floor(ms / 1000)), nanos: (ms % 1000) * 1_000_000 };
 }

@@ -6,15 +6,15 @@
  */
 import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
 
-import { type Any } from '../gen/google/protobuf/any';
+import { type Any } from '../proto/google-protobuf';
 import {
   BadRequest,
   ErrorInfo,
   PreconditionFailure,
   type BadRequest_FieldViolation,
+  Status,
   type PreconditionFailure_Violation,
-} from '../gen/google/rpc/error_details';
-import { Status } from '../gen/google/rpc/status';
+} from '../proto/google-rpc';
 
 /** google.rpc.ErrorInfo domain for every vop error. */
 export const ERROR_DOMAIN = 'vop.dev';

@@ -29,12 +29,32 @@ export interface Limits {
   readonly consoleBacklogBytes: number;
 }
 
+// ---- data plane: what virtio, Linux and the window layout allow (the native layer checks them too) ----
+
+/** Largest virtqueue: a split ring's index is 16 bits and its size a power of two (virtio 1.2, 2.7). */
+export const VIRTQUEUE_MAX_SIZE = 32_768;
+/** Entries of a virtqueue whose queue_size is 0. */
+export const DEFAULT_QUEUE_SIZE = 256;
+/** Devices one window's device table holds. */
+export const MAX_DEVICES_PER_WINDOW = 32;
+/** Linux interface names (TAP): IFNAMSIZ (16) less the terminating NUL. */
+export const IFNAME_MAX_BYTES = 15;
+/** virtio-blk serial, the GET_ID answer (VIRTIO_BLK_ID_BYTES). */
+export const BLK_SERIAL_MAX_BYTES = 20;
+/** A MAC address written as six colon-separated hex pairs (02:00:00:00:00:01). */
+export const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
+
+/** True for a group (multicast or broadcast) MAC: the I/G bit of the first octet; a NIC's own address must be unicast. */
+export function isGroupMac(mac: string): boolean {
+  return (parseInt(mac.slice(0, 2), 16) & 1) === 1;
+}
+
 /** What the wire format and the data plane can carry at all; config values may not exceed these. */
 export const HARD_LIMITS: Limits = {
   maxLinksPerAgent: 65_536,
-  maxDevicesPerLink: 32,
+  maxDevicesPerLink: MAX_DEVICES_PER_WINDOW,
   maxWindowBytes: 4 * 1024 * 1024 * 1024,
-  maxQueueSize: 32_768,
+  maxQueueSize: VIRTQUEUE_MAX_SIZE,
   maxStreamsPerClient: 10_000,
   watchBacklogEvents: 1_000_000,
   consoleBacklogBytes: 64 * 1024 * 1024,
@@ -67,8 +87,6 @@ export const MAX_REGISTRATION_BYTES = 16 * 1024;
 export const MAX_VERSION_LENGTH = 128;
 /** Entries of each capabilities list (transports, device kinds). */
 export const MAX_CAPABILITY_ENTRIES = 16;
-/** Host names in addresses (RFC 1123). */
-export const MAX_HOSTNAME_LENGTH = 253;
 /** Label keys and annotation keys in the vop.dev/ prefix are set by vop itself. */
 export const RESERVED_LABEL_PREFIX = 'vop.dev/';
 
@@ -80,7 +98,7 @@ export const NAME_RE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 export const LABEL_KEY_RE = /^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 /** Kubernetes label value: empty, or <= 63 of A-Z a-z 0-9 - _ . starting and ending alphanumeric. */
 export const LABEL_VALUE_RE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$/;
-/** RFC 1123 host name (for addresses): dot-separated DNS labels, case-insensitive. */
+/** RFC 1123 host name (for addresses): at most 253 characters of dot-separated DNS labels, case-insensitive. */
 export const HOSTNAME_RE =
   /^(?=.{1,253}$)[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$/;
 
@@ -109,8 +127,3 @@ export const limitsSchema = z
   })
   .strict()
   .prefault({});
-
-/** "maxLinksPerAgent (256)": how a refusal names a limit. */
-export function limitName(limits: Limits, key: keyof Limits): string {
-  return `${key} (${limits[key]})`;
-}

@@ -23,7 +23,7 @@ import {
   ServerReflectionService,
   type ServerReflectionRequest,
   type ServerReflectionResponse,
-} from '../gen/grpc/reflection/v1/reflection';
+} from '../proto/grpc-reflection';
 import { repoPath } from './paths';
 
 /** The compiled descriptor set of every .proto the servers use. */

@@ -2,7 +2,7 @@
  * Label selectors: the proto form (match_labels + match_expressions) and the string
  * form used by list calls and vopctl: "k=v,k2!=v,k3 in (a,b),k4 notin (c),k5,!k6".
  */
-import { SelectorOperator, type LabelSelector, type SelectorRequirement } from '../gen/vop/types/v1/types';
+import { SelectorOperator, type LabelSelector, type SelectorRequirement } from '../proto/types';
 
 export class SelectorSyntaxError extends Error {
   constructor(message: string) {

@@ -7,15 +7,8 @@
  */
 import { isIP } from 'node:net';
 
-import type { Register } from '../gen/vop/controller/v1/controller';
-import {
-  AgentAddresses,
-  AgentIdentity,
-  Capabilities,
-  DeviceKind,
-  NodeRole,
-  TransportKind,
-} from '../gen/vop/types/v1/types';
+import type { Register } from '../proto/controller';
+import { AgentAddresses, AgentIdentity, Capabilities, DeviceKind, NodeRole, TransportKind } from '../proto/types';
 import { ViolationList } from './errors';
 import {
   HOSTNAME_RE,

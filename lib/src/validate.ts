@@ -18,15 +18,20 @@ import {
   type ConsoleBackend,
   type Transport,
   SelectorOperator,
-} from '../gen/vop/types/v1/types';
+} from '../proto/types';
 import { ViolationList } from './errors';
 import {
+  BLK_SERIAL_MAX_BYTES,
   DEFAULT_LIMITS,
+  DEFAULT_QUEUE_SIZE,
+  IFNAME_MAX_BYTES,
+  isGroupMac,
   LABEL_KEY_RE,
   LABEL_VALUE_RE,
   MAX_ANNOTATIONS_BYTES,
   MAX_LABEL_VALUE_LENGTH,
   MAX_LABELS,
+  MAC_RE,
   MIN_WINDOW_BYTES,
   NAME_RE,
   type Limits,
@@ -38,10 +43,6 @@ export { NAME_RE };
 /** The limits that bound one link spec (agent and controller check the same ones). */
 export type SpecLimits = Pick<Limits, 'maxDevicesPerLink' | 'maxWindowBytes' | 'maxQueueSize'>;
 
-const MAC_RE = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i;
-const IFNAME_MAX = 15;
-
-export const DEFAULT_QUEUE_SIZE = 256;
 /** Longest host file path in a spec (bytes): the agent's native layer refuses longer ones, never truncates. */
 export const MAX_HOST_PATH_BYTES = 240;
 /** Longest Unix socket path (bytes): sockaddr_un.sun_path holds 108 with the terminating NUL. */
@@ -174,7 +175,8 @@ function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefi
   const k = b?.kind;
   if (!k) return; // defaults chosen by the agent
   if (k.$case === 'tap') {
-    if (Buffer.byteLength(k.value.name) > IFNAME_MAX) v.add(`${field}.tap.name`, `must be at most ${IFNAME_MAX} bytes`);
+    if (Buffer.byteLength(k.value.name) > IFNAME_MAX_BYTES)
+      v.add(`${field}.tap.name`, `must be at most ${IFNAME_MAX_BYTES} bytes`);
     if (k.value.name !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.name))
       v.add(`${field}.tap.name`, 'may contain only A-Z, a-z, 0-9, "_", "." and "-"');
     if (k.value.netns !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.netns))
@@ -210,8 +212,7 @@ export function checkDevice(v: ViolationList, field: string, d: Device, limits: 
     case 'net':
       if (k.value.mac !== '' && !MAC_RE.test(k.value.mac))
         v.add(`${field}.net.mac`, `"${k.value.mac}" is not a MAC address like 02:00:00:00:00:01`);
-      else if (k.value.mac !== '' && (parseInt(k.value.mac.slice(0, 2), 16) & 1) === 1)
-        v.add(`${field}.net.mac`, 'must be a unicast address');
+      else if (k.value.mac !== '' && isGroupMac(k.value.mac)) v.add(`${field}.net.mac`, 'must be a unicast address');
       if (k.value.mtu !== 0 && (k.value.mtu < 68 || k.value.mtu > 65535))
         v.add(`${field}.net.mtu`, 'must be 0 (1500) or 68-65535');
       checkNetBackend(v, `${field}.net.device_backend`, k.value.deviceBackend);
@@ -230,7 +231,8 @@ export function checkDevice(v: ViolationList, field: string, d: Device, limits: 
       if (!b) v.add(`${field}.blk.backing`, 'is required');
       else {
         checkAbsolutePath(v, `${field}.blk.backing.path`, b.path, true);
-        if (Buffer.byteLength(b.serial) > 20) v.add(`${field}.blk.backing.serial`, 'must be at most 20 bytes');
+        if (Buffer.byteLength(b.serial) > BLK_SERIAL_MAX_BYTES)
+          v.add(`${field}.blk.backing.serial`, `must be at most ${BLK_SERIAL_MAX_BYTES} bytes`);
       }
       const e = k.value.export;
       if (e) {

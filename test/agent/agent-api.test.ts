@@ -10,9 +10,9 @@ import { after, before, describe, it } from 'node:test';
 
 import { status, type ServiceError } from '@grpc/grpc-js';
 
-import type { AttachConsoleRequest } from '../../lib/gen/vop/agent/v1/agent';
+import type { AttachConsoleRequest } from '../../lib/proto/agent';
 
-import { ConditionStatus, LinkPhase, Role, WatchEventType } from '../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase, Role, WatchEventType } from '../../lib/proto/types';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
 import {
   promtoolPath,

@@ -11,8 +11,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { credentials, Metadata, status, type ChannelCredentials } from '@grpc/grpc-js';
 
-import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/gen/grpc/health/v1/health';
-import { WatchEventType } from '../../lib/gen/vop/types/v1/types';
+import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/proto/grpc-health';
+import { WatchEventType } from '../../lib/proto/types';
 import { call, expectGrpcError, insecure } from '../helpers/grpc';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink, testDiskDir } from './helpers';

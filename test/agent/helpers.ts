@@ -7,8 +7,8 @@ import { Metadata, type ChannelCredentials, type ClientReadableStream } from '@g
 
 import { resolveHostPaths } from '../../agent/src/config';
 import { HostPathPolicy } from '../../agent/src/links/path-policy';
-import { AgentServiceClient, type WatchLinksResponse } from '../../lib/gen/vop/agent/v1/agent';
-import { Role, type Device, type Link, type LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import { AgentServiceClient, type WatchLinksResponse } from '../../lib/proto/agent';
+import { Role, type Device, type Link, type LinkPhase } from '../../lib/proto/types';
 import { call, insecure } from '../helpers/grpc';
 
 /**

@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { status } from '@grpc/grpc-js';
 import pino from 'pino';
 
-import { ConditionStatus, LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase } from '../../lib/proto/types';
 import { type ServerError } from '../../lib/src/errors';
 import { bytePipeStandIns } from '../../agent/src/backends/byte-pipe';
 import { BackendRegistry } from '../../agent/src/backends/device-backend';

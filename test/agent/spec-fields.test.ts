@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
 import { devIdOf } from '../../agent/src/backends/device-backend';
-import { LinkPhase, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, type Device, type Link } from '../../lib/proto/types';
 import { Netns, sh } from '../devices/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from './helpers';

@@ -25,8 +25,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tty from 'node:tty';
 
-import type { AttachConsoleResponse } from '../../lib/gen/vop/agent/v1/agent';
-import { LinkPhase, type Device } from '../../lib/gen/vop/types/v1/types';
+import type { AttachConsoleResponse } from '../../lib/proto/agent';
+import { LinkPhase, type Device } from '../../lib/proto/types';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { waitFor } from '../controller/fleet-helpers';
 import { NBD_CMD, NbdClient } from '../devices/helpers';

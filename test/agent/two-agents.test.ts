@@ -12,7 +12,7 @@ import { after, before, describe, it, type TestContext } from 'node:test';
 
 import { Metadata, status } from '@grpc/grpc-js';
 
-import { LinkPhase, WatchEventType, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, WatchEventType, type Device, type Link } from '../../lib/proto/types';
 import { waitFor } from '../controller/fleet-helpers';
 import { call, expectGrpcError } from '../helpers/grpc';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';

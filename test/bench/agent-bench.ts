@@ -15,7 +15,7 @@
 import { readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-import { LinkPhase, type Device, type NetBackend } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, type Device, type NetBackend } from '../../lib/proto/types';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 

@@ -16,7 +16,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 
-import { Link } from '../../lib/gen/vop/types/v1/types';
+import { Link } from '../../lib/proto/types';
 import { ETCD_DEFAULTS } from '../../controller/src/store/etcd-client';
 import { EtcdStore } from '../../controller/src/store/etcd-store';
 import { SqliteStore } from '../../controller/src/store/sqlite-store';

@@ -16,8 +16,8 @@ import { parseArgs } from 'node:util';
 
 import { credentials, Metadata } from '@grpc/grpc-js';
 
-import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { ConditionStatus, Link, LinkPolicy, NodeRole, type AgentIdentity } from '../../lib/gen/vop/types/v1/types';
+import { ControllerServiceClient } from '../../lib/proto/controller';
+import { ConditionStatus, Link, LinkPolicy, NodeRole, type AgentIdentity } from '../../lib/proto/types';
 import { repoPath } from '../../lib/src/paths';
 import type { WorkerReport } from './fleet-sim-worker';
 

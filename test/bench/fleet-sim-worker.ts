@@ -6,12 +6,8 @@
  */
 import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
 
-import {
-  AgentSyncServiceClient,
-  type SyncRequest,
-  type SyncResponse,
-} from '../../lib/gen/vop/controller/v1/controller';
-import { ConditionStatus, LinkPhase, type NodeRole, type AgentIdentity } from '../../lib/gen/vop/types/v1/types';
+import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../../lib/proto/controller';
+import { ConditionStatus, LinkPhase, type NodeRole, type AgentIdentity } from '../../lib/proto/types';
 
 export interface WorkerInit {
   readonly controller: string;

@@ -11,8 +11,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { Metadata, status } from '@grpc/grpc-js';
 
-import type { WatchLinksResponse } from '../../lib/gen/vop/controller/v1/controller';
-import { Link, WatchEventType } from '../../lib/gen/vop/types/v1/types';
+import type { WatchLinksResponse } from '../../lib/proto/controller';
+import { Link, WatchEventType } from '../../lib/proto/types';
 import { repoPath } from '../../lib/src/paths';
 import { call, decodeStatus, expectGrpcError } from '../helpers/grpc';
 import { tempDir } from '../helpers/servers';

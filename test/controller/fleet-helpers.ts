@@ -11,9 +11,9 @@ import path from 'node:path';
 
 import { Metadata } from '@grpc/grpc-js';
 
-import { AgentServiceClient } from '../../lib/gen/vop/agent/v1/agent';
-import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { type ConditionStatus, LinkPolicy, type Agent, type Link } from '../../lib/gen/vop/types/v1/types';
+import { AgentServiceClient } from '../../lib/proto/agent';
+import { ControllerServiceClient } from '../../lib/proto/controller';
+import { type ConditionStatus, LinkPolicy, type Agent, type Link } from '../../lib/proto/types';
 import { repoPath } from '../../lib/src/paths';
 import { ThrowawayCa, writeCa, writeIssued } from '../../lib/src/throwaway-pki';
 import { call, insecure } from '../helpers/grpc';

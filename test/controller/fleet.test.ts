@@ -10,9 +10,9 @@ import { after, before, describe, it } from 'node:test';
 
 import { Metadata } from '@grpc/grpc-js';
 
-import type { WatchAgentsResponse } from '../../lib/gen/vop/controller/v1/controller';
+import type { WatchAgentsResponse } from '../../lib/proto/controller';
 
-import { AgentPhase, ConditionStatus, Link, LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import { AgentPhase, ConditionStatus, Link, LinkPhase } from '../../lib/proto/types';
 import { call } from '../helpers/grpc';
 import { tempDir } from '../helpers/servers';
 import {

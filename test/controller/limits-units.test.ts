@@ -5,10 +5,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { Role, type Link } from '../../lib/gen/vop/types/v1/types';
+import { Role, type Link } from '../../lib/proto/types';
 import { canonicalIp, peerIpOf } from '../../lib/src/net';
-import { verifyAddress, type PeerEvidence } from '../../controller/src/fleet/address-verification';
-import { chunkDesired, desiredBytes } from '../../controller/src/rpc/desired-chunks';
+import { verifyAddress, type PeerEvidence } from '../../controller/src/sync/address-verification';
+import { chunkDesired, desiredBytes } from '../../controller/src/sync/desired-chunks';
 
 describe('address verification', () => {
   const ev: PeerEvidence = { peerIp: '10.0.0.5', sanIps: ['10.0.0.6'], sanDns: ['card-1', '*.cards.example'] };

@@ -43,7 +43,7 @@ describe('npm run fleet', () => {
     const stateDir = tempDir('local-fleet');
     const proc = spawn(
       process.execPath,
-      [repoPath('dist', 'controller', 'src', 'local-fleet', 'main.js'), '--state-dir', stateDir],
+      [repoPath('dist', 'controller', 'src', 'demo-fleet', 'main.js'), '--state-dir', stateDir],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let out = '';

@@ -10,8 +10,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { credentials, Metadata } from '@grpc/grpc-js';
 
-import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { AgentPhase } from '../../lib/gen/vop/types/v1/types';
+import { ControllerServiceClient } from '../../lib/proto/controller';
+import { AgentPhase } from '../../lib/proto/types';
 import { call } from '../helpers/grpc';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { freePort, vopctl, waitFor } from './fleet-helpers';

@@ -8,12 +8,13 @@ import { describe, it } from 'node:test';
 
 import { Registry } from 'prom-client';
 
-import { NodeRole, Role, type Agent, type AgentIdentity, type LinkPolicy } from '../../lib/gen/vop/types/v1/types';
+import { NodeRole, Role, type Agent, type AgentIdentity, type LinkPolicy } from '../../lib/proto/types';
 import { createRootLogger } from '../../lib/src/logger';
 import { parseSelector } from '../../lib/src/selector';
-import { ControllerMetrics } from '../../controller/src/fleet/controller-metrics';
-import { agentLabels, policyLinkName, renderPolicy } from '../../controller/src/fleet/policy-render';
-import { WorkQueue } from '../../controller/src/fleet/work-queue';
+import { ControllerMetrics } from '../../controller/src/metrics/controller-metrics';
+import { policyLinkName, renderPolicy } from '../../controller/src/reconcile/policy-render';
+import { WorkQueue } from '../../controller/src/reconcile/work-queue';
+import { agentLabels } from '../../controller/src/state/agent-labels';
 
 const log = createRootLogger('test', 'silent');
 

@@ -1,8 +1,7 @@
 /** gRPC client helpers for tests: promisified unary calls with deadlines, status decoding. */
 import { credentials, type ChannelCredentials, type Client, type Metadata, type ServiceError } from '@grpc/grpc-js';
 
-import { BadRequest, ErrorInfo } from '../../lib/gen/google/rpc/error_details';
-import { Status } from '../../lib/gen/google/rpc/status';
+import { BadRequest, ErrorInfo, Status } from '../../lib/proto/google-rpc';
 
 export const insecure: ChannelCredentials = credentials.createInsecure();
 

@@ -153,6 +153,9 @@ export function run(
       clearTimeout(timer);
       resolve({ code, stdout, stderr });
     });
+    // A command that exits without reading its input (openssl, say) makes this write fail
+    // with EPIPE after the fact; its exit status is what reports a failure.
+    p.stdin.on('error', () => undefined);
     p.stdin.end(opts.input ?? '');
   });
 }

@@ -13,7 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { Metadata } from '@grpc/grpc-js';
 import YAML from 'yaml';
 
-import { ConditionStatus } from '../../lib/gen/vop/types/v1/types';
+import { ConditionStatus } from '../../lib/proto/types';
 import { repoPath } from '../../lib/src/paths';
 import { readCatalogue, type CatalogueEntry } from '../helpers/catalogue';
 import { call } from '../helpers/grpc';

@@ -19,8 +19,8 @@ import { X509Certificate } from 'node:crypto';
 
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 
-import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/gen/grpc/health/v1/health';
-import { ControllerServiceClient, type WatchLinksResponse } from '../../lib/gen/vop/controller/v1/controller';
+import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/proto/grpc-health';
+import { ControllerServiceClient, type WatchLinksResponse } from '../../lib/proto/controller';
 import { Agent, makeLink } from '../agent/helpers';
 import { freePort, waitFor } from '../controller/fleet-helpers';
 import { call, expectGrpcError, insecure } from '../helpers/grpc';

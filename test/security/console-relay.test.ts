@@ -13,9 +13,9 @@ import { ReadStream } from 'node:tty';
 
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 
-import type { AttachConsoleResponse as AgentConsoleResponse } from '../../lib/gen/vop/agent/v1/agent';
-import type { AttachConsoleRequest, AttachConsoleResponse } from '../../lib/gen/vop/controller/v1/controller';
-import { LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import type { AttachConsoleResponse as AgentConsoleResponse } from '../../lib/proto/agent';
+import type { AttachConsoleRequest, AttachConsoleResponse } from '../../lib/proto/controller';
+import { LinkPhase } from '../../lib/proto/types';
 import { dataPlaneMissing, waitFor } from '../controller/fleet-helpers';
 import { call, decodeStatus } from '../helpers/grpc';
 import { ctlApply, link, rssBytes, startSecureFleet, type SecureFleet } from './limits-fixtures';

@@ -11,7 +11,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase } from '../../lib/proto/types';
 import { devIdOf } from '../../agent/src/backends/device-backend';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';

@@ -11,9 +11,9 @@ import path from 'node:path';
 import { credentials, Metadata, type ChannelCredentials, type ServiceError } from '@grpc/grpc-js';
 import YAML from 'yaml';
 
-import { AgentServiceClient } from '../../lib/gen/vop/agent/v1/agent';
-import { AgentSyncServiceClient, ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { Role, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import { AgentServiceClient } from '../../lib/proto/agent';
+import { AgentSyncServiceClient, ControllerServiceClient } from '../../lib/proto/controller';
+import { Role, type Device, type Link } from '../../lib/proto/types';
 import { freePort } from '../controller/fleet-helpers';
 import { call } from '../helpers/grpc';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';

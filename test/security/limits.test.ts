@@ -12,9 +12,9 @@ import { after, before, describe, it } from 'node:test';
 
 import { Metadata, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 
-import type { AgentServiceClient } from '../../lib/gen/vop/agent/v1/agent';
-import type { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { LinkPhase, LinkPolicy, Role, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import type { AgentServiceClient } from '../../lib/proto/agent';
+import type { ControllerServiceClient } from '../../lib/proto/controller';
+import { LinkPhase, LinkPolicy, Role, type Device, type Link } from '../../lib/proto/types';
 import { waitFor } from '../controller/fleet-helpers';
 import { call, decodeStatus } from '../helpers/grpc';
 import {

@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { credentials, status, type ChannelCredentials } from '@grpc/grpc-js';
 
-import { LinkPhase, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, type Device, type Link } from '../../lib/proto/types';
 import { Agent, makeLink } from '../agent/helpers';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
 import { haveCommand, requirePrereq } from '../helpers/prereq';

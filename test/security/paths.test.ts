@@ -27,9 +27,8 @@ import { after, before, describe, it } from 'node:test';
 
 import { status, type ServiceError } from '@grpc/grpc-js';
 
-import { ErrorInfo, PreconditionFailure } from '../../lib/gen/google/rpc/error_details';
-import { Status } from '../../lib/gen/google/rpc/status';
-import { LinkPhase, Role, type Device, type Link } from '../../lib/gen/vop/types/v1/types';
+import { ErrorInfo, PreconditionFailure, Status } from '../../lib/proto/google-rpc';
+import { LinkPhase, Role, type Device, type Link } from '../../lib/proto/types';
 import { Agent } from '../agent/helpers';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';

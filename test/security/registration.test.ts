@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { Metadata, status, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 
-import type { SyncRequest, SyncResponse } from '../../lib/gen/vop/controller/v1/controller';
+import type { SyncRequest, SyncResponse } from '../../lib/proto/controller';
 import {
   ConditionStatus,
   LinkPhase,
@@ -22,7 +22,7 @@ import {
   NodeRole,
   type Agent,
   type AgentIdentity,
-} from '../../lib/gen/vop/types/v1/types';
+} from '../../lib/proto/types';
 import { waitFor } from '../controller/fleet-helpers';
 import { call, decodeStatus } from '../helpers/grpc';
 import { ctlApply, link, startSecureFleet, type SecureFleet } from './limits-fixtures';

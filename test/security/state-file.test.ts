@@ -23,7 +23,7 @@ import { describe, it, type TestContext } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
 
-import { ConditionStatus, LinkPhase, WatchEventType, type Link } from '../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase, WatchEventType, type Link } from '../../lib/proto/types';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
 import { prereq } from '../helpers/prereq';

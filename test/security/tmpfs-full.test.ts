@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, rmdirSync, statfsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
-import { LinkPhase } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase } from '../../lib/proto/types';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { prereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';

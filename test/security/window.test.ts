@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { LinkPhase, type Link } from '../../lib/gen/vop/types/v1/types';
+import { LinkPhase, type Link } from '../../lib/proto/types';
 import { devIdOf } from '../../agent/src/backends/device-backend';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';

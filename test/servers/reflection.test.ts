@@ -15,7 +15,7 @@ import {
   ServerReflectionService,
   type ServerReflectionRequest,
   type ServerReflectionResponse,
-} from '../../lib/gen/grpc/reflection/v1/reflection';
+} from '../../lib/proto/grpc-reflection';
 import { insecure } from '../helpers/grpc';
 import { startServer, type ServerProcess } from '../helpers/servers';
 

@@ -9,10 +9,10 @@ import { after, before, describe, it } from 'node:test';
 
 import { Metadata, status } from '@grpc/grpc-js';
 
-import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/gen/grpc/health/v1/health';
-import { AgentServiceClient, type WatchLinksResponse } from '../../lib/gen/vop/agent/v1/agent';
-import { ControllerServiceClient } from '../../lib/gen/vop/controller/v1/controller';
-import { Role, WatchEventType } from '../../lib/gen/vop/types/v1/types';
+import { HealthCheckResponse_ServingStatus, HealthClient } from '../../lib/proto/grpc-health';
+import { AgentServiceClient, type WatchLinksResponse } from '../../lib/proto/agent';
+import { ControllerServiceClient } from '../../lib/proto/controller';
+import { Role, WatchEventType } from '../../lib/proto/types';
 import { call, decodeStatus, expectGrpcError, insecure } from '../helpers/grpc';
 import {
   bufCurl,

@@ -5,7 +5,7 @@
  * "bytepipe". A link annotation can make it stream verified messages both ways (tests,
  * benchmarks).
  */
-import type { Device } from '../../../lib/gen/vop/types/v1/types';
+import type { Device } from '../../../lib/proto/types';
 import type { QueueLayout } from '../links/data-plane';
 import type { PipeDeviceDto } from '../native/native';
 import { devIdOf, type DeviceBackend, type DeviceKindName } from './device-backend';

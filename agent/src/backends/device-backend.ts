@@ -7,7 +7,7 @@
  * which carry a device the spec gives no local surface for, so links, stats and
  * restarts still work.
  */
-import { DeviceKind, Role, type Device } from '../../../lib/gen/vop/types/v1/types';
+import { DeviceKind, Role, type Device } from '../../../lib/proto/types';
 import { fnv1a32 } from '../../../lib/src/fnv';
 import type { Logger } from '../../../lib/src/logger';
 import type { DataPlaneWindow, LinkDevice, QueueLayout } from '../links/data-plane';

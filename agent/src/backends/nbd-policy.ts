@@ -10,7 +10,7 @@
  *                       nbd.allowPlaintextTcp (then TLS is offered, not required); a
  *                       non-loopback address requires TLS regardless.
  */
-import type { Device } from '../../../lib/gen/vop/types/v1/types';
+import type { Device } from '../../../lib/proto/types';
 import { failedPrecondition, invalidArgument } from '../../../lib/src/errors';
 import { isLoopback, parseHostPort } from '../../../lib/src/net';
 import type { AgentConfig } from '../config';

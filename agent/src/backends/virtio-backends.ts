@@ -9,7 +9,7 @@
  * the native layer with the root it must lie in (HostPathPolicy), where it is opened
  * beneath that root.
  */
-import type { Device } from '../../../lib/gen/vop/types/v1/types';
+import type { Device } from '../../../lib/proto/types';
 import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { ConsoleIo, LinkDevice } from '../links/data-plane';
 import type { HostPathPolicy } from '../links/path-policy';

@@ -5,7 +5,7 @@
  * milliseconds, so the first retries are fast). LinkRuntime drives it; nothing here
  * changes the link's lifecycle state.
  */
-import type { Device } from '../../../lib/gen/vop/types/v1/types';
+import type { Device } from '../../../lib/proto/types';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
 import { backoffDelayMs, type BackoffPolicy } from '../../../lib/src/backoff';

@@ -23,7 +23,8 @@
  *   Resetting   -> Connecting | Failed | Terminating
  *   Failed      -> Connecting | Terminating
  */
-import { ConditionStatus, LinkPhase, type Condition } from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase, type Condition } from '../../../lib/proto/types';
+import { conditionEqual } from '../../../lib/src/status-equal';
 
 export type LinkState =
   'Pending' | 'Connecting' | 'Negotiating' | 'Ready' | 'Degraded' | 'Resetting' | 'Failed' | 'Terminating';
@@ -78,16 +79,16 @@ export class ConditionSet {
           ? ConditionStatus.CONDITION_STATUS_FALSE
           : ConditionStatus.CONDITION_STATUS_UNKNOWN;
     const prev = this.items.get(type);
-    if (
-      prev &&
-      prev.status === status &&
-      prev.reason === reason &&
-      prev.message === message &&
-      prev.observedGeneration === BigInt(generation)
-    )
-      return false;
-    const lastTransitionTime = prev && prev.status === status ? prev.lastTransitionTime : new Date();
-    this.items.set(type, { type, status, reason, message, observedGeneration: BigInt(generation), lastTransitionTime });
+    const next: Condition = {
+      type,
+      status,
+      reason,
+      message,
+      observedGeneration: BigInt(generation),
+      lastTransitionTime: prev && prev.status === status ? prev.lastTransitionTime : new Date(),
+    };
+    if (prev && conditionEqual(prev, next)) return false;
+    this.items.set(type, next);
     return true;
   }
 

@@ -3,7 +3,7 @@
  * plane) and its clients: the AgentService handlers and the controller sync client.
  * Both call only this interface.
  */
-import type { DeviceStats, Link, LinkEvent } from '../../../lib/gen/vop/types/v1/types';
+import type { DeviceStats, Link, LinkEvent } from '../../../lib/proto/types';
 
 /** Who owns a link: direct API use, or the controller (managed links refuse direct changes unless forced). */
 export type LinkOwner = { readonly kind: 'direct' } | { readonly kind: 'controller'; readonly managedBy: string };

@@ -8,7 +8,7 @@
  */
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
-import { type DeviceStats, type Link, type LinkEvent, type ObjectMeta } from '../../../lib/gen/vop/types/v1/types';
+import { type DeviceStats, type Link, type LinkEvent, type ObjectMeta } from '../../../lib/proto/types';
 import {
   alreadyExists,
   failedPrecondition,

@@ -9,7 +9,7 @@
  */
 import { rmSync } from 'node:fs';
 
-import type { DeviceStats, Link, LinkEvent } from '../../../lib/gen/vop/types/v1/types';
+import type { DeviceStats, Link, LinkEvent } from '../../../lib/proto/types';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
 import { backoffDelayMs } from '../../../lib/src/backoff';

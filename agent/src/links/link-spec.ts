@@ -3,7 +3,7 @@
  * validateLink): the link must name this agent, use a transport it serves, carry devices
  * it has backends for, and name host paths only under the roots its operator allowed.
  */
-import type { Link, LinkSpec } from '../../../lib/gen/vop/types/v1/types';
+import type { Link, LinkSpec } from '../../../lib/proto/types';
 import { failedPrecondition, ViolationList } from '../../../lib/src/errors';
 import { linkSpecEqual } from '../../../lib/src/proto-equal';
 import { devIdOf, deviceKindName, roleName, type BackendRegistry } from '../backends/device-backend';

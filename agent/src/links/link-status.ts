@@ -5,7 +5,7 @@
  * the typed device counters the metrics read. Nothing here changes state.
  */
 import { DEVICE_KIND_ENUM, type DeviceKindName } from '../backends/device-backend';
-import type { DeviceStats, DeviceStatus, QueueStats } from '../../../lib/gen/vop/types/v1/types';
+import type { DeviceStats, DeviceStatus, QueueStats } from '../../../lib/proto/types';
 import type { DeviceCountersDto } from '../native/native';
 import type { DataPlaneWindow, QueueCounters } from './data-plane';
 import type { DeviceRuntime } from './link-devices';

@@ -11,7 +11,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 
-import { Link } from '../../../lib/gen/vop/types/v1/types';
+import { Link } from '../../../lib/proto/types';
 import { fsyncDirSync, isAtomicTempFile, writeFileAtomicSync } from '../../../lib/src/atomic-file';
 import type { Logger } from '../../../lib/src/logger';
 import { NAME_RE } from '../../../lib/src/validate';

@@ -13,7 +13,7 @@ import path from 'node:path';
 
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
-import type { LinkSpec } from '../../../lib/gen/vop/types/v1/types';
+import type { LinkSpec } from '../../../lib/proto/types';
 import { ServerError, type ViolationList } from '../../../lib/src/errors';
 import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { HostPaths } from '../config';

@@ -6,13 +6,7 @@
  * and /metrics in phase Failed with the condition StateUnreadable=True and no data plane,
  * until it is applied again (which replaces it) or deleted.
  */
-import {
-  ConditionStatus,
-  type Condition,
-  type Link,
-  type LinkSpec,
-  type ObjectMeta,
-} from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, type Condition, type Link, type LinkSpec, type ObjectMeta } from '../../../lib/proto/types';
 import { PHASE_OF, type LinkState } from './link-lifecycle';
 
 /** Condition type of a quarantined link, and its reasons. */

@@ -8,7 +8,7 @@
 import { mkdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 
-import type { Link } from '../../../lib/gen/vop/types/v1/types';
+import type { Link } from '../../../lib/proto/types';
 import type { Logger } from '../../../lib/src/logger';
 import {
   NativeError,

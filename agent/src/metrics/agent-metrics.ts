@@ -6,7 +6,7 @@
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 
-import { ConditionStatus } from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus } from '../../../lib/proto/types';
 import type { LinkManager } from '../links/link-manager';
 import { LINK_STATES } from '../links/link-lifecycle';
 import type { DeviceCounterView } from '../links/link-status';

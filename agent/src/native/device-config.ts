@@ -6,6 +6,7 @@
  */
 import { isIP } from 'node:net';
 
+import { BLK_SERIAL_MAX_BYTES, IFNAME_MAX_BYTES, MAC_RE } from '../../../lib/src/limits';
 import type { ConstantsDto, DeviceConfigDto, PipeMode, Role } from './native';
 
 type Limits = Pick<ConstantsDto, 'queueMaxSize' | 'pathMax' | 'netnsNameMax'>;
@@ -15,12 +16,9 @@ export const BLK_ENTRIES_PER_REQUEST = 4;
 const MAX_BUF = 64 * 1024 * 1024;
 const BLK_SEG_MAX = 16 * 1024 * 1024;
 const NET_RXBUF_MAX = 65536 + 12 + 14 + 4;
-const SERIAL_MAX = 20;
-const TAP_NAME_MAX = 15;
 const PEM_PATH_MAX = 510;
 const EXPORT_NAME_MAX = 199;
 const NETNS_NAME = /^[A-Za-z0-9_.-]+$/;
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
 /** Which pipe modes each role may use on queue 0 (tx) and queue 1 (rx). */
 const PIPE_MODES: Record<Role, { tx: readonly PipeMode[]; rx: readonly PipeMode[] }> = {
@@ -112,7 +110,7 @@ export function checkDeviceConfig(d: DeviceConfigDto, l: Limits, field = 'device
         bool(`${field}.file.blockDevice`, f.blockDevice);
         bool(`${field}.file.direct`, f.direct);
         int(`${field}.file.ioThreads`, f.ioThreads, 0, 32);
-        if (f.serial !== null) str(`${field}.file.serial`, f.serial, SERIAL_MAX);
+        if (f.serial !== null) str(`${field}.file.serial`, f.serial, BLK_SERIAL_MAX_BYTES);
         return;
       }
       absent(`${field}.file`, d.file, 'for the driver role');
@@ -141,7 +139,7 @@ export function checkDeviceConfig(d: DeviceConfigDto, l: Limits, field = 'device
     case 'net': {
       if (d.mtu !== 0) int(`${field}.mtu`, d.mtu, 68, 65535);
       if (d.mac !== '') {
-        if (typeof d.mac !== 'string' || !MAC.test(d.mac))
+        if (typeof d.mac !== 'string' || !MAC_RE.test(d.mac))
           throw new TypeError(`${field}.mac must look like 02:00:00:00:00:01, got "${String(d.mac)}"`);
         if ((parseInt(d.mac.slice(0, 2), 16) & 1) !== 0) throw new RangeError(`${field}.mac must be unicast`);
       }
@@ -153,7 +151,7 @@ export function checkDeviceConfig(d: DeviceConfigDto, l: Limits, field = 'device
       if ((d.tap === null) === (d.datagram === null))
         throw new TypeError(`${field}.tap or ${field}.datagram must be set, not both`);
       if (d.tap !== null) {
-        const name = str(`${field}.tap.name`, d.tap.name, TAP_NAME_MAX);
+        const name = str(`${field}.tap.name`, d.tap.name, IFNAME_MAX_BYTES);
         if (/[/:\s]/.test(name)) throw new RangeError(`${field}.tap.name must not contain "/", ":" or spaces`);
         if (d.tap.netns !== null) {
           const ns = str(`${field}.tap.netns`, d.tap.netns, l.netnsNameMax);

@@ -16,8 +16,8 @@ import {
   type RemoveDeviceRequest,
   type ResetLinkRequest,
   type WatchLinksRequest,
-} from '../../../lib/gen/vop/agent/v1/agent';
-import { type AgentAddresses, type AgentIdentity, type Capabilities } from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/agent';
+import { type AgentAddresses, type AgentIdentity, type Capabilities } from '../../../lib/proto/types';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
 import { DEFAULT_LIMITS, type Limits } from '../../../lib/src/limits';
 import { type HandlerKit } from '../../../lib/src/rpc-handlers';

@@ -12,7 +12,7 @@
  */
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
-import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/gen/vop/agent/v1/agent';
+import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/proto/agent';
 import { assertConsoleWriteAllowed } from '../../../lib/src/auth';
 import { assertConsoleCaller } from '../../../lib/src/console-access';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';

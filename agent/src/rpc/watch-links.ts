@@ -8,8 +8,8 @@
  */
 import type { ServerWritableStream } from '@grpc/grpc-js';
 
-import type { WatchLinksRequest, WatchLinksResponse } from '../../../lib/gen/vop/agent/v1/agent';
-import { WatchEventType, type LabelSelector, type Link } from '../../../lib/gen/vop/types/v1/types';
+import type { WatchLinksRequest, WatchLinksResponse } from '../../../lib/proto/agent';
+import { WatchEventType, type LabelSelector, type Link } from '../../../lib/proto/types';
 import { DEFAULT_LIMITS } from '../../../lib/src/limits';
 import { writeWithBackpressure } from '../../../lib/src/rpc-handlers';
 import { selectorMatches } from '../../../lib/src/selector';

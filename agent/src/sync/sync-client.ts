@@ -38,20 +38,15 @@ import {
   type DesiredLinks,
   type SyncRequest,
   type SyncResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
-import type {
-  AgentAddresses,
-  AgentIdentity,
-  Capabilities,
-  Link,
-  LinkStatus,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/controller';
+import type { AgentAddresses, AgentIdentity, Capabilities, Link, LinkStatus } from '../../../lib/proto/types';
 import { writeFileAtomicSync } from '../../../lib/src/atomic-file';
 import { ServerError } from '../../../lib/src/errors';
 import { DEFAULT_LIMITS } from '../../../lib/src/limits';
+import { Backoff, type BackoffPolicy } from '../../../lib/src/backoff';
 import type { Logger } from '../../../lib/src/logger';
+import { linkStatusEqual } from '../../../lib/src/status-equal';
 import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
-import { Backoff } from './backoff';
 
 export type SyncState = 'idle' | 'connecting' | 'registered' | 'backoff' | 'stopped';
 
@@ -60,6 +55,8 @@ export const STATE_FILE = 'controller-sync.json';
 export const DEFAULT_HEARTBEAT_MS = 5000;
 /** Status changes are coalesced over this window before being sent. */
 export const STATUS_FLUSH_MS = 50;
+/** Reconnect delay: 250 ms doubling to 15 s, each scaled by 0.8-1.2 at random. */
+export const RECONNECT_BACKOFF: BackoffPolicy = { initialMs: 250, maxMs: 15_000, jitter: [0.8, 1.2] };
 
 export interface SyncClientOptions {
   readonly address: string;
@@ -101,17 +98,6 @@ function isManaged(l: Link): boolean {
   return (l.meta?.managedBy ?? '') !== '';
 }
 
-function statusSignature(s: LinkStatus | undefined): string {
-  if (!s) return '';
-  return JSON.stringify([
-    s.phase,
-    String(s.epoch),
-    s.resetCount,
-    s.conditions.map((c) => [c.type, c.status, c.reason, c.message]),
-    s.devices.map((d) => [d.name, d.ready, d.endpoints]),
-  ]);
-}
-
 export class ControllerSyncClient {
   private state: SyncState = 'idle';
   private readonly client: AgentSyncServiceClient;
@@ -120,7 +106,7 @@ export class ControllerSyncClient {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private flushTimer: NodeJS.Timeout | undefined;
-  private readonly backoff = new Backoff();
+  private readonly backoff = new Backoff(RECONNECT_BACKOFF);
   private heartbeatSeq = 0n;
   private ackedVersion = 0n;
   /** Desired versions are applied one after another, in arrival order. */
@@ -132,8 +118,8 @@ export class ControllerSyncClient {
   /** Links whose status changed since the last flush. */
   private readonly dirty = new Set<string>();
   private readonly deleted = new Set<string>();
-  /** Status signature last sent per link, on the current stream. */
-  private readonly sentStatus = new Map<string, string>();
+  /** Status last sent per link, on the current stream (undefined: sent without a status). */
+  private readonly sentStatus = new Map<string, LinkStatus | undefined>();
   private unsubscribe: (() => void) | undefined;
   private readonly log: Logger;
 
@@ -230,7 +216,7 @@ export class ControllerSyncClient {
         this.transitionTo(['connecting', 'registered'], 'backoff', 'stream ended by the controller');
     });
     const links = this.opts.links.list().filter(isManaged);
-    for (const l of links) this.sentStatus.set(l.meta?.name ?? '', statusSignature(l.status));
+    for (const l of links) this.sentStatus.set(l.meta?.name ?? '', l.status);
     call.write({
       msg: {
         $case: 'register',
@@ -415,9 +401,8 @@ export class ControllerSyncClient {
         this.deleted.delete(name);
         continue;
       }
-      const sig = statusSignature(l.status);
-      if (this.sentStatus.get(name) === sig) continue;
-      this.sentStatus.set(name, sig);
+      if (this.sentStatus.has(name) && linkStatusEqual(this.sentStatus.get(name), l.status)) continue;
+      this.sentStatus.set(name, l.status);
       call.write({ msg: { $case: 'status', value: { name, status: l.status, deleted: false } } });
     }
     this.dirty.clear();

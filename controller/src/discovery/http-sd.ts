@@ -9,9 +9,9 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
-import { AgentPhase, NodeRole, type Agent } from '../../../lib/gen/vop/types/v1/types';
+import { AgentPhase, NodeRole, type Agent } from '../../../lib/proto/types';
 import type { RouteHandler } from '../../../lib/src/metrics';
-import { usableAddress } from '../fleet/address-verification';
+import { usableAddress } from '../sync/address-verification';
 
 export const HTTP_SD_PATH = '/sd/agents';
 

@@ -23,6 +23,7 @@ import {
   type IOptions,
 } from 'etcd3';
 
+import { Backoff, type BackoffPolicy } from '../../../lib/src/backoff';
 import { StoreUnavailableError } from './store';
 
 export interface EtcdTlsConfig {
@@ -129,6 +130,9 @@ export function compacted(err: unknown): boolean {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Between retries of one call: 25 ms doubling to 500 ms, within the call's deadline. */
+const RETRY_BACKOFF: BackoffPolicy = { initialMs: 25, maxMs: 500, jitter: [1, 1] };
+
 /**
  * Runs `call` until it succeeds, its error is not transient (reads) or not provably
  * unsent (writes), or the deadline passes. `call` gets the absolute deadline for its gRPC call.
@@ -140,7 +144,7 @@ export async function withRetry<T>(
   call: (deadline: number) => Promise<T>,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
-  let backoff = 25;
+  const backoff = new Backoff(RETRY_BACKOFF);
   for (;;) {
     try {
       return await call(deadline);
@@ -151,12 +155,12 @@ export async function withRetry<T>(
           throw new StoreUnavailableError(`etcd ${what}: outcome unknown: ${String(err)}`, true, { cause: err });
         throw err;
       }
-      if (Date.now() + backoff >= deadline)
+      const delay = backoff.next();
+      if (Date.now() + delay >= deadline)
         throw new StoreUnavailableError(`etcd ${what}: no answer in ${timeoutMs} ms: ${String(err)}`, false, {
           cause: err,
         });
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, 500);
+      await sleep(delay);
     }
   }
 }

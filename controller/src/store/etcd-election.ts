@@ -28,6 +28,7 @@ import {
   type ILeaseKeepAliveResponse,
 } from 'etcd3';
 
+import { Backoff, type BackoffPolicy } from '../../../lib/src/backoff';
 import { prefixEnd, withRetry } from './etcd-client';
 import type { EtcdKeys } from './etcd-keys';
 import { RangeWatcher } from './etcd-range-watcher';
@@ -40,6 +41,9 @@ import {
 } from './leader-election';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Between campaigns after a lost or failed session: 200 ms doubling to 2 s; a session that ran resets it. */
+const CAMPAIGN_BACKOFF: BackoffPolicy = { initialMs: 200, maxMs: 2000, jitter: [1, 1] };
 
 type KeepAliveStream = IDuplexStream<ILeaseKeepAliveRequest, ILeaseKeepAliveResponse>;
 
@@ -323,7 +327,7 @@ export class EtcdElector implements LeaderElector {
   }
 
   private async loop(): Promise<void> {
-    let backoff = 200;
+    const backoff = new Backoff(CAMPAIGN_BACKOFF);
     while (this.running) {
       const s = new Session(this.client, this.prefix, this.value, this.ttlSeconds, this.timeoutMs, this.box, (err) =>
         this.opts.onError?.(err),
@@ -331,7 +335,7 @@ export class EtcdElector implements LeaderElector {
       this.session = s;
       try {
         await s.run();
-        backoff = 200;
+        backoff.reset();
       } catch (err) {
         this.opts.onError?.(err instanceof Error ? err : new Error(String(err)));
       }
@@ -340,8 +344,7 @@ export class EtcdElector implements LeaderElector {
       await s.release(true);
       if (!this.running) break;
       this.box.set({ role: 'candidate' });
-      await sleep(backoff);
-      backoff = Math.min(backoff * 2, 2000);
+      await sleep(backoff.next());
     }
   }
 

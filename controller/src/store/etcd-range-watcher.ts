@@ -15,6 +15,8 @@
  */
 import type { Etcd3, IDuplexStream, IKeyValue, IWatchRequest, IWatchResponse } from 'etcd3';
 
+import { Backoff, type BackoffPolicy } from '../../../lib/src/backoff';
+
 export interface RawEvent {
   readonly type: 'put' | 'delete';
   readonly kv: IKeyValue;
@@ -40,8 +42,8 @@ export interface RangeWatcherHandlers {
  */
 export const WATCH_CREATE_TIMEOUT_MS = 5000;
 
-const INITIAL_BACKOFF_MS = 100;
-const MAX_BACKOFF_MS = 2000;
+/** Between reconnects of a lost watch: 100 ms doubling to 2 s; a confirmed watch resets it. */
+const RECONNECT_BACKOFF: BackoffPolicy = { initialMs: 100, maxMs: 2000, jitter: [1, 1] };
 
 type WatchStream = IDuplexStream<IWatchRequest, IWatchResponse>;
 
@@ -50,7 +52,7 @@ export class RangeWatcher {
   private stream: WatchStream | null = null;
   private closed = false;
   private stopped = false;
-  private backoff = INITIAL_BACKOFF_MS;
+  private readonly backoff = new Backoff(RECONNECT_BACKOFF);
   private timer: NodeJS.Timeout | null = null;
   private createTimer: NodeJS.Timeout | null = null;
 
@@ -149,8 +151,7 @@ export class RangeWatcher {
     this.timer = setTimeout(() => {
       this.timer = null;
       void this.connect();
-    }, this.backoff);
-    this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
+    }, this.backoff.next());
   }
 
   private onResponse(stream: WatchStream, res: IWatchResponse): void {
@@ -169,7 +170,7 @@ export class RangeWatcher {
     if (res.created) {
       if (this.createTimer) clearTimeout(this.createTimer);
       this.createTimer = null;
-      this.backoff = INITIAL_BACKOFF_MS;
+      this.backoff.reset();
       this.handlers.onConnected?.();
       return;
     }

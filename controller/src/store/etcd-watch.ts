@@ -6,6 +6,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 
+import { Backoff, type BackoffPolicy } from '../../../lib/src/backoff';
 import type { EtcdKeys } from './etcd-keys';
 import { RangeWatcher, type RawEvent } from './etcd-range-watcher';
 import type { StoreEvent, StoreIdentity, StoreSnapshot, StoreWatch, WatchHandlers } from './store';
@@ -26,6 +27,9 @@ export interface EtcdWatchSource {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Between failed snapshot reads of a resync: 100 ms doubling to 2 s. */
+const RESYNC_BACKOFF: BackoffPolicy = { initialMs: 100, maxMs: 2000, jitter: [1, 1] };
 
 export class EtcdStoreWatch implements StoreWatch {
   private readonly rw: RangeWatcher;
@@ -91,7 +95,7 @@ export class EtcdStoreWatch implements StoreWatch {
   }
 
   private async resync(reason: 'compacted' | 'identity-changed'): Promise<void> {
-    let backoff = 100;
+    const backoff = new Backoff(RESYNC_BACKOFF);
     let snap: StoreSnapshot;
     for (;;) {
       if (this.closed) return;
@@ -100,8 +104,7 @@ export class EtcdStoreWatch implements StoreWatch {
         break;
       } catch (err) {
         this.handlers.onError?.(err instanceof Error ? err : new Error(String(err)));
-        await sleep(backoff);
-        backoff = Math.min(backoff * 2, 2000);
+        await sleep(backoff.next());
       }
     }
     if (this.closed) return;

@@ -4,7 +4,7 @@
  * the CAS check runs inside it.
  *
  * One process owns the file, so the watch is in memory: the recent commits' events are
- * kept (HISTORY_EVENTS), a watch from before them resyncs, and leader election is the
+ * kept (HISTORY_EVENTS, HISTORY_BYTES), a watch from before them resyncs, and leader election is the
  * one-process kind (local-election.ts).
  */
 import { randomUUID } from 'node:crypto';
@@ -35,6 +35,11 @@ export const SQLITE_FILE = 'controller.db';
 
 /** Events kept for watches from a past revision; older ones resync. */
 export const HISTORY_EVENTS = 10_000;
+/**
+ * Object bytes those events may hold at most: events carry whole objects (up to 256 KiB of
+ * annotations each), so a count alone would let the history hold gigabytes.
+ */
+export const HISTORY_BYTES = 16 * 1024 * 1024;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
@@ -56,6 +61,10 @@ interface Watcher {
   closed: boolean;
 }
 
+function eventBytes(e: StoreEvent): number {
+  return e.type === 'put' ? e.data.byteLength : 0;
+}
+
 export class SqliteStore implements DesiredStateStore {
   readonly maxOpsPerCommit = Number.MAX_SAFE_INTEGER;
   private readonly db: Database.Database;
@@ -71,6 +80,8 @@ export class SqliteStore implements DesiredStateStore {
   private readonly watchers = new Set<Watcher>();
   /** Events after `historyFrom` (every one of them), oldest first. */
   private history: StoreEvent[] = [];
+  /** Object bytes the events in `history` carry. */
+  private historyBytes = 0;
   private historyFrom: bigint;
 
   constructor(stateDir: string) {
@@ -153,14 +164,18 @@ export class SqliteStore implements DesiredStateStore {
 
   private remember(events: readonly StoreEvent[]): void {
     this.history.push(...events);
-    if (this.history.length > HISTORY_EVENTS) {
-      let drop = this.history.length - HISTORY_EVENTS;
-      // Never split one commit: drop through the end of the revision the cut falls in.
-      const cutRev = this.history[drop - 1]?.revision ?? this.historyFrom;
-      while (this.history[drop]?.revision === cutRev) drop++;
-      this.history = this.history.slice(drop);
-      this.historyFrom = cutRev;
-    }
+    for (const e of events) this.historyBytes += eventBytes(e);
+    if (this.history.length <= HISTORY_EVENTS && this.historyBytes <= HISTORY_BYTES) return;
+    let drop = 0;
+    let bytes = this.historyBytes;
+    while (drop < this.history.length && (this.history.length - drop > HISTORY_EVENTS || bytes > HISTORY_BYTES))
+      bytes -= eventBytes(this.history[drop++] as StoreEvent);
+    // Never split one commit: drop through the end of the revision the cut falls in.
+    const cutRev = this.history[drop - 1]?.revision ?? this.historyFrom;
+    while (this.history[drop]?.revision === cutRev) bytes -= eventBytes(this.history[drop++] as StoreEvent);
+    this.history = this.history.slice(drop);
+    this.historyBytes = bytes;
+    this.historyFrom = cutRev;
   }
 
   /** In order, after the current call stack (a commit's caller runs first), never after close(). */
@@ -211,6 +226,7 @@ export class SqliteStore implements DesiredStateStore {
     const keepFrom = revision - 1n;
     if (keepFrom <= this.historyFrom) return;
     this.history = this.history.filter((e) => e.revision > keepFrom);
+    this.historyBytes = this.history.reduce((n, e) => n + eventBytes(e), 0);
     this.historyFrom = keepFrom > this.rev ? this.rev : keepFrom;
   }
 

@@ -10,12 +10,18 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { credentials, Metadata, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  Metadata,
+  type CallOptions,
+  type ChannelCredentials,
+  type ClientUnaryCall,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import YAML from 'yaml';
 
-import { ErrorInfo, BadRequest } from '../../../lib/gen/google/rpc/error_details';
-import { Status } from '../../../lib/gen/google/rpc/status';
-import { ControllerServiceClient } from '../../../lib/gen/vop/controller/v1/controller';
+import { BadRequest, ErrorInfo, Status } from '../../../lib/proto/google-rpc';
+import { ControllerServiceClient } from '../../../lib/proto/controller';
 import { CliError, EXIT, exitCodeForStatus } from './exit-codes';
 
 export const DEFAULT_SERVER = 'unix:/run/vop/controller.sock';
@@ -53,70 +59,90 @@ function loadFileConfig(env: NodeJS.ProcessEnv): FileConfig {
   return parsed;
 }
 
-export interface Connection {
+/** Where to connect and with which credentials (every command, every server). */
+export interface Target {
+  /** grpc-js target: "unix:PATH" or "HOST:PORT". */
   readonly server: string;
-  readonly client: ControllerServiceClient;
-  readonly timeoutMs: number;
-  unary<Req, Res>(method: string, req: Req): Promise<Res>;
-  close(): void;
+  readonly credentials: ChannelCredentials;
 }
 
-export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Connection {
+/** --server / $VOPCTL_SERVER / config file / the admin socket, and the TLS files from the same sources. */
+export function resolveTarget(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Target {
   const file = loadFileConfig(env);
   const server = serverTarget(flags.server ?? env.VOPCTL_SERVER ?? file.server ?? DEFAULT_SERVER);
   const ca = flags.tlsCa ?? env.VOPCTL_TLS_CA ?? file.tls?.ca;
   const cert = flags.tlsCert ?? env.VOPCTL_TLS_CERT ?? file.tls?.cert;
   const key = flags.tlsKey ?? env.VOPCTL_TLS_KEY ?? file.tls?.key;
-  let creds: ChannelCredentials = credentials.createInsecure();
-  if (ca || cert || key) {
-    try {
-      creds = credentials.createSsl(
+  if (!ca && !cert && !key) return { server, credentials: credentials.createInsecure() };
+  try {
+    return {
+      server,
+      credentials: credentials.createSsl(
         ca ? readFileSync(ca) : null,
         key ? readFileSync(key) : null,
         cert ? readFileSync(cert) : null,
-      );
-    } catch (err) {
-      throw new CliError(`cannot load TLS files: ${(err as Error).message}`, EXIT.USAGE);
-    }
+      ),
+    };
+  } catch (err) {
+    throw new CliError(`cannot load TLS files: ${(err as Error).message}`, EXIT.USAGE);
   }
+}
+
+/** A unary method of a generated client, in the overload that takes metadata and call options. */
+export type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: Metadata,
+  options: Partial<CallOptions>,
+  callback: (error: ServiceError | null, response: Res) => void,
+) => ClientUnaryCall;
+
+export interface Connection {
+  readonly server: string;
+  /** The generated ControllerService client. */
+  readonly client: ControllerServiceClient;
+  readonly timeoutMs: number;
+  /**
+   * One unary call with the connection's deadline; a failure becomes a CliError. Pass the client's
+   * method bound to it, e.g. `conn.unary(ctl.listLinks.bind(ctl), request)`: request and response
+   * types come from the generated client.
+   */
+  unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req): Promise<Res>;
+  close(): void;
+}
+
+export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process.env): Connection {
+  const { server, credentials: creds } = resolveTarget(flags, env);
   const client = new ControllerServiceClient(server, creds);
   return {
     server,
     client,
     timeoutMs: flags.timeoutMs,
-    unary<Req, Res>(method: string, req: Req): Promise<Res> {
-      const fn = (
-        client as unknown as Record<
-          string,
-          (r: Req, md: Metadata, o: { deadline: number }, cb: (e: ServiceError | null, r?: Res) => void) => void
-        >
-      )[method];
-      if (!fn) throw new Error(`no method ${method}`);
+    unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req): Promise<Res> {
       return new Promise<Res>((resolve, reject) => {
-        fn.call(client, req, new Metadata(), { deadline: Date.now() + flags.timeoutMs }, (err, res) => {
+        method(request, new Metadata(), { deadline: Date.now() + flags.timeoutMs }, (err, res) => {
           if (err) reject(toCliError(err, server));
-          else resolve(res as Res);
+          else resolve(res);
         });
       });
     },
-    close: () => (client as Client).close(),
+    close: () => client.close(),
   };
 }
 
-/** Turns a gRPC error into a one-line message naming the reason and each bad field. */
-export function toCliError(err: ServiceError, server: string): CliError {
+/**
+ * Turns a gRPC error into a one-line message naming the reason and each bad field. `what` names the
+ * server in messages about reaching it ("the controller" for the controller's commands).
+ */
+export function toCliError(err: ServiceError, server: string, what = 'the controller'): CliError {
   const code = exitCodeForStatus(err.code);
   if (code === EXIT.UNAVAILABLE && /EACCES/.test(err.details)) {
     return new CliError(
-      `cannot open the controller's socket ${server}: permission denied (be root or in the socket's group, adminSocket.group)`,
+      `cannot open ${what === 'the controller' ? "the controller's" : 'the'} socket ${server}: permission denied (be root or in the socket's group, adminSocket.group)`,
       code,
     );
   }
   if (code === EXIT.UNAVAILABLE && /connect|No connection|ECONNREFUSED|ENOENT|Deadline/i.test(err.details)) {
-    return new CliError(
-      `cannot reach the controller at ${server}: ${err.details} (use --server or VOPCTL_SERVER)`,
-      code,
-    );
+    return new CliError(`cannot reach ${what} at ${server}: ${err.details} (use --server or VOPCTL_SERVER)`, code);
   }
   let reason = '';
   const fields: string[] = [];

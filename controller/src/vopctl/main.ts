@@ -10,38 +10,46 @@
  *   vopctl console LINK [--device D] [--write]  attach to a console through the controller (Ctrl-] detaches)
  *   vopctl cordon|uncordon|drain AGENT
  *
+ * and, for any vop server (controller or agent), without grpcurl or .proto files (api-schema.ts):
+ *
+ *   vopctl list [SERVICE]                     the services in the API schema, or a service's methods
+ *   vopctl describe SYMBOL                    a service, method, message, enum or field as proto source
+ *   vopctl call SERVICE/METHOD [-d JSON|@FILE|@-] [--emit-defaults]   one unary or server-streaming call
+ *
  * Server: --server, $VOPCTL_SERVER, the config file, else the controller's admin Unix
  * socket unix:/run/vop/controller.sock (a path or unix:PATH is a socket, HOST:PORT is
  * TCP, with --tls-* for mutual TLS). Exit codes:
  * see exit-codes.ts and docs/controller.md.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 import { status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
 
 import type {
-  ApplyLinkResponse,
-  ApplyPolicyResponse,
   AttachConsoleRequest,
   AttachConsoleResponse,
-  DrainAgentResponse,
   GetLinkStatsResponse,
   WatchAgentsResponse,
   WatchLinksResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
+} from '../../../lib/proto/controller';
 import {
+  AgentPhase,
   ConditionStatus,
+  LinkPhase,
   DeviceKind,
   WatchEventType,
   type Agent,
   type Condition,
   type Link,
   type LinkPolicy,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { parseSelector, SelectorSyntaxError } from '../../../lib/src/selector';
 import { VOP_VERSION } from '../../../lib/src/version';
-import { connect, DEFAULT_TIMEOUT_MS, toCliError, type Connection } from './connection';
+import { ApiSchema } from './api-schema';
+import { connect, DEFAULT_TIMEOUT_MS, resolveTarget, toCliError, type Connection } from './connection';
 import { CliError, EXIT } from './exit-codes';
+import { callMethod, encodeRequest, readRequestText } from './generic-call';
 import { parseManifests, readManifestText } from './manifest';
 import { age, enumName, render, table, toJson, type Kind, type OutputFormat } from './output';
 
@@ -54,9 +62,20 @@ commands:
   watch links|agents [-l SELECTOR] [-o json]
   console LINK [--device NAME] [--write]
   cordon|uncordon|drain AGENT
+generic, for the controller or an agent (--server unix:/run/vop/agent.sock):
+  list [SERVICE]
+  describe SYMBOL                     e.g. vop.controller.v1.ControllerService, vop.types.v1.LinkSpec
+  call SERVICE/METHOD [-d JSON|@FILE|@-] [--emit-defaults]
 `;
 
 const out = (s: string): boolean => process.stdout.write(s);
+
+const RESOURCE_WORDS = ['link', 'links', 'agent', 'agents', 'policy', 'policies', 'linkpolicy', 'linkpolicies'];
+
+/** True for the resource types of get/describe/delete (anything else after describe is a schema symbol). */
+function isResourceWord(word: string): boolean {
+  return RESOURCE_WORDS.includes(word);
+}
 
 function kindOf(word: string | undefined): Kind {
   switch (word) {
@@ -103,31 +122,32 @@ async function listAll(
   selector: string,
   agent: string,
 ): Promise<(Link | Agent | LinkPolicy)[]> {
+  const ctl = conn.client;
   const items: (Link | Agent | LinkPolicy)[] = [];
   let pageToken = '';
   do {
     if (kind === 'links') {
-      const r = await conn.unary<object, { links: Link[]; nextPageToken: string }>('listLinks', {
+      const r = await conn.unary(ctl.listLinks.bind(ctl), {
         labelSelector: selector,
         agent,
-        phase: 0,
+        phase: LinkPhase.LINK_PHASE_UNSPECIFIED,
         pageSize: 1000,
         pageToken,
       });
       items.push(...r.links);
       pageToken = r.nextPageToken;
     } else if (kind === 'agents') {
-      const r = await conn.unary<object, { agents: Agent[]; nextPageToken: string }>('listAgents', {
+      const r = await conn.unary(ctl.listAgents.bind(ctl), {
         labelSelector: selector,
         rack: '',
-        phase: 0,
+        phase: AgentPhase.AGENT_PHASE_UNSPECIFIED,
         pageSize: 1000,
         pageToken,
       });
       items.push(...r.agents);
       pageToken = r.nextPageToken;
     } else {
-      const r = await conn.unary<object, { policies: LinkPolicy[]; nextPageToken: string }>('listPolicies', {
+      const r = await conn.unary(ctl.listPolicies.bind(ctl), {
         labelSelector: selector,
         pageSize: 1000,
         pageToken,
@@ -140,9 +160,15 @@ async function listAll(
 }
 
 async function getOne(conn: Connection, kind: Kind, name: string): Promise<Link | Agent | LinkPolicy> {
-  if (kind === 'links') return (await conn.unary<object, { link: Link }>('getLink', { name })).link;
-  if (kind === 'agents') return (await conn.unary<object, { agent: Agent }>('getAgent', { name })).agent;
-  return (await conn.unary<object, { policy: LinkPolicy }>('getPolicy', { name })).policy;
+  const ctl = conn.client;
+  const obj =
+    kind === 'links'
+      ? (await conn.unary(ctl.getLink.bind(ctl), { name })).link
+      : kind === 'agents'
+        ? (await conn.unary(ctl.getAgent.bind(ctl), { name })).agent
+        : (await conn.unary(ctl.getPolicy.bind(ctl), { name })).policy;
+  if (!obj) throw new CliError(`the controller returned no object for ${kind} ${name}`, EXIT.ERROR);
+  return obj;
 }
 
 function conditionsTable(cs: readonly Condition[]): string {
@@ -175,7 +201,7 @@ async function describe(conn: Connection, kind: Kind, name: string): Promise<voi
     out('Stats:\n');
     let stats: GetLinkStatsResponse;
     try {
-      stats = await conn.unary<object, GetLinkStatsResponse>('getLinkStats', { name });
+      stats = await conn.unary(conn.client.getLinkStats.bind(conn.client), { name });
     } catch (err) {
       out(`  unavailable: ${(err as Error).message}\n`);
       return;
@@ -304,6 +330,8 @@ async function main(argv: string[]): Promise<number> {
         write: { type: 'boolean' },
         'dry-run': { type: 'boolean' },
         'resource-version': { type: 'string' },
+        data: { type: 'string', short: 'd' },
+        'emit-defaults': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean' },
       },
@@ -326,6 +354,57 @@ async function main(argv: string[]): Promise<number> {
     throw new CliError('--timeout must be a positive number of seconds', EXIT.USAGE);
   const format = formatOf(values.output);
   const selector = checkSelector(values.selector);
+  const flags = {
+    server: values.server,
+    tlsCa: values['tls-ca'],
+    tlsCert: values['tls-cert'],
+    tlsKey: values['tls-key'],
+    timeoutMs: timeoutSec * 1000,
+  };
+
+  // The generic commands work from the schema (proto/vop.binpb); only call dials, any server.
+  if (cmd === 'list') {
+    const schema = ApiSchema.load();
+    if (args[0] === undefined)
+      out(
+        schema
+          .serviceNames()
+          .map((n) => `${n}\n`)
+          .join(''),
+      );
+    else {
+      const service = schema.resolveService(args[0]);
+      out(
+        schema
+          .methodNames(service)
+          .map((m) => `${service}.${m}\n`)
+          .join(''),
+      );
+    }
+    return EXIT.OK;
+  }
+  if (cmd === 'describe' && args[0] !== undefined && !isResourceWord(args[0])) {
+    out(ApiSchema.load().describe(args[0]));
+    return EXIT.OK;
+  }
+  if (cmd === 'call') {
+    if (args[0] === undefined) throw new CliError('call needs SERVICE/METHOD (vopctl list shows them)', EXIT.USAGE);
+    const method = ApiSchema.load().resolveMethod(args[0]);
+    // The request is checked before anything is dialled: a bad one sends nothing.
+    const request = encodeRequest(
+      method.input,
+      readRequestText(values.data, () => readFileSync(0, 'utf8')),
+    );
+    const abort = new AbortController();
+    if (method.responseStream) process.once('SIGINT', () => abort.abort());
+    await callMethod(resolveTarget(flags), method, request, {
+      timeoutMs: method.responseStream && values.timeout === undefined ? undefined : timeoutSec * 1000,
+      emitDefaults: values['emit-defaults'] ?? false,
+      out,
+      signal: abort.signal,
+    });
+    return EXIT.OK;
+  }
 
   // Parse input files before connecting: a bad file changes nothing.
   const manifests =
@@ -335,19 +414,14 @@ async function main(argv: string[]): Promise<number> {
   if ((cmd === 'apply' || (cmd === 'delete' && args.length === 0)) && !manifests)
     throw new CliError(`${cmd} needs -f FILE`, EXIT.USAGE);
 
-  const conn = connect({
-    server: values.server,
-    tlsCa: values['tls-ca'],
-    tlsCert: values['tls-cert'],
-    tlsKey: values['tls-key'],
-    timeoutMs: timeoutSec * 1000,
-  });
+  const conn = connect(flags);
+  const ctl = conn.client;
   try {
     switch (cmd) {
       case 'apply': {
         for (const m of manifests ?? []) {
           if (m.kind === 'Link') {
-            const r = await conn.unary<object, ApplyLinkResponse>('applyLink', {
+            const r = await conn.unary(ctl.applyLink.bind(ctl), {
               link: m.link,
               dryRun: values['dry-run'] ?? false,
             });
@@ -355,7 +429,7 @@ async function main(argv: string[]): Promise<number> {
               `link/${r.link?.meta?.name ?? ''} ${r.changed ? (r.link?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
             );
           } else {
-            const r = await conn.unary<object, ApplyPolicyResponse>('applyPolicy', {
+            const r = await conn.unary(ctl.applyPolicy.bind(ctl), {
               policy: m.policy,
               dryRun: values['dry-run'] ?? false,
             });
@@ -392,8 +466,9 @@ async function main(argv: string[]): Promise<number> {
           : [[kindOf(args[0]), args[1] ?? '']];
         for (const [kind, name] of targets) {
           if (name === '') throw new CliError('delete needs a NAME', EXIT.USAGE);
-          if (kind === 'agents') await conn.unary('deleteAgent', { name, force: false });
-          else await conn.unary(kind === 'links' ? 'deleteLink' : 'deletePolicy', { name, resourceVersion: rv });
+          if (kind === 'agents') await conn.unary(ctl.deleteAgent.bind(ctl), { name, force: false });
+          else if (kind === 'links') await conn.unary(ctl.deleteLink.bind(ctl), { name, resourceVersion: rv });
+          else await conn.unary(ctl.deletePolicy.bind(ctl), { name, resourceVersion: rv });
           out(`${kind === 'links' ? 'link' : kind === 'agents' ? 'agent' : 'policy'}/${name} deleted\n`);
         }
         return EXIT.OK;
@@ -411,10 +486,11 @@ async function main(argv: string[]): Promise<number> {
         const name = args[0];
         if (name === undefined) throw new CliError(`${cmd} needs an AGENT name`, EXIT.USAGE);
         if (cmd === 'drain') {
-          const r = await conn.unary<object, DrainAgentResponse>('drainAgent', { name });
+          const r = await conn.unary(ctl.drainAgent.bind(ctl), { name });
           out(`agent/${name} drained${r.links.length > 0 ? `; removing links in order: ${r.links.join(', ')}` : ''}\n`);
         } else {
-          await conn.unary(cmd === 'cordon' ? 'cordonAgent' : 'uncordonAgent', { name });
+          if (cmd === 'cordon') await conn.unary(ctl.cordonAgent.bind(ctl), { name });
+          else await conn.unary(ctl.uncordonAgent.bind(ctl), { name });
           out(`agent/${name} ${cmd}ed\n`);
         }
         return EXIT.OK;

@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs';
 import { fromJson, toBinary, type JsonValue } from '@bufbuild/protobuf';
 import YAML from 'yaml';
 
-import { Link, LinkPolicy } from '../../../lib/gen/vop/types/v1/types';
+import { Link, LinkPolicy } from '../../../lib/proto/types';
 import { loadDescriptorRegistry } from '../../../lib/src/reflection';
 import { CliError, EXIT } from './exit-codes';
 

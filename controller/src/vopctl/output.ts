@@ -14,7 +14,7 @@ import {
   NodeRole,
   Role,
   type Condition,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 
 export type OutputFormat = 'table' | 'wide' | 'json' | 'yaml' | 'name';
 

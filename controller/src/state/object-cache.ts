@@ -9,15 +9,15 @@ import {
   Agent,
   Link,
   LinkPolicy,
-  LinkSpec,
   LinkPolicySpec,
   AgentSpec,
   WatchEventType,
   type ObjectMeta,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { staleResourceVersion } from '../../../lib/src/errors';
+import { linkSpecEqual, protoEqual } from '../../../lib/src/proto-equal';
 import { StoreConflictError, type DesiredStateStore, type ObjectKind, type StoreOp } from '../store/store';
-import type { ControllerMetrics } from './controller-metrics';
+import type { ControllerMetrics } from '../metrics/controller-metrics';
 
 export interface CacheEvent {
   readonly kind: ObjectKind;
@@ -60,23 +60,6 @@ export function emptyMeta(name: string): ObjectMeta {
     updateTime: undefined,
     managedBy: '',
   };
-}
-
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.compare(a, b) === 0;
-}
-
-export function linkSpecEqual(a: LinkSpec | undefined, b: LinkSpec | undefined): boolean {
-  return bytesEqual(
-    LinkSpec.encode(a ?? { endpoints: [], transport: undefined, devices: [] }).finish(),
-    LinkSpec.encode(b ?? { endpoints: [], transport: undefined, devices: [] }).finish(),
-  );
-}
-
-function policySpecEqual(a: LinkPolicySpec | undefined, b: LinkPolicySpec | undefined): boolean {
-  const e = (s: LinkPolicySpec | undefined): Uint8Array =>
-    LinkPolicySpec.encode(s ?? { cardSelector: undefined, hostSelector: undefined, template: undefined }).finish();
-  return bytesEqual(e(a), e(b));
 }
 
 function mapEqual(a: Record<string, string>, b: Record<string, string>): boolean {
@@ -231,7 +214,7 @@ export class ObjectCache {
     const now = new Date();
     const old = cur?.obj;
     const meta = policy.meta ?? emptyMeta(name);
-    const specChanged = !old || !policySpecEqual(old.spec, policy.spec);
+    const specChanged = !old || !protoEqual(LinkPolicySpec, old.spec, policy.spec);
     const metaChanged =
       !old ||
       !mapEqual(old.meta?.labels ?? {}, meta.labels) ||
@@ -277,12 +260,7 @@ export class ObjectCache {
     const name = agent.meta?.name ?? '';
     const cur = this.agents.get(name);
     const now = new Date();
-    const specChanged =
-      !cur ||
-      !bytesEqual(
-        AgentSpec.encode(cur.obj.spec ?? { unschedulable: false, drain: false }).finish(),
-        AgentSpec.encode(agent.spec ?? { unschedulable: false, drain: false }).finish(),
-      );
+    const specChanged = !cur || !protoEqual(AgentSpec, cur.obj.spec, agent.spec);
     const persisted: Agent = {
       meta: {
         ...(agent.meta ?? emptyMeta(name)),

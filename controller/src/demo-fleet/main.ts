@@ -18,8 +18,8 @@ import { parseArgs } from 'node:util';
 import { credentials, Metadata } from '@grpc/grpc-js';
 import YAML from 'yaml';
 
-import { ControllerServiceClient, type ListLinksResponse } from '../../../lib/gen/vop/controller/v1/controller';
-import { ConditionStatus, LinkPolicy } from '../../../lib/gen/vop/types/v1/types';
+import { ControllerServiceClient, type ListLinksResponse } from '../../../lib/proto/controller';
+import { ConditionStatus, LinkPolicy } from '../../../lib/proto/types';
 import { repoPath } from '../../../lib/src/paths';
 import { ThrowawayCa, writeCa, writeIssued } from '../../../lib/src/throwaway-pki';
 

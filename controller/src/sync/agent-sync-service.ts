@@ -2,16 +2,13 @@
  * AgentSyncService.Sync: one long-lived stream per agent. The first message must be a
  * Register (within REGISTER_TIMEOUT_MS); the controller answers Registered (lease and
  * heartbeat interval) and then DesiredLinks (snapshot, then deltas). Heartbeats,
- * status changes and acks update the reconciler's run-time view of the agent.
+ * status changes and acks go to the sync sessions (sync-sessions.ts), which update the
+ * controller's run-time view of the agent.
  */
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
-import {
-  AgentSyncServiceService,
-  type SyncRequest,
-  type SyncResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
-import type { Link } from '../../../lib/gen/vop/types/v1/types';
+import { AgentSyncServiceService, type SyncRequest, type SyncResponse } from '../../../lib/proto/controller';
+import type { Link } from '../../../lib/proto/types';
 import { peerName } from '../../../lib/src/auth';
 import { invalidArgument, ServerError } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
@@ -20,18 +17,18 @@ import type { Logger } from '../../../lib/src/logger';
 import type { HandlerKit } from '../../../lib/src/rpc-handlers';
 import { NAME_RE } from '../../../lib/src/validate';
 import { validateRegistration } from '../../../lib/src/validate-registration';
-import { peerEvidence, verifyAddress } from '../fleet/address-verification';
-import type { SyncSessionHandle } from '../fleet/agent-runtime';
-import type { ControllerMetrics } from '../fleet/controller-metrics';
-import type { Reconciler } from '../fleet/reconciler';
+import { peerEvidence, verifyAddress } from './address-verification';
+import type { SyncSessionHandle } from '../state/agent-runtime';
+import type { ControllerMetrics } from '../metrics/controller-metrics';
 import { chunkDesired } from './desired-chunks';
+import type { SyncSessions } from './sync-sessions';
 
 export const REGISTER_TIMEOUT_MS = 10_000;
 
 let nextSessionId = 1;
 
 export interface AgentSyncDeps {
-  readonly reconciler: Reconciler;
+  readonly sessions: SyncSessions;
   readonly metrics: ControllerMetrics;
   readonly log: Logger;
   /** Certificate names allowed to register any node name (admins); others only their own. */
@@ -42,7 +39,7 @@ export interface AgentSyncDeps {
 }
 
 export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): ServiceBinding {
-  const { reconciler, metrics } = deps;
+  const { sessions, metrics } = deps;
   const log = deps.log;
   const sync = kit.bidi('Sync', async (call: ServerDuplexStream<SyncRequest, SyncResponse>, signal: AbortSignal) => {
     let agent: string | undefined;
@@ -134,7 +131,7 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
                 { agent: name, code: 'AGENT_ADDRESS_UNVERIFIED', address: which, reason: c.problem },
                 'registered address not verified: not dialled, not published',
               );
-          const registered = reconciler.register(session, m.value, addresses);
+          const registered = sessions.register(session, m.value, addresses);
           call.write({ msg: { $case: 'registered', value: registered } });
           log.info(
             { agent: name, ackedVersion: String(m.value.ackedVersion), reportedLinks: m.value.links.length },
@@ -144,12 +141,12 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
         }
         if (agent === undefined)
           throw invalidArgument([{ field: 'msg', description: 'the first message of a Sync stream must be register' }]);
-        if (m.$case === 'heartbeat') reconciler.heartbeat(agent);
+        if (m.$case === 'heartbeat') sessions.heartbeat(agent);
         else if (m.$case === 'status') {
           if (!NAME_RE.test(m.value.name))
             throw invalidArgument([{ field: 'status.name', description: 'must be a DNS-1123 label (a link name)' }]);
-          reconciler.linkStatusUpdate(agent, m.value);
-        } else reconciler.ack(agent, m.value);
+          sessions.linkStatusUpdate(agent, m.value);
+        } else sessions.ack(agent, m.value);
       } catch (err) {
         finish?.(err);
       }
@@ -160,7 +157,7 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
       clearTimeout(registerTimer);
       signal.removeEventListener('abort', onAbort);
       if (agent !== undefined) {
-        reconciler.streamClosed(agent, session);
+        sessions.streamClosed(agent, session);
         log.info({ agent, reason: closeReason ?? 'stream ended' }, 'agent sync stream closed');
       }
     }

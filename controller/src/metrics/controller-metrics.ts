@@ -7,10 +7,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 
 export type QueueName = 'links' | 'agents' | 'policies';
-export type ReconcileResult = 'success' | 'error' | 'requeue';
-export type SyncMessageType = 'register' | 'heartbeat' | 'status' | 'ack';
-export type StoreOperation = 'get' | 'list' | 'put' | 'delete' | 'txn';
-export type DriftDirection = 'missing_on_agent' | 'extra_on_agent' | 'spec_differs';
 
 export interface QueueGauges {
   depth(): number;

@@ -13,7 +13,7 @@
  * agent's address; what does not is stored as '' with the AddressesVerified condition
  * saying why, so nothing ever dials or publishes it.
  */
-import { ConditionStatus, type Agent, type Condition } from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, type Agent, type Condition } from '../../../lib/proto/types';
 import { canonicalIp, formatHostPort, isLoopback, parseHostPort, peerIpOf } from '../../../lib/src/net';
 
 export const ADDRESSES_VERIFIED = 'AddressesVerified';

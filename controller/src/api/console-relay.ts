@@ -17,22 +17,24 @@ import { status as GrpcStatus, type ClientDuplexStream, type ServerDuplexStream 
 import type {
   AttachConsoleRequest as AgentConsoleRequest,
   AttachConsoleResponse as AgentConsoleResponse,
-} from '../../../lib/gen/vop/agent/v1/agent';
-import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/gen/vop/controller/v1/controller';
-import { Role, type ConsoleOpen, type Link } from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/agent';
+import type { AttachConsoleRequest, AttachConsoleResponse } from '../../../lib/proto/controller';
+import { Role, type ConsoleOpen, type Link } from '../../../lib/proto/types';
 import { assertConsoleWriteAllowed, callerRole } from '../../../lib/src/auth';
 import { assertConsoleCaller } from '../../../lib/src/console-access';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import type { Logger } from '../../../lib/src/logger';
 import { checkName } from '../../../lib/src/validate';
-import { usableAddress } from '../fleet/address-verification';
-import type { ObjectCache } from '../fleet/object-cache';
-import type { Reconciler } from '../fleet/reconciler';
+import { usableAddress } from '../sync/address-verification';
+import type { FleetViews } from '../views/fleet-views';
+import type { FleetState } from '../state/fleet-state';
+import type { ObjectCache } from '../state/object-cache';
 import type { AgentClients } from './agent-clients';
 
 export interface ConsoleRelayDeps {
   readonly cache: ObjectCache;
-  readonly reconciler: Reconciler;
+  readonly fleet: FleetState;
+  readonly views: FleetViews;
   readonly agentClients: AgentClients;
   readonly log: Logger;
 }
@@ -85,10 +87,10 @@ export async function relayConsole(call: Downstream, signal: AbortSignal, deps: 
   if (open.device !== '') checkName(v, 'open.device', open.device);
   v.throwIfAny();
   assertConsoleWriteAllowed(call.metadata, open);
-  const link = deps.reconciler.linkView(open.link);
+  const link = deps.views.linkView(open.link);
   if (!link) throw notFound('link', open.link);
   const { device, agent } = target(link, open);
-  if (!deps.reconciler.runtimes.get(agent)?.observed.has(open.link))
+  if (!deps.fleet.runtimes.get(agent)?.observed.has(open.link))
     throw failedPrecondition(
       'LINK_NOT_ON_AGENT',
       `agent "${agent}" (the device side of link "${open.link}") does not report running it; the console is not relayed`,

@@ -6,42 +6,9 @@
  */
 import { createHash } from 'node:crypto';
 
-import {
-  NodeRole,
-  Role,
-  type Agent,
-  type AgentIdentity,
-  type Link,
-  type LinkPolicy,
-} from '../../../lib/gen/vop/types/v1/types';
+import { NodeRole, Role, type Agent, type Link, type LinkPolicy } from '../../../lib/proto/types';
 import { selectorMatches } from '../../../lib/src/selector';
-
-export const LABEL_NODE = 'vop.dev/node';
-export const LABEL_RACK = 'vop.dev/rack';
-export const LABEL_SLOT = 'vop.dev/slot';
-export const LABEL_ROLE = 'vop.dev/role';
-export const LABEL_HOST = 'vop.dev/host';
-/** Stamped on every link a policy creates. */
-export const LABEL_POLICY = 'vop.dev/policy';
-
-const ROLE_NAME: Record<number, string> = {
-  [NodeRole.NODE_ROLE_HOST]: 'host',
-  [NodeRole.NODE_ROLE_CARD]: 'card',
-  [NodeRole.NODE_ROLE_VM]: 'vm',
-};
-
-/** Labels selectors see: the agent's own labels plus the synthetic vop.dev/* ones. */
-export function agentLabels(id: AgentIdentity): Record<string, string> {
-  const out: Record<string, string> = {
-    ...id.labels,
-    [LABEL_NODE]: id.nodeName,
-    [LABEL_ROLE]: ROLE_NAME[id.role] ?? 'unspecified',
-  };
-  if (id.rack !== '') out[LABEL_RACK] = id.rack;
-  out[LABEL_SLOT] = String(id.slot);
-  if (id.hostNode !== '') out[LABEL_HOST] = id.hostNode;
-  return out;
-}
+import { LABEL_HOST, LABEL_NODE, LABEL_POLICY, LABEL_RACK } from '../state/agent-labels';
 
 /** "<policy>-<card>" as a DNS label; names longer than 63 become a prefix plus an 8-hex hash. */
 export function policyLinkName(policy: string, card: string): string {

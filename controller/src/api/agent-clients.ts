@@ -8,7 +8,7 @@
  */
 import { credentials, type ChannelCredentials } from '@grpc/grpc-js';
 
-import { AgentServiceClient } from '../../../lib/gen/vop/agent/v1/agent';
+import { AgentServiceClient } from '../../../lib/proto/agent';
 
 export class AgentClients {
   private readonly clients = new Map<string, AgentServiceClient>();

@@ -5,18 +5,17 @@
  * - stingy: a key is never processed by two workers at once; a key re-added while it
  *   is being processed is marked dirty and queued again when its worker finishes;
  * - retries: a failed key comes back after a per-key exponential backoff
- *   (BASE_DELAY_MS doubling up to MAX_DELAY_MS) with JITTER; success forgets it.
+ *   (RETRY_BACKOFF, lib/src/backoff.ts); success forgets it.
  *
  * Handlers are level-triggered: a key names an object, never an event.
  */
+import { backoffDelayMs, type BackoffPolicy } from '../../../lib/src/backoff';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
-import type { ControllerMetrics, QueueName } from './controller-metrics';
+import type { ControllerMetrics, QueueName } from '../metrics/controller-metrics';
 
-export const BASE_DELAY_MS = 5;
-export const MAX_DELAY_MS = 30_000;
-/** Fraction of the delay added at random, so retries of many keys spread out. */
-export const JITTER = 0.2;
+/** Per-key retry delay: 5 ms doubling to 30 s, plus up to 20 % at random so retries of many keys spread out. */
+export const RETRY_BACKOFF: BackoffPolicy = { initialMs: 5, maxMs: 30_000, jitter: [1, 1.2] };
 
 export type Handler = (key: string) => Promise<void>;
 
@@ -90,8 +89,7 @@ export class WorkQueue {
     const n = this.failures.get(key) ?? 0;
     this.failures.set(key, n + 1);
     this.metrics.queueRetries.inc({ name: this.name });
-    const base = Math.min(MAX_DELAY_MS, BASE_DELAY_MS * 2 ** Math.min(n, 30));
-    const delay = base * (1 + Math.random() * JITTER);
+    const delay = backoffDelayMs(RETRY_BACKOFF, n);
     const t = setTimeout(() => {
       this.delayed.delete(key);
       this.add(key);

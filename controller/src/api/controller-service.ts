@@ -15,7 +15,7 @@ import {
   type WatchAgentsResponse,
   type WatchLinksRequest,
   type WatchLinksResponse,
-} from '../../../lib/gen/vop/controller/v1/controller';
+} from '../../../lib/proto/controller';
 import {
   AgentPhase,
   LinkPhase,
@@ -24,7 +24,7 @@ import {
   type LabelSelector,
   type Link,
   type LinkPolicy,
-} from '../../../lib/gen/vop/types/v1/types';
+} from '../../../lib/proto/types';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import { assertConsoleCaller } from '../../../lib/src/console-access';
@@ -35,9 +35,11 @@ import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../li
 import { clientKey, StreamQuota } from '../../../lib/src/stream-quota';
 import { checkName, validateLink, validatePolicy } from '../../../lib/src/validate';
 import { WatchBacklog } from '../../../lib/src/watch-backlog';
-import { usableAddress } from '../fleet/address-verification';
-import type { CacheEvent, ObjectCache } from '../fleet/object-cache';
-import type { Reconciler } from '../fleet/reconciler';
+import { usableAddress } from '../sync/address-verification';
+import type { FleetViews } from '../views/fleet-views';
+import type { CacheEvent, ObjectCache } from '../state/object-cache';
+import type { Reconciler } from '../reconcile/reconciler';
+import type { FleetState } from '../state/fleet-state';
 import type { AgentClients } from './agent-clients';
 import { relayConsole } from './console-relay';
 import { paginate } from './pagination';
@@ -46,7 +48,10 @@ const AGENT_CALL_TIMEOUT_MS = 5000;
 
 export interface ControllerServiceDeps {
   readonly cache: ObjectCache;
-  readonly reconciler: Reconciler;
+  readonly fleet: FleetState;
+  readonly views: FleetViews;
+  /** Told when an agent's spec changes (cordon, drain), so the passes run for it. */
+  readonly reconciler: Pick<Reconciler, 'agentSpecChanged'>;
   readonly agentClients: AgentClients;
   readonly limits: Limits;
   readonly log: Logger;
@@ -125,19 +130,19 @@ async function runWatch<T>(
 }
 
 export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServiceDeps): ServiceBinding {
-  const { cache, reconciler, agentClients, limits } = deps;
+  const { cache, fleet, views, reconciler, agentClients, limits } = deps;
   /** Watch and console streams per client identity (maxStreamsPerClient). */
   const streams = new StreamQuota(limits.maxStreamsPerClient, 'watch and console streams');
 
   const getLinkOrThrow = (name: string): Link => {
     requireName(name);
-    const l = reconciler.linkView(name);
+    const l = views.linkView(name);
     if (!l) throw notFound('link', name);
     return l;
   };
   const getAgentOrThrow = (name: string): Agent => {
     requireName(name);
-    const a = reconciler.agentView(name);
+    const a = views.agentView(name);
     if (!a) throw notFound('agent', name);
     return a;
   };
@@ -152,7 +157,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     mutate(spec);
     await cache.putAgent({ ...a, spec });
     reconciler.agentSpecChanged(name);
-    return reconciler.agentView(name) as Agent;
+    return views.agentView(name) as Agent;
   };
 
   const implementation = {
@@ -163,7 +168,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       const cur = cache.links.get(name)?.obj;
       for (const ep of link.spec?.endpoints ?? []) {
         if (cur?.spec?.endpoints.some((e) => e.agent === ep.agent)) continue;
-        const held = reconciler.linksOf(ep.agent).size;
+        const held = fleet.linksOf(ep.agent).size;
         if (held >= limits.maxLinksPerAgent)
           throw new ServerError(
             GrpcStatus.RESOURCE_EXHAUSTED,
@@ -199,16 +204,16 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
         status: undefined,
       };
       const res = await cache.putLink(toWrite, link.meta?.resourceVersion ?? '', { dryRun: req.dryRun });
-      return { link: req.dryRun ? res.obj : reconciler.linkView(name), changed: res.changed };
+      return { link: req.dryRun ? res.obj : views.linkView(name), changed: res.changed };
     }),
     getLink: kit.unary('GetLink', async (req: { name: string }) => ({ link: getLinkOrThrow(req.name) })),
     listLinks: kit.unary(
       'ListLinks',
       async (req: { labelSelector: string; agent: string; phase: LinkPhase; pageSize: number; pageToken: string }) => {
         const sel = selector(req.labelSelector);
-        const names = req.agent !== '' ? [...reconciler.linksOf(req.agent)] : [...cache.links.keys()];
+        const names = req.agent !== '' ? [...fleet.linksOf(req.agent)] : [...cache.links.keys()];
         const items = names
-          .map((n) => reconciler.linkView(n))
+          .map((n) => views.linkView(n))
           .filter((l): l is Link => l !== undefined && linkMatches(l, sel, req.agent, req.phase));
         const { page, next } = paginate('links', items, (l) => l.meta?.name ?? '', req.pageSize, req.pageToken);
         return { links: page, nextPageToken: next };
@@ -238,12 +243,12 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
             snapshot: () =>
               [...cache.links.keys()]
                 .sort()
-                .map((n) => reconciler.linkView(n))
+                .map((n) => views.linkView(n))
                 .filter((l): l is Link => l !== undefined),
             view: (ev) =>
               ev.type === WatchEventType.WATCH_EVENT_TYPE_DELETED
                 ? (ev.last as Link | undefined)
-                : reconciler.linkView(ev.name),
+                : views.linkView(ev.name),
             matches: (l) => linkMatches(l, sel, call.request.agent, LinkPhase.LINK_PHASE_UNSPECIFIED),
             write: (type, link, resourceVersion, sig) =>
               writeWithBackpressure(call, { type, link, resourceVersion }, sig),
@@ -294,7 +299,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
         assertConsoleCaller(call.metadata);
         const release = streams.acquire(clientKey(call));
         try {
-          await relayConsole(call, signal, { cache, reconciler, agentClients, log: deps.log });
+          await relayConsole(call, signal, { cache, fleet, views, agentClients, log: deps.log });
         } finally {
           release();
         }
@@ -309,11 +314,11 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
         p.meta?.resourceVersion ?? '',
         { dryRun: req.dryRun },
       );
-      return { policy: req.dryRun ? res.obj : reconciler.policyView(p.meta?.name ?? ''), changed: res.changed };
+      return { policy: req.dryRun ? res.obj : views.policyView(p.meta?.name ?? ''), changed: res.changed };
     }),
     getPolicy: kit.unary('GetPolicy', async (req: { name: string }) => {
       requireName(req.name);
-      const p = reconciler.policyView(req.name);
+      const p = views.policyView(req.name);
       if (!p) throw notFound('policy', req.name);
       return { policy: p };
     }),
@@ -322,7 +327,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       async (req: { labelSelector: string; pageSize: number; pageToken: string }) => {
         const sel = selector(req.labelSelector);
         const items = [...cache.policies.keys()]
-          .map((n) => reconciler.policyView(n))
+          .map((n) => views.policyView(n))
           .filter((p): p is LinkPolicy => p !== undefined && selectorMatches(sel, p.meta?.labels ?? {}));
         const { page, next } = paginate('policies', items, (p) => p.meta?.name ?? '', req.pageSize, req.pageToken);
         return { policies: page, nextPageToken: next };
@@ -342,11 +347,11 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
         const sel = selector(req.labelSelector);
         const items: Agent[] = [];
         for (const name of cache.agents.keys()) {
-          const a = reconciler.agentView(name);
+          const a = views.agentView(name);
           if (!a) continue;
           if (req.rack !== '' && a.status?.identity?.rack !== req.rack) continue;
           if (req.phase !== AgentPhase.AGENT_PHASE_UNSPECIFIED && a.status?.phase !== req.phase) continue;
-          if (sel && !selectorMatches(sel, reconciler.runtimes.get(name)?.labels ?? a.meta?.labels ?? {})) continue;
+          if (sel && !selectorMatches(sel, views.agentLabels(a))) continue;
           items.push(a);
         }
         const { page, next } = paginate('agents', items, (a) => a.meta?.name ?? '', req.pageSize, req.pageToken);
@@ -364,14 +369,13 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
             snapshot: () =>
               [...cache.agents.keys()]
                 .sort()
-                .map((n) => reconciler.agentView(n))
+                .map((n) => views.agentView(n))
                 .filter((a): a is Agent => a !== undefined),
             view: (ev) =>
               ev.type === WatchEventType.WATCH_EVENT_TYPE_DELETED
                 ? (ev.last as Agent | undefined)
-                : reconciler.agentView(ev.name),
-            matches: (a) =>
-              selectorMatches(sel, reconciler.runtimes.get(a.meta?.name ?? '')?.labels ?? a.meta?.labels ?? {}),
+                : views.agentView(ev.name),
+            matches: (a) => selectorMatches(sel, views.agentLabels(a)),
             write: (type, agent, resourceVersion, sig) =>
               writeWithBackpressure(call, { type, agent, resourceVersion }, sig),
           });
@@ -391,7 +395,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     drainAgent: kit.unary('DrainAgent', async (req: { name: string }) => {
       getAgentOrThrow(req.name);
       // Driver sides first (their users see the device go away), then by name.
-      const order = [...reconciler.linksOf(req.name)].sort((a, b) => {
+      const order = [...fleet.linksOf(req.name)].sort((a, b) => {
         const ra = cache.links.get(a)?.obj.spec?.endpoints.find((e) => e.agent === req.name)?.role ?? 0;
         const rb = cache.links.get(b)?.obj.spec?.endpoints.find((e) => e.agent === req.name)?.role ?? 0;
         return rb - ra || (a < b ? -1 : a > b ? 1 : 0);
@@ -399,11 +403,11 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       await setAgentSpec(req.name, (s) => ((s.unschedulable = true), (s.drain = true)));
       // Cordoned first, so a policy does not stamp the links out again.
       for (const ln of order) await cache.deleteLink(ln, '');
-      return { agent: reconciler.agentView(req.name), links: order };
+      return { agent: views.agentView(req.name), links: order };
     }),
     deleteAgent: kit.unary('DeleteAgent', async (req: { name: string; force: boolean }) => {
       getAgentOrThrow(req.name);
-      const held = reconciler.linksOf(req.name).size;
+      const held = fleet.linksOf(req.name).size;
       if (held > 0 && !req.force) {
         throw failedPrecondition(
           'AGENT_HAS_LINKS',

@@ -4,8 +4,8 @@
  * gRPC's message limit. Every part carries the version and full_snapshot; all but the
  * last set `more`. The agent applies the version only once it holds every part.
  */
-import { DesiredLinks } from '../../../lib/gen/vop/controller/v1/controller';
-import { Link } from '../../../lib/gen/vop/types/v1/types';
+import { DesiredLinks } from '../../../lib/proto/controller';
+import { Link } from '../../../lib/proto/types';
 
 /** Tag, length prefix and slack per repeated entry. */
 const ENTRY_OVERHEAD = 8;

@@ -8,7 +8,7 @@
  *   DRAINING   drain requested, the agent still runs managed links
  *   DRAINED    drain requested, the agent acknowledged a desired set without links
  */
-import type { Link, LinkStatus } from '../../../lib/gen/vop/types/v1/types';
+import type { Link, LinkStatus, Role } from '../../../lib/proto/types';
 
 /** The controller's handle on one registered Sync stream. */
 export interface SyncSessionHandle {
@@ -34,6 +34,8 @@ export class AgentRuntime {
   sentVersion = 0n;
   /** Links (name -> generation) the agent has been sent, as of sentVersion. */
   readonly sent = new Map<string, bigint>();
+  /** The agent's role in each link as last sent (orders deletes: driver sides first). */
+  readonly sentRoles = new Map<string, Role>();
   /** Per sent version: the upserts it carried (name -> generation), until acknowledged. */
   readonly inflight = new Map<bigint, Map<string, bigint>>();
   ackedVersion = 0n;

@@ -12,14 +12,7 @@
  *
  * Conditions keep lastTransitionTime while their status does not change.
  */
-import {
-  ConditionStatus,
-  LinkPhase,
-  Role,
-  type Condition,
-  type Link,
-  type LinkStatus,
-} from '../../../lib/gen/vop/types/v1/types';
+import { ConditionStatus, LinkPhase, Role, type Condition, type Link, type LinkStatus } from '../../../lib/proto/types';
 
 export interface EndpointView {
   readonly agent: string;
@@ -227,40 +220,4 @@ export function aggregateLinkStatus(
     lastTransitionTime: samePhase ? prev.lastTransitionTime : now,
     endpointPhases,
   };
-}
-
-/** True when two statuses differ in anything but timestamps. */
-export function statusDiffers(a: LinkStatus | undefined, b: LinkStatus): boolean {
-  if (!a) return true;
-  if (
-    a.phase !== b.phase ||
-    a.observedGeneration !== b.observedGeneration ||
-    a.epoch !== b.epoch ||
-    a.resetCount !== b.resetCount
-  )
-    return true;
-  if (a.conditions.length !== b.conditions.length) return true;
-  for (let i = 0; i < a.conditions.length; i++) {
-    const x = a.conditions[i];
-    const y = b.conditions[i];
-    if (
-      !x ||
-      !y ||
-      x.type !== y.type ||
-      x.status !== y.status ||
-      x.reason !== y.reason ||
-      x.message !== y.message ||
-      x.observedGeneration !== y.observedGeneration
-    )
-      return true;
-  }
-  const ka = Object.keys(a.endpointPhases);
-  if (ka.length !== Object.keys(b.endpointPhases).length || ka.some((k) => a.endpointPhases[k] !== b.endpointPhases[k]))
-    return true;
-  if (
-    a.devices.length !== b.devices.length ||
-    a.devices.some((d, i) => d.ready !== b.devices[i]?.ready || d.name !== b.devices[i]?.name)
-  )
-    return true;
-  return false;
 }

@@ -1,0 +1,116 @@
+/**
+ * The `policies` pass: renders a LinkPolicy against the registered agents (policy-render.ts),
+ * creates and updates the links it stamps out, deletes the ones it no longer wants, and records
+ * the policy's status (Applied condition; the views add Ready). A link name held by a link the
+ * policy does not manage is a conflict, and a new link on an agent already at maxLinksPerAgent is
+ * not stamped; both show in the Applied condition.
+ */
+import { ConditionStatus, WatchEventType, type Agent, type Condition, type Link } from '../../../lib/proto/types';
+import type { Limits } from '../../../lib/src/limits';
+import type { FleetState } from '../state/fleet-state';
+import type { ObjectCache } from '../state/object-cache';
+import { managedByPolicy, renderPolicy } from './policy-render';
+
+/** A policy pass lets I/O run after this many link writes. */
+export const YIELD_EVERY_WRITES = 500;
+
+/**
+ * The embedded store commits synchronously, so a pass writing thousands of links
+ * would never yield; let Sync streams and RPCs run every YIELD_EVERY_WRITES writes.
+ */
+async function yieldEvery(writes: number): Promise<void> {
+  if (writes % YIELD_EVERY_WRITES === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+export class PolicyPass {
+  constructor(
+    private readonly cache: ObjectCache,
+    private readonly fleet: FleetState,
+    /** maxLinksPerAgent bounds the links a policy stamps on one agent. */
+    private readonly limits: Pick<Limits, 'maxLinksPerAgent'>,
+  ) {}
+
+  async reconcile(name: string): Promise<void> {
+    const pe = this.cache.policies.get(name);
+    const owned = this.fleet.linksOwnedBy(name);
+    const want = new Map<string, Link>();
+    if (pe) {
+      const agents = new Map<string, { agent: Agent; labels: Record<string, string> }>();
+      for (const [an, ae] of this.cache.agents)
+        agents.set(an, { agent: ae.obj, labels: this.fleet.runtimes.get(an)?.labels ?? {} });
+      for (const r of renderPolicy({ policy: pe.obj, agents, existing: (ln) => this.cache.links.has(ln) }))
+        want.set(r.name, r.link);
+    }
+    let conflicts = 0;
+    let overLimit = 0;
+    let writes = 0;
+    const max = this.limits.maxLinksPerAgent;
+    for (const [ln, l] of want) {
+      const cur = this.cache.links.get(ln);
+      if (cur && (cur.obj.meta?.managedBy ?? '') !== managedByPolicy(name)) {
+        conflicts++;
+        continue;
+      }
+      // A new link on an agent that already holds maxLinksPerAgent links is not stamped.
+      if (!cur && (l.spec?.endpoints ?? []).some((ep) => this.fleet.linksOf(ep.agent).size >= max)) {
+        overLimit++;
+        want.delete(ln);
+        continue;
+      }
+      if ((await this.cache.putLink(l, '')).changed) await yieldEvery(++writes);
+    }
+    for (const ln of owned) {
+      if (want.has(ln)) continue;
+      await this.cache.deleteLink(ln, '');
+      await yieldEvery(++writes);
+    }
+    if (!pe) {
+      this.fleet.policyStatus.delete(name);
+      return;
+    }
+    const gen = pe.obj.meta?.generation ?? 0n;
+    const names = [...want.keys()].sort();
+    const prev = this.fleet.policyStatus.get(name);
+    const applied: Condition =
+      overLimit > 0 && conflicts === 0
+        ? {
+            type: 'Applied',
+            status: ConditionStatus.CONDITION_STATUS_FALSE,
+            reason: 'LinkLimitReached',
+            message: `${overLimit} link(s) not stamped: their agents already hold maxLinksPerAgent (${max}) links`,
+            observedGeneration: gen,
+            lastTransitionTime: new Date(),
+          }
+        : conflicts > 0
+          ? {
+              type: 'Applied',
+              status: ConditionStatus.CONDITION_STATUS_FALSE,
+              reason: 'NameConflict',
+              message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`,
+              observedGeneration: gen,
+              lastTransitionTime: new Date(),
+            }
+          : {
+              type: 'Applied',
+              status: ConditionStatus.CONDITION_STATUS_TRUE,
+              reason: 'LinksStamped',
+              message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
+              observedGeneration: gen,
+              lastTransitionTime: new Date(),
+            };
+    const old = prev?.conditions.find((c) => c.type === 'Applied');
+    if (old && old.status === applied.status) applied.lastTransitionTime = old.lastTransitionTime;
+    const changed =
+      !prev ||
+      prev.observedGeneration !== gen ||
+      prev.links.join(',') !== names.join(',') ||
+      old?.message !== applied.message;
+    this.fleet.policyStatus.set(name, {
+      observedGeneration: gen,
+      matchedPairs: names.length,
+      links: names,
+      conditions: [applied],
+    });
+    if (changed) this.cache.publish('policy', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
+  }
+}
