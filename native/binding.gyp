@@ -16,6 +16,8 @@
         "core/window_size.c",
         "core/link.c",
         "core/path_beneath.c",
+        "core/vhost_user_msg.c",
+        "core/vhost_user.c",
         "devices/dev_common.c",
         "devices/dev_blk.c",
         "devices/nbd.c",
@@ -26,7 +28,9 @@
         "devices/net_netns.c",
         "devices/blk_parse.c",
         "devices/net_parse.c",
-        "devices/nbd_parse.c"
+        "devices/nbd_parse.c",
+        "devices/dev_vhost.c",
+        "devices/dev_sink.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],
