@@ -13,6 +13,7 @@
         "core/window.c",
         "core/link.c",
         "core/devreset.c",
+        "core/private_atomic.c",
         "core/path_beneath.c",
         "binding/devices.c",
         "devices/dev_common.c",

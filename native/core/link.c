@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "barrier.h"
 #include "link_internal.h"
+#include "win_access.h"
 
 #define PEER_GONE_MIN_NS (500ull * 1000 * 1000) /* tolerate scheduling hiccups on busy hosts */
 /* Longer than the idle worker's 100 ms sleep: a table changing at every scan is "churning". */
@@ -62,7 +62,7 @@ void vop_link_notify_peer(struct vop_link *l)
 
 	vop_stat_add(&l->ls[VOP_LS_DOORBELLS], 1);
 	if (rc > 0)
-		vop_stat_add(&l->ls[VOP_LS_FUTEX_WAKES], 1);
+		vop_stat_add(&l->ls[VOP_LS_SIGNALS], 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -189,6 +189,7 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 		l->peer_epoch = pv.epoch;
 		l->peer_gone = false;
 		l->peer_hb = pv.heartbeat;
+		l->peer_kick = pv.kick;
 		l->peer_hb_ns = now;
 		if (restart) {
 			vop_stat_add(&l->ls[VOP_LS_PEER_RESETS], 1);
@@ -206,8 +207,10 @@ static void housekeeping(struct vop_link *l, uint64_t now)
 		} else if (pv.epoch) {
 			vop_link_emit(l, VOP_EV_PEER_UP, 0, 0, 0, pv.epoch);
 		}
-	} else if (pv.heartbeat != l->peer_hb) {
+	} else if (pv.heartbeat != l->peer_hb || pv.kick != l->peer_kick) {
+		/* Liveness is what the peer writes into the window: its heartbeat, or a doorbell. */
 		l->peer_hb = pv.heartbeat;
+		l->peer_kick = pv.kick;
 		l->peer_hb_ns = now;
 	}
 	if (pv.epoch && !l->peer_gone) {
@@ -374,9 +377,9 @@ static void *worker(void *arg)
 			continue;
 		}
 		vop_stat_add(&l->ls[VOP_LS_POLL_NS], now - idle_since);
-		/* Sleep: snapshot the doorbell, arm, re-check, then wait (D2 in xport_shm.c). */
+		/* Sleep: snapshot the doorbell, arm, re-check, then wait (D1/D2, core/doorbell.h). */
 		{
-			uint32_t snap = x->ops->snapshot(x, l->w->side);
+			uint64_t snap = x->ops->snapshot(x);
 			bool pending;
 			int rc = -ETIMEDOUT;
 
@@ -391,7 +394,7 @@ static void *worker(void *arg)
 				 * period) for heartbeat, liveness and reset timeouts:
 				 * 10 wakeups/s is what an idle link costs.
 				 */
-				rc = x->ops->wait(x, l->w->side, snap, 100ull * 1000 * 1000);
+				rc = x->ops->wait(x, snap, 100ull * 1000 * 1000);
 				now = vop_link_now_ns();
 				vop_stat_add(&l->ls[VOP_LS_SLEEP_NS], now - t0);
 				if (rc == 0)
@@ -536,7 +539,7 @@ static int add_dev(struct vop_link *l, struct link_dev *d)
 	prefault_dev(l, d);
 	vop_window_notify_peer(l->w);
 	/* Wake our own worker so it services the new device promptly. */
-	l->w->x->ops->notify(l->w->x, l->w->side);
+	vop_window_wake(l->w);
 	return 0;
 }
 
@@ -651,7 +654,7 @@ int vop_link_stop(struct vop_link *l)
 		return -EALREADY;
 	/* Release: pairs with the worker's acquire load of stop. */
 	atomic_store_explicit(&l->stop, 1, memory_order_release);
-	l->w->x->ops->notify(l->w->x, l->w->side); /* wake it if asleep */
+	vop_window_wake(l->w); /* wake it if asleep */
 	pthread_join(l->thread, NULL);
 	l->running = false;
 	return 0;

@@ -45,7 +45,8 @@ struct vop_link {
 	uint32_t devtab_gen;           /* worker: last generation seen */
 	uint32_t peer_epoch;           /* worker: last peer epoch seen */
 	uint64_t peer_hb;              /* worker: last peer heartbeat seen */
-	uint64_t peer_hb_ns;           /* worker: when it last changed */
+	uint32_t peer_kick;            /* worker: last peer kick word seen */
+	uint64_t peer_hb_ns;           /* worker: when the heartbeat or the kick last moved */
 	bool peer_gone;                /* worker: gone reported for this epoch */
 	uint64_t last_hb_ns;           /* worker: our last heartbeat */
 	uint64_t devtab_change_ns;     /* worker: when a table change was last seen */

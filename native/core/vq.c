@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "barrier.h"
+#include "win_access.h"
 #include "vop/vq.h"
 
 static const char *const reason_names[VOP_VQ_REASON_COUNT] = {
@@ -110,6 +110,7 @@ static void init_common(struct vop_vq *vq, const struct vop_vq_config *cfg, bool
 	vq->mask = (uint16_t)(cfg->num - 1);
 	vq->is_driver = driver;
 	vq->event_idx = (cfg->features >> VOP_F_EVENT_IDX) & 1;
+	vq->wc_stores = cfg->wc_stores;
 	vq->indirect = (cfg->features >> VOP_F_INDIRECT_DESC) & 1;
 	vq->desc = cfg->desc;
 	vq->avail = cfg->avail;
@@ -304,8 +305,11 @@ int vop_vq_kick_prepare(struct vop_vq *vq)
 	/*
 	 * P1: release. Orders the descriptor and avail->ring[] writes of
 	 * vop_vq_add() before the new avail->idx. Pairs with C1 (acquire
-	 * fence after the device reads avail->idx in vop_vq_pop()).
+	 * fence after the device reads avail->idx in vop_vq_pop()). On a
+	 * write-combining mapping the earlier stores are drained first (W1C).
 	 */
+	if (vq->wc_stores)
+		vop_wc_fence();
 	vop_store_release_u16(&vq->avail->idx, new_idx);
 	vq->avail_published = new_idx;
 	/*
@@ -641,8 +645,11 @@ int vop_vq_publish_used(struct vop_vq *vq)
 	/*
 	 * U1: release. Orders the used->ring[] writes of vop_vq_push() (and
 	 * our reads/writes of the chain's buffers) before the new used->idx.
-	 * Pairs with G1 (acquire fence in vop_vq_get_used()).
+	 * Pairs with G1 (acquire fence in vop_vq_get_used()). On a
+	 * write-combining mapping the earlier stores are drained first (W1C).
 	 */
+	if (vq->wc_stores)
+		vop_wc_fence();
 	vop_store_release_u16(&vq->used->idx, new_idx);
 	vq->used_published = new_idx;
 	/*

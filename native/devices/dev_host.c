@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../core/private_atomic.h"
 #include "vop/dev_blk.h"
 #include "vop/dev_host.h"
 #include "vop/dev_nbd.h"
@@ -28,7 +29,7 @@ struct vop_dev_host {
 	struct vop_window *w;
 	struct vop_link *l;
 	struct vop_devctx *ctx;
-	_Atomic int error;  /* first backend failure (-errno), from the link's events */
+	struct vop_private_once error; /* first backend failure (-errno), from the link's events */
 	struct vop_hosted *dev[VOP_DEV_HOST_MAX];
 	unsigned n;
 };
@@ -557,10 +558,9 @@ size_t vop_hosted_stats_json(struct vop_hosted *a, char *buf, size_t len)
 static void host_event(void *ctx, const struct vop_event *ev)
 {
 	struct vop_dev_host *h = ctx;
-	int zero = 0;
 
 	if (ev->type == VOP_EV_BACKEND_FAILED)
-		atomic_compare_exchange_strong(&h->error, &zero, -(int)ev->reason);
+		vop_private_set_once(&h->error, -(int)ev->reason);
 }
 
 int vop_dev_host_open(const char *path, uint64_t create_bytes, uint64_t spin_ns,
@@ -691,7 +691,7 @@ size_t vop_dev_host_stats_json(struct vop_dev_host *h, char *buf, size_t len)
 
 int vop_dev_host_error(struct vop_dev_host *h)
 {
-	return atomic_load(&h->error);
+	return vop_private_get_once(&h->error);
 }
 
 struct vop_console *vop_dev_host_console(struct vop_dev_host *h, uint32_t id)

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/barrier.h"
+#include "../core/win_access.h"
 #include "vop/dev_pipe.h"
 
 #define PIPE_MAX_SEGS 16u
@@ -164,6 +164,7 @@ static int init_queue(struct vop_pipe *p, unsigned qi)
 	memset(&c, 0, sizeof(c));
 	c.num = qd->size;
 	c.features = p->features;
+	c.wc_stores = p->w->x->map_kind == VOP_MAP_WC;
 	/* Validated by vop_devtab_find(); NULL would mean outside the mapping. */
 	c.desc = vop_window_ptr(p->w, qd->desc_off, vop_vring_desc_bytes(qd->size));
 	c.avail = vop_window_ptr(p->w, qd->avail_off, vop_vring_avail_bytes(qd->size));

@@ -46,7 +46,7 @@ enum vop_link_stat {
 	VOP_LS_POLL_NS = 2,     /* ns spent spinning without work */
 	VOP_LS_SLEEP_NS = 3,    /* ns spent asleep on the doorbell */
 	VOP_LS_DOORBELLS = 4,   /* notifications sent to the peer */
-	VOP_LS_FUTEX_WAKES = 5, /* of which needed a wake syscall */
+	VOP_LS_SIGNALS = 5,     /* of which sent a signal (wake syscall, eventfd, doorbell register) */
 	VOP_LS_HEARTBEATS = 6,  /* heartbeats written */
 	VOP_LS_PEER_RESETS = 7, /* peer epoch changes seen */
 	VOP_LS_PEER_GONE = 8,   /* peer-gone detections */
