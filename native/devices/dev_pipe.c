@@ -548,10 +548,14 @@ static int pipe_stop(void *dev)
 static int pipe_poll(void *dev)
 {
 	struct vop_pipe *p = dev;
-	unsigned n = 0;
+	unsigned n = 0, k;
 
 	if (pipe_broken(p))
 		return 0;
+	/* Awake: without EVENT_IDX tell the peer not to notify us (a no-op with it). */
+	for (k = 0; k < 2; k++)
+		if (p->q[k].ready)
+			vop_vq_disable_notify(&p->q[k].vq);
 	if (p->role == VOP_ROLE_DRIVER) {
 		if (p->q[0].mode == VOP_PIPE_SOURCE)
 			n += drv_source(p);
