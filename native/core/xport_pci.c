@@ -18,8 +18,10 @@
  *          poll() our interrupt eventfd (our ivshmem vector, or the MSI-X
  *          vector vfio delivers to an eventfd). Polled: never set waiting
  *          (so the peer never signals us) and look at the peer's kick word
- *          with naps that double from 10 us up to poll_max_us; an idle
- *          link then wakes about 1000 times a second at the default 1 ms.
+ *          with naps that double from 10 us up to poll_max_us and stay
+ *          there while nothing happens; an idle link then wakes about 50
+ *          times a second per side at the default 20 ms, a busy one reacts
+ *          within tens of microseconds.
  *   wake:  a private sequence number plus a write to our own eventfd if
  *          our worker sleeps (threads of one process; never the window).
  */
@@ -79,6 +81,7 @@ struct pci_xport {
 	int vfio_container, vfio_group, vfio_dev;
 	/* counters */
 	struct vop_private_u64 signals, interrupts, polls;
+	uint64_t nap_ns;              /* worker only: the current polled nap (kept across waits) */
 };
 
 static uint64_t now_ns(void)
@@ -277,7 +280,7 @@ static int pci_wait(struct vop_xport *x, uint64_t snap, uint64_t timeout_ns)
 {
 	struct pci_xport *p = (struct pci_xport *)x;
 	uint32_t ksnap = (uint32_t)snap, wsnap = (uint32_t)(snap >> 32);
-	uint64_t deadline = now_ns() + timeout_ns, step = POLL_MIN_NS, t;
+	uint64_t deadline = now_ns() + timeout_ns, t;
 	int rc = -ETIMEDOUT;
 
 	if (!p->me)
@@ -308,8 +311,15 @@ static int pci_wait(struct vop_xport *x, uint64_t snap, uint64_t timeout_ns)
 		}
 		vop_doorbell_disarm(p->me);
 	} else {
-		/* Full fence: the sleeping flag before the wake_seq load (pairs with pci_wake). */
+		/*
+		 * Full fence: the sleeping flag before the wake_seq load (pairs
+		 * with pci_wake). The nap doubles from POLL_MIN_NS up to
+		 * poll_max_ns while nothing happens and stays there across waits
+		 * (an idle link wakes poll_max_ns apart); anything seen resets it.
+		 */
 		vop_mb();
+		if (p->nap_ns < POLL_MIN_NS)
+			p->nap_ns = POLL_MIN_NS;
 		for (;;) {
 			int r;
 
@@ -322,13 +332,15 @@ static int pci_wait(struct vop_xport *x, uint64_t snap, uint64_t timeout_ns)
 			t = now_ns();
 			if (t >= deadline)
 				break;
-			r = nap(p, step < deadline - t ? step : deadline - t);
+			r = nap(p, p->nap_ns < deadline - t ? p->nap_ns : deadline - t);
 			if (r != 0) {
 				rc = r > 0 ? 0 : r;
 				break;
 			}
-			step = step * 2 < p->poll_max_ns ? step * 2 : p->poll_max_ns;
+			p->nap_ns = p->nap_ns * 2 < p->poll_max_ns ? p->nap_ns * 2 : p->poll_max_ns;
 		}
+		if (rc == 0)
+			p->nap_ns = POLL_MIN_NS; /* activity: look often again */
 	}
 	atomic_store_explicit(&p->sleeping, 0, memory_order_relaxed);
 	return rc;

@@ -8,6 +8,7 @@
  *   vop-pci-pipe (--ivshmem SOCK | --bar FILE | --vfio BDF) [--regs FILE] [--bar-index N]
  *                [--offset BYTES] [--peer ID] [--vector V] [--poll] [--create]
  *                (--driver | --device) [--count N] [--msg BYTES] [--timeout-ms MS]
+ *                [--echo] [--inflight N] [--spin-ns NS]
  *
  * --ivshmem: the memory-holding side, a peer of vop-ivshmem-server. --bar: a BAR
  * through a file to mmap (sysfs resourceN), polled. --vfio: a device bound to
@@ -15,6 +16,10 @@
  * --create lays the window out and publishes the pipe (the other side
  * attaches). The driver produces --count messages on queue 0 and consumes
  * --count on queue 1, the device the reverse; every message is verified.
+ * --echo (device): copy each queue-0 message back on queue 1 instead; with
+ * the driver's --inflight 1 that is a ping-pong in which every message needs
+ * a doorbell each way once the workers sleep at once (--spin-ns 0; default
+ * 20000).
  *
  * Prints "ready id=<own ivshmem id>" once its window side is up, then
  * "done rx=.. tx=.. bad=.. signals=.. interrupts=.. polls=.." and exits 0
@@ -55,7 +60,8 @@ int main(int argc, char **argv)
 	const char *sock = NULL, *bar = NULL, *vfio = NULL, *regs = NULL;
 	unsigned bar_index = 2, vector = 0, msg = 256;
 	uint64_t offset = 0, count = 10000, timeout_ms = 60000, t0;
-	int peer = -1, role = 0, create = 0, poll = 0, rc, i;
+	int peer = -1, role = 0, create = 0, poll = 0, echo = 0, rc, i;
+	unsigned inflight = 0;
 	struct vop_xport *x = NULL;
 	struct vop_window *w = NULL;
 	struct vop_link *l;
@@ -75,6 +81,12 @@ int main(int argc, char **argv)
 			role = VOP_ROLE_DRIVER;
 		} else if (!strcmp(a, "--device")) {
 			role = VOP_ROLE_DEVICE;
+		} else if (!strcmp(a, "--echo")) {
+			echo = 1;
+		} else if (v && !strcmp(a, "--inflight")) {
+			inflight = (unsigned)strtoul(v, NULL, 0), i++;
+		} else if (v && !strcmp(a, "--spin-ns")) {
+			lc.spin_ns = strtoull(v, NULL, 0), i++;
 		} else if (v && !strcmp(a, "--ivshmem")) {
 			sock = v, i++;
 		} else if (v && !strcmp(a, "--bar")) {
@@ -146,8 +158,11 @@ int main(int argc, char **argv)
 		die("link", rc);
 	pc = (struct vop_pipe_config){ .msg_size = msg, .segs = 1, .verify = true, .count = count,
 				       .features = (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC) };
-	pc.tx_mode = role == VOP_ROLE_DRIVER ? VOP_PIPE_SOURCE : VOP_PIPE_SINK;
-	pc.rx_mode = role == VOP_ROLE_DRIVER ? VOP_PIPE_SINK : VOP_PIPE_SOURCE;
+	pc.tx_mode = role == VOP_ROLE_DRIVER ? VOP_PIPE_SOURCE : echo ? VOP_PIPE_ECHO : VOP_PIPE_SINK;
+	pc.rx_mode = role == VOP_ROLE_DRIVER ? VOP_PIPE_SINK : echo ? VOP_PIPE_OFF : VOP_PIPE_SOURCE;
+	pc.max_inflight = inflight;
+	if (echo)
+		pc.verify = false; /* an echo copies, it does not check (the driver's sink does) */
 	while ((rc = vop_link_attach_pipe(l, DEV, role, &pc)) == -ENOENT && now_ms() - t0 < timeout_ms)
 		usleep(2000);
 	if (rc)
