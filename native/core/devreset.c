@@ -30,6 +30,7 @@
  * lock) when a device is attached or a reset is asked for.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "link_internal.h"
@@ -39,6 +40,20 @@
 static struct vop_dev_side *mine(struct vop_link *l, struct link_dev *d)
 {
 	return &d->info.entry->sides[l->w->side];
+}
+
+/*
+ * One word of the peer's block (acquire), 0 while the block answers for
+ * another occupant (B1 pair): what the steady-state checks of every worker
+ * pass need, without copying the whole block.
+ */
+static uint32_t peer_word(struct vop_link *l, struct link_dev *d, size_t off)
+{
+	const struct vop_dev_side *b = &d->info.entry->sides[l->w->side ^ 1u];
+
+	if (vop_load_acquire_u32(&b->seq) != d->info.seq)
+		return 0;
+	return vop_load_acquire_u32((const uint8_t *)b + off);
 }
 
 void vop_devreset_needs_reset(struct vop_link *l, struct link_dev *d)
@@ -79,7 +94,7 @@ void vop_devreset_begin(struct vop_link *l, struct link_dev *d)
 		d->reset_val = 1;
 	/*
 	 * R1: release. Orders D.status = 0 before the new request. Pairs with
-	 * the acquire load of D.reset in vop_devtab_side_read() on the device.
+	 * the acquire load of D.reset in peer_word() on the device.
 	 */
 	vop_store_release_u32(&b->reset, d->reset_val);
 	d->run = VOP_DEVRUN_RESETTING;
@@ -90,16 +105,11 @@ void vop_devreset_begin(struct vop_link *l, struct link_dev *d)
 
 unsigned vop_devreset_driver_step(struct vop_link *l, struct link_dev *d, uint64_t now)
 {
-	struct vop_dev_side_view dev;
 	struct vop_dev_side *b;
 
-	if (d->run != VOP_DEVRUN_RESETTING && d->run != VOP_DEVRUN_RUNNING &&
-	    d->run != VOP_DEVRUN_BROKEN)
-		return 0;
-	/* R2 pair: acquire; the device's ring reset precedes its ack. */
-	vop_devtab_side_read(&d->info, l->w->side ^ 1u, &dev);
 	if (d->run == VOP_DEVRUN_RESETTING) {
-		if (dev.reset != d->reset_val) {
+		/* R2 pair: acquire; the device's ring reset precedes its ack. */
+		if (peer_word(l, d, offsetof(struct vop_dev_side, reset)) != d->reset_val) {
 			if (!d->timeout_reported && now > d->reset_deadline) {
 				d->timeout_reported = true;
 				vop_link_emit(l, VOP_EV_RESET_TIMEOUT, d->dev_id, 0, 0, 0);
@@ -127,7 +137,10 @@ unsigned vop_devreset_driver_step(struct vop_link *l, struct link_dev *d, uint64
 		vop_link_emit(l, VOP_EV_RESET_DONE, d->dev_id, 0, 0, 0);
 		return 1;
 	}
-	if (!d->needs_reset_reported && (dev.status & VOP_STATUS_DEVICE_NEEDS_RESET)) {
+	if (d->run != VOP_DEVRUN_RUNNING && d->run != VOP_DEVRUN_BROKEN)
+		return 0;
+	if (!d->needs_reset_reported &&
+	    (peer_word(l, d, offsetof(struct vop_dev_side, status)) & VOP_STATUS_DEVICE_NEEDS_RESET)) {
 		d->needs_reset_reported = true;
 		vop_link_emit(l, VOP_EV_NEEDS_RESET, d->dev_id, 0, 0, 0);
 		if (l->cfg.reset_on_needs_reset) {
@@ -173,15 +186,16 @@ static unsigned device_reset(struct vop_link *l, struct link_dev *d, uint32_t re
 unsigned vop_devreset_device_step(struct vop_link *l, struct link_dev *d)
 {
 	struct vop_dev_side_view drv;
-	uint32_t own_status;
+	uint32_t own_status, req;
 	uint64_t acc;
 
-	vop_devtab_side_read(&d->info, l->w->side ^ 1u, &drv); /* R1 / R3 pair: acquire */
-	if (drv.reset != vop_read_once_u32(&mine(l, d)->reset))
-		return device_reset(l, d, drv.reset);
+	req = peer_word(l, d, offsetof(struct vop_dev_side, reset)); /* R1 pair: acquire */
+	if (req != vop_read_once_u32(&mine(l, d)->reset))
+		return device_reset(l, d, req);
 	if (d->run != VOP_DEVRUN_WAIT_DRIVER)
 		return 0;
-	if (!(drv.status & VOP_STATUS_DRIVER_OK))
+	vop_devtab_side_read(&d->info, l->w->side ^ 1u, &drv); /* R3 pair: acquire */
+	if (!(drv.status & VOP_STATUS_DRIVER_OK) || drv.reset != req)
 		return 0;
 	acc = drv.features;
 	own_status = vop_read_once_u32(&mine(l, d)->status);

@@ -146,11 +146,11 @@ void vop_vq_reset_driver(struct vop_vq *vq)
 	uint16_t i;
 
 	/* We own desc[] and the driver area: zero them (peer is quiesced). */
-	memset(vq->desc, 0, vop_vring_desc_bytes(vq->num));
+	vop_win_zero(vq->desc, vop_vring_desc_bytes(vq->num));
 	memset(vq->desc_shadow, 0, sizeof(*vq->desc_shadow) * vq->num);
 	memset(vq->avail_ring_shadow, 0, sizeof(uint16_t) * vq->num);
 	memset(vq->slots, 0, sizeof(*vq->slots) * vq->num);
-	memset(vq->avail->ring, 0, 2u * vq->num);
+	vop_win_zero(vq->avail->ring, 2u * vq->num);
 	vop_write_once_u16(vq->used_event, 0);
 	vop_write_once_u16(&vq->avail->flags, 0);
 	for (i = 0; i < vq->num; i++)
@@ -386,7 +386,7 @@ int vop_vq_get_used(struct vop_vq *vq, void **token, uint32_t *len)
 void vop_vq_reset_device(struct vop_vq *vq)
 {
 	/* We own the device area: zero it (peer is quiesced). */
-	memset(vq->used->ring, 0, 8u * vq->num);
+	vop_win_zero(vq->used->ring, 8u * vq->num);
 	vop_write_once_u16(vq->avail_event, 0);
 	vop_write_once_u16(&vq->used->flags, 0);
 	memset(vq->busy, 0, vq->num);

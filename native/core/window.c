@@ -215,7 +215,7 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	w->x = x;
 	w->side = 0;
 	bind_sides(w);
-	memset(x->base, 0, VOP_DEVTAB_OFF + dt_size);
+	vop_win_zero(x->base, VOP_DEVTAB_OFF + dt_size);
 	w->max_entries = max;
 	w->entry_size = sizeof(struct vop_dev_entry);
 	w->ring_off = VOP_DEVTAB_OFF + dt_size;

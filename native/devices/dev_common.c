@@ -349,10 +349,10 @@ static uint32_t chain_copy(const struct vop_chain *c, bool in, uint32_t off, uin
 		n = l - off;
 		if (n > len - done)
 			n = len - done;
-		if (to_chain)
-			memcpy(c->iov[i].base + off, buf + done, n);
+		if (to_chain) /* payload bytes in the window */
+			vop_win_copy_to(c->iov[i].base + off, buf + done, n);
 		else
-			memcpy(buf + done, c->iov[i].base + off, n);
+			vop_win_copy_from(buf + done, c->iov[i].base + off, n);
 		done += n;
 		off = 0;
 	}

@@ -107,7 +107,7 @@ static uint32_t gather(const struct vop_chain *c, uint8_t *dst, uint32_t cap)
 
 	for (i = 0; i < c->n_out && n < cap; i++) {
 		k = c->iov[i].len < cap - n ? c->iov[i].len : cap - n;
-		memcpy(dst + n, c->iov[i].base, k);
+		vop_win_copy_from(dst + n, c->iov[i].base, k);
 		n += k;
 	}
 	return n;
@@ -120,7 +120,7 @@ static uint32_t scatter(const struct vop_chain *c, const uint8_t *src, uint32_t 
 
 	for (i = c->n_out; i < (uint32_t)c->n_out + c->n_in && n < len; i++) {
 		k = c->iov[i].len < len - n ? c->iov[i].len : len - n;
-		memcpy(c->iov[i].base, src + n, k);
+		vop_win_copy_to(c->iov[i].base, src + n, k);
 		n += k;
 	}
 	return n;
@@ -284,7 +284,7 @@ static unsigned drv_source(struct vop_pipe *p)
 		if (p->pc.verify)
 			msg_fill(buf, q->seq, p->pc.msg_size);
 		else
-			memcpy(buf, p->scratch, p->pc.msg_size); /* copy into the window */
+			vop_win_copy_to(buf, p->scratch, p->pc.msg_size); /* copy into the window */
 		segs = make_sg(sg, slot_peer(q, (uint16_t)h), p->pc.msg_size, p->pc.segs);
 		if (vop_vq_add(&q->vq, sg, segs, 0, (void *)(uintptr_t)(h + 1)) < 0)
 			break;
@@ -318,7 +318,7 @@ static unsigned drv_sink(struct vop_pipe *p)
 				return n;
 			}
 		} else {
-			memcpy(p->scratch, buf, len < p->scratch_size ? len : p->scratch_size);
+			vop_win_copy_from(p->scratch, buf, len < p->scratch_size ? len : p->scratch_size);
 		}
 		q->seq++;
 		n++;
@@ -397,7 +397,7 @@ static unsigned dev_source(struct vop_pipe *p)
 			if (p->pc.verify)
 				msg_fill(c.iov[0].base, q->seq, len);
 			else
-				memcpy(c.iov[0].base, p->scratch, len);
+				vop_win_copy_to(c.iov[0].base, p->scratch, len);
 		} else {
 			if (p->pc.verify)
 				msg_fill(p->scratch, q->seq, len);
