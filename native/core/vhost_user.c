@@ -38,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "private_atomic.h"
+#include "win_access.h"
 #include "vop/layout.h"
 #include "vop/path.h"
 #include "vop/vhost_user.h"
@@ -99,7 +101,7 @@ struct vop_vhu {
 
 	/* backend (mu) */
 	pthread_mutex_t mu;
-	_Atomic unsigned waiters; /* threads waiting for mu: the busy worker lets go at its next round */
+	struct vop_private_u64 waiters; /* threads waiting for mu: the busy worker lets go at its next round */
 	const struct vop_devback_ops *ops;
 	void *be;
 	bool running;
@@ -127,22 +129,13 @@ struct vop_vhu {
 
 	/* status (relaxed atomics) */
 	_Atomic bool connected;
-	_Atomic uint64_t n_connections, n_disconnects, n_protoerr, n_messages, n_starts;
+	struct vop_private_u64 n_connections, n_disconnects, n_protoerr, n_messages, n_starts;
 	_Atomic uint64_t mem_bytes;
 	_Atomic uint32_t mem_regions;
 	_Atomic uint32_t last_request;
 	_Atomic int32_t last_error;
 	_Atomic(const char *) last_why;
 };
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#elif defined(__aarch64__)
-	__asm__ __volatile__("yield" ::: "memory");
-#endif
-}
 
 static uint64_t now_ns(void)
 {
@@ -155,9 +148,9 @@ static uint64_t now_ns(void)
 /* Take mu from anything but the worker (which holds it while busy). */
 static void lock_mu(struct vop_vhu *v)
 {
-	atomic_fetch_add_explicit(&v->waiters, 1, memory_order_acq_rel);
+	vop_private_add_u64(&v->waiters, 1);
 	pthread_mutex_lock(&v->mu);
-	atomic_fetch_sub_explicit(&v->waiters, 1, memory_order_acq_rel);
+	vop_private_add_u64(&v->waiters, UINT64_MAX); /* -1 */
 }
 
 static void emit(struct vop_vhu *v, const struct vop_vhu_event *ev)
@@ -344,7 +337,7 @@ static bool ring_ready(const struct vop_vhu *v, const struct vhu_ring *r)
 
 static uint16_t used_idx_of(const struct vhu_ring *r)
 {
-	return __atomic_load_n(&r->pused->idx, __ATOMIC_ACQUIRE);
+	return vop_load_acquire_u16(&r->pused->idx);
 }
 
 /* Every queue drained: nothing taken that is not completed, nothing new posted (mu held). */
@@ -359,7 +352,7 @@ static bool drained(struct vop_vhu *v)
 
 		if (!vq || !r->pused || !vq->num || vq->broken)
 			continue;
-		avail = __atomic_load_n(&((struct vop_vring_avail *)r->pavail)->idx, __ATOMIC_ACQUIRE);
+		avail = vop_load_acquire_u16(&((struct vop_vring_avail *)r->pavail)->idx);
 		if (vq->last_avail != used_idx_of(r) || avail != vq->last_avail)
 			return false;
 	}
@@ -480,7 +473,11 @@ static int dev_start(struct vop_vhu *v, const char **why)
 	v->start_why = NULL;
 	v->be_failed = false;
 	memset(v->reported, 0, sizeof(v->reported));
-	rc = v->ops->start(v->be, feat, false);
+	/*
+	 * resume: the inflight area is the front-end's and outlives us (a fresh
+	 * one from GET_INFLIGHT_FD is all zeroes); the backend must not zero it.
+	 */
+	rc = v->ops->start(v->be, feat, v->inflight != NULL);
 	v->be_started = true; /* even when it failed: stop() cleans up what it set up */
 	if (rc) {
 		const char *sw = v->start_why;
@@ -513,7 +510,7 @@ static int dev_start(struct vop_vhu *v, const char **why)
 	}
 	v->running = true;
 	pthread_mutex_unlock(&v->mu);
-	atomic_fetch_add_explicit(&v->n_starts, 1, memory_order_relaxed);
+	vop_private_add_u64(&v->n_starts, 1);
 	efd_signal(v->wakefd);
 	{
 		struct vop_vhu_event ev = { .type = VOP_VHU_EV_STARTED, .features = feat };
@@ -648,9 +645,9 @@ static void *worker_main(void *arg)
 		 * batch); anyone who wants it says so in waiters and gets it
 		 * at the next round.
 		 */
-		if (atomic_load_explicit(&v->waiters, memory_order_acquire)) {
+		if (vop_private_load_u64(&v->waiters)) {
 			pthread_mutex_unlock(&v->mu);
-			while (atomic_load_explicit(&v->waiters, memory_order_acquire))
+			while (vop_private_load_u64(&v->waiters))
 				sched_yield();
 			pthread_mutex_lock(&v->mu);
 			continue;
@@ -674,14 +671,14 @@ static void *worker_main(void *arg)
 		}
 		/* bounded spin after the last work; the clock is read every 32 idle rounds */
 		if ((++idle_rounds & 31u) != 0 && v->cfg.spin_ns) {
-			cpu_relax();
+			vop_cpu_relax();
 			continue;
 		}
 		now = now_ns();
 		if (idle_since == 0)
 			idle_since = now;
 		if (now - idle_since < v->cfg.spin_ns) {
-			cpu_relax();
+			vop_cpu_relax();
 			continue;
 		}
 		/* Sleep: arm the rings' notifications, re-check, then wait for a kick or a wake. */
@@ -1254,7 +1251,7 @@ static void protocol_error(struct vop_vhu *v, uint32_t request, int err, const c
 {
 	struct vop_vhu_event ev = { .type = VOP_VHU_EV_PROTOCOL_ERROR, .error = err, .request = request, .why = why };
 
-	atomic_fetch_add_explicit(&v->n_protoerr, 1, memory_order_relaxed);
+	vop_private_add_u64(&v->n_protoerr, 1);
 	atomic_store_explicit(&v->last_request, request, memory_order_relaxed);
 	atomic_store_explicit(&v->last_error, err, memory_order_relaxed);
 	atomic_store_explicit(&v->last_why, why, memory_order_relaxed);
@@ -1314,7 +1311,7 @@ static int session(struct vop_vhu *v)
 		}
 		memcpy(&size, buf + 8, 4);
 		rc = vop_vhu_msg_parse(buf, VOP_VHU_HDR_SIZE + size, nfds, &v->lim, m, &why);
-		atomic_fetch_add_explicit(&v->n_messages, 1, memory_order_relaxed);
+		vop_private_add_u64(&v->n_messages, 1);
 		if (rc == 0)
 			rc = handle(v, m, fds, &why);
 		else
@@ -1354,7 +1351,7 @@ static void end_session(struct vop_vhu *v, int why)
 	atomic_store_explicit(&v->mem_regions, 0, memory_order_relaxed);
 	close_fd(&v->cfd);
 	atomic_store_explicit(&v->connected, false, memory_order_relaxed);
-	atomic_fetch_add_explicit(&v->n_disconnects, 1, memory_order_relaxed);
+	vop_private_add_u64(&v->n_disconnects, 1);
 	emit_type(v, VOP_VHU_EV_DISCONNECTED, why == -ECONNRESET ? 0 : why);
 }
 
@@ -1419,7 +1416,7 @@ static void *ctl_main(void *arg)
 		{
 			struct vop_vhu_event ev = { .type = VOP_VHU_EV_CONNECTED };
 
-			ev.count = atomic_fetch_add_explicit(&v->n_connections, 1, memory_order_relaxed) + 1;
+			ev.count = vop_private_add_u64(&v->n_connections, 1);
 			emit(v, &ev);
 		}
 		rc = session(v);
@@ -1624,11 +1621,11 @@ void vop_vhu_status(struct vop_vhu *v, struct vop_vhu_status *out)
 	out->protocol_features = v->pfeatures;
 	pthread_mutex_unlock(&v->mu);
 	out->connected = atomic_load_explicit(&v->connected, memory_order_relaxed);
-	out->connections = atomic_load_explicit(&v->n_connections, memory_order_relaxed);
-	out->disconnects = atomic_load_explicit(&v->n_disconnects, memory_order_relaxed);
-	out->protocol_errors = atomic_load_explicit(&v->n_protoerr, memory_order_relaxed);
-	out->messages = atomic_load_explicit(&v->n_messages, memory_order_relaxed);
-	out->starts = atomic_load_explicit(&v->n_starts, memory_order_relaxed);
+	out->connections = vop_private_load_u64(&v->n_connections);
+	out->disconnects = vop_private_load_u64(&v->n_disconnects);
+	out->protocol_errors = vop_private_load_u64(&v->n_protoerr);
+	out->messages = vop_private_load_u64(&v->n_messages);
+	out->starts = vop_private_load_u64(&v->n_starts);
 	out->mem_bytes = atomic_load_explicit(&v->mem_bytes, memory_order_relaxed);
 	out->regions = atomic_load_explicit(&v->mem_regions, memory_order_relaxed);
 	out->last_request = atomic_load_explicit(&v->last_request, memory_order_relaxed);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/win_access.h"
 #include "vop/dev_sink.h"
 
 #define SINK_RXQ 0u
@@ -23,14 +24,14 @@ struct vop_sink {
 
 static void add(uint64_t *p, uint64_t v)
 {
-	__atomic_store_n(p, __atomic_load_n(p, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+	vop_stat_add(p, v); /* private counter, one writer */
 }
 
 void vop_sink_stats(struct vop_sink *s, struct vop_net_stats *out)
 {
 	memset(out, 0, sizeof(*out));
-	out->tx_frames = __atomic_load_n(&s->frames, __ATOMIC_RELAXED);
-	out->tx_bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+	out->tx_frames = vop_read_once_u64(&s->frames);
+	out->tx_bytes = vop_read_once_u64(&s->bytes);
 }
 
 static int sink_start(void *arg, uint64_t feat, bool resume)
