@@ -1274,6 +1274,12 @@ static int session(struct vop_vhu *v)
 		const char *why = NULL;
 
 		rc = read_full(v, buf, VOP_VHU_HDR_SIZE, fds, &nfds, true);
+		if (rc == -EPIPE) { /* EOF after part of a header */
+			memcpy(&request, buf, 4);
+			protocol_error(v, request, rc, "truncated header (the connection closed mid-header)");
+			close_fds(fds, nfds);
+			break;
+		}
 		if (rc && rc != -EBADMSG) {
 			close_fds(fds, nfds);
 			break;
