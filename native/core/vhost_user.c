@@ -71,6 +71,7 @@ struct vhu_ring {
 	uint16_t base;        /* SET_VRING_BASE, or where the ring stopped */
 	bool kick_set;        /* SET_VRING_KICK since the ring last stopped */
 	bool enabled;         /* SET_VRING_ENABLE */
+	bool enable_set;      /* SET_VRING_ENABLE was sent for this ring */
 	int kick, call, err;  /* eventfds, -1 = none (kick: polling) */
 	uint32_t kick_gen;    /* changes with the kick fd (epoll data) */
 	/* translated at start, valid while running */
@@ -332,7 +333,15 @@ static bool protocol_features_negotiated(const struct vop_vhu *v)
 
 static bool ring_ready(const struct vop_vhu *v, const struct vhu_ring *r)
 {
-	return r->num && r->addr_set && r->kick_set && (r->enabled || !protocol_features_negotiated(v));
+	/*
+	 * Enabled: as SET_VRING_ENABLE last said; without one, enabled at its
+	 * kick unless VHOST_USER_F_PROTOCOL_FEATURES was negotiated (then rings
+	 * start disabled). QEMU 7.2 sends SET_VRING_ENABLE even when it left
+	 * that bit out of SET_FEATURES; DPDK accepts that too.
+	 */
+	bool enabled = r->enable_set ? r->enabled : !protocol_features_negotiated(v);
+
+	return r->num && r->addr_set && r->kick_set && enabled;
 }
 
 static uint16_t used_idx_of(const struct vhu_ring *r)
@@ -1127,10 +1136,8 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 	case VOP_VHU_SET_VRING_ERR:
 		return h_set_vring_fd(v, m, fds);
 	case VOP_VHU_SET_VRING_ENABLE:
-		if (!protocol_features_negotiated(v)) {
-			*why = "SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES";
-			return -EPROTO;
-		}
+		/* we always offer PROTOCOL_FEATURES: accepted whether or not SET_FEATURES repeated it */
+		v->ring[m->state.index].enable_set = true;
 		v->ring[m->state.index].enabled = m->state.num != 0;
 		if (!m->state.num && v->running)
 			dev_stop(v, true);

@@ -7,7 +7,7 @@
  *   vhostdev --socket PATH [--client] [--mode OCTAL] [--spin-us N]
  *            [--max-queue-size N] [--allow-unsealed] [--no-event-idx]
  *            [--stats-ms N] [--offloads] [--mtu N]
- *            (--tap NAME | --dgram LOCAL,PEER | --blk FILE [--ro] | --sink)
+ *            (--tap NAME [--netns NS] | --dgram LOCAL,PEER | --blk FILE [--ro] | --sink)
  *
  * Prints "ready" once the socket is bound (server) or resolved (client),
  * then one line per device event ("event connected 1", "event started
@@ -170,6 +170,8 @@ int main(int argc, char **argv)
 				stats_ms = strtol(v, NULL, 0);
 			} else if (!strcmp(a, "--mtu")) {
 				cfg.dev.net.mtu = (uint16_t)strtoul(v, NULL, 0);
+			} else if (!strcmp(a, "--netns")) {
+				cfg.dev.net.backend.netns = v;
 			} else if (!strcmp(a, "--tap")) {
 				cfg.kind = VOP_VHOST_NET;
 				cfg.dev.net.backend.tap_name = v;
@@ -230,8 +232,14 @@ int main(int argc, char **argv)
 			waited = 0;
 			vop_vhost_counters(h, &c);
 			pthread_mutex_lock(&g_out);
-			printf("stats %llu %llu\n", (unsigned long long)c.net.tx_frames,
-			       (unsigned long long)c.net.tx_bytes);
+			if (c.kind == VOP_DEVBACK_BLK)
+				printf("stats blk reads=%llu writes=%llu flushes=%llu ioerr=%llu\n",
+				       (unsigned long long)c.blk.reads, (unsigned long long)c.blk.writes,
+				       (unsigned long long)c.blk.flushes, (unsigned long long)c.blk.ioerr);
+			else
+				printf("stats %llu %llu rx %llu %llu\n", (unsigned long long)c.net.tx_frames,
+				       (unsigned long long)c.net.tx_bytes, (unsigned long long)c.net.rx_frames,
+				       (unsigned long long)c.net.rx_bytes);
 			pthread_mutex_unlock(&g_out);
 		}
 	}
