@@ -8,6 +8,7 @@
         "binding/link_binding.c",
         "binding/device_binding.c",
         "binding/device_config.c",
+        "binding/vhost_binding.c",
         "core/version.c",
         "core/region.c",
         "core/vq.c",
