@@ -270,6 +270,18 @@ describe(
         tx,
         JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
       );
+      // /metrics shows the link like any other: state and the tx queue's buffers
+      const m = await (await fetch(`http://${srv.metrics}/metrics`)).text();
+      assert.match(m, /vop_link_state\{[^}]*link="vm1-net"[^}]*\} 1/);
+      const buf = new RegExp(`vop_queue_buffers_total\\{[^}]*link="vm1-net"[^}]*queue="tx"[^}]*\\} (\\d+)`).exec(m);
+      assert.ok(
+        buf,
+        m
+          .split('\n')
+          .filter((l) => l.includes('vm1-net'))
+          .join('\n'),
+      );
+      assert.equal(BigInt(buf[1] ?? '0'), tx);
       await agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
       console.log(
         `testpmd txonly through the agent: ${tx} frames, ${c.tx_frames} into the TAP, ${c.tx_dropped} dropped by the TAP`,
