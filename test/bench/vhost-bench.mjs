@@ -107,7 +107,17 @@ async function measure(tx) {
 
 async function runVop(size) {
   const sock = path.join(dir, `vop-${seq++}.sock`);
-  const rx = child('taskset', ['-c', '0', vhostdev, '--socket', sock, '--sink', '--allow-unsealed', '--spin-us', '200']);
+  const rx = child('taskset', [
+    '-c',
+    '0',
+    vhostdev,
+    '--socket',
+    sock,
+    '--sink',
+    '--allow-unsealed',
+    '--spin-us',
+    '200',
+  ]);
   await waitFor(rx, /^ready$/m, 20_000);
   const tx = sender(sock, size);
   try {
@@ -195,5 +205,9 @@ for (const size of [64, 1500]) {
     `${String(size).padStart(4)} B: median of paired ratios vop/dpdk = ${medians[size].ratio.toFixed(2)} (target >= 1.0); medians vop ${(medians[size].vop_pps / 1e6).toFixed(3)} Mpps, dpdk ${(medians[size].dpdk_pps / 1e6).toFixed(3)} Mpps`,
   );
 }
-console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+console.log(
+  `load average at the end: ${loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ')}`,
+);
 if (values.json) writeFileSync(values.json, JSON.stringify({ pairs, medians }, null, 2) + '\n');

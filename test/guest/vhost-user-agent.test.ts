@@ -53,7 +53,7 @@ function blkDevice(file: string): Device {
       $case: 'blk',
       value: { backing: { path: file, readOnly: false, directIo: false, serial: '' }, export: undefined },
     },
-  } as Device;
+  };
 }
 
 function dgramNet(local: string, peer: string): Device {
