@@ -11,15 +11,34 @@ import type { FleetState } from '../state/fleet-state';
 import type { ObjectCache } from '../state/object-cache';
 import { managedByPolicy, renderPolicy } from './policy-render';
 
-/** A policy pass lets I/O run after this many link writes. */
+/**
+ * A policy pass asks the store for up to this many link writes at once, then waits for them
+ * and lets I/O run: the embedded store runs the writes asked for together in one transaction
+ * (one fsync), etcd pipelines them, and Sync streams and RPCs are served between chunks.
+ */
 export const YIELD_EVERY_WRITES = 500;
 
-/**
- * The embedded store commits synchronously, so a pass writing thousands of links
- * would never yield; let Sync streams and RPCs run every YIELD_EVERY_WRITES writes.
- */
-async function yieldEvery(writes: number): Promise<void> {
-  if (writes % YIELD_EVERY_WRITES === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+/** Link writes of one pass in flight together, each still its own CAS commit. */
+class WriteChunk {
+  private inflight: Promise<unknown>[] = [];
+  /** New links per agent asked for in this chunk, not yet in FleetState's index. */
+  readonly pendingNew = new Map<string, number>();
+
+  async add(write: Promise<unknown>): Promise<void> {
+    this.inflight.push(write);
+    if (this.inflight.length >= YIELD_EVERY_WRITES) await this.drain();
+  }
+
+  /** Waits for every write of the chunk (the first failure rejects, after all settled). */
+  async drain(): Promise<void> {
+    const writes = this.inflight;
+    this.inflight = [];
+    this.pendingNew.clear();
+    const settled = await Promise.allSettled(writes);
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
 }
 
 export class PolicyPass {
@@ -43,7 +62,7 @@ export class PolicyPass {
     }
     let conflicts = 0;
     let overLimit = 0;
-    let writes = 0;
+    const chunk = new WriteChunk();
     const max = this.limits.maxLinksPerAgent;
     for (const [ln, l] of want) {
       const cur = this.cache.links.get(ln);
@@ -51,19 +70,21 @@ export class PolicyPass {
         conflicts++;
         continue;
       }
+      const agentsOf = (l.spec?.endpoints ?? []).map((ep) => ep.agent);
       // A new link on an agent that already holds maxLinksPerAgent links is not stamped.
-      if (!cur && (l.spec?.endpoints ?? []).some((ep) => this.fleet.linksOf(ep.agent).size >= max)) {
+      if (!cur && agentsOf.some((a) => this.fleet.linksOf(a).size + (chunk.pendingNew.get(a) ?? 0) >= max)) {
         overLimit++;
         want.delete(ln);
         continue;
       }
-      if ((await this.cache.putLink(l, '')).changed) await yieldEvery(++writes);
+      if (!cur) for (const a of agentsOf) chunk.pendingNew.set(a, (chunk.pendingNew.get(a) ?? 0) + 1);
+      await chunk.add(this.cache.putLink(l, ''));
     }
     for (const ln of owned) {
       if (want.has(ln)) continue;
-      await this.cache.deleteLink(ln, '');
-      await yieldEvery(++writes);
+      await chunk.add(this.cache.deleteLink(ln, ''));
     }
+    await chunk.drain();
     if (!pe) {
       this.fleet.policyStatus.delete(name);
       return;
