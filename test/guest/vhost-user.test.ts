@@ -7,8 +7,9 @@
  * - virtio-blk (`vhost-user-blk-pci`, MSI-X) served by vop's virtio-blk backend on a host file: a
  *   pattern written with dd, read back after dropping the guest's caches, the host file holds the
  *   same bytes, and the guest's fsync reaches the backend as a flush.
- * - Reconnect: the blk back-end killed with -9 while the guest writes 8 MiB (conv=fsync) and
- *   started again on the same socket: QEMU (reconnect=1) reconnects, the write completes and the
+ * - Reconnect: the blk back-end killed with -9 while the guest writes 16 MiB (conv=fsync) and
+ *   started again on the same socket once the first writes reached it: QEMU (reconnect=1)
+ *   reconnects, the restarted back-end executes the rest, the write completes and the
  *   host file holds it; then QEMU killed with -9: both devices reset, a new QEMU on the same
  *   sockets negotiates afresh and pings through.
  * The backends run in `vhostdev` (test/native/tools/vhostdev.c), the same code the agent runs.
@@ -28,7 +29,7 @@ import { buildVhostdev, VhostDev } from '../helpers/vhostdev';
 const HOST_IP = '10.199.7.1';
 const GUEST_IP = '10.199.7.2';
 const MIB = 1 << 20;
-const DISK = 16 * MIB;
+const DISK = 32 * MIB;
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
@@ -105,7 +106,7 @@ describe('stock virtio drivers of a QEMU guest on vop vhost-user devices', { ski
     netSock = path.join(dir, 'net.sock');
     blkSock = path.join(dir, 'blk.sock');
     net = await VhostDev.start(['--socket', netSock, '--tap', ifname, '--netns', nsName, '--offloads']);
-    blk = await VhostDev.start(['--socket', blkSock, '--blk', disk, '--stats-ms', '200']);
+    blk = await VhostDev.start(['--socket', blkSock, '--blk', disk, '--stats-ms', '20']);
     const r = ns.exec(nsName, 'sh', ['-c', `ip addr add ${HOST_IP}/24 dev ${ifname} && ip link set ${ifname} up`]);
     assert.equal(r.code, 0, r.stderr);
     g = await bootGuest('vhost-user-test');
@@ -180,21 +181,29 @@ describe('stock virtio drivers of a QEMU guest on vop vhost-user devices', { ski
 
   it('vop restarted mid-write under reconnect=1: QEMU reconnects, the write completes, its data is in the file', async () => {
     const dev = (await g.run('ls /sys/block | grep vd')).trim().split('\n')[0] ?? '';
-    await g.run('dd if=/dev/urandom of=/tmp/pat2 bs=1M count=8 2>/dev/null');
+    await g.run('dd if=/dev/urandom of=/tmp/pat2 bs=1M count=16 2>/dev/null');
     const sum = (await g.run('sha256sum /tmp/pat2')).split(' ')[0] ?? '';
+    const writesOf = (line: string | undefined): number => Number(/writes=(\d+)/.exec(line ?? '')?.[1] ?? 0);
+    const before = writesOf(blk.lastStats());
     const writer = g.spawn(`dd if=/tmp/pat2 of=/dev/${dev} bs=64k seek=128 conv=fsync 2>/dev/null && echo written`);
-    await new Promise((r) => setTimeout(r, 150));
-    blk.kill('SIGKILL'); // the back-end dies with the guest's write in flight
+    // the back-end dies once the guest's writes reach it: the rest of the 16 MiB is in flight
+    const end = Date.now() + 60_000;
+    while (writesOf(blk.lastStats()) <= before) {
+      assert.ok(Date.now() < end, `no write reached the back-end: ${blk.lastStats() ?? ''}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    blk.kill('SIGKILL');
     await blk.exited;
-    blk = await VhostDev.start(['--socket', blkSock, '--blk', disk, '--stats-ms', '200']);
+    blk = await VhostDev.start(['--socket', blkSock, '--blk', disk, '--stats-ms', '20']);
     await blk.waitLine(/^event started/, 60_000); // QEMU came back (reconnect=1) and restarted the ring
     await writer.waitForOutput(/written/, 120_000);
     assert.equal((await writer.exited).code, 0);
     await g.run('echo 3 > /proc/sys/vm/drop_caches');
-    const back = (await g.run(`dd if=/dev/${dev} bs=64k skip=128 count=128 2>/dev/null | sha256sum`)).split(' ')[0];
+    const back = (await g.run(`dd if=/dev/${dev} bs=64k skip=128 count=256 2>/dev/null | sha256sum`)).split(' ')[0];
     assert.equal(back, sum);
-    assert.equal(sha(readFileSync(disk).subarray(8 * MIB, 16 * MIB)), sum);
-    // writes > 0 here: part of the 8 MiB was written by the restarted back-end (it was in flight)
+    assert.equal(sha(readFileSync(disk).subarray(8 * MIB, 24 * MIB)), sum);
+    // the restarted back-end executed part of the write: it was in flight at the kill
+    assert.ok(writesOf(blk.lastStats()) > 0, `the write had completed before the kill: ${blk.lastStats() ?? ''}`);
     console.log(`restarted back-end after the write: ${blk.lastStats() ?? '(no stats yet)'}`);
   });
 
