@@ -58,6 +58,7 @@ async function testpmdTx(
   prefix: string,
   ms: number,
   running: () => Promise<unknown>,
+  vdevExtra = '',
 ): Promise<{ tx: bigint; out: string }> {
   const p = spawn(
     TESTPMD,
@@ -70,7 +71,7 @@ async function testpmdTx(
       '-l',
       '0,1',
       '--vdev',
-      `net_virtio_user0,path=${sock},queues=1`,
+      `net_virtio_user0,path=${sock},queues=1${vdevExtra}`,
       '--',
       '--forward-mode=txonly',
       '--stats-period',
@@ -117,6 +118,7 @@ describe(
 
     before(async () => {
       dir = tempDir('vhost-agent');
+      sh('mkdir', ['-p', path.join(dir, 'frontends')]);
       socketDir = path.join(dir, 'sockets');
       ns = new Netns('vhua', 1);
       nsName = ns.names[0] as string;
@@ -129,6 +131,7 @@ describe(
           '  maxQueueSize: 1024',
           'hostPaths:',
           `  socketDir: ${socketDir}`,
+          `  vhostUserClientDirs: [${path.join(dir, 'frontends')}]`,
           `  netns: [${nsName}]`,
           '',
         ].join('\n'),
@@ -235,6 +238,9 @@ describe(
       const link = vhostLink('vm1-net', sock, { devices: [netDevice] });
       link.spec = {
         ...(link.spec as NonNullable<Link['spec']>),
+        transport: {
+          kind: { $case: 'vhostUser', value: { socketPath: sock, client: false, socketMode: 0o660, socketGroup: '1' } },
+        },
         devices: [
           {
             ...netDevice,
@@ -254,6 +260,7 @@ describe(
       const st = statSync(sock);
       assert.ok(st.isSocket());
       assert.equal(st.mode & 0o777, 0o660);
+      assert.equal(st.gid, 1, 'socket_group 1 (a number) is the group of the socket file');
       // the TAP sits in the namespace: up, so that the kernel takes the frames
       assert.equal(sh('ip', ['-n', nsName, 'link', 'set', tap, 'up']).code, 0);
       const { tx } = await testpmdTx(sock, `vhua${process.pid}`, 3000, () =>
@@ -313,6 +320,46 @@ describe(
       assert.equal(after - before, tx);
       const l = (await agent.get('vm1-net')).link;
       assert.ok(l?.status, 'the link is still there');
+    });
+
+    it('client mode: the agent connects to a front-end that listens in an allowed directory', async () => {
+      const sock = path.join(dir, 'frontends', 'vm2.sock');
+      const link = vhostLink('vm2-net', sock, {
+        transport: {
+          kind: { $case: 'vhostUser', value: { socketPath: sock, client: true, socketMode: 0, socketGroup: '' } },
+        },
+        devices: [
+          {
+            ...netDevice,
+            name: 'eth1',
+            kind: {
+              $case: 'net',
+              value: {
+                ...netDevice.kind.value,
+                deviceBackend: { kind: { $case: 'tap', value: { name: `${tap}c`, netns: nsName } } },
+              },
+            },
+          },
+        ],
+      });
+      await agent.apply(link);
+      await agent.waitPhase('vm2-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
+      assert.equal(existsSync(sock), false, 'in client mode the agent creates no socket');
+      // virtio-user as the server (server=1): it creates the socket, the agent connects (retrying every second)
+      const { tx } = await testpmdTx(
+        sock,
+        `vhuc${process.pid}`,
+        2000,
+        async () => {
+          for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
+          sh('ip', ['-n', nsName, 'link', 'set', `${tap}c`, 'up']);
+          return agent.waitPhase('vm2-net', LinkPhase.LINK_PHASE_READY, 60_000);
+        },
+        ',server=1',
+      );
+      const txq = (await agent.stats('vm2-net')).devices[0]?.queues.find((q) => q.name === 'tx');
+      assert.equal(txq?.buffers, tx);
+      await agent.delete('vm2-net');
     });
   },
 );
