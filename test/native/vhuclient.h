@@ -108,7 +108,7 @@ static inline int vhuc_recv(int s, uint32_t *req, void *payload, uint32_t cap, i
 {
 	uint8_t buf[12 + 512];
 	size_t got = 0, want = 12;
-	uint32_t hdr[3];
+	uint32_t hdr[3] = { 0, 0, 0 };
 
 	while (got < want) {
 		struct pollfd p = { s, POLLIN, 0 };
