@@ -11,7 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -98,6 +98,7 @@ async function testpmdTx(
   const killer = setTimeout(() => p.kill('SIGKILL'), 20_000);
   await exited;
   clearTimeout(killer);
+  rmSync(`/var/run/dpdk/${prefix}`, { recursive: true, force: true }); // testpmd's runtime directory
   const all = [...out.matchAll(/TX-packets:\s+(\d+)/g)];
   const last = all[all.length - 1];
   assert.ok(last, `testpmd printed no TX-packets: ${out.slice(-2000)}`);

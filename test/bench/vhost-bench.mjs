@@ -72,6 +72,14 @@ async function waitFor(c, re, ms) {
   }
 }
 
+/** testpmd's runtime directories (--file-prefix) are removed at the end. */
+const prefixes = [];
+function prefix(tag) {
+  const p = `${tag}${process.pid}-${seq++}`;
+  prefixes.push(p);
+  return p;
+}
+
 function sender(sock, size) {
   return child('stdbuf', [
     '-oL',
@@ -80,7 +88,7 @@ function sender(sock, size) {
     '-m',
     '1024',
     '--no-pci',
-    `--file-prefix=vbtx${process.pid}-${seq++}`,
+    `--file-prefix=${prefix('vbtx')}`,
     '-l',
     '0,1',
     '--vdev',
@@ -138,7 +146,7 @@ async function runDpdk(size) {
     '-m',
     '1024',
     '--no-pci',
-    `--file-prefix=vbrx${process.pid}-${seq++}`,
+    `--file-prefix=${prefix('vbrx')}`,
     '--main-lcore',
     '1',
     '-l',
@@ -192,6 +200,7 @@ try {
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
+  for (const p of prefixes) rmSync(path.join('/var/run/dpdk', p), { recursive: true, force: true });
 }
 const medians = {};
 for (const size of [64, 1500]) {
