@@ -29,7 +29,9 @@
         "devices/net_netns.c",
         "devices/blk_parse.c",
         "devices/net_parse.c",
-        "devices/nbd_parse.c"
+        "devices/nbd_parse.c",
+        "devices/stream_proto.c",
+        "devices/stream_bridge.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],
