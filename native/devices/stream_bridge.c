@@ -1187,10 +1187,36 @@ static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uin
 	}
 }
 
+/* Every whole frame in the rx buffer. */
+static void process_rx(struct vop_stream *s)
+{
+	size_t off = 0;
+
+	while (!failed(s) && s->rxlen - off >= VOP_SFRAME_HDR) {
+		struct vop_sframe f;
+		const char *why = NULL;
+
+		if (vop_sframe_header(s->rxbuf + off, &s->lim, &f, &why)) {
+			sfail(s, "frame %s: %s", vop_smsg_name(s->rxbuf[off + 4]), why);
+			break;
+		}
+		if (s->rxlen - off < VOP_SFRAME_HDR + f.len)
+			break;
+		dispatch(s, &f, s->rxbuf + off + VOP_SFRAME_HDR);
+		off += VOP_SFRAME_HDR + f.len;
+		pthread_mutex_lock(&s->mu);
+		s->st.frames_rx++;
+		pthread_mutex_unlock(&s->mu);
+	}
+	memmove(s->rxbuf, s->rxbuf + off, s->rxlen - off);
+	s->rxlen -= off;
+}
+
 static void relay(struct vop_stream *s)
 {
 	s->last_rx_ns = now_ns();
 	s->next_ping_ns = s->last_rx_ns;
+	process_rx(s); /* what arrived with the end of the handshake */
 	while (!failed(s)) {
 		struct pollfd pf[2];
 		size_t head, tail;
@@ -1287,29 +1313,7 @@ static void relay(struct vop_stream *s)
 			pthread_mutex_lock(&s->mu);
 			s->st.bytes_rx += (uint64_t)k;
 			pthread_mutex_unlock(&s->mu);
-			/* Every whole frame in the buffer. */
-			{
-				size_t off = 0;
-
-				while (!failed(s) && s->rxlen - off >= VOP_SFRAME_HDR) {
-					struct vop_sframe f;
-					const char *why = NULL;
-
-					if (vop_sframe_header(s->rxbuf + off, &s->lim, &f, &why)) {
-						sfail(s, "frame %s: %s", vop_smsg_name(s->rxbuf[off + 4]), why);
-						break;
-					}
-					if (s->rxlen - off < VOP_SFRAME_HDR + f.len)
-						break;
-					dispatch(s, &f, s->rxbuf + off + VOP_SFRAME_HDR);
-					off += VOP_SFRAME_HDR + f.len;
-					pthread_mutex_lock(&s->mu);
-					s->st.frames_rx++;
-					pthread_mutex_unlock(&s->mu);
-				}
-				memmove(s->rxbuf, s->rxbuf + off, s->rxlen - off);
-				s->rxlen -= off;
-			}
+			process_rx(s);
 		}
 	}
 }
