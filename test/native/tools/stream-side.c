@@ -7,7 +7,7 @@
  * `make -C native tools` builds it as out/tools/vop-stream.
  *
  *   vop-stream (--listen ADDR | --connect ADDR) (--secret-file F | --plain)
- *              [--max-chain BYTES] [--handshake-ms N] DEVICE...
+ *              [--max-chain BYTES] [--handshake-ms N] [--idle-ms N] DEVICE...
  *
  * ADDR is tcp:IPV4:PORT or unix:PATH. The device side listens, the driver
  * side dials. DEVICE is as for vopdev (--net-device 1:tap=vs0, --con-driver
@@ -128,6 +128,30 @@ static int read_secret(const char *path, uint8_t *out, uint32_t *len)
 	return 0;
 }
 
+/* connect with a 3 s bound (a dead path would hold a blocking connect for minutes). */
+static int dial(const struct addr *a)
+{
+	struct pollfd pf;
+	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), err = 0;
+	socklen_t el = sizeof(err);
+
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0)
+		return fd;
+	if (errno != EINPROGRESS) {
+		close(fd);
+		return -1;
+	}
+	pf.fd = fd;
+	pf.events = POLLOUT;
+	if (poll(&pf, 1, 3000) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /* Sleep ms unless stopped. */
 static void nap(unsigned ms)
 {
@@ -145,7 +169,7 @@ int main(int argc, char **argv)
 	static char buf[8192];
 	const char *listen_s = NULL, *connect_s = NULL, *secret_file = NULL;
 	bool plain = false, device;
-	uint32_t max_chain = 65536 + 4096, handshake_ms = 5000, secret_len = 0;
+	uint32_t max_chain = 65536 + 4096, handshake_ms = 5000, idle_ms = 0, secret_len = 0;
 	uint8_t secret[VOP_STREAM_MAX_SECRET];
 	struct vop_dev_spec specs[DEVSIDE_MAX];
 	struct vop_window_plan plan;
@@ -183,6 +207,8 @@ int main(int argc, char **argv)
 			max_chain = (uint32_t)strtoul(v, NULL, 0);
 		else if (!strcmp(a, "--handshake-ms"))
 			handshake_ms = (uint32_t)strtoul(v, NULL, 0);
+		else if (!strcmp(a, "--idle-ms"))
+			idle_ms = (uint32_t)strtoul(v, NULL, 0);
 		else if (!strncmp(a, "--", 2) && ndev < DEVSIDE_MAX) {
 			rc = devside_parse(a + 2, v, &devs[ndev]);
 			if (rc) {
@@ -318,13 +344,11 @@ int main(int argc, char **argv)
 			if (fd < 0)
 				continue;
 		} else {
-			fd = socket(ad.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-			if (fd < 0 || connect(fd, (struct sockaddr *)&ad.ss, ad.len) < 0) {
+			fd = dial(&ad);
+			if (fd < 0) {
 				uint32_t r = 0;
 				unsigned d;
 
-				if (fd >= 0)
-					close(fd);
 				/* Jittered: two driver sides that lost the same peer do not dial in step. */
 				if (getrandom(&r, sizeof(r), 0) != sizeof(r))
 					r = 0;
@@ -343,6 +367,7 @@ int main(int argc, char **argv)
 		sc.allow_plain = plain;
 		sc.max_chain = max_chain;
 		sc.handshake_ms = handshake_ms;
+		sc.idle_ms = idle_ms;
 		if ((rc = vop_stream_create(proxy, &sc, &s))) {
 			fprintf(stderr, "vop-stream: bridge: %s\n", strerror(-rc));
 			return 1;
