@@ -31,7 +31,8 @@
         "devices/net_parse.c",
         "devices/nbd_parse.c",
         "devices/stream_proto.c",
-        "devices/stream_bridge.c"
+        "devices/stream_bridge.c",
+        "devices/stream_conn.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],

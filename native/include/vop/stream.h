@@ -279,4 +279,60 @@ void vop_stream_status(struct vop_stream *s, struct vop_stream_status *out);
  */
 void vop_stream_destroy(struct vop_stream *s);
 
+/* ------------------------------------------------------------------ */
+/* Connections: listen or dial, a bridge per connection, reconnects     */
+/* ------------------------------------------------------------------ */
+
+enum vop_sconn_state {
+	VOP_SCONN_LISTENING = 1, /* device side: waiting for a connection */
+	VOP_SCONN_DIALING = 2,   /* driver side: connecting (with backoff) */
+	VOP_SCONN_HANDSHAKE = 3, /* connected, handshake running */
+	VOP_SCONN_READY = 4,     /* carrying virtio messages */
+	VOP_SCONN_STOPPED = 5,
+};
+
+struct vop_sconn_config {
+	const char *address;   /* tcp:IPV4:PORT or unix:PATH (copied) */
+	bool device_side;      /* true: listen (the device side); false: dial */
+	const uint8_t *secret; /* as struct vop_stream_config (copied) */
+	uint32_t secret_len;
+	bool allow_plain;
+	uint32_t max_chain, handshake_ms, idle_ms; /* as struct vop_stream_config; 0 = defaults */
+	const uint32_t *dev_ids; /* the devices the link carries (copied) */
+	unsigned ndevs;
+	/*
+	 * Driver side: the link side of the real driver backends; each new connection resets
+	 * every device on it (vop_link_reset_device) so both ends start from clean rings.
+	 */
+	struct vop_link *real;
+};
+
+struct vop_sconn_status {
+	uint32_t state;            /* enum vop_sconn_state */
+	uint64_t rtt_ns;           /* last RTT of the current connection, 0 = none */
+	uint64_t bytes_tx, bytes_rx; /* over every connection */
+	uint64_t connections;      /* connections that reached READY */
+	uint64_t failures;         /* connections that ended (handshake refused included) */
+	char peer[80];             /* the current peer's address, "" when none */
+	char last_reason[VOP_STREAM_REASON_MAX + 1]; /* why the last connection ended */
+};
+
+struct vop_sconn;
+
+/*
+ * vop_sconn_start - carry the devices of proxy's window over connections to
+ * cfg->address: the device side binds and listens before this returns (so
+ * -EADDRINUSE, -EACCES, -EINVAL for a bad address come back here); the
+ * driver side dials in the background, again with jittered exponential
+ * backoff (100 ms doubling to 5 s, +-50 %; 3 s connect bound) whenever a
+ * connection ends. TCP gets TCP_NODELAY and keepalive. 0 or -errno.
+ */
+int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, struct vop_sconn **out);
+
+/* Status snapshot; any thread. */
+void vop_sconn_status(struct vop_sconn *c, struct vop_sconn_status *out);
+
+/* Stop (ends the current connection), join, free. NULL ok. */
+void vop_sconn_stop(struct vop_sconn *c);
+
 #endif /* VOP_STREAM_H */

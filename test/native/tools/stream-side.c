@@ -25,16 +25,9 @@
  * SIGUSR1). SIGTERM/SIGINT stop; exit 0, or 1 with a message.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 
 #include "devside.h"
 #include "vop/stream.h"
@@ -48,61 +41,6 @@ static void on_signal(int sig)
 		g_stats = 1;
 	else
 		g_stop = 1;
-}
-
-struct addr {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	bool tcp;
-};
-
-static int parse_addr(const char *s, struct addr *a)
-{
-	memset(a, 0, sizeof(*a));
-	if (!strncmp(s, "unix:", 5)) {
-		struct sockaddr_un *u = (struct sockaddr_un *)&a->ss;
-
-		if (strlen(s + 5) == 0 || strlen(s + 5) >= sizeof(u->sun_path))
-			return -EINVAL;
-		u->sun_family = AF_UNIX;
-		strcpy(u->sun_path, s + 5);
-		a->len = sizeof(*u);
-		return 0;
-	}
-	if (!strncmp(s, "tcp:", 4)) {
-		struct sockaddr_in *in = (struct sockaddr_in *)&a->ss;
-		char host[64];
-		const char *colon = strrchr(s + 4, ':');
-		long port;
-
-		if (!colon || (size_t)(colon - (s + 4)) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s + 4, (size_t)(colon - (s + 4)));
-		host[colon - (s + 4)] = 0;
-		port = strtol(colon + 1, NULL, 10);
-		if (port <= 0 || port > 65535 || inet_pton(AF_INET, host, &in->sin_addr) != 1)
-			return -EINVAL;
-		in->sin_family = AF_INET;
-		in->sin_port = htons((uint16_t)port);
-		a->len = sizeof(*in);
-		a->tcp = true;
-		return 0;
-	}
-	return -EINVAL;
-}
-
-static void tune(int fd, bool tcp)
-{
-	int one = 1, idle = 5, intvl = 2, cnt = 3;
-
-	if (!tcp)
-		return;
-	/* Latency matters (a ping, a console byte): no Nagle. Keepalive finds a dead path. */
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 static int read_secret(const char *path, uint8_t *out, uint32_t *len)
@@ -128,41 +66,6 @@ static int read_secret(const char *path, uint8_t *out, uint32_t *len)
 	return 0;
 }
 
-/* connect with a 3 s bound (a dead path would hold a blocking connect for minutes). */
-static int dial(const struct addr *a)
-{
-	struct pollfd pf;
-	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), err = 0;
-	socklen_t el = sizeof(err);
-
-	if (fd < 0)
-		return -1;
-	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) == 0)
-		return fd;
-	if (errno != EINPROGRESS) {
-		close(fd);
-		return -1;
-	}
-	pf.fd = fd;
-	pf.events = POLLOUT;
-	if (poll(&pf, 1, 3000) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Sleep ms unless stopped. */
-static void nap(unsigned ms)
-{
-	while (ms && !g_stop) {
-		unsigned k = ms < 50 ? ms : 50;
-
-		usleep(k * 1000u);
-		ms -= k;
-	}
-}
-
 int main(int argc, char **argv)
 {
 	static struct devside_dev devs[DEVSIDE_MAX];
@@ -178,11 +81,15 @@ int main(int argc, char **argv)
 	struct vop_link *proxy;
 	struct vop_link_config lc;
 	struct devside *h;
-	struct addr ad;
+	struct vop_sconn_config cc;
+	struct vop_sconn *conn;
+	struct vop_sconn_status cs;
+	uint64_t seen_ready = 0, seen_failed = 0;
+	uint32_t ids[DEVSIDE_MAX];
 	struct sigaction sa;
 	const char *err = NULL;
-	unsigned ndev = 0, i, backoff = 100;
-	int lfd = -1, rc;
+	unsigned ndev = 0, i;
+	int rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	for (i = 1; i < (unsigned)argc; i++) {
@@ -226,10 +133,6 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	device = listen_s != NULL;
-	if (parse_addr(device ? listen_s : connect_s, &ad)) {
-		fprintf(stderr, "vop-stream: address must be tcp:IPV4:PORT or unix:PATH\n");
-		return 1;
-	}
 	if (secret_file && (rc = read_secret(secret_file, secret, &secret_len))) {
 		fprintf(stderr, "vop-stream: secret file %s: %s\n", secret_file, strerror(-rc));
 		return 1;
@@ -311,109 +214,48 @@ int main(int argc, char **argv)
 	devside_endpoints(h, buf, sizeof(buf));
 	fputs(buf, stdout);
 
-	if (device) {
-		int one = 1;
-
-		lfd = socket(ad.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (ad.tcp)
-			setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		else
-			unlink(((struct sockaddr_un *)&ad.ss)->sun_path);
-		if (lfd < 0 || bind(lfd, (struct sockaddr *)&ad.ss, ad.len) < 0 || listen(lfd, 4) < 0) {
-			fprintf(stderr, "vop-stream: listen %s: %s\n", listen_s, strerror(errno));
-			return 1;
-		}
-		printf("listening %s\n", listen_s);
-	} else {
-		printf("dialing %s\n", connect_s);
+	memset(&cc, 0, sizeof(cc));
+	cc.address = device ? listen_s : connect_s;
+	cc.device_side = device;
+	cc.secret = secret_len ? secret : NULL;
+	cc.secret_len = secret_len;
+	cc.allow_plain = plain;
+	cc.max_chain = max_chain;
+	cc.handshake_ms = handshake_ms;
+	cc.idle_ms = idle_ms;
+	for (i = 0; i < ndev; i++)
+		ids[i] = devs[i].cfg.dev_id;
+	cc.dev_ids = ids;
+	cc.ndevs = ndev;
+	cc.real = h->l;
+	if ((rc = vop_sconn_start(proxy, &cc, &conn))) {
+		fprintf(stderr, "vop-stream: %s %s: %s\n", device ? "listen" : "dial", cc.address, strerror(-rc));
+		return 1;
 	}
-
+	printf("%s %s\n", device ? "listening" : "dialing", cc.address);
 	while (!g_stop) {
-		struct vop_stream_config sc;
-		struct vop_stream *s;
-		struct vop_stream_status st;
-		bool was_ready = false;
-		int fd;
-
-		if (device) {
-			struct pollfd pf = { .fd = lfd, .events = POLLIN };
-
-			if (poll(&pf, 1, 200) <= 0)
-				continue;
-			fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
-			if (fd < 0)
-				continue;
-		} else {
-			fd = dial(&ad);
-			if (fd < 0) {
-				uint32_t r = 0;
-				unsigned d;
-
-				/* Jittered: two driver sides that lost the same peer do not dial in step. */
-				if (getrandom(&r, sizeof(r), 0) != sizeof(r))
-					r = 0;
-				d = backoff / 2 + r % (backoff + 1);
-				nap(d);
-				backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
-				continue;
-			}
+		vop_sconn_status(conn, &cs);
+		if (cs.failures != seen_failed) {
+			seen_failed = cs.failures;
+			printf("failed %s\n", cs.last_reason);
 		}
-		tune(fd, ad.tcp);
-		memset(&sc, 0, sizeof(sc));
-		sc.fd = fd;
-		sc.device_side = device;
-		sc.secret = secret_len ? secret : NULL;
-		sc.secret_len = secret_len;
-		sc.allow_plain = plain;
-		sc.max_chain = max_chain;
-		sc.handshake_ms = handshake_ms;
-		sc.idle_ms = idle_ms;
-		if ((rc = vop_stream_create(proxy, &sc, &s))) {
-			fprintf(stderr, "vop-stream: bridge: %s\n", strerror(-rc));
-			return 1;
+		if (cs.connections != seen_ready) {
+			seen_ready = cs.connections;
+			printf("ready\n");
 		}
-		for (i = 0; i < ndev; i++) {
-			if ((rc = vop_stream_add(s, devs[i].cfg.dev_id))) {
-				fprintf(stderr, "vop-stream: bridge device %u: %s\n", devs[i].cfg.dev_id,
-					strerror(-rc));
-				return 1;
-			}
-			/* A fresh connection starts every device afresh: the link reset of a reconnect. */
-			if (!device)
-				vop_link_reset_device(h->l, devs[i].cfg.dev_id);
+		if (g_stats) {
+			g_stats = 0;
+			devside_stats_json(h, buf, sizeof(buf));
+			printf("stats {\"rtt_ns\":%llu,\"bytes_tx\":%llu,\"bytes_rx\":%llu,\"devices\":%s}\n",
+			       (unsigned long long)cs.rtt_ns, (unsigned long long)cs.bytes_tx,
+			       (unsigned long long)cs.bytes_rx, buf);
 		}
-		vop_stream_start(s);
-		for (;;) {
-			vop_stream_status(s, &st);
-			if (st.state == VOP_STREAM_READY && !was_ready) {
-				was_ready = true;
-				backoff = 100;
-				printf("ready\n");
-			}
-			if (st.state == VOP_STREAM_FAILED || g_stop)
-				break;
-			if (g_stats) {
-				g_stats = 0;
-				devside_stats_json(h, buf, sizeof(buf));
-				printf("stats {\"rtt_ns\":%llu,\"bytes_tx\":%llu,\"bytes_rx\":%llu,\"devices\":%s}\n",
-				       (unsigned long long)st.rtt_ns, (unsigned long long)st.bytes_tx,
-				       (unsigned long long)st.bytes_rx, buf);
-			}
-			usleep(20000);
-		}
-		if (st.state == VOP_STREAM_FAILED)
-			printf("failed %s\n", st.reason);
-		vop_stream_destroy(s);
-		if (!device && !g_stop)
-			nap(backoff);
+		usleep(20000);
 	}
+	vop_sconn_stop(conn);
 	vop_link_stop(proxy);
 	vop_link_destroy(proxy);
 	devside_close(h); /* closes wb or wa (the real side's window) */
 	vop_window_close(device ? wa : wb);
-	if (lfd >= 0)
-		close(lfd);
-	if (!ad.tcp && device)
-		unlink(((struct sockaddr_un *)&ad.ss)->sun_path);
 	return 0;
 }
