@@ -6,6 +6,7 @@
         "binding/addon.c",
         "binding/errors.c",
         "binding/link_binding.c",
+        "binding/stream_binding.c",
         "binding/device_binding.c",
         "binding/device_config.c",
         "core/version.c",

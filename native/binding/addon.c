@@ -114,6 +114,9 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("deviceEndpoints", vop_b_device_endpoints),
 		EXPORT("consoleRead", vop_b_console_read),
 		EXPORT("consoleWrite", vop_b_console_write),
+		EXPORT("streamOpen", vop_b_stream_open),
+		EXPORT("streamStart", vop_b_stream_start),
+		EXPORT("streamStatus", vop_b_stream_status),
 	};
 
 
