@@ -432,9 +432,9 @@ export interface StreamStatusDto {
   disconnects: bigint;
   lastError: string;
 }
+export declare function consoleWrite(h: LinkHandle, devId: number, data: Uint8Array): number;
 export declare function streamOpen(opts: StreamOpenDto): LinkHandle;
 /** Device side: binds and listens before it returns (EADDRINUSE, EACCES); driver side: dials in the background. */
 export declare function streamStart(h: LinkHandle, opts: StreamStartDto): void;
 /** null until streamStart. */
 export declare function streamStatus(h: LinkHandle): StreamStatusDto | null;
-export declare function consoleWrite(h: LinkHandle, devId: number, data: Uint8Array): number;
