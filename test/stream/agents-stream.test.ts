@@ -171,6 +171,15 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
     console.log(
       `stream status (driver side): rtt ${Number(st.rttNs) / 1000} us, sent ${st.bytesSent}, received ${st.bytesReceived}`,
     );
+    // Metrics per link.
+    // (the agent's metrics listener is on 127.0.0.1 of its namespace)
+    const m = v.ns.exec(v.b, 'python3', [
+      '-c',
+      `import urllib.request; print(urllib.request.urlopen("http://${srvB.metrics}/metrics").read().decode())`,
+    ]).stdout;
+    assert.match(m, /^vop_stream_connected\{link="st"\} 1$/m);
+    assert.match(m, /^vop_stream_bytes_total\{link="st",direction="sent"\} [1-9]/m);
+    assert.match(m, /^vop_stream_connections_total\{link="st"\} 1$/m);
     for (const s of [srvA, srvB])
       assert.ok(!s.logs.some((r) => JSON.stringify(r).includes(secret)), 'no log line holds the secret');
   });

@@ -435,8 +435,8 @@ export class LinkRuntime {
     return true;
   }
 
-  /** The stream connection as status shows it (no secret in it), or undefined. */
-  private streamStatus(): StreamStatus | undefined {
+  /** The stream connection as status and metrics show it (no secret in it), or undefined. */
+  streamStatus(): StreamStatus | undefined {
     const s = this.streamTransport ? this.window?.stream?.() : null;
     if (!s) return undefined;
     return {
