@@ -890,6 +890,14 @@ static void dev_info_of(struct vop_stream *s, struct sdev *d, struct vop_sdev_in
 	o->device_type = d->info.device_type;
 	o->features = d->info.features_offered;
 	o->num_queues = d->info.num_queues;
+	/* The device's live config space (written by the backend when it opened), else as published. */
+	o->config_len = (uint16_t)d->info.config_len;
+	{
+		uint32_t gen = 0;
+
+		if (vop_devtab_config_read(s->w, &d->info, o->config, d->info.config_len, &gen) != 0 || gen < 2)
+			memcpy(o->config, d->info.config, d->info.config_len);
+	}
 	for (i = 0; i < o->num_queues; i++) {
 		o->queue_size[i] = d->info.queues[i].size;
 		o->max_chain[i] = d->q[i].slot_size < cap ? d->q[i].slot_size : cap;
@@ -909,7 +917,7 @@ static int handshake(struct vop_stream *s)
 	struct vop_stream_limits hl = { VOP_STREAM_MAX_FRAME, VOP_STREAM_MAX_SEGS };
 	struct vop_shello me, peer;
 	struct vop_sframe f;
-	uint8_t buf[VOP_SMSG_DEV_INFO_FIXED + 8 * VOP_MAX_QUEUES], mac[VOP_STREAM_MAC];
+	uint8_t buf[VOP_SMSG_DEV_INFO_MAX], mac[VOP_STREAM_MAC];
 	char reason[VOP_STREAM_REASON_MAX + 1];
 	const char *why = NULL;
 	unsigned i, seen = 0;
@@ -1029,6 +1037,13 @@ static int handshake(struct vop_stream *s)
 					i, di.queue_size[i], d->info.queues[i].size);
 			d->q[i].max_chain = di.max_chain[i];
 		}
+		/*
+		 * The device's config space, into our window's device block (the proxy is the device
+		 * side there): the real driver reads it when it starts, after the reset that follows READY.
+		 */
+		if (di.config_len)
+			vop_devtab_config_write(s->w, &d->info, 0, di.config,
+						di.config_len < d->info.config_len ? di.config_len : d->info.config_len);
 		d->info_seen = true;
 		seen++;
 	}

@@ -193,9 +193,6 @@ static void serve(struct vop_sconn *c, int fd)
 	rc = vop_stream_create(c->proxy, &sc, &s);
 	for (i = 0; rc == 0 && i < c->cfg.ndevs; i++) {
 		rc = vop_stream_add(s, c->dev_ids[i]);
-		/* A fresh connection starts every device afresh: the link reset of a reconnect. */
-		if (rc == 0 && !c->cfg.device_side && c->cfg.real)
-			vop_link_reset_device(c->cfg.real, c->dev_ids[i]);
 	}
 	if (rc == 0)
 		rc = vop_stream_start(s);
@@ -220,6 +217,17 @@ static void serve(struct vop_sconn *c, int fd)
 			counted = true;
 			c->st.connections++;
 			c->st.state = VOP_SCONN_READY;
+			/*
+			 * A fresh connection starts every device afresh (the link reset of a reconnect),
+			 * once the handshake brought the device's config space over: the driver reads it
+			 * when it starts.
+			 */
+			if (!c->cfg.device_side && c->cfg.real) {
+				pthread_mutex_unlock(&c->mu);
+				for (i = 0; i < c->cfg.ndevs; i++)
+					vop_link_reset_device(c->cfg.real, c->dev_ids[i]);
+				pthread_mutex_lock(&c->mu);
+			}
 		}
 		c->st.rtt_ns = st.rtt_ns;
 		c->st.bytes_tx = c->done_tx + st.bytes_tx;

@@ -61,7 +61,7 @@ int vop_sframe_header(const uint8_t hdr[VOP_SFRAME_HDR], const struct vop_stream
 	case VOP_SMSG_PING:
 	case VOP_SMSG_PONG: want = VOP_SMSG_PING_LEN; break;
 	case VOP_SMSG_DEV_INFO:
-		if (len < VOP_SMSG_DEV_INFO_FIXED || len > VOP_SMSG_DEV_INFO_FIXED + 8u * VOP_MAX_QUEUES)
+		if (len < VOP_SMSG_DEV_INFO_FIXED + 8u + 4u || len > VOP_SMSG_DEV_INFO_MAX)
 			FAIL("dev_info length out of range");
 		break;
 	case VOP_SMSG_CHAINS:
@@ -143,8 +143,8 @@ int vop_sdev_info_parse(const uint8_t *p, uint32_t len, const struct vop_stream_
 		FAIL("dev_info dev_id 0");
 	if (out->num_queues < 1 || out->num_queues > VOP_MAX_QUEUES)
 		FAIL("dev_info num_queues outside [1, 8]");
-	if (len != VOP_SMSG_DEV_INFO_FIXED + 8u * out->num_queues)
-		FAIL("dev_info length does not match num_queues");
+	if (len < VOP_SMSG_DEV_INFO_FIXED + 8u * out->num_queues + 4u)
+		FAIL("dev_info shorter than its queues and config header");
 	for (i = 0; i < out->num_queues; i++) {
 		const uint8_t *q = p + VOP_SMSG_DEV_INFO_FIXED + 8u * i;
 		uint16_t sz = vop_sget16(q);
@@ -159,6 +159,18 @@ int vop_sdev_info_parse(const uint8_t *p, uint32_t len, const struct vop_stream_
 		if (out->max_chain[i] == 0 ||
 		    out->max_chain[i] > lim->max_frame - VOP_SMSG_BATCH_HDR - 4 - 4 * VOP_STREAM_MAX_SEGS)
 			FAIL("dev_info max_chain does not fit max_frame");
+	}
+	{
+		const uint8_t *c = p + VOP_SMSG_DEV_INFO_FIXED + 8u * out->num_queues;
+
+		out->config_len = vop_sget16(c);
+		if (vop_sget16(c + 2) != 0)
+			FAIL("dev_info config reserved not zero");
+		if (out->config_len > VOP_CONFIG_MAX)
+			FAIL("dev_info config_len > 96");
+		if (len != VOP_SMSG_DEV_INFO_FIXED + 8u * out->num_queues + 4u + out->config_len)
+			FAIL("dev_info length does not match num_queues and config_len");
+		memcpy(out->config, c + 4, out->config_len);
 	}
 	return 0;
 }
@@ -179,7 +191,15 @@ uint32_t vop_sdev_info_encode(uint8_t *out, const struct vop_sdev_info *d)
 		vop_sput16(q + 2, 0);
 		vop_sput32(q + 4, d->max_chain[i]);
 	}
-	return VOP_SMSG_DEV_INFO_FIXED + 8u * d->num_queues;
+	{
+		uint8_t *c = out + VOP_SMSG_DEV_INFO_FIXED + 8u * d->num_queues;
+		uint16_t n = d->config_len <= VOP_CONFIG_MAX ? d->config_len : VOP_CONFIG_MAX;
+
+		vop_sput16(c, n);
+		vop_sput16(c + 2, 0);
+		memcpy(c + 4, d->config, n);
+		return VOP_SMSG_DEV_INFO_FIXED + 8u * d->num_queues + 4u + n;
+	}
 }
 
 int vop_sbatch_next_chain(struct vop_sbatch *b, const struct vop_stream_limits *lim,

@@ -69,7 +69,8 @@ enum vop_smsg_type {
 
 /* Payload sizes of the fixed messages. */
 #define VOP_SMSG_HELLO_LEN 52u
-#define VOP_SMSG_DEV_INFO_FIXED 20u /* then num_queues x 8 */
+#define VOP_SMSG_DEV_INFO_FIXED 20u /* then num_queues x 8, then le16 config_len, le16 0, config */
+#define VOP_SMSG_DEV_INFO_MAX (VOP_SMSG_DEV_INFO_FIXED + 8u * VOP_MAX_QUEUES + 4u + VOP_CONFIG_MAX)
 #define VOP_SMSG_READY_LEN 4u
 #define VOP_SMSG_DEV_START_LEN 16u
 #define VOP_SMSG_DEV_RESET_LEN 8u
@@ -116,10 +117,12 @@ struct vop_sdev_info {
 	uint16_t num_queues;
 	uint16_t queue_size[VOP_MAX_QUEUES];
 	uint32_t max_chain[VOP_MAX_QUEUES]; /* bytes one chain of the queue may carry */
+	uint16_t config_len;                /* <= VOP_CONFIG_MAX */
+	uint8_t config[VOP_CONFIG_MAX];     /* the device's config space as the device side has it */
 };
 int vop_sdev_info_parse(const uint8_t *p, uint32_t len, const struct vop_stream_limits *lim,
 			struct vop_sdev_info *out, const char **why);
-/* Returns the payload length (<= VOP_SMSG_DEV_INFO_FIXED + 8 * VOP_MAX_QUEUES). */
+/* Returns the payload length (<= VOP_SMSG_DEV_INFO_MAX). */
 uint32_t vop_sdev_info_encode(uint8_t *out, const struct vop_sdev_info *d);
 
 /* A CHAINS or USED batch, walked with vop_sbatch_next_*. */
