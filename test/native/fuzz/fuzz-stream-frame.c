@@ -41,7 +41,7 @@ static void payload(const struct vop_stream_limits *lim, const struct vop_sframe
 	}
 	case VOP_SMSG_DEV_INFO: {
 		struct vop_sdev_info d;
-		uint8_t back[VOP_SMSG_DEV_INFO_FIXED + 8 * VOP_MAX_QUEUES];
+		uint8_t back[VOP_SMSG_DEV_INFO_MAX];
 
 		if (vop_sdev_info_parse(p, f->len, lim, &d, &why) == 0) {
 			FZ_ASSERT(d.num_queues >= 1 && d.num_queues <= VOP_MAX_QUEUES);
