@@ -184,6 +184,27 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
       assert.ok(!s.logs.some((r) => JSON.stringify(r).includes(secret)), 'no log line holds the secret');
   });
 
+  it('rotates the secret: a new one on the device side alone is refused, on both sides the link is Ready again', async () => {
+    const link = (await a.get('st')).link;
+    assert.ok(link?.spec);
+    const rotated = randomBytes(24).toString('hex');
+    const next = streamLink('st', 7421, rotated, link.spec.devices);
+    await a.apply(next);
+    await until('the old secret refused', async () => {
+      const s = (await a.get('st')).link?.status?.stream;
+      return s && /authentication failed/.test(s.lastError) ? true : undefined;
+    });
+    await b.apply(next);
+    await a.waitPhase('st', LinkPhase.LINK_PHASE_READY, 30_000);
+    await b.waitPhase('st', LinkPhase.LINK_PHASE_READY, 30_000);
+    // The restart recreated the TAPs (a link reset closes and reopens the backends).
+    tapUp(v.ns, v.a, 'vsgd', '10.82.0.1/24');
+    tapUp(v.ns, v.b, 'vsgr', '10.82.0.2/24');
+    assert.ok(await pingUntil(v.ns, v.a, '10.82.0.2'), 'traffic with the new secret');
+    for (const s of [srvA, srvB])
+      assert.ok(!s.logs.some((r) => JSON.stringify(r).includes(rotated)), 'no log line holds the new secret');
+  });
+
   it('refuses a wrong secret on both ends with the reason in status; a hostile client ends only its own connection', async () => {
     const devices: Device[] = [
       {

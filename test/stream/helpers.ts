@@ -133,7 +133,7 @@ export class VethPair {
 /** A TAP of vop-stream in ns gets addr and comes up. */
 export function tapUp(ns: Netns, n: string, tap: string, addr: string): void {
   for (const s of [
-    ['addr', 'add', addr, 'dev', tap],
+    ['addr', 'replace', addr, 'dev', tap],
     ['link', 'set', tap, 'up'],
   ]) {
     const r = ns.exec(n, 'ip', s);

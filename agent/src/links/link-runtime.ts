@@ -656,7 +656,11 @@ export class LinkRuntime {
     const ps = prev.spec;
     const ns = next.spec;
     if (!ps || !ns) return;
-    const identityChanged = !specEqual({ ...ps, devices: [] }, { ...ns, devices: [] });
+    // A stream link's devices are fixed when its connection starts (the device table travels in
+    // the handshake): any device change restarts it, as a new secret does (rotation).
+    const identityChanged =
+      !specEqual({ ...ps, devices: [] }, { ...ns, devices: [] }) ||
+      (this.streamTransport !== null && !specEqual(ps, ns));
     if (identityChanged) {
       this.closeWindow(this.side === 'creator');
       this.devices.clear();
