@@ -6,6 +6,7 @@
         "binding/addon.c",
         "binding/errors.c",
         "binding/link_binding.c",
+        "binding/stream_binding.c",
         "binding/device_binding.c",
         "binding/device_config.c",
         "binding/vhost_binding.c",
@@ -34,7 +35,10 @@
         "devices/net_parse.c",
         "devices/nbd_parse.c",
         "devices/dev_vhost.c",
-        "devices/dev_sink.c"
+        "devices/dev_sink.c",
+        "devices/stream_proto.c",
+        "devices/stream_bridge.c",
+        "devices/stream_conn.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],

@@ -17,7 +17,19 @@ export function createRootLogger(name: string, level: LevelWithSilent, destinati
       base: { pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: {
-        paths: ['metadata.authorization', 'config.tls.key', 'tls.key', '*.password', '*.token'],
+        paths: [
+          'metadata.authorization',
+          'config.tls.key',
+          'tls.key',
+          '*.password',
+          '*.token',
+          // A stream link's secret, wherever a link, spec or transport is logged (write-only).
+          '*.secret',
+          '*.*.secret',
+          'spec.transport.kind.value.secret',
+          'link.spec.transport.kind.value.secret',
+          '*.link.spec.transport.kind.value.secret',
+        ],
         censor: '[Redacted]',
       },
       formatters: { level: (label) => ({ level: label }) },

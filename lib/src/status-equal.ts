@@ -4,7 +4,7 @@
  * watchers should see) use. A condition's lastTransitionTime and a status's lastTransitionTime only
  * record when something changed, so they never make two statuses differ.
  */
-import type { Condition, DeviceStatus, LinkStatus } from '../proto/types';
+import type { Condition, DeviceStatus, LinkStatus, StreamStatus } from '../proto/types';
 
 /** Conditions equal in type, status, reason, message and observed generation. */
 export function conditionEqual(a: Condition, b: Condition): boolean {
@@ -41,6 +41,21 @@ function deviceEqual(a: DeviceStatus, b: DeviceStatus): boolean {
   );
 }
 
+/**
+ * A stream connection's state, peer, counts and last error; its RTT and byte counters move all the
+ * time and are read live (Get, metrics), so they alone never make a status update.
+ */
+function streamEqual(a: StreamStatus | undefined, b: StreamStatus | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return (
+    a.state === b.state &&
+    a.peerAddress === b.peerAddress &&
+    a.connections === b.connections &&
+    a.disconnects === b.disconnects &&
+    a.lastError === b.lastError
+  );
+}
+
 /** True when two link statuses differ in nothing but timestamps (undefined equals only undefined). */
 export function linkStatusEqual(a: LinkStatus | undefined, b: LinkStatus | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
@@ -51,7 +66,8 @@ export function linkStatusEqual(a: LinkStatus | undefined, b: LinkStatus | undef
     a.resetCount !== b.resetCount ||
     a.devices.length !== b.devices.length ||
     !conditionsEqual(a.conditions, b.conditions) ||
-    !recordEqual(a.endpointPhases, b.endpointPhases)
+    !recordEqual(a.endpointPhases, b.endpointPhases) ||
+    !streamEqual(a.stream, b.stream)
   )
     return false;
   for (let i = 0; i < a.devices.length; i++)

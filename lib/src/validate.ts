@@ -16,8 +16,10 @@ import {
   type LinkTemplate,
   type NetBackend,
   type ConsoleBackend,
+  type StreamTransport,
   type Transport,
   SelectorOperator,
+  StreamProtocol,
 } from '../proto/types';
 import { ViolationList } from './errors';
 import {
@@ -159,7 +161,7 @@ export function checkTransport(
       if (k.value.bar > 5) v.add(`${field}.pci_epf.bar`, 'must be 0-5');
       break;
     case 'stream':
-      if (k.value.address === '') v.add(`${field}.stream.address`, 'is required');
+      checkStreamTransport(v, `${field}.stream`, k.value);
       break;
     case 'vhostUser':
       checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true, MAX_SOCKET_PATH_BYTES);
@@ -181,6 +183,56 @@ export function checkTransport(
       v.add(field, `unknown transport ${JSON.stringify(never)}`);
     }
   }
+}
+
+/** IPv4 "a.b.c.d:port" with port 1..65535. */
+const IPV4_PORT = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}:(\d{1,5})$/;
+/** Bytes of a stream secret (HMAC-SHA256 key). */
+export const STREAM_SECRET_MIN_BYTES = 16;
+export const STREAM_SECRET_MAX_BYTES = 256;
+
+function checkStreamAddress(
+  v: ViolationList,
+  field: string,
+  protocol: StreamProtocol,
+  a: string,
+  required: boolean,
+): void {
+  if (a === '') {
+    if (required) v.add(field, 'is required');
+    return;
+  }
+  if (protocol === StreamProtocol.STREAM_PROTOCOL_UNIX) {
+    checkAbsolutePath(v, field, a, true, MAX_SOCKET_PATH_BYTES);
+    return;
+  }
+  const m = IPV4_PORT.exec(a);
+  const port = m ? Number(m[m.length - 1]) : 0;
+  if (!m || port < 1 || port > 65535)
+    v.add(field, `"${a}" must be an IPv4 address and a port 1-65535, e.g. 10.0.0.2:7400`);
+}
+
+function checkStreamTransport(v: ViolationList, field: string, t: StreamTransport): void {
+  if (t.protocol === StreamProtocol.STREAM_PROTOCOL_VSOCK)
+    v.add(`${field}.protocol`, 'vsock is not supported yet: use STREAM_PROTOCOL_TCP or STREAM_PROTOCOL_UNIX');
+  else if (
+    t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNSPECIFIED &&
+    t.protocol !== StreamProtocol.STREAM_PROTOCOL_TCP &&
+    t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNIX
+  )
+    v.add(`${field}.protocol`, `unknown protocol ${String(t.protocol)}`);
+  checkStreamAddress(v, `${field}.address`, t.protocol, t.address, true);
+  checkStreamAddress(v, `${field}.listen_address`, t.protocol, t.listenAddress, false);
+  const n = Buffer.byteLength(t.secret);
+  if (n === 0 && !t.allowPlaintext)
+    v.add(
+      `${field}.secret`,
+      'is required unless allow_plaintext is set explicitly (the link would be unauthenticated)',
+    );
+  else if (n !== 0 && (n < STREAM_SECRET_MIN_BYTES || n > STREAM_SECRET_MAX_BYTES))
+    v.add(`${field}.secret`, `must be ${STREAM_SECRET_MIN_BYTES}..${STREAM_SECRET_MAX_BYTES} bytes (got ${n})`);
+  if (t.idleTimeoutMs !== 0 && (t.idleTimeoutMs < 1000 || t.idleTimeoutMs > 600000))
+    v.add(`${field}.idle_timeout_ms`, `${t.idleTimeoutMs} must be 0 (15000) or between 1000 and 600000`);
 }
 
 function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefined): void {

@@ -120,6 +120,9 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("vhostQueueStats", vop_b_vhost_queue_stats),
 		EXPORT("vhostCounters", vop_b_vhost_counters),
 		EXPORT("vhostEndpoints", vop_b_vhost_endpoints),
+		EXPORT("streamOpen", vop_b_stream_open),
+		EXPORT("streamStart", vop_b_stream_start),
+		EXPORT("streamStatus", vop_b_stream_status),
 	};
 
 

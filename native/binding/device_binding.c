@@ -106,6 +106,13 @@ napi_value vop_b_device_publish(napi_env env, napi_callback_info info)
 		return NULL;
 	rc = vop_devcfg_spec(c, b->w->side, &spec);
 	free(c);
+	if (rc == 0 && b->stream_max_chain && spec.device_side == b->w->side) {
+		unsigned q;
+
+		/* Stream device side: the bridge lays each received chain out in one slot per entry. */
+		for (q = 0; q < spec.num_queues; q++)
+			spec.pool_size[q] = vop_stream_pool_size(spec.queue_size[q], b->stream_max_chain);
+	}
 	if (rc == 0)
 		rc = vop_devtab_publish(b->w, &spec);
 	if (rc < 0) {

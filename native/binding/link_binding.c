@@ -128,6 +128,7 @@ static void bwin_close(struct bwin *b, bool unlink)
 {
 	if (!b->l)
 		return;
+	vop_b_stream_close(b); /* the connection and the proxy side first: they use the window */
 	vop_link_stop(b->l); /* joins: no on_event after this */
 	release_tsfn(b);
 	vop_b_close_backends(b);
@@ -250,6 +251,18 @@ static napi_value wrap_new(napi_env env, struct vop_window *w, const struct open
 	if (napi_add_env_cleanup_hook(env, cleanup_hook, b) == napi_ok)
 		b->hook = true;
 	return obj;
+}
+
+napi_value vop_b_wrap_window(napi_env env, struct vop_window *w, uint64_t spin_ns, bool poll_only,
+			     uint32_t reset_timeout_ms)
+{
+	struct open_opts op;
+
+	memset(&op, 0, sizeof(op));
+	op.cfg.spin_ns = spin_ns;
+	op.cfg.poll_only = poll_only;
+	op.cfg.reset_timeout_ms = reset_timeout_ms;
+	return wrap_new(env, w, &op);
 }
 
 /*

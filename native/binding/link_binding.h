@@ -15,6 +15,7 @@
 
 #include "vop/dev_backend.h"
 #include "vop/link.h"
+#include "vop/stream.h"
 #include "vop/window.h"
 
 struct bwin {
@@ -27,6 +28,11 @@ struct bwin {
 	struct vop_devctx *ctx;        /* JS thread; created with the first device backend */
 	struct vop_devback *backends[VOP_MAX_DEVICES]; /* JS thread */
 	unsigned nbackends;
+	/* stream transport (stream_binding.c): side 1 of the private window and its proxy link */
+	struct vop_window *pw;      /* JS thread; NULL unless a stream window */
+	struct vop_link *pl;        /* the bridge's proxy link on pw */
+	struct vop_sconn *sconn;    /* the connection thread, once started */
+	uint32_t stream_max_chain;  /* device side: pools of this many bytes per ring entry; 0 = not */
 };
 
 /* Unwrap a link handle after checking its type tag; NULL with a pending exception (EBADF if closed and open). */
@@ -57,6 +63,17 @@ napi_value vop_b_start(napi_env env, napi_callback_info info);
 napi_value vop_b_stop(napi_env env, napi_callback_info info);
 napi_value vop_b_link_stats(napi_env env, napi_callback_info info);
 napi_value vop_b_on_event(napi_env env, napi_callback_info info);
+
+/* link_binding.c: wrap a fresh window side (created by the caller) as a handle; NULL with an exception. */
+napi_value vop_b_wrap_window(napi_env env, struct vop_window *w, uint64_t spin_ns, bool poll_only,
+			     uint32_t reset_timeout_ms);
+/* Unwrap a handle for the stream calls (stream_binding.c). */
+void vop_b_stream_close(struct bwin *b);
+
+/* stream_binding.c */
+napi_value vop_b_stream_open(napi_env env, napi_callback_info info);
+napi_value vop_b_stream_start(napi_env env, napi_callback_info info);
+napi_value vop_b_stream_status(napi_env env, napi_callback_info info);
 
 /* device_binding.c */
 napi_value vop_b_device_publish(napi_env env, napi_callback_info info);

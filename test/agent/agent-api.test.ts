@@ -133,13 +133,35 @@ describe('vop-agent AgentService', () => {
 
     const unsupported = makeLink('l-bad5');
     (unsupported.spec as { transport: unknown }).transport = {
-      kind: { $case: 'stream', value: { protocol: 1, address: '127.0.0.1:1' } },
+      kind: { $case: 'pciEpf', value: { controller: 'c0', function: 'f0', bar: 0, sizeBytes: 0n } },
     };
     st = decodeStatus(await expectGrpcError(agent.apply(unsupported)));
     assert.equal(st.code, status.INVALID_ARGUMENT);
     assert.deepEqual(
       st.fieldViolations.map((v) => v.field),
       ['link.spec.transport'],
+    );
+
+    // A stream link without a secret needs allow_plaintext said explicitly.
+    const plain = makeLink('l-bad6');
+    (plain.spec as { transport: unknown }).transport = {
+      kind: {
+        $case: 'stream',
+        value: {
+          protocol: 1,
+          address: '127.0.0.1:1',
+          listenAddress: '',
+          secret: '',
+          allowPlaintext: false,
+          idleTimeoutMs: 0,
+        },
+      },
+    };
+    st = decodeStatus(await expectGrpcError(agent.apply(plain)));
+    assert.equal(st.code, status.INVALID_ARGUMENT);
+    assert.deepEqual(
+      st.fieldViolations.map((v) => v.field),
+      ['link.spec.transport.stream.secret'],
     );
 
     st = decodeStatus(await expectGrpcError(agent.get('nope')));

@@ -92,6 +92,7 @@ function run(init: WorkerInit): void {
                     lastTransitionTime: undefined,
                   },
                 ],
+                stream: undefined,
                 devices: [],
                 epoch: 1n,
                 resetCount: 0,

@@ -77,6 +77,7 @@ function status(over: Partial<LinkStatus> = {}): LinkStatus {
     resetCount: 0,
     lastTransitionTime: new Date(1000),
     endpointPhases: {},
+    stream: undefined,
     ...over,
   };
 }

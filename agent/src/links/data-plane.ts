@@ -105,6 +105,33 @@ export type DataPlaneEvent =
   /** This endpoint's data plane stopped for good because of the peer (e.g. 'devtab_unstable'). */
   | { readonly type: 'link-failed'; readonly reason: string };
 
+/** The connection of a stream link (native/devices/stream_conn.c). */
+export interface StreamConnection {
+  readonly state: 'listening' | 'dialing' | 'handshake' | 'ready' | 'stopped';
+  readonly peer: string;
+  readonly rttNs: bigint;
+  readonly bytesSent: bigint;
+  readonly bytesReceived: bigint;
+  readonly connections: bigint;
+  readonly disconnects: bigint;
+  readonly lastError: string;
+}
+
+export interface StreamOpenRequest {
+  readonly link: string;
+  readonly role: 'device' | 'driver';
+  /** The devices, published into the private window before the connection starts. */
+  readonly devices: readonly LinkDevice[];
+}
+
+export interface StreamStartRequest {
+  /** "tcp:IPV4:PORT" or "unix:PATH": where the device side listens or the driver side dials. */
+  readonly address: string;
+  readonly secret: Uint8Array | null;
+  readonly allowPlain: boolean;
+  readonly idleMs: number;
+}
+
 /** One open window (one endpoint of one link). */
 export interface DataPlaneWindow {
   readonly side: WindowSide;
@@ -134,6 +161,10 @@ export interface DataPlaneWindow {
   replaced(): boolean;
   /** Why the data plane stopped for good because of the peer ('devtab_unstable'), null while healthy. */
   failure(): string | null;
+  /** Stream transport only: start listening / dialing for the devices added so far. */
+  startStream?(req: StreamStartRequest): void;
+  /** Stream transport only: the connection, null before startStream. */
+  stream?(): StreamConnection | null;
   /** Stops workers and unmaps; the creator removes the window file when `unlink`. */
   close(unlink: boolean): void;
 }
@@ -186,4 +217,9 @@ export interface DataPlane {
    * Absent where the data plane has none (test doubles): such links fail with a clear reason.
    */
   openVhost?(req: OpenVhostRequest): DataPlaneVhost;
+  /**
+   * Stream transport: a private window (only this process maps it) whose other side is the
+   * bridge to the peer; peer() says "up" while a connection is ready (epoch: connections).
+   */
+  openStream?(req: StreamOpenRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow;
 }

@@ -19,6 +19,7 @@ import {
 } from '../../../lib/src/errors';
 import { DEFAULT_LIMITS, HARD_LIMITS, type Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
+import { redactSpec } from '../../../lib/src/redact';
 import { validateLink } from '../../../lib/src/validate';
 import type { DataPlane } from './data-plane';
 import { deviceKindName, roleName, type BackendRegistry } from '../backends/device-backend';
@@ -274,7 +275,7 @@ export class LinkManager implements LinkManagerApi {
     const desired: Link = { meta, spec: input.spec, status: undefined };
     if (opts.dryRun) {
       const status = existing?.toLink().status;
-      return { link: { ...desired, status }, changed: true };
+      return { link: { ...desired, spec: redactSpec(desired.spec), status }, changed: true };
     }
     try {
       this.deps.store.save(desired);

@@ -9,9 +9,17 @@
  */
 import { rmSync } from 'node:fs';
 
-import type { DeviceStats, Link, LinkEvent } from '../../../lib/proto/types';
+import {
+  StreamProtocol,
+  type DeviceStats,
+  type Link,
+  type LinkEvent,
+  type StreamStatus,
+  type StreamTransport,
+} from '../../../lib/proto/types';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
+import { redactSpec } from '../../../lib/src/redact';
 import { backoffDelayMs } from '../../../lib/src/backoff';
 import { roleName, type BackendInstance, type BackendRegistry, type DeviceKindName } from '../backends/device-backend';
 import { NativeError, type DataPlane, type DataPlaneEvent, type DataPlaneWindow, type WindowSide } from './data-plane';
@@ -130,7 +138,14 @@ export class LinkRuntime {
   }
   /** The device-role side creates the window and owns its device table; the driver side attaches. */
   get side(): WindowSide {
+    // A stream link's window is private: each agent creates its own (docs/stream-protocol.md).
+    if (this.streamTransport) return 'creator';
     return this.role === 'device' ? 'creator' : 'attacher';
+  }
+  /** The stream transport of the spec, or null. */
+  private get streamTransport(): StreamTransport | null {
+    const k = this.spec.transport?.kind;
+    return k?.$case === 'stream' ? k.value : null;
   }
   get windowPath(): string {
     return windowPathOf(this.linkValue, this.deps.rendezvousDir);
@@ -299,6 +314,9 @@ export class LinkRuntime {
       this.fail('DataPlaneUnavailable', `the native data plane is not loaded (${this.deps.dataPlane.version})`);
       return;
     }
+    if (!this.window && this.streamTransport) {
+      if (!this.openStream(this.streamTransport)) return;
+    }
     if (!this.window) {
       let opened: ReturnType<typeof openWindow>;
       try {
@@ -371,6 +389,66 @@ export class LinkRuntime {
       `peer ${this.peerAgent()} is on the window (epoch ${peer.epoch})`,
     );
     if (this.transitionTo(['Connecting'], 'Negotiating', 'PeerAttached')) this.evaluate();
+  }
+
+  /**
+   * Stream transport: this agent's private window with every device, then the connection
+   * (the device side listens, the driver side dials). False when it must be retried.
+   */
+  private openStream(t: StreamTransport): boolean {
+    const dp = this.deps.dataPlane;
+    if (!dp.openStream) {
+      this.fail('TransportUnsupported', 'this data plane has no stream transport');
+      return false;
+    }
+    const unix = t.protocol === StreamProtocol.STREAM_PROTOCOL_UNIX;
+    const where = this.role === 'device' && t.listenAddress !== '' ? t.listenAddress : t.address;
+    const address = `${unix ? 'unix' : 'tcp'}:${where}`;
+    let w: DataPlaneWindow;
+    try {
+      w = dp.openStream(
+        { link: this.name, role: this.role, devices: [...this.devices.values()].map((d) => d.native) },
+        (e) => this.onNativeEvent(e),
+      );
+    } catch (err) {
+      this.retryLater('WindowOpenFailed', `stream window: ${errText(err)}`);
+      return false;
+    }
+    this.window = w;
+    try {
+      for (const d of this.devices.values()) this.addNative(d);
+      for (const d of this.devices.values()) this.devices.startBackend(d);
+      w.startStream?.({
+        address,
+        secret: t.secret === '' ? null : new TextEncoder().encode(t.secret),
+        allowPlain: t.secret === '' && t.allowPlaintext,
+        idleMs: t.idleTimeoutMs,
+      });
+    } catch (err) {
+      this.closeWindow(false);
+      this.retryLater(
+        'StreamStartFailed',
+        `${this.role === 'device' ? 'listen on' : 'dial'} ${address}: ${errText(err)}`,
+      );
+      return false;
+    }
+    return true;
+  }
+
+  /** The stream connection as status and metrics show it (no secret in it), or undefined. */
+  streamStatus(): StreamStatus | undefined {
+    const s = this.streamTransport ? this.window?.stream?.() : null;
+    if (!s) return undefined;
+    return {
+      state: s.state,
+      peerAddress: s.peer,
+      rttNs: s.rttNs,
+      bytesSent: s.bytesSent,
+      bytesReceived: s.bytesReceived,
+      connections: s.connections,
+      disconnects: s.disconnects,
+      lastError: s.lastError,
+    };
   }
 
   private peerAgent(): string {
@@ -578,7 +656,11 @@ export class LinkRuntime {
     const ps = prev.spec;
     const ns = next.spec;
     if (!ps || !ns) return;
-    const identityChanged = !specEqual({ ...ps, devices: [] }, { ...ns, devices: [] });
+    // A stream link's devices are fixed when its connection starts (the device table travels in
+    // the handshake): any device change restarts it, as a new secret does (rotation).
+    const identityChanged =
+      !specEqual({ ...ps, devices: [] }, { ...ns, devices: [] }) ||
+      (this.streamTransport !== null && !specEqual(ps, ns));
     if (identityChanged) {
       this.closeWindow(this.side === 'creator');
       this.devices.clear();
@@ -696,7 +778,7 @@ export class LinkRuntime {
   toLink(): Link {
     return {
       meta: this.linkValue.meta,
-      spec: this.linkValue.spec,
+      spec: redactSpec(this.linkValue.spec),
       status: {
         phase: PHASE_OF[this.stateValue],
         observedGeneration: BigInt(this.generation),
@@ -706,6 +788,7 @@ export class LinkRuntime {
         resetCount: this.resetCount,
         lastTransitionTime: this.lastTransition,
         endpointPhases: {},
+        stream: this.streamStatus(),
       },
     };
   }

@@ -43,8 +43,11 @@ export function checkLinkForAgent(
   }
   const v = new ViolationList();
   const tk = link.spec.transport?.kind?.$case;
-  if (tk && tk !== 'shm' && tk !== 'vhostUser') {
-    v.add(`${field}.spec.transport`, `transport ${tk} is not supported by this agent; it serves shm and vhost_user`);
+  if (tk && tk !== 'shm' && tk !== 'vhostUser' && tk !== 'stream') {
+    v.add(
+      `${field}.spec.transport`,
+      `transport ${tk} is not supported by this agent; it serves shm, vhost_user and stream`,
+    );
   }
   const ids = new Map<number, string>();
   link.spec.devices.forEach((d, i) => {

@@ -7,6 +7,7 @@
  * until it is applied again (which replaces it) or deleted.
  */
 import { ConditionStatus, type Condition, type Link, type LinkSpec, type ObjectMeta } from '../../../lib/proto/types';
+import { redactSpec } from '../../../lib/src/redact';
 import { PHASE_OF, type LinkState } from './link-lifecycle';
 
 /** Condition type of a quarantined link, and its reasons. */
@@ -64,7 +65,7 @@ export class QuarantinedLink {
   toLink(): Link {
     return {
       meta: this.meta,
-      spec: this.spec,
+      spec: redactSpec(this.spec),
       status: {
         phase: PHASE_OF.Failed,
         observedGeneration: this.meta.generation,
@@ -73,6 +74,7 @@ export class QuarantinedLink {
         epoch: 0n,
         resetCount: 0,
         lastTransitionTime: this.since,
+        stream: undefined,
         endpointPhases: {},
       },
     };

@@ -15,7 +15,7 @@
  */
 import { readFileSync } from 'node:fs';
 
-import type { DeviceStats, Link } from '../../../lib/proto/types';
+import type { DeviceStats, Link, StreamStatus } from '../../../lib/proto/types';
 import type { Logger } from '../../../lib/src/logger';
 import { backoffDelayMs } from '../../../lib/src/backoff';
 import {
@@ -424,8 +424,14 @@ export class VhostUserRuntime {
         resetCount: this.resetCount,
         lastTransitionTime: this.lastTransition,
         endpointPhases: {},
+        stream: undefined,
       },
     };
+  }
+
+  /** A vhost-user link has no stream connection. */
+  streamStatus(): StreamStatus | undefined {
+    return undefined;
   }
 
   private safeStatus(): ReturnType<DataPlaneVhost['status']> | null {

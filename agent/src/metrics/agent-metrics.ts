@@ -154,6 +154,75 @@ export function registerAgentMetrics(
     },
   });
 
+  // Stream transport: the connection of each stream link (read at scrape time, one read per link).
+  let ssnap:
+    { link: string; s: NonNullable<ReturnType<ReturnType<LinkManager['runtimes']>[number]['streamStatus']>> }[] | null =
+    null;
+  const streams = (): NonNullable<typeof ssnap> => {
+    if (!ssnap) {
+      ssnap = [];
+      for (const rt of links.runtimes()) {
+        const s = rt.streamStatus();
+        if (s) ssnap.push({ link: rt.name, s });
+      }
+      setImmediate(() => (ssnap = null));
+    }
+    return ssnap;
+  };
+  new Gauge({
+    name: 'vop_stream_connected',
+    help: '1 while the stream link has a connection past the handshake.',
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, s } of streams()) this.set({ link }, s.state === 'ready' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'vop_stream_rtt_seconds',
+    help: 'Round trip of the last keepalive of the current connection (0: none).',
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, s } of streams()) this.set({ link }, Number(s.rttNs) / NS_PER_S);
+    },
+  });
+  new Counter({
+    name: 'vop_stream_bytes_total',
+    help: 'Bytes the stream link sent or received on its sockets, over every connection.',
+    labelNames: ['link', 'direction'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, s } of streams()) {
+        this.inc({ link, direction: 'sent' }, Number(s.bytesSent));
+        this.inc({ link, direction: 'received' }, Number(s.bytesReceived));
+      }
+    },
+  });
+  new Counter({
+    name: 'vop_stream_connections_total',
+    help: 'Connections of the stream link that completed the handshake.',
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, s } of streams()) this.inc({ link }, Number(s.connections));
+    },
+  });
+  new Counter({
+    name: 'vop_stream_disconnects_total',
+    help: 'Connections of the stream link that ended (refused handshakes included).',
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { link, s } of streams()) this.inc({ link }, Number(s.disconnects));
+    },
+  });
+
   // Per-queue counters: one stats read per link per scrape.
   let qsnap: { link: string; stats: ReturnType<LinkManager['stats']> }[] | null = null;
   const queues = (): NonNullable<typeof qsnap> => {

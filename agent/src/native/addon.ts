@@ -24,6 +24,9 @@ import type {
   OpenWindowRequest,
   PeerView,
   QueueCounters,
+  StreamConnection,
+  StreamOpenRequest,
+  StreamStartRequest,
 } from '../links/data-plane';
 import { checkDeviceConfig } from './device-config';
 import { NativeError } from './errors';
@@ -173,7 +176,56 @@ class LinkWindow implements DataPlaneWindow {
     }
   }
 
+  /**
+   * Stream transport: the window is private and its other side is our own bridge, so the peer
+   * is the connection: "up" while one is ready, its epoch the number of connections so far (a
+   * reconnect is a peer restart). A timer turns connection changes into peer events.
+   */
+  private streamMode: { timer: NodeJS.Timeout; ready: boolean; onEvent: (e: DataPlaneEvent) => void } | null = null;
+
+  enableStream(onEvent: (e: DataPlaneEvent) => void): void {
+    const timer = setInterval(() => this.pollStream(), 100);
+    timer.unref();
+    this.streamMode = { timer, ready: false, onEvent };
+  }
+
+  private pollStream(): void {
+    const m = this.streamMode;
+    const s = this.stream();
+    if (!m || !s) return;
+    const ready = s.state === 'ready';
+    if (ready === m.ready) return;
+    m.ready = ready;
+    m.onEvent(ready ? { type: 'peer-up', epoch: Number(s.connections) } : { type: 'peer-gone' });
+  }
+
+  startStream(req: StreamStartRequest): void {
+    if (!this.streamMode) throw new NativeError('not a stream window', 'EINVAL', 22);
+    this.native.streamStart(this.h(), {
+      address: req.address,
+      deviceSide: this.streamDeviceSide,
+      secret: req.secret,
+      allowPlain: req.allowPlain,
+      handshakeMs: 0,
+      idleMs: req.idleMs,
+      devIds: [...this.devices.keys()],
+    });
+  }
+
+  /** Set by NativeDataPlane.openStream. */
+  streamDeviceSide = false;
+
+  stream(): StreamConnection | null {
+    if (this.handle === null || !this.streamMode) return null;
+    return this.native.streamStatus(this.handle);
+  }
+
   peer(): PeerView {
+    if (this.streamMode) {
+      const s = this.stream();
+      if (!s || s.connections === 0n) return { state: 'absent', epoch: 0 };
+      return { state: s.state === 'ready' ? 'up' : 'gone', epoch: Number(s.connections) };
+    }
     const i = this.native.windowInfo(this.h());
     const p = { state: i.peerState, epoch: i.peerEpoch, heartbeat: i.peerHeartbeat };
     if (p.state !== 'up') return { state: p.state, epoch: p.epoch };
@@ -194,6 +246,7 @@ class LinkWindow implements DataPlaneWindow {
   }
 
   replaced(): boolean {
+    if (this.streamMode) return false;
     try {
       return statSync(this.path).ino !== this.ino;
     } catch {
@@ -343,6 +396,7 @@ class LinkWindow implements DataPlaneWindow {
    */
   close(unlink: boolean): void {
     if (this.handle === null) return;
+    if (this.streamMode) clearInterval(this.streamMode.timer);
     const h = this.handle;
     this.handle = null;
     this.native.onEvent(h, null);
@@ -488,6 +542,29 @@ export class NativeDataPlane implements DataPlane {
       req.device,
     );
     return new VhostDevice(this.native, h);
+  }
+
+  openStream(req: StreamOpenRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow {
+    const n = this.native;
+    req.devices.forEach((d, i) => checkDeviceConfig(d.config, this.constants, `devices[${i}]`));
+    const deviceSide = req.role === 'device';
+    const h = n.streamOpen({
+      devices: req.devices.map((d) => d.config),
+      deviceSide,
+      maxChain: 0,
+      ...this.worker,
+    });
+    let w: LinkWindow;
+    try {
+      w = new LinkWindow(n, this.constants, h, 'creator', '', this.log.child({ link: req.link }), onEvent);
+      w.streamDeviceSide = deviceSide;
+      w.enableStream(onEvent);
+      w.start();
+    } catch (err) {
+      n.windowClose(h, false);
+      throw err;
+    }
+    return w;
   }
 }
 

@@ -450,6 +450,38 @@ export declare function deviceCounters(h: LinkHandle, devId: number): DeviceCoun
 export declare function deviceEndpoints(h: LinkHandle, devId: number): DeviceEndpointsDto;
 /** Console stream of a console backend: reader 0..3. */
 export declare function consoleRead(h: LinkHandle, devId: number, reader: number, maxBytes: number): ConsoleReadDto;
+/** streamOpen: a private window (memfd) for a stream link; side 1 is the bridge's proxy (vop/stream.h). */
+export interface StreamOpenDto extends WorkerOptionsDto {
+  devices: DeviceConfigDto[];
+  /** This side serves the devices (listens); its pools hold whole chains of maxChain bytes. */
+  deviceSide: boolean;
+  /** Bytes one chain may carry; 0 = 69632. */
+  maxChain: number;
+}
+export interface StreamStartDto {
+  /** "tcp:IPV4:PORT" or "unix:PATH". */
+  address: string;
+  deviceSide: boolean;
+  /** The link secret (HMAC-SHA256 key), or null with allowPlain. */
+  secret: Uint8Array | null;
+  allowPlain: boolean;
+  /** 0 = defaults (5000 / 15000). */
+  handshakeMs: number;
+  idleMs: number;
+  /** Devices published so far. */
+  devIds: number[];
+}
+export type StreamStateName = 'listening' | 'dialing' | 'handshake' | 'ready' | 'stopped';
+export interface StreamStatusDto {
+  state: StreamStateName;
+  peer: string;
+  rttNs: bigint;
+  bytesSent: bigint;
+  bytesReceived: bigint;
+  connections: bigint;
+  disconnects: bigint;
+  lastError: string;
+}
 export declare function consoleWrite(h: LinkHandle, devId: number, data: Uint8Array): number;
 /** A vhost-user device: a net or blk device config in the device role, or null for the counting sink. */
 export declare function vhostOpen(opts: VhostOpenDto, device: DeviceConfigDto | null): VhostHandle;
@@ -458,3 +490,8 @@ export declare function vhostStatus(h: VhostHandle): VhostStatusDto;
 export declare function vhostQueueStats(h: VhostHandle, queue: number): QueueStatsDto;
 export declare function vhostCounters(h: VhostHandle): DeviceCountersDto | null;
 export declare function vhostEndpoints(h: VhostHandle): { tap: string | null; netns: string | null };
+export declare function streamOpen(opts: StreamOpenDto): LinkHandle;
+/** Device side: binds and listens before it returns (EADDRINUSE, EACCES); driver side: dials in the background. */
+export declare function streamStart(h: LinkHandle, opts: StreamStartDto): void;
+/** null until streamStart. */
+export declare function streamStatus(h: LinkHandle): StreamStatusDto | null;

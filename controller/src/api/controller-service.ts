@@ -30,6 +30,7 @@ import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import { assertConsoleCaller } from '../../../lib/src/console-access';
 import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
+import { redactSpec } from '../../../lib/src/redact';
 import { writeWithBackpressure, type HandlerKit } from '../../../lib/src/rpc-handlers';
 import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../lib/src/selector';
 import { clientKey, StreamQuota } from '../../../lib/src/stream-quota';
@@ -204,7 +205,10 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
         status: undefined,
       };
       const res = await cache.putLink(toWrite, link.meta?.resourceVersion ?? '', { dryRun: req.dryRun });
-      return { link: req.dryRun ? res.obj : views.linkView(name), changed: res.changed };
+      return {
+        link: req.dryRun ? { ...res.obj, spec: redactSpec(res.obj.spec) } : views.linkView(name),
+        changed: res.changed,
+      };
     }),
     getLink: kit.unary('GetLink', async (req: { name: string }) => ({ link: getLinkOrThrow(req.name) })),
     listLinks: kit.unary(

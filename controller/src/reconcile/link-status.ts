@@ -219,5 +219,6 @@ export function aggregateLinkStatus(
     resetCount: eps.reduce((n, e) => n + (e.observed?.resetCount ?? 0), 0),
     lastTransitionTime: samePhase ? prev.lastTransitionTime : now,
     endpointPhases,
+    stream: deviceSide?.observed?.stream,
   };
 }

@@ -15,6 +15,7 @@ import {
   type LinkPolicy,
 } from '../../../lib/proto/types';
 import { durationOfMs, monotonicMs, wallTimeOf } from '../../../lib/src/clock';
+import { redactSpec } from '../../../lib/src/redact';
 import { endpointViews } from '../reconcile/link-pass';
 import { aggregateLinkStatus } from '../reconcile/link-status';
 import type { FleetState } from '../state/fleet-state';
@@ -94,6 +95,8 @@ export class FleetViews {
     if (!e) return undefined;
     return {
       ...e.obj,
+      // Write-only fields (a stream link's secret) never leave the controller (lib/src/redact.ts).
+      spec: redactSpec(e.obj.spec),
       status:
         this.fleet.linkStatus.get(name) ??
         aggregateLinkStatus(e.obj, endpointViews(this.cache, this.fleet, e.obj), undefined, new Date()),

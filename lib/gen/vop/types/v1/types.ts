@@ -614,11 +614,41 @@ export interface PciEpfTransport {
   sizeBytes: bigint;
 }
 
-/** Virtqueue traffic carried as messages, no shared memory (virtio-msg style). */
+/** Virtqueue traffic carried as messages, no shared memory (virtio-msg style; docs/stream-protocol.md). */
 export interface StreamTransport {
   protocol: StreamProtocol;
   /** host:port, a socket path, or cid:port; the driver side dials, the device side listens. */
   address: string;
+  /** Device side: where to listen when it differs from address (e.g. "0.0.0.0:7400"); empty: address. */
+  listenAddress: string;
+  /**
+   * Per-link secret of the HMAC-SHA256 challenge-response (16..256 bytes). Write-only: never
+   * returned by Get, List or Watch, redacted in logs and status, stored with mode 0600; a new
+   * value rotates it (the link resets).
+   */
+  secret: string;
+  /** Carry the link without authentication. Only when set explicitly; otherwise a secret is required. */
+  allowPlaintext: boolean;
+  /** Nothing received for this long ends a connection (then reconnect); 0 means 15000. */
+  idleTimeoutMs: number;
+}
+
+/** The connection of a stream link as one agent sees it. */
+export interface StreamStatus {
+  /** "listening", "dialing", "handshake", "ready". */
+  state: string;
+  /** The peer's address of the current connection, "" when none. */
+  peerAddress: string;
+  /** Round trip of the last keepalive of the current connection; 0 when none. */
+  rttNs: bigint;
+  /** Bytes over every connection of this endpoint. */
+  bytesSent: bigint;
+  bytesReceived: bigint;
+  /** Connections that completed the handshake; ended connections (refusals included). */
+  connections: bigint;
+  disconnects: bigint;
+  /** Why the last connection ended ("authentication failed: ...", "peer silent for 15000 ms"). */
+  lastError: string;
 }
 
 /**
@@ -828,6 +858,8 @@ export interface LinkStatus {
     | undefined;
   /** Per endpoint phase, keyed by agent name (controller view only). */
   endpointPhases: { [key: string]: LinkPhase };
+  /** The stream transport's connection (this agent's view); unset for other transports. */
+  stream: StreamStatus | undefined;
 }
 
 export interface LinkStatus_EndpointPhasesEntry {
@@ -1962,7 +1994,7 @@ export const PciEpfTransport: MessageFns<PciEpfTransport> = {
 };
 
 function createBaseStreamTransport(): StreamTransport {
-  return { protocol: 0, address: "" };
+  return { protocol: 0, address: "", listenAddress: "", secret: "", allowPlaintext: false, idleTimeoutMs: 0 };
 }
 
 export const StreamTransport: MessageFns<StreamTransport> = {
@@ -1972,6 +2004,18 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     }
     if (message.address !== "") {
       writer.uint32(18).string(message.address);
+    }
+    if (message.listenAddress !== "") {
+      writer.uint32(1122).string(message.listenAddress);
+    }
+    if (message.secret !== "") {
+      writer.uint32(1130).string(message.secret);
+    }
+    if (message.allowPlaintext !== false) {
+      writer.uint32(1136).bool(message.allowPlaintext);
+    }
+    if (message.idleTimeoutMs !== 0) {
+      writer.uint32(1144).uint32(message.idleTimeoutMs);
     }
     return writer;
   },
@@ -2005,6 +2049,38 @@ export const StreamTransport: MessageFns<StreamTransport> = {
             message.address = reader.string();
             continue;
           }
+          case 140: {
+            if (tag !== 1122) {
+              break;
+            }
+
+            message.listenAddress = reader.string();
+            continue;
+          }
+          case 141: {
+            if (tag !== 1130) {
+              break;
+            }
+
+            message.secret = reader.string();
+            continue;
+          }
+          case 142: {
+            if (tag !== 1136) {
+              break;
+            }
+
+            message.allowPlaintext = reader.bool();
+            continue;
+          }
+          case 143: {
+            if (tag !== 1144) {
+              break;
+            }
+
+            message.idleTimeoutMs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2021,6 +2097,22 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     return {
       protocol: isSet(object.protocol) ? streamProtocolFromJSON(object.protocol) : 0,
       address: isSet(object.address) ? globalThis.String(object.address) : "",
+      listenAddress: isSet(object.listenAddress)
+        ? globalThis.String(object.listenAddress)
+        : isSet(object.listen_address)
+        ? globalThis.String(object.listen_address)
+        : "",
+      secret: isSet(object.secret) ? globalThis.String(object.secret) : "",
+      allowPlaintext: isSet(object.allowPlaintext)
+        ? globalThis.Boolean(object.allowPlaintext)
+        : isSet(object.allow_plaintext)
+        ? globalThis.Boolean(object.allow_plaintext)
+        : false,
+      idleTimeoutMs: isSet(object.idleTimeoutMs)
+        ? globalThis.Number(object.idleTimeoutMs)
+        : isSet(object.idle_timeout_ms)
+        ? globalThis.Number(object.idle_timeout_ms)
+        : 0,
     };
   },
 
@@ -2032,6 +2124,18 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     if (message.address !== "") {
       obj.address = message.address;
     }
+    if (message.listenAddress !== "") {
+      obj.listenAddress = message.listenAddress;
+    }
+    if (message.secret !== "") {
+      obj.secret = message.secret;
+    }
+    if (message.allowPlaintext !== false) {
+      obj.allowPlaintext = message.allowPlaintext;
+    }
+    if (message.idleTimeoutMs !== 0) {
+      obj.idleTimeoutMs = Math.round(message.idleTimeoutMs);
+    }
     return obj;
   },
 
@@ -2042,6 +2146,237 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     const message = createBaseStreamTransport();
     message.protocol = object.protocol ?? 0;
     message.address = object.address ?? "";
+    message.listenAddress = object.listenAddress ?? "";
+    message.secret = object.secret ?? "";
+    message.allowPlaintext = object.allowPlaintext ?? false;
+    message.idleTimeoutMs = object.idleTimeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseStreamStatus(): StreamStatus {
+  return {
+    state: "",
+    peerAddress: "",
+    rttNs: 0n,
+    bytesSent: 0n,
+    bytesReceived: 0n,
+    connections: 0n,
+    disconnects: 0n,
+    lastError: "",
+  };
+}
+
+export const StreamStatus: MessageFns<StreamStatus> = {
+  encode(message: StreamStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.state !== "") {
+      writer.uint32(10).string(message.state);
+    }
+    if (message.peerAddress !== "") {
+      writer.uint32(18).string(message.peerAddress);
+    }
+    if (message.rttNs !== 0n) {
+      if (BigInt.asUintN(64, message.rttNs) !== message.rttNs) {
+        throw new globalThis.Error("value provided for field message.rttNs of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.rttNs);
+    }
+    if (message.bytesSent !== 0n) {
+      if (BigInt.asUintN(64, message.bytesSent) !== message.bytesSent) {
+        throw new globalThis.Error("value provided for field message.bytesSent of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.bytesSent);
+    }
+    if (message.bytesReceived !== 0n) {
+      if (BigInt.asUintN(64, message.bytesReceived) !== message.bytesReceived) {
+        throw new globalThis.Error("value provided for field message.bytesReceived of type uint64 too large");
+      }
+      writer.uint32(40).uint64(message.bytesReceived);
+    }
+    if (message.connections !== 0n) {
+      if (BigInt.asUintN(64, message.connections) !== message.connections) {
+        throw new globalThis.Error("value provided for field message.connections of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.connections);
+    }
+    if (message.disconnects !== 0n) {
+      if (BigInt.asUintN(64, message.disconnects) !== message.disconnects) {
+        throw new globalThis.Error("value provided for field message.disconnects of type uint64 too large");
+      }
+      writer.uint32(56).uint64(message.disconnects);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(66).string(message.lastError);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StreamStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStreamStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.peerAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.rttNs = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.bytesSent = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.bytesReceived = reader.uint64() as bigint;
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.connections = reader.uint64() as bigint;
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.disconnects = reader.uint64() as bigint;
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StreamStatus {
+    return {
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      peerAddress: isSet(object.peerAddress)
+        ? globalThis.String(object.peerAddress)
+        : isSet(object.peer_address)
+        ? globalThis.String(object.peer_address)
+        : "",
+      rttNs: isSet(object.rttNs) ? BigInt(object.rttNs) : isSet(object.rtt_ns) ? BigInt(object.rtt_ns) : 0n,
+      bytesSent: isSet(object.bytesSent)
+        ? BigInt(object.bytesSent)
+        : isSet(object.bytes_sent)
+        ? BigInt(object.bytes_sent)
+        : 0n,
+      bytesReceived: isSet(object.bytesReceived)
+        ? BigInt(object.bytesReceived)
+        : isSet(object.bytes_received)
+        ? BigInt(object.bytes_received)
+        : 0n,
+      connections: isSet(object.connections) ? BigInt(object.connections) : 0n,
+      disconnects: isSet(object.disconnects) ? BigInt(object.disconnects) : 0n,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
+    };
+  },
+
+  toJSON(message: StreamStatus): unknown {
+    const obj: any = {};
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.peerAddress !== "") {
+      obj.peerAddress = message.peerAddress;
+    }
+    if (message.rttNs !== 0n) {
+      obj.rttNs = message.rttNs.toString();
+    }
+    if (message.bytesSent !== 0n) {
+      obj.bytesSent = message.bytesSent.toString();
+    }
+    if (message.bytesReceived !== 0n) {
+      obj.bytesReceived = message.bytesReceived.toString();
+    }
+    if (message.connections !== 0n) {
+      obj.connections = message.connections.toString();
+    }
+    if (message.disconnects !== 0n) {
+      obj.disconnects = message.disconnects.toString();
+    }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StreamStatus>, I>>(base?: I): StreamStatus {
+    return StreamStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StreamStatus>, I>>(object: I): StreamStatus {
+    const message = createBaseStreamStatus();
+    message.state = object.state ?? "";
+    message.peerAddress = object.peerAddress ?? "";
+    message.rttNs = (object.rttNs !== undefined && object.rttNs !== null) ? BigInt(object.rttNs) : 0n;
+    message.bytesSent = (object.bytesSent !== undefined && object.bytesSent !== null) ? BigInt(object.bytesSent) : 0n;
+    message.bytesReceived = (object.bytesReceived !== undefined && object.bytesReceived !== null)
+      ? BigInt(object.bytesReceived)
+      : 0n;
+    message.connections = (object.connections !== undefined && object.connections !== null)
+      ? BigInt(object.connections)
+      : 0n;
+    message.disconnects = (object.disconnects !== undefined && object.disconnects !== null)
+      ? BigInt(object.disconnects)
+      : 0n;
+    message.lastError = object.lastError ?? "";
     return message;
   },
 };
@@ -4290,6 +4625,7 @@ function createBaseLinkStatus(): LinkStatus {
     resetCount: 0,
     lastTransitionTime: undefined,
     endpointPhases: {},
+    stream: undefined,
   };
 }
 
@@ -4325,6 +4661,9 @@ export const LinkStatus: MessageFns<LinkStatus> = {
     globalThis.Object.entries(message.endpointPhases).forEach(([key, value]: [string, LinkPhase]) => {
       LinkStatus_EndpointPhasesEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
     });
+    if (message.stream !== undefined) {
+      StreamStatus.encode(message.stream, writer.uint32(1122).fork()).join();
+    }
     return writer;
   },
 
@@ -4408,6 +4747,14 @@ export const LinkStatus: MessageFns<LinkStatus> = {
             }
             continue;
           }
+          case 140: {
+            if (tag !== 1122) {
+              break;
+            }
+
+            message.stream = StreamStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4472,6 +4819,7 @@ export const LinkStatus: MessageFns<LinkStatus> = {
           {},
         )
         : {},
+      stream: isSet(object.stream) ? StreamStatus.fromJSON(object.stream) : undefined,
     };
   },
 
@@ -4507,6 +4855,9 @@ export const LinkStatus: MessageFns<LinkStatus> = {
         });
       }
     }
+    if (message.stream !== undefined) {
+      obj.stream = StreamStatus.toJSON(message.stream);
+    }
     return obj;
   },
 
@@ -4533,6 +4884,9 @@ export const LinkStatus: MessageFns<LinkStatus> = {
       },
       {},
     );
+    message.stream = (object.stream !== undefined && object.stream !== null)
+      ? StreamStatus.fromPartial(object.stream)
+      : undefined;
     return message;
   },
 };

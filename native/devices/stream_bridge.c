@@ -1,0 +1,1538 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The stream bridge (vop/stream.h, docs/stream-protocol.md): joins the
+ * proxy side of a private window to a connected socket.
+ *
+ * Threads:
+ *  - the proxy link's worker runs the proxy backends (struct
+ *    vop_devback_ops below): on the driver side it plays the DEVICE role
+ *    (pops chains, encodes CHAINS, applies USED), on the device side the
+ *    DRIVER role (materialises CHAINS in its pool, posts them, encodes
+ *    USED). It copies between the private window and the bridge's buffers.
+ *  - the bridge thread owns the socket: handshake, then it writes the tx
+ *    buffer out and reads frames, checks each against the negotiated limits
+ *    and queues CHAINS/USED to the device they name (bounded), handles
+ *    control messages itself (DEV_START/DEV_RESET attach and detach the
+ *    device side's proxy driver on the proxy link), PING/PONG, ERROR.
+ * s->mu protects the tx buffer, the rx lists, the status and the state.
+ * A violation anywhere ends the link: state FAILED with a reason, an ERROR
+ * frame to the peer (best effort), the socket shut down. Memory per link:
+ * the rx buffer (max_frame), the tx buffer (4 x max_frame + a control
+ * reserve) and at most 4 x max_frame of queued frames, whatever the peer
+ * sends; per device O(queue size) bookkeeping.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "../core/win_access.h"
+#include "vop/dev_common.h"
+#include "vop/stream.h"
+
+#define RING_BITS ((1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC))
+#define INFLIGHT_BIT (1ull << 47)
+#define CTRL_RESERVE (64u * 1024u) /* tx room only control frames may use */
+#define RXMSG_OVERHEAD 64u         /* accounted per queued frame (a flood of tiny frames) */
+#define MAX_DEVS 32u
+
+struct rxmsg {
+	struct rxmsg *next;
+	uint8_t type;
+	uint32_t len;
+	uint8_t data[];
+};
+
+struct slot_rec {
+	uint16_t remote_id; /* the driver side's head */
+	uint32_t in_off;    /* writable part's offset in the slot */
+	uint32_t in_bytes;  /* writable bytes */
+};
+
+struct squeue {
+	struct vop_devq dq;
+	uint16_t num;
+	uint32_t max_chain;      /* bytes per chain (driver side: from DEV_INFO) */
+	/* driver side (we are the device of the private ring) */
+	struct vop_chain *chains; /* [num] popped and sent, by head */
+	uint8_t *out;             /* [num] 1 while the peer holds head */
+	/* device side (we are the driver of the private ring) */
+	uint8_t *rbusy;           /* [num] remote id outstanding */
+	struct slot_rec *recs;    /* [num] by slot */
+	uint16_t *free_slots;
+	uint16_t nfree;
+	uint32_t slot_size;
+};
+
+struct sdev {
+	struct vop_stream *s;
+	struct vop_devback_ops ops;
+	uint32_t dev_id;
+	struct vop_dev_info info;
+	struct squeue q[VOP_MAX_QUEUES];
+	bool info_seen;      /* driver side: DEV_INFO received (bridge thread, before READY) */
+	/* worker */
+	uint32_t gen;        /* driver side: generation of the current start */
+	bool started;
+	struct rxmsg *cur;   /* device side: a CHAINS frame partly posted (ring full) */
+	struct vop_sbatch cur_b;
+	/* bridge thread (device side) */
+	uint32_t rgen;
+	bool attached;
+	/* under s->mu */
+	struct rxmsg *rx_head, *rx_tail;
+};
+
+struct vop_stream {
+	struct vop_link *proxy;
+	struct vop_window *w;
+	struct vop_stream_config cfg;
+	uint8_t secret[VOP_STREAM_MAX_SECRET];
+	uint8_t side; /* 0 driver side, 1 device side */
+	int fd, efd;
+	pthread_t thr;
+	bool thr_started;
+	struct vop_stream_limits lim; /* negotiated (bridge thread writes before READY) */
+	struct sdev *devs[MAX_DEVS];
+	unsigned ndevs;
+	uint8_t *rxbuf;
+	size_t rxcap, rxlen;
+	uint64_t last_rx_ns, next_ping_ns;
+
+	pthread_mutex_t mu;
+	uint8_t *tx;
+	size_t txcap, txhead, txtail;
+	bool tx_blocked;  /* the worker ran out of tx room: wake it when drained */
+	size_t rx_queued; /* bytes of frames queued to devices */
+	bool throttled;   /* rx_queued over the bound: stop reading */
+	bool stop;
+	_Atomic uint32_t state;
+	struct vop_stream_status st;
+};
+
+static uint64_t now_ns(void)
+{
+	return vop_dev_now_ns();
+}
+
+static void signal_efd(struct vop_stream *s)
+{
+	uint64_t one = 1;
+
+	if (write(s->efd, &one, sizeof(one)) < 0) {
+		/* counter saturated: already readable */
+	}
+}
+
+/* End the link with reason (first reason wins). Any thread; takes s->mu. */
+static void fail_locked(struct vop_stream *s, const char *fmt, va_list ap)
+{
+	if (atomic_load_explicit(&s->state, memory_order_acquire) == VOP_STREAM_FAILED)
+		return;
+	vsnprintf(s->st.reason, sizeof(s->st.reason), fmt, ap);
+	atomic_store_explicit(&s->state, VOP_STREAM_FAILED, memory_order_release);
+}
+
+__attribute__((format(printf, 2, 3))) static void sfail(struct vop_stream *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	pthread_mutex_lock(&s->mu);
+	fail_locked(s, fmt, ap);
+	pthread_mutex_unlock(&s->mu);
+	va_end(ap);
+	signal_efd(s);
+	vop_window_wake(s->w);
+}
+
+static bool failed(struct vop_stream *s)
+{
+	return atomic_load_explicit(&s->state, memory_order_acquire) == VOP_STREAM_FAILED;
+}
+
+static struct sdev *find_dev(struct vop_stream *s, uint32_t dev_id)
+{
+	unsigned i;
+
+	for (i = 0; i < s->ndevs; i++)
+		if (s->devs[i]->dev_id == dev_id)
+			return s->devs[i];
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* tx buffer (s->mu held)                                               */
+/* ------------------------------------------------------------------ */
+
+/* Room for data frames (the control reserve excluded). */
+static size_t tx_room(struct vop_stream *s)
+{
+	size_t lim = s->txcap - CTRL_RESERVE;
+
+	return s->txtail >= lim ? 0 : lim - s->txtail;
+}
+
+/* Append a control frame (may use the reserve). Returns false when even that is full. */
+static bool tx_ctrl(struct vop_stream *s, uint8_t type, const uint8_t *p, uint32_t len)
+{
+	bool was_empty;
+
+	pthread_mutex_lock(&s->mu);
+	if (s->txcap - s->txtail < VOP_SFRAME_HDR + len) {
+		pthread_mutex_unlock(&s->mu);
+		return false;
+	}
+	was_empty = s->txhead == s->txtail;
+	vop_sframe_put_hdr(s->tx + s->txtail, type, len);
+	memcpy(s->tx + s->txtail + VOP_SFRAME_HDR, p, len);
+	s->txtail += VOP_SFRAME_HDR + len;
+	s->st.frames_tx++;
+	pthread_mutex_unlock(&s->mu);
+	if (was_empty)
+		signal_efd(s);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* rx lists                                                             */
+/* ------------------------------------------------------------------ */
+
+static void free_list(struct rxmsg *m)
+{
+	while (m) {
+		struct rxmsg *n = m->next;
+
+		free(m);
+		m = n;
+	}
+}
+
+/* Take dev's queued frames (worker). */
+static struct rxmsg *take_rx(struct vop_stream *s, struct sdev *d)
+{
+	struct rxmsg *m, *it;
+	bool unthrottle = false;
+
+	pthread_mutex_lock(&s->mu);
+	m = d->rx_head;
+	d->rx_head = d->rx_tail = NULL;
+	for (it = m; it; it = it->next)
+		s->rx_queued -= it->len + RXMSG_OVERHEAD;
+	if (s->throttled && s->rx_queued < 2u * s->lim.max_frame) {
+		s->throttled = false;
+		unthrottle = true;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (unthrottle)
+		signal_efd(s);
+	return m;
+}
+
+static void flush_rx(struct vop_stream *s, struct sdev *d)
+{
+	free_list(take_rx(s, d));
+}
+
+/* ------------------------------------------------------------------ */
+/* Queues                                                               */
+/* ------------------------------------------------------------------ */
+
+static void queues_destroy(struct sdev *d)
+{
+	unsigned i;
+
+	for (i = 0; i < d->info.num_queues; i++) {
+		struct squeue *q = &d->q[i];
+
+		vop_devq_destroy(&q->dq);
+		free(q->chains);
+		free(q->out);
+		free(q->rbusy);
+		free(q->recs);
+		free(q->free_slots);
+		q->chains = NULL;
+		q->out = q->rbusy = NULL;
+		q->recs = NULL;
+		q->free_slots = NULL;
+	}
+}
+
+static int queues_init(struct sdev *d, uint64_t features)
+{
+	struct vop_stream *s = d->s;
+	unsigned i, k;
+	int rc;
+
+	for (i = 0; i < d->info.num_queues; i++) {
+		struct squeue *q = &d->q[i];
+
+		vop_devq_destroy(&q->dq);
+		rc = vop_devq_init(s->w, &d->info, i, s->side == 1, features, &q->dq);
+		if (rc)
+			return rc;
+		q->num = q->dq.num;
+		if (s->side == 0) {
+			if (!q->chains)
+				q->chains = calloc(q->num, sizeof(*q->chains));
+			if (!q->out)
+				q->out = calloc(q->num, 1);
+			if (!q->chains || !q->out)
+				return -ENOMEM;
+			memset(q->out, 0, q->num);
+		} else {
+			if (!q->rbusy)
+				q->rbusy = calloc(q->num, 1);
+			if (!q->recs)
+				q->recs = calloc(q->num, sizeof(*q->recs));
+			if (!q->free_slots)
+				q->free_slots = calloc(q->num, sizeof(*q->free_slots));
+			if (!q->rbusy || !q->recs || !q->free_slots)
+				return -ENOMEM;
+			memset(q->rbusy, 0, q->num);
+			for (k = 0; k < q->num; k++)
+				q->free_slots[k] = (uint16_t)(q->num - 1 - k);
+			q->nfree = q->num;
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Driver side: we are the device of the private ring                   */
+/* ------------------------------------------------------------------ */
+
+static int drvside_start(void *dev, uint64_t features, bool resume)
+{
+	struct sdev *d = dev;
+	uint8_t m[VOP_SMSG_DEV_START_LEN];
+	int rc;
+
+	if (resume)
+		return -EOPNOTSUPP;
+	rc = queues_init(d, features);
+	if (rc)
+		return rc;
+	d->gen++;
+	d->started = true;
+	vop_sput32(m, d->dev_id);
+	vop_sput32(m + 4, d->gen);
+	/* Ring mechanics are each side's own: only the device's feature bits travel. */
+	vop_sput64(m + 8, features & ~(RING_BITS | INFLIGHT_BIT));
+	if (!tx_ctrl(d->s, VOP_SMSG_DEV_START, m, sizeof(m)))
+		sfail(d->s, "tx control backlog full");
+	return 0;
+}
+
+static int drvside_stop(void *dev)
+{
+	struct sdev *d = dev;
+	uint8_t m[VOP_SMSG_DEV_RESET_LEN];
+	unsigned i;
+
+	if (d->started) {
+		vop_sput32(m, d->dev_id);
+		vop_sput32(m + 4, d->gen);
+		if (!tx_ctrl(d->s, VOP_SMSG_DEV_RESET, m, sizeof(m)))
+			sfail(d->s, "tx control backlog full");
+	}
+	d->started = false;
+	for (i = 0; i < d->info.num_queues; i++)
+		vop_devq_destroy(&d->q[i].dq);
+	flush_rx(d->s, d);
+	return 0;
+}
+
+/* Apply one USED batch. */
+static unsigned drvside_used(struct sdev *d, struct rxmsg *m)
+{
+	struct vop_stream *s = d->s;
+	struct vop_sbatch b;
+	struct vop_sused u;
+	struct squeue *q;
+	const char *why = NULL;
+	unsigned n = 0;
+	int rc;
+
+	if (vop_sbatch_parse(m->type, m->data, m->len, &s->lim, &b, &why))
+		return 0; /* checked by the bridge thread already */
+	if (!d->started || b.gen != d->gen) {
+		pthread_mutex_lock(&s->mu);
+		s->st.stale_used += b.count;
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	q = &d->q[b.queue];
+	while ((rc = vop_sbatch_next_used(&b, &u, &why)) == 1) {
+		struct vop_chain *c;
+		uint32_t i, off = 0;
+
+		if (u.id >= q->num) {
+			sfail(s, "used id %u >= queue size %u (dev %u queue %u)", u.id, q->num,
+			      d->dev_id, b.queue);
+			return n;
+		}
+		if (!q->out[u.id]) {
+			sfail(s, "used id %u is not outstanding (dev %u queue %u)", u.id, d->dev_id,
+			      b.queue);
+			return n;
+		}
+		c = &q->chains[u.id];
+		if (u.len > c->in_bytes) {
+			sfail(s, "used len %u exceeds the %u writable bytes of id %u (dev %u queue %u)",
+			      u.len, c->in_bytes, u.id, d->dev_id, b.queue);
+			return n;
+		}
+		for (i = c->n_out; i < (uint32_t)c->n_out + c->n_in && off < u.len; i++) {
+			uint32_t k = c->iov[i].len < u.len - off ? c->iov[i].len : u.len - off;
+
+			vop_win_copy_to(c->iov[i].base, u.data + off, k);
+			off += k;
+		}
+		q->out[u.id] = 0;
+		vop_vq_push(&q->dq.vq, c->head, u.len);
+		n++;
+	}
+	if (rc < 0)
+		sfail(s, "used batch: %s", why);
+	if (n)
+		vop_devq_notify_if(s->w, vop_vq_publish_used(&q->dq.vq));
+	pthread_mutex_lock(&s->mu);
+	s->st.used_rx += n;
+	pthread_mutex_unlock(&s->mu);
+	return n;
+}
+
+/* Pop available chains of queue qi into one CHAINS frame. */
+static unsigned drvside_send(struct sdev *d, unsigned qi)
+{
+	struct vop_stream *s = d->s;
+	struct squeue *q = &d->q[qi];
+	size_t start, pos, worst = 4 + 4 * VOP_STREAM_MAX_SEGS + (size_t)q->max_chain;
+	unsigned n = 0;
+	bool was_empty;
+
+	pthread_mutex_lock(&s->mu);
+	if (tx_room(s) < VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR + worst) {
+		s->tx_blocked = true;
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	was_empty = s->txhead == s->txtail;
+	start = s->txtail;
+	pos = start + VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR;
+	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE &&
+	       pos - start - VOP_SFRAME_HDR + worst <= s->lim.max_frame) {
+		struct vop_chain *c;
+		uint32_t i;
+		int h = -1, rc;
+
+		/* Pop into a free bookkeeping slot: the head is only known after the pop. */
+		struct vop_chain tmp;
+
+		rc = vop_vq_pop(&q->dq.vq, &tmp);
+		if (rc != 1)
+			break;
+		h = tmp.head;
+		if ((uint64_t)tmp.out_bytes + tmp.in_bytes > q->max_chain) {
+			/* Our own driver posted more than the peer can hold: its queue breaks here. */
+			vop_vq_fail(&q->dq.vq, VOP_VQ_PAYLOAD);
+			break;
+		}
+		c = &q->chains[h];
+		*c = tmp;
+		s->tx[pos] = (uint8_t)h;
+		s->tx[pos + 1] = (uint8_t)(h >> 8);
+		s->tx[pos + 2] = (uint8_t)c->n_out;
+		s->tx[pos + 3] = (uint8_t)c->n_in;
+		pos += 4;
+		for (i = 0; i < (uint32_t)c->n_out + c->n_in; i++, pos += 4)
+			vop_sput32(s->tx + pos, c->iov[i].len);
+		for (i = 0; i < c->n_out; i++) {
+			vop_win_copy_from(s->tx + pos, c->iov[i].base, c->iov[i].len);
+			pos += c->iov[i].len;
+		}
+		q->out[h] = 1;
+		n++;
+	}
+	if (n) {
+		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_CHAINS, (uint32_t)(pos - start - VOP_SFRAME_HDR));
+		vop_sput32(s->tx + start + VOP_SFRAME_HDR, d->dev_id);
+		vop_sput32(s->tx + start + VOP_SFRAME_HDR + 4, d->gen);
+		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 8, (uint16_t)qi);
+		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 10, (uint16_t)n);
+		s->txtail = pos;
+		s->st.chains_tx += n;
+		s->st.frames_tx++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (n && was_empty)
+		signal_efd(s);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Device side: we are the driver of the private ring                   */
+/* ------------------------------------------------------------------ */
+
+static int devside_start(void *dev, uint64_t features, bool resume)
+{
+	struct sdev *d = dev;
+	int rc;
+
+	(void)resume;
+	rc = queues_init(d, features);
+	if (rc)
+		return rc;
+	d->gen = d->rgen; /* set by the bridge thread before it attached us */
+	d->started = true;
+	return 0;
+}
+
+static int devside_stop(void *dev)
+{
+	struct sdev *d = dev;
+
+	d->started = false;
+	free_list(d->cur);
+	d->cur = NULL;
+	return 0;
+}
+
+/* Post the chains of d->cur (from its cursor); false when the ring is full (retry later). */
+static bool devside_post(struct sdev *d, unsigned *posted)
+{
+	struct vop_stream *s = d->s;
+	struct squeue *q = &d->q[d->cur_b.queue];
+	struct vop_sbatch save;
+	struct vop_schain c;
+	const char *why = NULL;
+	int rc;
+
+	for (;;) {
+		struct vop_sg sg[VOP_STREAM_MAX_SEGS];
+		uint32_t i, off = 0, slot;
+		uint8_t *base;
+
+		save = d->cur_b;
+		rc = vop_sbatch_next_chain(&d->cur_b, &s->lim, &c, &why);
+		if (rc == 0)
+			return true;
+		if (rc < 0) {
+			sfail(s, "chains batch: %s", why);
+			return true;
+		}
+		if (c.id >= q->num) {
+			sfail(s, "chain id %u >= queue size %u (dev %u queue %u)", c.id, q->num,
+			      d->dev_id, d->cur_b.queue);
+			return true;
+		}
+		if (q->rbusy[c.id]) {
+			sfail(s, "chain id %u is already outstanding (dev %u queue %u)", c.id, d->dev_id,
+			      d->cur_b.queue);
+			return true;
+		}
+		if (c.out_bytes + c.in_bytes > q->slot_size) {
+			sfail(s, "chain of %llu bytes exceeds max_chain %u (dev %u queue %u)",
+			      (unsigned long long)(c.out_bytes + c.in_bytes), q->slot_size, d->dev_id,
+			      d->cur_b.queue);
+			return true;
+		}
+		if (q->nfree == 0) {
+			sfail(s, "more chains outstanding than queue size %u (dev %u queue %u)", q->num,
+			      d->dev_id, d->cur_b.queue);
+			return true;
+		}
+		if (vop_vq_num_free(&q->dq.vq) < (unsigned)c.n_out + c.n_in) {
+			d->cur_b = save; /* descriptors run out: the device must complete some first */
+			return false;
+		}
+		slot = q->free_slots[--q->nfree];
+		base = q->dq.pool + (uint64_t)slot * q->slot_size;
+		for (i = 0; i < (uint32_t)c.n_out + c.n_in; i++) {
+			sg[i].addr = q->dq.pool_off + (uint64_t)slot * q->slot_size + off;
+			sg[i].len = c.seg[i];
+			off += c.seg[i];
+		}
+		vop_win_copy_to(base, c.data, c.out_bytes);
+		q->recs[slot] = (struct slot_rec){ c.id, (uint32_t)c.out_bytes, (uint32_t)c.in_bytes };
+		rc = vop_vq_add(&q->dq.vq, sg, c.n_out, c.n_in, (void *)(uintptr_t)(slot + 1));
+		if (rc < 0) {
+			q->free_slots[q->nfree++] = (uint16_t)slot;
+			if (rc == -ENOSPC) {
+				d->cur_b = save;
+				return false;
+			}
+			return true; /* the queue broke (reported by the link) */
+		}
+		q->rbusy[c.id] = 1;
+		(*posted)++;
+	}
+}
+
+/* Return completed chains of queue qi as one USED frame. */
+static unsigned devside_send(struct sdev *d, unsigned qi)
+{
+	struct vop_stream *s = d->s;
+	struct squeue *q = &d->q[qi];
+	size_t start, pos, worst = 8 + (size_t)q->slot_size;
+	unsigned n = 0;
+	bool was_empty;
+
+	if (!q->dq.ready)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	if (tx_room(s) < VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR + worst) {
+		s->tx_blocked = true;
+		pthread_mutex_unlock(&s->mu);
+		return 0;
+	}
+	was_empty = s->txhead == s->txtail;
+	start = s->txtail;
+	pos = start + VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR;
+	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE &&
+	       pos - start - VOP_SFRAME_HDR + worst <= s->lim.max_frame) {
+		void *tok;
+		uint32_t len, slot;
+		struct slot_rec *r;
+		int rc = vop_vq_get_used(&q->dq.vq, &tok, &len);
+
+		if (rc != 1)
+			break;
+		slot = (uint32_t)((uintptr_t)tok - 1);
+		r = &q->recs[slot];
+		vop_sput16(s->tx + pos, r->remote_id);
+		vop_sput16(s->tx + pos + 2, 0);
+		vop_sput32(s->tx + pos + 4, len);
+		vop_win_copy_from(s->tx + pos + 8,
+				  q->dq.pool + (uint64_t)slot * q->slot_size + r->in_off, len);
+		pos += 8 + len;
+		q->rbusy[r->remote_id] = 0;
+		q->free_slots[q->nfree++] = (uint16_t)slot;
+		n++;
+	}
+	if (n) {
+		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_USED, (uint32_t)(pos - start - VOP_SFRAME_HDR));
+		vop_sput32(s->tx + start + VOP_SFRAME_HDR, d->dev_id);
+		vop_sput32(s->tx + start + VOP_SFRAME_HDR + 4, d->gen);
+		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 8, (uint16_t)qi);
+		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 10, (uint16_t)n);
+		s->txtail = pos;
+		s->st.used_tx += n;
+		s->st.frames_tx++;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (n && was_empty)
+		signal_efd(s);
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Backend ops (worker thread, proxy link lock held)                    */
+/* ------------------------------------------------------------------ */
+
+static int sb_poll(void *dev)
+{
+	struct sdev *d = dev;
+	struct vop_stream *s = d->s;
+	struct rxmsg *m;
+	unsigned n = 0, i;
+
+	if (failed(s) || atomic_load_explicit(&s->state, memory_order_acquire) != VOP_STREAM_READY || !d->started)
+		return 0;
+	for (i = 0; i < d->info.num_queues; i++)
+		if (d->q[i].dq.ready)
+			vop_vq_disable_notify(&d->q[i].dq.vq);
+	if (s->side == 0) {
+		m = take_rx(s, d);
+		while (m) {
+			struct rxmsg *next = m->next;
+
+			if (!failed(s))
+				n += drvside_used(d, m);
+			free(m);
+			m = next;
+		}
+		for (i = 0; i < d->info.num_queues && !failed(s); i++)
+			if (d->q[i].dq.ready && !d->q[i].dq.vq.broken)
+				n += drvside_send(d, i);
+	} else {
+		unsigned posted = 0;
+
+		for (i = 0; i < d->info.num_queues && !failed(s); i++)
+			if (d->q[i].dq.ready)
+				n += devside_send(d, i);
+		/* Chains: a frame left over (ring was full) first, then the new ones, in order. */
+		if (!d->cur) {
+			d->cur = take_rx(s, d);
+			if (d->cur) {
+				const char *why = NULL;
+
+				vop_sbatch_parse(d->cur->type, d->cur->data, d->cur->len, &s->lim, &d->cur_b,
+						 &why);
+			}
+		} else {
+			/* keep the rest queued behind cur */
+		}
+		while (d->cur && !failed(s)) {
+			struct rxmsg *next;
+
+			if (!devside_post(d, &posted))
+				break;
+			next = d->cur->next;
+			free(d->cur);
+			d->cur = next;
+			if (!d->cur) {
+				d->cur = take_rx(s, d);
+			}
+			if (d->cur) {
+				const char *why = NULL;
+
+				vop_sbatch_parse(d->cur->type, d->cur->data, d->cur->len, &s->lim, &d->cur_b,
+						 &why);
+			}
+		}
+		if (posted) {
+			for (i = 0; i < d->info.num_queues; i++)
+				if (d->q[i].dq.ready)
+					vop_devq_notify_if(s->w, vop_vq_kick_prepare(&d->q[i].dq.vq));
+			pthread_mutex_lock(&s->mu);
+			s->st.chains_rx += posted;
+			pthread_mutex_unlock(&s->mu);
+		}
+		n += posted;
+	}
+	return (int)n;
+}
+
+static int sb_prepare_sleep(void *dev)
+{
+	struct sdev *d = dev;
+	struct vop_stream *s = d->s;
+	int pending = 0;
+	unsigned i;
+	bool blocked, queued;
+
+	if (failed(s) || atomic_load_explicit(&s->state, memory_order_acquire) != VOP_STREAM_READY || !d->started)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	blocked = s->tx_blocked;
+	queued = d->rx_head != NULL;
+	pthread_mutex_unlock(&s->mu);
+	if (queued)
+		pending = 1;
+	for (i = 0; i < d->info.num_queues; i++) {
+		struct squeue *q = &d->q[i];
+
+		if (!q->dq.ready || q->dq.vq.broken)
+			continue;
+		/* Out of tx room: the bridge thread wakes us when it drained; don't spin on the ring. */
+		if (blocked)
+			continue;
+		if (vop_vq_enable_notify(&q->dq.vq) != 0)
+			pending = 1;
+	}
+	return pending;
+}
+
+static struct vop_vq *sb_queue(void *dev, unsigned qi)
+{
+	struct sdev *d = dev;
+
+	return qi < d->info.num_queues ? &d->q[qi].dq.vq : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Bridge thread: socket I/O                                            */
+/* ------------------------------------------------------------------ */
+
+/* Write the whole buffer before deadline (handshake). 0 or -errno. */
+static int send_all(struct vop_stream *s, const uint8_t *p, size_t n, uint64_t deadline)
+{
+	while (n) {
+		ssize_t k = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (k > 0) {
+			p += k;
+			n -= (size_t)k;
+			pthread_mutex_lock(&s->mu);
+			s->st.bytes_tx += (uint64_t)k;
+			pthread_mutex_unlock(&s->mu);
+			continue;
+		}
+		if (k < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		{
+			uint64_t t = now_ns();
+			struct pollfd pf = { .fd = s->fd, .events = POLLOUT };
+
+			if (t >= deadline)
+				return -ETIMEDOUT;
+			poll(&pf, 1, (int)((deadline - t) / 1000000u) + 1);
+		}
+	}
+	return 0;
+}
+
+static int send_frame(struct vop_stream *s, uint8_t type, const uint8_t *p, uint32_t len,
+		      uint64_t deadline)
+{
+	uint8_t h[VOP_SFRAME_HDR];
+	int rc;
+
+	vop_sframe_put_hdr(h, type, len);
+	rc = send_all(s, h, sizeof(h), deadline);
+	if (rc == 0 && len)
+		rc = send_all(s, p, len, deadline);
+	pthread_mutex_lock(&s->mu);
+	s->st.frames_tx++;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+/*
+ * Read until one whole frame is at the start of rxbuf (handshake), checked
+ * against lim. Returns 0 with *f, or -errno with *why.
+ */
+static int recv_frame(struct vop_stream *s, const struct vop_stream_limits *lim, uint64_t deadline,
+		      struct vop_sframe *f, const char **why)
+{
+	for (;;) {
+		if (s->rxlen >= VOP_SFRAME_HDR) {
+			int rc = vop_sframe_header(s->rxbuf, lim, f, why);
+
+			if (rc)
+				return rc;
+			if (s->rxlen >= VOP_SFRAME_HDR + f->len)
+				return 0;
+		}
+		{
+			ssize_t k = recv(s->fd, s->rxbuf + s->rxlen, s->rxcap - s->rxlen, MSG_DONTWAIT);
+			uint64_t t;
+			struct pollfd pf = { .fd = s->fd, .events = POLLIN };
+
+			if (k > 0) {
+				s->rxlen += (size_t)k;
+				pthread_mutex_lock(&s->mu);
+				s->st.bytes_rx += (uint64_t)k;
+				pthread_mutex_unlock(&s->mu);
+				continue;
+			}
+			if (k == 0) {
+				*why = "peer closed the connection during the handshake";
+				return -ECONNRESET;
+			}
+			if (errno != EAGAIN && errno != EINTR) {
+				*why = "socket error during the handshake";
+				return -errno;
+			}
+			t = now_ns();
+			if (t >= deadline) {
+				*why = "handshake timed out";
+				return -ETIMEDOUT;
+			}
+			poll(&pf, 1, (int)((deadline - t) / 1000000u) + 1);
+		}
+	}
+}
+
+static void consume(struct vop_stream *s, size_t n)
+{
+	memmove(s->rxbuf, s->rxbuf + n, s->rxlen - n);
+	s->rxlen -= n;
+	pthread_mutex_lock(&s->mu);
+	s->st.frames_rx++;
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The peer's ERROR payload as a printable reason. */
+static void peer_reason(const uint8_t *p, uint32_t len, char *out, size_t n)
+{
+	uint32_t i, k = 0;
+
+	for (i = 4; i < len && k + 1 < n; i++)
+		out[k++] = (p[i] >= 0x20 && p[i] < 0x7f) ? (char)p[i] : '?';
+	out[k] = 0;
+}
+
+static void send_error(struct vop_stream *s, const char *reason)
+{
+	uint8_t m[4 + VOP_STREAM_REASON_MAX];
+	size_t n = strlen(reason);
+
+	if (n > VOP_STREAM_REASON_MAX)
+		n = VOP_STREAM_REASON_MAX;
+	vop_sput32(m, 1);
+	memcpy(m + 4, reason, n);
+	send_frame(s, VOP_SMSG_ERROR, m, (uint32_t)(4 + n), now_ns() + 200000000ull);
+}
+
+static void dev_info_of(struct vop_stream *s, struct sdev *d, struct vop_sdev_info *o)
+{
+	unsigned i;
+	uint32_t cap = s->lim.max_frame - VOP_SMSG_BATCH_HDR - 4 - 4 * VOP_STREAM_MAX_SEGS;
+
+	memset(o, 0, sizeof(*o));
+	o->dev_id = d->dev_id;
+	o->device_type = d->info.device_type;
+	o->features = d->info.features_offered;
+	o->num_queues = d->info.num_queues;
+	/* The device's live config space (written by the backend when it opened), else as published. */
+	o->config_len = (uint16_t)d->info.config_len;
+	{
+		uint32_t gen = 0;
+
+		if (vop_devtab_config_read(s->w, &d->info, o->config, d->info.config_len, &gen) != 0 || gen < 2)
+			memcpy(o->config, d->info.config, d->info.config_len);
+	}
+	for (i = 0; i < o->num_queues; i++) {
+		o->queue_size[i] = d->info.queues[i].size;
+		o->max_chain[i] = d->q[i].slot_size < cap ? d->q[i].slot_size : cap;
+		d->q[i].slot_size = o->max_chain[i];
+	}
+}
+
+#define HS_FAIL(...)                                  \
+	do {                                          \
+		snprintf(reason, sizeof(reason), __VA_ARGS__); \
+		goto fail;                            \
+	} while (0)
+
+static int handshake(struct vop_stream *s)
+{
+	uint64_t deadline = now_ns() + (uint64_t)s->cfg.handshake_ms * 1000000ull;
+	struct vop_stream_limits hl = { VOP_STREAM_MAX_FRAME, VOP_STREAM_MAX_SEGS };
+	struct vop_shello me, peer;
+	struct vop_sframe f;
+	uint8_t buf[VOP_SMSG_DEV_INFO_MAX], mac[VOP_STREAM_MAC];
+	char reason[VOP_STREAM_REASON_MAX + 1];
+	const char *why = NULL;
+	unsigned i, seen = 0;
+	int rc;
+
+	memset(&me, 0, sizeof(me));
+	me.version_major = VOP_STREAM_VERSION_MAJOR;
+	me.version_minor = VOP_STREAM_VERSION_MINOR;
+	me.side = s->side;
+	me.auth = s->cfg.secret_len ? 1 : 0;
+	me.max_frame = s->cfg.max_frame;
+	me.max_segs = VOP_STREAM_MAX_SEGS;
+	if (getrandom(me.nonce, sizeof(me.nonce), 0) != (ssize_t)sizeof(me.nonce))
+		HS_FAIL("no randomness for the nonce");
+	vop_shello_encode(buf, &me);
+	if ((rc = send_frame(s, VOP_SMSG_HELLO, buf, VOP_SMSG_HELLO_LEN, deadline)))
+		HS_FAIL("sending hello: %s", strerror(-rc));
+	/* Before HELLO nothing is negotiated: only a HELLO-sized frame is read. */
+	hl.max_frame = VOP_SMSG_HELLO_LEN > 4 + VOP_STREAM_REASON_MAX ? VOP_SMSG_HELLO_LEN
+								       : 4 + VOP_STREAM_REASON_MAX;
+	if ((rc = recv_frame(s, &hl, deadline, &f, &why)))
+		HS_FAIL("hello: %s", why);
+	if (f.type == VOP_SMSG_ERROR) {
+		char pr[VOP_STREAM_REASON_MAX - 16];
+
+		peer_reason(s->rxbuf + VOP_SFRAME_HDR, f.len, pr, sizeof(pr));
+		HS_FAIL("peer: %s", pr);
+	}
+	if (f.type != VOP_SMSG_HELLO)
+		HS_FAIL("expected hello, got %s", vop_smsg_name(f.type));
+	if (vop_shello_parse(s->rxbuf + VOP_SFRAME_HDR, f.len, &peer, &why))
+		HS_FAIL("hello: %s", why);
+	consume(s, VOP_SFRAME_HDR + f.len);
+	if (peer.side == me.side)
+		HS_FAIL("both ends are the %s side", me.side ? "device" : "driver");
+	if (me.auth && !peer.auth)
+		HS_FAIL("peer offers no authentication and a secret is configured");
+	if (!me.auth && peer.auth)
+		HS_FAIL("peer requires authentication and no secret is configured");
+	s->lim.max_frame = me.max_frame < peer.max_frame ? me.max_frame : peer.max_frame;
+	s->lim.max_segs = peer.max_segs < me.max_segs ? peer.max_segs : me.max_segs;
+	if (me.auth) {
+		if (vop_stream_mac(s->secret, s->cfg.secret_len, me.side, me.nonce, peer.nonce, mac))
+			HS_FAIL("hmac failed");
+		if ((rc = send_frame(s, VOP_SMSG_AUTH, mac, sizeof(mac), deadline)))
+			HS_FAIL("sending auth: %s", strerror(-rc));
+		if ((rc = recv_frame(s, &s->lim, deadline, &f, &why)))
+			HS_FAIL("auth: %s", why);
+		if (f.type == VOP_SMSG_ERROR) {
+			char pr[VOP_STREAM_REASON_MAX - 16];
+
+			peer_reason(s->rxbuf + VOP_SFRAME_HDR, f.len, pr, sizeof(pr));
+			HS_FAIL("peer: %s", pr);
+		}
+		if (f.type != VOP_SMSG_AUTH)
+			HS_FAIL("expected auth, got %s", vop_smsg_name(f.type));
+		if (vop_stream_mac(s->secret, s->cfg.secret_len, peer.side, peer.nonce, me.nonce, mac))
+			HS_FAIL("hmac failed");
+		if (CRYPTO_memcmp(mac, s->rxbuf + VOP_SFRAME_HDR, VOP_STREAM_MAC) != 0) {
+			consume(s, VOP_SFRAME_HDR + f.len);
+			HS_FAIL("authentication failed: the peer does not know the link secret");
+		}
+		consume(s, VOP_SFRAME_HDR + f.len);
+	}
+	if (s->side == 1) {
+		struct vop_sdev_info di;
+
+		for (i = 0; i < s->ndevs; i++) {
+			uint32_t n;
+
+			dev_info_of(s, s->devs[i], &di);
+			n = vop_sdev_info_encode(buf, &di);
+			if ((rc = send_frame(s, VOP_SMSG_DEV_INFO, buf, n, deadline)))
+				HS_FAIL("sending dev_info: %s", strerror(-rc));
+		}
+		vop_sput32(buf, s->ndevs);
+		if ((rc = send_frame(s, VOP_SMSG_READY, buf, 4, deadline)))
+			HS_FAIL("sending ready: %s", strerror(-rc));
+	}
+	/* Driver side: the device table, then READY. Device side: the driver's READY. */
+	for (;;) {
+		struct vop_sdev_info di;
+		struct sdev *d;
+
+		if ((rc = recv_frame(s, &s->lim, deadline, &f, &why)))
+			HS_FAIL("device table: %s", why);
+		if (f.type == VOP_SMSG_ERROR) {
+			char pr[VOP_STREAM_REASON_MAX - 16];
+
+			peer_reason(s->rxbuf + VOP_SFRAME_HDR, f.len, pr, sizeof(pr));
+			HS_FAIL("peer: %s", pr);
+		}
+		if (f.type == VOP_SMSG_READY) {
+			uint32_t cnt = vop_sget32(s->rxbuf + VOP_SFRAME_HDR);
+
+			consume(s, VOP_SFRAME_HDR + f.len);
+			if (cnt != s->ndevs || (s->side == 0 && seen != s->ndevs))
+				HS_FAIL("device table mismatch: peer has %u devices, we have %u", cnt,
+					s->ndevs);
+			break;
+		}
+		if (f.type != VOP_SMSG_DEV_INFO || s->side != 0)
+			HS_FAIL("unexpected %s during the handshake", vop_smsg_name(f.type));
+		if (vop_sdev_info_parse(s->rxbuf + VOP_SFRAME_HDR, f.len, &s->lim, &di, &why))
+			HS_FAIL("dev_info: %s", why);
+		consume(s, VOP_SFRAME_HDR + f.len);
+		d = find_dev(s, di.dev_id);
+		if (!d)
+			HS_FAIL("device table mismatch: peer has dev %u, we do not", di.dev_id);
+		if (d->info_seen)
+			HS_FAIL("dev_info for dev %u twice", di.dev_id);
+		if (di.device_type != d->info.device_type || di.num_queues != d->info.num_queues)
+			HS_FAIL("device table mismatch: dev %u type/queues differ", di.dev_id);
+		for (i = 0; i < di.num_queues; i++) {
+			if (di.queue_size[i] != d->info.queues[i].size)
+				HS_FAIL("device table mismatch: dev %u queue %u size %u != %u", di.dev_id,
+					i, di.queue_size[i], d->info.queues[i].size);
+			d->q[i].max_chain = di.max_chain[i];
+		}
+		/*
+		 * The device's config space, into our window's device block (the proxy is the device
+		 * side there): the real driver reads it when it starts, after the reset that follows READY.
+		 */
+		if (di.config_len)
+			vop_devtab_config_write(s->w, &d->info, 0, di.config,
+						di.config_len < d->info.config_len ? di.config_len : d->info.config_len);
+		d->info_seen = true;
+		seen++;
+	}
+	if (s->side == 0) {
+		vop_sput32(buf, s->ndevs);
+		if ((rc = send_frame(s, VOP_SMSG_READY, buf, 4, deadline)))
+			HS_FAIL("sending ready: %s", strerror(-rc));
+	}
+	return 0;
+fail:
+	if (strncmp(reason, "peer: ", 6) != 0)
+		send_error(s, reason);
+	sfail(s, "%s", reason);
+	return -EPROTO;
+}
+
+/* Queue a data frame to its device (bridge thread). */
+static void enqueue(struct vop_stream *s, struct sdev *d, uint8_t type, const uint8_t *p, uint32_t len)
+{
+	struct rxmsg *m = malloc(sizeof(*m) + len);
+
+	if (!m) {
+		sfail(s, "out of memory queueing a frame");
+		return;
+	}
+	m->next = NULL;
+	m->type = type;
+	m->len = len;
+	memcpy(m->data, p, len);
+	pthread_mutex_lock(&s->mu);
+	if (d->rx_tail)
+		d->rx_tail->next = m;
+	else
+		d->rx_head = m;
+	d->rx_tail = m;
+	s->rx_queued += len + RXMSG_OVERHEAD;
+	if (s->rx_queued >= 4u * (size_t)s->lim.max_frame)
+		s->throttled = true;
+	pthread_mutex_unlock(&s->mu);
+	vop_window_wake(s->w);
+}
+
+/* One checked frame of the data phase (bridge thread). */
+static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uint8_t *p)
+{
+	struct vop_sbatch b;
+	struct sdev *d;
+	const char *why = NULL;
+
+	switch (f->type) {
+	case VOP_SMSG_PING: {
+		if (!tx_ctrl(s, VOP_SMSG_PONG, p, 8))
+			sfail(s, "peer does not read: control backlog full");
+		return;
+	}
+	case VOP_SMSG_PONG: {
+		uint64_t t = vop_sget64(p), n = now_ns();
+
+		if (t <= n && n - t < 60000000000ull) {
+			pthread_mutex_lock(&s->mu);
+			s->st.rtt_ns = n - t;
+			pthread_mutex_unlock(&s->mu);
+		}
+		return;
+	}
+	case VOP_SMSG_ERROR: {
+		char pr[VOP_STREAM_REASON_MAX - 16];
+
+		peer_reason(p, f->len, pr, sizeof(pr));
+		sfail(s, "peer: %s", pr);
+		return;
+	}
+	case VOP_SMSG_DEV_START:
+	case VOP_SMSG_DEV_RESET: {
+		uint32_t id = vop_sget32(p), gen = vop_sget32(p + 4);
+
+		if (s->side != 1) {
+			sfail(s, "%s sent to the driver side", vop_smsg_name(f->type));
+			return;
+		}
+		d = find_dev(s, id);
+		if (!d) {
+			sfail(s, "%s for unknown dev %u", vop_smsg_name(f->type), id);
+			return;
+		}
+		if (f->type == VOP_SMSG_DEV_START) {
+			uint64_t feat = vop_sget64(p + 8);
+			int rc;
+
+			if (gen <= d->rgen) {
+				sfail(s, "dev_start generation %u did not advance past %u (dev %u)", gen,
+				      d->rgen, id);
+				return;
+			}
+			if (feat & ~d->info.features_offered) {
+				sfail(s, "dev_start features 0x%llx not offered (dev %u)",
+				      (unsigned long long)feat, id);
+				return;
+			}
+			if (d->attached)
+				vop_link_detach(s->proxy, id);
+			d->attached = false;
+			flush_rx(s, d);
+			d->rgen = gen;
+			d->ops.driver_features = (feat & ~(RING_BITS | INFLIGHT_BIT)) |
+						 (d->info.features_offered & RING_BITS);
+			rc = vop_link_attach_backend(s->proxy, id, VOP_ROLE_DRIVER, &d->ops, d);
+			if (rc) {
+				sfail(s, "attaching the proxy driver of dev %u: %s", id, strerror(-rc));
+				return;
+			}
+			d->attached = true;
+		} else {
+			if (gen != d->rgen) {
+				sfail(s, "dev_reset generation %u is not the current %u (dev %u)", gen,
+				      d->rgen, id);
+				return;
+			}
+			if (d->attached)
+				vop_link_detach(s->proxy, id);
+			d->attached = false;
+			flush_rx(s, d);
+		}
+		return;
+	}
+	case VOP_SMSG_CHAINS:
+	case VOP_SMSG_USED:
+		if (vop_sbatch_parse(f->type, p, f->len, &s->lim, &b, &why)) {
+			sfail(s, "%s: %s", vop_smsg_name(f->type), why);
+			return;
+		}
+		if ((f->type == VOP_SMSG_CHAINS) != (s->side == 1)) {
+			sfail(s, "%s sent to the %s side", vop_smsg_name(f->type),
+			      s->side ? "device" : "driver");
+			return;
+		}
+		d = find_dev(s, b.dev_id);
+		if (!d) {
+			sfail(s, "%s for unknown dev %u", vop_smsg_name(f->type), b.dev_id);
+			return;
+		}
+		if (b.queue >= d->info.num_queues) {
+			sfail(s, "%s for queue %u of dev %u (it has %u)", vop_smsg_name(f->type), b.queue,
+			      b.dev_id, d->info.num_queues);
+			return;
+		}
+		if (f->type == VOP_SMSG_CHAINS && (!d->attached || b.gen != d->rgen)) {
+			sfail(s, "chains for dev %u generation %u, which is not started", b.dev_id, b.gen);
+			return;
+		}
+		enqueue(s, d, f->type, p, f->len);
+		return;
+	default:
+		sfail(s, "%s after the handshake", vop_smsg_name(f->type));
+		return;
+	}
+}
+
+/* Every whole frame in the rx buffer. */
+static void process_rx(struct vop_stream *s)
+{
+	size_t off = 0;
+
+	while (!failed(s) && s->rxlen - off >= VOP_SFRAME_HDR) {
+		struct vop_sframe f;
+		const char *why = NULL;
+
+		if (vop_sframe_header(s->rxbuf + off, &s->lim, &f, &why)) {
+			sfail(s, "frame %s: %s", vop_smsg_name(s->rxbuf[off + 4]), why);
+			break;
+		}
+		if (s->rxlen - off < VOP_SFRAME_HDR + f.len)
+			break;
+		dispatch(s, &f, s->rxbuf + off + VOP_SFRAME_HDR);
+		off += VOP_SFRAME_HDR + f.len;
+		pthread_mutex_lock(&s->mu);
+		s->st.frames_rx++;
+		pthread_mutex_unlock(&s->mu);
+	}
+	memmove(s->rxbuf, s->rxbuf + off, s->rxlen - off);
+	s->rxlen -= off;
+}
+
+static void relay(struct vop_stream *s)
+{
+	s->last_rx_ns = now_ns();
+	s->next_ping_ns = s->last_rx_ns;
+	process_rx(s); /* what arrived with the end of the handshake */
+	while (!failed(s)) {
+		struct pollfd pf[2];
+		size_t head, tail;
+		bool throttled, stop;
+		uint64_t t = now_ns();
+		int timeout;
+
+		if (t >= s->next_ping_ns) {
+			uint8_t m[8];
+
+			vop_sput64(m, t);
+			if (!tx_ctrl(s, VOP_SMSG_PING, m, 8)) {
+				sfail(s, "peer does not read: control backlog full");
+				break;
+			}
+			s->next_ping_ns = t + (uint64_t)s->cfg.ping_ms * 1000000ull;
+		}
+		if (t - s->last_rx_ns > (uint64_t)s->cfg.idle_ms * 1000000ull) {
+			sfail(s, "peer silent for %u ms", s->cfg.idle_ms);
+			break;
+		}
+		pthread_mutex_lock(&s->mu);
+		head = s->txhead;
+		tail = s->txtail;
+		throttled = s->throttled;
+		stop = s->stop;
+		pthread_mutex_unlock(&s->mu);
+		if (stop)
+			break;
+		if (tail > head) {
+			ssize_t k = send(s->fd, s->tx + head, tail - head, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (k < 0 && errno != EAGAIN && errno != EINTR) {
+				sfail(s, "send: %s", strerror(errno));
+				break;
+			}
+			if (k > 0) {
+				bool wake = false;
+
+				pthread_mutex_lock(&s->mu);
+				s->txhead += (size_t)k;
+				s->st.bytes_tx += (uint64_t)k;
+				if (s->txhead == s->txtail) {
+					s->txhead = s->txtail = 0;
+				} else if (s->txhead > s->txcap / 2) {
+					memmove(s->tx, s->tx + s->txhead, s->txtail - s->txhead);
+					s->txtail -= s->txhead;
+					s->txhead = 0;
+				}
+				if (s->tx_blocked && s->txtail < s->txcap / 2) {
+					s->tx_blocked = false;
+					wake = true;
+				}
+				pthread_mutex_unlock(&s->mu);
+				if (wake)
+					vop_window_wake(s->w);
+				if ((size_t)k == tail - head)
+					continue;
+			}
+		}
+		pf[0].fd = s->fd;
+		pf[0].events = (short)((throttled ? 0 : POLLIN) | (tail > head ? POLLOUT : 0));
+		pf[1].fd = s->efd;
+		pf[1].events = POLLIN;
+		t = now_ns();
+		timeout = s->next_ping_ns > t ? (int)((s->next_ping_ns - t) / 1000000u) + 1 : 0;
+		if (poll(pf, 2, timeout) < 0 && errno != EINTR) {
+			sfail(s, "poll: %s", strerror(errno));
+			break;
+		}
+		if (pf[1].revents & POLLIN) {
+			uint64_t v;
+
+			if (read(s->efd, &v, sizeof(v)) < 0) {
+				/* nothing pending */
+			}
+		}
+		if (!throttled && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+			ssize_t k = recv(s->fd, s->rxbuf + s->rxlen, s->rxcap - s->rxlen, MSG_DONTWAIT);
+
+			if (k == 0) {
+				sfail(s, "peer closed the connection");
+				break;
+			}
+			if (k < 0) {
+				if (errno != EAGAIN && errno != EINTR) {
+					sfail(s, "recv: %s", strerror(errno));
+					break;
+				}
+				continue;
+			}
+			s->rxlen += (size_t)k;
+			s->last_rx_ns = now_ns();
+			pthread_mutex_lock(&s->mu);
+			s->st.bytes_rx += (uint64_t)k;
+			pthread_mutex_unlock(&s->mu);
+			process_rx(s);
+		}
+	}
+}
+
+static void *bridge_main(void *arg)
+{
+	struct vop_stream *s = arg;
+
+	if (handshake(s) != 0) {
+		shutdown(s->fd, SHUT_RDWR);
+		return NULL; /* the handshake told the peer why */
+	}
+	atomic_store_explicit(&s->state, VOP_STREAM_READY, memory_order_release);
+	vop_window_wake(s->w);
+	relay(s);
+	if (failed(s)) {
+		char reason[VOP_STREAM_REASON_MAX + 1];
+
+		pthread_mutex_lock(&s->mu);
+		memcpy(reason, s->st.reason, sizeof(reason));
+		pthread_mutex_unlock(&s->mu);
+		if (strncmp(reason, "peer", 4) != 0 && atomic_load_explicit(&s->state, memory_order_acquire) == VOP_STREAM_FAILED)
+			send_error(s, reason);
+	}
+	shutdown(s->fd, SHUT_RDWR);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* API                                                                  */
+/* ------------------------------------------------------------------ */
+
+uint64_t vop_stream_pool_size(uint16_t qsize, uint32_t max_chain)
+{
+	return (uint64_t)qsize * ((max_chain + 63ull) / 64 * 64);
+}
+
+int vop_stream_create(struct vop_link *proxy, const struct vop_stream_config *cfg,
+		      struct vop_stream **out)
+{
+	struct vop_stream *s;
+	int fl;
+
+	*out = NULL;
+	if (!proxy || cfg->fd < 0 || cfg->secret_len > VOP_STREAM_MAX_SECRET ||
+	    (cfg->secret_len == 0 && !cfg->allow_plain) || (cfg->secret_len && !cfg->secret) ||
+	    (cfg->max_frame && (cfg->max_frame < VOP_STREAM_MIN_FRAME ||
+				cfg->max_frame > VOP_STREAM_MAX_FRAME))) {
+		if (cfg->fd >= 0)
+			close(cfg->fd);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s) {
+		close(cfg->fd);
+		return -ENOMEM;
+	}
+	s->cfg = *cfg;
+	s->cfg.secret = NULL;
+	if (cfg->secret_len)
+		memcpy(s->secret, cfg->secret, cfg->secret_len);
+	if (!s->cfg.max_frame)
+		s->cfg.max_frame = VOP_STREAM_DEF_FRAME;
+	if (!s->cfg.handshake_ms)
+		s->cfg.handshake_ms = 5000;
+	if (!s->cfg.idle_ms)
+		s->cfg.idle_ms = 15000;
+	if (!s->cfg.ping_ms)
+		s->cfg.ping_ms = 1000;
+	if (!s->cfg.max_chain)
+		s->cfg.max_chain = 65536 + 4096;
+	s->proxy = proxy;
+	s->w = vop_link_window(proxy);
+	s->side = cfg->device_side ? 1 : 0;
+	s->fd = cfg->fd;
+	s->lim.max_frame = s->cfg.max_frame;
+	s->lim.max_segs = VOP_STREAM_MAX_SEGS;
+	atomic_store_explicit(&s->state, VOP_STREAM_HANDSHAKE, memory_order_release);
+	s->st.state = VOP_STREAM_HANDSHAKE;
+	pthread_mutex_init(&s->mu, NULL);
+	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	s->rxcap = VOP_SFRAME_HDR + (size_t)s->cfg.max_frame;
+	s->rxbuf = malloc(s->rxcap);
+	s->txcap = 4u * (size_t)s->cfg.max_frame + CTRL_RESERVE;
+	s->tx = malloc(s->txcap);
+	fl = fcntl(s->fd, F_GETFL);
+	if (s->efd < 0 || !s->rxbuf || !s->tx || fl < 0 || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+		vop_stream_destroy(s);
+		return -ENOMEM;
+	}
+	*out = s;
+	return 0;
+}
+
+int vop_stream_add(struct vop_stream *s, uint32_t dev_id)
+{
+	struct sdev *d;
+	unsigned i;
+	int rc;
+
+	if (s->thr_started)
+		return -EINVAL;
+	if (s->ndevs >= MAX_DEVS)
+		return -ENOSPC;
+	if (find_dev(s, dev_id))
+		return -EEXIST;
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->s = s;
+	d->dev_id = dev_id;
+	rc = vop_devtab_find_bounded(s->w, dev_id, &d->info);
+	if (rc) {
+		free(d);
+		return rc;
+	}
+	/* The bridge takes the role the real backends do not have on this window. */
+	if ((d->info.device_side == s->w->side) != (s->side == 0)) {
+		free(d);
+		return -EINVAL;
+	}
+	for (i = 0; i < d->info.num_queues; i++) {
+		uint64_t slot = d->info.queues[i].pool_size / d->info.queues[i].size / 64 * 64;
+
+		if (slot > s->cfg.max_chain)
+			slot = s->cfg.max_chain;
+		if (s->side == 1 && slot < 64) {
+			free(d);
+			return -EINVAL;
+		}
+		d->q[i].slot_size = (uint32_t)slot;
+	}
+	d->ops = (struct vop_devback_ops){
+		.name = s->side ? "stream-driver" : "stream-device",
+		.start = s->side ? devside_start : drvside_start,
+		.stop = s->side ? devside_stop : drvside_stop,
+		.poll = sb_poll,
+		.prepare_sleep = sb_prepare_sleep,
+		.queue = sb_queue,
+	};
+	s->devs[s->ndevs++] = d;
+	if (s->side == 0) {
+		rc = vop_link_attach_backend(s->proxy, dev_id, VOP_ROLE_DEVICE, &d->ops, d);
+		if (rc) {
+			s->ndevs--;
+			free(d);
+			return rc;
+		}
+		d->attached = true;
+	}
+	return 0;
+}
+
+int vop_stream_start(struct vop_stream *s)
+{
+	int rc;
+
+	if (s->thr_started)
+		return -EALREADY;
+	rc = -pthread_create(&s->thr, NULL, bridge_main, s);
+	if (rc == 0)
+		s->thr_started = true;
+	return rc;
+}
+
+void vop_stream_status(struct vop_stream *s, struct vop_stream_status *out)
+{
+	pthread_mutex_lock(&s->mu);
+	*out = s->st;
+	out->state = atomic_load_explicit(&s->state, memory_order_acquire);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void vop_stream_destroy(struct vop_stream *s)
+{
+	unsigned i;
+
+	if (!s)
+		return;
+	if (s->thr_started) {
+		pthread_mutex_lock(&s->mu);
+		s->stop = true;
+		pthread_mutex_unlock(&s->mu);
+		shutdown(s->fd, SHUT_RDWR);
+		signal_efd(s);
+		pthread_join(s->thr, NULL);
+	}
+	for (i = 0; i < s->ndevs; i++) {
+		struct sdev *d = s->devs[i];
+
+		if (d->attached)
+			vop_link_detach(s->proxy, d->dev_id);
+		free_list(d->rx_head);
+		free(d->cur);
+		queues_destroy(d);
+		free(d);
+	}
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->efd >= 0)
+		close(s->efd);
+	OPENSSL_cleanse(s->secret, sizeof(s->secret));
+	free(s->rxbuf);
+	free(s->tx);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}

@@ -1,0 +1,188 @@
+/**
+ * Helpers for the stream transport tests: build and run vop-stream (a test tool,
+ * test/native/tools/stream-side.c: one side of a stream link with device backends and no
+ * agent), two network namespaces joined by a veth pair, a pty end, a secret file.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { openSync, writeFileSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import tty from 'node:tty';
+
+import { repoPath } from '../../lib/src/paths';
+import { Netns, sh } from '../devices/helpers';
+
+export const VOP_STREAM = repoPath('native', 'out', 'tools', 'vop-stream');
+
+/** Build vop-stream (idempotent). */
+export function buildVopStream(): void {
+  const r = spawnSync('make', ['-s', '-C', repoPath('native'), 'out/tools/vop-stream'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`make -C native out/tools/vop-stream failed: ${r.stderr}`);
+}
+
+/** A secret file of mode 0600 in dir. */
+export function secretFile(dir: string, name: string, secret: string): string {
+  const p = path.join(dir, name);
+  writeFileSync(p, `${secret}\n`, { mode: 0o600 });
+  return p;
+}
+
+/** A running vop-stream and the lines it printed. */
+export class StreamSide {
+  readonly proc: ChildProcess;
+  readonly lines: string[] = [];
+  stderr = '';
+  private exited: Promise<number | null>;
+
+  constructor(args: readonly string[], netns: string | null) {
+    const cmd = netns === null ? VOP_STREAM : 'ip';
+    const argv = netns === null ? [...args] : ['netns', 'exec', netns, VOP_STREAM, ...args];
+    this.proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.exited = new Promise((resolve) => this.proc.once('exit', (code) => resolve(code)));
+    let out = '';
+    this.proc.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      let nl: number;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        this.lines.push(out.slice(0, nl));
+        out = out.slice(nl + 1);
+      }
+    });
+    this.proc.stderr?.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+    });
+  }
+
+  /** Value of the first "key value" line with this key, or undefined. */
+  value(key: string): string | undefined {
+    const l = this.lines.find((x) => x.startsWith(`${key} `));
+    return l?.slice(key.length + 1);
+  }
+
+  count(pred: (line: string) => boolean): number {
+    return this.lines.filter(pred).length;
+  }
+
+  /** Wait until n lines satisfy pred (the process must stay alive). */
+  async waitLines(pred: (line: string) => boolean, n = 1, timeoutMs = 20000): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (this.count(pred) < n) {
+      if (this.proc.exitCode !== null || this.proc.signalCode !== null)
+        throw new Error(`vop-stream exited (${this.proc.exitCode ?? this.proc.signalCode}): ${this.stderr}`);
+      if (Date.now() > end)
+        throw new Error(`timed out waiting for vop-stream output; got:\n${this.lines.join('\n')}\n${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  alive(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  async stop(): Promise<void> {
+    if (this.alive()) this.proc.kill('SIGTERM');
+    await this.exited;
+  }
+
+  async crash(): Promise<void> {
+    if (this.alive()) this.proc.kill('SIGKILL');
+    await this.exited;
+  }
+}
+
+/** Two namespaces joined by a veth pair: a is 10.<net>.0.1, b is 10.<net>.0.2. */
+export class VethPair {
+  readonly ns: Netns;
+  readonly a: string;
+  readonly b: string;
+  readonly ifA: string;
+  readonly ifB: string;
+  constructor(
+    prefix: string,
+    readonly net: number,
+  ) {
+    this.ns = new Netns(prefix, 2);
+    [this.a, this.b] = this.ns.names as [string, string];
+    const tag = `${prefix}${process.pid % 10000}`.slice(0, 11);
+    this.ifA = `${tag}a`;
+    this.ifB = `${tag}b`;
+    const steps: string[][] = [
+      ['link', 'add', this.ifA, 'netns', this.a, 'type', 'veth', 'peer', 'name', this.ifB, 'netns', this.b],
+      ['-n', this.a, 'addr', 'add', `10.${net}.0.1/24`, 'dev', this.ifA],
+      ['-n', this.b, 'addr', 'add', `10.${net}.0.2/24`, 'dev', this.ifB],
+      ['-n', this.a, 'link', 'set', this.ifA, 'up'],
+      ['-n', this.b, 'link', 'set', this.ifB, 'up'],
+    ];
+    for (const s of steps) {
+      const r = sh('ip', s);
+      if (r.code !== 0) {
+        this.ns.remove();
+        throw new Error(`ip ${s.join(' ')}: ${r.stderr}`);
+      }
+    }
+  }
+  /** Set the veth end in a up or down. */
+  setUp(up: boolean): void {
+    const r = sh('ip', ['-n', this.a, 'link', 'set', this.ifA, up ? 'up' : 'down']);
+    if (r.code !== 0) throw new Error(`ip link set: ${r.stderr}`);
+  }
+  remove(): void {
+    this.ns.remove();
+  }
+}
+
+/** A TAP of vop-stream in ns gets addr and comes up. */
+export function tapUp(ns: Netns, n: string, tap: string, addr: string): void {
+  for (const s of [
+    ['addr', 'replace', addr, 'dev', tap],
+    ['link', 'set', tap, 'up'],
+  ]) {
+    const r = ns.exec(n, 'ip', s);
+    if (r.code !== 0) throw new Error(`ip ${s.join(' ')} in ${n}: ${r.stderr}`);
+  }
+}
+
+/** Open a pty slave in raw mode; collect what it reads. */
+export class PtyEnd {
+  readonly fd: number;
+  private stream: tty.ReadStream;
+  private got = Buffer.alloc(0);
+  constructor(p: string) {
+    this.fd = openSync(p, 'r+');
+    this.stream = new tty.ReadStream(this.fd);
+    this.stream.setRawMode(true);
+    this.stream.on('data', (d: Buffer) => {
+      this.got = Buffer.concat([this.got, d]);
+    });
+  }
+  async write(b: Buffer): Promise<void> {
+    let off = 0;
+    while (off < b.length) {
+      try {
+        off += writeSync(this.fd, b, off, Math.min(65536, b.length - off));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    }
+  }
+  async read(n: number, timeoutMs = 10000): Promise<Buffer> {
+    const end = Date.now() + timeoutMs;
+    while (this.got.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+    const out = this.got.subarray(0, n);
+    this.got = this.got.subarray(n);
+    return out;
+  }
+  close(): void {
+    this.stream.destroy();
+  }
+}
+
+/** Ping from ns n until one reply comes back (the link may still be starting), bounded. */
+export async function pingUntil(ns: Netns, n: string, addr: string, timeoutMs = 20000): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const r = ns.exec(n, 'ping', ['-c', '1', '-W', '1', addr], 5000);
+    if (r.code === 0) return true;
+  }
+  return false;
+}
