@@ -70,7 +70,7 @@ function run(init: WorkerInit): void {
       if (d.fullSnapshot) a.links.clear();
       for (const l of d.upserts) a.links.set(l.meta?.name ?? '', l.meta?.generation ?? 0n);
       for (const n of d.deletes) a.links.delete(n);
-      call.write({ msg: { $case: 'ack', value: { version: d.version, rejected: {} } } });
+      call.write({ msg: { $case: 'ack', value: { version: d.version, rejected: {}, held: '' } } });
       acks++;
       for (const l of d.upserts) {
         call.write({
@@ -120,6 +120,7 @@ function run(init: WorkerInit): void {
           ackedVersion: 0n,
           links: [],
           acceptsChunkedDesired: false,
+          appliedIdentity: undefined,
         },
       },
     });

@@ -240,6 +240,10 @@ function conformance(backend: Backend): void {
     // A conflict changes nothing.
     await assert.rejects(store.commit([put('z', 'z', 99n)]), StoreConflictError);
     assert.equal(store.identity().generation, r4);
+    // Another handle (a restart, another replica) reads it from the store before loading anything.
+    const other = reopen();
+    assert.deepEqual(await other.readIdentity(), { clusterId: id, generation: r4 });
+    await other.close();
     await store.close();
     const again = reopen();
     const snap = await again.loadSnapshot();

@@ -7,20 +7,11 @@
  */
 import { ConditionStatus, WatchEventType, type Agent, type Condition, type Link } from '../../../lib/proto/types';
 import type { Limits } from '../../../lib/src/limits';
+import { ADOPTED_ANNOTATION } from '../state/agent-labels';
 import type { FleetState } from '../state/fleet-state';
 import type { ObjectCache } from '../state/object-cache';
+import type { StoreOp } from '../store/store';
 import { managedByPolicy, renderPolicy } from './policy-render';
-
-/** A policy pass lets I/O run after this many link writes. */
-export const YIELD_EVERY_WRITES = 500;
-
-/**
- * The embedded store commits synchronously, so a pass writing thousands of links
- * would never yield; let Sync streams and RPCs run every YIELD_EVERY_WRITES writes.
- */
-async function yieldEvery(writes: number): Promise<void> {
-  if (writes % YIELD_EVERY_WRITES === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-}
 
 export class PolicyPass {
   constructor(
@@ -43,8 +34,10 @@ export class PolicyPass {
     }
     let conflicts = 0;
     let overLimit = 0;
-    let writes = 0;
     const max = this.limits.maxLinksPerAgent;
+    // Every write of the pass goes to the store in as few commits as it takes (ObjectCache.commitMany).
+    const ops: StoreOp[] = [];
+    const now = new Date();
     for (const [ln, l] of want) {
       const cur = this.cache.links.get(ln);
       if (cur && (cur.obj.meta?.managedBy ?? '') !== managedByPolicy(name)) {
@@ -57,13 +50,17 @@ export class PolicyPass {
         want.delete(ln);
         continue;
       }
-      if ((await this.cache.putLink(l, '')).changed) await yieldEvery(++writes);
+      const plan = this.cache.planLink(l, '', now);
+      if (plan) ops.push(plan.op);
     }
     for (const ln of owned) {
       if (want.has(ln)) continue;
-      await this.cache.deleteLink(ln, '');
-      await yieldEvery(++writes);
+      // Links adopted after the store was lost stay until their policy is applied again (it takes them over).
+      if (!pe && this.cache.links.get(ln)?.obj.meta?.annotations[ADOPTED_ANNOTATION] !== undefined) continue;
+      const op = this.cache.planLinkDelete(ln, '');
+      if (op) ops.push(op);
     }
+    await this.cache.commitMany(ops);
     if (!pe) {
       this.fleet.policyStatus.delete(name);
       return;
