@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/barrier.h"
 #include "device_config.h"
 #include "link_binding.h"
 #include "napi_util.h"
@@ -254,6 +253,7 @@ napi_value vop_b_device_state(napi_env env, napi_callback_info info)
 napi_value vop_b_device_info(napi_env env, napi_callback_info info)
 {
 	struct vop_dev_info di;
+	struct vop_dev_side_view drv;
 	uint64_t accepted;
 	uint32_t dev_id;
 	napi_value obj, sizes, v;
@@ -268,13 +268,9 @@ napi_value vop_b_device_info(napi_env env, napi_callback_info info)
 		vop_throw_errno(env, rc, "device info");
 		return NULL;
 	}
-	/*
-	 * The driver side writes features_accepted before DRIVER_OK (link.c);
-	 * a status read, once, of a validated live entry.
-	 * TODO(engine): a vop_link accessor for the negotiated features would
-	 * spare the binding this one read of window memory.
-	 */
-	accepted = vop_read_once_u64(&di.entry->features_accepted);
+	/* The driver side's block: features accepted, current once it claimed this occupant. */
+	vop_devtab_side_read(&di, di.device_side ^ 1u, &drv);
+	accepted = drv.features;
 	NODE_API_CALL(env, napi_create_object(env, &obj));
 	NODE_API_CALL(env, napi_create_array_with_length(env, di.num_queues, &sizes));
 	for (k = 0; k < di.num_queues; k++) {

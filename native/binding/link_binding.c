@@ -523,7 +523,7 @@ napi_value vop_b_link_stats(napi_env env, napi_callback_info info)
 	static const char *const NAMES[VOP_LS_COUNT] = {
 		[VOP_LS_WAKEUPS] = "wakeups",       [VOP_LS_SLEEPS] = "sleeps",
 		[VOP_LS_POLL_NS] = "pollNs",        [VOP_LS_SLEEP_NS] = "sleepNs",
-		[VOP_LS_DOORBELLS] = "doorbells",   [VOP_LS_FUTEX_WAKES] = "futexWakes",
+		[VOP_LS_DOORBELLS] = "doorbells",   [VOP_LS_SIGNALS] = "signals",
 		[VOP_LS_HEARTBEATS] = "heartbeats", [VOP_LS_PEER_RESETS] = "peerResets",
 		[VOP_LS_PEER_GONE] = "peerGone",
 	};

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "barrier.h"
+#include "win_access.h"
 #include "vop/vq.h"
 
 static const char *const reason_names[VOP_VQ_REASON_COUNT] = {
@@ -110,6 +110,7 @@ static void init_common(struct vop_vq *vq, const struct vop_vq_config *cfg, bool
 	vq->mask = (uint16_t)(cfg->num - 1);
 	vq->is_driver = driver;
 	vq->event_idx = (cfg->features >> VOP_F_EVENT_IDX) & 1;
+	vq->wc_stores = cfg->wc_stores;
 	vq->indirect = (cfg->features >> VOP_F_INDIRECT_DESC) & 1;
 	vq->desc = cfg->desc;
 	vq->avail = cfg->avail;
@@ -145,11 +146,11 @@ void vop_vq_reset_driver(struct vop_vq *vq)
 	uint16_t i;
 
 	/* We own desc[] and the driver area: zero them (peer is quiesced). */
-	memset(vq->desc, 0, vop_vring_desc_bytes(vq->num));
+	vop_win_zero(vq->desc, vop_vring_desc_bytes(vq->num));
 	memset(vq->desc_shadow, 0, sizeof(*vq->desc_shadow) * vq->num);
 	memset(vq->avail_ring_shadow, 0, sizeof(uint16_t) * vq->num);
 	memset(vq->slots, 0, sizeof(*vq->slots) * vq->num);
-	memset(vq->avail->ring, 0, 2u * vq->num);
+	vop_win_zero(vq->avail->ring, 2u * vq->num);
 	vop_write_once_u16(vq->used_event, 0);
 	vop_write_once_u16(&vq->avail->flags, 0);
 	for (i = 0; i < vq->num; i++)
@@ -304,8 +305,11 @@ int vop_vq_kick_prepare(struct vop_vq *vq)
 	/*
 	 * P1: release. Orders the descriptor and avail->ring[] writes of
 	 * vop_vq_add() before the new avail->idx. Pairs with C1 (acquire
-	 * fence after the device reads avail->idx in vop_vq_pop()).
+	 * fence after the device reads avail->idx in vop_vq_pop()). On a
+	 * write-combining mapping the earlier stores are drained first (W1C).
 	 */
+	if (vq->wc_stores)
+		vop_wc_fence();
 	vop_store_release_u16(&vq->avail->idx, new_idx);
 	vq->avail_published = new_idx;
 	/*
@@ -382,7 +386,7 @@ int vop_vq_get_used(struct vop_vq *vq, void **token, uint32_t *len)
 void vop_vq_reset_device(struct vop_vq *vq)
 {
 	/* We own the device area: zero it (peer is quiesced). */
-	memset(vq->used->ring, 0, 8u * vq->num);
+	vop_win_zero(vq->used->ring, 8u * vq->num);
 	vop_write_once_u16(vq->avail_event, 0);
 	vop_write_once_u16(&vq->used->flags, 0);
 	memset(vq->busy, 0, vq->num);
@@ -641,8 +645,11 @@ int vop_vq_publish_used(struct vop_vq *vq)
 	/*
 	 * U1: release. Orders the used->ring[] writes of vop_vq_push() (and
 	 * our reads/writes of the chain's buffers) before the new used->idx.
-	 * Pairs with G1 (acquire fence in vop_vq_get_used()).
+	 * Pairs with G1 (acquire fence in vop_vq_get_used()). On a
+	 * write-combining mapping the earlier stores are drained first (W1C).
 	 */
+	if (vq->wc_stores)
+		vop_wc_fence();
 	vop_store_release_u16(&vq->used->idx, new_idx);
 	vq->used_published = new_idx;
 	/*

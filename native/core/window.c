@@ -5,13 +5,14 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "barrier.h"
 #include "vop/window.h"
+#include "win_access.h"
 
 #define DEFAULT_HB_PERIOD_MS 100u /* link.c beats at least this often, even when idle */
 
@@ -37,6 +38,22 @@ static bool range_inside(uint64_t off, uint64_t len, uint64_t base, uint64_t siz
 static bool range_within(uint64_t off, uint64_t len, uint64_t lo, uint64_t hi)
 {
 	return off >= lo && off <= hi && len <= hi - off;
+}
+
+/*
+ * Why a window of another layout major is refused, naming both versions.
+ * The text lives in a per-thread buffer (valid until this thread checks the
+ * next window); every other reason is a static string.
+ */
+static const char *version_problem(uint16_t major, uint16_t minor)
+{
+	static _Thread_local char buf[192];
+
+	snprintf(buf, sizeof(buf),
+		 "version_major: the window has layout %u.%u, this side speaks layout %u.%u "
+		 "(sides of different majors cannot share a window: run the same vop release on both)",
+		 (unsigned)major, (unsigned)minor, VOP_LAYOUT_VERSION_MAJOR, VOP_LAYOUT_VERSION_MINOR);
+	return buf;
 }
 
 /* Refuse with -EPROTO, naming the field (why is a static string). */
@@ -68,8 +85,12 @@ int vop_window_layout_check(const uint8_t *base, uint64_t size, struct vop_windo
 		return -EAGAIN;
 	if (magic != VOP_WIN_MAGIC)
 		LAYOUT_FAIL("magic: not a vop window");
-	if (vop_read_once_u16(&h->version_major) != VOP_LAYOUT_VERSION_MAJOR)
-		LAYOUT_FAIL("version_major: unsupported layout version");
+	if (vop_read_once_u16(&h->version_major) != VOP_LAYOUT_VERSION_MAJOR) {
+		if (why)
+			*why = version_problem(vop_read_once_u16(&h->version_major),
+					       vop_read_once_u16(&h->version_minor));
+		return -EPROTO;
+	}
 	if (vop_read_once_u64(&h->window_size) != size)
 		LAYOUT_FAIL("window_size: differs from the size mapped");
 	if (vop_read_once_u32(&h->side_off) != VOP_WIN_SIDE_OFF ||
@@ -194,7 +215,7 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	w->x = x;
 	w->side = 0;
 	bind_sides(w);
-	memset(x->base, 0, VOP_DEVTAB_OFF + dt_size);
+	vop_win_zero(x->base, VOP_DEVTAB_OFF + dt_size);
 	w->max_entries = max;
 	w->entry_size = sizeof(struct vop_dev_entry);
 	w->ring_off = VOP_DEVTAB_OFF + dt_size;
@@ -225,6 +246,10 @@ int vop_window_create(struct vop_xport *x, const struct vop_window_geometry *g,
 	w->dt->max_entries = max;
 	if (x->ops->claim)
 		x->ops->claim(x, 0); /* a fresh file: nobody else can hold it yet */
+	if (x->ops->bind(x, 0) != 0) {
+		free(w);
+		return -EINVAL;
+	}
 	side_up(w);
 	/*
 	 * W1: release. Orders every header, side and device-table write above
@@ -349,7 +374,14 @@ int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window
 	}
 	if (side == 0)
 		recompute_allocators(w);
+	rc = x->ops->bind(x, side);
+	if (rc) {
+		free(w);
+		return rc;
+	}
 	side_up(w);
+	/* Liveness travels in the window: ring the peer so that a sleeping worker sees our epoch now. */
+	x->ops->kick(x, 0);
 	*out = w;
 	return 0;
 }
@@ -372,7 +404,18 @@ void vop_window_close(struct vop_window *w)
 
 int vop_window_notify_peer(struct vop_window *w)
 {
-	return w->x->ops->notify(w->x, w->side ^ 1u);
+	return w->x->ops->kick(w->x, 0);
+}
+
+int vop_window_wake(struct vop_window *w)
+{
+	return w->x->ops->wake(w->x);
+}
+
+void vop_window_flush(struct vop_window *w)
+{
+	if (w->x->ops->flush)
+		w->x->ops->flush(w->x);
 }
 
 void vop_window_heartbeat(struct vop_window *w)
@@ -389,6 +432,7 @@ void vop_window_peer(struct vop_window *w, struct vop_peer_view *out)
 	out->heartbeat = vop_read_once_u64(&w->peer->heartbeat);
 	p = vop_read_once_u32(&w->peer->hb_period_ms);
 	out->hb_period_ms = p < 1 ? 1 : p > 60000 ? 60000 : p;
+	out->kick = vop_read_once_u32(&w->peer->kick);
 }
 
 /* ------------------------------------------------------------------ */
@@ -398,8 +442,8 @@ void vop_window_peer(struct vop_window *w, struct vop_peer_view *out)
 /* Table changed: wake both workers so they rescan now rather than at their next timeout. */
 static void notify_both(struct vop_window *w)
 {
-	w->x->ops->notify(w->x, 0);
-	w->x->ops->notify(w->x, 1);
+	w->x->ops->kick(w->x, 0);
+	w->x->ops->wake(w->x);
 }
 
 static struct vop_dev_entry *entry_at(struct vop_window *w, uint32_t i)
@@ -429,7 +473,7 @@ int vop_devtab_publish(struct vop_window *w, const struct vop_dev_spec *spec)
 	struct vop_dev_entry *e = NULL;
 	struct vop_queue_desc q[VOP_MAX_QUEUES];
 	uint64_t ring_next = w->ring_next, data_next = w->data_next;
-	uint32_t i, slot = 0;
+	uint32_t i, slot = 0, seq;
 	int rc;
 
 	if (w->side != 0)
@@ -470,39 +514,33 @@ int vop_devtab_publish(struct vop_window *w, const struct vop_dev_spec *spec)
 			return rc;
 		q[i].pool_size = spec->pool_size[i];
 	}
-	/* Zero the rings before they become visible (inside the areas by construction). */
-	for (i = 0; i < spec->num_queues; i++) {
-		void *d = vop_window_ptr(w, q[i].desc_off, vop_vring_desc_bytes(q[i].size));
-		void *a = vop_window_ptr(w, q[i].avail_off, vop_vring_avail_bytes(q[i].size));
-		void *u = vop_window_ptr(w, q[i].used_off, vop_vring_used_bytes(q[i].size));
-
-		if (!d || !a || !u)
-			return -ENOSPC;
-		memset(d, 0, vop_vring_desc_bytes(q[i].size));
-		memset(a, 0, vop_vring_avail_bytes(q[i].size));
-		memset(u, 0, vop_vring_used_bytes(q[i].size));
-	}
 	/*
+	 * The rings are not zeroed here: each part is zeroed by its one writer
+	 * before the other side reads it (the driver its descriptor table and
+	 * avail ring when it starts, the device its used ring before it acks a
+	 * reset), so the table owner writes nothing of the other roles.
 	 * T0: seq bump then release fence: a reader that copied the old body
 	 * and re-reads seq after its acquire fence sees the change (seqlock).
 	 */
-	vop_write_once_u32(&e->seq, vop_read_once_u32(&e->seq) + 1);
+	seq = vop_read_once_u32(&e->seq) + 1;
+	vop_write_once_u32(&e->seq, seq);
 	vop_wmb();
 	vop_write_once_u32(&e->dev_id, spec->dev_id);
 	vop_write_once_u32(&e->device_type, spec->device_type);
 	vop_write_once_u64(&e->features_offered, spec->features | (1ull << VOP_F_VERSION_1));
-	vop_write_once_u64(&e->features_accepted, 0);
-	vop_write_once_u32(&e->status, 0);
-	vop_write_once_u32(&e->config_generation, 0);
 	vop_write_once_u32(&e->config_len, spec->config_len);
 	vop_write_once_u16(&e->num_queues, spec->num_queues);
 	vop_write_once_u8(&e->device_side, spec->device_side);
-	vop_write_once_u32(&e->reset_req, 0);
-	vop_write_once_u32(&e->reset_ack, 0);
-	memcpy(e->queues, q, sizeof(q));
-	memset(e->config, 0, sizeof(e->config));
+	vop_write_once_u8(&e->reserved0, 0);
+	vop_win_copy_to(e->queues, q, sizeof(q));
+	/*
+	 * The config space as published: the device side starts from it and
+	 * keeps its live config in its own block (readers switch over once the
+	 * device has written it, generation >= 2).
+	 */
+	vop_win_zero(e->config_init, sizeof(e->config_init));
 	if (spec->config_len)
-		memcpy(e->config, spec->config, spec->config_len);
+		vop_win_copy_to(e->config_init, spec->config, spec->config_len);
 	/*
 	 * T1: release. Orders the entry body (and the zeroed rings) before
 	 * state LIVE. Pairs with the acquire load of state in vop_devtab_find().
@@ -592,7 +630,7 @@ int vop_devtab_check_info(const struct vop_window *w, const struct vop_dev_info 
 	else if (info->num_queues == 0 || info->num_queues > VOP_MAX_QUEUES)
 		p = "num_queues: not in [1, 8]";
 	else if (info->config_len > VOP_CONFIG_MAX)
-		p = "config_len: larger than the 256-byte config space";
+		p = "config_len: larger than the 96-byte config space";
 	for (k = 0; !p && k < info->num_queues; k++)
 		p = queue_problem(w, &info->queues[k]);
 	if (why)
@@ -633,10 +671,22 @@ int vop_devtab_find(struct vop_window *w, uint32_t dev_id, struct vop_dev_info *
 			out->queues[k].pool_off = vop_read_once_u64(&s->pool_off);
 			out->queues[k].pool_size = vop_read_once_u64(&s->pool_size);
 		}
-		/* config[] is a fixed 256-byte array inside the entry: never more than that. */
-		if (out->config_len <= VOP_CONFIG_MAX)
-			memcpy(out->config, e->config, out->config_len);
 		out->entry = e;
+		/*
+		 * The config space (a fixed 96-byte array: never more than that):
+		 * the device side's live copy once it wrote it, else the one
+		 * published with the entry (covered by the entry seqlock). A
+		 * snapshot: vop_devtab_config_read() gives a consistent copy.
+		 */
+		if (out->config_len <= VOP_CONFIG_MAX && out->device_side <= 1) {
+			const struct vop_dev_side *b = &e->sides[out->device_side];
+
+			if (vop_load_acquire_u32(&b->seq) == seq &&
+			    vop_load_acquire_u32(&b->config_generation) >= 2)
+				vop_win_copy_from(out->config, b->config, out->config_len);
+			else
+				vop_win_copy_from(out->config, e->config_init, out->config_len);
+		}
 		/* Seqlock check: acquire fence, then the slot must be unchanged. */
 		vop_rmb();
 		if (vop_read_once_u32(&e->seq) != seq || vop_read_once_u32(&e->state) != VOP_DEV_LIVE)
@@ -664,52 +714,116 @@ int vop_devtab_find_bounded(struct vop_window *w, uint32_t dev_id, struct vop_de
 	return rc;
 }
 
+/* ------------------------------------------------------------------ */
+/* Per-side blocks of an entry                                          */
+/* ------------------------------------------------------------------ */
+
+struct vop_dev_side *vop_devtab_side_claim(const struct vop_dev_info *info, unsigned side)
+{
+	struct vop_dev_side *b = &info->entry->sides[side & 1u];
+
+	/* Our own field: only this side writes it, so a relaxed read of it is ours. */
+	if (vop_read_once_u32(&b->seq) != info->seq) {
+		vop_write_once_u32(&b->status, 0);
+		vop_write_once_u32(&b->reset, 0);
+		vop_write_once_u32(&b->config_generation, 0);
+		vop_write_once_u64(&b->features, 0);
+		vop_write_once_u64(&b->reserved0, 0);
+		vop_win_zero(b->config, sizeof(b->config));
+		/*
+		 * B1: release. Orders the zeroed block before its seq. Pairs with
+		 * the acquire load of seq in vop_devtab_side_read() (and find).
+		 */
+		vop_store_release_u32(&b->seq, info->seq);
+	}
+	return b;
+}
+
+void vop_devtab_side_read(const struct vop_dev_info *info, unsigned side,
+			  struct vop_dev_side_view *out)
+{
+	const struct vop_dev_side *b = &info->entry->sides[side & 1u];
+
+	memset(out, 0, sizeof(*out));
+	/* B1 pair: acquire; a block of another occupant (other seq) reads as zeros. */
+	if (vop_load_acquire_u32(&b->seq) != info->seq)
+		return;
+	out->current = true;
+	/* Acquire each: R1..R3 publish through these words (docs/memory-ordering.md). */
+	out->reset = vop_load_acquire_u32(&b->reset);
+	out->status = vop_load_acquire_u32(&b->status);
+	out->config_generation = vop_load_acquire_u32(&b->config_generation);
+	out->features = vop_read_once_u64(&b->features);
+}
+
 int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *info, uint32_t off,
 			    const void *data, uint32_t len)
 {
-	struct vop_dev_entry *e = info->entry;
+	struct vop_dev_side *b;
 	uint32_t gen;
 
 	(void)w;
-	if (off > info->config_len || len > info->config_len - off)
+	if (off > info->config_len || len > info->config_len - off || info->config_len > VOP_CONFIG_MAX)
 		return -EINVAL;
-	gen = vop_read_once_u32(&e->config_generation);
+	b = vop_devtab_side_claim(info, info->device_side); /* the device side's own block */
+	gen = vop_read_once_u32(&b->config_generation);
 	if (gen & 1u)
 		gen++; /* a previous writer died mid-update: start from even */
+	if (gen == 0) {
+		/* First write: start from the config space as published (a partial write keeps the rest). */
+		vop_win_copy_to(b->config, info->entry->config_init, info->config_len);
+	}
 	/*
 	 * K0: odd generation, then release fence: a reader that copied new
 	 * bytes sees the changed generation on its re-check.
 	 */
-	vop_write_once_u32(&e->config_generation, gen + 1);
+	vop_write_once_u32(&b->config_generation, gen + 1);
 	vop_wmb();
-	memcpy(e->config + off, data, len);
+	vop_win_copy_to(b->config + off, data, len);
 	/*
 	 * K1: release. Orders the config bytes before the even generation;
 	 * pairs with the acquire load in vop_devtab_config_read().
 	 */
-	vop_store_release_u32(&e->config_generation, gen + 2);
+	vop_store_release_u32(&b->config_generation, gen + 2);
 	return 0;
 }
 
 int vop_devtab_config_read(struct vop_window *w, const struct vop_dev_info *info, void *out,
 			   uint32_t len, uint32_t *generation)
 {
-	struct vop_dev_entry *e = info->entry;
+	const struct vop_dev_side *b;
 	unsigned tries;
 
 	(void)w;
-	if (len > info->config_len)
+	if (len > info->config_len || info->config_len > VOP_CONFIG_MAX || info->device_side > 1)
 		return -EINVAL;
+	b = &info->entry->sides[info->device_side];
 	for (tries = 0; tries < 1000; tries++) {
-		uint32_t g1 = vop_load_acquire_u32(&e->config_generation); /* K1 pair */
+		uint32_t g1;
 
+		/*
+		 * B1 pair: until the device side has claimed its block for this
+		 * occupant and written it (generation >= 2), the config space is
+		 * the one published with the entry (owner-written before LIVE,
+		 * never after: no seqlock needed).
+		 */
+		g1 = vop_load_acquire_u32(&b->seq) == info->seq
+			     ? vop_load_acquire_u32(&b->config_generation) /* K1 pair */
+			     : 0;
+		if (g1 == 0) {
+			vop_win_copy_from(out, info->entry->config_init, len);
+			if (generation)
+				*generation = 0;
+			return 0;
+		}
 		if (g1 & 1u) {
 			vop_cpu_relax();
 			continue;
 		}
-		memcpy(out, e->config, len);
+		vop_win_copy_from(out, b->config, len);
 		vop_rmb(); /* the copy completes before the re-check (pairs with K0) */
-		if (vop_read_once_u32(&e->config_generation) == g1) {
+		if (vop_read_once_u32(&b->config_generation) == g1 &&
+		    vop_read_once_u32(&b->seq) == info->seq) {
 			if (generation)
 				*generation = g1;
 			return 0;

@@ -1,16 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * shm transport: one file-backed window mapped MAP_SHARED in both
- * processes; doorbells are futex words inside the window (vop_win_side).
+ * processes. Everything a PCI BAR would not give stays in this file
+ * (architecture rule 9): futexes on window memory, the OFD side claims,
+ * atomic read-modify-write on private doorbell counters.
  *
- * Doorbell protocol (edges D1/D2, see docs/memory-ordering.md):
- *   ringer:  doorbell += 1 (seq_cst RMW); if (waiting) FUTEX_WAKE
- *   waiter:  snap = doorbell; ...re-check rings...; waiting = 1 (seq_cst);
- *            if (doorbell == snap) FUTEX_WAIT(doorbell, snap); waiting = 0
- * Both sides use seq_cst for the store and the following load, so either
- * the ringer sees waiting == 1 (and wakes) or the waiter sees the new
- * doorbell value (and doesn't sleep): a wake-up is never lost, and the
- * ringer pays no syscall while the waiter is polling.
+ * Doorbells (the protocol of core/doorbell.h, edges D1/D2 in
+ * docs/memory-ordering.md). Each side writes only its own doorbell line:
+ *   ringer:  kick = fresh value (release); fence; if (peer.waiting)
+ *            FUTEX_WAKE(&me.kick): the peer sleeps on our kick word
+ *   self:    wake_word += 1 (private); if (me.waiting) FUTEX_WAKE_PRIVATE
+ *   waiter:  snap = (peer.kick, wake_word); ...re-check rings...;
+ *            waiting = 1; fence; if unchanged:
+ *            futex_waitv({&peer.kick, snap}, {&wake_word, snap}); waiting = 0
+ * The waiter sleeps on two words at once (futex_waitv, Linux 5.16): the
+ * peer's kick word (shared: the futex key is the file page) and a private
+ * word that this process's other threads bump to wake their own worker, so
+ * no window word is written by both sides. On an older kernel (ENOSYS) a
+ * self-wake bumps the peer's kick word instead (an RMW on a word the peer
+ * also writes), the waiter sleeps on that word alone: the one exception to
+ * the single-writer rule, possible only on shm and only there.
  *
  * Reservation: the creator reserves the whole file (fallocate) before
  * mapping it, so a window that does not fit its tmpfs is -ENOSPC at create
@@ -50,7 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "barrier.h"
+#include "doorbell.h"
 #include "vop/layout.h"
 #include "vop/xport.h"
 
@@ -73,13 +82,15 @@ struct shm_xport {
 	uint64_t pop_off[POP_MAX_RANGES], pop_end[POP_MAX_RANGES]; /* queued ranges */
 	unsigned pop_n;
 	bool own_ofd;              /* fd opened by us (not passed): claim() can decide */
+	/* doorbells (after bind) */
+	struct vop_win_side *me;   /* our side block */
+	struct vop_win_side *peer; /* the peer's side block */
+	_Atomic uint32_t kick_seq; /* fresh values for our kick word (private) */
+	_Atomic uint32_t wake_word; /* private futex word: our threads wake our worker */
 };
 
-static struct vop_win_side *side_block(struct vop_xport *x, unsigned side)
-{
-	return (struct vop_win_side *)(void *)(x->base + VOP_WIN_SIDE_OFF +
-					       (side & 1u) * sizeof(struct vop_win_side));
-}
+/* futex_waitv (Linux 5.16); 0 = untested, 1 = works, -1 = ENOSYS (fallback). */
+static _Atomic int waitv_state;
 
 /* Fault [off, end) of the mapping in writable, without touching the data. */
 static void populate(struct vop_xport *x, uint64_t off, uint64_t end)
@@ -190,55 +201,143 @@ static void shm_unmap(struct vop_xport *x)
 	x->base = NULL;
 }
 
-static long futex(uint32_t *uaddr, int op, uint32_t val, const struct timespec *ts)
+static long futex(void *uaddr, int op, uint32_t val, const struct timespec *ts)
 {
-	/* Shared (not FUTEX_PRIVATE_FLAG): the word is in a MAP_SHARED file. */
 	return syscall(SYS_futex, uaddr, op, val, ts, NULL, 0);
 }
 
-static int shm_notify(struct vop_xport *x, unsigned side)
+static int shm_bind(struct vop_xport *x, unsigned side)
 {
-	struct vop_win_side *s = side_block(x, side);
+	struct shm_xport *s = (struct shm_xport *)x;
 
-	/*
-	 * D1: seq_cst RMW then seq_cst load of waiting. Pairs with D2 in
-	 * shm_wait(). The ring updates that this doorbell announces were
-	 * published before (P1/U1 + P2/U2 in vq.c).
-	 */
-	vop_fetch_add_u32(&s->doorbell, 1);
-	if (!atomic_load_explicit((_Atomic uint32_t *)&s->waiting, memory_order_seq_cst))
+	if (side > 1 || !x->base)
+		return -EINVAL;
+	s->me = vop_doorbell_side(x->base, side);
+	s->peer = vop_doorbell_side(x->base, side ^ 1u);
+	/* Fresh values continue from what a previous holder of the side stored. */
+	atomic_store_explicit(&s->kick_seq, vop_read_once_u32(&s->me->kick), memory_order_relaxed);
+	vop_doorbell_disarm(s->me);
+	return 0;
+}
+
+static int shm_kick(struct vop_xport *x, unsigned vector)
+{
+	struct shm_xport *s = (struct shm_xport *)x;
+	uint32_t fresh = atomic_fetch_add_explicit(&s->kick_seq, 1, memory_order_relaxed) + 1;
+
+	(void)vector; /* one doorbell per side */
+	if (!s->me)
+		return -ENOTCONN;
+	if (!vop_doorbell_ring(s->me, s->peer, fresh)) /* D1 */
 		return 0;
-	if (futex(&s->doorbell, FUTEX_WAKE, 1, NULL) < 0)
+	/* The peer sleeps on our kick word (shared futex: the key is the file page). */
+	if (futex(&s->me->kick, FUTEX_WAKE, 1, NULL) < 0)
 		return -errno;
 	return 1;
 }
 
-static uint32_t shm_snapshot(struct vop_xport *x, unsigned side)
+static int shm_wake(struct vop_xport *x)
 {
-	/* Acquire: anything the ringer published before its increment is seen after. */
-	return vop_load_acquire_u32(&side_block(x, side)->doorbell);
+	struct shm_xport *s = (struct shm_xport *)x;
+
+	if (!s->me)
+		return -ENOTCONN;
+	if (atomic_load_explicit(&waitv_state, memory_order_relaxed) < 0) {
+		/* Fallback (no futex_waitv): the worker sleeps on the peer's kick word alone. */
+		atomic_fetch_add_explicit((_Atomic uint32_t *)&s->peer->kick, 1, memory_order_seq_cst);
+		if (!vop_read_once_u32(&s->me->waiting))
+			return 0;
+		return futex(&s->peer->kick, FUTEX_WAKE, 1, NULL) < 0 ? -errno : 1;
+	}
+	/* seq_cst RMW then the load of waiting: pairs with D2 (the worker's fence). */
+	atomic_fetch_add_explicit(&s->wake_word, 1, memory_order_seq_cst);
+	if (!atomic_load_explicit((_Atomic uint32_t *)&s->me->waiting, memory_order_seq_cst))
+		return 0;
+	if (futex(&s->wake_word, FUTEX_WAKE_PRIVATE, 1, NULL) < 0)
+		return -errno;
+	return 1;
 }
 
-static int shm_wait(struct vop_xport *x, unsigned side, uint32_t snap, uint64_t timeout_ns)
+static uint64_t shm_snapshot(struct vop_xport *x)
 {
-	struct vop_win_side *s = side_block(x, side);
-	struct timespec ts;
-	int rc = 0;
+	struct shm_xport *s = (struct shm_xport *)x;
+	uint32_t wake = atomic_load_explicit(&s->wake_word, memory_order_acquire);
 
-	ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
-	ts.tv_nsec = (long)(timeout_ns % 1000000000u);
-	/* D2: seq_cst store of waiting, then seq_cst load of doorbell. Pairs with D1. */
-	atomic_store_explicit((_Atomic uint32_t *)&s->waiting, 1, memory_order_seq_cst);
-	if (atomic_load_explicit((_Atomic uint32_t *)&s->doorbell, memory_order_seq_cst) == snap) {
-		if (futex(&s->doorbell, FUTEX_WAIT, snap, &ts) < 0) {
-			if (errno == ETIMEDOUT)
-				rc = -ETIMEDOUT;
-			else if (errno == EINTR)
-				rc = -EINTR;
-			/* EAGAIN: the doorbell moved before we slept: a wake-up. */
+	return (uint64_t)wake << 32 | vop_doorbell_snapshot(s->peer);
+}
+
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449
+#endif
+#ifndef FUTEX_32
+#define FUTEX_32 2
+struct futex_waitv {
+	uint64_t val;
+	uint64_t uaddr;
+	uint32_t flags;
+	uint32_t __reserved;
+};
+#endif
+
+/* Sleep on both words until either differs from snap or abs (CLOCK_MONOTONIC) passes. */
+static int sleep_two(struct shm_xport *s, uint64_t snap, const struct timespec *abs)
+{
+	struct futex_waitv w[2];
+
+	memset(w, 0, sizeof(w));
+	w[0].uaddr = (uintptr_t)&s->peer->kick;
+	w[0].val = (uint32_t)snap;
+	w[0].flags = FUTEX_32; /* shared: the peer's word in the file */
+	w[1].uaddr = (uintptr_t)&s->wake_word;
+	w[1].val = (uint32_t)(snap >> 32);
+	w[1].flags = FUTEX_32 | FUTEX_PRIVATE_FLAG;
+	if (syscall(SYS_futex_waitv, w, 2, 0, abs, CLOCK_MONOTONIC) >= 0)
+		return 0;
+	return -errno;
+}
+
+static int shm_wait(struct vop_xport *x, uint64_t snap, uint64_t timeout_ns)
+{
+	struct shm_xport *s = (struct shm_xport *)x;
+	struct timespec ts;
+	int rc = 0, st;
+
+	if (!s->me)
+		return -ENOTCONN;
+	/* D2 inside vop_doorbell_arm: waiting, fence, the peer's kick again. */
+	if (vop_doorbell_arm(s->me, s->peer, (uint32_t)snap) ||
+	    atomic_load_explicit(&s->wake_word, memory_order_seq_cst) != (uint32_t)(snap >> 32)) {
+		vop_doorbell_disarm(s->me);
+		return 0;
+	}
+	st = atomic_load_explicit(&waitv_state, memory_order_relaxed);
+	if (st >= 0) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (time_t)(timeout_ns / 1000000000u);
+		ts.tv_nsec += (long)(timeout_ns % 1000000000u);
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		rc = sleep_two(s, snap, &ts);
+		if (rc == -ENOSYS) {
+			atomic_store_explicit(&waitv_state, -1, memory_order_relaxed);
+			st = -1;
+		} else {
+			if (st == 0)
+				atomic_store_explicit(&waitv_state, 1, memory_order_relaxed);
+			/* EAGAIN: a word moved before we slept: a wake-up. */
+			rc = rc == -ETIMEDOUT ? -ETIMEDOUT : rc == -EINTR ? -EINTR : 0;
 		}
 	}
-	atomic_store_explicit((_Atomic uint32_t *)&s->waiting, 0, memory_order_relaxed);
+	if (st < 0) {
+		ts.tv_sec = (time_t)(timeout_ns / 1000000000u);
+		ts.tv_nsec = (long)(timeout_ns % 1000000000u);
+		rc = 0;
+		if (futex(&s->peer->kick, FUTEX_WAIT, (uint32_t)snap, &ts) < 0)
+			rc = errno == ETIMEDOUT ? -ETIMEDOUT : errno == EINTR ? -EINTR : 0;
+	}
+	vop_doorbell_disarm(s->me);
 	return rc;
 }
 
@@ -262,9 +361,13 @@ static const struct vop_xport_ops shm_ops = {
 		VOP_XPORT_CAP_FUTEX_DOORBELL | VOP_XPORT_CAP_FD_PASSING,
 	.map = shm_map,
 	.unmap = shm_unmap,
-	.notify = shm_notify,
+	.bind = shm_bind,
+	.kick = shm_kick,
+	.wake = shm_wake,
 	.snapshot = shm_snapshot,
 	.wait = shm_wait,
+	.wait_fd = NULL,
+	.flush = NULL, /* write-back memory: release order suffices */
 	.prefault = shm_prefault,
 	.claim = shm_claim,
 	.destroy = shm_destroy,
@@ -278,6 +381,7 @@ static struct vop_xport *xport_alloc(void)
 		return NULL;
 	s->x.ops = &shm_ops;
 	s->x.fd = -1;
+	s->x.map_kind = VOP_MAP_WB;
 	pthread_mutex_init(&s->pop_lock, NULL);
 	pthread_cond_init(&s->pop_cond, NULL);
 	return &s->x;

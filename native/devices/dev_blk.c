@@ -19,7 +19,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "../core/barrier.h"
+#include "../core/private_atomic.h"
+#include "../core/win_access.h"
 #include "vop/dev_blk.h"
 #include "vop/path.h"
 #include "vop/dev_parse.h"
@@ -112,14 +113,20 @@ struct vop_blk_device {
 	pthread_t threads[32];
 	uint8_t *zeroes;            /* 1 MiB of zeroes for write-zeroes fallback */
 	unsigned test_delay_us;     /* VOP_BLK_TEST_DELAY_US: sleep before each write (tests) */
-	/* counters: written by the thread that completes a request (relaxed atomics) */
-	struct vop_blk_stats st;
+	/*
+	 * Counters: added to by whichever thread completes a request, so each
+	 * is a private atomic (core/private_atomic.h); s names the fields.
+	 */
+	union {
+		struct vop_blk_stats s;                                       /* names, offsets */
+		struct vop_private_u64 c[sizeof(struct vop_blk_stats) / 8];   /* the counters */
+	} st;
 };
 
-static void st_add(uint64_t *p, uint64_t v)
-{
-	atomic_fetch_add_explicit((_Atomic uint64_t *)p, v, memory_order_relaxed);
-}
+_Static_assert(sizeof(struct vop_blk_stats) % 8 == 0, "vop_blk_stats is all uint64_t");
+
+/* Add v to the counter at field (a member of d->st.s). */
+#define st_add(field, v) vop_private_add_u64(&d->st.c[(field) - (uint64_t *)&d->st.s], (v))
 
 const uint64_t vop_blk_lat_bounds_ns[VOP_BLK_LAT_BOUNDS] = {
 	10000, 50000, 100000, 500000, 1000000, 5000000, 10000000, 50000000, 100000000, 500000000, 1000000000,
@@ -171,18 +178,17 @@ static void blk_lat_observe(struct vop_blk_device *d, const struct blk_job *j)
 	dt = blk_now_ns() - j->t0_ns;
 	while (b < VOP_BLK_LAT_BOUNDS && dt > vop_blk_lat_bounds_ns[b])
 		b++;
-	st_add(&d->st.lat_count[op][b], 1);
-	st_add(&d->st.lat_sum_ns[op], dt);
+	st_add(&d->st.s.lat_count[op][b], 1);
+	st_add(&d->st.s.lat_sum_ns[op], dt);
 }
 
 void vop_blk_device_stats(struct vop_blk_device *d, struct vop_blk_stats *out)
 {
-	const uint64_t *src = (const uint64_t *)&d->st;
 	uint64_t *dst = (uint64_t *)out;
 	size_t i;
 
 	for (i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-		dst[i] = vop_read_once_u64(&src[i]);
+		dst[i] = vop_private_load_u64(&d->st.c[i]);
 }
 
 static int full_rw(int fd, struct iovec *iov, int n, uint64_t off, bool write, uint64_t *done)
@@ -261,21 +267,21 @@ static void run_job(struct vop_blk_device *d, struct blk_job *j)
 		niov = vop_chain_iov(c, true, 0, data, iov, BLK_MAX_IOV);
 		rc = niov < 0 ? niov : full_rw(d->fd, iov, niov, j->sector * VOP_BLK_SECTOR, false, &n);
 		j->used_len = data + 1;
-		st_add(&d->st.reads, 1);
-		st_add(&d->st.bytes_read, data);
+		st_add(&d->st.s.reads, 1);
+		st_add(&d->st.s.bytes_read, data);
 		break;
 	case VOP_BLK_T_OUT:
 		data = c->out_bytes - BLK_HDR_BYTES;
 		niov = vop_chain_iov(c, false, BLK_HDR_BYTES, data, iov, BLK_MAX_IOV);
 		rc = niov < 0 ? niov : full_rw(d->fd, iov, niov, j->sector * VOP_BLK_SECTOR, true, &n);
 		j->used_len = 1;
-		st_add(&d->st.writes, 1);
-		st_add(&d->st.bytes_written, data);
+		st_add(&d->st.s.writes, 1);
+		st_add(&d->st.s.bytes_written, data);
 		break;
 	case VOP_BLK_T_FLUSH:
 		rc = fdatasync(d->fd) ? -errno : 0;
 		j->used_len = 1;
-		st_add(&d->st.flushes, 1);
+		st_add(&d->st.s.flushes, 1);
 		break;
 	case VOP_BLK_T_DISCARD:
 	case VOP_BLK_T_WRITE_ZEROES: {
@@ -294,7 +300,7 @@ static void run_job(struct vop_blk_device *d, struct blk_job *j)
 				     j->type == VOP_BLK_T_DISCARD);
 		}
 		j->used_len = 1;
-		st_add(j->type == VOP_BLK_T_DISCARD ? &d->st.discards : &d->st.write_zeroes, 1);
+		st_add(j->type == VOP_BLK_T_DISCARD ? &d->st.s.discards : &d->st.s.write_zeroes, 1);
 		break;
 	}
 	default:
@@ -303,7 +309,7 @@ static void run_job(struct vop_blk_device *d, struct blk_job *j)
 	}
 	j->status = rc ? VOP_BLK_S_IOERR : VOP_BLK_S_OK;
 	if (rc)
-		st_add(&d->st.ioerr, 1);
+		st_add(&d->st.s.ioerr, 1);
 }
 
 /* Any thread, qlock held: complete one request (push, J2, publish, J3, J4). */
@@ -373,11 +379,11 @@ static void finish_local(struct vop_blk_device *d, struct blk_job *j, uint8_t st
 	j->status = status;
 	j->used_len = j->c.in_bytes ? 1 : 0; /* status byte if there is room */
 	if (status == VOP_BLK_S_UNSUPP)
-		st_add(&d->st.unsupp, 1);
+		st_add(&d->st.s.unsupp, 1);
 	else
-		st_add(&d->st.ioerr, 1);
+		st_add(&d->st.s.ioerr, 1);
 	if (bad)
-		st_add(&d->st.bad_requests, 1);
+		st_add(&d->st.s.bad_requests, 1);
 	pthread_mutex_lock(&d->lock);
 	j->next = d->done;
 	d->done = j;
@@ -403,7 +409,7 @@ static void dispatch(struct vop_blk_device *d, struct blk_job *j)
 		vop_chain_write(c, 0, d->serial, n);
 		j->status = VOP_BLK_S_OK;
 		j->used_len = n + 1;
-		st_add(&d->st.get_ids, 1);
+		st_add(&d->st.s.get_ids, 1);
 		pthread_mutex_lock(&d->lock);
 		j->next = d->done;
 		d->done = j;
@@ -418,8 +424,13 @@ static void dispatch(struct vop_blk_device *d, struct blk_job *j)
 	pthread_mutex_unlock(&d->lock);
 }
 
-/* Worker thread, qlock held: set up the device side of the queue, resuming from the journal. */
-static int blk_start(struct vop_blk_device *d, uint64_t feat)
+/*
+ * Worker thread, qlock held: set up the device side of the queue, resuming
+ * from the journal when resume (the driver kept the rings running across
+ * our restart). A fresh start zeroes the journal first: it is ours alone
+ * (the driver never writes it), so an old one must not look resumable.
+ */
+static int blk_start(struct vop_blk_device *d, uint64_t feat, bool resume)
 {
 	const struct vop_queue_desc *qd = &d->di.queues[0];
 	struct vop_vq_config cfg;
@@ -432,6 +443,7 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.num = num;
 	cfg.features = feat;
+	cfg.wc_stores = d->w->x->map_kind == VOP_MAP_WC;
 	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
 	cfg.desc = vop_window_ptr(d->w, qd->desc_off, vop_vring_desc_bytes(num));
 	cfg.avail = vop_window_ptr(d->w, qd->avail_off, vop_vring_avail_bytes(num));
@@ -446,9 +458,11 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 	d->jh = journal ? (struct vop_inflight_hdr *)(void *)(d->q.pool + qd->pool_size - vop_inflight_bytes(num)) : NULL;
 	d->jd = d->jh ? (struct vop_inflight_desc *)(void *)(d->jh + 1) : NULL;
 	used_idx = vop_read_once_u16(&used->idx);
+	if (d->jh && !resume)
+		vop_win_zero(d->jh, vop_inflight_bytes(num));
 	if (!d->jh || vop_read_once_u32(&d->jh->magic) != VOP_INFLIGHT_MAGIC) {
 		/*
-		 * No journal, or a fresh one (the driver zeroed it): a fresh ring
+		 * No journal, or a fresh one (zeroed just above): a fresh ring
 		 * is the only state we can serve. Our device area was zeroed by
 		 * the reset we acked; anything else means the driver ran it with
 		 * someone else.
@@ -553,7 +567,7 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat)
 				break;
 			}
 			rc = 0;
-			st_add(&d->st.recovered, 1);
+			st_add(&d->st.s.recovered, 1);
 			j->t0_ns = 0; /* its pop time died with the previous process */
 			dispatch(d, j);
 		}
@@ -716,9 +730,8 @@ static int blk_dev_start(void *arg, uint64_t feat, bool resume)
 	struct vop_blk_device *d = arg;
 	int rc;
 
-	(void)resume; /* blk_start() tells a fresh ring from a resumed one by the journal itself */
 	pthread_mutex_lock(&d->qlock);
-	rc = blk_start(d, feat);
+	rc = blk_start(d, feat, resume);
 	if (rc == 0)
 		d->started = true; /* resumed jobs complete once we drop qlock */
 	pthread_mutex_unlock(&d->qlock);
@@ -1180,9 +1193,7 @@ static int blk_drv_start(void *arg, uint64_t feat, bool resume)
 	pthread_mutex_lock(&d->qlock);
 	rc = vop_devq_init(d->w, &d->di, 0, true, feat, &d->q);
 	if (rc == 0) {
-		if (feat & (1ull << VOP_F_INFLIGHT)) /* we zero the journal once, before DRIVER_OK */
-			memset(d->q.pool + d->q.pool_size - vop_inflight_bytes(d->q.num), 0,
-			       vop_inflight_bytes(d->q.num));
+		/* The journal at the end of the pool is the device's alone: we never write it. */
 		d->started = true;
 	}
 	pthread_mutex_unlock(&d->qlock);

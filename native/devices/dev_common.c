@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/barrier.h"
+#include "../core/win_access.h"
 #include "vop/dev_common.h"
 
 #define CTX_MAX_WATCH 64
@@ -84,10 +84,8 @@ struct vop_window *vop_devctx_window(struct vop_devctx *c)
 
 void vop_devctx_wake(struct vop_devctx *c)
 {
-	struct vop_xport *x = c->w->x;
-
-	/* Our own doorbell; the ring side orders whatever the caller published before. */
-	x->ops->notify(x, c->w->side);
+	/* Our own worker; the transport's wake orders whatever the caller published before. */
+	vop_window_wake(c->w);
 }
 
 /* Watcher thread: wait for armed fds; mark them fired (disarmed) and wake the worker. */
@@ -111,8 +109,8 @@ static void *watcher_main(void *arg)
 				if (c->watch[j].fd != evs[i].data.fd)
 					continue;
 				c->watch[j].events = 0; /* EPOLLONESHOT disarmed it */
-				if (c->watch[j].flag)
-					atomic_store(c->watch[j].flag, 1);
+				if (c->watch[j].flag) /* private flag; the wake-up below orders it */
+					atomic_store_explicit(c->watch[j].flag, 1, memory_order_release);
 				fired = true;
 				break;
 			}
@@ -240,6 +238,7 @@ int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned 
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.num = qd->size;
 	cfg.features = features;
+	cfg.wc_stores = w->x->map_kind == VOP_MAP_WC;
 	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
 	cfg.desc = vop_window_ptr(w, qd->desc_off, vop_vring_desc_bytes(qd->size));
 	cfg.avail = vop_window_ptr(w, qd->avail_off, vop_vring_avail_bytes(qd->size));
@@ -306,43 +305,24 @@ int vop_dev_find_wait(struct vop_window *w, uint32_t dev_id, uint32_t type, uint
 
 void vop_dev_config_write(struct vop_dev_info *di, const void *cfg, uint32_t len)
 {
-	struct vop_dev_entry *e = di->entry;
-	uint32_t gen = vop_read_once_u32(&e->config_generation);
-	uint32_t i;
-
-	if (len > VOP_CONFIG_MAX)
-		len = VOP_CONFIG_MAX;
-	if (gen & 1)
-		gen++; /* a previous writer died mid-write */
-	vop_write_once_u32(&e->config_generation, gen + 1);
-	/* Release fence: the odd generation is visible before the new bytes (seqlock). */
-	vop_wmb();
-	for (i = 0; i < len; i++)
-		vop_write_once_u8(&e->config[i], ((const uint8_t *)cfg)[i]);
-	/* Release: the bytes before the even generation; pairs with config_read's acquire. */
-	vop_store_release_u32(&e->config_generation, gen + 2);
+	/* The device side's own block of the entry (edges K0/K1, B1 in docs/memory-ordering.md). */
+	if (len > di->config_len)
+		len = di->config_len;
+	vop_devtab_config_write(NULL, di, 0, cfg, len);
 }
 
 int vop_dev_config_read(struct vop_dev_info *di, void *cfg, uint32_t len, uint32_t timeout_ms)
 {
-	struct vop_dev_entry *e = di->entry;
 	uint64_t deadline = vop_dev_now_ns() + (uint64_t)timeout_ms * 1000000ull;
-	uint32_t i;
 
-	if (len > VOP_CONFIG_MAX)
+	if (len > VOP_CONFIG_MAX || len > di->config_len)
 		return -EINVAL;
 	for (;;) {
-		/* Acquire: pairs with the final release in vop_dev_config_write(). */
-		uint32_t g1 = vop_load_acquire_u32(&e->config_generation);
+		uint32_t gen = 0;
 
-		if (g1 >= 2 && !(g1 & 1)) {
-			for (i = 0; i < len; i++)
-				((uint8_t *)cfg)[i] = vop_read_once_u8(&e->config[i]);
-			/* Acquire fence: the byte loads before the re-read of generation. */
-			vop_rmb();
-			if (vop_read_once_u32(&e->config_generation) == g1)
-				return 0;
-		}
+		/* Generation >= 2: the device side has written its config at least once. */
+		if (vop_devtab_config_read(NULL, di, cfg, len, &gen) == 0 && gen >= 2)
+			return 0;
 		if (vop_dev_now_ns() > deadline)
 			return -ETIMEDOUT;
 		usleep(1000);
@@ -369,10 +349,10 @@ static uint32_t chain_copy(const struct vop_chain *c, bool in, uint32_t off, uin
 		n = l - off;
 		if (n > len - done)
 			n = len - done;
-		if (to_chain)
-			memcpy(c->iov[i].base + off, buf + done, n);
+		if (to_chain) /* payload bytes in the window */
+			vop_win_copy_to(c->iov[i].base + off, buf + done, n);
 		else
-			memcpy(buf + done, c->iov[i].base + off, n);
+			vop_win_copy_from(buf + done, c->iov[i].base + off, n);
 		done += n;
 		off = 0;
 	}

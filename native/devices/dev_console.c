@@ -21,7 +21,8 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "../core/barrier.h"
+#include "../core/private_atomic.h"
+#include "../core/win_access.h"
 #include "vop/dev_console.h"
 #include "vop/path.h"
 
@@ -76,22 +77,25 @@ struct vop_console {
 	uint64_t rpos[CON_READERS];
 	uint8_t *in_ring;         /* CON_IN_RING bytes of input */
 	uint32_t in_head, in_tail; /* free-running */
-	struct vop_console_stats st; /* relaxed atomics */
+	/* Counters, added to from several threads: private atomics (core/private_atomic.h). */
+	union {
+		struct vop_console_stats s;                                     /* names, offsets */
+		struct vop_private_u64 c[sizeof(struct vop_console_stats) / 8]; /* the counters */
+	} st;
 };
 
-static void st_add(uint64_t *p, uint64_t v)
-{
-	atomic_fetch_add_explicit((_Atomic uint64_t *)p, v, memory_order_relaxed);
-}
+_Static_assert(sizeof(struct vop_console_stats) % 8 == 0, "vop_console_stats is all uint64_t");
+
+/* Add v to the counter at field (a member of c->st.s). */
+#define st_add(field, v) vop_private_add_u64(&c->st.c[(field) - (uint64_t *)&c->st.s], (v))
 
 void vop_console_stats(struct vop_console *c, struct vop_console_stats *out)
 {
-	const uint64_t *src = (const uint64_t *)&c->st;
 	uint64_t *dst = (uint64_t *)out;
 	size_t i;
 
 	for (i = 0; i < sizeof(*out) / sizeof(uint64_t); i++)
-		dst[i] = vop_read_once_u64(&src[i]);
+		dst[i] = vop_private_load_u64(&c->st.c[i]);
 }
 
 const char *vop_console_pty_name(struct vop_console *c)
@@ -247,7 +251,7 @@ static void log_write(struct vop_console *c, const uint8_t *p, uint32_t len)
 			c->logfd = openat(c->log_dirfd, c->log_path,
 					  O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
 			c->log_size = 0;
-			st_add(&c->st.rotations, 1);
+			st_add(&c->st.s.rotations, 1);
 			if (c->logfd < 0)
 				return;
 		} else {
@@ -262,7 +266,7 @@ static void log_write(struct vop_console *c, const uint8_t *p, uint32_t len)
 		if (r <= 0)
 			return; /* disk full: the log is best effort, the link is not */
 		c->log_size += (uint64_t)r;
-		st_add(&c->st.log_bytes, (uint64_t)r);
+		st_add(&c->st.s.log_bytes, (uint64_t)r);
 		p += r;
 		len -= (uint32_t)r;
 	}
@@ -279,7 +283,7 @@ static void out_fanout(struct vop_console *c, const uint8_t *p, uint32_t len)
 		ssize_t r = write(c->ptm, p, len);
 
 		if (r < (ssize_t)len)
-			st_add(&c->st.dropped, len - (r > 0 ? (uint64_t)r : 0));
+			st_add(&c->st.s.dropped, len - (r > 0 ? (uint64_t)r : 0));
 	}
 	for (i = 0; i < CON_MAX_CLIENTS; i++) {
 		ssize_t r;
@@ -292,7 +296,7 @@ static void out_fanout(struct vop_console *c, const uint8_t *p, uint32_t len)
 			close(c->cl[i]);
 			c->cl[i] = -1;
 		} else if (r < (ssize_t)len) {
-			st_add(&c->st.dropped, len - (r > 0 ? (uint64_t)r : 0));
+			st_add(&c->st.s.dropped, len - (r > 0 ? (uint64_t)r : 0));
 		}
 	}
 }
@@ -311,7 +315,7 @@ static int dev_tx(struct vop_console *c)
 		progress = 1;
 		for (i = 0; i < ch.n_out; i++)
 			out_fanout(c, ch.iov[i].base, ch.iov[i].len);
-		st_add(&c->st.out_bytes, ch.out_bytes);
+		st_add(&c->st.s.out_bytes, ch.out_bytes);
 		vop_vq_push(&q->vq, ch.head, 0);
 	}
 	if (progress)
@@ -333,7 +337,7 @@ static void accept_clients(struct vop_console *c)
 			continue;
 		}
 		c->cl[i] = fd;
-		c->cl_fired = 1; /* read it at once */
+		atomic_store_explicit(&c->cl_fired, 1, memory_order_release); /* read it at once */
 	}
 }
 
@@ -371,7 +375,7 @@ static int dev_rx(struct vop_console *c)
 			if (vop_vq_pop(&q->vq, &c->stash) <= 0)
 				break; /* hold input until the driver posts buffers */
 			if (c->stash.in_bytes == 0) {
-				st_add(&c->st.zero_len, 1);
+				st_add(&c->st.s.zero_len, 1);
 				vop_vq_push(&q->vq, c->stash.head, 0);
 				progress = 1;
 				continue;
@@ -391,12 +395,12 @@ static int dev_rx(struct vop_console *c)
 		if (!n && c->ptm >= 0 && atomic_load(&c->ptm_fired)) {
 			n = fill_from_fd(c, c->ptm, &eagain, &dead);
 			if (!n) {
-				atomic_store(&c->ptm_fired, 0);
+				atomic_store_explicit(&c->ptm_fired, 0, memory_order_release);
 				vop_devctx_watch_flag(c->ctx, c->ptm, POLLIN, &c->ptm_fired);
 			}
 		}
 		if (!n && atomic_load(&c->cl_fired)) {
-			atomic_store(&c->cl_fired, 0);
+			atomic_store_explicit(&c->cl_fired, 0, memory_order_release);
 			for (i = 0; i < CON_MAX_CLIENTS && !n; i++) {
 				if (c->cl[i] < 0)
 					continue;
@@ -408,7 +412,7 @@ static int dev_rx(struct vop_console *c)
 				}
 			}
 			if (n)
-				atomic_store(&c->cl_fired, 1); /* more may be waiting */
+				atomic_store_explicit(&c->cl_fired, 1, memory_order_release); /* more may be waiting */
 			else
 				for (i = 0; i < CON_MAX_CLIENTS; i++)
 					if (c->cl[i] >= 0)
@@ -417,7 +421,7 @@ static int dev_rx(struct vop_console *c)
 		if (!n)
 			break;
 		c->have_stash = false;
-		st_add(&c->st.in_bytes, n);
+		st_add(&c->st.s.in_bytes, n);
 		vop_vq_push(&q->vq, c->stash.head, n);
 		progress = 1;
 	}
@@ -458,7 +462,7 @@ static int drv_rx(struct vop_console *c)
 			c->pend_off = 0;
 			c->pend_len = len;
 			c->have_pend = true;
-			st_add(&c->st.in_bytes, len);
+			st_add(&c->st.s.in_bytes, len);
 			progress = 1;
 		}
 		while (c->pend_off < c->pend_len) {
@@ -502,7 +506,7 @@ static int drv_tx(struct vop_console *c)
 		ssize_t r = read(c->ptm, slot(q, i), CON_BUF);
 
 		if (r <= 0) {
-			atomic_store(&c->ptm_fired, 0);
+			atomic_store_explicit(&c->ptm_fired, 0, memory_order_release);
 			vop_devctx_watch_flag(c->ctx, c->ptm, POLLIN, &c->ptm_fired);
 			break;
 		}
@@ -511,7 +515,7 @@ static int drv_tx(struct vop_console *c)
 		if (vop_vq_add(&q->vq, &sg, 1, 0, (void *)(uintptr_t)(i + 1)) < 0)
 			break;
 		c->tx_nfree--;
-		st_add(&c->st.out_bytes, (uint64_t)r);
+		st_add(&c->st.s.out_bytes, (uint64_t)r);
 		posted = progress = 1;
 	}
 	if (posted)
@@ -576,7 +580,7 @@ static int con_poll(void *arg)
 	if (!c->started)
 		return 0;
 	if (c->lfd >= 0 && atomic_load(&c->lfd_fired)) {
-		atomic_store(&c->lfd_fired, 0);
+		atomic_store_explicit(&c->lfd_fired, 0, memory_order_release);
 		accept_clients(c);
 		vop_devctx_watch_flag(c->ctx, c->lfd, POLLIN, &c->lfd_fired);
 	}
@@ -680,7 +684,7 @@ static int con_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 		rc = pty_open(c, cfg->pty_link, cfg->pty_root);
 		if (rc)
 			goto fail;
-		c->ptm_fired = 1;
+		atomic_store_explicit(&c->ptm_fired, 1, memory_order_release);
 	}
 	if (!driver && cfg->log_path) {
 		rc = log_open(c, cfg->log_path, cfg->log_root);
@@ -702,7 +706,7 @@ static int con_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 			rc = -errno;
 			goto fail;
 		}
-		c->lfd_fired = 1;
+		atomic_store_explicit(&c->lfd_fired, 1, memory_order_release);
 	}
 	if (driver) {
 		const struct vop_queue_desc *rq = &c->di.queues[CON_RXQ], *tq = &c->di.queues[CON_TXQ];

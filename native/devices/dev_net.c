@@ -32,7 +32,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "../core/barrier.h"
+#include "../core/win_access.h"
 #include "vop/dev_net.h"
 #include "vop/path.h"
 #include "vop/dev_parse.h"
@@ -285,7 +285,7 @@ static int tap_offload(int fd, uint64_t f, bool driver)
  */
 static void arm_tap(struct vop_net *n)
 {
-	atomic_store(&n->in_fired, 0);
+	atomic_store_explicit(&n->in_fired, 0, memory_order_release);
 	vop_devctx_watch_flag(n->ctx, n->tap, POLLIN, &n->in_fired);
 }
 
@@ -812,7 +812,7 @@ static int net_start(void *arg, uint64_t feat, bool resume)
 	n->nstash = 0;
 	n->stash_bytes = 0;
 	n->pend_cnt = n->pend_off = n->pend_npop = 0;
-	atomic_store(&n->in_fired, 1); /* read until the first EAGAIN */
+	atomic_store_explicit(&n->in_fired, 1, memory_order_release); /* read until the first EAGAIN */
 	rc = n->driver ? drv_start(n) : dev_start(n);
 	if (rc)
 		return rc;

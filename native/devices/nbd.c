@@ -918,7 +918,7 @@ void vop_nbd_stop(struct vop_nbd *s)
 
 	if (!s)
 		return;
-	atomic_store(&s->stop, true);
+	atomic_store_explicit(&s->stop, true, memory_order_release);
 	vop_blk_driver_shutdown(s->d); /* readers blocked on slots return -ESHUTDOWN */
 	for (i = 0; i < 2; i++)
 		if (s->lrunning[i])

@@ -570,7 +570,7 @@ void vop_nbd_tls_conn_shutdown(struct vop_nbd_tls_conn *c)
 {
 	if (!c)
 		return;
-	atomic_store(&c->stop, true);
+	atomic_store_explicit(&c->stop, true, memory_order_release);
 	shutdown(c->net, SHUT_RDWR); /* wakes the pump's poll (POLLHUP) */
 	shutdown(c->pump_end, SHUT_RDWR);
 }

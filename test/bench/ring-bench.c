@@ -14,6 +14,12 @@
  *   vop-rtt SIZE ITERS event|poll|adaptive  driver sends one message, device echoes it back
  *   idle SECONDS                  established link, no traffic: CPU of both processes
  *   doorbell-rtt futex|eventfd ITERS  bare doorbell ping-pong between two processes
+ *   xport-tput shm|pci SOCK SIZE SECONDS QSIZE poll|event  like vop-tput over the named transport
+ *                                 (pci: both sides peers of the ivshmem server at SOCK, eventfd
+ *                                 doorbells; shm: a window file; SOCK ignored) with the link in
+ *                                 polling (never sleep) or event-driven (sleep at once) mode
+ *   xport-idle shm|pci SOCK SECONDS poll|event  an established idle link over the transport: CPU of
+ *                                 both processes (pci poll: the polled doorbell, no interrupt path)
  *
  * Processes are pinned to CPU 0 (parent) and CPU 1 (child) when there are >= 2 CPUs.
  */
@@ -39,6 +45,7 @@
 #include "vop/link.h"
 #include "vop/window.h"
 #include "vop/xport.h"
+#include "vop/xport_pci.h"
 
 static double now_s(void)
 {
@@ -713,6 +720,174 @@ static int bench_doorbell(int use_eventfd, unsigned iters)
 	return 0;
 }
 
+/* ---- shm against pci-bar (bench:pci) ---- */
+
+#define XPORT_WIN (16u << 20) /* the ivshmem server's --size; shm uses the same window */
+
+/* One side of a window over shm (path) or pci-bar (the server at sock); creator or attacher. */
+static void xport_open(struct vop_side *s, bool pci, const char *sock, const char *path, int create,
+		       bool polled_db, const struct vop_link_config *cfg)
+{
+	struct vop_xport *x = NULL;
+	double t0 = now_s();
+	int rc;
+
+	if (pci) {
+		struct vop_pci_ivshmem_config c = { .socket = sock, .peer_id = -1,
+						    .doorbell = polled_db ? VOP_PCI_DB_POLL : VOP_PCI_DB_EVENT };
+
+		rc = vop_pci_ivshmem_open(&c, &x);
+		if (rc)
+			die("pci-bar open", rc);
+		if (create) {
+			rc = vop_window_create(x, NULL, &s->w);
+			if (rc)
+				die("lay out window", rc);
+		} else {
+			while ((rc = vop_window_attach(x, &s->w)) == -EAGAIN && now_s() - t0 < 10)
+				usleep(1000);
+			if (rc)
+				die("attach window", rc);
+		}
+		rc = vop_link_create(s->w, cfg, &s->l);
+		if (rc)
+			die("link", rc);
+		return;
+	}
+	vop_open(s, path, create, XPORT_WIN, cfg);
+}
+
+static int bench_xport_tput(bool pci, const char *sock, uint32_t size, double secs, uint16_t qsize,
+			    bool poll, const char *path)
+{
+	struct vop_link_config cfg = { .spin_ns = 0, .poll_only = poll };
+	struct vop_side s;
+	struct vop_dev_spec spec;
+	struct vop_pipe_config drv = pipe_cfg(size, VOP_PIPE_SOURCE, VOP_PIPE_OFF);
+	struct vop_pipe_config dev = pipe_cfg(size, VOP_PIPE_SINK, VOP_PIPE_OFF);
+	uint64_t b0, b1;
+	double t0, t1;
+	pid_t pid;
+	int rc;
+
+	pin(0);
+	xport_open(&s, pci, sock, path, 1, false, &cfg);
+	vop_pipe_spec(&spec, DEV, 1, qsize, size, (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC));
+	rc = vop_devtab_publish(s.w, &spec);
+	if (rc < 0)
+		die("publish", rc);
+	pid = fork();
+	if (pid < 0)
+		die("fork", errno);
+	if (pid == 0) {
+		struct vop_side d;
+
+		signal(SIGTERM, on_term);
+		pin(1);
+		xport_open(&d, pci, sock, path, 0, false, &cfg);
+		while ((rc = vop_link_attach_pipe(d.l, DEV, VOP_ROLE_DEVICE, &dev)) == -ENOENT)
+			usleep(1000);
+		if (rc)
+			die("attach device", rc);
+		vop_link_start(d.l);
+		while (!child_stop)
+			usleep(10000);
+		vop_close(&d);
+		_exit(0);
+	}
+	rc = vop_link_attach_pipe(s.l, DEV, VOP_ROLE_DRIVER, &drv);
+	if (rc)
+		die("attach driver", rc);
+	vop_link_start(s.l);
+	t0 = now_s();
+	while (drv_done(s.l, 0) < 1000 && now_s() - t0 < 10)
+		usleep(1000);
+	usleep(200000);
+	b0 = drv_done(s.l, 0);
+	t0 = now_s();
+	usleep((useconds_t)(secs * 1e6));
+	b1 = drv_done(s.l, 0);
+	t1 = now_s();
+	vop_link_stop(s.l);
+	stop_device(pid);
+	vop_close(&s);
+	printf("{\"msgs_per_s\": %.1f, \"gbytes_per_s\": %.4f}\n", (b1 - b0) / (t1 - t0),
+	       (b1 - b0) * (double)size / (t1 - t0) / 1e9);
+	return 0;
+}
+
+/*
+ * An established, idle link over the transport: CPU of both processes over
+ * secs. With pci and poll, the transport's polled doorbell (no interrupt
+ * path: each side looks at the peer's kick word with adaptive naps) and the
+ * link's default adaptive spin: what an idle polled link costs.
+ */
+static int bench_xport_idle(bool pci, const char *sock, double secs, bool polled_db, const char *path)
+{
+	struct vop_link_config cfg = { .spin_ns = 50000 };
+	struct vop_side s;
+	struct vop_dev_spec spec;
+	struct vop_pipe_config drv = pipe_cfg(64, VOP_PIPE_SOURCE, VOP_PIPE_SINK);
+	double c0, c1, t0, t1, child_cpu = -1;
+	int pfd[2], rc;
+	pid_t pid;
+
+	drv.count = 1000; /* a little traffic to prove the link works, then idle */
+	pin(0);
+	if (pipe(pfd) < 0)
+		die("pipe", errno);
+	xport_open(&s, pci, sock, path, 1, polled_db, &cfg);
+	vop_pipe_spec(&spec, DEV, 1, 256, 64, (1ull << VOP_F_EVENT_IDX));
+	rc = vop_devtab_publish(s.w, &spec);
+	if (rc < 0)
+		die("publish", rc);
+	pid = fork();
+	if (pid == 0) {
+		struct vop_side d;
+		struct vop_pipe_config dev = pipe_cfg(64, VOP_PIPE_SINK, VOP_PIPE_SOURCE);
+		double cc0;
+
+		dev.count = 1000;
+		pin(1);
+		xport_open(&d, pci, sock, path, 0, polled_db, &cfg);
+		while ((rc = vop_link_attach_pipe(d.l, DEV, VOP_ROLE_DEVICE, &dev)) == -ENOENT)
+			usleep(1000);
+		vop_link_start(d.l);
+		usleep(1000000); /* traffic done, settle */
+		cc0 = cpu_s(RUSAGE_SELF);
+		usleep((useconds_t)(secs * 1e6));
+		cc0 = cpu_s(RUSAGE_SELF) - cc0;
+		if (write(pfd[1], &cc0, sizeof(cc0)) != sizeof(cc0))
+			_exit(1);
+		vop_close(&d);
+		_exit(0);
+	}
+	rc = vop_link_attach_pipe(s.l, DEV, VOP_ROLE_DRIVER, &drv);
+	if (rc)
+		die("attach driver", rc);
+	vop_link_start(s.l);
+	usleep(1000000);
+	c0 = cpu_s(RUSAGE_SELF);
+	t0 = now_s();
+	usleep((useconds_t)(secs * 1e6));
+	c1 = cpu_s(RUSAGE_SELF);
+	t1 = now_s();
+	if (read(pfd[0], &child_cpu, sizeof(child_cpu)) != sizeof(child_cpu))
+		child_cpu = -1;
+	waitpid(pid, NULL, 0);
+	{
+		struct vop_pipe_stats ps;
+
+		if (vop_link_pipe_stats(s.l, DEV, &ps) != 0 || ps.rx_msgs != 1000)
+			die("idle link carried no traffic first", EIO);
+	}
+	vop_close(&s);
+	printf("{\"idle_cpu_percent\": %.4f, \"driver_cpu_percent\": %.4f, \"device_cpu_percent\": %.4f}\n",
+	       ((c1 - c0) + child_cpu) / (t1 - t0) * 100, (c1 - c0) / (t1 - t0) * 100,
+	       child_cpu / (t1 - t0) * 100);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char path[256];
@@ -741,6 +916,13 @@ int main(int argc, char **argv)
 		return bench_doorbell(!strcmp(argv[2], "eventfd"), (unsigned)strtoul(argv[3], 0, 0));
 	if (argc >= 3 && !strcmp(argv[1], "idle"))
 		return bench_idle(atof(argv[2]), path);
+	if (argc >= 8 && !strcmp(argv[1], "xport-tput"))
+		return bench_xport_tput(!strcmp(argv[2], "pci"), argv[3], (uint32_t)strtoul(argv[4], 0, 0),
+					atof(argv[5]), (uint16_t)strtoul(argv[6], 0, 0),
+					!strcmp(argv[7], "poll"), path);
+	if (argc >= 6 && !strcmp(argv[1], "xport-idle"))
+		return bench_xport_idle(!strcmp(argv[2], "pci"), argv[3], atof(argv[4]),
+					!strcmp(argv[5], "poll"), path);
 	fprintf(stderr, "usage: see the comment at the top of ring-bench.c\n");
 	return 2;
 }

@@ -71,7 +71,8 @@ int main(void)
 	CHECK_EQ(vop_link_queue_stats(host.l, 1, 0, &vs), 0);
 	CHECK_EQ(vs.c[VOP_VQS_BROKEN], VOP_VQ_HEAD_BUSY);
 	CHECK_EQ(vs.c[VOP_VQS_ERR_BASE + VOP_VQ_HEAD_BUSY], 1);
-	CHECK(__atomic_load_n(&di.entry->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
+	/* the device asks for a reset in its own block of the entry (side 1) */
+	CHECK(__atomic_load_n(&di.entry->sides[1].status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
 	/* the other link is not disturbed */
 	before = t_rx(good.l1, 1);
 	CHECK(T_WAIT_UNTIL(t_rx(good.l1, 1) > before + 1000, 5000));
@@ -85,20 +86,20 @@ int main(void)
 	 */
 	vop_devq_destroy(&q);
 	{
-		struct vop_dev_entry *e = di.entry;
-		uint32_t req = __atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) + 1;
+		struct vop_dev_side *drv = vop_devtab_side_claim(&di, 0), *devb = &di.entry->sides[1];
+		uint32_t req = __atomic_load_n(&devb->reset, __ATOMIC_ACQUIRE) + 1;
 		uint64_t t0;
 
-		__atomic_store_n(&e->status, 0, __ATOMIC_RELAXED);
-		__atomic_store_n(&e->reset_req, req, __ATOMIC_RELEASE);
+		__atomic_store_n(&drv->status, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&drv->reset, req, __ATOMIC_RELEASE);
 		vop_window_notify_peer(w0);
 		t_sleep_ms(20);
-		CHECK(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) != req); /* the write still runs */
+		CHECK(__atomic_load_n(&devb->reset, __ATOMIC_ACQUIRE) != req); /* the write still runs */
 		t0 = t_now_ms();
 		CHECK(vop_link_dev_state(host.l, 1) >= 0);
 		CHECK_EQ(vop_link_queue_stats(host.l, 1, 0, &vs), 0);
 		CHECK(t_now_ms() - t0 < 50);
-		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == req, 5000));
+		CHECK(T_WAIT_UNTIL(__atomic_load_n(&devb->reset, __ATOMIC_ACQUIRE) == req, 5000));
 	}
 	feat = t_hand_driver_reset(w0, &di, ~0ull);
 	CHECK_EQ(__atomic_load_n(&((struct vop_vring_used *)vop_window_ptr(w0, di.queues[0].used_off, 4))->idx,

@@ -171,7 +171,7 @@ int main(void)
 		/* the backend stays, quiet: the link reports the queue and asks for a reset */
 		CHECK(t_evlog_has(&host.ev, VOP_EV_QUEUE_BROKEN, VOP_VQ_AVAIL_IDX_JUMP, NULL));
 		CHECK(!t_evlog_has(&host.ev, VOP_EV_BACKEND_FAILED, -1, NULL));
-		CHECK(__atomic_load_n(&d.di.entry->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
+		CHECK(__atomic_load_n(&d.di.entry->sides[1].status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
 	}
 
 	/* the driver resets the device: it serves again on clean rings */

@@ -143,7 +143,7 @@ int main(void)
 	for (i = 0; i < 3; i++)
 		CHECK_EQ(jd[heads[i]].inflight, 0);
 	CHECK(t_host_running(&host, 1));
-	CHECK(!(__atomic_load_n(&di.entry->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET));
+	CHECK(!(__atomic_load_n(&di.entry->sides[1].status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET));
 
 	t_host_close(&host);
 	vop_blk_device_destroy(dev);

@@ -3,7 +3,7 @@
  * Device-backend test harness: one window side hosts a real backend of
  * native/devices on a link worker (struct t_host); the test plays the
  * other side "by hand", including the link's device handshake over the
- * shared entry (edges R1..R3 of native/core/link.c).
+ * per-side blocks of the entry (edges R1..R3 of native/core/devreset.c).
  */
 #ifndef VOP_TEST_DEVHAND_H
 #define VOP_TEST_DEVHAND_H
@@ -88,28 +88,30 @@ static inline int t_host_running(struct t_host *h, uint32_t dev_id)
 }
 
 /*
- * Driver by hand, part 1: reset the device and wait for its ack (R1, R2).
+ * Driver by hand, part 1: reset the device and wait for its ack (R1, R2):
+ * in our own block of the entry (sides[w->side]); the device answers in its.
  * Returns the features to accept: offered & wanted, plus VERSION_1.
  */
 static inline uint64_t t_hand_driver_reset(struct vop_window *w, struct vop_dev_info *di, uint64_t wanted)
 {
-	struct vop_dev_entry *e = di->entry;
-	uint32_t req = __atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) + 1;
+	struct vop_dev_side *me = vop_devtab_side_claim(di, w->side);
+	struct vop_dev_side_view dev;
+	uint32_t req = __atomic_load_n(&me->reset, __ATOMIC_RELAXED) + 1;
 
-	__atomic_store_n(&e->status, 0, __ATOMIC_RELAXED);
-	__atomic_store_n(&e->reset_req, req, __ATOMIC_RELEASE);
+	__atomic_store_n(&me->status, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&me->reset, req, __ATOMIC_RELEASE);
 	vop_window_notify_peer(w);
-	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == req, 5000));
+	CHECK(T_WAIT_UNTIL((vop_devtab_side_read(di, w->side ^ 1u, &dev), dev.reset == req), 5000));
 	return di->features_offered & (wanted | (1ull << VOP_F_VERSION_1));
 }
 
 /* Driver by hand, part 2: rings are set up; accept feat and set DRIVER_OK (R3). */
 static inline void t_hand_driver_ok(struct vop_window *w, struct vop_dev_info *di, uint64_t feat)
 {
-	struct vop_dev_entry *e = di->entry;
+	struct vop_dev_side *me = vop_devtab_side_claim(di, w->side);
 
-	__atomic_store_n(&e->features_accepted, feat, __ATOMIC_RELAXED);
-	__atomic_store_n(&e->status,
+	__atomic_store_n(&me->features, feat, __ATOMIC_RELAXED);
+	__atomic_store_n(&me->status,
 			 VOP_STATUS_ACKNOWLEDGE | VOP_STATUS_DRIVER | VOP_STATUS_FEATURES_OK |
 				 VOP_STATUS_DRIVER_OK,
 			 __ATOMIC_RELEASE);
@@ -122,20 +124,22 @@ static inline void t_hand_driver_ok(struct vop_window *w, struct vop_dev_info *d
  */
 static inline uint64_t t_hand_device_handshake(struct vop_window *w, struct vop_dev_info *di)
 {
-	struct vop_dev_entry *e = di->entry;
-	uint32_t req = 0;
+	struct vop_dev_side *me = vop_devtab_side_claim(di, w->side);
+	struct vop_dev_side_view drv;
 	unsigned q;
 
-	CHECK(T_WAIT_UNTIL((req = __atomic_load_n(&e->reset_req, __ATOMIC_ACQUIRE)) !=
-				   __atomic_load_n(&e->reset_ack, __ATOMIC_RELAXED),
+	CHECK(T_WAIT_UNTIL((vop_devtab_side_read(di, w->side ^ 1u, &drv),
+			    drv.reset != __atomic_load_n(&me->reset, __ATOMIC_RELAXED)),
 			   5000));
 	for (q = 0; q < di->num_queues; q++)
 		memset(vop_window_ptr(w, di->queues[q].used_off, vop_vring_used_bytes(di->queues[q].size)), 0,
 		       vop_vring_used_bytes(di->queues[q].size));
-	__atomic_store_n(&e->reset_ack, req, __ATOMIC_RELEASE);
+	__atomic_store_n(&me->status, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&me->reset, drv.reset, __ATOMIC_RELEASE);
 	vop_window_notify_peer(w);
-	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DRIVER_OK, 5000));
-	return __atomic_load_n(&e->features_accepted, __ATOMIC_RELAXED);
+	CHECK(T_WAIT_UNTIL((vop_devtab_side_read(di, w->side ^ 1u, &drv), drv.status & VOP_STATUS_DRIVER_OK),
+			   5000));
+	return drv.features;
 }
 
 #endif /* VOP_TEST_DEVHAND_H */

@@ -2,7 +2,10 @@
 /*
  * Config space under the generation counter: a reader never returns a
  * torn config while the device side rewrites it from another thread, and
- * each completed write advances the generation by 2.
+ * each completed write advances the generation by 2. Layout 2.0: the table
+ * owner publishes the config space with the entry (config_init, generation
+ * 0); the device side writes its live copy into its own block of the entry
+ * only, never into config_init, and readers switch to it once written.
  */
 #include "helpers.h"
 
@@ -43,12 +46,27 @@ int main(void)
 	CHECK_EQ(vop_devtab_find(p.w0, 6, &rinfo), 0);
 	CHECK_EQ(vop_devtab_config_read(p.w0, &rinfo, out, 64, &gen), 0);
 	CHECK_EQ(gen, 0);
-	CHECK_EQ(out[0], 0xab);
+	CHECK_EQ(out[0], 0xab); /* as published */
+	/* The owner (side 0) wrote neither side's block. */
+	CHECK_EQ(rinfo.entry->sides[0].config[0], 0);
+	CHECK_EQ(rinfo.entry->sides[1].config[0], 0);
 	CHECK_EQ(vop_devtab_config_read(p.w0, &rinfo, out, 65, &gen), -EINVAL);
 	CHECK_EQ(vop_devtab_config_write(p.w1, &dev_info, 60, cfg, 5), -EINVAL);
 	CHECK_EQ(vop_devtab_config_write(p.w1, &dev_info, 0, cfg, 64), 0);
 	CHECK_EQ(vop_devtab_config_read(p.w0, &rinfo, out, 64, &gen), 0);
 	CHECK_EQ(gen, 2);
+	/* The device side (1) wrote its own block; the published copy is untouched. */
+	memset(cfg, 0xcd, 8);
+	CHECK_EQ(vop_devtab_config_write(p.w1, &dev_info, 0, cfg, 8), 0);
+	CHECK_EQ(vop_devtab_config_read(p.w0, &rinfo, out, 64, &gen), 0);
+	CHECK_EQ(gen, 4);
+	CHECK_EQ(out[0], 0xcd);
+	CHECK_EQ(out[8], 0xab);
+	CHECK_EQ(rinfo.entry->config_init[0], 0xab);
+	CHECK_EQ(rinfo.entry->sides[1].config[0], 0xcd);
+	CHECK_EQ(rinfo.entry->sides[0].config[0], 0);
+	memset(cfg, 0x11, sizeof(cfg)); /* uniform again before the torn-read race below */
+	CHECK_EQ(vop_devtab_config_write(p.w1, &dev_info, 0, cfg, 64), 0);
 	CHECK_EQ(pthread_create(&th, NULL, writer, NULL), 0);
 	for (i = 0; i < 200000; i++) {
 		if (vop_devtab_config_read(p.w0, &rinfo, out, 64, &gen2) != 0)

@@ -30,24 +30,35 @@ static void gw_unmap(struct vop_xport *x)
 	(void)x;
 }
 
-static int gw_notify(struct vop_xport *x, unsigned side)
+static int gw_bind(struct vop_xport *x, unsigned side)
 {
 	(void)x;
 	(void)side;
 	return 0;
 }
 
-static uint32_t gw_snapshot(struct vop_xport *x, unsigned side)
+static int gw_kick(struct vop_xport *x, unsigned vector)
 {
 	(void)x;
-	(void)side;
+	(void)vector;
 	return 0;
 }
 
-static int gw_wait(struct vop_xport *x, unsigned side, uint32_t snap, uint64_t timeout_ns)
+static int gw_wake(struct vop_xport *x)
 {
 	(void)x;
-	(void)side;
+	return 0;
+}
+
+static uint64_t gw_snapshot(struct vop_xport *x)
+{
+	(void)x;
+	return 0;
+}
+
+static int gw_wait(struct vop_xport *x, uint64_t snap, uint64_t timeout_ns)
+{
+	(void)x;
 	(void)snap;
 	t_sleep_ms(timeout_ns > 1000000u ? 1 : 0);
 	return -ETIMEDOUT;
@@ -67,7 +78,9 @@ static const struct vop_xport_ops gw_ops = {
 	.caps = VOP_XPORT_CAP_SHARED_MEM,
 	.map = gw_map,
 	.unmap = gw_unmap,
-	.notify = gw_notify,
+	.bind = gw_bind,
+	.kick = gw_kick,
+	.wake = gw_wake,
 	.snapshot = gw_snapshot,
 	.wait = gw_wait,
 	.prefault = NULL,

@@ -65,12 +65,12 @@ int main(void)
 		pthread_join(th, NULL);
 		/* Reset the device (fake driver handshake) and go again. */
 		req++;
-		__atomic_store_n(&e->status, 0, __ATOMIC_RELEASE);
-		__atomic_store_n(&e->reset_req, req, __ATOMIC_RELEASE);
+		__atomic_store_n(&e->sides[0].status, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&e->sides[0].reset, req, __ATOMIC_RELEASE);
 		vop_window_notify_peer(h.w0);
-		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == req, 5000));
+		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->sides[1].reset, __ATOMIC_ACQUIRE) == req, 5000));
 		memset(h.avail, 0, 4 + 2 * H_QSIZE);
-		__atomic_store_n(&e->status, VOP_STATUS_DRIVER_OK | VOP_STATUS_FEATURES_OK,
+		__atomic_store_n(&e->sides[0].status, VOP_STATUS_DRIVER_OK | VOP_STATUS_FEATURES_OK,
 				 __ATOMIC_RELEASE);
 		vop_window_notify_peer(h.w0);
 	}

@@ -83,15 +83,22 @@ static inline void hostile_open_device(struct hostile *h, uint64_t accepted)
 	CHECK_EQ(vop_link_start(h->real), 0);
 	h->fake_w = h->w0;
 	h_bind_queue(h, 0);
-	/* Fake driver handshake: reset, wait for ack, features, DRIVER_OK. */
+	/*
+	 * Fake driver handshake in its own block of the entry (side 0): claim
+	 * it for this occupant, reset, wait for the device's ack in its block
+	 * (side 1), features, DRIVER_OK.
+	 */
 	e = h->info.entry;
-	__atomic_store_n(&e->status, 0, __ATOMIC_RELEASE);
-	__atomic_store_n(&e->reset_req, 1, __ATOMIC_RELEASE);
+	__atomic_store_n(&e->sides[0].status, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->sides[0].seq, h->info.seq, __ATOMIC_RELEASE);
+	__atomic_store_n(&e->sides[0].reset, 1, __ATOMIC_RELEASE);
 	vop_window_notify_peer(h->w0);
-	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == 1, 5000));
-	__atomic_store_n(&e->features_accepted, accepted | (1ull << VOP_F_VERSION_1),
+	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->sides[1].seq, __ATOMIC_ACQUIRE) == h->info.seq &&
+				   __atomic_load_n(&e->sides[1].reset, __ATOMIC_ACQUIRE) == 1,
+			   5000));
+	__atomic_store_n(&e->sides[0].features, accepted | (1ull << VOP_F_VERSION_1),
 			 __ATOMIC_RELAXED);
-	__atomic_store_n(&e->status, VOP_STATUS_DRIVER_OK | VOP_STATUS_FEATURES_OK,
+	__atomic_store_n(&e->sides[0].status, VOP_STATUS_DRIVER_OK | VOP_STATUS_FEATURES_OK,
 			 __ATOMIC_RELEASE);
 	vop_window_notify_peer(h->w0);
 	CHECK(T_WAIT_UNTIL(({
@@ -146,8 +153,13 @@ static inline void hostile_open_driver(struct hostile *h)
 	h->fake_w = h->w1;
 	h_bind_queue(h, 0);
 	e = h->info.entry;
-	CHECK(T_WAIT_UNTIL((req = __atomic_load_n(&e->reset_req, __ATOMIC_ACQUIRE)) != 0, 5000));
-	__atomic_store_n(&e->reset_ack, req, __ATOMIC_RELEASE);
+	/* The real driver asks for a reset in its block (side 0); the fake device acks in its own. */
+	CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->sides[0].seq, __ATOMIC_ACQUIRE) == h->info.seq &&
+				   (req = __atomic_load_n(&e->sides[0].reset, __ATOMIC_ACQUIRE)) != 0,
+			   5000));
+	__atomic_store_n(&e->sides[1].status, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->sides[1].seq, h->info.seq, __ATOMIC_RELEASE);
+	__atomic_store_n(&e->sides[1].reset, req, __ATOMIC_RELEASE);
 	vop_window_notify_peer(h->w1);
 	CHECK(T_WAIT_UNTIL(__atomic_load_n(&h->avail->idx, __ATOMIC_ACQUIRE) == 4, 5000));
 }
@@ -194,11 +206,13 @@ static inline void hostile_expect(struct hostile *h, unsigned reason)
 		/* Device side broke: it asked for a reset; a reset clears it. */
 		struct vop_dev_entry *e = h->info.entry;
 
-		CHECK(__atomic_load_n(&e->status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
-		__atomic_store_n(&e->status, 0, __ATOMIC_RELEASE);
-		__atomic_store_n(&e->reset_req, 2, __ATOMIC_RELEASE);
+		/* In the device's own block; the reset ack clears it. */
+		CHECK(__atomic_load_n(&e->sides[1].status, __ATOMIC_ACQUIRE) & VOP_STATUS_DEVICE_NEEDS_RESET);
+		__atomic_store_n(&e->sides[0].status, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&e->sides[0].reset, 2, __ATOMIC_RELEASE);
 		vop_window_notify_peer(h->w0);
-		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->reset_ack, __ATOMIC_ACQUIRE) == 2, 5000));
+		CHECK(T_WAIT_UNTIL(__atomic_load_n(&e->sides[1].reset, __ATOMIC_ACQUIRE) == 2, 5000));
+		CHECK_EQ(__atomic_load_n(&e->sides[1].status, __ATOMIC_ACQUIRE), 0);
 		CHECK_EQ(vop_link_queue_stats(h->real, H_DEV, h->q, &st), 0);
 		CHECK_EQ(st.c[VOP_VQS_BROKEN], 0);
 	}

@@ -369,7 +369,7 @@ static void config_bounds(void)
 	CHECK_EQ(vop_devtab_config_write(w, &info, 12, buf, 1), -EINVAL);
 	CHECK_EQ(vop_devtab_config_write(w, &info, 0xffffffffu, buf, 2), -EINVAL);
 	/* A config generation stuck odd (writer mid-update forever): bounded, -EAGAIN. */
-	E->config_generation = 1;
+	E->sides[info.device_side].config_generation = 1; /* the device side's block (claimed by the write) */
 	CHECK_EQ(vop_devtab_config_read(w, &info, buf, 12, &gen), -EAGAIN);
 	vop_window_close(w);
 	restore();

@@ -113,10 +113,10 @@ describe('a hostile window creator', () => {
     await cleanup('evil-pool', peer);
   });
 
-  it('refuses a device whose config space is one byte larger than 256 bytes', async () => {
+  it('refuses a device whose config space is one byte larger than 96 bytes', async () => {
     const { peer } = await attack('evil-config', 'config_len');
     const link = await waitLink(agent, 'evil-config', (l) => /refused/.test(cond(l, 'DevicesReady')?.message ?? ''));
-    assert.match(cond(link, 'DevicesReady')?.message ?? '', /config_len: larger than the 256-byte config space/);
+    assert.match(cond(link, 'DevicesReady')?.message ?? '', /config_len: larger than the 96-byte config space/);
     await stillUp();
     await cleanup('evil-config', peer);
   });

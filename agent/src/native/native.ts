@@ -90,7 +90,8 @@ export interface LinkStatsDto {
   pollNs: bigint;
   sleepNs: bigint;
   doorbells: bigint;
-  futexWakes: bigint;
+  /** doorbells that needed a signal (wake syscall, eventfd write, doorbell register) */
+  signals: bigint;
   heartbeats: bigint;
   peerResets: bigint;
   peerGone: bigint;

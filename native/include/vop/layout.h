@@ -9,8 +9,11 @@
  *  - every field is fixed width and little-endian (VIRTIO_F_VERSION_1);
  *  - no pointers: every location is a byte offset from the window base
  *    (the "peer address" space of a shm window is [0, window_size));
- *  - the writer of each field is named in its comment; the other side
- *    treats it as hostile input and validates it after reading it once;
+ *  - every field has exactly ONE writer side, named in its comment (major
+ *    2): the other side only reads it, treats it as hostile input and
+ *    validates it after reading it once. Nothing needs an atomic
+ *    read-modify-write, which a PCI BAR does not give (architecture rule 9;
+ *    the table, field by field, is docs/native-layout.md);
  *  - a record becomes visible through ONE publishing word written last
  *    with release order (see docs/memory-ordering.md).
  *
@@ -22,13 +25,14 @@
  *   0x0080 +-------------------------------------------+
  *          | struct vop_win_side side[0]   (128 B)     |  side 0 = creator
  *   0x0100 | struct vop_win_side side[1]   (128 B)     |  side 1 = attacher
- *          |   line 0: heartbeat/epoch/state (owner)   |
- *          |   line 1: doorbell futex word (peer rings)|
+ *          |   line 0: heartbeat/epoch/state (owner)   |  each written only
+ *          |   line 1: kick/waiting doorbell (owner)   |  by its own side
  *   0x0180 +-------------------------------------------+
  *          | reserved (zero)                           |
  *   0x1000 +-------------------------------------------+  devtab_off
  *          | struct vop_devtab_hdr          (64 B)     |
- *          | struct vop_dev_entry [max_entries] (768 B)|  state word publishes
+ *          | struct vop_dev_entry [max_entries] (768 B)|  state word publishes;
+ *          |   owner part | sides[0] | sides[1] | queues|  sides[k]: side k only
  *          +-------------------------------------------+  ring_off
  *          | per queue: desc table | avail | used      |  64 B aligned each
  *          +-------------------------------------------+  data_off
@@ -47,7 +51,7 @@
 #include <stdint.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-/* FIXME: add le*_to_cpu swaps in barrier.h accessors before enabling. */
+/* FIXME: add le*_to_cpu swaps in win_access.h accessors before enabling. */
 #error "vop core currently supports little-endian hosts only"
 #endif
 
@@ -62,8 +66,14 @@ typedef uint64_t vop_le64;
 
 #define VOP_WIN_MAGIC 0x4e57504fu /* "OPWN" read as LE bytes 'O','P','W','N' */
 #define VOP_DEVTAB_MAGIC 0x5444504fu /* "OPDT" */
-#define VOP_LAYOUT_VERSION_MAJOR 1u
-#define VOP_LAYOUT_VERSION_MINOR 1u /* 1: VOP_F_INFLIGHT region */
+/*
+ * 2.0: every field has one writer side (the device status, reset handshake
+ * and config moved into per-side blocks of each entry; the side block's
+ * doorbell line is written by its owner only). 1.x (1.1: VOP_F_INFLIGHT
+ * region, kept in 2.0) had fields both sides wrote.
+ */
+#define VOP_LAYOUT_VERSION_MAJOR 2u
+#define VOP_LAYOUT_VERSION_MINOR 0u
 
 #define VOP_CACHELINE 64u
 #define VOP_WIN_PAGE 4096u
@@ -72,7 +82,7 @@ typedef uint64_t vop_le64;
 #define VOP_RING_ALIGN 64u /* each desc/avail/used part starts on a line */
 #define VOP_MAX_DEVICES 32u
 #define VOP_MAX_QUEUES 8u
-#define VOP_CONFIG_MAX 256u
+#define VOP_CONFIG_MAX 96u /* config space bytes per device (virtio-blk 60, -net 12..40, -console 12) */
 #define VOP_QUEUE_MAX_SIZE 32768u /* VIRTIO 1.2 split ring maximum */
 
 /* vop_win_side.state, written by the owning side. */
@@ -130,24 +140,33 @@ struct vop_win_hdr {
 };
 
 /*
- * One per side. Line 0 is written only by its owner; line 1 (the doorbell)
- * is incremented by the peer and waited on by the owner. Keeping them on
- * separate cache lines stops the heartbeat from bouncing the doorbell line.
+ * One per side, written ONLY by its owner (the side it describes); the peer
+ * reads it. Line 0 is liveness; line 1 the doorbell line, kept on its own
+ * cache line so that heartbeats do not bounce it.
+ *
+ * Doorbell protocol (every transport; docs/memory-ordering.md D1/D2):
+ *   ringer (side A): kick = a fresh value (release store, never an RMW:
+ *            a private per-process counter supplies the value); full fence;
+ *            if peer.waiting: signal it through the transport (futex wake
+ *            for shm, an eventfd write or a doorbell register write for
+ *            pci-bar). A polling peer costs the ringer nothing.
+ *   waiter (side B): snap = peer.kick; ...arm the rings, re-check them...;
+ *            waiting = 1; full fence; if peer.kick == snap: sleep on the
+ *            transport's doorbell (or poll peer.kick); waiting = 0.
+ * A side that only polls never sets waiting.
  */
 struct vop_win_side {
-	/* line 0: owner writes, peer reads */
+	/* line 0: liveness */
 	vop_le64 heartbeat;  /* owner increments at least every heartbeat period */
 	vop_le32 epoch;      /* owner increments on every attach; 0 = never */
 	vop_le32 state;      /* enum vop_side_state */
 	vop_le32 pid;        /* informational only, never trusted */
 	vop_le32 hb_period_ms; /* owner's heartbeat period; peer derives its timeout */
-	vop_le32 reset_req;  /* reserved for a link-wide reset (v1.0 uses the per-device handshake), 0 */
-	vop_le32 reset_ack;  /* reserved, pairs with reset_req, 0 */
-	uint8_t pad0[32];    /* 0 */
-	/* line 1: peer writes (rings), owner waits */
-	uint32_t doorbell;   /* futex word: peer increments then FUTEX_WAKEs */
-	uint32_t waiting;    /* owner sets 1 while (about to be) asleep on doorbell */
-	uint8_t pad1[56];    /* 0 */
+	uint8_t reserved0[40]; /* 0 */
+	/* line 1: doorbell */
+	vop_le32 kick;       /* owner stores a new value each time it rings the peer */
+	vop_le32 waiting;    /* owner: 1 while it (is about to) sleep waiting for the peer's kick */
+	uint8_t reserved1[56]; /* 0 */
 };
 
 /* ------------------------------------------------------------------ */
@@ -176,29 +195,51 @@ struct vop_queue_desc {
 };
 
 /*
- * One device. The table owner writes everything except the fields marked
- * "driver side" / "device side", then sets state = LIVE with release.
- * A reader loads state with acquire and then copies the entry privately.
+ * Inside an entry, one block per window side: sides[k] is written ONLY by
+ * side k, whatever its role for this device (the role decides which fields
+ * it uses). A block speaks for the entry's current occupant only while its
+ * seq equals the entry's seq: a side writes its block's fields, then stores
+ * seq (release), before it relies on them ("claims" the block); a reader
+ * treats a block whose seq differs from the entry's as all zeros. So the
+ * table owner never writes the other side's block, not even when it
+ * republishes a slot.
+ */
+struct vop_dev_side {
+	vop_le32 seq;               /* entry seq this block answers for; other values: stale */
+	vop_le32 status;            /* driver role: virtio status (ACKNOWLEDGE|DRIVER|FEATURES_OK|
+	                               DRIVER_OK, 0 = reset); device role: DEVICE_NEEDS_RESET or 0 */
+	vop_le32 reset;             /* driver role: reset request generation (a new value asks for a
+	                               reset); device role: the generation it last completed */
+	vop_le32 config_generation; /* device role: config seqlock, odd while config[] is written;
+	                               0 = not written yet (readers use the entry's config_init) */
+	vop_le64 features;          /* driver role: features accepted; device role: 0 */
+	vop_le64 reserved0;         /* 0 */
+	uint8_t config[VOP_CONFIG_MAX]; /* device role: the live virtio config space, under
+	                                   config_generation (>= 2 once written) */
+};
+
+/*
+ * One device. The table owner (side 0) writes the owner part (with the
+ * config space as published, config_init) and the queues, then sets state
+ * = LIVE with release; sides[k] belongs to side k. The device side starts
+ * from config_init and keeps its live config space in its own block; a
+ * reader takes the device side's block once its config_generation is >= 2
+ * and config_init before. A reader loads state with acquire and then
+ * copies the entry privately.
  */
 struct vop_dev_entry {
-	vop_le32 state;             /* enum vop_dev_state; publishing word, written last */
-	vop_le32 seq;               /* owner bumps on every (re)publish of the slot */
-	vop_le32 dev_id;            /* link-unique id, nonzero */
-	vop_le32 device_type;       /* virtio device id (or VOP_DEVTYPE_BYTE_PIPE) */
+	vop_le32 state;             /* owner: enum vop_dev_state; publishing word, written last */
+	vop_le32 seq;               /* owner: bumped on every (re)publish of the slot */
+	vop_le32 dev_id;            /* owner: link-unique id, nonzero */
+	vop_le32 device_type;       /* owner: virtio device id (or VOP_DEVTYPE_BYTE_PIPE) */
 	vop_le64 features_offered;  /* owner, on behalf of the device side */
-	vop_le64 features_accepted; /* driver side */
-	vop_le32 status;            /* virtio status; driver side (device side may set NEEDS_RESET) */
-	vop_le32 config_generation; /* device side; odd while config is being written */
-	vop_le32 config_len;        /* owner; <= VOP_CONFIG_MAX */
-	vop_le16 num_queues;        /* owner; <= VOP_MAX_QUEUES */
-	uint8_t device_side;        /* owner; which side (0/1) is the device */
+	vop_le32 config_len;        /* owner: <= VOP_CONFIG_MAX */
+	vop_le16 num_queues;        /* owner: <= VOP_MAX_QUEUES */
+	uint8_t device_side;        /* owner: which side (0/1) is the device */
 	uint8_t reserved0;          /* 0 */
-	vop_le32 reset_req;         /* driver side: new value asks for a device reset */
-	vop_le32 reset_ack;         /* device side: copies reset_req when reset is done */
-	uint8_t reserved1[8];       /* 0 */
+	uint8_t config_init[VOP_CONFIG_MAX];          /* owner: config space as published */
+	struct vop_dev_side sides[2];                 /* sides[k]: written by side k only */
 	struct vop_queue_desc queues[VOP_MAX_QUEUES]; /* owner */
-	uint8_t config[VOP_CONFIG_MAX];               /* device side, under config_generation */
-	uint8_t reserved2[64];                        /* 0 */
 };
 
 /* ------------------------------------------------------------------ */
@@ -277,12 +318,10 @@ VOP_ABI_ASSERT(vop_win_side, epoch, 8);
 VOP_ABI_ASSERT(vop_win_side, state, 12);
 VOP_ABI_ASSERT(vop_win_side, pid, 16);
 VOP_ABI_ASSERT(vop_win_side, hb_period_ms, 20);
-VOP_ABI_ASSERT(vop_win_side, reset_req, 24);
-VOP_ABI_ASSERT(vop_win_side, reset_ack, 28);
-VOP_ABI_ASSERT(vop_win_side, pad0, 32);
-VOP_ABI_ASSERT(vop_win_side, doorbell, 64);
+VOP_ABI_ASSERT(vop_win_side, reserved0, 24);
+VOP_ABI_ASSERT(vop_win_side, kick, 64);
 VOP_ABI_ASSERT(vop_win_side, waiting, 68);
-VOP_ABI_ASSERT(vop_win_side, pad1, 72);
+VOP_ABI_ASSERT(vop_win_side, reserved1, 72);
 _Static_assert(sizeof(struct vop_win_side) == 128, "vop_win_side size");
 #define VOP_WIN_SIDE_OFF 0x80u
 _Static_assert(VOP_WIN_SIDE_OFF + 2 * sizeof(struct vop_win_side) <= VOP_DEVTAB_OFF, "sides fit");
@@ -304,24 +343,27 @@ VOP_ABI_ASSERT(vop_queue_desc, pool_off, 32);
 VOP_ABI_ASSERT(vop_queue_desc, pool_size, 40);
 _Static_assert(sizeof(struct vop_queue_desc) == 48, "vop_queue_desc size");
 
+VOP_ABI_ASSERT(vop_dev_side, seq, 0);
+VOP_ABI_ASSERT(vop_dev_side, status, 4);
+VOP_ABI_ASSERT(vop_dev_side, reset, 8);
+VOP_ABI_ASSERT(vop_dev_side, config_generation, 12);
+VOP_ABI_ASSERT(vop_dev_side, features, 16);
+VOP_ABI_ASSERT(vop_dev_side, reserved0, 24);
+VOP_ABI_ASSERT(vop_dev_side, config, 32);
+_Static_assert(sizeof(struct vop_dev_side) == 128, "vop_dev_side size");
+
 VOP_ABI_ASSERT(vop_dev_entry, state, 0);
 VOP_ABI_ASSERT(vop_dev_entry, seq, 4);
 VOP_ABI_ASSERT(vop_dev_entry, dev_id, 8);
 VOP_ABI_ASSERT(vop_dev_entry, device_type, 12);
 VOP_ABI_ASSERT(vop_dev_entry, features_offered, 16);
-VOP_ABI_ASSERT(vop_dev_entry, features_accepted, 24);
-VOP_ABI_ASSERT(vop_dev_entry, status, 32);
-VOP_ABI_ASSERT(vop_dev_entry, config_generation, 36);
-VOP_ABI_ASSERT(vop_dev_entry, config_len, 40);
-VOP_ABI_ASSERT(vop_dev_entry, num_queues, 44);
-VOP_ABI_ASSERT(vop_dev_entry, device_side, 46);
-VOP_ABI_ASSERT(vop_dev_entry, reserved0, 47);
-VOP_ABI_ASSERT(vop_dev_entry, reset_req, 48);
-VOP_ABI_ASSERT(vop_dev_entry, reset_ack, 52);
-VOP_ABI_ASSERT(vop_dev_entry, reserved1, 56);
-VOP_ABI_ASSERT(vop_dev_entry, queues, 64);
-VOP_ABI_ASSERT(vop_dev_entry, config, 448);
-VOP_ABI_ASSERT(vop_dev_entry, reserved2, 704);
+VOP_ABI_ASSERT(vop_dev_entry, config_len, 24);
+VOP_ABI_ASSERT(vop_dev_entry, num_queues, 28);
+VOP_ABI_ASSERT(vop_dev_entry, device_side, 30);
+VOP_ABI_ASSERT(vop_dev_entry, reserved0, 31);
+VOP_ABI_ASSERT(vop_dev_entry, config_init, 32);
+VOP_ABI_ASSERT(vop_dev_entry, sides, 128);
+VOP_ABI_ASSERT(vop_dev_entry, queues, 384);
 _Static_assert(sizeof(struct vop_dev_entry) == 768, "vop_dev_entry size");
 
 VOP_ABI_ASSERT(vop_vring_desc, addr, 0);
@@ -340,7 +382,7 @@ VOP_ABI_ASSERT(vop_vring_used, idx, 2);
 VOP_ABI_ASSERT(vop_vring_used, ring, 4);
 
 /* ------------------------------------------------------------------ */
-/* In-flight region (minor 1, feature VOP_F_INFLIGHT)                   */
+/* In-flight region (since 1.1, feature VOP_F_INFLIGHT)                  */
 /* ------------------------------------------------------------------ */
 
 /*
@@ -351,9 +393,10 @@ VOP_ABI_ASSERT(vop_vring_used, ring, 4);
  * driver accepts it, the LAST vop_inflight_bytes(size) bytes of each
  * queue's pool [pool_off, pool_off + pool_size) are the queue's in-flight
  * region, in the spirit of vhost-user's VHOST_USER_GET_INFLIGHT_FD:
- *  - the driver never places buffers there and zeroes it before it sets
- *    DRIVER_OK (that is the only time the driver writes it);
- *  - afterwards ONLY the device side writes it; the driver never reads it;
+ *  - the driver never places buffers there, never writes it and never
+ *    reads it: ONLY the device side writes it (2.0; in 1.x the driver
+ *    zeroed it), zeroing it itself whenever it starts the queue afresh
+ *    (not when it resumes);
  *  - it records which heads the device popped and has not yet published
  *    as used, so that a device-side process that dies and restarts (new
  *    epoch) resumes the ring instead of resetting it: heads marked in
@@ -367,7 +410,7 @@ VOP_ABI_ASSERT(vop_vring_used, ring, 4);
 #define VOP_F_INFLIGHT 47u
 #define VOP_INFLIGHT_MAGIC 0x4c464e49u /* "INFL" */
 
-/* Head of a queue's in-flight region. Device side writes (driver zeroes once). */
+/* Head of a queue's in-flight region. Device side writes (and zeroes on a fresh start). */
 struct vop_inflight_hdr {
 	vop_le32 magic;        /* VOP_INFLIGHT_MAGIC once the device used it; 0 = fresh */
 	vop_le16 num;          /* queue size the region was laid out for */

@@ -3,10 +3,11 @@
  * A link side: one worker thread that serves every device attached on one
  * side of a window, in either role, with adaptive polling (bounded spin,
  * then sleep on the doorbell), heartbeat/epoch watching, the device reset
- * handshake and hot unplug. Devices are either the raw byte pipe
- * implemented here (tests and benchmarks) or a backend of native/devices
- * (virtio-net, -console, -blk) plugged in through struct vop_devback_ops:
- * the link runs the handshake, the backend moves the buffers.
+ * handshake (core/devreset.c) and hot unplug. Every device is a backend of
+ * native/devices (virtio-net, -console, -blk, and the byte pipe used by
+ * tests and benchmarks, vop/dev_pipe.h) plugged in through struct
+ * vop_devback_ops: the link runs the handshake, the backend moves the
+ * buffers.
  *
  * Threading: vop_link_* control calls may come from any one thread at a
  * time (the binding's JS thread); they take the link lock briefly. The
@@ -30,39 +31,6 @@ enum vop_role {
 	VOP_ROLE_DEVICE = 2, /* we serve buffers (virtio device) */
 };
 
-/* What a byte pipe does with one of its two queues. */
-enum vop_pipe_mode {
-	VOP_PIPE_OFF = 0,
-	VOP_PIPE_SOURCE = 1, /* produce messages (driver: q0; device: q1) */
-	VOP_PIPE_SINK = 2,   /* consume messages (device: q0; driver: q1) */
-	VOP_PIPE_ECHO = 3,   /* device only, on q0: copy each q0 message into a q1 buffer */
-};
-
-/* Byte pipe: queue 0 carries driver->device, queue 1 device->driver. */
-#define VOP_PIPE_TXQ 0u
-#define VOP_PIPE_RXQ 1u
-
-struct vop_pipe_config {
-	uint32_t msg_size;     /* bytes per message; >= 16 when verify */
-	uint32_t buf_size;     /* driver: pool bytes per buffer (>= msg_size); 0 = pool/qsize */
-	uint16_t segs;         /* driver: descriptors per buffer, 1 .. 16 */
-	uint8_t tx_mode;       /* enum vop_pipe_mode for queue 0 */
-	uint8_t rx_mode;       /* enum vop_pipe_mode for queue 1 */
-	bool verify;           /* stamp / check sequence numbers and checksums */
-	uint64_t features;     /* driver: features wanted (VOP_F_* bits), masked by offer */
-	uint64_t count;        /* SOURCE: stop after count messages; 0 = unlimited */
-	uint32_t max_inflight; /* driver SOURCE + SINK: unanswered messages bound; 0 = none */
-	uint32_t batch;        /* chains per publish; 0 = half the queue size */
-};
-
-/* Byte pipe counters (per attached device, read by any thread). */
-struct vop_pipe_stats {
-	uint64_t tx_msgs;  /* messages produced (SOURCE) or echoed */
-	uint64_t rx_msgs;  /* messages consumed (SINK) */
-	uint64_t bad_msgs; /* verification failures */
-	uint64_t state;    /* enum vop_dev_run_state */
-};
-
 enum vop_dev_run_state {
 	VOP_DEVRUN_RESETTING = 1,  /* driver: reset requested, waiting for ack */
 	VOP_DEVRUN_WAIT_DRIVER = 2, /* device: waiting for DRIVER_OK */
@@ -78,7 +46,7 @@ enum vop_link_stat {
 	VOP_LS_POLL_NS = 2,     /* ns spent spinning without work */
 	VOP_LS_SLEEP_NS = 3,    /* ns spent asleep on the doorbell */
 	VOP_LS_DOORBELLS = 4,   /* notifications sent to the peer */
-	VOP_LS_FUTEX_WAKES = 5, /* of which needed a wake syscall */
+	VOP_LS_SIGNALS = 5,     /* of which sent a signal (wake syscall, eventfd, doorbell register) */
 	VOP_LS_HEARTBEATS = 6,  /* heartbeats written */
 	VOP_LS_PEER_RESETS = 7, /* peer epoch changes seen */
 	VOP_LS_PEER_GONE = 8,   /* peer-gone detections */
@@ -190,6 +158,18 @@ struct vop_devback_ops {
 	int (*prepare_sleep)(void *dev);
 	/* queue - ring state of queue q (counters stay valid across restarts), NULL if q is out of range. */
 	struct vop_vq *(*queue)(void *dev, unsigned q);
+	/*
+	 * wants_prefault - whether the link should make the device's rings and
+	 * pools resident ahead of traffic (an idle stand-in never touches its
+	 * pools). Control thread. NULL = yes.
+	 */
+	bool (*wants_prefault)(void *dev);
+	/*
+	 * release - the attachment ended (detach, destroy, or a failed
+	 * attach): free dev. Only for backends the link owns (the byte pipe);
+	 * NULL = the caller owns dev. Control thread, after stop returned 0.
+	 */
+	void (*release)(void *dev);
 };
 
 /*
@@ -202,26 +182,25 @@ int vop_link_create(struct vop_window *w, const struct vop_link_config *cfg, str
 void vop_link_destroy(struct vop_link *l);
 
 /*
- * vop_link_attach_pipe - serve the byte pipe dev_id (must be LIVE in the
- * device table, type VOP_DEVTYPE_BYTE_PIPE, 2 queues) in role. Allowed
- * while running. The driver role starts the reset handshake at once.
- * Returns 0, -ENOENT, -EPROTO (bad table entry), -EINVAL (bad config or
- * role does not match device_side), -EEXIST (already attached), -ENOMEM,
- * -EAGAIN (the entry kept changing while we copied it, bounded retries),
- * -ENOLINK (this side failed).
- */
-int vop_link_attach_pipe(struct vop_link *l, uint32_t dev_id, enum vop_role role,
-			 const struct vop_pipe_config *pc);
-
-/*
  * vop_link_attach_backend - serve dev_id (LIVE in the table, role matching
  * its device_side) with a backend; dev stays owned by the caller and must
  * outlive the attachment. Allowed while running; the driver role starts
  * the reset handshake at once. Returns 0, -ENOENT, -EINVAL, -EEXIST,
- * -ENOSPC, -ENOMEM, -EPROTO, -EAGAIN (bounded retries), -ENOLINK.
+ * -ENOSPC, -ENOMEM, -EPROTO, -EAGAIN (bounded retries), -ENOLINK. When it
+ * fails, ops->release (if any) has been called on dev.
  */
 int vop_link_attach_backend(struct vop_link *l, uint32_t dev_id, enum vop_role role,
 			    const struct vop_devback_ops *ops, void *dev);
+
+/*
+ * vop_link_call_backend - run fn(dev, arg) under the link lock for the
+ * backend attached as dev_id, if its ops have the given start function
+ * (how a backend kind recognises its own objects, e.g. to read counters).
+ * Returns fn's result, -ENOENT (no such device) or -EINVAL (another kind).
+ */
+int vop_link_call_backend(struct vop_link *l, uint32_t dev_id,
+			  int (*start)(void *dev, uint64_t features, bool resume),
+			  int (*fn)(void *dev, void *arg), void *arg);
 
 /*
  * Stop serving dev_id (its queues go quiet; a backend is stopped and
@@ -241,27 +220,28 @@ int vop_link_reset_device(struct vop_link *l, uint32_t dev_id);
  */
 unsigned vop_link_failed(struct vop_link *l);
 
+/* The window of this link side (as given to vop_link_create). */
+struct vop_window *vop_link_window(struct vop_link *l);
+
 /* Start / stop (and join) the worker thread. 0, -EALREADY, -errno. */
 int vop_link_start(struct vop_link *l);
 int vop_link_stop(struct vop_link *l);
 
 /*
  * Counters; any thread. Return 0 or -ENOENT / -EINVAL (queue out of
- * range; vop_link_pipe_stats on a backend device).
+ * range).
  */
 int vop_link_queue_stats(struct vop_link *l, uint32_t dev_id, unsigned queue,
 			 struct vop_vq_stats *out);
-int vop_link_pipe_stats(struct vop_link *l, uint32_t dev_id, struct vop_pipe_stats *out);
-/* enum vop_dev_run_state of dev_id (pipe or backend), or -ENOENT. */
+/* enum vop_dev_run_state of dev_id, or -ENOENT. */
 int vop_link_dev_state(struct vop_link *l, uint32_t dev_id);
 void vop_link_stats(struct vop_link *l, uint64_t out[VOP_LS_COUNT]);
 
-/*
- * vop_pipe_spec - fill a device-table spec for a byte pipe whose queues
- * have qsize entries and buffers of buf_size bytes (pool includes room for
- * indirect tables). features: offered VOP_F_* bits.
- */
-void vop_pipe_spec(struct vop_dev_spec *spec, uint32_t dev_id, uint8_t device_side,
-		   uint16_t qsize, uint32_t buf_size, uint64_t features);
-
 #endif /* VOP_LINK_H */
+
+/*
+ * The byte pipe (vop_link_attach_pipe, vop_link_pipe_stats, vop_pipe_spec
+ * and its types) moved to native/devices (vop/dev_pipe.h); included here so
+ * that callers of the link API that use it keep compiling.
+ */
+#include "vop/dev_pipe.h"

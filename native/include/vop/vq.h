@@ -115,6 +115,8 @@ struct vop_vq_config {
 	const struct vop_region_table *regions; /* where descriptors may point; required */
 	uint32_t max_chain_descs;  /* <= VOP_CHAIN_MAX_IOV; 0 = VOP_CHAIN_MAX_IOV */
 	uint64_t max_chain_bytes;  /* 0 = 1 GiB */
+	/* the window is mapped write-combining: drain stores before publishing an index */
+	bool wc_stores;
 	/* driver role */
 	uint8_t *indirect_local;     /* num * VOP_INDIRECT_MAX * 16 bytes, or NULL */
 	uint64_t indirect_peer_addr; /* peer address of indirect_local */
@@ -141,6 +143,7 @@ struct vop_vq {
 	bool event_idx;                    /* VIRTIO_F_EVENT_IDX negotiated */
 	bool indirect;                     /* VIRTIO_F_INDIRECT_DESC negotiated */
 	bool prefer_indirect;              /* driver: use indirect for multi-sg */
+	bool wc_stores;                    /* write-combining mapping: vop_wc_fence before publishing */
 	struct vop_vring_desc *desc;       /* shared descriptor table */
 	struct vop_vring_avail *avail;     /* shared driver area */
 	struct vop_vring_used *used;       /* shared device area */

@@ -115,8 +115,17 @@ int vop_window_attach_side(struct vop_xport *x, unsigned side, struct vop_window
  */
 void vop_window_close(struct vop_window *w);
 
-/* Ring the peer's doorbell; returns as xport notify. */
+/* Ring the peer's doorbell (xport kick, vector 0); returns as kick. Any thread. */
 int vop_window_notify_peer(struct vop_window *w);
+
+/* Wake our own side's worker from another thread (xport wake). Any thread. */
+int vop_window_wake(struct vop_window *w);
+
+/*
+ * The barrier stores to this window need before a publishing store when
+ * the mapping is write-combining (xport flush); nothing otherwise.
+ */
+void vop_window_flush(struct vop_window *w);
 
 /* Peer-visible liveness (worker thread): bump our heartbeat. */
 void vop_window_heartbeat(struct vop_window *w);
@@ -127,6 +136,7 @@ struct vop_peer_view {
 	uint32_t epoch;     /* peer's epoch, 0 = never attached */
 	uint32_t state;     /* enum vop_side_state (unvalidated; compare only) */
 	uint32_t hb_period_ms; /* clamped to [1, 60000] */
+	uint32_t kick;      /* peer's doorbell kick word: moves whenever it rings us */
 };
 void vop_window_peer(struct vop_window *w, struct vop_peer_view *out);
 
@@ -158,9 +168,34 @@ struct vop_dev_info {
 	uint16_t num_queues;
 	struct vop_queue_desc queues[VOP_MAX_QUEUES]; /* validated geometry */
 	uint32_t config_len;
-	uint8_t config[VOP_CONFIG_MAX];
-	struct vop_dev_entry *entry; /* the shared entry (for status/reset words) */
+	uint8_t config[VOP_CONFIG_MAX]; /* config at copy time: the device side's once written, else as published */
+	struct vop_dev_entry *entry; /* the shared entry (for the per-side blocks) */
 };
+
+/* Private copy of one side's block of an entry (struct vop_dev_side). */
+struct vop_dev_side_view {
+	bool current;               /* the block answers for this occupant (seq matches) */
+	uint32_t status;            /* driver: virtio status; device: DEVICE_NEEDS_RESET or 0 */
+	uint32_t reset;             /* driver: reset request generation; device: generation acked */
+	uint32_t config_generation; /* device: config seqlock */
+	uint64_t features;          /* driver: accepted */
+};
+
+/*
+ * vop_devtab_side_claim - our block (side) of the entry info was copied
+ * from: if it still answers for an earlier occupant of the slot, zero it
+ * and store its seq (release, edge B1). Returns the block to write; only
+ * side `side` may call it and write the block, one thread at a time.
+ */
+struct vop_dev_side *vop_devtab_side_claim(const struct vop_dev_info *info, unsigned side);
+
+/*
+ * vop_devtab_side_read - copy the block of side (either side's); a block
+ * whose seq is not info->seq (stale, or never claimed) reads as all zeros
+ * with current = false. Each word is read once (acquire).
+ */
+void vop_devtab_side_read(const struct vop_dev_info *info, unsigned side,
+			  struct vop_dev_side_view *out);
 
 /*
  * vop_devtab_publish - side 0 only: allocate rings and pools, write the
@@ -209,17 +244,21 @@ int vop_devtab_check_info(const struct vop_window *w, const struct vop_dev_info 
 			  const char **why);
 
 /*
- * vop_devtab_config_write - device side: replace config[off, off + len) of
- * the LIVE entry info (from vop_devtab_find) under the generation counter
- * (odd while writing). Returns 0 or -EINVAL (range beyond config_len).
+ * vop_devtab_config_write - device side only: replace config[off, off +
+ * len) in its block of the LIVE entry info (from vop_devtab_find) under
+ * the generation counter (odd while writing); the first write starts from
+ * the config space as published. w may be NULL. Returns 0 or -EINVAL
+ * (range beyond config_len).
  */
 int vop_devtab_config_write(struct vop_window *w, const struct vop_dev_info *info, uint32_t off,
 			    const void *data, uint32_t len);
 
 /*
  * vop_devtab_config_read - either side: consistent copy of config[0, len)
- * and its generation. Retries a bounded number of times while the device
- * writes; returns 0, -EINVAL (len > config_len) or -EAGAIN (still changing).
+ * and its generation: the device side's block once it wrote it (generation
+ * >= 2), else the config space published with the entry (generation 0).
+ * Retries a bounded number of times while the device writes; w may be
+ * NULL. Returns 0, -EINVAL (len > config_len) or -EAGAIN (still changing).
  */
 int vop_devtab_config_read(struct vop_window *w, const struct vop_dev_info *info, void *out,
 			   uint32_t len, uint32_t *generation);

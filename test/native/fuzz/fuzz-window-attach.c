@@ -30,22 +30,31 @@ static void nop_unmap(struct vop_xport *x)
 {
 	(void)x;
 }
-static int nop_notify(struct vop_xport *x, unsigned side)
+static int nop_bind(struct vop_xport *x, unsigned side)
 {
 	(void)x;
 	(void)side;
 	return 0;
 }
-static uint32_t nop_snapshot(struct vop_xport *x, unsigned side)
+static int nop_kick(struct vop_xport *x, unsigned vector)
 {
 	(void)x;
-	(void)side;
+	(void)vector;
 	return 0;
 }
-static int nop_wait(struct vop_xport *x, unsigned side, uint32_t snap, uint64_t ns)
+static int nop_wake(struct vop_xport *x)
 {
 	(void)x;
-	(void)side;
+	return 0;
+}
+static uint64_t nop_snapshot(struct vop_xport *x)
+{
+	(void)x;
+	return 0;
+}
+static int nop_wait(struct vop_xport *x, uint64_t snap, uint64_t ns)
+{
+	(void)x;
 	(void)snap;
 	(void)ns;
 	return -ETIMEDOUT;
@@ -65,7 +74,9 @@ static const struct vop_xport_ops ops = {
 	.name = "fuzz",
 	.map = nop_map,
 	.unmap = nop_unmap,
-	.notify = nop_notify,
+	.bind = nop_bind,
+	.kick = nop_kick,
+	.wake = nop_wake,
 	.snapshot = nop_snapshot,
 	.wait = nop_wait,
 	.claim = yes_claim,

@@ -10,7 +10,7 @@
  *         data_size   the data area ends one byte past the window
  *         ring_size   the ring area runs one byte into the data area
  *         pool_size   queue 0's pool ends one byte past the data area
- *         config_len  257 bytes of a 256-byte config space
+ *         config_len  97 bytes of a 96-byte config space
  *       and keeps its side alive (heartbeat) until SIGTERM/SIGINT.
  *   vop-hostile-peer churn PATH DEVID QSIZE
  *       Creates a valid window and serves DEVID as its device side (the
@@ -172,7 +172,7 @@ static int churn(const char *path, uint32_t dev_id, uint16_t qsize)
 		__atomic_store_n(&e->features_offered,
 				 (1ull << VOP_F_VERSION_1) | (1ull << VOP_F_EVENT_IDX) | ((uint64_t)(i & 1) << 28),
 				 __ATOMIC_RELAXED);
-		__atomic_store_n(&e->config[i % VOP_CONFIG_MAX], (uint8_t)i, __ATOMIC_RELAXED);
+		__atomic_store_n(&e->sides[0].config[i % VOP_CONFIG_MAX], (uint8_t)i, __ATOMIC_RELAXED);
 		__atomic_fetch_add(&e->seq, 1, __ATOMIC_RELEASE);
 		/* ... and the generation says "look again" every time. */
 		__atomic_fetch_add(&w->dt->generation, 1, __ATOMIC_RELEASE);
