@@ -75,9 +75,12 @@ export interface Fleet {
 
 /**
  * A controller and (on startAgent) agents dialling it. `agentArgs` go to every agent, e.g. the
- * host path roots (`--disk-dir DIR`) the policies' paths lie in.
+ * host path roots (`--disk-dir DIR`) the policies' paths lie in; `configLines` are appended to
+ * the controller's config file (e.g. a `store:` section).
  */
-export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: readonly string[] } = {}): Promise<Fleet> {
+export async function startFleet(
+  opts: { leaseSeconds?: number; agentArgs?: readonly string[]; configLines?: readonly string[] } = {},
+): Promise<Fleet> {
   const port = await freePort();
   const controllerAddr = `127.0.0.1:${port}`;
   const controllerStateDir = tempDir('ctl');
@@ -106,6 +109,7 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
       `  key: ${ctlTls.key}`,
       'roles:',
       '  agent: ["*"]',
+      ...(opts.configLines ?? []),
       '',
     ].join('\n'),
   );
