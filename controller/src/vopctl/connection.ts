@@ -140,7 +140,7 @@ export interface Connection {
   close(): void;
 }
 
-/** Per-attempt deadline when other replicas remain to be tried (a paused replica never answers). */
+/** Per-attempt deadline of a read when other replicas remain to be tried (a paused replica never answers). */
 const ATTEMPT_TIMEOUT_MS = 5000;
 /** Between rounds over every replica while none accepts (an election). */
 const ROUND_DELAY_MS = 500;
@@ -226,16 +226,20 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
           const left = deadline - Date.now();
           if (left <= 0) break;
           try {
-            return await callOnce(server, pick, request, order.length > 1 ? Math.min(left, ATTEMPT_TIMEOUT_MS) : left);
+            // A read may give up on a replica early and ask the next one; a mutation gets the
+            // whole deadline (once sent, its outcome is unknown until it answers: never sent twice).
+            const ms = order.length > 1 && opts.read === true ? Math.min(left, ATTEMPT_TIMEOUT_MS) : left;
+            return await callOnce(server, pick, request, ms);
           } catch (e) {
             const err = e as ServiceError;
             last = err;
             const retry = notApplied(err) || (opts.read === true && err.code === GrpcStatus.UNAVAILABLE);
             const timedOut = err.code === GrpcStatus.DEADLINE_EXCEEDED && order.length > 1 && opts.read === true;
             if (!retry && !timedOut) throw toCliError(err, server);
-            // Follow the leader a replica names, next.
+            // The leader a replica names: tried after the servers given (which the caller has
+            // credentials for: an admin socket beats a TCP address that would be read-only).
             const hint = errorInfoOf(err)?.metadata.leader ?? '';
-            if (hint !== '' && !tried.has(hint)) order.splice(i + 1, 0, hint);
+            if (hint !== '' && !tried.has(hint) && !order.includes(hint)) order.push(hint);
           }
         }
         if (deadline - Date.now() <= 0 || !last) break;
