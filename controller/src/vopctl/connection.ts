@@ -130,9 +130,15 @@ export interface Connection {
   /**
    * One unary call with the connection's deadline, to the leader first and on to the other
    * replicas (see the file comment); a failure becomes a CliError. `read`: the call changes
-   * nothing, so it may be sent again after any UNAVAILABLE.
+   * nothing, so it may be sent again after any UNAVAILABLE. `idempotent`: sending it twice does
+   * what sending it once does (an apply), so an UNAVAILABLE with an unknown outcome (the store
+   * lost a member mid-write) is sent again too.
    */
-  unary<Req, Res>(pick: MethodPick<Req, Res>, request: Req, opts?: { read?: boolean }): Promise<Res>;
+  unary<Req, Res>(
+    pick: MethodPick<Req, Res>,
+    request: Req,
+    opts?: { read?: boolean; idempotent?: boolean },
+  ): Promise<Res>;
   /** The client of the server streams go to (the leader when one is known). */
   preferred(): Promise<ControllerServiceClient>;
   /** Asks every server who it is (GetControllerStatus); unreachable ones get their error. */
@@ -210,7 +216,11 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
       return order[0] ?? target.server;
     },
     timeoutMs: flags.timeoutMs,
-    async unary<Req, Res>(pick: MethodPick<Req, Res>, request: Req, opts: { read?: boolean } = {}): Promise<Res> {
+    async unary<Req, Res>(
+      pick: MethodPick<Req, Res>,
+      request: Req,
+      opts: { read?: boolean; idempotent?: boolean } = {},
+    ): Promise<Res> {
       if (!probed) await probe();
       let last: ServiceError | undefined;
       for (let round = 0; ; round++) {
@@ -233,7 +243,8 @@ export function connect(flags: ConnectionFlags, env: NodeJS.ProcessEnv = process
           } catch (e) {
             const err = e as ServiceError;
             last = err;
-            const retry = notApplied(err) || (opts.read === true && err.code === GrpcStatus.UNAVAILABLE);
+            const again = opts.read === true || opts.idempotent === true;
+            const retry = notApplied(err) || (again && err.code === GrpcStatus.UNAVAILABLE);
             const timedOut = err.code === GrpcStatus.DEADLINE_EXCEEDED && order.length > 1 && opts.read === true;
             if (!retry && !timedOut) throw toCliError(err, server);
             // The leader a replica names: tried after the servers given (which the caller has

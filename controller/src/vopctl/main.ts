@@ -481,18 +481,20 @@ async function main(argv: string[]): Promise<number> {
       case 'apply': {
         for (const m of manifests ?? []) {
           if (m.kind === 'Link') {
-            const r = await conn.unary((c) => c.applyLink.bind(c), {
-              link: m.link,
-              dryRun: values['dry-run'] ?? false,
-            });
+            const r = await conn.unary(
+              (c) => c.applyLink.bind(c),
+              { link: m.link, dryRun: values['dry-run'] ?? false },
+              { idempotent: true },
+            );
             out(
               `link/${r.link?.meta?.name ?? ''} ${r.changed ? (r.link?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
             );
           } else {
-            const r = await conn.unary((c) => c.applyPolicy.bind(c), {
-              policy: m.policy,
-              dryRun: values['dry-run'] ?? false,
-            });
+            const r = await conn.unary(
+              (c) => c.applyPolicy.bind(c),
+              { policy: m.policy, dryRun: values['dry-run'] ?? false },
+              { idempotent: true },
+            );
             out(
               `policy/${r.policy?.meta?.name ?? ''} ${r.changed ? (r.policy?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
             );
