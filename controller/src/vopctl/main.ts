@@ -330,7 +330,8 @@ async function status(conn: Connection): Promise<number> {
   let answered = 0;
   for (const { server, status: st, error } of await conn.statuses()) {
     if (!st) {
-      rows.push([server, `unreachable: ${error ? toCliError(error, server).message : '?'}`, '', '', '', '', '', '']);
+      rows.push([server, 'unreachable', '', '', '', '', '', '']);
+      process.stderr.write(`vopctl: ${error ? toCliError(error, server).message : `${server}: no answer`}\n`);
       continue;
     }
     answered++;
