@@ -96,7 +96,15 @@ export const controllerConfigSchema = z
 
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 
-export const CONTROLLER_FLAGS: readonly FlagSpec[] = [...SERVER_BASE_FLAGS];
+export const CONTROLLER_FLAGS: readonly FlagSpec[] = [
+  ...SERVER_BASE_FLAGS,
+  {
+    flag: 'advertise-address',
+    path: ['advertiseAddress'],
+    type: 'string',
+    help: 'HOST:PORT agents and clients reach this replica at (default: the gRPC address as bound)',
+  },
+];
 
 export function loadControllerConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig<ControllerConfig> {
   const loaded = loadConfig({
