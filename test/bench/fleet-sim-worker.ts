@@ -10,7 +10,9 @@ import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../
 import { ConditionStatus, LinkPhase, type NodeRole, type AgentIdentity } from '../../lib/proto/types';
 
 export interface WorkerInit {
-  readonly controller: string;
+  /** The controller replicas (admin sockets); an agent streams to `leader` first, and on to the next on any error. */
+  readonly controllers: readonly string[];
+  readonly leader: number;
   /** Agents this worker simulates. */
   readonly agents: readonly AgentIdentity[];
   /** Streams per gRPC connection. */
@@ -24,25 +26,34 @@ interface SimAgent {
   readonly id: AgentIdentity;
   call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
   registered: boolean;
+  /** Index into controllers. */
+  target: number;
   readonly links: Map<string, bigint>;
   seq: bigint;
 }
 
 function run(init: WorkerInit): void {
-  const clients: AgentSyncServiceClient[] = [];
-  const client = (i: number): AgentSyncServiceClient => {
+  const clients = new Map<string, AgentSyncServiceClient>();
+  const client = (i: number, target: number): AgentSyncServiceClient => {
     const k = Math.floor(i / init.streamsPerChannel);
+    const key = `${target}/${k}`;
+    let c = clients.get(key);
     // A distinct channel option gives each group of streams its own HTTP/2 connection.
-    clients[k] ??= new AgentSyncServiceClient(init.controller, credentials.createInsecure(), {
-      'vop.sim.shard': k,
-      'grpc.max_receive_message_length': 64 << 20,
-    });
-    return clients[k];
+    if (!c)
+      clients.set(
+        key,
+        (c = new AgentSyncServiceClient(init.controllers[target] ?? '', credentials.createInsecure(), {
+          'vop.sim.shard': k,
+          'grpc.max_receive_message_length': 64 << 20,
+        })),
+      );
+    return c;
   };
   const agents: SimAgent[] = init.agents.map((id) => ({
     id,
     call: undefined,
     registered: false,
+    target: init.leader,
     links: new Map(),
     seq: 0n,
   }));
@@ -52,7 +63,7 @@ function run(init: WorkerInit): void {
   let heartbeatMs = 5000;
 
   const connect = (a: SimAgent, i: number): void => {
-    const call = client(i).sync();
+    const call = client(i, a.target).sync();
     a.call = call;
     call.on('data', (res: SyncResponse) => {
       const m = res.msg;
@@ -105,9 +116,11 @@ function run(init: WorkerInit): void {
     });
     call.on('error', () => {
       errors++;
+      if (a.registered) registered--;
       a.registered = false;
-      registered--;
-      setTimeout(() => connect(a, i), 1000 + Math.random() * 1000).unref();
+      // Another replica may lead now (a real agent follows NOT_LEADER's address; these dial admin sockets).
+      a.target = (a.target + 1) % init.controllers.length;
+      setTimeout(() => connect(a, i), 200 + Math.random() * 800).unref();
     });
     call.write({
       msg: {
@@ -151,12 +164,20 @@ function run(init: WorkerInit): void {
   }, 500);
 }
 
-process.on('message', (msg: { init?: { controller: string; agents: unknown[]; streamsPerChannel: number } }) => {
-  if (!msg.init) return;
-  const agents = msg.init.agents.map((a) => {
-    const x = a as { nodeName: string; rack: string; slot: number; role: NodeRole; hostNode: string };
-    return { nodeName: x.nodeName, rack: x.rack, slot: x.slot, role: x.role, hostNode: x.hostNode, labels: {} };
-  });
-  run({ controller: msg.init.controller, agents, streamsPerChannel: msg.init.streamsPerChannel });
-});
+process.on(
+  'message',
+  (msg: { init?: { controllers: string[]; leader: number; agents: unknown[]; streamsPerChannel: number } }) => {
+    if (!msg.init) return;
+    const agents = msg.init.agents.map((a) => {
+      const x = a as { nodeName: string; rack: string; slot: number; role: NodeRole; hostNode: string };
+      return { nodeName: x.nodeName, rack: x.rack, slot: x.slot, role: x.role, hostNode: x.hostNode, labels: {} };
+    });
+    run({
+      controllers: msg.init.controllers,
+      leader: msg.init.leader,
+      agents,
+      streamsPerChannel: msg.init.streamsPerChannel,
+    });
+  },
+);
 process.on('disconnect', () => process.exit(0));
