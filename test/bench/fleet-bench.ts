@@ -1,6 +1,6 @@
 /**
  * Fleet benchmark (not a timed test): `npm run bench:fleet -- --agents N --links-per-agent K [--workers W] [--json FILE]
- * [--store sqlite|etcd] [--replicas R] [--kills M]`.
+ * [--store sqlite|etcd] [--replicas R] [--kills M] [--leader-lease-seconds S]`.
  *
  * With `--store etcd`: a local three-member etcd (test/helpers/etcd.ts) and R controller
  * replicas (default 2) on it; the simulated agents stream to the leader and move to the next
@@ -17,7 +17,7 @@
  * with the fleet connected. Reports controller CPU and peak RSS from /proc.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -40,6 +40,7 @@ const { values } = parseArgs({
     store: { type: 'string', default: 'sqlite' },
     replicas: { type: 'string' },
     kills: { type: 'string', default: '3' },
+    'leader-lease-seconds': { type: 'string', default: '6' },
   },
   strict: true,
 });
@@ -86,6 +87,8 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
   const ctl = spawn(
     process.execPath,
     [
+      // VOP_BENCH_PROF=1: a V8 tick log per replica in its directory (node --prof-process).
+      ...(process.env.VOP_BENCH_PROF ? ['--prof'] : []),
       repoPath('dist', 'controller', 'src', 'main.js'),
       '--grpc-listen',
       '127.0.0.1:0',
@@ -100,7 +103,7 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
       '--log-level',
       'info',
     ],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } },
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env }, cwd: stateDir },
   );
   // The simulated agents and the bench client use the admin Unix socket (plaintext TCP is read-only).
   const addrs = await new Promise<{ grpc: string; metrics: string }>((resolve, reject) => {
@@ -124,7 +127,8 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
     ctl.stdout.on('data', onData);
     ctl.once('exit', (code) => reject(new Error(`controller exited ${code}`)));
   });
-  ctl.stdout.resume();
+  // The replica's log, for a run that goes wrong (the directory is removed at the end of a good one).
+  ctl.stdout.pipe(createWriteStream(path.join(stateDir, 'controller.log'), { flags: 'a' }));
   return {
     proc: ctl,
     admin: addrs.grpc,
@@ -153,6 +157,7 @@ async function main(): Promise<void> {
             '  prefix: /bench/',
             '  maxTxnOps: 1024',
             '  requestTimeoutSeconds: 10',
+            `  leaderLeaseSeconds: ${Number(values['leader-lease-seconds'])}`,
           ]
         : []),
       '',
@@ -474,6 +479,7 @@ async function main(): Promise<void> {
     links: L,
     store: STORE,
     replicas: R,
+    ...(R > 1 ? { leader_lease_s: Number(values['leader-lease-seconds']) } : {}),
     converge_s: Number(convergeS.toFixed(2)),
     register_s: Number(registerS.toFixed(2)),
     controller_rss_mb: Number((R > 1 ? Math.max(...replicas.map((r) => r.peakMb)) : end.hwmMb).toFixed(1)),

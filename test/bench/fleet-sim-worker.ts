@@ -4,7 +4,10 @@
  * to a real vop-controller. A simulated agent "runs" a link by acknowledging it and
  * reporting it READY at once. Controlled by fleet-bench.ts over IPC.
  */
-import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { credentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+
+import { nextAddressDelayMs, notLeaderDelayMs } from '../../agent/src/sync/sync-client';
+import { errorInfoOf } from '../../lib/src/errors';
 
 import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../../lib/proto/controller';
 import { ConditionStatus, LinkPhase, type NodeRole, type AgentIdentity } from '../../lib/proto/types';
@@ -28,6 +31,8 @@ interface SimAgent {
   registered: boolean;
   /** Index into controllers. */
   target: number;
+  /** NOT_LEADER answers in a row. */
+  notLeader: number;
   readonly links: Map<string, bigint>;
   seq: bigint;
 }
@@ -54,6 +59,7 @@ function run(init: WorkerInit): void {
     call: undefined,
     registered: false,
     target: init.leader,
+    notLeader: 0,
     links: new Map(),
     seq: 0n,
   }));
@@ -71,6 +77,7 @@ function run(init: WorkerInit): void {
       if (m.$case === 'registered') {
         if (!a.registered) {
           a.registered = true;
+          a.notLeader = 0;
           registered++;
         }
         const hb = m.value.heartbeatInterval;
@@ -114,13 +121,17 @@ function run(init: WorkerInit): void {
         });
       }
     });
-    call.on('error', () => {
+    call.on('error', (err: ServiceError) => {
       errors++;
       if (a.registered) registered--;
       a.registered = false;
-      // Another replica may lead now (a real agent follows NOT_LEADER's address; these dial admin sockets).
+      // Another replica may lead now. A real agent follows NOT_LEADER's address (these dial admin
+      // sockets, so they take the next one) with the agent's own delays (sync-client.ts).
       a.target = (a.target + 1) % init.controllers.length;
-      setTimeout(() => connect(a, i), 200 + Math.random() * 800).unref();
+      const notLeader = errorInfoOf(err)?.reason === 'NOT_LEADER';
+      a.notLeader = notLeader ? a.notLeader + 1 : 0;
+      const delay = notLeader ? notLeaderDelayMs(a.notLeader) : nextAddressDelayMs();
+      setTimeout(() => connect(a, i), delay).unref();
     });
     call.write({
       msg: {

@@ -13,8 +13,10 @@
  * Several controller replicas: the agent is given their addresses and streams to the one that
  * leads. A replica that does not lead refuses the stream (UNAVAILABLE, NOT_LEADER, the leader's
  * address in the ErrorInfo metadata): the agent goes there next. An address that cannot be
- * reached is skipped for a few seconds; only when every address failed does the reconnect back
- * off exponentially, and while replicas answer NOT_LEADER (an election) it retries every second.
+ * reached is skipped for a few seconds; the next is tried after 0.1-1 s at random, and only when
+ * every address failed does the reconnect back off exponentially. While replicas answer NOT_LEADER
+ * (an election) the retries back off from 0.1 s to 5 s, each scaled by 0.5-1.5 at random: a whole
+ * fleet arriving at once would starve the replica that is taking over.
  *
  * The store identity rule (lib/src/store-identity.ts): the agent remembers the store identity
  * (cluster id, generation) of the last version it applied, with the acknowledged version, and
@@ -82,10 +84,26 @@ export const DEFAULT_HEARTBEAT_MS = 5000;
 export const STATUS_FLUSH_MS = 50;
 /** Reconnect delay once every address failed: 250 ms doubling to 15 s, each scaled by 0.8-1.2 at random. */
 export const RECONNECT_BACKOFF: BackoffPolicy = { initialMs: 250, maxMs: 15_000, jitter: [0.8, 1.2] };
-/** Delay before trying the next address after one failed (another replica may lead). */
+/** Delay before trying the next address after one failed (another replica may lead): 100 ms to 10x that, at random. */
 export const NEXT_ADDRESS_DELAY_MS = 100;
 /** While replicas answer NOT_LEADER (an election runs), retries back off to at most this. */
-export const MAX_NOT_LEADER_DELAY_MS = 1000;
+export const MAX_NOT_LEADER_DELAY_MS = 5000;
+
+/**
+ * The delay before the next attempt after `n` NOT_LEADER answers in a row: 100 ms doubling to
+ * MAX_NOT_LEADER_DELAY_MS, scaled by 0.5-1.5 at random. A failover sends every agent of the fleet
+ * to the replicas at once: without the spread, thousands of refusals a second starve the replica
+ * that is about to take over (its lease renewals and the election wait behind them).
+ */
+export function notLeaderDelayMs(n: number, random: () => number = Math.random): number {
+  const base = Math.min(MAX_NOT_LEADER_DELAY_MS, NEXT_ADDRESS_DELAY_MS * 2 ** Math.min(Math.max(0, n - 1), 6));
+  return Math.round(base * (0.5 + random()));
+}
+
+/** The delay before trying the next address after one failed: spread over 0.1-1 s so a fleet does not arrive at once. */
+export function nextAddressDelayMs(random: () => number = Math.random): number {
+  return Math.round(NEXT_ADDRESS_DELAY_MS * (1 + 9 * random()));
+}
 /** An address that could not be reached is tried again only after the others, for this long. */
 export const UNREACHABLE_MS = 3000;
 /** The condition of the store identity rule (GetInfo). */
@@ -317,13 +335,13 @@ export class ControllerSyncClient {
       const usable =
         hint !== '' && hint !== this.target && (this.unreachable.get(hint) ?? 0) < now && this.followable(hint);
       this.target = usable ? hint : this.nextAddress(now);
-      return Math.min(MAX_NOT_LEADER_DELAY_MS, NEXT_ADDRESS_DELAY_MS * 2 ** Math.min(this.notLeader - 1, 4));
+      return notLeaderDelayMs(this.notLeader);
     }
     this.unreachable.set(this.target, now + UNREACHABLE_MS);
     const next = this.nextAddress(now);
     const othersLeft = next !== this.target && (this.unreachable.get(next) ?? 0) < now;
     this.target = next;
-    return othersLeft ? NEXT_ADDRESS_DELAY_MS : this.backoff.next();
+    return othersLeft ? nextAddressDelayMs() : this.backoff.next();
   }
 
   /** The next configured address after the current one that is not marked unreachable (else the next one). */
