@@ -284,7 +284,7 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
       AgentAddresses.encode(message.addresses, writer.uint32(50).fork()).join();
     }
     for (const v of message.conditions) {
-      Condition.encode(v!, writer.uint32(58).fork()).join();
+      Condition.encode(v!, writer.uint32(1282).fork()).join();
     }
     return writer;
   },
@@ -350,8 +350,8 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
             message.addresses = AgentAddresses.decode(reader, reader.uint32());
             continue;
           }
-          case 7: {
-            if (tag !== 58) {
+          case 160: {
+            if (tag !== 1282) {
               break;
             }
 

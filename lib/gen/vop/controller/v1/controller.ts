@@ -4303,7 +4303,7 @@ export const Register: MessageFns<Register> = {
       writer.uint32(56).bool(message.acceptsChunkedDesired);
     }
     if (message.appliedIdentity !== undefined) {
-      StoreIdentity.encode(message.appliedIdentity, writer.uint32(66).fork()).join();
+      StoreIdentity.encode(message.appliedIdentity, writer.uint32(1282).fork()).join();
     }
     return writer;
   },
@@ -4377,8 +4377,8 @@ export const Register: MessageFns<Register> = {
             message.acceptsChunkedDesired = reader.bool();
             continue;
           }
-          case 8: {
-            if (tag !== 66) {
+          case 160: {
+            if (tag !== 1282) {
               break;
             }
 
@@ -4667,7 +4667,7 @@ export const DesiredAck: MessageFns<DesiredAck> = {
       DesiredAck_RejectedEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
     });
     if (message.held !== "") {
-      writer.uint32(26).string(message.held);
+      writer.uint32(1282).string(message.held);
     }
     return writer;
   },
@@ -4704,8 +4704,8 @@ export const DesiredAck: MessageFns<DesiredAck> = {
             }
             continue;
           }
-          case 3: {
-            if (tag !== 26) {
+          case 160: {
+            if (tag !== 1282) {
               break;
             }
 
@@ -5029,7 +5029,7 @@ export const Registered: MessageFns<Registered> = {
       Timestamp.encode(toTimestamp(message.serverTime), writer.uint32(26).fork()).join();
     }
     if (message.storeIdentity !== undefined) {
-      StoreIdentity.encode(message.storeIdentity, writer.uint32(34).fork()).join();
+      StoreIdentity.encode(message.storeIdentity, writer.uint32(1282).fork()).join();
     }
     return writer;
   },
@@ -5071,8 +5071,8 @@ export const Registered: MessageFns<Registered> = {
             message.serverTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
-          case 4: {
-            if (tag !== 34) {
+          case 160: {
+            if (tag !== 1282) {
               break;
             }
 
@@ -5185,10 +5185,10 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
       writer.uint32(40).bool(message.more);
     }
     if (message.storeIdentity !== undefined) {
-      StoreIdentity.encode(message.storeIdentity, writer.uint32(50).fork()).join();
+      StoreIdentity.encode(message.storeIdentity, writer.uint32(1282).fork()).join();
     }
     if (message.adopt !== false) {
-      writer.uint32(56).bool(message.adopt);
+      writer.uint32(1288).bool(message.adopt);
     }
     return writer;
   },
@@ -5246,16 +5246,16 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
             message.more = reader.bool();
             continue;
           }
-          case 6: {
-            if (tag !== 50) {
+          case 160: {
+            if (tag !== 1282) {
               break;
             }
 
             message.storeIdentity = StoreIdentity.decode(reader, reader.uint32());
             continue;
           }
-          case 7: {
-            if (tag !== 56) {
+          case 161: {
+            if (tag !== 1288) {
               break;
             }
 
