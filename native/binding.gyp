@@ -8,6 +8,7 @@
         "binding/link_binding.c",
         "binding/device_binding.c",
         "binding/device_config.c",
+        "binding/vhost_binding.c",
         "core/version.c",
         "core/region.c",
         "core/vq.c",
@@ -18,6 +19,8 @@
         "core/devreset.c",
         "core/private_atomic.c",
         "core/path_beneath.c",
+        "core/vhost_user_msg.c",
+        "core/vhost_user.c",
         "devices/dev_common.c",
         "devices/dev_pipe.c",
         "devices/dev_blk.c",
@@ -29,7 +32,9 @@
         "devices/net_netns.c",
         "devices/blk_parse.c",
         "devices/net_parse.c",
-        "devices/nbd_parse.c"
+        "devices/nbd_parse.c",
+        "devices/dev_vhost.c",
+        "devices/dev_sink.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],

@@ -58,6 +58,12 @@ const hostPathsSchema = z
     /** Stable symlinks to console ptys. */
     ptyDir: hostDirSchema.optional(),
     /**
+     * Directories a vhost_user link in client mode may name its socket in (the front-end,
+     * e.g. QEMU with server=on, creates it there); none by default. Server-mode sockets lie
+     * in socketDir.
+     */
+    vhostUserClientDirs: z.array(hostDirSchema).default([]),
+    /**
      * Network namespaces (names under /run/netns) a net device's TAP may be moved into; none
      * by default. A string is a comma-separated list (the --netns flag).
      */
@@ -74,7 +80,7 @@ const hostPathsSchema = z
       .default([]),
   })
   .strict()
-  .default({ blockDevices: [], netns: [] });
+  .default({ blockDevices: [], netns: [], vhostUserClientDirs: [] });
 
 /** The path policy with every default filled in and every path absolute and normalised. */
 export interface HostPaths {
@@ -85,6 +91,8 @@ export interface HostPaths {
   readonly ptyDir: string;
   /** Network namespaces TAPs may be moved into. */
   readonly netns: readonly string[];
+  /** Directories of vhost_user client-mode sockets (none when absent). */
+  readonly vhostUserClientDirs?: readonly string[];
 }
 
 export const agentConfigSchema = z
@@ -136,6 +144,26 @@ export const agentConfigSchema = z
       .strict()
       .default({ allowPlaintextTcp: false }),
     hostPaths: hostPathsSchema,
+    /** vhost_user links (the device side served to QEMU or DPDK virtio-user over a Unix socket). */
+    vhostUser: z
+      .object({
+        /**
+         * Map guest memory the front-end could still shrink (an fd that cannot be sealed with
+         * F_SEAL_SHRINK, e.g. DPDK without hugepages): a shrink would kill the agent with SIGBUS.
+         * Off by default; QEMU's memory-backend-memfd is sealed.
+         */
+        allowUnsealedMemory: z.boolean().default(false),
+        /** Largest virtqueue a front-end may set up (a power of two, default 1024). */
+        maxQueueSize: z
+          .number()
+          .int()
+          .min(2)
+          .max(32768)
+          .refine((n) => (n & (n - 1)) === 0, 'must be a power of two')
+          .default(1024),
+      })
+      .strict()
+      .default({ allowUnsealedMemory: false, maxQueueSize: 1024 }),
     /** vop-controller to dial; absent: the agent runs standalone. */
     controller: z
       .object({
@@ -224,7 +252,10 @@ function defaultNodeName(): string {
 }
 
 /** Fills the path policy's defaults (under stateDir) and makes every path absolute and normalised. */
-export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsSchema>): HostPaths {
+export function resolveHostPaths(
+  stateDir: string,
+  p: Omit<z.output<typeof hostPathsSchema>, 'vhostUserClientDirs'> & { vhostUserClientDirs?: string[] },
+): HostPaths {
   const hp: HostPaths = {
     diskDirs: (p.diskDirs ?? [path.join(stateDir, 'disks')]).map((d) => path.resolve(d)),
     blockDevices: p.blockDevices.map((d) => path.resolve(d)),
@@ -232,6 +263,7 @@ export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsS
     logDir: path.resolve(p.logDir ?? path.join(stateDir, 'logs')),
     ptyDir: path.resolve(p.ptyDir ?? path.join(stateDir, 'pty')),
     netns: [...p.netns],
+    vhostUserClientDirs: (p.vhostUserClientDirs ?? []).map((d) => path.resolve(d)),
   };
   if (Buffer.byteLength(hp.socketDir) > MAX_SOCKET_DIR_BYTES)
     throw new ConfigError(

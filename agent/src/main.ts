@@ -85,6 +85,7 @@ async function main(): Promise<void> {
     store: new LinkStore(config.stateDir, log.child({ component: 'link-store' })),
     log: log.child({ component: 'link-manager' }),
     limits: config.limits,
+    vhostUser: config.vhostUser,
   });
   links.restore();
   installTestHooks(process.env, log);

@@ -163,6 +163,18 @@ export function checkTransport(
       break;
     case 'vhostUser':
       checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true, MAX_SOCKET_PATH_BYTES);
+      if (k.value.socketMode & ~0o770)
+        v.add(
+          `${field}.vhost_user.socket_mode`,
+          `0${k.value.socketMode.toString(8)} must stay within 0770 (no access for others)`,
+        );
+      if (k.value.client && (k.value.socketMode !== 0 || k.value.socketGroup !== ''))
+        v.add(
+          `${field}.vhost_user.client`,
+          'socket_mode and socket_group apply to server mode only (in client mode the front-end creates the socket)',
+        );
+      if (k.value.socketGroup !== '' && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/.test(k.value.socketGroup))
+        v.add(`${field}.vhost_user.socket_group`, 'must be a group name or number');
       break;
     default: {
       const never: never = k;
@@ -274,6 +286,35 @@ export function checkDevices(
   });
 }
 
+/**
+ * A vhost_user link: one endpoint, the device role (its driver is the front-end on the
+ * socket: QEMU or DPDK, not an agent), and one net or blk device (console has no vhost-user
+ * front-end in QEMU).
+ */
+function checkVhostUserLink(v: ViolationList, field: string, spec: LinkSpec): void {
+  if (spec.endpoints.length !== 1) {
+    v.add(
+      `${field}.endpoints`,
+      `a vhost_user link has exactly 1 endpoint (the device role; the front-end on the socket is the driver), has ${spec.endpoints.length}`,
+    );
+  } else {
+    const e = spec.endpoints[0] as LinkSpec['endpoints'][0];
+    checkName(v, `${field}.endpoints[0].agent`, e.agent);
+    if (e.role !== Role.ROLE_DEVICE) v.add(`${field}.endpoints[0].role`, 'must be ROLE_DEVICE on a vhost_user link');
+  }
+  if (spec.devices.length !== 1) {
+    v.add(`${field}.devices`, `a vhost_user link carries exactly 1 device, has ${spec.devices.length}`);
+    return;
+  }
+  const d = spec.devices[0] as LinkSpec['devices'][0];
+  const k = d.kind;
+  if (k?.$case === 'console') v.add(`${field}.devices[0].console`, 'vhost_user serves net and blk devices only');
+  if (k?.$case === 'net' && !k.value.deviceBackend?.kind)
+    v.add(`${field}.devices[0].net.device_backend`, 'is required on a vhost_user link (a TAP or a datagram socket)');
+  if (k?.$case === 'blk' && k.value.export)
+    v.add(`${field}.devices[0].blk.export`, 'must be empty on a vhost_user link (the front-end is the driver)');
+}
+
 export function checkLinkSpec(
   v: ViolationList,
   field: string,
@@ -282,6 +323,12 @@ export function checkLinkSpec(
 ): void {
   if (!spec) {
     v.add(field, 'is required');
+    return;
+  }
+  if (spec.transport?.kind?.$case === 'vhostUser') {
+    checkVhostUserLink(v, field, spec);
+    checkTransport(v, `${field}.transport`, spec.transport, limits);
+    checkDevices(v, `${field}.devices`, spec.devices, limits);
     return;
   }
   if (spec.endpoints.length !== 2) {

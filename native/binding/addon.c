@@ -114,6 +114,12 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */)
 		EXPORT("deviceEndpoints", vop_b_device_endpoints),
 		EXPORT("consoleRead", vop_b_console_read),
 		EXPORT("consoleWrite", vop_b_console_write),
+		EXPORT("vhostOpen", vop_b_vhost_open),
+		EXPORT("vhostClose", vop_b_vhost_close),
+		EXPORT("vhostStatus", vop_b_vhost_status),
+		EXPORT("vhostQueueStats", vop_b_vhost_queue_stats),
+		EXPORT("vhostCounters", vop_b_vhost_counters),
+		EXPORT("vhostEndpoints", vop_b_vhost_endpoints),
 	};
 
 

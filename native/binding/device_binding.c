@@ -285,23 +285,13 @@ napi_value vop_b_device_info(napi_env env, napi_callback_info info)
 	return obj;
 }
 
-/* queueStats(h, devId, queue) -> QueueStatsDto (the vq.h counter block, named) */
-napi_value vop_b_queue_stats(napi_env env, napi_callback_info info)
+/* A vq.h counter block as a QueueStatsDto. NULL with a pending exception. */
+napi_value vop_b_vq_stats_object(napi_env env, const struct vop_vq_stats *sp)
 {
-	struct vop_vq_stats s;
-	uint32_t dev_id, q;
+	const struct vop_vq_stats s = *sp;
 	napi_value obj, errs;
 	unsigned r;
-	int rc;
 
-	GET_ARGS(3);
-	if (!dev_id_arg(env, argv[1], &dev_id) || !vop_value_u32(env, argv[2], "queue", &q))
-		return NULL;
-	rc = vop_link_queue_stats(b->l, dev_id, q, &s);
-	if (rc) {
-		vop_throw_errno(env, rc, "queue stats");
-		return NULL;
-	}
 	NODE_API_CALL(env, napi_create_object(env, &obj));
 	NODE_API_CALL(env, napi_create_object(env, &errs));
 	/* Violations and local errors by stable reason name, nonzero ones only. */
@@ -319,6 +309,24 @@ napi_value vop_b_queue_stats(napi_env env, napi_callback_info info)
 			 s.c[VOP_VQS_BROKEN] ? vop_vq_reason_name((unsigned)s.c[VOP_VQS_BROKEN]) : NULL))
 		return NULL;
 	return obj;
+}
+
+/* queueStats(h, devId, queue) -> QueueStatsDto (the vq.h counter block, named) */
+napi_value vop_b_queue_stats(napi_env env, napi_callback_info info)
+{
+	struct vop_vq_stats s;
+	uint32_t dev_id, q;
+	int rc;
+
+	GET_ARGS(3);
+	if (!dev_id_arg(env, argv[1], &dev_id) || !vop_value_u32(env, argv[2], "queue", &q))
+		return NULL;
+	rc = vop_link_queue_stats(b->l, dev_id, q, &s);
+	if (rc) {
+		vop_throw_errno(env, rc, "queue stats");
+		return NULL;
+	}
+	return vop_b_vq_stats_object(env, &s);
 }
 
 #define SET(name, v)                                      \
@@ -352,35 +360,12 @@ static napi_value blk_latency(napi_env env, const struct vop_blk_stats *s)
 	return arr;
 }
 
-/* deviceCounters(h, devId) -> DeviceCountersDto | null: a pipe's or a backend's own counters */
-napi_value vop_b_device_counters(napi_env env, napi_callback_info info)
+/* A backend's counters as a DeviceCountersDto (null when not valid). NULL with a pending exception. */
+napi_value vop_b_counters_object(napi_env env, const struct vop_devback_counters *cp)
 {
-	struct vop_devback_counters c;
-	uint32_t dev_id;
+	const struct vop_devback_counters c = *cp;
 	napi_value obj;
-	int i;
 
-	GET_ARGS(2);
-	if (!dev_id_arg(env, argv[1], &dev_id))
-		return NULL;
-	i = backend_index(b, dev_id);
-	if (i < 0) {
-		struct vop_pipe_stats p;
-		int rc = vop_link_pipe_stats(b->l, dev_id, &p);
-
-		if (rc) {
-			vop_throw_errno(env, rc, "device counters");
-			return NULL;
-		}
-		NODE_API_CALL(env, napi_create_object(env, &obj));
-		if (!vop_set_str(env, obj, "kind", "pipe"))
-			return NULL;
-		SET("txMsgs", p.tx_msgs);
-		SET("rxMsgs", p.rx_msgs);
-		SET("badMsgs", p.bad_msgs);
-		return obj;
-	}
-	vop_devback_counters(b->backends[i], &c);
 	if (!c.valid) {
 		NODE_API_CALL(env, napi_get_null(env, &obj));
 		return obj;
@@ -432,6 +417,38 @@ napi_value vop_b_device_counters(napi_env env, napi_callback_info info)
 		break;
 	}
 	return obj;
+}
+
+/* deviceCounters(h, devId) -> DeviceCountersDto | null: a pipe's or a backend's own counters */
+napi_value vop_b_device_counters(napi_env env, napi_callback_info info)
+{
+	struct vop_devback_counters c;
+	uint32_t dev_id;
+	napi_value obj;
+	int i;
+
+	GET_ARGS(2);
+	if (!dev_id_arg(env, argv[1], &dev_id))
+		return NULL;
+	i = backend_index(b, dev_id);
+	if (i < 0) {
+		struct vop_pipe_stats p;
+		int rc = vop_link_pipe_stats(b->l, dev_id, &p);
+
+		if (rc) {
+			vop_throw_errno(env, rc, "device counters");
+			return NULL;
+		}
+		NODE_API_CALL(env, napi_create_object(env, &obj));
+		if (!vop_set_str(env, obj, "kind", "pipe"))
+			return NULL;
+		SET("txMsgs", p.tx_msgs);
+		SET("rxMsgs", p.rx_msgs);
+		SET("badMsgs", p.bad_msgs);
+		return obj;
+	}
+	vop_devback_counters(b->backends[i], &c);
+	return vop_b_counters_object(env, &c);
 }
 #undef SET
 

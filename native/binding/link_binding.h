@@ -72,6 +72,20 @@ napi_value vop_b_device_endpoints(napi_env env, napi_callback_info info);
 napi_value vop_b_console_read(napi_env env, napi_callback_info info);
 napi_value vop_b_console_write(napi_env env, napi_callback_info info);
 
+/* Shared by the device and vhost-user bindings (device_binding.c). */
+struct vop_vq_stats;
+struct vop_devback_counters;
+napi_value vop_b_vq_stats_object(napi_env env, const struct vop_vq_stats *s);
+napi_value vop_b_counters_object(napi_env env, const struct vop_devback_counters *c);
+
+/* vhost-user devices (vhost_binding.c) */
+napi_value vop_b_vhost_open(napi_env env, napi_callback_info info);
+napi_value vop_b_vhost_close(napi_env env, napi_callback_info info);
+napi_value vop_b_vhost_status(napi_env env, napi_callback_info info);
+napi_value vop_b_vhost_queue_stats(napi_env env, napi_callback_info info);
+napi_value vop_b_vhost_counters(napi_env env, napi_callback_info info);
+napi_value vop_b_vhost_endpoints(napi_env env, napi_callback_info info);
+
 /* Close every device backend of b (worker stopped first by the caller). */
 void vop_b_close_backends(struct bwin *b);
 

@@ -497,17 +497,18 @@ static int find_entry(struct vop_link *l, uint32_t dev_id, enum vop_role role, s
 }
 
 /*
- * Ask the transport to make d's rings and pools resident before traffic
- * needs them, for devices that carry traffic (the backend says).
+ * Ask the transport to make d's rings resident before traffic needs them,
+ * and its buffer pools too when the backend asks (wants_prefault): a pool
+ * can be megabytes (a net device's receive buffers) that an idle link never
+ * touches, so by default pool pages fault in as traffic first reaches them.
  */
 static void prefault_dev(struct vop_link *l, const struct link_dev *d)
 {
 	struct vop_xport *x = l->w->x;
+	bool pools = d->ops->wants_prefault && d->ops->wants_prefault(d->be);
 	unsigned i;
 
 	if (!x->ops->prefault)
-		return;
-	if (d->ops->wants_prefault && !d->ops->wants_prefault(d->be))
 		return;
 	for (i = 0; i < d->info.num_queues; i++) {
 		const struct vop_queue_desc *q = &d->info.queues[i];
@@ -515,7 +516,8 @@ static void prefault_dev(struct vop_link *l, const struct link_dev *d)
 		x->ops->prefault(x, q->desc_off, vop_vring_desc_bytes(q->size));
 		x->ops->prefault(x, q->avail_off, vop_vring_avail_bytes(q->size));
 		x->ops->prefault(x, q->used_off, vop_vring_used_bytes(q->size));
-		x->ops->prefault(x, q->pool_off, q->pool_size);
+		if (pools)
+			x->ops->prefault(x, q->pool_off, q->pool_size);
 	}
 }
 

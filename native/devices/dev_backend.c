@@ -182,8 +182,9 @@ int vop_devback_open(struct vop_devctx *ctx, struct vop_link *l, const struct vo
 	if (!err)
 		err = &dummy;
 	*err = "arguments";
-	if (cfg->dev_id == 0 || !is_role(cfg->role) || cfg->kind < VOP_DEVBACK_NET || cfg->kind > VOP_DEVBACK_CONSOLE)
-		return -EINVAL;
+	if (cfg->dev_id == 0 || !is_role(cfg->role) || cfg->kind < VOP_DEVBACK_NET || cfg->kind > VOP_DEVBACK_CONSOLE ||
+	    (!l && (cfg->role != VOP_ROLE_DEVICE || cfg->kind == VOP_DEVBACK_CONSOLE)))
+		return -EINVAL; /* a host other than a link serves net and blk devices only */
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return -ENOMEM;
@@ -194,6 +195,11 @@ int vop_devback_open(struct vop_devctx *ctx, struct vop_link *l, const struct vo
 	rc = create_backend(ctx, b, cfg);
 	if (rc)
 		goto fail;
+	if (!l) { /* served by a host that is not a link (vhost-user): vop_devback_serve() */
+		*err = NULL;
+		*out = b;
+		return 0;
+	}
 	*err = "attach";
 	rc = vop_link_attach_backend(l, b->id, b->role, ops_of(b), b->obj);
 	if (rc)
@@ -224,6 +230,12 @@ void vop_devback_close(struct vop_link *l, struct vop_devback *b)
 		vop_nbd_stop(b->nbd);
 	destroy_backend(b);
 	free(b);
+}
+
+void vop_devback_serve(struct vop_devback *b, const struct vop_devback_ops **ops, void **obj)
+{
+	*ops = ops_of(b);
+	*obj = b->obj;
 }
 
 uint32_t vop_devback_id(const struct vop_devback *b)

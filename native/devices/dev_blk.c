@@ -330,7 +330,7 @@ static void complete_locked(struct vop_blk_device *d, struct blk_job *j)
 	rc = vop_vq_publish_used(&d->q.vq);
 	if (rc < 0)
 		return;
-	vop_devq_notify_if(d->w, rc);
+	vop_devq_notify(d->ctx, &d->q, rc);
 	if (d->jh) {
 		vop_write_once_u8(&d->jd[c->head].inflight, 0); /* J3 */
 		/* J4: release: cleared flag before used_done */
@@ -432,30 +432,28 @@ static void dispatch(struct vop_blk_device *d, struct blk_job *j)
  */
 static int blk_start(struct vop_blk_device *d, uint64_t feat, bool resume)
 {
-	const struct vop_queue_desc *qd = &d->di.queues[0];
+	struct vop_devq_geom g;
 	struct vop_vq_config cfg;
 	struct vop_vq_stats saved = d->q.vq.stats; /* counters survive restarts */
-	struct vop_vring_used *used = vop_window_ptr(d->w, qd->used_off, vop_vring_used_bytes(qd->size));
-	uint16_t num = qd->size, used_idx, i;
-	bool journal = (feat & (1ull << VOP_F_INFLIGHT)) && qd->pool_size >= vop_inflight_bytes(num);
+	struct vop_vring_used *used;
+	uint16_t num, used_idx, i;
+	bool journal;
 	int rc;
 
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.num = num;
-	cfg.features = feat;
-	cfg.wc_stores = d->w->x->map_kind == VOP_MAP_WC;
-	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
-	cfg.desc = vop_window_ptr(d->w, qd->desc_off, vop_vring_desc_bytes(num));
-	cfg.avail = vop_window_ptr(d->w, qd->avail_off, vop_vring_avail_bytes(num));
-	cfg.used = used;
-	cfg.regions = &d->w->regions;
-	d->q.pool = vop_window_ptr(d->w, qd->pool_off, qd->pool_size);
-	if (!cfg.desc || !cfg.avail || !used || !d->q.pool)
-		return -EPROTO;
-	d->q.pool_off = qd->pool_off;
-	d->q.pool_size = qd->pool_size;
+	/* the window's table entry, or the host's ring (vhost-user) */
+	rc = vop_devq_geom(d->ctx, &d->di, 0, feat, &g);
+	if (rc)
+		return rc;
+	cfg = g.cfg;
+	num = cfg.num;
+	used = cfg.used;
+	journal = (feat & (1ull << VOP_F_INFLIGHT)) && g.journal && g.journal_bytes >= vop_inflight_bytes(num);
+	d->q.pool = g.pool;
+	d->q.pool_off = g.pool_off;
+	d->q.pool_size = g.pool_size;
 	d->q.num = num;
-	d->jh = journal ? (struct vop_inflight_hdr *)(void *)(d->q.pool + qd->pool_size - vop_inflight_bytes(num)) : NULL;
+	d->q.index = 0;
+	d->jh = journal ? (struct vop_inflight_hdr *)g.journal : NULL;
 	d->jd = d->jh ? (struct vop_inflight_desc *)(void *)(d->jh + 1) : NULL;
 	used_idx = vop_read_once_u16(&used->idx);
 	if (d->jh && !resume)
@@ -467,8 +465,11 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat, bool resume)
 		 * the reset we acked; anything else means the driver ran it with
 		 * someone else.
 		 */
-		rc = used_idx != 0 ? vop_vq_init_device_resume(&d->q.vq, &cfg, 0, used_idx) /* don't touch it */
-				   : vop_vq_init_device(&d->q.vq, &cfg);
+		if (g.resume) /* a host's ring: it starts where the front-end says */
+			rc = vop_vq_init_device_resume(&d->q.vq, &cfg, g.last_avail, used_idx);
+		else
+			rc = used_idx != 0 ? vop_vq_init_device_resume(&d->q.vq, &cfg, 0, used_idx) /* don't touch it */
+					   : vop_vq_init_device(&d->q.vq, &cfg);
 		if (rc)
 			return rc;
 		d->q.ready = true;
@@ -479,7 +480,7 @@ static int blk_start(struct vop_blk_device *d, uint64_t feat, bool resume)
 		d->jobs = calloc(num, sizeof(*d->jobs));
 		if (!d->jobs)
 			return -ENOMEM;
-		if (used_idx != 0)
+		if (used_idx != 0 && !g.resume)
 			return vop_vq_fail(&d->q.vq, VOP_VQ_PEER_RESET);
 		if (d->jh) {
 			vop_write_once_u16(&d->jh->num, num);
@@ -611,7 +612,7 @@ static int blk_complete(struct vop_blk_device *d)
 		rc = vop_vq_publish_used(&d->q.vq);
 		if (rc < 0)
 			return rc;
-		vop_devq_notify_if(d->w, rc);
+		vop_devq_notify(d->ctx, &d->q, rc);
 		if (d->jh) {
 			unsigned m;
 
@@ -776,10 +777,10 @@ int vop_blk_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 	pthread_mutex_init(&d->qlock, NULL);
 	pthread_cond_init(&d->cond, NULL);
 	d->pending_tail = &d->pending;
-	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, cfg->find_timeout_ms, &d->di);
+	rc = vop_devctx_find(ctx, dev_id, VOP_VIRTIO_ID_BLK, cfg->find_timeout_ms, &d->di);
 	if (rc)
 		goto fail;
-	if (d->di.device_side != d->w->side || d->di.num_queues < 1) {
+	if (d->di.device_side != vop_devctx_side(ctx) || d->di.num_queues < 1) {
 		rc = -EINVAL;
 		goto fail;
 	}
@@ -846,7 +847,7 @@ int vop_blk_device_create(struct vop_devctx *ctx, uint32_t dev_id,
 	bc.max_write_zeroes_sectors = UINT32_MAX;
 	bc.max_write_zeroes_seg = 256;
 	bc.write_zeroes_may_unmap = 1;
-	vop_dev_config_write(&d->di, &bc, sizeof(bc));
+	vop_devctx_config_write(ctx, &d->di, &bc, sizeof(bc));
 	for (i = 0; i < nt; i++) {
 		rc = -pthread_create(&d->threads[i], NULL, io_main, d);
 		if (rc)
@@ -1263,7 +1264,7 @@ int vop_blk_driver_create(struct vop_devctx *ctx, uint32_t dev_id, uint32_t time
 	pthread_mutex_init(&d->lock, NULL);
 	pthread_cond_init(&d->cond, NULL);
 	pthread_mutex_init(&d->qlock, NULL);
-	rc = vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, timeout_ms, &d->di);
+	rc = d->w ? vop_dev_find_wait(d->w, dev_id, VOP_VIRTIO_ID_BLK, timeout_ms, &d->di) : -EINVAL;
 	if (rc)
 		goto fail;
 	if (d->di.device_side == d->w->side || d->di.num_queues < 1) {

@@ -32,7 +32,9 @@ struct watch {
 };
 
 struct vop_devctx {
-	struct vop_window *w;       /* window (not owned); set at create */
+	struct vop_window *w;       /* window (not owned), or NULL for a host; set at create */
+	const struct vop_devctx_host_ops *host; /* host ops when there is no window; set at create */
+	void *host_arg;
 	int epfd;                   /* epoll set of the watched fds */
 	int efd;                    /* eventfd in epfd: stop signal for the watcher */
 	pthread_mutex_t wlock;      /* protects everything below */
@@ -51,7 +53,8 @@ uint64_t vop_dev_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-int vop_devctx_create(struct vop_window *w, struct vop_devctx **out)
+static int ctx_new(struct vop_window *w, const struct vop_devctx_host_ops *host, void *arg,
+		   struct vop_devctx **out)
 {
 	struct vop_devctx *c = calloc(1, sizeof(*c));
 	struct epoll_event ev = { .events = EPOLLIN, .data = { .fd = -1 } };
@@ -61,6 +64,8 @@ int vop_devctx_create(struct vop_window *w, struct vop_devctx **out)
 	if (!c)
 		return -ENOMEM;
 	c->w = w;
+	c->host = host;
+	c->host_arg = arg;
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (c->epfd < 0 || c->efd < 0 || epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->efd, &ev) < 0) {
@@ -77,6 +82,25 @@ int vop_devctx_create(struct vop_window *w, struct vop_devctx **out)
 	return 0;
 }
 
+int vop_devctx_create(struct vop_window *w, struct vop_devctx **out)
+{
+	return ctx_new(w, NULL, NULL, out);
+}
+
+int vop_devctx_create_host(const struct vop_devctx_host_ops *ops, void *arg, struct vop_devctx **out)
+{
+	if (!ops || !ops->find || !ops->queue || !ops->notify || !ops->wake || !ops->config_write) {
+		*out = NULL;
+		return -EINVAL;
+	}
+	return ctx_new(NULL, ops, arg, out);
+}
+
+unsigned vop_devctx_side(struct vop_devctx *c)
+{
+	return c->w ? c->w->side : 0;
+}
+
 struct vop_window *vop_devctx_window(struct vop_devctx *c)
 {
 	return c->w;
@@ -84,6 +108,10 @@ struct vop_window *vop_devctx_window(struct vop_devctx *c)
 
 void vop_devctx_wake(struct vop_devctx *c)
 {
+	if (c->host) {
+		c->host->wake(c->host_arg);
+		return;
+	}
 	/* Our own worker; the transport's wake orders whatever the caller published before. */
 	vop_window_wake(c->w);
 }
@@ -257,6 +285,7 @@ int vop_devq_init(struct vop_window *w, const struct vop_dev_info *di, unsigned 
 	out->pool_off = qd->pool_off;
 	out->pool_size = qd->pool_size;
 	out->num = qd->size;
+	out->index = (uint16_t)q;
 	out->ready = true;
 	return 0;
 }
@@ -272,6 +301,102 @@ void vop_devq_notify_if(struct vop_window *w, int rc)
 {
 	if (rc > 0)
 		vop_window_notify_peer(w);
+}
+
+int vop_devq_geom(struct vop_devctx *c, const struct vop_dev_info *di, unsigned q, uint64_t features,
+		  struct vop_devq_geom *g)
+{
+	const struct vop_queue_desc *qd;
+	struct vop_window *w = c->w;
+
+	memset(g, 0, sizeof(*g));
+	if (c->host)
+		return c->host->queue(c->host_arg, di, q, features, g);
+	if (q >= di->num_queues || di->queues[q].size == 0)
+		return -EINVAL;
+	qd = &di->queues[q];
+	g->cfg.num = qd->size;
+	g->cfg.features = features;
+	g->cfg.wc_stores = w->x->map_kind == VOP_MAP_WC;
+	/* Offsets validated by vop_devtab_find(); NULL would mean outside the mapping. */
+	g->cfg.desc = vop_window_ptr(w, qd->desc_off, vop_vring_desc_bytes(qd->size));
+	g->cfg.avail = vop_window_ptr(w, qd->avail_off, vop_vring_avail_bytes(qd->size));
+	g->cfg.used = vop_window_ptr(w, qd->used_off, vop_vring_used_bytes(qd->size));
+	g->cfg.regions = &w->regions;
+	g->pool = vop_window_ptr(w, qd->pool_off, qd->pool_size);
+	if (!g->cfg.desc || !g->cfg.avail || !g->cfg.used || !g->pool)
+		return -EPROTO;
+	g->pool_off = qd->pool_off;
+	g->pool_size = qd->pool_size;
+	if ((features >> VOP_F_INFLIGHT & 1) && qd->pool_size >= vop_inflight_bytes(qd->size)) {
+		/* the last bytes of the queue's pool (layout.h) */
+		g->journal_bytes = vop_inflight_bytes(qd->size);
+		g->journal = g->pool + qd->pool_size - g->journal_bytes;
+	}
+	return 0;
+}
+
+int vop_devq_start(struct vop_devctx *c, const struct vop_dev_info *di, unsigned q, uint64_t features,
+		   struct vop_devq *out)
+{
+	struct vop_vq_stats saved = out->vq.stats; /* counters survive restarts */
+	struct vop_devq_geom g;
+	int rc;
+
+	if (!c->host) /* a window: exactly what vop_devq_init() does */
+		rc = vop_devq_init(c->w, di, q, false, features, out);
+	else {
+		memset(out, 0, sizeof(*out));
+		out->vq.stats = saved;
+		rc = vop_devq_geom(c, di, q, features, &g);
+		if (rc)
+			return rc;
+		rc = g.resume ? vop_vq_init_device_resume(&out->vq, &g.cfg, g.last_avail, g.used_idx)
+			      : vop_vq_init_device(&out->vq, &g.cfg);
+		if (rc)
+			return rc;
+		if (saved.c[VOP_VQS_BROKEN])
+			saved.c[VOP_VQS_RESETS]++;
+		saved.c[VOP_VQS_BROKEN] = 0;
+		out->vq.stats = saved;
+		out->pool = g.pool;
+		out->pool_off = g.pool_off;
+		out->pool_size = g.pool_size;
+		out->num = g.cfg.num;
+		out->ready = true;
+	}
+	if (rc == 0)
+		out->index = (uint16_t)q;
+	return rc;
+}
+
+void vop_devq_notify(struct vop_devctx *c, const struct vop_devq *q, int rc)
+{
+	if (rc <= 0)
+		return;
+	if (c->host)
+		c->host->notify(c->host_arg, q->index);
+	else
+		vop_window_notify_peer(c->w);
+}
+
+int vop_devctx_find(struct vop_devctx *c, uint32_t dev_id, uint32_t type, uint32_t timeout_ms,
+		    struct vop_dev_info *out)
+{
+	if (c->host) {
+		int rc = c->host->find(c->host_arg, dev_id, type, out);
+
+		return rc ? rc : (out->device_type == type ? 0 : -EPROTO);
+	}
+	return vop_dev_find_wait(c->w, dev_id, type, timeout_ms, out);
+}
+
+void vop_devctx_config_write(struct vop_devctx *c, struct vop_dev_info *di, const void *cfg, uint32_t len)
+{
+	if (c->host)
+		c->host->config_write(c->host_arg, cfg, len);
+	else
+		vop_dev_config_write(di, cfg, len);
 }
 
 /* ------------------------------------------------------------------ */

@@ -398,7 +398,7 @@ static int dev_tx_flush(struct vop_net *n)
 	for (k = 0; k < n->pend_npop; k++)
 		vop_vq_push(&q->vq, n->chains[k].head, 0);
 	n->pend_cnt = n->pend_off = n->pend_npop = 0;
-	vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
+	vop_devq_notify(n->ctx, q, vop_vq_publish_used(&q->vq));
 	return 1;
 }
 
@@ -524,7 +524,7 @@ static int dev_rx_mrg(struct vop_net *n)
 		pushed = 1;
 	}
 	if (pushed)
-		vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
+		vop_devq_notify(n->ctx, q, vop_vq_publish_used(&q->vq));
 	return pushed;
 }
 
@@ -578,7 +578,7 @@ static int dev_rx(struct vop_net *n)
 		pushed = 1;
 	}
 	if (pushed)
-		vop_devq_notify_if(n->w, vop_vq_publish_used(&q->vq));
+		vop_devq_notify(n->ctx, q, vop_vq_publish_used(&q->vq));
 	return pushed;
 }
 
@@ -587,14 +587,14 @@ static int dev_start(struct vop_net *n)
 	struct vop_net_config_space cs;
 	int rc;
 
-	rc = vop_devq_init(n->w, &n->di, NET_RXQ, false, n->feat, &n->q[NET_RXQ]);
-	rc = rc ? rc : vop_devq_init(n->w, &n->di, NET_TXQ, false, n->feat, &n->q[NET_TXQ]);
+	rc = vop_devq_start(n->ctx, &n->di, NET_RXQ, n->feat, &n->q[NET_RXQ]);
+	rc = rc ? rc : vop_devq_start(n->ctx, &n->di, NET_TXQ, n->feat, &n->q[NET_TXQ]);
 	rc = rc ? rc : (n->dgram ? 0 : tap_offload(n->tap, n->feat, false));
 	if (rc)
 		return rc;
 	memcpy(&cs, n->di.config, sizeof(cs));
 	cs.status = VOP_NET_S_LINK_UP;
-	vop_dev_config_write(&n->di, &cs, sizeof(cs));
+	vop_devctx_config_write(n->ctx, &n->di, &cs, sizeof(cs));
 	n->mrg = (n->feat >> VOP_NET_F_MRG_RXBUF) & 1;
 	/* with guest TSO the TAP may hand us 64 KiB frames; else MTU + Ethernet + VLAN */
 	n->max_frame = (n->feat & ((1ull << VOP_NET_F_GUEST_TSO4) | (1ull << VOP_NET_F_GUEST_TSO6)))
@@ -902,10 +902,10 @@ static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 	n->tap = -1;
 	vop_path_sock_init(&n->lsock);
 	vop_path_sock_init(&n->psock);
-	rc = vop_dev_find_wait(n->w, dev_id, VOP_VIRTIO_ID_NET, c->find_timeout_ms, &n->di);
+	rc = vop_devctx_find(ctx, dev_id, VOP_VIRTIO_ID_NET, c->find_timeout_ms, &n->di);
 	if (rc)
 		goto fail;
-	if ((n->di.device_side == n->w->side) == driver || n->di.num_queues < 2) {
+	if ((n->di.device_side == vop_devctx_side(ctx)) == driver || (driver && !n->w) || n->di.num_queues < 2) {
 		rc = -EINVAL;
 		goto fail;
 	}

@@ -114,6 +114,41 @@ function conformance(backend: Backend): void {
     assert.ok(r3 > before);
   });
 
+  it('runs commits asked for together one after another: each its own revision, a conflict fails only its own', async () => {
+    const { store } = await fresh();
+    const r0 = await store.commit([put('a', 'zero', 0n)]);
+    const w = collect(store, r0);
+    // Asked for in one turn of the event loop: the embedded store runs them in one transaction.
+    const outcomes = await Promise.allSettled([
+      store.commit([put('a', 'one', r0)]),
+      store.commit([put('a', 'stale', r0)]),
+      store.commit([put('b', 'one', 0n)]),
+    ]);
+    const [first, second, third] = outcomes;
+    assert.equal(first?.status, 'fulfilled');
+    assert.equal(second?.status, 'rejected');
+    assert.ok(second?.status === 'rejected' && second.reason instanceof StoreConflictError);
+    assert.equal(third?.status, 'fulfilled');
+    const r1 = first?.status === 'fulfilled' ? first.value : 0n;
+    const r3 = third?.status === 'fulfilled' ? third.value : 0n;
+    assert.ok(r1 > r0 && r3 > r1, `revisions in order: ${r0} < ${r1} < ${r3}`);
+    const all = new Map((await store.loadAll()).map((o) => [o.name, o]));
+    assert.equal(text(all.get('a')?.data ?? bytes('')), 'one', 'the stale commit wrote nothing');
+    assert.equal(all.get('a')?.revision, r1);
+    assert.equal(all.get('b')?.revision, r3);
+    const puts = await until('the watch delivers both commits', () => {
+      const seen = w.batches.flatMap((b) => (b.type === 'events' ? b.events : []));
+      return seen.length >= 2 ? seen : undefined;
+    });
+    w.close();
+    assert.deepEqual(
+      puts.map((e) => [e.type, e.name, e.revision]),
+      [
+        ['put', 'a', r1],
+        ['put', 'b', r3],
+      ],
+    );
+  });
   it('deletes at the expected revision; a deleted object then counts as not existing', async () => {
     const { store } = await fresh();
     const r1 = await store.commit([put('a', 'one')]);

@@ -156,6 +156,29 @@ describe('policy rendering', () => {
     assert.equal(l?.meta?.labels.app, 'x');
   });
 
+  it('a vhost_user template stamps out one endpoint, the host in the device role, with a socket per VM', () => {
+    const p = policy('vu', 'vop.dev/role=vm');
+    const tpl = p.spec?.template;
+    assert.ok(tpl);
+    tpl.transport = {
+      kind: {
+        $case: 'vhostUser',
+        value: { socketPath: '/run/vop/sockets/{node}-net.sock', client: false, socketMode: 0o660, socketGroup: 'kvm' },
+      },
+    };
+    const out = renderPolicy({ policy: p, agents, existing: () => false });
+    assert.deepEqual(
+      out.map((r) => r.name),
+      ['vu-v1'],
+    );
+    const spec = out[0]?.link.spec;
+    assert.deepEqual(spec?.endpoints, [{ agent: 'h1', role: Role.ROLE_DEVICE }]);
+    assert.deepEqual(spec?.transport?.kind, {
+      $case: 'vhostUser',
+      value: { socketPath: '/run/vop/sockets/v1-net.sock', client: false, socketMode: 0o660, socketGroup: 'kvm' },
+    });
+  });
+
   it('selects on agent labels and synthetic labels, for cards and hosts', () => {
     assert.deepEqual(
       renderPolicy({ policy: policy('p', 'gpu=yes'), agents, existing: () => false }).map((r) => r.name),

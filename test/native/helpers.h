@@ -6,7 +6,9 @@
 #ifndef VOP_TEST_HELPERS_H
 #define VOP_TEST_HELPERS_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>

@@ -12,6 +12,7 @@ import type {
   DeviceCountersDto,
   DeviceEndpointsDto,
   PeerState,
+  VhostStatusDto,
   WindowSide,
 } from '../native/native';
 
@@ -137,6 +138,32 @@ export interface DataPlaneWindow {
   close(unlink: boolean): void;
 }
 
+/** A vhost-user device this agent serves (transport vhost_user): one device on one socket. */
+export interface OpenVhostRequest {
+  readonly link: string;
+  readonly socketPath: string;
+  /** The directory socketPath must lie in (server: the agent's socket directory; client: an allowed one). */
+  readonly root: string;
+  readonly server: boolean;
+  readonly socketMode: number;
+  readonly socketGid: number;
+  readonly reconnectMs: number;
+  readonly maxQueueSize: number;
+  readonly allowUnsealed: boolean;
+  /** The device as a link's device role describes it, or null for the counting sink. */
+  readonly device: DeviceConfigDto | null;
+}
+
+export interface DataPlaneVhost {
+  status(): VhostStatusDto;
+  /** Counters per virtqueue. */
+  counters(): QueueCounters[];
+  deviceCounters(): DeviceCountersDto | null;
+  endpoints(): { tap: string | null; netns: string | null };
+  /** Ends the connection, stops the backend, removes a server socket. Idempotent. */
+  close(): void;
+}
+
 export interface DataPlane {
   /** False when the native addon could not be loaded; open() then throws NATIVE_UNAVAILABLE. */
   readonly available: boolean;
@@ -154,4 +181,9 @@ export interface DataPlane {
    * replaces the file when the engine cannot adopt it).
    */
   open(req: OpenWindowRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow;
+  /**
+   * Serves one device over vhost-user (binds or resolves the socket beneath req.root).
+   * Absent where the data plane has none (test doubles): such links fail with a clear reason.
+   */
+  openVhost?(req: OpenVhostRequest): DataPlaneVhost;
 }

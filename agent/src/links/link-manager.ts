@@ -24,6 +24,7 @@ import type { DataPlane } from './data-plane';
 import { deviceKindName, roleName, type BackendRegistry } from '../backends/device-backend';
 import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
 import { LinkRuntime } from './link-runtime';
+import { VhostUserRuntime, type VhostUserOptions } from './vhost-user-runtime';
 import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
@@ -40,6 +41,15 @@ export interface LinkManagerDeps {
   readonly log: Logger;
   /** Links, devices, window and queue sizes this agent accepts (lib/src/limits.ts); default DEFAULT_LIMITS. */
   readonly limits?: Pick<Limits, 'maxLinksPerAgent' | 'maxDevicesPerLink' | 'maxWindowBytes' | 'maxQueueSize'>;
+  /** vhost_user links (agent config vhostUser); default: sealed memory only, rings up to 1024. */
+  readonly vhostUser?: VhostUserOptions;
+}
+
+/** A link's runtime: a window between two agents, or a vhost-user device served to a local front-end. */
+export type AnyLinkRuntime = LinkRuntime | VhostUserRuntime;
+
+function isVhostUser(link: Link): boolean {
+  return link.spec?.transport?.kind?.$case === 'vhostUser';
 }
 
 function ownerName(owner: LinkOwner): string {
@@ -47,11 +57,11 @@ function ownerName(owner: LinkOwner): string {
 }
 
 export class LinkManager implements LinkManagerApi {
-  private readonly links = new Map<string, LinkRuntime>();
+  private readonly links = new Map<string, AnyLinkRuntime>();
   /** Links that could not be restored: listed, no data plane; apply or delete clears them. */
   private readonly quarantined = new Map<string, QuarantinedLink>();
   private readonly listeners = new Set<(c: LinkChange) => void>();
-  private readonly dirty = new Set<LinkRuntime>();
+  private readonly dirty = new Set<AnyLinkRuntime>();
   private flushQueued = false;
   /**
    * Last resource_version handed out. Versions are at least the wall clock in
@@ -73,8 +83,17 @@ export class LinkManager implements LinkManagerApi {
     return this.rv.toString();
   }
 
-  private newRuntime(link: Link): LinkRuntime {
+  private newRuntime(link: Link): AnyLinkRuntime {
     const name = link.meta?.name ?? '';
+    if (isVhostUser(link))
+      return new VhostUserRuntime(link, {
+        dataPlane: this.deps.dataPlane,
+        paths: this.deps.paths,
+        options: this.deps.vhostUser ?? { allowUnsealedMemory: false, maxQueueSize: 1024 },
+        log: this.log.child({ link: name, transport: 'vhost_user' }),
+        onStatus: (rt) => this.markDirty(rt),
+        onEvent: (e) => this.emitEvent(e),
+      });
     return new LinkRuntime(link, {
       dataPlane: this.deps.dataPlane,
       backends: this.deps.backends,
@@ -269,6 +288,12 @@ export class LinkManager implements LinkManagerApi {
     }
     this.quarantined.delete(name);
     let rt = existing;
+    if (rt && rt instanceof VhostUserRuntime !== isVhostUser(desired)) {
+      // a window link became a vhost-user link or back: a new runtime of the other kind
+      rt.terminate();
+      this.links.delete(name);
+      rt = undefined;
+    }
     if (rt) rt.update(desired);
     else {
       rt = this.newRuntime(desired);
@@ -390,11 +415,11 @@ export class LinkManager implements LinkManagerApi {
   }
 
   /** Runtimes for metrics and console attach (not part of LinkManagerApi). */
-  runtime(name: string): LinkRuntime | undefined {
+  runtime(name: string): AnyLinkRuntime | undefined {
     return this.links.get(name);
   }
 
-  runtimes(): LinkRuntime[] {
+  runtimes(): AnyLinkRuntime[] {
     return [...this.links.values()];
   }
 
@@ -423,7 +448,7 @@ export class LinkManager implements LinkManagerApi {
   }
 
   /** Status changes are coalesced per link and published once per turn. */
-  private markDirty(rt: LinkRuntime): void {
+  private markDirty(rt: AnyLinkRuntime): void {
     this.dirty.add(rt);
     if (this.flushQueued) return;
     this.flushQueued = true;

@@ -19,7 +19,7 @@ import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { HostPaths } from '../config';
 
 /** Kinds of host paths, each with its own root. */
-export type HostPathKind = 'disk' | 'socket' | 'log' | 'pty';
+export type HostPathKind = 'disk' | 'socket' | 'log' | 'pty' | 'vhost-client';
 
 /** Longest socket file name: the native layer binds through /proc/self/fd/<dirfd>/<name> (sun_path). */
 export const MAX_SOCKET_NAME_BYTES = 80;
@@ -42,6 +42,7 @@ const KIND_TEXT: Record<HostPathKind, string> = {
   socket: 'sockets',
   log: 'console logs',
   pty: 'pty links',
+  'vhost-client': 'vhost-user client sockets',
 };
 
 const KIND_KEY: Record<HostPathKind, string> = {
@@ -49,6 +50,7 @@ const KIND_KEY: Record<HostPathKind, string> = {
   socket: 'hostPaths.socketDir',
   log: 'hostPaths.logDir',
   pty: 'hostPaths.ptyDir',
+  'vhost-client': 'hostPaths.vhostUserClientDirs',
 };
 
 /** True when p is strictly inside dir (dir "/" contains every other absolute path). */
@@ -82,6 +84,8 @@ export class HostPathPolicy {
         return [this.paths.logDir];
       case 'pty':
         return [this.paths.ptyDir];
+      case 'vhost-client':
+        return this.paths.vhostUserClientDirs ?? [];
     }
   }
 
@@ -116,6 +120,10 @@ export class HostPathPolicy {
     const add = (f: string, kind: HostPathKind, p: string, peer = false): void => {
       if (p !== '') out.push({ field: f, kind, path: p, peer });
     };
+    const t = spec.transport?.kind;
+    if (t?.$case === 'vhostUser')
+      // server: created in the socket directory; client: the front-end's, in an allowed directory
+      add(`${field}.transport.vhost_user.socket_path`, t.value.client ? 'vhost-client' : 'socket', t.value.socketPath);
     spec.devices.forEach((d, i) => {
       const f = `${field}.devices[${i}]`;
       const k = d.kind;
@@ -177,7 +185,10 @@ export class HostPathPolicy {
         );
         continue;
       }
-      if (u.kind === 'socket' && Buffer.byteLength(path.basename(u.path)) > MAX_SOCKET_NAME_BYTES)
+      if (
+        (u.kind === 'socket' || u.kind === 'vhost-client') &&
+        Buffer.byteLength(path.basename(u.path)) > MAX_SOCKET_NAME_BYTES
+      )
         v.add(u.field, `socket file name "${path.basename(u.path)}" is longer than ${MAX_SOCKET_NAME_BYTES} bytes`);
     }
   }
@@ -253,6 +264,7 @@ export class HostPathPolicy {
         if (!st.isFile()) return `is a ${kindOf(st)}; console logs are written only to regular files`;
         return st.nlink > 1 ? 'has other hard links' : null;
       case 'socket':
+      case 'vhost-client':
         return st.isSocket()
           ? null
           : `is a ${kindOf(st)}, not a socket; it is left alone (remove it or choose another path)`;

@@ -19,6 +19,8 @@ import type {
   DataPlaneEvent,
   DataPlaneWindow,
   LinkDevice,
+  DataPlaneVhost,
+  OpenVhostRequest,
   OpenWindowRequest,
   PeerView,
   QueueCounters,
@@ -33,6 +35,9 @@ import type {
   DeviceEndpointsDto,
   LinkEventDto,
   LinkHandle,
+  QueueStatsDto,
+  VhostHandle,
+  VhostStatusDto,
   WindowSide,
   WorkerOptionsDto,
 } from './native';
@@ -345,6 +350,65 @@ class LinkWindow implements DataPlaneWindow {
   }
 }
 
+/** A per-queue counter block as the link manager shows it. */
+function queueCounters(index: number, size: number, q: QueueStatsDto): QueueCounters {
+  return {
+    index,
+    size,
+    buffers: q.buffers,
+    bytes: q.bytes,
+    notificationsSent: q.notificationsSent,
+    notificationsSuppressed: q.notificationsSuppressed,
+    wakeups: q.wakeups,
+    pollNs: q.pollNs,
+    sleepNs: q.sleepNs,
+    errors: new Map(Object.entries(q.errorsByReason)),
+    broken: q.broken ?? '',
+  };
+}
+
+/** One vhost-user device: a native handle (socket, control and worker threads, the backend). */
+class VhostDevice implements DataPlaneVhost {
+  private handle: VhostHandle | null;
+
+  constructor(
+    private readonly native: NativeModule,
+    handle: VhostHandle,
+  ) {
+    this.handle = handle;
+  }
+
+  private h(): VhostHandle {
+    if (this.handle === null) throw new NativeError('vhost-user device is closed', 'EBADF', 9);
+    return this.handle;
+  }
+
+  status(): VhostStatusDto {
+    return this.native.vhostStatus(this.h());
+  }
+
+  counters(): QueueCounters[] {
+    const h = this.h();
+    const n = this.native.vhostStatus(h).queues;
+    return Array.from({ length: n }, (_, i) => queueCounters(i, 0, this.native.vhostQueueStats(h, i)));
+  }
+
+  deviceCounters(): DeviceCountersDto | null {
+    return this.native.vhostCounters(this.h());
+  }
+
+  endpoints(): { tap: string | null; netns: string | null } {
+    return this.native.vhostEndpoints(this.h());
+  }
+
+  close(): void {
+    if (this.handle === null) return;
+    const h = this.handle;
+    this.handle = null;
+    this.native.vhostClose(h);
+  }
+}
+
 /** Rounds a requested window size up to whole pages (at least 64 KiB). */
 export function windowBytes(requested: number): number {
   return Math.max(65536, Math.ceil(requested / PAGE) * PAGE);
@@ -404,6 +468,26 @@ export class NativeDataPlane implements DataPlane {
       throw err;
     }
     return w;
+  }
+
+  openVhost(req: OpenVhostRequest): DataPlaneVhost {
+    if (req.device) checkDeviceConfig(req.device, this.constants, 'device');
+    const h = this.native.vhostOpen(
+      {
+        socketPath: req.socketPath,
+        root: req.root,
+        server: req.server,
+        socketMode: req.socketMode,
+        socketGid: req.socketGid,
+        reconnectMs: req.reconnectMs,
+        maxQueueSize: req.maxQueueSize,
+        maxMemBytes: 0n,
+        allowUnsealed: req.allowUnsealed,
+        spinNs: BigInt(this.worker.spinNs),
+      },
+      req.device,
+    );
+    return new VhostDevice(this.native, h);
   }
 }
 

@@ -367,6 +367,56 @@ export interface ConsoleReadDto {
   lost: bigint;
 }
 
+/** An open vhost-user device (vhostOpen); closed by vhostClose or when collected. */
+export interface VhostHandle {
+  readonly __brand: 'vop.VhostHandle';
+}
+
+/** vhostOpen's socket and limits (vop/vhost_user.h struct vop_vhu_config). */
+export interface VhostOpenDto {
+  /** The socket, absolute. */
+  socketPath: string;
+  /** The directory socketPath must lie in (bound / resolved beneath it); null: its own directory. */
+  root: string | null;
+  /** We listen (the front-end connects) or connect to the front-end's socket. */
+  server: boolean;
+  /** Server: mode of the socket file (0: 0600). */
+  socketMode: number;
+  /** Server: group of the socket file (-1: ours). */
+  socketGid: number;
+  /** Client: retry period while the front-end is away (0: 1000 ms). */
+  reconnectMs: number;
+  /** Largest ring accepted (0: 32768). */
+  maxQueueSize: number;
+  /** Bound on the guest memory mapped (0n: 64 GiB). */
+  maxMemBytes: bigint;
+  /** Accept memory the front-end could shrink (DPDK without hugepages): off unless configured. */
+  allowUnsealed: boolean;
+  spinNs: bigint;
+}
+
+export interface VhostStatusDto {
+  connected: boolean;
+  running: boolean;
+  failed: boolean;
+  features: bigint;
+  protocolFeatures: bigint;
+  connections: bigint;
+  disconnects: bigint;
+  protocolErrors: bigint;
+  messages: bigint;
+  starts: bigint;
+  memBytes: bigint;
+  regions: number;
+  /** Request of the last protocol error ("SET_MEM_TABLE"), null if none. */
+  lastRequest: string | null;
+  lastError: number;
+  /** The rule it broke, null if none. */
+  lastWhy: string | null;
+  /** The device's virtqueues. */
+  queues: number;
+}
+
 export declare function version(): string;
 export declare function setErrorClass(ctor: new (message: string, code: string, errno: number) => Error): void;
 export declare function constants(): ConstantsDto;
@@ -401,3 +451,10 @@ export declare function deviceEndpoints(h: LinkHandle, devId: number): DeviceEnd
 /** Console stream of a console backend: reader 0..3. */
 export declare function consoleRead(h: LinkHandle, devId: number, reader: number, maxBytes: number): ConsoleReadDto;
 export declare function consoleWrite(h: LinkHandle, devId: number, data: Uint8Array): number;
+/** A vhost-user device: a net or blk device config in the device role, or null for the counting sink. */
+export declare function vhostOpen(opts: VhostOpenDto, device: DeviceConfigDto | null): VhostHandle;
+export declare function vhostClose(h: VhostHandle): void;
+export declare function vhostStatus(h: VhostHandle): VhostStatusDto;
+export declare function vhostQueueStats(h: VhostHandle, queue: number): QueueStatsDto;
+export declare function vhostCounters(h: VhostHandle): DeviceCountersDto | null;
+export declare function vhostEndpoints(h: VhostHandle): { tap: string | null; netns: string | null };

@@ -34,6 +34,8 @@ export class PolicyPass {
     }
     let conflicts = 0;
     let overLimit = 0;
+    /** New links per agent planned in this pass, not yet in FleetState's index. */
+    const pendingNew = new Map<string, number>();
     const max = this.limits.maxLinksPerAgent;
     // Every write of the pass goes to the store in as few commits as it takes (ObjectCache.commitMany).
     const ops: StoreOp[] = [];
@@ -44,12 +46,14 @@ export class PolicyPass {
         conflicts++;
         continue;
       }
+      const agentsOf = (l.spec?.endpoints ?? []).map((ep) => ep.agent);
       // A new link on an agent that already holds maxLinksPerAgent links is not stamped.
-      if (!cur && (l.spec?.endpoints ?? []).some((ep) => this.fleet.linksOf(ep.agent).size >= max)) {
+      if (!cur && agentsOf.some((a) => this.fleet.linksOf(a).size + (pendingNew.get(a) ?? 0) >= max)) {
         overLimit++;
         want.delete(ln);
         continue;
       }
+      if (!cur) for (const a of agentsOf) pendingNew.set(a, (pendingNew.get(a) ?? 0) + 1);
       const plan = this.cache.planLink(l, '', now);
       if (plan) ops.push(plan.op);
     }

@@ -3,6 +3,9 @@
  * stamps out. Pairing rule: a card (role card or vm) pairs with the host whose node
  * name equals the card's identity.host_node, both matching the policy's selectors.
  * Link name: "<policy>-<card>", a DNS label (truncated + hashed when longer than 63).
+ * A template of transport vhost_user stamps out a link with ONE endpoint, the host in the device
+ * role (it serves the VM's QEMU over vhost-user); "{node}" in its socket_path becomes the card's
+ * (VM's) node name, so each VM gets its own socket.
  */
 import { createHash } from 'node:crypto';
 
@@ -35,6 +38,33 @@ export interface RenderInput {
   readonly agents: ReadonlyMap<string, { readonly agent: Agent; readonly labels: Record<string, string> }>;
   /** Links that exist now (a cordoned agent keeps its existing links, gets no new ones). */
   readonly existing: (name: string) => boolean;
+}
+
+/** The spec of one stamped-out link: two endpoints, or the host alone for vhost_user. */
+function renderSpec(
+  tpl: NonNullable<NonNullable<LinkPolicy['spec']>['template']>,
+  host: string,
+  card: string,
+  hostRole: Role,
+  cardRole: Role,
+): NonNullable<Link['spec']> {
+  const t = tpl.transport?.kind;
+  if (t?.$case === 'vhostUser')
+    return {
+      endpoints: [{ agent: host, role: Role.ROLE_DEVICE }],
+      transport: {
+        kind: { $case: 'vhostUser', value: { ...t.value, socketPath: t.value.socketPath.replaceAll('{node}', card) } },
+      },
+      devices: tpl.devices,
+    };
+  return {
+    endpoints: [
+      { agent: host, role: hostRole },
+      { agent: card, role: cardRole },
+    ],
+    transport: tpl.transport,
+    devices: tpl.devices,
+  };
 }
 
 export function renderPolicy(input: RenderInput): RenderedLink[] {
@@ -79,14 +109,7 @@ export function renderPolicy(input: RenderInput): RenderedLink[] {
           updateTime: undefined,
           managedBy: managedByPolicy(name),
         },
-        spec: {
-          endpoints: [
-            { agent: id.hostNode, role: hostRole },
-            { agent: cardName, role: cardRole },
-          ],
-          transport: tpl.transport,
-          devices: tpl.devices,
-        },
+        spec: renderSpec(tpl, id.hostNode, cardName, hostRole, cardRole),
         status: undefined,
       },
     });

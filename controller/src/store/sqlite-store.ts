@@ -1,7 +1,8 @@
 /**
  * Embedded backend of the desired-state store: better-sqlite3 in WAL mode with
- * synchronous=FULL, one file in the state directory. Synchronous under the hood, so a commit is one transaction and
- * the CAS check runs inside it.
+ * synchronous=FULL, one file in the state directory. Each commit is its own revision with its CAS check, run in a
+ * savepoint; the commits asked for in one turn of the event loop share one SQLite transaction and so one fsync
+ * (group commit), and none resolves before that transaction is durable.
  *
  * One process owns the file, so the watch is in memory: the recent commits' events are
  * kept (HISTORY_EVENTS, HISTORY_BYTES), a watch from before them resyncs, and leader election is the
@@ -18,6 +19,7 @@ import {
   isDesiredKind,
   StoreConflictError,
   StoreFencedError,
+  StoreUnavailableError,
   type CommitOptions,
   type DesiredStateStore,
   type ObjectKind,
@@ -56,6 +58,15 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('revision', 0), ('schema', 1);
 INSERT OR IGNORE INTO meta (key, value) SELECT 'generation', value FROM meta WHERE key = 'revision';
 `;
 
+/** A commit waiting for the next group transaction. */
+interface PendingCommit {
+  readonly ops: readonly StoreOp[];
+  readonly options: CommitOptions;
+  readonly resolve: (rev: bigint) => void;
+  readonly reject: (err: unknown) => void;
+  outcome?: { ok: true; rev: bigint; events: StoreEvent[] } | { ok: false; err: unknown };
+}
+
 interface Watcher {
   readonly handlers: WatchHandlers;
   closed: boolean;
@@ -76,6 +87,10 @@ export class SqliteStore implements DesiredStateStore {
   private readonly stmtDelete: Database.Statement<[string, string]>;
   private readonly stmtSetMeta: Database.Statement<[bigint, string]>;
   private readonly txn: (ops: readonly StoreOp[]) => { rev: bigint; gen: bigint };
+  private readonly groupTxn: (group: readonly PendingCommit[]) => void;
+  private pending: PendingCommit[] = [];
+  private flushScheduled = false;
+  private closed = false;
   private readonly election = new LocalElection();
   private readonly watchers = new Set<Watcher>();
   /** Events after `historyFrom` (every one of them), oldest first. */
@@ -127,6 +142,29 @@ export class SqliteStore implements DesiredStateStore {
       }
       return { rev: next, gen };
     });
+    // Nested transaction functions run as savepoints: a conflict undoes only its own commit.
+    this.groupTxn = this.db.transaction((group: readonly PendingCommit[]): void => {
+      for (const c of group) {
+        if (c.options.fence && !this.election.holds(c.options.fence)) {
+          c.outcome = { ok: false, err: new StoreFencedError(c.options.fence) };
+          continue;
+        }
+        try {
+          const { rev, gen } = this.txn(c.ops);
+          this.rev = rev;
+          this.gen = gen;
+          const events: StoreEvent[] = c.ops.map((op) =>
+            op.op === 'put'
+              ? { type: 'put', kind: op.kind, name: op.name, revision: rev, data: op.data }
+              : { type: 'delete', kind: op.kind, name: op.name, revision: rev },
+          );
+          c.outcome = { ok: true, rev, events };
+        } catch (err) {
+          if (!(err instanceof StoreConflictError)) throw err;
+          c.outcome = { ok: false, err };
+        }
+      }
+    });
   }
 
   async loadAll(): Promise<StoredObject[]> {
@@ -146,20 +184,47 @@ export class SqliteStore implements DesiredStateStore {
     return rows.map((r) => ({ kind: r.kind as ObjectKind, name: r.name, revision: r.revision, data: r.data }));
   }
 
-  async commit(ops: readonly StoreOp[], options: CommitOptions = {}): Promise<bigint> {
-    if (options.fence && !this.election.holds(options.fence)) throw new StoreFencedError(options.fence);
-    const { rev, gen } = this.txn(ops);
-    this.rev = rev;
-    this.gen = gen;
-    const events: StoreEvent[] = ops.map((op) =>
-      op.op === 'put'
-        ? { type: 'put', kind: op.kind, name: op.name, revision: rev, data: op.data }
-        : { type: 'delete', kind: op.kind, name: op.name, revision: rev },
-    );
-    this.remember(events);
-    const batch: WatchBatch = { type: 'events', revision: rev, identity: this.identity(), events };
-    for (const w of this.watchers) this.deliver(w, batch);
-    return rev;
+  commit(ops: readonly StoreOp[], options: CommitOptions = {}): Promise<bigint> {
+    if (this.closed) return Promise.reject(new StoreUnavailableError('the store is closed', false));
+    return new Promise<bigint>((resolve, reject) => {
+      this.pending.push({ ops, options, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  /** Runs every pending commit in one transaction (one fsync), then settles them and feeds the watches in order. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const group = this.pending;
+    this.pending = [];
+    if (group.length === 0) return;
+    const before = { rev: this.rev, gen: this.gen };
+    try {
+      this.groupTxn(group);
+    } catch (err) {
+      // The transaction as a whole failed (I/O, disk full): nothing of the group was written.
+      this.rev = before.rev;
+      this.gen = before.gen;
+      const failure = new StoreUnavailableError(`sqlite commit failed: ${(err as Error).message}`, false, {
+        cause: err,
+      });
+      for (const c of group) c.reject(failure);
+      return;
+    }
+    for (const c of group) {
+      const o = c.outcome;
+      if (o === undefined || !o.ok) {
+        c.reject(o?.err ?? new Error('commit not run'));
+        continue;
+      }
+      this.remember(o.events);
+      const batch: WatchBatch = { type: 'events', revision: o.rev, identity: this.identity(), events: o.events };
+      for (const w of this.watchers) this.deliver(w, batch);
+      c.resolve(o.rev);
+    }
   }
 
   private remember(events: readonly StoreEvent[]): void {
@@ -239,6 +304,8 @@ export class SqliteStore implements DesiredStateStore {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    this.flush();
     for (const w of this.watchers) w.closed = true;
     this.watchers.clear();
     this.db.close();

@@ -113,7 +113,18 @@ struct vop_devback;
 int vop_devback_open(struct vop_devctx *ctx, struct vop_link *l, const struct vop_devback_config *cfg,
 		     struct vop_devback **out, const char **err);
 
-/* Detach from l (stopping the backend), stop NBD, close surfaces, free. NULL ok. */
+/*
+ * With l NULL (device role only) the backend is created but served by no
+ * link: a host that is not a window (vhost-user, vop/vhost_user.h) serves
+ * it through the ops vop_devback_serve() gives, on a context made with
+ * vop_devctx_create_host().
+ */
+void vop_devback_serve(struct vop_devback *b, const struct vop_devback_ops **ops, void **obj);
+
+/*
+ * Detach from l (stopping the backend), stop NBD, close surfaces, free. NULL
+ * ok. With l NULL the host has stopped the backend already.
+ */
 void vop_devback_close(struct vop_link *l, struct vop_devback *b);
 
 uint32_t vop_devback_id(const struct vop_devback *b);

@@ -78,8 +78,84 @@ struct vop_devq {
 	uint64_t pool_off; /* its peer address (window offset) */
 	uint64_t pool_size; /* bytes */
 	uint16_t num;      /* ring size */
+	uint16_t index;    /* queue index in its device (vop_devq_notify) */
 	bool ready;        /* initialised */
 };
+
+/*
+ * Where the device side of queue q finds its ring and how it starts on it:
+ * the window's table entry (shm, pci-bar), or a host that is not a window
+ * (vhost-user: the front-end's rings in its own memory).
+ */
+struct vop_devq_geom {
+	struct vop_vq_config cfg; /* num, features, desc/avail/used pointers, region table */
+	/*
+	 * resume: start at last_avail with used_idx published, without touching
+	 * the device area (the front-end owns the ring's history); otherwise
+	 * the device area is ours to zero (a window after the reset handshake).
+	 */
+	bool resume;
+	uint16_t last_avail, used_idx;
+	uint8_t *pool;            /* window: the driver's buffer pool (NULL on a host) */
+	uint64_t pool_off, pool_size;
+	void *journal;            /* VOP_F_INFLIGHT journal area of this queue, or NULL */
+	uint64_t journal_bytes;
+};
+
+/*
+ * A device context whose device does not live in a window. The backends of
+ * native/devices reach their queues, the peer's notification, config space
+ * and their own worker only through the context, so the same backends serve
+ * a window and such a host. Device role only.
+ */
+struct vop_devctx_host_ops {
+	/* the device's entry (features offered, queues, initial config); 0 or -errno */
+	int (*find)(void *arg, uint32_t dev_id, uint32_t type, struct vop_dev_info *out);
+	/* geometry of queue q for the negotiated features; 0 or -errno */
+	int (*queue)(void *arg, const struct vop_dev_info *di, unsigned q, uint64_t features,
+		     struct vop_devq_geom *g);
+	/* the driver must be told queue q has used buffers (any thread) */
+	void (*notify)(void *arg, unsigned q);
+	/* run the worker that serves the backend soon (any thread) */
+	void (*wake)(void *arg);
+	/* the device's config space changed: bytes [0, len) */
+	void (*config_write)(void *arg, const void *cfg, uint32_t len);
+};
+
+/* vop_devctx_create_host - a context served by host ops (arg is theirs). 0 or -errno. */
+int vop_devctx_create_host(const struct vop_devctx_host_ops *ops, void *arg, struct vop_devctx **out);
+
+/* The side the context serves (the window's side; 0 for a host). */
+unsigned vop_devctx_side(struct vop_devctx *c);
+
+/*
+ * vop_devctx_find - the device entry of dev_id: vop_dev_find_wait() on a
+ * window, the host's entry otherwise. Same returns.
+ */
+int vop_devctx_find(struct vop_devctx *c, uint32_t dev_id, uint32_t type, uint32_t timeout_ms,
+		    struct vop_dev_info *out);
+
+/*
+ * vop_devq_geom - where queue q of di is (window: the validated table
+ * entry; journal = the last vop_inflight_bytes() of its pool when
+ * VOP_F_INFLIGHT is negotiated and the pool holds it). 0, -EINVAL, -EPROTO.
+ */
+int vop_devq_geom(struct vop_devctx *c, const struct vop_dev_info *di, unsigned q, uint64_t features,
+		  struct vop_devq_geom *g);
+
+/*
+ * vop_devq_start - device role: set up queue q from its geometry (zeroed
+ * device area on a window, resumed where the front-end left it on a host).
+ * Counters survive as with vop_devq_init(). 0 or -errno.
+ */
+int vop_devq_start(struct vop_devctx *c, const struct vop_dev_info *di, unsigned q, uint64_t features,
+		   struct vop_devq *out);
+
+/* After a publish that returned rc: notify the driver of q when rc > 0 (window or host). */
+void vop_devq_notify(struct vop_devctx *c, const struct vop_devq *q, int rc);
+
+/* Device role: write config bytes [0, len) (vop_dev_config_write on a window). */
+void vop_devctx_config_write(struct vop_devctx *c, struct vop_dev_info *di, const void *cfg, uint32_t len);
 
 /*
  * vop_devq_init - set up queue q of device di for our role with the

@@ -159,9 +159,10 @@ struct vop_devback_ops {
 	/* queue - ring state of queue q (counters stay valid across restarts), NULL if q is out of range. */
 	struct vop_vq *(*queue)(void *dev, unsigned q);
 	/*
-	 * wants_prefault - whether the link should make the device's rings and
-	 * pools resident ahead of traffic (an idle stand-in never touches its
-	 * pools). Control thread. NULL = yes.
+	 * wants_prefault - whether the link should make the device's buffer
+	 * pools resident ahead of traffic (rings always are). Control thread.
+	 * NULL = no: pool pages fault in as traffic first reaches them, so an
+	 * idle link holds only its rings.
 	 */
 	bool (*wants_prefault)(void *dev);
 	/*

@@ -621,9 +621,30 @@ export interface StreamTransport {
   address: string;
 }
 
-/** The device side served to a stock virtio driver over vhost-user. */
+/**
+ * The device side served to a stock virtio driver over vhost-user (QEMU, DPDK virtio-user).
+ * Such a link has ONE endpoint, in ROLE_DEVICE, and one net or blk device; its driver is the
+ * front-end on the socket.
+ */
 export interface VhostUserTransport {
+  /**
+   * Absolute. Server mode: it must lie in the agent's socket directory, where the agent creates
+   * it. Client mode: it must lie in a directory the agent's config allows (vhostUser.clientDirs).
+   */
   socketPath: string;
+  /**
+   * False (server mode): the agent listens and the front-end connects (QEMU's -chardev socket
+   * without server=on; add reconnect=1 so QEMU survives an agent restart). True: the front-end
+   * listens (QEMU's server=on) and the agent connects, and reconnects while it is away.
+   */
+  client: boolean;
+  /**
+   * Server mode: permission bits of the socket file, at most 0770; 0 means 0600. 0660 with
+   * socket_group lets a front-end of another user in that group (as libvirt runs QEMU) connect.
+   */
+  socketMode: number;
+  /** Server mode: group of the socket file (a name or a number); empty: the agent's own group. */
+  socketGroup: string;
 }
 
 /** How the two endpoints share memory and ring doorbells. */
@@ -2026,13 +2047,22 @@ export const StreamTransport: MessageFns<StreamTransport> = {
 };
 
 function createBaseVhostUserTransport(): VhostUserTransport {
-  return { socketPath: "" };
+  return { socketPath: "", client: false, socketMode: 0, socketGroup: "" };
 }
 
 export const VhostUserTransport: MessageFns<VhostUserTransport> = {
   encode(message: VhostUserTransport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.socketPath !== "") {
       writer.uint32(10).string(message.socketPath);
+    }
+    if (message.client !== false) {
+      writer.uint32(960).bool(message.client);
+    }
+    if (message.socketMode !== 0) {
+      writer.uint32(968).uint32(message.socketMode);
+    }
+    if (message.socketGroup !== "") {
+      writer.uint32(978).string(message.socketGroup);
     }
     return writer;
   },
@@ -2058,6 +2088,30 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
             message.socketPath = reader.string();
             continue;
           }
+          case 120: {
+            if (tag !== 960) {
+              break;
+            }
+
+            message.client = reader.bool();
+            continue;
+          }
+          case 121: {
+            if (tag !== 968) {
+              break;
+            }
+
+            message.socketMode = reader.uint32();
+            continue;
+          }
+          case 122: {
+            if (tag !== 978) {
+              break;
+            }
+
+            message.socketGroup = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2077,6 +2131,17 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
         : isSet(object.socket_path)
         ? globalThis.String(object.socket_path)
         : "",
+      client: isSet(object.client) ? globalThis.Boolean(object.client) : false,
+      socketMode: isSet(object.socketMode)
+        ? globalThis.Number(object.socketMode)
+        : isSet(object.socket_mode)
+        ? globalThis.Number(object.socket_mode)
+        : 0,
+      socketGroup: isSet(object.socketGroup)
+        ? globalThis.String(object.socketGroup)
+        : isSet(object.socket_group)
+        ? globalThis.String(object.socket_group)
+        : "",
     };
   },
 
@@ -2084,6 +2149,15 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     const obj: any = {};
     if (message.socketPath !== "") {
       obj.socketPath = message.socketPath;
+    }
+    if (message.client !== false) {
+      obj.client = message.client;
+    }
+    if (message.socketMode !== 0) {
+      obj.socketMode = Math.round(message.socketMode);
+    }
+    if (message.socketGroup !== "") {
+      obj.socketGroup = message.socketGroup;
     }
     return obj;
   },
@@ -2094,6 +2168,9 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
   fromPartial<I extends Exact<DeepPartial<VhostUserTransport>, I>>(object: I): VhostUserTransport {
     const message = createBaseVhostUserTransport();
     message.socketPath = object.socketPath ?? "";
+    message.client = object.client ?? false;
+    message.socketMode = object.socketMode ?? 0;
+    message.socketGroup = object.socketGroup ?? "";
     return message;
   },
 };

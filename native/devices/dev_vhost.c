@@ -1,0 +1,231 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * A vhost-user device: the vhost-user back-end (core/vhost_user.c) hosting
+ * one device backend through a host device context. Contract in
+ * vop/dev_vhost.h.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vop/dev_sink.h"
+#include "vop/dev_vhost.h"
+
+struct vop_vhost {
+	enum vop_vhost_kind kind;
+	struct vop_vhu *vhu;
+	struct vop_devctx *ctx;
+	struct vop_devback *b;   /* NET, BLK */
+	struct vop_sink *sink;   /* SINK */
+	struct vop_dev_info di;  /* the entry the backend finds (read-only after open) */
+};
+
+/* ---- host ops of the device context ---- */
+
+static int h_find(void *arg, uint32_t dev_id, uint32_t type, struct vop_dev_info *out)
+{
+	struct vop_vhost *h = arg;
+
+	if (dev_id != h->di.dev_id)
+		return -ENOENT;
+	*out = h->di;
+	return type == h->di.device_type ? 0 : -EPROTO;
+}
+
+static int h_queue(void *arg, const struct vop_dev_info *di, unsigned q, uint64_t features,
+		   struct vop_devq_geom *g)
+{
+	struct vop_vhost *h = arg;
+	struct vop_vhu_qstart st;
+	int rc;
+
+	(void)di;
+	rc = vop_vhu_queue(h->vhu, q, features, &g->cfg, &st);
+	if (rc)
+		return rc;
+	g->resume = true; /* the front-end owns the ring's history */
+	g->last_avail = st.last_avail;
+	g->used_idx = st.used_idx;
+	g->journal = st.journal;
+	g->journal_bytes = st.journal_bytes;
+	return 0;
+}
+
+static void h_notify(void *arg, unsigned q)
+{
+	struct vop_vhost *h = arg;
+
+	vop_vhu_notify(h->vhu, q);
+}
+
+static void h_wake(void *arg)
+{
+	struct vop_vhost *h = arg;
+
+	vop_vhu_wake(h->vhu);
+}
+
+static void h_config_write(void *arg, const void *cfg, uint32_t len)
+{
+	struct vop_vhost *h = arg;
+
+	vop_vhu_config_write(h->vhu, cfg, len);
+}
+
+static const struct vop_devctx_host_ops host_ops = {
+	.find = h_find,
+	.queue = h_queue,
+	.notify = h_notify,
+	.wake = h_wake,
+	.config_write = h_config_write,
+};
+
+/* ---- open / close ---- */
+
+/* The sink's entry: a plain virtio-net device without offloads. */
+static void sink_spec(struct vop_dev_spec *spec, uint32_t dev_id)
+{
+	static const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0x76, 0x6f, 0x73 };
+
+	vop_net_spec(spec, dev_id, 0, 256, 1500, mac);
+	spec->features = (1ull << VOP_NET_F_MAC) | (1ull << VOP_NET_F_STATUS) | (1ull << VOP_NET_F_MRG_RXBUF) |
+			 (1ull << VOP_F_EVENT_IDX);
+}
+
+int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, const char **err)
+{
+	struct vop_vhost *h;
+	struct vop_devback_config dev = cfg->dev;
+	struct vop_vhu_config vc = cfg->vhu;
+	struct vop_dev_spec spec;
+	const struct vop_devback_ops *ops = NULL;
+	void *obj = NULL;
+	const char *dummy;
+	unsigned q;
+	int rc;
+
+	*out = NULL;
+	if (!err)
+		err = &dummy;
+	*err = "arguments";
+	if (dev.dev_id == 0)
+		dev.dev_id = 1;
+	dev.role = VOP_ROLE_DEVICE;
+	switch (cfg->kind) {
+	case VOP_VHOST_NET:
+		dev.kind = VOP_DEVBACK_NET;
+		rc = vop_devback_spec(&dev, 0, &spec);
+		break;
+	case VOP_VHOST_BLK:
+		dev.kind = VOP_DEVBACK_BLK;
+		rc = vop_devback_spec(&dev, 0, &spec);
+		break;
+	case VOP_VHOST_SINK:
+		sink_spec(&spec, dev.dev_id);
+		if (!dev.event_idx)
+			spec.features &= ~(1ull << VOP_F_EVENT_IDX);
+		rc = 0;
+		break;
+	default:
+		rc = -EINVAL;
+	}
+	if (rc)
+		return rc;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->kind = cfg->kind;
+	h->di.dev_id = dev.dev_id;
+	h->di.device_type = spec.device_type;
+	h->di.features_offered = spec.features | (1ull << VOP_F_VERSION_1);
+	h->di.device_side = 0;
+	h->di.num_queues = spec.num_queues;
+	for (q = 0; q < spec.num_queues; q++)
+		h->di.queues[q].size = spec.queue_size[q];
+	h->di.config_len = spec.config_len;
+	if (spec.config && spec.config_len <= sizeof(h->di.config))
+		memcpy(h->di.config, spec.config, spec.config_len);
+
+	vc.num_queues = spec.num_queues;
+	/* the split ring code validates indirect tables: offer them */
+	vc.features = spec.features | (1ull << VOP_F_INDIRECT_DESC);
+	vc.config_space = cfg->kind == VOP_VHOST_BLK;
+	vc.inflight = cfg->kind == VOP_VHOST_BLK;
+	vc.in_order = cfg->kind != VOP_VHOST_BLK; /* the blk I/O pool completes out of order */
+	*err = "socket";
+	rc = vop_vhu_create(&vc, &h->vhu);
+	if (rc)
+		goto fail;
+	vop_vhu_config_write(h->vhu, h->di.config, h->di.config_len);
+	*err = "context";
+	rc = vop_devctx_create_host(&host_ops, h, &h->ctx);
+	if (rc)
+		goto fail;
+	if (cfg->kind == VOP_VHOST_SINK) {
+		*err = "net-sink";
+		rc = vop_sink_create(h->ctx, dev.dev_id, &h->sink);
+		if (rc)
+			goto fail;
+		ops = &vop_sink_ops;
+		obj = h->sink;
+	} else {
+		rc = vop_devback_open(h->ctx, NULL, &dev, &h->b, err);
+		if (rc)
+			goto fail;
+		vop_devback_serve(h->b, &ops, &obj);
+	}
+	*err = "start";
+	rc = vop_vhu_start(h->vhu, ops, obj);
+	if (rc)
+		goto fail;
+	*err = NULL;
+	*out = h;
+	return 0;
+fail:
+	vop_vhost_close(h);
+	return rc;
+}
+
+void vop_vhost_close(struct vop_vhost *h)
+{
+	if (!h)
+		return;
+	/* the connection ends and the backend stops before anything it uses goes */
+	vop_vhu_stop(h->vhu);
+	vop_devback_close(NULL, h->b);
+	vop_sink_destroy(h->sink);
+	vop_devctx_destroy(h->ctx); /* its fd watcher may still wake the (stopped) device */
+	vop_vhu_destroy(h->vhu);
+	free(h);
+}
+
+struct vop_vhu *vop_vhost_vhu(struct vop_vhost *h)
+{
+	return h->vhu;
+}
+
+enum vop_vhost_kind vop_vhost_kind(const struct vop_vhost *h)
+{
+	return h->kind;
+}
+
+void vop_vhost_counters(struct vop_vhost *h, struct vop_devback_counters *out)
+{
+	if (h->b) {
+		vop_devback_counters(h->b, out);
+		return;
+	}
+	memset(out, 0, sizeof(*out));
+	out->kind = VOP_DEVBACK_NET;
+	out->role = VOP_ROLE_DEVICE;
+	out->valid = true;
+	vop_sink_stats(h->sink, &out->net);
+}
+
+void vop_vhost_endpoints(struct vop_vhost *h, struct vop_devback_endpoints *out)
+{
+	if (h->b)
+		vop_devback_endpoints(h->b, out);
+	else
+		memset(out, 0, sizeof(*out));
+}

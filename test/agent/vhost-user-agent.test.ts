@@ -1,0 +1,366 @@
+/**
+ * A real agent serves a link of transport vhost_user (one endpoint, the device role) to a real
+ * front-end: DPDK's virtio-user in dpdk-testpmd (txonly) sends into the agent's virtio-net
+ * device, whose backend is a TAP in a test namespace. The agent creates the socket in its socket
+ * directory with the spec's mode; the link goes Ready while testpmd runs, GetStats counts every
+ * frame testpmd transmitted (queue buffers == testpmd's TX-packets, none lost), and it returns to
+ * Connecting when testpmd leaves. A hostile front-end (a SET_VRING_NUM of 3) is cut off, the
+ * agent stays up and serves testpmd again. Specs the agent cannot serve are refused naming the
+ * field: two endpoints, a console device, a socket outside the socket directory, a client-mode
+ * socket in a directory the config does not allow.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+
+import { LinkPhase, Role, type Link } from '../../lib/proto/types';
+import { Netns, sh } from '../devices/helpers';
+import { requirePrereq } from '../helpers/prereq';
+import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
+import { Agent } from './helpers';
+
+const TESTPMD = '/usr/bin/dpdk-testpmd';
+
+function vhostLink(name: string, socketPath: string, extra: Partial<Link['spec'] & object> = {}): Link {
+  return {
+    meta: {
+      name,
+      uid: '',
+      generation: 0n,
+      resourceVersion: '',
+      labels: {},
+      annotations: {},
+      createdAt: undefined,
+      managedBy: '',
+    } as unknown as Link['meta'],
+    spec: {
+      endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
+      transport: {
+        kind: { $case: 'vhostUser', value: { socketPath, client: false, socketMode: 0o660, socketGroup: '' } },
+      },
+      devices: [],
+      ...extra,
+    },
+    status: undefined,
+  };
+}
+
+/**
+ * testpmd virtio-user txonly on sock: once `running` resolves (the agent says the rings run),
+ * for ms more; its final TX-packets (testpmd's stdout is block-buffered into a pipe: nothing to
+ * wait on there).
+ */
+async function testpmdTx(
+  sock: string,
+  prefix: string,
+  ms: number,
+  running: () => Promise<unknown>,
+  vdevExtra = '',
+): Promise<{ tx: bigint; out: string }> {
+  const p = spawn(
+    TESTPMD,
+    [
+      '--no-huge',
+      '-m',
+      '1024',
+      '--no-pci',
+      `--file-prefix=${prefix}`,
+      '-l',
+      '0,1',
+      '--vdev',
+      `net_virtio_user0,path=${sock},queues=1${vdevExtra}`,
+      '--',
+      '--forward-mode=txonly',
+      '--stats-period',
+      '1',
+      '--auto-start',
+      '--nb-cores=1',
+      '--total-num-mbufs=16384',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  p.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  p.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+  try {
+    await running();
+  } catch (err) {
+    p.kill('SIGKILL');
+    await exited;
+    throw new Error(`${String(err)}; testpmd: ${out.slice(-2000)}`);
+  }
+  await new Promise((r) => setTimeout(r, ms));
+  p.kill('SIGINT');
+  const killer = setTimeout(() => p.kill('SIGKILL'), 20_000);
+  await exited;
+  clearTimeout(killer);
+  rmSync(`/var/run/dpdk/${prefix}`, { recursive: true, force: true }); // testpmd's runtime directory
+  const all = [...out.matchAll(/TX-packets:\s+(\d+)/g)];
+  const last = all[all.length - 1];
+  assert.ok(last, `testpmd printed no TX-packets: ${out.slice(-2000)}`);
+  return { tx: BigInt(last[1] ?? '0'), out };
+}
+
+describe(
+  'an agent serves a vhost_user link to DPDK virtio-user',
+  { skip: requirePrereq('dpdk-testpmd', existsSync(TESTPMD), `${TESTPMD} (Debian package dpdk-dev)`) },
+  () => {
+    let srv: ServerProcess;
+    let agent: Agent;
+    let dir: string;
+    let socketDir: string;
+    let ns: Netns;
+    let nsName: string;
+    const tap = `vhua${process.pid % 10000}`;
+
+    before(async () => {
+      dir = tempDir('vhost-agent');
+      sh('mkdir', ['-p', path.join(dir, 'frontends')]);
+      socketDir = path.join(dir, 'sockets');
+      ns = new Netns('vhua', 1);
+      nsName = ns.names[0] as string;
+      const cfg = path.join(dir, 'agent.yaml');
+      writeFileSync(
+        cfg,
+        [
+          'vhostUser:',
+          '  allowUnsealedMemory: true', // testpmd --no-huge memory cannot be sealed
+          '  maxQueueSize: 1024',
+          'hostPaths:',
+          `  socketDir: ${socketDir}`,
+          `  vhostUserClientDirs: [${path.join(dir, 'frontends')}]`,
+          `  netns: [${nsName}]`,
+          '',
+        ].join('\n'),
+      );
+      srv = await startServer(
+        'agent',
+        ['--config', cfg, '--node-name', 'host-a', '--rendezvous-dir', path.join(dir, 'rdv')],
+        {
+          stateDir: path.join(dir, 'state'),
+        },
+      );
+      agent = new Agent(srv.admin);
+    });
+
+    after(async () => {
+      agent?.close();
+      await srv?.stop('SIGTERM');
+      ns?.remove();
+      if (dir) sh('rm', ['-rf', dir]);
+    });
+
+    const netDevice = {
+      name: 'eth0',
+      queueSize: 0,
+      disableEventIdx: false,
+      kind: {
+        $case: 'net' as const,
+        value: {
+          mac: '',
+          mtu: 0,
+          offloads: false,
+          deviceBackend: { kind: { $case: 'tap' as const, value: { name: tap, netns: '' } } },
+          driverFrontend: undefined,
+        },
+      },
+    };
+
+    it('refuses what a vhost_user link cannot be, naming the field', async () => {
+      const sock = path.join(socketDir, 'bad.sock');
+      const cases: Array<[Link, RegExp]> = [
+        [
+          vhostLink('bad-two', sock, {
+            endpoints: [
+              { agent: 'host-a', role: Role.ROLE_DEVICE },
+              { agent: 'card-b', role: Role.ROLE_DRIVER },
+            ],
+            devices: [netDevice],
+          }),
+          /link\.spec\.endpoints.*exactly 1 endpoint/,
+        ],
+        [
+          vhostLink('bad-console', sock, {
+            devices: [
+              {
+                name: 'con0',
+                queueSize: 0,
+                disableEventIdx: false,
+                kind: {
+                  $case: 'console',
+                  value: { deviceBackend: undefined, driverFrontend: undefined, log: undefined },
+                },
+              } as unknown as Link['spec'] extends infer S ? (S extends { devices: (infer D)[] } ? D : never) : never,
+            ],
+          }),
+          /devices\[0\]\.console.*net and blk/,
+        ],
+        [vhostLink('bad-outside', '/tmp/elsewhere.sock', { devices: [netDevice] }), /socket_path.*outside/],
+        [
+          vhostLink('bad-client', path.join(dir, 'qemu.sock'), {
+            devices: [netDevice],
+            transport: {
+              kind: {
+                $case: 'vhostUser',
+                value: { socketPath: path.join(dir, 'qemu.sock'), client: true, socketMode: 0, socketGroup: '' },
+              },
+            },
+          }),
+          /socket_path.*vhostUserClientDirs/,
+        ],
+        [
+          vhostLink('bad-mode', sock, {
+            devices: [netDevice],
+            transport: {
+              kind: {
+                $case: 'vhostUser',
+                value: { socketPath: sock, client: false, socketMode: 0o666, socketGroup: '' },
+              },
+            },
+          }),
+          /socket_mode.*0770/,
+        ],
+      ];
+      for (const [link, re] of cases) {
+        await assert.rejects(agent.apply(link), (err: Error) => {
+          assert.match(err.message + JSON.stringify(err), re);
+          return true;
+        });
+      }
+      assert.equal((await agent.list()).links.length, 0, 'nothing refused was stored');
+    });
+
+    it('testpmd txonly into the agent: Ready while it runs, every transmitted frame counted, socket mode kept', async () => {
+      const sock = path.join(socketDir, 'vm1-net.sock');
+      const link = vhostLink('vm1-net', sock, { devices: [netDevice] });
+      link.spec = {
+        ...(link.spec as NonNullable<Link['spec']>),
+        transport: {
+          kind: { $case: 'vhostUser', value: { socketPath: sock, client: false, socketMode: 0o660, socketGroup: '1' } },
+        },
+        devices: [
+          {
+            ...netDevice,
+            kind: {
+              $case: 'net',
+              value: {
+                ...netDevice.kind.value,
+                deviceBackend: { kind: { $case: 'tap', value: { name: tap, netns: nsName } } },
+              },
+            },
+          },
+        ],
+      };
+      await agent.apply(link);
+      const connecting = await agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
+      assert.equal(connecting.status?.devices[0]?.endpoints.socket, sock);
+      const st = statSync(sock);
+      assert.ok(st.isSocket());
+      assert.equal(st.mode & 0o777, 0o660);
+      assert.equal(st.gid, 1, 'socket_group 1 (a number) is the group of the socket file');
+      // the TAP sits in the namespace: up, so that the kernel takes the frames
+      assert.equal(sh('ip', ['-n', nsName, 'link', 'set', tap, 'up']).code, 0);
+      const { tx } = await testpmdTx(sock, `vhua${process.pid}`, 3000, () =>
+        agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_READY, 60_000),
+      );
+      assert.ok(tx > 1000n, `testpmd sent only ${tx} frames`);
+      const stats = (await agent.stats('vm1-net')).devices[0];
+      const txq = stats?.queues.find((q) => q.name === 'tx');
+      assert.ok(txq, JSON.stringify(stats?.queues.map((q) => q.name)));
+      assert.equal(txq.buffers, tx, 'every frame testpmd transmitted went through the ring once');
+      const c = stats?.counters ?? {};
+      assert.equal(
+        (c.tx_frames ?? 0n) + (c.tx_dropped ?? 0n),
+        tx,
+        JSON.stringify(c, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)),
+      );
+      // /metrics shows the link like any other: state and the tx queue's buffers
+      const m = await (await fetch(`http://${srv.metrics}/metrics`)).text();
+      assert.match(m, /vop_link_state\{[^}]*link="vm1-net"[^}]*\} 1/);
+      const buf = new RegExp(`vop_queue_buffers_total\\{[^}]*link="vm1-net"[^}]*queue="tx"[^}]*\\} (\\d+)`).exec(m);
+      assert.ok(
+        buf,
+        m
+          .split('\n')
+          .filter((l) => l.includes('vm1-net'))
+          .join('\n'),
+      );
+      assert.equal(BigInt(buf[1] ?? '0'), tx);
+      await agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
+      console.log(
+        `testpmd txonly through the agent: ${tx} frames, ${c.tx_frames} into the TAP, ${c.tx_dropped} dropped by the TAP`,
+      );
+    });
+
+    it('a hostile front-end is cut off; the agent stays up and serves testpmd again', async () => {
+      const sock = path.join(socketDir, 'vm1-net.sock');
+      const closed = await new Promise<boolean>((resolve) => {
+        const s = net.connect(sock, () => {
+          const b = Buffer.alloc(20);
+          b.writeUInt32LE(8, 0); // SET_VRING_NUM
+          b.writeUInt32LE(1, 4);
+          b.writeUInt32LE(8, 8);
+          b.writeUInt32LE(0, 12);
+          b.writeUInt32LE(3, 16); // not a power of two
+          s.write(b);
+        });
+        s.on('close', () => resolve(true));
+        s.on('error', () => undefined);
+        setTimeout(() => resolve(false), 10_000).unref();
+      });
+      assert.ok(closed, 'the agent kept the hostile connection open');
+      const before = (await agent.stats('vm1-net')).devices[0]?.queues.find((q) => q.name === 'tx')?.buffers ?? 0n;
+      const { tx } = await testpmdTx(sock, `vhub${process.pid}`, 2000, () =>
+        agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_READY, 60_000),
+      );
+      const after = (await agent.stats('vm1-net')).devices[0]?.queues.find((q) => q.name === 'tx')?.buffers ?? 0n;
+      assert.equal(after - before, tx);
+      const l = (await agent.get('vm1-net')).link;
+      assert.ok(l?.status, 'the link is still there');
+    });
+
+    it('client mode: the agent connects to a front-end that listens in an allowed directory', async () => {
+      const sock = path.join(dir, 'frontends', 'vm2.sock');
+      const link = vhostLink('vm2-net', sock, {
+        transport: {
+          kind: { $case: 'vhostUser', value: { socketPath: sock, client: true, socketMode: 0, socketGroup: '' } },
+        },
+        devices: [
+          {
+            ...netDevice,
+            name: 'eth1',
+            kind: {
+              $case: 'net',
+              value: {
+                ...netDevice.kind.value,
+                deviceBackend: { kind: { $case: 'tap', value: { name: `${tap}c`, netns: nsName } } },
+              },
+            },
+          },
+        ],
+      });
+      await agent.apply(link);
+      await agent.waitPhase('vm2-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
+      assert.equal(existsSync(sock), false, 'in client mode the agent creates no socket');
+      // virtio-user as the server (server=1): it creates the socket, the agent connects (retrying every second)
+      const { tx } = await testpmdTx(
+        sock,
+        `vhuc${process.pid}`,
+        2000,
+        async () => {
+          for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
+          sh('ip', ['-n', nsName, 'link', 'set', `${tap}c`, 'up']);
+          return agent.waitPhase('vm2-net', LinkPhase.LINK_PHASE_READY, 60_000);
+        },
+        ',server=1',
+      );
+      const txq = (await agent.stats('vm2-net')).devices[0]?.queues.find((q) => q.name === 'tx');
+      assert.equal(txq?.buffers, tx);
+      await agent.delete('vm2-net');
+    });
+  },
+);
