@@ -98,8 +98,16 @@ async function assertKept(fleet: Fleet, before: Map<string, Link>, adopted = fal
     assert.equal(a.status?.phase, LinkPhase.LINK_PHASE_READY, `${key} still Ready`);
     if (!adopted) assert.equal(a.meta?.resourceVersion, b.meta?.resourceVersion, `${key} was not re-applied`);
     assert.deepEqual(a.spec, b.spec, `${key} runs the same spec`);
-    assert.equal(a.status?.epoch, b.status?.epoch, `${key} was not restarted`);
-    assert.equal(a.status?.resetCount, b.status?.resetCount, `${key} was not reset`);
+    if (a.status?.epoch === b.status?.epoch && a.status?.resetCount === b.status?.resetCount) continue;
+    // The data plane's own peer-liveness check may restart a link under CPU starvation
+    // (PeerGone/PeerRestarted, as in fleet.test.ts); any other restart fails.
+    const resets = (fleet.agents.get(agent)?.logs ?? [])
+      .filter((r) => r.link === name && r.msg === 'Ready -> Resetting')
+      .map((r) => String(r.reason));
+    assert.ok(
+      resets.length > 0 && resets.every((r) => r === 'PeerGone' || r === 'PeerRestarted'),
+      `${key} was not restarted (epoch ${b.status?.epoch} -> ${a.status?.epoch}, resets: ${resets.join(', ') || 'none logged'})`,
+    );
   }
 }
 
