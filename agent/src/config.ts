@@ -167,7 +167,10 @@ export const agentConfigSchema = z
     /** vop-controller to dial; absent: the agent runs standalone. */
     controller: z
       .object({
-        address: z.string().min(1),
+        /** HOST:PORT of the controller; several replicas comma-separated ("a:7400,b:7400"). */
+        address: z.string().min(1).optional(),
+        /** The controller replicas (with `address`, one list); the agent streams to the one that leads. */
+        addresses: z.array(z.string().min(1)).max(16).optional(),
         tls: z
           .object({
             ca: z.string().min(1),
@@ -181,6 +184,10 @@ export const agentConfigSchema = z
         allowInsecure: z.boolean().default(false),
       })
       .strict()
+      .refine((c) => controllerAddresses(c).length > 0, {
+        message: 'needs address (HOST:PORT, several comma-separated) or addresses (a list)',
+        path: ['address'],
+      })
       .optional(),
   })
   .strict();
@@ -234,7 +241,7 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     flag: 'controller',
     path: ['controller', 'address'],
     type: 'string',
-    help: 'vop-controller address HOST:PORT to dial',
+    help: 'vop-controller address HOST:PORT to dial (several replicas: comma-separated)',
   },
 ];
 
@@ -282,12 +289,23 @@ export function resolveHostPaths(
 export function checkControllerSecurity(c: Pick<AgentConfig, 'controller'>): void {
   const ctl = c.controller;
   if (!ctl || ctl.tls || ctl.allowInsecure) return;
-  if (ctl.address.startsWith('unix:')) return;
-  const hp = parseHostPort(ctl.address);
-  if (typeof hp !== 'string' && isLoopback(hp.host)) return;
-  throw new ConfigError(
-    `controller.address: plaintext connection to ${ctl.address} is refused (not loopback or a unix: socket); configure controller.tls or set controller.allowInsecure: true`,
-  );
+  for (const address of controllerAddresses(ctl)) {
+    if (address.startsWith('unix:')) continue;
+    const hp = parseHostPort(address);
+    if (typeof hp !== 'string' && isLoopback(hp.host)) continue;
+    throw new ConfigError(
+      `controller.address: plaintext connection to ${address} is refused (not loopback or a unix: socket); configure controller.tls or set controller.allowInsecure: true`,
+    );
+  }
+}
+
+/** Every controller address of the config: `address` (comma-separated) then `addresses`, without duplicates. */
+export function controllerAddresses(c: {
+  address?: string | undefined;
+  addresses?: readonly string[] | undefined;
+}): string[] {
+  const all = [...(c.address ?? '').split(','), ...(c.addresses ?? [])].map((a) => a.trim()).filter((a) => a !== '');
+  return [...new Set(all)];
 }
 
 export function loadAgentConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig<AgentConfig> {

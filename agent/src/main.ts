@@ -17,7 +17,7 @@ import { createHandlerKit, StreamTracker } from '../../lib/src/rpc-handlers';
 import { loadServerSecurity } from '../../lib/src/server-security';
 import { onShutdownSignal } from '../../lib/src/shutdown';
 import { VOP_VERSION } from '../../lib/src/version';
-import { loadAgentConfig, type AgentConfig } from './config';
+import { controllerAddresses, loadAgentConfig, type AgentConfig } from './config';
 import { bytePipeStandIns } from './backends/byte-pipe';
 import { BackendRegistry } from './backends/device-backend';
 import { nbdPolicyFromConfig } from './backends/nbd-policy';
@@ -96,6 +96,8 @@ async function main(): Promise<void> {
   const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
   const startTime = new Date();
   let addresses = { grpc: '', metrics: '' };
+  /** The controller sync, once started (GetInfo reports its conditions). */
+  const syncRef: { client?: ControllerSyncClient } = {};
   const identity = (): AgentIdentity => ({
     nodeName: config.node.name,
     rack: config.node.rack,
@@ -118,6 +120,7 @@ async function main(): Promise<void> {
       version: VOP_VERSION,
       nativeVersion,
       startTime,
+      conditions: () => syncRef.client?.conditions() ?? [],
     },
     links,
     config.limits,
@@ -147,7 +150,7 @@ async function main(): Promise<void> {
   const controllerTls = config.controller?.tls;
   const sync = config.controller
     ? new ControllerSyncClient({
-        address: config.controller.address,
+        controllers: controllerAddresses(config.controller),
         tls: controllerTls
           ? {
               credentials: channelCredentials(security.certificateFiles(controllerTls, 'controller.tls')),
@@ -164,6 +167,7 @@ async function main(): Promise<void> {
         maxLinksPerAgent: config.limits.maxLinksPerAgent,
       })
     : undefined;
+  syncRef.client = sync;
   sync?.start();
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {

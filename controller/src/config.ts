@@ -71,6 +71,15 @@ export const controllerConfigSchema = z
           }),
       ])
       .default({ kind: 'sqlite' }),
+    /**
+     * HOST:PORT agents and clients reach this replica at: what a replica that does not lead names
+     * as the leader's address. Default: the gRPC listen address as bound (set it when that is a
+     * wildcard such as 0.0.0.0, or behind NAT).
+     */
+    advertiseAddress: z
+      .string()
+      .regex(/^([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$/, 'must be HOST:PORT')
+      .optional(),
     /** Lease an agent holds between heartbeats; missing it marks the agent NotReady. */
     leaseSeconds: z.number().min(1).max(3600).default(15),
     /** Limits on links, streams and watchers (lib/src/limits.ts). */
@@ -87,7 +96,15 @@ export const controllerConfigSchema = z
 
 export type ControllerConfig = z.output<typeof controllerConfigSchema>;
 
-export const CONTROLLER_FLAGS: readonly FlagSpec[] = [...SERVER_BASE_FLAGS];
+export const CONTROLLER_FLAGS: readonly FlagSpec[] = [
+  ...SERVER_BASE_FLAGS,
+  {
+    flag: 'advertise-address',
+    path: ['advertiseAddress'],
+    type: 'string',
+    help: 'HOST:PORT agents and clients reach this replica at (default: the gRPC address as bound)',
+  },
+];
 
 export function loadControllerConfig(argv: readonly string[], env: NodeJS.ProcessEnv): LoadedConfig<ControllerConfig> {
   const loaded = loadConfig({

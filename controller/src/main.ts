@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * vop-controller: wiring only. Config, logger, registry, store and object cache, fleet
- * state, reconcile loop, sync sessions, views, gRPC server, metrics endpoint, signals.
+ * vop-controller: wiring only. Config, logger, registry, store and object cache, the replica
+ * (leader election; while leading, a term with fleet state, reconcile loop and sync sessions),
+ * views, gRPC server, metrics endpoint, signals.
  */
 import { mkdirSync } from 'node:fs';
 
@@ -21,12 +22,10 @@ import { HTTP_SD_PATH, httpSdRoute } from './discovery/http-sd';
 import { AgentClients } from './api/agent-clients';
 import { controllerServiceBinding } from './api/controller-service';
 import { ControllerMetrics } from './metrics/controller-metrics';
-import { Reconciler } from './reconcile/reconciler';
-import { FleetState } from './state/fleet-state';
+import { Replica } from './replica/replica';
 import { ObjectCache } from './state/object-cache';
 import { openStore } from './store/open-store';
 import { agentSyncServiceBinding } from './sync/agent-sync-service';
-import { SyncSessions } from './sync/sync-sessions';
 import { fleetCounts } from './views/fleet-counts';
 import { FleetViews } from './views/fleet-views';
 
@@ -58,7 +57,12 @@ async function main(): Promise<void> {
 
   const registry = createRegistry();
   const metrics = new ControllerMetrics(registry, { version: VOP_VERSION, store: config.store.kind });
-  const store = openStore(config);
+  const storeLog = log.child({ component: 'store' });
+  const store = openStore(config, {
+    etcd: {
+      onRequest: (operation, seconds, outcome) => metrics.etcdRequests.observe({ operation, outcome }, seconds),
+    },
+  });
   const cache = new ObjectCache(store, metrics);
   await cache.load();
   log.info(
@@ -67,22 +71,33 @@ async function main(): Promise<void> {
       links: cache.links.size,
       policies: cache.policies.size,
       agents: cache.agents.size,
-      revision: String(store.revision()),
+      revision: String(cache.revision()),
+      clusterId: cache.identity().clusterId,
+      generation: String(cache.identity().generation),
     },
     'desired state loaded',
   );
   const leaseMs = config.leaseSeconds * 1000;
-  const fleet = new FleetState(cache, { leaseMs });
-  const views = new FleetViews(cache, fleet);
-  metrics.setCounts(fleetCounts(cache, fleet));
-  const reconciler = new Reconciler(cache, fleet, metrics, log.child({ component: 'reconciler' }), {
-    limits: config.limits,
+  // The replica is created once the gRPC address is known (it is the elector's value); the
+  // services reach it through this holder.
+  const holder: { replica?: Replica } = {};
+  const need = (): Replica => {
+    if (!holder.replica) throw new Error('the replica is not started yet');
+    return holder.replica;
+  };
+  const replicaRef = {
+    requireLeader: () => need().requireLeader(),
+    current: () => holder.replica?.current(),
+    leaderAddress: () => holder.replica?.leaderAddress() ?? '',
+    get address(): string {
+      return holder.replica?.address ?? '';
+    },
+  };
+  const views = new FleetViews(cache, {
+    fleet: () => replicaRef.current()?.fleet,
+    leaderAddress: () => replicaRef.leaderAddress(),
   });
-  const sessions = new SyncSessions(cache, fleet, reconciler.queues, metrics, log.child({ component: 'sync' }), {
-    leaseMs,
-    limits: config.limits,
-  });
-  reconciler.start();
+  metrics.setCounts(fleetCounts(cache, () => replicaRef.current()?.fleet));
   // The controller dials agents with its own certificate (it reloads with the server's).
   const agentClients = new AgentClients(security.tls ? channelCredentials(security.tls.files) : undefined);
   const streams = new StreamTracker();
@@ -94,15 +109,15 @@ async function main(): Promise<void> {
     services: [
       controllerServiceBinding(kit, {
         cache,
-        fleet,
         views,
-        reconciler,
+        replica: replicaRef,
+        storeKind: config.store.kind,
         agentClients,
         limits: config.limits,
         log: log.child({ component: 'api' }),
       }),
       agentSyncServiceBinding(kit, {
-        sessions,
+        sessions: () => replicaRef.requireLeader().sessions,
         metrics,
         log: log.child({ component: 'sync' }),
         adminNames: config.roles.admin,
@@ -117,6 +132,18 @@ async function main(): Promise<void> {
     adminSocket: config.adminSocket,
     denylist: security.denylist,
   });
+  const address = config.advertiseAddress ?? formatHostPort(grpc.address);
+  const replica = new Replica(
+    cache,
+    store.elector(address, {
+      onError: (err) => storeLog.warn({ err: err.message }, 'leader election: transient failure (campaigning on)'),
+    }),
+    metrics,
+    log.child({ component: 'replica', replica: address }),
+    { address, leaseMs, limits: config.limits },
+  );
+  holder.replica = replica;
+  replica.start();
   const metricsServer = await startMetricsServer({
     listen: config.metricsListen,
     registry,
@@ -143,9 +170,11 @@ async function main(): Promise<void> {
   );
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
+    // Resign first: another replica takes over at once, while this one finishes its calls.
+    await replica.stop();
     await grpc.shutdown(SHUTDOWN_GRACE_MS);
-    await reconciler.stop();
     agentClients.close();
+    cache.close();
     await store.close();
     await metricsServer.close();
     security.close();

@@ -150,3 +150,19 @@ export class ViolationList {
     if (this.items.length > 0) throw invalidArgument(this.items);
   }
 }
+
+/**
+ * The google.rpc.ErrorInfo a vop server attached to a failed call (from the
+ * `grpc-status-details-bin` trailer), or undefined when there is none or it does not decode.
+ */
+export function errorInfoOf(err: { metadata?: Metadata }): ErrorInfo | undefined {
+  const raw = err.metadata?.get('grpc-status-details-bin')[0];
+  if (!(raw instanceof Buffer)) return undefined;
+  try {
+    for (const d of Status.decode(raw).details)
+      if (d.typeUrl === TYPE_URL_PREFIX + 'google.rpc.ErrorInfo') return ErrorInfo.decode(d.value);
+  } catch {
+    /* details are optional */
+  }
+  return undefined;
+}

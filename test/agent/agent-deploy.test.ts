@@ -32,7 +32,12 @@ interface PodSpec {
     env?: { name: string; value?: string }[];
     securityContext?: { privileged?: boolean; capabilities?: { add?: string[]; drop?: string[] } };
   }[];
-  volumes: { name: string; secret?: { secretName: string }; hostPath?: { path: string } }[];
+  volumes: {
+    name: string;
+    secret?: { secretName: string };
+    hostPath?: { path: string };
+    persistentVolumeClaim?: { claimName: string };
+  }[];
 }
 
 function podSpec(o: K8sObject): PodSpec {
@@ -136,7 +141,8 @@ describe('vop-agent deployment files', () => {
       .filter((o) => o.kind === 'Deployment' || o.kind === 'DaemonSet')
       .filter((o) => podSpec(o).volumes.some((v) => v.secret?.secretName === 'vop-controller-tls'))
       .map((o) => `${o.kind}/${o.metadata.name}`);
-    assert.deepEqual(mounting, ['Deployment/vop-controller']);
+    // controller.yaml and controller-ha.yaml are alternatives: the same Deployment.
+    assert.deepEqual([...new Set(mounting)], ['Deployment/vop-controller']);
     // The embedded configs validate; metrics go over HTTPS on the pod address.
     const agentYaml = all.find((o) => o.metadata.name === 'vop-agent-config')?.data?.['agent.yaml'] ?? '';
     const ctlYaml = all.find((o) => o.metadata.name === 'vop-controller-config')?.data?.['controller.yaml'] ?? '';
@@ -155,5 +161,43 @@ describe('vop-agent deployment files', () => {
     }).config;
     assert.ok(c.metricsTls?.ca, 'controller metrics and /sd/agents need a client certificate');
     assert.ok(c.roles.reader.includes('prometheus'));
+    assert.equal(a.controller?.tls?.serverName, 'vop-controller.vop-system.svc', 'agents follow a leader by pod IP');
+  });
+
+  it('deploy/kubernetes/controller-ha.yaml: two replicas, one per node, on etcd over TLS, each advertising its pod address', () => {
+    const objs = k8sObjects(readFileSync(repoPath('deploy', 'kubernetes', 'controller-ha.yaml'), 'utf8'));
+    const dep = objs.find((o) => o.kind === 'Deployment');
+    assert.ok(dep);
+    const spec = dep.spec as { replicas: number; strategy: { type: string } };
+    assert.equal(spec.replicas, 2);
+    assert.equal(spec.strategy.type, 'RollingUpdate');
+    assert.ok(objs.some((o) => o.kind === 'PodDisruptionBudget'));
+    const pod = podSpec(dep);
+    const c = pod.containers.find((x) => x.name === 'controller');
+    assert.equal(c?.env?.find((e) => e.name === 'VOP_CONTROLLER_ADVERTISE_ADDRESS')?.value, '$(POD_IP):7400');
+    assert.deepEqual(
+      pod.volumes.filter((v) => v.secret).map((v) => v.secret?.secretName),
+      ['vop-controller-tls', 'vop-controller-etcd-tls'],
+    );
+    assert.ok(!pod.volumes.some((v) => v.persistentVolumeClaim), 'no state that must survive a pod');
+    const yaml = objs.find((o) => o.metadata.name === 'vop-controller-ha-config')?.data?.['controller.yaml'] ?? '';
+    const tmp = mkdtempSync(path.join(os.tmpdir(), 'vop-k8s-ha-'));
+    writeFileSync(path.join(tmp, 'controller.yaml'), yaml);
+    const cfg = loadControllerConfig(['--config', path.join(tmp, 'controller.yaml')], {
+      VOP_CONTROLLER_METRICS_LISTEN: '192.0.2.9:9400',
+      VOP_CONTROLLER_ADVERTISE_ADDRESS: '192.0.2.9:7400',
+    }).config;
+    assert.equal(cfg.advertiseAddress, '192.0.2.9:7400');
+    assert.equal(cfg.store.kind, 'etcd');
+    if (cfg.store.kind === 'etcd') {
+      assert.ok(cfg.store.tls?.cert, 'etcd over mutual TLS');
+      assert.ok(cfg.store.endpoints.every((e) => e.startsWith('https://')));
+    }
+  });
+
+  it('deploy/examples/controller-ha.yaml validates: an etcd store over TLS and an advertise address', () => {
+    const c = loadControllerConfig(['--config', repoPath('deploy', 'examples', 'controller-ha.yaml')], {}).config;
+    assert.equal(c.store.kind, 'etcd');
+    assert.match(c.advertiseAddress ?? '', /^[0-9.]+:7400$/);
   });
 });

@@ -4,13 +4,18 @@
  * to a real vop-controller. A simulated agent "runs" a link by acknowledging it and
  * reporting it READY at once. Controlled by fleet-bench.ts over IPC.
  */
-import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
+import { credentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+
+import { nextAddressDelayMs, notLeaderDelayMs } from '../../agent/src/sync/sync-client';
+import { errorInfoOf } from '../../lib/src/errors';
 
 import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../../lib/proto/controller';
 import { ConditionStatus, LinkPhase, type NodeRole, type AgentIdentity } from '../../lib/proto/types';
 
 export interface WorkerInit {
-  readonly controller: string;
+  /** The controller replicas (admin sockets); an agent streams to `leader` first, and on to the next on any error. */
+  readonly controllers: readonly string[];
+  readonly leader: number;
   /** Agents this worker simulates. */
   readonly agents: readonly AgentIdentity[];
   /** Streams per gRPC connection. */
@@ -24,25 +29,37 @@ interface SimAgent {
   readonly id: AgentIdentity;
   call: ClientDuplexStream<SyncRequest, SyncResponse> | undefined;
   registered: boolean;
+  /** Index into controllers. */
+  target: number;
+  /** NOT_LEADER answers in a row. */
+  notLeader: number;
   readonly links: Map<string, bigint>;
   seq: bigint;
 }
 
 function run(init: WorkerInit): void {
-  const clients: AgentSyncServiceClient[] = [];
-  const client = (i: number): AgentSyncServiceClient => {
+  const clients = new Map<string, AgentSyncServiceClient>();
+  const client = (i: number, target: number): AgentSyncServiceClient => {
     const k = Math.floor(i / init.streamsPerChannel);
+    const key = `${target}/${k}`;
+    let c = clients.get(key);
     // A distinct channel option gives each group of streams its own HTTP/2 connection.
-    clients[k] ??= new AgentSyncServiceClient(init.controller, credentials.createInsecure(), {
-      'vop.sim.shard': k,
-      'grpc.max_receive_message_length': 64 << 20,
-    });
-    return clients[k];
+    if (!c)
+      clients.set(
+        key,
+        (c = new AgentSyncServiceClient(init.controllers[target] ?? '', credentials.createInsecure(), {
+          'vop.sim.shard': k,
+          'grpc.max_receive_message_length': 64 << 20,
+        })),
+      );
+    return c;
   };
   const agents: SimAgent[] = init.agents.map((id) => ({
     id,
     call: undefined,
     registered: false,
+    target: init.leader,
+    notLeader: 0,
     links: new Map(),
     seq: 0n,
   }));
@@ -52,7 +69,7 @@ function run(init: WorkerInit): void {
   let heartbeatMs = 5000;
 
   const connect = (a: SimAgent, i: number): void => {
-    const call = client(i).sync();
+    const call = client(i, a.target).sync();
     a.call = call;
     call.on('data', (res: SyncResponse) => {
       const m = res.msg;
@@ -60,6 +77,7 @@ function run(init: WorkerInit): void {
       if (m.$case === 'registered') {
         if (!a.registered) {
           a.registered = true;
+          a.notLeader = 0;
           registered++;
         }
         const hb = m.value.heartbeatInterval;
@@ -70,7 +88,7 @@ function run(init: WorkerInit): void {
       if (d.fullSnapshot) a.links.clear();
       for (const l of d.upserts) a.links.set(l.meta?.name ?? '', l.meta?.generation ?? 0n);
       for (const n of d.deletes) a.links.delete(n);
-      call.write({ msg: { $case: 'ack', value: { version: d.version, rejected: {} } } });
+      call.write({ msg: { $case: 'ack', value: { version: d.version, rejected: {}, held: '' } } });
       acks++;
       for (const l of d.upserts) {
         call.write({
@@ -104,11 +122,17 @@ function run(init: WorkerInit): void {
         });
       }
     });
-    call.on('error', () => {
+    call.on('error', (err: ServiceError) => {
       errors++;
+      if (a.registered) registered--;
       a.registered = false;
-      registered--;
-      setTimeout(() => connect(a, i), 1000 + Math.random() * 1000).unref();
+      // Another replica may lead now. A real agent follows NOT_LEADER's address (these dial admin
+      // sockets, so they take the next one) with the agent's own delays (sync-client.ts).
+      a.target = (a.target + 1) % init.controllers.length;
+      const notLeader = errorInfoOf(err)?.reason === 'NOT_LEADER';
+      a.notLeader = notLeader ? a.notLeader + 1 : 0;
+      const delay = notLeader ? notLeaderDelayMs(a.notLeader) : nextAddressDelayMs();
+      setTimeout(() => connect(a, i), delay).unref();
     });
     call.write({
       msg: {
@@ -121,6 +145,7 @@ function run(init: WorkerInit): void {
           ackedVersion: 0n,
           links: [],
           acceptsChunkedDesired: false,
+          appliedIdentity: undefined,
         },
       },
     });
@@ -151,12 +176,20 @@ function run(init: WorkerInit): void {
   }, 500);
 }
 
-process.on('message', (msg: { init?: { controller: string; agents: unknown[]; streamsPerChannel: number } }) => {
-  if (!msg.init) return;
-  const agents = msg.init.agents.map((a) => {
-    const x = a as { nodeName: string; rack: string; slot: number; role: NodeRole; hostNode: string };
-    return { nodeName: x.nodeName, rack: x.rack, slot: x.slot, role: x.role, hostNode: x.hostNode, labels: {} };
-  });
-  run({ controller: msg.init.controller, agents, streamsPerChannel: msg.init.streamsPerChannel });
-});
+process.on(
+  'message',
+  (msg: { init?: { controllers: string[]; leader: number; agents: unknown[]; streamsPerChannel: number } }) => {
+    if (!msg.init) return;
+    const agents = msg.init.agents.map((a) => {
+      const x = a as { nodeName: string; rack: string; slot: number; role: NodeRole; hostNode: string };
+      return { nodeName: x.nodeName, rack: x.rack, slot: x.slot, role: x.role, hostNode: x.hostNode, labels: {} };
+    });
+    run({
+      controllers: msg.init.controllers,
+      leader: msg.init.leader,
+      agents,
+      streamsPerChannel: msg.init.streamsPerChannel,
+    });
+  },
+);
 process.on('disconnect', () => process.exit(0));

@@ -53,7 +53,16 @@ export async function waitFor<T>(
 }
 
 export interface Fleet {
+  /** Replica 0 (the only one unless `replicas` was given). */
   controller: ServerProcess;
+  /** Every controller replica, by index (undefined while one is not started). */
+  readonly replicas: (ServerProcess | undefined)[];
+  /** Each replica's gRPC TCP address (mutual TLS); agents get them all, comma-separated. */
+  readonly replicaAddrs: readonly string[];
+  /** Each replica's admin Unix socket as a target. */
+  readonly replicaAdmins: readonly string[];
+  /** Starts replica i on its own state directory and port. */
+  startReplica(i: number): Promise<ServerProcess>;
   /** The controller's gRPC TCP address (mutual TLS). */
   readonly controllerAddr: string;
   /** The controller's admin Unix socket as a target: "unix:PATH". */
@@ -75,12 +84,29 @@ export interface Fleet {
 
 /**
  * A controller and (on startAgent) agents dialling it. `agentArgs` go to every agent, e.g. the
- * host path roots (`--disk-dir DIR`) the policies' paths lie in.
+ * host path roots (`--disk-dir DIR`) the policies' paths lie in; `configLines` are appended to
+ * the controller's config file (e.g. a `store:` section).
  */
-export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: readonly string[] } = {}): Promise<Fleet> {
-  const port = await freePort();
-  const controllerAddr = `127.0.0.1:${port}`;
-  const controllerStateDir = tempDir('ctl');
+export async function startFleet(
+  opts: {
+    leaseSeconds?: number;
+    agentArgs?: readonly string[];
+    configLines?: readonly string[];
+    /** Controller replicas on one shared store (an etcd `store:` in configLines); default 1. */
+    replicas?: number;
+    /** Certificate names given role admin (besides the admin sockets), e.g. a vopctl over TCP. */
+    admins?: readonly string[];
+  } = {},
+): Promise<Fleet> {
+  const replicaCount = opts.replicas ?? 1;
+  const replicaAddrs: string[] = [];
+  const replicaDirs: string[] = [];
+  for (let i = 0; i < replicaCount; i++) {
+    replicaAddrs.push(`127.0.0.1:${await freePort()}`);
+    replicaDirs.push(tempDir('ctl'));
+  }
+  const controllerAddr = replicaAddrs[0] as string;
+  const controllerStateDir = replicaDirs[0] as string;
   const rendezvous = tempDir('rv');
   const pkiDir = tempDir('pki');
   const ca = await ThrowawayCa.create('vop test CA');
@@ -106,15 +132,34 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
       `  key: ${ctlTls.key}`,
       'roles:',
       '  agent: ["*"]',
+      ...(opts.admins && opts.admins.length > 0 ? [`  admin: [${opts.admins.join(', ')}]`] : []),
+      ...(opts.configLines ?? []),
       '',
     ].join('\n'),
   );
-  const controllerAdmin = `unix:${path.join(controllerStateDir, 'admin.sock')}`;
+  const replicaAdmins = replicaDirs.map((d) => `unix:${path.join(d, 'admin.sock')}`);
+  const controllerAdmin = replicaAdmins[0] as string;
+  const agentControllers = replicaAddrs.join(',');
   const agents = new Map<string, ServerProcess>();
   const agentDirs = new Map<string, string>();
   const clients = new Map<string, AgentServiceClient>();
   const fleet: Fleet = {
     controller: undefined as unknown as ServerProcess,
+    replicas: [],
+    replicaAddrs,
+    replicaAdmins,
+    async startReplica(i) {
+      const addr = replicaAddrs[i];
+      const dir = replicaDirs[i];
+      if (addr === undefined || dir === undefined) throw new Error(`no replica ${i}`);
+      const r = await startServer('controller', ['--grpc-listen', addr, '--config', configFile], {
+        stateDir: dir,
+        readyTimeoutMs: 60_000,
+      });
+      fleet.replicas[i] = r;
+      if (i === 0) fleet.controller = r;
+      return r;
+    },
     controllerAddr,
     controllerAdmin,
     pkiDir,
@@ -125,11 +170,7 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
     rendezvous,
     ctl: new ControllerServiceClient(controllerAdmin, insecure),
     async startController() {
-      fleet.controller = await startServer('controller', ['--grpc-listen', controllerAddr, '--config', configFile], {
-        stateDir: controllerStateDir,
-        readyTimeoutMs: 60_000,
-      });
-      return fleet.controller;
+      return fleet.startReplica(0);
     },
     async startAgent(name, role, host) {
       let dir = agentDirs.get(name);
@@ -146,7 +187,7 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
           'roles:',
           '  admin: [vop-controller]',
           'controller:',
-          `  address: ${controllerAddr}`,
+          `  address: "${agentControllers}"`,
           '  tls:',
           `    ca: ${tls.ca}`,
           `    cert: ${tls.cert}`,
@@ -166,7 +207,7 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
         '--rendezvous-dir',
         rendezvous,
         '--controller',
-        controllerAddr,
+        agentControllers,
       ];
       if (host) args.push('--host-node', host);
       args.push(...(opts.agentArgs ?? []));
@@ -189,10 +230,10 @@ export async function startFleet(opts: { leaseSeconds?: number; agentArgs?: read
       fleet.ctl.close();
       for (const c of clients.values()) c.close();
       await Promise.all([...agents.values()].map((a) => a.stop('SIGKILL')));
-      await fleet.controller?.stop('SIGKILL');
+      await Promise.all(fleet.replicas.filter((r) => r !== undefined).map((r) => r.stop('SIGKILL')));
     },
   };
-  await fleet.startController();
+  for (let i = 0; i < replicaCount; i++) await fleet.startReplica(i);
   return fleet;
 }
 

@@ -9,6 +9,7 @@ import { Role, type Link } from '../../lib/proto/types';
 import { canonicalIp, peerIpOf } from '../../lib/src/net';
 import { verifyAddress, type PeerEvidence } from '../../controller/src/sync/address-verification';
 import { chunkDesired, desiredBytes } from '../../controller/src/sync/desired-chunks';
+import type { DesiredVersion } from '../../controller/src/state/agent-runtime';
 
 describe('address verification', () => {
   const ev: PeerEvidence = { peerIp: '10.0.0.5', sanIps: ['10.0.0.6'], sanDns: ['card-1', '*.cards.example'] };
@@ -71,14 +72,25 @@ describe('desired-links parts', () => {
     status: undefined,
   });
 
+  const STORE = { clusterId: '0b5e7c8e-1111-4222-8333-944455556666', generation: 41n };
+  const version = (v: bigint, fullSnapshot: boolean, upserts: Link[], deletes: string[]): DesiredVersion => ({
+    version: v,
+    fullSnapshot,
+    upserts,
+    deletes,
+    storeIdentity: STORE,
+    adopt: false,
+  });
+
   it('splits a version into parts within the size, in order, marking all but the last', () => {
     const links = Array.from({ length: 10 }, (_, i) => big(i));
     const deletes = Array.from({ length: 1000 }, (_, i) => `gone-${i}`);
-    const parts = chunkDesired(7n, true, links, deletes, 256 * 1024);
+    const parts = chunkDesired(version(7n, true, links, deletes), 256 * 1024);
     assert.ok(parts.length >= 4, `${parts.length} parts`);
     for (const [i, p] of parts.entries()) {
       assert.equal(p.version, 7n);
       assert.equal(p.fullSnapshot, true);
+      assert.deepEqual(p.storeIdentity, STORE, 'every part carries the store identity');
       assert.equal(p.more, i < parts.length - 1);
       assert.ok(desiredBytes(p) <= 256 * 1024, `part ${i} is ${desiredBytes(p)} bytes`);
     }
@@ -93,9 +105,9 @@ describe('desired-links parts', () => {
   });
 
   it('sends a small version as one message and a link larger than a part alone', () => {
-    assert.equal(chunkDesired(1n, false, [big(0)], ['x'], 4 << 20).length, 1);
-    assert.equal(chunkDesired(1n, false, [], [], 4 << 20).length, 1);
-    const parts = chunkDesired(2n, true, [big(0), big(1)], [], 50_000);
+    assert.equal(chunkDesired(version(1n, false, [big(0)], ['x']), 4 << 20).length, 1);
+    assert.equal(chunkDesired(version(1n, false, [], []), 4 << 20).length, 1);
+    const parts = chunkDesired(version(2n, true, [big(0), big(1)], []), 50_000);
     assert.deepEqual(
       parts.map((p) => p.upserts.length),
       [1, 1],

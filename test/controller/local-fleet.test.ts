@@ -2,11 +2,12 @@
  * `npm run fleet`, the README's first command: a controller, a host and two card agents
  * as separate processes with a throwaway CA (mutual TLS everywhere), a policy giving
  * each card a console and a blk link (net as root), a summary of where to look, vopctl
- * over the controller's admin Unix socket, and a clean stop on Ctrl-C (SIGINT).
+ * over the controller's admin Unix socket, and a clean stop on Ctrl-C (SIGINT). With --ha, a
+ * three-member etcd and two controller replicas, one of them leading.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -105,6 +106,64 @@ describe('npm run fleet', () => {
       assert.equal(await exited, 0);
       assert.match(out, /fleet: stopped/);
       assert.doesNotMatch(err, /exited \(code/);
+    } finally {
+      if (proc.exitCode === null) proc.kill('SIGKILL');
+    }
+  });
+
+  it('--ha: a three-member etcd and two controller replicas, one leading, the same agents; stops cleanly on Ctrl-C', async (t) => {
+    const ports = [
+      7400, 7401, 9400, 9401, 7411, 7412, 7413, 9411, 9412, 9413, 23790, 23791, 23792, 23800, 23801, 23802,
+    ];
+    const busy = [];
+    for (const p of ports) if (!(await portFree(p))) busy.push(p);
+    if (!prereq(t, `free ports ${ports.join(', ')}`, busy.length === 0, `in use: ${busy.join(', ')}`)) return;
+    if (!prereq(t, 'etcd', existsSync('/usr/bin/etcd'), 'install the Debian package etcd-server')) return;
+    const stateDir = tempDir('local-fleet-ha');
+    const proc = spawn(
+      process.execPath,
+      [repoPath('dist', 'controller', 'src', 'demo-fleet', 'main.js'), '--ha', '--cards', '1', '--state-dir', stateDir],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let out = '';
+    let err = '';
+    proc.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    proc.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+    try {
+      await waitFor('the summary', () => out.includes('Ctrl-C stops the fleet.') || proc.exitCode !== null, 120_000);
+      assert.match(out, /Ctrl-C stops the fleet\./, `stdout: ${out}\nstderr: ${err}`);
+      const sockets = [1, 2].map((i) => `unix:${path.join(stateDir, `controller-${i}.sock`)}`).join(',');
+      assert.ok(out.includes(`export VOPCTL_SERVER=${sockets}`), out);
+      for (const m of ['etcd-0', 'etcd-1', 'etcd-2', 'controller-1', 'controller-2'])
+        assert.match(out, new RegExp(`  ${m} `));
+      const vopctlMain = repoPath('dist', 'controller', 'src', 'vopctl', 'main.js');
+      const env = { VOPCTL_SERVER: sockets };
+      await waitFor(
+        'every link Ready=True through either replica',
+        async () => {
+          const r = await run(process.execPath, [vopctlMain, 'get', 'links', '-o', 'json'], { env });
+          if (r.code !== 0) return false;
+          const links = JSON.parse(r.stdout) as Printed[];
+          return links.length >= 2 && links.every((l) => readyOf(l) === 'CONDITION_STATUS_TRUE');
+        },
+        90_000,
+      );
+      const st = await run(process.execPath, [vopctlMain, 'status'], { env });
+      assert.equal(st.code, 0, st.stderr);
+      const rows = st.stdout.trim().split('\n').slice(1);
+      assert.equal(rows.length, 2, st.stdout);
+      assert.equal(rows.filter((r) => /\sleader\s/.test(r)).length, 1, `one leader: ${st.stdout}`);
+      assert.equal(rows.filter((r) => /\sfollower\s/.test(r)).length, 1, `one follower: ${st.stdout}`);
+      assert.ok(
+        rows.every((r) => /\setcd\s/.test(r)),
+        st.stdout,
+      );
+      proc.kill('SIGINT');
+      assert.equal(await exited, 0);
+      assert.match(out, /fleet: stopped/);
+      assert.doesNotMatch(err, /exited \(code/);
+      for (const p of [23790, 7400, 7401]) assert.ok(await portFree(p), `port ${p} released`);
     } finally {
       if (proc.exitCode === null) proc.kill('SIGKILL');
     }

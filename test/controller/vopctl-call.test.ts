@@ -178,7 +178,7 @@ describe('vopctl list, describe and call (proto/vop.binpb through @grpc/proto-lo
     assert.equal(method.code, 4);
     assert.match(
       method.stderr,
-      /no method "NoSuchMethod" in vop\.controller\.v1\.ControllerService; methods: ApplyLink, /,
+      /no method "NoSuchMethod" in vop\.controller\.v1\.ControllerService; methods: AdoptAgents, ApplyLink, /,
     );
     const shape = await vopctl([...nowhere, 'call', 'ControllerService']);
     assert.equal(shape.code, 2);

@@ -52,6 +52,7 @@ function register(
           ackedVersion: 0n,
           links: [],
           acceptsChunkedDesired: true,
+          appliedIdentity: undefined,
         },
       },
     });

@@ -17,7 +17,7 @@ import {
   type ResetLinkRequest,
   type WatchLinksRequest,
 } from '../../../lib/proto/agent';
-import { type AgentAddresses, type AgentIdentity, type Capabilities } from '../../../lib/proto/types';
+import { type AgentAddresses, type AgentIdentity, type Capabilities, type Condition } from '../../../lib/proto/types';
 import { alreadyExists, failedPrecondition, invalidArgument, notFound, ViolationList } from '../../../lib/src/errors';
 import { DEFAULT_LIMITS, type Limits } from '../../../lib/src/limits';
 import { type HandlerKit } from '../../../lib/src/rpc-handlers';
@@ -37,6 +37,8 @@ export interface AgentInfoSource {
   readonly version: string;
   readonly nativeVersion: string;
   readonly startTime: Date;
+  /** The agent's own conditions (the controller sync's store identity rule); none when standalone. */
+  conditions?(): Condition[];
 }
 
 const DIRECT: LinkOwner = { kind: 'direct' };
@@ -100,6 +102,7 @@ export function agentServiceBinding(
       nativeVersion: info.nativeVersion,
       startTime: info.startTime,
       addresses: info.addresses(),
+      conditions: info.conditions?.() ?? [],
     })),
 
     applyLink: kit.unary('ApplyLink', async (req: ApplyLinkRequest) =>

@@ -8,6 +8,7 @@ import { status as GrpcStatus, Metadata, type ServerDuplexStream, type ServerWri
 
 import {
   ControllerServiceService,
+  type AdoptAgentsRequest,
   type AttachConsoleRequest,
   type AttachConsoleResponse,
   type EndpointStats,
@@ -39,8 +40,8 @@ import { WatchBacklog } from '../../../lib/src/watch-backlog';
 import { usableAddress } from '../sync/address-verification';
 import type { FleetViews } from '../views/fleet-views';
 import type { CacheEvent, ObjectCache } from '../state/object-cache';
-import type { Reconciler } from '../reconcile/reconciler';
-import type { FleetState } from '../state/fleet-state';
+import type { Replica } from '../replica/replica';
+import { adoptAgents } from './adopt';
 import type { AgentClients } from './agent-clients';
 import { relayConsole } from './console-relay';
 import { paginate } from './pagination';
@@ -49,10 +50,15 @@ const AGENT_CALL_TIMEOUT_MS = 5000;
 
 export interface ControllerServiceDeps {
   readonly cache: ObjectCache;
-  readonly fleet: FleetState;
   readonly views: FleetViews;
-  /** Told when an agent's spec changes (cordon, drain), so the passes run for it. */
-  readonly reconciler: Pick<Reconciler, 'agentSpecChanged'>;
+  /**
+   * Leadership: every mutation (and a console attach, which needs the observed fleet) runs on the
+   * leader's term; a replica that does not lead refuses it with UNAVAILABLE, NOT_LEADER and the
+   * leader's address. Reads are served by every replica from its cache.
+   */
+  readonly replica: Pick<Replica, 'requireLeader' | 'current' | 'leaderAddress' | 'address'>;
+  /** "sqlite" or "etcd" (GetControllerStatus). */
+  readonly storeKind: string;
   readonly agentClients: AgentClients;
   readonly limits: Limits;
   readonly log: Logger;
@@ -131,7 +137,7 @@ async function runWatch<T>(
 }
 
 export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServiceDeps): ServiceBinding {
-  const { cache, fleet, views, reconciler, agentClients, limits } = deps;
+  const { cache, views, replica, agentClients, limits } = deps;
   /** Watch and console streams per client identity (maxStreamsPerClient). */
   const streams = new StreamQuota(limits.maxStreamsPerClient, 'watch and console streams');
 
@@ -152,18 +158,20 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     name: string,
     mutate: (spec: { unschedulable: boolean; drain: boolean }) => void,
   ): Promise<Agent> => {
+    const term = replica.requireLeader();
     const a = cache.agents.get(name)?.obj;
     if (!a) throw notFound('agent', name);
     const spec = { unschedulable: a.spec?.unschedulable ?? false, drain: a.spec?.drain ?? false };
     mutate(spec);
     await cache.putAgent({ ...a, spec });
-    reconciler.agentSpecChanged(name);
+    term.reconciler.agentSpecChanged(name);
     return views.agentView(name) as Agent;
   };
 
   const implementation = {
     applyLink: kit.unary('ApplyLink', async (req: { link: Link | undefined; dryRun: boolean }) => {
       validateLink(req.link, limits);
+      const { fleet } = replica.requireLeader();
       const link = req.link as Link;
       const name = link.meta?.name ?? '';
       const cur = cache.links.get(name)?.obj;
@@ -215,7 +223,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       'ListLinks',
       async (req: { labelSelector: string; agent: string; phase: LinkPhase; pageSize: number; pageToken: string }) => {
         const sel = selector(req.labelSelector);
-        const names = req.agent !== '' ? [...fleet.linksOf(req.agent)] : [...cache.links.keys()];
+        const names = req.agent !== '' ? views.linksOf(req.agent) : [...cache.links.keys()];
         const items = names
           .map((n) => views.linkView(n))
           .filter((l): l is Link => l !== undefined && linkMatches(l, sel, req.agent, req.phase));
@@ -225,8 +233,10 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     ),
     deleteLink: kit.unary('DeleteLink', async (req: { name: string; resourceVersion: string }) => {
       const l = getLinkOrThrow(req.name);
+      replica.requireLeader();
       const managedBy = l.meta?.managedBy ?? '';
-      if (managedBy.startsWith('policy/')) {
+      // A link whose policy is not in the store (adopted after the store was lost) may be deleted directly.
+      if (managedBy.startsWith('policy/') && cache.policies.has(managedBy.slice('policy/'.length))) {
         throw failedPrecondition(
           'LINK_MANAGED_BY_POLICY',
           `link "${req.name}" is managed by ${managedBy}; delete the policy or narrow its selectors`,
@@ -301,6 +311,8 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       'AttachConsole',
       async (call: ServerDuplexStream<AttachConsoleRequest, AttachConsoleResponse>, signal) => {
         assertConsoleCaller(call.metadata);
+        // Only the leader knows which agent runs the link (the observed fleet).
+        const { fleet } = replica.requireLeader();
         const release = streams.acquire(clientKey(call));
         try {
           await relayConsole(call, signal, { cache, fleet, views, agentClients, log: deps.log });
@@ -312,6 +324,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
 
     applyPolicy: kit.unary('ApplyPolicy', async (req: { policy: LinkPolicy | undefined; dryRun: boolean }) => {
       validatePolicy(req.policy, limits);
+      replica.requireLeader();
       const p = req.policy as LinkPolicy;
       const res = await cache.putPolicy(
         { ...p, meta: { ...(p.meta as NonNullable<LinkPolicy['meta']>), managedBy: '' }, status: undefined },
@@ -340,6 +353,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     deletePolicy: kit.unary('DeletePolicy', async (req: { name: string; resourceVersion: string }) => {
       requireName(req.name);
       if (!cache.policies.has(req.name)) throw notFound('policy', req.name);
+      replica.requireLeader();
       await cache.deletePolicy(req.name, req.resourceVersion);
       return {};
     }),
@@ -398,6 +412,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     }),
     drainAgent: kit.unary('DrainAgent', async (req: { name: string }) => {
       getAgentOrThrow(req.name);
+      const { fleet } = replica.requireLeader();
       // Driver sides first (their users see the device go away), then by name.
       const order = [...fleet.linksOf(req.name)].sort((a, b) => {
         const ra = cache.links.get(a)?.obj.spec?.endpoints.find((e) => e.agent === req.name)?.role ?? 0;
@@ -411,7 +426,7 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     }),
     deleteAgent: kit.unary('DeleteAgent', async (req: { name: string; force: boolean }) => {
       getAgentOrThrow(req.name);
-      const held = fleet.linksOf(req.name).size;
+      const held = replica.requireLeader().fleet.linksOf(req.name).size;
       if (held > 0 && !req.force) {
         throw failedPrecondition(
           'AGENT_HAS_LINKS',
@@ -421,6 +436,23 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
       }
       await cache.deleteAgent(req.name);
       return {};
+    }),
+    adoptAgents: kit.unary('AdoptAgents', async (req: AdoptAgentsRequest) =>
+      adoptAgents(req, replica.requireLeader(), { cache, agentClients, log: deps.log }),
+    ),
+
+    getControllerStatus: kit.unary('GetControllerStatus', async () => {
+      const term = replica.current();
+      const id = cache.identity();
+      return {
+        replica: replica.address,
+        leader: term !== undefined,
+        leaderAddress: replica.leaderAddress(),
+        storeKind: deps.storeKind,
+        storeIdentity: { clusterId: id.clusterId, generation: id.generation },
+        revision: cache.revision(),
+        agentsInConflict: term?.fleet.storeConflicts().length ?? 0,
+      };
     }),
   };
   return { name: 'vop.controller.v1.ControllerService', definition: ControllerServiceService, implementation };

@@ -22,6 +22,8 @@ export interface FleetCounts {
   links(): Iterable<readonly [string, string, string, number]>;
   policies(): number;
   syncStreams(): number;
+  /** Connected agents in a store identity conflict. */
+  storeConflicts(): number;
 }
 
 export class ControllerMetrics {
@@ -38,8 +40,13 @@ export class ControllerMetrics {
   readonly leaseExpirations: Counter;
   readonly storeOps: Histogram<'operation'>;
   readonly storeConflicts: Counter;
+  readonly storeWatchErrors: Counter;
+  readonly etcdRequests: Histogram<'operation' | 'outcome'>;
+  readonly leaderChanges: Counter;
+  private readonly isLeader: Gauge;
   private readonly queues = new Map<QueueName, QueueGauges>();
   private counts: FleetCounts | undefined;
+  private lastLeader = '';
 
   constructor(registry: Registry, info: { version: string; store: string }) {
     const registers = [registry];
@@ -51,11 +58,17 @@ export class ControllerMetrics {
       labelNames: ['version', 'store'] as const,
       registers,
     }).set(info, 1);
-    new Gauge({
+    this.isLeader = new Gauge({
       name: 'vop_controller_is_leader',
-      help: '1 when this replica holds leadership (always 1 on the embedded store).',
+      help: '1 while this replica holds leadership (the embedded store has one replica, which leads once started).',
       registers,
-    }).set(1);
+    });
+    this.isLeader.set(0);
+    this.leaderChanges = new Counter({
+      name: 'vop_controller_leader_changes_total',
+      help: 'Changes of the leader this replica saw (another replica or this one took over).',
+      registers,
+    });
     new Gauge({
       name: 'workqueue_depth',
       help: 'Items waiting in the work queue.',
@@ -164,6 +177,18 @@ export class ControllerMetrics {
       help: 'Store writes refused because the resourceVersion was stale (ABORTED to the client).',
       registers,
     });
+    this.storeWatchErrors = new Counter({
+      name: 'vop_controller_store_watch_errors_total',
+      help: 'Failures of the store watch that keeps this replica current (it reconnects, or relists, on its own).',
+      registers,
+    });
+    this.etcdRequests = new Histogram({
+      name: 'vop_controller_etcd_request_duration_seconds',
+      help: 'Latency of requests to etcd (retries across members included), by operation and outcome (ok, refused: a compare failed, error).',
+      labelNames: ['operation', 'outcome'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    });
     const counts = (): FleetCounts | undefined => this.counts;
     new Gauge({
       name: 'vop_controller_agents',
@@ -194,6 +219,14 @@ export class ControllerMetrics {
       },
     });
     new Gauge({
+      name: 'vop_controller_agents_store_conflict',
+      help: 'Connected agents that hold their links because this store is not the one they last applied (another cluster id, or an older generation): vopctl adopt.',
+      registers,
+      collect() {
+        this.set(counts()?.storeConflicts() ?? 0);
+      },
+    });
+    new Gauge({
       name: 'vop_controller_sync_streams',
       help: 'Open agent sync streams.',
       registers,
@@ -205,6 +238,15 @@ export class ControllerMetrics {
 
   registerQueue(name: QueueName, q: QueueGauges): void {
     this.queues.set(name, q);
+  }
+
+  /** Leadership as the elector reports it; `leader` names the leader (this replica or another), "" when none is known. */
+  setLeadership(isLeader: boolean, leader: string): void {
+    this.isLeader.set(isLeader ? 1 : 0);
+    if (leader !== '' && leader !== this.lastLeader) {
+      if (this.lastLeader !== '') this.leaderChanges.inc();
+      this.lastLeader = leader;
+    }
   }
 
   setCounts(c: FleetCounts): void {

@@ -49,6 +49,9 @@ export class DesiredPush {
   async reconcile(name: string): Promise<void> {
     const rt = this.fleet.runtimes.get(name);
     if (!rt?.session) return;
+    // The agent applied desired state from another store (or a newer copy of this one): it holds
+    // its links; nothing is sent until an operator adopts it (and it would apply nothing anyway).
+    if (rt.storeConflict) return;
     const desired = desiredLinksFor(this.cache, this.fleet, name);
     const upserts: Link[] = [];
     const deletes: string[] = [];
@@ -82,7 +85,15 @@ export class DesiredPush {
       rt.applied.delete(ln);
       rt.rejected.delete(ln);
     }
-    rt.session.sendDesired(version, full, upserts, deletes);
+    const id = this.cache.identity();
+    rt.session.sendDesired({
+      version,
+      fullSnapshot: full,
+      upserts,
+      deletes,
+      storeIdentity: { clusterId: id.clusterId, generation: id.generation },
+      adopt: rt.adopted,
+    });
     this.metrics.desiredPushes.inc({ kind: full ? 'snapshot' : 'delta' });
     for (const ln of carried.keys()) this.queues.links.add(ln);
   }

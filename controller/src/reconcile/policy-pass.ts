@@ -7,39 +7,11 @@
  */
 import { ConditionStatus, WatchEventType, type Agent, type Condition, type Link } from '../../../lib/proto/types';
 import type { Limits } from '../../../lib/src/limits';
+import { ADOPTED_ANNOTATION } from '../state/agent-labels';
 import type { FleetState } from '../state/fleet-state';
 import type { ObjectCache } from '../state/object-cache';
+import type { StoreOp } from '../store/store';
 import { managedByPolicy, renderPolicy } from './policy-render';
-
-/**
- * A policy pass asks the store for up to this many link writes at once, then waits for them
- * and lets I/O run: the embedded store runs the writes asked for together in one transaction
- * (one fsync), etcd pipelines them, and Sync streams and RPCs are served between chunks.
- */
-export const YIELD_EVERY_WRITES = 500;
-
-/** Link writes of one pass in flight together, each still its own CAS commit. */
-class WriteChunk {
-  private inflight: Promise<unknown>[] = [];
-  /** New links per agent asked for in this chunk, not yet in FleetState's index. */
-  readonly pendingNew = new Map<string, number>();
-
-  async add(write: Promise<unknown>): Promise<void> {
-    this.inflight.push(write);
-    if (this.inflight.length >= YIELD_EVERY_WRITES) await this.drain();
-  }
-
-  /** Waits for every write of the chunk (the first failure rejects, after all settled). */
-  async drain(): Promise<void> {
-    const writes = this.inflight;
-    this.inflight = [];
-    this.pendingNew.clear();
-    const settled = await Promise.allSettled(writes);
-    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-    await new Promise<void>((resolve) => setImmediate(resolve));
-  }
-}
 
 export class PolicyPass {
   constructor(
@@ -62,8 +34,12 @@ export class PolicyPass {
     }
     let conflicts = 0;
     let overLimit = 0;
-    const chunk = new WriteChunk();
+    /** New links per agent planned in this pass, not yet in FleetState's index. */
+    const pendingNew = new Map<string, number>();
     const max = this.limits.maxLinksPerAgent;
+    // Every write of the pass goes to the store in as few commits as it takes (ObjectCache.commitMany).
+    const ops: StoreOp[] = [];
+    const now = new Date();
     for (const [ln, l] of want) {
       const cur = this.cache.links.get(ln);
       if (cur && (cur.obj.meta?.managedBy ?? '') !== managedByPolicy(name)) {
@@ -72,19 +48,23 @@ export class PolicyPass {
       }
       const agentsOf = (l.spec?.endpoints ?? []).map((ep) => ep.agent);
       // A new link on an agent that already holds maxLinksPerAgent links is not stamped.
-      if (!cur && agentsOf.some((a) => this.fleet.linksOf(a).size + (chunk.pendingNew.get(a) ?? 0) >= max)) {
+      if (!cur && agentsOf.some((a) => this.fleet.linksOf(a).size + (pendingNew.get(a) ?? 0) >= max)) {
         overLimit++;
         want.delete(ln);
         continue;
       }
-      if (!cur) for (const a of agentsOf) chunk.pendingNew.set(a, (chunk.pendingNew.get(a) ?? 0) + 1);
-      await chunk.add(this.cache.putLink(l, ''));
+      if (!cur) for (const a of agentsOf) pendingNew.set(a, (pendingNew.get(a) ?? 0) + 1);
+      const plan = this.cache.planLink(l, '', now);
+      if (plan) ops.push(plan.op);
     }
     for (const ln of owned) {
       if (want.has(ln)) continue;
-      await chunk.add(this.cache.deleteLink(ln, ''));
+      // Links adopted after the store was lost stay until their policy is applied again (it takes them over).
+      if (!pe && this.cache.links.get(ln)?.obj.meta?.annotations[ADOPTED_ANNOTATION] !== undefined) continue;
+      const op = this.cache.planLinkDelete(ln, '');
+      if (op) ops.push(op);
     }
-    await chunk.drain();
+    await this.cache.commitMany(ops);
     if (!pe) {
       this.fleet.policyStatus.delete(name);
       return;

@@ -11,6 +11,8 @@ export const LABEL_ROLE = 'vop.dev/role';
 export const LABEL_HOST = 'vop.dev/host';
 /** Stamped on every link a policy creates. */
 export const LABEL_POLICY = 'vop.dev/policy';
+/** Annotation on a link adopted from an agent's report after the store was lost (api/adopt.ts): the agent. */
+export const ADOPTED_ANNOTATION = 'vop.dev/adopted';
 
 const ROLE_NAME: Record<number, string> = {
   [NodeRole.NODE_ROLE_HOST]: 'host',

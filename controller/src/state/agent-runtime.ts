@@ -8,13 +8,28 @@
  *   DRAINING   drain requested, the agent still runs managed links
  *   DRAINED    drain requested, the agent acknowledged a desired set without links
  */
+import type { StoreIdentity } from '../../../lib/proto/controller';
 import type { Link, LinkStatus, Role } from '../../../lib/proto/types';
+import type { ServerError } from '../../../lib/src/errors';
+
+/** One DesiredLinks version as a session sends it. */
+export interface DesiredVersion {
+  readonly version: bigint;
+  readonly fullSnapshot: boolean;
+  readonly upserts: Link[];
+  readonly deletes: string[];
+  /** The identity of the desired state the version was computed from. */
+  readonly storeIdentity: StoreIdentity;
+  /** The agent was adopted: it accepts this identity although it differs from the one it applied. */
+  readonly adopt: boolean;
+}
 
 /** The controller's handle on one registered Sync stream. */
 export interface SyncSessionHandle {
   readonly id: number;
-  sendDesired(version: bigint, fullSnapshot: boolean, upserts: Link[], deletes: string[]): void;
-  close(reason: string): void;
+  sendDesired(d: DesiredVersion): void;
+  /** Ends the stream: ABORTED (SESSION_REPLACED) with `reason`, or `err` when given. */
+  close(reason: string, err?: ServerError): void;
 }
 
 export class AgentRuntime {
@@ -47,6 +62,17 @@ export class AgentRuntime {
   readonly observed = new Map<string, LinkStatus>();
   /** Send a full snapshot on the next pass (new stream, drift found). */
   needsFull = true;
+  /** The store identity the agent last applied, as it registered it (undefined: none yet). */
+  appliedIdentity: StoreIdentity | undefined;
+  /**
+   * Set while the agent's applied identity conflicts with this store's (or it held a version for
+   * that reason): nothing is sent to it until an operator adopts it.
+   */
+  storeConflict: { readonly reason: string; readonly message: string } | undefined;
+  /** Adopted in this leader term: every version tells the agent to accept this store's identity. */
+  adopted = false;
+  /** The managed links the agent registered with while in conflict (name, managed_by, spec; no labels). */
+  reported: Link[] = [];
 
   constructor(
     readonly name: string,

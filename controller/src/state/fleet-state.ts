@@ -140,6 +140,11 @@ export class FleetState {
     return AgentPhase.AGENT_PHASE_READY;
   }
 
+  /** Connected agents in a store identity conflict (they hold their links until adopted). */
+  storeConflicts(): AgentRuntime[] {
+    return [...this.runtimes.values()].filter((r) => r.session !== undefined && r.storeConflict !== undefined);
+  }
+
   /** Open Sync streams. */
   sessionCount(): number {
     let n = 0;

@@ -1,10 +1,21 @@
 /**
  * The controller's view of the desired state: every object of the store kept in
- * memory (the read path of list/get/watch and of the reconciler), written through to
- * the store with compare-and-swap on resourceVersion. Observed status (link status,
- * agent phase) lives here too but is not persisted: it is rebuilt from the agents'
- * reports after a restart. Every change is published to watchers.
+ * memory (the read path of list/get/watch and of the reconciler), fed by the store's
+ * watch and written through to the store with compare-and-swap on resourceVersion.
+ *
+ * One way in: every replica, the leader included, changes its maps only from the
+ * store's watch (a write waits until the watch has delivered its revision), so the
+ * cache of every replica is the store at one revision, whoever wrote. A resync (the
+ * watch's history was compacted, or the store was wiped under it) replaces the maps
+ * and publishes the differences; a change of the store's identity is told to
+ * onIdentityChange listeners. Writes carry the leader's fence (setWriteGuard); a write
+ * without leadership, or one etcd fenced off, changes nothing.
+ *
+ * Observed status (link status, agent phase) is not kept here: the leader's fleet state
+ * holds it (state/fleet-state.ts). Every change is published to subscribers.
  */
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
 import {
   Agent,
   Link,
@@ -14,9 +25,22 @@ import {
   WatchEventType,
   type ObjectMeta,
 } from '../../../lib/proto/types';
-import { staleResourceVersion } from '../../../lib/src/errors';
+import { ServerError, staleResourceVersion } from '../../../lib/src/errors';
 import { linkSpecEqual, protoEqual } from '../../../lib/src/proto-equal';
-import { StoreConflictError, type DesiredStateStore, type ObjectKind, type StoreOp } from '../store/store';
+import type { Fence } from '../store/leader-election';
+import {
+  StoreConflictError,
+  StoreFencedError,
+  StoreIdentityError,
+  StoreUnavailableError,
+  type DesiredStateStore,
+  type ObjectKind,
+  type StoreIdentity,
+  type StoreOp,
+  type StoredObject,
+  type StoreWatch,
+  type WatchBatch,
+} from '../store/store';
 import type { ControllerMetrics } from '../metrics/controller-metrics';
 
 export interface CacheEvent {
@@ -36,6 +60,13 @@ interface Entry<T> {
   obj: T;
   revision: bigint;
 }
+
+/** Objects one commit carries at most (besides the store's own maxOpsPerCommit): bounds one SQLite transaction's stall. */
+export const MAX_BATCH_OPS = 500;
+/** Object bytes one commit carries at most (etcd refuses requests over --max-request-bytes, 1.5 MiB by default). */
+export const MAX_BATCH_BYTES = 1024 * 1024;
+/** How long a write waits for the watch to deliver its own revision before reporting it unseen. */
+export const WATCH_DELIVERY_TIMEOUT_MS = 30_000;
 
 const codec = {
   link: {
@@ -68,9 +99,30 @@ function mapEqual(a: Record<string, string>, b: Record<string, string>): boolean
   return ka.every((k) => b[k] === a[k]);
 }
 
+function withRv<T extends { meta: ObjectMeta | undefined }>(obj: T, rev: bigint): T {
+  if (obj.meta) obj.meta.resourceVersion = String(rev);
+  return obj;
+}
+
 export interface WriteResult<T> {
   readonly obj: T;
   readonly changed: boolean;
+}
+
+/** A planned write: the op to commit and the object it stores. */
+export interface PlannedWrite<T> {
+  readonly op: StoreOp;
+  readonly next: T;
+}
+
+/** Returns the fence to write with, or throws (e.g. NOT_LEADER) when this replica may not write. */
+export type WriteGuard = () => Fence | undefined;
+
+interface Waiter {
+  readonly ready: () => boolean;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+  readonly timer: NodeJS.Timeout;
 }
 
 export class ObjectCache {
@@ -78,29 +130,86 @@ export class ObjectCache {
   readonly policies = new Map<string, Entry<LinkPolicy>>();
   readonly agents = new Map<string, Entry<Agent>>();
   private readonly listeners = new Set<CacheListener>();
+  private readonly identityListeners = new Set<(id: StoreIdentity, previous: StoreIdentity) => void>();
   private seq = 0n;
+  /** Every change up to this revision is in the maps. */
+  private applied = 0n;
+  private ident: StoreIdentity = { clusterId: '', generation: 0n };
+  private watch: StoreWatch | undefined;
+  private readonly waiters = new Set<Waiter>();
+  private guard: WriteGuard = () => undefined;
+  private onFenced: () => void = () => undefined;
+  /** Agent records waiting to be committed together (registrations of many agents at once). */
+  private agentBatch = new Map<string, { op: StoreOp; done: { resolve: () => void; reject: (e: Error) => void }[] }>();
+  private agentFlush: NodeJS.Immediate | undefined;
+  private readonly batchOps: number;
 
   constructor(
     private readonly store: DesiredStateStore,
     private readonly metrics: ControllerMetrics,
-  ) {}
+  ) {
+    this.batchOps = Math.max(1, Math.min(store.maxOpsPerCommit, MAX_BATCH_OPS));
+  }
 
+  /** Reads the store (one snapshot) and follows its watch from there. */
   async load(): Promise<void> {
     const end = this.metrics.storeOps.startTimer({ operation: 'list' });
-    const all = await this.store.loadAll();
+    const snap = await this.store.loadSnapshot();
     end();
-    const withRv = <T extends { meta: ObjectMeta | undefined }>(obj: T, rev: bigint): T => {
-      if (obj.meta) obj.meta.resourceVersion = String(rev);
-      return obj;
-    };
-    for (const o of all) {
-      if (o.kind === 'link')
-        this.links.set(o.name, { obj: withRv(codec.link.decode(o.data), o.revision), revision: o.revision });
-      else if (o.kind === 'policy')
-        this.policies.set(o.name, { obj: withRv(codec.policy.decode(o.data), o.revision), revision: o.revision });
-      else this.agents.set(o.name, { obj: withRv(codec.agent.decode(o.data), o.revision), revision: o.revision });
+    for (const o of snap.objects) this.set(o, false);
+    this.ident = snap.identity;
+    this.applied = snap.revision;
+    this.seq = snap.revision;
+    this.watch = this.store.watch(snap.revision, {
+      onBatch: (b) => this.onBatch(b),
+      onError: () => this.metrics.storeWatchErrors.inc(),
+    });
+  }
+
+  /** Stops following the store; pending waits fail. */
+  close(): void {
+    this.watch?.close();
+    this.watch = undefined;
+    for (const w of [...this.waiters]) {
+      clearTimeout(w.timer);
+      this.waiters.delete(w);
+      w.reject(new StoreUnavailableError('the object cache was closed', false));
     }
-    this.seq = this.store.revision();
+  }
+
+  /** The store identity of the state in the maps. */
+  identity(): StoreIdentity {
+    return this.ident;
+  }
+
+  /** The store revision every change up to which is in the maps. */
+  revision(): bigint {
+    return this.applied;
+  }
+
+  /** Who may write, with which fence (the replica's leadership); `fenced` is told when the store refused a fence. */
+  setWriteGuard(guard: WriteGuard, fenced: () => void): void {
+    this.guard = guard;
+    this.onFenced = fenced;
+  }
+
+  /** Called when the store under the cache turns out to be another one (a resync with a new cluster id). */
+  onIdentityChange(l: (id: StoreIdentity, previous: StoreIdentity) => void): () => void {
+    this.identityListeners.add(l);
+    return () => this.identityListeners.delete(l);
+  }
+
+  /**
+   * Waits until the maps hold everything the store held when this was called: the same cluster
+   * id and at least its generation (every desired-state change). A new leader does this first.
+   */
+  async catchUp(timeoutMs = WATCH_DELIVERY_TIMEOUT_MS): Promise<void> {
+    const want = await this.store.readIdentity();
+    await this.waitUntil(
+      () => this.ident.clusterId === want.clusterId && this.ident.generation >= want.generation,
+      timeoutMs,
+      `the store's generation ${want.generation}`,
+    );
   }
 
   /** A version for watch events: the store revision, bumped for status-only changes. */
@@ -127,23 +236,182 @@ export class ObjectCache {
     for (const l of this.listeners) l(ev);
   }
 
-  private async commit(ops: StoreOp[]): Promise<bigint> {
+  // ---- the watch ------------------------------------------------------------------------------
+
+  private onBatch(b: WatchBatch): void {
+    const previous = this.ident;
+    if (b.revision > this.seq) this.seq = b.revision;
+    if (b.type === 'events') {
+      for (const e of b.events) {
+        if (e.type === 'put') this.set(e, true);
+        else this.remove(e.kind, e.name, e.revision);
+      }
+    } else if (b.type === 'resync') {
+      this.replaceAll(b.objects, b.identity.clusterId === previous.clusterId);
+    }
+    this.ident = b.identity;
+    if (b.revision > this.applied) this.applied = b.revision;
+    for (const w of [...this.waiters]) {
+      if (!w.ready()) continue;
+      clearTimeout(w.timer);
+      this.waiters.delete(w);
+      w.resolve();
+    }
+    if (b.identity.clusterId !== previous.clusterId)
+      for (const l of [...this.identityListeners]) l(b.identity, previous);
+  }
+
+  private mapOf(kind: ObjectKind): Map<string, Entry<Link | LinkPolicy | Agent>> {
+    return kind === 'link' ? this.links : kind === 'policy' ? this.policies : this.agents;
+  }
+
+  /** Stores one object from the store (unless the map already holds it at that revision or later). */
+  private set(o: { kind: ObjectKind; name: string; revision: bigint; data: Uint8Array }, publish: boolean): void {
+    const map = this.mapOf(o.kind);
+    const cur = map.get(o.name);
+    if (cur && cur.revision >= o.revision) return;
+    const obj = withRv(codec[o.kind].decode(o.data), o.revision);
+    map.set(o.name, { obj, revision: o.revision });
+    if (publish)
+      this.publish(
+        o.kind,
+        cur ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED,
+        o.name,
+      );
+  }
+
+  private remove(kind: ObjectKind, name: string, revision: bigint): void {
+    const map = this.mapOf(kind);
+    const cur = map.get(name);
+    if (!cur || cur.revision >= revision) return;
+    map.delete(name);
+    this.publish(kind, WatchEventType.WATCH_EVENT_TYPE_DELETED, name, false, cur.obj);
+  }
+
+  /**
+   * A resync: the complete state replaces the maps; what differs is published (everything, when
+   * it is another store: the same name at the same revision may hold anything there).
+   */
+  private replaceAll(objects: readonly StoredObject[], sameStore: boolean): void {
+    const seen = new Map<ObjectKind, Set<string>>([
+      ['link', new Set()],
+      ['policy', new Set()],
+      ['agent', new Set()],
+    ]);
+    for (const o of objects) {
+      seen.get(o.kind)?.add(o.name);
+      const map = this.mapOf(o.kind);
+      const cur = map.get(o.name);
+      if (sameStore && cur && cur.revision === o.revision) continue;
+      const obj = withRv(codec[o.kind].decode(o.data), o.revision);
+      map.set(o.name, { obj, revision: o.revision });
+      this.publish(
+        o.kind,
+        cur ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED,
+        o.name,
+      );
+    }
+    for (const [kind, names] of seen) {
+      const map = this.mapOf(kind);
+      for (const [name, cur] of [...map]) {
+        if (names.has(name)) continue;
+        map.delete(name);
+        this.publish(kind, WatchEventType.WATCH_EVENT_TYPE_DELETED, name, false, cur.obj);
+      }
+    }
+  }
+
+  private waitUntil(ready: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    if (ready()) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      const w: Waiter = {
+        ready,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.waiters.delete(w);
+          reject(
+            new StoreUnavailableError(
+              `this replica's watch of the store has not delivered ${what} within ${timeoutMs} ms`,
+              false,
+            ),
+          );
+        }, timeoutMs),
+      };
+      this.waiters.add(w);
+    });
+  }
+
+  /** Resolves once the watch has delivered `rev` (the maps show that write). */
+  private waitApplied(rev: bigint): Promise<void> {
+    return this.waitUntil(() => this.applied >= rev, WATCH_DELIVERY_TIMEOUT_MS, `revision ${rev}`);
+  }
+
+  // ---- writes ---------------------------------------------------------------------------------
+
+  /** One commit (fenced with the replica's leadership); resolves once the maps show it. */
+  private async commit(ops: readonly StoreOp[]): Promise<bigint> {
+    const fence = this.guard();
     const end = this.metrics.storeOps.startTimer({
       operation: ops.length > 1 ? 'txn' : ops[0]?.op === 'delete' ? 'delete' : 'put',
     });
+    let rev: bigint;
     try {
-      const rev = await this.store.commit(ops);
-      if (rev > this.seq) this.seq = rev;
-      return rev;
+      rev = await this.store.commit(ops, fence ? { fence } : {});
     } catch (err) {
-      if (err instanceof StoreConflictError) {
-        this.metrics.storeConflicts.inc();
-        throw staleResourceVersion(err.kind, err.name, String(err.expected), String(err.actual));
-      }
-      throw err;
+      throw this.storeError(err);
     } finally {
       end();
     }
+    await this.waitApplied(rev);
+    return rev;
+  }
+
+  /** The RPC-edge form of a store failure. */
+  private storeError(err: unknown): unknown {
+    if (err instanceof StoreConflictError) {
+      this.metrics.storeConflicts.inc();
+      return staleResourceVersion(err.kind, err.name, String(err.expected), String(err.actual));
+    }
+    if (err instanceof StoreFencedError) {
+      this.onFenced();
+      return new ServerError(GrpcStatus.UNAVAILABLE, `${err.message}: nothing was written; retry on the leader`, {
+        reason: 'NOT_LEADER',
+      });
+    }
+    if (err instanceof StoreIdentityError)
+      return new ServerError(GrpcStatus.UNAVAILABLE, `${err.message}; nothing was written`, {
+        reason: 'STORE_REPLACED',
+      });
+    if (err instanceof StoreUnavailableError)
+      return new ServerError(
+        GrpcStatus.UNAVAILABLE,
+        `the store is unavailable${err.outcomeUnknown ? ' (the write may or may not have happened: re-read before retrying)' : ''}: ${err.message}`,
+        { reason: err.outcomeUnknown ? 'STORE_OUTCOME_UNKNOWN' : 'STORE_UNAVAILABLE' },
+      );
+    return err;
+  }
+
+  /**
+   * Commits planned ops in as few commits as the store takes (MAX_BATCH_OPS, MAX_BATCH_BYTES,
+   * maxOpsPerCommit each): not atomic as a whole, each commit is. Resolves once the maps show them.
+   */
+  async commitMany(ops: readonly StoreOp[]): Promise<void> {
+    let chunk: StoreOp[] = [];
+    let bytes = 0;
+    for (const op of ops) {
+      const size = op.op === 'put' ? op.data.byteLength + op.name.length : op.name.length;
+      if (chunk.length > 0 && (chunk.length >= this.batchOps || bytes + size > MAX_BATCH_BYTES)) {
+        await this.commit(chunk);
+        // The embedded store commits synchronously: let Sync streams and RPCs run between commits.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(op);
+      bytes += size;
+    }
+    if (chunk.length > 0) await this.commit(chunk);
   }
 
   /** The CAS revision for a client-supplied resourceVersion ("" = the current one). */
@@ -160,14 +428,13 @@ export class ObjectCache {
   }
 
   /**
-   * Creates or updates a link's meta and spec. Generation bumps when the spec
-   * changes. `rv` = client resourceVersion ("" for last-writer-wins).
+   * The write of a link's meta and spec, or undefined when nothing would change. Generation
+   * bumps when the spec changes. `rv` = client resourceVersion ("" for last-writer-wins).
    */
-  async putLink(link: Link, rv: string, opts: { dryRun?: boolean; now?: Date } = {}): Promise<WriteResult<Link>> {
+  planLink(link: Link, rv: string, now = new Date()): PlannedWrite<Link> | undefined {
     const name = link.meta?.name ?? '';
     const cur = this.links.get(name);
     const expected = this.expectedFor('link', name, rv, cur?.revision);
-    const now = opts.now ?? new Date();
     const old = cur?.obj;
     const meta = link.meta ?? emptyMeta(name);
     const specChanged = !old || !linkSpecEqual(old.spec, link.spec);
@@ -176,7 +443,7 @@ export class ObjectCache {
       !mapEqual(old.meta?.labels ?? {}, meta.labels) ||
       !mapEqual(old.meta?.annotations ?? {}, meta.annotations) ||
       (old.meta?.managedBy ?? '') !== meta.managedBy;
-    if (old && !specChanged && !metaChanged) return { obj: old, changed: false };
+    if (old && !specChanged && !metaChanged) return undefined;
     const next: Link = {
       meta: {
         ...meta,
@@ -189,21 +456,30 @@ export class ObjectCache {
       spec: link.spec,
       status: undefined,
     };
-    if (opts.dryRun) return { obj: next, changed: true };
-    const rev = await this.commit([{ op: 'put', kind: 'link', name, data: codec.link.encode(next), expected }]);
-    next.meta = { ...(next.meta as ObjectMeta), resourceVersion: String(rev) };
-    this.links.set(name, { obj: next, revision: rev });
-    this.publish('link', old ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED, name);
-    return { obj: next, changed: true };
+    return { op: { op: 'put', kind: 'link', name, data: codec.link.encode(next), expected }, next };
+  }
+
+  /** The delete of a link at `rv` ("" = its current revision), or undefined when it does not exist. */
+  planLinkDelete(name: string, rv: string): StoreOp | undefined {
+    const cur = this.links.get(name);
+    if (!cur) return undefined;
+    return { op: 'delete', kind: 'link', name, expected: this.expectedFor('link', name, rv, cur.revision) };
+  }
+
+  async putLink(link: Link, rv: string, opts: { dryRun?: boolean; now?: Date } = {}): Promise<WriteResult<Link>> {
+    const name = link.meta?.name ?? '';
+    const plan = this.planLink(link, rv, opts.now);
+    if (!plan) return { obj: this.links.get(name)?.obj as Link, changed: false };
+    if (opts.dryRun) return { obj: plan.next, changed: true };
+    const rev = await this.commit([plan.op]);
+    return { obj: withRv(plan.next, rev), changed: true };
   }
 
   async deleteLink(name: string, rv: string): Promise<Link | undefined> {
     const cur = this.links.get(name);
-    if (!cur) return undefined;
-    const expected = this.expectedFor('link', name, rv, cur.revision);
-    await this.commit([{ op: 'delete', kind: 'link', name, expected }]);
-    this.links.delete(name);
-    this.publish('link', WatchEventType.WATCH_EVENT_TYPE_DELETED, name, false, cur.obj);
+    const op = this.planLinkDelete(name, rv);
+    if (!cur || !op) return undefined;
+    await this.commit([op]);
     return cur.obj;
   }
 
@@ -231,18 +507,11 @@ export class ObjectCache {
         managedBy: meta.managedBy,
       },
       spec: policy.spec,
-      status: old?.status,
+      status: undefined,
     };
     if (opts.dryRun) return { obj: next, changed: true };
     const rev = await this.commit([{ op: 'put', kind: 'policy', name, data: codec.policy.encode(next), expected }]);
-    next.meta = { ...(next.meta as ObjectMeta), resourceVersion: String(rev) };
-    this.policies.set(name, { obj: next, revision: rev });
-    this.publish(
-      'policy',
-      old ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED,
-      name,
-    );
-    return { obj: next, changed: true };
+    return { obj: withRv(next, rev), changed: true };
   }
 
   async deletePolicy(name: string, rv: string): Promise<LinkPolicy | undefined> {
@@ -250,12 +519,14 @@ export class ObjectCache {
     if (!cur) return undefined;
     const expected = this.expectedFor('policy', name, rv, cur.revision);
     await this.commit([{ op: 'delete', kind: 'policy', name, expected }]);
-    this.policies.delete(name);
-    this.publish('policy', WatchEventType.WATCH_EVENT_TYPE_DELETED, name, false, cur.obj);
     return cur.obj;
   }
 
-  /** Persists an agent record (registration data and spec); phase/heartbeat are not persisted. */
+  /**
+   * Persists an agent record (registration data and spec); phase/heartbeat are not persisted.
+   * Records written in the same tick go to the store together (a rack powering on registers
+   * hundreds of agents at once); last writer wins for one agent.
+   */
   async putAgent(agent: Agent): Promise<Agent> {
     const name = agent.meta?.name ?? '';
     const cur = this.agents.get(name);
@@ -272,18 +543,34 @@ export class ObjectCache {
       spec: agent.spec,
       status: agent.status ? { ...agent.status, lastHeartbeatTime: undefined } : undefined,
     };
-    const rev = await this.commit([{ op: 'put', kind: 'agent', name, data: codec.agent.encode(persisted) }]);
-    persisted.meta = { ...(persisted.meta as ObjectMeta), resourceVersion: String(rev) };
-    this.agents.set(name, { obj: persisted, revision: rev });
-    this.publish('agent', cur ? WatchEventType.WATCH_EVENT_TYPE_MODIFIED : WatchEventType.WATCH_EVENT_TYPE_ADDED, name);
-    return persisted;
+    this.guard(); // refuse at once without leadership
+    await new Promise<void>((resolve, reject) => {
+      const prev = this.agentBatch.get(name);
+      const op: StoreOp = { op: 'put', kind: 'agent', name, data: codec.agent.encode(persisted) };
+      this.agentBatch.set(name, { op, done: [...(prev?.done ?? []), { resolve, reject }] });
+      if (this.agentBatch.size >= this.batchOps) this.flushAgents();
+      else this.agentFlush ??= setImmediate(() => this.flushAgents());
+    });
+    return this.agents.get(name)?.obj ?? persisted;
+  }
+
+  private flushAgents(): void {
+    if (this.agentFlush) clearImmediate(this.agentFlush);
+    this.agentFlush = undefined;
+    const batch = [...this.agentBatch.values()];
+    this.agentBatch = new Map();
+    if (batch.length === 0) return;
+    this.commit(batch.map((b) => b.op)).then(
+      () => batch.forEach((b) => b.done.forEach((d) => d.resolve())),
+      (err: unknown) => {
+        const e = err instanceof Error ? err : new Error(String(err));
+        batch.forEach((b) => b.done.forEach((d) => d.reject(e)));
+      },
+    );
   }
 
   async deleteAgent(name: string): Promise<void> {
-    const cur = this.agents.get(name);
-    if (!cur) return;
+    if (!this.agents.has(name)) return;
     await this.commit([{ op: 'delete', kind: 'agent', name }]);
-    this.agents.delete(name);
-    this.publish('agent', WatchEventType.WATCH_EVENT_TYPE_DELETED, name, false, cur.obj);
   }
 }

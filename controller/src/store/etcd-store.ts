@@ -41,7 +41,7 @@ import {
   type WatchHandlers,
 } from './store';
 
-export type EtcdOperation = 'commit' | 'list' | 'compact';
+export type EtcdOperation = 'commit' | 'list' | 'identity' | 'compact';
 
 export interface EtcdStoreOptions {
   /** Objects per range request when listing (default DEFAULT_PAGE_SIZE). */
@@ -298,6 +298,23 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
 
   identity(): StoreIdentity {
     return { clusterId: this.clusterId, generation: this.gen };
+  }
+
+  async readIdentity(): Promise<StoreIdentity> {
+    const { keys } = this;
+    const res = await this.measured('identity', () =>
+      withRetry('identity', this.timeoutMs, false, (deadline) =>
+        this.client.kv.range({ key: keys.watchStart, range_end: prefixEnd(keys.watchStart) }, { deadline }),
+      ),
+    );
+    let clusterId = '';
+    let generation = 0n;
+    for (const kv of res.kvs) {
+      const k = keys.parse(kv.key);
+      if (k.type === 'cluster-id') clusterId = kv.value.toString('utf8');
+      else if (k.type === 'generation') generation = BigInt(kv.mod_revision);
+    }
+    return { clusterId, generation };
   }
 
   noteRevision(rev: bigint): void {

@@ -258,6 +258,10 @@ export class SqliteStore implements DesiredStateStore {
     return { clusterId: this.clusterId, generation: this.gen };
   }
 
+  async readIdentity(): Promise<StoreIdentity> {
+    return this.identity();
+  }
+
   watch(fromRevision: bigint, handlers: WatchHandlers): StoreWatch {
     const w: Watcher = { handlers, closed: false };
     if (fromRevision < this.historyFrom) {

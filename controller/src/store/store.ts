@@ -185,6 +185,11 @@ export interface DesiredStateStore {
   /** Cluster id and generation, as far as this process knows (loadSnapshot reads them first). */
   identity(): StoreIdentity;
   /**
+   * Cluster id and generation as the store holds them now (etcd: a linearizable read), without
+   * taking them as this handle's: a new leader waits until its watch has caught up with them.
+   */
+  readIdentity(): Promise<StoreIdentity>;
+  /**
    * Delivers every change after `fromRevision` (usually the snapshot's revision), then
    * changes as they happen, through reconnects; a watch whose history is gone resyncs.
    */

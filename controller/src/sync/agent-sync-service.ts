@@ -8,7 +8,6 @@
 import { status as GrpcStatus, type ServerDuplexStream } from '@grpc/grpc-js';
 
 import { AgentSyncServiceService, type SyncRequest, type SyncResponse } from '../../../lib/proto/controller';
-import type { Link } from '../../../lib/proto/types';
 import { peerName } from '../../../lib/src/auth';
 import { invalidArgument, ServerError } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
@@ -18,7 +17,7 @@ import type { HandlerKit } from '../../../lib/src/rpc-handlers';
 import { NAME_RE } from '../../../lib/src/validate';
 import { validateRegistration } from '../../../lib/src/validate-registration';
 import { peerEvidence, verifyAddress } from './address-verification';
-import type { SyncSessionHandle } from '../state/agent-runtime';
+import type { DesiredVersion, SyncSessionHandle } from '../state/agent-runtime';
 import type { ControllerMetrics } from '../metrics/controller-metrics';
 import { chunkDesired } from './desired-chunks';
 import type { SyncSessions } from './sync-sessions';
@@ -28,7 +27,11 @@ export const REGISTER_TIMEOUT_MS = 10_000;
 let nextSessionId = 1;
 
 export interface AgentSyncDeps {
-  readonly sessions: SyncSessions;
+  /**
+   * The sessions of the current leader term; throws (UNAVAILABLE, NOT_LEADER, with the leader's
+   * address) on a replica that does not lead: agents go to the leader.
+   */
+  readonly sessions: () => SyncSessions;
   readonly metrics: ControllerMetrics;
   readonly log: Logger;
   /** Certificate names allowed to register any node name (admins); others only their own. */
@@ -39,21 +42,29 @@ export interface AgentSyncDeps {
 }
 
 export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): ServiceBinding {
-  const { sessions, metrics } = deps;
+  const { metrics } = deps;
   const log = deps.log;
   const sync = kit.bidi('Sync', async (call: ServerDuplexStream<SyncRequest, SyncResponse>, signal: AbortSignal) => {
+    // Only the leader serves Sync streams; the stream belongs to its term's sessions.
+    const sessions = deps.sessions();
     let agent: string | undefined;
     let closeReason: string | undefined;
     let chunked = false;
     const session: SyncSessionHandle = {
       id: nextSessionId++,
-      sendDesired(version: bigint, fullSnapshot: boolean, upserts: Link[], deletes: string[]) {
+      sendDesired(d: DesiredVersion) {
         if (call.cancelled || call.destroyed || call.writableEnded) return;
+        const { version, fullSnapshot, upserts, deletes, storeIdentity, adopt } = d;
         if (!chunked) {
-          call.write({ msg: { $case: 'desired', value: { version, fullSnapshot, upserts, deletes, more: false } } });
+          call.write({
+            msg: {
+              $case: 'desired',
+              value: { version, fullSnapshot, upserts, deletes, more: false, storeIdentity, adopt },
+            },
+          });
           return;
         }
-        const parts = chunkDesired(version, fullSnapshot, upserts, deletes, deps.chunkBytes);
+        const parts = chunkDesired(d, deps.chunkBytes);
         if (parts.length > 1)
           log.info(
             { agent, version: String(version), parts: parts.length, upserts: upserts.length },
@@ -61,9 +72,9 @@ export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): S
           );
         for (const value of parts) call.write({ msg: { $case: 'desired', value } });
       },
-      close(reason: string) {
+      close(reason: string, err?: ServerError) {
         closeReason = reason;
-        finish?.(new ServerError(GrpcStatus.ABORTED, reason, { reason: 'SESSION_REPLACED' }));
+        finish?.(err ?? new ServerError(GrpcStatus.ABORTED, reason, { reason: 'SESSION_REPLACED' }));
       },
     };
     let finish: ((err?: unknown) => void) | undefined;

@@ -6,26 +6,32 @@
  */
 import { DesiredLinks } from '../../../lib/proto/controller';
 import { Link } from '../../../lib/proto/types';
+import type { DesiredVersion } from '../state/agent-runtime';
 
 /** Tag, length prefix and slack per repeated entry. */
 const ENTRY_OVERHEAD = 8;
-/** Version, flags and the message's own framing. */
-const MESSAGE_OVERHEAD = 64;
+/** Version, flags, the store identity and the message's own framing. */
+const MESSAGE_OVERHEAD = 128;
 
-export function chunkDesired(
-  version: bigint,
-  fullSnapshot: boolean,
-  upserts: readonly Link[],
-  deletes: readonly string[],
-  maxBytes: number,
-): DesiredLinks[] {
+/** Every part carries the version, full_snapshot, the store identity and adopt. */
+export function chunkDesired(d: DesiredVersion, maxBytes: number): DesiredLinks[] {
+  const { version, fullSnapshot, upserts, deletes, storeIdentity, adopt } = d;
+  const empty = (): DesiredLinks => ({
+    version,
+    fullSnapshot,
+    upserts: [],
+    deletes: [],
+    more: false,
+    storeIdentity,
+    adopt,
+  });
   const parts: DesiredLinks[] = [];
-  let cur: DesiredLinks = { version, fullSnapshot, upserts: [], deletes: [], more: false };
+  let cur = empty();
   let size = MESSAGE_OVERHEAD;
   const add = (bytes: number, put: (d: DesiredLinks) => void): void => {
     if (size + bytes > maxBytes && (cur.upserts.length > 0 || cur.deletes.length > 0)) {
       parts.push(cur);
-      cur = { version, fullSnapshot, upserts: [], deletes: [], more: false };
+      cur = empty();
       size = MESSAGE_OVERHEAD;
     }
     put(cur);

@@ -11,7 +11,9 @@ import { AgentPhase, WatchEventType } from '../../../lib/proto/types';
 import { durationOfMs, monotonicMs } from '../../../lib/src/clock';
 import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
+import type { ServerError } from '../../../lib/src/errors';
 import { linkSpecEqual } from '../../../lib/src/proto-equal';
+import { storeConflict } from '../../../lib/src/store-identity';
 import type { ControllerMetrics } from '../metrics/controller-metrics';
 import { desiredLinksFor } from '../reconcile/desired-push';
 import type { WorkQueues } from '../reconcile/work-queues';
@@ -39,6 +41,9 @@ export interface CheckedAddresses {
 }
 
 export class SyncSessions {
+  /** Set once the leader term these sessions belong to has ended: registrations are refused with it. */
+  private ended: ServerError | undefined;
+
   constructor(
     private readonly cache: ObjectCache,
     private readonly fleet: FleetState,
@@ -50,6 +55,7 @@ export class SyncSessions {
 
   /** A validated registration (lib/src/validate-registration.ts) with its checked addresses. */
   register(session: SyncSessionHandle, reg: Register, addresses: CheckedAddresses): Registered {
+    if (this.ended) throw this.ended;
     const id = reg.identity;
     const name = id?.nodeName ?? '';
     const rt = this.fleet.runtime(name);
@@ -98,6 +104,18 @@ export class SyncSessions {
       this.queues.links.add(ln);
     }
     if (desired.size > 0 && reported.size === 0 && rt.sentVersion === 0n) rt.needsFull = true;
+    // The store identity rule (lib/src/store-identity.ts): an agent that applied another store, or a
+    // newer copy of this one, keeps its links; nothing is sent to it until an operator adopts it.
+    const storeId = this.cache.identity();
+    rt.appliedIdentity = reg.appliedIdentity;
+    rt.storeConflict = rt.adopted ? undefined : storeConflict(reg.appliedIdentity, storeId);
+    // What it runs, for an adoption (kept only while it is in conflict).
+    rt.reported = rt.storeConflict ? reg.links : [];
+    if (rt.storeConflict)
+      this.log.warn(
+        { agent: name, code: 'STORE_IDENTITY_CONFLICT', reason: rt.storeConflict.reason, links: reg.links.length },
+        `agent holds its links: ${rt.storeConflict.message}; vopctl adopt ${name} takes them over`,
+      );
     void this.persistRegistration(name, reg, addresses).catch((err: unknown) =>
       this.log.error({ err, agent: name }, 'persisting registration failed'),
     );
@@ -107,6 +125,7 @@ export class SyncSessions {
       leaseDuration: durationOfMs(this.opts.leaseMs),
       heartbeatInterval: durationOfMs(Math.max(200, Math.floor(this.opts.leaseMs * HEARTBEAT_FRACTION))),
       serverTime: new Date(),
+      storeIdentity: { clusterId: storeId.clusterId, generation: storeId.generation },
     };
   }
 
@@ -191,6 +210,20 @@ export class SyncSessions {
     const rt = this.fleet.runtimes.get(name);
     if (!rt) return;
     rt.lastHeartbeat = monotonicMs();
+    if (a.held !== '') {
+      // The agent applied nothing of the version (the store identity rule): it is in conflict.
+      for (const v of [...rt.inflight.keys()]) if (v <= a.version) rt.inflight.delete(v);
+      rt.needsFull = true;
+      if (!rt.storeConflict) {
+        rt.storeConflict = { reason: 'HeldByAgent', message: a.held.slice(0, MAX_REJECT_REASON_LENGTH) };
+        this.log.warn(
+          { agent: name, code: 'STORE_IDENTITY_CONFLICT', reason: 'HeldByAgent', held: rt.storeConflict.message },
+          `agent held desired links version ${a.version}; vopctl adopt ${name} takes its links over`,
+        );
+        this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
+      }
+      return;
+    }
     if (a.version > rt.ackedVersion) rt.ackedVersion = a.version;
     const rejectedNames = Object.keys(a.rejected);
     if (rejectedNames.length > 0) this.metrics.rejections.inc(rejectedNames.length);
@@ -216,6 +249,12 @@ export class SyncSessions {
     }
     if (this.cache.agents.get(name)?.obj.spec?.drain)
       this.cache.publish('agent', WatchEventType.WATCH_EVENT_TYPE_MODIFIED, name, true);
+  }
+
+  /** The leader term ended: every stream is closed with `err` (agents go to the new leader), and no new one registers. */
+  closeAll(err: ServerError): void {
+    this.ended = err;
+    for (const rt of this.fleet.runtimes.values()) rt.session?.close(err.message, err);
   }
 
   streamClosed(name: string, session: SyncSessionHandle): void {

@@ -32,9 +32,15 @@ function linkRack(cache: ObjectCache, l: Link): string {
   return rack ?? '';
 }
 
-export function fleetCounts(cache: ObjectCache, fleet: FleetState): FleetCounts {
+/**
+ * `fleet` is the leader's fleet state; a replica that does not lead observes no agent and no link
+ * status, so it exports no agent or link counts (the leader's are the fleet's).
+ */
+export function fleetCounts(cache: ObjectCache, current: () => FleetState | undefined): FleetCounts {
   return {
     agents: () => {
+      const fleet = current();
+      if (!fleet) return [];
       const counts = new Map<string, number>();
       for (const [name, e] of cache.agents) {
         const k = `${e.obj.status?.identity?.rack ?? ''}\0${AGENT_PHASE_LABEL[fleet.agentPhase(name)] ?? 'NotReady'}`;
@@ -46,6 +52,8 @@ export function fleetCounts(cache: ObjectCache, fleet: FleetState): FleetCounts 
       });
     },
     links: () => {
+      const fleet = current();
+      if (!fleet) return [];
       const counts = new Map<string, number>();
       for (const [name, e] of cache.links) {
         const rack = linkRack(cache, e.obj);
@@ -62,6 +70,7 @@ export function fleetCounts(cache: ObjectCache, fleet: FleetState): FleetCounts 
       });
     },
     policies: () => cache.policies.size,
-    syncStreams: () => fleet.sessionCount(),
+    syncStreams: () => current()?.sessionCount() ?? 0,
+    storeConflicts: () => current()?.storeConflicts().length ?? 0,
   };
 }

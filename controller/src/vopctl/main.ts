@@ -9,6 +9,8 @@
  *   vopctl watch links|agents                 snapshot, then changes (-o json: one object per line)
  *   vopctl console LINK [--device D] [--write]  attach to a console through the controller (Ctrl-] detaches)
  *   vopctl cordon|uncordon|drain AGENT
+ *   vopctl status                             each replica: who leads, the store and its identity
+ *   vopctl adopt [AGENT...] [--dry-run]       after a lost store: take over the links agents in a conflict run
  *
  * and, for any vop server (controller or agent), without grpcurl or .proto files (api-schema.ts):
  *
@@ -18,7 +20,8 @@
  *
  * Server: --server, $VOPCTL_SERVER, the config file, else the controller's admin Unix
  * socket unix:/run/vop/controller.sock (a path or unix:PATH is a socket, HOST:PORT is
- * TCP, with --tls-* for mutual TLS). Exit codes:
+ * TCP, with --tls-* for mutual TLS); several controller replicas comma-separated (calls go
+ * to the leader, through a failover: connection.ts). Exit codes:
  * see exit-codes.ts and docs/controller.md.
  */
 import { readFileSync } from 'node:fs';
@@ -53,7 +56,7 @@ import { callMethod, encodeRequest, readRequestText } from './generic-call';
 import { parseManifests, readManifestText } from './manifest';
 import { age, enumName, render, table, toJson, type Kind, type OutputFormat } from './output';
 
-const USAGE = `usage: vopctl [--server unix:PATH|HOST:PORT] [--tls-ca F --tls-cert F --tls-key F] [--timeout SECONDS] COMMAND
+const USAGE = `usage: vopctl [--server unix:PATH|HOST:PORT[,...]] [--tls-ca F --tls-cert F --tls-key F] [--timeout SECONDS] COMMAND
 commands:
   apply -f FILE [--dry-run]
   get links|agents|policies [NAME] [-o table|wide|json|yaml|name] [-l SELECTOR] [--agent NAME]
@@ -62,6 +65,8 @@ commands:
   watch links|agents [-l SELECTOR] [-o json]
   console LINK [--device NAME] [--write]
   cordon|uncordon|drain AGENT
+  status                              each replica given: who leads, the store and its identity
+  adopt [AGENT...] [--dry-run]        agents in a store identity conflict: take over the links they run
 generic, for the controller or an agent (--server unix:/run/vop/agent.sock):
   list [SERVICE]
   describe SYMBOL                     e.g. vop.controller.v1.ControllerService, vop.types.v1.LinkSpec
@@ -122,36 +127,47 @@ async function listAll(
   selector: string,
   agent: string,
 ): Promise<(Link | Agent | LinkPolicy)[]> {
-  const ctl = conn.client;
   const items: (Link | Agent | LinkPolicy)[] = [];
   let pageToken = '';
   do {
     if (kind === 'links') {
-      const r = await conn.unary(ctl.listLinks.bind(ctl), {
-        labelSelector: selector,
-        agent,
-        phase: LinkPhase.LINK_PHASE_UNSPECIFIED,
-        pageSize: 1000,
-        pageToken,
-      });
+      const r = await conn.unary(
+        (c) => c.listLinks.bind(c),
+        {
+          labelSelector: selector,
+          agent,
+          phase: LinkPhase.LINK_PHASE_UNSPECIFIED,
+          pageSize: 1000,
+          pageToken,
+        },
+        { read: true },
+      );
       items.push(...r.links);
       pageToken = r.nextPageToken;
     } else if (kind === 'agents') {
-      const r = await conn.unary(ctl.listAgents.bind(ctl), {
-        labelSelector: selector,
-        rack: '',
-        phase: AgentPhase.AGENT_PHASE_UNSPECIFIED,
-        pageSize: 1000,
-        pageToken,
-      });
+      const r = await conn.unary(
+        (c) => c.listAgents.bind(c),
+        {
+          labelSelector: selector,
+          rack: '',
+          phase: AgentPhase.AGENT_PHASE_UNSPECIFIED,
+          pageSize: 1000,
+          pageToken,
+        },
+        { read: true },
+      );
       items.push(...r.agents);
       pageToken = r.nextPageToken;
     } else {
-      const r = await conn.unary(ctl.listPolicies.bind(ctl), {
-        labelSelector: selector,
-        pageSize: 1000,
-        pageToken,
-      });
+      const r = await conn.unary(
+        (c) => c.listPolicies.bind(c),
+        {
+          labelSelector: selector,
+          pageSize: 1000,
+          pageToken,
+        },
+        { read: true },
+      );
       items.push(...r.policies);
       pageToken = r.nextPageToken;
     }
@@ -160,13 +176,12 @@ async function listAll(
 }
 
 async function getOne(conn: Connection, kind: Kind, name: string): Promise<Link | Agent | LinkPolicy> {
-  const ctl = conn.client;
   const obj =
     kind === 'links'
-      ? (await conn.unary(ctl.getLink.bind(ctl), { name })).link
+      ? (await conn.unary((c) => c.getLink.bind(c), { name }, { read: true })).link
       : kind === 'agents'
-        ? (await conn.unary(ctl.getAgent.bind(ctl), { name })).agent
-        : (await conn.unary(ctl.getPolicy.bind(ctl), { name })).policy;
+        ? (await conn.unary((c) => c.getAgent.bind(c), { name }, { read: true })).agent
+        : (await conn.unary((c) => c.getPolicy.bind(c), { name }, { read: true })).policy;
   if (!obj) throw new CliError(`the controller returned no object for ${kind} ${name}`, EXIT.ERROR);
   return obj;
 }
@@ -201,7 +216,7 @@ async function describe(conn: Connection, kind: Kind, name: string): Promise<voi
     out('Stats:\n');
     let stats: GetLinkStatsResponse;
     try {
-      stats = await conn.unary(conn.client.getLinkStats.bind(conn.client), { name });
+      stats = await conn.unary((c) => c.getLinkStats.bind(c), { name }, { read: true });
     } catch (err) {
       out(`  unavailable: ${(err as Error).message}\n`);
       return;
@@ -235,8 +250,8 @@ async function watch(conn: Connection, kind: Kind, selector: string, format: Out
   if (kind === 'policies') throw new CliError('watch supports links and agents', EXIT.USAGE);
   const stream =
     kind === 'links'
-      ? conn.client.watchLinks({ labelSelector: selector, agent: '', updatesOnly: false })
-      : conn.client.watchAgents({ labelSelector: selector, updatesOnly: false });
+      ? (await conn.preferred()).watchLinks({ labelSelector: selector, agent: '', updatesOnly: false })
+      : (await conn.preferred()).watchAgents({ labelSelector: selector, updatesOnly: false });
   process.on('SIGINT', () => stream.cancel());
   await new Promise<void>((resolve, reject) => {
     let header = false;
@@ -269,7 +284,7 @@ async function watch(conn: Connection, kind: Kind, selector: string, format: Out
 }
 
 async function consoleAttach(conn: Connection, link: string, device: string, write: boolean): Promise<void> {
-  const call = conn.client.attachConsole();
+  const call = (await conn.preferred()).attachConsole();
   const stdin = process.stdin;
   await new Promise<void>((resolve, reject) => {
     const restore = (): void => {
@@ -307,6 +322,53 @@ async function consoleAttach(conn: Connection, link: string, device: string, wri
       msg: { $case: 'open', value: { link, device, write, replayBytes: 4096 } },
     } satisfies AttachConsoleRequest);
   });
+}
+
+/** One line per replica given; exit 6 when none answered. */
+async function status(conn: Connection): Promise<number> {
+  const rows = [['SERVER', 'ROLE', 'LEADER', 'STORE', 'CLUSTER-ID', 'GENERATION', 'REVISION', 'CONFLICTS']];
+  let answered = 0;
+  for (const { server, status: st, error } of await conn.statuses()) {
+    if (!st) {
+      rows.push([server, 'unreachable', '', '', '', '', '', '']);
+      process.stderr.write(`vopctl: ${error ? toCliError(error, server).message : `${server}: no answer`}\n`);
+      continue;
+    }
+    answered++;
+    rows.push([
+      server,
+      st.leader ? 'leader' : 'follower',
+      st.leader ? st.replica : st.leaderAddress || '(none)',
+      st.storeKind,
+      st.storeIdentity?.clusterId ?? '',
+      String(st.storeIdentity?.generation ?? 0n),
+      String(st.revision),
+      st.leader ? String(st.agentsInConflict) : '',
+    ]);
+  }
+  out(table(rows));
+  return answered > 0 ? EXIT.OK : EXIT.UNAVAILABLE;
+}
+
+/** AdoptAgents; exit 5 when a named agent could not be adopted. */
+async function adopt(conn: Connection, agents: string[], dryRun: boolean): Promise<number> {
+  const r = await conn.unary((c) => c.adoptAgents.bind(c), { agents, dryRun });
+  if (r.agents.length === 0) {
+    out('no agent is in a store identity conflict\n');
+    return EXIT.OK;
+  }
+  let failed = 0;
+  for (const a of r.agents) {
+    if (a.error !== '') {
+      failed++;
+      process.stderr.write(`vopctl: agent/${a.agent} not adopted: ${a.error}\n`);
+      continue;
+    }
+    out(
+      `agent/${a.agent} adopted${dryRun ? ' (dry run)' : ''}: ${a.linksCreated.length} link(s) created, ${a.linksUpdated.length} updated, ${a.linksUnchanged.length} unchanged${a.linksCreated.length + a.linksUpdated.length > 0 ? ` (${[...a.linksCreated, ...a.linksUpdated].join(', ')})` : ''}\n`,
+    );
+  }
+  return failed > 0 ? EXIT.CONFLICT : EXIT.OK;
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -415,24 +477,25 @@ async function main(argv: string[]): Promise<number> {
     throw new CliError(`${cmd} needs -f FILE`, EXIT.USAGE);
 
   const conn = connect(flags);
-  const ctl = conn.client;
   try {
     switch (cmd) {
       case 'apply': {
         for (const m of manifests ?? []) {
           if (m.kind === 'Link') {
-            const r = await conn.unary(ctl.applyLink.bind(ctl), {
-              link: m.link,
-              dryRun: values['dry-run'] ?? false,
-            });
+            const r = await conn.unary(
+              (c) => c.applyLink.bind(c),
+              { link: m.link, dryRun: values['dry-run'] ?? false },
+              { idempotent: true },
+            );
             out(
               `link/${r.link?.meta?.name ?? ''} ${r.changed ? (r.link?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
             );
           } else {
-            const r = await conn.unary(ctl.applyPolicy.bind(ctl), {
-              policy: m.policy,
-              dryRun: values['dry-run'] ?? false,
-            });
+            const r = await conn.unary(
+              (c) => c.applyPolicy.bind(c),
+              { policy: m.policy, dryRun: values['dry-run'] ?? false },
+              { idempotent: true },
+            );
             out(
               `policy/${r.policy?.meta?.name ?? ''} ${r.changed ? (r.policy?.meta?.generation === 1n ? 'created' : 'configured') : 'unchanged'}${values['dry-run'] ? ' (dry run)' : ''}\n`,
             );
@@ -466,9 +529,9 @@ async function main(argv: string[]): Promise<number> {
           : [[kindOf(args[0]), args[1] ?? '']];
         for (const [kind, name] of targets) {
           if (name === '') throw new CliError('delete needs a NAME', EXIT.USAGE);
-          if (kind === 'agents') await conn.unary(ctl.deleteAgent.bind(ctl), { name, force: false });
-          else if (kind === 'links') await conn.unary(ctl.deleteLink.bind(ctl), { name, resourceVersion: rv });
-          else await conn.unary(ctl.deletePolicy.bind(ctl), { name, resourceVersion: rv });
+          if (kind === 'agents') await conn.unary((c) => c.deleteAgent.bind(c), { name, force: false });
+          else if (kind === 'links') await conn.unary((c) => c.deleteLink.bind(c), { name, resourceVersion: rv });
+          else await conn.unary((c) => c.deletePolicy.bind(c), { name, resourceVersion: rv });
           out(`${kind === 'links' ? 'link' : kind === 'agents' ? 'agent' : 'policy'}/${name} deleted\n`);
         }
         return EXIT.OK;
@@ -486,15 +549,19 @@ async function main(argv: string[]): Promise<number> {
         const name = args[0];
         if (name === undefined) throw new CliError(`${cmd} needs an AGENT name`, EXIT.USAGE);
         if (cmd === 'drain') {
-          const r = await conn.unary(ctl.drainAgent.bind(ctl), { name });
+          const r = await conn.unary((c) => c.drainAgent.bind(c), { name });
           out(`agent/${name} drained${r.links.length > 0 ? `; removing links in order: ${r.links.join(', ')}` : ''}\n`);
         } else {
-          if (cmd === 'cordon') await conn.unary(ctl.cordonAgent.bind(ctl), { name });
-          else await conn.unary(ctl.uncordonAgent.bind(ctl), { name });
+          if (cmd === 'cordon') await conn.unary((c) => c.cordonAgent.bind(c), { name });
+          else await conn.unary((c) => c.uncordonAgent.bind(c), { name });
           out(`agent/${name} ${cmd}ed\n`);
         }
         return EXIT.OK;
       }
+      case 'status':
+        return await status(conn);
+      case 'adopt':
+        return await adopt(conn, args, values['dry-run'] ?? false);
       default:
         throw new CliError(`unknown command "${cmd}"\n${USAGE}`, EXIT.USAGE);
     }

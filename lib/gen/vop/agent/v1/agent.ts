@@ -27,6 +27,7 @@ import {
   AgentAddresses,
   AgentIdentity,
   Capabilities,
+  Condition,
   ConsoleAttached,
   ConsoleOpen,
   Device,
@@ -53,7 +54,14 @@ export interface GetInfoResponse {
   version: string;
   nativeVersion: string;
   startTime: Date | undefined;
-  addresses: AgentAddresses | undefined;
+  addresses:
+    | AgentAddresses
+    | undefined;
+  /**
+   * The agent's own conditions, e.g. ControllerStoreIdentity: False while a controller presents a
+   * store other than the one this agent last applied (it then keeps its links and applies nothing).
+   */
+  conditions: Condition[];
 }
 
 /** Request of ApplyLink. */
@@ -251,6 +259,7 @@ function createBaseGetInfoResponse(): GetInfoResponse {
     nativeVersion: "",
     startTime: undefined,
     addresses: undefined,
+    conditions: [],
   };
 }
 
@@ -273,6 +282,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     }
     if (message.addresses !== undefined) {
       AgentAddresses.encode(message.addresses, writer.uint32(50).fork()).join();
+    }
+    for (const v of message.conditions) {
+      Condition.encode(v!, writer.uint32(1282).fork()).join();
     }
     return writer;
   },
@@ -338,6 +350,14 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
             message.addresses = AgentAddresses.decode(reader, reader.uint32());
             continue;
           }
+          case 160: {
+            if (tag !== 1282) {
+              break;
+            }
+
+            message.conditions.push(Condition.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -366,6 +386,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
         ? fromJsonTimestamp(object.start_time)
         : undefined,
       addresses: isSet(object.addresses) ? AgentAddresses.fromJSON(object.addresses) : undefined,
+      conditions: globalThis.Array.isArray(object?.conditions)
+        ? object.conditions.map((e: any) => Condition.fromJSON(e))
+        : [],
     };
   },
 
@@ -389,6 +412,9 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     if (message.addresses !== undefined) {
       obj.addresses = AgentAddresses.toJSON(message.addresses);
     }
+    if (message.conditions?.length) {
+      obj.conditions = message.conditions.map((e) => Condition.toJSON(e));
+    }
     return obj;
   },
 
@@ -409,6 +435,7 @@ export const GetInfoResponse: MessageFns<GetInfoResponse> = {
     message.addresses = (object.addresses !== undefined && object.addresses !== null)
       ? AgentAddresses.fromPartial(object.addresses)
       : undefined;
+    message.conditions = object.conditions?.map((e) => Condition.fromPartial(e)) || [];
     return message;
   },
 };

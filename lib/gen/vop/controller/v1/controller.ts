@@ -274,6 +274,70 @@ export interface DeleteAgentRequest {
 export interface DeleteAgentResponse {
 }
 
+/** Request of AdoptAgents. */
+export interface AdoptAgentsRequest {
+  /** Agents to adopt; empty: every connected agent in a store identity conflict. */
+  agents: string[];
+  /** Report what would be written; write nothing. */
+  dryRun: boolean;
+}
+
+/** What adopting one agent wrote. */
+export interface AdoptedAgent {
+  agent: string;
+  /** Links the agent runs that the store did not hold, now written (with the agent's spec and labels). */
+  linksCreated: string[];
+  /** Links the store held with another spec than the agent runs, now written with the agent's. */
+  linksUpdated: string[];
+  /** Links the store already held as the agent runs them. */
+  linksUnchanged: string[];
+  /** Set when this agent was not adopted, and why (not connected, not in conflict, unreachable). */
+  error: string;
+}
+
+/** Response of AdoptAgents. */
+export interface AdoptAgentsResponse {
+  agents: AdoptedAgent[];
+}
+
+/** Request of GetControllerStatus. */
+export interface GetControllerStatusRequest {
+}
+
+/** Response of GetControllerStatus. */
+export interface GetControllerStatusResponse {
+  /** The address this replica advertises to agents and clients. */
+  replica: string;
+  /** This replica leads: it serves mutations and the agents' Sync streams. */
+  leader: boolean;
+  /** The leader's address as this replica knows it; empty while none is known (an election). */
+  leaderAddress: string;
+  /** "sqlite" or "etcd". */
+  storeKind: string;
+  /** The identity of the desired state this replica serves. */
+  storeIdentity:
+    | StoreIdentity
+    | undefined;
+  /** The store revision this replica's cache is at. */
+  revision: bigint;
+  /** Connected agents in a store identity conflict (leader only). */
+  agentsInConflict: number;
+}
+
+/** Who the store of desired state is (docs/controller.md, "Store identity"). */
+export interface StoreIdentity {
+  /**
+   * Chosen at random when the store was created; another id is another store (wiped, replaced,
+   * another etcd prefix).
+   */
+  clusterId: string;
+  /**
+   * Store revision of the latest change of desired state; it only goes forward, so an older one
+   * is an older copy of the store (a restored backup).
+   */
+  generation: bigint;
+}
+
 /** First message of a Sync stream. */
 export interface Register {
   identity: AgentIdentity | undefined;
@@ -292,6 +356,8 @@ export interface Register {
    * The controller splits a large version only for agents that set this.
    */
   acceptsChunkedDesired: boolean;
+  /** The store identity of the last DesiredLinks version the agent applied; unset before the first. */
+  appliedIdentity: StoreIdentity | undefined;
 }
 
 /** Keeps the lease alive; small on purpose. */
@@ -314,6 +380,12 @@ export interface DesiredAck {
   version: bigint;
   /** Empty when every link of the version was applied. */
   rejected: { [key: string]: string };
+  /**
+   * Set when the agent applied nothing of this version, and why: the store identity it carries is
+   * not the one the agent last applied (another cluster id, an older generation) and it was not
+   * adopted. The agent keeps every link it runs.
+   */
+  held: string;
 }
 
 export interface DesiredAck_RejectedEntry {
@@ -335,7 +407,11 @@ export interface SyncRequest {
 export interface Registered {
   leaseDuration: Duration | undefined;
   heartbeatInterval: Duration | undefined;
-  serverTime: Date | undefined;
+  serverTime:
+    | Date
+    | undefined;
+  /** The identity of the desired state this controller serves. */
+  storeIdentity: StoreIdentity | undefined;
 }
 
 /** Desired links for one agent: a full snapshot or a change, with a version. */
@@ -352,6 +428,19 @@ export interface DesiredLinks {
    * that registered with accepts_chunked_desired.
    */
   more: boolean;
+  /**
+   * The identity of the desired state this version was computed from. An agent applies a version
+   * only when it carries the cluster id the agent last applied and a generation at least as new,
+   * unless `adopt` is set.
+   */
+  storeIdentity:
+    | StoreIdentity
+    | undefined;
+  /**
+   * An operator adopted this agent (AdoptAgents): accept this store identity although it differs
+   * from the one last applied.
+   */
+  adopt: boolean;
 }
 
 /** Controller-to-agent message. */
@@ -3531,6 +3620,649 @@ export const DeleteAgentResponse: MessageFns<DeleteAgentResponse> = {
   },
 };
 
+function createBaseAdoptAgentsRequest(): AdoptAgentsRequest {
+  return { agents: [], dryRun: false };
+}
+
+export const AdoptAgentsRequest: MessageFns<AdoptAgentsRequest> = {
+  encode(message: AdoptAgentsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.agents) {
+      writer.uint32(10).string(v!);
+    }
+    if (message.dryRun !== false) {
+      writer.uint32(16).bool(message.dryRun);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptAgentsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptAgentsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agents.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.dryRun = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdoptAgentsRequest {
+    return {
+      agents: globalThis.Array.isArray(object?.agents) ? object.agents.map((e: any) => globalThis.String(e)) : [],
+      dryRun: isSet(object.dryRun)
+        ? globalThis.Boolean(object.dryRun)
+        : isSet(object.dry_run)
+        ? globalThis.Boolean(object.dry_run)
+        : false,
+    };
+  },
+
+  toJSON(message: AdoptAgentsRequest): unknown {
+    const obj: any = {};
+    if (message.agents?.length) {
+      obj.agents = message.agents;
+    }
+    if (message.dryRun !== false) {
+      obj.dryRun = message.dryRun;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AdoptAgentsRequest>, I>>(base?: I): AdoptAgentsRequest {
+    return AdoptAgentsRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdoptAgentsRequest>, I>>(object: I): AdoptAgentsRequest {
+    const message = createBaseAdoptAgentsRequest();
+    message.agents = object.agents?.map((e) => e) || [];
+    message.dryRun = object.dryRun ?? false;
+    return message;
+  },
+};
+
+function createBaseAdoptedAgent(): AdoptedAgent {
+  return { agent: "", linksCreated: [], linksUpdated: [], linksUnchanged: [], error: "" };
+}
+
+export const AdoptedAgent: MessageFns<AdoptedAgent> = {
+  encode(message: AdoptedAgent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.agent !== "") {
+      writer.uint32(10).string(message.agent);
+    }
+    for (const v of message.linksCreated) {
+      writer.uint32(18).string(v!);
+    }
+    for (const v of message.linksUpdated) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.linksUnchanged) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.error !== "") {
+      writer.uint32(42).string(message.error);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptedAgent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptedAgent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agent = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.linksCreated.push(reader.string());
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.linksUpdated.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.linksUnchanged.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.error = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdoptedAgent {
+    return {
+      agent: isSet(object.agent) ? globalThis.String(object.agent) : "",
+      linksCreated: globalThis.Array.isArray(object?.linksCreated)
+        ? object.linksCreated.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.links_created)
+        ? object.links_created.map((e: any) => globalThis.String(e))
+        : [],
+      linksUpdated: globalThis.Array.isArray(object?.linksUpdated)
+        ? object.linksUpdated.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.links_updated)
+        ? object.links_updated.map((e: any) => globalThis.String(e))
+        : [],
+      linksUnchanged: globalThis.Array.isArray(object?.linksUnchanged)
+        ? object.linksUnchanged.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.links_unchanged)
+        ? object.links_unchanged.map((e: any) => globalThis.String(e))
+        : [],
+      error: isSet(object.error) ? globalThis.String(object.error) : "",
+    };
+  },
+
+  toJSON(message: AdoptedAgent): unknown {
+    const obj: any = {};
+    if (message.agent !== "") {
+      obj.agent = message.agent;
+    }
+    if (message.linksCreated?.length) {
+      obj.linksCreated = message.linksCreated;
+    }
+    if (message.linksUpdated?.length) {
+      obj.linksUpdated = message.linksUpdated;
+    }
+    if (message.linksUnchanged?.length) {
+      obj.linksUnchanged = message.linksUnchanged;
+    }
+    if (message.error !== "") {
+      obj.error = message.error;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AdoptedAgent>, I>>(base?: I): AdoptedAgent {
+    return AdoptedAgent.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdoptedAgent>, I>>(object: I): AdoptedAgent {
+    const message = createBaseAdoptedAgent();
+    message.agent = object.agent ?? "";
+    message.linksCreated = object.linksCreated?.map((e) => e) || [];
+    message.linksUpdated = object.linksUpdated?.map((e) => e) || [];
+    message.linksUnchanged = object.linksUnchanged?.map((e) => e) || [];
+    message.error = object.error ?? "";
+    return message;
+  },
+};
+
+function createBaseAdoptAgentsResponse(): AdoptAgentsResponse {
+  return { agents: [] };
+}
+
+export const AdoptAgentsResponse: MessageFns<AdoptAgentsResponse> = {
+  encode(message: AdoptAgentsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.agents) {
+      AdoptedAgent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AdoptAgentsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAdoptAgentsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.agents.push(AdoptedAgent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AdoptAgentsResponse {
+    return {
+      agents: globalThis.Array.isArray(object?.agents) ? object.agents.map((e: any) => AdoptedAgent.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: AdoptAgentsResponse): unknown {
+    const obj: any = {};
+    if (message.agents?.length) {
+      obj.agents = message.agents.map((e) => AdoptedAgent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AdoptAgentsResponse>, I>>(base?: I): AdoptAgentsResponse {
+    return AdoptAgentsResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AdoptAgentsResponse>, I>>(object: I): AdoptAgentsResponse {
+    const message = createBaseAdoptAgentsResponse();
+    message.agents = object.agents?.map((e) => AdoptedAgent.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGetControllerStatusRequest(): GetControllerStatusRequest {
+  return {};
+}
+
+export const GetControllerStatusRequest: MessageFns<GetControllerStatusRequest> = {
+  encode(_: GetControllerStatusRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetControllerStatusRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetControllerStatusRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): GetControllerStatusRequest {
+    return {};
+  },
+
+  toJSON(_: GetControllerStatusRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetControllerStatusRequest>, I>>(base?: I): GetControllerStatusRequest {
+    return GetControllerStatusRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetControllerStatusRequest>, I>>(_: I): GetControllerStatusRequest {
+    const message = createBaseGetControllerStatusRequest();
+    return message;
+  },
+};
+
+function createBaseGetControllerStatusResponse(): GetControllerStatusResponse {
+  return {
+    replica: "",
+    leader: false,
+    leaderAddress: "",
+    storeKind: "",
+    storeIdentity: undefined,
+    revision: 0n,
+    agentsInConflict: 0,
+  };
+}
+
+export const GetControllerStatusResponse: MessageFns<GetControllerStatusResponse> = {
+  encode(message: GetControllerStatusResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.replica !== "") {
+      writer.uint32(10).string(message.replica);
+    }
+    if (message.leader !== false) {
+      writer.uint32(16).bool(message.leader);
+    }
+    if (message.leaderAddress !== "") {
+      writer.uint32(26).string(message.leaderAddress);
+    }
+    if (message.storeKind !== "") {
+      writer.uint32(34).string(message.storeKind);
+    }
+    if (message.storeIdentity !== undefined) {
+      StoreIdentity.encode(message.storeIdentity, writer.uint32(42).fork()).join();
+    }
+    if (message.revision !== 0n) {
+      if (BigInt.asUintN(64, message.revision) !== message.revision) {
+        throw new globalThis.Error("value provided for field message.revision of type uint64 too large");
+      }
+      writer.uint32(48).uint64(message.revision);
+    }
+    if (message.agentsInConflict !== 0) {
+      writer.uint32(56).uint32(message.agentsInConflict);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetControllerStatusResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetControllerStatusResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.replica = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.leader = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.leaderAddress = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.storeKind = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.storeIdentity = StoreIdentity.decode(reader, reader.uint32());
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.revision = reader.uint64() as bigint;
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.agentsInConflict = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetControllerStatusResponse {
+    return {
+      replica: isSet(object.replica) ? globalThis.String(object.replica) : "",
+      leader: isSet(object.leader) ? globalThis.Boolean(object.leader) : false,
+      leaderAddress: isSet(object.leaderAddress)
+        ? globalThis.String(object.leaderAddress)
+        : isSet(object.leader_address)
+        ? globalThis.String(object.leader_address)
+        : "",
+      storeKind: isSet(object.storeKind)
+        ? globalThis.String(object.storeKind)
+        : isSet(object.store_kind)
+        ? globalThis.String(object.store_kind)
+        : "",
+      storeIdentity: isSet(object.storeIdentity)
+        ? StoreIdentity.fromJSON(object.storeIdentity)
+        : isSet(object.store_identity)
+        ? StoreIdentity.fromJSON(object.store_identity)
+        : undefined,
+      revision: isSet(object.revision) ? BigInt(object.revision) : 0n,
+      agentsInConflict: isSet(object.agentsInConflict)
+        ? globalThis.Number(object.agentsInConflict)
+        : isSet(object.agents_in_conflict)
+        ? globalThis.Number(object.agents_in_conflict)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetControllerStatusResponse): unknown {
+    const obj: any = {};
+    if (message.replica !== "") {
+      obj.replica = message.replica;
+    }
+    if (message.leader !== false) {
+      obj.leader = message.leader;
+    }
+    if (message.leaderAddress !== "") {
+      obj.leaderAddress = message.leaderAddress;
+    }
+    if (message.storeKind !== "") {
+      obj.storeKind = message.storeKind;
+    }
+    if (message.storeIdentity !== undefined) {
+      obj.storeIdentity = StoreIdentity.toJSON(message.storeIdentity);
+    }
+    if (message.revision !== 0n) {
+      obj.revision = message.revision.toString();
+    }
+    if (message.agentsInConflict !== 0) {
+      obj.agentsInConflict = Math.round(message.agentsInConflict);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<GetControllerStatusResponse>, I>>(base?: I): GetControllerStatusResponse {
+    return GetControllerStatusResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<GetControllerStatusResponse>, I>>(object: I): GetControllerStatusResponse {
+    const message = createBaseGetControllerStatusResponse();
+    message.replica = object.replica ?? "";
+    message.leader = object.leader ?? false;
+    message.leaderAddress = object.leaderAddress ?? "";
+    message.storeKind = object.storeKind ?? "";
+    message.storeIdentity = (object.storeIdentity !== undefined && object.storeIdentity !== null)
+      ? StoreIdentity.fromPartial(object.storeIdentity)
+      : undefined;
+    message.revision = (object.revision !== undefined && object.revision !== null) ? BigInt(object.revision) : 0n;
+    message.agentsInConflict = object.agentsInConflict ?? 0;
+    return message;
+  },
+};
+
+function createBaseStoreIdentity(): StoreIdentity {
+  return { clusterId: "", generation: 0n };
+}
+
+export const StoreIdentity: MessageFns<StoreIdentity> = {
+  encode(message: StoreIdentity, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.clusterId !== "") {
+      writer.uint32(10).string(message.clusterId);
+    }
+    if (message.generation !== 0n) {
+      if (BigInt.asUintN(64, message.generation) !== message.generation) {
+        throw new globalThis.Error("value provided for field message.generation of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.generation);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StoreIdentity {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStoreIdentity();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.clusterId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.generation = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StoreIdentity {
+    return {
+      clusterId: isSet(object.clusterId)
+        ? globalThis.String(object.clusterId)
+        : isSet(object.cluster_id)
+        ? globalThis.String(object.cluster_id)
+        : "",
+      generation: isSet(object.generation) ? BigInt(object.generation) : 0n,
+    };
+  },
+
+  toJSON(message: StoreIdentity): unknown {
+    const obj: any = {};
+    if (message.clusterId !== "") {
+      obj.clusterId = message.clusterId;
+    }
+    if (message.generation !== 0n) {
+      obj.generation = message.generation.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StoreIdentity>, I>>(base?: I): StoreIdentity {
+    return StoreIdentity.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StoreIdentity>, I>>(object: I): StoreIdentity {
+    const message = createBaseStoreIdentity();
+    message.clusterId = object.clusterId ?? "";
+    message.generation = (object.generation !== undefined && object.generation !== null)
+      ? BigInt(object.generation)
+      : 0n;
+    return message;
+  },
+};
+
 function createBaseRegister(): Register {
   return {
     identity: undefined,
@@ -3540,6 +4272,7 @@ function createBaseRegister(): Register {
     ackedVersion: 0n,
     links: [],
     acceptsChunkedDesired: false,
+    appliedIdentity: undefined,
   };
 }
 
@@ -3568,6 +4301,9 @@ export const Register: MessageFns<Register> = {
     }
     if (message.acceptsChunkedDesired !== false) {
       writer.uint32(56).bool(message.acceptsChunkedDesired);
+    }
+    if (message.appliedIdentity !== undefined) {
+      StoreIdentity.encode(message.appliedIdentity, writer.uint32(1282).fork()).join();
     }
     return writer;
   },
@@ -3641,6 +4377,14 @@ export const Register: MessageFns<Register> = {
             message.acceptsChunkedDesired = reader.bool();
             continue;
           }
+          case 160: {
+            if (tag !== 1282) {
+              break;
+            }
+
+            message.appliedIdentity = StoreIdentity.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3670,6 +4414,11 @@ export const Register: MessageFns<Register> = {
         : isSet(object.accepts_chunked_desired)
         ? globalThis.Boolean(object.accepts_chunked_desired)
         : false,
+      appliedIdentity: isSet(object.appliedIdentity)
+        ? StoreIdentity.fromJSON(object.appliedIdentity)
+        : isSet(object.applied_identity)
+        ? StoreIdentity.fromJSON(object.applied_identity)
+        : undefined,
     };
   },
 
@@ -3696,6 +4445,9 @@ export const Register: MessageFns<Register> = {
     if (message.acceptsChunkedDesired !== false) {
       obj.acceptsChunkedDesired = message.acceptsChunkedDesired;
     }
+    if (message.appliedIdentity !== undefined) {
+      obj.appliedIdentity = StoreIdentity.toJSON(message.appliedIdentity);
+    }
     return obj;
   },
 
@@ -3719,6 +4471,9 @@ export const Register: MessageFns<Register> = {
       : 0n;
     message.links = object.links?.map((e) => Link.fromPartial(e)) || [];
     message.acceptsChunkedDesired = object.acceptsChunkedDesired ?? false;
+    message.appliedIdentity = (object.appliedIdentity !== undefined && object.appliedIdentity !== null)
+      ? StoreIdentity.fromPartial(object.appliedIdentity)
+      : undefined;
     return message;
   },
 };
@@ -3897,7 +4652,7 @@ export const LinkStatusUpdate: MessageFns<LinkStatusUpdate> = {
 };
 
 function createBaseDesiredAck(): DesiredAck {
-  return { version: 0n, rejected: {} };
+  return { version: 0n, rejected: {}, held: "" };
 }
 
 export const DesiredAck: MessageFns<DesiredAck> = {
@@ -3911,6 +4666,9 @@ export const DesiredAck: MessageFns<DesiredAck> = {
     globalThis.Object.entries(message.rejected).forEach(([key, value]: [string, string]) => {
       DesiredAck_RejectedEntry.encode({ key: key as any, value }, writer.uint32(18).fork()).join();
     });
+    if (message.held !== "") {
+      writer.uint32(1282).string(message.held);
+    }
     return writer;
   },
 
@@ -3946,6 +4704,14 @@ export const DesiredAck: MessageFns<DesiredAck> = {
             }
             continue;
           }
+          case 160: {
+            if (tag !== 1282) {
+              break;
+            }
+
+            message.held = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3975,6 +4741,7 @@ export const DesiredAck: MessageFns<DesiredAck> = {
           {},
         )
         : {},
+      held: isSet(object.held) ? globalThis.String(object.held) : "",
     };
   },
 
@@ -3991,6 +4758,9 @@ export const DesiredAck: MessageFns<DesiredAck> = {
           obj.rejected[k] = v;
         });
       }
+    }
+    if (message.held !== "") {
+      obj.held = message.held;
     }
     return obj;
   },
@@ -4010,6 +4780,7 @@ export const DesiredAck: MessageFns<DesiredAck> = {
       },
       {},
     );
+    message.held = object.held ?? "";
     return message;
   },
 };
@@ -4243,7 +5014,7 @@ export const SyncRequest: MessageFns<SyncRequest> = {
 };
 
 function createBaseRegistered(): Registered {
-  return { leaseDuration: undefined, heartbeatInterval: undefined, serverTime: undefined };
+  return { leaseDuration: undefined, heartbeatInterval: undefined, serverTime: undefined, storeIdentity: undefined };
 }
 
 export const Registered: MessageFns<Registered> = {
@@ -4256,6 +5027,9 @@ export const Registered: MessageFns<Registered> = {
     }
     if (message.serverTime !== undefined) {
       Timestamp.encode(toTimestamp(message.serverTime), writer.uint32(26).fork()).join();
+    }
+    if (message.storeIdentity !== undefined) {
+      StoreIdentity.encode(message.storeIdentity, writer.uint32(1282).fork()).join();
     }
     return writer;
   },
@@ -4297,6 +5071,14 @@ export const Registered: MessageFns<Registered> = {
             message.serverTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 160: {
+            if (tag !== 1282) {
+              break;
+            }
+
+            message.storeIdentity = StoreIdentity.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4326,6 +5108,11 @@ export const Registered: MessageFns<Registered> = {
         : isSet(object.server_time)
         ? fromJsonTimestamp(object.server_time)
         : undefined,
+      storeIdentity: isSet(object.storeIdentity)
+        ? StoreIdentity.fromJSON(object.storeIdentity)
+        : isSet(object.store_identity)
+        ? StoreIdentity.fromJSON(object.store_identity)
+        : undefined,
     };
   },
 
@@ -4339,6 +5126,9 @@ export const Registered: MessageFns<Registered> = {
     }
     if (message.serverTime !== undefined) {
       obj.serverTime = message.serverTime.toISOString();
+    }
+    if (message.storeIdentity !== undefined) {
+      obj.storeIdentity = StoreIdentity.toJSON(message.storeIdentity);
     }
     return obj;
   },
@@ -4355,12 +5145,23 @@ export const Registered: MessageFns<Registered> = {
       ? Duration.fromPartial(object.heartbeatInterval)
       : undefined;
     message.serverTime = object.serverTime ?? undefined;
+    message.storeIdentity = (object.storeIdentity !== undefined && object.storeIdentity !== null)
+      ? StoreIdentity.fromPartial(object.storeIdentity)
+      : undefined;
     return message;
   },
 };
 
 function createBaseDesiredLinks(): DesiredLinks {
-  return { version: 0n, fullSnapshot: false, upserts: [], deletes: [], more: false };
+  return {
+    version: 0n,
+    fullSnapshot: false,
+    upserts: [],
+    deletes: [],
+    more: false,
+    storeIdentity: undefined,
+    adopt: false,
+  };
 }
 
 export const DesiredLinks: MessageFns<DesiredLinks> = {
@@ -4382,6 +5183,12 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
     }
     if (message.more !== false) {
       writer.uint32(40).bool(message.more);
+    }
+    if (message.storeIdentity !== undefined) {
+      StoreIdentity.encode(message.storeIdentity, writer.uint32(1282).fork()).join();
+    }
+    if (message.adopt !== false) {
+      writer.uint32(1288).bool(message.adopt);
     }
     return writer;
   },
@@ -4439,6 +5246,22 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
             message.more = reader.bool();
             continue;
           }
+          case 160: {
+            if (tag !== 1282) {
+              break;
+            }
+
+            message.storeIdentity = StoreIdentity.decode(reader, reader.uint32());
+            continue;
+          }
+          case 161: {
+            if (tag !== 1288) {
+              break;
+            }
+
+            message.adopt = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4462,6 +5285,12 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
       upserts: globalThis.Array.isArray(object?.upserts) ? object.upserts.map((e: any) => Link.fromJSON(e)) : [],
       deletes: globalThis.Array.isArray(object?.deletes) ? object.deletes.map((e: any) => globalThis.String(e)) : [],
       more: isSet(object.more) ? globalThis.Boolean(object.more) : false,
+      storeIdentity: isSet(object.storeIdentity)
+        ? StoreIdentity.fromJSON(object.storeIdentity)
+        : isSet(object.store_identity)
+        ? StoreIdentity.fromJSON(object.store_identity)
+        : undefined,
+      adopt: isSet(object.adopt) ? globalThis.Boolean(object.adopt) : false,
     };
   },
 
@@ -4482,6 +5311,12 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
     if (message.more !== false) {
       obj.more = message.more;
     }
+    if (message.storeIdentity !== undefined) {
+      obj.storeIdentity = StoreIdentity.toJSON(message.storeIdentity);
+    }
+    if (message.adopt !== false) {
+      obj.adopt = message.adopt;
+    }
     return obj;
   },
 
@@ -4495,6 +5330,10 @@ export const DesiredLinks: MessageFns<DesiredLinks> = {
     message.upserts = object.upserts?.map((e) => Link.fromPartial(e)) || [];
     message.deletes = object.deletes?.map((e) => e) || [];
     message.more = object.more ?? false;
+    message.storeIdentity = (object.storeIdentity !== undefined && object.storeIdentity !== null)
+      ? StoreIdentity.fromPartial(object.storeIdentity)
+      : undefined;
+    message.adopt = object.adopt ?? false;
     return message;
   },
 };
@@ -4775,6 +5614,32 @@ export const ControllerServiceService = {
     responseSerialize: (value: DeleteAgentResponse): Buffer => Buffer.from(DeleteAgentResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteAgentResponse => DeleteAgentResponse.decode(value),
   },
+  /**
+   * Agents in a store identity conflict (the store was wiped, replaced or restored from an older
+   * backup) keep their links and apply nothing: this writes the links they run into the store and
+   * lets them accept it. Leader only.
+   */
+  adoptAgents: {
+    path: "/vop.controller.v1.ControllerService/AdoptAgents" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AdoptAgentsRequest): Buffer => Buffer.from(AdoptAgentsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AdoptAgentsRequest => AdoptAgentsRequest.decode(value),
+    responseSerialize: (value: AdoptAgentsResponse): Buffer => Buffer.from(AdoptAgentsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AdoptAgentsResponse => AdoptAgentsResponse.decode(value),
+  },
+  /** This replica, the leader it knows, and the store it serves. Any replica. */
+  getControllerStatus: {
+    path: "/vop.controller.v1.ControllerService/GetControllerStatus" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetControllerStatusRequest): Buffer =>
+      Buffer.from(GetControllerStatusRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetControllerStatusRequest => GetControllerStatusRequest.decode(value),
+    responseSerialize: (value: GetControllerStatusResponse): Buffer =>
+      Buffer.from(GetControllerStatusResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetControllerStatusResponse => GetControllerStatusResponse.decode(value),
+  },
 } as const;
 
 export interface ControllerServiceServer extends UntypedServiceImplementation {
@@ -4801,6 +5666,14 @@ export interface ControllerServiceServer extends UntypedServiceImplementation {
   drainAgent: handleUnaryCall<DrainAgentRequest, DrainAgentResponse>;
   /** Forgets an agent (only when it holds no links, unless forced). */
   deleteAgent: handleUnaryCall<DeleteAgentRequest, DeleteAgentResponse>;
+  /**
+   * Agents in a store identity conflict (the store was wiped, replaced or restored from an older
+   * backup) keep their links and apply nothing: this writes the links they run into the store and
+   * lets them accept it. Leader only.
+   */
+  adoptAgents: handleUnaryCall<AdoptAgentsRequest, AdoptAgentsResponse>;
+  /** This replica, the leader it knows, and the store it serves. Any replica. */
+  getControllerStatus: handleUnaryCall<GetControllerStatusRequest, GetControllerStatusResponse>;
 }
 
 export interface ControllerServiceClient extends Client {
@@ -5051,6 +5924,42 @@ export interface ControllerServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteAgentResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Agents in a store identity conflict (the store was wiped, replaced or restored from an older
+   * backup) keep their links and apply nothing: this writes the links they run into the store and
+   * lets them accept it. Leader only.
+   */
+  adoptAgents(
+    request: AdoptAgentsRequest,
+    callback: (error: ServiceError | null, response: AdoptAgentsResponse) => void,
+  ): ClientUnaryCall;
+  adoptAgents(
+    request: AdoptAgentsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AdoptAgentsResponse) => void,
+  ): ClientUnaryCall;
+  adoptAgents(
+    request: AdoptAgentsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AdoptAgentsResponse) => void,
+  ): ClientUnaryCall;
+  /** This replica, the leader it knows, and the store it serves. Any replica. */
+  getControllerStatus(
+    request: GetControllerStatusRequest,
+    callback: (error: ServiceError | null, response: GetControllerStatusResponse) => void,
+  ): ClientUnaryCall;
+  getControllerStatus(
+    request: GetControllerStatusRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetControllerStatusResponse) => void,
+  ): ClientUnaryCall;
+  getControllerStatus(
+    request: GetControllerStatusRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetControllerStatusResponse) => void,
   ): ClientUnaryCall;
 }
 
