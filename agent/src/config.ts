@@ -58,6 +58,14 @@ const hostPathsSchema = z
     /** Stable symlinks to console ptys. */
     ptyDir: hostDirSchema.optional(),
     /**
+     * Directories a pci-bar link's bar_path and doorbell_path may lie in (sysfs resource files,
+     * e.g. /sys/devices/pci0000:00; a test's shared-memory file); none by default. A string is a
+     * comma-separated list (the --bar-dir flag).
+     */
+    barDirs: z
+      .preprocess((v) => (typeof v === 'string' ? v.split(',').filter((x) => x !== '') : v), z.array(hostDirSchema))
+      .default([]),
+    /**
      * Network namespaces (names under /run/netns) a net device's TAP may be moved into; none
      * by default. A string is a comma-separated list (the --netns flag).
      */
@@ -74,7 +82,7 @@ const hostPathsSchema = z
       .default([]),
   })
   .strict()
-  .default({ blockDevices: [], netns: [] });
+  .default({ blockDevices: [], netns: [], barDirs: [] });
 
 /** The path policy with every default filled in and every path absolute and normalised. */
 export interface HostPaths {
@@ -85,6 +93,8 @@ export interface HostPaths {
   readonly ptyDir: string;
   /** Network namespaces TAPs may be moved into. */
   readonly netns: readonly string[];
+  /** pci-bar BAR and doorbell register files. */
+  readonly barDirs: readonly string[];
 }
 
 export const agentConfigSchema = z
@@ -203,6 +213,12 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     help: 'pty link directory (default <state-dir>/pty)',
   },
   {
+    flag: 'bar-dir',
+    path: ['hostPaths', 'barDirs'],
+    type: 'string',
+    help: 'directories (comma-separated) pci-bar BAR and doorbell files may lie in (default none)',
+  },
+  {
     flag: 'controller',
     path: ['controller', 'address'],
     type: 'string',
@@ -225,6 +241,7 @@ export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsS
     logDir: path.resolve(p.logDir ?? path.join(stateDir, 'logs')),
     ptyDir: path.resolve(p.ptyDir ?? path.join(stateDir, 'pty')),
     netns: [...p.netns],
+    barDirs: p.barDirs.map((d) => path.resolve(d)),
   };
   if (Buffer.byteLength(hp.socketDir) > MAX_SOCKET_DIR_BYTES)
     throw new ConfigError(
@@ -235,6 +252,7 @@ export function resolveHostPaths(stateDir: string, p: z.output<typeof hostPathsS
     ['hostPaths.socketDir', hp.socketDir],
     ['hostPaths.logDir', hp.logDir],
     ['hostPaths.ptyDir', hp.ptyDir],
+    ...hp.barDirs.map((d, i) => [`hostPaths.barDirs[${i}]`, d]),
   ] as const) {
     if (/[\0-\x1f]/.test(dir))
       throw new ConfigError(`invalid configuration:\n  ${field}: "${dir}" must not contain control characters`);

@@ -104,7 +104,7 @@ async function main(): Promise<void> {
     labels: config.node.labels,
   });
   const capabilities = (): Capabilities => ({
-    transports: [TransportKind.TRANSPORT_KIND_SHM],
+    transports: [TransportKind.TRANSPORT_KIND_SHM, TransportKind.TRANSPORT_KIND_PCI_BAR],
     deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
     netAdmin: hasNetAdmin(),
   });

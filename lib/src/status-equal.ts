@@ -4,7 +4,7 @@
  * watchers should see) use. A condition's lastTransitionTime and a status's lastTransitionTime only
  * record when something changed, so they never make two statuses differ.
  */
-import type { Condition, DeviceStatus, LinkStatus } from '../proto/types';
+import type { Condition, DeviceStatus, LinkStatus, TransportStatus } from '../proto/types';
 
 /** Conditions equal in type, status, reason, message and observed generation. */
 export function conditionEqual(a: Condition, b: Condition): boolean {
@@ -41,6 +41,13 @@ function deviceEqual(a: DeviceStatus, b: DeviceStatus): boolean {
   );
 }
 
+/** Every field of TransportStatus is a scalar: equal when each is. */
+function transportEqual(a: TransportStatus | undefined, b: TransportStatus | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const ka = Object.keys(a) as (keyof TransportStatus)[];
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
 /** True when two link statuses differ in nothing but timestamps (undefined equals only undefined). */
 export function linkStatusEqual(a: LinkStatus | undefined, b: LinkStatus | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
@@ -51,7 +58,8 @@ export function linkStatusEqual(a: LinkStatus | undefined, b: LinkStatus | undef
     a.resetCount !== b.resetCount ||
     a.devices.length !== b.devices.length ||
     !conditionsEqual(a.conditions, b.conditions) ||
-    !recordEqual(a.endpointPhases, b.endpointPhases)
+    !recordEqual(a.endpointPhases, b.endpointPhases) ||
+    !transportEqual(a.transport, b.transport)
   )
     return false;
   for (let i = 0; i < a.devices.length; i++)

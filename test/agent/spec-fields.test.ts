@@ -39,7 +39,7 @@ if (TAP_MISSING !== '' && process.env.CI) throw new Error(`CI: the TAP field tes
 
 // ------------------------------------------------------------------ the window, read as the ABI says
 
-/** One live device-table entry of a window file (native/include/vop/layout.h, layout major 1). */
+/** One live device-table entry of a window file (native/include/vop/layout.h, layout major 2). */
 interface EntryView {
   devId: number;
   featuresOffered: bigint;
@@ -48,9 +48,11 @@ interface EntryView {
 }
 
 /**
- * The live entries of the window at file: header magic "OPWN" and layout major 1, the
- * device table at 0x1000 (64-byte header, entries of entry_size), each entry's queue
- * descriptors at +64 (48 bytes: size u16 @0, avail_off u64 @16, used_off u64 @24); a
+ * The live entries of the window at file: header magic "OPWN" and layout major 2, the
+ * device table at 0x1000 (64-byte header, entries of entry_size), each entry's device side
+ * at +30, its two side blocks at +128 (128 bytes each: the driver side's accepted features
+ * u64 @16), its queue descriptors at +384 (48 bytes: size u16 @0, avail_off u64 @16,
+ * used_off u64 @24); a
  * ring's used_event is the u16 after avail->ring[size], its avail_event the u16 after
  * used->ring[size].
  */
@@ -64,18 +66,19 @@ function readEntries(file: string): EntryView[] {
   try {
     const hdr = at(0, 8);
     assert.equal(hdr.readUInt32LE(0), 0x4e57504f, 'window magic');
-    assert.equal(hdr.readUInt16LE(4), 1, 'layout major 1 (update this reader with the layout)');
+    assert.equal(hdr.readUInt16LE(4), 2, 'layout major 2 (update this reader with the layout)');
     const dt = at(0x1000, 16);
     const entrySize = dt.readUInt32LE(4);
     const maxEntries = dt.readUInt32LE(8);
     const out: EntryView[] = [];
     for (let i = 0; i < maxEntries; i++) {
-      const e = at(0x1000 + 64 + i * entrySize, 448);
+      const e = at(0x1000 + 64 + i * entrySize, entrySize);
       if (e.readUInt32LE(0) !== 1) continue; // VOP_DEV_LIVE
-      const nq = e.readUInt16LE(44);
+      const nq = e.readUInt16LE(28);
+      const driverSide = (e.readUInt8(30) & 1) ^ 1;
       const queues = [];
       for (let k = 0; k < nq; k++) {
-        const q = 64 + k * 48;
+        const q = 384 + k * 48;
         const size = e.readUInt16LE(q);
         const avail = Number(e.readBigUInt64LE(q + 16));
         const used = Number(e.readBigUInt64LE(q + 24));
@@ -88,7 +91,7 @@ function readEntries(file: string): EntryView[] {
       out.push({
         devId: e.readUInt32LE(8),
         featuresOffered: e.readBigUInt64LE(16),
-        featuresAccepted: e.readBigUInt64LE(24),
+        featuresAccepted: e.readBigUInt64LE(128 + 128 * driverSide + 16),
         queues,
       });
     }

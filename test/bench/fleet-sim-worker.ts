@@ -97,6 +97,7 @@ function run(init: WorkerInit): void {
                 resetCount: 0,
                 lastTransitionTime: undefined,
                 endpointPhases: {},
+                transport: undefined,
               },
             },
           },

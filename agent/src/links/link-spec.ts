@@ -42,11 +42,9 @@ export function checkLinkForAgent(
     );
   }
   const v = new ViolationList();
-  if (link.spec.transport?.kind && link.spec.transport.kind.$case !== 'shm') {
-    v.add(
-      `${field}.spec.transport`,
-      `transport ${link.spec.transport.kind.$case} is not supported by this agent; it serves shm`,
-    );
+  const kind = link.spec.transport?.kind?.$case;
+  if (kind && kind !== 'shm' && kind !== 'pciBar') {
+    v.add(`${field}.spec.transport`, `transport ${kind} is not supported by this agent; it serves shm and pci_bar`);
   }
   const ids = new Map<number, string>();
   link.spec.devices.forEach((d, i) => {

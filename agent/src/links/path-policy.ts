@@ -19,7 +19,7 @@ import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { HostPaths } from '../config';
 
 /** Kinds of host paths, each with its own root. */
-export type HostPathKind = 'disk' | 'socket' | 'log' | 'pty';
+export type HostPathKind = 'disk' | 'socket' | 'log' | 'pty' | 'bar';
 
 /** Longest socket file name: the native layer binds through /proc/self/fd/<dirfd>/<name> (sun_path). */
 export const MAX_SOCKET_NAME_BYTES = 80;
@@ -42,6 +42,7 @@ const KIND_TEXT: Record<HostPathKind, string> = {
   socket: 'sockets',
   log: 'console logs',
   pty: 'pty links',
+  bar: 'pci-bar BAR files',
 };
 
 const KIND_KEY: Record<HostPathKind, string> = {
@@ -49,6 +50,7 @@ const KIND_KEY: Record<HostPathKind, string> = {
   socket: 'hostPaths.socketDir',
   log: 'hostPaths.logDir',
   pty: 'hostPaths.ptyDir',
+  bar: 'hostPaths.barDirs',
 };
 
 /** True when p is strictly inside dir (dir "/" contains every other absolute path). */
@@ -82,6 +84,8 @@ export class HostPathPolicy {
         return [this.paths.logDir];
       case 'pty':
         return [this.paths.ptyDir];
+      case 'bar':
+        return this.paths.barDirs;
     }
   }
 
@@ -116,6 +120,17 @@ export class HostPathPolicy {
     const add = (f: string, kind: HostPathKind, p: string, peer = false): void => {
       if (p !== '') out.push({ field: f, kind, path: p, peer });
     };
+    // A pci-bar link: the ivshmem server's socket and the BAR files this role maps.
+    const t = spec.transport?.kind;
+    if (t?.$case === 'pciBar') {
+      const a = role === 'device' ? t.value.deviceAccess : t.value.driverAccess;
+      const f = `${field}.transport.pci_bar.${role}_access`;
+      if (a) {
+        add(`${f}.ivshmem_socket`, 'socket', a.ivshmemSocket);
+        add(`${f}.bar_path`, 'bar', a.barPath);
+        add(`${f}.doorbell_path`, 'bar', a.doorbellPath);
+      }
+    }
     spec.devices.forEach((d, i) => {
       const f = `${field}.devices[${i}]`;
       const k = d.kind;
@@ -256,6 +271,8 @@ export class HostPathPolicy {
         return st.isSocket()
           ? null
           : `is a ${kindOf(st)}, not a socket; it is left alone (remove it or choose another path)`;
+      case 'bar':
+        return st.isFile() ? null : `is a ${kindOf(st)}; a BAR is mapped from a regular file (sysfs resourceN)`;
       case 'pty':
         if (!st.isSymbolicLink()) return `is a ${kindOf(st)}, not a pty link; it is left alone`;
         return readlinkSync(r.path).startsWith('/dev/pts/')

@@ -73,6 +73,7 @@ export class QuarantinedLink {
         epoch: 0n,
         resetCount: 0,
         lastTransitionTime: this.since,
+        transport: undefined,
         endpointPhases: {},
       },
     };
@@ -86,8 +87,10 @@ export class QuarantinedLink {
     lastTransition: Date;
     pollNs: bigint;
     sleepNs: bigint;
+    doorbells: null;
   } {
     return {
+      doorbells: null,
       state: 'Failed',
       conditions: this.conditions(),
       resets: 0,

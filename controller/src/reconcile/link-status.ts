@@ -219,5 +219,7 @@ export function aggregateLinkStatus(
     resetCount: eps.reduce((n, e) => n + (e.observed?.resetCount ?? 0), 0),
     lastTransitionTime: samePhase ? prev.lastTransitionTime : now,
     endpointPhases,
+    // The device side's window and doorbells (each agent reports its own; GetLink on an agent has both).
+    transport: deviceSide?.observed?.transport,
   };
 }
