@@ -6,7 +6,15 @@
  */
 import { createHash } from 'node:crypto';
 
-import { NodeRole, Role, type Agent, type Link, type LinkPolicy } from '../../../lib/proto/types';
+import {
+  NodeRole,
+  Role,
+  type Agent,
+  type Link,
+  type LinkPolicy,
+  type PciBarAccess,
+  type Transport,
+} from '../../../lib/proto/types';
 import { selectorMatches } from '../../../lib/src/selector';
 import { LABEL_HOST, LABEL_NODE, LABEL_POLICY, LABEL_RACK } from '../state/agent-labels';
 
@@ -35,6 +43,29 @@ export interface RenderInput {
   readonly agents: ReadonlyMap<string, { readonly agent: Agent; readonly labels: Record<string, string> }>;
   /** Links that exist now (a cordoned agent keeps its existing links, gets no new ones). */
   readonly existing: (name: string) => boolean;
+}
+
+/**
+ * The template's transport for one pair. A pci-bar template names per-card resources with
+ * placeholders in its access paths: `{card}` (the card's node name), `{host}` and `{slot}` in
+ * ivshmem_socket, bar_path and doorbell_path (e.g. one ivshmem server socket per card on the host).
+ */
+export function transportFor(
+  t: Transport | undefined,
+  vars: { card: string; host: string; slot: number },
+): Transport | undefined {
+  if (t?.kind?.$case !== 'pciBar') return t;
+  const sub = (s: string): string =>
+    s.replaceAll('{card}', vars.card).replaceAll('{host}', vars.host).replaceAll('{slot}', String(vars.slot));
+  const access = (a: PciBarAccess | undefined): PciBarAccess | undefined =>
+    a && { ...a, ivshmemSocket: sub(a.ivshmemSocket), barPath: sub(a.barPath), doorbellPath: sub(a.doorbellPath) };
+  const v = t.kind.value;
+  return {
+    kind: {
+      $case: 'pciBar',
+      value: { ...v, deviceAccess: access(v.deviceAccess), driverAccess: access(v.driverAccess) },
+    },
+  };
 }
 
 export function renderPolicy(input: RenderInput): RenderedLink[] {
@@ -84,7 +115,7 @@ export function renderPolicy(input: RenderInput): RenderedLink[] {
             { agent: id.hostNode, role: hostRole },
             { agent: cardName, role: cardRole },
           ],
-          transport: tpl.transport,
+          transport: transportFor(tpl.transport, { card: cardName, host: id.hostNode, slot: id.slot }),
           devices: tpl.devices,
         },
         status: undefined,
