@@ -392,8 +392,19 @@ export function checkLinkSpec(
     v.add(field, 'is required');
     return;
   }
-  if (spec.endpoints.length !== 2) {
-    v.add(`${field}.endpoints`, `must have exactly 2 endpoints, has ${spec.endpoints.length}`);
+  // A pci-bar link may have one agent endpoint: its far end is no agent (vop-card on a card),
+  // named through the transport (its access and ivshmem id); it plays the other role.
+  const card = spec.transport?.kind?.$case === 'pciBar' && spec.endpoints.length === 1;
+  if (card) {
+    const e = spec.endpoints[0] as LinkSpec['endpoints'][0];
+    checkName(v, `${field}.endpoints[0].agent`, e.agent);
+    if (e.role !== Role.ROLE_DEVICE && e.role !== Role.ROLE_DRIVER)
+      v.add(`${field}.endpoints[0].role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
+  } else if (spec.endpoints.length !== 2) {
+    v.add(
+      `${field}.endpoints`,
+      `must have exactly 2 endpoints (1 for a pci_bar link to vop-card), has ${spec.endpoints.length}`,
+    );
   } else {
     spec.endpoints.forEach((e, i) => {
       checkName(v, `${field}.endpoints[${i}].agent`, e.agent);

@@ -20,7 +20,7 @@ import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './l
 import { specEqual } from './link-spec';
 import { deviceCounters, deviceStats, deviceStatuses, type DeviceCounterView } from './link-status';
 import type { PciWindowDto } from '../native/native';
-import { pciBarName, pciBarOf, pciDoorbellName, pciWindowOf, windowSideOf } from './pci-window';
+import { pciBarName, pciBarOf, pciDoorbellName, pciWindowName, pciWindowOf, windowSideOf } from './pci-window';
 import { MAX_WINDOW_BYTES, openWindow, windowBytesOf, windowPathOf } from './window-opener';
 
 /** Doorbells of a pci-bar link's one vector, read at scrape time (restart with each window). */
@@ -397,7 +397,11 @@ export class LinkRuntime {
   }
 
   private peerAgent(): string {
-    return this.spec.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '?';
+    const other = this.spec.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent;
+    if (other !== undefined) return other;
+    // One agent endpoint: the far end is vop-card, named through the transport.
+    const pci = pciBarOf(this.linkValue);
+    return pci ? `vop-card (${pciWindowName(pci, this.role === 'device' ? 'driver' : 'device')})` : '?';
   }
 
   /** The attacher refused the window it found (its layout does not validate): say why, keep looking. */
