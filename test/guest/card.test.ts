@@ -1,0 +1,222 @@
+/**
+ * The host agent against vop-card in a QEMU guest (TCG, q35 with intel-iommu, an ivshmem-doorbell
+ * device bound to vfio-pci): the topology of the original VOP with the host as the memory holder
+ * (under QEMU the host process always holds the memory: the ivshmem server's; the guest maps it as
+ * BAR2). The agent is the device side and creates the window; the guest runs the static card
+ * binary (native/out/guest/vop-card) as the driver, its doorbells MSI-X through vfio one way and
+ * BAR0 register writes the other. A virtio-console carries bytes both ways between the agent's pty
+ * and the guest's; the guest writes a disk through /dev/nbd0 (the kernel's NBD client on the card's
+ * export) with dd, and the bytes are in the agent's backing file and read back in the guest.
+ * One boot serves the file. TCG figures are not performance figures.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { after, afterEach, before, describe, it } from 'node:test';
+import tty from 'node:tty';
+
+import { LinkPhase, PciBarTransport, PciDoorbellMode, Role, type Device, type Link } from '../../lib/proto/types';
+import { repoPath } from '../../lib/src/paths';
+import { Agent, makeLink } from '../agent/helpers';
+import { waitFor } from '../controller/fleet-helpers';
+import { Guest, guestSkip, type GuestProcess } from '../helpers/guest';
+import { IvshmemServer } from '../helpers/ivshmem';
+import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
+
+const MIB = 1024 * 1024;
+const BDF = '0000:00:06.0';
+
+class PtyEnd {
+  readonly fd: number;
+  private readonly stream: tty.ReadStream;
+  got = Buffer.alloc(0);
+  constructor(p: string) {
+    this.fd = openSync(p, 'r+');
+    this.stream = new tty.ReadStream(this.fd);
+    this.stream.setRawMode(true);
+    this.stream.on('data', (d: Buffer) => {
+      this.got = Buffer.concat([this.got, d]);
+    });
+  }
+  write(b: Buffer): void {
+    writeSync(this.fd, b);
+  }
+  close(): void {
+    this.stream.destroy();
+  }
+}
+
+function sha256(b: Buffer): string {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+describe('the host agent and vop-card in a QEMU guest (vfio MSI-X)', { skip: guestSkip() }, () => {
+  const dir = tempDir('card-guest');
+  const disk = path.join(dir, 'disk.img');
+  let server: IvshmemServer;
+  let srv: ServerProcess;
+  let agent: Agent;
+  let g: Guest;
+  let card: GuestProcess | null = null;
+
+  const devices: Device[] = [
+    {
+      name: 'con0',
+      queueSize: 0,
+      disableEventIdx: false,
+      kind: {
+        $case: 'console',
+        value: {
+          deviceBackend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'host.pty') } } },
+          driverFrontend: { kind: { $case: 'pty', value: { linkPath: '/run/con0.pty' } } },
+          log: undefined,
+        },
+      },
+    },
+    {
+      name: 'disk0',
+      queueSize: 32,
+      disableEventIdx: false,
+      kind: {
+        $case: 'blk',
+        value: {
+          backing: { path: disk, readOnly: false, directIo: false, serial: 'vop-card' },
+          export: { unixSocket: '/run/disk0.nbd', tcpListen: '', exportName: 'vop' },
+        },
+      },
+    },
+  ];
+
+  const cardConfig = (hostId: number): string =>
+    [
+      '# the card side of link "card"',
+      'window.access=vfio',
+      `window.path=${BDF}`,
+      'window.bar=2',
+      'window.side=attacher',
+      `window.peer_id=${hostId}`,
+      'window.doorbell=interrupt',
+      'device.con0.kind=console',
+      'device.con0.role=driver',
+      'device.con0.pty=/run/con0.pty',
+      'device.disk0.kind=blk',
+      'device.disk0.role=driver',
+      'device.disk0.queue_size=32',
+      'device.disk0.nbd_unix=/run/disk0.nbd',
+      'device.disk0.nbd_device=/dev/nbd0',
+      '',
+    ].join('\n');
+
+  before(async () => {
+    execFileSync('make', ['-s', '-C', repoPath('native'), 'out/guest/vop-card'], {
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
+    const fd = openSync(disk, 'w', 0o600);
+    ftruncateSync(fd, 16 * MIB);
+    closeSync(fd);
+    server = await IvshmemServer.start({ socket: path.join(dir, 'ivshmem.sock'), sizeBytes: 16 * MIB, vectors: 1 });
+    srv = await startServer(
+      'agent',
+      ['--node-name', 'host-a', '--socket-dir', dir, '--pty-dir', dir, '--disk-dir', dir],
+      {
+        stateDir: tempDir('card-guest-a'),
+      },
+    );
+    agent = new Agent(srv.admin);
+    g = await Guest.boot({
+      name: 'card-test',
+      iommu: true,
+      programs: ['ivshmem-vfio'],
+      files: [{ path: '/bin/vop-card', source: repoPath('native', 'out', 'guest', 'vop-card') }],
+      ivshmemDoorbell: [{ socket: server.socket, vectors: 1, slot: 6 }],
+    });
+    // Binds the device to vfio-pci.
+    await g.run(`ivshmem-vfio -a ${BDF} -v 1 info`);
+  });
+
+  afterEach((t) => g?.noteTest(t));
+
+  after(async () => {
+    card?.kill();
+    await card?.exited.catch(() => undefined);
+    await g?.close();
+    agent?.close();
+    await srv?.stop('SIGTERM');
+    await server?.stop();
+  });
+
+  it('brings the link up with the guest as the driver: console both ways, a disk through /dev/nbd0', async () => {
+    const [guestId] = server.connected();
+    assert.equal(guestId, 0, 'the guest joined the fresh server first');
+    const link: Link = makeLink('card', { devices });
+    link.spec = {
+      ...link.spec!,
+      // The far end is vop-card in the guest, named through the transport.
+      endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
+      transport: {
+        kind: {
+          $case: 'pciBar',
+          value: PciBarTransport.fromPartial({
+            bar: 2,
+            memoryHolder: Role.ROLE_DEVICE,
+            windowCreator: Role.ROLE_DEVICE,
+            deviceAccess: {
+              ivshmemSocket: server.socket,
+              doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT,
+              peerId: guestId,
+            },
+            // The card: BAR2 through vfio, MSI-X; it rings the host (the second peer: id 1).
+            driverAccess: { pciAddress: BDF, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT, peerId: 1 },
+          }),
+        },
+      },
+    };
+    await agent.apply(link);
+    await waitFor('the agent joined the server', () => server.connected().length === 2, 30_000, 50);
+    const hostId = (await agent.get('card')).link?.status?.transport?.ownId ?? -1;
+    assert.equal(hostId, 1, 'the agent is the second peer, as the spec says');
+    await g.writeFile('/etc/vop-card.conf', cardConfig(hostId));
+    assert.match(await g.run('vop-card --config /etc/vop-card.conf --check'), /ok 2 devices/);
+    card = g.spawn('vop-card --config /etc/vop-card.conf --spin-us 0');
+    await card.waitForOutput(/ready id=0 peer=1/, 120_000);
+    const l = await agent.waitPhase('card', LinkPhase.LINK_PHASE_READY, 120_000);
+    assert.equal(l.status?.transport?.peerId, guestId);
+
+    // Console, host -> guest and guest -> host.
+    await waitFor('host pty', () => existsSync(path.join(dir, 'host.pty')), 30_000, 50);
+    const host = new PtyEnd(path.join(dir, 'host.pty'));
+    // Never as a session leader: one that opens a tty without O_NOCTTY makes it its controlling
+    // terminal, and its exit then hangs the pty up under vop-card. A child of the shell is none.
+    const reader = g.spawn('cat /run/con0.pty & wait');
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      host.write(Buffer.from('hello guest\r'));
+      await reader.waitForOutput(/hello guest/, 60_000);
+      await g.run('(printf "hello host\\n" > /run/con0.pty)');
+      await waitFor('guest to host', () => host.got.toString().includes('hello host'), 60_000, 50);
+    } finally {
+      reader.kill();
+      host.close();
+    }
+
+    // Disk: the guest writes 1 MiB at 1 MiB through /dev/nbd0; it is in the agent's backing file.
+    await g.run('dd if=/dev/urandom of=/tmp/pattern bs=65536 count=16 2>/dev/null');
+    const want = (await g.run('sha256sum /tmp/pattern')).split(' ')[0];
+    await g.run('dd if=/tmp/pattern of=/dev/nbd0 bs=65536 seek=16 conv=fsync 2>/dev/null && sync', {
+      timeoutMs: 120_000,
+    });
+    const fd = openSync(disk, 'r');
+    const got = Buffer.alloc(MIB);
+    readSync(fd, got, 0, MIB, MIB);
+    closeSync(fd);
+    assert.equal(sha256(got), want, "the guest's writes are in the agent's backing file");
+    await g.run('echo 3 > /proc/sys/vm/drop_caches');
+    const back = (await g.run('dd if=/dev/nbd0 bs=65536 skip=16 count=16 2>/dev/null | sha256sum')).split(' ')[0];
+    assert.equal(back, want, 'and read back through the link');
+    const stats = await agent.stats('card');
+    const blk = stats.devices.find((d) => d.device === 'disk0');
+    assert.ok(blk && Object.values(blk.counters).some((v) => v > 0n), 'the device counted the requests');
+  });
+});
