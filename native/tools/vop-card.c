@@ -15,8 +15,9 @@
  * --check parses the file and exits (0, or 1 with the error). stdout, one
  * line each, flushed: "endpoint NAME KEY VALUE" per local surface, then
  * "ready id=OWN peer=PEER"; the link's events on stderr. SIGTERM/SIGINT
- * stop cleanly (the window side is marked gone; an NBD device is
- * disconnected). Exit status 0, or 1 with a message.
+ * stop cleanly (the window side is marked gone, a window we created is
+ * retired; an NBD device is disconnected). Exit status 0, or 1 with a
+ * message.
  */
 #define _GNU_SOURCE
 #include <endian.h>
@@ -41,6 +42,7 @@
 #include "vop/link.h"
 #include "vop/window.h"
 #include "vop/xport_pci.h"
+#include "win_access.h"
 
 static volatile sig_atomic_t g_stop;
 static struct vop_card_config g_cfg; /* large; its device configs point into itself */
@@ -445,6 +447,9 @@ out:
 		vop_devback_close(l, be[i]);
 	vop_link_destroy(l);
 	vop_devctx_destroy(ctx);
+	/* The creator leaving cleanly retires its window: a later creator lays out a fresh one. */
+	if (w && cfg->window.creator && g_stop)
+		vop_store_release_u32(&w->hdr->magic, 0);
 	vop_window_close(w);
 	if (rc)
 		return die(err ? err : "vop-card", rc);

@@ -157,8 +157,6 @@ describe(
         files: [{ path: '/bin/vop-card', source: repoPath('native', 'out', 'guest', 'vop-card') }],
         ivshmemDoorbell: [{ socket: server.socket, vectors: 1, slot: 6 }],
       });
-      // Binds the device to vfio-pci.
-      await g.run(`ivshmem-vfio -a ${BDF} -v 1 info`);
     });
 
     afterEach((t) => g?.noteTest(t));
@@ -195,16 +193,92 @@ describe(
 
     after(async () => {
       card?.kill();
-      await card?.exited.catch(() => undefined);
+      await Promise.race([card?.exited.catch(() => undefined), new Promise((r) => setTimeout(r, 10_000))]);
       await g?.close();
       agent?.close();
       await srv?.stop('SIGTERM');
       await server?.stop();
     });
 
+    it('polls through sysfs resource2 (no vfio) and the guest creates the window', async () => {
+      // First, before vfio-pci takes the device: sysfs maps the BARs (an unbind from vfio-pci
+      // right after a vfio user closed the device could block in the guest).
+      const hostId = nextId();
+      const sys = `/sys/bus/pci/devices/${BDF}`;
+      await g.writeFile(
+        '/etc/vop-card.conf',
+        [
+          'window.access=bar',
+          `window.path=${sys}/resource2`,
+          `window.doorbell_path=${sys}/resource0`,
+          'window.side=creator',
+          `window.peer_id=${hostId}`,
+          'window.doorbell=poll',
+          'window.poll_max_us=2000',
+          'device.con0.kind=console',
+          'device.con0.role=driver',
+          'device.con0.pty=/run/con0.pty',
+          'device.disk0.kind=blk',
+          'device.disk0.role=driver',
+          'device.disk0.queue_size=32',
+          'device.disk0.nbd_unix=/run/disk0.nbd',
+          'device.disk0.nbd_device=/dev/nbd0',
+          '',
+        ].join('\n'),
+      );
+      // The guest lays the window out first; the agent then attaches at once (and joins the server once).
+      card = g.spawn('vop-card --config /etc/vop-card.conf');
+      await waitFor('the guest laid the window out', () => magicAt(memFile) === VOP_WIN_MAGIC, 60_000, 50);
+      const link: Link = makeLink('card-poll', { devices });
+      link.spec = {
+        ...link.spec!,
+        endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
+        transport: {
+          kind: {
+            $case: 'pciBar',
+            value: PciBarTransport.fromPartial({
+              bar: 2,
+              memoryHolder: Role.ROLE_DEVICE,
+              windowCreator: Role.ROLE_DRIVER,
+              pollMaxUs: 2000,
+              deviceAccess: { ivshmemSocket: server.socket, peerId: 0 },
+              driverAccess: {
+                barPath: `${sys}/resource2`,
+                doorbellPath: `${sys}/resource0`,
+                doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL,
+                peerId: hostId,
+              },
+            }),
+          },
+        },
+      };
+      await agent.apply(link);
+      await card.waitForOutput(/ready id=0 peer=\d+/, 120_000);
+      const l = await agent.waitPhase('card-poll', LinkPhase.LINK_PHASE_READY, 120_000);
+      assert.equal(l.status?.transport?.side, 'attacher', 'the guest created the window');
+      assert.equal(l.status?.transport?.ownId, hostId);
+      await consoleBothWays(path.join(dir, 'host.pty'));
+      await g.run('dd if=/dev/urandom of=/tmp/pattern2 bs=65536 count=8 2>/dev/null');
+      const want = (await g.run('sha256sum /tmp/pattern2')).split(' ')[0];
+      await g.run('dd if=/tmp/pattern2 of=/dev/nbd0 bs=65536 seek=64 conv=fsync 2>/dev/null && sync', {
+        timeoutMs: 120_000,
+      });
+      const fd = openSync(disk, 'r');
+      const got = Buffer.alloc(8 * 65536);
+      readSync(fd, got, 0, got.length, 64 * 65536);
+      closeSync(fd);
+      assert.equal(sha256(got), want, "the polled guest's writes are in the agent's backing file");
+      const m = await (await fetch(`http://${srv.metrics}/metrics`)).text();
+      assert.match(m, /vop_link_doorbells_total\{[^}]*link="card-poll"[^}]*direction="received"[^}]*\} [1-9]/);
+      await stopCard();
+      await agent.delete('card-poll');
+    });
+
     it('brings the link up with the guest as the driver: console both ways, a disk through /dev/nbd0', async () => {
+      await g.run(`ivshmem-vfio -a ${BDF} -v 1 info`); // binds the device to vfio-pci
       const [guestId] = server.connected();
       assert.equal(guestId, 0, 'the guest joined the fresh server first');
+      const expected = nextId();
       const link: Link = makeLink('card', { devices });
       link.spec = {
         ...link.spec!,
@@ -222,20 +296,33 @@ describe(
                 doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT,
                 peerId: guestId,
               },
-              // The card: BAR2 through vfio, MSI-X; it rings the host (the second peer: id 1).
-              driverAccess: { pciAddress: BDF, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT, peerId: 1 },
+              // The card: BAR2 through vfio, MSI-X; it rings the host (the server's next peer).
+              driverAccess: {
+                pciAddress: BDF,
+                doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT,
+                peerId: expected,
+              },
             }),
           },
         },
       };
       await agent.apply(link);
-      await waitFor('the agent joined the server', () => server.connected().length === 2, 30_000, 50);
-      const hostId = (await agent.get('card')).link?.status?.transport?.ownId ?? -1;
-      assert.equal(hostId, 1, 'the agent is the second peer, as the spec says');
+      // The agent's window is open once its status has an ivshmem id.
+      let hostId = -1;
+      await waitFor(
+        'the agent joined the server',
+        async () => {
+          hostId = (await agent.get('card')).link?.status?.transport?.ownId ?? -1;
+          return hostId >= 0;
+        },
+        30_000,
+        50,
+      );
+      assert.equal(hostId, expected, 'the agent has the id the spec names');
       await g.writeFile('/etc/vop-card.conf', cardConfig(hostId));
       assert.match(await g.run('vop-card --config /etc/vop-card.conf --check'), /ok 2 devices/);
       card = g.spawn('vop-card --config /etc/vop-card.conf --spin-us 0');
-      await card.waitForOutput(/ready id=0 peer=1/, 120_000);
+      await card.waitForOutput(new RegExp(`ready id=0 peer=${hostId}\\b`), 120_000);
       const l = await agent.waitPhase('card', LinkPhase.LINK_PHASE_READY, 120_000);
       assert.equal(l.status?.transport?.peerId, guestId);
 
@@ -350,80 +437,6 @@ describe(
       }
       await stopCard();
       await agent.delete('card-dev');
-    });
-
-    it('polls through sysfs resource2 (no vfio) and the guest creates the window', async () => {
-      // Out of vfio's hands, so that sysfs may map the BARs.
-      await g.run(`echo ${BDF} > /sys/bus/pci/drivers/vfio-pci/unbind`);
-      const hostId = nextId();
-      const sys = `/sys/bus/pci/devices/${BDF}`;
-      await g.writeFile(
-        '/etc/vop-card.conf',
-        [
-          'window.access=bar',
-          `window.path=${sys}/resource2`,
-          `window.doorbell_path=${sys}/resource0`,
-          'window.side=creator',
-          `window.peer_id=${hostId}`,
-          'window.doorbell=poll',
-          'window.poll_max_us=2000',
-          'device.con0.kind=console',
-          'device.con0.role=driver',
-          'device.con0.pty=/run/con0.pty',
-          'device.disk0.kind=blk',
-          'device.disk0.role=driver',
-          'device.disk0.queue_size=32',
-          'device.disk0.nbd_unix=/run/disk0.nbd',
-          'device.disk0.nbd_device=/dev/nbd0',
-          '',
-        ].join('\n'),
-      );
-      // The guest lays the window out first; the agent then attaches at once (and joins the server once).
-      card = g.spawn('vop-card --config /etc/vop-card.conf');
-      await waitFor('the guest laid the window out', () => magicAt(memFile) === VOP_WIN_MAGIC, 60_000, 50);
-      const link: Link = makeLink('card-poll', { devices });
-      link.spec = {
-        ...link.spec!,
-        endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
-        transport: {
-          kind: {
-            $case: 'pciBar',
-            value: PciBarTransport.fromPartial({
-              bar: 2,
-              memoryHolder: Role.ROLE_DEVICE,
-              windowCreator: Role.ROLE_DRIVER,
-              pollMaxUs: 2000,
-              deviceAccess: { ivshmemSocket: server.socket, peerId: 0 },
-              driverAccess: {
-                barPath: `${sys}/resource2`,
-                doorbellPath: `${sys}/resource0`,
-                doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL,
-                peerId: hostId,
-              },
-            }),
-          },
-        },
-      };
-      await agent.apply(link);
-      await card.waitForOutput(/ready id=0 peer=\d+/, 120_000);
-      const l = await agent.waitPhase('card-poll', LinkPhase.LINK_PHASE_READY, 120_000);
-      assert.equal(l.status?.transport?.side, 'attacher', 'the guest created the window');
-      assert.equal(l.status?.transport?.ownId, hostId);
-      await consoleBothWays(path.join(dir, 'host.pty'));
-      await g.run('dd if=/dev/urandom of=/tmp/pattern2 bs=65536 count=8 2>/dev/null');
-      const want = (await g.run('sha256sum /tmp/pattern2')).split(' ')[0];
-      await g.run('dd if=/tmp/pattern2 of=/dev/nbd0 bs=65536 seek=64 conv=fsync 2>/dev/null && sync', {
-        timeoutMs: 120_000,
-      });
-      const fd = openSync(disk, 'r');
-      const got = Buffer.alloc(8 * 65536);
-      readSync(fd, got, 0, got.length, 64 * 65536);
-      closeSync(fd);
-      assert.equal(sha256(got), want, "the polled guest's writes are in the agent's backing file");
-      const m = await (await fetch(`http://${srv.metrics}/metrics`)).text();
-      assert.match(m, /vop_link_doorbells_total\{[^}]*link="card-poll"[^}]*direction="received"[^}]*\} [1-9]/);
-      await stopCard();
-      await agent.delete('card-poll');
     });
   },
 );
