@@ -159,7 +159,7 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
           $case: 'pciBar',
           value: PciBarTransport.fromPartial({
             bar: 2,
-            // On this host the card joins the server too (in a guest it maps BAR2: card.test.ts).
+            // On this host the card joins the server too (in a guest it maps BAR2: test/guest/card-guest.wip.ts).
             memoryHolder: Role.ROLE_UNSPECIFIED,
             deviceAccess: { ivshmemSocket: socket, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT },
             // The card's own access, as its config file says (validated; the agent does not use it).
