@@ -16,6 +16,7 @@ import {
   openSync,
   readFileSync,
   readSync,
+  rmSync,
   writeFileSync,
   writeSync,
 } from 'node:fs';
@@ -70,6 +71,7 @@ export function cardBinary(): string {
 
 describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () => {
   const dir = tempDir('card');
+  const stateA = tempDir('card-a');
   const socket = path.join(dir, 'ivshmem.sock');
   const disk = path.join(dir, 'disk.img');
   const nbdSock = path.join(dir, 'card-nbd.sock');
@@ -121,7 +123,7 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
       'agent',
       ['--node-name', 'host-a', '--socket-dir', dir, '--pty-dir', dir, '--disk-dir', dir],
       {
-        stateDir: tempDir('card-a'),
+        stateDir: stateA,
       },
     );
     agent = new Agent(srv.admin);
@@ -134,6 +136,7 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
     agent?.close();
     await srv?.stop('SIGTERM');
     await server?.stop();
+    for (const d of [dir, stateA]) rmSync(d, { recursive: true, force: true });
   });
 
   it('refuses a config with an unknown or bad key, naming the line and the key', () => {

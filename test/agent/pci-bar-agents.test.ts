@@ -8,7 +8,7 @@
  * the window in the server's memory and leaves the server up.
  */
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tty from 'node:tty';
@@ -157,6 +157,8 @@ function sample(text: string, name: string, labels: Record<string, string>): num
 
 describe('two agents on a pci-bar link through an ivshmem server', () => {
   const dir = tempDir('pci');
+  const stateA = tempDir('pci-a');
+  const stateB = tempDir('pci-b');
   const socket = path.join(dir, 'ivshmem.sock');
   const memFile = path.join(dir, 'ivshmem.mem');
   let server: IvshmemServer;
@@ -168,8 +170,8 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
 
   before(async () => {
     server = await IvshmemServer.start({ socket, sizeBytes: 8 * MIB, vectors: 1, shmPath: memFile });
-    srvA = await startServer('agent', ['--node-name', 'host-a', ...roots], { stateDir: tempDir('pci-a') });
-    srvB = await startServer('agent', ['--node-name', 'card-b', ...roots], { stateDir: tempDir('pci-b') });
+    srvA = await startServer('agent', ['--node-name', 'host-a', ...roots], { stateDir: stateA });
+    srvB = await startServer('agent', ['--node-name', 'card-b', ...roots], { stateDir: stateB });
     a = new Agent(srvA.admin);
     b = new Agent(srvB.admin);
   });
@@ -178,6 +180,7 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
     b?.close();
     await Promise.all([srvA?.stop('SIGTERM'), srvB?.stop('SIGTERM')]);
     await server?.stop();
+    for (const d of [dir, stateA, stateB]) rmSync(d, { recursive: true, force: true });
   });
 
   it('refuses a pci-bar spec it cannot serve, naming the field, and applies nothing', async () => {
