@@ -64,6 +64,14 @@ const hostPathsSchema = z
      */
     vhostUserClientDirs: z.array(hostDirSchema).default([]),
     /**
+     * Directories a pci-bar link's bar_path and doorbell_path may lie in (sysfs resource files,
+     * e.g. /sys/devices/pci0000:00; a test's shared-memory file); none by default. A string is a
+     * comma-separated list (the --bar-dir flag).
+     */
+    barDirs: z
+      .preprocess((v) => (typeof v === 'string' ? v.split(',').filter((x) => x !== '') : v), z.array(hostDirSchema))
+      .default([]),
+    /**
      * Network namespaces (names under /run/netns) a net device's TAP may be moved into; none
      * by default. A string is a comma-separated list (the --netns flag).
      */
@@ -80,7 +88,7 @@ const hostPathsSchema = z
       .default([]),
   })
   .strict()
-  .default({ blockDevices: [], netns: [], vhostUserClientDirs: [] });
+  .default({ blockDevices: [], netns: [], vhostUserClientDirs: [], barDirs: [] });
 
 /** The path policy with every default filled in and every path absolute and normalised. */
 export interface HostPaths {
@@ -93,6 +101,8 @@ export interface HostPaths {
   readonly netns: readonly string[];
   /** Directories of vhost_user client-mode sockets (none when absent). */
   readonly vhostUserClientDirs?: readonly string[];
+  /** pci-bar BAR and doorbell register files. */
+  readonly barDirs: readonly string[];
 }
 
 export const agentConfigSchema = z
@@ -238,6 +248,12 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     help: 'pty link directory (default <state-dir>/pty)',
   },
   {
+    flag: 'bar-dir',
+    path: ['hostPaths', 'barDirs'],
+    type: 'string',
+    help: 'directories (comma-separated) pci-bar BAR and doorbell files may lie in (default none)',
+  },
+  {
     flag: 'controller',
     path: ['controller', 'address'],
     type: 'string',
@@ -264,6 +280,7 @@ export function resolveHostPaths(
     ptyDir: path.resolve(p.ptyDir ?? path.join(stateDir, 'pty')),
     netns: [...p.netns],
     vhostUserClientDirs: (p.vhostUserClientDirs ?? []).map((d) => path.resolve(d)),
+    barDirs: p.barDirs.map((d) => path.resolve(d)),
   };
   if (Buffer.byteLength(hp.socketDir) > MAX_SOCKET_DIR_BYTES)
     throw new ConfigError(
@@ -274,6 +291,7 @@ export function resolveHostPaths(
     ['hostPaths.socketDir', hp.socketDir],
     ['hostPaths.logDir', hp.logDir],
     ['hostPaths.ptyDir', hp.ptyDir],
+    ...hp.barDirs.map((d, i) => [`hostPaths.barDirs[${i}]`, d]),
   ] as const) {
     if (/[\0-\x1f]/.test(dir))
       throw new ConfigError(`invalid configuration:\n  ${field}: "${dir}" must not contain control characters`);

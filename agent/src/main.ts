@@ -107,7 +107,11 @@ async function main(): Promise<void> {
     labels: config.node.labels,
   });
   const capabilities = (): Capabilities => ({
-    transports: [TransportKind.TRANSPORT_KIND_SHM, TransportKind.TRANSPORT_KIND_STREAM],
+    transports: [
+      TransportKind.TRANSPORT_KIND_SHM,
+      TransportKind.TRANSPORT_KIND_PCI_BAR,
+      TransportKind.TRANSPORT_KIND_STREAM,
+    ],
     deviceKinds: [DeviceKind.DEVICE_KIND_NET, DeviceKind.DEVICE_KIND_CONSOLE, DeviceKind.DEVICE_KIND_BLK],
     netAdmin: hasNetAdmin(),
   });

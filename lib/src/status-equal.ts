@@ -4,7 +4,7 @@
  * watchers should see) use. A condition's lastTransitionTime and a status's lastTransitionTime only
  * record when something changed, so they never make two statuses differ.
  */
-import type { Condition, DeviceStatus, LinkStatus, StreamStatus } from '../proto/types';
+import type { Condition, DeviceStatus, LinkStatus, StreamStatus, TransportStatus } from '../proto/types';
 
 /** Conditions equal in type, status, reason, message and observed generation. */
 export function conditionEqual(a: Condition, b: Condition): boolean {
@@ -56,6 +56,13 @@ function streamEqual(a: StreamStatus | undefined, b: StreamStatus | undefined): 
   );
 }
 
+/** Every field of TransportStatus is a scalar: equal when each is. */
+function transportEqual(a: TransportStatus | undefined, b: TransportStatus | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  const ka = Object.keys(a) as (keyof TransportStatus)[];
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
+}
+
 /** True when two link statuses differ in nothing but timestamps (undefined equals only undefined). */
 export function linkStatusEqual(a: LinkStatus | undefined, b: LinkStatus | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
@@ -67,7 +74,8 @@ export function linkStatusEqual(a: LinkStatus | undefined, b: LinkStatus | undef
     a.devices.length !== b.devices.length ||
     !conditionsEqual(a.conditions, b.conditions) ||
     !recordEqual(a.endpointPhases, b.endpointPhases) ||
-    !streamEqual(a.stream, b.stream)
+    !streamEqual(a.stream, b.stream) ||
+    !transportEqual(a.transport, b.transport)
   )
     return false;
   for (let i = 0; i < a.devices.length; i++)

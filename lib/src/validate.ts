@@ -17,6 +17,8 @@ import {
   type NetBackend,
   type ConsoleBackend,
   type StreamTransport,
+  type PciBarTransport,
+  PciDoorbellMode,
   type Transport,
   SelectorOperator,
   StreamProtocol,
@@ -150,10 +152,7 @@ export function checkTransport(
       }
       break;
     case 'pciBar':
-      if (!/^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i.test(k.value.pciAddress))
-        v.add(`${field}.pci_bar.pci_address`, `"${k.value.pciAddress}" must look like 0000:03:00.0`);
-      if (k.value.bar > 5) v.add(`${field}.pci_bar.bar`, 'must be 0-5');
-      if (k.value.doorbellBar > 5) v.add(`${field}.pci_bar.doorbell_bar`, 'must be 0-5');
+      checkPciBar(v, `${field}.pci_bar`, k.value, limits);
       break;
     case 'pciEpf':
       if (k.value.controller === '') v.add(`${field}.pci_epf.controller`, 'is required');
@@ -233,6 +232,115 @@ function checkStreamTransport(v: ViolationList, field: string, t: StreamTranspor
     v.add(`${field}.secret`, `must be ${STREAM_SECRET_MIN_BYTES}..${STREAM_SECRET_MAX_BYTES} bytes (got ${n})`);
   if (t.idleTimeoutMs !== 0 && (t.idleTimeoutMs < 1000 || t.idleTimeoutMs > 600000))
     v.add(`${field}.idle_timeout_ms`, `${t.idleTimeoutMs} must be 0 (15000) or between 1000 and 600000`);
+}
+
+const PCI_ADDRESS_RE = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/i;
+/** The smallest window and the page a pci-bar window's offset and size are multiples of. */
+const PCI_PAGE = 4096;
+/** ivshmem: vectors per peer, the doorbell register's 16-bit peer id (native/include/vop/ivshmem.h). */
+const IVSHMEM_MAX_VECTORS = 64;
+const IVSHMEM_MAX_ID = 65535;
+
+/**
+ * A pci-bar transport (docs/transports.md): each endpoint's way to the window, who holds the
+ * memory (the holder joins an ivshmem server; the other maps a BAR), who creates the window, the
+ * doorbell vector, and that each side can be told when its peer rang (a side whose peer cannot
+ * ring it must poll).
+ */
+function checkPciBar(v: ViolationList, field: string, t: PciBarTransport, limits: SpecLimits): void {
+  // The fields of the first pci-bar message: pci_address moved into the accesses; the doorbell
+  // register is the ivshmem-doorbell one (BAR0 + 12), the only layout implemented.
+  if (t.pciAddress !== '')
+    v.add(`${field}.pci_address`, 'is replaced by device_access.pci_address / driver_access.pci_address');
+  if (t.doorbellBar !== 0)
+    v.add(`${field}.doorbell_bar`, 'must be 0: the doorbell registers are BAR0 (ivshmem-doorbell)');
+  if (t.doorbellOffsetBytes !== 0n && t.doorbellOffsetBytes !== 12n)
+    v.add(`${field}.doorbell_offset_bytes`, 'must be 0 or 12: the ivshmem-doorbell register at BAR0 + 12');
+  if (t.bar > 5) v.add(`${field}.bar`, 'must be 0-5');
+  if (t.offsetBytes % BigInt(PCI_PAGE) !== 0n)
+    v.add(`${field}.offset_bytes`, `${t.offsetBytes} must be a multiple of ${PCI_PAGE}`);
+  if (
+    t.sizeBytes !== 0n &&
+    (t.sizeBytes % BigInt(PCI_PAGE) !== 0n ||
+      t.sizeBytes < BigInt(MIN_WINDOW_BYTES) ||
+      t.sizeBytes > BigInt(limits.maxWindowBytes))
+  )
+    v.add(
+      `${field}.size_bytes`,
+      `${t.sizeBytes} must be 0 (the rest of the BAR) or a multiple of ${PCI_PAGE} between ${MIN_WINDOW_BYTES} and ${limits.maxWindowBytes} (limit maxWindowBytes)`,
+    );
+  const roles = [Role.ROLE_UNSPECIFIED, Role.ROLE_DEVICE, Role.ROLE_DRIVER];
+  if (!roles.includes(t.memoryHolder))
+    v.add(`${field}.memory_holder`, 'must be ROLE_DEVICE, ROLE_DRIVER or ROLE_UNSPECIFIED (neither: an NTB window)');
+  if (!roles.includes(t.windowCreator))
+    v.add(`${field}.window_creator`, 'must be ROLE_DEVICE, ROLE_DRIVER or ROLE_UNSPECIFIED (the device side)');
+  const vectors = t.vectors === 0 ? t.vector + 1 : t.vectors;
+  if (t.vector >= IVSHMEM_MAX_VECTORS) v.add(`${field}.vector`, `must be below ${IVSHMEM_MAX_VECTORS}`);
+  else if (vectors > IVSHMEM_MAX_VECTORS || t.vector >= vectors)
+    v.add(`${field}.vectors`, `must be 0 (vector + 1) or in (vector, ${IVSHMEM_MAX_VECTORS}]`);
+  if (t.pollMaxUs > 1_000_000) v.add(`${field}.poll_max_us`, 'must be at most 1000000 (1 s)');
+  const access = { device: t.deviceAccess, driver: t.driverAccess };
+  const holder = t.memoryHolder === Role.ROLE_DEVICE ? 'device' : t.memoryHolder === Role.ROLE_DRIVER ? 'driver' : '';
+  for (const side of ['device', 'driver'] as const) {
+    const a = access[side];
+    const f = `${field}.${side}_access`;
+    if (!a) {
+      v.add(f, 'is required: set one of ivshmem_socket, pci_address, bar_path');
+      continue;
+    }
+    const ways = [a.ivshmemSocket, a.pciAddress, a.barPath].filter((x) => x !== '').length;
+    if (ways !== 1) {
+      v.add(f, `set exactly one of ivshmem_socket, pci_address, bar_path (${ways} set)`);
+      continue;
+    }
+    checkAbsolutePath(v, `${f}.ivshmem_socket`, a.ivshmemSocket, false, MAX_SOCKET_PATH_BYTES);
+    checkAbsolutePath(v, `${f}.bar_path`, a.barPath, false);
+    checkAbsolutePath(v, `${f}.doorbell_path`, a.doorbellPath, false);
+    if (a.pciAddress !== '' && !PCI_ADDRESS_RE.test(a.pciAddress))
+      v.add(`${f}.pci_address`, `${quoteShort(a.pciAddress)} must look like 0000:03:00.0`);
+    if (a.doorbellPath !== '' && a.barPath === '')
+      v.add(`${f}.doorbell_path`, 'goes with bar_path (vfio finds the doorbell registers in BAR0 itself)');
+    if (a.writeCombining && a.barPath === '') v.add(`${f}.write_combining`, 'goes with bar_path (a resourceN_wc file)');
+    const modes = [
+      PciDoorbellMode.PCI_DOORBELL_MODE_UNSPECIFIED,
+      PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT,
+      PciDoorbellMode.PCI_DOORBELL_MODE_POLL,
+    ];
+    if (!modes.includes(a.doorbell))
+      v.add(`${f}.doorbell`, 'must be PCI_DOORBELL_MODE_INTERRUPT or PCI_DOORBELL_MODE_POLL');
+    else if (a.barPath !== '' && a.doorbell !== PciDoorbellMode.PCI_DOORBELL_MODE_POLL)
+      v.add(
+        `${f}.doorbell`,
+        'must be PCI_DOORBELL_MODE_POLL with bar_path: a BAR mapped through a file has no interrupt path (use pci_address, vfio, for MSI-X)',
+      );
+    if (a.peerId !== undefined && a.peerId > IVSHMEM_MAX_ID) v.add(`${f}.peer_id`, `must be at most ${IVSHMEM_MAX_ID}`);
+    // The memory holder joins the server; the other side maps the memory through a BAR.
+    if (holder === side && a.ivshmemSocket === '')
+      v.add(
+        f,
+        `the memory holder (memory_holder ${Role[t.memoryHolder]}) reaches the memory as a peer of the ivshmem server: set ivshmem_socket`,
+      );
+    if (holder !== '' && holder !== side && a.ivshmemSocket !== '')
+      v.add(
+        f,
+        `the ${side} side maps the holder's memory through a BAR: set pci_address or bar_path, not ivshmem_socket`,
+      );
+  }
+  // A side that waits for interrupts needs a peer that can ring it.
+  for (const side of ['device', 'driver'] as const) {
+    const me = access[side];
+    const other = access[side === 'device' ? 'driver' : 'device'];
+    if (!me || !other || me.doorbell === PciDoorbellMode.PCI_DOORBELL_MODE_POLL) continue;
+    const otherSide = side === 'device' ? 'driver' : 'device';
+    const canRing =
+      other.ivshmemSocket !== '' ||
+      ((other.pciAddress !== '' || other.doorbellPath !== '') && other.peerId !== undefined);
+    if (!canRing)
+      v.add(
+        `${field}.${side}_access.doorbell`,
+        `must be PCI_DOORBELL_MODE_POLL: the ${otherSide} side cannot ring it (it needs ivshmem_socket, or doorbell registers (pci_address or doorbell_path) and peer_id)`,
+      );
+  }
 }
 
 function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefined): void {
@@ -383,8 +491,19 @@ export function checkLinkSpec(
     checkDevices(v, `${field}.devices`, spec.devices, limits);
     return;
   }
-  if (spec.endpoints.length !== 2) {
-    v.add(`${field}.endpoints`, `must have exactly 2 endpoints, has ${spec.endpoints.length}`);
+  // A pci-bar link may have one agent endpoint: its far end is no agent (vop-card on a card),
+  // named through the transport (its access and ivshmem id); it plays the other role.
+  const card = spec.transport?.kind?.$case === 'pciBar' && spec.endpoints.length === 1;
+  if (card) {
+    const e = spec.endpoints[0] as LinkSpec['endpoints'][0];
+    checkName(v, `${field}.endpoints[0].agent`, e.agent);
+    if (e.role !== Role.ROLE_DEVICE && e.role !== Role.ROLE_DRIVER)
+      v.add(`${field}.endpoints[0].role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
+  } else if (spec.endpoints.length !== 2) {
+    v.add(
+      `${field}.endpoints`,
+      `must have exactly 2 endpoints (1 for a pci_bar link to vop-card), has ${spec.endpoints.length}`,
+    );
   } else {
     spec.endpoints.forEach((e, i) => {
       checkName(v, `${field}.endpoints[${i}].agent`, e.agent);

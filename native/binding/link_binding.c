@@ -22,6 +22,7 @@
 #include "device_config.h"
 #include "link_binding.h"
 #include "napi_util.h"
+#include "window_transport.h"
 #include "vop/link.h"
 #include "vop/window.h"
 #include "vop/window_size.h"
@@ -136,6 +137,8 @@ static void bwin_close(struct bwin *b, bool unlink)
 	b->l = NULL;
 	vop_devctx_destroy(b->ctx);
 	b->ctx = NULL;
+	if (unlink && b->w->side == 0 && vop_b_xport_is_pci(b->w->x))
+		vop_b_window_retire(b->w);
 	if (!unlink)
 		b->w->x->unlink_on_destroy = 0;
 	vop_window_close(b->w);
@@ -185,6 +188,7 @@ struct open_opts {
 	uint64_t size;
 	uint32_t max_devices;
 	struct vop_link_config cfg;
+	struct vop_b_pci pci; /* pci.on: a pci-bar window, else shm at path */
 };
 
 enum open_mode { OPEN_ATTACH, OPEN_CREATE };
@@ -211,7 +215,7 @@ static bool parse_open(napi_env env, napi_value o, struct open_opts *op, enum op
 	op->cfg.spin_ns = spin;
 	op->cfg.poll_only = poll;
 	op->cfg.reset_timeout_ms = rt;
-	return true;
+	return vop_b_pci_parse(env, o, &op->pci);
 }
 
 static napi_value wrap_new(napi_env env, struct vop_window *w, const struct open_opts *op)
@@ -297,7 +301,16 @@ napi_value vop_b_window_create(napi_env env, napi_callback_info info)
 	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 1 || !parse_open(env, argv[0], &op, OPEN_CREATE))
 		return NULL;
-	rc = vop_shm_create(op.has_path ? op.path : NULL, op.size, &x);
+	if (op.pci.on) {
+		rc = vop_b_pci_open(&op.pci, &x);
+		/* A window from an earlier life: the caller takes it back (reattach) or replaces it. */
+		if (rc == 0 && !op.pci.replace && vop_b_window_holds_layout(x)) {
+			vop_xport_destroy(x);
+			rc = -EEXIST;
+		}
+	} else {
+		rc = vop_shm_create(op.has_path ? op.path : NULL, op.size, &x);
+	}
 	if (rc) {
 		vop_throw_errno(env, rc, "create window");
 		return NULL;
@@ -325,11 +338,11 @@ napi_value vop_b_window_attach(napi_env env, napi_callback_info info)
 	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 1 || !parse_open(env, argv[0], &op, OPEN_ATTACH))
 		return NULL;
-	if (!op.has_path) {
+	if (!op.has_path && !op.pci.on) {
 		vop_throw_errno(env, -EINVAL, "attach needs a path");
 		return NULL;
 	}
-	rc = vop_shm_open(op.path, &x);
+	rc = op.pci.on ? vop_b_pci_open(&op.pci, &x) : vop_shm_open(op.path, &x);
 	if (rc) {
 		vop_throw_errno(env, rc, "open window");
 		return NULL;
@@ -358,11 +371,11 @@ napi_value vop_b_window_reattach(napi_env env, napi_callback_info info)
 	if (argc < 1 || !parse_open(env, argv[0], &op, OPEN_ATTACH) ||
 	    !vop_get_u32(env, argv[0], "window", "side", 0, 1, &side))
 		return NULL;
-	if (!op.has_path || side > 1) {
+	if ((!op.has_path && !op.pci.on) || side > 1) {
 		vop_throw_errno(env, -EINVAL, "reattach needs a path and side 0 or 1");
 		return NULL;
 	}
-	rc = vop_shm_open(op.path, &x);
+	rc = op.pci.on ? vop_b_pci_open(&op.pci, &x) : vop_shm_open(op.path, &x);
 	if (rc) {
 		vop_throw_errno(env, rc, "open window");
 		return NULL;
@@ -420,7 +433,8 @@ napi_value vop_b_window_info(napi_env env, napi_callback_info info)
 	    !vop_set_u32(env, obj, "peerEpoch", pv.epoch) || !vop_set_u32(env, obj, "fd", (uint32_t)b->w->x->fd) ||
 	    !vop_set_str(env, obj, "failed", failed ? vop_link_fail_name(failed) : NULL) ||
 	    !vop_set_u64(env, obj, "sizeBytes", b->w->x->size) ||
-	    !vop_set_u64(env, obj, "peerHeartbeat", pv.heartbeat) || !vop_set_str(env, obj, "path", b->w->x->path))
+	    !vop_set_u64(env, obj, "peerHeartbeat", pv.heartbeat) || !vop_set_str(env, obj, "path", b->w->x->path) ||
+	    !vop_b_transport_info(env, obj, b->w))
 		return NULL;
 	return obj;
 }

@@ -35,7 +35,7 @@ export function testDisk(): string {
 /** The host path policy of a test agent with state in stateDir whose disks live in testDiskDir(). */
 export function testPathPolicy(stateDir: string, rendezvousDir: string): HostPathPolicy {
   return new HostPathPolicy(
-    resolveHostPaths(stateDir, { diskDirs: [testDiskDir()], blockDevices: [], netns: [] }),
+    resolveHostPaths(stateDir, { diskDirs: [testDiskDir()], blockDevices: [], netns: [], barDirs: [] }),
     rendezvousDir,
   );
 }

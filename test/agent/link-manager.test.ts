@@ -19,6 +19,7 @@ import {
   type DataPlaneWindow,
   type LinkDevice,
   type PeerView,
+  type TransportView,
   type QueueCounters,
 } from '../../agent/src/links/data-plane';
 import { LinkManager } from '../../agent/src/links/link-manager';
@@ -40,6 +41,18 @@ class FakeWindow implements DataPlaneWindow {
   ) {}
   peer(): PeerView {
     return this.peerView;
+  }
+  transportView(): TransportView {
+    return {
+      transport: 'shm',
+      mapping: 'wb',
+      sizeBytes: 0n,
+      ownId: -1,
+      peerId: -1,
+      signals: 0n,
+      interrupts: 0n,
+      polls: 0n,
+    };
   }
   addDevice(spec: LinkDevice): void {
     this.devices.set(spec.devId, spec);

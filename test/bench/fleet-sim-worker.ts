@@ -116,6 +116,7 @@ function run(init: WorkerInit): void {
                 resetCount: 0,
                 lastTransitionTime: undefined,
                 endpointPhases: {},
+                transport: undefined,
               },
             },
           },

@@ -8,9 +8,18 @@ import { describe, it } from 'node:test';
 
 import { Registry } from 'prom-client';
 
-import { NodeRole, Role, type Agent, type AgentIdentity, type LinkPolicy } from '../../lib/proto/types';
+import {
+  NodeRole,
+  PciBarTransport,
+  PciDoorbellMode,
+  Role,
+  type Agent,
+  type AgentIdentity,
+  type LinkPolicy,
+} from '../../lib/proto/types';
 import { createRootLogger } from '../../lib/src/logger';
 import { parseSelector } from '../../lib/src/selector';
+import { validateLink, validatePolicy } from '../../lib/src/validate';
 import { ControllerMetrics } from '../../controller/src/metrics/controller-metrics';
 import { policyLinkName, renderPolicy } from '../../controller/src/reconcile/policy-render';
 import { WorkQueue } from '../../controller/src/reconcile/work-queue';
@@ -211,6 +220,49 @@ describe('policy rendering', () => {
         (r) => r.card === 'c1',
       ),
     );
+  });
+
+  it('pairs a card with its host on a pci-bar link, per-card resources from placeholders, and the link validates', () => {
+    const p = policy('pci', 'vop.dev/rack=r07');
+    p.spec!.template!.transport = {
+      kind: {
+        $case: 'pciBar',
+        value: PciBarTransport.fromPartial({
+          bar: 2,
+          // VOP/MIC: the card (driver) maps the host's memory through BAR2; the host holds it.
+          memoryHolder: Role.ROLE_DEVICE,
+          deviceAccess: { ivshmemSocket: '/run/vop/sockets/ivshmem-{card}.sock' },
+          driverAccess: {
+            barPath: '/sys/devices/pci0000:00/0000:00:04.0/resource2',
+            doorbellPath: '/sys/devices/pci0000:00/0000:00:04.0/resource0',
+            doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL,
+            peerId: 0,
+          },
+        }),
+      },
+    };
+    p.spec!.template!.devices = [
+      {
+        name: 'con0',
+        queueSize: 0,
+        disableEventIdx: false,
+        kind: { $case: 'console', value: { deviceBackend: undefined, driverFrontend: undefined, log: undefined } },
+      },
+    ];
+    validatePolicy(p);
+    const out = renderPolicy({ policy: p, agents, existing: () => false });
+    const l = out.find((r) => r.name === 'pci-c2')?.link;
+    assert.ok(l);
+    assert.deepEqual(l.spec?.endpoints, [
+      { agent: 'h1', role: Role.ROLE_DEVICE },
+      { agent: 'c2', role: Role.ROLE_DRIVER },
+    ]);
+    const t = l.spec?.transport?.kind;
+    assert.equal(t?.$case, 'pciBar');
+    if (t?.$case !== 'pciBar') return;
+    assert.equal(t.value.deviceAccess?.ivshmemSocket, '/run/vop/sockets/ivshmem-c2.sock');
+    assert.equal(t.value.driverAccess?.barPath, '/sys/devices/pci0000:00/0000:00:04.0/resource2');
+    validateLink(l);
   });
 
   it('names links <policy>-<card>, truncated with a hash to a DNS label', () => {

@@ -12,6 +12,7 @@ import {
   LinkPhase,
   LinkPolicySpec,
   Role,
+  TransportStatus,
   type LinkSpec,
   type LinkStatus,
 } from '../../lib/proto/types';
@@ -78,6 +79,7 @@ function status(over: Partial<LinkStatus> = {}): LinkStatus {
     lastTransitionTime: new Date(1000),
     endpointPhases: {},
     stream: undefined,
+    transport: undefined,
     ...over,
   };
 }
@@ -111,6 +113,10 @@ describe('status equality (lib/src/status-equal.ts)', () => {
     assert.ok(!linkStatusEqual(base, status({ observedGeneration: 3n })));
     assert.ok(!linkStatusEqual(base, status({ resetCount: 1 })));
     assert.ok(!linkStatusEqual(base, status({ endpointPhases: { a: LinkPhase.LINK_PHASE_READY } })));
+    const pci = TransportStatus.fromPartial({ kind: 'pci-bar', peerId: -1 });
+    assert.ok(linkStatusEqual(status({ transport: pci }), status({ transport: { ...pci } })));
+    assert.ok(!linkStatusEqual(status({ transport: pci }), status({ transport: { ...pci, peerId: 2 } })));
+    assert.ok(!linkStatusEqual(base, status({ transport: pci })));
     const otherTap = status();
     otherTap.devices = [{ ...otherTap.devices[0]!, endpoints: { tap: 'vop1' } }];
     assert.ok(!linkStatusEqual(base, otherTap));

@@ -17,6 +17,8 @@ struct fake {
 	int listen_fd;
 	int scenario;
 	int memfd;
+	int sent[2]; /* scenario 9: the server says "first half sent" */
+	int go[2];   /* scenario 9: the client has read it; send the second half */
 };
 
 static int count_own_fds(void)
@@ -140,8 +142,12 @@ static void *serve(void *arg)
 			unsigned char b[4] = { 3, 0, 0, 0 };
 			int e = eventfd(0, 0);
 
+			char one = 1;
+
 			CHECK(write(s, b, 4) == 4);
-			t_sleep_ms(50);
+			/* The client reads the first half before the second exists (else one read may return both). */
+			CHECK(write(f->sent[1], &one, 1) == 1);
+			CHECK(read(f->go[0], &one, 1) == 1);
 			union {
 				struct cmsghdr h;
 				char buf[CMSG_SPACE(sizeof(int))];
@@ -253,9 +259,26 @@ int main(void)
 		CHECK_EQ(count_own_fds(), base);
 	}
 	/* An fd with the second half of a message. */
-	CHECK_EQ(run(sock, l, memfd, 9, &c), 0);
-	CHECK_EQ(drain_err(c), -EPROTO);
-	vop_ivshmem_client_close(c);
+	{
+		struct fake f = { .listen_fd = l, .scenario = 9, .memfd = memfd };
+		struct vop_ivshmem_event ev[64];
+		pthread_t t;
+		char one = 1;
+
+		CHECK(pipe(f.sent) == 0 && pipe(f.go) == 0);
+		CHECK(pthread_create(&t, NULL, serve, &f) == 0);
+		CHECK_EQ(vop_ivshmem_client_open(sock, 1, 2000, &c), 0);
+		CHECK(read(f.sent[0], &one, 1) == 1);
+		CHECK(vop_ivshmem_client_process(c, ev, 64) >= 0); /* takes the first half: no message yet */
+		CHECK(write(f.go[1], &one, 1) == 1);
+		CHECK_EQ(drain_err(c), -EPROTO);
+		pthread_join(t, NULL);
+		vop_ivshmem_client_close(c);
+		close(f.sent[0]);
+		close(f.sent[1]);
+		close(f.go[0]);
+		close(f.go[1]);
+	}
 	CHECK_EQ(count_own_fds(), base);
 
 	close(l);

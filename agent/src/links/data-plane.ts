@@ -11,6 +11,7 @@ import type {
   DeviceConfigDto,
   DeviceCountersDto,
   DeviceEndpointsDto,
+  PciWindowDto,
   PeerState,
   VhostStatusDto,
   WindowSide,
@@ -47,8 +48,10 @@ export interface LinkDevice {
 
 export interface OpenWindowRequest {
   readonly link: string;
-  /** Window file path inside the rendezvous directory. */
+  /** Window file path inside the rendezvous directory (pci-bar: where the window is, for messages). */
   readonly path: string;
+  /** A pci-bar window (the path is then only its name in messages); null: the shm file at path. */
+  readonly pci?: PciWindowDto | null;
   readonly side: WindowSide;
   /**
    * Creator only: take the creator side of an existing window back (after a restart)
@@ -132,9 +135,28 @@ export interface StreamStartRequest {
   readonly idleMs: number;
 }
 
+/** The transport of an open window, read at call time (status and metrics). */
+export interface TransportView {
+  /** 'shm' or 'pci-bar'. */
+  readonly transport: string;
+  readonly mapping: string;
+  readonly sizeBytes: bigint;
+  /** pci-bar: our ivshmem id and the peer's, -1 when unknown. */
+  readonly ownId: number;
+  readonly peerId: number;
+  /** Doorbells sent to the peer (signals that left this side: eventfd or register writes). */
+  readonly signals: bigint;
+  /** Doorbells that woke this side (interrupt eventfd). */
+  readonly interrupts: bigint;
+  /** Looks at the peer's kick word while polling. */
+  readonly polls: bigint;
+}
+
 /** One open window (one endpoint of one link). */
 export interface DataPlaneWindow {
   readonly side: WindowSide;
+  /** The transport's view of this window. */
+  transportView(): TransportView;
   peer(): PeerView;
   /** Publishes (creator) and serves a device; an attacher binds it once the creator published it. */
   addDevice(device: LinkDevice): void;

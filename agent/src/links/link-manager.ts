@@ -25,6 +25,7 @@ import type { DataPlane } from './data-plane';
 import { deviceKindName, roleName, type BackendRegistry } from '../backends/device-backend';
 import type { ApplyOptions, ApplyResult, LinkChange, LinkManagerApi, LinkOwner } from './link-manager-api';
 import { LinkRuntime } from './link-runtime';
+import { windowSideOf } from './pci-window';
 import { VhostUserRuntime, type VhostUserOptions } from './vhost-user-runtime';
 import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
@@ -307,16 +308,22 @@ export class LinkManager implements LinkManagerApi {
     return { link, changed: true };
   }
 
-  /** The window this agent would create for the link (device side, automatic size) must fit maxWindowBytes. */
+  /**
+   * The window this agent would create for the link must fit maxWindowBytes (shm, device side,
+   * automatic size), or hold its devices (pci-bar, the creator, a spec's size_bytes).
+   */
   private checkWindowSize(link: Link & { spec: NonNullable<Link['spec']> }): void {
     const ep = link.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
     const t = link.spec.transport?.kind;
-    if (!ep || roleName(ep.role) !== 'device' || t?.$case !== 'shm' || t.value.windowSizeBytes !== 0n) return;
+    if (!ep) return;
+    const role = roleName(ep.role);
+    const pciSize = t?.$case === 'pciBar' && windowSideOf(link, role) === 'creator' ? t.value.sizeBytes : 0n;
+    if (pciSize === 0n && (role !== 'device' || t?.$case !== 'shm' || t.value.windowSizeBytes !== 0n)) return;
     const natives = link.spec.devices.map((d) => {
       const kind = deviceKindName(d);
       const backend = kind ? this.deps.backends.get(kind) : undefined;
       if (!backend) throw new Error(`no backend for device ${d.name}`); // checkLinkForAgent refused it
-      return backend.describe(d, 'device', {
+      return backend.describe(d, role, {
         name: link.meta?.name ?? '',
         annotations: link.meta?.annotations ?? {},
       });
@@ -332,6 +339,14 @@ export class LinkManager implements LinkManagerApi {
       v.add(m ? `link.spec.devices[${m[1]}]` : 'link.spec.devices', m ? `native config${m[2]}` : err.message);
       v.throwIfAny();
       return;
+    }
+    if (pciSize !== 0n) {
+      if (BigInt(bytes) <= pciSize) return;
+      v.add(
+        'link.spec.transport.pci_bar.size_bytes',
+        `the window for these devices (with room for one hot add) needs ${bytes} bytes, more than size_bytes ${pciSize}`,
+      );
+      v.throwIfAny();
     }
     const max = this.limits.maxWindowBytes;
     if (bytes <= max) return;

@@ -16,6 +16,7 @@ import {
   type LinkEvent,
   type StreamStatus,
   type StreamTransport,
+  type TransportStatus,
 } from '../../../lib/proto/types';
 import { monotonicMs } from '../../../lib/src/clock';
 import type { Logger } from '../../../lib/src/logger';
@@ -27,7 +28,20 @@ import { LINK_BACKOFF, LinkDevices, type DeviceRuntime } from './link-devices';
 import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './link-lifecycle';
 import { specEqual } from './link-spec';
 import { deviceCounters, deviceStats, deviceStatuses, type DeviceCounterView } from './link-status';
+import type { PciWindowDto } from '../native/native';
+import { pciBarName, pciBarOf, pciDoorbellName, pciWindowName, pciWindowOf, windowSideOf } from './pci-window';
 import { MAX_WINDOW_BYTES, openWindow, windowBytesOf, windowPathOf } from './window-opener';
+
+/** Doorbells of a pci-bar link's one vector, read at scrape time (restart with each window). */
+export interface LinkDoorbells {
+  readonly vector: number;
+  /** Doorbells this side sent (eventfd or register writes). */
+  readonly sent: bigint;
+  /** Doorbells that woke this side (interrupts: the ivshmem eventfd, an MSI-X vector). */
+  readonly received: bigint;
+  /** Looks at the peer's kick word while polling. */
+  readonly polls: bigint;
+}
 
 /**
  * Poll period while connecting or negotiating: CONNECT_POLL_MS for the first
@@ -136,19 +150,28 @@ export class LinkRuntime {
     if (!ep) throw new Error(`link ${this.name} does not name ${this.deps.nodeName}`);
     return roleName(ep.role);
   }
-  /** The device-role side creates the window and owns its device table; the driver side attaches. */
+  /**
+   * The creator lays the window out and owns its device table; the other side attaches. shm:
+   * the device role creates; pci-bar: the spec's window_creator (pci-window.ts).
+   */
   get side(): WindowSide {
     // A stream link's window is private: each agent creates its own (docs/stream-protocol.md).
     if (this.streamTransport) return 'creator';
-    return this.role === 'device' ? 'creator' : 'attacher';
+    return windowSideOf(this.linkValue, this.role);
   }
   /** The stream transport of the spec, or null. */
   private get streamTransport(): StreamTransport | null {
     const k = this.spec.transport?.kind;
     return k?.$case === 'stream' ? k.value : null;
   }
+  /** The window file (shm), or where a pci-bar window is mapped from. */
   get windowPath(): string {
-    return windowPathOf(this.linkValue, this.deps.rendezvousDir);
+    return windowPathOf(this.linkValue, this.deps.rendezvousDir, this.role);
+  }
+  /** This endpoint's pci-bar window options, null for shm. */
+  private get pciWindow(): PciWindowDto | null {
+    const t = pciBarOf(this.linkValue);
+    return t ? pciWindowOf(t, this.role, false) : null;
   }
   /** Window size: the spec's, or the automatic one for the devices (capped; apply refuses more). */
   private get windowBytes(): number {
@@ -297,7 +320,7 @@ export class LinkRuntime {
       } catch (err) {
         this.log.warn({ err }, 'closing the window failed');
       }
-    } else if (unlink) {
+    } else if (unlink && !pciBarOf(this.linkValue)) {
       rmSync(this.windowPath, { force: true });
     }
   }
@@ -325,6 +348,7 @@ export class LinkRuntime {
           {
             link: this.name,
             path: this.windowPath,
+            pci: this.pciWindow,
             side: this.side,
             sizeBytes: this.windowBytes,
             maxWindowBytes: this.deps.maxWindowBytes ?? MAX_WINDOW_BYTES,
@@ -452,7 +476,11 @@ export class LinkRuntime {
   }
 
   private peerAgent(): string {
-    return this.spec.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '?';
+    const other = this.spec.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent;
+    if (other !== undefined) return other;
+    // One agent endpoint: the far end is vop-card, named through the transport.
+    const pci = pciBarOf(this.linkValue);
+    return pci ? `vop-card (${pciWindowName(pci, this.role === 'device' ? 'driver' : 'device')})` : '?';
   }
 
   /** The attacher refused the window it found (its layout does not validate): say why, keep looking. */
@@ -789,7 +817,26 @@ export class LinkRuntime {
         lastTransitionTime: this.lastTransition,
         endpointPhases: {},
         stream: this.streamStatus(),
+        transport: this.transportStatus(),
       },
+    };
+  }
+
+  /** This endpoint's window and doorbells (GetLink, WatchLinks, the Sync stream). */
+  private transportStatus(): TransportStatus {
+    const pci = pciBarOf(this.linkValue);
+    const v = this.window?.transportView() ?? null;
+    return {
+      kind: pci ? 'pci-bar' : 'shm',
+      window: this.windowPath,
+      sizeBytes: v?.sizeBytes ?? 0n,
+      offsetBytes: pci?.offsetBytes ?? 0n,
+      bar: pci ? pciBarName(pci, this.role) : '',
+      ownId: v?.ownId ?? -1,
+      peerId: v?.peerId ?? -1,
+      doorbell: pci ? pciDoorbellName(pci, this.role) : 'futex',
+      mapping: v?.mapping ?? '',
+      side: this.side,
     };
   }
 
@@ -801,10 +848,14 @@ export class LinkRuntime {
     lastTransition: Date;
     pollNs: bigint;
     sleepNs: bigint;
+    doorbells: LinkDoorbells | null;
   } {
     // Worker counters restart with each window (a counter reset to Prometheus).
     const t = this.window?.workerTimes() ?? { pollNs: 0n, sleepNs: 0n };
+    const pci = pciBarOf(this.linkValue);
+    const v = pci ? (this.window?.transportView() ?? null) : null;
     return {
+      doorbells: pci && v ? { vector: pci.vector, sent: v.signals, received: v.interrupts, polls: v.polls } : null,
       state: this.stateValue,
       conditions: this.conditions.list(),
       resets: this.resetCount,

@@ -43,10 +43,10 @@ export function checkLinkForAgent(
   }
   const v = new ViolationList();
   const tk = link.spec.transport?.kind?.$case;
-  if (tk && tk !== 'shm' && tk !== 'vhostUser' && tk !== 'stream') {
+  if (tk && tk !== 'shm' && tk !== 'vhostUser' && tk !== 'stream' && tk !== 'pciBar') {
     v.add(
       `${field}.spec.transport`,
-      `transport ${tk} is not supported by this agent; it serves shm, vhost_user and stream`,
+      `transport ${tk} is not supported by this agent; it serves shm, pci_bar, vhost_user and stream`,
     );
   }
   const ids = new Map<number, string>();

@@ -19,7 +19,7 @@ import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { HostPaths } from '../config';
 
 /** Kinds of host paths, each with its own root. */
-export type HostPathKind = 'disk' | 'socket' | 'log' | 'pty' | 'vhost-client';
+export type HostPathKind = 'disk' | 'socket' | 'log' | 'pty' | 'vhost-client' | 'bar';
 
 /** Longest socket file name: the native layer binds through /proc/self/fd/<dirfd>/<name> (sun_path). */
 export const MAX_SOCKET_NAME_BYTES = 80;
@@ -43,6 +43,7 @@ const KIND_TEXT: Record<HostPathKind, string> = {
   log: 'console logs',
   pty: 'pty links',
   'vhost-client': 'vhost-user client sockets',
+  bar: 'pci-bar BAR files',
 };
 
 const KIND_KEY: Record<HostPathKind, string> = {
@@ -51,6 +52,7 @@ const KIND_KEY: Record<HostPathKind, string> = {
   log: 'hostPaths.logDir',
   pty: 'hostPaths.ptyDir',
   'vhost-client': 'hostPaths.vhostUserClientDirs',
+  bar: 'hostPaths.barDirs',
 };
 
 /** True when p is strictly inside dir (dir "/" contains every other absolute path). */
@@ -86,6 +88,8 @@ export class HostPathPolicy {
         return [this.paths.ptyDir];
       case 'vhost-client':
         return this.paths.vhostUserClientDirs ?? [];
+      case 'bar':
+        return this.paths.barDirs;
     }
   }
 
@@ -124,6 +128,16 @@ export class HostPathPolicy {
     if (t?.$case === 'vhostUser')
       // server: created in the socket directory; client: the front-end's, in an allowed directory
       add(`${field}.transport.vhost_user.socket_path`, t.value.client ? 'vhost-client' : 'socket', t.value.socketPath);
+    // A pci-bar link: the ivshmem server's socket and the BAR files this role maps.
+    if (t?.$case === 'pciBar') {
+      const a = role === 'device' ? t.value.deviceAccess : t.value.driverAccess;
+      const f = `${field}.transport.pci_bar.${role}_access`;
+      if (a) {
+        add(`${f}.ivshmem_socket`, 'socket', a.ivshmemSocket);
+        add(`${f}.bar_path`, 'bar', a.barPath);
+        add(`${f}.doorbell_path`, 'bar', a.doorbellPath);
+      }
+    }
     spec.devices.forEach((d, i) => {
       const f = `${field}.devices[${i}]`;
       const k = d.kind;
@@ -268,6 +282,8 @@ export class HostPathPolicy {
         return st.isSocket()
           ? null
           : `is a ${kindOf(st)}, not a socket; it is left alone (remove it or choose another path)`;
+      case 'bar':
+        return st.isFile() ? null : `is a ${kindOf(st)}; a BAR is mapped from a regular file (sysfs resourceN)`;
       case 'pty':
         if (!st.isSymbolicLink()) return `is a ${kindOf(st)}, not a pty link; it is left alone`;
         return readlinkSync(r.path).startsWith('/dev/pts/')

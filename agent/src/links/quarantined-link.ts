@@ -75,6 +75,7 @@ export class QuarantinedLink {
         resetCount: 0,
         lastTransitionTime: this.since,
         stream: undefined,
+        transport: undefined,
         endpointPhases: {},
       },
     };
@@ -88,8 +89,10 @@ export class QuarantinedLink {
     lastTransition: Date;
     pollNs: bigint;
     sleepNs: bigint;
+    doorbells: null;
   } {
     return {
+      doorbells: null,
       state: 'Failed',
       conditions: this.conditions(),
       resets: 0,

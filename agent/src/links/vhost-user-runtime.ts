@@ -425,6 +425,7 @@ export class VhostUserRuntime {
         lastTransitionTime: this.lastTransition,
         endpointPhases: {},
         stream: undefined,
+        transport: undefined,
       },
     };
   }
@@ -449,6 +450,8 @@ export class VhostUserRuntime {
     lastTransition: Date;
     pollNs: bigint;
     sleepNs: bigint;
+    /** A vhost-user link has no pci-bar doorbells. */
+    doorbells: null;
   } {
     let pollNs = 0n;
     let sleepNs = 0n;
@@ -467,6 +470,7 @@ export class VhostUserRuntime {
       lastTransition: this.lastTransition,
       pollNs,
       sleepNs,
+      doorbells: null,
     };
   }
 

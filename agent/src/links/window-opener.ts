@@ -10,6 +10,7 @@ import path from 'node:path';
 
 import type { Link } from '../../../lib/proto/types';
 import type { Logger } from '../../../lib/src/logger';
+import type { PciWindowDto } from '../native/native';
 import {
   NativeError,
   type DataPlane,
@@ -18,12 +19,18 @@ import {
   type LinkDevice,
   type WindowSide,
 } from './data-plane';
+import { pciBarOf, pciWindowName } from './pci-window';
 
 /** Cap of the automatic window size. */
 export const MAX_WINDOW_BYTES = 1024 * 1024 * 1024;
 
-/** The window file of a link: in its shm directory, else the rendezvous directory. */
-export function windowPathOf(link: Link, rendezvousDir: string): string {
+/**
+ * The window file of a link: in its shm directory, else the rendezvous directory. A pci-bar
+ * window has no file: its name says where it is mapped from (pci-window.ts).
+ */
+export function windowPathOf(link: Link, rendezvousDir: string, role: 'device' | 'driver' = 'device'): string {
+  const pci = pciBarOf(link);
+  if (pci) return pciWindowName(pci, role);
   const t = link.spec?.transport?.kind;
   const dir = t?.$case === 'shm' && t.value.directory !== '' ? t.value.directory : rendezvousDir;
   return path.join(dir, `${link.meta?.name ?? ''}.win`);
@@ -35,6 +42,8 @@ export function windowPathOf(link: Link, rendezvousDir: string): string {
  */
 export function windowBytesOf(link: Link, dp: DataPlane, devices: readonly LinkDevice[]): number {
   const t = link.spec?.transport?.kind;
+  // pci-bar: the transport maps size_bytes (or the rest of the BAR); the creator lays it all out.
+  if (t?.$case === 'pciBar') return Number(t.value.sizeBytes);
   if (t?.$case === 'shm' && t.value.windowSizeBytes !== 0n) return Number(t.value.windowSizeBytes);
   return Math.min(MAX_WINDOW_BYTES, dp.windowBytes(devices.map((d) => d.config)));
 }
@@ -42,6 +51,8 @@ export function windowBytesOf(link: Link, dp: DataPlane, devices: readonly LinkD
 export interface WindowPlan {
   readonly link: string;
   readonly path: string;
+  /** A pci-bar window's options (the creator's `replace` is set here when it replaces one); null: shm. */
+  readonly pci?: PciWindowDto | null;
   readonly side: WindowSide;
   readonly sizeBytes: number;
   /** An attacher refuses a peer's window larger than this (limit maxWindowBytes). */
@@ -68,10 +79,20 @@ export function openWindow(
   log: Logger,
   event: (reason: string, message: string) => void,
 ): OpenResult {
-  const req = { link: plan.link, path: plan.path, side: plan.side, sizeBytes: plan.sizeBytes, reattach: false };
-  // A link-specific shm directory is created owner-only like the rendezvous dir.
-  if (plan.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
-  else checkPeerWindowSize(req.path, plan.maxWindowBytes);
+  const req = {
+    link: plan.link,
+    path: plan.path,
+    pci: plan.pci ?? null,
+    side: plan.side,
+    sizeBytes: plan.sizeBytes,
+    reattach: false,
+  };
+  // A link-specific shm directory is created owner-only like the rendezvous dir. A pci-bar
+  // window is as large as this side's own mapping (size_bytes or the BAR): nothing to check.
+  if (plan.pci === null) {
+    if (plan.side === 'creator') mkdirSync(path.dirname(req.path), { recursive: true, mode: 0o700 });
+    else checkPeerWindowSize(req.path, plan.maxWindowBytes);
+  }
   try {
     return { kind: 'open', window: dp.open(req, onEvent) };
   } catch (err) {
@@ -105,6 +126,8 @@ export function openWindow(
     // The engine cannot adopt it (older layout, damaged): replace it; the peer re-attaches.
     log.info({ path: req.path, code: err.code }, 'replacing a window that cannot be re-attached');
     event('StaleWindowReplaced', `replaced the existing window at ${req.path} (${err.code})`);
+    if (req.pci !== null)
+      return { kind: 'open', window: dp.open({ ...req, pci: { ...req.pci, replace: true } }, onEvent) };
     rmSync(req.path, { force: true });
     return { kind: 'open', window: dp.open(req, onEvent) };
   }

@@ -154,6 +154,32 @@ export function registerAgentMetrics(
     },
   });
 
+  new Counter({
+    name: 'vop_link_doorbells_total',
+    help: 'Doorbells of a pci-bar link by vector: sent to the peer (eventfd or register writes) and received (interrupts: ivshmem eventfd, MSI-X).',
+    labelNames: ['link', 'vector', 'direction'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) {
+        if (!view.doorbells) continue;
+        const vector = String(view.doorbells.vector);
+        this.inc({ link: name, vector, direction: 'sent' }, Number(view.doorbells.sent));
+        this.inc({ link: name, vector, direction: 'received' }, Number(view.doorbells.received));
+      }
+    },
+  });
+  new Counter({
+    name: 'vop_link_doorbell_polls_total',
+    help: "Looks of a polled pci-bar side at its peer's kick word (no interrupt path).",
+    labelNames: ['link'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const { name, view } of views()) if (view.doorbells) this.inc({ link: name }, Number(view.doorbells.polls));
+    },
+  });
+
   // Stream transport: the connection of each stream link (read at scrape time, one read per link).
   let ssnap:
     { link: string; s: NonNullable<ReturnType<ReturnType<LinkManager['runtimes']>[number]['streamStatus']>> }[] | null =

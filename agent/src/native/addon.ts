@@ -27,6 +27,7 @@ import type {
   StreamConnection,
   StreamOpenRequest,
   StreamStartRequest,
+  TransportView,
 } from '../links/data-plane';
 import { checkDeviceConfig } from './device-config';
 import { NativeError } from './errors';
@@ -88,16 +89,19 @@ class LinkWindow implements DataPlaneWindow {
     private readonly path: string,
     private readonly log: Logger,
     onEvent: (e: DataPlaneEvent) => void,
+    /** A pci-bar window: no file; a new create nonce in the header says it was replaced. */
+    private readonly pci = false,
   ) {
     this.handle = handle;
     let ino = -1;
     try {
-      ino = statSync(path).ino;
+      if (!pci) ino = statSync(path).ino;
     } catch {
       /* replaced or removed already: replaced() says so */
     }
     this.ino = ino;
     const i = native.windowInfo(handle);
+    this.nonce = i.createNonce;
     this.atOpen = { heartbeat: i.peerHeartbeat, epoch: i.peerEpoch };
     native.onEvent(handle, (e) => {
       const out = this.translate(e);
@@ -107,6 +111,8 @@ class LinkWindow implements DataPlaneWindow {
 
   /** Inode of the window file when it was mapped. */
   private readonly ino: number;
+  /** The window's create nonce when it was mapped. */
+  private readonly nonce: bigint;
 
   private h(): LinkHandle {
     if (this.handle === null) throw new NativeError('window is closed', 'EBADF', 9);
@@ -241,12 +247,27 @@ class LinkWindow implements DataPlaneWindow {
     return { state: 'up', epoch: p.epoch };
   }
 
+  transportView(): TransportView {
+    const i = this.native.windowInfo(this.h());
+    return {
+      transport: i.transport,
+      mapping: i.mapping,
+      sizeBytes: i.sizeBytes,
+      ownId: i.ownId,
+      peerId: i.peerId,
+      signals: i.signals,
+      interrupts: i.interrupts,
+      polls: i.polls,
+    };
+  }
+
   failure(): string | null {
     return this.handle === null ? null : this.native.windowInfo(this.handle).failed;
   }
 
   replaced(): boolean {
     if (this.streamMode) return false;
+    if (this.pci) return this.handle !== null && this.native.windowInfo(this.handle).createNonce !== this.nonce;
     try {
       return statSync(this.path).ino !== this.ino;
     } catch {
@@ -499,18 +520,30 @@ export class NativeDataPlane implements DataPlane {
   open(req: OpenWindowRequest, onEvent: (e: DataPlaneEvent) => void): DataPlaneWindow {
     const path = checkPath(req.path);
     const n = this.native;
+    const pci = req.pci ?? null;
+    // A pci-bar window lives in memory the transport maps, not in a file at path.
+    const file = pci === null ? path : '';
     let h: LinkHandle;
-    if (req.side === 'attacher') h = n.windowAttach({ path, ...this.worker });
-    else if (req.reattach) h = n.windowReattach({ path, side: 0, ...this.worker });
+    if (req.side === 'attacher') h = n.windowAttach({ path: file, pci, ...this.worker });
+    else if (req.reattach) h = n.windowReattach({ path: file, side: 0, pci, ...this.worker });
     else {
       const sizeBytes = windowBytes(req.sizeBytes);
       if (sizeBytes > this.constants.windowSizeMax)
         throw new RangeError(`window sizeBytes must be at most ${this.constants.windowSizeMax}`);
-      h = n.windowCreate({ path, sizeBytes, maxDevices: 0, ...this.worker });
+      h = n.windowCreate({ path: file, sizeBytes, maxDevices: 0, pci, ...this.worker });
     }
     let w: LinkWindow;
     try {
-      w = new LinkWindow(n, this.constants, h, req.side, path, this.log.child({ link: req.link }), onEvent);
+      w = new LinkWindow(
+        n,
+        this.constants,
+        h,
+        req.side,
+        path,
+        this.log.child({ link: req.link }),
+        onEvent,
+        pci !== null,
+      );
     } catch (err) {
       n.windowClose(h, req.side === 'creator' && !req.reattach);
       throw err;

@@ -44,8 +44,44 @@ export interface WorkerOptionsDto {
   resetTimeoutMs: number;
 }
 
+/**
+ * A pci-bar window (vop/xport_pci.h; docs/transports.md): the memory of an ivshmem server
+ * (mode 'ivshmem': this side holds it, or maps it as one more peer) or a BAR (mode 'bar': a
+ * vfio-pci device's region `bar`, or a file such as sysfs resourceN).
+ */
+export interface PciWindowDto {
+  mode: 'ivshmem' | 'bar';
+  /** 'interrupt': an ivshmem eventfd, or MSI-X through vfio; 'poll': look at the peer's kick word. */
+  doorbell: 'interrupt' | 'poll';
+  /** The ivshmem id this side rings, -1: the one other peer of the server (or none: cannot ring). */
+  peerId: number;
+  /** Window offset inside the memory or BAR, and its size (0: the rest); multiples of 4096. */
+  offset: number;
+  size: number;
+  vector: number;
+  /** The server's --vectors; 0: vector + 1. */
+  vectors: number;
+  /** Polled: longest nap; 0: 20 ms. */
+  pollMaxUs: number;
+  /** Creator: lay out a new window over one that validates (else EEXIST). */
+  replace: boolean;
+  /** mode 'ivshmem': the server's socket. */
+  socket?: string;
+  /** mode 'bar': exactly one of barPath and vfioBdf. */
+  barPath?: string | null;
+  vfioBdf?: string | null;
+  /** The doorbell register file (sysfs resource0); null: none (vfio: BAR0). */
+  regsPath?: string | null;
+  /** vfio: the window's region index. */
+  bar?: number;
+  /** barPath is a write-combining mapping. */
+  wc?: boolean;
+}
+
 /** windowCreate (side 0: creator, device-table owner). */
 export interface WindowCreateDto extends WorkerOptionsDto {
+  /** A pci-bar window instead of the shm file at path (null or absent: shm). */
+  pci?: PciWindowDto | null;
   /** New file created 0600 with O_EXCL, or null for an anonymous memfd. */
   path: string | null;
   /** Window size in bytes: multiple of 4096, >= 64 KiB. */
@@ -57,12 +93,14 @@ export interface WindowCreateDto extends WorkerOptionsDto {
 /** windowAttach (side 1). */
 export interface WindowAttachDto extends WorkerOptionsDto {
   path: string;
+  pci?: PciWindowDto | null;
 }
 
 /** windowReattach: take side 0 or 1 of an existing window back after a restart. */
 export interface WindowReattachDto extends WorkerOptionsDto {
   path: string;
   side: number;
+  pci?: PciWindowDto | null;
 }
 
 export type WindowSide = 'creator' | 'attacher';
@@ -81,6 +119,19 @@ export interface WindowInfoDto {
   path: string;
   /** Why this side's worker stopped for good ('devtab_unstable'), null while healthy. */
   failed: string | null;
+  /** The transport's name: 'shm' or 'pci-bar'. */
+  transport: string;
+  /** How the window is mapped: 'wb', 'uc' (a BAR), 'wc' (a write-combining BAR). */
+  mapping: 'wb' | 'uc' | 'wc';
+  /** pci-bar: our ivshmem id and the peer's we ring, -1 when unknown. */
+  ownId: number;
+  peerId: number;
+  /** pci-bar: doorbells sent, interrupts taken (eventfd wake-ups), looks at the peer's kick word while polling. */
+  signals: bigint;
+  interrupts: bigint;
+  polls: bigint;
+  /** The create nonce of the window now mapped (0 when none is laid out): a new one means replaced. */
+  createNonce: bigint;
 }
 
 /** Per link worker (one worker serves every queue of a side). */

@@ -220,5 +220,7 @@ export function aggregateLinkStatus(
     lastTransitionTime: samePhase ? prev.lastTransitionTime : now,
     endpointPhases,
     stream: deviceSide?.observed?.stream,
+    // The device side's window and doorbells (each agent reports its own; GetLink on an agent has both).
+    transport: deviceSide?.observed?.transport,
   };
 }

@@ -9,7 +9,15 @@
  */
 import { createHash } from 'node:crypto';
 
-import { NodeRole, Role, type Agent, type Link, type LinkPolicy } from '../../../lib/proto/types';
+import {
+  NodeRole,
+  Role,
+  type Agent,
+  type Link,
+  type LinkPolicy,
+  type PciBarAccess,
+  type Transport,
+} from '../../../lib/proto/types';
 import { selectorMatches } from '../../../lib/src/selector';
 import { LABEL_HOST, LABEL_NODE, LABEL_POLICY, LABEL_RACK } from '../state/agent-labels';
 
@@ -40,6 +48,29 @@ export interface RenderInput {
   readonly existing: (name: string) => boolean;
 }
 
+/**
+ * The template's transport for one pair. A pci-bar template names per-card resources with
+ * placeholders in its access paths: `{card}` (the card's node name), `{host}` and `{slot}` in
+ * ivshmem_socket, bar_path and doorbell_path (e.g. one ivshmem server socket per card on the host).
+ */
+export function transportFor(
+  t: Transport | undefined,
+  vars: { card: string; host: string; slot: number },
+): Transport | undefined {
+  if (t?.kind?.$case !== 'pciBar') return t;
+  const sub = (s: string): string =>
+    s.replaceAll('{card}', vars.card).replaceAll('{host}', vars.host).replaceAll('{slot}', String(vars.slot));
+  const access = (a: PciBarAccess | undefined): PciBarAccess | undefined =>
+    a && { ...a, ivshmemSocket: sub(a.ivshmemSocket), barPath: sub(a.barPath), doorbellPath: sub(a.doorbellPath) };
+  const v = t.kind.value;
+  return {
+    kind: {
+      $case: 'pciBar',
+      value: { ...v, deviceAccess: access(v.deviceAccess), driverAccess: access(v.driverAccess) },
+    },
+  };
+}
+
 /** The spec of one stamped-out link: two endpoints, or the host alone for vhost_user. */
 function renderSpec(
   tpl: NonNullable<NonNullable<LinkPolicy['spec']>['template']>,
@@ -47,6 +78,7 @@ function renderSpec(
   card: string,
   hostRole: Role,
   cardRole: Role,
+  slot: number,
 ): NonNullable<Link['spec']> {
   const t = tpl.transport?.kind;
   if (t?.$case === 'vhostUser')
@@ -62,7 +94,7 @@ function renderSpec(
       { agent: host, role: hostRole },
       { agent: card, role: cardRole },
     ],
-    transport: tpl.transport,
+    transport: transportFor(tpl.transport, { card, host, slot }),
     devices: tpl.devices,
   };
 }
@@ -109,7 +141,7 @@ export function renderPolicy(input: RenderInput): RenderedLink[] {
           updateTime: undefined,
           managedBy: managedByPolicy(name),
         },
-        spec: renderSpec(tpl, id.hostNode, cardName, hostRole, cardRole),
+        spec: renderSpec(tpl, id.hostNode, cardName, hostRole, cardRole, id.slot),
         status: undefined,
       },
     });

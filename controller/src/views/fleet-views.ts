@@ -191,6 +191,7 @@ export class FleetViews {
           lastTransitionTime: undefined,
           endpointPhases: {},
           stream: undefined,
+          transport: undefined,
         },
       };
     return {

@@ -113,6 +113,52 @@ export function transportKindToJSON(object: TransportKind): string {
   }
 }
 
+/** How a side of a pci-bar link learns that its peer rang. */
+export enum PciDoorbellMode {
+  /** PCI_DOORBELL_MODE_UNSPECIFIED - INTERRUPT. */
+  PCI_DOORBELL_MODE_UNSPECIFIED = 0,
+  /**
+   * PCI_DOORBELL_MODE_INTERRUPT - An interrupt: the ivshmem vector's eventfd (a peer of the server), an MSI-X vector
+   * delivered to an eventfd by vfio (a BAR side).
+   */
+  PCI_DOORBELL_MODE_INTERRUPT = 1,
+  /** PCI_DOORBELL_MODE_POLL - No interrupt path: poll the peer's kick word in the window with an adaptive back-off. */
+  PCI_DOORBELL_MODE_POLL = 2,
+  UNRECOGNIZED = -1,
+}
+
+export function pciDoorbellModeFromJSON(object: any): PciDoorbellMode {
+  switch (object) {
+    case 0:
+    case "PCI_DOORBELL_MODE_UNSPECIFIED":
+      return PciDoorbellMode.PCI_DOORBELL_MODE_UNSPECIFIED;
+    case 1:
+    case "PCI_DOORBELL_MODE_INTERRUPT":
+      return PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT;
+    case 2:
+    case "PCI_DOORBELL_MODE_POLL":
+      return PciDoorbellMode.PCI_DOORBELL_MODE_POLL;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return PciDoorbellMode.UNRECOGNIZED;
+  }
+}
+
+export function pciDoorbellModeToJSON(object: PciDoorbellMode): string {
+  switch (object) {
+    case PciDoorbellMode.PCI_DOORBELL_MODE_UNSPECIFIED:
+      return "PCI_DOORBELL_MODE_UNSPECIFIED";
+    case PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT:
+      return "PCI_DOORBELL_MODE_INTERRUPT";
+    case PciDoorbellMode.PCI_DOORBELL_MODE_POLL:
+      return "PCI_DOORBELL_MODE_POLL";
+    case PciDoorbellMode.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Protocol carrying a stream transport. */
 export enum StreamProtocol {
   STREAM_PROTOCOL_UNSPECIFIED = 0,
@@ -602,6 +648,59 @@ export interface PciBarTransport {
   /** BAR and offset of the doorbell register. */
   doorbellBar: number;
   doorbellOffsetBytes: bigint;
+  /**
+   * Which endpoint holds the memory (joins the ivshmem server, or owns the RAM behind the
+   * BAR); the other endpoint maps it through a BAR. ROLE_UNSPECIFIED: neither holds it (both
+   * map one window: an NTB pair, or two peers of one ivshmem server). See docs/transports.md.
+   */
+  memoryHolder: Role;
+  /**
+   * Which endpoint creates the window (lays out the header and the device table);
+   * ROLE_UNSPECIFIED: the device side.
+   */
+  windowCreator: Role;
+  /** How the device-role endpoint reaches the window and rings its peer. */
+  deviceAccess:
+    | PciBarAccess
+    | undefined;
+  /** How the driver-role endpoint reaches the window and rings its peer. */
+  driverAccess:
+    | PciBarAccess
+    | undefined;
+  /** The doorbell vector both sides ring and wait on (ivshmem vector, MSI-X vector). */
+  vector: number;
+  /** Vectors of the ivshmem server (its --vectors); 0: vector + 1. */
+  vectors: number;
+  /** Polled sides: the longest nap between two looks at the peer's kick word; 0: 20 ms. */
+  pollMaxUs: number;
+}
+
+/**
+ * One endpoint's way to the window of a pci-bar link: exactly one of ivshmem_socket,
+ * pci_address, bar_path.
+ */
+export interface PciBarAccess {
+  /** Join this vop-ivshmem-server (protocol v0) as a peer and map its shared memory. */
+  ivshmemSocket: string;
+  /**
+   * A PCI device bound to vfio-pci, e.g. "0000:00:04.0": region `bar` is the window,
+   * BAR0 holds the doorbell registers (ivshmem-doorbell layout), MSI-X the interrupts.
+   */
+  pciAddress: string;
+  /** A file to map as the BAR: sysfs resourceN (uncached) or resourceN_wc (set write_combining). */
+  barPath: string;
+  /**
+   * With bar_path: a file to map as the doorbell registers (sysfs resource0); empty: none,
+   * then this side cannot ring and its peer must poll.
+   */
+  doorbellPath: string;
+  writeCombining: boolean;
+  doorbell: PciDoorbellMode;
+  /**
+   * The ivshmem id of the peer this side rings. Unset: the one other peer of the server
+   * (ivshmem_socket); a BAR side must name it to ring.
+   */
+  peerId?: number | undefined;
 }
 
 /** The endpoint side: a PCI endpoint function configured through configfs. */
@@ -859,12 +958,42 @@ export interface LinkStatus {
   /** Per endpoint phase, keyed by agent name (controller view only). */
   endpointPhases: { [key: string]: LinkPhase };
   /** The stream transport's connection (this agent's view); unset for other transports. */
-  stream: StreamStatus | undefined;
+  stream:
+    | StreamStatus
+    | undefined;
+  /** Where this endpoint's window lives and how its doorbells travel (agent view). */
+  transport: TransportStatus | undefined;
 }
 
 export interface LinkStatus_EndpointPhasesEntry {
   key: string;
   value: LinkPhase;
+}
+
+/** One endpoint's window and doorbells as its agent opened them. */
+export interface TransportStatus {
+  /** "shm" or "pci-bar". */
+  kind: string;
+  /**
+   * shm: the window file; pci-bar: where the window was mapped from (ivshmem socket, vfio
+   * device and BAR, or BAR file).
+   */
+  window: string;
+  sizeBytes: bigint;
+  /** pci-bar: the window's offset inside the BAR (or the ivshmem memory). */
+  offsetBytes: bigint;
+  /** pci-bar: "ivshmem", "vfio 0000:00:04.0 bar 2", or the BAR file. */
+  bar: string;
+  /** pci-bar: this side's ivshmem id, -1 when unknown. */
+  ownId: number;
+  /** pci-bar: the peer's ivshmem id this side rings, -1 when unknown (not met yet). */
+  peerId: number;
+  /** "futex" (shm), "eventfd" (an ivshmem peer), "msix" (vfio), "poll". */
+  doorbell: string;
+  /** "wb", "uc" or "wc": the mapping type (docs/memory-ordering.md). */
+  mapping: string;
+  /** Which side of the window this endpoint is: "creator" or "attacher". */
+  side: string;
 }
 
 /** A link between two agents. */
@@ -1688,7 +1817,21 @@ export const ShmTransport: MessageFns<ShmTransport> = {
 };
 
 function createBasePciBarTransport(): PciBarTransport {
-  return { pciAddress: "", bar: 0, offsetBytes: 0n, sizeBytes: 0n, doorbellBar: 0, doorbellOffsetBytes: 0n };
+  return {
+    pciAddress: "",
+    bar: 0,
+    offsetBytes: 0n,
+    sizeBytes: 0n,
+    doorbellBar: 0,
+    doorbellOffsetBytes: 0n,
+    memoryHolder: 0,
+    windowCreator: 0,
+    deviceAccess: undefined,
+    driverAccess: undefined,
+    vector: 0,
+    vectors: 0,
+    pollMaxUs: 0,
+  };
 }
 
 export const PciBarTransport: MessageFns<PciBarTransport> = {
@@ -1719,6 +1862,27 @@ export const PciBarTransport: MessageFns<PciBarTransport> = {
         throw new globalThis.Error("value provided for field message.doorbellOffsetBytes of type uint64 too large");
       }
       writer.uint32(48).uint64(message.doorbellOffsetBytes);
+    }
+    if (message.memoryHolder !== 0) {
+      writer.uint32(800).int32(message.memoryHolder);
+    }
+    if (message.windowCreator !== 0) {
+      writer.uint32(808).int32(message.windowCreator);
+    }
+    if (message.deviceAccess !== undefined) {
+      PciBarAccess.encode(message.deviceAccess, writer.uint32(818).fork()).join();
+    }
+    if (message.driverAccess !== undefined) {
+      PciBarAccess.encode(message.driverAccess, writer.uint32(826).fork()).join();
+    }
+    if (message.vector !== 0) {
+      writer.uint32(832).uint32(message.vector);
+    }
+    if (message.vectors !== 0) {
+      writer.uint32(840).uint32(message.vectors);
+    }
+    if (message.pollMaxUs !== 0) {
+      writer.uint32(848).uint32(message.pollMaxUs);
     }
     return writer;
   },
@@ -1784,6 +1948,62 @@ export const PciBarTransport: MessageFns<PciBarTransport> = {
             message.doorbellOffsetBytes = reader.uint64() as bigint;
             continue;
           }
+          case 100: {
+            if (tag !== 800) {
+              break;
+            }
+
+            message.memoryHolder = reader.int32() as any;
+            continue;
+          }
+          case 101: {
+            if (tag !== 808) {
+              break;
+            }
+
+            message.windowCreator = reader.int32() as any;
+            continue;
+          }
+          case 102: {
+            if (tag !== 818) {
+              break;
+            }
+
+            message.deviceAccess = PciBarAccess.decode(reader, reader.uint32());
+            continue;
+          }
+          case 103: {
+            if (tag !== 826) {
+              break;
+            }
+
+            message.driverAccess = PciBarAccess.decode(reader, reader.uint32());
+            continue;
+          }
+          case 104: {
+            if (tag !== 832) {
+              break;
+            }
+
+            message.vector = reader.uint32();
+            continue;
+          }
+          case 105: {
+            if (tag !== 840) {
+              break;
+            }
+
+            message.vectors = reader.uint32();
+            continue;
+          }
+          case 106: {
+            if (tag !== 848) {
+              break;
+            }
+
+            message.pollMaxUs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1824,6 +2044,33 @@ export const PciBarTransport: MessageFns<PciBarTransport> = {
         : isSet(object.doorbell_offset_bytes)
         ? BigInt(object.doorbell_offset_bytes)
         : 0n,
+      memoryHolder: isSet(object.memoryHolder)
+        ? roleFromJSON(object.memoryHolder)
+        : isSet(object.memory_holder)
+        ? roleFromJSON(object.memory_holder)
+        : 0,
+      windowCreator: isSet(object.windowCreator)
+        ? roleFromJSON(object.windowCreator)
+        : isSet(object.window_creator)
+        ? roleFromJSON(object.window_creator)
+        : 0,
+      deviceAccess: isSet(object.deviceAccess)
+        ? PciBarAccess.fromJSON(object.deviceAccess)
+        : isSet(object.device_access)
+        ? PciBarAccess.fromJSON(object.device_access)
+        : undefined,
+      driverAccess: isSet(object.driverAccess)
+        ? PciBarAccess.fromJSON(object.driverAccess)
+        : isSet(object.driver_access)
+        ? PciBarAccess.fromJSON(object.driver_access)
+        : undefined,
+      vector: isSet(object.vector) ? globalThis.Number(object.vector) : 0,
+      vectors: isSet(object.vectors) ? globalThis.Number(object.vectors) : 0,
+      pollMaxUs: isSet(object.pollMaxUs)
+        ? globalThis.Number(object.pollMaxUs)
+        : isSet(object.poll_max_us)
+        ? globalThis.Number(object.poll_max_us)
+        : 0,
     };
   },
 
@@ -1847,6 +2094,27 @@ export const PciBarTransport: MessageFns<PciBarTransport> = {
     if (message.doorbellOffsetBytes !== 0n) {
       obj.doorbellOffsetBytes = message.doorbellOffsetBytes.toString();
     }
+    if (message.memoryHolder !== 0) {
+      obj.memoryHolder = roleToJSON(message.memoryHolder);
+    }
+    if (message.windowCreator !== 0) {
+      obj.windowCreator = roleToJSON(message.windowCreator);
+    }
+    if (message.deviceAccess !== undefined) {
+      obj.deviceAccess = PciBarAccess.toJSON(message.deviceAccess);
+    }
+    if (message.driverAccess !== undefined) {
+      obj.driverAccess = PciBarAccess.toJSON(message.driverAccess);
+    }
+    if (message.vector !== 0) {
+      obj.vector = Math.round(message.vector);
+    }
+    if (message.vectors !== 0) {
+      obj.vectors = Math.round(message.vectors);
+    }
+    if (message.pollMaxUs !== 0) {
+      obj.pollMaxUs = Math.round(message.pollMaxUs);
+    }
     return obj;
   },
 
@@ -1865,6 +2133,214 @@ export const PciBarTransport: MessageFns<PciBarTransport> = {
     message.doorbellOffsetBytes = (object.doorbellOffsetBytes !== undefined && object.doorbellOffsetBytes !== null)
       ? BigInt(object.doorbellOffsetBytes)
       : 0n;
+    message.memoryHolder = object.memoryHolder ?? 0;
+    message.windowCreator = object.windowCreator ?? 0;
+    message.deviceAccess = (object.deviceAccess !== undefined && object.deviceAccess !== null)
+      ? PciBarAccess.fromPartial(object.deviceAccess)
+      : undefined;
+    message.driverAccess = (object.driverAccess !== undefined && object.driverAccess !== null)
+      ? PciBarAccess.fromPartial(object.driverAccess)
+      : undefined;
+    message.vector = object.vector ?? 0;
+    message.vectors = object.vectors ?? 0;
+    message.pollMaxUs = object.pollMaxUs ?? 0;
+    return message;
+  },
+};
+
+function createBasePciBarAccess(): PciBarAccess {
+  return {
+    ivshmemSocket: "",
+    pciAddress: "",
+    barPath: "",
+    doorbellPath: "",
+    writeCombining: false,
+    doorbell: 0,
+    peerId: undefined,
+  };
+}
+
+export const PciBarAccess: MessageFns<PciBarAccess> = {
+  encode(message: PciBarAccess, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.ivshmemSocket !== "") {
+      writer.uint32(10).string(message.ivshmemSocket);
+    }
+    if (message.pciAddress !== "") {
+      writer.uint32(18).string(message.pciAddress);
+    }
+    if (message.barPath !== "") {
+      writer.uint32(26).string(message.barPath);
+    }
+    if (message.doorbellPath !== "") {
+      writer.uint32(34).string(message.doorbellPath);
+    }
+    if (message.writeCombining !== false) {
+      writer.uint32(40).bool(message.writeCombining);
+    }
+    if (message.doorbell !== 0) {
+      writer.uint32(48).int32(message.doorbell);
+    }
+    if (message.peerId !== undefined) {
+      writer.uint32(56).uint32(message.peerId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PciBarAccess {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePciBarAccess();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.ivshmemSocket = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pciAddress = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.barPath = reader.string();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.doorbellPath = reader.string();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.writeCombining = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.doorbell = reader.int32() as any;
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.peerId = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PciBarAccess {
+    return {
+      ivshmemSocket: isSet(object.ivshmemSocket)
+        ? globalThis.String(object.ivshmemSocket)
+        : isSet(object.ivshmem_socket)
+        ? globalThis.String(object.ivshmem_socket)
+        : "",
+      pciAddress: isSet(object.pciAddress)
+        ? globalThis.String(object.pciAddress)
+        : isSet(object.pci_address)
+        ? globalThis.String(object.pci_address)
+        : "",
+      barPath: isSet(object.barPath)
+        ? globalThis.String(object.barPath)
+        : isSet(object.bar_path)
+        ? globalThis.String(object.bar_path)
+        : "",
+      doorbellPath: isSet(object.doorbellPath)
+        ? globalThis.String(object.doorbellPath)
+        : isSet(object.doorbell_path)
+        ? globalThis.String(object.doorbell_path)
+        : "",
+      writeCombining: isSet(object.writeCombining)
+        ? globalThis.Boolean(object.writeCombining)
+        : isSet(object.write_combining)
+        ? globalThis.Boolean(object.write_combining)
+        : false,
+      doorbell: isSet(object.doorbell) ? pciDoorbellModeFromJSON(object.doorbell) : 0,
+      peerId: isSet(object.peerId)
+        ? globalThis.Number(object.peerId)
+        : isSet(object.peer_id)
+        ? globalThis.Number(object.peer_id)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PciBarAccess): unknown {
+    const obj: any = {};
+    if (message.ivshmemSocket !== "") {
+      obj.ivshmemSocket = message.ivshmemSocket;
+    }
+    if (message.pciAddress !== "") {
+      obj.pciAddress = message.pciAddress;
+    }
+    if (message.barPath !== "") {
+      obj.barPath = message.barPath;
+    }
+    if (message.doorbellPath !== "") {
+      obj.doorbellPath = message.doorbellPath;
+    }
+    if (message.writeCombining !== false) {
+      obj.writeCombining = message.writeCombining;
+    }
+    if (message.doorbell !== 0) {
+      obj.doorbell = pciDoorbellModeToJSON(message.doorbell);
+    }
+    if (message.peerId !== undefined) {
+      obj.peerId = Math.round(message.peerId);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PciBarAccess>, I>>(base?: I): PciBarAccess {
+    return PciBarAccess.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PciBarAccess>, I>>(object: I): PciBarAccess {
+    const message = createBasePciBarAccess();
+    message.ivshmemSocket = object.ivshmemSocket ?? "";
+    message.pciAddress = object.pciAddress ?? "";
+    message.barPath = object.barPath ?? "";
+    message.doorbellPath = object.doorbellPath ?? "";
+    message.writeCombining = object.writeCombining ?? false;
+    message.doorbell = object.doorbell ?? 0;
+    message.peerId = object.peerId ?? undefined;
     return message;
   },
 };
@@ -4626,6 +5102,7 @@ function createBaseLinkStatus(): LinkStatus {
     lastTransitionTime: undefined,
     endpointPhases: {},
     stream: undefined,
+    transport: undefined,
   };
 }
 
@@ -4663,6 +5140,9 @@ export const LinkStatus: MessageFns<LinkStatus> = {
     });
     if (message.stream !== undefined) {
       StreamStatus.encode(message.stream, writer.uint32(1122).fork()).join();
+    }
+    if (message.transport !== undefined) {
+      TransportStatus.encode(message.transport, writer.uint32(802).fork()).join();
     }
     return writer;
   },
@@ -4755,6 +5235,14 @@ export const LinkStatus: MessageFns<LinkStatus> = {
             message.stream = StreamStatus.decode(reader, reader.uint32());
             continue;
           }
+          case 100: {
+            if (tag !== 802) {
+              break;
+            }
+
+            message.transport = TransportStatus.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4820,6 +5308,7 @@ export const LinkStatus: MessageFns<LinkStatus> = {
         )
         : {},
       stream: isSet(object.stream) ? StreamStatus.fromJSON(object.stream) : undefined,
+      transport: isSet(object.transport) ? TransportStatus.fromJSON(object.transport) : undefined,
     };
   },
 
@@ -4858,6 +5347,9 @@ export const LinkStatus: MessageFns<LinkStatus> = {
     if (message.stream !== undefined) {
       obj.stream = StreamStatus.toJSON(message.stream);
     }
+    if (message.transport !== undefined) {
+      obj.transport = TransportStatus.toJSON(message.transport);
+    }
     return obj;
   },
 
@@ -4886,6 +5378,9 @@ export const LinkStatus: MessageFns<LinkStatus> = {
     );
     message.stream = (object.stream !== undefined && object.stream !== null)
       ? StreamStatus.fromPartial(object.stream)
+      : undefined;
+    message.transport = (object.transport !== undefined && object.transport !== null)
+      ? TransportStatus.fromPartial(object.transport)
       : undefined;
     return message;
   },
@@ -4974,6 +5469,254 @@ export const LinkStatus_EndpointPhasesEntry: MessageFns<LinkStatus_EndpointPhase
     const message = createBaseLinkStatus_EndpointPhasesEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? 0;
+    return message;
+  },
+};
+
+function createBaseTransportStatus(): TransportStatus {
+  return {
+    kind: "",
+    window: "",
+    sizeBytes: 0n,
+    offsetBytes: 0n,
+    bar: "",
+    ownId: 0,
+    peerId: 0,
+    doorbell: "",
+    mapping: "",
+    side: "",
+  };
+}
+
+export const TransportStatus: MessageFns<TransportStatus> = {
+  encode(message: TransportStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.window !== "") {
+      writer.uint32(18).string(message.window);
+    }
+    if (message.sizeBytes !== 0n) {
+      if (BigInt.asUintN(64, message.sizeBytes) !== message.sizeBytes) {
+        throw new globalThis.Error("value provided for field message.sizeBytes of type uint64 too large");
+      }
+      writer.uint32(24).uint64(message.sizeBytes);
+    }
+    if (message.offsetBytes !== 0n) {
+      if (BigInt.asUintN(64, message.offsetBytes) !== message.offsetBytes) {
+        throw new globalThis.Error("value provided for field message.offsetBytes of type uint64 too large");
+      }
+      writer.uint32(32).uint64(message.offsetBytes);
+    }
+    if (message.bar !== "") {
+      writer.uint32(42).string(message.bar);
+    }
+    if (message.ownId !== 0) {
+      writer.uint32(48).int32(message.ownId);
+    }
+    if (message.peerId !== 0) {
+      writer.uint32(56).int32(message.peerId);
+    }
+    if (message.doorbell !== "") {
+      writer.uint32(66).string(message.doorbell);
+    }
+    if (message.mapping !== "") {
+      writer.uint32(74).string(message.mapping);
+    }
+    if (message.side !== "") {
+      writer.uint32(82).string(message.side);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TransportStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseTransportStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.kind = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.window = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.sizeBytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.offsetBytes = reader.uint64() as bigint;
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.bar = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.ownId = reader.int32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.peerId = reader.int32();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.doorbell = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.mapping = reader.string();
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.side = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): TransportStatus {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      window: isSet(object.window) ? globalThis.String(object.window) : "",
+      sizeBytes: isSet(object.sizeBytes)
+        ? BigInt(object.sizeBytes)
+        : isSet(object.size_bytes)
+        ? BigInt(object.size_bytes)
+        : 0n,
+      offsetBytes: isSet(object.offsetBytes)
+        ? BigInt(object.offsetBytes)
+        : isSet(object.offset_bytes)
+        ? BigInt(object.offset_bytes)
+        : 0n,
+      bar: isSet(object.bar) ? globalThis.String(object.bar) : "",
+      ownId: isSet(object.ownId)
+        ? globalThis.Number(object.ownId)
+        : isSet(object.own_id)
+        ? globalThis.Number(object.own_id)
+        : 0,
+      peerId: isSet(object.peerId)
+        ? globalThis.Number(object.peerId)
+        : isSet(object.peer_id)
+        ? globalThis.Number(object.peer_id)
+        : 0,
+      doorbell: isSet(object.doorbell) ? globalThis.String(object.doorbell) : "",
+      mapping: isSet(object.mapping) ? globalThis.String(object.mapping) : "",
+      side: isSet(object.side) ? globalThis.String(object.side) : "",
+    };
+  },
+
+  toJSON(message: TransportStatus): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.window !== "") {
+      obj.window = message.window;
+    }
+    if (message.sizeBytes !== 0n) {
+      obj.sizeBytes = message.sizeBytes.toString();
+    }
+    if (message.offsetBytes !== 0n) {
+      obj.offsetBytes = message.offsetBytes.toString();
+    }
+    if (message.bar !== "") {
+      obj.bar = message.bar;
+    }
+    if (message.ownId !== 0) {
+      obj.ownId = Math.round(message.ownId);
+    }
+    if (message.peerId !== 0) {
+      obj.peerId = Math.round(message.peerId);
+    }
+    if (message.doorbell !== "") {
+      obj.doorbell = message.doorbell;
+    }
+    if (message.mapping !== "") {
+      obj.mapping = message.mapping;
+    }
+    if (message.side !== "") {
+      obj.side = message.side;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<TransportStatus>, I>>(base?: I): TransportStatus {
+    return TransportStatus.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<TransportStatus>, I>>(object: I): TransportStatus {
+    const message = createBaseTransportStatus();
+    message.kind = object.kind ?? "";
+    message.window = object.window ?? "";
+    message.sizeBytes = (object.sizeBytes !== undefined && object.sizeBytes !== null) ? BigInt(object.sizeBytes) : 0n;
+    message.offsetBytes = (object.offsetBytes !== undefined && object.offsetBytes !== null)
+      ? BigInt(object.offsetBytes)
+      : 0n;
+    message.bar = object.bar ?? "";
+    message.ownId = object.ownId ?? 0;
+    message.peerId = object.peerId ?? 0;
+    message.doorbell = object.doorbell ?? "";
+    message.mapping = object.mapping ?? "";
+    message.side = object.side ?? "";
     return message;
   },
 };
