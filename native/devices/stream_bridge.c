@@ -1101,6 +1101,12 @@ static int handshake(struct vop_stream *s)
 	}
 	return 0;
 fail:
+	if (s->tls && vop_stls_error(s->tls)[0]) {
+		/* TLS broke (the peer refused our certificate): that is the cause, whatever we were doing */
+		snprintf(reason, sizeof(reason), "%s", vop_stls_error(s->tls));
+		sfail(s, "%s", reason);
+		return -EPROTO;
+	}
 	if (strncmp(reason, "peer: ", 6) != 0)
 		send_error(s, reason);
 	sfail(s, "%s", reason);
