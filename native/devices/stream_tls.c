@@ -2,6 +2,7 @@
 /* TLS 1.3 for stream connections: see vop/stream_tls.h. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@ struct vop_stls {
 	BIO *net; /* our end of the BIO pair: ciphertext to send, received ciphertext */
 	int fd;
 	bool more; /* the last recv filled the caller's buffer */
+	_Atomic uint64_t sends, recvs, wire_out, wire_in, plain_out, plain_in;
 	char err[VOP_STLS_ID_MAX + 200];
 	char desc[96];
 	char peer_id[VOP_STLS_ID_MAX + 1];
@@ -230,8 +232,20 @@ int vop_stls_flush(struct vop_stls *t)
 			return errno == EPIPE || errno == ECONNRESET ? why_reset(t, -errno) : -errno;
 		}
 		BIO_nread(t->net, &p, (int)k);
+		atomic_fetch_add_explicit(&t->sends, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&t->wire_out, (uint64_t)k, memory_order_relaxed);
 	}
 	return 0;
+}
+
+void vop_stls_stats(const struct vop_stls *t, struct vop_stls_stats *out)
+{
+	out->sends = atomic_load_explicit(&t->sends, memory_order_relaxed);
+	out->recvs = atomic_load_explicit(&t->recvs, memory_order_relaxed);
+	out->wire_out = atomic_load_explicit(&t->wire_out, memory_order_relaxed);
+	out->wire_in = atomic_load_explicit(&t->wire_in, memory_order_relaxed);
+	out->plain_out = atomic_load_explicit(&t->plain_out, memory_order_relaxed);
+	out->plain_in = atomic_load_explicit(&t->plain_in, memory_order_relaxed);
 }
 
 /* One recv() into the pair: > 0 bytes, 0 the peer closed, 1 when the pair is full, -EAGAIN, -errno. */
@@ -246,6 +260,8 @@ static ssize_t fill(struct vop_stls *t)
 	k = recv(t->fd, p, (size_t)room, MSG_DONTWAIT);
 	if (k > 0) {
 		BIO_nwrite(t->net, &p, (int)k);
+		atomic_fetch_add_explicit(&t->recvs, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&t->wire_in, (uint64_t)k, memory_order_relaxed);
 		return k;
 	}
 	if (k == 0)
@@ -457,6 +473,7 @@ ssize_t vop_stls_send(struct vop_stls *t, const void *p, size_t n)
 	f = vop_stls_flush(t);
 	if (f && f != -EAGAIN)
 		return f;
+	atomic_fetch_add_explicit(&t->plain_out, done, memory_order_relaxed);
 	return done ? (ssize_t)done : -EAGAIN;
 }
 
@@ -507,6 +524,7 @@ ssize_t vop_stls_recv(struct vop_stls *t, void *p, size_t n)
 	if (got == n)
 		t->more = true;
 	(void)vop_stls_flush(t); /* a KeyUpdate answer, if any */
+	atomic_fetch_add_explicit(&t->plain_in, got, memory_order_relaxed);
 	return got ? (ssize_t)got : -EAGAIN;
 }
 

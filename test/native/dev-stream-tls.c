@@ -153,6 +153,20 @@ static void carry(const char *secret)
 	CHECK_EQ(st0.state, VOP_STREAM_READY);
 	CHECK_EQ(st1.state, VOP_STREAM_READY);
 	CHECK(st0.frames_tx * 4 < st0.chains_tx);
+	{
+		/* Records batch: many 16 KiB records per send() and per recv(), not one per message. */
+		struct vop_stls_stats ta, tb;
+
+		vop_stls_stats(b.out, &tb); /* the driver side sends the chains */
+		vop_stls_stats(a.out, &ta);
+		printf("tls syscalls: driver %llu sends for %llu bytes (%llu per send), device %llu recvs for %llu bytes (%llu per recv)\n",
+		       (unsigned long long)tb.sends, (unsigned long long)tb.wire_out,
+		       (unsigned long long)(tb.wire_out / (tb.sends ? tb.sends : 1)), (unsigned long long)ta.recvs,
+		       (unsigned long long)ta.wire_in, (unsigned long long)(ta.wire_in / (ta.recvs ? ta.recvs : 1)));
+		CHECK(tb.sends > 0 && ta.recvs > 0);
+		CHECK(tb.wire_out / tb.sends > 16384u);
+		CHECK(ta.wire_in / ta.recvs > 16384u);
+	}
 	printf("tls%s: %llu chains in %llu frames; 20000 messages of 4000 bytes one way in %.0f ms (ASan build)\n",
 	       secret ? " + hmac" : "", (unsigned long long)st0.chains_tx, (unsigned long long)st0.frames_tx,
 	       (double)(t1 - t0));

@@ -14,7 +14,7 @@ import path from 'node:path';
 
 import type { Link, LinkSpec, StreamTransport } from '../../../lib/proto/types';
 import { ConfigError } from '../../../lib/src/config';
-import { failedPrecondition, invalidArgument } from '../../../lib/src/errors';
+import { invalidArgument } from '../../../lib/src/errors';
 import type { StreamTlsRequest } from './data-plane';
 
 /** This agent's stream certificates, or null when it has none. */
@@ -87,9 +87,9 @@ export function streamTlsFor(
 }
 
 /**
- * At apply: a stream link must be authenticated on this agent. INVALID_ARGUMENT when TLS would
- * run with no identity to check; FAILED_PRECONDITION when neither TLS (no certificates here) nor
- * a secret nor allow_plaintext protects it.
+ * At apply: a stream link must be authenticated on this agent. INVALID_ARGUMENT naming the field
+ * when TLS would run with no identity to check, or when neither TLS (no certificates here) nor a
+ * secret nor allow_plaintext protects it.
  */
 export function checkStreamSecurity(
   link: Link & { spec: LinkSpec },
@@ -110,9 +110,10 @@ export function checkStreamSecurity(
       },
     ]);
   if (!files && !t.disableTls && t.secret === '' && !t.allowPlaintext)
-    throw failedPrecondition(
-      'STREAM_UNAUTHENTICATED',
-      `${f}.secret: this agent "${nodeName}" has no stream certificates (streamTls, or tls with a ca), so the link needs a secret, or allow_plaintext set explicitly`,
-      { link: link.meta?.name ?? '', agent: nodeName },
-    );
+    throw invalidArgument([
+      {
+        field: `${f}.secret`,
+        description: `is required unless allow_plaintext is set explicitly: this agent "${nodeName}" has no stream certificates (streamTls, or tls with a ca) for TLS, so the link would be unauthenticated`,
+      },
+    ]);
 }

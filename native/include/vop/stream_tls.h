@@ -25,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #define VOP_STLS_PATH_MAX 4095u
@@ -80,6 +81,14 @@ short vop_stls_events(const struct vop_stls *t);
 
 /* True when the last recv stopped because p was full: more plaintext may be ready without a poll. */
 bool vop_stls_buffered(const struct vop_stls *t);
+
+/* Syscalls and bytes of a session (any thread; relaxed counters). */
+struct vop_stls_stats {
+	uint64_t sends, recvs;         /* send() / recv() calls that moved bytes */
+	uint64_t wire_out, wire_in;    /* ciphertext bytes */
+	uint64_t plain_out, plain_in;  /* plaintext bytes */
+};
+void vop_stls_stats(const struct vop_stls *t, struct vop_stls_stats *out);
 
 /* The last TLS error, as a reason ("" if none). */
 const char *vop_stls_error(const struct vop_stls *t);
