@@ -248,6 +248,11 @@ describe('two agents in two namespaces over a TLS 1.3 stream link', { skip }, ()
       await Promise.all([a.apply(l), b.apply(l)]);
       const dev = await lastError(a, c.device);
       const drv = await lastError(b, c.driver);
+      // And in the link's condition.
+      await until(`${c.what} in the PeerConnected condition`, async () => {
+        const cond = (await a.get('bad')).link?.status?.conditions.find((x) => x.type === 'PeerConnected');
+        return cond?.reason === 'StreamConnectionFailed' && c.device.test(cond.message) ? true : undefined;
+      });
       console.log(`${c.what}: device side "${dev}"; driver side "${drv}"`);
       assert.notEqual((await b.get('bad')).link?.status?.phase, LinkPhase.LINK_PHASE_READY);
     }

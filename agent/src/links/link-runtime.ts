@@ -400,11 +400,15 @@ export class LinkRuntime {
       return;
     }
     if (peer.state !== 'up') {
-      this.waitingForPeer(
-        peer.state === 'gone'
-          ? `the peer left ${this.windowPath}; waiting for it to return`
-          : `waiting for the peer to attach ${this.windowPath}`,
-      );
+      // A stream link says why its last connection ended (a refused certificate, a wrong secret).
+      const ended = this.streamTransport ? (this.window.stream?.()?.lastError ?? '') : '';
+      if (ended !== '') this.waitingForPeer(`the last connection ended: ${ended}`, 'StreamConnectionFailed');
+      else
+        this.waitingForPeer(
+          peer.state === 'gone'
+            ? `the peer left ${this.windowPath}; waiting for it to return`
+            : `waiting for the peer to attach ${this.windowPath}`,
+        );
       return;
     }
     if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) this.resetDevices('PeerRestarted');
@@ -517,12 +521,12 @@ export class LinkRuntime {
     this.fail(f.reason, message);
   }
 
-  private waitingForPeer(message: string): void {
+  private waitingForPeer(message: string, reason?: string): void {
     const late = monotonicMs() - this.connectingSince > PEER_LATE_MS;
     this.setCondition(
       'PeerConnected',
       'False',
-      late ? 'PeerNotResponding' : 'WaitingForPeer',
+      reason ?? (late ? 'PeerNotResponding' : 'WaitingForPeer'),
       `${message} (agent ${this.peerAgent()})`,
     );
     this.schedule(this.nextPoll(), () => this.connect());
