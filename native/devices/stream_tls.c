@@ -142,7 +142,12 @@ static int build_ctx(const struct vop_stls_config *cfg, bool server, SSL_CTX **o
 		rc = -ENOTSUP;
 		goto fail;
 	}
-	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+	/*
+	 * A peer that goes away without close_notify is "peer closed the connection", as on a plain
+	 * socket (frames are length-prefixed: a cut stream only ends the link).
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+					 SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ctx, 0);
 	/* Partial writes: one record per SSL_write; the bridge's buffer may move between calls. */
@@ -310,7 +315,7 @@ static void explain(struct vop_stls *t, const char *when)
 		snprintf(t->err, sizeof(t->err), "the peer refused our TLS handshake (%s)", r);
 	else if (strstr(r, "wrong version number") || strstr(r, "packet length too long") ||
 		 strstr(r, "record layer failure") || strstr(r, "unsupported protocol") ||
-		 strstr(r, "http request") || strstr(r, "unexpected eof"))
+		 strstr(r, "http request"))
 		snprintf(t->err, sizeof(t->err), "the peer does not speak TLS 1.3 (%s)", r);
 	else if (strstr(r, "peer did not return a certificate") || strstr(r, "certificate required"))
 		snprintf(t->err, sizeof(t->err), "the peer presented no certificate (%s)", r);
@@ -484,6 +489,8 @@ ssize_t vop_stls_recv(struct vop_stls *t, void *p, size_t n)
 	bool filled = false;
 
 	t->more = false;
+	if (n == 0)
+		return -EAGAIN;
 	while (got < n) {
 		size_t k = 0;
 		int e;
