@@ -69,10 +69,9 @@ export function streamTlsFromConfig(config: {
   return files;
 }
 
-/** The identity the peer's certificate must carry: tls_peer_name, else the other endpoint's agent. */
+/** The identity the peer's certificate must carry: the other endpoint's agent, else tls_peer_name. */
 export function streamPeerIdentity(spec: LinkSpec, t: StreamTransport, nodeName: string): string {
-  if (t.tlsPeerName !== '') return t.tlsPeerName;
-  return spec.endpoints.find((e) => e.agent !== nodeName)?.agent ?? '';
+  return spec.endpoints.find((e) => e.agent !== nodeName)?.agent ?? t.tlsPeerName;
 }
 
 /** TLS for this link on this agent, or null (no certificates, or disable_tls). */
@@ -101,6 +100,14 @@ export function checkStreamSecurity(
   if (k?.$case !== 'stream') return;
   const t = k.value;
   const f = `${field}.spec.transport.stream`;
+  const other = link.spec.endpoints.find((e) => e.agent !== nodeName)?.agent;
+  if (other !== undefined && t.tlsPeerName !== '' && t.tlsPeerName !== other)
+    throw invalidArgument([
+      {
+        field: `${f}.tls_peer_name`,
+        description: `must be empty (or "${other}") when the far end is agent "${other}": its certificate must carry its agent name`,
+      },
+    ]);
   if (files && !t.disableTls && streamPeerIdentity(link.spec, t, nodeName) === '')
     throw invalidArgument([
       {
