@@ -5,8 +5,9 @@
  * (on by default): ping between the namespaces behind the TAPs and console bytes both ways, the
  * status says TLSv1.3. Then each wrong certificate of the driver side (the agent re-reads its
  * files at each handshake: they are swapped in place) is refused on a second link with the reason
- * in both agents' status: a certificate of another CA, an expired one, one for another agent; a
- * plaintext peer against the TLS listener is refused too. The agents stay up, and the first link
+ * in both agents' status and the PeerConnected condition: a certificate of another CA, an expired
+ * one, one for another agent; the good one back in place is used by the next connection (no
+ * restart); a plaintext peer against the TLS listener is refused too. The agents stay up, and the first link
  * stays Ready and carries traffic. An agent whose key file is readable by others does not start.
  */
 import assert from 'node:assert/strict';
@@ -256,7 +257,15 @@ describe('two agents in two namespaces over a TLS 1.3 stream link', { skip }, ()
       console.log(`${c.what}: device side "${dev}"; driver side "${drv}"`);
       assert.notEqual((await b.get('bad')).link?.status?.phase, LinkPhase.LINK_PHASE_READY);
     }
+    // The good certificate back in place: the next connection uses it (no agent restart).
     swap(bGood);
+    {
+      const l = tlsLink('bad', 7443, consoleOnly('con1'));
+      if (l.spec?.transport?.kind?.$case === 'stream') l.spec.transport.kind.value.idleTimeoutMs = idle++;
+      await Promise.all([a.apply(l), b.apply(l)]);
+      await b.waitPhase('bad', LinkPhase.LINK_PHASE_READY, 30_000);
+      await a.waitPhase('bad', LinkPhase.LINK_PHASE_READY, 30_000);
+    }
 
     // A plaintext peer (the driver side without TLS, explicitly) against the TLS listener.
     await b.apply(tlsLink('bad', 7443, consoleOnly('con1'), { disableTls: true, allowPlaintext: true }));
