@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 
 import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestOp } from 'etcd3';
 
-import { EtcdElector } from './etcd-election';
+import { ThreadedEtcdElector } from './etcd-election-thread';
 import {
   compacted,
   createEtcdClient,
@@ -66,7 +66,7 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   private clusterId = '';
   private ready: Promise<void> | null = null;
   private readonly watches = new Set<EtcdStoreWatch>();
-  private readonly electors = new Set<EtcdElector>();
+  private readonly electors = new Set<ThreadedEtcdElector>();
 
   constructor(
     private readonly cfg: EtcdStoreConfig,
@@ -340,13 +340,9 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   elector(value: string, options: LeaderElectorOptions = {}): LeaderElector {
-    const e = new EtcdElector(
-      this.client,
-      this.keys,
-      value,
-      { ttlSeconds: this.cfg.leaderLeaseSeconds, ...options },
-      this.timeoutMs,
-      (x) => this.electors.delete(x),
+    // In a thread of its own, with its own etcd client: a busy main thread does not starve the lease.
+    const e = new ThreadedEtcdElector(this.cfg, value, { ttlSeconds: this.cfg.leaderLeaseSeconds, ...options }, (x) =>
+      this.electors.delete(x),
     );
     this.electors.add(e);
     return e;
