@@ -142,6 +142,7 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
 }
 
 async function main(): Promise<void> {
+  const loadStart = os.loadavg().map((x) => Number(x.toFixed(2)));
   const root = mkdtempSync(path.join(os.tmpdir(), 'vop-fleet-bench-'));
   const etcd = STORE === 'etcd' ? await startEtcd({ members: 3, maxTxnOps: 1024 }) : undefined;
   const cfg = path.join(root, 'controller.yaml');
@@ -218,6 +219,7 @@ async function main(): Promise<void> {
   }
   const registered = new Array<number>(W).fill(0);
   const simLinks = new Array<number>(W).fill(0);
+  const throttled = new Array<number>(W).fill(0);
   const workers = [];
   const workerMain = repoPath('dist', 'test', 'bench', 'fleet-sim-worker.js');
   for (let w = 0; w < W; w++) {
@@ -225,7 +227,10 @@ async function main(): Promise<void> {
     const child = fork(workerMain, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     child.on('message', (m: WorkerReport) => {
       if (m.type === 'registered') registered[w] = m.count;
-      else simLinks[w] = m.links;
+      else {
+        simLinks[w] = m.links;
+        throttled[w] = m.throttled;
+      }
     });
     child.send({
       init: {
@@ -317,7 +322,9 @@ async function main(): Promise<void> {
       if (want(ready)) return;
       if (Date.now() - lastLog > 5000) {
         lastLog = Date.now();
-        log(`${what}: ${ready}/${L} links Ready, ${sum(simLinks)} link endpoints on the simulated agents`);
+        log(
+          `${what}: ${ready}/${L} links Ready, ${sum(simLinks)} link endpoints on the simulated agents, ${sum(registered)} agents registered, ${sum(throttled)} registrations throttled so far`,
+        );
       }
       if (sampleGets)
         try {
@@ -473,6 +480,17 @@ async function main(): Promise<void> {
     await restart(old);
   }
   peaks();
+  // Main-thread stalls of a second or more, as each replica logged them (EVENT_LOOP_STALL).
+  const stalls = dirs.map((d) => {
+    const xs: number[] = [];
+    try {
+      for (const m of readFileSync(path.join(d, 'controller.log'), 'utf8').matchAll(/"stallMs":(\d+)/g))
+        xs.push(Number(m[1]));
+    } catch {
+      /* no log */
+    }
+    return xs;
+  });
   const median = (xs: number[]): number => pct(xs, 50);
   const result = {
     agents: N,
@@ -492,6 +510,11 @@ async function main(): Promise<void> {
     get_p50_ms: Number(pct(getMs, 50).toFixed(2)),
     get_p99_ms: Number(pct(getMs, 99).toFixed(2)),
     list_page_1000_ms: Number(listPageMs.toFixed(2)),
+    registrations_throttled: sum(throttled),
+    loop_stalls_over_1s: stalls.map((xs) => xs.length),
+    loop_stall_max_ms: stalls.map((xs) => (xs.length > 0 ? Math.max(...xs) : 0)),
+    load_avg_start: loadStart,
+    load_avg_end: os.loadavg().map((x) => Number(x.toFixed(2))),
     ...(R > 1
       ? {
           failover_s: Number(median(failovers).toFixed(2)),
@@ -518,6 +541,9 @@ async function main(): Promise<void> {
   rmSync(root, { recursive: true, force: true });
   process.exit(0);
 }
+
+// Ctrl-C: exit through process.exit, so the etcd helper's exit hook kills the members.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
 main().catch((err: unknown) => {
   process.stderr.write(`bench:fleet: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -1,14 +1,20 @@
 /**
  * Unit tests of the pure pieces behind registration and sync limits: which registered
- * addresses count as verified, and how a desired version is split into parts.
+ * addresses count as verified, how a desired version is split into parts, and the admission
+ * of registrations (the leader's token bucket and the agent's wait).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
+import { throttledDelayMs } from '../../agent/src/sync/sync-client';
 import { Role, type Link } from '../../lib/proto/types';
+import { ServerError } from '../../lib/src/errors';
 import { canonicalIp, peerIpOf } from '../../lib/src/net';
 import { verifyAddress, type PeerEvidence } from '../../controller/src/sync/address-verification';
 import { chunkDesired, desiredBytes } from '../../controller/src/sync/desired-chunks';
+import { RegistrationAdmission } from '../../controller/src/sync/registration-admission';
 import type { DesiredVersion } from '../../controller/src/state/agent-runtime';
 
 describe('address verification', () => {
@@ -112,5 +118,51 @@ describe('desired-links parts', () => {
       parts.map((p) => p.upserts.length),
       [1, 1],
     );
+  });
+});
+
+describe('registration admission', () => {
+  it('admits a burst, then refuses with RESOURCE_EXHAUSTED and retry slots one token apart, and admits again as tokens come back', () => {
+    let now = 1000;
+    const adm = new RegistrationAdmission({ ratePerSecond: 10, burst: 3 }, () => now);
+    for (let i = 0; i < 3; i++) adm.admit(`a${i}`);
+    const retries: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      try {
+        adm.admit(`late${i}`);
+        assert.fail('admitted past the burst');
+      } catch (err) {
+        assert.ok(err instanceof ServerError);
+        assert.equal(err.code, GrpcStatus.RESOURCE_EXHAUSTED);
+        assert.equal(err.reason, 'REGISTRATIONS_THROTTLED');
+        assert.match(err.message, /syncAdmission\.registrationsPerSecond/);
+        retries.push(Number(err.metadata.retryAfterMs));
+      }
+    }
+    // Each refused agent gets its own slot, 100 ms (one token at 10/s) after the previous one.
+    assert.deepEqual(retries, [200, 200, 300]);
+    now += 100;
+    adm.admit('after-one-token');
+    assert.throws(() => adm.admit('again'), /retry in/);
+    assert.equal(adm.admitted, 4);
+    assert.equal(adm.refused, 4);
+    // 0: unlimited.
+    const open = new RegistrationAdmission({ ratePerSecond: 0, burst: 1 }, () => now);
+    for (let i = 0; i < 1000; i++) open.admit(`x${i}`);
+  });
+
+  it('the agent waits the named retry time scaled by 1 to 1.5, and only for REGISTRATIONS_THROTTLED', () => {
+    const info = { reason: 'REGISTRATIONS_THROTTLED', metadata: { retryAfterMs: '400' } };
+    assert.equal(
+      throttledDelayMs(info, () => 0),
+      400,
+    );
+    assert.equal(
+      throttledDelayMs(info, () => 0.999),
+      600,
+    );
+    assert.equal(throttledDelayMs({ reason: 'NOT_LEADER', metadata: { retryAfterMs: '400' } }), undefined);
+    assert.equal(throttledDelayMs({ reason: 'REGISTRATIONS_THROTTLED', metadata: {} }), undefined);
+    assert.equal(throttledDelayMs(undefined), undefined);
   });
 });

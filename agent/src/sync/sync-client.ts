@@ -100,6 +100,21 @@ export function notLeaderDelayMs(n: number, random: () => number = Math.random):
   return Math.round(base * (0.5 + random()));
 }
 
+/**
+ * The delay before registering again after the leader throttled registrations (RESOURCE_EXHAUSTED,
+ * REGISTRATIONS_THROTTLED): the retry time it named (a slot it reserved), scaled by 1-1.5 at random,
+ * so a refused herd comes back spread out and never early; undefined when the error names none.
+ */
+export function throttledDelayMs(
+  info: { reason: string; metadata: Record<string, string> } | undefined,
+  random: () => number = Math.random,
+): number | undefined {
+  if (info?.reason !== 'REGISTRATIONS_THROTTLED') return undefined;
+  const after = Number(info.metadata.retryAfterMs);
+  if (!Number.isFinite(after) || after < 0) return undefined;
+  return Math.round(Math.min(after, 60_000) * (1 + 0.5 * random()));
+}
+
 /** The delay before trying the next address after one failed: spread over 0.1-1 s so a fleet does not arrive at once. */
 export function nextAddressDelayMs(random: () => number = Math.random): number {
   return Math.round(NEXT_ADDRESS_DELAY_MS * (1 + 9 * random()));
@@ -329,6 +344,9 @@ export class ControllerSyncClient {
   private chooseNext(err: ServiceError | undefined): number {
     const now = performance.now();
     const info = err ? errorInfoOf(err) : undefined;
+    // The leader is there and asked us to come back later: same address, its time.
+    const throttled = throttledDelayMs(info);
+    if (throttled !== undefined) return throttled;
     if (info?.reason === 'NOT_LEADER') {
       this.notLeader++;
       const hint = info.metadata.leader ?? '';
