@@ -1,6 +1,7 @@
 /**
  * Fleet benchmark (not a timed test): `npm run bench:fleet -- --agents N --links-per-agent K [--workers W] [--json FILE]
- * [--store sqlite|etcd] [--replicas R] [--kills M] [--leader-lease-seconds S]`.
+ * [--store sqlite|etcd] [--replicas R] [--kills M] [--leader-lease-seconds S]
+ * [--registrations-per-second N] [--registration-burst B]` (the controller's syncAdmission).
  *
  * With `--store etcd`: a local three-member etcd (test/helpers/etcd.ts) and R controller
  * replicas (default 2) on it; the simulated agents stream to the leader and move to the next
@@ -41,6 +42,9 @@ const { values } = parseArgs({
     replicas: { type: 'string' },
     kills: { type: 'string', default: '3' },
     'leader-lease-seconds': { type: 'string', default: '6' },
+    /** The controller's syncAdmission (default: the controller's defaults). */
+    'registrations-per-second': { type: 'string' },
+    'registration-burst': { type: 'string' },
   },
   strict: true,
 });
@@ -87,8 +91,13 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
   const ctl = spawn(
     process.execPath,
     [
-      // VOP_BENCH_PROF=1: a V8 tick log per replica in its directory (node --prof-process).
-      ...(process.env.VOP_BENCH_PROF ? ['--prof'] : []),
+      // VOP_BENCH_PROF=1: a V8 tick log per replica in its directory (node --prof-process);
+      // VOP_BENCH_PROF=cpu: a .cpuprofile of every replica still running at the end (stopped with SIGTERM).
+      ...(process.env.VOP_BENCH_PROF === 'cpu'
+        ? ['--cpu-prof', '--cpu-prof-dir', stateDir]
+        : process.env.VOP_BENCH_PROF
+          ? ['--prof']
+          : []),
       repoPath('dist', 'controller', 'src', 'main.js'),
       '--grpc-listen',
       '127.0.0.1:0',
@@ -150,6 +159,15 @@ async function main(): Promise<void> {
     cfg,
     [
       `leaseSeconds: ${Number(values['lease-seconds'])}`,
+      ...(values['registrations-per-second'] !== undefined || values['registration-burst'] !== undefined
+        ? [
+            'syncAdmission:',
+            ...(values['registrations-per-second'] !== undefined
+              ? [`  registrationsPerSecond: ${Number(values['registrations-per-second'])}`]
+              : []),
+            ...(values['registration-burst'] !== undefined ? [`  burst: ${Number(values['registration-burst'])}`] : []),
+          ]
+        : []),
       ...(etcd
         ? [
             'store:',
@@ -535,10 +553,15 @@ async function main(): Promise<void> {
   for (const w of workers) w.kill('SIGKILL');
   for (const r of replicas) {
     r.client.close();
-    r.proc.kill('SIGKILL');
+    if (process.env.VOP_BENCH_PROF === 'cpu') {
+      r.proc.kill('SIGTERM');
+      await new Promise((res) => r.proc.once('exit', res));
+    } else r.proc.kill('SIGKILL');
   }
   await etcd?.close();
-  rmSync(root, { recursive: true, force: true });
+  // VOP_BENCH_PROF: the tick logs and replica logs stay for node --prof-process.
+  if (process.env.VOP_BENCH_PROF) log(`kept ${root} (tick logs, replica logs)`);
+  else rmSync(root, { recursive: true, force: true });
   process.exit(0);
 }
 

@@ -141,7 +141,8 @@ function run(init: WorkerInit): void {
       }
       a.target = (a.target + 1) % init.controllers.length;
       const notLeader = info?.reason === 'NOT_LEADER';
-      a.notLeader = notLeader ? a.notLeader + 1 : 0;
+      // As the agent's count: only a registration resets it (an unreachable replica in between does not).
+      if (notLeader) a.notLeader++;
       const delay = notLeader ? notLeaderDelayMs(a.notLeader) : nextAddressDelayMs();
       setTimeout(() => connect(a, i), delay).unref();
     });

@@ -42,6 +42,7 @@ export class Replica {
   private unobserve: (() => void) | undefined;
   private unwatchIdentity: (() => void) | undefined;
   private closed = false;
+  private refusal: { readonly leader: string; readonly err: ServerError } | undefined;
 
   constructor(
     private readonly cache: ObjectCache,
@@ -107,6 +108,16 @@ export class Replica {
 
   notLeaderError(why?: string): ServerError {
     const leader = this.leaderAddress();
+    // Refusals come by the thousand a second while a fleet looks for a new leader: one error per
+    // leader address (an Error captures a stack trace when built; the error is never changed).
+    const cached = this.refusal;
+    if (why === undefined && cached?.leader === leader) return cached.err;
+    const err = this.buildNotLeaderError(leader, why);
+    if (why === undefined) this.refusal = { leader, err };
+    return err;
+  }
+
+  private buildNotLeaderError(leader: string, why: string | undefined): ServerError {
     const message =
       why ??
       (leader === this.opts.address

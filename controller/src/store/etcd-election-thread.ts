@@ -60,7 +60,7 @@ export class ThreadedEtcdElector implements LeaderElector {
       value,
       ttlSeconds: Math.max(1, Math.round(opts.ttlSeconds ?? DEFAULT_LEADER_TTL_SECONDS)),
       name: opts.name ?? 'controller',
-      shared: this.shared.buffer as SharedArrayBuffer,
+      shared: this.shared.buffer,
     };
     this.worker = new Worker(path.join(__dirname, 'etcd-election-worker.js'), { workerData: data });
     // The process lives as long as its main thread wants (the controller, a test).
