@@ -125,6 +125,9 @@ async function main(): Promise<void> {
         adminNames: config.roles.admin,
         limits: config.limits,
         chunkBytes: config.syncChunkBytes,
+        // Half the admission rate: refusing costs a stream too, and a fleet looking for its leader
+        // should leave the replica that is about to lead the time to catch up.
+        refusalsPerSecond: Math.ceil(config.syncAdmission.registrationsPerSecond / 2),
       }),
     ],
     tls: security.tls,

@@ -6,7 +6,12 @@
  */
 import { credentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 
-import { nextAddressDelayMs, notLeaderDelayMs, throttledDelayMs } from '../../agent/src/sync/sync-client';
+import {
+  nextAddressDelayMs,
+  notLeaderDelayMs,
+  retryAfterDelayMs,
+  throttledDelayMs,
+} from '../../agent/src/sync/sync-client';
 import { errorInfoOf } from '../../lib/src/errors';
 
 import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../../lib/proto/controller';
@@ -143,7 +148,7 @@ function run(init: WorkerInit): void {
       const notLeader = info?.reason === 'NOT_LEADER';
       // As the agent's count: only a registration resets it (an unreachable replica in between does not).
       if (notLeader) a.notLeader++;
-      const delay = notLeader ? notLeaderDelayMs(a.notLeader) : nextAddressDelayMs();
+      const delay = notLeader ? (retryAfterDelayMs(info) ?? notLeaderDelayMs(a.notLeader)) : nextAddressDelayMs();
       setTimeout(() => connect(a, i), delay).unref();
     });
     call.write({

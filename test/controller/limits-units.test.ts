@@ -8,13 +8,13 @@ import { describe, it } from 'node:test';
 
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
-import { throttledDelayMs } from '../../agent/src/sync/sync-client';
+import { retryAfterDelayMs, throttledDelayMs } from '../../agent/src/sync/sync-client';
 import { Role, type Link } from '../../lib/proto/types';
 import { ServerError } from '../../lib/src/errors';
 import { canonicalIp, peerIpOf } from '../../lib/src/net';
 import { verifyAddress, type PeerEvidence } from '../../controller/src/sync/address-verification';
 import { chunkDesired, desiredBytes } from '../../controller/src/sync/desired-chunks';
-import { RegistrationAdmission } from '../../controller/src/sync/registration-admission';
+import { RegistrationAdmission, RetryPacer } from '../../controller/src/sync/registration-admission';
 import type { DesiredVersion } from '../../controller/src/state/agent-runtime';
 
 describe('address verification', () => {
@@ -151,7 +151,26 @@ describe('registration admission', () => {
     for (let i = 0; i < 1000; i++) open.admit(`x${i}`);
   });
 
-  it('the agent waits the named retry time scaled by 1 to 1.5, and only for REGISTRATIONS_THROTTLED', () => {
+  it('paces retries: slots one rate-interval apart, at least 200 ms and at most 30 s away, moving with time', () => {
+    let now = 0;
+    const pacer = new RetryPacer(1000, () => now);
+    const first = Array.from({ length: 5 }, () => pacer.next());
+    assert.deepEqual(first, [200, 200, 200, 200, 200]);
+    for (let i = 0; i < 995; i++) pacer.next();
+    assert.equal(pacer.next(), 1001, 'the 1001st refusal in one instant comes back after 1 s');
+    for (let i = 0; i < 100_000; i++) pacer.next();
+    assert.equal(pacer.next(), 30_000, 'capped');
+    now += 200_000;
+    assert.equal(pacer.next(), 200, 'slots in the past are not handed out');
+  });
+
+  it('the agent waits the named retry time scaled by 1 to 1.5 (NOT_LEADER too), throttled only for REGISTRATIONS_THROTTLED', () => {
+    assert.equal(
+      retryAfterDelayMs({ metadata: { leader: 'a:1', retryAfterMs: '1000' } }, () => 0.5),
+      1250,
+    );
+    assert.equal(retryAfterDelayMs({ metadata: { leader: 'a:1' } }), undefined, 'an older controller names none');
+    assert.equal(retryAfterDelayMs({ metadata: { retryAfterMs: 'soon' } }), undefined);
     const info = { reason: 'REGISTRATIONS_THROTTLED', metadata: { retryAfterMs: '400' } };
     assert.equal(
       throttledDelayMs(info, () => 0),

@@ -110,7 +110,21 @@ export function throttledDelayMs(
   random: () => number = Math.random,
 ): number | undefined {
   if (info?.reason !== 'REGISTRATIONS_THROTTLED') return undefined;
-  const after = Number(info.metadata.retryAfterMs);
+  return retryAfterDelayMs(info, random);
+}
+
+/**
+ * The retry time a controller named (`retryAfterMs` in the ErrorInfo metadata: REGISTRATIONS_THROTTLED,
+ * or NOT_LEADER from a replica pacing a fleet that looks for its leader), scaled by 1-1.5 at random;
+ * undefined when it names none.
+ */
+export function retryAfterDelayMs(
+  info: { metadata: Record<string, string> } | undefined,
+  random: () => number = Math.random,
+): number | undefined {
+  const raw = info?.metadata.retryAfterMs;
+  if (raw === undefined || raw === '') return undefined;
+  const after = Number(raw);
   if (!Number.isFinite(after) || after < 0) return undefined;
   return Math.round(Math.min(after, 60_000) * (1 + 0.5 * random()));
 }
@@ -353,7 +367,8 @@ export class ControllerSyncClient {
       const usable =
         hint !== '' && hint !== this.target && (this.unreachable.get(hint) ?? 0) < now && this.followable(hint);
       this.target = usable ? hint : this.nextAddress(now);
-      return notLeaderDelayMs(this.notLeader);
+      // A replica pacing the fleet names when to come back; else the agent's own backoff.
+      return retryAfterDelayMs(info) ?? notLeaderDelayMs(this.notLeader);
     }
     this.unreachable.set(this.target, now + UNREACHABLE_MS);
     const next = this.nextAddress(now);

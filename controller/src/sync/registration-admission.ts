@@ -25,11 +25,32 @@ export const MIN_RETRY_AFTER_MS = 200;
 /** ... and at most this long (a reservation further out is cut to it). */
 export const MAX_RETRY_AFTER_MS = 30_000;
 
+/**
+ * Retry slots `ratePerSecond` apart: each refused agent is told to come back at the next free one
+ * (at least MIN_RETRY_AFTER_MS, at most MAX_RETRY_AFTER_MS from now), so refused agents return at
+ * that rate instead of together.
+ */
+export class RetryPacer {
+  /** Monotonic ms up to which retry slots are handed out. */
+  private reservedUntil = 0;
+
+  constructor(
+    private readonly ratePerSecond: number,
+    private readonly now: () => number = monotonicMs,
+  ) {}
+
+  /** Reserves the next slot; milliseconds until it. */
+  next(): number {
+    const now = this.now();
+    this.reservedUntil = Math.max(this.reservedUntil, now) + 1000 / Math.max(1, this.ratePerSecond);
+    return Math.round(Math.min(MAX_RETRY_AFTER_MS, Math.max(MIN_RETRY_AFTER_MS, this.reservedUntil - now)));
+  }
+}
+
 export class RegistrationAdmission {
   private tokens: number;
   private last: number;
-  /** Monotonic ms up to which retry slots are handed out. */
-  private reservedUntil = 0;
+  private readonly pacer: RetryPacer;
   admitted = 0;
   refused = 0;
 
@@ -39,6 +60,7 @@ export class RegistrationAdmission {
   ) {
     this.tokens = opts.burst;
     this.last = now();
+    this.pacer = new RetryPacer(opts.ratePerSecond, now);
   }
 
   /** Takes a token, or throws RESOURCE_EXHAUSTED with a reserved retry time. */
@@ -55,10 +77,7 @@ export class RegistrationAdmission {
     }
     this.refused++;
     // The next free slot after those already handed out, one token's time apart.
-    this.reservedUntil = Math.max(this.reservedUntil, now) + 1000 / ratePerSecond;
-    const retryAfterMs = Math.round(
-      Math.min(MAX_RETRY_AFTER_MS, Math.max(MIN_RETRY_AFTER_MS, this.reservedUntil - now)),
-    );
+    const retryAfterMs = this.pacer.next();
     throw new ServerError(
       GrpcStatus.RESOURCE_EXHAUSTED,
       `the controller admits at most ${ratePerSecond} registrations a second (syncAdmission.registrationsPerSecond): agent "${agent}" is asked to retry in ${retryAfterMs} ms`,
