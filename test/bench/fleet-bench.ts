@@ -499,11 +499,14 @@ async function main(): Promise<void> {
   }
   peaks();
   // Main-thread stalls of a second or more, as each replica logged them (EVENT_LOOP_STALL).
+  // Agent leases a replica let expire (LEASE_EXPIRED): a takeover must start every lease afresh.
+  let leaseExpirations = 0;
   const stalls = dirs.map((d) => {
     const xs: number[] = [];
     try {
-      for (const m of readFileSync(path.join(d, 'controller.log'), 'utf8').matchAll(/"stallMs":(\d+)/g))
-        xs.push(Number(m[1]));
+      const text = readFileSync(path.join(d, 'controller.log'), 'utf8');
+      for (const m of text.matchAll(/"stallMs":(\d+)/g)) xs.push(Number(m[1]));
+      leaseExpirations += text.split('"LEASE_EXPIRED"').length - 1;
     } catch {
       /* no log */
     }
@@ -529,6 +532,7 @@ async function main(): Promise<void> {
     get_p99_ms: Number(pct(getMs, 99).toFixed(2)),
     list_page_1000_ms: Number(listPageMs.toFixed(2)),
     registrations_throttled: sum(throttled),
+    agent_lease_expirations: leaseExpirations,
     loop_stalls_over_1s: stalls.map((xs) => xs.length),
     loop_stall_max_ms: stalls.map((xs) => (xs.length > 0 ? Math.max(...xs) : 0)),
     load_avg_start: loadStart,
