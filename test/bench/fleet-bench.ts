@@ -2,6 +2,8 @@
  * Fleet benchmark (not a timed test): `npm run bench:fleet -- --agents N --links-per-agent K [--workers W] [--json FILE]
  * [--store sqlite|etcd] [--replicas R] [--kills M] [--leader-lease-seconds S]
  * [--registrations-per-second N] [--registration-burst B]` (the controller's syncAdmission).
+ * VOP_BENCH_PROF=1 runs every replica with a V8 tick log (node --prof-process), =cpu with a
+ * .cpuprofile (written by the replicas still running at the end); either keeps the run's directory.
  *
  * With `--store etcd`: a local three-member etcd (test/helpers/etcd.ts) and R controller
  * replicas (default 2) on it; the simulated agents stream to the leader and move to the next
