@@ -29,6 +29,7 @@ import {
   type LeaderElectorOptions,
   type LeaderState,
 } from './leader-election';
+import { StoreUnavailableError, type StoreIdentity } from './store';
 
 export class ThreadedEtcdElector implements LeaderElector {
   private readonly box = new LeaderStateBox();
@@ -39,7 +40,7 @@ export class ThreadedEtcdElector implements LeaderElector {
   private running = false;
   private exited = false;
   private nextId = 1;
-  private readonly pending = new Map<number, () => void>();
+  private readonly pending = new Map<number, (m?: FromElectionWorker & { type: 'done' }) => void>();
 
   constructor(
     cfg: EtcdStoreConfig,
@@ -86,7 +87,7 @@ export class ThreadedEtcdElector implements LeaderElector {
     if (m.type === 'done') {
       const done = this.pending.get(m.id);
       this.pending.delete(m.id);
-      done?.();
+      done?.(m);
       return;
     }
     if (!this.running && m.state.role !== 'stopped') return;
@@ -113,10 +114,24 @@ export class ThreadedEtcdElector implements LeaderElector {
     if (this.exited) return Promise.resolve();
     const id = this.nextId++;
     return new Promise<void>((resolve) => {
-      this.pending.set(id, resolve);
+      this.pending.set(id, () => resolve());
       this.send({ op, id });
     });
   }
+
+  /** The store's identity, read by the election thread's etcd client (not behind this thread's traffic). */
+  readonly readIdentity = (): Promise<StoreIdentity> => {
+    if (this.exited) return Promise.reject(new Error('the leader election thread has exited'));
+    const id = this.nextId++;
+    return new Promise<StoreIdentity>((resolve, reject) => {
+      this.pending.set(id, (m) => {
+        if (m?.identity) resolve(m.identity);
+        else
+          reject(new StoreUnavailableError(`etcd identity (election thread): ${m?.error ?? 'thread exited'}`, false));
+      });
+      this.send({ op: 'identity', id });
+    });
+  };
 
   campaign(): void {
     if (this.running) return;

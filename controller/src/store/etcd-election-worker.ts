@@ -11,7 +11,9 @@ import { isMainThread, parentPort, workerData, type MessagePort } from 'node:wor
 import { createEtcdClient, type EtcdStoreConfig } from './etcd-client';
 import { EtcdElector } from './etcd-election';
 import { EtcdKeys } from './etcd-keys';
+import { readEtcdIdentity } from './etcd-identity';
 import type { Fence, LeaderState } from './leader-election';
+import type { StoreIdentity } from './store';
 
 export interface ElectionWorkerData {
   /** Marks the thread this module runs in (the main thread imports it for its types and slots). */
@@ -27,12 +29,12 @@ export interface ElectionWorkerData {
 export type ToElectionWorker =
   | { readonly op: 'campaign' }
   | { readonly op: 'drop'; readonly fence: Fence }
-  | { readonly op: 'resign' | 'close'; readonly id: number };
+  | { readonly op: 'resign' | 'close' | 'identity'; readonly id: number };
 
 export type FromElectionWorker =
   | { readonly type: 'state'; readonly state: LeaderState; readonly term: bigint }
   | { readonly type: 'error'; readonly message: string }
-  | { readonly type: 'done'; readonly id: number };
+  | { readonly type: 'done'; readonly id: number; readonly identity?: StoreIdentity; readonly error?: string };
 
 /** Slots of the shared array. */
 export const SHARED_TERM = 0;
@@ -46,9 +48,10 @@ function main(port: MessagePort, data: ElectionWorkerData): void {
   const shared = new BigInt64Array(data.shared);
   const post = (m: FromElectionWorker): void => port.postMessage(m);
   const client = createEtcdClient(data.cfg);
+  const keys = new EtcdKeys(data.cfg.prefix);
   const elector = new EtcdElector(
     client,
-    new EtcdKeys(data.cfg.prefix),
+    keys,
     data.value,
     { ttlSeconds: data.ttlSeconds, name: data.name, onError: (err) => post({ type: 'error', message: err.message }) },
     data.cfg.requestTimeoutSeconds * 1000,
@@ -72,6 +75,12 @@ function main(port: MessagePort, data: ElectionWorkerData): void {
         return;
       case 'drop':
         elector.dropTerm(m.fence);
+        return;
+      case 'identity':
+        readEtcdIdentity(client, keys, data.cfg.requestTimeoutSeconds * 1000).then(
+          (identity) => post({ type: 'done', id: m.id, identity }),
+          (err: unknown) => post({ type: 'done', id: m.id, error: String(err) }),
+        );
         return;
       case 'resign':
         void elector.resign().finally(() => post({ type: 'done', id: m.id }));

@@ -23,6 +23,7 @@ import {
   withRetry,
   type EtcdStoreConfig,
 } from './etcd-client';
+import { readEtcdIdentity } from './etcd-identity';
 import { EtcdKeys } from './etcd-keys';
 import { EtcdStoreWatch, type EtcdWatchSource } from './etcd-watch';
 import type { LeaderElector, LeaderElectorOptions } from './leader-election';
@@ -301,20 +302,7 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   async readIdentity(): Promise<StoreIdentity> {
-    const { keys } = this;
-    const res = await this.measured('identity', () =>
-      withRetry('identity', this.timeoutMs, false, (deadline) =>
-        this.client.kv.range({ key: keys.watchStart, range_end: prefixEnd(keys.watchStart) }, { deadline }),
-      ),
-    );
-    let clusterId = '';
-    let generation = 0n;
-    for (const kv of res.kvs) {
-      const k = keys.parse(kv.key);
-      if (k.type === 'cluster-id') clusterId = kv.value.toString('utf8');
-      else if (k.type === 'generation') generation = BigInt(kv.mod_revision);
-    }
-    return { clusterId, generation };
+    return this.measured('identity', () => readEtcdIdentity(this.client, this.keys, this.timeoutMs));
   }
 
   noteRevision(rev: bigint): void {
