@@ -100,6 +100,35 @@ export function notLeaderDelayMs(n: number, random: () => number = Math.random):
   return Math.round(base * (0.5 + random()));
 }
 
+/**
+ * The delay before registering again after the leader throttled registrations (RESOURCE_EXHAUSTED,
+ * REGISTRATIONS_THROTTLED): the retry time it named (a slot it reserved), scaled by 1-1.5 at random,
+ * so a refused herd comes back spread out and never early; undefined when the error names none.
+ */
+export function throttledDelayMs(
+  info: { reason: string; metadata: Record<string, string> } | undefined,
+  random: () => number = Math.random,
+): number | undefined {
+  if (info?.reason !== 'REGISTRATIONS_THROTTLED') return undefined;
+  return retryAfterDelayMs(info, random);
+}
+
+/**
+ * The retry time a controller named (`retryAfterMs` in the ErrorInfo metadata: REGISTRATIONS_THROTTLED,
+ * or NOT_LEADER from a replica pacing a fleet that looks for its leader), scaled by 1-1.5 at random;
+ * undefined when it names none.
+ */
+export function retryAfterDelayMs(
+  info: { metadata: Record<string, string> } | undefined,
+  random: () => number = Math.random,
+): number | undefined {
+  const raw = info?.metadata.retryAfterMs;
+  if (raw === undefined || raw === '') return undefined;
+  const after = Number(raw);
+  if (!Number.isFinite(after) || after < 0) return undefined;
+  return Math.round(Math.min(after, 60_000) * (1 + 0.5 * random()));
+}
+
 /** The delay before trying the next address after one failed: spread over 0.1-1 s so a fleet does not arrive at once. */
 export function nextAddressDelayMs(random: () => number = Math.random): number {
   return Math.round(NEXT_ADDRESS_DELAY_MS * (1 + 9 * random()));
@@ -329,13 +358,17 @@ export class ControllerSyncClient {
   private chooseNext(err: ServiceError | undefined): number {
     const now = performance.now();
     const info = err ? errorInfoOf(err) : undefined;
+    // The leader is there and asked us to come back later: same address, its time.
+    const throttled = throttledDelayMs(info);
+    if (throttled !== undefined) return throttled;
     if (info?.reason === 'NOT_LEADER') {
       this.notLeader++;
       const hint = info.metadata.leader ?? '';
       const usable =
         hint !== '' && hint !== this.target && (this.unreachable.get(hint) ?? 0) < now && this.followable(hint);
       this.target = usable ? hint : this.nextAddress(now);
-      return notLeaderDelayMs(this.notLeader);
+      // A replica pacing the fleet names when to come back; else the agent's own backoff.
+      return retryAfterDelayMs(info) ?? notLeaderDelayMs(this.notLeader);
     }
     this.unreachable.set(this.target, now + UNREACHABLE_MS);
     const next = this.nextAddress(now);
