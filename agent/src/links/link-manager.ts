@@ -31,6 +31,7 @@ import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
 import { QuarantinedLink } from './quarantined-link';
+import { checkVopLinkJoin, resolveVopLink } from './vop-link-join';
 
 export interface LinkManagerDeps {
   readonly nodeName: string;
@@ -95,6 +96,7 @@ export class LinkManager implements LinkManagerApi {
         log: this.log.child({ link: name, transport: 'vhost_user' }),
         onStatus: (rt) => this.markDirty(rt),
         onEvent: (e) => this.emitEvent(e),
+        resolveVopLink: (ref) => resolveVopLink(ref, this.links, this.deps.nodeName),
       });
     return new LinkRuntime(link, {
       dataPlane: this.deps.dataPlane,
@@ -211,6 +213,7 @@ export class LinkManager implements LinkManagerApi {
       );
     }
     this.checkWindowSize(input);
+    checkVopLinkJoin(input, this.links, this.deps.nodeName);
     const now = new Date();
     let meta: ObjectMeta;
     if (existing) {
