@@ -5,7 +5,10 @@
  * and a vhost_user link whose device_backend is `vop_link { link: wire, device: eth0 }`. Frames go
  * guest -> vhost-user rings (A) -> datagram -> A's driver-side net backend -> the shm window ->
  * B's device backend -> the TAP, and back. The namespace pings the guest and the guest pings the
- * namespace; 4 MiB cross each way over TCP with a SHA-256 on both ends.
+ * namespace; 4 MiB cross each way over TCP with a SHA-256 on both ends. The vhost_user link is in
+ * client mode (QEMU creates the socket with server=on, the agent connects): QEMU is then killed
+ * with -9 and a new one started on the same path; the agent reconnects on its own (it retries
+ * every second) and the new guest and the namespace ping each other.
  * Before that (no guest needed), the agent refuses a vop_link that names a link it does not
  * have, one it does not drive, a device that is not there or not net, a device whose driver
  * frontend is a TAP, a second vhost_user link on the same device, and a vop_link on an shm link:
@@ -13,7 +16,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
 
@@ -77,23 +80,47 @@ function shmLink(name: string, deviceAgent: string, driverAgent: string, devices
   };
 }
 
-function vhostLink(name: string, socketPath: string, backend: NetBackend, mac = ''): Link {
+function vhostLink(name: string, socketPath: string, backend: NetBackend, mac = '', client = false): Link {
   const d = netDevice('eth0', backend, undefined);
   if (d.kind?.$case === 'net') d.kind.value.mac = mac;
   return {
     meta: meta(name),
     spec: {
       endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
-      transport: { kind: { $case: 'vhostUser', value: { socketPath, client: false, socketMode: 0, socketGroup: '' } } },
+      transport: { kind: { $case: 'vhostUser', value: { socketPath, client, socketMode: 0, socketGroup: '' } } },
       devices: [d],
     },
     status: undefined,
   };
 }
 
+/** A guest whose stock virtio-net is the server on sock (QEMU creates it); its address set. */
+async function bootGuest(name: string, sock: string): Promise<Guest> {
+  const g = await Guest.boot({
+    name,
+    sharedMemory: true,
+    bootTimeoutMs: 120_000,
+    qemuArgs: [
+      '-chardev',
+      `socket,id=vun,path=${sock},server=on,wait=off`,
+      '-netdev',
+      'vhost-user,id=vn0,chardev=vun',
+      // vectors=0: QEMU 7.2 under TCG crashes on vhost-user net with MSI-X (the reference)
+      '-device',
+      `virtio-net-pci,netdev=vn0,mac=${GUEST_MAC},vectors=0,addr=0x7`,
+    ],
+  });
+  const eth = (await g.run(`grep -l ${GUEST_MAC} /sys/class/net/*/address`)).trim().split('/')[4] ?? '';
+  assert.match(eth, /^eth\d+$/);
+  await g.run(`ip addr add ${GUEST_IP}/24 dev ${eth} && ip link set ${eth} up`);
+  return g;
+}
+
 describe('a guest on a vhost_user link joined to a net device on an shm link the agent drives', () => {
   let dir: string;
   let sockA: string;
+  let frontends: string;
+  let g2: Guest | undefined;
   let ns: Netns | undefined;
   let nsName: string;
   let srvA: ServerProcess | undefined;
@@ -111,7 +138,11 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
     for (const d of [sockA, sockB, rdv]) mkdirSync(d, { recursive: true, mode: 0o700 });
     ns = new Netns('vhl', 1);
     nsName = ns.names[0] as string;
-    srvA = await startServer('agent', ['--node-name', 'host-a', '--rendezvous-dir', rdv, '--socket-dir', sockA], {
+    frontends = path.join(dir, 'frontends');
+    mkdirSync(frontends, { recursive: true, mode: 0o700 });
+    const cfgA = path.join(dir, 'agent-a.yaml');
+    writeFileSync(cfgA, `hostPaths:\n  socketDir: ${sockA}\n  vhostUserClientDirs: [${frontends}]\n`);
+    srvA = await startServer('agent', ['--config', cfgA, '--node-name', 'host-a', '--rendezvous-dir', rdv], {
       stateDir: path.join(dir, 'state-a'),
     });
     srvB = await startServer(
@@ -129,10 +160,11 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
     await a.apply(wire);
   });
 
-  afterEach((t) => g?.noteTest(t));
+  afterEach((t) => [g, g2].forEach((x) => x?.noteTest(t)));
 
   after(async () => {
     await g?.close();
+    await g2?.close();
     a?.close();
     b?.close();
     await srvA?.stop('SIGTERM');
@@ -212,8 +244,9 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
     'the namespace behind agent B pings the guest on agent A and back, and 4 MiB cross each way intact',
     { skip: guestSkip() },
     async () => {
-      const sock = path.join(sockA, 'vm.sock');
-      await a.apply(vhostLink('vm-net', sock, vopLink('wire', 'eth0'), GUEST_MAC));
+      // client mode: QEMU creates the socket (server=on), the agent connects to it
+      const sock = path.join(frontends, 'vm.sock');
+      await a.apply(vhostLink('vm-net', sock, vopLink('wire', 'eth0'), GUEST_MAC, true));
       await a.waitPhase('wire', LinkPhase.LINK_PHASE_READY, 60_000);
       await b.waitPhase('wire', LinkPhase.LINK_PHASE_READY, 60_000);
       await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
@@ -222,23 +255,7 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
         `ip addr add ${HOST_IP}/24 dev ${ifname} && ip link set ${ifname} up`,
       ]);
       assert.equal(r.code, 0, r.stderr);
-      g = await Guest.boot({
-        name: 'vhost-user-link',
-        sharedMemory: true,
-        bootTimeoutMs: 120_000,
-        qemuArgs: [
-          '-chardev',
-          `socket,id=vun,path=${sock},reconnect=1`,
-          '-netdev',
-          'vhost-user,id=vn0,chardev=vun',
-          // vectors=0: QEMU 7.2 under TCG crashes on vhost-user net with MSI-X (the reference)
-          '-device',
-          `virtio-net-pci,netdev=vn0,mac=${GUEST_MAC},vectors=0,addr=0x7`,
-        ],
-      });
-      const eth = (await g.run(`grep -l ${GUEST_MAC} /sys/class/net/*/address`)).trim().split('/')[4] ?? '';
-      assert.match(eth, /^eth\d+$/);
-      await g.run(`ip addr add ${GUEST_IP}/24 dev ${eth} && ip link set ${eth} up`);
+      g = await bootGuest('vhost-user-link', sock);
       await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_READY, 60_000);
 
       assert.match(await g.run(`ping -c 3 -W 5 ${HOST_IP}`, { timeoutMs: 60_000 }), /3 packets received/);
@@ -278,6 +295,23 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
         (ws.tx_frames ?? 0n) > 1000n && (ws.rx_frames ?? 0n) > 1000n,
         JSON.stringify(ws, (_, x) => String(x)),
       );
+    },
+  );
+
+  it(
+    'client mode: QEMU killed with -9 and started again on its socket; the agent reconnects by itself and pings flow',
+    { skip: guestSkip() },
+    async () => {
+      const sock = path.join(frontends, 'vm.sock');
+      const before = (await a.get('vm-net')).link?.status;
+      (g as Guest).kill();
+      await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_CONNECTING, 30_000);
+      g2 = await bootGuest('vhost-user-link-2', sock);
+      const ready = await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_READY, 60_000);
+      assert.ok((ready.status?.epoch ?? 0n) > (before?.epoch ?? 0n), 'a new connection (epoch moved)');
+      assert.match(await g2.run(`ping -c 3 -W 5 ${HOST_IP}`, { timeoutMs: 60_000 }), /3 packets received/);
+      const back = (ns as Netns).exec(nsName, 'ping', ['-c', '3', '-W', '5', GUEST_IP], 60_000);
+      assert.equal(back.code, 0, back.stdout + back.stderr);
     },
   );
 });
