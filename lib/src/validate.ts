@@ -52,6 +52,9 @@ export const MAX_HOST_PATH_BYTES = 240;
 /** Longest Unix socket path (bytes): sockaddr_un.sun_path holds 108 with the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
+/** Queue pairs a vhost_user net device may offer (8 virtqueues, VOP_VHU_MAX_QUEUES). */
+export const MAX_VHOST_QUEUE_PAIRS = 4;
+
 export function checkName(v: ViolationList, field: string, name: string): void {
   if (name === '') v.add(field, 'is required');
   else if (!NAME_RE.test(name))
@@ -164,6 +167,8 @@ export function checkTransport(
       break;
     case 'vhostUser':
       checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true, MAX_SOCKET_PATH_BYTES);
+      if (k.value.queuePairs > MAX_VHOST_QUEUE_PAIRS)
+        v.add(`${field}.vhost_user.queue_pairs`, `must be 0 (1 pair) to ${MAX_VHOST_QUEUE_PAIRS}`);
       if (k.value.socketMode & ~0o770)
         v.add(
           `${field}.vhost_user.socket_mode`,
@@ -500,6 +505,9 @@ function checkVhostUserLink(v: ViolationList, field: string, spec: LinkSpec): vo
     );
   if (k?.$case === 'blk' && k.value.export)
     v.add(`${field}.devices[0].blk.export`, 'must be empty on a vhost_user link (the front-end is the driver)');
+  const t = spec.transport?.kind;
+  if (t?.$case === 'vhostUser' && t.value.queuePairs > 1 && k?.$case !== 'net')
+    v.add(`${field}.transport.vhost_user.queue_pairs`, 'queue pairs are for a net device; a blk device serves 1 queue');
 }
 
 export function checkLinkSpec(

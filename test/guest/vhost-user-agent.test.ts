@@ -39,7 +39,12 @@ function link(name: string, socketPath: string, device: Device): Link {
     } as unknown as Link['meta'],
     spec: {
       endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
-      transport: { kind: { $case: 'vhostUser', value: { socketPath, client: false, socketMode: 0, socketGroup: '' } } },
+      transport: {
+        kind: {
+          $case: 'vhostUser',
+          value: { socketPath, client: false, socketMode: 0, socketGroup: '', queuePairs: 0 },
+        },
+      },
       devices: [device],
     },
     status: undefined,

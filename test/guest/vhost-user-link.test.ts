@@ -87,7 +87,9 @@ function vhostLink(name: string, socketPath: string, backend: NetBackend, mac = 
     meta: meta(name),
     spec: {
       endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
-      transport: { kind: { $case: 'vhostUser', value: { socketPath, client, socketMode: 0, socketGroup: '' } } },
+      transport: {
+        kind: { $case: 'vhostUser', value: { socketPath, client, socketMode: 0, socketGroup: '', queuePairs: 0 } },
+      },
       devices: [d],
     },
     status: undefined,

@@ -153,7 +153,13 @@ export class VhostUserRuntime {
   get desired(): Link {
     return this.linkValue;
   }
-  private get transport(): { socketPath: string; client: boolean; socketMode: number; socketGroup: string } {
+  private get transport(): {
+    socketPath: string;
+    client: boolean;
+    socketMode: number;
+    socketGroup: string;
+    queuePairs: number;
+  } {
     const t = this.linkValue.spec?.transport?.kind;
     if (t?.$case !== 'vhostUser') throw new Error(`link ${this.name} is not a vhost_user link`);
     return t.value;
@@ -262,6 +268,7 @@ export class VhostUserRuntime {
         reconnectMs: 0,
         maxQueueSize: this.deps.options.maxQueueSize,
         allowUnsealed: this.deps.options.allowUnsealedMemory,
+        queuePairs: t.queuePairs,
         device: config,
       });
     } catch (err) {
@@ -505,7 +512,11 @@ export class VhostUserRuntime {
     } catch {
       // closed meanwhile: zeros
     }
-    const layout = queueLayout(kind, 'device');
+    // queue pairs: rx, tx, then rx1, tx1, ... (ring order of the device)
+    const pairs = kind === 'net' ? Math.max(1, this.transport.queuePairs) : 1;
+    const layout = Array.from({ length: pairs }, (_, p) =>
+      queueLayout(kind, 'device').map((q) => ({ ...q, name: p === 0 ? q.name : `${q.name}${p}` })),
+    ).flat();
     return [
       {
         device: name,

@@ -774,6 +774,13 @@ export interface VhostUserTransport {
   socketMode: number;
   /** Server mode: group of the socket file (a name or a number); empty: the agent's own group. */
   socketGroup: string;
+  /**
+   * net: queue pairs offered to the front-end (VIRTIO_NET_F_MQ and PROTOCOL_F_MQ when above 1),
+   * at most 4; 0 means 1. Every pair the front-end enables is served (one backend instance per pair
+   * on the same TAP or socket, one worker thread), with per-queue counters rx, tx, rx1, tx1, ...
+   * QEMU: -netdev vhost-user,queues=N and -device virtio-net-pci,mq=on. blk: 0 or 1.
+   */
+  queuePairs: number;
 }
 
 /** How the two endpoints share memory and ring doorbells. */
@@ -2875,7 +2882,7 @@ export const StreamStatus: MessageFns<StreamStatus> = {
 };
 
 function createBaseVhostUserTransport(): VhostUserTransport {
-  return { socketPath: "", client: false, socketMode: 0, socketGroup: "" };
+  return { socketPath: "", client: false, socketMode: 0, socketGroup: "", queuePairs: 0 };
 }
 
 export const VhostUserTransport: MessageFns<VhostUserTransport> = {
@@ -2891,6 +2898,9 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     }
     if (message.socketGroup !== "") {
       writer.uint32(978).string(message.socketGroup);
+    }
+    if (message.queuePairs !== 0) {
+      writer.uint32(984).uint32(message.queuePairs);
     }
     return writer;
   },
@@ -2940,6 +2950,14 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
             message.socketGroup = reader.string();
             continue;
           }
+          case 123: {
+            if (tag !== 984) {
+              break;
+            }
+
+            message.queuePairs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2970,6 +2988,11 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
         : isSet(object.socket_group)
         ? globalThis.String(object.socket_group)
         : "",
+      queuePairs: isSet(object.queuePairs)
+        ? globalThis.Number(object.queuePairs)
+        : isSet(object.queue_pairs)
+        ? globalThis.Number(object.queue_pairs)
+        : 0,
     };
   },
 
@@ -2987,6 +3010,9 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     if (message.socketGroup !== "") {
       obj.socketGroup = message.socketGroup;
     }
+    if (message.queuePairs !== 0) {
+      obj.queuePairs = Math.round(message.queuePairs);
+    }
     return obj;
   },
 
@@ -2999,6 +3025,7 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     message.client = object.client ?? false;
     message.socketMode = object.socketMode ?? 0;
     message.socketGroup = object.socketGroup ?? "";
+    message.queuePairs = object.queuePairs ?? 0;
     return message;
   },
 };
