@@ -8,7 +8,10 @@
  * namespace; 4 MiB cross each way over TCP with a SHA-256 on both ends. The vhost_user link is in
  * client mode (QEMU creates the socket with server=on, the agent connects): QEMU is then killed
  * with -9 and a new one started on the same path; the agent reconnects on its own (it retries
- * every second) and the new guest and the namespace ping each other.
+ * every second) and the new guest and the namespace ping each other. The link offers two queue
+ * pairs (queue_pairs: 2, QEMU queues=2, mq=on): the first guest has two vCPUs and enables both
+ * (each frame counted on one pair's ring, the second pair carries some), the second has one and
+ * enables one pair of the two QEMU set up, which is served on its own.
  * Before that (no guest needed), the agent refuses a vop_link that names a link it does not
  * have, one it does not drive, a device that is not there or not net, a device whose driver
  * frontend is a TAP, a second vhost_user link on the same device, and a vop_link on an shm link:
@@ -80,7 +83,14 @@ function shmLink(name: string, deviceAgent: string, driverAgent: string, devices
   };
 }
 
-function vhostLink(name: string, socketPath: string, backend: NetBackend, mac = '', client = false): Link {
+function vhostLink(
+  name: string,
+  socketPath: string,
+  backend: NetBackend,
+  mac = '',
+  client = false,
+  queuePairs = 0,
+): Link {
   const d = netDevice('eth0', backend, undefined);
   if (d.kind?.$case === 'net') d.kind.value.mac = mac;
   return {
@@ -88,7 +98,7 @@ function vhostLink(name: string, socketPath: string, backend: NetBackend, mac = 
     spec: {
       endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
       transport: {
-        kind: { $case: 'vhostUser', value: { socketPath, client, socketMode: 0, socketGroup: '', queuePairs: 0 } },
+        kind: { $case: 'vhostUser', value: { socketPath, client, socketMode: 0, socketGroup: '', queuePairs } },
       },
       devices: [d],
     },
@@ -97,19 +107,21 @@ function vhostLink(name: string, socketPath: string, backend: NetBackend, mac = 
 }
 
 /** A guest whose stock virtio-net is the server on sock (QEMU creates it); its address set. */
-async function bootGuest(name: string, sock: string): Promise<Guest> {
+async function bootGuest(name: string, sock: string, cpus: number): Promise<Guest> {
   const g = await Guest.boot({
     name,
+    cpus,
     sharedMemory: true,
     bootTimeoutMs: 120_000,
     qemuArgs: [
       '-chardev',
       `socket,id=vun,path=${sock},server=on,wait=off`,
       '-netdev',
-      'vhost-user,id=vn0,chardev=vun',
+      // two queue pairs offered (the link's queue_pairs: 2); the guest enables min(2, vCPUs)
+      'vhost-user,id=vn0,chardev=vun,queues=2',
       // vectors=0: QEMU 7.2 under TCG crashes on vhost-user net with MSI-X (the reference)
       '-device',
-      `virtio-net-pci,netdev=vn0,mac=${GUEST_MAC},vectors=0,addr=0x7`,
+      `virtio-net-pci,netdev=vn0,mac=${GUEST_MAC},mq=on,vectors=0,addr=0x7`,
     ],
   });
   const eth = (await g.run(`grep -l ${GUEST_MAC} /sys/class/net/*/address`)).trim().split('/')[4] ?? '';
@@ -248,7 +260,7 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
     async () => {
       // client mode: QEMU creates the socket (server=on), the agent connects to it
       const sock = path.join(frontends, 'vm.sock');
-      await a.apply(vhostLink('vm-net', sock, vopLink('wire', 'eth0'), GUEST_MAC, true));
+      await a.apply(vhostLink('vm-net', sock, vopLink('wire', 'eth0'), GUEST_MAC, true, 2));
       await a.waitPhase('wire', LinkPhase.LINK_PHASE_READY, 60_000);
       await b.waitPhase('wire', LinkPhase.LINK_PHASE_READY, 60_000);
       await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
@@ -257,8 +269,13 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
         `ip addr add ${HOST_IP}/24 dev ${ifname} && ip link set ${ifname} up`,
       ]);
       assert.equal(r.code, 0, r.stderr);
-      g = await bootGuest('vhost-user-link', sock);
+      g = await bootGuest('vhost-user-link', sock, 2);
       await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_READY, 60_000);
+      // two vCPUs: the guest's virtio-net enabled both pairs the device offers
+      const qs = (
+        await g.run(`ls /sys/class/net/$(grep -l ${GUEST_MAC} /sys/class/net/*/address | cut -d/ -f5)/queues`)
+      ).trim();
+      assert.deepEqual(qs.split(/\s+/).sort(), ['rx-0', 'rx-1', 'tx-0', 'tx-1'], qs);
 
       assert.match(await g.run(`ping -c 3 -W 5 ${HOST_IP}`, { timeoutMs: 60_000 }), /3 packets received/);
       const back = (ns as Netns).exec(nsName, 'ping', ['-c', '3', '-W', '5', GUEST_IP], 60_000);
@@ -283,6 +300,14 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
       await lp.exited;
       assert.equal((await g.run('sha256sum /tmp/in')).split(' ')[0], sha(data));
 
+      const rings = (await a.stats('vm-net')).devices[0]?.queues ?? [];
+      console.log(`vm-net rings: ${rings.map((q) => `${q.name}=${q.buffers}`).join(' ')}`);
+      const ring = (n: string): bigint => rings.find((q) => q.name === n)?.buffers ?? -1n;
+      // every frame went through one of the two pairs once; the second pair carried some of them
+      const dc = (await a.stats('vm-net')).devices[0]?.counters ?? {};
+      assert.equal(ring('tx') + ring('tx1'), dc.tx_frames ?? 0n);
+      assert.equal(ring('rx') + ring('rx1'), dc.rx_frames ?? 0n);
+      assert.ok(ring('tx1') + ring('rx1') > 0n, 'the second queue pair carried frames');
       // the frames crossed both agents: the vhost device's and the wire's counters moved
       const vs = (await a.stats('vm-net')).devices[0]?.counters ?? {};
       const ws = (await b.stats('wire')).devices[0]?.counters ?? {};
@@ -308,7 +333,12 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
       const before = (await a.get('vm-net')).link?.status;
       (g as Guest).kill();
       await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_CONNECTING, 30_000);
-      g2 = await bootGuest('vhost-user-link-2', sock);
+      g2 = await bootGuest('vhost-user-link-2', sock, 1);
+      // one vCPU: the guest enables one pair of the two QEMU set up; that pair runs on its own
+      const qs = (
+        await g2.run(`ls /sys/class/net/$(grep -l ${GUEST_MAC} /sys/class/net/*/address | cut -d/ -f5)/queues`)
+      ).trim();
+      assert.deepEqual(qs.split(/\s+/).sort(), ['rx-0', 'tx-0'], qs);
       const ready = await a.waitPhase('vm-net', LinkPhase.LINK_PHASE_READY, 60_000);
       assert.ok((ready.status?.epoch ?? 0n) > (before?.epoch ?? 0n), 'a new connection (epoch moved)');
       assert.match(await g2.run(`ping -c 3 -W 5 ${HOST_IP}`, { timeoutMs: 60_000 }), /3 packets received/);
