@@ -105,7 +105,6 @@ struct vop_vhu {
 	pthread_mutex_t mu;
 	struct vop_private_u64 waiters; /* threads waiting for mu: the busy worker lets go at its next round */
 	const struct vop_devback_ops *ops;
-	void *be;
 	/*
 	 * Queue groups: group g serves rings [g * per, (g + 1) * per) with its
 	 * own backend instance (net: one per queue pair). A group starts when

@@ -198,6 +198,8 @@ int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, c
 		if (cfg->kind == VOP_VHOST_SINK) {
 			*err = "net-sink";
 			rc = vop_sink_create(gr->ctx, dev.dev_id, &gr->sink);
+			if (rc == 0 && cfg->sink_copy)
+				rc = vop_sink_set_copy(gr->sink, true);
 			if (rc)
 				goto fail;
 			ops = &vop_sink_ops;

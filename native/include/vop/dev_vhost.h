@@ -54,6 +54,8 @@ struct vop_vhost_config {
 	 * worker thread polls them all. BLK: must be 0 or 1.
 	 */
 	uint16_t queue_pairs;
+	/* SINK: copy every frame's bytes into a private buffer (vop_sink_set_copy()). */
+	bool sink_copy;
 };
 
 struct vop_vhost;

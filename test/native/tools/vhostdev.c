@@ -7,7 +7,7 @@
  *   vhostdev --socket PATH [--client] [--mode OCTAL] [--spin-us N]
  *            [--max-queue-size N] [--allow-unsealed] [--no-event-idx]
  *            [--stats-ms N] [--offloads] [--mtu N] [--queue-pairs N]
- *            (--tap NAME [--netns NS] | --dgram LOCAL,PEER | --blk FILE [--ro] | --sink)
+ *            (--tap NAME [--netns NS] | --dgram LOCAL,PEER | --blk FILE [--ro] | --sink | --sink-copy)
  *
  * Prints "ready" once the socket is bound (server) or resolved (client),
  * then one line per device event ("event connected 1", "event started
@@ -155,6 +155,9 @@ int main(int argc, char **argv)
 			cfg.dev.blk.device.ro = true;
 		} else if (!strcmp(a, "--sink")) {
 			cfg.kind = VOP_VHOST_SINK;
+		} else if (!strcmp(a, "--sink-copy")) {
+			cfg.kind = VOP_VHOST_SINK;
+			cfg.sink_copy = true;
 		} else if (!v) {
 			fprintf(stderr, "vhostdev: %s needs a value\n", a);
 			return 1;
