@@ -74,6 +74,7 @@ import { isLoopback, parseHostPort } from '../../../lib/src/net';
 import { linkStatusEqual } from '../../../lib/src/status-equal';
 import { storeConflict, type StoreConflict } from '../../../lib/src/store-identity';
 import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
+import { vopLinkRef } from '../links/vop-link-join';
 
 export type SyncState = 'idle' | 'connecting' | 'registered' | 'backoff' | 'stopped';
 
@@ -593,7 +594,10 @@ export class ControllerSyncClient {
     const links = this.opts.links;
     // A link refused while assembling is not removed by a snapshot either.
     const wanted = new Set<string>(Object.keys(rejected));
-    for (const l of d.upserts) {
+    // vhost_user links joined to another link (vop_link) after the links they name: the
+    // agent refuses a vop_link to a link it does not hold yet
+    const upserts = [...d.upserts.filter((l) => !vopLinkRef(l)), ...d.upserts.filter((l) => vopLinkRef(l))];
+    for (const l of upserts) {
       const name = l.meta?.name ?? '';
       wanted.add(name);
       const owner = this.owner(l.meta?.managedBy ?? '');
