@@ -228,6 +228,27 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
       err3.fieldViolations.map((v) => v.field),
       ['link.spec.transport.pci_bar.size_bytes'],
     );
+    assert.match(err3.fieldViolations[0]?.description ?? '', /needs \d+ bytes, more than size_bytes 65536/);
+    // size_bytes 0 ("the rest of the memory") is known only once mapped: a creator must name a size.
+    const zero = pciLink(
+      'zero',
+      pciTransport({
+        sizeBytes: 0n,
+        deviceAccess: access({ ivshmemSocket: socket }),
+        driverAccess: access({ ivshmemSocket: socket }),
+      }),
+      [consoleDevice(dir, 'zero')],
+    );
+    const err4 = decodeStatus(await expectGrpcError(a.apply(zero)));
+    assert.equal(err4.code, status.INVALID_ARGUMENT);
+    assert.deepEqual(
+      err4.fieldViolations.map((v) => v.field),
+      ['link.spec.transport.pci_bar.size_bytes'],
+    );
+    assert.match(
+      err4.fieldViolations[0]?.description ?? '',
+      /must be set when this agent creates the window.*need \d+ bytes/,
+    );
     assert.equal((await a.list()).links.length, 0, 'nothing applied on the device side');
     assert.equal((await b.list()).links.length, 0, 'nothing applied on the driver side');
     assert.deepEqual(server.connected(), [], 'no agent joined the server');
@@ -238,6 +259,7 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
       'mapped',
       pciTransport({
         memoryHolder: Role.ROLE_DEVICE,
+        sizeBytes: BigInt(8 * MIB), // the whole memory of the server
         // The card side cannot ring (no doorbell registers in a file): both sides poll.
         deviceAccess: access({ ivshmemSocket: socket, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL }),
         driverAccess: access({ barPath: memFile, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL }),
