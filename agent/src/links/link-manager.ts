@@ -102,6 +102,10 @@ export class LinkManager implements LinkManagerApi {
       rendezvousDir: this.deps.rendezvousDir,
       nodeName: this.deps.nodeName,
       maxWindowBytes: this.limits.maxWindowBytes,
+      barRoot: (p) => {
+        const r = this.deps.paths.rootOf('bar', p);
+        return r && 'dir' in r ? r.dir : null;
+      },
       log: this.log.child({
         link: name,
         peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',

@@ -77,6 +77,12 @@ export interface LinkRuntimeDeps {
   readonly nodeName: string;
   /** An attacher refuses a peer's window larger than this (limit maxWindowBytes; default MAX_WINDOW_BYTES). */
   readonly maxWindowBytes?: number;
+  /**
+   * The allowed directory (hostPaths.barDirs) a pci-bar BAR file lies in: the native side opens it
+   * beneath that root. Null (or absent: tests) opens the path as given; apply refuses a BAR file
+   * outside every root before a runtime exists.
+   */
+  readonly barRoot?: (p: string) => string | null;
   readonly log: Logger;
   /** Status changed (phase, conditions, devices). */
   onStatus(rt: LinkRuntime): void;
@@ -171,7 +177,7 @@ export class LinkRuntime {
   /** This endpoint's pci-bar window options, null for shm. */
   private get pciWindow(): PciWindowDto | null {
     const t = pciBarOf(this.linkValue);
-    return t ? pciWindowOf(t, this.role, false) : null;
+    return t ? pciWindowOf(t, this.role, false, this.deps.barRoot) : null;
   }
   /** Window size: the spec's, or the automatic one for the devices (capped; apply refuses more). */
   private get windowBytes(): number {
