@@ -18,6 +18,7 @@
  * TCG figures are not performance figures.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -38,6 +39,7 @@ import { Netns } from '../devices/helpers';
 import {
   cardConfig,
   guestCardBinary,
+  hostCardBinary,
   magicAt,
   PtyEnd,
   readAt,
@@ -62,6 +64,15 @@ const HOST_IP = '10.77.0.1';
 const GUEST_IP = '10.77.0.2';
 
 type Mode = 'poll' | 'msix';
+/** What a scenario run on a link that is up needs to know. */
+interface CellCtx {
+  name: string;
+  n: number;
+  hostPty: string;
+  hostTap: string;
+  hostId: number;
+  guestId: number;
+}
 interface Cell {
   guest: 'driver' | 'device';
   creator: 'host' | 'guest';
@@ -116,7 +127,7 @@ describe(
       g = await Guest.boot({
         name: 'card',
         iommu: true,
-        programs: ['ivshmem-vfio'],
+        programs: ['ivshmem-vfio', 'bar-hostile'],
         files: [{ path: '/bin/vop-card', source: bin }],
         ivshmemDoorbell: [{ socket: server.socket, vectors: 1, slot: 6 }],
         bootTimeoutMs: 120_000,
@@ -179,13 +190,13 @@ describe(
         100,
       );
       for (const args of [
-        ['addr', 'add', `${HOST_IP}/24`, 'dev', hostTap],
+        ['addr', 'replace', `${HOST_IP}/24`, 'dev', hostTap],
         ['link', 'set', hostTap, 'up'],
       ]) {
         const r = ns.exec(nsName, 'ip', args);
         assert.equal(r.code, 0, r.stderr);
       }
-      await g.run(`ip addr add ${GUEST_IP}/24 dev vcard0 && ip link set vcard0 up`);
+      await g.run(`ip addr flush dev vcard0; ip addr add ${GUEST_IP}/24 dev vcard0 && ip link set vcard0 up`);
       const out = await g.run(`ping -c 3 -w 90 ${HOST_IP}`, { timeoutMs: 120_000 });
       assert.match(out, /3 packets received/, out);
       const back = await run('ip', ['netns', 'exec', nsName, 'ping', '-c', '3', '-w', '90', GUEST_IP], {
@@ -196,14 +207,14 @@ describe(
     };
 
     /** One cell; on a failure the link's conditions and the agent's last errors join the message. */
-    const runCell = async (c: Cell): Promise<void> => {
-      const name = `card-${c.guest === 'driver' ? 'drv' : 'dev'}-${c.creator}-${c.mode}`;
+    const runCell = async (c: Cell, body?: (x: CellCtx) => Promise<void>, label = 'card'): Promise<void> => {
+      const name = `${label}-${c.guest === 'driver' ? 'drv' : 'dev'}-${c.creator}-${c.mode}`;
       try {
-        await cell(c, name);
+        await cell(c, name, body);
       } catch (e) {
         const st = await agent.get(name).catch(() => null);
         const errs = srv.logs
-          .filter((r) => typeof r.level === 'number' && r.level >= 40)
+          .filter((r) => r.level === 'warn' || r.level === 'error' || r.level === 'fatal')
           .slice(-8)
           .map((r) => JSON.stringify(r));
         (e as Error).message +=
@@ -221,7 +232,7 @@ describe(
       }
     };
 
-    const cell = async (c: Cell, name: string): Promise<void> => {
+    const cell = async (c: Cell, name: string, body?: (x: CellCtx) => Promise<void>): Promise<void> => {
       const n = cellNo++;
       const hostTap = `vcg${n}h${process.pid % 1000}`;
       const hostPty = path.join(dir, `host${n}.pty`);
@@ -361,6 +372,11 @@ describe(
       assert.equal(l.status?.transport?.ownId, hostId);
       assert.equal(l.status?.transport?.peerId, guestId);
       assert.equal(l.status?.transport?.doorbell, poll ? 'poll' : 'eventfd');
+      if (body) {
+        await body({ name, n, hostPty, hostTap, hostId, guestId });
+        await agent.delete(name);
+        return;
+      }
 
       await consoleBothWays(hostPty, `${n}`);
 
@@ -425,6 +441,148 @@ describe(
       );
     };
 
+    /** A second link of the same agent: vop-card on this host through another ivshmem server, a console. */
+    const startBystander = async (): Promise<{ check: (tag: string) => Promise<void>; stop: () => Promise<void> }> => {
+      const sock2 = path.join(dir, 'ivshmem2.sock');
+      const server2 = await IvshmemServer.start({ socket: sock2, sizeBytes: 8 * MIB, vectors: 1 });
+      const hpty = path.join(dir, 'by-host.pty');
+      const cpty = path.join(dir, 'by-card.pty');
+      const link: Link = makeLink('bystander', {
+        devices: [
+          {
+            name: 'con0',
+            queueSize: 0,
+            disableEventIdx: false,
+            kind: {
+              $case: 'console',
+              value: {
+                deviceBackend: { kind: { $case: 'pty', value: { linkPath: hpty } } },
+                driverFrontend: { kind: { $case: 'pty', value: { linkPath: cpty } } },
+                log: undefined,
+              },
+            },
+          },
+        ],
+      });
+      const ev = { ivshmemSocket: sock2, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT };
+      link.spec = {
+        ...link.spec!,
+        endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
+        transport: {
+          kind: {
+            $case: 'pciBar',
+            value: PciBarTransport.fromPartial({
+              bar: 2,
+              sizeBytes: BigInt(8 * MIB),
+              deviceAccess: ev,
+              driverAccess: ev,
+            }),
+          },
+        },
+      };
+      await agent.apply(link);
+      const conf = path.join(dir, 'bystander.conf');
+      writeFileSync(
+        conf,
+        cardConfig({ access: 'ivshmem', path: sock2, side: 'attacher', doorbell: 'interrupt' }, [
+          { name: 'con0', kind: 'console', role: 'driver', keys: { pty: cpty } },
+        ]),
+      );
+      const proc = spawn(hostCardBinary(), ['--config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+      proc.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+      await waitFor('the bystander card', () => /ready id=/.test(out) || proc.exitCode !== null, 60_000, 50);
+      assert.match(out, /ready id=/);
+      await agent.waitPhase('bystander', LinkPhase.LINK_PHASE_READY, 60_000);
+      const check = async (tag: string): Promise<void> => {
+        const h = new PtyEnd(hpty);
+        const c = new PtyEnd(cpty);
+        try {
+          h.write(`host ${tag}\n`);
+          c.write(`card ${tag}\n`);
+          await waitFor(
+            `bystander console ${tag}`,
+            () => c.got.includes(`host ${tag}`) && h.got.includes(`card ${tag}`),
+            60_000,
+            50,
+          );
+        } finally {
+          h.close();
+          c.close();
+        }
+      };
+      const stop = async (): Promise<void> => {
+        if (proc.exitCode === null) {
+          proc.kill('SIGTERM');
+          await new Promise((r) => proc.once('exit', r));
+        }
+        await agent.delete('bystander').catch(() => undefined);
+        await server2.stop();
+      };
+      return { check, stop };
+    };
+
+    /**
+     * The hostile guest: while pings and console bytes flow, bar-hostile (test/guest/progs) rewrites
+     * ring fields of every queue and the host's device table through BAR2 for a few seconds.
+     */
+    const hostile = async (x: CellCtx): Promise<void> => {
+      const by = await startBystander();
+      try {
+        await consoleBothWays(x.hostPty, `h${x.n}`);
+        await pingBothWays(x.hostTap);
+        await by.check('before');
+        const traffic = g.spawn(`ping -i 0.05 -w 20 ${HOST_IP} >/dev/null 2>&1; true`);
+        const h = await g.run(`bar-hostile ${SYS}/resource2 5000`, { timeoutMs: 120_000 });
+        assert.match(h, /hostile rings=[1-9]\d* table=[1-9]/, h);
+        traffic.kill();
+        await traffic.exited.catch(() => undefined);
+        // The agent answers, its other link carries bytes, this link is broken or reset.
+        assert.equal(srv.proc.exitCode, null, 'the agent process is up');
+        assert.ok((await agent.info()).identity, 'the agent answers');
+        await by.check('during');
+        assert.equal((await agent.get('bystander')).link?.status?.phase, LinkPhase.LINK_PHASE_READY);
+        // This link broke and was reset (the peer's rings and the host's table were rewritten)...
+        const st = (await agent.get(x.name)).link?.status;
+        assert.ok(
+          (st?.resetCount ?? 0) >= 1,
+          `the link was reset: ${st?.conditions.map((c) => `${c.type} ${c.reason}`).join(', ')}`,
+        );
+        // ...and GetStats still answers for it (it read the rewritten table and failed with INTERNAL).
+        assert.ok(Array.isArray((await agent.stats(x.name)).devices));
+        // The guest side resets: vop-card restarts until it finds a window that validates (the
+        // host lays a rewritten table out afresh while it waits; vop-card exits on a bad table).
+        const old = card;
+        card = null;
+        old?.kill();
+        await old?.exited.catch(() => undefined);
+        const ready = new RegExp(`ready id=${x.guestId} peer=${x.hostId}\\b`);
+        let starts = 0;
+        await waitFor(
+          'vop-card attached again',
+          async () => {
+            if (card && card.running) return ready.test(card.stdout());
+            starts += 1;
+            card = g.spawn('vop-card --config /etc/vop-card.conf --spin-us 0');
+            await new Promise((r) => setTimeout(r, 1000));
+            return false;
+          },
+          120_000,
+          500,
+        );
+        assert.ok(starts >= 1);
+        await agent.waitPhase(x.name, LinkPhase.LINK_PHASE_READY, 120_000);
+        await consoleBothWays(x.hostPty, `h${x.n}b`);
+        // The link reset re-opened the host's TAP (a new interface): ping through both again.
+        await pingBothWays(x.hostTap);
+        await by.check('after');
+        await stopCard();
+      } finally {
+        await by.stop();
+      }
+    };
+
     const cells = (mode: Mode): Cell[] => [
       { guest: 'driver', creator: 'host', mode },
       { guest: 'driver', creator: 'guest', mode },
@@ -436,6 +594,8 @@ describe(
     for (const c of cells('poll')) {
       it(`polled through sysfs: the guest is the ${c.guest}, the ${c.creator} creates the window`, () => runCell(c));
     }
+    it('a hostile guest that rewrites rings and the device table breaks only its link; the agent and its other link stay up; the link recovers when the guest side restarts', () =>
+      runCell({ guest: 'driver', creator: 'host', mode: 'poll' }, hostile, 'hostile'));
     it('binds the ivshmem device to vfio-pci in the guest', async () => {
       await g.run(`ivshmem-vfio -a ${BDF} -v 1 info`);
       assert.match(await g.run(`readlink ${SYS}/driver`), /vfio-pci/);
