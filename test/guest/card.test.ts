@@ -18,7 +18,7 @@
  * TCG figures are not performance figures.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -445,82 +445,91 @@ describe(
     const startBystander = async (): Promise<{ check: (tag: string) => Promise<void>; stop: () => Promise<void> }> => {
       const sock2 = path.join(dir, 'ivshmem2.sock');
       const server2 = await IvshmemServer.start({ socket: sock2, sizeBytes: 8 * MIB, vectors: 1 });
-      const hpty = path.join(dir, 'by-host.pty');
-      const cpty = path.join(dir, 'by-card.pty');
-      const link: Link = makeLink('bystander', {
-        devices: [
-          {
-            name: 'con0',
-            queueSize: 0,
-            disableEventIdx: false,
-            kind: {
-              $case: 'console',
-              value: {
-                deviceBackend: { kind: { $case: 'pty', value: { linkPath: hpty } } },
-                driverFrontend: { kind: { $case: 'pty', value: { linkPath: cpty } } },
-                log: undefined,
+      let proc: ChildProcess | null = null;
+      try {
+        const hpty = path.join(dir, 'by-host.pty');
+        const cpty = path.join(dir, 'by-card.pty');
+        const link: Link = makeLink('bystander', {
+          devices: [
+            {
+              name: 'con0',
+              queueSize: 0,
+              disableEventIdx: false,
+              kind: {
+                $case: 'console',
+                value: {
+                  deviceBackend: { kind: { $case: 'pty', value: { linkPath: hpty } } },
+                  driverFrontend: { kind: { $case: 'pty', value: { linkPath: cpty } } },
+                  log: undefined,
+                },
               },
             },
+          ],
+        });
+        const ev = { ivshmemSocket: sock2, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT };
+        link.spec = {
+          ...link.spec!,
+          endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
+          transport: {
+            kind: {
+              $case: 'pciBar',
+              value: PciBarTransport.fromPartial({
+                bar: 2,
+                sizeBytes: BigInt(8 * MIB),
+                deviceAccess: ev,
+                driverAccess: ev,
+              }),
+            },
           },
-        ],
-      });
-      const ev = { ivshmemSocket: sock2, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT };
-      link.spec = {
-        ...link.spec!,
-        endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
-        transport: {
-          kind: {
-            $case: 'pciBar',
-            value: PciBarTransport.fromPartial({
-              bar: 2,
-              sizeBytes: BigInt(8 * MIB),
-              deviceAccess: ev,
-              driverAccess: ev,
-            }),
-          },
-        },
-      };
-      await agent.apply(link);
-      const conf = path.join(dir, 'bystander.conf');
-      writeFileSync(
-        conf,
-        cardConfig({ access: 'ivshmem', path: sock2, side: 'attacher', doorbell: 'interrupt' }, [
-          { name: 'con0', kind: 'console', role: 'driver', keys: { pty: cpty } },
-        ]),
-      );
-      const proc = spawn(hostCardBinary(), ['--config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-      proc.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-      await waitFor('the bystander card', () => /ready id=/.test(out) || proc.exitCode !== null, 60_000, 50);
-      assert.match(out, /ready id=/);
-      await agent.waitPhase('bystander', LinkPhase.LINK_PHASE_READY, 60_000);
-      const check = async (tag: string): Promise<void> => {
-        const h = new PtyEnd(hpty);
-        const c = new PtyEnd(cpty);
-        try {
-          h.write(`host ${tag}\n`);
-          c.write(`card ${tag}\n`);
-          await waitFor(
-            `bystander console ${tag}`,
-            () => c.got.includes(`host ${tag}`) && h.got.includes(`card ${tag}`),
-            60_000,
-            50,
-          );
-        } finally {
-          h.close();
-          c.close();
-        }
-      };
-      const stop = async (): Promise<void> => {
-        if (proc.exitCode === null) {
-          proc.kill('SIGTERM');
-          await new Promise((r) => proc.once('exit', r));
-        }
+        };
+        await agent.apply(link);
+        const conf = path.join(dir, 'bystander.conf');
+        writeFileSync(
+          conf,
+          cardConfig({ access: 'ivshmem', path: sock2, side: 'attacher', doorbell: 'interrupt' }, [
+            { name: 'con0', kind: 'console', role: 'driver', keys: { pty: cpty } },
+          ]),
+        );
+        const p = spawn(hostCardBinary(), ['--config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+        proc = p;
+        let out = '';
+        p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+        p.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
+        await waitFor('the bystander card', () => /ready id=/.test(out) || p.exitCode !== null, 60_000, 50);
+        assert.match(out, /ready id=/);
+        await agent.waitPhase('bystander', LinkPhase.LINK_PHASE_READY, 60_000);
+        const check = async (tag: string): Promise<void> => {
+          const h = new PtyEnd(hpty);
+          const c = new PtyEnd(cpty);
+          try {
+            h.write(`host ${tag}\n`);
+            c.write(`card ${tag}\n`);
+            await waitFor(
+              `bystander console ${tag}`,
+              () => c.got.includes(`host ${tag}`) && h.got.includes(`card ${tag}`),
+              60_000,
+              50,
+            );
+          } finally {
+            h.close();
+            c.close();
+          }
+        };
+        const stop = async (): Promise<void> => {
+          if (p.exitCode === null) {
+            p.kill('SIGTERM');
+            await new Promise((r) => p.once('exit', r));
+          }
+          await agent.delete('bystander').catch(() => undefined);
+          await server2.stop();
+        };
+        return { check, stop };
+      } catch (e) {
+        if (proc && proc.exitCode === null) proc.kill('SIGKILL');
         await agent.delete('bystander').catch(() => undefined);
         await server2.stop();
-      };
-      return { check, stop };
+        throw e;
+      }
     };
 
     /**
