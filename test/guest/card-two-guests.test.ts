@@ -111,9 +111,17 @@ describe(
         [b, a, 'from guest B'],
       ] as const) {
         const reader = to.spawn('cat /run/con0.pty & wait');
-        await new Promise((r) => setTimeout(r, 500));
-        await from.run(`(printf "${text}\\r\\n" > /run/con0.pty)`);
-        await reader.waitForOutput(new RegExp(text), 60_000);
+        // Until the reader has its pty open, bytes may arrive before it: say it again until seen.
+        await waitFor(
+          `console ${text}`,
+          async () => {
+            if (reader.stdout().includes(text)) return true;
+            await from.run(`(printf "${text}\\r\\n" > /run/con0.pty)`);
+            return false;
+          },
+          60_000,
+          1000,
+        );
         reader.kill();
         await reader.exited.catch(() => undefined);
       }

@@ -169,9 +169,17 @@ describe(
       // O_NOCTTY would make it its controlling terminal and hang it up under vop-card at exit.
       const reader = g.spawn('cat /run/con0.pty & wait');
       try {
-        await new Promise((r) => setTimeout(r, 300));
-        host.write(`to guest ${tag}\r`);
-        await reader.waitForOutput(new RegExp(`to guest ${tag}`), 60_000);
+        // Until the reader has the pty open, bytes may arrive before it: say it again until seen.
+        await waitFor(
+          'host to guest',
+          () => {
+            if (reader.stdout().includes(`to guest ${tag}`)) return true;
+            host.write(`to guest ${tag}\r`);
+            return false;
+          },
+          60_000,
+          1000,
+        );
         await g.run(`(printf "to host ${tag}\\n" > /run/con0.pty)`);
         await waitFor('guest to host', () => host.got.toString().includes(`to host ${tag}`), 60_000, 50);
       } finally {
