@@ -56,6 +56,8 @@ bool vop_b_pci_parse(napi_env env, napi_value o, struct vop_b_pci *p)
 	if (!vop_get_str(env, v, "window.pci", "barPath", true, p->bar_path, sizeof(p->bar_path), &present) ||
 	    !vop_get_str(env, v, "window.pci", "vfioBdf", true, p->vfio_bdf, sizeof(p->vfio_bdf), NULL) ||
 	    !vop_get_str(env, v, "window.pci", "regsPath", true, p->regs_path, sizeof(p->regs_path), NULL) ||
+	    !vop_get_str(env, v, "window.pci", "barRoot", true, p->bar_root, sizeof(p->bar_root), NULL) ||
+	    !vop_get_str(env, v, "window.pci", "regsRoot", true, p->regs_root, sizeof(p->regs_root), NULL) ||
 	    !vop_get_u32(env, v, "window.pci", "bar", 0, 5, &p->bar) ||
 	    !vop_get_bool(env, v, "window.pci", "wc", &p->wc))
 		return false;
@@ -91,6 +93,8 @@ int vop_b_pci_open(const struct vop_b_pci *p, struct vop_xport **out)
 			.offset = p->offset,
 			.size = p->size,
 			.regs_path = p->regs_path[0] ? p->regs_path : NULL,
+			.bar_root = p->bar_root[0] ? p->bar_root : NULL,
+			.regs_root = p->regs_root[0] ? p->regs_root : NULL,
 			.peer_id = p->peer_id,
 			.vector = p->vector,
 			.doorbell = p->doorbell,

@@ -22,6 +22,8 @@ struct vop_b_pci {
 	char socket[108];
 	char bar_path[256];
 	char regs_path[256];
+	char bar_root[256]; /* "": bar_path opened as given; else beneath this root */
+	char regs_root[256];
 	char vfio_bdf[32];
 	int32_t peer_id;   /* -1: the one other peer */
 	uint64_t offset, size;

@@ -46,6 +46,7 @@
 #include "doorbell.h"
 #include "private_atomic.h"
 #include "vop/ivshmem.h"
+#include "vop/path.h"
 #include "vop/xport_pci.h"
 
 #define REG_IVPOSITION 8u /* ivshmem-doorbell BAR0: own id (read-only) */
@@ -604,15 +605,18 @@ static int vfio_open(struct pci_xport *p, const struct vop_pci_bar_config *cfg)
 	return 0;
 }
 
-/* mmap a sysfs resource file (or any file) whole; its size is the BAR's. */
-static int map_file(const char *path, uint8_t **out, uint64_t *len)
+/*
+ * mmap a sysfs resource file (or any file) whole; its size is the BAR's. With a
+ * root, the file is opened beneath it (vop/path.h).
+ */
+static int map_file(const char *root, const char *path, uint8_t **out, uint64_t *len)
 {
 	struct stat st;
 	void *m;
-	int fd = open(path, O_RDWR | O_CLOEXEC);
+	int fd = root ? vop_path_open(root, path, O_RDWR, 0) : open(path, O_RDWR | O_CLOEXEC);
 
 	if (fd < 0)
-		return -errno;
+		return root ? fd : -errno;
 	if (fstat(fd, &st) < 0 || st.st_size <= 0) {
 		close(fd);
 		return -EINVAL;
@@ -641,7 +645,7 @@ int vop_pci_bar_open(const struct vop_pci_bar_config *cfg, struct vop_xport **ou
 		return -ENOMEM;
 	p->peer_id = cfg->peer_id;
 	if (cfg->bar_path) {
-		rc = map_file(cfg->bar_path, &p->map, &p->map_len);
+		rc = map_file(cfg->bar_root, cfg->bar_path, &p->map, &p->map_len);
 		if (rc)
 			goto fail;
 		p->x.map_kind = cfg->wc ? VOP_MAP_WC : VOP_MAP_UC;
@@ -661,7 +665,7 @@ int vop_pci_bar_open(const struct vop_pci_bar_config *cfg, struct vop_xport **ou
 		uint8_t *r;
 		uint64_t rlen;
 
-		rc = map_file(cfg->regs_path, &r, &rlen);
+		rc = map_file(cfg->regs_root, cfg->regs_path, &r, &rlen);
 		if (rc)
 			goto fail;
 		p->regs = (volatile uint32_t *)(void *)r;

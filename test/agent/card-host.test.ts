@@ -7,66 +7,24 @@
  * in the agent's backing file and reads back. A bad card config is refused naming line and key.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  ftruncateSync,
-  openSync,
-  readFileSync,
-  readSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import tty from 'node:tty';
 
 import { LinkPhase, PciDoorbellMode, PciBarTransport, Role, type Device, type Link } from '../../lib/proto/types';
-import { repoPath } from '../../lib/src/paths';
 import { waitFor } from '../controller/fleet-helpers';
 import { NBD_CMD, NbdClient } from '../devices/helpers';
+import { cardConfig, hostCardBinary, PtyEnd, readAt, sha256, startCardAgent } from '../helpers/card';
 import { IvshmemServer } from '../helpers/ivshmem';
-import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
-import { Agent, makeLink } from './helpers';
+import { tempDir, type ServerProcess } from '../helpers/servers';
+import { type Agent, makeLink } from './helpers';
 
 const MIB = 1024 * 1024;
 
-class PtyEnd {
-  readonly fd: number;
-  private readonly stream: tty.ReadStream;
-  got = Buffer.alloc(0);
-  constructor(p: string) {
-    this.fd = openSync(p, 'r+');
-    this.stream = new tty.ReadStream(this.fd);
-    this.stream.setRawMode(true);
-    this.stream.on('data', (d: Buffer) => {
-      this.got = Buffer.concat([this.got, d]);
-    });
-  }
-  write(b: Buffer): void {
-    writeSync(this.fd, b);
-  }
-  close(): void {
-    this.stream.destroy();
-  }
-}
-
 async function until(what: string, pred: () => boolean, ms = 30_000): Promise<void> {
   await waitFor(what, pred, ms, 20);
-}
-
-function sha256(b: Buffer): string {
-  return createHash('sha256').update(b).digest('hex');
-}
-
-export function cardBinary(): string {
-  execFileSync('make', ['-s', '-C', repoPath('native'), 'out/tools/vop-card'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  return repoPath('native', 'out', 'tools', 'vop-card');
 }
 
 describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () => {
@@ -114,19 +72,12 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
   ];
 
   before(async () => {
-    bin = cardBinary();
+    bin = hostCardBinary();
     const fd = openSync(disk, 'w', 0o600);
     ftruncateSync(fd, 16 * MIB);
     closeSync(fd);
     server = await IvshmemServer.start({ socket, sizeBytes: 16 * MIB, vectors: 1 });
-    srv = await startServer(
-      'agent',
-      ['--node-name', 'host-a', '--socket-dir', dir, '--pty-dir', dir, '--disk-dir', dir],
-      {
-        stateDir: stateA,
-      },
-    );
-    agent = new Agent(srv.admin);
+    ({ srv, agent } = await startCardAgent(dir, { stateDir: stateA }));
   });
   after(async () => {
     if (card && card.exitCode === null) {
@@ -162,8 +113,9 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
           $case: 'pciBar',
           value: PciBarTransport.fromPartial({
             bar: 2,
-            // On this host the card joins the server too (in a guest it maps BAR2: test/guest/card-guest.wip.ts).
+            // On this host the card joins the server too (in a guest it maps BAR2: test/guest/card.test.ts).
             memoryHolder: Role.ROLE_UNSPECIFIED,
+            sizeBytes: BigInt(16 * MIB), // the agent creates the window: the server's whole memory
             deviceAccess: { ivshmemSocket: socket, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT },
             // The card's own access, as its config file says (validated; the agent does not use it).
             driverAccess: { ivshmemSocket: socket, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_INTERRUPT },
@@ -175,21 +127,14 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
     const conf = path.join(dir, 'card.conf');
     writeFileSync(
       conf,
-      [
-        '# the card side of link "card"',
-        'window.access=ivshmem',
-        `window.path=${socket}`,
-        'window.side=attacher',
-        'window.doorbell=interrupt',
-        'device.con0.kind=console',
-        'device.con0.role=driver',
-        `device.con0.pty=${path.join(dir, 'card.pty')}`,
-        'device.disk0.kind=blk',
-        'device.disk0.role=driver',
-        'device.disk0.queue_size=32',
-        `device.disk0.nbd_unix=${nbdSock}`,
-        '',
-      ].join('\n'),
+      cardConfig(
+        { access: 'ivshmem', path: socket, side: 'attacher', doorbell: 'interrupt' },
+        [
+          { name: 'con0', kind: 'console', role: 'driver', keys: { pty: path.join(dir, 'card.pty') } },
+          { name: 'disk0', kind: 'blk', role: 'driver', keys: { queue_size: 32, nbd_unix: nbdSock } },
+        ],
+        'the card side of link "card"',
+      ),
     );
     card = spawn(bin, ['--config', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
     card.stdout?.setEncoding('utf8').on('data', (c: string) => (cardOut += c));
@@ -230,11 +175,7 @@ describe('vop-card as the far end of an agent pci-bar link (host, ivshmem)', () 
       const back = await nbd.request(NBD_CMD.READ, BigInt(off), data.length);
       assert.equal(back.error, 0);
       assert.equal(sha256(back.data ?? Buffer.alloc(0)), sha256(data), 'reads back through the link');
-      const fd = openSync(disk, 'r');
-      const onDisk = Buffer.alloc(data.length);
-      readSync(fd, onDisk, 0, data.length, off);
-      closeSync(fd);
-      assert.equal(sha256(onDisk), sha256(data), "in the agent's backing file");
+      assert.equal(sha256(readAt(disk, off, data.length)), sha256(data), "in the agent's backing file");
     } finally {
       await nbd.close();
     }

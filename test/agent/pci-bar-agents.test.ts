@@ -8,7 +8,17 @@
  * the window in the server's memory and leaves the server up.
  */
 import assert from 'node:assert/strict';
-import { closeSync, existsSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import tty from 'node:tty';
@@ -228,6 +238,27 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
       err3.fieldViolations.map((v) => v.field),
       ['link.spec.transport.pci_bar.size_bytes'],
     );
+    assert.match(err3.fieldViolations[0]?.description ?? '', /needs \d+ bytes, more than size_bytes 65536/);
+    // size_bytes 0 ("the rest of the memory") is known only once mapped: a creator must name a size.
+    const zero = pciLink(
+      'zero',
+      pciTransport({
+        sizeBytes: 0n,
+        deviceAccess: access({ ivshmemSocket: socket }),
+        driverAccess: access({ ivshmemSocket: socket }),
+      }),
+      [consoleDevice(dir, 'zero')],
+    );
+    const err4 = decodeStatus(await expectGrpcError(a.apply(zero)));
+    assert.equal(err4.code, status.INVALID_ARGUMENT);
+    assert.deepEqual(
+      err4.fieldViolations.map((v) => v.field),
+      ['link.spec.transport.pci_bar.size_bytes'],
+    );
+    assert.match(
+      err4.fieldViolations[0]?.description ?? '',
+      /must be set when this agent creates the window.*need \d+ bytes/,
+    );
     assert.equal((await a.list()).links.length, 0, 'nothing applied on the device side');
     assert.equal((await b.list()).links.length, 0, 'nothing applied on the driver side');
     assert.deepEqual(server.connected(), [], 'no agent joined the server');
@@ -238,6 +269,7 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
       'mapped',
       pciTransport({
         memoryHolder: Role.ROLE_DEVICE,
+        sizeBytes: BigInt(8 * MIB), // the whole memory of the server
         // The card side cannot ring (no doorbell registers in a file): both sides poll.
         deviceAccess: access({ ivshmemSocket: socket, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL }),
         driverAccess: access({ barPath: memFile, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL }),
@@ -268,6 +300,47 @@ describe('two agents on a pci-bar link through an ivshmem server', () => {
     await b.delete('mapped');
     await until('window retired', () => magicAt(memFile) === 0);
     assert.ok(server.running, 'the server stays up');
+  });
+
+  it('opens a BAR file beneath hostPaths.barDirs: a symlink there that leads out is not mapped', async () => {
+    // Apply checks the path beneath the root (nothing there yet: accepted); a symlink out of the
+    // root put there afterwards is refused by the open itself (openat2 RESOLVE_BENEATH).
+    const outside = tempDir('pci-outside');
+    const target = path.join(outside, 'bar.mem');
+    writeFileSync(target, Buffer.alloc(4 * MIB, 0xa5));
+    const before = readFileSync(target);
+    const link = path.join(dir, 'evil-resource2');
+    try {
+      const l = pciLink(
+        'evil',
+        pciTransport({
+          memoryHolder: Role.ROLE_DEVICE,
+          deviceAccess: access({ ivshmemSocket: socket, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL }),
+          driverAccess: access({ barPath: link, doorbell: PciDoorbellMode.PCI_DOORBELL_MODE_POLL }),
+        }),
+        [consoleDevice(dir, 'evil')],
+      );
+      await b.apply(l);
+      symlinkSync(target, link);
+      let msg = '';
+      await waitFor(
+        'the open refused',
+        async () => {
+          const r = await b.get('evil');
+          msg = (r.link?.status?.conditions ?? []).map((c) => c.message).join(' | ');
+          return /EXDEV|cross-device/i.test(msg);
+        },
+        30_000,
+        100,
+      ).catch((e: Error) => assert.fail(`${e.message}; conditions: ${msg}`));
+      assert.match(msg, /evil-resource2/, msg);
+      assert.notEqual((await b.get('evil')).link?.status?.phase, LinkPhase.LINK_PHASE_READY);
+      await b.delete('evil');
+      assert.ok(readFileSync(target).equals(before), 'the file outside the root was never touched');
+    } finally {
+      rmSync(link, { force: true });
+      rmSync(outside, { recursive: true, force: true });
+    }
   });
 
   it('carries a console both ways with both agents as ivshmem peers, interrupts, and the driver creating the window', async () => {

@@ -108,6 +108,10 @@ export class LinkManager implements LinkManagerApi {
       nodeName: this.deps.nodeName,
       maxWindowBytes: this.limits.maxWindowBytes,
       streamTls: this.deps.streamTls ?? null,
+      barRoot: (p) => {
+        const r = this.deps.paths.rootOf('bar', p);
+        return r && 'dir' in r ? r.dir : null;
+      },
       log: this.log.child({
         link: name,
         peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',
@@ -326,8 +330,9 @@ export class LinkManager implements LinkManagerApi {
     const t = link.spec.transport?.kind;
     if (!ep) return;
     const role = roleName(ep.role);
-    const pciSize = t?.$case === 'pciBar' && windowSideOf(link, role) === 'creator' ? t.value.sizeBytes : 0n;
-    if (pciSize === 0n && (role !== 'device' || t?.$case !== 'shm' || t.value.windowSizeBytes !== 0n)) return;
+    const pciCreator = t?.$case === 'pciBar' && windowSideOf(link, role) === 'creator';
+    const pciSize = pciCreator ? t.value.sizeBytes : 0n;
+    if (!pciCreator && (role !== 'device' || t?.$case !== 'shm' || t.value.windowSizeBytes !== 0n)) return;
     const natives = link.spec.devices.map((d) => {
       const kind = deviceKindName(d);
       const backend = kind ? this.deps.backends.get(kind) : undefined;
@@ -349,13 +354,19 @@ export class LinkManager implements LinkManagerApi {
       v.throwIfAny();
       return;
     }
-    if (pciSize !== 0n) {
-      if (BigInt(bytes) <= pciSize) return;
+    if (pciCreator) {
+      // The creator lays out exactly size_bytes; 0 ("the rest of the BAR or of the server's memory")
+      // would be learnt only when the window opens, and a window too small for the devices would
+      // then fail late with ENOSPC: the creator must say how large a window it lays out.
+      if (pciSize !== 0n && BigInt(bytes) <= pciSize) return;
       v.add(
         'link.spec.transport.pci_bar.size_bytes',
-        `the window for these devices (with room for one hot add) needs ${bytes} bytes, more than size_bytes ${pciSize}`,
+        pciSize === 0n
+          ? `must be set when this agent creates the window (0, the rest of the memory, is known only once it is mapped): these devices (with room for one hot add) need ${bytes} bytes`
+          : `the window for these devices (with room for one hot add) needs ${bytes} bytes, more than size_bytes ${pciSize}`,
       );
       v.throwIfAny();
+      return;
     }
     const max = this.limits.maxWindowBytes;
     if (bytes <= max) return;

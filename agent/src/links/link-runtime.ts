@@ -80,6 +80,12 @@ export interface LinkRuntimeDeps {
   readonly maxWindowBytes?: number;
   /** Certificates of stream links (TLS by default when set). */
   readonly streamTls?: StreamTlsFiles | null;
+  /**
+   * The allowed directory (hostPaths.barDirs) a pci-bar BAR file lies in: the native side opens it
+   * beneath that root. Null (or absent: tests) opens the path as given; apply refuses a BAR file
+   * outside every root before a runtime exists.
+   */
+  readonly barRoot?: (p: string) => string | null;
   readonly log: Logger;
   /** Status changed (phase, conditions, devices). */
   onStatus(rt: LinkRuntime): void;
@@ -174,7 +180,7 @@ export class LinkRuntime {
   /** This endpoint's pci-bar window options, null for shm. */
   private get pciWindow(): PciWindowDto | null {
     const t = pciBarOf(this.linkValue);
-    return t ? pciWindowOf(t, this.role, false) : null;
+    return t ? pciWindowOf(t, this.role, false, this.deps.barRoot) : null;
   }
   /** Window size: the spec's, or the automatic one for the devices (capped; apply refuses more). */
   private get windowBytes(): number {
@@ -522,6 +528,12 @@ export class LinkRuntime {
   }
 
   private waitingForPeer(message: string, reason?: string): void {
+    if (!this.ownTableIntact()) {
+      // Rewritten while we waited (a hostile or broken peer): lay the window out afresh, so
+      // that the next peer incarnation finds a table that validates.
+      this.retryLater('WindowTampered', `the device table this side published in ${this.windowPath} was rewritten`);
+      return;
+    }
     const late = monotonicMs() - this.connectingSince > PEER_LATE_MS;
     this.setCondition(
       'PeerConnected',
@@ -881,12 +893,39 @@ export class LinkRuntime {
 
   /** Per-device, per-queue counters read from the native layer now. */
   stats(): DeviceStats[] {
-    return deviceStats(this.devices.values(), this.window);
+    try {
+      return deviceStats(this.devices.values(), this.window);
+    } catch (err) {
+      // The window's device table no longer validates (a hostile peer rewrote it): the link is
+      // reset by its own checks; the answer carries what this process knows without the window.
+      if (!(err instanceof NativeError)) throw err;
+      return deviceStats(this.devices.values(), null);
+    }
   }
 
   /** Each device's own native counters, typed (for /metrics), read now. */
   deviceCounters(): DeviceCounterView[] {
-    return deviceCounters(this.devices.values(), this.window);
+    try {
+      return deviceCounters(this.devices.values(), this.window);
+    } catch (err) {
+      if (!(err instanceof NativeError)) throw err;
+      return deviceCounters(this.devices.values(), null);
+    }
+  }
+
+  /**
+   * A pci-bar creator's device table lives in memory the peer can write: true while every entry
+   * this side published still reads back valid (the native layer validates each entry it reads).
+   */
+  private ownTableIntact(): boolean {
+    if (!this.window || this.side !== 'creator' || !pciBarOf(this.linkValue)) return true;
+    try {
+      for (const d of this.devices.values()) if (d.added) this.window.counters(d.native.devId);
+      return true;
+    } catch (err) {
+      if (err instanceof NativeError && err.code === 'EPROTO') return false;
+      throw err;
+    }
   }
 
   /** Console port of a device, when its backend offers one. */

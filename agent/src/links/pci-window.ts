@@ -57,7 +57,23 @@ export function pciDoorbellName(t: PciBarTransport, role: 'device' | 'driver'): 
 }
 
 /** The native window options of the endpoint with `role` (replace: lay out over an old window). */
-export function pciWindowOf(t: PciBarTransport, role: 'device' | 'driver', replace: boolean): PciWindowDto {
+export function pciWindowOf(
+  t: PciBarTransport,
+  role: 'device' | 'driver',
+  replace: boolean,
+  /**
+   * The allowed directory a BAR file lies in (hostPaths.barDirs): the file is opened beneath it.
+   * A path in no root throws (apply refuses those; a restored link may predate a config change).
+   * Absent (tests of one module): the path is opened as given.
+   */
+  barRoot?: (p: string) => string | null,
+): PciWindowDto {
+  const rootOf = (p: string): string | null => {
+    if (p === '' || !barRoot) return null;
+    const r = barRoot(p);
+    if (r === null) throw new Error(`BAR file ${p} is not inside hostPaths.barDirs`);
+    return r;
+  };
   const a = pciAccessOf(t, role);
   if (!a) throw new Error(`pci-bar link without ${role}_access (validation lets none through)`);
   const common = {
@@ -77,6 +93,8 @@ export function pciWindowOf(t: PciBarTransport, role: 'device' | 'driver', repla
     barPath: a.barPath !== '' ? a.barPath : null,
     vfioBdf: a.pciAddress !== '' ? a.pciAddress : null,
     regsPath: a.doorbellPath !== '' ? a.doorbellPath : null,
+    barRoot: rootOf(a.barPath),
+    regsRoot: rootOf(a.doorbellPath),
     bar: t.bar,
     wc: a.writeCombining,
   };

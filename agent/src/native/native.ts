@@ -72,6 +72,9 @@ export interface PciWindowDto {
   vfioBdf?: string | null;
   /** The doorbell register file (sysfs resource0); null: none (vfio: BAR0). */
   regsPath?: string | null;
+  /** The allowed directories (hostPaths.barDirs) barPath and regsPath are opened beneath (RESOLVE_BENEATH). */
+  barRoot?: string | null;
+  regsRoot?: string | null;
   /** vfio: the window's region index. */
   bar?: number;
   /** barPath is a write-combining mapping. */

@@ -88,6 +88,14 @@ struct vop_pci_bar_config {
 	 * vfio_bdf, else none (then the peer cannot be rung: it must poll).
 	 */
 	const char *regs_path;
+	/*
+	 * Allowed roots (the agent's hostPaths.barDirs): bar_path and regs_path
+	 * are opened beneath them (openat2 RESOLVE_BENEATH, vop/path.h), so a
+	 * symlink cannot lead out; -EXDEV when a path lies outside or resolves
+	 * out. NULL: opened as given (vop-card's own config, the C tests).
+	 */
+	const char *bar_root;
+	const char *regs_root;
 	int peer_id;           /* the peer's id, written as peer_id << 16 | vector */
 	unsigned vector;       /* the vector we ring and, with vfio, take as MSI-X */
 	uint32_t doorbell;     /* enum vop_pci_doorbell; EVENT needs vfio_bdf (MSI-X) */

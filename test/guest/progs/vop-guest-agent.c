@@ -11,7 +11,8 @@
  *                  'O' stdout bytes, 'E' stderr bytes of command id
  *                  'Z' exit:  i32 LE status (exit code, or 128 + signal)
  * Ids are the host's; commands run concurrently (at most MAX_PROCS), each in its own session, with
- * `sh -c CMD`. When a command exits, what its pipes hold is sent, then 'Z', then its pipes close:
+ * `sh -c CMD`, its stdin, stdout and stderr Unix socket pairs (see start()). When a command
+ * exits, what its pipes hold is sent, then 'Z', then its pipes close:
  * a background process it left behind must redirect its own output (docs/guest-harness.md).
  * As PID 1 the agent also reaps orphans. It never exits on its own; a bad frame from the host is
  * logged on the console and skipped.
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -186,7 +188,16 @@ static void start(uint32_t id, const unsigned char *pl, size_t len)
 		return;
 	}
 	cmd = strndup((const char *)pl + 4, clen);
-	if (!cmd || pipe2(o, O_CLOEXEC) || pipe2(e, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) {
+	/*
+	 * Socket pairs, not pipes: a command that splices a slow file into its stdout (busybox
+	 * `cat` of a tty uses sendfile(), which in Linux 6.1 holds the output pipe's mutex while it
+	 * waits for tty input) would otherwise block our read() of that pipe in D state, and the
+	 * whole agent with it. Sending into a socket goes through a private pipe and holds no lock
+	 * of ours.
+	 */
+	if (!cmd || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, o) ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, e) ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in)) {
 		logc("exec %u: %s", id, strerror(errno));
 		send_exit(id, 127);
 		free(cmd);
