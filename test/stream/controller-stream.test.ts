@@ -82,8 +82,8 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
   let v: VethPair;
   let dir = '';
   let ctlDir = '';
-  const stateA = tempDir('st-agent-a');
-  const stateB = tempDir('st-agent-b');
+  let stateA = '';
+  let stateB = '';
   let ctl: ServerProcess;
   let ctlClient: ControllerServiceClient;
   let srvA: ServerProcess;
@@ -204,6 +204,8 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
     v = new VethPair('vsc', 83);
     dir = tempDir('st-ctl');
     ctlDir = tempDir('st-controller');
+    stateA = tempDir('st-agent-a');
+    stateB = tempDir('st-agent-b');
     disk = path.join(dir, 'disk.img');
     sock = path.join(dir, 'nbd.sock');
     const fd = openSync(disk, 'w', 0o600);
