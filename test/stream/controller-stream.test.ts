@@ -18,7 +18,7 @@ import { closeSync, existsSync, ftruncateSync, openSync, readFileSync, rmSync, s
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
-import { Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 
 import { SQLITE_FILE } from '../../controller/src/store/sqlite-store';
 import { ControllerServiceClient } from '../../lib/proto/controller';
@@ -139,7 +139,7 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
     try {
       return (await call(ctlClient, ctlClient.getLink, { name }, new Metadata())).link;
     } catch (err) {
-      if ((err as ServiceError).code === 5) return undefined;
+      if ((err as ServiceError).code === status.NOT_FOUND) return undefined;
       throw err;
     }
   };
@@ -306,7 +306,7 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
     await consoleBothWays(path.join(dir, 'extra-con-host.pty'), path.join(dir, 'extra-con-card.pty'));
 
     await assert.rejects(applyLink(bareStreamLink('more')), (err: ServiceError) => {
-      assert.equal(err.code, 8, 'RESOURCE_EXHAUSTED');
+      assert.equal(err.code, status.RESOURCE_EXHAUSTED);
       assert.match(err.details, /link\.spec\.transport\.stream\.address/);
       assert.match(err.details, /7500-7501 of agent "host-a" is exhausted/);
       assert.equal(decodeStatus(err).reason, 'DATA_PLANE_PORTS_EXHAUSTED');
