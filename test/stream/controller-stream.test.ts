@@ -313,6 +313,27 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
       return true;
     });
     assert.equal(await getLink('more'), undefined, 'a refused link is not stored');
+    // A policy whose link finds no free port stamps nothing and says why in its Applied condition.
+    const p2 = LinkPolicy.fromJSON({
+      meta: { name: 'st2' },
+      spec: {
+        cardSelector: { matchLabels: { 'vop.dev/role': 'card' } },
+        hostSelector: { matchLabels: { 'vop.dev/role': 'host' } },
+        template: {
+          cardRole: 'ROLE_DRIVER',
+          transport: { stream: { protocol: 'STREAM_PROTOCOL_TCP' } },
+          devices: [{ name: 'c', console: {} }],
+        },
+      },
+    });
+    await call(ctlClient, ctlClient.applyPolicy, { policy: p2, dryRun: false }, new Metadata());
+    const cond = await waitFor('the policy says the ports are exhausted', async () => {
+      const p = (await call(ctlClient, ctlClient.getPolicy, { name: 'st2' }, new Metadata())).policy;
+      return p?.status?.conditions.find((c) => c.type === 'Applied' && c.reason === 'DataPlanePortsExhausted');
+    });
+    assert.match(cond.message, /7500-7501 of agent "host-a" is exhausted/);
+    assert.equal(await getLink('st2-card-b'), undefined, 'the policy stamped no link without a port');
+    await call(ctlClient, ctlClient.deletePolicy, { name: 'st2', resourceVersion: '' }, new Metadata());
 
     const del = await vopctl(ctl.admin, ['delete', 'link', 'extra']);
     assert.equal(del.code, 0, del.stderr);
