@@ -28,6 +28,7 @@ import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent } from '../agent/helpers';
 import { vopctl, waitFor } from '../controller/fleet-helpers';
+import { NBD_CMD, NbdClient } from '../devices/helpers';
 import { PtyEnd, VethPair } from './helpers';
 
 const missing = [...(isRoot() ? [] : ['root']), ...['ip', 'nbdcopy'].filter((c) => !haveCommand(c))];
@@ -76,6 +77,72 @@ async function nbdcopy(args: string[]): Promise<void> {
     if (r.code !== 0) await new Promise((res) => setTimeout(res, 200));
   }
   assert.equal(r.code, 0, `nbdcopy ${args.join(' ')}: ${r.stderr}`);
+}
+
+interface Write {
+  readonly block: number;
+  readonly data: Buffer;
+  result?: number;
+}
+
+/**
+ * QD writes of distinct 64 KiB blocks (from `first`) through the NBD export at `sock`, the
+ * acknowledgements recorded; `fault` runs from inside the KILL_AFTER-th acknowledgement (so QD-1
+ * writes are outstanding) and no write is issued after it. Resolves once the fault ran, with the
+ * writes and a function that waits (bounded) for the outstanding ones to settle and closes the client.
+ */
+async function writesAcrossFault(
+  sock: string,
+  first: number,
+  fault: () => void,
+): Promise<{ writes: Write[]; outstanding: number; settle: (ms: number) => Promise<number> }> {
+  const BLOCK = 64 * 1024;
+  const QD = 8;
+  const KILL_AFTER = 48;
+  const nbd = await waitFor('the NBD export', () => NbdClient.connect(sock), 60_000, 200);
+  const writes: Write[] = [];
+  const settled: Promise<void>[] = [];
+  let acked = 0;
+  let outstanding = -1;
+  const issue = (): void => {
+    if (outstanding >= 0) return;
+    const w: Write = { block: first + writes.length, data: randomBytes(BLOCK) };
+    writes.push(w);
+    settled.push(
+      nbd.request(NBD_CMD.WRITE, BigInt(w.block * BLOCK), BLOCK, w.data).then((r) => {
+        w.result = r.error;
+        if (r.error === 0) acked++;
+        if (acked === KILL_AFTER && outstanding < 0) {
+          fault();
+          outstanding = writes.filter((x) => x.result === undefined).length;
+        }
+        issue();
+      }),
+    );
+  };
+  for (let i = 0; i < QD; i++) issue();
+  await waitFor('the fault', () => outstanding >= 0, 120_000, 20);
+  const settle = async (ms: number): Promise<number> => {
+    await Promise.race([Promise.all(settled), new Promise((r) => setTimeout(r, ms))]);
+    const left = writes.filter((w) => w.result === undefined).length;
+    await nbd.close();
+    await Promise.all(settled);
+    return left;
+  };
+  return { writes, outstanding, settle };
+}
+
+/** Every write the export acknowledged is in the backing file, byte for byte. */
+function assertAckedInFile(disk: string, writes: readonly Write[]): void {
+  const BLOCK = 64 * 1024;
+  const file = readFileSync(disk);
+  const acked = writes.filter((w) => w.result === 0);
+  assert.ok(acked.length >= 48, `${acked.length} writes acknowledged`);
+  for (const w of acked)
+    assert.ok(
+      file.subarray(w.block * BLOCK, (w.block + 1) * BLOCK).equals(w.data),
+      `acknowledged block ${w.block} is in the backing file`,
+    );
 }
 
 describe('the controller fills stream links: data-plane addresses, port ranges and generated secrets', { skip }, () => {
@@ -232,7 +299,8 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
         hostSelector: { matchLabels: { 'vop.dev/role': 'host' } },
         template: {
           cardRole: 'ROLE_DRIVER',
-          transport: { stream: { protocol: 'STREAM_PROTOCOL_TCP' } },
+          // A short idle timeout: a path that is down for 5 s ends the connection (then it resets).
+          transport: { stream: { protocol: 'STREAM_PROTOCOL_TCP', idleTimeoutMs: 2000 } },
           devices: [
             {
               name: 'con0',
@@ -342,6 +410,114 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
     await bothReady('more');
     const gone = await vopctl(ctl.admin, ['delete', 'link', 'more']);
     assert.equal(gone.code, 0, gone.stderr);
+  });
+
+  /** A write and a read of 1 MiB through the export (the link serves again). */
+  const serves = async (at: number): Promise<void> => {
+    const data = randomBytes(MIB);
+    const src = path.join(dir, 'again.bin');
+    writeFileSync(src, data);
+    const uri = `nbd+unix:///vop?socket=${sock}`;
+    await nbdcopy(['--flush', src, uri]);
+    assert.equal(sha256(readFileSync(disk).subarray(0, MIB)), sha256(data), `the write reaches the file (${at})`);
+  };
+
+  for (const victim of ['device', 'driver'] as const)
+    it(`kill -9 of the ${victim} side agent mid-transfer of blk writes over TCP with auth: the link comes back after the restart, no acknowledged write is lost`, async (t) => {
+      const first = victim === 'device' ? 64 : 160;
+      const srv = victim === 'device' ? srvA : srvB;
+      const pid = srv.proc.pid;
+      const run1 = await writesAcrossFault(sock, first, () => srv.proc.kill('SIGKILL'));
+      await srv.exited();
+      (victim === 'device' ? a : b).close();
+      await (victim === 'device' ? startA() : startB());
+      assert.notEqual((victim === 'device' ? srvA : srvB).proc.pid, pid, 'a new agent process');
+      await bothReady(LINK);
+      const left = await run1.settle(30_000);
+      const failed = run1.writes.filter((w) => w.result !== undefined && w.result !== 0).length;
+      t.diagnostic(
+        `${run1.writes.length} writes, ${run1.outstanding} outstanding at the kill; afterwards ${failed} failed, ${left} unanswered`,
+      );
+      assert.ok(run1.outstanding > 0, 'writes were outstanding when the kill landed');
+      assertAckedInFile(disk, run1.writes);
+      await serves(0);
+    });
+
+  it('veth down for 5 s and up: the link resets and resumes without an agent restart; no acknowledged write is lost', async (t) => {
+    const pids = [srvA.proc.pid, srvB.proc.pid];
+    const before = (await b.get(LINK)).link?.status?.stream;
+    const run1 = await writesAcrossFault(sock, 256, () => v.setUp(false));
+    await new Promise((r) => setTimeout(r, 5000));
+    v.setUp(true);
+    const st = await waitFor(
+      'a new connection after the outage',
+      async () => {
+        const s = (await b.get(LINK)).link?.status?.stream;
+        return s && s.state === 'ready' && s.disconnects > (before?.disconnects ?? 0n) ? s : undefined;
+      },
+      60_000,
+    );
+    t.diagnostic(`after the outage: ${st.disconnects} disconnects, last error "${st.lastError}"`);
+    assert.match(st.lastError, /silent|reset|closed|timed out|refused|EPIPE|ECONNRESET/i, st.lastError);
+    await bothReady(LINK);
+    const left = await run1.settle(30_000);
+    t.diagnostic(`${run1.writes.length} writes, ${run1.outstanding} outstanding at the outage, ${left} unanswered`);
+    assertAckedInFile(disk, run1.writes);
+    assert.deepEqual([srvA.proc.pid, srvB.proc.pid], pids, 'no agent restarted');
+    assert.ok(srvA.proc.exitCode === null && srvB.proc.exitCode === null, 'both agents still run');
+    await consoleBothWays(path.join(dir, 'host.pty'), path.join(dir, 'card.pty'));
+    await serves(1);
+  });
+
+  it('over a Unix socket: kill -9 of the device side agent mid-transfer of blk writes, the link comes back, no acknowledged write is lost', async (t) => {
+    const uxDisk = path.join(dir, 'ux.img');
+    const uxNbd = path.join(dir, 'ux-nbd.sock');
+    const fd = openSync(uxDisk, 'w', 0o600);
+    ftruncateSync(fd, 32 * MIB);
+    closeSync(fd);
+    const l = bareStreamLink('ux');
+    const spec = l.spec as NonNullable<Link['spec']>;
+    spec.transport = {
+      kind: {
+        $case: 'stream',
+        value: {
+          protocol: StreamProtocol.STREAM_PROTOCOL_UNIX,
+          address: path.join(dir, 'ux.sock'),
+          listenAddress: '',
+          secret: '',
+          allowPlaintext: false,
+          idleTimeoutMs: 0,
+        },
+      },
+    };
+    spec.devices.push({
+      name: 'uxdisk',
+      queueSize: 0,
+      disableEventIdx: false,
+      kind: {
+        $case: 'blk',
+        value: {
+          backing: { path: uxDisk, readOnly: false, directIo: false, serial: '' },
+          export: { unixSocket: uxNbd, tcpListen: '', exportName: 'vop' },
+        },
+      },
+    });
+    await applyLink(l);
+    await bothReady('ux');
+    assert.ok(storedSecret(stateA, 'ux').secret.length === 43, 'a generated secret over Unix too');
+    const pid = srvA.proc.pid;
+    const run1 = await writesAcrossFault(uxNbd, 0, () => srvA.proc.kill('SIGKILL'));
+    await srvA.exited();
+    a.close();
+    await startA();
+    assert.notEqual(srvA.proc.pid, pid);
+    await bothReady('ux');
+    const left = await run1.settle(30_000);
+    t.diagnostic(`${run1.writes.length} writes, ${run1.outstanding} outstanding at the kill, ${left} unanswered`);
+    assertAckedInFile(uxDisk, run1.writes);
+    const del = await vopctl(ctl.admin, ['delete', 'link', 'ux']);
+    assert.equal(del.code, 0, del.stderr);
+    await bothReady(LINK);
   });
 
   it('a controller restart keeps port and secret; after the store is lost, adopt generates a new secret both agents rotate to', async () => {
