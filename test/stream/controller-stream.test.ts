@@ -311,7 +311,8 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
             },
             {
               name: 'disk0',
-              blk: { backing: { path: disk }, export: { unixSocket: sock, exportName: 'vop' } },
+              // O_DIRECT on the device side: the stream bridge lays request data on 4 KiB boundaries.
+              blk: { backing: { path: disk, directIo: true }, export: { unixSocket: sock, exportName: 'vop' } },
             },
           ],
         },
