@@ -176,7 +176,7 @@ async function main(): Promise<void> {
     const bdev = new StreamSide(
       [
         '--listen',
-        'tcp:10.95.0.1:7503',
+        'tcp:10.95.0.1:7520',
         '--secret-file',
         secret,
         '--blk-device',
@@ -187,7 +187,7 @@ async function main(): Promise<void> {
     sides.push(bdev);
     await bdev.waitLines((l) => l.startsWith('listening '));
     const bdrv = new StreamSide(
-      ['--connect', 'tcp:10.95.0.1:7503', '--secret-file', secret, '--blk-driver', `1:unix=${nbdSock}:name=vop:seg=64`],
+      ['--connect', 'tcp:10.95.0.1:7520', '--secret-file', secret, '--blk-driver', `1:unix=${nbdSock}:name=vop:seg=64`],
       v.b,
     );
     sides.push(bdrv);
