@@ -225,7 +225,10 @@ function checkStreamTransport(v: ViolationList, field: string, t: StreamTranspor
     t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNIX
   )
     v.add(`${field}.protocol`, `unknown protocol ${String(t.protocol)}`);
-  const fillsAddress = controllerFills && t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNIX;
+  // The controller fills TCP addresses only (a Unix path or a vsock CID is the spec's to name).
+  const fillsAddress =
+    controllerFills &&
+    (t.protocol === StreamProtocol.STREAM_PROTOCOL_TCP || t.protocol === StreamProtocol.STREAM_PROTOCOL_UNSPECIFIED);
   checkStreamAddress(v, `${field}.address`, t.protocol, t.address, !fillsAddress);
   if (fillsAddress && t.address === '' && t.listenAddress !== '')
     v.add(`${field}.listen_address`, 'must be empty when address is (the controller fills both)');
