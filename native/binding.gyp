@@ -41,7 +41,8 @@
         "devices/dev_sink.c",
         "devices/stream_proto.c",
         "devices/stream_bridge.c",
-        "devices/stream_conn.c"
+        "devices/stream_conn.c",
+        "devices/stream_tls.c"
       ],
       "include_dirs": ["include", "core"],
       "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-fvisibility=hidden", "-pthread"],

@@ -156,6 +156,19 @@ export const agentConfigSchema = z
       .strict()
       .default({ allowPlaintextTcp: false }),
     hostPaths: hostPathsSchema,
+    /**
+     * Certificates of stream links (TLS 1.3, mutual; docs/stream-protocol.md "TLS"). Default:
+     * the node's `tls` when it has a `ca`. The certificate must carry this node's name as a DNS
+     * subjectAltName; the key must be mode 0600 or 0400.
+     */
+    streamTls: z
+      .object({
+        ca: z.string().min(1),
+        cert: z.string().min(1),
+        key: z.string().min(1),
+      })
+      .strict()
+      .optional(),
     /** vhost_user links (the device side served to QEMU or DPDK virtio-user over a Unix socket). */
     vhostUser: z
       .object({

@@ -28,6 +28,7 @@ import { controllerAddresses, loadAgentConfig, type AgentConfig } from './config
 import { bytePipeStandIns } from './backends/byte-pipe';
 import { BackendRegistry } from './backends/device-backend';
 import { nbdPolicyFromConfig } from './backends/nbd-policy';
+import { streamTlsFromConfig } from './links/stream-security';
 import { nativeDeviceBackends } from './backends/virtio-backends';
 import { LinkManager } from './links/link-manager';
 import { LinkStore } from './links/link-store';
@@ -81,6 +82,8 @@ async function main(): Promise<void> {
   const paths = new HostPathPolicy(hp, config.rendezvousDir);
   log.info({ hostPaths: hp }, 'host path roots');
 
+  const streamTls = streamTlsFromConfig(config);
+  if (streamTls) log.info({ field: streamTls.field, cert: streamTls.cert }, 'stream links use TLS 1.3 by default');
   const dataPlane = loadDataPlane(log.child({ component: 'native' }));
   const nativeVersion = dataPlane.available ? dataPlane.version : 'unavailable';
   const links = new LinkManager({
@@ -93,6 +96,7 @@ async function main(): Promise<void> {
     log: log.child({ component: 'link-manager' }),
     limits: config.limits,
     vhostUser: config.vhostUser,
+    streamTls,
   });
   links.restore();
   installTestHooks(process.env, log);

@@ -187,6 +187,10 @@ export function checkTransport(
 
 /** IPv4 "a.b.c.d:port" with port 1..65535. */
 const IPV4_PORT = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}:(\d{1,5})$/;
+/** A certificate's DNS name: labels of a-z, 0-9 and "-", dot-separated, at most 253 bytes. */
+const DNS_NAME_RE = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/;
+/** vsock "cid:port" (decimal; "any" as the CID of a listen address). */
+const VSOCK_CID_PORT = /^(any|0|[1-9]\d{0,9}):([1-9]\d{0,9})$/;
 /** Bytes of a stream secret (HMAC-SHA256 key). */
 export const STREAM_SECRET_MIN_BYTES = 16;
 export const STREAM_SECRET_MAX_BYTES = 256;
@@ -206,6 +210,17 @@ function checkStreamAddress(
     checkAbsolutePath(v, field, a, true, MAX_SOCKET_PATH_BYTES);
     return;
   }
+  if (protocol === StreamProtocol.STREAM_PROTOCOL_VSOCK) {
+    const m = VSOCK_CID_PORT.exec(a);
+    const cid = m?.[1] === 'any' ? 0 : Number(m?.[1] ?? -1);
+    const port = Number(m?.[2] ?? 0);
+    if (!m || cid > 0xfffffffe || port < 1 || port > 0xfffffffe)
+      v.add(
+        field,
+        `"${a}" must be a vsock CID and port, CID:PORT (CID 0-4294967294 or "any" to listen on every CID; 1 is local loopback, 2 the host), e.g. 3:7400`,
+      );
+    return;
+  }
   const m = IPV4_PORT.exec(a);
   const port = m ? Number(m[m.length - 1]) : 0;
   if (!m || port < 1 || port > 65535)
@@ -214,15 +229,14 @@ function checkStreamAddress(
 
 /**
  * `controllerFills`: the spec goes to a controller, which fills an empty TCP address (from the
- * device side agent's data plane) and an empty secret (generated); agents need both.
+ * device side agent's data plane) and an empty secret (generated); agents need the address.
  */
 function checkStreamTransport(v: ViolationList, field: string, t: StreamTransport, controllerFills: boolean): void {
-  if (t.protocol === StreamProtocol.STREAM_PROTOCOL_VSOCK)
-    v.add(`${field}.protocol`, 'vsock is not supported yet: use STREAM_PROTOCOL_TCP or STREAM_PROTOCOL_UNIX');
-  else if (
+  if (
     t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNSPECIFIED &&
     t.protocol !== StreamProtocol.STREAM_PROTOCOL_TCP &&
-    t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNIX
+    t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNIX &&
+    t.protocol !== StreamProtocol.STREAM_PROTOCOL_VSOCK
   )
     v.add(`${field}.protocol`, `unknown protocol ${String(t.protocol)}`);
   // The controller fills TCP addresses only (a Unix path or a vsock CID is the spec's to name).
@@ -234,13 +248,19 @@ function checkStreamTransport(v: ViolationList, field: string, t: StreamTranspor
     v.add(`${field}.listen_address`, 'must be empty when address is (the controller fills both)');
   checkStreamAddress(v, `${field}.listen_address`, t.protocol, t.listenAddress, false);
   const n = Buffer.byteLength(t.secret);
-  if (n === 0 && !t.allowPlaintext && !controllerFills)
+  // Without TLS the secret is the only authentication. With TLS (the default when the agents
+  // have certificates) each agent checks at apply that it has them (agent/src/links/stream-security.ts).
+  // Through a controller an empty secret is generated (controller/src/state/stream-endpoints.ts).
+  if (n === 0 && !t.allowPlaintext && t.disableTls && !controllerFills)
     v.add(
       `${field}.secret`,
-      'is required unless allow_plaintext is set explicitly (the link would be unauthenticated)',
+      'is required with disable_tls unless allow_plaintext is set explicitly (the link would be unauthenticated)',
     );
   else if (n !== 0 && (n < STREAM_SECRET_MIN_BYTES || n > STREAM_SECRET_MAX_BYTES))
     v.add(`${field}.secret`, `must be ${STREAM_SECRET_MIN_BYTES}..${STREAM_SECRET_MAX_BYTES} bytes (got ${n})`);
+  if (t.tlsPeerName !== '' && !DNS_NAME_RE.test(t.tlsPeerName))
+    v.add(`${field}.tls_peer_name`, `"${t.tlsPeerName}" must be a DNS name (a-z, 0-9, "-", ".", at most 253 bytes)`);
+  if (t.tlsPeerName !== '' && t.disableTls) v.add(`${field}.tls_peer_name`, 'must be empty with disable_tls');
   if (t.idleTimeoutMs !== 0 && (t.idleTimeoutMs < 1000 || t.idleTimeoutMs > 600000))
     v.add(`${field}.idle_timeout_ms`, `${t.idleTimeoutMs} must be 0 (15000) or between 1000 and 600000`);
 }

@@ -15,6 +15,7 @@
 #include "device_config.h"
 #include "link_binding.h"
 #include "napi_util.h"
+#include "vop/stream_tls.h"
 #include "vop/window_size.h"
 #include "vop/xport.h"
 
@@ -135,8 +136,9 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 
 /*
  * streamStart(h, {address, deviceSide, secret: Uint8Array | null, allowPlain, handshakeMs, idleMs,
- * devIds: number[]}): listen (device side, bound before this returns) or dial, for every device
- * published so far.
+ * devIds: number[], tls?: {ca, cert, key, peerId} | null}): listen (device side, bound before this
+ * returns) or dial, for every device published so far. With tls every connection runs TLS 1.3
+ * with mutual certificates first (vop/stream_tls.h).
  */
 napi_value vop_b_stream_start(napi_env env, napi_callback_info info)
 {
@@ -145,7 +147,9 @@ napi_value vop_b_stream_start(napi_env env, napi_callback_info info)
 	uint8_t *secret = NULL;
 	size_t secret_len = 0;
 	uint32_t ids[VOP_MAX_DEVICES], n = 0, i;
-	napi_value sv, idv;
+	static char tls_str[4][VOP_STLS_PATH_MAX + 1]; /* the JS thread only; copied by start */
+	struct vop_stls_config tls;
+	napi_value sv, idv, tv;
 	napi_valuetype t;
 	bool present, is_array = false;
 	int rc;
@@ -177,6 +181,20 @@ napi_value vop_b_stream_start(napi_env env, napi_callback_info info)
 			return NULL;
 		}
 		secret = data;
+	}
+	NODE_API_CALL(env, napi_get_named_property(env, argv[1], "tls", &tv));
+	NODE_API_CALL(env, napi_typeof(env, tv, &t));
+	if (t != napi_null && t != napi_undefined) {
+		if (!vop_get_str(env, tv, "stream.tls", "ca", false, tls_str[0], sizeof(tls_str[0]), &present) ||
+		    !vop_get_str(env, tv, "stream.tls", "cert", false, tls_str[1], sizeof(tls_str[1]), &present) ||
+		    !vop_get_str(env, tv, "stream.tls", "key", false, tls_str[2], sizeof(tls_str[2]), &present) ||
+		    !vop_get_str(env, tv, "stream.tls", "peerId", false, tls_str[3], VOP_STLS_ID_MAX + 1, &present))
+			return NULL;
+		tls.ca = tls_str[0];
+		tls.cert = tls_str[1];
+		tls.key = tls_str[2];
+		tls.peer_id = tls_str[3];
+		cc.tls = &tls;
 	}
 	if (napi_is_array(env, idv, &is_array) != napi_ok || !is_array ||
 	    napi_get_array_length(env, idv, &n) != napi_ok || n > VOP_MAX_DEVICES) {
@@ -223,7 +241,8 @@ napi_value vop_b_stream_status(napi_env env, napi_callback_info info)
 	    !vop_set_str(env, obj, "peer", st.peer) || !vop_set_u64(env, obj, "rttNs", st.rtt_ns) ||
 	    !vop_set_u64(env, obj, "bytesSent", st.bytes_tx) || !vop_set_u64(env, obj, "bytesReceived", st.bytes_rx) ||
 	    !vop_set_u64(env, obj, "connections", st.connections) ||
-	    !vop_set_u64(env, obj, "disconnects", st.failures) || !vop_set_str(env, obj, "lastError", st.last_reason))
+	    !vop_set_u64(env, obj, "disconnects", st.failures) || !vop_set_str(env, obj, "lastError", st.last_reason) ||
+	    !vop_set_str(env, obj, "security", st.security))
 		return NULL;
 	return obj;
 }

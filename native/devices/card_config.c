@@ -133,8 +133,10 @@ static int window_key(struct ctx *c, struct vop_card_window *w, unsigned *seen, 
 			w->access = VOP_CARD_BAR;
 		else if (!strcmp(v, "ivshmem"))
 			w->access = VOP_CARD_IVSHMEM;
+		else if (!strcmp(v, "stream"))
+			w->access = VOP_CARD_STREAM;
 		else
-			return fail(c, key, "must be vfio, bar or ivshmem");
+			return fail(c, key, "must be vfio, bar, ivshmem or stream");
 		return 0;
 	case W_PATH:
 		if (!*v)
@@ -187,6 +189,33 @@ static int window_key(struct ctx *c, struct vop_card_window *w, unsigned *seen, 
 			return fail(c, key, "must be 0 or 1");
 		return 0;
 	}
+}
+
+/* stream.* keys (window.access=stream). */
+static int stream_key(struct ctx *c, struct vop_card_stream *st, unsigned *seen, const char *key, const char *k,
+		      const char *v)
+{
+	static const char *const names[] = { "secret_file", "allow_plaintext", "tls_ca", "tls_cert", "tls_key",
+					     "tls_peer" };
+	char *dst[] = { st->secret_file, NULL, st->tls_ca, st->tls_cert, st->tls_key, st->tls_peer };
+	unsigned i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcmp(k, names[i]))
+			break;
+	if (i == sizeof(names) / sizeof(names[0]))
+		return fail(c, key, "unknown key");
+	if (*seen & (1u << i))
+		return fail(c, key, "given twice");
+	*seen |= 1u << i;
+	if (i == 1) {
+		if (!boolean(v, &st->allow_plain))
+			return fail(c, key, "must be 0 or 1");
+		return 0;
+	}
+	if (!*v)
+		return fail(c, key, "is empty");
+	return copy_str(c, key, v, dst[i], VOP_CARD_STR_MAX + 1);
 }
 
 static struct vop_card_device *device_named(struct vop_card_config *cfg, const char *name, size_t n)
@@ -364,7 +393,7 @@ int vop_card_config_parse(const char *text, size_t len, struct vop_card_config *
 	struct dev_seen dseen[VOP_CARD_MAX_DEVICES];
 	struct ctx c = { 0, err, errlen };
 	char line[VOP_CARD_STR_MAX + 128];
-	unsigned wseen = 0, i;
+	unsigned wseen = 0, sseen = 0, i;
 	size_t pos = 0;
 	int rc;
 
@@ -401,6 +430,8 @@ int vop_card_config_parse(const char *text, size_t len, struct vop_card_config *
 				return fail(&c, "config", "bad character in key");
 		if (!strncmp(k, "window.", 7)) {
 			rc = window_key(&c, &out->window, &wseen, k, k + 7, eq + 1);
+		} else if (!strncmp(k, "stream.", 7)) {
+			rc = stream_key(&c, &out->stream, &sseen, k, k + 7, eq + 1);
 		} else if (!strncmp(k, "device.", 7)) {
 			const char *name = k + 7, *dot = strchr(name, '.');
 			struct vop_card_device *d;
@@ -428,7 +459,7 @@ int vop_card_config_parse(const char *text, size_t len, struct vop_card_config *
 			}
 			rc = device_key(&c, d, &dseen[d - out->dev], k, dot + 1, eq + 1);
 		} else {
-			rc = fail(&c, k, "unknown key (window.* or device.NAME.*)");
+			rc = fail(&c, k, "unknown key (window.*, stream.* or device.NAME.*)");
 		}
 		if (rc)
 			return rc;
@@ -436,6 +467,24 @@ int vop_card_config_parse(const char *text, size_t len, struct vop_card_config *
 	c.line = 0;
 	if (!(wseen & W_ACCESS) || !(wseen & W_PATH))
 		return fail(&c, "window", "window.access and window.path are required");
+	if (out->window.access == VOP_CARD_STREAM) {
+		struct vop_card_stream *st = &out->stream;
+		unsigned ntls = !!st->tls_ca[0] + !!st->tls_cert[0] + !!st->tls_key[0] + !!st->tls_peer[0];
+
+		if (wseen & ~(unsigned)(W_ACCESS | W_PATH))
+			return fail(&c, "window", "only window.access and window.path apply to a stream");
+		if (strncmp(out->window.path, "tcp:", 4) && strncmp(out->window.path, "unix:", 5) &&
+		    strncmp(out->window.path, "vsock:", 6))
+			return fail(&c, "window.path", "a stream address is tcp:IPV4:PORT, unix:PATH or vsock:CID:PORT");
+		if (ntls != 0 && ntls != 4)
+			return fail(&c, "stream.tls_ca", "TLS needs stream.tls_ca, tls_cert, tls_key and tls_peer");
+		if (!ntls && !st->secret_file[0] && !st->allow_plain)
+			return fail(&c, "stream", "needs stream.secret_file or the stream.tls_* keys (or stream.allow_plaintext=1)");
+		if (st->allow_plain && (ntls || st->secret_file[0]))
+			return fail(&c, "stream.allow_plaintext", "contradicts a secret or TLS");
+	} else if (sseen) {
+		return fail(&c, "stream", "stream.* keys need window.access=stream");
+	}
 	if (out->window.access == VOP_CARD_VFIO && (wseen & W_DBPATH))
 		return fail(&c, "window.doorbell_path", "only with window.access=bar (vfio uses BAR0 itself)");
 	if (out->window.access == VOP_CARD_BAR && out->window.doorbell == VOP_PCI_DB_EVENT)
@@ -453,6 +502,8 @@ int vop_card_config_parse(const char *text, size_t len, struct vop_card_config *
 				return fail(&c, d->name, "collides with device %s in the device table", out->dev[j].name);
 		if (!d->has_kind || !d->has_role)
 			return fail(&c, d->name, "needs kind and role");
+		if (out->window.access == VOP_CARD_STREAM && cfg->role != out->dev[0].cfg.role)
+			return fail(&c, d->name, "a stream carries devices of one role (device roles listen, driver roles dial)");
 		if (cfg->kind == VOP_DEVBACK_BLK && cfg->role == VOP_ROLE_DEVICE && !cfg->blk.device.path)
 			return fail(&c, d->name, "a blk device needs file");
 		if (cfg->kind == VOP_DEVBACK_BLK && cfg->role == VOP_ROLE_DRIVER && !cfg->blk.nbd.unix_path)

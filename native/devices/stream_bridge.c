@@ -42,6 +42,7 @@
 #include "../core/win_access.h"
 #include "vop/dev_common.h"
 #include "vop/stream.h"
+#include "vop/stream_tls.h"
 
 #define RING_BITS ((1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_INDIRECT_DESC))
 #define INFLIGHT_BIT (1ull << 47)
@@ -103,6 +104,7 @@ struct vop_stream {
 	uint8_t secret[VOP_STREAM_MAX_SECRET];
 	uint8_t side; /* 0 driver side, 1 device side */
 	int fd, efd;
+	struct vop_stls *tls; /* NULL: plain socket I/O */
 	pthread_t thr;
 	bool thr_started;
 	struct vop_stream_limits lim; /* negotiated (bridge thread writes before READY) */
@@ -823,11 +825,50 @@ static struct vop_vq *sb_queue(void *dev, unsigned qi)
 /* Bridge thread: socket I/O                                            */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The socket I/O of the bridge thread, plain or through the TLS session
+ * (vop/stream_tls.h; many records per syscall). > 0 bytes, 0 (recv: the
+ * peer closed), -EAGAIN, -errno (TLS: -EPROTO, vop_stls_error says why).
+ */
+static ssize_t io_send(struct vop_stream *s, const uint8_t *p, size_t n)
+{
+	ssize_t k;
+
+	if (s->tls)
+		return vop_stls_send(s->tls, p, n);
+	k = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	return k >= 0 ? k : (errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno);
+}
+
+static ssize_t io_recv(struct vop_stream *s, uint8_t *p, size_t n)
+{
+	ssize_t k;
+
+	if (s->tls)
+		return vop_stls_recv(s->tls, p, n);
+	k = recv(s->fd, p, n, MSG_DONTWAIT);
+	return k >= 0 ? k : (errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno);
+}
+
+/* Poll events the TLS session needs on top of the caller's (ciphertext waiting to go out). */
+static short io_events(struct vop_stream *s)
+{
+	return s->tls ? vop_stls_events(s->tls) : 0;
+}
+
+/* A socket error as a reason: the TLS session's own when it has one. */
+static const char *io_error(struct vop_stream *s, ssize_t k)
+{
+	if (s->tls && k == -EPROTO && vop_stls_error(s->tls)[0])
+		return vop_stls_error(s->tls);
+	return strerror((int)-k);
+}
+
 /* Write the whole buffer before deadline (handshake). 0 or -errno. */
 static int send_all(struct vop_stream *s, const uint8_t *p, size_t n, uint64_t deadline)
 {
-	while (n) {
-		ssize_t k = send(s->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n || io_events(s)) {
+		ssize_t k = n ? io_send(s, p, n) : (s->tls ? vop_stls_flush(s->tls) : 0);
 
 		if (k > 0) {
 			p += k;
@@ -837,8 +878,8 @@ static int send_all(struct vop_stream *s, const uint8_t *p, size_t n, uint64_t d
 			pthread_mutex_unlock(&s->mu);
 			continue;
 		}
-		if (k < 0 && errno != EAGAIN && errno != EINTR)
-			return -errno;
+		if (k < 0 && k != -EAGAIN)
+			return (int)k;
 		{
 			uint64_t t = now_ns();
 			struct pollfd pf = { .fd = s->fd, .events = POLLOUT };
@@ -884,9 +925,9 @@ static int recv_frame(struct vop_stream *s, const struct vop_stream_limits *lim,
 				return 0;
 		}
 		{
-			ssize_t k = recv(s->fd, s->rxbuf + s->rxlen, s->rxcap - s->rxlen, MSG_DONTWAIT);
+			ssize_t k = io_recv(s, s->rxbuf + s->rxlen, s->rxcap - s->rxlen);
 			uint64_t t;
-			struct pollfd pf = { .fd = s->fd, .events = POLLIN };
+			struct pollfd pf = { .fd = s->fd, .events = (short)(POLLIN | io_events(s)) };
 
 			if (k > 0) {
 				s->rxlen += (size_t)k;
@@ -899,10 +940,16 @@ static int recv_frame(struct vop_stream *s, const struct vop_stream_limits *lim,
 				*why = "peer closed the connection during the handshake";
 				return -ECONNRESET;
 			}
-			if (errno != EAGAIN && errno != EINTR) {
-				*why = "socket error during the handshake";
-				return -errno;
+			if (s->tls && k == -EPROTO) {
+				*why = vop_stls_error(s->tls);
+				return -EPROTO;
 			}
+			if (k != -EAGAIN) {
+				*why = "socket error during the handshake";
+				return (int)k;
+			}
+			if (s->tls && vop_stls_buffered(s->tls))
+				continue;
 			t = now_ns();
 			if (t >= deadline) {
 				*why = "handshake timed out";
@@ -998,7 +1045,7 @@ static int handshake(struct vop_stream *s)
 		HS_FAIL("no randomness for the nonce");
 	vop_shello_encode(buf, &me);
 	if ((rc = send_frame(s, VOP_SMSG_HELLO, buf, VOP_SMSG_HELLO_LEN, deadline)))
-		HS_FAIL("sending hello: %s", strerror(-rc));
+		HS_FAIL("sending hello: %s", io_error(s, rc));
 	/* Before HELLO nothing is negotiated: only a HELLO-sized frame is read. */
 	hl.max_frame = VOP_SMSG_HELLO_LEN > 4 + VOP_STREAM_REASON_MAX ? VOP_SMSG_HELLO_LEN
 								       : 4 + VOP_STREAM_REASON_MAX;
@@ -1027,7 +1074,7 @@ static int handshake(struct vop_stream *s)
 		if (vop_stream_mac(s->secret, s->cfg.secret_len, me.side, me.nonce, peer.nonce, mac))
 			HS_FAIL("hmac failed");
 		if ((rc = send_frame(s, VOP_SMSG_AUTH, mac, sizeof(mac), deadline)))
-			HS_FAIL("sending auth: %s", strerror(-rc));
+			HS_FAIL("sending auth: %s", io_error(s, rc));
 		if ((rc = recv_frame(s, &s->lim, deadline, &f, &why)))
 			HS_FAIL("auth: %s", why);
 		if (f.type == VOP_SMSG_ERROR) {
@@ -1055,11 +1102,11 @@ static int handshake(struct vop_stream *s)
 			dev_info_of(s, s->devs[i], &di);
 			n = vop_sdev_info_encode(buf, &di);
 			if ((rc = send_frame(s, VOP_SMSG_DEV_INFO, buf, n, deadline)))
-				HS_FAIL("sending dev_info: %s", strerror(-rc));
+				HS_FAIL("sending dev_info: %s", io_error(s, rc));
 		}
 		vop_sput32(buf, s->ndevs);
 		if ((rc = send_frame(s, VOP_SMSG_READY, buf, 4, deadline)))
-			HS_FAIL("sending ready: %s", strerror(-rc));
+			HS_FAIL("sending ready: %s", io_error(s, rc));
 	}
 	/* Driver side: the device table, then READY. Device side: the driver's READY. */
 	for (;;) {
@@ -1114,10 +1161,16 @@ static int handshake(struct vop_stream *s)
 	if (s->side == 0) {
 		vop_sput32(buf, s->ndevs);
 		if ((rc = send_frame(s, VOP_SMSG_READY, buf, 4, deadline)))
-			HS_FAIL("sending ready: %s", strerror(-rc));
+			HS_FAIL("sending ready: %s", io_error(s, rc));
 	}
 	return 0;
 fail:
+	if (s->tls && vop_stls_error(s->tls)[0]) {
+		/* TLS broke (the peer refused our certificate): that is the cause, whatever we were doing */
+		snprintf(reason, sizeof(reason), "%s", vop_stls_error(s->tls));
+		sfail(s, "%s", reason);
+		return -EPROTO;
+	}
 	if (strncmp(reason, "peer: ", 6) != 0)
 		send_error(s, reason);
 	sfail(s, "%s", reason);
@@ -1326,10 +1379,10 @@ static void relay(struct vop_stream *s)
 		if (stop)
 			break;
 		if (tail > head) {
-			ssize_t k = send(s->fd, s->tx + head, tail - head, MSG_NOSIGNAL | MSG_DONTWAIT);
+			ssize_t k = io_send(s, s->tx + head, tail - head);
 
-			if (k < 0 && errno != EAGAIN && errno != EINTR) {
-				sfail(s, "send: %s", strerror(errno));
+			if (k < 0 && k != -EAGAIN) {
+				sfail(s, "send: %s", io_error(s, k));
 				break;
 			}
 			if (k > 0) {
@@ -1356,12 +1409,22 @@ static void relay(struct vop_stream *s)
 					continue;
 			}
 		}
+		if (s->tls && tail == head && io_events(s)) {
+			int f = vop_stls_flush(s->tls); /* records of an earlier send still queued */
+
+			if (f && f != -EAGAIN) {
+				sfail(s, "send: %s", strerror(-f));
+				break;
+			}
+		}
 		pf[0].fd = s->fd;
-		pf[0].events = (short)((throttled ? 0 : POLLIN) | (tail > head ? POLLOUT : 0));
+		pf[0].events = (short)((throttled ? 0 : POLLIN) | (tail > head ? POLLOUT : 0) | io_events(s));
 		pf[1].fd = s->efd;
 		pf[1].events = POLLIN;
 		t = now_ns();
 		timeout = s->next_ping_ns > t ? (int)((s->next_ping_ns - t) / 1000000u) + 1 : 0;
+		if (!throttled && s->tls && vop_stls_buffered(s->tls))
+			timeout = 0; /* decrypted bytes wait in the session: no poll would wake us */
 		if (poll(pf, 2, timeout) < 0 && errno != EINTR) {
 			sfail(s, "poll: %s", strerror(errno));
 			break;
@@ -1373,16 +1436,17 @@ static void relay(struct vop_stream *s)
 				/* nothing pending */
 			}
 		}
-		if (!throttled && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-			ssize_t k = recv(s->fd, s->rxbuf + s->rxlen, s->rxcap - s->rxlen, MSG_DONTWAIT);
+		if (!throttled && ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) ||
+				   (s->tls && vop_stls_buffered(s->tls)))) {
+			ssize_t k = io_recv(s, s->rxbuf + s->rxlen, s->rxcap - s->rxlen);
 
 			if (k == 0) {
 				sfail(s, "peer closed the connection");
 				break;
 			}
 			if (k < 0) {
-				if (errno != EAGAIN && errno != EINTR) {
-					sfail(s, "recv: %s", strerror(errno));
+				if (k != -EAGAIN) {
+					sfail(s, "recv: %s", io_error(s, k));
 					break;
 				}
 				continue;
@@ -1438,15 +1502,17 @@ int vop_stream_create(struct vop_link *proxy, const struct vop_stream_config *cf
 
 	*out = NULL;
 	if (!proxy || cfg->fd < 0 || cfg->secret_len > VOP_STREAM_MAX_SECRET ||
-	    (cfg->secret_len == 0 && !cfg->allow_plain) || (cfg->secret_len && !cfg->secret) ||
+	    (cfg->secret_len == 0 && !cfg->allow_plain && !cfg->tls) || (cfg->secret_len && !cfg->secret) ||
 	    (cfg->max_frame && (cfg->max_frame < VOP_STREAM_MIN_FRAME ||
 				cfg->max_frame > VOP_STREAM_MAX_FRAME))) {
+		vop_stls_free(cfg->tls);
 		if (cfg->fd >= 0)
 			close(cfg->fd);
 		return -EINVAL;
 	}
 	s = calloc(1, sizeof(*s));
 	if (!s) {
+		vop_stls_free(cfg->tls);
 		close(cfg->fd);
 		return -ENOMEM;
 	}
@@ -1468,6 +1534,8 @@ int vop_stream_create(struct vop_link *proxy, const struct vop_stream_config *cf
 	s->w = vop_link_window(proxy);
 	s->side = cfg->device_side ? 1 : 0;
 	s->fd = cfg->fd;
+	s->tls = cfg->tls;
+	s->cfg.tls = NULL;
 	s->lim.max_frame = s->cfg.max_frame;
 	s->lim.max_segs = VOP_STREAM_MAX_SEGS;
 	atomic_store_explicit(&s->state, VOP_STREAM_HANDSHAKE, memory_order_release);
@@ -1590,6 +1658,7 @@ void vop_stream_destroy(struct vop_stream *s)
 		queues_destroy(d);
 		free(d);
 	}
+	vop_stls_free(s->tls);
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->efd >= 0)

@@ -22,9 +22,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/vm_sockets.h>
+
 #include <openssl/crypto.h>
 
 #include "vop/stream.h"
+#include "vop/stream_tls.h"
 
 #define MAX_DEVS 32u
 
@@ -37,6 +40,10 @@ struct vop_sconn {
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	bool tcp;
+	/* TLS: the files and the expected peer identity (copied), or none */
+	bool has_tls;
+	char *tls_str[4];
+	struct vop_stls_config tls;
 	int lfd;
 	pthread_t thr;
 
@@ -78,6 +85,33 @@ static int parse_addr(struct vop_sconn *c, const char *s)
 		in->sin_port = htons((uint16_t)port);
 		c->sslen = sizeof(*in);
 		c->tcp = true;
+		return 0;
+	}
+	if (!strncmp(s, "vsock:", 6)) {
+		struct sockaddr_vm *vm = (struct sockaddr_vm *)&c->ss;
+		const char *colon = strchr(s + 6, ':');
+		char *end;
+		unsigned long cid, port;
+
+		if (!colon || colon == s + 6)
+			return -EINVAL;
+		if ((size_t)(colon - (s + 6)) == 3 && !strncmp(s + 6, "any", 3)) {
+			cid = VMADDR_CID_ANY;
+		} else {
+			errno = 0;
+			cid = strtoul(s + 6, &end, 10);
+			if (end != colon || errno || cid > 0xffffffffu || s[6] == '-' || s[6] == '+')
+				return -EINVAL;
+		}
+		errno = 0;
+		port = strtoul(colon + 1, &end, 10);
+		if (*end || errno || colon[1] == 0 || colon[1] == '-' || colon[1] == '+' || port == 0 ||
+		    port >= 0xffffffffu)
+			return -EINVAL;
+		vm->svm_family = AF_VSOCK;
+		vm->svm_cid = (unsigned)cid;
+		vm->svm_port = (unsigned)port;
+		c->sslen = sizeof(*vm);
 		return 0;
 	}
 	return -EINVAL;
@@ -165,6 +199,10 @@ static void peer_name(int fd, char *out, size_t n)
 			snprintf(out, n, "%s:%u", a, ntohs(in->sin_port));
 	} else if (ss.ss_family == AF_UNIX) {
 		snprintf(out, n, "unix");
+	} else if (ss.ss_family == AF_VSOCK) {
+		const struct sockaddr_vm *vm = (const struct sockaddr_vm *)&ss;
+
+		snprintf(out, n, "vsock:%u:%u", vm->svm_cid, vm->svm_port);
 	}
 }
 
@@ -182,6 +220,32 @@ static void serve(struct vop_sconn *c, int fd)
 	tune(fd, c->tcp);
 	peer_name(fd, peer, sizeof(peer));
 	memset(&sc, 0, sizeof(sc));
+	if (c->has_tls) {
+		/* TLS first, on this thread: no virtio message before the peer's certificate is checked. */
+		char why[VOP_STREAM_REASON_MAX + 1];
+
+		pthread_mutex_lock(&c->mu);
+		c->st.state = VOP_SCONN_HANDSHAKE;
+		snprintf(c->st.peer, sizeof(c->st.peer), "%s", peer);
+		pthread_mutex_unlock(&c->mu);
+		rc = vop_stls_handshake(&c->tls, fd, c->cfg.device_side,
+					c->cfg.handshake_ms ? c->cfg.handshake_ms : 5000, &sc.tls, why,
+					sizeof(why));
+		if (rc) {
+			close(fd);
+			pthread_mutex_lock(&c->mu);
+			c->st.failures++;
+			c->st.peer[0] = 0;
+			snprintf(c->st.last_reason, sizeof(c->st.last_reason), "%s", why);
+			pthread_mutex_unlock(&c->mu);
+			return;
+		}
+	}
+	pthread_mutex_lock(&c->mu);
+	snprintf(c->st.security, sizeof(c->st.security), "%s%s%s",
+		 sc.tls ? vop_stls_describe(sc.tls) : "", sc.tls && c->cfg.secret_len ? " + " : "",
+		 c->cfg.secret_len ? "hmac" : sc.tls ? "" : "none");
+	pthread_mutex_unlock(&c->mu);
 	sc.fd = fd;
 	sc.device_side = c->cfg.device_side;
 	sc.secret = c->cfg.secret_len ? c->secret : NULL;
@@ -245,6 +309,7 @@ static void serve(struct vop_sconn *c, int fd)
 	c->st.bytes_rx = c->done_rx;
 	c->st.rtt_ns = 0;
 	c->st.peer[0] = 0;
+	c->st.security[0] = 0;
 	if (st.state == VOP_STREAM_FAILED) {
 		c->st.failures++;
 		snprintf(c->st.last_reason, sizeof(c->st.last_reason), "%s", st.reason);
@@ -304,12 +369,15 @@ static void *conn_main(void *arg)
 int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, struct vop_sconn **out)
 {
 	struct vop_sconn *c;
+	unsigned i;
 	int rc, one = 1;
 
 	*out = NULL;
 	if (!proxy || !cfg->address || strlen(cfg->address) >= sizeof(c->address) ||
 	    cfg->ndevs > MAX_DEVS || cfg->secret_len > VOP_STREAM_MAX_SECRET ||
-	    (cfg->secret_len == 0 && !cfg->allow_plain))
+	    (cfg->secret_len == 0 && !cfg->allow_plain && !cfg->tls) ||
+	    (cfg->tls && (!cfg->tls->ca || !cfg->tls->cert || !cfg->tls->key || !cfg->tls->peer_id ||
+			  !cfg->tls->peer_id[0] || strlen(cfg->tls->peer_id) > VOP_STLS_ID_MAX)))
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (!c)
@@ -325,6 +393,24 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 	memcpy(c->dev_ids, cfg->dev_ids, sizeof(uint32_t) * cfg->ndevs);
 	c->cfg.dev_ids = NULL;
 	pthread_mutex_init(&c->mu, NULL);
+	if (cfg->tls) {
+		const char *src[4] = { cfg->tls->ca, cfg->tls->cert, cfg->tls->key, cfg->tls->peer_id };
+		unsigned k;
+
+		c->has_tls = true;
+		for (k = 0; k < 4; k++) {
+			c->tls_str[k] = strdup(src[k]);
+			if (!c->tls_str[k]) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+		}
+		c->tls.ca = c->tls_str[0];
+		c->tls.cert = c->tls_str[1];
+		c->tls.key = c->tls_str[2];
+		c->tls.peer_id = c->tls_str[3];
+	}
+	c->cfg.tls = NULL;
 	rc = parse_addr(c, c->address);
 	if (rc)
 		goto fail;
@@ -336,7 +422,7 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 		}
 		if (c->tcp)
 			setsockopt(c->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		else
+		else if (c->ss.ss_family == AF_UNIX)
 			unlink(((struct sockaddr_un *)&c->ss)->sun_path); /* a stale socket of an earlier life */
 		if (bind(c->lfd, (struct sockaddr *)&c->ss, c->sslen) < 0 || listen(c->lfd, 4) < 0) {
 			rc = -errno;
@@ -354,6 +440,8 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 fail:
 	if (c->lfd >= 0)
 		close(c->lfd);
+	for (i = 0; i < 4; i++)
+		free(c->tls_str[i]);
 	OPENSSL_cleanse(c->secret, sizeof(c->secret));
 	pthread_mutex_destroy(&c->mu);
 	free(c);
@@ -377,9 +465,11 @@ void vop_sconn_stop(struct vop_sconn *c)
 	pthread_join(c->thr, NULL);
 	if (c->lfd >= 0) {
 		close(c->lfd);
-		if (!c->tcp)
+		if (c->ss.ss_family == AF_UNIX)
 			unlink(((struct sockaddr_un *)&c->ss)->sun_path);
 	}
+	for (unsigned i = 0; i < 4; i++)
+		free(c->tls_str[i]);
 	OPENSSL_cleanse(c->secret, sizeof(c->secret));
 	pthread_mutex_destroy(&c->mu);
 	free(c);

@@ -33,14 +33,21 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "vop/card_config.h"
 #include "vop/dev_backend.h"
 #include "vop/link.h"
+#include "vop/stream.h"
+#include "vop/stream_tls.h"
 #include "vop/window.h"
+#include "vop/window_size.h"
+#include "vop/xport.h"
 #include "vop/xport_pci.h"
 #include "win_access.h"
 
@@ -242,6 +249,221 @@ static void nbd_close(struct nbd_dev *d)
 	d->running = false;
 }
 
+/* ---- window.access=stream: a private window carried over a socket ---- */
+
+static int die(const char *what, int rc);
+
+/* The link secret: a regular file of mode 0600 or 0400 (trailing newlines dropped). */
+static int read_secret(const char *path, uint8_t *out, uint32_t *len)
+{
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 0077)) {
+		close(fd);
+		fprintf(stderr, "vop-card: %s must be a regular file of mode 0600\n", path);
+		return -EPERM;
+	}
+	n = read(fd, out, VOP_STREAM_MAX_SECRET);
+	close(fd);
+	while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		n--;
+	if (n <= 0)
+		return -EINVAL;
+	*len = (uint32_t)n;
+	return 0;
+}
+
+/*
+ * The stream transport (docs/stream-protocol.md): this side's rings live in a
+ * private window (a memfd) whose other side is the bridge's proxy; device
+ * roles listen on window.path, driver roles dial it (and dial again after a
+ * lost connection). stdout: "listening ADDR" or "dialing ADDR", then per
+ * connection "connected SECURITY" or "failed REASON"; after the first
+ * connection the endpoints and "ready stream ADDR".
+ */
+static int run_stream(struct vop_card_config *cfg, long spin_us)
+{
+	static struct vop_devback *be[VOP_CARD_MAX_DEVICES];
+	static struct nbd_dev nbd[VOP_CARD_MAX_DEVICES];
+	const uint32_t max_chain = 65536 + 4096;
+	const bool device = cfg->dev[0].cfg.role == VOP_ROLE_DEVICE;
+	struct vop_card_stream *sc = &cfg->stream;
+	struct vop_dev_spec specs[VOP_CARD_MAX_DEVICES];
+	struct vop_window_plan plan;
+	struct vop_xport *x0 = NULL, *x1 = NULL;
+	struct vop_window *wa = NULL, *wb = NULL;
+	struct vop_link *real = NULL, *proxy = NULL;
+	struct vop_devctx *ctx = NULL;
+	struct vop_link_config lc;
+	struct vop_sconn_config cc;
+	struct vop_sconn *conn = NULL;
+	struct vop_sconn_status cs;
+	struct vop_stls_config tls;
+	uint8_t secret[VOP_STREAM_MAX_SECRET];
+	uint32_t secret_len = 0, ids[VOP_CARD_MAX_DEVICES];
+	uint64_t seen_ready = 0, seen_failed = 0;
+	bool shown = false;
+	const char *err = NULL;
+	char msg[300];
+	unsigned i, nbe = 0;
+	int rc;
+
+	if (sc->secret_file[0] && (rc = read_secret(sc->secret_file, secret, &secret_len)))
+		return die(sc->secret_file, rc);
+	for (i = 0; i < cfg->ndev; i++) {
+		struct vop_devback_config *c = &cfg->dev[i].cfg;
+		unsigned q;
+
+		/* A blk request must fit one chain slot of the device side (max_chain): 64 KiB segments. */
+		if (c->kind == VOP_DEVBACK_BLK && (c->blk.seg_bytes == 0 || c->blk.seg_bytes > 65536))
+			c->blk.seg_bytes = 65536;
+		if ((rc = vop_devback_spec(c, device ? 1 : 0, &specs[i]))) {
+			snprintf(msg, sizeof(msg), "device %s: table entry", cfg->dev[i].name);
+			return die(msg, rc);
+		}
+		if (device)
+			for (q = 0; q < specs[i].num_queues; q++)
+				specs[i].pool_size[q] = vop_stream_pool_size(specs[i].queue_size[q], max_chain);
+		ids[i] = c->dev_id;
+	}
+	if ((rc = vop_window_plan_for(specs, cfg->ndev, 0, &plan)) ||
+	    (rc = vop_shm_create(NULL, plan.size + (1u << 20), &x0)) || (rc = vop_window_create(x0, NULL, &wa)) ||
+	    (rc = vop_shm_open_fd(x0->fd, &x1)) || (rc = vop_window_attach(x1, &wb)))
+		return die("private window", rc);
+	for (i = 0; i < cfg->ndev; i++)
+		if ((rc = vop_devtab_publish(wa, &specs[i])) < 0)
+			return die("publish", rc);
+	/* device_side 1 in every entry: the real device (device roles) or the proxy device sits on wb. */
+	memset(&lc, 0, sizeof(lc));
+	lc.spin_ns = (uint64_t)(spin_us > 0 ? spin_us : 1) * 1000u;
+	lc.reset_on_needs_reset = true;
+	lc.on_event = on_event;
+	if ((rc = vop_link_create(device ? wb : wa, &lc, &real))) {
+		err = "link";
+		goto out;
+	}
+	lc.on_event = NULL;
+	if ((rc = vop_link_create(device ? wa : wb, &lc, &proxy))) {
+		err = "proxy link";
+		goto out;
+	}
+	if ((rc = vop_devctx_create(device ? wb : wa, &ctx))) {
+		err = "device context";
+		goto out;
+	}
+	for (i = 0; i < cfg->ndev; i++) {
+		struct vop_devback_config c = cfg->dev[i].cfg;
+
+		c.find_timeout_ms = 1000;
+		err = NULL;
+		if ((rc = vop_devback_open(ctx, real, &c, &be[i], &err))) {
+			snprintf(msg, sizeof(msg), "device %s: %s", cfg->dev[i].name, err ? err : "open");
+			err = msg;
+			goto out;
+		}
+		nbe++;
+	}
+	if ((rc = vop_link_start(real)) || (rc = vop_link_start(proxy))) {
+		err = "start";
+		goto out;
+	}
+	memset(&cc, 0, sizeof(cc));
+	cc.address = cfg->window.path;
+	cc.device_side = device;
+	cc.secret = secret_len ? secret : NULL;
+	cc.secret_len = secret_len;
+	cc.allow_plain = sc->allow_plain;
+	if (sc->tls_ca[0]) {
+		tls.ca = sc->tls_ca;
+		tls.cert = sc->tls_cert;
+		tls.key = sc->tls_key;
+		tls.peer_id = sc->tls_peer;
+		cc.tls = &tls;
+	}
+	cc.max_chain = max_chain;
+	cc.dev_ids = ids;
+	cc.ndevs = cfg->ndev;
+	cc.real = real;
+	if ((rc = vop_sconn_start(proxy, &cc, &conn))) {
+		snprintf(msg, sizeof(msg), "%s %s", device ? "listen on" : "dial", cfg->window.path);
+		err = msg;
+		goto out;
+	}
+	printf("%s %s\n", device ? "listening" : "dialing", cfg->window.path);
+	while (!g_stop && !atomic_load(&g_failed)) {
+		vop_sconn_status(conn, &cs);
+		if (cs.failures != seen_failed) {
+			seen_failed = cs.failures;
+			printf("failed %s\n", cs.last_reason);
+		}
+		if (cs.connections != seen_ready) {
+			seen_ready = cs.connections;
+			printf("connected %s\n", cs.security);
+		}
+		if (!shown && seen_ready) {
+			shown = true;
+			for (i = 0; i < nbe; i++) {
+				struct vop_card_device *d = &cfg->dev[i];
+				struct vop_devback_endpoints ep;
+				struct vop_blk_driver *bd = vop_devback_blk_driver(be[i]);
+
+				if (bd && (rc = vop_blk_driver_wait_ready(bd, 60000))) {
+					snprintf(msg, sizeof(msg), "device %s: wait for the disk", d->name);
+					err = msg;
+					goto out;
+				}
+				vop_devback_endpoints(be[i], &ep);
+				if (ep.pty[0])
+					printf("endpoint %s pty %s\n", d->name, ep.pty);
+				if (ep.tap[0])
+					printf("endpoint %s tap %s\n", d->name, ep.tap);
+				if (ep.nbd_socket[0])
+					printf("endpoint %s nbd %s\n", d->name, ep.nbd_socket);
+				if (bd && d->nbd_device[0]) {
+					rc = nbd_connect(d->nbd_device, d->cfg.blk.nbd.unix_path,
+							 d->cfg.blk.nbd.export_name ? d->cfg.blk.nbd.export_name : "vop",
+							 &nbd[i]);
+					if (rc) {
+						snprintf(msg, sizeof(msg), "device %s: connect %s", d->name, d->nbd_device);
+						err = msg;
+						goto out;
+					}
+					printf("endpoint %s block %s\n", d->name, d->nbd_device);
+				}
+			}
+			printf("ready stream %s\n", cfg->window.path);
+		}
+		usleep(20000);
+	}
+	rc = atomic_load(&g_failed) ? -EPROTO : 0;
+	if (rc)
+		err = "the link failed";
+out:
+	for (i = 0; i < VOP_CARD_MAX_DEVICES; i++)
+		if (nbd[i].running || nbd[i].sock > 0 || nbd[i].nbd > 0)
+			nbd_close(&nbd[i]);
+	vop_sconn_stop(conn);
+	if (proxy)
+		vop_link_stop(proxy);
+	vop_link_destroy(proxy);
+	if (real)
+		vop_link_stop(real);
+	for (i = 0; i < nbe; i++)
+		vop_devback_close(real, be[i]);
+	vop_link_destroy(real);
+	vop_devctx_destroy(ctx);
+	OPENSSL_cleanse(secret, sizeof(secret));
+	vop_window_close(wb);
+	vop_window_close(wa);
+	if (rc)
+		return die(err ? err : "vop-card", rc);
+	return 0;
+}
+
 /* ---- main ---- */
 
 static int read_file(const char *path, char *buf, size_t cap, size_t *len)
@@ -332,6 +554,8 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	if (cfg->window.access == VOP_CARD_STREAM)
+		return run_stream(cfg, spin_us);
 	rc = open_xport(&cfg->window, &x);
 	if (rc)
 		return die("open the window", rc);

@@ -142,7 +142,8 @@ describe('vop-agent AgentService', () => {
       ['link.spec.transport'],
     );
 
-    // A stream link without a secret needs allow_plaintext said explicitly.
+    // A stream link without a secret needs allow_plaintext said explicitly (this agent has no
+    // certificates for TLS).
     const plain = makeLink('l-bad6');
     (plain.spec as { transport: unknown }).transport = {
       kind: {
@@ -154,6 +155,8 @@ describe('vop-agent AgentService', () => {
           secret: '',
           allowPlaintext: false,
           idleTimeoutMs: 0,
+          disableTls: false,
+          tlsPeerName: '',
         },
       },
     };

@@ -20,6 +20,10 @@
  * blk_read_nbd_mb_s, blk_write_vop_mb_s, blk_write_nbd_mb_s } plus per-direction medians and the
  * load average at the start. Namespaces, TAPs and processes are removed on exit, also on failure.
  *
+ * --tls adds, beside (not instead of) the HMAC-authenticated plaintext link, the same link with TLS
+ * 1.3 (mutual certificates made with the openssl CLI; TLS alone authenticates): net_vop_tls_gbit_s,
+ * per direction, and vop_tls_vs_vop.
+ *
  * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,6 +34,7 @@ import path from 'node:path';
 
 import { sh, tempDir } from '../devices/helpers';
 import { buildVopStream, pingUntil, secretFile, StreamSide, tapUp, VethPair } from '../stream/helpers';
+import { TestPki } from '../stream/tls-certs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
@@ -83,6 +88,7 @@ function iperf(v: VethPair, server: string, client: string, ip: string, reverse:
 async function main(): Promise<void> {
   const jsonAt = process.argv.indexOf('--json');
   const jsonFile = jsonAt >= 0 ? process.argv[jsonAt + 1] : undefined;
+  const withTls = process.argv.includes('--tls');
   const load = loadavg();
   buildVopStream();
   const dir = tempDir('vop-stream-bench-');
@@ -108,6 +114,42 @@ async function main(): Promise<void> {
     tapUp(v.ns, v.a, 'vsbd', '10.96.0.1/24');
     tapUp(v.ns, v.b, 'vsbr', '10.96.0.2/24');
     if (!(await pingUntil(v.ns, v.a, '10.96.0.2'))) throw new Error('the stream link carries no ping');
+
+    if (withTls) {
+      // The same link with TLS 1.3 (no secret: the certificates authenticate), TAPs 10.99.0.1/.2.
+      const pki = new TestPki(dir);
+      const ca = pki.ca;
+      const ka = pki.issue('bench-a');
+      const kb = pki.issue('bench-b');
+      const tdev = new StreamSide(
+        ['--listen', 'tcp:10.95.0.1:7503', '--tls-ca', ca, '--tls-cert', ka.cert, '--tls-key', ka.key].concat([
+          '--tls-peer',
+          'bench-b',
+          '--net-device',
+          '1:tap=vsbtd',
+        ]),
+        v.a,
+      );
+      sides.push(tdev);
+      await tdev.waitLines((l) => l.startsWith('listening '));
+      const tdrv = new StreamSide(
+        ['--connect', 'tcp:10.95.0.1:7503', '--tls-ca', ca, '--tls-cert', kb.cert, '--tls-key', kb.key].concat([
+          '--tls-peer',
+          'bench-a',
+          '--net-driver',
+          '1:tap=vsbtr',
+        ]),
+        v.b,
+      );
+      sides.push(tdrv);
+      await tdev.waitLines((l) => l === 'ready');
+      await tdrv.waitLines((l) => l === 'ready');
+      await tdrv.waitLines((l) => l.startsWith('security TLSv1.3'));
+      console.log(`tls link: ${tdrv.value('security') ?? '?'}`);
+      tapUp(v.ns, v.a, 'vsbtd', '10.99.0.1/24');
+      tapUp(v.ns, v.b, 'vsbtr', '10.99.0.2/24');
+      if (!(await pingUntil(v.ns, v.a, '10.99.0.2'))) throw new Error('the TLS stream link carries no ping');
+    }
 
     // socat: TAP over TCP, 10.97.0.1 (ns a, listening) and .2 (ns b).
     const sa = spawn('ip', [
@@ -152,15 +194,25 @@ async function main(): Promise<void> {
     procs.push(ub);
     if (!(await pingUntil(v.ns, v.b, '10.98.0.1'))) throw new Error('the socat UDP tunnel carries no ping');
 
-    const res: Record<'vop' | 'veth' | 'socat' | 'socatUdp', { fwd: number[]; rev: number[] }> = {
+    const res: Record<'vop' | 'vopTls' | 'veth' | 'socat' | 'socatUdp', { fwd: number[]; rev: number[] }> = {
       vop: { fwd: [], rev: [] },
+      vopTls: { fwd: [], rev: [] },
       veth: { fwd: [], rev: [] },
       socat: { fwd: [], rev: [] },
       socatUdp: { fwd: [], rev: [] },
     };
-    const ips = { vop: '10.96.0.2', veth: '10.95.0.2', socat: '10.97.0.2', socatUdp: '10.98.0.2' } as const;
+    const ips = {
+      vop: '10.96.0.2',
+      vopTls: '10.99.0.2',
+      veth: '10.95.0.2',
+      socat: '10.97.0.2',
+      socatUdp: '10.98.0.2',
+    } as const;
+    const kinds = withTls
+      ? (['vop', 'vopTls', 'veth', 'socat', 'socatUdp'] as const)
+      : (['vop', 'veth', 'socat', 'socatUdp'] as const);
     for (let run = 0; run < RUNS; run++) {
-      for (const k of ['vop', 'veth', 'socat', 'socatUdp'] as const) {
+      for (const k of kinds) {
         res[k].fwd.push(iperf(v, v.b, v.a, ips[k], false));
         res[k].rev.push(iperf(v, v.b, v.a, ips[k], true));
         console.log(
@@ -263,6 +315,14 @@ async function main(): Promise<void> {
       blk_write_vop_vs_nbd: median(blk.nbdWrite) > 0 ? median(blk.vopWrite) / median(blk.nbdWrite) : null,
       blk_mib_per_run: BLK_MIB,
       blk_depth: BLK_DEPTH,
+      ...(withTls
+        ? {
+            net_vop_tls_gbit_s: med('vopTls'),
+            net_vop_tls_device_to_driver_gbit_s: median(res.vopTls.rev),
+            net_vop_tls_driver_to_device_gbit_s: median(res.vopTls.fwd),
+            vop_tls_vs_vop: med('vop') > 0 ? med('vopTls') / med('vop') : null,
+          }
+        : {}),
       runs: RUNS,
       seconds: SECONDS,
       loadavg_at_start: load.map((x) => Number(x.toFixed(2))),

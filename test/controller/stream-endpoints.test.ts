@@ -31,6 +31,8 @@ function spec(
           secret: over.secret ?? '',
           allowPlaintext: over.plain ?? false,
           idleTimeoutMs: 0,
+          disableTls: false,
+          tlsPeerName: '',
         },
       },
     },

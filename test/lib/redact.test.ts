@@ -22,6 +22,8 @@ function spec(secret: string): LinkSpec {
           secret,
           allowPlaintext: false,
           idleTimeoutMs: 0,
+          disableTls: false,
+          tlsPeerName: '',
         },
       },
     },

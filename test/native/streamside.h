@@ -32,8 +32,9 @@ struct ts_side {
  * pipe backend on one side, the bridge's proxy on the other. The device
  * side's pools hold a TS_MAX_CHAIN slot per head.
  */
-static inline void ts_open(struct ts_side *t, bool device, int fd, const char *secret,
-			   uint32_t dev_id, uint16_t qsize, uint32_t msg, uint32_t handshake_ms)
+static inline void ts_open_tls(struct ts_side *t, bool device, int fd, struct vop_stls *tls,
+			       const char *secret, uint32_t dev_id, uint16_t qsize, uint32_t msg,
+			       uint32_t handshake_ms)
 {
 	struct vop_xport *x0, *x1;
 	struct vop_link_config c;
@@ -70,7 +71,8 @@ static inline void ts_open(struct ts_side *t, bool device, int fd, const char *s
 	sc.device_side = device;
 	sc.secret = (const uint8_t *)secret;
 	sc.secret_len = secret ? (uint32_t)strlen(secret) : 0;
-	sc.allow_plain = secret == NULL;
+	sc.allow_plain = secret == NULL && tls == NULL;
+	sc.tls = tls;
 	sc.max_chain = TS_MAX_CHAIN;
 	sc.handshake_ms = handshake_ms;
 	CHECK_EQ(vop_stream_create(t->proxy, &sc, &t->s), 0);
@@ -80,6 +82,13 @@ static inline void ts_open(struct ts_side *t, bool device, int fd, const char *s
 	CHECK_EQ(vop_link_start(t->real), 0);
 	CHECK_EQ(vop_link_start(t->proxy), 0);
 	CHECK_EQ(vop_stream_start(t->s), 0);
+}
+
+/* A side without TLS (HMAC with secret, or plaintext when secret is NULL). */
+static inline void ts_open(struct ts_side *t, bool device, int fd, const char *secret,
+			   uint32_t dev_id, uint16_t qsize, uint32_t msg, uint32_t handshake_ms)
+{
+	ts_open_tls(t, device, fd, NULL, secret, dev_id, qsize, msg, handshake_ms);
 }
 
 static inline void ts_close(struct ts_side *t)

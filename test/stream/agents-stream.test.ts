@@ -40,6 +40,8 @@ function streamLink(name: string, port: number, secret: string, devices: Device[
         secret,
         allowPlaintext: false,
         idleTimeoutMs: 0,
+        disableTls: false,
+        tlsPeerName: '',
       },
     },
   };

@@ -255,6 +255,8 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
             secret: '',
             allowPlaintext: false,
             idleTimeoutMs: 0,
+            disableTls: false,
+            tlsPeerName: '',
           },
         },
       },
@@ -488,6 +490,8 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
           secret: '',
           allowPlaintext: false,
           idleTimeoutMs: 0,
+          disableTls: false,
+          tlsPeerName: '',
         },
       },
     };

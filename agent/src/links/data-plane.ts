@@ -118,6 +118,17 @@ export interface StreamConnection {
   readonly connections: bigint;
   readonly disconnects: bigint;
   readonly lastError: string;
+  /** The current connection's protection ("TLSv1.3 TLS_AES_256_GCM_SHA384 + hmac", "hmac", "none"), "" when none. */
+  readonly security: string;
+}
+
+/** TLS 1.3 with mutual certificates for a stream link (docs/stream-protocol.md "TLS"). */
+export interface StreamTlsRequest {
+  readonly ca: string;
+  readonly cert: string;
+  readonly key: string;
+  /** The DNS subjectAltName the peer's certificate must carry (the peer agent's name). */
+  readonly peerId: string;
 }
 
 export interface StreamOpenRequest {
@@ -128,11 +139,13 @@ export interface StreamOpenRequest {
 }
 
 export interface StreamStartRequest {
-  /** "tcp:IPV4:PORT" or "unix:PATH": where the device side listens or the driver side dials. */
+  /** "tcp:IPV4:PORT", "unix:PATH" or "vsock:CID:PORT": where the device side listens or the driver side dials. */
   readonly address: string;
   readonly secret: Uint8Array | null;
   readonly allowPlain: boolean;
   readonly idleMs: number;
+  /** TLS on every connection, or null/absent for none. */
+  readonly tls?: StreamTlsRequest | null;
 }
 
 /** The transport of an open window, read at call time (status and metrics). */

@@ -31,6 +31,7 @@ import { checkLinkForAgent, mapEqual, specEqual } from './link-spec';
 import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
 import { QuarantinedLink } from './quarantined-link';
+import { checkStreamSecurity, type StreamTlsFiles } from './stream-security';
 
 export interface LinkManagerDeps {
   readonly nodeName: string;
@@ -45,6 +46,8 @@ export interface LinkManagerDeps {
   readonly limits?: Pick<Limits, 'maxLinksPerAgent' | 'maxDevicesPerLink' | 'maxWindowBytes' | 'maxQueueSize'>;
   /** vhost_user links (agent config vhostUser); default: sealed memory only, rings up to 1024. */
   readonly vhostUser?: VhostUserOptions;
+  /** Certificates of stream links (TLS by default when set); null/absent: none. */
+  readonly streamTls?: StreamTlsFiles | null;
 }
 
 /** A link's runtime: a window between two agents, or a vhost-user device served to a local front-end. */
@@ -102,6 +105,7 @@ export class LinkManager implements LinkManagerApi {
       rendezvousDir: this.deps.rendezvousDir,
       nodeName: this.deps.nodeName,
       maxWindowBytes: this.limits.maxWindowBytes,
+      streamTls: this.deps.streamTls ?? null,
       log: this.log.child({
         link: name,
         peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',
@@ -136,6 +140,7 @@ export class LinkManager implements LinkManagerApi {
         // Links accepted before a limit was lowered stay: only the hard maxima apply here.
         validateLink(link, HARD_LIMITS);
         checkLinkForAgent(link, this.deps.nodeName, this.deps.backends, this.deps.paths);
+        checkStreamSecurity(link, this.deps.nodeName, this.deps.streamTls ?? null);
       } catch (err) {
         const why =
           err instanceof ServerError && err.fieldViolations.length > 0
@@ -195,6 +200,7 @@ export class LinkManager implements LinkManagerApi {
     const limits = this.limits;
     validateLink(input, limits);
     checkLinkForAgent(input, this.deps.nodeName, this.deps.backends, this.deps.paths);
+    checkStreamSecurity(input, this.deps.nodeName, this.deps.streamTls ?? null);
     const name = input.meta.name;
     const mine = input.spec.endpoints.find((e) => e.agent === this.deps.nodeName);
     if (mine) this.deps.paths.checkFilesystem(input.spec, roleName(mine.role), name);

@@ -31,6 +31,7 @@ import { deviceCounters, deviceStats, deviceStatuses, type DeviceCounterView } f
 import type { PciWindowDto } from '../native/native';
 import { pciBarName, pciBarOf, pciDoorbellName, pciWindowName, pciWindowOf, windowSideOf } from './pci-window';
 import { MAX_WINDOW_BYTES, openWindow, windowBytesOf, windowPathOf } from './window-opener';
+import { streamTlsFor, type StreamTlsFiles } from './stream-security';
 
 /** Doorbells of a pci-bar link's one vector, read at scrape time (restart with each window). */
 export interface LinkDoorbells {
@@ -77,6 +78,8 @@ export interface LinkRuntimeDeps {
   readonly nodeName: string;
   /** An attacher refuses a peer's window larger than this (limit maxWindowBytes; default MAX_WINDOW_BYTES). */
   readonly maxWindowBytes?: number;
+  /** Certificates of stream links (TLS by default when set). */
+  readonly streamTls?: StreamTlsFiles | null;
   readonly log: Logger;
   /** Status changed (phase, conditions, devices). */
   onStatus(rt: LinkRuntime): void;
@@ -401,11 +404,15 @@ export class LinkRuntime {
       return;
     }
     if (peer.state !== 'up') {
-      this.waitingForPeer(
-        peer.state === 'gone'
-          ? `the peer left ${this.windowPath}; waiting for it to return`
-          : `waiting for the peer to attach ${this.windowPath}`,
-      );
+      // A stream link says why its last connection ended (a refused certificate, a wrong secret).
+      const ended = this.streamTransport ? (this.window.stream?.()?.lastError ?? '') : '';
+      if (ended !== '') this.waitingForPeer(`the last connection ended: ${ended}`, 'StreamConnectionFailed');
+      else
+        this.waitingForPeer(
+          peer.state === 'gone'
+            ? `the peer left ${this.windowPath}; waiting for it to return`
+            : `waiting for the peer to attach ${this.windowPath}`,
+        );
       return;
     }
     if (this.peerEpoch !== 0 && peer.epoch !== this.peerEpoch) this.resetDevices('PeerRestarted');
@@ -429,9 +436,14 @@ export class LinkRuntime {
       this.fail('TransportUnsupported', 'this data plane has no stream transport');
       return false;
     }
-    const unix = t.protocol === StreamProtocol.STREAM_PROTOCOL_UNIX;
+    const scheme =
+      t.protocol === StreamProtocol.STREAM_PROTOCOL_UNIX
+        ? 'unix'
+        : t.protocol === StreamProtocol.STREAM_PROTOCOL_VSOCK
+          ? 'vsock'
+          : 'tcp';
     const where = this.role === 'device' && t.listenAddress !== '' ? t.listenAddress : t.address;
-    const address = `${unix ? 'unix' : 'tcp'}:${where}`;
+    const address = `${scheme}:${where}`;
     let w: DataPlaneWindow;
     try {
       w = dp.openStream(
@@ -451,6 +463,7 @@ export class LinkRuntime {
         secret: t.secret === '' ? null : new TextEncoder().encode(t.secret),
         allowPlain: t.secret === '' && t.allowPlaintext,
         idleMs: t.idleTimeoutMs,
+        tls: streamTlsFor(this.spec, t, this.deps.nodeName, this.deps.streamTls ?? null),
       });
     } catch (err) {
       this.closeWindow(false);
@@ -476,6 +489,7 @@ export class LinkRuntime {
       connections: s.connections,
       disconnects: s.disconnects,
       lastError: s.lastError,
+      security: s.security,
     };
   }
 
@@ -511,12 +525,12 @@ export class LinkRuntime {
     this.fail(f.reason, message);
   }
 
-  private waitingForPeer(message: string): void {
+  private waitingForPeer(message: string, reason?: string): void {
     const late = monotonicMs() - this.connectingSince > PEER_LATE_MS;
     this.setCondition(
       'PeerConnected',
       'False',
-      late ? 'PeerNotResponding' : 'WaitingForPeer',
+      reason ?? (late ? 'PeerNotResponding' : 'WaitingForPeer'),
       `${message} (agent ${this.peerAgent()})`,
     );
     this.schedule(this.nextPoll(), () => this.connect());

@@ -215,6 +215,7 @@ class LinkWindow implements DataPlaneWindow {
       handshakeMs: 0,
       idleMs: req.idleMs,
       devIds: [...this.devices.keys()],
+      tls: req.tls ?? null,
     });
   }
 

@@ -510,7 +510,7 @@ export interface StreamOpenDto extends WorkerOptionsDto {
   maxChain: number;
 }
 export interface StreamStartDto {
-  /** "tcp:IPV4:PORT" or "unix:PATH". */
+  /** "tcp:IPV4:PORT", "unix:PATH" or "vsock:CID:PORT". */
   address: string;
   deviceSide: boolean;
   /** The link secret (HMAC-SHA256 key), or null with allowPlain. */
@@ -521,6 +521,8 @@ export interface StreamStartDto {
   idleMs: number;
   /** Devices published so far. */
   devIds: number[];
+  /** TLS 1.3 with mutual certificates (files read at each handshake), or null. */
+  tls?: { ca: string; cert: string; key: string; peerId: string } | null;
 }
 export type StreamStateName = 'listening' | 'dialing' | 'handshake' | 'ready' | 'stopped';
 export interface StreamStatusDto {
@@ -532,6 +534,7 @@ export interface StreamStatusDto {
   connections: bigint;
   disconnects: bigint;
   lastError: string;
+  security: string;
 }
 export declare function consoleWrite(h: LinkHandle, devId: number, data: Uint8Array): number;
 /** A vhost-user device: a net or blk device config in the device role, or null for the counting sink. */

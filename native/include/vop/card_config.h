@@ -6,8 +6,16 @@
  * LinkSpec and this side's pci-bar access, as `key=value` lines:
  *
  *   # comment, blank lines ignored; no spaces around '='
- *   window.access=vfio|bar|ivshmem    how the window is reached
- *   window.path=...                   vfio: the BDF; bar: resourceN; ivshmem: server socket
+ *   window.access=vfio|bar|ivshmem|stream  how the window is reached (stream: a private window
+ *                                     carried over a socket, docs/stream-protocol.md)
+ *   window.path=...                   vfio: the BDF; bar: resourceN; ivshmem: server socket;
+ *                                     stream: tcp:IPV4:PORT, unix:PATH or vsock:CID:PORT (device
+ *                                     roles listen there, driver roles dial it)
+ *   stream.secret_file=PATH           stream: the link secret (a 0600 file; HMAC-SHA256)
+ *   stream.allow_plaintext=0|1        stream: no authentication at all (explicit)
+ *   stream.tls_ca= stream.tls_cert= stream.tls_key= stream.tls_peer=NAME
+ *                                     stream: TLS 1.3 with mutual certificates; the peer's must
+ *                                     carry NAME as a DNS subjectAltName
  *   window.doorbell_path=...          bar: resource0 (the doorbell registers), optional
  *   window.bar=2                      vfio: the window's region index
  *   window.offset=0  window.size=0    bytes (multiples of 4096; size 0: the rest)
@@ -44,7 +52,15 @@
 #define VOP_CARD_STR_MAX 255u
 #define VOP_CARD_TEXT_MAX (64u * 1024u)
 
-enum vop_card_access { VOP_CARD_VFIO = 1, VOP_CARD_BAR = 2, VOP_CARD_IVSHMEM = 3 };
+enum vop_card_access { VOP_CARD_VFIO = 1, VOP_CARD_BAR = 2, VOP_CARD_IVSHMEM = 3, VOP_CARD_STREAM = 4 };
+
+/* window.access=stream: how the connection is authenticated (at least one, or allow_plain). */
+struct vop_card_stream {
+	char secret_file[VOP_CARD_STR_MAX + 1];
+	bool allow_plain;
+	char tls_ca[VOP_CARD_STR_MAX + 1], tls_cert[VOP_CARD_STR_MAX + 1], tls_key[VOP_CARD_STR_MAX + 1];
+	char tls_peer[VOP_CARD_STR_MAX + 1];
+};
 
 struct vop_card_window {
 	enum vop_card_access access;
@@ -71,6 +87,7 @@ struct vop_card_device {
 
 struct vop_card_config {
 	struct vop_card_window window;
+	struct vop_card_stream stream;
 	struct vop_card_device dev[VOP_CARD_MAX_DEVICES];
 	unsigned ndev;
 };

@@ -222,8 +222,16 @@ enum vop_stream_state {
 	VOP_STREAM_FAILED = 3,    /* ended; reason says why (then only destroy remains) */
 };
 
+struct vop_stls;
+
 struct vop_stream_config {
 	int fd;                 /* connected stream socket; the bridge owns it from create on */
+	/*
+	 * A TLS session on fd after its handshake (vop/stream_tls.h), or NULL: every byte then
+	 * goes through it. Owned by the bridge from create on (freed even when create fails). A
+	 * session authenticates the peer, so secret_len may be 0 without allow_plain.
+	 */
+	struct vop_stls *tls;
 	bool device_side;       /* true: the virtio device side (listens); false: driver side */
 	const uint8_t *secret;  /* per-link secret (copied), or NULL */
 	uint32_t secret_len;    /* 1 .. VOP_STREAM_MAX_SECRET; 0 only with allow_plain */
@@ -294,12 +302,24 @@ enum vop_sconn_state {
 	VOP_SCONN_STOPPED = 5,
 };
 
+struct vop_stls_config;
+
 struct vop_sconn_config {
-	const char *address;   /* tcp:IPV4:PORT or unix:PATH (copied) */
+	/*
+	 * tcp:IPV4:PORT, unix:PATH or vsock:CID:PORT (copied). vsock listens on CID "any"
+	 * (VMADDR_CID_ANY) or a number; 1 is the local loopback, 2 the host.
+	 */
+	const char *address;
 	bool device_side;      /* true: listen (the device side); false: dial */
 	const uint8_t *secret; /* as struct vop_stream_config (copied) */
 	uint32_t secret_len;
 	bool allow_plain;
+	/*
+	 * TLS 1.3 with mutual certificates on every connection (vop/stream_tls.h), or NULL
+	 * (copied; the files are read at each handshake). TLS authenticates the peer, so no
+	 * secret is needed with it; a secret given too is checked inside TLS as well.
+	 */
+	const struct vop_stls_config *tls;
 	uint32_t max_chain, handshake_ms, idle_ms; /* as struct vop_stream_config; 0 = defaults */
 	const uint32_t *dev_ids; /* the devices the link carries (copied) */
 	unsigned ndevs;
@@ -317,6 +337,8 @@ struct vop_sconn_status {
 	uint64_t connections;      /* connections that reached READY */
 	uint64_t failures;         /* connections that ended (handshake refused included) */
 	char peer[80];             /* the current peer's address, "" when none */
+	char security[112];        /* the current connection's protection ("TLSv1.3 TLS_AES_256_GCM_SHA384
+				    * + hmac", "hmac", "none"), "" when none */
 	char last_reason[VOP_STREAM_REASON_MAX + 1]; /* why the last connection ended */
 };
 

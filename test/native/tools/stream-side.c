@@ -6,10 +6,13 @@
  * a console over TCP or a Unix socket. test/stream/ starts it;
  * `make -C native tools` builds it as out/tools/vop-stream.
  *
- *   vop-stream (--listen ADDR | --connect ADDR) (--secret-file F | --plain)
+ *   vop-stream (--listen ADDR | --connect ADDR) (--secret-file F | --plain | --tls-*)
+ *              [--tls-ca F --tls-cert F --tls-key F --tls-peer ID]
  *              [--max-chain BYTES] [--handshake-ms N] [--idle-ms N] DEVICE...
  *
- * ADDR is tcp:IPV4:PORT or unix:PATH. The device side listens, the driver
+ * ADDR is tcp:IPV4:PORT, unix:PATH or vsock:CID:PORT. With the four --tls-*
+ * options every connection runs TLS 1.3 with mutual certificates (the peer's
+ * must carry ID as a DNS subjectAltName); a secret may be added on top. The device side listens, the driver
  * side dials. DEVICE is as for vopdev (--net-device 1:tap=vs0, --con-driver
  * 2:..., test/native/devside.h); every DEVICE must have the same role, the
  * one --listen (device) or --connect (driver) implies. The secret file must
@@ -21,7 +24,7 @@
  * jittered exponential backoff (100 ms doubling to 5 s, +-50 %); the device
  * side accepts the next connection. stdout, one line each: endpoints as
  * vopdev prints them, "listening ADDR" or "dialing ADDR", then per
- * connection "ready" or "failed REASON" (and "stats {json}" on request:
+ * connection "ready" (then "security TLSv1.3 ... + hmac") or "failed REASON" (and "stats {json}" on request:
  * SIGUSR1). SIGTERM/SIGINT stop; exit 0, or 1 with a message.
  */
 #define _GNU_SOURCE
@@ -31,6 +34,7 @@
 
 #include "devside.h"
 #include "vop/stream.h"
+#include "vop/stream_tls.h"
 #include "vop/window_size.h"
 
 static volatile sig_atomic_t g_stop, g_stats;
@@ -71,6 +75,7 @@ int main(int argc, char **argv)
 	static struct devside_dev devs[DEVSIDE_MAX];
 	static char buf[8192];
 	const char *listen_s = NULL, *connect_s = NULL, *secret_file = NULL;
+	struct vop_stls_config tls = { 0 };
 	bool plain = false, device;
 	uint32_t max_chain = 65536 + 4096, handshake_ms = 5000, idle_ms = 0, secret_len = 0;
 	uint8_t secret[VOP_STREAM_MAX_SECRET];
@@ -110,6 +115,14 @@ int main(int argc, char **argv)
 			connect_s = v;
 		else if (!strcmp(a, "--secret-file"))
 			secret_file = v;
+		else if (!strcmp(a, "--tls-ca"))
+			tls.ca = v;
+		else if (!strcmp(a, "--tls-cert"))
+			tls.cert = v;
+		else if (!strcmp(a, "--tls-key"))
+			tls.key = v;
+		else if (!strcmp(a, "--tls-peer"))
+			tls.peer_id = v;
 		else if (!strcmp(a, "--max-chain"))
 			max_chain = (uint32_t)strtoul(v, NULL, 0);
 		else if (!strcmp(a, "--handshake-ms"))
@@ -128,7 +141,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	if (!listen_s == !connect_s || !secret_file == !plain || ndev == 0) {
+	if (!listen_s == !connect_s || (secret_file && plain) ||
+	    (!secret_file && !plain && !tls.ca) || ndev == 0 ||
+	    (tls.ca || tls.cert || tls.key || tls.peer_id) != (tls.ca && tls.cert && tls.key && tls.peer_id)) {
 		fprintf(stderr, "usage: vop-stream (--listen ADDR | --connect ADDR) (--secret-file F | --plain) DEVICE...\n");
 		return 1;
 	}
@@ -220,6 +235,7 @@ int main(int argc, char **argv)
 	cc.secret = secret_len ? secret : NULL;
 	cc.secret_len = secret_len;
 	cc.allow_plain = plain;
+	cc.tls = tls.ca ? &tls : NULL;
 	cc.max_chain = max_chain;
 	cc.handshake_ms = handshake_ms;
 	cc.idle_ms = idle_ms;
@@ -241,7 +257,7 @@ int main(int argc, char **argv)
 		}
 		if (cs.connections != seen_ready) {
 			seen_ready = cs.connections;
-			printf("ready\n");
+			printf("ready\nsecurity %s\n", cs.security);
 		}
 		if (g_stats) {
 			g_stats = 0;

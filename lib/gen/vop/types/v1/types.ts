@@ -735,6 +735,17 @@ export interface StreamTransport {
   allowPlaintext: boolean;
   /** Nothing received for this long ends a connection (then reconnect); 0 means 15000. */
   idleTimeoutMs: number;
+  /**
+   * Carry the link without TLS even when the agents have certificates (streamTls, or tls with a
+   * ca, in the agent config). TLS 1.3 with mutual certificates is on by default when an agent has
+   * them; without TLS the link needs a secret (or allow_plaintext). docs/stream-protocol.md "TLS".
+   */
+  disableTls: boolean;
+  /**
+   * The name the peer's certificate must carry as a DNS subjectAltName; empty: the other
+   * endpoint's agent name (the usual case). Needed when the far end is not an agent (vop-card).
+   */
+  tlsPeerName: string;
 }
 
 /** The connection of a stream link as one agent sees it. */
@@ -753,6 +764,11 @@ export interface StreamStatus {
   disconnects: bigint;
   /** Why the last connection ended ("authentication failed: ...", "peer silent for 15000 ms"). */
   lastError: string;
+  /**
+   * How the current connection is protected: "TLSv1.3 TLS_AES_256_GCM_SHA384", the same
+   * followed by " + hmac" when the link also has a secret, "hmac", or "none"; "" when none.
+   */
+  security: string;
 }
 
 /**
@@ -2489,7 +2505,16 @@ export const PciEpfTransport: MessageFns<PciEpfTransport> = {
 };
 
 function createBaseStreamTransport(): StreamTransport {
-  return { protocol: 0, address: "", listenAddress: "", secret: "", allowPlaintext: false, idleTimeoutMs: 0 };
+  return {
+    protocol: 0,
+    address: "",
+    listenAddress: "",
+    secret: "",
+    allowPlaintext: false,
+    idleTimeoutMs: 0,
+    disableTls: false,
+    tlsPeerName: "",
+  };
 }
 
 export const StreamTransport: MessageFns<StreamTransport> = {
@@ -2511,6 +2536,12 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     }
     if (message.idleTimeoutMs !== 0) {
       writer.uint32(1144).uint32(message.idleTimeoutMs);
+    }
+    if (message.disableTls !== false) {
+      writer.uint32(1216).bool(message.disableTls);
+    }
+    if (message.tlsPeerName !== "") {
+      writer.uint32(1226).string(message.tlsPeerName);
     }
     return writer;
   },
@@ -2576,6 +2607,22 @@ export const StreamTransport: MessageFns<StreamTransport> = {
             message.idleTimeoutMs = reader.uint32();
             continue;
           }
+          case 152: {
+            if (tag !== 1216) {
+              break;
+            }
+
+            message.disableTls = reader.bool();
+            continue;
+          }
+          case 153: {
+            if (tag !== 1226) {
+              break;
+            }
+
+            message.tlsPeerName = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2608,6 +2655,16 @@ export const StreamTransport: MessageFns<StreamTransport> = {
         : isSet(object.idle_timeout_ms)
         ? globalThis.Number(object.idle_timeout_ms)
         : 0,
+      disableTls: isSet(object.disableTls)
+        ? globalThis.Boolean(object.disableTls)
+        : isSet(object.disable_tls)
+        ? globalThis.Boolean(object.disable_tls)
+        : false,
+      tlsPeerName: isSet(object.tlsPeerName)
+        ? globalThis.String(object.tlsPeerName)
+        : isSet(object.tls_peer_name)
+        ? globalThis.String(object.tls_peer_name)
+        : "",
     };
   },
 
@@ -2631,6 +2688,12 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     if (message.idleTimeoutMs !== 0) {
       obj.idleTimeoutMs = Math.round(message.idleTimeoutMs);
     }
+    if (message.disableTls !== false) {
+      obj.disableTls = message.disableTls;
+    }
+    if (message.tlsPeerName !== "") {
+      obj.tlsPeerName = message.tlsPeerName;
+    }
     return obj;
   },
 
@@ -2645,6 +2708,8 @@ export const StreamTransport: MessageFns<StreamTransport> = {
     message.secret = object.secret ?? "";
     message.allowPlaintext = object.allowPlaintext ?? false;
     message.idleTimeoutMs = object.idleTimeoutMs ?? 0;
+    message.disableTls = object.disableTls ?? false;
+    message.tlsPeerName = object.tlsPeerName ?? "";
     return message;
   },
 };
@@ -2659,6 +2724,7 @@ function createBaseStreamStatus(): StreamStatus {
     connections: 0n,
     disconnects: 0n,
     lastError: "",
+    security: "",
   };
 }
 
@@ -2702,6 +2768,9 @@ export const StreamStatus: MessageFns<StreamStatus> = {
     }
     if (message.lastError !== "") {
       writer.uint32(66).string(message.lastError);
+    }
+    if (message.security !== "") {
+      writer.uint32(1218).string(message.security);
     }
     return writer;
   },
@@ -2783,6 +2852,14 @@ export const StreamStatus: MessageFns<StreamStatus> = {
             message.lastError = reader.string();
             continue;
           }
+          case 152: {
+            if (tag !== 1218) {
+              break;
+            }
+
+            message.security = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2821,6 +2898,7 @@ export const StreamStatus: MessageFns<StreamStatus> = {
         : isSet(object.last_error)
         ? globalThis.String(object.last_error)
         : "",
+      security: isSet(object.security) ? globalThis.String(object.security) : "",
     };
   },
 
@@ -2850,6 +2928,9 @@ export const StreamStatus: MessageFns<StreamStatus> = {
     if (message.lastError !== "") {
       obj.lastError = message.lastError;
     }
+    if (message.security !== "") {
+      obj.security = message.security;
+    }
     return obj;
   },
 
@@ -2872,6 +2953,7 @@ export const StreamStatus: MessageFns<StreamStatus> = {
       ? BigInt(object.disconnects)
       : 0n;
     message.lastError = object.lastError ?? "";
+    message.security = object.security ?? "";
     return message;
   },
 };
