@@ -19,6 +19,9 @@ import { ETCD_DEFAULTS } from './store/etcd-client';
 
 /** A DesiredLinks version larger than this is sent as several messages (agents that assemble them). */
 export const DEFAULT_SYNC_CHUNK_BYTES = 4 * 1024 * 1024;
+/** Agent registrations the leader admits per second, and at once (config syncAdmission). */
+export const DEFAULT_REGISTRATIONS_PER_SECOND = 2000;
+export const DEFAULT_REGISTRATION_BURST = 1000;
 
 const ETCD_ENDPOINT = /^(https?:\/\/)?([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$/;
 
@@ -91,6 +94,18 @@ export const controllerConfigSchema = z
       .min(1024)
       .max(8 * 1024 * 1024)
       .default(DEFAULT_SYNC_CHUNK_BYTES),
+    /**
+     * Agent registrations the leader admits (sync/registration-admission.ts): more are refused with
+     * RESOURCE_EXHAUSTED and a retry time, so a whole fleet reconnecting at once (a failover) is taken
+     * at a pace the leader keeps up with. registrationsPerSecond 0: unlimited.
+     */
+    syncAdmission: z
+      .object({
+        registrationsPerSecond: z.number().int().min(0).max(1_000_000).default(DEFAULT_REGISTRATIONS_PER_SECOND),
+        burst: z.number().int().min(1).max(1_000_000).default(DEFAULT_REGISTRATION_BURST),
+      })
+      .strict()
+      .default({ registrationsPerSecond: DEFAULT_REGISTRATIONS_PER_SECOND, burst: DEFAULT_REGISTRATION_BURST }),
   })
   .strict();
 

@@ -22,6 +22,7 @@ import { HTTP_SD_PATH, httpSdRoute } from './discovery/http-sd';
 import { AgentClients } from './api/agent-clients';
 import { controllerServiceBinding } from './api/controller-service';
 import { ControllerMetrics } from './metrics/controller-metrics';
+import { watchLoopStalls } from './metrics/loop-stalls';
 import { Replica } from './replica/replica';
 import { ObjectCache } from './state/object-cache';
 import { openStore } from './store/open-store';
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
 
   const registry = createRegistry();
   const metrics = new ControllerMetrics(registry, { version: VOP_VERSION, store: config.store.kind });
+  const stopStallWatch = watchLoopStalls(log.child({ component: 'loop' }), () => metrics.loopStalls.inc());
   const storeLog = log.child({ component: 'store' });
   const store = openStore(config, {
     etcd: {
@@ -123,6 +125,9 @@ async function main(): Promise<void> {
         adminNames: config.roles.admin,
         limits: config.limits,
         chunkBytes: config.syncChunkBytes,
+        // Half the admission rate: refusing costs a stream too, and a fleet looking for its leader
+        // should leave the replica that is about to lead the time to catch up.
+        refusalsPerSecond: Math.ceil(config.syncAdmission.registrationsPerSecond / 2),
       }),
     ],
     tls: security.tls,
@@ -140,7 +145,15 @@ async function main(): Promise<void> {
     }),
     metrics,
     log.child({ component: 'replica', replica: address }),
-    { address, leaseMs, limits: config.limits },
+    {
+      address,
+      leaseMs,
+      limits: config.limits,
+      admission: {
+        ratePerSecond: config.syncAdmission.registrationsPerSecond,
+        burst: config.syncAdmission.burst,
+      },
+    },
   );
   holder.replica = replica;
   replica.start();
@@ -171,6 +184,7 @@ async function main(): Promise<void> {
 
   onShutdownSignal(log, SHUTDOWN_DEADLINE_MS, async () => {
     // Resign first: another replica takes over at once, while this one finishes its calls.
+    stopStallWatch();
     await replica.stop();
     await grpc.shutdown(SHUTDOWN_GRACE_MS);
     agentClients.close();

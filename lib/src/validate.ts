@@ -52,6 +52,9 @@ export const MAX_HOST_PATH_BYTES = 240;
 /** Longest Unix socket path (bytes): sockaddr_un.sun_path holds 108 with the terminating NUL. */
 export const MAX_SOCKET_PATH_BYTES = 107;
 
+/** Queue pairs a vhost_user net device may offer (8 virtqueues, VOP_VHU_MAX_QUEUES). */
+export const MAX_VHOST_QUEUE_PAIRS = 4;
+
 export function checkName(v: ViolationList, field: string, name: string): void {
   if (name === '') v.add(field, 'is required');
   else if (!NAME_RE.test(name))
@@ -165,6 +168,8 @@ export function checkTransport(
       break;
     case 'vhostUser':
       checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true, MAX_SOCKET_PATH_BYTES);
+      if (k.value.queuePairs > MAX_VHOST_QUEUE_PAIRS)
+        v.add(`${field}.vhost_user.queue_pairs`, `must be 0 (1 pair) to ${MAX_VHOST_QUEUE_PAIRS}`);
       if (k.value.socketMode & ~0o770)
         v.add(
           `${field}.vhost_user.socket_mode`,
@@ -384,10 +389,34 @@ function checkNetBackend(v: ViolationList, field: string, b: NetBackend | undefi
       v.add(`${field}.tap.name`, 'may contain only A-Z, a-z, 0-9, "_", "." and "-"');
     if (k.value.netns !== '' && !/^[A-Za-z0-9_.-]+$/.test(k.value.netns))
       v.add(`${field}.tap.netns`, 'must be a namespace name under /run/netns');
-  } else {
+  } else if (k.$case === 'datagram') {
     checkAbsolutePath(v, `${field}.datagram.path`, k.value.path, true, MAX_SOCKET_PATH_BYTES);
     checkAbsolutePath(v, `${field}.datagram.peer_path`, k.value.peerPath, true, MAX_SOCKET_PATH_BYTES);
+  } else {
+    // which link and whether this agent drives it: the agent checks (it knows its links)
+    checkName(v, `${field}.vop_link.link`, k.value.link);
+    checkName(v, `${field}.vop_link.device`, k.value.device);
   }
+}
+
+/**
+ * A net backend naming another link (vop_link) belongs only in a vhost_user link's
+ * device_backend: on a link between agents each side has its own TAP or socket.
+ */
+function checkNoVopLink(v: ViolationList, field: string, devices: LinkSpec['devices'], vhost: boolean): void {
+  devices.forEach((d, i) => {
+    if (d.kind?.$case !== 'net') return;
+    if (!vhost && d.kind.value.deviceBackend?.kind?.$case === 'vopLink')
+      v.add(
+        `${field}[${i}].net.device_backend.vop_link`,
+        'only a vhost_user link may send its frames to another link; use a tap or a datagram socket here',
+      );
+    if (d.kind.value.driverFrontend?.kind?.$case === 'vopLink')
+      v.add(
+        `${field}[${i}].net.driver_frontend.vop_link`,
+        "is allowed only in a vhost_user link's device_backend; use a tap or a datagram socket here",
+      );
+  });
 }
 
 function checkConsoleBackend(v: ViolationList, field: string, b: ConsoleBackend | undefined): void {
@@ -501,9 +530,15 @@ function checkVhostUserLink(v: ViolationList, field: string, spec: LinkSpec): vo
   const k = d.kind;
   if (k?.$case === 'console') v.add(`${field}.devices[0].console`, 'vhost_user serves net and blk devices only');
   if (k?.$case === 'net' && !k.value.deviceBackend?.kind)
-    v.add(`${field}.devices[0].net.device_backend`, 'is required on a vhost_user link (a TAP or a datagram socket)');
+    v.add(
+      `${field}.devices[0].net.device_backend`,
+      'is required on a vhost_user link (a TAP, a datagram socket or vop_link)',
+    );
   if (k?.$case === 'blk' && k.value.export)
     v.add(`${field}.devices[0].blk.export`, 'must be empty on a vhost_user link (the front-end is the driver)');
+  const t = spec.transport?.kind;
+  if (t?.$case === 'vhostUser' && t.value.queuePairs > 1 && k?.$case !== 'net')
+    v.add(`${field}.transport.vhost_user.queue_pairs`, 'queue pairs are for a net device; a blk device serves 1 queue');
 }
 
 export function checkLinkSpec(
@@ -521,8 +556,10 @@ export function checkLinkSpec(
     checkVhostUserLink(v, field, spec);
     checkTransport(v, `${field}.transport`, spec.transport, limits);
     checkDevices(v, `${field}.devices`, spec.devices, limits);
+    checkNoVopLink(v, `${field}.devices`, spec.devices, true);
     return;
   }
+  checkNoVopLink(v, `${field}.devices`, spec.devices, false);
   // A pci-bar link may have one agent endpoint: its far end is no agent (vop-card on a card),
   // named through the transport (its access and ivshmem id); it plays the other role.
   const card = spec.transport?.kind?.$case === 'pciBar' && spec.endpoints.length === 1;

@@ -85,7 +85,8 @@ static struct bvhost *handle_arg(napi_env env, napi_value v, bool open)
  * vhostOpen(opts: VhostOpenDto, device: DeviceConfigDto | null) -> handle.
  * opts: socketPath, root (string | null), server, socketMode, socketGid
  * (-1: ours), reconnectMs, maxQueueSize, maxMemBytes (bigint), allowUnsealed,
- * spinNs (bigint). device null: the counting sink.
+ * spinNs (bigint), queuePairs (net and sink: 0 or 1 = one pair, up to 4).
+ * device null: the counting sink.
  */
 napi_value vop_b_vhost_open(napi_env env, napi_callback_info info)
 {
@@ -97,7 +98,7 @@ napi_value vop_b_vhost_open(napi_env env, napi_callback_info info)
 	struct vop_devcfg *dc = NULL;
 	struct bvhost *b;
 	bool has_root = false, present = false;
-	uint32_t mode, reconnect, qs;
+	uint32_t mode, reconnect, qs, pairs;
 	int32_t gid;
 	uint64_t mem, spin;
 	const char *err = NULL;
@@ -118,7 +119,8 @@ napi_value vop_b_vhost_open(napi_env env, napi_callback_info info)
 	    !vop_get_u32(env, argv[0], "vhost", "maxQueueSize", 0, 32768, &qs) ||
 	    !vop_get_u64(env, argv[0], "vhost", "maxMemBytes", UINT64_MAX, &mem) ||
 	    !vop_get_bool(env, argv[0], "vhost", "allowUnsealed", &cfg.vhu.allow_unsealed) ||
-	    !vop_get_u64(env, argv[0], "vhost", "spinNs", 10000000000ull, &spin))
+	    !vop_get_u64(env, argv[0], "vhost", "spinNs", 10000000000ull, &spin) ||
+	    !vop_get_u32(env, argv[0], "vhost", "queuePairs", 0, VOP_VHU_MAX_QUEUES / 2, &pairs))
 		return NULL;
 	cfg.vhu.path = path;
 	cfg.vhu.root = has_root && root[0] ? root : NULL;
@@ -128,6 +130,7 @@ napi_value vop_b_vhost_open(napi_env env, napi_callback_info info)
 	cfg.vhu.max_queue_size = (uint16_t)qs;
 	cfg.vhu.max_mem_bytes = mem;
 	cfg.vhu.spin_ns = spin;
+	cfg.queue_pairs = (uint16_t)pairs;
 	NODE_API_CALL(env, napi_typeof(env, argv[1], &t));
 	if (t == napi_null || t == napi_undefined) {
 		cfg.kind = VOP_VHOST_SINK;
@@ -167,7 +170,7 @@ napi_value vop_b_vhost_open(napi_env env, napi_callback_info info)
 		vop_throw_errno(env, rc, what);
 		return NULL;
 	}
-	b->nq = cfg.kind == VOP_VHOST_BLK ? 1 : 2;
+	b->nq = vop_vhost_rings(b->h);
 	if (napi_create_object(env, &obj) != napi_ok || napi_type_tag_object(env, obj, &bvhost_tag) != napi_ok ||
 	    napi_wrap(env, obj, b, finalize, NULL, NULL) != napi_ok) {
 		bvhost_close(b);

@@ -6,8 +6,9 @@
  * docs/transports.md ("vhost-user").
  *
  * Locks:
- *   mu        the backend (its ops never run concurrently), running,
- *             be_failed, the translated ring pointers, the kick fds in the
+ *   mu        the backends (their ops never run concurrently), running and
+ *             each group's running, be_failed, be_started, the translated
+ *             ring pointers, the kick fds in the
  *             worker's epoll set. The control thread takes it to start and
  *             stop the backend; the worker for every poll round.
  *   call_lock the call and err fds (vop_vhu_notify() runs on the worker and
@@ -104,10 +105,22 @@ struct vop_vhu {
 	pthread_mutex_t mu;
 	struct vop_private_u64 waiters; /* threads waiting for mu: the busy worker lets go at its next round */
 	const struct vop_devback_ops *ops;
-	void *be;
-	bool running;
-	bool be_failed;
-	bool be_started; /* start() called and stop() not yet completed */
+	/*
+	 * Queue groups: group g serves rings [g * per, (g + 1) * per) with its
+	 * own backend instance (net: one per queue pair). A group starts when
+	 * all of its rings are ready, independently of the others, so a
+	 * front-end that enables only some of the pairs it set up is served.
+	 */
+	unsigned per;     /* rings per group: cfg.num_queues */
+	unsigned ngroups; /* cfg.groups (0 = 1) */
+	unsigned nrings;  /* per * ngroups */
+	struct vhu_group {
+		void *be;
+		bool running;
+		bool be_failed;
+		bool be_started; /* start() called and stop() not yet completed */
+	} grp[VOP_VHU_MAX_QUEUES];
+	bool running;     /* some group runs */
 	bool reported[VOP_VHU_MAX_QUEUES];
 	const char *start_why; /* vop_vhu_queue() refused the front-end's ring state */
 
@@ -349,14 +362,38 @@ static uint16_t used_idx_of(const struct vhu_ring *r)
 	return vop_load_acquire_u16(&r->pused->idx);
 }
 
+/* The group ring q belongs to. */
+static struct vhu_group *grp_of(struct vop_vhu *v, unsigned q)
+{
+	return &v->grp[q / v->per];
+}
+
+/* The backend's queue behind ring q, or NULL (mu held). */
+static struct vop_vq *ring_vq(struct vop_vhu *v, unsigned q)
+{
+	struct vhu_group *g = grp_of(v, q);
+
+	return g->be ? v->ops->queue(g->be, q % v->per) : NULL;
+}
+
+static bool any_running(const struct vop_vhu *v)
+{
+	unsigned g;
+
+	for (g = 0; g < v->ngroups; g++)
+		if (v->grp[g].running)
+			return true;
+	return false;
+}
+
 /* Every queue drained: nothing taken that is not completed, nothing new posted (mu held). */
 static bool drained(struct vop_vhu *v)
 {
 	unsigned q;
 
-	for (q = 0; q < v->cfg.num_queues; q++) {
+	for (q = 0; q < v->nrings; q++) {
 		struct vhu_ring *r = &v->ring[q];
-		struct vop_vq *vq = v->ops->queue(v->be, q);
+		struct vop_vq *vq = ring_vq(v, q);
 		uint16_t avail;
 
 		if (!vq || !r->pused || !vq->num || vq->broken)
@@ -371,18 +408,53 @@ static bool drained(struct vop_vhu *v)
 static void check_broken(struct vop_vhu *v);
 
 /* Call the backend's stop until it says no thread of it touches the rings (mu held; may drop it). */
-static void backend_stop_locked(struct vop_vhu *v)
+static void backend_stop_locked(struct vop_vhu *v, struct vhu_group *g)
 {
 	int rc;
 
-	if (!v->be_started)
+	if (!g->be_started)
 		return;
-	while ((rc = v->ops->stop(v->be)) == -EINPROGRESS) {
+	while ((rc = v->ops->stop(g->be)) == -EINPROGRESS) {
 		pthread_mutex_unlock(&v->mu);
 		usleep(1000);
 		lock_mu(v);
 	}
-	v->be_started = false;
+	g->be_started = false;
+}
+
+static bool any_started(const struct vop_vhu *v)
+{
+	unsigned g;
+
+	for (g = 0; g < v->ngroups; g++)
+		if (v->grp[g].be_started)
+			return true;
+	return false;
+}
+
+/* One poll round of every running group (mu held): > 0 work, 0 idle, < 0 a backend failed. */
+static int poll_groups(struct vop_vhu *v)
+{
+	unsigned g;
+	int work = 0, err = 0;
+
+	for (g = 0; g < v->ngroups; g++) {
+		struct vhu_group *gr = &v->grp[g];
+		int rc;
+
+		if (!gr->running || gr->be_failed)
+			continue;
+		rc = v->ops->poll(gr->be);
+		if (rc < 0) {
+			struct vop_vhu_event ev = { .type = VOP_VHU_EV_BACKEND_FAILED, .error = rc };
+
+			gr->be_failed = true;
+			emit(v, &ev);
+			err = rc;
+		} else if (rc > 0)
+			work = 1;
+	}
+	return err ? err : work;
 }
 
 /*
@@ -397,11 +469,11 @@ static void dev_stop(struct vop_vhu *v, bool drain)
 	unsigned q;
 
 	lock_mu(v);
-	if (!v->running && !v->be_started) {
+	if (!v->running && !any_started(v)) {
 		pthread_mutex_unlock(&v->mu);
 		return;
 	}
-	if (drain && v->running && !v->be_failed) {
+	if (drain && v->running) {
 		uint64_t deadline = now_ns() + (uint64_t)v->cfg.drain_ms * 1000000ull;
 
 		/*
@@ -412,7 +484,7 @@ static void dev_stop(struct vop_vhu *v, bool drain)
 		 * that completes out of order also waits for what it took.
 		 */
 		for (;;) {
-			int rc = v->ops->poll(v->be);
+			int rc = poll_groups(v);
 
 			check_broken(v);
 			if (rc < 0 || now_ns() >= deadline)
@@ -427,8 +499,11 @@ static void dev_stop(struct vop_vhu *v, bool drain)
 		}
 	}
 	v->running = false; /* the worker stops polling */
-	backend_stop_locked(v);
-	for (q = 0; q < v->cfg.num_queues; q++) {
+	for (q = 0; q < v->ngroups; q++) {
+		v->grp[q].running = false;
+		backend_stop_locked(v, &v->grp[q]);
+	}
+	for (q = 0; q < v->nrings; q++) {
 		struct vhu_ring *r = &v->ring[q];
 
 		if (r->pused)
@@ -442,88 +517,141 @@ static void dev_stop(struct vop_vhu *v, bool drain)
 	emit_type(v, VOP_VHU_EV_STOPPED, 0);
 }
 
+/* The rings of group g, [*q0, *q1). */
+static void group_rings(const struct vop_vhu *v, unsigned g, unsigned *q0, unsigned *q1)
+{
+	*q0 = g * v->per;
+	*q1 = *q0 + v->per;
+}
+
+static void group_unxlate(struct vop_vhu *v, unsigned g)
+{
+	unsigned q, q0, q1;
+
+	group_rings(v, g, &q0, &q1);
+	for (q = q0; q < q1; q++) {
+		v->ring[q].pdesc = v->ring[q].pavail = NULL;
+		v->ring[q].pused = NULL;
+	}
+}
+
 /*
- * Start the rings when everything is in place. Returns 0 (started or not
- * ready yet), or -errno with *why when the front-end's set-up breaks a rule
- * (the connection then ends).
+ * Start every group whose rings are all in place and that does not run
+ * yet (the others keep running). Returns 0 (started, or nothing ready
+ * yet), or -errno with *why when the front-end's set-up breaks a rule (the
+ * connection then ends).
  */
 static int dev_start(struct vop_vhu *v, const char **why)
 {
+	bool want[VOP_VHU_MAX_QUEUES] = { false }, any = false, started = false;
+	int failed = 0;
 	uint64_t feat;
-	unsigned q;
+	unsigned g, q, q0, q1;
 	int rc;
 
-	if (v->running || v->mem.n == 0)
+	if (v->mem.n == 0)
 		return 0;
-	for (q = 0; q < v->cfg.num_queues; q++)
-		if (!ring_ready(v, &v->ring[q]))
-			return 0;
+	for (g = 0; g < v->ngroups; g++) {
+		if (v->grp[g].running)
+			continue;
+		want[g] = true;
+		group_rings(v, g, &q0, &q1);
+		for (q = q0; q < q1; q++)
+			if (!ring_ready(v, &v->ring[q]))
+				want[g] = false;
+		any |= want[g];
+	}
+	if (!any)
+		return 0;
 	if (!((v->features >> VOP_F_VERSION_1) & 1)) {
 		*why = "VIRTIO_F_VERSION_1 was not negotiated (legacy devices are not supported)";
 		return -EPROTO;
 	}
 	lock_mu(v);
-	for (q = 0; q < v->cfg.num_queues; q++) {
-		struct vhu_ring *r = &v->ring[q];
-		void *d, *a, *u;
+	for (g = 0; g < v->ngroups; g++) {
+		if (!want[g])
+			continue;
+		group_rings(v, g, &q0, &q1);
+		for (q = q0; q < q1; q++) {
+			struct vhu_ring *r = &v->ring[q];
+			void *d, *a, *u;
 
-		if (ring_xlate(&v->mem, r, &d, &a, &u)) {
-			pthread_mutex_unlock(&v->mu);
-			*why = "ring address outside the memory table (or misaligned)";
-			return -EFAULT;
+			if (ring_xlate(&v->mem, r, &d, &a, &u)) {
+				unsigned k;
+
+				for (k = 0; k <= g; k++)
+					if (want[k])
+						group_unxlate(v, k);
+				pthread_mutex_unlock(&v->mu);
+				*why = "ring address outside the memory table (or misaligned)";
+				return -EFAULT;
+			}
+			r->pdesc = d;
+			r->pavail = a;
+			r->pused = u;
 		}
-		r->pdesc = d;
-		r->pavail = a;
-		r->pused = u;
 	}
 	feat = v->features & ~((1ull << VOP_VHU_F_PROTOCOL_FEATURES) | (1ull << VOP_VHU_F_LOG_ALL));
 	if (v->inflight)
 		feat |= 1ull << VOP_F_INFLIGHT;
-	v->start_why = NULL;
-	v->be_failed = false;
-	memset(v->reported, 0, sizeof(v->reported));
-	/*
-	 * resume: the inflight area is the front-end's and outlives us (a fresh
-	 * one from GET_INFLIGHT_FD is all zeroes); the backend must not zero it.
-	 */
-	rc = v->ops->start(v->be, feat, v->inflight != NULL);
-	v->be_started = true; /* even when it failed: stop() cleans up what it set up */
-	if (rc) {
-		const char *sw = v->start_why;
+	for (g = 0; g < v->ngroups; g++) {
+		struct vhu_group *gr = &v->grp[g];
 
-		backend_stop_locked(v);
-		for (q = 0; q < v->cfg.num_queues; q++) {
-			v->ring[q].pdesc = v->ring[q].pavail = NULL;
-			v->ring[q].pused = NULL;
-		}
-		pthread_mutex_unlock(&v->mu);
-		if (sw) { /* the front-end's ring state: its fault */
-			*why = sw;
-			return -EPROTO;
-		}
-		{
-			struct vop_vhu_event ev = { .type = VOP_VHU_EV_BACKEND_FAILED, .error = rc };
+		if (!want[g])
+			continue;
+		group_rings(v, g, &q0, &q1);
+		v->start_why = NULL;
+		gr->be_failed = false;
+		for (q = q0; q < q1; q++)
+			v->reported[q] = false;
+		/*
+		 * resume: the inflight area is the front-end's and outlives us (a fresh
+		 * one from GET_INFLIGHT_FD is all zeroes); the backend must not zero it.
+		 */
+		rc = v->ops->start(gr->be, feat, v->inflight != NULL);
+		gr->be_started = true; /* even when it failed: stop() cleans up what it set up */
+		if (rc) {
+			const char *sw = v->start_why;
 
-			emit(v, &ev);
+			backend_stop_locked(v, gr);
+			group_unxlate(v, g);
+			if (sw) { /* the front-end's ring state: its fault (the connection ends) */
+				for (q = g + 1; q < v->ngroups; q++)
+					if (want[q])
+						group_unxlate(v, q);
+				v->running = any_running(v);
+				pthread_mutex_unlock(&v->mu);
+				*why = sw;
+				return -EPROTO;
+			}
+			failed = rc; /* ours: the connection stays, this group does not run */
+			continue;
 		}
-		return 0; /* ours: the connection stays, the device does not run */
+		for (q = q0; q < q1; q++) {
+			struct vhu_ring *r = &v->ring[q];
+
+			if (r->kick >= 0) {
+				struct epoll_event ev = { .events = EPOLLIN,
+							  .data = { .u64 = q | ((uint64_t)r->kick_gen << 32) } };
+
+				epoll_ctl(v->epfd, EPOLL_CTL_ADD, r->kick, &ev);
+			}
+		}
+		gr->running = true;
+		started = true;
 	}
-	for (q = 0; q < v->cfg.num_queues; q++) {
-		struct vhu_ring *r = &v->ring[q];
-
-		if (r->kick >= 0) {
-			struct epoll_event ev = { .events = EPOLLIN, .data = { .u64 = q | ((uint64_t)r->kick_gen << 32) } };
-
-			epoll_ctl(v->epfd, EPOLL_CTL_ADD, r->kick, &ev);
-		}
-	}
-	v->running = true;
+	v->running = any_running(v);
 	pthread_mutex_unlock(&v->mu);
-	vop_private_add_u64(&v->n_starts, 1);
-	efd_signal(v->wakefd);
-	{
+	if (failed) {
+		struct vop_vhu_event ev = { .type = VOP_VHU_EV_BACKEND_FAILED, .error = failed };
+
+		emit(v, &ev);
+	}
+	if (started) {
 		struct vop_vhu_event ev = { .type = VOP_VHU_EV_STARTED, .features = feat };
 
+		vop_private_add_u64(&v->n_starts, 1);
+		efd_signal(v->wakefd);
 		emit(v, &ev);
 	}
 	return 0;
@@ -539,7 +667,7 @@ int vop_vhu_queue(struct vop_vhu *v, unsigned q, uint64_t features, struct vop_v
 	struct vhu_ring *r;
 	uint16_t used;
 
-	if (q >= v->cfg.num_queues)
+	if (q >= v->nrings)
 		return -EINVAL;
 	r = &v->ring[q];
 	if (!r->pused || !r->num)
@@ -571,7 +699,7 @@ int vop_vhu_queue(struct vop_vhu *v, unsigned q, uint64_t features, struct vop_v
 
 void vop_vhu_notify(struct vop_vhu *v, unsigned q)
 {
-	if (q >= v->cfg.num_queues)
+	if (q >= v->nrings)
 		return;
 	pthread_mutex_lock(&v->call_lock);
 	efd_signal(v->ring[q].call);
@@ -603,8 +731,8 @@ static void check_broken(struct vop_vhu *v)
 {
 	unsigned q;
 
-	for (q = 0; q < v->cfg.num_queues; q++) {
-		struct vop_vq *vq = v->ops->queue(v->be, q);
+	for (q = 0; q < v->nrings; q++) {
+		struct vop_vq *vq = ring_vq(v, q);
 		struct vop_vhu_event ev = { .type = VOP_VHU_EV_QUEUE_BROKEN, .queue = q };
 
 		if (!vq || !vq->broken || v->reported[q])
@@ -627,11 +755,14 @@ static void disable_notify(struct vop_vhu *v)
 {
 	unsigned q;
 
-	if (!v->running || v->be_failed)
+	if (!v->running)
 		return;
-	for (q = 0; q < v->cfg.num_queues; q++) {
-		struct vop_vq *vq = v->ops->queue(v->be, q);
+	for (q = 0; q < v->nrings; q++) {
+		struct vop_vq *vq;
 
+		if (!grp_of(v, q)->running || grp_of(v, q)->be_failed)
+			continue;
+		vq = ring_vq(v, q);
 		if (vq && vq->num && !vq->event_idx)
 			vop_vq_disable_notify(vq);
 	}
@@ -661,17 +792,9 @@ static void *worker_main(void *arg)
 			pthread_mutex_lock(&v->mu);
 			continue;
 		}
-		if (v->running && !v->be_failed) {
-			int rc = v->ops->poll(v->be);
-
+		if (v->running) {
+			work = poll_groups(v) > 0; /* a failed backend is reported there and not polled again */
 			check_broken(v);
-			if (rc < 0) {
-				struct vop_vhu_event ev = { .type = VOP_VHU_EV_BACKEND_FAILED, .error = rc };
-
-				v->be_failed = true;
-				emit(v, &ev);
-			}
-			work = rc > 0;
 		}
 		if (work) {
 			idle_since = 0;
@@ -691,8 +814,13 @@ static void *worker_main(void *arg)
 			continue;
 		}
 		/* Sleep: arm the rings' notifications, re-check, then wait for a kick or a wake. */
-		if (v->running && !v->be_failed)
-			pending = v->ops->prepare_sleep(v->be) != 0;
+		if (v->running) {
+			unsigned g;
+
+			for (g = 0; g < v->ngroups; g++)
+				if (v->grp[g].running && !v->grp[g].be_failed)
+					pending |= v->ops->prepare_sleep(v->grp[g].be) != 0;
+		}
 		pthread_mutex_unlock(&v->mu);
 		if (!pending && !atomic_load_explicit(&v->stop, memory_order_acquire))
 			n = epoll_wait(v->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), VHU_IDLE_SLEEP_MS);
@@ -703,7 +831,7 @@ static void *worker_main(void *arg)
 
 			if (q == VHU_EP_WAKE)
 				efd_drain(v->wakefd);
-			else if (q < v->cfg.num_queues && v->ring[q].kick_gen == (uint32_t)(d >> 32))
+			else if (q < v->nrings && v->ring[q].kick_gen == (uint32_t)(d >> 32))
 				efd_drain(v->ring[q].kick); /* level-triggered: clear it */
 		}
 		if (n > 0 || pending) {
@@ -854,7 +982,7 @@ static int h_set_mem_table(struct vop_vhu *v, const struct vop_vhu_msg *m, const
 	/* the region tables moved with the copy: nothing points into nm */
 	atomic_store_explicit(&v->mem_bytes, nm.bytes, memory_order_relaxed);
 	atomic_store_explicit(&v->mem_regions, nm.n, memory_order_relaxed);
-	for (q = 0; q < v->cfg.num_queues; q++) {
+	for (q = 0; q < v->nrings; q++) {
 		void *d, *a, *u;
 
 		if (v->ring[q].addr_set && ring_xlate(&v->mem, &v->ring[q], &d, &a, &u)) {
@@ -869,7 +997,7 @@ static int h_set_vring_addr(struct vop_vhu *v, const struct vop_vhu_msg *m, cons
 {
 	struct vhu_ring *r = &v->ring[m->addr.index];
 
-	if (v->running)
+	if (grp_of(v, m->addr.index)->running)
 		dev_stop(v, true);
 	r->desc = m->addr.desc;
 	r->avail = m->addr.avail;
@@ -897,14 +1025,17 @@ static int h_set_vring_fd(struct vop_vhu *v, const struct vop_vhu_msg *m, int *f
 	if (fd >= 0)
 		fds[0] = -1; /* ours now */
 	if (m->request == VOP_VHU_SET_VRING_KICK) {
+		bool running;
+
 		lock_mu(v);
-		if (v->running && r->kick >= 0)
+		running = grp_of(v, m->vfd.index)->running;
+		if (running && r->kick >= 0)
 			epoll_ctl(v->epfd, EPOLL_CTL_DEL, r->kick, NULL);
 		close_fd(&r->kick);
 		r->kick = fd;
 		r->kick_gen++;
 		r->kick_set = true;
-		if (v->running && fd >= 0) {
+		if (running && fd >= 0) {
 			struct epoll_event ev = { .events = EPOLLIN,
 						  .data = { .u64 = m->vfd.index | ((uint64_t)r->kick_gen << 32) } };
 
@@ -946,7 +1077,7 @@ static int h_get_inflight(struct vop_vhu *v, const struct vop_vhu_msg *m, const 
 		*why = "GET_INFLIGHT_FD without PROTOCOL_F_INFLIGHT_SHMFD";
 		return -EOPNOTSUPP;
 	}
-	if (m->inflight.num_queues > v->cfg.num_queues) {
+	if (m->inflight.num_queues > v->nrings) {
 		*why = "inflight: more queues than the device has";
 		return -EINVAL;
 	}
@@ -992,7 +1123,7 @@ static int h_set_inflight(struct vop_vhu *v, const struct vop_vhu_msg *m, int *f
 		*why = "SET_INFLIGHT_FD without PROTOCOL_F_INFLIGHT_SHMFD";
 		return -EOPNOTSUPP;
 	}
-	if (m->inflight.num_queues > v->cfg.num_queues) {
+	if (m->inflight.num_queues > v->nrings) {
 		*why = "inflight: more queues than the device has";
 		return -EINVAL;
 	}
@@ -1090,10 +1221,11 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		v->pfeatures = m->u64;
 		return 0;
 	case VOP_VHU_GET_QUEUE_NUM:
-		return reply_u64(v, m->request, v->cfg.num_queues);
+		/* net: queue pairs (one group each); blk: queues */
+		return reply_u64(v, m->request, v->ngroups);
 	case VOP_VHU_SET_VRING_NUM:
 		r = &v->ring[m->state.index];
-		if (v->running)
+		if (grp_of(v, m->state.index)->running)
 			dev_stop(v, true);
 		r->num = m->state.num;
 		if (r->addr_set && v->mem.n) {
@@ -1109,7 +1241,7 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		rc = h_set_vring_addr(v, m, why);
 		return rc ? rc : dev_start(v, why);
 	case VOP_VHU_SET_VRING_BASE:
-		if (v->running)
+		if (grp_of(v, m->state.index)->running)
 			dev_stop(v, true);
 		v->ring[m->state.index].base = (uint16_t)m->state.num;
 		return 0;
@@ -1117,8 +1249,8 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		uint32_t st[2];
 
 		r = &v->ring[m->state.index];
-		if (v->running || v->be_started)
-			dev_stop(v, true);
+		if (grp_of(v, m->state.index)->running || grp_of(v, m->state.index)->be_started)
+			dev_stop(v, true); /* every group: the others start again below */
 		/* the ring is stopped until its next SET_VRING_KICK */
 		lock_mu(v);
 		r->kick_set = false;
@@ -1127,7 +1259,8 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		pthread_mutex_unlock(&v->mu);
 		st[0] = m->state.index;
 		st[1] = r->base;
-		return reply(v, m->request, st, sizeof(st), -1);
+		rc = reply(v, m->request, st, sizeof(st), -1);
+		return rc ? rc : dev_start(v, why);
 	}
 	case VOP_VHU_SET_VRING_KICK:
 		h_set_vring_fd(v, m, fds);
@@ -1139,8 +1272,8 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		/* we always offer PROTOCOL_FEATURES: accepted whether or not SET_FEATURES repeated it */
 		v->ring[m->state.index].enable_set = true;
 		v->ring[m->state.index].enabled = m->state.num != 0;
-		if (!m->state.num && v->running)
-			dev_stop(v, true);
+		if (!m->state.num && grp_of(v, m->state.index)->running)
+			dev_stop(v, true); /* every group: the others start again below */
 		return dev_start(v, why);
 	case VOP_VHU_GET_CONFIG:
 		return h_get_config(v, m, why);
@@ -1357,7 +1490,12 @@ static void end_session(struct vop_vhu *v, int why)
 	v->features = 0;
 	v->pfeatures = 0;
 	v->features_set = false;
-	v->be_failed = false;
+	{
+		unsigned g;
+
+		for (g = 0; g < v->ngroups; g++)
+			v->grp[g].be_failed = false;
+	}
 	pthread_mutex_unlock(&v->mu);
 	rings_reset(v);
 	atomic_store_explicit(&v->mem_bytes, 0, memory_order_relaxed);
@@ -1480,7 +1618,8 @@ int vop_vhu_create(const struct vop_vhu_config *cfg, struct vop_vhu **out)
 	int rc;
 
 	*out = NULL;
-	if (!cfg || !cfg->path || cfg->num_queues == 0 || cfg->num_queues > VOP_VHU_MAX_QUEUES ||
+	if (!cfg || !cfg->path || cfg->num_queues == 0 ||
+	    (unsigned)cfg->num_queues * (cfg->groups ? cfg->groups : 1u) > VOP_VHU_MAX_QUEUES ||
 	    strlen(cfg->path) >= sizeof(((struct sockaddr_un *)0)->sun_path) ||
 	    (cfg->root && strlen(cfg->root) >= VOP_PATH_MAX))
 		return -EINVAL;
@@ -1503,7 +1642,10 @@ int vop_vhu_create(const struct vop_vhu_config *cfg, struct vop_vhu **out)
 		v->cfg.max_mem_bytes = VHU_DEFAULT_MAX_MEM;
 	if (!v->cfg.drain_ms)
 		v->cfg.drain_ms = 5000;
-	v->lim.max_queues = cfg->num_queues;
+	v->per = cfg->num_queues;
+	v->ngroups = cfg->groups ? cfg->groups : 1u;
+	v->nrings = v->per * v->ngroups;
+	v->lim.max_queues = (uint16_t)v->nrings;
 	v->lim.max_queue_size = v->cfg.max_queue_size;
 	v->offered = (cfg->features & ~((1ull << VOP_F_INFLIGHT) | (1ull << VOP_VHU_F_RING_PACKED) |
 					(1ull << VOP_VHU_F_IOMMU_PLATFORM) | (1ull << VOP_VHU_F_LOG_ALL))) |
@@ -1567,14 +1709,25 @@ fail:
 
 int vop_vhu_start(struct vop_vhu *v, const struct vop_devback_ops *ops, void *be)
 {
+	return vop_vhu_start_groups(v, ops, &be, 1);
+}
+
+int vop_vhu_start_groups(struct vop_vhu *v, const struct vop_devback_ops *ops, void *const *bes, unsigned n)
+{
+	unsigned g;
 	int rc;
 
 	if (v->threads)
 		return -EALREADY;
-	if (!ops || !be || !ops->start || !ops->stop || !ops->poll || !ops->prepare_sleep || !ops->queue)
+	if (!ops || !bes || n != v->ngroups || !ops->start || !ops->stop || !ops->poll || !ops->prepare_sleep ||
+	    !ops->queue)
 		return -EINVAL;
+	for (g = 0; g < n; g++)
+		if (!bes[g])
+			return -EINVAL;
 	v->ops = ops;
-	v->be = be;
+	for (g = 0; g < n; g++)
+		v->grp[g].be = bes[g];
 	rc = -pthread_create(&v->wrk, NULL, worker_main, v);
 	if (rc)
 		return rc;
@@ -1629,7 +1782,12 @@ void vop_vhu_status(struct vop_vhu *v, struct vop_vhu_status *out)
 	memset(out, 0, sizeof(*out));
 	lock_mu(v);
 	out->running = v->running;
-	out->failed = v->be_failed;
+	{
+		unsigned g;
+
+		for (g = 0; g < v->ngroups; g++)
+			out->failed |= v->grp[g].be_failed;
+	}
 	out->features = v->features;
 	out->protocol_features = v->pfeatures;
 	pthread_mutex_unlock(&v->mu);
@@ -1650,10 +1808,10 @@ int vop_vhu_queue_stats(struct vop_vhu *v, unsigned q, struct vop_vq_stats *out)
 {
 	struct vop_vq *vq;
 
-	if (q >= v->cfg.num_queues || !v->ops)
+	if (q >= v->nrings || !v->ops)
 		return -EINVAL;
 	lock_mu(v);
-	vq = v->ops->queue(v->be, q);
+	vq = ring_vq(v, q);
 	if (vq)
 		vop_vq_stats_read(vq, out);
 	pthread_mutex_unlock(&v->mu);

@@ -258,6 +258,11 @@ struct vop_console *vop_devback_console(struct vop_devback *b)
 	return b->kind == VOP_DEVBACK_CONSOLE ? b->obj : NULL;
 }
 
+struct vop_net *vop_devback_net(struct vop_devback *b)
+{
+	return b->kind == VOP_DEVBACK_NET ? b->obj : NULL;
+}
+
 struct vop_blk_driver *vop_devback_blk_driver(struct vop_devback *b)
 {
 	return b->kind == VOP_DEVBACK_BLK && b->role == VOP_ROLE_DRIVER ? b->obj : NULL;

@@ -909,8 +909,20 @@ static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 		rc = -EINVAL;
 		goto fail;
 	}
-	n->dgram = c->dgram_local && c->dgram_peer;
-	rc = n->dgram ? dgram_open(n, c->dgram_local, c->dgram_peer, c->dgram_root) : tap_open(c->tap_name, n->ifname);
+	if (c->share) {
+		/* a further queue pair of one device: the same TAP or socket, through its own fd */
+		n->dgram = c->share->dgram;
+		memcpy(n->ifname, c->share->ifname, IFNAMSIZ);
+		n->peer = c->share->peer;
+		n->peer_len = c->share->peer_len;
+		rc = fcntl(c->share->tap, F_DUPFD_CLOEXEC, 0);
+		if (rc < 0)
+			rc = -errno;
+	} else {
+		n->dgram = c->dgram_local && c->dgram_peer;
+		rc = n->dgram ? dgram_open(n, c->dgram_local, c->dgram_peer, c->dgram_root)
+			      : tap_open(c->tap_name, n->ifname);
+	}
 	if (rc < 0)
 		goto fail;
 	n->tap = rc;
@@ -963,7 +975,7 @@ static int net_create(struct vop_devctx *ctx, uint32_t dev_id, const struct vop_
 		}
 	}
 	/* Configured here, then moved: the fd keeps serving it in its new namespace. */
-	if (!n->dgram && c->netns && c->netns[0]) {
+	if (!n->dgram && !c->share && c->netns && c->netns[0]) {
 		rc = vop_net_move_netns(n->ifname, c->netns);
 		if (rc)
 			goto fail;

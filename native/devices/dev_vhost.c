@@ -11,20 +11,29 @@
 #include "vop/dev_sink.h"
 #include "vop/dev_vhost.h"
 
-struct vop_vhost {
-	enum vop_vhost_kind kind;
-	struct vop_vhu *vhu;
+/* One queue group (net: a queue pair) served by its own backend instance. */
+struct vhost_grp {
+	struct vop_vhost *h;
+	unsigned k;              /* group index: its queue q is ring k * per + q */
 	struct vop_devctx *ctx;
 	struct vop_devback *b;   /* NET, BLK */
 	struct vop_sink *sink;   /* SINK */
-	struct vop_dev_info di;  /* the entry the backend finds (read-only after open) */
+};
+
+struct vop_vhost {
+	enum vop_vhost_kind kind;
+	struct vop_vhu *vhu;
+	unsigned ngroups;
+	unsigned per;            /* rings per group */
+	struct vhost_grp g[VOP_VHU_MAX_QUEUES];
+	struct vop_dev_info di;  /* the entry each backend finds (read-only after open) */
 };
 
 /* ---- host ops of the device context ---- */
 
 static int h_find(void *arg, uint32_t dev_id, uint32_t type, struct vop_dev_info *out)
 {
-	struct vop_vhost *h = arg;
+	struct vop_vhost *h = ((struct vhost_grp *)arg)->h;
 
 	if (dev_id != h->di.dev_id)
 		return -ENOENT;
@@ -35,12 +44,14 @@ static int h_find(void *arg, uint32_t dev_id, uint32_t type, struct vop_dev_info
 static int h_queue(void *arg, const struct vop_dev_info *di, unsigned q, uint64_t features,
 		   struct vop_devq_geom *g)
 {
-	struct vop_vhost *h = arg;
+	struct vhost_grp *gr = arg;
 	struct vop_vhu_qstart st;
 	int rc;
 
 	(void)di;
-	rc = vop_vhu_queue(h->vhu, q, features, &g->cfg, &st);
+	if (q >= gr->h->per)
+		return -EINVAL;
+	rc = vop_vhu_queue(gr->h->vhu, gr->k * gr->h->per + q, features, &g->cfg, &st);
 	if (rc)
 		return rc;
 	g->resume = true; /* the front-end owns the ring's history */
@@ -53,23 +64,25 @@ static int h_queue(void *arg, const struct vop_dev_info *di, unsigned q, uint64_
 
 static void h_notify(void *arg, unsigned q)
 {
-	struct vop_vhost *h = arg;
+	struct vhost_grp *gr = arg;
 
-	vop_vhu_notify(h->vhu, q);
+	if (q < gr->h->per)
+		vop_vhu_notify(gr->h->vhu, gr->k * gr->h->per + q);
 }
 
 static void h_wake(void *arg)
 {
-	struct vop_vhost *h = arg;
+	struct vhost_grp *gr = arg;
 
-	vop_vhu_wake(h->vhu);
+	vop_vhu_wake(gr->h->vhu);
 }
 
 static void h_config_write(void *arg, const void *cfg, uint32_t len)
 {
-	struct vop_vhost *h = arg;
+	struct vhost_grp *gr = arg;
 
-	vop_vhu_config_write(h->vhu, cfg, len);
+	if (gr->k == 0) /* every group holds the same config space */
+		vop_vhu_config_write(gr->h->vhu, cfg, len);
 }
 
 static const struct vop_devctx_host_ops host_ops = {
@@ -101,7 +114,8 @@ int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, c
 	const struct vop_devback_ops *ops = NULL;
 	void *obj = NULL;
 	const char *dummy;
-	unsigned q;
+	void *objs[VOP_VHU_MAX_QUEUES];
+	unsigned q, k, pairs = cfg->queue_pairs ? cfg->queue_pairs : 1u;
 	int rc;
 
 	*out = NULL;
@@ -131,6 +145,11 @@ int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, c
 	}
 	if (rc)
 		return rc;
+	/* queue pairs: net and sink only, each pair a backend instance on the same surface */
+	if (pairs > 1 && (cfg->kind == VOP_VHOST_BLK || pairs * spec.num_queues > VOP_VHU_MAX_QUEUES))
+		return -EINVAL;
+	if (pairs > 1)
+		spec.features |= 1ull << VOP_NET_F_MQ;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
@@ -145,8 +164,18 @@ int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, c
 	h->di.config_len = spec.config_len;
 	if (spec.config && spec.config_len <= sizeof(h->di.config))
 		memcpy(h->di.config, spec.config, spec.config_len);
+	if (pairs > 1 && h->di.config_len >= sizeof(struct vop_net_config_space)) {
+		struct vop_net_config_space cs;
+
+		memcpy(&cs, h->di.config, sizeof(cs));
+		cs.max_virtqueue_pairs = (vop_le16)pairs; /* little-endian hosts, as vop_net_spec() */
+		memcpy(h->di.config, &cs, sizeof(cs));
+	}
 
 	vc.num_queues = spec.num_queues;
+	vc.groups = (uint16_t)pairs;
+	h->per = spec.num_queues;
+	h->ngroups = pairs;
 	/* the split ring code validates indirect tables: offer them */
 	vc.features = spec.features | (1ull << VOP_F_INDIRECT_DESC);
 	vc.config_space = cfg->kind == VOP_VHOST_BLK;
@@ -157,25 +186,39 @@ int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, c
 	if (rc)
 		goto fail;
 	vop_vhu_config_write(h->vhu, h->di.config, h->di.config_len);
-	*err = "context";
-	rc = vop_devctx_create_host(&host_ops, h, &h->ctx);
-	if (rc)
-		goto fail;
-	if (cfg->kind == VOP_VHOST_SINK) {
-		*err = "net-sink";
-		rc = vop_sink_create(h->ctx, dev.dev_id, &h->sink);
+	for (k = 0; k < pairs; k++) {
+		struct vhost_grp *gr = &h->g[k];
+
+		gr->h = h;
+		gr->k = k;
+		*err = "context";
+		rc = vop_devctx_create_host(&host_ops, gr, &gr->ctx);
 		if (rc)
 			goto fail;
-		ops = &vop_sink_ops;
-		obj = h->sink;
-	} else {
-		rc = vop_devback_open(h->ctx, NULL, &dev, &h->b, err);
-		if (rc)
-			goto fail;
-		vop_devback_serve(h->b, &ops, &obj);
+		if (cfg->kind == VOP_VHOST_SINK) {
+			*err = "net-sink";
+			rc = vop_sink_create(gr->ctx, dev.dev_id, &gr->sink);
+			if (rc == 0 && cfg->sink_copy)
+				rc = vop_sink_set_copy(gr->sink, true);
+			if (rc)
+				goto fail;
+			ops = &vop_sink_ops;
+			objs[k] = gr->sink;
+		} else {
+			struct vop_devback_config dk = dev;
+
+			/* the second and further pairs serve the first one's TAP or socket */
+			if (k > 0)
+				dk.net.backend.share = vop_devback_net(h->g[0].b);
+			rc = vop_devback_open(gr->ctx, NULL, &dk, &gr->b, err);
+			if (rc)
+				goto fail;
+			vop_devback_serve(gr->b, &ops, &obj);
+			objs[k] = obj;
+		}
 	}
 	*err = "start";
-	rc = vop_vhu_start(h->vhu, ops, obj);
+	rc = vop_vhu_start_groups(h->vhu, ops, objs, pairs);
 	if (rc)
 		goto fail;
 	*err = NULL;
@@ -190,11 +233,15 @@ void vop_vhost_close(struct vop_vhost *h)
 {
 	if (!h)
 		return;
-	/* the connection ends and the backend stops before anything it uses goes */
+	unsigned k;
+
+	/* the connection ends and the backends stop before anything they use goes */
 	vop_vhu_stop(h->vhu);
-	vop_devback_close(NULL, h->b);
-	vop_sink_destroy(h->sink);
-	vop_devctx_destroy(h->ctx); /* its fd watcher may still wake the (stopped) device */
+	for (k = VOP_VHU_MAX_QUEUES; k-- > 0;) { /* the first pair's surface last: the others share it */
+		vop_devback_close(NULL, h->g[k].b);
+		vop_sink_destroy(h->g[k].sink);
+		vop_devctx_destroy(h->g[k].ctx); /* its fd watcher may still wake the (stopped) device */
+	}
 	vop_vhu_destroy(h->vhu);
 	free(h);
 }
@@ -209,23 +256,55 @@ enum vop_vhost_kind vop_vhost_kind(const struct vop_vhost *h)
 	return h->kind;
 }
 
+/* Sum of the net counters of every pair. */
+static void net_add(struct vop_net_stats *a, const struct vop_net_stats *b)
+{
+	a->tx_frames += b->tx_frames;
+	a->rx_frames += b->rx_frames;
+	a->tx_bytes += b->tx_bytes;
+	a->rx_bytes += b->rx_bytes;
+	a->tx_dropped += b->tx_dropped;
+	a->rx_dropped += b->rx_dropped;
+	a->bad_headers += b->bad_headers;
+	a->gso_frames += b->gso_frames;
+	a->rx_buffers += b->rx_buffers;
+}
+
 void vop_vhost_counters(struct vop_vhost *h, struct vop_devback_counters *out)
 {
-	if (h->b) {
-		vop_devback_counters(h->b, out);
+	unsigned k;
+
+	if (h->g[0].b) {
+		vop_devback_counters(h->g[0].b, out);
+		for (k = 1; k < h->ngroups && out->kind == VOP_DEVBACK_NET; k++) {
+			struct vop_devback_counters c;
+
+			vop_devback_counters(h->g[k].b, &c);
+			net_add(&out->net, &c.net);
+		}
 		return;
 	}
 	memset(out, 0, sizeof(*out));
 	out->kind = VOP_DEVBACK_NET;
 	out->role = VOP_ROLE_DEVICE;
 	out->valid = true;
-	vop_sink_stats(h->sink, &out->net);
+	for (k = 0; k < h->ngroups; k++) {
+		struct vop_net_stats st;
+
+		vop_sink_stats(h->g[k].sink, &st);
+		net_add(&out->net, &st);
+	}
+}
+
+unsigned vop_vhost_rings(const struct vop_vhost *h)
+{
+	return h->ngroups * h->per;
 }
 
 void vop_vhost_endpoints(struct vop_vhost *h, struct vop_devback_endpoints *out)
 {
-	if (h->b)
-		vop_devback_endpoints(h->b, out);
+	if (h->g[0].b)
+		vop_devback_endpoints(h->g[0].b, out);
 	else
 		memset(out, 0, sizeof(*out));
 }

@@ -4,7 +4,8 @@
  * device, whose backend is a TAP in a test namespace. The agent creates the socket in its socket
  * directory with the spec's mode; the link goes Ready while testpmd runs, GetStats counts every
  * frame testpmd transmitted (queue buffers == testpmd's TX-packets, none lost), and it returns to
- * Connecting when testpmd leaves. A hostile front-end (a SET_VRING_NUM of 3) is cut off, the
+ * Connecting when testpmd leaves. With queue_pairs 2 and testpmd's queues=2 both tx rings carry
+ * traffic and each one's counter equals what testpmd sent on that queue. A hostile front-end (a SET_VRING_NUM of 3) is cut off, the
  * agent stays up and serves testpmd again. Specs the agent cannot serve are refused naming the
  * field: two endpoints, a console device, a socket outside the socket directory, a client-mode
  * socket in a directory the config does not allow.
@@ -39,7 +40,10 @@ function vhostLink(name: string, socketPath: string, extra: Partial<Link['spec']
     spec: {
       endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
       transport: {
-        kind: { $case: 'vhostUser', value: { socketPath, client: false, socketMode: 0o660, socketGroup: '' } },
+        kind: {
+          $case: 'vhostUser',
+          value: { socketPath, client: false, socketMode: 0o660, socketGroup: '', queuePairs: 0 },
+        },
       },
       devices: [],
       ...extra,
@@ -59,7 +63,8 @@ async function testpmdTx(
   ms: number,
   running: () => Promise<unknown>,
   vdevExtra = '',
-): Promise<{ tx: bigint; out: string }> {
+  queues = 1,
+): Promise<{ tx: bigint; out: string; perQueue: bigint[] }> {
   const p = spawn(
     TESTPMD,
     [
@@ -71,9 +76,11 @@ async function testpmdTx(
       '-l',
       '0,1',
       '--vdev',
-      `net_virtio_user0,path=${sock},queues=1${vdevExtra}`,
+      `net_virtio_user0,path=${sock},queues=${queues}${vdevExtra}`,
       '--',
       '--forward-mode=txonly',
+      `--txq=${queues}`,
+      `--rxq=${queues}`,
       '--stats-period',
       '1',
       '--auto-start',
@@ -102,7 +109,11 @@ async function testpmdTx(
   const all = [...out.matchAll(/TX-packets:\s+(\d+)/g)];
   const last = all[all.length - 1];
   assert.ok(last, `testpmd printed no TX-packets: ${out.slice(-2000)}`);
-  return { tx: BigInt(last[1] ?? '0'), out };
+  // with several queues testpmd prints one block per stream at exit: "... TX Port= 0/Queue= N ---\n RX-packets: 0 TX-packets: M"
+  const perQueue: bigint[] = [];
+  for (const m of out.matchAll(/TX Port=\s*0\/Queue=\s*(\d+)\s*-+\s*RX-packets:\s*\d+\s+TX-packets:\s*(\d+)/g))
+    perQueue[Number(m[1])] = BigInt(m[2] ?? '0');
+  return { tx: BigInt(last[1] ?? '0'), out, perQueue };
 }
 
 describe(
@@ -201,12 +212,55 @@ describe(
         ],
         [vhostLink('bad-outside', '/tmp/elsewhere.sock', { devices: [netDevice] }), /socket_path.*outside/],
         [
+          vhostLink('bad-pairs', sock, {
+            devices: [netDevice],
+            transport: {
+              kind: {
+                $case: 'vhostUser',
+                value: { socketPath: sock, client: false, socketMode: 0, socketGroup: '', queuePairs: 5 },
+              },
+            },
+          }),
+          /vhost_user\.queue_pairs.*0 \(1 pair\) to 4/,
+        ],
+        [
+          vhostLink('bad-blk-pairs', sock, {
+            devices: [
+              {
+                name: 'disk0',
+                queueSize: 0,
+                disableEventIdx: false,
+                kind: {
+                  $case: 'blk',
+                  value: {
+                    backing: { path: path.join(dir, 'd.img'), readOnly: false, directIo: false, serial: '' },
+                    export: undefined,
+                  },
+                },
+              },
+            ],
+            transport: {
+              kind: {
+                $case: 'vhostUser',
+                value: { socketPath: sock, client: false, socketMode: 0, socketGroup: '', queuePairs: 2 },
+              },
+            },
+          }),
+          /vhost_user\.queue_pairs.*net device/,
+        ],
+        [
           vhostLink('bad-client', path.join(dir, 'qemu.sock'), {
             devices: [netDevice],
             transport: {
               kind: {
                 $case: 'vhostUser',
-                value: { socketPath: path.join(dir, 'qemu.sock'), client: true, socketMode: 0, socketGroup: '' },
+                value: {
+                  socketPath: path.join(dir, 'qemu.sock'),
+                  client: true,
+                  socketMode: 0,
+                  socketGroup: '',
+                  queuePairs: 0,
+                },
               },
             },
           }),
@@ -218,7 +272,7 @@ describe(
             transport: {
               kind: {
                 $case: 'vhostUser',
-                value: { socketPath: sock, client: false, socketMode: 0o666, socketGroup: '' },
+                value: { socketPath: sock, client: false, socketMode: 0o666, socketGroup: '', queuePairs: 0 },
               },
             },
           }),
@@ -240,7 +294,10 @@ describe(
       link.spec = {
         ...(link.spec as NonNullable<Link['spec']>),
         transport: {
-          kind: { $case: 'vhostUser', value: { socketPath: sock, client: false, socketMode: 0o660, socketGroup: '1' } },
+          kind: {
+            $case: 'vhostUser',
+            value: { socketPath: sock, client: false, socketMode: 0o660, socketGroup: '1', queuePairs: 0 },
+          },
         },
         devices: [
           {
@@ -323,11 +380,68 @@ describe(
       assert.ok(l?.status, 'the link is still there');
     });
 
+    it('two queue pairs: testpmd txonly on both queues, each tx ring counted apart and equal to testpmd per queue', async () => {
+      const sock = path.join(socketDir, 'vm3-net.sock');
+      const link = vhostLink('vm3-net', sock, {
+        transport: {
+          kind: {
+            $case: 'vhostUser',
+            value: { socketPath: sock, client: false, socketMode: 0, socketGroup: '', queuePairs: 2 },
+          },
+        },
+        devices: [
+          {
+            ...netDevice,
+            name: 'eth3',
+            kind: {
+              $case: 'net',
+              value: {
+                ...netDevice.kind.value,
+                deviceBackend: { kind: { $case: 'tap', value: { name: `${tap}m`, netns: nsName } } },
+              },
+            },
+          },
+        ],
+      });
+      await agent.apply(link);
+      await agent.waitPhase('vm3-net', LinkPhase.LINK_PHASE_CONNECTING, 20_000);
+      assert.equal(sh('ip', ['-n', nsName, 'link', 'set', `${tap}m`, 'up']).code, 0);
+      const { tx, perQueue, out } = await testpmdTx(
+        sock,
+        `vhum${process.pid}`,
+        3000,
+        () => agent.waitPhase('vm3-net', LinkPhase.LINK_PHASE_READY, 60_000),
+        '',
+        2,
+      );
+      assert.equal(perQueue.length, 2, `testpmd printed no per-queue stats: ${out.slice(-1500)}`);
+      const [q0 = 0n, q1 = 0n] = perQueue;
+      assert.ok(q0 > 0n && q1 > 0n, `both queues carried traffic: ${q0} and ${q1}`);
+      assert.equal(q0 + q1, tx);
+      const stats = (await agent.stats('vm3-net')).devices[0];
+      const byName = new Map((stats?.queues ?? []).map((q) => [q.name, q.buffers]));
+      assert.deepEqual([...byName.keys()], ['rx', 'tx', 'rx1', 'tx1']);
+      assert.equal(byName.get('tx'), q0, 'pair 0: every frame testpmd sent on queue 0 went through tx once');
+      assert.equal(byName.get('tx1'), q1, 'pair 1: every frame testpmd sent on queue 1 went through tx1 once');
+      const c = stats?.counters ?? {};
+      assert.equal((c.tx_frames ?? 0n) + (c.tx_dropped ?? 0n), tx);
+      const m = await (await fetch(`http://${srv.metrics}/metrics`)).text();
+      const tx1 = new RegExp(`vop_queue_buffers_total\\{[^}]*link="vm3-net"[^}]*queue="tx1"[^}]*\\} (\\d+)`).exec(m);
+      assert.equal(BigInt(tx1?.[1] ?? '-1'), q1, 'the second pair in /metrics');
+      console.log(
+        `testpmd txonly with 2 queues: ${q0} + ${q1} frames, vop tx=${byName.get('tx')} tx1=${byName.get('tx1')}`,
+      );
+      await agent.delete('vm3-net');
+    });
+
     it('client mode: the agent connects to a front-end that listens in an allowed directory', async () => {
       const sock = path.join(dir, 'frontends', 'vm2.sock');
       const link = vhostLink('vm2-net', sock, {
         transport: {
-          kind: { $case: 'vhostUser', value: { socketPath: sock, client: true, socketMode: 0, socketGroup: '' } },
+          kind: {
+            $case: 'vhostUser',
+            value: { socketPath: sock, client: true, socketMode: 0, socketGroup: '', queuePairs: 0 },
+          },
         },
         devices: [
           {

@@ -1,6 +1,9 @@
 /**
  * Fleet benchmark (not a timed test): `npm run bench:fleet -- --agents N --links-per-agent K [--workers W] [--json FILE]
- * [--store sqlite|etcd] [--replicas R] [--kills M] [--leader-lease-seconds S]`.
+ * [--store sqlite|etcd] [--replicas R] [--kills M] [--leader-lease-seconds S]
+ * [--registrations-per-second N] [--registration-burst B]` (the controller's syncAdmission).
+ * VOP_BENCH_PROF=1 runs every replica with a V8 tick log (node --prof-process), =cpu with a
+ * .cpuprofile (written by the replicas still running at the end); either keeps the run's directory.
  *
  * With `--store etcd`: a local three-member etcd (test/helpers/etcd.ts) and R controller
  * replicas (default 2) on it; the simulated agents stream to the leader and move to the next
@@ -41,6 +44,9 @@ const { values } = parseArgs({
     replicas: { type: 'string' },
     kills: { type: 'string', default: '3' },
     'leader-lease-seconds': { type: 'string', default: '6' },
+    /** The controller's syncAdmission (default: the controller's defaults). */
+    'registrations-per-second': { type: 'string' },
+    'registration-burst': { type: 'string' },
   },
   strict: true,
 });
@@ -87,8 +93,13 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
   const ctl = spawn(
     process.execPath,
     [
-      // VOP_BENCH_PROF=1: a V8 tick log per replica in its directory (node --prof-process).
-      ...(process.env.VOP_BENCH_PROF ? ['--prof'] : []),
+      // VOP_BENCH_PROF=1: a V8 tick log per replica in its directory (node --prof-process);
+      // VOP_BENCH_PROF=cpu: a .cpuprofile of every replica still running at the end (stopped with SIGTERM).
+      ...(process.env.VOP_BENCH_PROF === 'cpu'
+        ? ['--cpu-prof', '--cpu-prof-dir', stateDir]
+        : process.env.VOP_BENCH_PROF
+          ? ['--prof']
+          : []),
       repoPath('dist', 'controller', 'src', 'main.js'),
       '--grpc-listen',
       '127.0.0.1:0',
@@ -142,6 +153,7 @@ async function startReplica(stateDir: string, cfg: string): Promise<Replica> {
 }
 
 async function main(): Promise<void> {
+  const loadStart = os.loadavg().map((x) => Number(x.toFixed(2)));
   const root = mkdtempSync(path.join(os.tmpdir(), 'vop-fleet-bench-'));
   const etcd = STORE === 'etcd' ? await startEtcd({ members: 3, maxTxnOps: 1024 }) : undefined;
   const cfg = path.join(root, 'controller.yaml');
@@ -149,6 +161,15 @@ async function main(): Promise<void> {
     cfg,
     [
       `leaseSeconds: ${Number(values['lease-seconds'])}`,
+      ...(values['registrations-per-second'] !== undefined || values['registration-burst'] !== undefined
+        ? [
+            'syncAdmission:',
+            ...(values['registrations-per-second'] !== undefined
+              ? [`  registrationsPerSecond: ${Number(values['registrations-per-second'])}`]
+              : []),
+            ...(values['registration-burst'] !== undefined ? [`  burst: ${Number(values['registration-burst'])}`] : []),
+          ]
+        : []),
       ...(etcd
         ? [
             'store:',
@@ -218,6 +239,7 @@ async function main(): Promise<void> {
   }
   const registered = new Array<number>(W).fill(0);
   const simLinks = new Array<number>(W).fill(0);
+  const throttled = new Array<number>(W).fill(0);
   const workers = [];
   const workerMain = repoPath('dist', 'test', 'bench', 'fleet-sim-worker.js');
   for (let w = 0; w < W; w++) {
@@ -225,7 +247,10 @@ async function main(): Promise<void> {
     const child = fork(workerMain, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     child.on('message', (m: WorkerReport) => {
       if (m.type === 'registered') registered[w] = m.count;
-      else simLinks[w] = m.links;
+      else {
+        simLinks[w] = m.links;
+        throttled[w] = m.throttled;
+      }
     });
     child.send({
       init: {
@@ -317,7 +342,9 @@ async function main(): Promise<void> {
       if (want(ready)) return;
       if (Date.now() - lastLog > 5000) {
         lastLog = Date.now();
-        log(`${what}: ${ready}/${L} links Ready, ${sum(simLinks)} link endpoints on the simulated agents`);
+        log(
+          `${what}: ${ready}/${L} links Ready, ${sum(simLinks)} link endpoints on the simulated agents, ${sum(registered)} agents registered, ${sum(throttled)} registrations throttled so far`,
+        );
       }
       if (sampleGets)
         try {
@@ -473,6 +500,20 @@ async function main(): Promise<void> {
     await restart(old);
   }
   peaks();
+  // Main-thread stalls of a second or more, as each replica logged them (EVENT_LOOP_STALL).
+  // Agent leases a replica let expire (LEASE_EXPIRED): a takeover must start every lease afresh.
+  let leaseExpirations = 0;
+  const stalls = dirs.map((d) => {
+    const xs: number[] = [];
+    try {
+      const text = readFileSync(path.join(d, 'controller.log'), 'utf8');
+      for (const m of text.matchAll(/"stallMs":(\d+)/g)) xs.push(Number(m[1]));
+      leaseExpirations += text.split('"LEASE_EXPIRED"').length - 1;
+    } catch {
+      /* no log */
+    }
+    return xs;
+  });
   const median = (xs: number[]): number => pct(xs, 50);
   const result = {
     agents: N,
@@ -492,6 +533,12 @@ async function main(): Promise<void> {
     get_p50_ms: Number(pct(getMs, 50).toFixed(2)),
     get_p99_ms: Number(pct(getMs, 99).toFixed(2)),
     list_page_1000_ms: Number(listPageMs.toFixed(2)),
+    registrations_throttled: sum(throttled),
+    agent_lease_expirations: leaseExpirations,
+    loop_stalls_over_1s: stalls.map((xs) => xs.length),
+    loop_stall_max_ms: stalls.map((xs) => (xs.length > 0 ? Math.max(...xs) : 0)),
+    load_avg_start: loadStart,
+    load_avg_end: os.loadavg().map((x) => Number(x.toFixed(2))),
     ...(R > 1
       ? {
           failover_s: Number(median(failovers).toFixed(2)),
@@ -512,12 +559,20 @@ async function main(): Promise<void> {
   for (const w of workers) w.kill('SIGKILL');
   for (const r of replicas) {
     r.client.close();
-    r.proc.kill('SIGKILL');
+    if (process.env.VOP_BENCH_PROF === 'cpu') {
+      r.proc.kill('SIGTERM');
+      await new Promise((res) => r.proc.once('exit', res));
+    } else r.proc.kill('SIGKILL');
   }
   await etcd?.close();
-  rmSync(root, { recursive: true, force: true });
+  // VOP_BENCH_PROF: the tick logs and replica logs stay for node --prof-process.
+  if (process.env.VOP_BENCH_PROF) log(`kept ${root} (tick logs, replica logs)`);
+  else rmSync(root, { recursive: true, force: true });
   process.exit(0);
 }
+
+// Ctrl-C: exit through process.exit, so the etcd helper's exit hook kills the members.
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => process.exit(130));
 
 main().catch((err: unknown) => {
   process.stderr.write(`bench:fleet: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -6,7 +6,12 @@
  */
 import { credentials, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 
-import { nextAddressDelayMs, notLeaderDelayMs } from '../../agent/src/sync/sync-client';
+import {
+  nextAddressDelayMs,
+  notLeaderDelayMs,
+  retryAfterDelayMs,
+  throttledDelayMs,
+} from '../../agent/src/sync/sync-client';
 import { errorInfoOf } from '../../lib/src/errors';
 
 import { AgentSyncServiceClient, type SyncRequest, type SyncResponse } from '../../lib/proto/controller';
@@ -23,7 +28,8 @@ export interface WorkerInit {
 }
 
 export type WorkerReport =
-  { type: 'registered'; count: number } | { type: 'stats'; links: number; acks: number; errors: number };
+  | { type: 'registered'; count: number }
+  | { type: 'stats'; links: number; acks: number; errors: number; throttled: number };
 
 interface SimAgent {
   readonly id: AgentIdentity;
@@ -66,6 +72,7 @@ function run(init: WorkerInit): void {
   let registered = 0;
   let acks = 0;
   let errors = 0;
+  let throttledN = 0;
   let heartbeatMs = 5000;
 
   const connect = (a: SimAgent, i: number): void => {
@@ -129,10 +136,19 @@ function run(init: WorkerInit): void {
       a.registered = false;
       // Another replica may lead now. A real agent follows NOT_LEADER's address (these dial admin
       // sockets, so they take the next one) with the agent's own delays (sync-client.ts).
+      const info = errorInfoOf(err);
+      // Throttled by the leader (REGISTRATIONS_THROTTLED): back to it at the time it named.
+      const throttled = throttledDelayMs(info);
+      if (throttled !== undefined) {
+        throttledN++;
+        setTimeout(() => connect(a, i), throttled).unref();
+        return;
+      }
       a.target = (a.target + 1) % init.controllers.length;
-      const notLeader = errorInfoOf(err)?.reason === 'NOT_LEADER';
-      a.notLeader = notLeader ? a.notLeader + 1 : 0;
-      const delay = notLeader ? notLeaderDelayMs(a.notLeader) : nextAddressDelayMs();
+      const notLeader = info?.reason === 'NOT_LEADER';
+      // As the agent's count: only a registration resets it (an unreachable replica in between does not).
+      if (notLeader) a.notLeader++;
+      const delay = notLeader ? (retryAfterDelayMs(info) ?? notLeaderDelayMs(a.notLeader)) : nextAddressDelayMs();
       setTimeout(() => connect(a, i), delay).unref();
     });
     call.write({
@@ -173,7 +189,7 @@ function run(init: WorkerInit): void {
     process.send?.({ type: 'registered', count: registered } satisfies WorkerReport);
     let links = 0;
     for (const a of agents) links += a.links.size;
-    process.send?.({ type: 'stats', links, acks, errors } satisfies WorkerReport);
+    process.send?.({ type: 'stats', links, acks, errors, throttled: throttledN } satisfies WorkerReport);
   }, 500);
 }
 

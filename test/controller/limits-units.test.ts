@@ -1,14 +1,20 @@
 /**
  * Unit tests of the pure pieces behind registration and sync limits: which registered
- * addresses count as verified, and how a desired version is split into parts.
+ * addresses count as verified, how a desired version is split into parts, and the admission
+ * of registrations (the leader's token bucket and the agent's wait).
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { status as GrpcStatus } from '@grpc/grpc-js';
+
+import { retryAfterDelayMs, throttledDelayMs } from '../../agent/src/sync/sync-client';
 import { Role, type Link } from '../../lib/proto/types';
+import { ServerError } from '../../lib/src/errors';
 import { canonicalIp, peerIpOf } from '../../lib/src/net';
 import { verifyAddress, type PeerEvidence } from '../../controller/src/sync/address-verification';
 import { chunkDesired, desiredBytes } from '../../controller/src/sync/desired-chunks';
+import { RegistrationAdmission, RetryPacer } from '../../controller/src/sync/registration-admission';
 import type { DesiredVersion } from '../../controller/src/state/agent-runtime';
 
 describe('address verification', () => {
@@ -112,5 +118,70 @@ describe('desired-links parts', () => {
       parts.map((p) => p.upserts.length),
       [1, 1],
     );
+  });
+});
+
+describe('registration admission', () => {
+  it('admits a burst, then refuses with RESOURCE_EXHAUSTED and retry slots one token apart, and admits again as tokens come back', () => {
+    let now = 1000;
+    const adm = new RegistrationAdmission({ ratePerSecond: 10, burst: 3 }, () => now);
+    for (let i = 0; i < 3; i++) adm.admit(`a${i}`);
+    const retries: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      try {
+        adm.admit(`late${i}`);
+        assert.fail('admitted past the burst');
+      } catch (err) {
+        assert.ok(err instanceof ServerError);
+        assert.equal(err.code, GrpcStatus.RESOURCE_EXHAUSTED);
+        assert.equal(err.reason, 'REGISTRATIONS_THROTTLED');
+        assert.match(err.message, /syncAdmission\.registrationsPerSecond/);
+        retries.push(Number(err.metadata.retryAfterMs));
+      }
+    }
+    // Each refused agent gets its own slot, 100 ms (one token at 10/s) after the previous one.
+    assert.deepEqual(retries, [200, 200, 300]);
+    now += 100;
+    adm.admit('after-one-token');
+    assert.throws(() => adm.admit('again'), /retry in/);
+    assert.equal(adm.admitted, 4);
+    assert.equal(adm.refused, 4);
+    // 0: unlimited.
+    const open = new RegistrationAdmission({ ratePerSecond: 0, burst: 1 }, () => now);
+    for (let i = 0; i < 1000; i++) open.admit(`x${i}`);
+  });
+
+  it('paces retries: slots one rate-interval apart, at least 200 ms and at most 30 s away, moving with time', () => {
+    let now = 0;
+    const pacer = new RetryPacer(1000, () => now);
+    const first = Array.from({ length: 5 }, () => pacer.next());
+    assert.deepEqual(first, [200, 200, 200, 200, 200]);
+    for (let i = 0; i < 995; i++) pacer.next();
+    assert.equal(pacer.next(), 1001, 'the 1001st refusal in one instant comes back after 1 s');
+    for (let i = 0; i < 100_000; i++) pacer.next();
+    assert.equal(pacer.next(), 30_000, 'capped');
+    now += 200_000;
+    assert.equal(pacer.next(), 200, 'slots in the past are not handed out');
+  });
+
+  it('the agent waits the named retry time scaled by 1 to 1.5 (NOT_LEADER too), throttled only for REGISTRATIONS_THROTTLED', () => {
+    assert.equal(
+      retryAfterDelayMs({ metadata: { leader: 'a:1', retryAfterMs: '1000' } }, () => 0.5),
+      1250,
+    );
+    assert.equal(retryAfterDelayMs({ metadata: { leader: 'a:1' } }), undefined, 'an older controller names none');
+    assert.equal(retryAfterDelayMs({ metadata: { retryAfterMs: 'soon' } }), undefined);
+    const info = { reason: 'REGISTRATIONS_THROTTLED', metadata: { retryAfterMs: '400' } };
+    assert.equal(
+      throttledDelayMs(info, () => 0),
+      400,
+    );
+    assert.equal(
+      throttledDelayMs(info, () => 0.999),
+      600,
+    );
+    assert.equal(throttledDelayMs({ reason: 'NOT_LEADER', metadata: { retryAfterMs: '400' } }), undefined);
+    assert.equal(throttledDelayMs({ reason: 'REGISTRATIONS_THROTTLED', metadata: {} }), undefined);
+    assert.equal(throttledDelayMs(undefined), undefined);
   });
 });

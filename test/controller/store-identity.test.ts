@@ -1,7 +1,8 @@
 /**
  * The store identity rule end to end, with real processes: a controller and two agents (a host
  * and a card) running live console links. The controller's store is lost (the SQLite file
- * deleted, the etcd prefix wiped) or restored from an older backup, and the controller restarts
+ * deleted, the etcd prefix wiped) or restored from an older backup (a copy of the SQLite file, an
+ * `etcdctl snapshot save` restored with `etcdctl snapshot restore`), and the controller restarts
  * on it. No agent deletes a link (the data plane never restarts one); the conflict shows in the
  * agent's StoreIdentity condition (GetInfo) and in the controller's agent status; `vopctl adopt`
  * writes the links the agents run back into the store; and a policy change afterwards (a template
@@ -259,7 +260,7 @@ describe('the store identity rule on SQLite: a lost or restored store deletes no
   });
 });
 
-describe('the store identity rule on etcd: a wiped prefix deletes no link', () => {
+describe('the store identity rule on etcd: a restored snapshot or a wiped prefix deletes no link', () => {
   let etcd: EtcdCluster;
   let fleet: Fleet;
   before(async () => {
@@ -279,6 +280,28 @@ describe('the store identity rule on etcd: a wiped prefix deletes no link', () =
   after(async () => {
     await fleet?.stop();
     await etcd?.close();
+  });
+
+  it('restoring an older etcd snapshot (etcdctl snapshot save, restore): agents keep the links it lacks, report GenerationBehind, and adopt brings them back', async () => {
+    // The backup, taken online, holds the policy only.
+    await applyPolicy(fleet, policy());
+    await waitAgentsRun(fleet, ['con-card-1']);
+    const snapshot = path.join(etcd.dir, 'backup.db');
+    await etcd.snapshotSave(snapshot);
+    // After the backup: one more link.
+    const before = await setUp(fleet);
+
+    await fleet.controller.stop();
+    await etcd.restoreSnapshot(snapshot);
+    await fleet.startController();
+    await waitConflict(fleet, 'GenerationBehind');
+    assert.equal((await vopctl(fleet.controllerAdmin, ['get', 'links', 'extra'])).code, 4, 'the backup lacks extra');
+    await assertKept(fleet, before);
+
+    await adopt(fleet, ['con-card-1', 'extra'], ['extra']);
+    await assertKept(fleet, before, true);
+    await changeApplies(fleet, 'silver');
+    await waitAgentsRun(fleet, ['con-card-1', 'extra']);
   });
 
   it('wiping the prefix: agents keep every link, report ClusterIdChanged, and adopt rebuilds the desired state', async () => {

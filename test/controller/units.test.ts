@@ -172,7 +172,13 @@ describe('policy rendering', () => {
     tpl.transport = {
       kind: {
         $case: 'vhostUser',
-        value: { socketPath: '/run/vop/sockets/{node}-net.sock', client: false, socketMode: 0o660, socketGroup: 'kvm' },
+        value: {
+          socketPath: '/run/vop/sockets/{node}-net.sock',
+          client: false,
+          socketMode: 0o660,
+          socketGroup: 'kvm',
+          queuePairs: 0,
+        },
       },
     };
     const out = renderPolicy({ policy: p, agents, existing: () => false });
@@ -184,7 +190,13 @@ describe('policy rendering', () => {
     assert.deepEqual(spec?.endpoints, [{ agent: 'h1', role: Role.ROLE_DEVICE }]);
     assert.deepEqual(spec?.transport?.kind, {
       $case: 'vhostUser',
-      value: { socketPath: '/run/vop/sockets/v1-net.sock', client: false, socketMode: 0o660, socketGroup: 'kvm' },
+      value: {
+        socketPath: '/run/vop/sockets/v1-net.sock',
+        client: false,
+        socketMode: 0o660,
+        socketGroup: 'kvm',
+        queuePairs: 0,
+      },
     });
   });
 

@@ -6,8 +6,10 @@
  * agent is killed with -9 and started again on the same state directory: it restores both links,
  * both QEMUs (reconnect=1) come back on their own, and the guests ping each other again. Guest 0
  * also has a stock virtio-blk on a third vhost_user link (a file in the agent's disk directory):
- * a write of 8 MiB with fsync is running when the agent dies; it completes after the restart and
- * the host file holds it.
+ * a write of 8 MiB with fsync is running when the agent dies (each write held 20 ms in the device, the
+ * kill after the first completes); the restarted agent re-executes the requests the dead one had
+ * taken (recovered > 0, from its journal in QEMU's inflight area), the write completes and the host
+ * file holds it.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -37,7 +39,12 @@ function link(name: string, socketPath: string, device: Device): Link {
     } as unknown as Link['meta'],
     spec: {
       endpoints: [{ agent: 'host-a', role: Role.ROLE_DEVICE }],
-      transport: { kind: { $case: 'vhostUser', value: { socketPath, client: false, socketMode: 0, socketGroup: '' } } },
+      transport: {
+        kind: {
+          $case: 'vhostUser',
+          value: { socketPath, client: false, socketMode: 0, socketGroup: '', queuePairs: 0 },
+        },
+      },
       devices: [device],
     },
     status: undefined,
@@ -96,7 +103,9 @@ describe('two QEMU guests joined by one agent over vhost-user (no TAP)', { skip:
         '--disk-dir',
         path.join(dir, 'disks'),
       ],
-      { stateDir },
+      // Each blk write sleeps 20 ms in the device's I/O thread (a test hook of native/devices/dev_blk.c),
+      // so that requests are inside the device (popped and journaled, not yet done) when it dies.
+      { stateDir, env: { VOP_BLK_TEST_DELAY_US: '20000' } },
     );
     agent = new Agent(srv.admin);
   };
@@ -173,8 +182,13 @@ describe('two QEMU guests joined by one agent over vhost-user (no TAP)', { skip:
     const dev = (await g.run('ls /sys/block | grep vd')).trim().split('\n')[0] ?? '';
     await g.run('dd if=/dev/urandom of=/tmp/pat bs=1M count=8 2>/dev/null');
     const sum = (await g.run('sha256sum /tmp/pat')).split(' ')[0] ?? '';
+    const writesBefore = (await agent.stats('vm0-disk')).devices[0]?.counters.writes ?? 0n;
     const writer = g.spawn(`dd if=/tmp/pat of=/dev/${dev} bs=64k seek=64 conv=fsync 2>/dev/null && echo written`);
-    await new Promise((r) => setTimeout(r, 150));
+    // kill once the device completed its first write of this dd: the others are in flight then
+    for (let i = 0; i < 3000; i++) {
+      if (((await agent.stats('vm0-disk')).devices[0]?.counters.writes ?? 0n) > writesBefore) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
     agent.close();
     await srv.stop('SIGKILL');
     await startAgent();
@@ -186,9 +200,11 @@ describe('two QEMU guests joined by one agent over vhost-user (no TAP)', { skip:
       (await g.run(`dd if=/dev/${dev} bs=64k skip=64 count=128 2>/dev/null | sha256sum`)).split(' ')[0],
       sum,
     );
-    // writes > 0: the restarted agent executed part of the 8 MiB (it was in flight at the kill)
+    // recovered > 0: requests the killed agent had popped and not completed were re-executed by the
+    // restarted one from the journal in QEMU's inflight area (QEMU itself resubmits nothing)
     const c = (await agent.stats('vm0-disk')).devices[0]?.counters ?? {};
     console.log(`restarted agent's blk counters: writes=${c.writes} flushes=${c.flushes} recovered=${c.recovered}`);
+    assert.ok((c.recovered ?? 0n) > 0n, `no request was in flight at the kill: recovered=${c.recovered}`);
     const host = readFileSync(disk).subarray(4 << 20, 12 << 20);
     assert.equal(createHash('sha256').update(host).digest('hex'), sum);
     await pingBoth();

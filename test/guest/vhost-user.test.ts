@@ -15,7 +15,6 @@
  * The backends run in `vhostdev` (test/native/tools/vhostdev.c), the same code the agent runs.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -25,6 +24,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { Netns } from '../devices/helpers';
 import { Guest, guestSkip } from '../helpers/guest';
 import { buildVhostdev, VhostDev } from '../helpers/vhostdev';
+import { nsSpawn, TCP_LISTEN, TCP_SEND } from '../helpers/netns-tcp';
 
 const HOST_IP = '10.199.7.1';
 const GUEST_IP = '10.199.7.2';
@@ -32,35 +32,6 @@ const MIB = 1 << 20;
 const DISK = 32 * MIB;
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/*
- * TCP ends run with node inside the namespace (busybox's small nc, as a listener, kept only the
- * first KiB from another busybox nc on this machine): listen prints what it received on stdout;
- * send writes stdin to the address and waits for the close.
- */
-const TCP_LISTEN = `const s=require('net').createServer(c=>{c.pipe(process.stdout);c.on('end',()=>s.close())});s.listen(+process.argv[1],()=>console.error('listening'))`;
-const TCP_SEND = `const ch=[];process.stdin.on('data',d=>ch.push(d)).on('end',()=>{const c=require('net').connect(+process.argv[2],process.argv[1],()=>c.end(Buffer.concat(ch)));c.on('close',()=>process.exit(0))})`;
-
-/** A command in the namespace, its stdout collected as bytes. */
-function nsSpawn(
-  ns: string,
-  args: readonly string[],
-  stdin?: Buffer,
-): { done: Promise<Buffer>; proc: ChildProcess; stderr: () => string } {
-  const proc = spawn('ip', ['netns', 'exec', ns, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const chunks: Buffer[] = [];
-  let err = '';
-  proc.stdout?.on('data', (c: Buffer) => chunks.push(c));
-  proc.stderr?.setEncoding('utf8').on('data', (c: string) => (err += c));
-  const done = new Promise<Buffer>((resolve, reject) => {
-    proc.once('exit', (code) =>
-      code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`${args.join(' ')}: exit ${code}: ${err}`)),
-    );
-  });
-  if (stdin) proc.stdin?.end(stdin);
-  else proc.stdin?.end();
-  return { done, proc, stderr: () => err };
-}
 
 describe('stock virtio drivers of a QEMU guest on vop vhost-user devices', { skip: guestSkip() }, () => {
   let dir: string;

@@ -216,6 +216,8 @@ export interface OpenVhostRequest {
   readonly reconnectMs: number;
   readonly maxQueueSize: number;
   readonly allowUnsealed: boolean;
+  /** net: queue pairs offered (transport vhost_user.queue_pairs); 0 or 1: one. */
+  readonly queuePairs: number;
   /** The device as a link's device role describes it, or null for the counting sink. */
   readonly device: DeviceConfigDto | null;
 }

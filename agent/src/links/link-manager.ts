@@ -32,6 +32,7 @@ import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
 import { QuarantinedLink } from './quarantined-link';
 import { checkStreamSecurity, type StreamTlsFiles } from './stream-security';
+import { checkVopLinkJoin, resolveVopLink } from './vop-link-join';
 
 export interface LinkManagerDeps {
   readonly nodeName: string;
@@ -98,6 +99,7 @@ export class LinkManager implements LinkManagerApi {
         log: this.log.child({ link: name, transport: 'vhost_user' }),
         onStatus: (rt) => this.markDirty(rt),
         onEvent: (e) => this.emitEvent(e),
+        resolveVopLink: (ref) => resolveVopLink(ref, this.links, this.deps.nodeName),
       });
     return new LinkRuntime(link, {
       dataPlane: this.deps.dataPlane,
@@ -217,6 +219,7 @@ export class LinkManager implements LinkManagerApi {
       );
     }
     this.checkWindowSize(input);
+    checkVopLinkJoin(input, this.links, this.deps.nodeName);
     const now = new Date();
     let meta: ObjectMeta;
     if (existing) {

@@ -31,6 +31,7 @@ import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './l
 import { LINK_BACKOFF } from './link-devices';
 import { MAX_RETRY_ATTEMPTS } from './link-runtime';
 import { specEqual } from './link-spec';
+import { vopLinkRef, type JoinedSocket } from './vop-link-join';
 import { counterMap, type DeviceCounterView } from './link-status';
 import type { HostPathPolicy } from './path-policy';
 
@@ -51,6 +52,8 @@ export interface VhostUserRuntimeDeps {
   readonly log: Logger;
   onStatus(rt: VhostUserRuntime): void;
   onEvent(e: { link: string; device: string; queue: number; reason: string; message: string; time: Date }): void;
+  /** The socket of a net device_backend `vop_link` (vop-link-join.ts), or why it cannot be joined. */
+  resolveVopLink(ref: { link: string; device: string }): JoinedSocket | { field: string; why: string };
 }
 
 /** A group's number from /etc/group, null when there is none of that name. */
@@ -71,7 +74,11 @@ function errText(err: unknown): string {
  * when the spec names both roles' surfaces; a vhost_user link has no driver role, so the
  * driver-side part it never reads is filled in (net: a TAP frontend, blk: an export).
  */
-function vhostDeviceConfig(link: Link, paths: HostPathPolicy): ReturnType<typeof deviceConfigFor> {
+function vhostDeviceConfig(
+  link: Link,
+  paths: HostPathPolicy,
+  joined: JoinedSocket | null,
+): ReturnType<typeof deviceConfigFor> {
   const spec = link.spec;
   const d = spec?.devices[0];
   const k = d?.kind;
@@ -82,7 +89,14 @@ function vhostDeviceConfig(link: Link, paths: HostPathPolicy): ReturnType<typeof
           ...d,
           kind: {
             $case: 'net' as const,
-            value: { ...k.value, driverFrontend: { kind: { $case: 'tap' as const, value: { name: '', netns: '' } } } },
+            value: {
+              ...k.value,
+              // vop_link: the datagram socket of the joined device's driver side, taken from the other end
+              deviceBackend: joined
+                ? { kind: { $case: 'datagram' as const, value: { path: joined.local, peerPath: joined.peer } } }
+                : k.value.deviceBackend,
+              driverFrontend: { kind: { $case: 'tap' as const, value: { name: '', netns: '' } } },
+            },
           },
         }
       : k.$case === 'blk'
@@ -139,7 +153,13 @@ export class VhostUserRuntime {
   get desired(): Link {
     return this.linkValue;
   }
-  private get transport(): { socketPath: string; client: boolean; socketMode: number; socketGroup: string } {
+  private get transport(): {
+    socketPath: string;
+    client: boolean;
+    socketMode: number;
+    socketGroup: string;
+    queuePairs: number;
+  } {
     const t = this.linkValue.spec?.transport?.kind;
     if (t?.$case !== 'vhostUser') throw new Error(`link ${this.name} is not a vhost_user link`);
     return t.value;
@@ -229,7 +249,14 @@ export class VhostUserRuntime {
         throw new RangeError(
           `"${t.socketPath}" lies outside ${this.deps.paths.describe(t.client ? 'vhost-client' : 'socket')}`,
         );
-      const config = vhostDeviceConfig(this.linkValue, this.deps.paths);
+      const ref = vopLinkRef(this.linkValue);
+      let joined: JoinedSocket | null = null;
+      if (ref) {
+        const r = this.deps.resolveVopLink(ref);
+        if ('field' in r) throw new RangeError(`device_backend.vop_link.${r.field}: ${r.why}`);
+        joined = r;
+      }
+      const config = vhostDeviceConfig(this.linkValue, this.deps.paths, joined);
       if (!config) throw new RangeError(`device ${this.device.name} names no backend this agent can serve`);
       this.dev = this.deps.dataPlane.openVhost({
         link: this.name,
@@ -241,6 +268,7 @@ export class VhostUserRuntime {
         reconnectMs: 0,
         maxQueueSize: this.deps.options.maxQueueSize,
         allowUnsealed: this.deps.options.allowUnsealedMemory,
+        queuePairs: t.queuePairs,
         device: config,
       });
     } catch (err) {
@@ -484,7 +512,11 @@ export class VhostUserRuntime {
     } catch {
       // closed meanwhile: zeros
     }
-    const layout = queueLayout(kind, 'device');
+    // queue pairs: rx, tx, then rx1, tx1, ... (ring order of the device)
+    const pairs = kind === 'net' ? Math.max(1, this.transport.queuePairs) : 1;
+    const layout = Array.from({ length: pairs }, (_, p) =>
+      queueLayout(kind, 'device').map((q) => ({ ...q, name: p === 0 ? q.name : `${q.name}${p}` })),
+    ).flat();
     return [
       {
         device: name,

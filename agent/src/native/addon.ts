@@ -572,6 +572,7 @@ export class NativeDataPlane implements DataPlane {
         maxMemBytes: 0n,
         allowUnsealed: req.allowUnsealed,
         spinNs: BigInt(this.worker.spinNs),
+        queuePairs: req.queuePairs,
       },
       req.device,
     );

@@ -444,6 +444,8 @@ export interface VhostOpenDto {
   /** Accept memory the front-end could shrink (DPDK without hugepages): off unless configured. */
   allowUnsealed: boolean;
   spinNs: bigint;
+  /** net and sink: queue pairs offered (VIRTIO_NET_F_MQ when > 1), each a backend on the same TAP; 0: 1, at most 4. */
+  queuePairs: number;
 }
 
 export interface VhostStatusDto {
@@ -464,7 +466,7 @@ export interface VhostStatusDto {
   lastError: number;
   /** The rule it broke, null if none. */
   lastWhy: string | null;
-  /** The device's virtqueues. */
+  /** The device's virtqueues (all queue pairs: rx0, tx0, rx1, tx1, ...). */
   queues: number;
 }
 

@@ -74,6 +74,7 @@ import { isLoopback, parseHostPort } from '../../../lib/src/net';
 import { linkStatusEqual } from '../../../lib/src/status-equal';
 import { storeConflict, type StoreConflict } from '../../../lib/src/store-identity';
 import type { LinkManagerApi, LinkOwner } from '../links/link-manager-api';
+import { vopLinkRef } from '../links/vop-link-join';
 
 export type SyncState = 'idle' | 'connecting' | 'registered' | 'backoff' | 'stopped';
 
@@ -98,6 +99,35 @@ export const MAX_NOT_LEADER_DELAY_MS = 5000;
 export function notLeaderDelayMs(n: number, random: () => number = Math.random): number {
   const base = Math.min(MAX_NOT_LEADER_DELAY_MS, NEXT_ADDRESS_DELAY_MS * 2 ** Math.min(Math.max(0, n - 1), 6));
   return Math.round(base * (0.5 + random()));
+}
+
+/**
+ * The delay before registering again after the leader throttled registrations (RESOURCE_EXHAUSTED,
+ * REGISTRATIONS_THROTTLED): the retry time it named (a slot it reserved), scaled by 1-1.5 at random,
+ * so a refused herd comes back spread out and never early; undefined when the error names none.
+ */
+export function throttledDelayMs(
+  info: { reason: string; metadata: Record<string, string> } | undefined,
+  random: () => number = Math.random,
+): number | undefined {
+  if (info?.reason !== 'REGISTRATIONS_THROTTLED') return undefined;
+  return retryAfterDelayMs(info, random);
+}
+
+/**
+ * The retry time a controller named (`retryAfterMs` in the ErrorInfo metadata: REGISTRATIONS_THROTTLED,
+ * or NOT_LEADER from a replica pacing a fleet that looks for its leader), scaled by 1-1.5 at random;
+ * undefined when it names none.
+ */
+export function retryAfterDelayMs(
+  info: { metadata: Record<string, string> } | undefined,
+  random: () => number = Math.random,
+): number | undefined {
+  const raw = info?.metadata.retryAfterMs;
+  if (raw === undefined || raw === '') return undefined;
+  const after = Number(raw);
+  if (!Number.isFinite(after) || after < 0) return undefined;
+  return Math.round(Math.min(after, 60_000) * (1 + 0.5 * random()));
 }
 
 /** The delay before trying the next address after one failed: spread over 0.1-1 s so a fleet does not arrive at once. */
@@ -329,13 +359,17 @@ export class ControllerSyncClient {
   private chooseNext(err: ServiceError | undefined): number {
     const now = performance.now();
     const info = err ? errorInfoOf(err) : undefined;
+    // The leader is there and asked us to come back later: same address, its time.
+    const throttled = throttledDelayMs(info);
+    if (throttled !== undefined) return throttled;
     if (info?.reason === 'NOT_LEADER') {
       this.notLeader++;
       const hint = info.metadata.leader ?? '';
       const usable =
         hint !== '' && hint !== this.target && (this.unreachable.get(hint) ?? 0) < now && this.followable(hint);
       this.target = usable ? hint : this.nextAddress(now);
-      return notLeaderDelayMs(this.notLeader);
+      // A replica pacing the fleet names when to come back; else the agent's own backoff.
+      return retryAfterDelayMs(info) ?? notLeaderDelayMs(this.notLeader);
     }
     this.unreachable.set(this.target, now + UNREACHABLE_MS);
     const next = this.nextAddress(now);
@@ -560,7 +594,10 @@ export class ControllerSyncClient {
     const links = this.opts.links;
     // A link refused while assembling is not removed by a snapshot either.
     const wanted = new Set<string>(Object.keys(rejected));
-    for (const l of d.upserts) {
+    // vhost_user links joined to another link (vop_link) after the links they name: the
+    // agent refuses a vop_link to a link it does not hold yet
+    const upserts = [...d.upserts.filter((l) => !vopLinkRef(l)), ...d.upserts.filter((l) => vopLinkRef(l))];
+    for (const l of upserts) {
       const name = l.meta?.name ?? '';
       wanted.add(name);
       const owner = this.owner(l.meta?.managedBy ?? '');

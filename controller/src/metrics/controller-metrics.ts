@@ -37,6 +37,8 @@ export class ControllerMetrics {
   readonly desiredPushes: Counter<'kind'>;
   readonly rejections: Counter;
   readonly drift: Counter<'direction'>;
+  readonly registrationsThrottled: Counter;
+  readonly loopStalls: Counter;
   readonly leaseExpirations: Counter;
   readonly storeOps: Histogram<'operation'>;
   readonly storeConflicts: Counter;
@@ -158,6 +160,16 @@ export class ControllerMetrics {
       name: 'vop_controller_drift_detected_total',
       help: 'Differences between desired links and what an agent reported, found and corrected.',
       labelNames: ['direction'] as const,
+      registers,
+    });
+    this.registrationsThrottled = new Counter({
+      name: 'vop_controller_registrations_throttled_total',
+      help: 'Agent registrations refused with RESOURCE_EXHAUSTED (REGISTRATIONS_THROTTLED) and a retry time.',
+      registers,
+    });
+    this.loopStalls = new Counter({
+      name: 'vop_controller_event_loop_stalls_total',
+      help: 'Times the main thread was blocked for a second or more (each is logged with its length).',
       registers,
     });
     this.leaseExpirations = new Counter({

@@ -13,11 +13,14 @@ import { Reconciler } from '../reconcile/reconciler';
 import { FleetState } from '../state/fleet-state';
 import type { ObjectCache } from '../state/object-cache';
 import type { Fence } from '../store/leader-election';
+import type { RegistrationAdmissionOptions } from '../sync/registration-admission';
 import { SyncSessions } from '../sync/sync-sessions';
 
 export interface LeaderTermOptions {
   readonly leaseMs: number;
   readonly limits: Limits;
+  /** Registrations admitted per second on this term's Sync streams (sync/registration-admission.ts). */
+  readonly admission: RegistrationAdmissionOptions;
 }
 
 export class LeaderTerm {
@@ -46,6 +49,7 @@ export class LeaderTerm {
       {
         leaseMs: opts.leaseMs,
         limits: opts.limits,
+        admission: opts.admission,
       },
     );
   }

@@ -14,6 +14,8 @@
  * Observed status (link status, agent phase) is not kept here: the leader's fleet state
  * holds it (state/fleet-state.ts). Every change is published to subscribers.
  */
+import { performance } from 'node:perf_hooks';
+
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
 import {
@@ -203,13 +205,20 @@ export class ObjectCache {
    * Waits until the maps hold everything the store held when this was called: the same cluster
    * id and at least its generation (every desired-state change). A new leader does this first.
    */
-  async catchUp(timeoutMs = WATCH_DELIVERY_TIMEOUT_MS): Promise<void> {
-    const want = await this.store.readIdentity();
+  async catchUp(
+    readIdentity: () => Promise<StoreIdentity> = () => this.store.readIdentity(),
+    timeoutMs = WATCH_DELIVERY_TIMEOUT_MS,
+  ): Promise<{ readMs: number; waitMs: number }> {
+    const t0 = performance.now();
+    const want = await readIdentity();
+    const t1 = performance.now();
     await this.waitUntil(
       () => this.ident.clusterId === want.clusterId && this.ident.generation >= want.generation,
       timeoutMs,
       `the store's generation ${want.generation}`,
     );
+    // Where a slow takeover spends its time: the read of the store's identity, or the watch.
+    return { readMs: Math.round(t1 - t0), waitMs: Math.round(performance.now() - t1) };
   }
 
   /** A version for watch events: the store revision, bumped for status-only changes. */

@@ -35,6 +35,7 @@ import { RangeWatcher } from './etcd-range-watcher';
 import {
   DEFAULT_LEADER_TTL_SECONDS,
   LeaderStateBox,
+  type Fence,
   type LeaderElector,
   type LeaderElectorOptions,
   type LeaderState,
@@ -74,6 +75,7 @@ class Session {
     private readonly timeoutMs: number,
     private readonly box: LeaderStateBox,
     private readonly onError: (err: Error) => void,
+    private readonly onRenewed: (leaseDeadline: number) => void = () => undefined,
   ) {}
 
   /** Resolves when the session has ended (lease lost, key gone, resign). */
@@ -166,6 +168,7 @@ class Session {
 
   private renewed(sentAt: number, ttlSeconds: number): void {
     this.leaseDeadline = Math.max(this.leaseDeadline, sentAt + ttlSeconds * 1000);
+    this.onRenewed(this.leaseDeadline);
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.expiryTimer = setTimeout(() => this.checkLease(), Math.max(0, this.leaseDeadline - performance.now()) + 1);
   }
@@ -306,6 +309,8 @@ export class EtcdElector implements LeaderElector {
   private loopDone: Promise<void> = Promise.resolve();
   private readonly ttlSeconds: number;
   private readonly prefix: Buffer;
+  /** Told every time the lease was renewed: performance.now() after which it may have expired. */
+  onRenewed: (leaseDeadline: number) => void = () => undefined;
 
   constructor(
     private readonly client: Etcd3,
@@ -329,8 +334,15 @@ export class EtcdElector implements LeaderElector {
   private async loop(): Promise<void> {
     const backoff = new Backoff(CAMPAIGN_BACKOFF);
     while (this.running) {
-      const s = new Session(this.client, this.prefix, this.value, this.ttlSeconds, this.timeoutMs, this.box, (err) =>
-        this.opts.onError?.(err),
+      const s = new Session(
+        this.client,
+        this.prefix,
+        this.value,
+        this.ttlSeconds,
+        this.timeoutMs,
+        this.box,
+        (err) => this.opts.onError?.(err),
+        (deadline) => this.onRenewed(deadline),
       );
       this.session = s;
       try {
@@ -360,6 +372,15 @@ export class EtcdElector implements LeaderElector {
 
   observe(listener: (state: LeaderState) => void): () => void {
     return this.box.observe(listener);
+  }
+
+  /** Ends the current session if it is the one of `fence` (another thread found its lease run out). */
+  dropTerm(fence: Fence): void {
+    const s = this.session;
+    if (s && s.key.toString('utf8') === fence.key && s.createRevision === fence.revision) {
+      this.box.set({ role: 'candidate' });
+      s.lost('lease not renewed in time');
+    }
   }
 
   async resign(): Promise<void> {

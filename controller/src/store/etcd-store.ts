@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 
 import { CompareResult, CompareTarget, type Etcd3, type ICompare, type IRequestOp } from 'etcd3';
 
-import { EtcdElector } from './etcd-election';
+import { ThreadedEtcdElector } from './etcd-election-thread';
 import {
   compacted,
   createEtcdClient,
@@ -23,6 +23,7 @@ import {
   withRetry,
   type EtcdStoreConfig,
 } from './etcd-client';
+import { readEtcdIdentity } from './etcd-identity';
 import { EtcdKeys } from './etcd-keys';
 import { EtcdStoreWatch, type EtcdWatchSource } from './etcd-watch';
 import type { LeaderElector, LeaderElectorOptions } from './leader-election';
@@ -66,7 +67,7 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   private clusterId = '';
   private ready: Promise<void> | null = null;
   private readonly watches = new Set<EtcdStoreWatch>();
-  private readonly electors = new Set<EtcdElector>();
+  private readonly electors = new Set<ThreadedEtcdElector>();
 
   constructor(
     private readonly cfg: EtcdStoreConfig,
@@ -301,20 +302,7 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   async readIdentity(): Promise<StoreIdentity> {
-    const { keys } = this;
-    const res = await this.measured('identity', () =>
-      withRetry('identity', this.timeoutMs, false, (deadline) =>
-        this.client.kv.range({ key: keys.watchStart, range_end: prefixEnd(keys.watchStart) }, { deadline }),
-      ),
-    );
-    let clusterId = '';
-    let generation = 0n;
-    for (const kv of res.kvs) {
-      const k = keys.parse(kv.key);
-      if (k.type === 'cluster-id') clusterId = kv.value.toString('utf8');
-      else if (k.type === 'generation') generation = BigInt(kv.mod_revision);
-    }
-    return { clusterId, generation };
+    return this.measured('identity', () => readEtcdIdentity(this.client, this.keys, this.timeoutMs));
   }
 
   noteRevision(rev: bigint): void {
@@ -340,13 +328,9 @@ export class EtcdStore implements DesiredStateStore, EtcdWatchSource {
   }
 
   elector(value: string, options: LeaderElectorOptions = {}): LeaderElector {
-    const e = new EtcdElector(
-      this.client,
-      this.keys,
-      value,
-      { ttlSeconds: this.cfg.leaderLeaseSeconds, ...options },
-      this.timeoutMs,
-      (x) => this.electors.delete(x),
+    // In a thread of its own, with its own etcd client: a busy main thread does not starve the lease.
+    const e = new ThreadedEtcdElector(this.cfg, value, { ttlSeconds: this.cfg.leaderLeaseSeconds, ...options }, (x) =>
+      this.electors.delete(x),
     );
     this.electors.add(e);
     return e;

@@ -10,6 +10,8 @@
  * StoreFencedError and changes nothing.
  */
 
+import type { StoreIdentity } from './store';
+
 /** Proof of one term of leadership: the leader's key and the revision that created it. */
 export interface Fence {
   readonly key: string;
@@ -50,6 +52,11 @@ export interface LeaderElector {
   observe(listener: (state: LeaderState) => void): () => void;
   /** resign() and release everything. */
   close(): Promise<void>;
+  /**
+   * The store's identity read over the elector's own connection, when it has one that a busy main
+   * thread does not hold up (etcd: the election thread's client); a new leader catches up with it.
+   */
+  readonly readIdentity?: () => Promise<StoreIdentity>;
 }
 
 /** Listener bookkeeping shared by the implementations. */

@@ -20,6 +20,7 @@ import { peerEvidence, verifyAddress } from './address-verification';
 import type { DesiredVersion, SyncSessionHandle } from '../state/agent-runtime';
 import type { ControllerMetrics } from '../metrics/controller-metrics';
 import { chunkDesired } from './desired-chunks';
+import { RetryPacer } from './registration-admission';
 import type { SyncSessions } from './sync-sessions';
 
 export const REGISTER_TIMEOUT_MS = 10_000;
@@ -39,14 +40,41 @@ export interface AgentSyncDeps {
   readonly limits: Pick<Limits, 'maxLinksPerAgent'>;
   /** Largest DesiredLinks message; larger versions are split for agents that accept parts. */
   readonly chunkBytes: number;
+  /**
+   * A replica that does not lead (or is still taking over) hands refused agents retry times this
+   * many a second apart (`retryAfterMs` with NOT_LEADER), so a fleet looking for its new leader
+   * neither starves this replica nor arrives at it all at once when it leads; 0: none.
+   */
+  readonly refusalsPerSecond: number;
+}
+
+/** `err` with a paced retry time when it is a NOT_LEADER refusal (built without a stack: thousands a second). */
+function pacedRefusal(err: unknown, pacer: RetryPacer | undefined): unknown {
+  if (!pacer || !(err instanceof ServerError) || err.reason !== 'NOT_LEADER') return err;
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new ServerError(err.code, err.message, {
+      reason: err.reason,
+      metadata: { ...err.metadata, retryAfterMs: String(pacer.next()) },
+    });
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
 }
 
 export function agentSyncServiceBinding(kit: HandlerKit, deps: AgentSyncDeps): ServiceBinding {
   const { metrics } = deps;
   const log = deps.log;
+  const pacer = deps.refusalsPerSecond > 0 ? new RetryPacer(deps.refusalsPerSecond) : undefined;
   const sync = kit.bidi('Sync', async (call: ServerDuplexStream<SyncRequest, SyncResponse>, signal: AbortSignal) => {
     // Only the leader serves Sync streams; the stream belongs to its term's sessions.
-    const sessions = deps.sessions();
+    let sessions: SyncSessions;
+    try {
+      sessions = deps.sessions();
+    } catch (err) {
+      throw pacedRefusal(err, pacer);
+    }
     let agent: string | undefined;
     let closeReason: string | undefined;
     let chunked = false;

@@ -22,6 +22,7 @@ import type { AgentRuntime, SyncSessionHandle } from '../state/agent-runtime';
 import type { FleetState } from '../state/fleet-state';
 import { emptyMeta, type ObjectCache } from '../state/object-cache';
 import { addressesCondition, ADDRESSES_VERIFIED, type AddressCheck } from './address-verification';
+import { RegistrationAdmission, type RegistrationAdmissionOptions } from './registration-admission';
 
 /** Heartbeat interval handed to agents, as a fraction of the lease. */
 export const HEARTBEAT_FRACTION = 1 / 3;
@@ -32,6 +33,8 @@ export interface SyncSessionsOptions {
   readonly leaseMs: number;
   /** maxLinksPerAgent bounds the statuses kept of links an agent reports but was not sent. */
   readonly limits: Pick<Limits, 'maxLinksPerAgent'>;
+  /** Registrations admitted per second (a new term starts with a full burst). */
+  readonly admission: RegistrationAdmissionOptions;
 }
 
 /** An agent's registered addresses as checked against its connection (address-verification.ts). */
@@ -43,6 +46,7 @@ export interface CheckedAddresses {
 export class SyncSessions {
   /** Set once the leader term these sessions belong to has ended: registrations are refused with it. */
   private ended: ServerError | undefined;
+  private readonly admission: RegistrationAdmission;
 
   constructor(
     private readonly cache: ObjectCache,
@@ -51,13 +55,21 @@ export class SyncSessions {
     private readonly metrics: ControllerMetrics,
     private readonly log: Logger,
     private readonly opts: SyncSessionsOptions,
-  ) {}
+  ) {
+    this.admission = new RegistrationAdmission(opts.admission);
+  }
 
   /** A validated registration (lib/src/validate-registration.ts) with its checked addresses. */
   register(session: SyncSessionHandle, reg: Register, addresses: CheckedAddresses): Registered {
     if (this.ended) throw this.ended;
     const id = reg.identity;
     const name = id?.nodeName ?? '';
+    try {
+      this.admission.admit(name);
+    } catch (err) {
+      this.metrics.registrationsThrottled.inc();
+      throw err;
+    }
     const rt = this.fleet.runtime(name);
     if (rt.session && rt.session.id !== session.id)
       rt.session.close('replaced by a newer Sync stream of the same agent');

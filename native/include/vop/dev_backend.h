@@ -162,6 +162,9 @@ void vop_devback_counters(struct vop_devback *b, struct vop_devback_counters *ou
 /* The console backend (either role), or NULL for other kinds. */
 struct vop_console *vop_devback_console(struct vop_devback *b);
 
+/* The net backend (either role), or NULL for other kinds. */
+struct vop_net *vop_devback_net(struct vop_devback *b);
+
 /* The blk driver backend (to wait until it runs), or NULL for other kinds and roles. */
 struct vop_blk_driver *vop_devback_blk_driver(struct vop_devback *b);
 

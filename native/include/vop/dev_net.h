@@ -41,6 +41,7 @@
 #define VOP_NET_F_HOST_ECN 13u
 #define VOP_NET_F_MRG_RXBUF 15u
 #define VOP_NET_F_STATUS 16u
+#define VOP_NET_F_MQ 22u /* vhost-user only (dev_vhost.c): several queue pairs */
 
 #define VOP_NET_S_LINK_UP 1u
 
@@ -108,6 +109,13 @@ struct vop_net_config {
 	 */
 	uint32_t rx_buf_bytes;
 	uint32_t find_timeout_ms; /* wait for the device entry; 0 = look once */
+	/*
+	 * Device role only: serve the TAP or datagram socket of this net
+	 * device instead of opening one (a further queue pair of one
+	 * vhost-user device, dev_vhost.c): a dup of its fd, the same peer;
+	 * nothing is created, moved or removed. It must outlive this one.
+	 */
+	struct vop_net *share;
 };
 
 struct vop_net_stats {

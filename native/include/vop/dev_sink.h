@@ -17,6 +17,14 @@ struct vop_sink;
 /* Find dev_id (type net, two queues) in ctx and set up; 0 or -errno. */
 int vop_sink_create(struct vop_devctx *ctx, uint32_t dev_id, struct vop_sink **out);
 
+/*
+ * Copy mode (before the host starts it): every transmitted frame's bytes
+ * after the header are also copied into a private buffer of the sink, as
+ * DPDK's vhost PMD copies each frame into an mbuf; off (the default), only
+ * descriptors and lengths are read. 0 or -ENOMEM.
+ */
+int vop_sink_set_copy(struct vop_sink *s, bool copy);
+
 /* Link or host ops of the sink. */
 extern const struct vop_devback_ops vop_sink_ops;
 

@@ -45,6 +45,17 @@ struct vop_vhost_config {
 	 * vhu.max_queue_size).
 	 */
 	struct vop_devback_config dev;
+	/*
+	 * NET, SINK: queue pairs offered (VIRTIO_NET_F_MQ and PROTOCOL_F_MQ's
+	 * GET_QUEUE_NUM when > 1); 0 = 1, at most VOP_VHU_MAX_QUEUES / 2. Each
+	 * pair is served by its own backend instance on the same TAP or socket
+	 * (a dup of the first one's fd; frames the TAP hands over go to
+	 * whichever pair reads first, the first in each poll round) and the one
+	 * worker thread polls them all. BLK: must be 0 or 1.
+	 */
+	uint16_t queue_pairs;
+	/* SINK: copy every frame's bytes into a private buffer (vop_sink_set_copy()). */
+	bool sink_copy;
 };
 
 struct vop_vhost;
@@ -64,7 +75,10 @@ struct vop_vhu *vop_vhost_vhu(struct vop_vhost *h);
 
 enum vop_vhost_kind vop_vhost_kind(const struct vop_vhost *h);
 
-/* Backend counters (net and sink: the net block; blk: the blk block). */
+/* Rings of the device over all pairs (vop_vhu_queue_stats() indices). */
+unsigned vop_vhost_rings(const struct vop_vhost *h);
+
+/* Backend counters (net and sink: the net block, summed over the pairs; blk: the blk block). */
 void vop_vhost_counters(struct vop_vhost *h, struct vop_devback_counters *out);
 
 /* Local surfaces (net: the TAP and its namespace). */

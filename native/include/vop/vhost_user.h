@@ -207,7 +207,16 @@ struct vop_vhu_config {
 	uint32_t socket_mode;      /* server: mode of the socket file; 0 = 0600 */
 	int64_t socket_gid;        /* server: group of the socket file; -1 = ours */
 	uint32_t reconnect_ms;     /* client: retry period while the front-end is away; 0 = 1000 */
-	uint16_t num_queues;       /* the device's virtqueues, 1 .. VOP_VHU_MAX_QUEUES */
+	uint16_t num_queues;       /* virtqueues of one group (net: 2, a queue pair; blk: 1) */
+	/*
+	 * Queue groups, each served by its own backend instance
+	 * (vop_vhu_start_groups()); 0 = 1. num_queues * groups rings in all, at
+	 * most VOP_VHU_MAX_QUEUES. GET_QUEUE_NUM answers groups (net: the queue
+	 * pairs of PROTOCOL_F_MQ). A group starts as soon as its own rings are
+	 * ready and enabled: the pairs a front-end leaves disabled are not
+	 * needed for the others to run.
+	 */
+	uint16_t groups;
 	uint16_t max_queue_size;   /* largest ring accepted; 0 = 32768 */
 	uint64_t max_mem_bytes;    /* bound on the sum of region sizes; 0 = 64 GiB */
 	/*
@@ -255,6 +264,14 @@ int vop_vhu_create(const struct vop_vhu_config *cfg, struct vop_vhu **out);
  * device. Returns 0, -EALREADY or -errno (threads).
  */
 int vop_vhu_start(struct vop_vhu *v, const struct vop_devback_ops *ops, void *be);
+
+/*
+ * vop_vhu_start_groups - the same for cfg.groups backends: bes[g] serves
+ * rings [g * num_queues, (g + 1) * num_queues) (its queue q is ring
+ * g * num_queues + q in vop_vhu_queue() and vop_vhu_notify()); n must be
+ * cfg.groups. One worker thread polls every running group.
+ */
+int vop_vhu_start_groups(struct vop_vhu *v, const struct vop_devback_ops *ops, void *const *bes, unsigned n);
 
 /*
  * vop_vhu_stop - end any connection (the backend is stopped first, then
@@ -312,7 +329,7 @@ struct vop_vhu_status {
 };
 void vop_vhu_status(struct vop_vhu *v, struct vop_vhu_status *out);
 
-/* Counters of queue q (vq.h), any thread. 0, -EINVAL (q out of range). */
+/* Counters of ring q (vq.h; q over all groups), any thread. 0, -EINVAL (q out of range). */
 int vop_vhu_queue_stats(struct vop_vhu *v, unsigned q, struct vop_vq_stats *out);
 
 #endif /* VOP_VHOST_USER_H */

@@ -6,8 +6,8 @@
  *
  *   vhostdev --socket PATH [--client] [--mode OCTAL] [--spin-us N]
  *            [--max-queue-size N] [--allow-unsealed] [--no-event-idx]
- *            [--stats-ms N] [--offloads] [--mtu N]
- *            (--tap NAME [--netns NS] | --dgram LOCAL,PEER | --blk FILE [--ro] | --sink)
+ *            [--stats-ms N] [--offloads] [--mtu N] [--queue-pairs N]
+ *            (--tap NAME [--netns NS] | --dgram LOCAL,PEER | --blk FILE [--ro] | --sink | --sink-copy)
  *
  * Prints "ready" once the socket is bound (server) or resolved (client),
  * then one line per device event ("event connected 1", "event started
@@ -90,8 +90,8 @@ static void print_json(struct vop_vhost *h)
 {
 	struct vop_devback_counters c;
 	struct vop_vhu_status st;
-	struct vop_vq_stats qs[2];
-	unsigned q, nq = vop_vhost_kind(h) == VOP_VHOST_BLK ? 1 : 2;
+	struct vop_vq_stats qs[VOP_VHU_MAX_QUEUES];
+	unsigned q, nq = vop_vhost_rings(h);
 
 	vop_vhost_counters(h, &c);
 	vop_vhu_status(vop_vhost_vhu(h), &st);
@@ -105,6 +105,8 @@ static void print_json(struct vop_vhost *h)
 		(unsigned long long)st.protocol_errors, (unsigned long long)st.messages,
 		(unsigned long long)st.starts, (unsigned long long)qs[0].c[VOP_VQS_BUFFERS],
 		(unsigned long long)qs[1].c[VOP_VQS_BUFFERS], (unsigned long long)qs[1].c[VOP_VQS_NOTIFY_SENT]);
+	for (q = 2; q < nq; q++) /* further queue pairs */
+		fprintf(stderr, "\"q%u_buffers\":%llu,", q, (unsigned long long)qs[q].c[VOP_VQS_BUFFERS]);
 	if (c.kind == VOP_DEVBACK_BLK)
 		fprintf(stderr, "\"reads\":%llu,\"writes\":%llu,\"flushes\":%llu,\"recovered\":%llu,\"ioerr\":%llu}\n",
 			(unsigned long long)c.blk.reads, (unsigned long long)c.blk.writes,
@@ -153,6 +155,9 @@ int main(int argc, char **argv)
 			cfg.dev.blk.device.ro = true;
 		} else if (!strcmp(a, "--sink")) {
 			cfg.kind = VOP_VHOST_SINK;
+		} else if (!strcmp(a, "--sink-copy")) {
+			cfg.kind = VOP_VHOST_SINK;
+			cfg.sink_copy = true;
 		} else if (!v) {
 			fprintf(stderr, "vhostdev: %s needs a value\n", a);
 			return 1;
@@ -168,6 +173,8 @@ int main(int argc, char **argv)
 				cfg.vhu.max_queue_size = (uint16_t)strtoul(v, NULL, 0);
 			} else if (!strcmp(a, "--stats-ms")) {
 				stats_ms = strtol(v, NULL, 0);
+			} else if (!strcmp(a, "--queue-pairs")) {
+				cfg.queue_pairs = (uint16_t)strtoul(v, NULL, 0);
 			} else if (!strcmp(a, "--mtu")) {
 				cfg.dev.net.mtu = (uint16_t)strtoul(v, NULL, 0);
 			} else if (!strcmp(a, "--netns")) {

@@ -795,6 +795,13 @@ export interface VhostUserTransport {
   socketMode: number;
   /** Server mode: group of the socket file (a name or a number); empty: the agent's own group. */
   socketGroup: string;
+  /**
+   * net: queue pairs offered to the front-end (VIRTIO_NET_F_MQ and PROTOCOL_F_MQ when above 1),
+   * at most 4; 0 means 1. Every pair the front-end enables is served (one backend instance per pair
+   * on the same TAP or socket, one worker thread), with per-queue counters rx, tx, rx1, tx1, ...
+   * QEMU: -netdev vhost-user,queues=N and -device virtio-net-pci,mq=on. blk: 0 or 1.
+   */
+  queuePairs: number;
 }
 
 /** How the two endpoints share memory and ring doorbells. */
@@ -827,9 +834,26 @@ export interface DatagramBackend {
   peerPath: string;
 }
 
+/**
+ * The net device of another link on the same agent, which this agent drives (ROLE_DRIVER).
+ * Only a vhost_user link's device_backend may name one: the front-end's frames (a QEMU guest's
+ * stock virtio-net) go to that device and cross its link to the far end (a TAP on a card, a guest
+ * behind another agent), and what arrives from the far end goes to the front-end. That device's
+ * driver_frontend must be a datagram socket: the vhost_user device binds its peer_path and sends
+ * to its path, so the two are joined with no TAP in between.
+ */
+export interface VopLinkNetBackend {
+  /** Name of the link (on this agent, not vhost_user; this agent holds its ROLE_DRIVER endpoint). */
+  link: string;
+  /** Name of the net device on that link. */
+  device: string;
+}
+
 /** Where frames of a net device go on one side of the link. */
 export interface NetBackend {
-  kind: { $case: "tap"; value: TapBackend } | { $case: "datagram"; value: DatagramBackend } | undefined;
+  kind: { $case: "tap"; value: TapBackend } | { $case: "datagram"; value: DatagramBackend } | //
+  /** vhost_user links only (device_backend): another link's net device driven by this agent. */
+  { $case: "vopLink"; value: VopLinkNetBackend } | undefined;
 }
 
 /** virtio-net. */
@@ -2959,7 +2983,7 @@ export const StreamStatus: MessageFns<StreamStatus> = {
 };
 
 function createBaseVhostUserTransport(): VhostUserTransport {
-  return { socketPath: "", client: false, socketMode: 0, socketGroup: "" };
+  return { socketPath: "", client: false, socketMode: 0, socketGroup: "", queuePairs: 0 };
 }
 
 export const VhostUserTransport: MessageFns<VhostUserTransport> = {
@@ -2975,6 +2999,9 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     }
     if (message.socketGroup !== "") {
       writer.uint32(978).string(message.socketGroup);
+    }
+    if (message.queuePairs !== 0) {
+      writer.uint32(984).uint32(message.queuePairs);
     }
     return writer;
   },
@@ -3024,6 +3051,14 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
             message.socketGroup = reader.string();
             continue;
           }
+          case 123: {
+            if (tag !== 984) {
+              break;
+            }
+
+            message.queuePairs = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3054,6 +3089,11 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
         : isSet(object.socket_group)
         ? globalThis.String(object.socket_group)
         : "",
+      queuePairs: isSet(object.queuePairs)
+        ? globalThis.Number(object.queuePairs)
+        : isSet(object.queue_pairs)
+        ? globalThis.Number(object.queue_pairs)
+        : 0,
     };
   },
 
@@ -3071,6 +3111,9 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     if (message.socketGroup !== "") {
       obj.socketGroup = message.socketGroup;
     }
+    if (message.queuePairs !== 0) {
+      obj.queuePairs = Math.round(message.queuePairs);
+    }
     return obj;
   },
 
@@ -3083,6 +3126,7 @@ export const VhostUserTransport: MessageFns<VhostUserTransport> = {
     message.client = object.client ?? false;
     message.socketMode = object.socketMode ?? 0;
     message.socketGroup = object.socketGroup ?? "";
+    message.queuePairs = object.queuePairs ?? 0;
     return message;
   },
 };
@@ -3431,6 +3475,91 @@ export const DatagramBackend: MessageFns<DatagramBackend> = {
   },
 };
 
+function createBaseVopLinkNetBackend(): VopLinkNetBackend {
+  return { link: "", device: "" };
+}
+
+export const VopLinkNetBackend: MessageFns<VopLinkNetBackend> = {
+  encode(message: VopLinkNetBackend, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.link !== "") {
+      writer.uint32(10).string(message.link);
+    }
+    if (message.device !== "") {
+      writer.uint32(18).string(message.device);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): VopLinkNetBackend {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseVopLinkNetBackend();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.link = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): VopLinkNetBackend {
+    return {
+      link: isSet(object.link) ? globalThis.String(object.link) : "",
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+    };
+  },
+
+  toJSON(message: VopLinkNetBackend): unknown {
+    const obj: any = {};
+    if (message.link !== "") {
+      obj.link = message.link;
+    }
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<VopLinkNetBackend>, I>>(base?: I): VopLinkNetBackend {
+    return VopLinkNetBackend.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<VopLinkNetBackend>, I>>(object: I): VopLinkNetBackend {
+    const message = createBaseVopLinkNetBackend();
+    message.link = object.link ?? "";
+    message.device = object.device ?? "";
+    return message;
+  },
+};
+
 function createBaseNetBackend(): NetBackend {
   return { kind: undefined };
 }
@@ -3443,6 +3572,9 @@ export const NetBackend: MessageFns<NetBackend> = {
         break;
       case "datagram":
         DatagramBackend.encode(message.kind.value, writer.uint32(18).fork()).join();
+        break;
+      case "vopLink":
+        VopLinkNetBackend.encode(message.kind.value, writer.uint32(986).fork()).join();
         break;
     }
     return writer;
@@ -3477,6 +3609,14 @@ export const NetBackend: MessageFns<NetBackend> = {
             message.kind = { $case: "datagram", value: DatagramBackend.decode(reader, reader.uint32()) };
             continue;
           }
+          case 123: {
+            if (tag !== 986) {
+              break;
+            }
+
+            message.kind = { $case: "vopLink", value: VopLinkNetBackend.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3495,6 +3635,10 @@ export const NetBackend: MessageFns<NetBackend> = {
         ? { $case: "tap", value: TapBackend.fromJSON(object.tap) }
         : isSet(object.datagram)
         ? { $case: "datagram", value: DatagramBackend.fromJSON(object.datagram) }
+        : isSet(object.vopLink)
+        ? { $case: "vopLink", value: VopLinkNetBackend.fromJSON(object.vopLink) }
+        : isSet(object.vop_link)
+        ? { $case: "vopLink", value: VopLinkNetBackend.fromJSON(object.vop_link) }
         : undefined,
     };
   },
@@ -3505,6 +3649,8 @@ export const NetBackend: MessageFns<NetBackend> = {
       obj.tap = TapBackend.toJSON(message.kind.value);
     } else if (message.kind?.$case === "datagram") {
       obj.datagram = DatagramBackend.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "vopLink") {
+      obj.vopLink = VopLinkNetBackend.toJSON(message.kind.value);
     }
     return obj;
   },
@@ -3524,6 +3670,12 @@ export const NetBackend: MessageFns<NetBackend> = {
       case "datagram": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "datagram", value: DatagramBackend.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "vopLink": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "vopLink", value: VopLinkNetBackend.fromPartial(object.kind.value) };
         }
         break;
       }
