@@ -30,6 +30,8 @@ export const AGENT_DEFAULTS = {
   adminSocket: { path: '/run/vop/agent.sock' },
 };
 
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
 const nodeNameSchema = z.string().regex(NAME_RE, 'must be a DNS-1123 label (a-z, 0-9, "-", 1-63 characters)');
 
 /** Longest socket directory: its sockets' paths must fit sun_path (107 bytes) with room for a name. */
@@ -187,6 +189,30 @@ export const agentConfigSchema = z
       })
       .strict()
       .default({ allowUnsealedMemory: false, maxQueueSize: 1024 }),
+    /**
+     * Data plane of stream links (separate from the gRPC address): the IPv4 address other agents
+     * dial and the ports the controller allocates this agent's stream listeners from. Registered
+     * with the controller; without it, a stream link whose device side is this agent must name
+     * its address in the spec.
+     */
+    dataPlane: z
+      .object({
+        address: z.string().regex(IPV4_RE, 'must be an IPv4 address (no port), e.g. 10.0.0.2'),
+        /** "FIRST-LAST" (inclusive) or { first, last }. */
+        ports: z.preprocess(
+          (v) => {
+            if (typeof v !== 'string') return v;
+            const m = /^(\d{1,5})-(\d{1,5})$/.exec(v.trim());
+            return m ? { first: Number(m[1]), last: Number(m[2]) } : v;
+          },
+          z
+            .object({ first: z.number().int().min(1).max(65535), last: z.number().int().min(1).max(65535) })
+            .strict()
+            .refine((r) => r.first <= r.last, { message: 'first must not be above last', path: ['last'] }),
+        ),
+      })
+      .strict()
+      .optional(),
     /** vop-controller to dial; absent: the agent runs standalone. */
     controller: z
       .object({
@@ -265,6 +291,18 @@ export const AGENT_FLAGS: readonly FlagSpec[] = [
     path: ['hostPaths', 'barDirs'],
     type: 'string',
     help: 'directories (comma-separated) pci-bar BAR and doorbell files may lie in (default none)',
+  },
+  {
+    flag: 'data-plane-address',
+    path: ['dataPlane', 'address'],
+    type: 'string',
+    help: 'IPv4 address other agents dial for stream links this agent serves (registered with the controller)',
+  },
+  {
+    flag: 'data-plane-ports',
+    path: ['dataPlane', 'ports'],
+    type: 'string',
+    help: "FIRST-LAST: ports the controller allocates this agent's stream listeners from",
   },
   {
     flag: 'controller',

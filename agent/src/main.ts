@@ -6,7 +6,14 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 
-import { DeviceKind, NodeRole, TransportKind, type AgentIdentity, type Capabilities } from '../../lib/proto/types';
+import {
+  DeviceKind,
+  NodeRole,
+  TransportKind,
+  type AgentAddresses,
+  type AgentIdentity,
+  type Capabilities,
+} from '../../lib/proto/types';
 import { ConfigError } from '../../lib/src/config';
 import { channelCredentials } from '../../lib/src/cert-files';
 import { startGrpcServer } from '../../lib/src/grpc-server';
@@ -99,7 +106,12 @@ async function main(): Promise<void> {
   const streams = new StreamTracker();
   const kit = createHandlerKit(log.child({ component: 'rpc' }), streams);
   const startTime = new Date();
-  let addresses = { grpc: '', metrics: '' };
+  /** Where other agents reach this agent's stream links (registered; the controller fills links from it). */
+  const streamPlane = {
+    dataPlane: config.dataPlane?.address ?? '',
+    dataPlanePorts: config.dataPlane ? { ...config.dataPlane.ports } : undefined,
+  };
+  let addresses: AgentAddresses = { grpc: '', metrics: '', ...streamPlane };
   /** The controller sync, once started (GetInfo reports its conditions). */
   const syncRef: { client?: ControllerSyncClient } = {};
   const identity = (): AgentIdentity => ({
@@ -153,7 +165,7 @@ async function main(): Promise<void> {
     log: log.child({ component: 'metrics' }),
     tls: security.metricsTls,
   });
-  addresses = { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address) };
+  addresses = { grpc: formatHostPort(grpc.address), metrics: formatHostPort(metrics.address), ...streamPlane };
   log.info({ grpc: addresses.grpc, metrics: addresses.metrics, admin: grpc.adminSocket }, 'vop-agent ready');
   const controllerTls = config.controller?.tls;
   const sync = config.controller

@@ -89,6 +89,18 @@ export function checkAddress(v: ViolationList, field: string, addr: string): voi
   if (hp.port === 0) v.add(field, 'port must be 1-65535');
 }
 
+/** A data-plane address (IPv4, no port: stream links are IPv4 today) and its port range, both or neither. */
+export function checkDataPlane(v: ViolationList, field: string, a: AgentAddresses | undefined): void {
+  const addr = a?.dataPlane ?? '';
+  const r = a?.dataPlanePorts;
+  if (addr !== '' && isIP(addr) !== 4)
+    v.add(`${field}.data_plane`, `${quoteShort(addr)} must be an IPv4 address without a port, e.g. 10.0.0.2`);
+  if (addr === '' && r) v.add(`${field}.data_plane`, 'is required with data_plane_ports');
+  if (addr !== '' && !r) v.add(`${field}.data_plane_ports`, 'is required with data_plane');
+  if (r && (r.first < 1 || r.last > 65535 || r.first > r.last))
+    v.add(`${field}.data_plane_ports`, `${r.first}-${r.last} must be a range within 1-65535 with first <= last`);
+}
+
 /** Bytes a registration stores (identity, addresses, capabilities, version). */
 export function storedRegistrationBytes(reg: Register): number {
   return (
@@ -110,6 +122,7 @@ export function validateRegistration(reg: Register, limits: Pick<Limits, 'maxLin
   else checkAgentIdentity(v, `${f}.identity`, reg.identity);
   checkAddress(v, `${f}.addresses.grpc`, reg.addresses?.grpc ?? '');
   checkAddress(v, `${f}.addresses.metrics`, reg.addresses?.metrics ?? '');
+  checkDataPlane(v, `${f}.addresses`, reg.addresses);
   const caps = reg.capabilities;
   if (caps) {
     if (caps.transports.length > MAX_CAPABILITY_ENTRIES || caps.transports.some((t) => !TRANSPORT_KINDS.has(t)))

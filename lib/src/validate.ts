@@ -135,6 +135,7 @@ export function checkTransport(
   field: string,
   t: Transport | undefined,
   limits: SpecLimits = DEFAULT_LIMITS,
+  controllerFills = false,
 ): void {
   const k = t?.kind;
   if (!k) {
@@ -163,7 +164,7 @@ export function checkTransport(
       if (k.value.bar > 5) v.add(`${field}.pci_epf.bar`, 'must be 0-5');
       break;
     case 'stream':
-      checkStreamTransport(v, `${field}.stream`, k.value);
+      checkStreamTransport(v, `${field}.stream`, k.value, controllerFills);
       break;
     case 'vhostUser':
       checkAbsolutePath(v, `${field}.vhost_user.socket_path`, k.value.socketPath, true, MAX_SOCKET_PATH_BYTES);
@@ -231,7 +232,11 @@ function checkStreamAddress(
     v.add(field, `"${a}" must be an IPv4 address and a port 1-65535, e.g. 10.0.0.2:7400`);
 }
 
-function checkStreamTransport(v: ViolationList, field: string, t: StreamTransport): void {
+/**
+ * `controllerFills`: the spec goes to a controller, which fills an empty TCP address (from the
+ * device side agent's data plane) and an empty secret (generated); agents need the address.
+ */
+function checkStreamTransport(v: ViolationList, field: string, t: StreamTransport, controllerFills: boolean): void {
   if (
     t.protocol !== StreamProtocol.STREAM_PROTOCOL_UNSPECIFIED &&
     t.protocol !== StreamProtocol.STREAM_PROTOCOL_TCP &&
@@ -239,12 +244,19 @@ function checkStreamTransport(v: ViolationList, field: string, t: StreamTranspor
     t.protocol !== StreamProtocol.STREAM_PROTOCOL_VSOCK
   )
     v.add(`${field}.protocol`, `unknown protocol ${String(t.protocol)}`);
-  checkStreamAddress(v, `${field}.address`, t.protocol, t.address, true);
+  // The controller fills TCP addresses only (a Unix path or a vsock CID is the spec's to name).
+  const fillsAddress =
+    controllerFills &&
+    (t.protocol === StreamProtocol.STREAM_PROTOCOL_TCP || t.protocol === StreamProtocol.STREAM_PROTOCOL_UNSPECIFIED);
+  checkStreamAddress(v, `${field}.address`, t.protocol, t.address, !fillsAddress);
+  if (fillsAddress && t.address === '' && t.listenAddress !== '')
+    v.add(`${field}.listen_address`, 'must be empty when address is (the controller fills both)');
   checkStreamAddress(v, `${field}.listen_address`, t.protocol, t.listenAddress, false);
   const n = Buffer.byteLength(t.secret);
   // Without TLS the secret is the only authentication. With TLS (the default when the agents
   // have certificates) each agent checks at apply that it has them (agent/src/links/stream-security.ts).
-  if (n === 0 && !t.allowPlaintext && t.disableTls)
+  // Through a controller an empty secret is generated (controller/src/state/stream-endpoints.ts).
+  if (n === 0 && !t.allowPlaintext && t.disableTls && !controllerFills)
     v.add(
       `${field}.secret`,
       'is required with disable_tls unless allow_plaintext is set explicitly (the link would be unauthenticated)',
@@ -534,6 +546,7 @@ export function checkLinkSpec(
   field: string,
   spec: LinkSpec | undefined,
   limits: SpecLimits = DEFAULT_LIMITS,
+  controllerFills = false,
 ): void {
   if (!spec) {
     v.add(field, 'is required');
@@ -576,7 +589,7 @@ export function checkLinkSpec(
     if (a.agent !== '' && a.agent === b.agent)
       v.add(`${field}.endpoints[1].agent`, 'both endpoints name the same agent');
   }
-  checkTransport(v, `${field}.transport`, spec.transport, limits);
+  checkTransport(v, `${field}.transport`, spec.transport, limits, controllerFills);
   if (spec.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
   checkDevices(v, `${field}.devices`, spec.devices, limits);
 }
@@ -586,6 +599,7 @@ export function validateLink(
   link: Link | undefined,
   limits: SpecLimits = DEFAULT_LIMITS,
   field = 'link',
+  controllerFills = false,
 ): asserts link is Link & { meta: NonNullable<Link['meta']>; spec: LinkSpec } {
   const v = new ViolationList();
   if (!link) v.add(field, 'is required');
@@ -596,7 +610,7 @@ export function validateLink(
       checkLabels(v, `${field}.meta.labels`, link.meta.labels);
       checkAnnotations(v, `${field}.meta.annotations`, link.meta.annotations);
     }
-    checkLinkSpec(v, `${field}.spec`, link.spec, limits);
+    checkLinkSpec(v, `${field}.spec`, link.spec, limits, controllerFills);
   }
   v.throwIfAny();
 }
@@ -627,6 +641,7 @@ export function checkTemplate(
   field: string,
   t: LinkTemplate | undefined,
   limits: SpecLimits = DEFAULT_LIMITS,
+  controllerFills = true,
 ): void {
   if (!t) {
     v.add(field, 'is required');
@@ -635,7 +650,7 @@ export function checkTemplate(
   checkLabels(v, `${field}.labels`, t.labels);
   if (t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER)
     v.add(`${field}.card_role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
-  checkTransport(v, `${field}.transport`, t.transport, limits);
+  checkTransport(v, `${field}.transport`, t.transport, limits, controllerFills);
   if (t.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
   checkDevices(v, `${field}.devices`, t.devices, limits);
 }

@@ -514,6 +514,66 @@ static int devside_stop(void *dev)
 	return 0;
 }
 
+/*
+ * Where each segment of a chain goes in its slot (offsets into the slot); returns the
+ * writable part's offset (the writable segments stay contiguous: USED copies them back in
+ * one piece). A device that opens its file with O_DIRECT (blk `direct`) needs its data on
+ * 4 KiB boundaries of memory, so the largest segment, when it is a multiple of 512 bytes and
+ * at least 4 KiB (a blk request's data), starts on one; the other segments are packed into the
+ * gap before it when they fit there, else after it. For a blk request of 64 KiB of data in a
+ * 68 KiB slot both always fit (the gap is < 4 KiB, the rest 17 bytes). Anything else, or a
+ * layout that would not fit the slot: packed, readable then writable (always fits: the chain
+ * is <= slot_size).
+ */
+static uint32_t slot_layout(const uint8_t *base, uint32_t slot_size, const struct vop_schain *c,
+			    uint32_t off[VOP_STREAM_MAX_SEGS])
+{
+	uint32_t n = (uint32_t)c->n_out + c->n_in, i, big = 0, in_at, pos;
+	uint64_t pre = 0, start, others, end;
+	uintptr_t b = (uintptr_t)base;
+
+	for (i = 1; i < n; i++)
+		if (c->seg[i] > c->seg[big])
+			big = i;
+	if (c->seg[big] >= 4096 && c->seg[big] % 512 == 0) {
+		/* The block that holds `big`: the writable part, or `big` alone when it is readable. */
+		if (big >= c->n_out)
+			for (i = c->n_out; i < big; i++)
+				pre += c->seg[i];
+		others = c->out_bytes + c->in_bytes -
+			 (big >= c->n_out ? c->in_bytes : c->seg[big]);
+		start = ((b + pre + 4095) & ~(uintptr_t)4095) - b - pre;
+		end = start + (big >= c->n_out ? c->in_bytes : c->seg[big]);
+		pos = others <= start ? 0 : (uint32_t)end;
+		if ((others <= start ? end : end + others) <= slot_size) {
+			in_at = 0;
+			for (i = 0; i < c->n_out; i++) {
+				if (i == big) {
+					off[i] = (uint32_t)start;
+					continue;
+				}
+				off[i] = pos;
+				pos += c->seg[i];
+			}
+			if (big >= c->n_out) {
+				in_at = (uint32_t)start;
+			} else {
+				in_at = pos;
+			}
+			for (i = c->n_out, pos = in_at; i < n; i++) {
+				off[i] = pos;
+				pos += c->seg[i];
+			}
+			return in_at;
+		}
+	}
+	for (i = 0, pos = 0; i < n; i++) {
+		off[i] = pos;
+		pos += c->seg[i];
+	}
+	return (uint32_t)c->out_bytes;
+}
+
 /* Post the chains of d->cur (from its cursor); false when the ring is full (retry later). */
 static bool devside_post(struct sdev *d, unsigned *posted)
 {
@@ -526,7 +586,8 @@ static bool devside_post(struct sdev *d, unsigned *posted)
 
 	for (;;) {
 		struct vop_sg sg[VOP_STREAM_MAX_SEGS];
-		uint32_t i, off = 0, slot;
+		uint32_t i, off[VOP_STREAM_MAX_SEGS], in_off, slot;
+		uint64_t src = 0;
 		uint8_t *base;
 
 		save = d->cur_b;
@@ -564,13 +625,16 @@ static bool devside_post(struct sdev *d, unsigned *posted)
 		}
 		slot = q->free_slots[--q->nfree];
 		base = q->dq.pool + (uint64_t)slot * q->slot_size;
+		in_off = slot_layout(base, q->slot_size, &c, off);
 		for (i = 0; i < (uint32_t)c.n_out + c.n_in; i++) {
-			sg[i].addr = q->dq.pool_off + (uint64_t)slot * q->slot_size + off;
+			sg[i].addr = q->dq.pool_off + (uint64_t)slot * q->slot_size + off[i];
 			sg[i].len = c.seg[i];
-			off += c.seg[i];
 		}
-		vop_win_copy_to(base, c.data, c.out_bytes);
-		q->recs[slot] = (struct slot_rec){ c.id, (uint32_t)c.out_bytes, (uint32_t)c.in_bytes };
+		for (i = 0; i < c.n_out; i++) {
+			vop_win_copy_to(base + off[i], c.data + src, c.seg[i]);
+			src += c.seg[i];
+		}
+		q->recs[slot] = (struct slot_rec){ c.id, in_off, (uint32_t)c.in_bytes };
 		rc = vop_vq_add(&q->dq.vq, sg, c.n_out, c.n_in, (void *)(uintptr_t)(slot + 1));
 		if (rc < 0) {
 			q->free_slots[q->nfree++] = (uint16_t)slot;

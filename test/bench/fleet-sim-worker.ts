@@ -156,7 +156,7 @@ function run(init: WorkerInit): void {
         $case: 'register',
         value: {
           identity: a.id,
-          addresses: { grpc: '', metrics: `127.0.0.1:${9000 + (i % 1000)}` },
+          addresses: { grpc: '', metrics: `127.0.0.1:${9000 + (i % 1000)}`, dataPlane: '', dataPlanePorts: undefined },
           capabilities: { transports: [1], deviceKinds: [1, 2, 3], netAdmin: false },
           version: 'sim',
           ackedVersion: 0n,

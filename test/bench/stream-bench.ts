@@ -9,7 +9,13 @@
  *    way and TCP inside retransmits: reported as asked, and beside it the same tunnel over UDP
  *    (net_socat_udp_gbit_s), which keeps one frame per datagram and is the fairer baseline.
  * Runs alternate vop/veth/socat; medians over both directions are reported, per direction too.
- * Not measured yet: blk over the stream link against qemu-nbd (the blk_* keys are null).
+ * blk, in the same run on the same veth: sequential read and write (qemu-img bench, 1 MiB requests,
+ * BLK_DEPTH in flight) of a file opened with O_DIRECT on the serving side, two ways, alternating:
+ *  - vop: a virtio-blk over a second stream link (device side in ns a: the file with O_DIRECT; driver
+ *    side in ns b: its NBD export on a Unix socket, 64 KiB segments: a request fits one chain slot),
+ *    the client on that export;
+ *  - nbd: qemu-nbd serving the same file (--cache=none, O_DIRECT) on 10.95.0.1 in ns a, the client in
+ *    ns b over the veth: the stock NBD server reached directly over the same TCP path.
  * --json FILE writes { net_vop_gbit_s, net_veth_gbit_s, net_socat_gbit_s, blk_read_vop_mb_s,
  * blk_read_nbd_mb_s, blk_write_vop_mb_s, blk_write_nbd_mb_s } plus per-direction medians and the
  * load average at the start. Namespaces, TAPs and processes are removed on exit, also on failure.
@@ -23,7 +29,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { loadavg } from 'node:os';
-import { rmSync, writeFileSync } from 'node:fs';
+import { rmSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 
 import { sh, tempDir } from '../devices/helpers';
 import { buildVopStream, pingUntil, secretFile, StreamSide, tapUp, VethPair } from '../stream/helpers';
@@ -31,6 +38,28 @@ import { TestPki } from '../stream/tls-certs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+/** MiB per blk run (BENCH_BLK_MIB, default 256) and requests in flight (qemu-img bench -d). */
+const BLK_MIB = Number(process.env.BENCH_BLK_MIB ?? 256);
+const BLK_DEPTH = 8;
+
+/** qemu-img bench of BLK_MIB 1 MiB requests on an NBD URI from ns `client`: MB/s. */
+function blkSeq(v: VethPair, client: string, uri: string, write: boolean): number {
+  const args = ['bench', '-f', 'raw', '-t', 'writeback', '-c', String(BLK_MIB), '-d', String(BLK_DEPTH), '-s', '1M'];
+  if (write) args.push('-w');
+  const r = v.ns.exec(client, 'qemu-img', [...args, uri], 300_000);
+  const m = /Run completed in ([\d.]+) seconds/.exec(r.stdout);
+  if (r.code !== 0 || !m) throw new Error(`qemu-img bench ${uri}: ${r.stdout}${r.stderr}`);
+  return (BLK_MIB * 1.048576) / Number(m[1]);
+}
+
+/** Waits until nbdinfo (in ns `client`) answers on uri. */
+async function nbdUp(v: VethPair, client: string, uri: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (v.ns.exec(client, 'nbdinfo', ['--size', uri], 10_000).code === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no NBD server answers on ${uri}`);
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -191,15 +220,87 @@ async function main(): Promise<void> {
         );
       }
     }
+    // blk: a second stream link (device side: the file with O_DIRECT) and qemu-nbd on the same file.
+    const disk = path.join(dir, 'disk.img');
+    writeFileSync(disk, Buffer.alloc(0));
+    truncateSync(disk, BLK_MIB * 1024 * 1024);
+    const nbdSock = path.join(dir, 'nbd.sock');
+    const bdev = new StreamSide(
+      [
+        '--listen',
+        'tcp:10.95.0.1:7520',
+        '--secret-file',
+        secret,
+        '--blk-device',
+        `1:file=${disk}:direct:threads=${BLK_DEPTH}:seg=64`,
+      ],
+      v.a,
+    );
+    sides.push(bdev);
+    await bdev.waitLines((l) => l.startsWith('listening '));
+    const bdrv = new StreamSide(
+      ['--connect', 'tcp:10.95.0.1:7520', '--secret-file', secret, '--blk-driver', `1:unix=${nbdSock}:name=vop:seg=64`],
+      v.b,
+    );
+    sides.push(bdrv);
+    await bdev.waitLines((l) => l === 'ready');
+    await bdrv.waitLines((l) => l === 'ready');
+    const vopUri = `nbd+unix:///vop?socket=${nbdSock}`;
+    await nbdUp(v, v.b, vopUri);
+    const qn = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        v.a,
+        'qemu-nbd',
+        '-f',
+        'raw',
+        '-b',
+        '10.95.0.1',
+        '-p',
+        '10809',
+        '-t',
+        '-e',
+        String(BLK_DEPTH),
+        '-x',
+        'vop',
+        '--cache=none',
+        '--aio=threads',
+        disk,
+      ],
+      { stdio: 'ignore' },
+    );
+    procs.push(qn);
+    const nbdUri = 'nbd://10.95.0.1:10809/vop';
+    await nbdUp(v, v.b, nbdUri);
+    const blk = {
+      vopRead: [] as number[],
+      vopWrite: [] as number[],
+      nbdRead: [] as number[],
+      nbdWrite: [] as number[],
+    };
+    for (let run = 0; run < RUNS; run++) {
+      blk.vopWrite.push(blkSeq(v, v.b, vopUri, true));
+      blk.nbdWrite.push(blkSeq(v, v.b, nbdUri, true));
+      blk.vopRead.push(blkSeq(v, v.b, vopUri, false));
+      blk.nbdRead.push(blkSeq(v, v.b, nbdUri, false));
+      console.log(
+        `run ${run + 1} blk: vop read ${blk.vopRead.at(-1)?.toFixed(0)} MB/s write ${blk.vopWrite.at(-1)?.toFixed(0)} MB/s; ` +
+          `qemu-nbd over TCP read ${blk.nbdRead.at(-1)?.toFixed(0)} MB/s write ${blk.nbdWrite.at(-1)?.toFixed(0)} MB/s`,
+      );
+    }
+    const r1 = (x: number): number => Math.round(x * 10) / 10;
+
     const med = (k: keyof typeof res): number => median([...res[k].fwd, ...res[k].rev]);
     const out = {
       net_vop_gbit_s: med('vop'),
       net_veth_gbit_s: med('veth'),
       net_socat_gbit_s: med('socat'),
-      blk_read_vop_mb_s: null,
-      blk_read_nbd_mb_s: null,
-      blk_write_vop_mb_s: null,
-      blk_write_nbd_mb_s: null,
+      blk_read_vop_mb_s: r1(median(blk.vopRead)),
+      blk_read_nbd_mb_s: r1(median(blk.nbdRead)),
+      blk_write_vop_mb_s: r1(median(blk.vopWrite)),
+      blk_write_nbd_mb_s: r1(median(blk.nbdWrite)),
       net_vop_device_to_driver_gbit_s: median(res.vop.rev),
       net_vop_driver_to_device_gbit_s: median(res.vop.fwd),
       net_veth_a_to_b_gbit_s: median(res.veth.fwd),
@@ -210,6 +311,10 @@ async function main(): Promise<void> {
       vop_vs_socat: med('socat') > 0 ? med('vop') / med('socat') : null,
       vop_vs_veth: med('veth') > 0 ? med('vop') / med('veth') : null,
       vop_vs_socat_udp: med('socatUdp') > 0 ? med('vop') / med('socatUdp') : null,
+      blk_read_vop_vs_nbd: median(blk.nbdRead) > 0 ? median(blk.vopRead) / median(blk.nbdRead) : null,
+      blk_write_vop_vs_nbd: median(blk.nbdWrite) > 0 ? median(blk.vopWrite) / median(blk.nbdWrite) : null,
+      blk_mib_per_run: BLK_MIB,
+      blk_depth: BLK_DEPTH,
       ...(withTls
         ? {
             net_vop_tls_gbit_s: med('vopTls'),

@@ -46,7 +46,7 @@ function register(
         $case: 'register',
         value: {
           identity: reg.identity,
-          addresses: { grpc: reg.grpc ?? '', metrics: reg.metrics ?? '' },
+          addresses: { grpc: reg.grpc ?? '', metrics: reg.metrics ?? '', dataPlane: '', dataPlanePorts: undefined },
           capabilities: { transports: [1], deviceKinds: [1, 2, 3], netAdmin: false },
           version: '0.1.0',
           ackedVersion: 0n,

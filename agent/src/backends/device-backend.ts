@@ -46,6 +46,11 @@ export interface ConsolePort {
 export interface LinkIdentity {
   readonly name: string;
   readonly annotations: Readonly<Record<string, string>>;
+  /**
+   * The link's transport is stream: every chain travels as a message and must fit one chain slot
+   * of the far side (docs/stream-protocol.md), so blk requests are cut to STREAM_BLK_SEG_BYTES.
+   */
+  readonly stream?: boolean;
 }
 
 export interface BackendContext {

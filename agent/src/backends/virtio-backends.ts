@@ -59,6 +59,14 @@ export function nativeEligible(device: Device): boolean {
 }
 
 /**
+ * Data bytes of one blk request on a stream link. A request is one chain, and a chain must fit
+ * one chain slot of the device side (max_chain: 64 KiB + 4 KiB by default, native/devices/
+ * stream_bridge.c): 64 KiB of data plus the request header and status byte do. The driver
+ * side's NBD server cuts larger client requests into requests of this size.
+ */
+export const STREAM_BLK_SEG_BYTES = 64 * 1024;
+
+/**
  * Default TAP name of a device on one endpoint: unique per link, device and role, so that
  * both endpoints of a link, and the same device name on several links, can share one OS
  * (the local fleet) without colliding. "vop" + 8 hex + "d"/"r" fits IFNAMSIZ.
@@ -102,6 +110,7 @@ export function deviceConfigFor(
   link: string,
   policy: HostPathPolicy,
   nbd: NbdExportPolicy = UNIX_ONLY_NBD_POLICY,
+  blkSegBytes = 0,
 ): DeviceConfigDto | null {
   const k = device.kind;
   if (!k || !nativeEligible(device)) return null;
@@ -110,7 +119,7 @@ export function deviceConfigFor(
     case 'blk': {
       const blk = k.value;
       if (!blk.backing || blk.backing.path === '') return null;
-      const shape = { ...base, kind: 'blk' as const, segBytes: 0, readOnly: blk.backing.readOnly };
+      const shape = { ...base, kind: 'blk' as const, segBytes: blkSegBytes, readOnly: blk.backing.readOnly };
       if (role === 'device') {
         const root = rootOf(policy, 'disk', blk.backing.path);
         return {
@@ -258,7 +267,8 @@ function virtioDevice(
 ): LinkDevice | Error | null {
   const devId = devIdOf(device.name);
   try {
-    const config = deviceConfigFor(device, role, devId, link.name, policy, nbd);
+    const seg = link.stream === true ? STREAM_BLK_SEG_BYTES : 0;
+    const config = deviceConfigFor(device, role, devId, link.name, policy, nbd, seg);
     if (!config) return null;
     return { devId, role, queues: queueLayout(kind, role), config, resumable: kind === 'blk' };
   } catch (err) {

@@ -128,7 +128,11 @@ export class LinkRuntime {
     this.devices = new LinkDevices({
       backends: deps.backends,
       log: this.log,
-      link: () => ({ name: this.name, annotations: this.linkValue.meta?.annotations ?? {} }),
+      link: () => ({
+        name: this.name,
+        annotations: this.linkValue.meta?.annotations ?? {},
+        stream: this.streamTransport !== null,
+      }),
       role: () => this.role,
       window: () => this.window,
       changed: () => {

@@ -14,10 +14,11 @@
 import { Metadata } from '@grpc/grpc-js';
 
 import type { AdoptAgentsRequest, AdoptAgentsResponse, AdoptedAgent } from '../../../lib/proto/controller';
-import { WatchEventType, type Link } from '../../../lib/proto/types';
+import { WatchEventType, type Link, type LinkSpec } from '../../../lib/proto/types';
 import { ViolationList } from '../../../lib/src/errors';
 import type { Logger } from '../../../lib/src/logger';
 import { linkSpecEqual } from '../../../lib/src/proto-equal';
+import { redactSpec } from '../../../lib/src/redact';
 import { checkName } from '../../../lib/src/validate';
 import type { LeaderTerm } from '../replica/leader-term';
 import { ADOPTED_ANNOTATION } from '../state/agent-labels';
@@ -56,6 +57,21 @@ async function runningLinks(deps: AdoptDeps, term: LeaderTerm, agent: string): P
   }
 }
 
+/**
+ * The spec an adopted link is stored with. A stream link's secret comes back redacted, and the
+ * controller cannot read it back: it keeps the store's secret for the link, else generates a new
+ * one; both agents get it in their desired links, so the link rotates to it (a reset).
+ */
+function adoptedSpec(term: LeaderTerm, name: string, spec: LinkSpec, prev: LinkSpec | undefined): LinkSpec {
+  try {
+    const f = term.fleet.streamEndpoints.fill(name, spec, prev);
+    f.release();
+    return f.spec;
+  } catch {
+    return spec; // an address it cannot fill stays as the agent runs it
+  }
+}
+
 export async function adoptAgents(
   req: AdoptAgentsRequest,
   term: LeaderTerm,
@@ -88,7 +104,8 @@ export async function adoptAgents(
       const managedBy = l.meta?.managedBy ?? '';
       if (name === '' || managedBy === '' || !l.spec) continue; // the agent's own links stay its own
       const cur = deps.cache.links.get(name)?.obj;
-      if (cur && linkSpecEqual(cur.spec, l.spec)) {
+      // Agents report a stream link's secret redacted (write-only): equal but for it is unchanged.
+      if (cur && linkSpecEqual(redactSpec(cur.spec), l.spec)) {
         out.linksUnchanged.push(name);
         continue;
       }
@@ -109,7 +126,7 @@ export async function adoptAgents(
             createTime: undefined,
             updateTime: undefined,
           },
-          spec: l.spec,
+          spec: adoptedSpec(term, name, l.spec, cur?.spec),
           status: undefined,
         },
         '',

@@ -25,6 +25,7 @@ import {
   type LabelSelector,
   type Link,
   type LinkPolicy,
+  type LinkSpec,
 } from '../../../lib/proto/types';
 import { failedPrecondition, invalidArgument, notFound, ServerError, ViolationList } from '../../../lib/src/errors';
 import type { ServiceBinding } from '../../../lib/src/grpc-server';
@@ -39,6 +40,8 @@ import { checkName, validateLink, validatePolicy } from '../../../lib/src/valida
 import { WatchBacklog } from '../../../lib/src/watch-backlog';
 import { usableAddress } from '../sync/address-verification';
 import type { FleetViews } from '../views/fleet-views';
+import type { FleetState } from '../state/fleet-state';
+import { StreamFillError } from '../state/stream-endpoints';
 import type { CacheEvent, ObjectCache } from '../state/object-cache';
 import type { Replica } from '../replica/replica';
 import { adoptAgents } from './adopt';
@@ -168,9 +171,32 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
     return views.agentView(name) as Agent;
   };
 
+  /** The spec with the controller's stream fill; StreamFillError becomes a gRPC error naming the field. */
+  const fillStream = (
+    fleet: FleetState,
+    name: string,
+    spec: LinkSpec,
+    prev: LinkSpec | undefined,
+  ): ReturnType<FleetState['streamEndpoints']['fill']> => {
+    try {
+      return fleet.streamEndpoints.fill(name, spec, prev);
+    } catch (err) {
+      if (!(err instanceof StreamFillError)) throw err;
+      const exhausted = err.reason === 'DataPlanePortsExhausted';
+      throw new ServerError(
+        exhausted ? GrpcStatus.RESOURCE_EXHAUSTED : GrpcStatus.FAILED_PRECONDITION,
+        `link.spec.transport.stream.address: ${err.message}`,
+        {
+          reason: exhausted ? 'DATA_PLANE_PORTS_EXHAUSTED' : 'NO_DATA_PLANE_ADDRESS',
+          metadata: { agent: err.agent, field: 'link.spec.transport.stream.address' },
+        },
+      );
+    }
+  };
+
   const implementation = {
     applyLink: kit.unary('ApplyLink', async (req: { link: Link | undefined; dryRun: boolean }) => {
-      validateLink(req.link, limits);
+      validateLink(req.link, limits, 'link', true);
       const { fleet } = replica.requireLeader();
       const link = req.link as Link;
       const name = link.meta?.name ?? '';
@@ -207,12 +233,16 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
           }
         }
       }
+      // A stream link's empty address and secret are filled by the controller (stream-endpoints.ts).
+      const filled = fillStream(fleet, name, link.spec as LinkSpec, cur?.spec);
       const toWrite: Link = {
         meta: { ...(link.meta as NonNullable<Link['meta']>), managedBy: '' },
-        spec: link.spec,
+        spec: filled.spec,
         status: undefined,
       };
-      const res = await cache.putLink(toWrite, link.meta?.resourceVersion ?? '', { dryRun: req.dryRun });
+      const res = await cache
+        .putLink(toWrite, link.meta?.resourceVersion ?? '', { dryRun: req.dryRun })
+        .finally(filled.release);
       return {
         link: req.dryRun ? { ...res.obj, spec: redactSpec(res.obj.spec) } : views.linkView(name),
         changed: res.changed,

@@ -11,6 +11,7 @@ import { ADOPTED_ANNOTATION } from '../state/agent-labels';
 import type { FleetState } from '../state/fleet-state';
 import type { ObjectCache } from '../state/object-cache';
 import type { StoreOp } from '../store/store';
+import { StreamFillError } from '../state/stream-endpoints';
 import { managedByPolicy, renderPolicy } from './policy-render';
 
 export class PolicyPass {
@@ -34,6 +35,10 @@ export class PolicyPass {
     }
     let conflicts = 0;
     let overLimit = 0;
+    /** Stream links the controller could not fill (no data-plane address, ports exhausted): the first reason. */
+    let unfilled = 0;
+    let unfilledWhy: StreamFillError | undefined;
+    const releases: (() => void)[] = [];
     /** New links per agent planned in this pass, not yet in FleetState's index. */
     const pendingNew = new Map<string, number>();
     const max = this.limits.maxLinksPerAgent;
@@ -53,8 +58,24 @@ export class PolicyPass {
         want.delete(ln);
         continue;
       }
+      // A stream link's address, port and secret: kept from the stored link, else filled.
+      let spec = l.spec;
+      if (spec) {
+        try {
+          const f = this.fleet.streamEndpoints.fill(ln, spec, cur?.obj.spec);
+          releases.push(f.release);
+          spec = f.spec;
+        } catch (err) {
+          if (!(err instanceof StreamFillError)) throw err;
+          unfilled++;
+          unfilledWhy ??= err;
+          // An existing link keeps what it has; a new one is not stamped.
+          if (!cur) want.delete(ln);
+          continue;
+        }
+      }
       if (!cur) for (const a of agentsOf) pendingNew.set(a, (pendingNew.get(a) ?? 0) + 1);
-      const plan = this.cache.planLink(l, '', now);
+      const plan = this.cache.planLink({ ...l, spec }, '', now);
       if (plan) ops.push(plan.op);
     }
     for (const ln of owned) {
@@ -64,7 +85,11 @@ export class PolicyPass {
       const op = this.cache.planLinkDelete(ln, '');
       if (op) ops.push(op);
     }
-    await this.cache.commitMany(ops);
+    try {
+      await this.cache.commitMany(ops);
+    } finally {
+      for (const r of releases) r();
+    }
     if (!pe) {
       this.fleet.policyStatus.delete(name);
       return;
@@ -73,32 +98,41 @@ export class PolicyPass {
     const names = [...want.keys()].sort();
     const prev = this.fleet.policyStatus.get(name);
     const applied: Condition =
-      overLimit > 0 && conflicts === 0
+      unfilledWhy && conflicts === 0 && overLimit === 0
         ? {
             type: 'Applied',
             status: ConditionStatus.CONDITION_STATUS_FALSE,
-            reason: 'LinkLimitReached',
-            message: `${overLimit} link(s) not stamped: their agents already hold maxLinksPerAgent (${max}) links`,
+            reason: unfilledWhy.reason,
+            message: `${unfilled} stream link(s) not stamped or not updated: ${unfilledWhy.message}`,
             observedGeneration: gen,
             lastTransitionTime: new Date(),
           }
-        : conflicts > 0
+        : overLimit > 0 && conflicts === 0
           ? {
               type: 'Applied',
               status: ConditionStatus.CONDITION_STATUS_FALSE,
-              reason: 'NameConflict',
-              message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`,
+              reason: 'LinkLimitReached',
+              message: `${overLimit} link(s) not stamped: their agents already hold maxLinksPerAgent (${max}) links`,
               observedGeneration: gen,
               lastTransitionTime: new Date(),
             }
-          : {
-              type: 'Applied',
-              status: ConditionStatus.CONDITION_STATUS_TRUE,
-              reason: 'LinksStamped',
-              message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
-              observedGeneration: gen,
-              lastTransitionTime: new Date(),
-            };
+          : conflicts > 0
+            ? {
+                type: 'Applied',
+                status: ConditionStatus.CONDITION_STATUS_FALSE,
+                reason: 'NameConflict',
+                message: `${conflicts} link name(s) are already used by links this policy does not manage; rename the policy or delete those links`,
+                observedGeneration: gen,
+                lastTransitionTime: new Date(),
+              }
+            : {
+                type: 'Applied',
+                status: ConditionStatus.CONDITION_STATUS_TRUE,
+                reason: 'LinksStamped',
+                message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
+                observedGeneration: gen,
+                lastTransitionTime: new Date(),
+              };
     const old = prev?.conditions.find((c) => c.type === 'Applied');
     if (old && old.status === applied.status) applied.lastTransitionTime = old.lastTransitionTime;
     const changed =

@@ -16,6 +16,7 @@ import { monotonicMs } from '../../../lib/src/clock';
 import { agentLabels } from './agent-labels';
 import { AgentRuntime } from './agent-runtime';
 import type { ObjectCache } from './object-cache';
+import { StreamEndpoints } from './stream-endpoints';
 
 export interface FleetStateOptions {
   /** Lease length: an agent without a heartbeat for this long is NotReady. */
@@ -39,11 +40,15 @@ export class FleetState {
   private readonly linksByPolicy = new Map<string, Set<string>>();
   /** Monotonic ms at construction: the lease origin of agents loaded from the store. */
   readonly startedAt = monotonicMs();
+  /** Stream links' controller-filled addresses, ports and secrets (stream-endpoints.ts). */
+  readonly streamEndpoints: StreamEndpoints;
 
   constructor(
     private readonly cache: ObjectCache,
     readonly opts: FleetStateOptions,
-  ) {}
+  ) {
+    this.streamEndpoints = new StreamEndpoints(cache, (a) => this.linksOf(a));
+  }
 
   /** Runtimes (with selector labels) for every stored agent; call once, before the first pass. */
   loadAgents(): void {

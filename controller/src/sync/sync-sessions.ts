@@ -145,8 +145,15 @@ export class SyncSessions {
   private async persistRegistration(name: string, reg: Register, checked: CheckedAddresses): Promise<void> {
     const cur = this.cache.agents.get(name)?.obj;
     const s = cur?.status;
-    // Only verified addresses are stored; the condition says what was refused and why.
-    const addresses = { grpc: checked.grpc.address, metrics: checked.metrics.address };
+    // Only verified addresses are stored; the condition says what was refused and why. The
+    // data-plane address is stored as registered (format-checked): the controller never dials it,
+    // other agents do, and a stream link authenticates its peer itself (docs/security.md).
+    const addresses = {
+      grpc: checked.grpc.address,
+      metrics: checked.metrics.address,
+      dataPlane: reg.addresses?.dataPlane ?? '',
+      dataPlanePorts: reg.addresses?.dataPlanePorts,
+    };
     const prevCond = s?.conditions.find((c) => c.type === ADDRESSES_VERIFIED);
     let cond = addressesCondition(checked, cur?.meta?.generation ?? 0n, new Date());
     if (prevCond && prevCond.status === cond.status && prevCond.message === cond.message) cond = prevCond;

@@ -716,14 +716,19 @@ export interface PciEpfTransport {
 /** Virtqueue traffic carried as messages, no shared memory (virtio-msg style; docs/stream-protocol.md). */
 export interface StreamTransport {
   protocol: StreamProtocol;
-  /** host:port, a socket path, or cid:port; the driver side dials, the device side listens. */
+  /**
+   * host:port, a socket path, or cid:port; the driver side dials, the device side listens.
+   * Through a controller, TCP: empty lets the controller fill it (and listen_address) from the
+   * device side agent's registered data-plane address and a port of its range.
+   */
   address: string;
   /** Device side: where to listen when it differs from address (e.g. "0.0.0.0:7400"); empty: address. */
   listenAddress: string;
   /**
    * Per-link secret of the HMAC-SHA256 challenge-response (16..256 bytes). Write-only: never
    * returned by Get, List or Watch, redacted in logs and status, stored with mode 0600; a new
-   * value rotates it (the link resets).
+   * value rotates it (the link resets). Through a controller: empty (without allow_plaintext)
+   * keeps the secret the link has, or has the controller generate one (32 random bytes).
    */
   secret: string;
   /** Carry the link without authentication. Only when set explicitly; otherwise a secret is required. */
@@ -1114,6 +1119,20 @@ export interface AgentIdentity_LabelsEntry {
 export interface AgentAddresses {
   grpc: string;
   metrics: string;
+  /**
+   * Data plane: the IPv4 address other agents dial for this agent's stream links (device side),
+   * separate from the gRPC address (a data network apart from the control network). The
+   * controller fills an empty stream address of a link whose device side is this agent from it.
+   */
+  dataPlane: string;
+  /** Ports the controller allocates those links' listeners from (one port per link). */
+  dataPlanePorts: DataPlanePorts | undefined;
+}
+
+/** An inclusive port range of an agent's data plane (stream links it listens for). */
+export interface DataPlanePorts {
+  first: number;
+  last: number;
 }
 
 /** Desired state of an agent, as set by operators. */
@@ -7161,7 +7180,7 @@ export const AgentIdentity_LabelsEntry: MessageFns<AgentIdentity_LabelsEntry> = 
 };
 
 function createBaseAgentAddresses(): AgentAddresses {
-  return { grpc: "", metrics: "" };
+  return { grpc: "", metrics: "", dataPlane: "", dataPlanePorts: undefined };
 }
 
 export const AgentAddresses: MessageFns<AgentAddresses> = {
@@ -7171,6 +7190,12 @@ export const AgentAddresses: MessageFns<AgentAddresses> = {
     }
     if (message.metrics !== "") {
       writer.uint32(18).string(message.metrics);
+    }
+    if (message.dataPlane !== "") {
+      writer.uint32(1154).string(message.dataPlane);
+    }
+    if (message.dataPlanePorts !== undefined) {
+      DataPlanePorts.encode(message.dataPlanePorts, writer.uint32(1162).fork()).join();
     }
     return writer;
   },
@@ -7204,6 +7229,22 @@ export const AgentAddresses: MessageFns<AgentAddresses> = {
             message.metrics = reader.string();
             continue;
           }
+          case 144: {
+            if (tag !== 1154) {
+              break;
+            }
+
+            message.dataPlane = reader.string();
+            continue;
+          }
+          case 145: {
+            if (tag !== 1162) {
+              break;
+            }
+
+            message.dataPlanePorts = DataPlanePorts.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -7220,6 +7261,16 @@ export const AgentAddresses: MessageFns<AgentAddresses> = {
     return {
       grpc: isSet(object.grpc) ? globalThis.String(object.grpc) : "",
       metrics: isSet(object.metrics) ? globalThis.String(object.metrics) : "",
+      dataPlane: isSet(object.dataPlane)
+        ? globalThis.String(object.dataPlane)
+        : isSet(object.data_plane)
+        ? globalThis.String(object.data_plane)
+        : "",
+      dataPlanePorts: isSet(object.dataPlanePorts)
+        ? DataPlanePorts.fromJSON(object.dataPlanePorts)
+        : isSet(object.data_plane_ports)
+        ? DataPlanePorts.fromJSON(object.data_plane_ports)
+        : undefined,
     };
   },
 
@@ -7231,6 +7282,12 @@ export const AgentAddresses: MessageFns<AgentAddresses> = {
     if (message.metrics !== "") {
       obj.metrics = message.metrics;
     }
+    if (message.dataPlane !== "") {
+      obj.dataPlane = message.dataPlane;
+    }
+    if (message.dataPlanePorts !== undefined) {
+      obj.dataPlanePorts = DataPlanePorts.toJSON(message.dataPlanePorts);
+    }
     return obj;
   },
 
@@ -7241,6 +7298,95 @@ export const AgentAddresses: MessageFns<AgentAddresses> = {
     const message = createBaseAgentAddresses();
     message.grpc = object.grpc ?? "";
     message.metrics = object.metrics ?? "";
+    message.dataPlane = object.dataPlane ?? "";
+    message.dataPlanePorts = (object.dataPlanePorts !== undefined && object.dataPlanePorts !== null)
+      ? DataPlanePorts.fromPartial(object.dataPlanePorts)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseDataPlanePorts(): DataPlanePorts {
+  return { first: 0, last: 0 };
+}
+
+export const DataPlanePorts: MessageFns<DataPlanePorts> = {
+  encode(message: DataPlanePorts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.first !== 0) {
+      writer.uint32(8).uint32(message.first);
+    }
+    if (message.last !== 0) {
+      writer.uint32(16).uint32(message.last);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DataPlanePorts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDataPlanePorts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.first = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.last = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DataPlanePorts {
+    return {
+      first: isSet(object.first) ? globalThis.Number(object.first) : 0,
+      last: isSet(object.last) ? globalThis.Number(object.last) : 0,
+    };
+  },
+
+  toJSON(message: DataPlanePorts): unknown {
+    const obj: any = {};
+    if (message.first !== 0) {
+      obj.first = Math.round(message.first);
+    }
+    if (message.last !== 0) {
+      obj.last = Math.round(message.last);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<DataPlanePorts>, I>>(base?: I): DataPlanePorts {
+    return DataPlanePorts.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<DataPlanePorts>, I>>(object: I): DataPlanePorts {
+    const message = createBaseDataPlanePorts();
+    message.first = object.first ?? 0;
+    message.last = object.last ?? 0;
     return message;
   },
 };
