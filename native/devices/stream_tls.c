@@ -2,7 +2,6 @@
 /* TLS 1.3 for stream connections: see vop/stream_tls.h. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdint.h>
@@ -21,6 +20,7 @@
 #include <openssl/x509v3.h>
 
 #include "vop/stream_tls.h"
+#include "../core/private_atomic.h"
 
 #define STLS_BIO_BUF (256u * 1024) /* ciphertext buffered per direction */
 #define STLS_RECORD_ROOM (16384u + 256u) /* one full record with its overhead */
@@ -30,7 +30,7 @@ struct vop_stls {
 	BIO *net; /* our end of the BIO pair: ciphertext to send, received ciphertext */
 	int fd;
 	bool more; /* the last recv filled the caller's buffer */
-	_Atomic uint64_t sends, recvs, wire_out, wire_in, plain_out, plain_in;
+	struct vop_private_u64 sends, recvs, wire_out, wire_in, plain_out, plain_in;
 	char err[VOP_STLS_ID_MAX + 200];
 	char desc[96];
 	char peer_id[VOP_STLS_ID_MAX + 1];
@@ -237,20 +237,20 @@ int vop_stls_flush(struct vop_stls *t)
 			return errno == EPIPE || errno == ECONNRESET ? why_reset(t, -errno) : -errno;
 		}
 		BIO_nread(t->net, &p, (int)k);
-		atomic_fetch_add_explicit(&t->sends, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&t->wire_out, (uint64_t)k, memory_order_relaxed);
+		vop_private_add_u64(&t->sends, 1);
+		vop_private_add_u64(&t->wire_out, (uint64_t)k);
 	}
 	return 0;
 }
 
 void vop_stls_stats(const struct vop_stls *t, struct vop_stls_stats *out)
 {
-	out->sends = atomic_load_explicit(&t->sends, memory_order_relaxed);
-	out->recvs = atomic_load_explicit(&t->recvs, memory_order_relaxed);
-	out->wire_out = atomic_load_explicit(&t->wire_out, memory_order_relaxed);
-	out->wire_in = atomic_load_explicit(&t->wire_in, memory_order_relaxed);
-	out->plain_out = atomic_load_explicit(&t->plain_out, memory_order_relaxed);
-	out->plain_in = atomic_load_explicit(&t->plain_in, memory_order_relaxed);
+	out->sends = vop_private_load_u64(&t->sends);
+	out->recvs = vop_private_load_u64(&t->recvs);
+	out->wire_out = vop_private_load_u64(&t->wire_out);
+	out->wire_in = vop_private_load_u64(&t->wire_in);
+	out->plain_out = vop_private_load_u64(&t->plain_out);
+	out->plain_in = vop_private_load_u64(&t->plain_in);
 }
 
 /* One recv() into the pair: > 0 bytes, 0 the peer closed, 1 when the pair is full, -EAGAIN, -errno. */
@@ -265,8 +265,8 @@ static ssize_t fill(struct vop_stls *t)
 	k = recv(t->fd, p, (size_t)room, MSG_DONTWAIT);
 	if (k > 0) {
 		BIO_nwrite(t->net, &p, (int)k);
-		atomic_fetch_add_explicit(&t->recvs, 1, memory_order_relaxed);
-		atomic_fetch_add_explicit(&t->wire_in, (uint64_t)k, memory_order_relaxed);
+		vop_private_add_u64(&t->recvs, 1);
+		vop_private_add_u64(&t->wire_in, (uint64_t)k);
 		return k;
 	}
 	if (k == 0)
@@ -478,7 +478,7 @@ ssize_t vop_stls_send(struct vop_stls *t, const void *p, size_t n)
 	f = vop_stls_flush(t);
 	if (f && f != -EAGAIN)
 		return f;
-	atomic_fetch_add_explicit(&t->plain_out, done, memory_order_relaxed);
+	vop_private_add_u64(&t->plain_out, done);
 	return done ? (ssize_t)done : -EAGAIN;
 }
 
@@ -531,7 +531,7 @@ ssize_t vop_stls_recv(struct vop_stls *t, void *p, size_t n)
 	if (got == n)
 		t->more = true;
 	(void)vop_stls_flush(t); /* a KeyUpdate answer, if any */
-	atomic_fetch_add_explicit(&t->plain_in, got, memory_order_relaxed);
+	vop_private_add_u64(&t->plain_in, got);
 	return got ? (ssize_t)got : -EAGAIN;
 }
 
