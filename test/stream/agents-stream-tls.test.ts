@@ -22,7 +22,7 @@ import { repoPath } from '../../lib/src/paths';
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from '../agent/helpers';
-import { pingUntil, PtyEnd, tapUp, VethPair } from './helpers';
+import { pingUntil, PtyEnd, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
 import { TestPki, type CertFiles } from './tls-certs';
 
 const missing = [
@@ -143,36 +143,7 @@ describe('two agents in two namespaces over a TLS 1.3 stream link', { skip }, ()
   });
 
   it('carries ping and console bytes both ways over TLS 1.3 alone (no secret), the status saying so', async () => {
-    const devices: Device[] = [
-      {
-        name: 'net0',
-        queueSize: 0,
-        disableEventIdx: false,
-        kind: {
-          $case: 'net',
-          value: {
-            mac: '',
-            mtu: 0,
-            offloads: false,
-            deviceBackend: { kind: { $case: 'tap', value: { name: 'vtld', netns: '' } } },
-            driverFrontend: { kind: { $case: 'tap', value: { name: 'vtlr', netns: '' } } },
-          },
-        },
-      },
-      {
-        name: 'con0',
-        queueSize: 0,
-        disableEventIdx: false,
-        kind: {
-          $case: 'console',
-          value: {
-            deviceBackend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'host.pty') } } },
-            driverFrontend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'card.pty') } } },
-            log: undefined,
-          },
-        },
-      },
-    ];
+    const devices: Device[] = tapAndConsoleDevices(dir, 'vtld', 'vtlr');
     const link = tlsLink('tl', 7441, devices);
     await Promise.all([a.apply(link), b.apply(link)]);
     await a.waitPhase('tl', LinkPhase.LINK_PHASE_READY, 30_000);

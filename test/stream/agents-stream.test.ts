@@ -18,7 +18,7 @@ import { LinkPhase, StreamProtocol, type Device, type Link } from '../../lib/pro
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from '../agent/helpers';
-import { pingUntil, PtyEnd, tapUp, VethPair } from './helpers';
+import { pingUntil, PtyEnd, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
 
 const missing = [
   ...(isRoot() ? [] : ['root']),
@@ -97,36 +97,7 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
   });
 
   it('carries ping between the namespaces behind the TAPs and console bytes both ways, with a write-only secret and the connection in status', async () => {
-    const devices: Device[] = [
-      {
-        name: 'net0',
-        queueSize: 0,
-        disableEventIdx: false,
-        kind: {
-          $case: 'net',
-          value: {
-            mac: '',
-            mtu: 0,
-            offloads: false,
-            deviceBackend: { kind: { $case: 'tap', value: { name: 'vsgd', netns: '' } } },
-            driverFrontend: { kind: { $case: 'tap', value: { name: 'vsgr', netns: '' } } },
-          },
-        },
-      },
-      {
-        name: 'con0',
-        queueSize: 0,
-        disableEventIdx: false,
-        kind: {
-          $case: 'console',
-          value: {
-            deviceBackend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'host.pty') } } },
-            driverFrontend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'card.pty') } } },
-            log: undefined,
-          },
-        },
-      },
-    ];
+    const devices: Device[] = tapAndConsoleDevices(dir, 'vsgd', 'vsgr');
     const link = streamLink('st', 7421, secret, devices);
     await Promise.all([a.apply(link), b.apply(link)]);
     const la = await a.waitPhase('st', LinkPhase.LINK_PHASE_READY, 30_000);

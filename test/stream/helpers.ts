@@ -8,6 +8,7 @@ import { openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import tty from 'node:tty';
 
+import type { Device } from '../../lib/proto/types';
 import { repoPath } from '../../lib/src/paths';
 import { Netns, sh } from '../devices/helpers';
 
@@ -185,4 +186,38 @@ export async function pingUntil(ns: Netns, n: string, addr: string, timeoutMs = 
     if (r.code === 0) return true;
   }
   return false;
+}
+
+/** A net device (TAP on each side, named devTap / drvTap) and a console (ptys host.pty / card.pty in dir). */
+export function tapAndConsoleDevices(dir: string, devTap: string, drvTap: string): Device[] {
+  return [
+    {
+      name: 'net0',
+      queueSize: 0,
+      disableEventIdx: false,
+      kind: {
+        $case: 'net',
+        value: {
+          mac: '',
+          mtu: 0,
+          offloads: false,
+          deviceBackend: { kind: { $case: 'tap', value: { name: devTap, netns: '' } } },
+          driverFrontend: { kind: { $case: 'tap', value: { name: drvTap, netns: '' } } },
+        },
+      },
+    },
+    {
+      name: 'con0',
+      queueSize: 0,
+      disableEventIdx: false,
+      kind: {
+        $case: 'console',
+        value: {
+          deviceBackend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'host.pty') } } },
+          driverFrontend: { kind: { $case: 'pty', value: { linkPath: path.join(dir, 'card.pty') } } },
+          log: undefined,
+        },
+      },
+    },
+  ];
 }
