@@ -38,8 +38,8 @@ int vop_region_add(struct vop_region_table *t, uint64_t peer_addr, uint64_t size
 	return 0;
 }
 
-void *vop_region_xlate(const struct vop_region_table *t, uint64_t addr, uint64_t len,
-		       uint32_t need)
+void *vop_region_xlate_idx(const struct vop_region_table *t, uint64_t addr, uint64_t len,
+			   uint32_t need, uint32_t *idx)
 {
 	uint32_t i;
 
@@ -59,7 +59,16 @@ void *vop_region_xlate(const struct vop_region_table *t, uint64_t addr, uint64_t
 			return NULL;
 		if ((r->prot & need) != need)
 			return NULL;
+		*idx = i;
 		return r->local + off;
 	}
 	return NULL;
+}
+
+void *vop_region_xlate(const struct vop_region_table *t, uint64_t addr, uint64_t len,
+		       uint32_t need)
+{
+	uint32_t idx;
+
+	return vop_region_xlate_idx(t, addr, len, need, &idx);
 }

@@ -495,7 +495,8 @@ static unsigned classify_long_chain(const struct vop_vring_desc *table, uint32_t
  * Walk and validate the chain at head into *c (D5-D11) and mark head busy.
  * Returns 1 or a negative errno (queue broken).
  */
-static int walk_chain(struct vop_vq *vq, uint16_t head, struct vop_chain *c)
+static inline __attribute__((always_inline)) int walk_chain(struct vop_vq *vq, uint16_t head,
+							     struct vop_chain *c)
 {
 	const struct vop_vring_desc *table = vq->desc;
 	uint32_t tmax = vq->num, count = 0;
@@ -541,9 +542,10 @@ static int walk_chain(struct vop_vq *vq, uint16_t head, struct vop_chain *c)
 		}
 		if (n >= vq->max_chain_descs) /* D11 */
 			return vop_vq_fail(vq, classify_long_chain(table, tmax, i, count - 1));
-		c->iov[n].base = vop_region_xlate(vq->rt, d.addr, d.len,
-						  (d.flags & VOP_VRING_DESC_F_WRITE) ? VOP_PROT_WRITE
-										   : VOP_PROT_READ);
+		c->iov[n].base = vop_region_xlate_hint(vq->rt, d.addr, d.len,
+						       (d.flags & VOP_VRING_DESC_F_WRITE) ? VOP_PROT_WRITE
+											: VOP_PROT_READ,
+						       &vq->rt_hint);
 		if (!c->iov[n].base) /* D10 */
 			return vop_vq_fail(vq, VOP_VQ_ADDR_RANGE);
 		c->iov[n].len = d.len;

@@ -55,4 +55,37 @@ int vop_region_add(struct vop_region_table *t, uint64_t peer_addr, uint64_t size
 void *vop_region_xlate(const struct vop_region_table *t, uint64_t addr, uint64_t len,
 		       uint32_t need);
 
+/* vop_region_xlate() that also stores the index of the region hit in *idx (unchanged on NULL). */
+void *vop_region_xlate_idx(const struct vop_region_table *t, uint64_t addr, uint64_t len,
+			   uint32_t need, uint32_t *idx);
+
+/*
+ * vop_region_xlate_hint - vop_region_xlate() trying region *hint first.
+ * Regions do not overlap, so a range that lies in region *hint is found
+ * there by the scan too: the result is the same for any hint value. The
+ * hint is only an index (checked against count), every bound and prot
+ * check is made on the table's entry as in the scan. On a miss the scan
+ * runs and *hint becomes the index it hit. For the per-descriptor path,
+ * where consecutive buffers almost always lie in one region.
+ */
+static inline void *vop_region_xlate_hint(const struct vop_region_table *t, uint64_t addr,
+					  uint64_t len, uint32_t need, uint32_t *hint)
+{
+	uint32_t i = *hint;
+
+	if (i < t->count && len != 0) {
+		const struct vop_region *r = &t->regions[i];
+
+		/* the same checks as the scan: start inside, whole range inside, prot */
+		if (addr >= r->peer_addr && addr - r->peer_addr < r->size) {
+			uint64_t off = addr - r->peer_addr;
+
+			if (len > r->size - off || (r->prot & need) != need)
+				return NULL;
+			return r->local + off;
+		}
+	}
+	return vop_region_xlate_idx(t, addr, len, need, hint);
+}
+
 #endif /* VOP_REGION_H */

@@ -173,6 +173,7 @@ struct vop_vq {
 	uint16_t avail_cache;   /* last avail->idx read (valid entries up to it) */
 	uint16_t used_shadow;   /* next used->idx to publish */
 	uint16_t used_published; /* last value stored to used->idx */
+	uint32_t rt_hint;       /* index of the region the last translation hit (a hint, checked each use) */
 	uint8_t *busy;          /* per head: popped and not yet pushed */
 	uint32_t *busy_in;      /* per head: writable bytes (bound for push len) */
 	uint32_t *busy_out;     /* per head: readable bytes (accounted at push) */
