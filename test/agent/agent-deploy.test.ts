@@ -1,7 +1,6 @@
 /** The agent's deployment files: the systemd unit verifies and the example config is valid. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -9,6 +8,7 @@ import { loadAgentConfig } from '../../agent/src/config';
 import { loadControllerConfig } from '../../controller/src/config';
 import { repoPath } from '../../lib/src/paths';
 import { run } from '../helpers/servers';
+import { tempDirRemovedAtExit } from '../helpers/temp-dir';
 
 import YAML from 'yaml';
 
@@ -146,7 +146,7 @@ describe('vop-agent deployment files', () => {
     // The embedded configs validate; metrics go over HTTPS on the pod address.
     const agentYaml = all.find((o) => o.metadata.name === 'vop-agent-config')?.data?.['agent.yaml'] ?? '';
     const ctlYaml = all.find((o) => o.metadata.name === 'vop-controller-config')?.data?.['controller.yaml'] ?? '';
-    const tmp = mkdtempSync(path.join(os.tmpdir(), 'vop-k8s-'));
+    const tmp = tempDirRemovedAtExit('vop-k8s-');
     writeFileSync(path.join(tmp, 'agent.yaml'), agentYaml);
     writeFileSync(path.join(tmp, 'controller.yaml'), ctlYaml);
     const a = loadAgentConfig(['--config', path.join(tmp, 'agent.yaml')], {
@@ -181,7 +181,7 @@ describe('vop-agent deployment files', () => {
     );
     assert.ok(!pod.volumes.some((v) => v.persistentVolumeClaim), 'no state that must survive a pod');
     const yaml = objs.find((o) => o.metadata.name === 'vop-controller-ha-config')?.data?.['controller.yaml'] ?? '';
-    const tmp = mkdtempSync(path.join(os.tmpdir(), 'vop-k8s-ha-'));
+    const tmp = tempDirRemovedAtExit('vop-k8s-ha-');
     writeFileSync(path.join(tmp, 'controller.yaml'), yaml);
     const cfg = loadControllerConfig(['--config', path.join(tmp, 'controller.yaml')], {
       VOP_CONTROLLER_METRICS_LISTEN: '192.0.2.9:9400',

@@ -6,12 +6,11 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 
 import { repoPath } from '../../lib/src/paths';
+import { tempDirRemovedAtExit } from '../helpers/temp-dir';
 
 export const VOPDEV = repoPath('native', 'out', 'tools', 'vopdev');
 
@@ -38,8 +37,9 @@ function toolSource(name: string): string {
   return repoPath('test', 'devices', 'tools', `${name}.c`);
 }
 
+/** A directory removed when the test file's process exits. */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(os.tmpdir(), prefix));
+  return tempDirRemovedAtExit(prefix);
 }
 
 /** A running vopdev process and the "key value" lines it printed. */

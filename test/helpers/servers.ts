@@ -5,11 +5,12 @@
  * TCP only gives role reader).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, mkdtempSync } from 'node:fs';
-import os from 'node:os';
+import { accessSync } from 'node:fs';
 import path from 'node:path';
 
 import { repoPath } from '../../lib/src/paths';
+
+import { tempDirRemovedAtExit } from './temp-dir';
 
 export type ServerKind = 'agent' | 'controller';
 
@@ -30,8 +31,9 @@ export interface ServerProcess {
   exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** A `vop-PREFIX-XXXXXX` directory removed when the test file's process exits. */
 export function tempDir(prefix: string): string {
-  return mkdtempSync(path.join(os.tmpdir(), `vop-${prefix}-`));
+  return tempDirRemovedAtExit(`vop-${prefix}-`);
 }
 
 export const MAIN_JS: Record<ServerKind, string> = {
