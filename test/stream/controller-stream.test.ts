@@ -444,6 +444,9 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
       assert.ok(run1.outstanding > 0, 'writes were outstanding when the kill landed');
       assertAckedInFile(disk, run1.writes);
       await serves(0);
+      // The restarted agent registers its link with the secret emptied (write-only): not drift.
+      const metrics = await (await fetch(`http://${ctl.metrics}/metrics`)).text();
+      assert.doesNotMatch(metrics, /vop_controller_drift_detected_total\{direction="spec_differs"\} [1-9]/);
     });
 
   it('veth down for 5 s and up: the link resets and resumes without an agent restart; no acknowledged write is lost', async (t) => {
