@@ -15,6 +15,7 @@
 #include "device_config.h"
 #include "link_binding.h"
 #include "napi_util.h"
+#include "vop/path.h"
 #include "vop/stream_tls.h"
 #include "vop/window_size.h"
 #include "vop/xport.h"
@@ -136,14 +137,14 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 
 /*
  * streamStart(h, {address, deviceSide, secret: Uint8Array | null, allowPlain, handshakeMs, idleMs,
- * devIds: number[], tls?: {ca, cert, key, peerId} | null}): listen (device side, bound before this
+ * devIds: number[], tls?: {ca, cert, key, peerId} | null, unixRoot?: string | null}): listen (device side, bound before this
  * returns) or dial, for every device published so far. With tls every connection runs TLS 1.3
  * with mutual certificates first (vop/stream_tls.h).
  */
 napi_value vop_b_stream_start(napi_env env, napi_callback_info info)
 {
 	struct vop_sconn_config cc;
-	char address[128];
+	char address[128], unix_root[VOP_PATH_MAX];
 	uint8_t *secret = NULL;
 	size_t secret_len = 0;
 	uint32_t ids[VOP_MAX_DEVICES], n = 0, i;
@@ -160,7 +161,10 @@ napi_value vop_b_stream_start(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	memset(&cc, 0, sizeof(cc));
+	bool has_root = false;
+
 	if (!vop_get_str(env, argv[1], "stream", "address", false, address, sizeof(address), &present) ||
+	    !vop_get_str(env, argv[1], "stream", "unixRoot", true, unix_root, sizeof(unix_root), &has_root) ||
 	    !vop_get_bool(env, argv[1], "stream", "deviceSide", &cc.device_side) ||
 	    !vop_get_bool(env, argv[1], "stream", "allowPlain", &cc.allow_plain) ||
 	    !vop_get_u32(env, argv[1], "stream", "handshakeMs", 0, 600000, &cc.handshake_ms) ||
@@ -208,6 +212,7 @@ napi_value vop_b_stream_start(napi_env env, napi_callback_info info)
 			return NULL;
 	}
 	cc.address = address;
+	cc.unix_root = has_root ? unix_root : NULL;
 	cc.secret = secret;
 	cc.secret_len = (uint32_t)secret_len;
 	cc.max_chain = b->stream_max_chain;

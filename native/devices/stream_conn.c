@@ -26,6 +26,7 @@
 
 #include <openssl/crypto.h>
 
+#include "vop/path.h"
 #include "vop/stream.h"
 #include "vop/stream_tls.h"
 
@@ -35,6 +36,8 @@ struct vop_sconn {
 	struct vop_link *proxy;
 	struct vop_sconn_config cfg;
 	char address[128];
+	char unix_root[VOP_PATH_MAX]; /* "" = none (trusted path) */
+	struct vop_path_sock usock;   /* the device side's bound Unix socket */
 	uint8_t secret[VOP_STREAM_MAX_SECRET];
 	uint32_t dev_ids[MAX_DEVS];
 	struct sockaddr_storage ss;
@@ -168,6 +171,23 @@ static int dial(struct vop_sconn *c)
 
 	if (fd < 0)
 		return -1;
+	if (c->ss.ss_family == AF_UNIX) {
+		struct vop_path_sock dir;
+		struct sockaddr_un a;
+		socklen_t al;
+		int rc;
+
+		/* resolved beneath the root at every dial: the directory may be replaced meanwhile */
+		rc = vop_path_peer_unix(c->unix_root[0] ? c->unix_root : NULL,
+					((struct sockaddr_un *)&c->ss)->sun_path, &dir, &a, &al);
+		if (rc == 0 && connect(fd, (const struct sockaddr *)&a, al) == 0) {
+			vop_path_unlink_socket(&dir); /* a peer's: only closes the directory */
+			return fd;
+		}
+		vop_path_unlink_socket(&dir);
+		close(fd);
+		return -1;
+	}
 	if (connect(fd, (const struct sockaddr *)&c->ss, c->sslen) == 0)
 		return fd;
 	if (errno != EINPROGRESS) {
@@ -374,6 +394,7 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 
 	*out = NULL;
 	if (!proxy || !cfg->address || strlen(cfg->address) >= sizeof(c->address) ||
+	    (cfg->unix_root && strlen(cfg->unix_root) >= VOP_PATH_MAX) ||
 	    cfg->ndevs > MAX_DEVS || cfg->secret_len > VOP_STREAM_MAX_SECRET ||
 	    (cfg->secret_len == 0 && !cfg->allow_plain && !cfg->tls) ||
 	    (cfg->tls && (!cfg->tls->ca || !cfg->tls->cert || !cfg->tls->key || !cfg->tls->peer_id ||
@@ -385,8 +406,12 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 	c->proxy = proxy;
 	c->cfg = *cfg;
 	c->lfd = -1;
+	vop_path_sock_init(&c->usock);
 	snprintf(c->address, sizeof(c->address), "%s", cfg->address);
 	c->cfg.address = c->address;
+	if (cfg->unix_root)
+		snprintf(c->unix_root, sizeof(c->unix_root), "%s", cfg->unix_root);
+	c->cfg.unix_root = NULL;
 	if (cfg->secret_len)
 		memcpy(c->secret, cfg->secret, cfg->secret_len);
 	c->cfg.secret = NULL;
@@ -422,9 +447,17 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 		}
 		if (c->tcp)
 			setsockopt(c->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		else if (c->ss.ss_family == AF_UNIX)
-			unlink(((struct sockaddr_un *)&c->ss)->sun_path); /* a stale socket of an earlier life */
-		if (bind(c->lfd, (struct sockaddr *)&c->ss, c->sslen) < 0 || listen(c->lfd, 4) < 0) {
+		if (c->ss.ss_family == AF_UNIX) {
+			/* beneath the root; replaces only a stale socket of an earlier life */
+			rc = vop_path_bind_unix(c->lfd, c->unix_root[0] ? c->unix_root : NULL,
+						((struct sockaddr_un *)&c->ss)->sun_path, 0600, &c->usock);
+			if (rc)
+				goto fail;
+		} else if (bind(c->lfd, (struct sockaddr *)&c->ss, c->sslen) < 0) {
+			rc = -errno;
+			goto fail;
+		}
+		if (listen(c->lfd, 4) < 0) {
 			rc = -errno;
 			goto fail;
 		}
@@ -440,6 +473,7 @@ int vop_sconn_start(struct vop_link *proxy, const struct vop_sconn_config *cfg, 
 fail:
 	if (c->lfd >= 0)
 		close(c->lfd);
+	vop_path_unlink_socket(&c->usock);
 	for (i = 0; i < 4; i++)
 		free(c->tls_str[i]);
 	OPENSSL_cleanse(c->secret, sizeof(c->secret));
@@ -463,11 +497,9 @@ void vop_sconn_stop(struct vop_sconn *c)
 	c->stop = true;
 	pthread_mutex_unlock(&c->mu);
 	pthread_join(c->thr, NULL);
-	if (c->lfd >= 0) {
+	if (c->lfd >= 0)
 		close(c->lfd);
-		if (c->ss.ss_family == AF_UNIX)
-			unlink(((struct sockaddr_un *)&c->ss)->sun_path);
-	}
+	vop_path_unlink_socket(&c->usock); /* only if the name is still our socket */
 	for (unsigned i = 0; i < 4; i++)
 		free(c->tls_str[i]);
 	OPENSSL_cleanse(c->secret, sizeof(c->secret));

@@ -28,8 +28,9 @@ import { after, before, describe, it } from 'node:test';
 import { status, type ServiceError } from '@grpc/grpc-js';
 
 import { ErrorInfo, PreconditionFailure, Status } from '../../lib/proto/google-rpc';
-import { LinkPhase, Role, type Device, type Link } from '../../lib/proto/types';
+import { LinkPhase, Role, StreamProtocol, type Device, type Link } from '../../lib/proto/types';
 import { Agent } from '../agent/helpers';
+import { waitFor } from '../controller/fleet-helpers';
 import { decodeStatus, expectGrpcError } from '../helpers/grpc';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 
@@ -314,6 +315,72 @@ describe('host paths in link specs stay under the roots the operator allowed', (
     const ok = await agent.apply(linkOf('sock-out', [blk('disk0', disk, '')], 'driver'));
     assert.equal(ok.changed, true, 'with the name free the default socket is accepted');
     await agent.delete('sock-out');
+  });
+
+  it('refuses a stream link Unix socket outside the socket root on either side and never deletes a regular file at its name', async () => {
+    const victim = path.join(outside, 'victim');
+    writeFileSync(victim, 'victim\n');
+    const streamOf = (name: string, address: string, role: 'device' | 'driver', listenAddress = ''): Link => ({
+      ...linkOf(name, [], role),
+      spec: {
+        ...(linkOf(name, [], role).spec as NonNullable<Link['spec']>),
+        transport: {
+          kind: {
+            $case: 'stream',
+            value: {
+              protocol: StreamProtocol.STREAM_PROTOCOL_UNIX,
+              address,
+              listenAddress,
+              secret: 'a-secret-of-sixteen-bytes-or-more',
+              allowPlaintext: false,
+              idleTimeoutMs: 0,
+              disableTls: false,
+              tlsPeerName: '',
+            },
+          },
+        },
+        devices: [consoleDev('c0', { ptyLink: path.join(roots.pty, `${name}.pty`) })],
+      },
+    });
+    // The listening (device) side would bind there, replacing what is at the name.
+    await refused(
+      agent.apply(streamOf('st-out', victim, 'device')),
+      status.INVALID_ARGUMENT,
+      'link.spec.transport.stream.address',
+      roots.sockets,
+    );
+    await refused(
+      agent.apply(streamOf('st-out', path.join(roots.sockets, 'in.sock'), 'device', victim)),
+      status.INVALID_ARGUMENT,
+      'link.spec.transport.stream.listen_address',
+      roots.sockets,
+    );
+    // The dialling (driver) side would connect to any socket on the host.
+    await refused(
+      agent.apply(streamOf('st-out', '/run/systemd/private', 'driver')),
+      status.INVALID_ARGUMENT,
+      'link.spec.transport.stream.address',
+      roots.sockets,
+    );
+    // Inside the root, a regular file at the listening name is refused, not replaced.
+    const precious = path.join(roots.sockets, 'st.sock');
+    writeFileSync(precious, 'precious\n');
+    const r = await refused(
+      agent.apply(streamOf('st-out', precious, 'device')),
+      status.FAILED_PRECONDITION,
+      'link.spec.transport.stream.address',
+      roots.sockets,
+    );
+    assert.match(r.text, /regular file, not a socket/);
+    await nothingApplied(agent, srv, 'st-out');
+    assert.equal(readFileSync(victim, 'utf8'), 'victim\n');
+    assert.equal(readFileSync(precious, 'utf8'), 'precious\n');
+    // With the name free the link listens there, and its socket goes away with it.
+    unlinkSync(precious);
+    await agent.apply(streamOf('st-out', precious, 'device'));
+    await waitFor('the stream socket is bound', () => lstatSync(precious, { throwIfNoEntry: false })?.isSocket());
+    await agent.delete('st-out');
+    await waitFor('the stream socket is removed with the link', () => !existsSync(precious));
   });
 
   it('refuses a pty link path outside its root and never replaces a file with a pty link', async () => {

@@ -141,6 +141,8 @@ export interface StreamOpenRequest {
 export interface StreamStartRequest {
   /** "tcp:IPV4:PORT", "unix:PATH" or "vsock:CID:PORT": where the device side listens or the driver side dials. */
   readonly address: string;
+  /** unix: the allowed directory the socket lies beneath (path policy), or null. */
+  readonly unixRoot?: string | null;
   readonly secret: Uint8Array | null;
   readonly allowPlain: boolean;
   readonly idleMs: number;

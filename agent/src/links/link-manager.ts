@@ -112,6 +112,10 @@ export class LinkManager implements LinkManagerApi {
         const r = this.deps.paths.rootOf('bar', p);
         return r && 'dir' in r ? r.dir : null;
       },
+      socketRoot: (p) => {
+        const r = this.deps.paths.rootOf('socket', p);
+        return r && 'dir' in r ? r.dir : null;
+      },
       log: this.log.child({
         link: name,
         peer: link.spec?.endpoints.find((e) => e.agent !== this.deps.nodeName)?.agent ?? '',

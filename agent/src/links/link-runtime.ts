@@ -86,6 +86,12 @@ export interface LinkRuntimeDeps {
    * outside every root before a runtime exists.
    */
   readonly barRoot?: (p: string) => string | null;
+  /**
+   * The allowed directory (hostPaths.socketDir) a stream link's Unix socket lies in: the device side
+   * binds and the driver side dials beneath it. Null: not allowed (a restored link may predate a
+   * config change; apply refuses it before a runtime exists). Absent (tests): the path as given.
+   */
+  readonly socketRoot?: (p: string) => string | null;
   readonly log: Logger;
   /** Status changed (phase, conditions, devices). */
   onStatus(rt: LinkRuntime): void;
@@ -450,6 +456,11 @@ export class LinkRuntime {
           : 'tcp';
     const where = this.role === 'device' && t.listenAddress !== '' ? t.listenAddress : t.address;
     const address = `${scheme}:${where}`;
+    const unixRoot = scheme === 'unix' && this.deps.socketRoot ? this.deps.socketRoot(where) : null;
+    if (scheme === 'unix' && this.deps.socketRoot && unixRoot === null) {
+      this.fail('PathNotAllowed', `stream socket ${where} is not inside this agent's hostPaths.socketDir`);
+      return false;
+    }
     let w: DataPlaneWindow;
     try {
       w = dp.openStream(
@@ -466,6 +477,7 @@ export class LinkRuntime {
       for (const d of this.devices.values()) this.devices.startBackend(d);
       w.startStream?.({
         address,
+        unixRoot,
         secret: t.secret === '' ? null : new TextEncoder().encode(t.secret),
         allowPlain: t.secret === '' && t.allowPlaintext,
         idleMs: t.idleTimeoutMs,

@@ -13,7 +13,7 @@ import path from 'node:path';
 
 import { status as GrpcStatus } from '@grpc/grpc-js';
 
-import type { LinkSpec } from '../../../lib/proto/types';
+import { StreamProtocol, type LinkSpec } from '../../../lib/proto/types';
 import { ServerError, type ViolationList } from '../../../lib/src/errors';
 import { fnv1a32Hex } from '../../../lib/src/fnv';
 import type { HostPaths } from '../config';
@@ -128,6 +128,14 @@ export class HostPathPolicy {
     if (t?.$case === 'vhostUser')
       // server: created in the socket directory; client: the front-end's, in an allowed directory
       add(`${field}.transport.vhost_user.socket_path`, t.value.client ? 'vhost-client' : 'socket', t.value.socketPath);
+    // A stream link over a Unix socket: the device side binds it (listen_address, else address), the
+    // driver side dials address (bound by the other side: checked lexically, not at the name).
+    if (t?.$case === 'stream' && t.value.protocol === StreamProtocol.STREAM_PROTOCOL_UNIX) {
+      const f = `${field}.transport.stream`;
+      if (role === 'device' && t.value.listenAddress !== '')
+        add(`${f}.listen_address`, 'socket', t.value.listenAddress);
+      else add(`${f}.address`, 'socket', t.value.address, role === 'driver');
+    }
     // A pci-bar link: the ivshmem server's socket and the BAR files this role maps.
     if (t?.$case === 'pciBar') {
       const a = role === 'device' ? t.value.deviceAccess : t.value.driverAccess;

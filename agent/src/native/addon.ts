@@ -209,6 +209,7 @@ class LinkWindow implements DataPlaneWindow {
     if (!this.streamMode) throw new NativeError('not a stream window', 'EINVAL', 22);
     this.native.streamStart(this.h(), {
       address: req.address,
+      unixRoot: req.unixRoot ?? null,
       deviceSide: this.streamDeviceSide,
       secret: req.secret,
       allowPlain: req.allowPlain,

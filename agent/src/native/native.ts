@@ -517,6 +517,8 @@ export interface StreamOpenDto extends WorkerOptionsDto {
 export interface StreamStartDto {
   /** "tcp:IPV4:PORT", "unix:PATH" or "vsock:CID:PORT". */
   address: string;
+  /** unix: the directory PATH must lie beneath (hostPaths, resolved beneath it in C), or null. */
+  unixRoot: string | null;
   deviceSide: boolean;
   /** The link secret (HMAC-SHA256 key), or null with allowPlain. */
   secret: Uint8Array | null;

@@ -311,6 +311,12 @@ struct vop_sconn_config {
 	 */
 	const char *address;
 	bool device_side;      /* true: listen (the device side); false: dial */
+	/*
+	 * unix: the directory the socket path must lie beneath (resolved with RESOLVE_BENEATH,
+	 * vop/path.h), or NULL when the caller trusts the path (a tool's own). The device side
+	 * binds there, replacing only a stale socket, and removes only its own socket at stop.
+	 */
+	const char *unix_root;
 	const uint8_t *secret; /* as struct vop_stream_config (copied) */
 	uint32_t secret_len;
 	bool allow_plain;
