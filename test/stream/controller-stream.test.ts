@@ -364,6 +364,9 @@ describe('the controller fills stream links: data-plane addresses, port ranges a
     assert.ok(counters, 'blk stats on the driver side');
 
     assert.deepEqual(logsHold(sa.secret), [], 'no log line holds the secret');
+    // The controller's store holds it too: owner-only, with its write-ahead log.
+    for (const f of ['controller.db', 'controller.db-wal'])
+      assert.equal(statSync(path.join(ctlDir, f)).mode & 0o777, 0o600, `${f} is 0600`);
   });
 
   it('allocates ports from the device agent range: the next link the next port, past the range refused naming the field, a deleted link frees its port', async () => {

@@ -9,6 +9,7 @@
  * one-process kind (local-election.ts).
  */
 import { randomUUID } from 'node:crypto';
+import { chmodSync, closeSync, existsSync, openSync } from 'node:fs';
 import path from 'node:path';
 
 import Database from 'better-sqlite3';
@@ -100,7 +101,12 @@ export class SqliteStore implements DesiredStateStore {
   private historyFrom: bigint;
 
   constructor(stateDir: string) {
-    this.db = new Database(path.join(stateDir, SQLITE_FILE));
+    const file = path.join(stateDir, SQLITE_FILE);
+    // The store holds write-only fields (stream links' secrets): owner-only whatever the umask or an
+    // older version left. SQLite creates its -wal and -shm files with the database file's mode.
+    closeSync(openSync(file, 'a', 0o600));
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+    this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
     // FULL: every commit is fsynced before it returns, so an acknowledged write survives a
     // power loss (NORMAL in WAL mode may lose the last transactions).
