@@ -196,6 +196,14 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
       });
     assert.match(await refused(a), /authentication failed/);
     assert.match(await refused(b), /authentication failed/);
+    // The link's condition says why, on both ends (what `vopctl get` and the controller show).
+    for (const ag of [a, b])
+      await until('the refusal in the PeerConnected condition', async () => {
+        const cond = (await ag.get('bad')).link?.status?.conditions.find((x) => x.type === 'PeerConnected');
+        return cond?.reason === 'StreamConnectionFailed' && /authentication failed/.test(cond.message)
+          ? true
+          : undefined;
+      });
     assert.notEqual((await a.get('bad')).link?.status?.phase, LinkPhase.LINK_PHASE_READY);
     await b.delete('bad');
 
