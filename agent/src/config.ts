@@ -55,6 +55,16 @@ const hostPathsSchema = z
     blockDevices: z.array(hostDirSchema).default([]),
     /** Unix sockets: NBD exports, console sockets, datagram backends. */
     socketDir: hostDirSchema.optional(),
+    /**
+     * A group (name or numeric gid) whose members may reach into socketDir: a QEMU that runs as
+     * another user (as libvirt runs it) connecting to a vhost_user socket made with socket_mode 0660
+     * and that socket_group. socketDir is made 0710 and owned by the group at start; sockets keep
+     * their own modes (0600 unless a link says otherwise). Default: socketDir stays 0700.
+     */
+    socketDirGroup: z
+      .string()
+      .regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$/, 'must be a group name or a numeric gid')
+      .optional(),
     /** Console logs and their rotated generations. */
     logDir: hostDirSchema.optional(),
     /** Stable symlinks to console ptys. */
@@ -97,6 +107,8 @@ export interface HostPaths {
   readonly diskDirs: readonly string[];
   readonly blockDevices: readonly string[];
   readonly socketDir: string;
+  /** Group allowed to search socketDir (made 0710 for it), or absent. */
+  readonly socketDirGroup?: string;
   readonly logDir: string;
   readonly ptyDir: string;
   /** Network namespaces TAPs may be moved into. */
@@ -327,6 +339,7 @@ export function resolveHostPaths(
     diskDirs: (p.diskDirs ?? [path.join(stateDir, 'disks')]).map((d) => path.resolve(d)),
     blockDevices: p.blockDevices.map((d) => path.resolve(d)),
     socketDir: path.resolve(p.socketDir ?? path.join(stateDir, 'sockets')),
+    ...(p.socketDirGroup !== undefined ? { socketDirGroup: p.socketDirGroup } : {}),
     logDir: path.resolve(p.logDir ?? path.join(stateDir, 'logs')),
     ptyDir: path.resolve(p.ptyDir ?? path.join(stateDir, 'pty')),
     netns: [...p.netns],

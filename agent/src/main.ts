@@ -28,6 +28,7 @@ import { controllerAddresses, loadAgentConfig, type AgentConfig } from './config
 import { bytePipeStandIns } from './backends/byte-pipe';
 import { BackendRegistry } from './backends/device-backend';
 import { nbdPolicyFromConfig } from './backends/nbd-policy';
+import { openSocketDirToGroup } from './links/socket-dir-group';
 import { streamTlsFromConfig } from './links/stream-security';
 import { nativeDeviceBackends } from './backends/virtio-backends';
 import { LinkManager } from './links/link-manager';
@@ -79,6 +80,7 @@ async function main(): Promise<void> {
   const hp = config.hostPaths;
   for (const dir of [...hp.diskDirs, hp.socketDir, hp.logDir, hp.ptyDir])
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (hp.socketDirGroup !== undefined) openSocketDirToGroup(hp.socketDir, hp.socketDirGroup);
   const paths = new HostPathPolicy(hp, config.rendezvousDir);
   log.info({ hostPaths: hp }, 'host path roots');
 

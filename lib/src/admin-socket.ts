@@ -38,20 +38,20 @@ export interface AdminSocket {
   unlink(): void;
 }
 
-/** Resolves a group name (from /etc/group) or a numeric gid; throws ConfigError naming adminSocket.group. */
-export function resolveGroup(group: string, groupFile = '/etc/group'): number {
+/** Resolves a group name (from /etc/group) or a numeric gid; throws ConfigError naming `field`. */
+export function resolveGroup(group: string, groupFile = '/etc/group', field = 'adminSocket.group'): number {
   if (/^\d+$/.test(group)) return Number(group);
   let text = '';
   try {
     text = readFileSync(groupFile, 'utf8');
   } catch (err) {
-    throw new ConfigError(`adminSocket.group: cannot read ${groupFile}: ${(err as Error).message}`);
+    throw new ConfigError(`${field}: cannot read ${groupFile}: ${(err as Error).message}`);
   }
   for (const line of text.split('\n')) {
     const [name, , gid] = line.split(':');
     if (name === group && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
   }
-  throw new ConfigError(`adminSocket.group: no group "${group}" in ${groupFile} (a numeric gid also works)`);
+  throw new ConfigError(`${field}: no group "${group}" in ${groupFile} (a numeric gid also works)`);
 }
 
 function probe(socketPath: string): Promise<'live' | 'stale'> {
