@@ -178,16 +178,43 @@ describe('stock virtio drivers of a QEMU guest on vop vhost-user devices', { ski
     console.log(`restarted back-end after the write: ${blk.lastStats() ?? '(no stats yet)'}`);
   });
 
-  it('QEMU killed with -9: the devices reset; a new QEMU on the same sockets pings through again', async () => {
+  it('QEMU killed with -9 mid-traffic (pings and a disk write in flight): the devices reset; a new QEMU on the same sockets pings through again', async () => {
     const from = net.lines.length;
-    g.kill();
-    await net.waitLine(/^event disconnected/, 30_000, from);
-    await blk.waitLine(/^event disconnected/, 30_000);
-    g2 = await bootGuest('vhost-user-test-2');
-    await net.waitLine(/^event started/, 60_000, from);
-    const eth = (await g2.run(`grep -l 52:54:00:12:34:77 /sys/class/net/*/address`)).trim().split('/')[4] ?? '';
-    await g2.run(`ip addr add ${GUEST_IP}/24 dev ${eth} && ip link set ${eth} up`);
-    const out = await g2.run(`ping -c 3 -W 5 ${HOST_IP}`, { timeoutMs: 60_000 });
-    assert.match(out, /3 packets received/);
+    // Traffic in flight when the kill lands: the host pings the guest every 10 ms, the guest writes its disk.
+    const pinger = nsSpawn(nsName, ['ping', '-i', '0.01', '-W', '1', GUEST_IP]);
+    pinger.done.catch(() => undefined); // ended by a signal below
+    try {
+      let replies = 0;
+      pinger.proc.stdout?.on('data', (c: Buffer) => (replies += c.toString().split('bytes from').length - 1));
+      const dev = (await g.run('ls /sys/block | grep vd')).trim().split('\n')[0] ?? '';
+      const writesOf = (line: string | undefined): number => Number(/writes=(\d+)/.exec(line ?? '')?.[1] ?? 0);
+      const writesBefore = writesOf(blk.lastStats());
+      const writer = g.spawn(`dd if=/dev/zero of=/dev/${dev} bs=64k count=4096 oflag=direct 2>/dev/null`);
+      writer.exited.catch(() => undefined); // the guest dies under it
+      const end = Date.now() + 60_000;
+      while (replies < 20 || writesOf(blk.lastStats()) <= writesBefore) {
+        assert.ok(Date.now() < end, `no traffic before the kill: ${replies} replies, ${blk.lastStats() ?? ''}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const repliesAtKill = replies;
+      g.kill();
+      await net.waitLine(/^event disconnected/, 30_000, from);
+      await blk.waitLine(/^event disconnected/, 30_000);
+      g2 = await bootGuest('vhost-user-test-2');
+      await net.waitLine(/^event started/, 60_000, from);
+      const eth = (await g2.run(`grep -l 52:54:00:12:34:77 /sys/class/net/*/address`)).trim().split('/')[4] ?? '';
+      await g2.run(`ip addr add ${GUEST_IP}/24 dev ${eth} && ip link set ${eth} up`);
+      const out = await g2.run(`ping -c 3 -W 5 ${HOST_IP}`, { timeoutMs: 60_000 });
+      assert.match(out, /3 packets received/);
+      // The host's pings that never stopped are answered by the new guest too.
+      const resumed = replies;
+      const until = Date.now() + 30_000;
+      while (replies < resumed + 5) {
+        assert.ok(Date.now() < until, `the pinger's replies stopped at ${replies} (${repliesAtKill} at the kill)`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      pinger.proc.kill('SIGINT');
+    }
   });
 });
