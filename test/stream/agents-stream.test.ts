@@ -1,16 +1,17 @@
 /**
  * Two real agents, each in its own network namespace, joined by a veth pair, carry a stream link
  * (transport: stream over TCP with HMAC authentication): a virtio-net device with a TAP on each
- * side (ping both ways between the namespaces behind the TAPs) and a console (bytes both ways
- * between the ptys). The secret is write-only (GetLink and ListLinks return it empty, no log line
+ * side (ping and iperf3 TCP both ways between the namespaces behind the TAPs) and a console (bytes
+ * both ways between the ptys); once more over a Unix socket, with a blk device as well (nbdcopy of
+ * an image through the driver agent's NBD export, checksums equal). The secret is write-only (GetLink and ListLinks return it empty, no log line
  * of either agent contains it), status shows the connection (state, peer, RTT, bytes). A second
  * link whose driver side has the wrong secret is refused on both ends with the reason in its
  * status, and a hostile client on its listener (an oversized frame) ends only that connection:
  * the agents stay up and the first link stays Ready.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { existsSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
@@ -18,24 +19,27 @@ import { LinkPhase, StreamProtocol, type Device, type Link } from '../../lib/pro
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from '../agent/helpers';
-import { pingUntil, PtyEnd, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
+import { iperf, nbdcopy, pingUntil, PtyEnd, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
+
+const MIB = 1 << 20;
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 const missing = [
   ...(isRoot() ? [] : ['root']),
   ...(existsSync('/dev/net/tun') ? [] : ['/dev/net/tun']),
-  ...['ping', 'ip', 'python3'].filter((c) => !haveCommand(c)),
+  ...['ping', 'ip', 'python3', 'iperf3', 'nbdcopy'].filter((c) => !haveCommand(c)),
 ];
 const skip = requirePrereq(missing.join(', '), missing.length === 0, 'network namespaces and TAPs');
 
-function streamLink(name: string, port: number, secret: string, devices: Device[]): Link {
+function streamLink(name: string, port: number | string, secret: string, devices: Device[]): Link {
   const l = makeLink(name, { devices });
   if (!l.spec) throw new Error('no spec');
   l.spec.transport = {
     kind: {
       $case: 'stream',
       value: {
-        protocol: StreamProtocol.STREAM_PROTOCOL_TCP,
-        address: `10.81.0.1:${port}`,
+        protocol: typeof port === 'string' ? StreamProtocol.STREAM_PROTOCOL_UNIX : StreamProtocol.STREAM_PROTOCOL_TCP,
+        address: typeof port === 'string' ? port : `10.81.0.1:${port}`,
         listenAddress: '',
         secret,
         allowPlaintext: false,
@@ -46,6 +50,19 @@ function streamLink(name: string, port: number, secret: string, devices: Device[
     },
   };
   return l;
+}
+
+/** iperf3 TCP both ways between the namespaces behind the TAPs (server behind the driver side's TAP). */
+function iperfBothWays(v: VethPair, serverAddr: string, what: string): void {
+  const rates: number[] = [];
+  for (const reverse of [false, true]) {
+    const server = v.ns.exec(v.b, 'iperf3', ['-s', '-D', '-1', '--bind', serverAddr]);
+    assert.equal(server.code, 0, server.stderr);
+    rates.push(iperf(v, v.a, serverAddr, reverse));
+  }
+  const [fwd = 0, rev = 0] = rates;
+  console.log(`${what} iperf3: device->driver ${fwd.toFixed(2)} Gbit/s, driver->device ${rev.toFixed(2)} Gbit/s`);
+  assert.ok(fwd > 0.01 && rev > 0.01, `iperf3 moved data both ways (${fwd}, ${rev})`);
 }
 
 async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
@@ -70,7 +87,8 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
   before(async () => {
     v = new VethPair('vsg', 81);
     dir = tempDir('stream-agents');
-    const roots = ['--pty-dir', dir];
+    // One directory is every root of both agents: the Unix link's socket lies in both socketDirs.
+    const roots = ['--pty-dir', dir, '--socket-dir', dir, '--disk-dir', dir];
     srvA = await startServer(
       'agent',
       ['--node-name', 'host-a', '--rendezvous-dir', path.join(dir, 'rdv-a'), ...roots],
@@ -115,6 +133,7 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
     tapUp(v.ns, v.b, 'vsgr', '10.82.0.2/24');
     assert.ok(await pingUntil(v.ns, v.a, '10.82.0.2'), 'ping from the device side namespace');
     assert.ok(await pingUntil(v.ns, v.b, '10.82.0.1'), 'ping from the driver side namespace');
+    iperfBothWays(v, '10.82.0.2', 'TCP stream link');
 
     const pa = new PtyEnd(path.join(dir, 'host.pty'));
     const pb = new PtyEnd(path.join(dir, 'card.pty'));
@@ -221,5 +240,67 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
     assert.equal(srvA.logs.length > 0, true);
     assert.equal((await a.get('st')).link?.status?.phase, LinkPhase.LINK_PHASE_READY, 'the other link stays up');
     assert.ok(await pingUntil(v.ns, v.a, '10.82.0.2'), 'and still carries traffic');
+  });
+
+  it('once more over a Unix socket: ping and iperf3 both ways, console bytes both ways, nbdcopy of an image through the driver agent with equal checksums', async () => {
+    // The TCP link's TAPs and ptys are reused by name: it goes first.
+    await Promise.all([a.delete('st'), b.delete('st'), a.delete('bad')]);
+    const disk = path.join(dir, 'ux-disk.img');
+    const nbdSock = path.join(dir, 'ux-nbd.sock');
+    writeFileSync(disk, Buffer.alloc(8 * MIB));
+    const devices: Device[] = [
+      ...tapAndConsoleDevices(dir, 'vsgd', 'vsgr'),
+      {
+        name: 'disk0',
+        queueSize: 0,
+        disableEventIdx: false,
+        kind: {
+          $case: 'blk',
+          value: {
+            backing: { path: disk, readOnly: false, directIo: false, serial: '' },
+            export: { unixSocket: nbdSock, tcpListen: '', exportName: 'vop' },
+          },
+        },
+      },
+    ];
+    const link = streamLink('ux', path.join(dir, 'ux.sock'), secret, devices);
+    await Promise.all([a.apply(link), b.apply(link)]);
+    await a.waitPhase('ux', LinkPhase.LINK_PHASE_READY, 30_000);
+    await b.waitPhase('ux', LinkPhase.LINK_PHASE_READY, 30_000);
+    const st = (await b.get('ux')).link?.status?.stream;
+    assert.equal(st?.peerAddress, 'unix');
+    assert.equal(st?.security, 'hmac', 'authenticated over Unix too');
+
+    tapUp(v.ns, v.a, 'vsgd', '10.82.0.1/24');
+    tapUp(v.ns, v.b, 'vsgr', '10.82.0.2/24');
+    assert.ok(await pingUntil(v.ns, v.a, '10.82.0.2'), 'ping from the device side namespace');
+    assert.ok(await pingUntil(v.ns, v.b, '10.82.0.1'), 'ping from the driver side namespace');
+    iperfBothWays(v, '10.82.0.2', 'Unix stream link');
+
+    const pa = new PtyEnd(path.join(dir, 'host.pty'));
+    const pb = new PtyEnd(path.join(dir, 'card.pty'));
+    try {
+      const m1 = randomBytes(2000);
+      const m2 = randomBytes(2000);
+      await pa.write(m1);
+      assert.ok((await pb.read(m1.length)).equals(m1), 'device -> driver console bytes');
+      await pb.write(m2);
+      assert.ok((await pa.read(m2.length)).equals(m2), 'driver -> device console bytes');
+    } finally {
+      pa.close();
+      pb.close();
+    }
+
+    const img = randomBytes(4 * MIB);
+    const src = path.join(dir, 'ux-src.img');
+    writeFileSync(src, img);
+    const uri = `nbd+unix:///vop?socket=${nbdSock}`;
+    await nbdcopy(['--flush', src, uri]);
+    assert.equal(sha256(readFileSync(disk).subarray(0, img.length)), sha256(img), 'the backing file holds the image');
+    const back = path.join(dir, 'ux-back.img');
+    await nbdcopy([uri, back]);
+    assert.equal(sha256(readFileSync(back).subarray(0, img.length)), sha256(img), 'it reads back through the link');
+    await Promise.all([a.delete('ux'), b.delete('ux')]);
+    assert.ok(!existsSync(path.join(dir, 'ux.sock')), 'the device side removed its socket');
   });
 });

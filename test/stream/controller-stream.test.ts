@@ -25,11 +25,11 @@ import { ControllerServiceClient } from '../../lib/proto/controller';
 import { Link, LinkPhase, LinkPolicy, Role, StreamProtocol, type Device } from '../../lib/proto/types';
 import { call, decodeStatus, insecure } from '../helpers/grpc';
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
-import { run, startServer, tempDir, type ServerProcess } from '../helpers/servers';
+import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent } from '../agent/helpers';
 import { vopctl, waitFor } from '../controller/fleet-helpers';
 import { NBD_CMD, NbdClient } from '../devices/helpers';
-import { PtyEnd, VethPair } from './helpers';
+import { nbdcopy, PtyEnd, VethPair } from './helpers';
 
 const missing = [...(isRoot() ? [] : ['root']), ...['ip', 'nbdcopy'].filter((c) => !haveCommand(c))];
 const skip = requirePrereq(missing.join(', '), missing.length === 0, 'network namespaces and nbdcopy');
@@ -70,15 +70,6 @@ async function consoleBothWays(hostPty: string, cardPty: string): Promise<void> 
 }
 
 /** nbdcopy with retries while the export comes up (the link may still be connecting). */
-async function nbdcopy(args: string[]): Promise<void> {
-  let r = { code: 1 as number | null, stdout: '', stderr: '' };
-  for (let i = 0; i < 100 && r.code !== 0; i++) {
-    r = await run('nbdcopy', args, { timeoutMs: 120_000 });
-    if (r.code !== 0) await new Promise((res) => setTimeout(res, 200));
-  }
-  assert.equal(r.code, 0, `nbdcopy ${args.join(' ')}: ${r.stderr}`);
-}
-
 interface Write {
   readonly block: number;
   readonly data: Buffer;

@@ -3,6 +3,7 @@
  * test/native/tools/stream-side.c: one side of a stream link with device backends and no
  * agent), two network namespaces joined by a veth pair, a pty end, a secret file.
  */
+import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import tty from 'node:tty';
 import type { Device } from '../../lib/proto/types';
 import { repoPath } from '../../lib/src/paths';
 import { Netns, sh } from '../devices/helpers';
+import { run } from '../helpers/servers';
 
 export const VOP_STREAM = repoPath('native', 'out', 'tools', 'vop-stream');
 
@@ -220,4 +222,29 @@ export function tapAndConsoleDevices(dir: string, devTap: string, drvTap: string
       },
     },
   ];
+}
+
+/** iperf3 -c addr for 2 s from namespace n (retried until the server listens): Gbit/s received. */
+export function iperf(v: VethPair, n: string, addr: string, reverse: boolean): number {
+  const args = ['-c', addr, '-t', '2', '-J', ...(reverse ? ['-R'] : [])];
+  for (let i = 0; i < 20; i++) {
+    const r = v.ns.exec(n, 'iperf3', args, 30000);
+    if (r.code === 0) {
+      const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
+      return j.end.sum_received.bits_per_second / 1e9;
+    }
+    if (!/Connection refused|unable to connect/.test(r.stdout + r.stderr))
+      throw new Error(`iperf3 failed: ${r.stdout}${r.stderr}`);
+  }
+  throw new Error('iperf3 server never listened');
+}
+
+/** nbdcopy with its arguments, retried while the export is not up yet (an NBD socket appears after Ready). */
+export async function nbdcopy(args: string[]): Promise<void> {
+  let r = { code: 1 as number | null, stdout: '', stderr: '' };
+  for (let i = 0; i < 100 && r.code !== 0; i++) {
+    r = await run('nbdcopy', args, { timeoutMs: 120_000 });
+    if (r.code !== 0) await new Promise((res) => setTimeout(res, 200));
+  }
+  assert.equal(r.code, 0, `nbdcopy ${args.join(' ')}: ${r.stderr}`);
 }

@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { sh, tempDir } from '../devices/helpers';
-import { buildVopStream, pingUntil, PtyEnd, secretFile, StreamSide, tapUp, VethPair } from './helpers';
+import { buildVopStream, iperf, pingUntil, PtyEnd, secretFile, StreamSide, tapUp, VethPair } from './helpers';
 
 const missing = [
   ...(isRoot() ? [] : ['root']),
@@ -30,20 +30,6 @@ const ready = (l: string): boolean => l === 'ready';
 const failed = (l: string): boolean => l.startsWith('failed ');
 
 /** iperf3 -c from ns n to addr for 2 s (reverse: server sends); Gbit/s. */
-function iperf(v: VethPair, n: string, addr: string, reverse: boolean): number {
-  const args = ['-c', addr, '-t', '2', '-J', ...(reverse ? ['-R'] : [])];
-  for (let i = 0; i < 20; i++) {
-    const r = v.ns.exec(n, 'iperf3', args, 30000);
-    if (r.code === 0) {
-      const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
-      return j.end.sum_received.bits_per_second / 1e9;
-    }
-    if (!/Connection refused|unable to connect/.test(r.stdout + r.stderr))
-      throw new Error(`iperf3 failed: ${r.stdout}${r.stderr}`);
-  }
-  throw new Error('iperf3 server never listened');
-}
-
 describe('the stream transport between two namespaces', { skip }, () => {
   let dir = '';
   let secret = '';
