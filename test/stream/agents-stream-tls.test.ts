@@ -12,7 +12,6 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { chmodSync, copyFileSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -22,7 +21,7 @@ import { repoPath } from '../../lib/src/paths';
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from '../agent/helpers';
-import { pingUntil, PtyEnd, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
+import { consoleBothWays, pingUntil, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
 import { TestPki, type CertFiles } from './tls-certs';
 
 const missing = [
@@ -152,19 +151,7 @@ describe('two agents in two namespaces over a TLS 1.3 stream link', { skip }, ()
     tapUp(v.ns, v.b, 'vtlr', '10.62.0.2/24');
     assert.ok(await pingUntil(v.ns, v.a, '10.62.0.2'), 'ping from the device side namespace');
     assert.ok(await pingUntil(v.ns, v.b, '10.62.0.1'), 'ping from the driver side namespace');
-    const pa = new PtyEnd(path.join(dir, 'host.pty'));
-    const pb = new PtyEnd(path.join(dir, 'card.pty'));
-    try {
-      const m1 = randomBytes(3000);
-      const m2 = randomBytes(3000);
-      await pa.write(m1);
-      assert.ok((await pb.read(m1.length)).equals(m1), 'device -> driver console bytes');
-      await pb.write(m2);
-      assert.ok((await pa.read(m2.length)).equals(m2), 'driver -> device console bytes');
-    } finally {
-      pa.close();
-      pb.close();
-    }
+    await consoleBothWays(path.join(dir, 'host.pty'), path.join(dir, 'card.pty'));
     for (const ag of [a, b]) {
       const s = (await ag.get('tl')).link?.status?.stream;
       assert.equal(s?.state, 'ready');

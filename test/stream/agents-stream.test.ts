@@ -19,7 +19,7 @@ import { LinkPhase, StreamProtocol, type Device, type Link } from '../../lib/pro
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent, makeLink } from '../agent/helpers';
-import { iperf, nbdcopy, pingUntil, PtyEnd, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
+import { consoleBothWays, iperfBothWays, nbdcopy, pingUntil, tapAndConsoleDevices, tapUp, VethPair } from './helpers';
 
 const MIB = 1 << 20;
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -50,19 +50,6 @@ function streamLink(name: string, port: number | string, secret: string, devices
     },
   };
   return l;
-}
-
-/** iperf3 TCP both ways between the namespaces behind the TAPs (server behind the driver side's TAP). */
-function iperfBothWays(v: VethPair, serverAddr: string, what: string): void {
-  const rates: number[] = [];
-  for (const reverse of [false, true]) {
-    const server = v.ns.exec(v.b, 'iperf3', ['-s', '-D', '-1', '--bind', serverAddr]);
-    assert.equal(server.code, 0, server.stderr);
-    rates.push(iperf(v, v.a, serverAddr, reverse));
-  }
-  const [fwd = 0, rev = 0] = rates;
-  console.log(`${what} iperf3: device->driver ${fwd.toFixed(2)} Gbit/s, driver->device ${rev.toFixed(2)} Gbit/s`);
-  assert.ok(fwd > 0.01 && rev > 0.01, `iperf3 moved data both ways (${fwd}, ${rev})`);
 }
 
 async function until<T>(what: string, f: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
@@ -135,19 +122,7 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
     assert.ok(await pingUntil(v.ns, v.b, '10.82.0.1'), 'ping from the driver side namespace');
     iperfBothWays(v, '10.82.0.2', 'TCP stream link');
 
-    const pa = new PtyEnd(path.join(dir, 'host.pty'));
-    const pb = new PtyEnd(path.join(dir, 'card.pty'));
-    try {
-      const m1 = randomBytes(2000);
-      const m2 = randomBytes(2000);
-      await pa.write(m1);
-      assert.ok((await pb.read(m1.length)).equals(m1), 'device -> driver console bytes');
-      await pb.write(m2);
-      assert.ok((await pa.read(m2.length)).equals(m2), 'driver -> device console bytes');
-    } finally {
-      pa.close();
-      pb.close();
-    }
+    await consoleBothWays(path.join(dir, 'host.pty'), path.join(dir, 'card.pty'));
 
     const st = await until('a measured RTT', async () => {
       const s = (await b.get('st')).link?.status?.stream;
@@ -277,19 +252,7 @@ describe('two agents in two namespaces over a stream link', { skip }, () => {
     assert.ok(await pingUntil(v.ns, v.b, '10.82.0.1'), 'ping from the driver side namespace');
     iperfBothWays(v, '10.82.0.2', 'Unix stream link');
 
-    const pa = new PtyEnd(path.join(dir, 'host.pty'));
-    const pb = new PtyEnd(path.join(dir, 'card.pty'));
-    try {
-      const m1 = randomBytes(2000);
-      const m2 = randomBytes(2000);
-      await pa.write(m1);
-      assert.ok((await pb.read(m1.length)).equals(m1), 'device -> driver console bytes');
-      await pb.write(m2);
-      assert.ok((await pa.read(m2.length)).equals(m2), 'driver -> device console bytes');
-    } finally {
-      pa.close();
-      pb.close();
-    }
+    await consoleBothWays(path.join(dir, 'host.pty'), path.join(dir, 'card.pty'));
 
     const img = randomBytes(4 * MIB);
     const src = path.join(dir, 'ux-src.img');

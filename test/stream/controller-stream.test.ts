@@ -29,7 +29,7 @@ import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent } from '../agent/helpers';
 import { vopctl, waitFor } from '../controller/fleet-helpers';
 import { NBD_CMD, NbdClient } from '../devices/helpers';
-import { nbdcopy, PtyEnd, VethPair } from './helpers';
+import { consoleBothWays, nbdcopy, VethPair } from './helpers';
 
 const missing = [...(isRoot() ? [] : ['root']), ...['ip', 'nbdcopy'].filter((c) => !haveCommand(c))];
 const skip = requirePrereq(missing.join(', '), missing.length === 0, 'network namespaces and nbdcopy');
@@ -50,23 +50,6 @@ function storedSecret(stateDir: string, link: string): { secret: string; mode: n
 function streamOf(l: Link | undefined): { address: string; listenAddress: string; secret: string } | undefined {
   const t = l?.spec?.transport?.kind;
   return t?.$case === 'stream' ? t.value : undefined;
-}
-
-/** console bytes both ways between the two ptys of a link. */
-async function consoleBothWays(hostPty: string, cardPty: string): Promise<void> {
-  const pa = new PtyEnd(hostPty);
-  const pb = new PtyEnd(cardPty);
-  try {
-    const m1 = randomBytes(1500);
-    const m2 = randomBytes(1500);
-    await pa.write(m1);
-    assert.ok((await pb.read(m1.length, 20_000)).equals(m1), 'device -> driver console bytes');
-    await pb.write(m2);
-    assert.ok((await pa.read(m2.length, 20_000)).equals(m2), 'driver -> device console bytes');
-  } finally {
-    pa.close();
-    pb.close();
-  }
 }
 
 /** nbdcopy with retries while the export comes up (the link may still be connecting). */

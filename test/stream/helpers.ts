@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { openSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import tty from 'node:tty';
@@ -224,19 +225,43 @@ export function tapAndConsoleDevices(dir: string, devTap: string, drvTap: string
   ];
 }
 
-/** iperf3 -c addr for 2 s from namespace n (retried until the server listens): Gbit/s received. */
-export function iperf(v: VethPair, n: string, addr: string, reverse: boolean): number {
-  const args = ['-c', addr, '-t', '2', '-J', ...(reverse ? ['-R'] : [])];
-  for (let i = 0; i < 20; i++) {
-    const r = v.ns.exec(n, 'iperf3', args, 30000);
-    if (r.code === 0) {
-      const j = JSON.parse(r.stdout) as { end: { sum_received: { bits_per_second: number } } };
-      return j.end.sum_received.bits_per_second / 1e9;
+/**
+ * iperf3 TCP for 2 s from namespace n to a one-off server started at serverAddr in namespace serverNs:
+ * Gbit/s received. A run that ends without a result (iperf3 reports "error" in its JSON, as it does
+ * when a control message times out on a loaded machine) is retried with a new server on the next port.
+ */
+export function iperf(v: VethPair, n: string, serverNs: string, serverAddr: string, reverse: boolean): number {
+  const errors: string[] = [];
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = String(5201 + attempt + (reverse ? 10 : 0));
+    const server = v.ns.exec(serverNs, 'iperf3', ['-s', '-D', '-1', '-p', port, '--bind', serverAddr]);
+    assert.equal(server.code, 0, server.stderr);
+    const args = ['-c', serverAddr, '-p', port, '-t', '2', '-J', ...(reverse ? ['-R'] : [])];
+    for (let i = 0; i < 20; i++) {
+      const r = v.ns.exec(n, 'iperf3', args, 30000);
+      let j: { error?: string; end?: { sum_received?: { bits_per_second: number } } } = {};
+      try {
+        j = JSON.parse(r.stdout) as typeof j;
+      } catch {
+        j = { error: `${r.stdout}${r.stderr}` };
+      }
+      const bps = j.end?.sum_received?.bits_per_second;
+      if (r.code === 0 && bps !== undefined) return bps / 1e9;
+      if (/Connection refused|unable to connect/.test(`${j.error ?? ''}${r.stderr}`)) continue; // not listening yet
+      errors.push(j.error ?? `exit ${r.code}: ${r.stderr}`);
+      break;
     }
-    if (!/Connection refused|unable to connect/.test(r.stdout + r.stderr))
-      throw new Error(`iperf3 failed: ${r.stdout}${r.stderr}`);
+    v.ns.exec(serverNs, 'pkill', ['-f', `iperf3 -s -D -1 -p ${port} `]);
   }
-  throw new Error('iperf3 server never listened');
+  throw new Error(`iperf3 gave no result: ${errors.join('; ')}`);
+}
+
+/** iperf3 TCP both ways between the namespaces behind the TAPs: the server behind the driver side (v.b). */
+export function iperfBothWays(v: VethPair, serverAddr: string, what: string): void {
+  const fwd = iperf(v, v.a, v.b, serverAddr, false);
+  const rev = iperf(v, v.a, v.b, serverAddr, true);
+  console.log(`${what} iperf3: device->driver ${fwd.toFixed(2)} Gbit/s, driver->device ${rev.toFixed(2)} Gbit/s`);
+  assert.ok(fwd > 0.01 && rev > 0.01, `iperf3 moved data both ways (${fwd}, ${rev})`);
 }
 
 /** nbdcopy with its arguments, retried while the export is not up yet (an NBD socket appears after Ready). */
@@ -247,4 +272,21 @@ export async function nbdcopy(args: string[]): Promise<void> {
     if (r.code !== 0) await new Promise((res) => setTimeout(res, 200));
   }
   assert.equal(r.code, 0, `nbdcopy ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** Console bytes both ways between the two ptys of a link (device side's pty first). */
+export async function consoleBothWays(hostPty: string, cardPty: string): Promise<void> {
+  const pa = new PtyEnd(hostPty);
+  const pb = new PtyEnd(cardPty);
+  try {
+    const m1 = randomBytes(1500);
+    const m2 = randomBytes(1500);
+    await pa.write(m1);
+    assert.ok((await pb.read(m1.length, 20_000)).equals(m1), 'device -> driver console bytes');
+    await pb.write(m2);
+    assert.ok((await pa.read(m2.length, 20_000)).equals(m2), 'driver -> device console bytes');
+  } finally {
+    pa.close();
+    pb.close();
+  }
 }

@@ -17,7 +17,16 @@ import { after, before, describe, it } from 'node:test';
 
 import { haveCommand, isRoot, requirePrereq } from '../helpers/prereq';
 import { sh, tempDir } from '../devices/helpers';
-import { buildVopStream, iperf, pingUntil, PtyEnd, secretFile, StreamSide, tapUp, VethPair } from './helpers';
+import {
+  buildVopStream,
+  consoleBothWays,
+  iperfBothWays,
+  pingUntil,
+  secretFile,
+  StreamSide,
+  tapUp,
+  VethPair,
+} from './helpers';
 
 const missing = [
   ...(isRoot() ? [] : ['root']),
@@ -99,30 +108,9 @@ describe('the stream transport between two namespaces', { skip }, () => {
     const p = v.ns.exec(v.a, 'ping', ['-c', '20', '-i', '0.05', '-W', '2', `${tapNet}.2`]);
     assert.match(p.stdout, / 0% packet loss/, p.stdout);
 
-    // iperf3 TCP both ways through the TAPs, over the stream link.
-    const server = v.ns.exec(v.b, 'iperf3', ['-s', '-D', '-1', '--bind', `${tapNet}.2`]);
-    assert.equal(server.code, 0, server.stderr);
-    const fwd = iperf(v, v.a, `${tapNet}.2`, false);
-    const server2 = v.ns.exec(v.b, 'iperf3', ['-s', '-D', '-1', '--bind', `${tapNet}.2`]);
-    assert.equal(server2.code, 0, server2.stderr);
-    const rev = iperf(v, v.a, `${tapNet}.2`, true);
-    console.log(`stream link iperf3: device->driver ${fwd.toFixed(2)} Gbit/s, driver->device ${rev.toFixed(2)} Gbit/s`);
-    assert.ok(fwd > 0.01 && rev > 0.01, `iperf3 moved data both ways (${fwd}, ${rev})`);
+    iperfBothWays(v, `${tapNet}.2`, 'stream link (vop-stream)');
 
-    // Console bytes both ways.
-    const a = new PtyEnd(path.join(dir, 'vst1-dev.pty'));
-    const b = new PtyEnd(path.join(dir, 'vst1-drv.pty'));
-    try {
-      const m1 = randomBytes(3000);
-      const m2 = randomBytes(3000);
-      await a.write(m1);
-      assert.ok((await b.read(m1.length)).equals(m1), 'device -> driver console bytes');
-      await b.write(m2);
-      assert.ok((await a.read(m2.length)).equals(m2), 'driver -> device console bytes');
-    } finally {
-      a.close();
-      b.close();
-    }
+    await consoleBothWays(path.join(dir, 'vst1-dev.pty'), path.join(dir, 'vst1-drv.pty'));
     assert.equal(dev.count(failed), 0, dev.lines.join('\n'));
   });
 
