@@ -52,8 +52,8 @@
 
 /* One mapped region of the memory table. */
 struct vhu_map {
-	void *base;     /* mmap of the fd from offset 0 */
-	size_t len;     /* mmap_offset + size */
+	void *base;     /* mmap of the fd from mmap_offset rounded down to the fd's block size */
+	size_t len;     /* (mmap_offset - that) + size: only the region, never the fd from 0 */
 	struct vop_vhu_region r;
 };
 
@@ -238,9 +238,13 @@ static int seal_shrink(int fd)
 	return -EPERM;
 }
 
-/* Check an fd we are asked to map: a regular file large enough, that cannot shrink. */
-static int check_map_fd(struct vop_vhu *v, int fd, uint64_t end, const char **why)
+/*
+ * Check an fd we are asked to map: a regular file large enough, that cannot shrink. *align is the
+ * granule an mmap offset into it must have (the page size; a hugetlbfs file's huge page size).
+ */
+static int check_map_fd(struct vop_vhu *v, int fd, uint64_t end, uint64_t *align, const char **why)
 {
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	struct stat st;
 
 	if (fstat(fd, &st)) {
@@ -255,6 +259,9 @@ static int check_map_fd(struct vop_vhu *v, int fd, uint64_t end, const char **wh
 		*why = "memory fd: smaller than mmap offset + size";
 		return -EINVAL;
 	}
+	*align = page;
+	if (st.st_blksize > 0 && (uint64_t)st.st_blksize > page && !((uint64_t)st.st_blksize & ((uint64_t)st.st_blksize - 1)))
+		*align = (uint64_t)st.st_blksize;
 	if (seal_shrink(fd) && !v->cfg.allow_unsealed) {
 		*why = "memory fd: cannot be sealed against shrinking (F_SEAL_SHRINK)";
 		return -EPERM;
@@ -275,6 +282,7 @@ static int mem_map(struct vop_vhu *v, const struct vop_vhu_msg *msg, const int *
 	for (i = 0; i < msg->mem.nregions; i++) {
 		const struct vop_vhu_region *r = &msg->mem.r[i];
 		uint64_t end = r->mmap_offset + r->size; /* the parser checked it fits an off_t */
+		uint64_t align, skip;
 		void *p;
 
 		if (m->bytes + r->size > v->cfg.max_mem_bytes || m->bytes + r->size < m->bytes) {
@@ -287,25 +295,30 @@ static int mem_map(struct vop_vhu *v, const struct vop_vhu_msg *msg, const int *
 			rc = -E2BIG;
 			goto fail;
 		}
-		rc = check_map_fd(v, fds[i], end, why);
+		rc = check_map_fd(v, fds[i], end, &align, why);
 		if (rc)
 			goto fail;
-		p = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[i], 0);
+		/*
+		 * Map the region only: an offset of many TiB into a sparse memfd must not reserve that
+		 * much of our address space (the memory limit above counts sizes, not offsets).
+		 */
+		skip = r->mmap_offset & (align - 1);
+		p = mmap(NULL, (size_t)(skip + r->size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fds[i],
+			 (off_t)(r->mmap_offset - skip));
 		if (p == MAP_FAILED) {
 			*why = "memory region: mmap failed";
 			rc = -errno;
 			goto fail;
 		}
 		m->m[m->n].base = p;
-		m->m[m->n].len = (size_t)end;
+		m->m[m->n].len = (size_t)(skip + r->size);
 		m->m[m->n].r = *r;
 		m->n++;
 		m->bytes += r->size;
 		/* The parser refused overlaps and wraps; the tables check again. */
-		rc = vop_region_add(&m->gpa, r->gpa, r->size, (uint8_t *)p + r->mmap_offset,
-				    VOP_PROT_READ | VOP_PROT_WRITE);
+		rc = vop_region_add(&m->gpa, r->gpa, r->size, (uint8_t *)p + skip, VOP_PROT_READ | VOP_PROT_WRITE);
 		if (rc == 0)
-			rc = vop_region_add(&m->uva, r->uva, r->size, (uint8_t *)p + r->mmap_offset,
+			rc = vop_region_add(&m->uva, r->uva, r->size, (uint8_t *)p + skip,
 					    VOP_PROT_READ | VOP_PROT_WRITE);
 		if (rc) {
 			*why = "memory regions overlap";
@@ -1115,7 +1128,7 @@ static int h_get_inflight(struct vop_vhu *v, const struct vop_vhu_msg *m, const 
 static int h_set_inflight(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, const char **why)
 {
 	uint64_t size = inflight_size(m->inflight.num_queues, m->inflight.queue_size);
-	uint64_t end;
+	uint64_t end, align, skip;
 	void *p;
 	int rc;
 
@@ -1132,12 +1145,14 @@ static int h_set_inflight(struct vop_vhu *v, const struct vop_vhu_msg *m, int *f
 		return -EINVAL;
 	}
 	end = m->inflight.mmap_offset + size; /* the parser checked the sum */
-	rc = check_map_fd(v, fds[0], end, why);
+	rc = check_map_fd(v, fds[0], end, &align, why);
 	if (rc)
 		return rc;
 	if (end > SIZE_MAX)
 		return -E2BIG;
-	p = mmap(NULL, (size_t)end, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	skip = m->inflight.mmap_offset & (align - 1); /* the area only, as mem_map */
+	p = mmap(NULL, (size_t)(skip + size), PROT_READ | PROT_WRITE, MAP_SHARED, fds[0],
+		 (off_t)(m->inflight.mmap_offset - skip));
 	if (p == MAP_FAILED) {
 		*why = "inflight: mmap failed";
 		return -errno;
@@ -1147,8 +1162,8 @@ static int h_set_inflight(struct vop_vhu *v, const struct vop_vhu_msg *m, int *f
 	v->inflight_fd = fds[0];
 	fds[0] = -1;
 	v->inflight_map = p;
-	v->inflight_len = (size_t)end;
-	v->inflight = (uint8_t *)p + m->inflight.mmap_offset;
+	v->inflight_len = (size_t)(skip + size);
+	v->inflight = (uint8_t *)p + skip;
 	v->inflight_nq = m->inflight.num_queues;
 	v->inflight_qs = m->inflight.queue_size;
 	return 0;

@@ -13,6 +13,7 @@
  * fires, and GET_VRING_BASE reports where the ring stopped.
  */
 #define _GNU_SOURCE
+#include <inttypes.h>
 #include <dirent.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -221,6 +222,55 @@ static void good_frontend(void)
 	       g_attacks);
 }
 
+/* Address space of this process, KiB (VmSize). */
+static uint64_t vm_size_kib(void)
+{
+	char line[256];
+	uint64_t kib = 0;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	CHECK(f != NULL);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmSize: %" SCNu64, &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+/*
+ * A valid 1 MiB region 16 TiB into a sparse memfd: accepted, and only the region is mapped. Mapping
+ * the fd from offset 0 would take 16 TiB of address space per connection (the memory limit counts
+ * sizes, not offsets), and a few such front-ends would leave the agent unable to map anything.
+ */
+static void far_offset_maps_region_only(uint64_t disconnects)
+{
+	const uint64_t off = 16ull << 40;
+	const uint64_t r[1][4] = { { 0, 1u << 20, VHUC_UVA, off } };
+	uint64_t features = 0, before = vm_size_kib(), during;
+	uint32_t req = 0;
+	int fd = vhuc_memfd((size_t)(off + (1u << 20)), true), s;
+
+	CHECK(fd >= 0);
+	s = conn();
+	send_mem(s, 1, r, &fd, 1);
+	/* the table is handled before the next message is answered */
+	CHECK(vhuc_send(s, VOP_VHU_GET_FEATURES, 0, NULL, 0, NULL, 0) == 0);
+	CHECK(vhuc_recv(s, &req, &features, 8, 5000) == 8);
+	CHECK_EQ(status().regions, 1);
+	during = vm_size_kib();
+	if (during > before + (64u << 10)) {
+		fprintf(stderr, "a 1 MiB region at offset 16 TiB grew the address space by %" PRIu64 " KiB\n",
+			during - before);
+		exit(T_FAIL);
+	}
+	CHECK_EQ(status().protocol_errors, g_attacks);
+	close(s);
+	close(fd);
+	wait_disconnects(disconnects);
+	CHECK_EQ(count_fds(), g_baseline_fds);
+	printf("mapped: a 1 MiB region 16 TiB into its memfd (address space +%" PRIu64 " KiB)\n", during - before);
+}
+
 int main(void)
 {
 	static struct vop_vhost_config cfg;
@@ -357,6 +407,7 @@ int main(void)
 		expect_refused("GET_CONFIG on a device without config", s, "PROTOCOL_F_CONFIG", NULL, 0);
 	}
 	good_frontend();
+	far_offset_maps_region_only(g_attacks + 2);
 	vop_vhost_close(g_dev);
 	/* the socket went with the device */
 	{
