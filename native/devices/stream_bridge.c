@@ -49,6 +49,7 @@
 #define CTRL_RESERVE (64u * 1024u) /* tx room only control frames may use */
 #define RXMSG_OVERHEAD 64u         /* accounted per queued frame (a flood of tiny frames) */
 #define MAX_DEVS 32u
+#define STREAM_MAX_CTRL_PER_SEC 1024u /* PING/PONG frames a peer may send a second */
 
 struct rxmsg {
 	struct rxmsg *next;
@@ -113,6 +114,9 @@ struct vop_stream {
 	uint8_t *rxbuf;
 	size_t rxcap, rxlen;
 	uint64_t last_rx_ns, next_ping_ns;
+	uint64_t ping_token;  /* the last PING we sent; only its PONG measures the RTT */
+	uint64_t ctrl_window_ns; /* start of the second ctrl_frames counts (bridge thread) */
+	uint32_t ctrl_frames;    /* PING/PONG received in that second */
 
 	pthread_mutex_t mu;
 	uint8_t *tx;
@@ -371,6 +375,12 @@ static unsigned drvside_used(struct sdev *d, struct rxmsg *m)
 
 	if (vop_sbatch_parse(m->type, m->data, m->len, &s->lim, &b, &why))
 		return 0; /* checked by the bridge thread already */
+	if (b.gen > d->gen) {
+		/* we never started that generation: no honest device can have served it */
+		sfail(s, "used for generation %u, newer than the %u we started (dev %u)", b.gen, d->gen,
+		      d->dev_id);
+		return 0;
+	}
 	if (!d->started || b.gen != d->gen) {
 		pthread_mutex_lock(&s->mu);
 		s->st.stale_used += b.count;
@@ -1211,6 +1221,22 @@ static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uin
 	const char *why = NULL;
 
 	switch (f->type) {
+	case VOP_SMSG_PING:
+	case VOP_SMSG_PONG:
+		/* an honest peer pinging every second sends two a second; a flood costs us CPU */
+		if (now_ns() - s->ctrl_window_ns >= 1000000000ull) {
+			s->ctrl_window_ns = now_ns();
+			s->ctrl_frames = 0;
+		}
+		if (++s->ctrl_frames > STREAM_MAX_CTRL_PER_SEC) {
+			sfail(s, "control flood: more than %u PING/PONG frames in a second", STREAM_MAX_CTRL_PER_SEC);
+			return;
+		}
+		break;
+	default:
+		break;
+	}
+	switch (f->type) {
 	case VOP_SMSG_PING: {
 		if (!tx_ctrl(s, VOP_SMSG_PONG, p, 8))
 			sfail(s, "peer does not read: control backlog full");
@@ -1219,7 +1245,9 @@ static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uin
 	case VOP_SMSG_PONG: {
 		uint64_t t = vop_sget64(p), n = now_ns();
 
-		if (t <= n && n - t < 60000000000ull) {
+		/* only the echo of our last PING: a peer cannot make up the RTT status shows */
+		if (t == s->ping_token && t <= n && n - t < 60000000000ull) {
+			s->ping_token = 0;
 			pthread_mutex_lock(&s->mu);
 			s->st.rtt_ns = n - t;
 			pthread_mutex_unlock(&s->mu);
@@ -1364,6 +1392,7 @@ static void relay(struct vop_stream *s)
 				sfail(s, "peer does not read: control backlog full");
 				break;
 			}
+			s->ping_token = t;
 			s->next_ping_ns = t + (uint64_t)s->cfg.ping_ms * 1000000ull;
 		}
 		if (t - s->last_rx_ns > (uint64_t)s->cfg.idle_ms * 1000000ull) {

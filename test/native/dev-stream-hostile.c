@@ -209,8 +209,11 @@ static void a_handshake_again(int fd)
 	raw_send(fd, VOP_SMSG_AUTH, p, VOP_STREAM_MAC);
 }
 
-/* Driver-side bridge: a raw device returns one used id twice. */
-static void used_not_outstanding(void)
+/*
+ * Driver-side bridge: a raw device returns one used id twice (gen_bump 0), or once for a generation
+ * gen_bump above the one the driver started (a generation nobody started).
+ */
+static void bad_used(const char *name, uint32_t gen_bump, const char *want)
 {
 	struct ts_side drv;
 	uint8_t buf[1u << 20], p[64];
@@ -231,15 +234,15 @@ static void used_not_outstanding(void)
 	}
 	CHECK(gen != 0);
 	vop_sput32(p, DEV);
-	vop_sput32(p + 4, gen);
+	vop_sput32(p + 4, gen + gen_bump);
 	vop_sput16(p + 8, 0);
-	vop_sput16(p + 10, 2);
+	vop_sput16(p + 10, gen_bump ? 1 : 2);
 	vop_sput16(p + 12, (uint16_t)id);
 	vop_sput16(p + 14, 0);
 	vop_sput32(p + 16, 0);
 	memcpy(p + 20, p + 12, 8);
-	raw_send(fds[1], VOP_SMSG_USED, p, 28);
-	expect_failed(&drv, "used id not outstanding", "is not outstanding");
+	raw_send(fds[1], VOP_SMSG_USED, p, gen_bump ? 20 : 28);
+	expect_failed(&drv, name, want);
 	close(fds[1]);
 	ts_close(&drv);
 }
@@ -259,7 +262,8 @@ static void slow_loris(void)
 }
 
 /* Tiny PING frames, never reading the PONGs: the link ends, memory stays bounded. */
-static void ping_flood(void)
+/* A flood of tiny frames of one type: PINGs (whose PONGs we never read) or unsolicited PONGs. */
+static void ping_flood(uint8_t type, const char *name)
 {
 	struct ts_side dev;
 	uint8_t f[16 * 256];
@@ -270,7 +274,7 @@ static void ping_flood(void)
 	ts_open(&dev, true, fds[0], SECRET, DEV, QS, 256, 5000);
 	raw_handshake(fds[1], 0);
 	for (i = 0; i < 256; i++) {
-		vop_sframe_put_hdr(f + 16 * i, VOP_SMSG_PING, 8);
+		vop_sframe_put_hdr(f + 16 * i, type, 8);
 		vop_sput64(f + 16 * i + 8, (uint64_t)i);
 	}
 	fl = fcntl(fds[1], F_GETFL);
@@ -283,7 +287,7 @@ static void ping_flood(void)
 		else
 			t_sleep_ms(1);
 	}
-	expect_failed(&dev, "flood of tiny frames", "peer does not read");
+	expect_failed(&dev, name, "control flood");
 	close(fds[1]);
 	ts_close(&dev);
 }
@@ -311,9 +315,11 @@ int main(void)
 	attack_device("chain id already outstanding", "already outstanding", a_id_twice);
 	attack_device("features not offered", "not offered", a_features);
 	attack_device("handshake message later", "after the handshake", a_handshake_again);
-	used_not_outstanding();
+	bad_used("used id not outstanding", 0, "is not outstanding");
+	bad_used("used for a generation never started", 7, "newer than the");
 	slow_loris();
-	ping_flood();
+	ping_flood(VOP_SMSG_PING, "flood of tiny PINGs");
+	ping_flood(VOP_SMSG_PONG, "flood of unsolicited PONGs");
 	healthy();
 	return T_PASS;
 }
