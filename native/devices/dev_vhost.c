@@ -95,14 +95,19 @@ static const struct vop_devctx_host_ops host_ops = {
 
 /* ---- open / close ---- */
 
-/* The sink's entry: a plain virtio-net device without offloads. */
+/*
+ * The sink's entry: a plain virtio-net device without offloads. It pushes
+ * every chain right after popping it, so it offers VIRTIO_F_IN_ORDER (as
+ * DPDK's vhost PMD does; DPDK's virtio-user then uses its in-order transmit
+ * path). The ring code's checks do not depend on it.
+ */
 static void sink_spec(struct vop_dev_spec *spec, uint32_t dev_id)
 {
 	static const uint8_t mac[6] = { 0x52, 0x54, 0x00, 0x76, 0x6f, 0x73 };
 
 	vop_net_spec(spec, dev_id, 0, 256, 1500, mac);
 	spec->features = (1ull << VOP_NET_F_MAC) | (1ull << VOP_NET_F_STATUS) | (1ull << VOP_NET_F_MRG_RXBUF) |
-			 (1ull << VOP_F_EVENT_IDX);
+			 (1ull << VOP_F_EVENT_IDX) | (1ull << VOP_F_IN_ORDER);
 }
 
 int vop_vhost_open(const struct vop_vhost_config *cfg, struct vop_vhost **out, const char **err)

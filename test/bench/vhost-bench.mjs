@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// npm run bench:vhost [-- --rounds N] [--seconds S] [--json FILE]
+// npm run bench:vhost [-- --rounds N] [--seconds S] [--sizes 64,1500] [--no-copy] [--json FILE]
+// (--no-copy skips the vop-copy receiver: quicker runs while iterating)
 //
 // vop's vhost-user device side against DPDK's own, in the same run (not a timed test). The
 // sender is always dpdk-testpmd with virtio-user in txonly mode (one forwarding lcore, on CPU 1);
@@ -31,6 +32,8 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '5' },
+    sizes: { type: 'string', default: '64,1500' },
+    'no-copy': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
   strict: true,
@@ -38,6 +41,11 @@ const { values } = parseArgs({
 const ROUNDS = Number(values.rounds);
 const SECONDS = Number(values.seconds);
 const WARMUP = 2;
+const SIZES = values.sizes.split(',').map(Number);
+if (SIZES.some((x) => !Number.isInteger(x) || x < 64 || x > 9000)) {
+  console.error(`--sizes: a comma-separated list of frame sizes in [64, 9000], got ${values.sizes}`);
+  process.exit(2);
+}
 
 if (!existsSync(TESTPMD)) {
   console.error(`bench:vhost needs ${TESTPMD} (Debian package dpdk-dev)`);
@@ -184,17 +192,17 @@ const pairs = [];
 try {
   console.log(`bench:vhost: ${ROUNDS} rounds, ${SECONDS} s per sample, load ${loadavg()[0].toFixed(2)}`);
   for (let r = 0; r < ROUNDS; r++) {
-    for (const size of [64, 1500]) {
+    for (const size of SIZES) {
       let vop;
       let vopCopy;
       let dpdk;
       if (r % 2 === 0) {
         vop = await runVop(size);
-        vopCopy = await runVop(size, true);
+        vopCopy = values['no-copy'] ? NaN : await runVop(size, true);
         dpdk = await runDpdk(size);
       } else {
         dpdk = await runDpdk(size);
-        vopCopy = await runVop(size, true);
+        vopCopy = values['no-copy'] ? NaN : await runVop(size, true);
         vop = await runVop(size);
       }
       pairs.push({ size, vop_pps: vop, vop_copy_pps: vopCopy, dpdk_pps: dpdk });
@@ -208,7 +216,7 @@ try {
   for (const p of prefixes) rmSync(path.join('/var/run/dpdk', p), { recursive: true, force: true });
 }
 const medians = {};
-for (const size of [64, 1500]) {
+for (const size of SIZES) {
   const ps = pairs.filter((p) => p.size === size);
   medians[size] = {
     ratio: median(ps.map((p) => p.vop_pps / p.dpdk_pps)),

@@ -9,7 +9,8 @@
  * unknown request. Each one: the connection is cut, the device counts a
  * protocol error naming the rule, no fd it was sent stays open and no
  * memory stays mapped. Then a well-behaved front-end on the same socket
- * transmits three frames: all counted, all returned, the call eventfd
+ * transmits three frames: all counted, all returned in the order they were
+ * made available (the sink offers VIRTIO_F_IN_ORDER), the call eventfd
  * fires, and GET_VRING_BASE reports where the ring stopped.
  */
 #define _GNU_SOURCE
@@ -187,15 +188,26 @@ static void good_frontend(void)
 	struct vhuc_dev d;
 	struct vop_devback_counters c;
 	struct vop_vq_stats qs;
-	uint64_t calls = 0;
+	uint64_t calls = 0, feat = 0;
 	uint32_t st[2] = { 0, 0 }, req = 0;
+	struct vop_vring_used *used;
 	struct pollfd p;
 
 	CHECK(vhuc_setup_net(&d, g_sock) == 0);
-	vhuc_post_tx(&d, 0, 60, 0xa1);
-	vhuc_post_tx(&d, 1, 1000, 0xa2);
-	vhuc_post_tx(&d, 2, 1500, 0xa3);
+	/* heads made available out of their numeric order: 2, 0, 1 */
+	vhuc_post_tx(&d, 2, 60, 0xa1);
+	vhuc_post_tx(&d, 0, 1000, 0xa2);
+	vhuc_post_tx(&d, 1, 1500, 0xa3);
 	CHECK(vhuc_wait_used(&d, 1, 3, 10000));
+	/* the sink offers VIRTIO_F_IN_ORDER: it used them in the order they were made available */
+	used = (struct vop_vring_used *)(void *)(d.mem + d.r[1].used);
+	CHECK_EQ(__atomic_load_n(&used->ring[0].id, __ATOMIC_RELAXED), 2);
+	CHECK_EQ(__atomic_load_n(&used->ring[1].id, __ATOMIC_RELAXED), 0);
+	CHECK_EQ(__atomic_load_n(&used->ring[2].id, __ATOMIC_RELAXED), 1);
+	CHECK(vhuc_send(d.s, VOP_VHU_GET_FEATURES, 0, NULL, 0, NULL, 0) == 0);
+	CHECK(vhuc_recv(d.s, &req, &feat, 8, 5000) == 8);
+	CHECK_EQ(req, VOP_VHU_GET_FEATURES);
+	CHECK((feat >> VOP_F_IN_ORDER) & 1);
 	vop_vhost_counters(g_dev, &c);
 	CHECK_EQ(c.net.tx_frames, 3);
 	CHECK_EQ(c.net.tx_bytes, 60 + 1000 + 1500);

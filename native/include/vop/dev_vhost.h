@@ -10,7 +10,8 @@
  *
  * What the front-end is offered comes from the same table shape a link
  * would publish (vop_devback_spec()): the device's feature bits,
- * VIRTIO_F_EVENT_IDX unless disabled, plus INDIRECT_DESC and VERSION_1;
+ * VIRTIO_F_EVENT_IDX unless disabled, plus INDIRECT_DESC and VERSION_1
+ * (the sink also VIRTIO_F_IN_ORDER: it completes every chain in order);
  * blk adds the config space (PROTOCOL_F_CONFIG) and its in-flight journal
  * in an inflight area the front-end keeps (PROTOCOL_F_INFLIGHT_SHMFD).
  *

@@ -111,6 +111,7 @@ enum vop_dev_state {
 #define VOP_F_INDIRECT_DESC 28u
 #define VOP_F_EVENT_IDX 29u
 #define VOP_F_VERSION_1 32u
+#define VOP_F_IN_ORDER 35u /* the device uses buffers in the order they were made available */
 
 /* Device type of the raw byte pipe test device (outside the virtio id space). */
 #define VOP_DEVTYPE_BYTE_PIPE 0xfff0u
