@@ -13,6 +13,8 @@ import { describe, it } from 'node:test';
 import { LinkPolicy, NodeRole, Role, type Agent, type AgentIdentity, type Link } from '../../lib/proto/types';
 import { type ServerError } from '../../lib/src/errors';
 import { validateLink, validatePolicy } from '../../lib/src/validate';
+import { parseManifests, readManifestText } from '../../controller/src/vopctl/manifest';
+import { repoPath } from '../../lib/src/paths';
 import { pairLinkName, renderPolicy, renderPolicyPlan } from '../../controller/src/reconcile/policy-render';
 import { agentLabels } from '../../controller/src/state/agent-labels';
 
@@ -278,6 +280,16 @@ describe('policy validation', () => {
         spec: { hostNode: {}, cardSelector: {}, template: { ...streamTemplate, cardRole: 'ROLE_DRIVER' } },
       }),
     );
+  });
+
+  it('deploy/examples/peer-policy.yaml parses (vopctl manifests) and validates: a peer and an agent_pairs policy', () => {
+    const file = repoPath('deploy', 'examples', 'peer-policy.yaml');
+    const ms = parseManifests(readManifestText(file), file);
+    assert.deepEqual(
+      ms.map((m) => (m.kind === 'LinkPolicy' ? m.policy.spec?.pairing?.$case : m.kind)),
+      ['peer', 'agentPairs'],
+    );
+    for (const m of ms) if (m.kind === 'LinkPolicy') validatePolicy(m.policy);
   });
 
   it('refuses a secret in any template, naming policy.spec.template.transport.stream.secret', () => {

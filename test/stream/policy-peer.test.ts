@@ -157,11 +157,22 @@ describe('LinkPolicy peer pairing: stream links between agents that share no hos
     l.spec?.endpoints.find((e) => e.role === Role.ROLE_DEVICE)?.agent ?? '',
     l.spec?.endpoints.find((e) => e.role === Role.ROLE_DRIVER)?.agent ?? '',
   ];
+  /** Both agents run the link and report it Ready (they learn of it over the Sync stream, a moment later). */
   const bothReady = async (l: Link): Promise<void> => {
-    const [dev, drv] = pairOf(l);
     const name = l.meta?.name ?? '';
-    await agents.get(dev)?.client.waitPhase(name, LinkPhase.LINK_PHASE_READY, 60_000);
-    await agents.get(drv)?.client.waitPhase(name, LinkPhase.LINK_PHASE_READY, 60_000);
+    for (const a of pairOf(l))
+      await waitFor(
+        `${name} Ready on ${a}`,
+        async () => {
+          try {
+            return (await agents.get(a)?.client.get(name))?.link?.status?.phase === LinkPhase.LINK_PHASE_READY;
+          } catch (err) {
+            if ((err as ServiceError).code === status.NOT_FOUND) return undefined;
+            throw err;
+          }
+        },
+        60_000,
+      );
   };
   const snapshot = (links: readonly Link[]): Map<string, [string, string, string, bigint]> =>
     new Map(
@@ -371,10 +382,10 @@ describe('LinkPolicy peer pairing: stream links between agents that share no hos
     );
     assert.equal(p.status?.matchedPairs, 3);
     assert.deepEqual(snapshot(await policyLinks()), firstLinks, 'same pairs, names, ports, generations');
-    for (const [name, [dev, drv]] of firstLinks) {
-      await agents.get(dev)?.client.waitPhase(name, LinkPhase.LINK_PHASE_READY, 60_000);
-      await agents.get(drv)?.client.waitPhase(name, LinkPhase.LINK_PHASE_READY, 60_000);
-      if (secrets.has(name)) assert.equal(storedSecret(agents.get(dev)?.state ?? '', name), secrets.get(name));
+    for (const l of await policyLinks()) {
+      await bothReady(l);
+      const name = l.meta?.name ?? '';
+      if (secrets.has(name)) assert.equal(storedSecret(agents.get(pairOf(l)[0])?.state ?? '', name), secrets.get(name));
     }
   });
 

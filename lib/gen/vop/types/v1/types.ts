@@ -1273,12 +1273,13 @@ export interface LinkPolicySpec {
 /** Observed state of a link policy. */
 export interface LinkPolicyStatus {
   observedGeneration: bigint;
+  /** Pairs the pairing stamped a link for (host/card, driver/device or listed pairs). */
   matchedPairs: number;
   links: string[];
   conditions: Condition[];
 }
 
-/** Stamps out links for every matching host/card pair. */
+/** Stamps out links for every pair its pairing selects (LinkPolicySpec.pairing). */
 export interface LinkPolicy {
   meta: ObjectMeta | undefined;
   spec: LinkPolicySpec | undefined;
