@@ -15,6 +15,7 @@ import { type ServerError } from '../../lib/src/errors';
 import { validateLink, validatePolicy } from '../../lib/src/validate';
 import { parseManifests, readManifestText } from '../../controller/src/vopctl/manifest';
 import { repoPath } from '../../lib/src/paths';
+import { redactPolicy } from '../../lib/src/redact';
 import { pairLinkName, renderPolicy, renderPolicyPlan } from '../../controller/src/reconcile/policy-render';
 import { agentLabels } from '../../controller/src/state/agent-labels';
 
@@ -310,6 +311,19 @@ describe('policy validation', () => {
       'policy.spec.template.transport.stream.secret',
       /controller generates a secret per link/,
     );
+  });
+
+  it('a policy stored before the rule, with a template secret: its links get none from it (each keeps or gets its own) and views return it empty', () => {
+    const secret = 'a-secret-from-an-older-controller-0123';
+    const old = peerPolicy('p', { template: { ...streamTemplate, transport: { stream: { secret } } } });
+    for (const l of render(old, fleet()).links) {
+      const t = l.link.spec?.transport?.kind;
+      assert.equal(t?.$case === 'stream' ? t.value.secret : undefined, '', `${l.name} carries no template secret`);
+    }
+    const view = redactPolicy(old).spec?.template?.transport?.kind;
+    assert.equal(view?.$case === 'stream' ? view.value.secret : undefined, '');
+    const kept = old.spec?.template?.transport?.kind;
+    assert.equal(kept?.$case === 'stream' ? kept.value.secret : undefined, secret, 'the stored object is not modified');
   });
 
   it('refuses transports that need a shared host with peer or agent_pairs pairing, naming the field', () => {
