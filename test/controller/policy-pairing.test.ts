@@ -190,6 +190,15 @@ describe('peer pairing', () => {
     assert.deepEqual(render(peerPolicy(), none).unpaired, ['a1', 'a2', 'a3', 'a4']);
   });
 
+  it('places a new driver on a device agent with room under maxLinksPerAgent, and reports the drivers no device agent has room for', () => {
+    // s1 and s2 hold one link each elsewhere; the limit is 2: each takes one more driver.
+    const full = (_agent: string, planned: number): boolean => 1 + planned > 2;
+    const agents = fleet();
+    const out = renderPolicyPlan({ policy: peerPolicy(), agents, existing: () => false, owned: [], full });
+    assert.deepEqual(out.links.map((l) => l.host).sort(), ['s1', 's2']);
+    assert.equal(out.unpaired.length, 2, 'two drivers found no room');
+  });
+
   it('keeps link names unique when two pairs share "<policy>-<driver>-<device>", and stable afterwards', () => {
     const agents = new Map([
       agent('a-b', { tier: 'app' }),

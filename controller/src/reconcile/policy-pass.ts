@@ -54,6 +54,8 @@ export class PolicyPass {
         agents,
         existing: (ln) => this.cache.links.has(ln),
         owned: ownedLinks,
+        // Peer pairing places a new driver on a device agent with room (`planned` new links in this render).
+        full: (a, planned) => this.fleet.linksOf(a).size + planned > this.limits.maxLinksPerAgent,
       });
       for (const r of plan.links) want.set(r.name, r.link);
       ({ unpaired, waiting } = plan);
@@ -155,7 +157,7 @@ export class PolicyPass {
                   type: 'Applied',
                   status: ConditionStatus.CONDITION_STATUS_FALSE,
                   reason: 'NoDeviceAgent',
-                  message: `${names.length} link(s); ${unpaired.length} driver agent(s) got none, no registered uncordoned agent of peer.device_selector is left for them (${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''})`,
+                  message: `${names.length} link(s); ${unpaired.length} driver agent(s) got none, no registered uncordoned agent of peer.device_selector with room under maxLinksPerAgent is left for them (${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''})`,
                   observedGeneration: gen,
                   lastTransitionTime: new Date(),
                 }

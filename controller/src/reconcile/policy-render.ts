@@ -26,7 +26,17 @@ import {
   type Transport,
 } from '../../../lib/proto/types';
 import { selectorMatches } from '../../../lib/src/selector';
-import { LABEL_HOST, LABEL_NODE, LABEL_POLICY, LABEL_RACK } from '../state/agent-labels';
+import {
+  LABEL_DEVICE_AGENT,
+  LABEL_DRIVER_AGENT,
+  LABEL_HOST,
+  LABEL_NODE,
+  LABEL_POLICY,
+  LABEL_RACK,
+} from '../state/agent-labels';
+
+/** Code-unit order (names are ASCII DNS labels): the same on every controller, whatever its locale. */
+const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /** "<policy>-<card>" as a DNS label; names longer than 63 become a prefix plus an 8-hex hash. */
 export function policyLinkName(policy: string, card: string): string {
@@ -57,6 +67,11 @@ export interface RenderInput {
   readonly existing: (name: string) => boolean;
   /** The links this policy manages now (peer and agent_pairs keep their pairs and names). */
   readonly owned?: readonly Link[];
+  /**
+   * Peer pairing: true for an agent that takes no more links (it holds maxLinksPerAgent). A new
+   * driver is placed on another device agent instead of being refused there.
+   */
+  readonly full?: (agent: string, planned: number) => boolean;
 }
 
 /** What a render stamps out, and what it could not place (for the policy's Applied condition). */
@@ -144,7 +159,8 @@ function renderPairs(input: RenderInput): RenderPlan {
   let pairs: [string, string][];
   let unpaired: readonly string[] = [];
   let waiting = 0;
-  if (pairing.$case === 'peer') ({ pairs, unpaired } = peerPairs(name, pairing.value, agents, owned));
+  if (pairing.$case === 'peer')
+    ({ pairs, unpaired } = peerPairs(name, pairing.value, agents, owned, input.full ?? (() => false)));
   else if (pairing.$case === 'agentPairs') ({ pairs, waiting } = explicitPairs(pairing.value, agents, owned));
   else return { links: [], unpaired: [], waiting: 0 };
   const names = nameLinks(name, pairs, owned);
@@ -177,14 +193,9 @@ function renderPairs(input: RenderInput): RenderPlan {
       },
     };
   });
-  links.sort((a, b) => a.name.localeCompare(b.name));
+  links.sort((a, b) => byCodeUnit(a.name, b.name));
   return { links, unpaired, waiting };
 }
-
-/** Label on a link of peer or explicit pairing: its device side agent. */
-export const LABEL_DEVICE_AGENT = 'vop.dev/device-agent';
-/** Label on a link of peer or explicit pairing: its driver side agent. */
-export const LABEL_DRIVER_AGENT = 'vop.dev/driver-agent';
 
 /**
  * The name of a peer or explicit pairing's link: "<policy>-<driver>-<device>" (a DNS label,
@@ -218,7 +229,8 @@ function pairOf(l: Link): [string, string] | undefined {
 /**
  * Peer pairing: every selected driver agent with one selected device agent. A driver keeps the
  * device its link has (still selected and registered, not itself); a driver without one gets the
- * uncordoned device holding the fewest links of this policy, ties broken by rendezvous hashing.
+ * uncordoned device (with room under maxLinksPerAgent) holding the fewest links of this policy,
+ * ties broken by rendezvous hashing.
  * Drivers are placed in name order, so the result depends only on the agents and the stored links.
  */
 function peerPairs(
@@ -226,6 +238,7 @@ function peerPairs(
   peer: PeerPairing,
   agents: RenderInput['agents'],
   owned: readonly Link[],
+  full: (agent: string, planned: number) => boolean,
 ): { pairs: [string, string][]; unpaired: string[] } {
   const sel = (s: PeerPairing['deviceSelector']): string[] =>
     [...agents]
@@ -238,7 +251,7 @@ function peerPairs(
   const load = new Map<string, number>(devices.map((d) => [d, 0]));
   // The device each driver's stored link has (the first by link name when there are several).
   const current = new Map<string, string>();
-  for (const l of [...owned].sort((x, y) => (x.meta?.name ?? '').localeCompare(y.meta?.name ?? ''))) {
+  for (const l of [...owned].sort((x, y) => byCodeUnit(x.meta?.name ?? '', y.meta?.name ?? ''))) {
     const p = pairOf(l);
     if (p && deviceSet.has(p[0]) && p[0] !== p[1] && !current.has(p[1])) current.set(p[1], p[0]);
   }
@@ -253,6 +266,8 @@ function peerPairs(
     }
   }
   const unpaired: string[] = [];
+  /** New links placed on each device agent in this render. */
+  const planned = new Map<string, number>();
   for (const drv of open) {
     const de = agents.get(drv);
     if (!de || cordoned(de)) continue; // a cordoned agent gets no new link (not a failure)
@@ -261,7 +276,7 @@ function peerPairs(
     let bestScore = '';
     for (const d of devices) {
       const e = agents.get(d);
-      if (d === drv || !e || cordoned(e)) continue;
+      if (d === drv || !e || cordoned(e) || full(d, (planned.get(d) ?? 0) + 1)) continue;
       const n = load.get(d) ?? 0;
       const score = hrw(policy, drv, d);
       if (best === undefined || n < bestLoad || (n === bestLoad && score > bestScore)) {
@@ -276,6 +291,7 @@ function peerPairs(
     }
     pairs.push([best, drv]);
     load.set(best, bestLoad + 1);
+    planned.set(best, (planned.get(best) ?? 0) + 1);
   }
   return { pairs, unpaired };
 }
@@ -322,7 +338,7 @@ function nameLinks(policy: string, pairs: readonly [string, string][], owned: re
   }
   const rest = pairs
     .filter(([dev, drv]) => !out.has(`${dev}/${drv}`))
-    .sort((a, b) => (a[1] + '/' + a[0]).localeCompare(b[1] + '/' + b[0]));
+    .sort((a, b) => byCodeUnit(`${a[1]}/${a[0]}`, `${b[1]}/${b[0]}`));
   for (const [dev, drv] of rest) {
     let n = pairLinkName(policy, drv, dev);
     if (taken.has(n)) n = pairLinkName(policy, drv, dev, true);

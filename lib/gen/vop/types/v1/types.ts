@@ -1212,8 +1212,8 @@ export interface HostNodePairing {
  * driver_selector selects gets exactly one link, to one agent the device_selector selects (never
  * itself). The device agent is picked deterministically: a driver keeps the device agent its link
  * has while that agent still matches and is registered (stable across reconciles, controller
- * restarts and agents that come and go); a driver without a link gets the device agent holding the
- * fewest links of this policy, ties broken by rendezvous hashing of (policy, driver, device), so
+ * restarts and agents that come and go); a driver without a link gets the device agent (with room
+ * under maxLinksPerAgent) holding the fewest links of this policy, ties broken by rendezvous hashing of (policy, driver, device), so
  * links spread over the device agents. A cordoned agent gets no new link. Links are named
  * "<policy>-<driver>-<device>". Only transport stream over TCP, with address and secret left to
  * the controller (a port of the device agent's data-plane range, a generated secret per link).
