@@ -12,6 +12,7 @@ import {
   type LabelSelector,
   type Link,
   type LinkPolicy,
+  type LinkPolicySpec,
   type LinkSpec,
   type LinkTemplate,
   type NetBackend,
@@ -642,15 +643,25 @@ export function checkTemplate(
   t: LinkTemplate | undefined,
   limits: SpecLimits = DEFAULT_LIMITS,
   controllerFills = true,
+  /** Host-node pairing: the template names the card's role. */
+  needsCardRole = true,
 ): void {
   if (!t) {
     v.add(field, 'is required');
     return;
   }
   checkLabels(v, `${field}.labels`, t.labels);
-  if (t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER)
+  if (needsCardRole && t.cardRole !== Role.ROLE_DEVICE && t.cardRole !== Role.ROLE_DRIVER)
     v.add(`${field}.card_role`, 'must be ROLE_DEVICE or ROLE_DRIVER');
   checkTransport(v, `${field}.transport`, t.transport, limits, controllerFills);
+  // A template stamps out many links: a secret in it would be shared by all of them (and returned
+  // with the policy). The controller generates one per link, write-only (stream-endpoints.ts).
+  const k = t.transport?.kind;
+  if (k?.$case === 'stream' && k.value.secret !== '')
+    v.add(
+      `${field}.transport.stream.secret`,
+      'must be empty in a policy template: the controller generates a secret per link (write-only, delivered to both agents); one secret shared by every stamped link is refused',
+    );
   if (t.devices.length === 0) v.add(`${field}.devices`, 'at least one device is required');
   checkDevices(v, `${field}.devices`, t.devices, limits);
 }
@@ -670,12 +681,87 @@ export function validatePolicy(
       checkAnnotations(v, `${field}.meta.annotations`, p.meta.annotations);
     }
     if (!p.spec) v.add(`${field}.spec`, 'is required');
-    else {
-      if (!p.spec.cardSelector) v.add(`${field}.spec.card_selector`, 'is required');
-      checkSelector(v, `${field}.spec.card_selector`, p.spec.cardSelector);
-      checkSelector(v, `${field}.spec.host_selector`, p.spec.hostSelector);
-      checkTemplate(v, `${field}.spec.template`, p.spec.template, limits);
-    }
+    else checkPolicySpec(v, `${field}.spec`, p.spec, limits);
   }
   v.throwIfAny();
+}
+
+/** Pairs an explicit pairing may list. */
+export const MAX_POLICY_PAIRS = 1024;
+
+/**
+ * A policy spec: the pairing (LinkPolicySpec.pairing, docs/controller.md "Policies") and the
+ * template. Peer and explicit pairings join agents that share no host, so their links can only be
+ * stream links over TCP whose address, port and secret the controller fills per link.
+ */
+function checkPolicySpec(v: ViolationList, field: string, s: LinkPolicySpec, limits: SpecLimits): void {
+  const pairing = s.pairing;
+  if (pairing === undefined || pairing.$case === 'hostNode') {
+    if (!s.cardSelector) v.add(`${field}.card_selector`, 'is required');
+    checkSelector(v, `${field}.card_selector`, s.cardSelector);
+    checkSelector(v, `${field}.host_selector`, s.hostSelector);
+    checkTemplate(v, `${field}.template`, s.template, limits);
+    return;
+  }
+  const how = pairing.$case === 'peer' ? 'peer' : 'agent_pairs';
+  const other = `with ${how} pairing (${field}.${how} selects the agents)`;
+  if (s.cardSelector) v.add(`${field}.card_selector`, `must be unset ${other}`);
+  if (s.hostSelector) v.add(`${field}.host_selector`, `must be unset ${other}`);
+  if (pairing.$case === 'peer') {
+    if (!pairing.value.deviceSelector) v.add(`${field}.peer.device_selector`, 'is required');
+    if (!pairing.value.driverSelector) v.add(`${field}.peer.driver_selector`, 'is required');
+    checkSelector(v, `${field}.peer.device_selector`, pairing.value.deviceSelector);
+    checkSelector(v, `${field}.peer.driver_selector`, pairing.value.driverSelector);
+  } else {
+    const pairs = pairing.value.pairs;
+    if (pairs.length === 0) v.add(`${field}.agent_pairs.pairs`, 'at least one pair is required');
+    if (pairs.length > MAX_POLICY_PAIRS)
+      v.add(`${field}.agent_pairs.pairs`, `${pairs.length} pairs: at most ${MAX_POLICY_PAIRS}`);
+    const seen = new Set<string>();
+    pairs.slice(0, MAX_POLICY_PAIRS).forEach((pr, i) => {
+      const f = `${field}.agent_pairs.pairs[${i}]`;
+      checkName(v, `${f}.device`, pr.device);
+      checkName(v, `${f}.driver`, pr.driver);
+      if (pr.device !== '' && pr.device === pr.driver) v.add(f, `device and driver are both "${pr.device}"`);
+      const key = `${pr.device}/${pr.driver}`;
+      if (seen.has(key)) v.add(f, `the pair device "${pr.device}", driver "${pr.driver}" is listed twice`);
+      seen.add(key);
+    });
+  }
+  const t = s.template;
+  checkTemplate(v, `${field}.template`, t, limits, true, false);
+  if (!t) return;
+  if (t.cardRole !== Role.ROLE_UNSPECIFIED)
+    v.add(`${field}.template.card_role`, `must be unset ${other}: the pairing names the device and driver sides`);
+  const k = t.transport?.kind;
+  if (k && k.$case !== 'stream') {
+    const why =
+      k.$case === 'vhostUser'
+        ? 'a vhost_user link has one endpoint'
+        : 'it needs memory or a PCI function the two agents share, which only a card and its host have';
+    v.add(
+      `${field}.template.transport.${snake(k.$case)}`,
+      `${how} pairing joins agents that share no host: only transport stream works (${why}); use host_node pairing for it`,
+    );
+  } else if (k) {
+    const st = k.value;
+    if (
+      st.protocol !== StreamProtocol.STREAM_PROTOCOL_TCP &&
+      st.protocol !== StreamProtocol.STREAM_PROTOCOL_UNSPECIFIED
+    )
+      v.add(
+        `${field}.template.transport.stream.protocol`,
+        `must be STREAM_PROTOCOL_TCP with ${how} pairing (a Unix socket or vsock address cannot join agents on different machines)`,
+      );
+    if (st.address !== '' || st.listenAddress !== '')
+      v.add(
+        `${field}.template.transport.stream.${st.address !== '' ? 'address' : 'listen_address'}`,
+        `must be empty with ${how} pairing: the controller fills each link's address and port from its device agent's data-plane range`,
+      );
+  }
+}
+
+/** "pciBar" -> "pci_bar": the proto field name of a oneof case. */
+function snake(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }

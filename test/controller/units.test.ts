@@ -125,6 +125,7 @@ function policy(name: string, card: string, host = ''): LinkPolicy {
     spec: {
       cardSelector: parseSelector(card),
       hostSelector: parseSelector(host),
+      pairing: undefined,
       template: {
         labels: { app: 'x' },
         cardRole: Role.ROLE_DRIVER,

@@ -32,7 +32,7 @@ import type { ServiceBinding } from '../../../lib/src/grpc-server';
 import { assertConsoleCaller } from '../../../lib/src/console-access';
 import type { Limits } from '../../../lib/src/limits';
 import type { Logger } from '../../../lib/src/logger';
-import { redactSpec } from '../../../lib/src/redact';
+import { redactPolicy, redactSpec } from '../../../lib/src/redact';
 import { writeWithBackpressure, type HandlerKit } from '../../../lib/src/rpc-handlers';
 import { parseSelector, selectorMatches, SelectorSyntaxError } from '../../../lib/src/selector';
 import { clientKey, StreamQuota } from '../../../lib/src/stream-quota';
@@ -361,7 +361,10 @@ export function controllerServiceBinding(kit: HandlerKit, deps: ControllerServic
         p.meta?.resourceVersion ?? '',
         { dryRun: req.dryRun },
       );
-      return { policy: req.dryRun ? res.obj : views.policyView(p.meta?.name ?? ''), changed: res.changed };
+      return {
+        policy: req.dryRun ? redactPolicy(res.obj) : views.policyView(p.meta?.name ?? ''),
+        changed: res.changed,
+      };
     }),
     getPolicy: kit.unary('GetPolicy', async (req: { name: string }) => {
       requireName(req.name);

@@ -5,14 +5,27 @@
  * policy does not manage is a conflict, and a new link on an agent already at maxLinksPerAgent is
  * not stamped; both show in the Applied condition.
  */
-import { ConditionStatus, WatchEventType, type Agent, type Condition, type Link } from '../../../lib/proto/types';
+import {
+  ConditionStatus,
+  WatchEventType,
+  type Agent,
+  type Condition,
+  type Link,
+  type LinkPolicy,
+} from '../../../lib/proto/types';
 import type { Limits } from '../../../lib/src/limits';
 import { ADOPTED_ANNOTATION } from '../state/agent-labels';
 import type { FleetState } from '../state/fleet-state';
 import type { ObjectCache } from '../state/object-cache';
 import type { StoreOp } from '../store/store';
 import { StreamFillError } from '../state/stream-endpoints';
-import { managedByPolicy, renderPolicy } from './policy-render';
+import { managedByPolicy, renderPolicyPlan } from './policy-render';
+
+/** How the Applied message names a policy's pairs. */
+function pairWord(p: LinkPolicy): string {
+  const c = p.spec?.pairing?.$case;
+  return c === 'peer' ? 'driver/device' : c === 'agentPairs' ? 'listed' : 'host/card';
+}
 
 export class PolicyPass {
   constructor(
@@ -26,12 +39,26 @@ export class PolicyPass {
     const pe = this.cache.policies.get(name);
     const owned = this.fleet.linksOwnedBy(name);
     const want = new Map<string, Link>();
+    let unpaired: readonly string[] = [];
+    let waiting = 0;
     if (pe) {
       const agents = new Map<string, { agent: Agent; labels: Record<string, string> }>();
       for (const [an, ae] of this.cache.agents)
         agents.set(an, { agent: ae.obj, labels: this.fleet.runtimes.get(an)?.labels ?? {} });
-      for (const r of renderPolicy({ policy: pe.obj, agents, existing: (ln) => this.cache.links.has(ln) }))
-        want.set(r.name, r.link);
+      const ownedLinks = [...owned].flatMap((ln) => {
+        const l = this.cache.links.get(ln)?.obj;
+        return l ? [l] : [];
+      });
+      const plan = renderPolicyPlan({
+        policy: pe.obj,
+        agents,
+        existing: (ln) => this.cache.links.has(ln),
+        owned: ownedLinks,
+        // Peer pairing places a new driver on a device agent with room (`planned` new links in this render).
+        full: (a, planned) => this.fleet.linksOf(a).size + planned > this.limits.maxLinksPerAgent,
+      });
+      for (const r of plan.links) want.set(r.name, r.link);
+      ({ unpaired, waiting } = plan);
     }
     let conflicts = 0;
     let overLimit = 0;
@@ -125,14 +152,23 @@ export class PolicyPass {
                 observedGeneration: gen,
                 lastTransitionTime: new Date(),
               }
-            : {
-                type: 'Applied',
-                status: ConditionStatus.CONDITION_STATUS_TRUE,
-                reason: 'LinksStamped',
-                message: `${names.length} link(s) for ${names.length} matching host/card pair(s)`,
-                observedGeneration: gen,
-                lastTransitionTime: new Date(),
-              };
+            : unpaired.length > 0
+              ? {
+                  type: 'Applied',
+                  status: ConditionStatus.CONDITION_STATUS_FALSE,
+                  reason: 'NoDeviceAgent',
+                  message: `${names.length} link(s); ${unpaired.length} driver agent(s) got none, no registered uncordoned agent of peer.device_selector with room under maxLinksPerAgent is left for them (${unpaired.slice(0, 5).join(', ')}${unpaired.length > 5 ? ', ...' : ''})`,
+                  observedGeneration: gen,
+                  lastTransitionTime: new Date(),
+                }
+              : {
+                  type: 'Applied',
+                  status: ConditionStatus.CONDITION_STATUS_TRUE,
+                  reason: 'LinksStamped',
+                  message: `${names.length} link(s) for ${names.length} matching ${pairWord(pe.obj)} pair(s)${waiting > 0 ? `; ${waiting} listed pair(s) wait for their agents to register` : ''}`,
+                  observedGeneration: gen,
+                  lastTransitionTime: new Date(),
+                };
     const old = prev?.conditions.find((c) => c.type === 'Applied');
     if (old && old.status === applied.status) applied.lastTransitionTime = old.lastTransitionTime;
     const changed =

@@ -11,6 +11,10 @@ export const LABEL_ROLE = 'vop.dev/role';
 export const LABEL_HOST = 'vop.dev/host';
 /** Stamped on every link a policy creates. */
 export const LABEL_POLICY = 'vop.dev/policy';
+/** Stamped on a link of peer or agent_pairs pairing: its device side agent. */
+export const LABEL_DEVICE_AGENT = 'vop.dev/device-agent';
+/** Stamped on a link of peer or agent_pairs pairing: its driver side agent. */
+export const LABEL_DRIVER_AGENT = 'vop.dev/driver-agent';
 /** Annotation on a link adopted from an agent's report after the store was lost (api/adopt.ts): the agent. */
 export const ADOPTED_ANNOTATION = 'vop.dev/adopted';
 

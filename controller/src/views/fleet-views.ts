@@ -19,7 +19,7 @@ import {
   type LinkPolicy,
 } from '../../../lib/proto/types';
 import { durationOfMs, monotonicMs, wallTimeOf } from '../../../lib/src/clock';
-import { redactSpec } from '../../../lib/src/redact';
+import { redactPolicy, redactSpec } from '../../../lib/src/redact';
 import { endpointViews } from '../reconcile/link-pass';
 import { aggregateLinkStatus } from '../reconcile/link-status';
 import { agentLabels } from '../state/agent-labels';
@@ -205,8 +205,10 @@ export class FleetViews {
   }
 
   policyView(name: string): LinkPolicy | undefined {
-    const e = this.cache.policies.get(name);
-    if (!e) return undefined;
+    const stored = this.cache.policies.get(name);
+    if (!stored) return undefined;
+    // Write-only: a template's stream secret never leaves the controller (lib/src/redact.ts).
+    const e = { obj: redactPolicy(stored.obj) };
     const fleet = this.observer.fleet();
     if (!fleet)
       return {

@@ -105,11 +105,13 @@ export function agentRows(agents: readonly Agent[], wide: boolean): string[][] {
 }
 
 export function policyRows(policies: readonly LinkPolicy[]): string[][] {
-  const rows = [['NAME', 'PAIRS', 'READY', 'DEVICES', 'GEN', 'AGE']];
+  const rows = [['NAME', 'PAIRING', 'PAIRS', 'READY', 'DEVICES', 'GEN', 'AGE']];
   for (const p of policies) {
     const ready = p.status?.conditions.find((c) => c.type === 'Ready')?.message.split(' ')[0] ?? '-';
+    const c = p.spec?.pairing?.$case;
     rows.push([
       p.meta?.name ?? '',
+      c === 'peer' ? 'peer' : c === 'agentPairs' ? 'agent-pairs' : 'host-node',
       String(p.status?.matchedPairs ?? 0),
       ready,
       (p.spec?.template?.devices ?? []).map((d) => `${d.name}:${d.kind?.$case ?? '?'}`).join(','),

@@ -1185,10 +1185,10 @@ export interface LabelSelector_MatchLabelsEntry {
   value: string;
 }
 
-/** Template of the links a policy stamps out for each matching host/card pair. */
+/** Template of the links a policy stamps out for each pair (LinkPolicySpec.pairing). */
 export interface LinkTemplate {
   labels: { [key: string]: string };
-  /** Role the card side takes; the host side takes the other one. */
+  /** Host-node pairing: role the card side takes; the host side takes the other one. */
   cardRole: Role;
   transport: Transport | undefined;
   devices: Device[];
@@ -1199,26 +1199,87 @@ export interface LinkTemplate_LabelsEntry {
   value: string;
 }
 
+/**
+ * Host-node pairing (the default): a card (or VM) pairs with the host it sits in, the host whose
+ * node name equals the card's identity.host_node, both matching the policy's card_selector and
+ * host_selector. One link per selected card, named "<policy>-<card>". Every transport.
+ */
+export interface HostNodePairing {
+}
+
+/**
+ * Peer pairing: agents that share no host, joined over the network. Every agent the
+ * driver_selector selects gets exactly one link, to one agent the device_selector selects (never
+ * itself). The device agent is picked deterministically: a driver keeps the device agent its link
+ * has while that agent still matches and is registered (stable across reconciles, controller
+ * restarts and agents that come and go); a driver without a link gets the device agent (with room
+ * under maxLinksPerAgent) holding the fewest links of this policy, ties broken by rendezvous hashing of (policy, driver, device), so
+ * links spread over the device agents. A cordoned agent gets no new link. Links are named
+ * "<policy>-<driver>-<device>". Only transport stream over TCP, with address and secret left to
+ * the controller (a port of the device agent's data-plane range, a generated secret per link).
+ */
+export interface PeerPairing {
+  /** Selects the device side agents (they listen). Required. */
+  deviceSelector:
+    | LabelSelector
+    | undefined;
+  /** Selects the driver side agents (they dial). Required. */
+  driverSelector: LabelSelector | undefined;
+}
+
+/** One link of an explicit pairing: the device side agent (it listens) and the driver side agent. */
+export interface AgentPair {
+  device: string;
+  driver: string;
+}
+
+/**
+ * Explicit pairing: one link per listed pair, named "<policy>-<driver>-<device>", stamped once
+ * both agents are registered. Only transport stream over TCP, as for peer pairing.
+ */
+export interface ExplicitPairing {
+  /** At most 1024 pairs, no pair twice, device and driver differ. */
+  pairs: AgentPair[];
+}
+
 /** Desired state of a link policy. */
 export interface LinkPolicySpec {
-  /** Selects the cards (or VMs). */
+  /** Selects the cards (or VMs). Host-node pairing only (required there, empty otherwise). */
   cardSelector:
     | LabelSelector
     | undefined;
-  /** Selects the hosts; a card pairs with the selected host named in its host_node. */
-  hostSelector: LabelSelector | undefined;
-  template: LinkTemplate | undefined;
+  /**
+   * Selects the hosts; a card pairs with the selected host named in its host_node. Host-node
+   * pairing only.
+   */
+  hostSelector:
+    | LabelSelector
+    | undefined;
+  /**
+   * The links' template. Its transport.stream.secret must be empty: the controller generates
+   * one per link (write-only). With peer or explicit pairing card_role must be unset (the
+   * pairing names the device and driver sides).
+   */
+  template:
+    | LinkTemplate
+    | undefined;
+  /** How agents pair into links; none set: host_node. docs/controller.md "Policies". */
+  pairing: { $case: "hostNode"; value: HostNodePairing } | { $case: "peer"; value: PeerPairing } | {
+    $case: "agentPairs";
+    value: ExplicitPairing;
+  } | undefined;
 }
 
 /** Observed state of a link policy. */
 export interface LinkPolicyStatus {
   observedGeneration: bigint;
+  /** Pairs the pairing stamped a link for (host/card, driver/device or listed pairs). */
   matchedPairs: number;
   links: string[];
   conditions: Condition[];
 }
 
-/** Stamps out links for every matching host/card pair. */
+/** Stamps out links for every pair its pairing selects (LinkPolicySpec.pairing). */
 export interface LinkPolicy {
   meta: ObjectMeta | undefined;
   spec: LinkPolicySpec | undefined;
@@ -8373,8 +8434,311 @@ export const LinkTemplate_LabelsEntry: MessageFns<LinkTemplate_LabelsEntry> = {
   },
 };
 
+function createBaseHostNodePairing(): HostNodePairing {
+  return {};
+}
+
+export const HostNodePairing: MessageFns<HostNodePairing> = {
+  encode(_: HostNodePairing, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HostNodePairing {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHostNodePairing();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): HostNodePairing {
+    return {};
+  },
+
+  toJSON(_: HostNodePairing): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<HostNodePairing>, I>>(base?: I): HostNodePairing {
+    return HostNodePairing.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<HostNodePairing>, I>>(_: I): HostNodePairing {
+    const message = createBaseHostNodePairing();
+    return message;
+  },
+};
+
+function createBasePeerPairing(): PeerPairing {
+  return { deviceSelector: undefined, driverSelector: undefined };
+}
+
+export const PeerPairing: MessageFns<PeerPairing> = {
+  encode(message: PeerPairing, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.deviceSelector !== undefined) {
+      LabelSelector.encode(message.deviceSelector, writer.uint32(10).fork()).join();
+    }
+    if (message.driverSelector !== undefined) {
+      LabelSelector.encode(message.driverSelector, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PeerPairing {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePeerPairing();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.deviceSelector = LabelSelector.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.driverSelector = LabelSelector.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PeerPairing {
+    return {
+      deviceSelector: isSet(object.deviceSelector)
+        ? LabelSelector.fromJSON(object.deviceSelector)
+        : isSet(object.device_selector)
+        ? LabelSelector.fromJSON(object.device_selector)
+        : undefined,
+      driverSelector: isSet(object.driverSelector)
+        ? LabelSelector.fromJSON(object.driverSelector)
+        : isSet(object.driver_selector)
+        ? LabelSelector.fromJSON(object.driver_selector)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PeerPairing): unknown {
+    const obj: any = {};
+    if (message.deviceSelector !== undefined) {
+      obj.deviceSelector = LabelSelector.toJSON(message.deviceSelector);
+    }
+    if (message.driverSelector !== undefined) {
+      obj.driverSelector = LabelSelector.toJSON(message.driverSelector);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PeerPairing>, I>>(base?: I): PeerPairing {
+    return PeerPairing.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PeerPairing>, I>>(object: I): PeerPairing {
+    const message = createBasePeerPairing();
+    message.deviceSelector = (object.deviceSelector !== undefined && object.deviceSelector !== null)
+      ? LabelSelector.fromPartial(object.deviceSelector)
+      : undefined;
+    message.driverSelector = (object.driverSelector !== undefined && object.driverSelector !== null)
+      ? LabelSelector.fromPartial(object.driverSelector)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAgentPair(): AgentPair {
+  return { device: "", driver: "" };
+}
+
+export const AgentPair: MessageFns<AgentPair> = {
+  encode(message: AgentPair, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.device !== "") {
+      writer.uint32(10).string(message.device);
+    }
+    if (message.driver !== "") {
+      writer.uint32(18).string(message.driver);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AgentPair {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAgentPair();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.device = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.driver = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AgentPair {
+    return {
+      device: isSet(object.device) ? globalThis.String(object.device) : "",
+      driver: isSet(object.driver) ? globalThis.String(object.driver) : "",
+    };
+  },
+
+  toJSON(message: AgentPair): unknown {
+    const obj: any = {};
+    if (message.device !== "") {
+      obj.device = message.device;
+    }
+    if (message.driver !== "") {
+      obj.driver = message.driver;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AgentPair>, I>>(base?: I): AgentPair {
+    return AgentPair.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AgentPair>, I>>(object: I): AgentPair {
+    const message = createBaseAgentPair();
+    message.device = object.device ?? "";
+    message.driver = object.driver ?? "";
+    return message;
+  },
+};
+
+function createBaseExplicitPairing(): ExplicitPairing {
+  return { pairs: [] };
+}
+
+export const ExplicitPairing: MessageFns<ExplicitPairing> = {
+  encode(message: ExplicitPairing, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.pairs) {
+      AgentPair.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplicitPairing {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseExplicitPairing();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.pairs.push(AgentPair.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ExplicitPairing {
+    return {
+      pairs: globalThis.Array.isArray(object?.pairs) ? object.pairs.map((e: any) => AgentPair.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: ExplicitPairing): unknown {
+    const obj: any = {};
+    if (message.pairs?.length) {
+      obj.pairs = message.pairs.map((e) => AgentPair.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<ExplicitPairing>, I>>(base?: I): ExplicitPairing {
+    return ExplicitPairing.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<ExplicitPairing>, I>>(object: I): ExplicitPairing {
+    const message = createBaseExplicitPairing();
+    message.pairs = object.pairs?.map((e) => AgentPair.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseLinkPolicySpec(): LinkPolicySpec {
-  return { cardSelector: undefined, hostSelector: undefined, template: undefined };
+  return { cardSelector: undefined, hostSelector: undefined, template: undefined, pairing: undefined };
 }
 
 export const LinkPolicySpec: MessageFns<LinkPolicySpec> = {
@@ -8387,6 +8751,17 @@ export const LinkPolicySpec: MessageFns<LinkPolicySpec> = {
     }
     if (message.template !== undefined) {
       LinkTemplate.encode(message.template, writer.uint32(26).fork()).join();
+    }
+    switch (message.pairing?.$case) {
+      case "hostNode":
+        HostNodePairing.encode(message.pairing.value, writer.uint32(1602).fork()).join();
+        break;
+      case "peer":
+        PeerPairing.encode(message.pairing.value, writer.uint32(1610).fork()).join();
+        break;
+      case "agentPairs":
+        ExplicitPairing.encode(message.pairing.value, writer.uint32(1618).fork()).join();
+        break;
     }
     return writer;
   },
@@ -8428,6 +8803,30 @@ export const LinkPolicySpec: MessageFns<LinkPolicySpec> = {
             message.template = LinkTemplate.decode(reader, reader.uint32());
             continue;
           }
+          case 200: {
+            if (tag !== 1602) {
+              break;
+            }
+
+            message.pairing = { $case: "hostNode", value: HostNodePairing.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 201: {
+            if (tag !== 1610) {
+              break;
+            }
+
+            message.pairing = { $case: "peer", value: PeerPairing.decode(reader, reader.uint32()) };
+            continue;
+          }
+          case 202: {
+            if (tag !== 1618) {
+              break;
+            }
+
+            message.pairing = { $case: "agentPairs", value: ExplicitPairing.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -8453,6 +8852,17 @@ export const LinkPolicySpec: MessageFns<LinkPolicySpec> = {
         ? LabelSelector.fromJSON(object.host_selector)
         : undefined,
       template: isSet(object.template) ? LinkTemplate.fromJSON(object.template) : undefined,
+      pairing: isSet(object.hostNode)
+        ? { $case: "hostNode", value: HostNodePairing.fromJSON(object.hostNode) }
+        : isSet(object.host_node)
+        ? { $case: "hostNode", value: HostNodePairing.fromJSON(object.host_node) }
+        : isSet(object.peer)
+        ? { $case: "peer", value: PeerPairing.fromJSON(object.peer) }
+        : isSet(object.agentPairs)
+        ? { $case: "agentPairs", value: ExplicitPairing.fromJSON(object.agentPairs) }
+        : isSet(object.agent_pairs)
+        ? { $case: "agentPairs", value: ExplicitPairing.fromJSON(object.agent_pairs) }
+        : undefined,
     };
   },
 
@@ -8466,6 +8876,13 @@ export const LinkPolicySpec: MessageFns<LinkPolicySpec> = {
     }
     if (message.template !== undefined) {
       obj.template = LinkTemplate.toJSON(message.template);
+    }
+    if (message.pairing?.$case === "hostNode") {
+      obj.hostNode = HostNodePairing.toJSON(message.pairing.value);
+    } else if (message.pairing?.$case === "peer") {
+      obj.peer = PeerPairing.toJSON(message.pairing.value);
+    } else if (message.pairing?.$case === "agentPairs") {
+      obj.agentPairs = ExplicitPairing.toJSON(message.pairing.value);
     }
     return obj;
   },
@@ -8484,6 +8901,26 @@ export const LinkPolicySpec: MessageFns<LinkPolicySpec> = {
     message.template = (object.template !== undefined && object.template !== null)
       ? LinkTemplate.fromPartial(object.template)
       : undefined;
+    switch (object.pairing?.$case) {
+      case "hostNode": {
+        if (object.pairing?.value !== undefined && object.pairing?.value !== null) {
+          message.pairing = { $case: "hostNode", value: HostNodePairing.fromPartial(object.pairing.value) };
+        }
+        break;
+      }
+      case "peer": {
+        if (object.pairing?.value !== undefined && object.pairing?.value !== null) {
+          message.pairing = { $case: "peer", value: PeerPairing.fromPartial(object.pairing.value) };
+        }
+        break;
+      }
+      case "agentPairs": {
+        if (object.pairing?.value !== undefined && object.pairing?.value !== null) {
+          message.pairing = { $case: "agentPairs", value: ExplicitPairing.fromPartial(object.pairing.value) };
+        }
+        break;
+      }
+    }
     return message;
   },
 };
