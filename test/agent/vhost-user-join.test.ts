@@ -257,8 +257,12 @@ describe('a controller syncs a vhost_user link and the link it joins in any orde
   });
 
   after(async () => {
-    await fleet?.stop();
-    if (sockDir) sh('rm', ['-rf', sockDir]);
+    const f = fleet;
+    await f?.stop();
+    const dirs = f
+      ? [f.controllerStateDir, f.rendezvous, f.pkiDir, ...[...f.agents.values()].map((a) => a.stateDir)]
+      : [];
+    for (const d of [sockDir, ...dirs]) if (d) sh('rm', ['-rf', d]);
   });
 
   it('vm alone then wire, target deleted first, both again target first, vm deleted first: the agent converges each time', async () => {
