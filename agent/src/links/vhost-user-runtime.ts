@@ -9,8 +9,8 @@
  * STATUS_POLL_MS) and shows it like any link: phase, conditions, per-queue counters, metrics.
  *
  * Phases: Connecting (socket open, no front-end or rings not running yet) -> Ready (rings run)
- * -> Degraded (the backend failed, or the link a vop_link names is gone: vop-link-join.ts) ; the front-end leaving or being cut off for a bad message
- * goes back to Connecting (an event says why). Opening the socket fails -> retried with the link
+ * -> Degraded (the backend failed, or the link a vop_link names is gone: vop-link-join.ts) ; the
+ * front-end leaving or being cut off for a bad message goes back to Connecting (an event says why). Opening the socket fails -> retried with the link
  * backoff, Failed after MAX_RETRY_ATTEMPTS.
  */
 import { readFileSync } from 'node:fs';
