@@ -399,12 +399,12 @@ static bool any_running(const struct vop_vhu *v)
 	return false;
 }
 
-/* Every queue drained: nothing taken that is not completed, nothing new posted (mu held). */
-static bool drained(struct vop_vhu *v)
+/* Rings [q0, q1) drained: nothing taken that is not completed, nothing new posted (mu held). */
+static bool rings_drained(struct vop_vhu *v, unsigned q0, unsigned q1)
 {
 	unsigned q;
 
-	for (q = 0; q < v->nrings; q++) {
+	for (q = q0; q < q1; q++) {
 		struct vhu_ring *r = &v->ring[q];
 		struct vop_vq *vq = ring_vq(v, q);
 		uint16_t avail;
@@ -416,6 +416,12 @@ static bool drained(struct vop_vhu *v)
 			return false;
 	}
 	return true;
+}
+
+/* Every queue drained (mu held). */
+static bool drained(struct vop_vhu *v)
+{
+	return rings_drained(v, 0, v->nrings);
 }
 
 static void check_broken(struct vop_vhu *v);
@@ -546,6 +552,78 @@ static void group_unxlate(struct vop_vhu *v, unsigned g)
 		v->ring[q].pdesc = v->ring[q].pavail = NULL;
 		v->ring[q].pused = NULL;
 	}
+}
+
+/*
+ * Stop one group (a queue pair) for a message about one of its rings
+ * (SET_VRING_NUM/ADDR/BASE, GET_VRING_BASE, SET_VRING_ENABLE 0); the
+ * other groups keep running. This is safe because:
+ *  - each group is its own backend instance: its own rings, queues,
+ *    batch and stash state; stop() touches only that instance (a second
+ *    or later net pair holds a dup of the first pair's TAP or socket fd
+ *    and does not close the shared one);
+ *  - mu is held: the worker is between poll rounds, and it polls, arms
+ *    and checks only groups whose running flag is set, which is cleared
+ *    before the backend stops (backend_stop_locked() may drop mu while
+ *    the backend's own threads finish: the worker then skips this group);
+ *  - what the stopped group's rings use in common with the others, the
+ *    memory table and the epoll set, does not change: only this group's
+ *    kick fds leave the epoll set, and only its ring pointers are
+ *    forgotten.
+ * Messages that change what every group uses (SET_FEATURES with other
+ * bits, SET_MEM_TABLE, the inflight area, RESET_*) still stop them all
+ * (dev_stop()). drain: as dev_stop(), for this group's rings only.
+ */
+static void grp_stop(struct vop_vhu *v, unsigned g, bool drain)
+{
+	struct vhu_group *gr = &v->grp[g];
+	unsigned q, q0, q1;
+
+	group_rings(v, g, &q0, &q1);
+	lock_mu(v);
+	if (!gr->running && !gr->be_started) {
+		pthread_mutex_unlock(&v->mu);
+		return;
+	}
+	if (drain && gr->running && !gr->be_failed) {
+		uint64_t deadline = now_ns() + (uint64_t)v->cfg.drain_ms * 1000000ull;
+
+		for (;;) {
+			int rc = v->ops->poll(gr->be);
+
+			check_broken(v);
+			if (rc < 0) {
+				struct vop_vhu_event ev = { .type = VOP_VHU_EV_BACKEND_FAILED, .error = rc };
+
+				gr->be_failed = true;
+				emit(v, &ev);
+				break;
+			}
+			if (now_ns() >= deadline)
+				break;
+			if (v->cfg.in_order ? rc == 0 : rings_drained(v, q0, q1))
+				break;
+			if (rc == 0) { /* I/O threads still at work */
+				pthread_mutex_unlock(&v->mu);
+				usleep(500);
+				lock_mu(v);
+			}
+		}
+	}
+	gr->running = false; /* the worker stops polling this group */
+	v->running = any_running(v);
+	backend_stop_locked(v, gr);
+	for (q = q0; q < q1; q++) {
+		struct vhu_ring *r = &v->ring[q];
+
+		if (r->pused)
+			r->base = used_idx_of(r);
+		if (r->kick >= 0)
+			epoll_ctl(v->epfd, EPOLL_CTL_DEL, r->kick, NULL);
+	}
+	group_unxlate(v, g);
+	pthread_mutex_unlock(&v->mu);
+	emit_type(v, VOP_VHU_EV_STOPPED, 0);
 }
 
 /*
@@ -1010,8 +1088,7 @@ static int h_set_vring_addr(struct vop_vhu *v, const struct vop_vhu_msg *m, cons
 {
 	struct vhu_ring *r = &v->ring[m->addr.index];
 
-	if (grp_of(v, m->addr.index)->running)
-		dev_stop(v, true);
+	grp_stop(v, m->addr.index / v->per, true); /* this pair only: the others keep running */
 	r->desc = m->addr.desc;
 	r->avail = m->addr.avail;
 	r->used = m->addr.used;
@@ -1240,8 +1317,7 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		return reply_u64(v, m->request, v->ngroups);
 	case VOP_VHU_SET_VRING_NUM:
 		r = &v->ring[m->state.index];
-		if (grp_of(v, m->state.index)->running)
-			dev_stop(v, true);
+		grp_stop(v, m->state.index / v->per, true);
 		r->num = m->state.num;
 		if (r->addr_set && v->mem.n) {
 			void *d, *a, *u;
@@ -1256,16 +1332,14 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		rc = h_set_vring_addr(v, m, why);
 		return rc ? rc : dev_start(v, why);
 	case VOP_VHU_SET_VRING_BASE:
-		if (grp_of(v, m->state.index)->running)
-			dev_stop(v, true);
+		grp_stop(v, m->state.index / v->per, true);
 		v->ring[m->state.index].base = (uint16_t)m->state.num;
 		return 0;
 	case VOP_VHU_GET_VRING_BASE: {
 		uint32_t st[2];
 
 		r = &v->ring[m->state.index];
-		if (grp_of(v, m->state.index)->running || grp_of(v, m->state.index)->be_started)
-			dev_stop(v, true); /* every group: the others start again below */
+		grp_stop(v, m->state.index / v->per, true); /* its pair only */
 		/* the ring is stopped until its next SET_VRING_KICK */
 		lock_mu(v);
 		r->kick_set = false;
@@ -1287,8 +1361,8 @@ static int handle(struct vop_vhu *v, const struct vop_vhu_msg *m, int *fds, cons
 		/* we always offer PROTOCOL_FEATURES: accepted whether or not SET_FEATURES repeated it */
 		v->ring[m->state.index].enable_set = true;
 		v->ring[m->state.index].enabled = m->state.num != 0;
-		if (!m->state.num && grp_of(v, m->state.index)->running)
-			dev_stop(v, true); /* every group: the others start again below */
+		if (!m->state.num)
+			grp_stop(v, m->state.index / v->per, true); /* its pair only */
 		return dev_start(v, why);
 	case VOP_VHU_GET_CONFIG:
 		return h_get_config(v, m, why);

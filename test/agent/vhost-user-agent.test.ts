@@ -11,8 +11,7 @@
  * socket in a directory the config does not allow.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,9 +20,8 @@ import { LinkPhase, Role, type Link } from '../../lib/proto/types';
 import { Netns, sh } from '../devices/helpers';
 import { requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
+import { startTestpmd, TESTPMD, type TestpmdResult } from '../helpers/testpmd';
 import { Agent } from './helpers';
-
-const TESTPMD = '/usr/bin/dpdk-testpmd';
 
 function vhostLink(name: string, socketPath: string, extra: Partial<Link['spec'] & object> = {}): Link {
   return {
@@ -53,9 +51,8 @@ function vhostLink(name: string, socketPath: string, extra: Partial<Link['spec']
 }
 
 /**
- * testpmd virtio-user txonly on sock: once `running` resolves (the agent says the rings run),
- * for ms more; its final TX-packets (testpmd's stdout is block-buffered into a pipe: nothing to
- * wait on there).
+ * testpmd virtio-user txonly on sock: once `running` resolves (the agent counts its frames),
+ * for ms more; its final counters.
  */
 async function testpmdTx(
   sock: string,
@@ -64,56 +61,41 @@ async function testpmdTx(
   running: () => Promise<unknown>,
   vdevExtra = '',
   queues = 1,
-): Promise<{ tx: bigint; out: string; perQueue: bigint[] }> {
-  const p = spawn(
-    TESTPMD,
-    [
-      '--no-huge',
-      '-m',
-      '1024',
-      '--no-pci',
-      `--file-prefix=${prefix}`,
-      '-l',
-      '0,1',
-      '--vdev',
-      `net_virtio_user0,path=${sock},queues=${queues}${vdevExtra}`,
-      '--',
-      '--forward-mode=txonly',
-      `--txq=${queues}`,
-      `--rxq=${queues}`,
-      '--stats-period',
-      '1',
-      '--auto-start',
-      '--nb-cores=1',
-      '--total-num-mbufs=16384',
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  p.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
-  p.stderr.setEncoding('utf8').on('data', (c: string) => (out += c));
-  const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
+): Promise<TestpmdResult> {
+  const p = startTestpmd(sock, prefix, vdevExtra, queues);
   try {
     await running();
   } catch (err) {
-    p.kill('SIGKILL');
-    await exited;
-    throw new Error(`${String(err)}; testpmd: ${out.slice(-2000)}`);
+    await p.kill();
+    throw new Error(`${String(err)}; testpmd: ${p.output().slice(-2000)}`);
   }
   await new Promise((r) => setTimeout(r, ms));
-  p.kill('SIGINT');
-  const killer = setTimeout(() => p.kill('SIGKILL'), 20_000);
-  await exited;
-  clearTimeout(killer);
-  rmSync(`/var/run/dpdk/${prefix}`, { recursive: true, force: true }); // testpmd's runtime directory
-  const all = [...out.matchAll(/TX-packets:\s+(\d+)/g)];
-  const last = all[all.length - 1];
-  assert.ok(last, `testpmd printed no TX-packets: ${out.slice(-2000)}`);
-  // with several queues testpmd prints one block per stream at exit: "... TX Port= 0/Queue= N ---\n RX-packets: 0 TX-packets: M"
-  const perQueue: bigint[] = [];
-  for (const m of out.matchAll(/TX Port=\s*0\/Queue=\s*(\d+)\s*-+\s*RX-packets:\s*\d+\s+TX-packets:\s*(\d+)/g))
-    perQueue[Number(m[1])] = BigInt(m[2] ?? '0');
-  return { tx: BigInt(last[1] ?? '0'), out, perQueue };
+  return p.stop();
+}
+
+/**
+ * Resolves once the agent has counted at least `atLeast` buffers on each of the rings named in
+ * `queues` of link `name`: testpmd is then really transmitting. Waiting for Ready alone was racy:
+ * the rings run as soon as virtio-user sets them up, but testpmd starts its forwarding lcore
+ * later, and on a loaded machine the fixed window after Ready could end before more than one
+ * burst was sent ("testpmd sent only 32 frames" at load 14). The window is counted from here.
+ */
+async function untilCounted(
+  agent: Agent,
+  name: string,
+  queues: readonly string[],
+  atLeast: bigint,
+  timeoutMs = 60_000,
+): Promise<void> {
+  const t0 = Date.now();
+  let seen: (bigint | undefined)[] = [];
+  while (Date.now() - t0 < timeoutMs) {
+    const qs = (await agent.stats(name)).devices[0]?.queues ?? [];
+    seen = queues.map((n) => qs.find((q) => q.name === n)?.buffers);
+    if (seen.every((b) => b !== undefined && b >= atLeast)) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`link ${name}: rings ${queues.join(', ')} counted ${seen.join(', ')}, not ${atLeast} each`);
 }
 
 describe(
@@ -321,9 +303,10 @@ describe(
       assert.equal(st.gid, 1, 'socket_group 1 (a number) is the group of the socket file');
       // the TAP sits in the namespace: up, so that the kernel takes the frames
       assert.equal(sh('ip', ['-n', nsName, 'link', 'set', tap, 'up']).code, 0);
-      const { tx } = await testpmdTx(sock, `vhua${process.pid}`, 3000, () =>
-        agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_READY, 60_000),
-      );
+      const { tx } = await testpmdTx(sock, `vhua${process.pid}`, 3000, async () => {
+        await agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_READY, 60_000);
+        await untilCounted(agent, 'vm1-net', ['tx'], 1001n);
+      });
       assert.ok(tx > 1000n, `testpmd sent only ${tx} frames`);
       const stats = (await agent.stats('vm1-net')).devices[0];
       const txq = stats?.queues.find((q) => q.name === 'tx');
@@ -371,9 +354,10 @@ describe(
       });
       assert.ok(closed, 'the agent kept the hostile connection open');
       const before = (await agent.stats('vm1-net')).devices[0]?.queues.find((q) => q.name === 'tx')?.buffers ?? 0n;
-      const { tx } = await testpmdTx(sock, `vhub${process.pid}`, 2000, () =>
-        agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_READY, 60_000),
-      );
+      const { tx } = await testpmdTx(sock, `vhub${process.pid}`, 2000, async () => {
+        await agent.waitPhase('vm1-net', LinkPhase.LINK_PHASE_READY, 60_000);
+        await untilCounted(agent, 'vm1-net', ['tx'], before + 1n);
+      });
       const after = (await agent.stats('vm1-net')).devices[0]?.queues.find((q) => q.name === 'tx')?.buffers ?? 0n;
       assert.equal(after - before, tx);
       const l = (await agent.get('vm1-net')).link;
@@ -410,7 +394,10 @@ describe(
         sock,
         `vhum${process.pid}`,
         3000,
-        () => agent.waitPhase('vm3-net', LinkPhase.LINK_PHASE_READY, 60_000),
+        async () => {
+          await agent.waitPhase('vm3-net', LinkPhase.LINK_PHASE_READY, 60_000);
+          await untilCounted(agent, 'vm3-net', ['tx', 'tx1'], 1n);
+        },
         '',
         2,
       );
@@ -468,7 +455,8 @@ describe(
         async () => {
           for (let i = 0; i < 100 && !existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
           sh('ip', ['-n', nsName, 'link', 'set', `${tap}c`, 'up']);
-          return agent.waitPhase('vm2-net', LinkPhase.LINK_PHASE_READY, 60_000);
+          await agent.waitPhase('vm2-net', LinkPhase.LINK_PHASE_READY, 60_000);
+          await untilCounted(agent, 'vm2-net', ['tx'], 1n);
         },
         ',server=1',
       );

@@ -13,9 +13,10 @@
  * (each frame counted on one pair's ring, the second pair carries some), the second has one and
  * enables one pair of the two QEMU set up, which is served on its own.
  * Before that (no guest needed), the agent refuses a vop_link that names a link it does not
- * have, one it does not drive, a device that is not there or not net, a device whose driver
- * frontend is a TAP, a second vhost_user link on the same device, and a vop_link on an shm link:
- * each INVALID_ARGUMENT naming the field, and nothing stored.
+ * drive, a device that is not there or not net, a device whose driver frontend is a TAP, a
+ * second vhost_user link on the same device, and a vop_link on an shm link: each
+ * INVALID_ARGUMENT naming the field, and nothing stored. (A link it does not have YET is
+ * accepted and waited for: test/agent/vhost-user-join.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
@@ -214,7 +215,6 @@ describe('a guest on a vhost_user link joined to a net device on an shm link the
     await a.apply(vhostLink('first', path.join(sockA, 'first.sock'), vopLink('wire', 'eth0')));
     const F = 'link.spec.devices[0].net.device_backend.vop_link';
     const cases: [Link, string, RegExp][] = [
-      [vhostLink('x1', path.join(sockA, 'x1.sock'), vopLink('nope', 'eth0')), `${F}.link`, /no link "nope"/],
       [
         vhostLink('x2', path.join(sockA, 'x2.sock'), vopLink('rev', 'eth0')),
         `${F}.link`,

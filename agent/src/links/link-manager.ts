@@ -32,7 +32,7 @@ import type { LinkStore } from './link-store';
 import type { HostPathPolicy } from './path-policy';
 import { QuarantinedLink } from './quarantined-link';
 import { checkStreamSecurity, type StreamTlsFiles } from './stream-security';
-import { checkVopLinkJoin, resolveVopLink } from './vop-link-join';
+import { checkVopLinkJoin, resolveVopLink, vopLinkRef } from './vop-link-join';
 
 export interface LinkManagerDeps {
   readonly nodeName: string;
@@ -322,6 +322,7 @@ export class LinkManager implements LinkManagerApi {
     const link = rt.toLink();
     this.emit({ type: 'upsert', link });
     this.dirty.delete(rt);
+    this.rejoin(name);
     return { link, changed: true };
   }
 
@@ -413,6 +414,16 @@ export class LinkManager implements LinkManagerApi {
     rt.terminate();
     this.dirty.delete(rt);
     this.emit({ type: 'delete', link: rt.toLink() });
+    this.rejoin(name);
+  }
+
+  /**
+   * Link `name` was applied or deleted: every vhost_user link whose vop_link names it resolves
+   * it again (level-triggered: a missing target is a condition, not a refusal; vop-link-join.ts).
+   */
+  private rejoin(name: string): void {
+    for (const rt of this.links.values())
+      if (rt instanceof VhostUserRuntime && vopLinkRef(rt.desired)?.link === name) rt.joinedLinkChanged();
   }
 
   private removeStored(name: string): void {

@@ -9,8 +9,8 @@
  * STATUS_POLL_MS) and shows it like any link: phase, conditions, per-queue counters, metrics.
  *
  * Phases: Connecting (socket open, no front-end or rings not running yet) -> Ready (rings run)
- * -> Degraded (the backend failed) ; the front-end leaving or being cut off for a bad message
- * goes back to Connecting (an event says why). Opening the socket fails -> retried with the link
+ * -> Degraded (the backend failed, or the link a vop_link names is gone: vop-link-join.ts) ; the
+ * front-end leaving or being cut off for a bad message goes back to Connecting (an event says why). Opening the socket fails -> retried with the link
  * backoff, Failed after MAX_RETRY_ATTEMPTS.
  */
 import { readFileSync } from 'node:fs';
@@ -31,7 +31,7 @@ import { ALLOWED_TRANSITIONS, ConditionSet, PHASE_OF, type LinkState } from './l
 import { LINK_BACKOFF } from './link-devices';
 import { MAX_RETRY_ATTEMPTS } from './link-runtime';
 import { specEqual } from './link-spec';
-import { vopLinkRef, type JoinedSocket } from './vop-link-join';
+import { vopLinkRef, type JoinedSocket, type JoinFailure } from './vop-link-join';
 import { counterMap, type DeviceCounterView } from './link-status';
 import type { HostPathPolicy } from './path-policy';
 
@@ -53,7 +53,7 @@ export interface VhostUserRuntimeDeps {
   onStatus(rt: VhostUserRuntime): void;
   onEvent(e: { link: string; device: string; queue: number; reason: string; message: string; time: Date }): void;
   /** The socket of a net device_backend `vop_link` (vop-link-join.ts), or why it cannot be joined. */
-  resolveVopLink(ref: { link: string; device: string }): JoinedSocket | { field: string; why: string };
+  resolveVopLink(ref: { link: string; device: string }): JoinedSocket | JoinFailure;
 }
 
 /** A group's number from /etc/group, null when there is none of that name. */
@@ -126,6 +126,10 @@ export class VhostUserRuntime {
   private seenConnections = 0n;
   private seenDisconnects = 0n;
   private negotiated = 0n;
+  /** The socket of the vop_link the device was opened with (null: no vop_link, or not open). */
+  private joined: JoinedSocket | null = null;
+  /** Why the link named by the vop_link cannot be joined now (level: cleared when it can). */
+  private joinWait: { reason: string; message: string } | null = null;
   private readonly log: Logger;
 
   constructor(
@@ -253,9 +257,15 @@ export class VhostUserRuntime {
       let joined: JoinedSocket | null = null;
       if (ref) {
         const r = this.deps.resolveVopLink(ref);
-        if ('field' in r) throw new RangeError(`device_backend.vop_link.${r.field}: ${r.why}`);
+        if ('field' in r) {
+          // nothing to open until the link is there: joinedLinkChanged() opens it then
+          this.waitForJoin(ref.link, r);
+          return;
+        }
         joined = r;
+        this.joinWait = null;
       }
+      this.joined = joined;
       const config = vhostDeviceConfig(this.linkValue, this.deps.paths, joined);
       if (!config) throw new RangeError(`device ${this.device.name} names no backend this agent can serve`);
       this.dev = this.deps.dataPlane.openVhost({
@@ -359,14 +369,80 @@ export class VhostUserRuntime {
       this.generation,
     );
     if (s.failed) this.transitionTo('Degraded', 'BackendFailed', 'the device backend failed');
-    else if (s.running) {
+    else if (s.running && this.joinWait) {
+      this.attempts = 0;
+      this.transitionTo('Degraded', this.joinWait.reason, this.joinWait.message);
+    } else if (s.running) {
       this.attempts = 0;
       this.transitionTo('Ready', 'RingsRunning');
     } else if (this.stateValue === 'Ready' || this.stateValue === 'Degraded') {
       this.transitionTo('Connecting', 'FrontendGone', 'waiting for a front-end');
     }
+    this.joinCondition();
     this.deps.onStatus(this);
     this.schedule(STATUS_POLL_MS, () => this.poll());
+  }
+
+  /** The vop_link's target cannot be joined (r): Ready=False with why, an event when it changes. */
+  private waitForJoin(link: string, r: JoinFailure): void {
+    const reason = r.missing ? 'JoinedLinkMissing' : 'JoinedLinkUnusable';
+    const message = r.missing
+      ? `link "${link}" that device_backend.vop_link names is not on this agent; ${this.dev ? 'frames the front-end sends are dropped and counted (tx_dropped) until it is applied again' : 'the socket opens when it is applied'}`
+      : `device_backend.vop_link.${r.field}: ${r.why}`;
+    const changed = this.joinWait?.message !== message;
+    this.joinWait = { reason, message };
+    if (changed) this.event(reason, message);
+    this.joinCondition();
+    this.deps.onStatus(this);
+  }
+
+  /** Ready=False while the join waits; back to the front-end's state once it does not. */
+  private joinCondition(): void {
+    if (this.joinWait) {
+      this.conditions.set('Ready', 'False', this.joinWait.reason, this.joinWait.message, this.generation);
+      if (!this.dev)
+        this.conditions.set('PeerConnected', 'False', this.joinWait.reason, this.joinWait.message, this.generation);
+      return;
+    }
+    const cur = this.conditions.list().find((c) => c.type === 'Ready');
+    if (this.stateValue !== 'Ready' && cur?.reason.startsWith('JoinedLink'))
+      this.conditions.set(
+        'Ready',
+        'False',
+        'WaitingForFrontend',
+        'the front-end does not run the rings',
+        this.generation,
+      );
+  }
+
+  /**
+   * The link manager applied or deleted the link this one's vop_link names: resolve it again.
+   * Gone or unusable -> Ready=False (the device, when open, stays open for its front-end);
+   * back with the same socket -> the condition clears; back with another socket -> the device
+   * is opened again with it.
+   */
+  joinedLinkChanged(): void {
+    const ref = vopLinkRef(this.linkValue);
+    if (!ref || this.stateValue === 'Terminating' || this.stateValue === 'Failed' || this.stateValue === 'Pending')
+      return;
+    const r = this.deps.resolveVopLink(ref);
+    if ('field' in r) {
+      this.waitForJoin(ref.link, r);
+      return;
+    }
+    const waited = this.joinWait !== null;
+    this.joinWait = null;
+    if (this.dev && this.joined && (this.joined.local !== r.local || this.joined.peer !== r.peer)) {
+      this.event('JoinedLinkChanged', `link "${ref.link}" moved its datagram socket; the device is opened again`);
+      this.restart('JoinedLinkChanged');
+      return;
+    }
+    if (!waited) return;
+    this.event('JoinedLinkReady', `link "${ref.link}" is on this agent again; frames flow to device "${ref.device}"`);
+    if (!this.dev) {
+      this.joinCondition();
+      this.open();
+    } else this.poll();
   }
 
   private closeDevice(): void {

@@ -7,9 +7,20 @@
  * peer_path and sends to path. The frames then go guest -> vhost-user rings -> datagram ->
  * the link's driver-side net backend -> the window -> the far end's device backend, and back.
  *
- * The check runs when the vhost_user link is applied (INVALID_ARGUMENT naming the field);
- * the runtime resolves the reference again each time it opens the device, so a restart that
- * restores the links in any order joins them once both exist.
+ * The join is level-triggered, like the rest of the agent's state: the vhost_user link may
+ * exist without the link it names. Applying it before that link, or deleting that link while
+ * the two are joined, is accepted; the vhost_user link then reports Ready=False with reason
+ * JoinedLinkMissing (an event says which link), its front-end keeps its socket and rings, and
+ * the frames it sends meanwhile are dropped and counted (tx_dropped). The link manager tells
+ * the joined runtime whenever the named link is applied or deleted; once the link is back the
+ * condition clears by itself (the device is re-opened only when the socket paths changed). So a
+ * controller may create and delete the pair in any order, in one desired version or several,
+ * without a stuck state (docs/transports.md, "vop_link").
+ *
+ * What is refused at apply (INVALID_ARGUMENT naming the field) is a target that EXISTS and cannot
+ * be joined (not driven here, not net, no datagram frontend, a vhost_user link), and a second
+ * front-end on the same device. A target that later changes into such a shape gives Ready=False
+ * with reason JoinedLinkUnusable, cleared the same way.
  */
 import type { Link } from '../../../lib/proto/types';
 import { Role } from '../../../lib/proto/types';
@@ -30,6 +41,13 @@ export interface JoinedSocket {
   readonly peer: string;
 }
 
+/** Why a vop_link cannot be joined now: the field, and whether the named link is simply not there. */
+export interface JoinFailure {
+  readonly field: 'link' | 'device';
+  readonly why: string;
+  readonly missing?: boolean;
+}
+
 /**
  * What `ref` points at among `links` (this agent's links, by name), for this agent nodeName:
  * the socket to use, or the field ('link' or 'device') and why it cannot be joined.
@@ -38,9 +56,9 @@ export function resolveVopLink(
   ref: { link: string; device: string },
   links: ReadonlyMap<string, { readonly desired: Link }>,
   nodeName: string,
-): JoinedSocket | { field: 'link' | 'device'; why: string } {
+): JoinedSocket | JoinFailure {
   const target = links.get(ref.link)?.desired;
-  if (!target?.spec) return { field: 'link', why: `no link "${ref.link}" on this agent` };
+  if (!target?.spec) return { field: 'link', why: `no link "${ref.link}" on this agent`, missing: true };
   if (target.spec.transport?.kind?.$case === 'vhostUser')
     return {
       field: 'link',
@@ -69,8 +87,9 @@ export function resolveVopLink(
 }
 
 /**
- * INVALID_ARGUMENT unless the vhost_user link `link` (when it names a vop_link) can be joined
- * to its target among `links`, and no other vhost_user link is joined to the same device.
+ * INVALID_ARGUMENT when the vhost_user link `link` names (vop_link) a link among `links` that
+ * cannot be joined, or a device another vhost_user link is joined to. A link that is not there
+ * (yet) is accepted: the runtime waits for it (JoinedLinkMissing).
  */
 export function checkVopLinkJoin(
   link: Link,
@@ -82,7 +101,7 @@ export function checkVopLinkJoin(
   const field = 'link.spec.devices[0].net.device_backend.vop_link';
   const v = new ViolationList();
   const r = resolveVopLink(ref, links, nodeName);
-  if ('field' in r) v.add(`${field}.${r.field}`, r.why);
+  if ('field' in r && !r.missing) v.add(`${field}.${r.field}`, r.why);
   for (const other of links.values()) {
     if (other.name === link.meta?.name) continue;
     const o = vopLinkRef(other.desired);

@@ -594,8 +594,9 @@ export class ControllerSyncClient {
     const links = this.opts.links;
     // A link refused while assembling is not removed by a snapshot either.
     const wanted = new Set<string>(Object.keys(rejected));
-    // vhost_user links joined to another link (vop_link) after the links they name: the
-    // agent refuses a vop_link to a link it does not hold yet
+    // vhost_user links joined to another link (vop_link) after the links they name: the agent
+    // accepts either order (a missing target is Ready=False JoinedLinkMissing, cleared when it
+    // comes: vop-link-join.ts), this only spares one transient condition
     const upserts = [...d.upserts.filter((l) => !vopLinkRef(l)), ...d.upserts.filter((l) => vopLinkRef(l))];
     for (const l of upserts) {
       const name = l.meta?.name ?? '';
