@@ -8,7 +8,10 @@
  *    vop_devback_ops below): on the driver side it plays the DEVICE role
  *    (pops chains, encodes CHAINS, applies USED), on the device side the
  *    DRIVER role (materialises CHAINS in its pool, posts them, encodes
- *    USED). It copies between the private window and the bridge's buffers.
+ *    USED). It copies readable bytes (CHAINS) between the private window
+ *    and the bridge's buffers; written bytes (USED) it leaves in place: the
+ *    device side's bridge sends them from the slots (sendmsg, struct txseg),
+ *    the driver side's bridge reads them into the chains (readv, ur_*).
  *  - the bridge thread owns the socket: handshake, then it writes the tx
  *    buffer out and reads frames, checks each against the negotiated limits
  *    and queues CHAINS/USED to the device they name (bounded), handles
@@ -18,8 +21,10 @@
  * A violation anywhere ends the link: state FAILED with a reason, an ERROR
  * frame to the peer (best effort), the socket shut down. Memory per link:
  * the rx buffer (max_frame), the tx buffer (4 x max_frame + a control
- * reserve) and at most 4 x max_frame of queued frames, whatever the peer
- * sends; per device O(queue size) bookkeeping.
+ * reserve) with TXSEG_MAX slot segments, a SCRATCH_LEN buffer and at most
+ * 4 x max_frame of queued frames (CHAINS only: USED is never queued),
+ * whatever the peer sends; per device O(queue size) bookkeeping. Lock
+ * order: fmu before mu.
  */
 #define _GNU_SOURCE
 #include <errno.h>
