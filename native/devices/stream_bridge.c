@@ -507,7 +507,7 @@ static unsigned drvside_send(struct sdev *d, unsigned qi)
 {
 	struct vop_stream *s = d->s;
 	struct squeue *q = &d->q[qi];
-	size_t start, pos, worst = 4 + 4 * VOP_STREAM_MAX_SEGS + (size_t)q->max_chain;
+	size_t start, pos, flen = VOP_SMSG_BATCH_HDR, worst = 4 + 4 * VOP_STREAM_MAX_SEGS + (size_t)q->max_chain;
 	unsigned n = 0;
 	bool was_empty;
 
@@ -520,8 +520,7 @@ static unsigned drvside_send(struct sdev *d, unsigned qi)
 	was_empty = tx_idle(s);
 	start = s->txtail;
 	pos = start + VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR;
-	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE &&
-	       pos - start - VOP_SFRAME_HDR + worst <= s->lim.max_frame) {
+	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE && flen + worst <= s->lim.max_frame) {
 		struct vop_chain *c;
 		uint32_t i;
 		int h = -1, rc;
@@ -548,14 +547,26 @@ static unsigned drvside_send(struct sdev *d, unsigned qi)
 		for (i = 0; i < (uint32_t)c->n_out + c->n_in; i++, pos += 4)
 			vop_sput32(s->tx + pos, c->iov[i].len);
 		for (i = 0; i < c->n_out; i++) {
+			/*
+			 * A large readable segment is sent from the chain itself (it stays ours until
+			 * its USED arrives, which cannot precede these bytes); small ones are copied.
+			 */
+			if (c->iov[i].len >= TXSEG_MIN && s->nseg < TXSEG_MAX) {
+				struct txseg *g = &s->segs[(s->seg_head + s->nseg) % TXSEG_MAX];
+
+				*g = (struct txseg){ pos, (const uint8_t *)c->iov[i].base, c->iov[i].len, 0, NULL, 0, 0, 0 };
+				s->nseg++;
+				continue;
+			}
 			vop_win_copy_from(s->tx + pos, c->iov[i].base, c->iov[i].len);
 			pos += c->iov[i].len;
 		}
+		flen += 4 + 4 * ((size_t)c->n_out + c->n_in) + c->out_bytes;
 		q->out[h] = OUT_SENT;
 		n++;
 	}
 	if (n) {
-		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_CHAINS, (uint32_t)(pos - start - VOP_SFRAME_HDR));
+		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_CHAINS, (uint32_t)flen);
 		vop_sput32(s->tx + start + VOP_SFRAME_HDR, d->dev_id);
 		vop_sput32(s->tx + start + VOP_SFRAME_HDR + 4, d->gen);
 		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 8, (uint16_t)qi);
@@ -1025,9 +1036,9 @@ static void tx_advance(struct vop_stream *s, size_t k)
 			g->sent += (uint32_t)t;
 			k -= t;
 			if (g->sent == g->len) {
-				struct squeue *q = &g->d->q[g->queue];
+				struct squeue *q = g->d ? &g->d->q[g->queue] : NULL;
 
-				if (q->rel && q->epoch == g->epoch) {
+				if (q && q->rel && q->epoch == g->epoch) {
 					q->rel[q->nrel++] = g->slot;
 					atomic_store_explicit(&g->d->done_any, true, memory_order_release);
 				}
