@@ -8,10 +8,10 @@
  *    vop_devback_ops below): on the driver side it plays the DEVICE role
  *    (pops chains, encodes CHAINS, applies USED), on the device side the
  *    DRIVER role (materialises CHAINS in its pool, posts them, encodes
- *    USED). It copies readable bytes (CHAINS) between the private window
- *    and the bridge's buffers; written bytes (USED) it leaves in place: the
- *    device side's bridge sends them from the slots (sendmsg, struct txseg),
- *    the driver side's bridge reads them into the chains (readv, ur_*).
+ *    USED). Large readable segments (driver side) and written bytes (device
+ *    side) are sent from the window itself (sendmsg, struct txseg); the
+ *    driver side's bridge reads used bytes into the chains (readv, ur_*);
+ *    the device side copies CHAINS' readable bytes into its slots.
  *  - the bridge thread owns the socket: handshake, then it writes the tx
  *    buffer out and reads frames, checks each against the negotiated limits
  *    and queues CHAINS/USED to the device they name (bounded), handles
