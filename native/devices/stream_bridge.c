@@ -8,7 +8,10 @@
  *    vop_devback_ops below): on the driver side it plays the DEVICE role
  *    (pops chains, encodes CHAINS, applies USED), on the device side the
  *    DRIVER role (materialises CHAINS in its pool, posts them, encodes
- *    USED). It copies between the private window and the bridge's buffers.
+ *    USED). Large readable segments (driver side) and written bytes (device
+ *    side) are sent from the window itself (sendmsg, struct txseg); the
+ *    driver side's bridge reads used bytes into the chains (readv, ur_*);
+ *    the device side copies CHAINS' readable bytes into its slots.
  *  - the bridge thread owns the socket: handshake, then it writes the tx
  *    buffer out and reads frames, checks each against the negotiated limits
  *    and queues CHAINS/USED to the device they name (bounded), handles
@@ -18,8 +21,10 @@
  * A violation anywhere ends the link: state FAILED with a reason, an ERROR
  * frame to the peer (best effort), the socket shut down. Memory per link:
  * the rx buffer (max_frame), the tx buffer (4 x max_frame + a control
- * reserve) and at most 4 x max_frame of queued frames, whatever the peer
- * sends; per device O(queue size) bookkeeping.
+ * reserve) with TXSEG_MAX slot segments, a SCRATCH_LEN buffer and at most
+ * 4 x max_frame of queued frames (CHAINS only: USED is never queued),
+ * whatever the peer sends; per device O(queue size) bookkeeping. Lock
+ * order: fmu before mu.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,6 +39,7 @@
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +56,15 @@
 #define RXMSG_OVERHEAD 64u         /* accounted per queued frame (a flood of tiny frames) */
 #define MAX_DEVS 32u
 #define STREAM_MAX_CTRL_PER_SEC 1024u /* PING/PONG frames a peer may send a second */
+#define UR_DIRECT 4096u  /* a used payload with at least this much left is read in place */
+#define UR_TAIL 64u      /* rxbuf bytes read behind a streamed used payload (the next headers) */
+#define TXSEG_MAX 4096u  /* written bytes sent from their slots, not yet sent */
+#define TXSEG_MIN 4096u  /* smaller used payloads are copied into the tx buffer */
+#define TX_IOV 64u       /* iovecs per sendmsg */
+#define SCRATCH_LEN (64u * 1024u) /* where the payload of a stale used entry is read and dropped */
+
+/* Driver side: q->out[head] */
+enum { OUT_FREE = 0, OUT_SENT = 1, OUT_FILLING = 2, OUT_DONE = 3 };
 
 struct rxmsg {
 	struct rxmsg *next;
@@ -70,13 +85,31 @@ struct squeue {
 	uint32_t max_chain;      /* bytes per chain (driver side: from DEV_INFO) */
 	/* driver side (we are the device of the private ring) */
 	struct vop_chain *chains; /* [num] popped and sent, by head */
-	uint8_t *out;             /* [num] 1 while the peer holds head */
+	uint8_t *out;             /* [num] OUT_*: SENT while the peer holds head (under s->mu) */
+	uint16_t *done_id;        /* [num] used entries the bridge filled, for the worker (s->mu) */
+	uint32_t *done_len;
+	uint16_t ndone;
+	uint16_t *take_id;        /* [num] the worker's half of the double buffer */
+	uint32_t *take_len;
 	/* device side (we are the driver of the private ring) */
 	uint8_t *rbusy;           /* [num] remote id outstanding */
 	struct slot_rec *recs;    /* [num] by slot */
 	uint16_t *free_slots;
 	uint16_t nfree;
 	uint32_t slot_size;
+	uint16_t *rel;            /* [num] slots whose used bytes the bridge has sent (s->mu) */
+	uint16_t nrel;
+	uint32_t epoch;           /* queues_init count (s->mu): a release of an older epoch is dropped */
+};
+
+/* Device side: a used entry's written bytes, sent by the bridge from the slot itself. */
+struct txseg {
+	size_t at;          /* position in the tx buffer: after tx[..at) */
+	const uint8_t *p;   /* in the slot (private window memory) */
+	uint32_t len, sent;
+	struct sdev *d;
+	uint16_t queue, slot;
+	uint32_t epoch;
 };
 
 struct sdev {
@@ -96,6 +129,9 @@ struct sdev {
 	bool attached;
 	/* under s->mu */
 	struct rxmsg *rx_head, *rx_tail;
+	/* set under s->mu when rx_head or a queue's rel/done list is filled; read without it by the worker's poll */
+	_Atomic bool rx_any;
+	_Atomic bool done_any; /* likewise for the queues' done (driver side) and rel (device side) lists */
 };
 
 struct vop_stream {
@@ -113,6 +149,28 @@ struct vop_stream {
 	unsigned ndevs;
 	uint8_t *rxbuf;
 	size_t rxcap, rxlen;
+	/*
+	 * Driver side: the USED frame being received (bridge thread). Its payloads go
+	 * straight into the writable buffers of the chains they complete (readv into the
+	 * ring's own buffers; bytes that already sat in rxbuf are copied), entry by entry.
+	 */
+	struct {
+		bool active;        /* inside a USED frame */
+		bool in_entry;      /* inside an entry's payload */
+		bool sink;          /* this entry's bytes are dropped (a stale generation) */
+		struct sdev *d;
+		uint16_t queue;
+		uint32_t gen;
+		uint32_t left;      /* entries still to come, this one included */
+		uint32_t frame_left; /* payload bytes of the frame not yet consumed */
+		uint16_t id;
+		uint32_t len, done;
+	} ur;
+	uint8_t *scratch;
+	bool ur_wake;
+	bool ur_big; /* the last used entry was read in place: read the next headers alone, not its payload */
+	/* fmu: held by the bridge while it writes into chain buffers, by the worker to start/stop a device */
+	pthread_mutex_t fmu;
 	uint64_t last_rx_ns, next_ping_ns;
 	uint64_t ping_token;  /* the last PING we sent; only its PONG measures the RTT */
 	uint64_t ctrl_window_ns; /* start of the second ctrl_frames counts (bridge thread) */
@@ -121,6 +179,8 @@ struct vop_stream {
 	pthread_mutex_t mu;
 	uint8_t *tx;
 	size_t txcap, txhead, txtail;
+	struct txseg *segs; /* FIFO ring [TXSEG_MAX] by position: sent between the tx buffer's bytes */
+	unsigned seg_head, nseg;
 	bool tx_blocked;  /* the worker ran out of tx room: wake it when drained */
 	size_t rx_queued; /* bytes of frames queued to devices */
 	bool throttled;   /* rx_queued over the bound: stop reading */
@@ -192,6 +252,12 @@ static size_t tx_room(struct vop_stream *s)
 	return s->txtail >= lim ? 0 : lim - s->txtail;
 }
 
+/* Nothing waits to be sent (s->mu held). */
+static bool tx_idle(struct vop_stream *s)
+{
+	return s->txhead == s->txtail && s->nseg == 0;
+}
+
 /* Append a control frame (may use the reserve). Returns false when even that is full. */
 static bool tx_ctrl(struct vop_stream *s, uint8_t type, const uint8_t *p, uint32_t len)
 {
@@ -202,7 +268,7 @@ static bool tx_ctrl(struct vop_stream *s, uint8_t type, const uint8_t *p, uint32
 		pthread_mutex_unlock(&s->mu);
 		return false;
 	}
-	was_empty = s->txhead == s->txtail;
+	was_empty = tx_idle(s);
 	vop_sframe_put_hdr(s->tx + s->txtail, type, len);
 	memcpy(s->tx + s->txtail + VOP_SFRAME_HDR, p, len);
 	s->txtail += VOP_SFRAME_HDR + len;
@@ -233,7 +299,10 @@ static struct rxmsg *take_rx(struct vop_stream *s, struct sdev *d)
 	struct rxmsg *m, *it;
 	bool unthrottle = false;
 
+	if (!atomic_load_explicit(&d->rx_any, memory_order_acquire))
+		return NULL; /* nothing queued: no lock in the worker's spin loop */
 	pthread_mutex_lock(&s->mu);
+	atomic_store_explicit(&d->rx_any, false, memory_order_relaxed);
 	m = d->rx_head;
 	d->rx_head = d->rx_tail = NULL;
 	for (it = m; it; it = it->next)
@@ -267,9 +336,17 @@ static void queues_destroy(struct sdev *d)
 		vop_devq_destroy(&q->dq);
 		free(q->chains);
 		free(q->out);
+		free(q->done_id);
+		free(q->done_len);
+		free(q->take_id);
+		free(q->take_len);
+		q->done_id = q->take_id = NULL;
+		q->done_len = q->take_len = NULL;
 		free(q->rbusy);
 		free(q->recs);
 		free(q->free_slots);
+		free(q->rel);
+		q->rel = NULL;
 		q->chains = NULL;
 		q->out = q->rbusy = NULL;
 		q->recs = NULL;
@@ -296,9 +373,20 @@ static int queues_init(struct sdev *d, uint64_t features)
 				q->chains = calloc(q->num, sizeof(*q->chains));
 			if (!q->out)
 				q->out = calloc(q->num, 1);
-			if (!q->chains || !q->out)
+			if (!q->done_id)
+				q->done_id = calloc(q->num, sizeof(*q->done_id));
+			if (!q->done_len)
+				q->done_len = calloc(q->num, sizeof(*q->done_len));
+			if (!q->take_id)
+				q->take_id = calloc(q->num, sizeof(*q->take_id));
+			if (!q->take_len)
+				q->take_len = calloc(q->num, sizeof(*q->take_len));
+			if (!q->chains || !q->out || !q->done_id || !q->done_len || !q->take_id || !q->take_len)
 				return -ENOMEM;
+			pthread_mutex_lock(&s->mu);
 			memset(q->out, 0, q->num);
+			q->ndone = 0;
+			pthread_mutex_unlock(&s->mu);
 		} else {
 			if (!q->rbusy)
 				q->rbusy = calloc(q->num, 1);
@@ -306,8 +394,14 @@ static int queues_init(struct sdev *d, uint64_t features)
 				q->recs = calloc(q->num, sizeof(*q->recs));
 			if (!q->free_slots)
 				q->free_slots = calloc(q->num, sizeof(*q->free_slots));
-			if (!q->rbusy || !q->recs || !q->free_slots)
+			if (!q->rel)
+				q->rel = calloc(q->num, sizeof(*q->rel));
+			if (!q->rbusy || !q->recs || !q->free_slots || !q->rel)
 				return -ENOMEM;
+			pthread_mutex_lock(&s->mu);
+			q->nrel = 0;
+			q->epoch++; /* slots still being sent from belong to the old ring: not returned */
+			pthread_mutex_unlock(&s->mu);
 			memset(q->rbusy, 0, q->num);
 			for (k = 0; k < q->num; k++)
 				q->free_slots[k] = (uint16_t)(q->num - 1 - k);
@@ -329,11 +423,15 @@ static int drvside_start(void *dev, uint64_t features, bool resume)
 
 	if (resume)
 		return -EOPNOTSUPP;
+	pthread_mutex_lock(&d->s->fmu);
 	rc = queues_init(d, features);
-	if (rc)
+	if (rc) {
+		pthread_mutex_unlock(&d->s->fmu);
 		return rc;
+	}
 	d->gen++;
 	d->started = true;
+	pthread_mutex_unlock(&d->s->fmu);
 	vop_sput32(m, d->dev_id);
 	vop_sput32(m + 4, d->gen);
 	/* Ring mechanics are each side's own: only the device's feature bits travel. */
@@ -355,76 +453,56 @@ static int drvside_stop(void *dev)
 		if (!tx_ctrl(d->s, VOP_SMSG_DEV_RESET, m, sizeof(m)))
 			sfail(d->s, "tx control backlog full");
 	}
+	/* The bridge writes into chain buffers only under fmu and while started: none after this. */
+	pthread_mutex_lock(&d->s->fmu);
 	d->started = false;
 	for (i = 0; i < d->info.num_queues; i++)
 		vop_devq_destroy(&d->q[i].dq);
+	pthread_mutex_unlock(&d->s->fmu);
 	flush_rx(d->s, d);
 	return 0;
 }
 
-/* Apply one USED batch. */
-static unsigned drvside_used(struct sdev *d, struct rxmsg *m)
+/*
+ * Push the used entries the bridge thread filled (their bytes are already in the chains'
+ * writable buffers, checked against the chain as it was sent: see ur_entry).
+ */
+static unsigned drvside_complete(struct sdev *d)
 {
 	struct vop_stream *s = d->s;
-	struct vop_sbatch b;
-	struct vop_sused u;
-	struct squeue *q;
-	const char *why = NULL;
-	unsigned n = 0;
-	int rc;
+	unsigned n = 0, qi;
 
-	if (vop_sbatch_parse(m->type, m->data, m->len, &s->lim, &b, &why))
-		return 0; /* checked by the bridge thread already */
-	if (b.gen > d->gen) {
-		/* we never started that generation: no honest device can have served it */
-		sfail(s, "used for generation %u, newer than the %u we started (dev %u)", b.gen, d->gen,
-		      d->dev_id);
+	if (!atomic_load_explicit(&d->done_any, memory_order_acquire))
 		return 0;
-	}
-	if (!d->started || b.gen != d->gen) {
+	atomic_store_explicit(&d->done_any, false, memory_order_relaxed);
+	for (qi = 0; qi < d->info.num_queues; qi++) {
+		struct squeue *q = &d->q[qi];
+		unsigned k, i;
+		uint16_t *ids;
+		uint32_t *lens;
+
+		if (!q->dq.ready || !q->done_id)
+			continue;
 		pthread_mutex_lock(&s->mu);
-		s->st.stale_used += b.count;
+		k = q->ndone;
+		ids = q->done_id;
+		lens = q->done_len;
+		q->done_id = q->take_id;
+		q->done_len = q->take_len;
+		q->take_id = ids;
+		q->take_len = lens;
+		q->ndone = 0;
+		for (i = 0; i < k; i++)
+			q->out[ids[i]] = OUT_FREE;
+		s->st.used_rx += k;
 		pthread_mutex_unlock(&s->mu);
-		return 0;
+		/* Only this thread pops heads again: the chains stay as they were sent. */
+		for (i = 0; i < k; i++)
+			vop_vq_push(&q->dq.vq, q->chains[ids[i]].head, lens[i]);
+		if (k)
+			vop_devq_notify_if(s->w, vop_vq_publish_used(&q->dq.vq));
+		n += k;
 	}
-	q = &d->q[b.queue];
-	while ((rc = vop_sbatch_next_used(&b, &u, &why)) == 1) {
-		struct vop_chain *c;
-		uint32_t i, off = 0;
-
-		if (u.id >= q->num) {
-			sfail(s, "used id %u >= queue size %u (dev %u queue %u)", u.id, q->num,
-			      d->dev_id, b.queue);
-			return n;
-		}
-		if (!q->out[u.id]) {
-			sfail(s, "used id %u is not outstanding (dev %u queue %u)", u.id, d->dev_id,
-			      b.queue);
-			return n;
-		}
-		c = &q->chains[u.id];
-		if (u.len > c->in_bytes) {
-			sfail(s, "used len %u exceeds the %u writable bytes of id %u (dev %u queue %u)",
-			      u.len, c->in_bytes, u.id, d->dev_id, b.queue);
-			return n;
-		}
-		for (i = c->n_out; i < (uint32_t)c->n_out + c->n_in && off < u.len; i++) {
-			uint32_t k = c->iov[i].len < u.len - off ? c->iov[i].len : u.len - off;
-
-			vop_win_copy_to(c->iov[i].base, u.data + off, k);
-			off += k;
-		}
-		q->out[u.id] = 0;
-		vop_vq_push(&q->dq.vq, c->head, u.len);
-		n++;
-	}
-	if (rc < 0)
-		sfail(s, "used batch: %s", why);
-	if (n)
-		vop_devq_notify_if(s->w, vop_vq_publish_used(&q->dq.vq));
-	pthread_mutex_lock(&s->mu);
-	s->st.used_rx += n;
-	pthread_mutex_unlock(&s->mu);
 	return n;
 }
 
@@ -433,7 +511,7 @@ static unsigned drvside_send(struct sdev *d, unsigned qi)
 {
 	struct vop_stream *s = d->s;
 	struct squeue *q = &d->q[qi];
-	size_t start, pos, worst = 4 + 4 * VOP_STREAM_MAX_SEGS + (size_t)q->max_chain;
+	size_t start, pos, flen = VOP_SMSG_BATCH_HDR, worst = 4 + 4 * VOP_STREAM_MAX_SEGS + (size_t)q->max_chain;
 	unsigned n = 0;
 	bool was_empty;
 
@@ -443,11 +521,10 @@ static unsigned drvside_send(struct sdev *d, unsigned qi)
 		pthread_mutex_unlock(&s->mu);
 		return 0;
 	}
-	was_empty = s->txhead == s->txtail;
+	was_empty = tx_idle(s);
 	start = s->txtail;
 	pos = start + VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR;
-	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE &&
-	       pos - start - VOP_SFRAME_HDR + worst <= s->lim.max_frame) {
+	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE && flen + worst <= s->lim.max_frame) {
 		struct vop_chain *c;
 		uint32_t i;
 		int h = -1, rc;
@@ -474,14 +551,26 @@ static unsigned drvside_send(struct sdev *d, unsigned qi)
 		for (i = 0; i < (uint32_t)c->n_out + c->n_in; i++, pos += 4)
 			vop_sput32(s->tx + pos, c->iov[i].len);
 		for (i = 0; i < c->n_out; i++) {
+			/*
+			 * A large readable segment is sent from the chain itself (it stays ours until
+			 * its USED arrives, which cannot precede these bytes); small ones are copied.
+			 */
+			if (c->iov[i].len >= TXSEG_MIN && s->nseg < TXSEG_MAX) {
+				struct txseg *g = &s->segs[(s->seg_head + s->nseg) % TXSEG_MAX];
+
+				*g = (struct txseg){ pos, (const uint8_t *)c->iov[i].base, c->iov[i].len, 0, NULL, 0, 0, 0 };
+				s->nseg++;
+				continue;
+			}
 			vop_win_copy_from(s->tx + pos, c->iov[i].base, c->iov[i].len);
 			pos += c->iov[i].len;
 		}
-		q->out[h] = 1;
+		flen += 4 + 4 * ((size_t)c->n_out + c->n_in) + c->out_bytes;
+		q->out[h] = OUT_SENT;
 		n++;
 	}
 	if (n) {
-		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_CHAINS, (uint32_t)(pos - start - VOP_SFRAME_HDR));
+		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_CHAINS, (uint32_t)flen);
 		vop_sput32(s->tx + start + VOP_SFRAME_HDR, d->dev_id);
 		vop_sput32(s->tx + start + VOP_SFRAME_HDR + 4, d->gen);
 		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 8, (uint16_t)qi);
@@ -584,6 +673,28 @@ static uint32_t slot_layout(const uint8_t *base, uint32_t slot_size, const struc
 	return (uint32_t)c->out_bytes;
 }
 
+/* Slots whose bytes the bridge has sent, back to the free list (worker). */
+static void devside_reclaim(struct sdev *d)
+{
+	struct vop_stream *s = d->s;
+	unsigned i, k;
+
+	if (!atomic_load_explicit(&d->done_any, memory_order_acquire))
+		return; /* nothing sent back: no lock in the worker's spin loop */
+	pthread_mutex_lock(&s->mu);
+	atomic_store_explicit(&d->done_any, false, memory_order_relaxed);
+	for (i = 0; i < d->info.num_queues; i++) {
+		struct squeue *q = &d->q[i];
+
+		if (!q->rel)
+			continue;
+		for (k = 0; k < q->nrel; k++)
+			q->free_slots[q->nfree++] = q->rel[k];
+		q->nrel = 0;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Post the chains of d->cur (from its cursor); false when the ring is full (retry later). */
 static bool devside_post(struct sdev *d, unsigned *posted)
 {
@@ -624,6 +735,8 @@ static bool devside_post(struct sdev *d, unsigned *posted)
 			      d->cur_b.queue);
 			return true;
 		}
+		if (q->nfree == 0)
+			devside_reclaim(d); /* slots the bridge sent from since this poll began */
 		if (q->nfree == 0) {
 			sfail(s, "more chains outstanding than queue size %u (dev %u queue %u)", q->num,
 			      d->dev_id, d->cur_b.queue);
@@ -659,12 +772,17 @@ static bool devside_post(struct sdev *d, unsigned *posted)
 	}
 }
 
-/* Return completed chains of queue qi as one USED frame. */
+/*
+ * Return completed chains of queue qi as one USED frame. Written bytes of TXSEG_MIN or more
+ * stay in their slot: the frame refers to them (struct txseg) and the bridge sends them from
+ * there with the headers around them in one sendmsg; the slot is reused once they are sent.
+ * Smaller ones are copied into the tx buffer.
+ */
 static unsigned devside_send(struct sdev *d, unsigned qi)
 {
 	struct vop_stream *s = d->s;
 	struct squeue *q = &d->q[qi];
-	size_t start, pos, worst = 8 + (size_t)q->slot_size;
+	size_t start, pos, flen, worst = 8 + (size_t)q->slot_size;
 	unsigned n = 0;
 	bool was_empty;
 
@@ -676,32 +794,46 @@ static unsigned devside_send(struct sdev *d, unsigned qi)
 		pthread_mutex_unlock(&s->mu);
 		return 0;
 	}
-	was_empty = s->txhead == s->txtail;
+	was_empty = tx_idle(s);
 	start = s->txtail;
 	pos = start + VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR;
-	while (n < 0xffffu && pos + worst <= s->txcap - CTRL_RESERVE &&
-	       pos - start - VOP_SFRAME_HDR + worst <= s->lim.max_frame) {
+	flen = VOP_SMSG_BATCH_HDR;
+	while (n < 0xffffu && flen + worst <= s->lim.max_frame) {
+		bool ext = s->nseg < TXSEG_MAX;
 		void *tok;
 		uint32_t len, slot;
 		struct slot_rec *r;
-		int rc = vop_vq_get_used(&q->dq.vq, &tok, &len);
+		const uint8_t *src;
+		int rc;
 
+		if (pos + (ext ? 8 + TXSEG_MIN : worst) > s->txcap - CTRL_RESERVE)
+			break;
+		rc = vop_vq_get_used(&q->dq.vq, &tok, &len);
 		if (rc != 1)
 			break;
 		slot = (uint32_t)((uintptr_t)tok - 1);
 		r = &q->recs[slot];
+		src = q->dq.pool + (uint64_t)slot * q->slot_size + r->in_off;
 		vop_sput16(s->tx + pos, r->remote_id);
 		vop_sput16(s->tx + pos + 2, 0);
 		vop_sput32(s->tx + pos + 4, len);
-		vop_win_copy_from(s->tx + pos + 8,
-				  q->dq.pool + (uint64_t)slot * q->slot_size + r->in_off, len);
-		pos += 8 + len;
+		pos += 8;
+		if (ext && len >= TXSEG_MIN) {
+			struct txseg *g = &s->segs[(s->seg_head + s->nseg) % TXSEG_MAX];
+
+			*g = (struct txseg){ pos, src, len, 0, d, (uint16_t)qi, (uint16_t)slot, q->epoch };
+			s->nseg++;
+		} else {
+			vop_win_copy_from(s->tx + pos, src, len);
+			pos += len;
+			q->free_slots[q->nfree++] = (uint16_t)slot;
+		}
+		flen += 8 + (size_t)len;
 		q->rbusy[r->remote_id] = 0;
-		q->free_slots[q->nfree++] = (uint16_t)slot;
 		n++;
 	}
 	if (n) {
-		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_USED, (uint32_t)(pos - start - VOP_SFRAME_HDR));
+		vop_sframe_put_hdr(s->tx + start, VOP_SMSG_USED, (uint32_t)flen);
 		vop_sput32(s->tx + start + VOP_SFRAME_HDR, d->dev_id);
 		vop_sput32(s->tx + start + VOP_SFRAME_HDR + 4, d->gen);
 		vop_sput16(s->tx + start + VOP_SFRAME_HDR + 8, (uint16_t)qi);
@@ -724,7 +856,6 @@ static int sb_poll(void *dev)
 {
 	struct sdev *d = dev;
 	struct vop_stream *s = d->s;
-	struct rxmsg *m;
 	unsigned n = 0, i;
 
 	if (failed(s) || atomic_load_explicit(&s->state, memory_order_acquire) != VOP_STREAM_READY || !d->started)
@@ -733,21 +864,14 @@ static int sb_poll(void *dev)
 		if (d->q[i].dq.ready)
 			vop_vq_disable_notify(&d->q[i].dq.vq);
 	if (s->side == 0) {
-		m = take_rx(s, d);
-		while (m) {
-			struct rxmsg *next = m->next;
-
-			if (!failed(s))
-				n += drvside_used(d, m);
-			free(m);
-			m = next;
-		}
+		n += drvside_complete(d);
 		for (i = 0; i < d->info.num_queues && !failed(s); i++)
 			if (d->q[i].dq.ready && !d->q[i].dq.vq.broken)
 				n += drvside_send(d, i);
 	} else {
 		unsigned posted = 0;
 
+		devside_reclaim(d);
 		for (i = 0; i < d->info.num_queues && !failed(s); i++)
 			if (d->q[i].dq.ready)
 				n += devside_send(d, i);
@@ -807,6 +931,9 @@ static int sb_prepare_sleep(void *dev)
 	pthread_mutex_lock(&s->mu);
 	blocked = s->tx_blocked;
 	queued = d->rx_head != NULL;
+	for (i = 0; s->side == 0 && i < d->info.num_queues; i++)
+		if (d->q[i].done_id && d->q[i].ndone)
+			queued = true;
 	pthread_mutex_unlock(&s->mu);
 	if (queued)
 		pending = 1;
@@ -872,6 +999,100 @@ static const char *io_error(struct vop_stream *s, ssize_t k)
 	if (s->tls && k == -EPROTO && vop_stls_error(s->tls)[0])
 		return vop_stls_error(s->tls);
 	return strerror((int)-k);
+}
+
+/*
+ * What to send next, as iovecs (s->mu held): the tx buffer's bytes from txhead with the
+ * pending slot segments between them, in order. Returns the iovec count.
+ */
+static unsigned tx_iov(struct vop_stream *s, struct iovec *iov, unsigned max)
+{
+	size_t cur = s->txhead;
+	unsigned i, n = 0;
+
+	for (i = 0; i < s->nseg && n + 2 <= max; i++) {
+		const struct txseg *g = &s->segs[(s->seg_head + i) % TXSEG_MAX];
+
+		if (g->at > cur) {
+			iov[n].iov_base = s->tx + cur;
+			iov[n++].iov_len = g->at - cur;
+			cur = g->at;
+		}
+		iov[n].iov_base = (void *)(uintptr_t)(g->p + g->sent);
+		iov[n++].iov_len = g->len - g->sent;
+	}
+	if (i == s->nseg && s->txtail > cur && n < max) {
+		iov[n].iov_base = s->tx + cur;
+		iov[n++].iov_len = s->txtail - cur;
+	}
+	return n;
+}
+
+/* k bytes of what tx_iov described went out (s->mu held): advance, release sent slots. */
+static void tx_advance(struct vop_stream *s, size_t k)
+{
+	while (k) {
+		struct txseg *g = s->nseg ? &s->segs[s->seg_head] : NULL;
+		size_t t;
+
+		if (g && s->txhead == g->at) {
+			t = g->len - g->sent < k ? g->len - g->sent : k;
+			g->sent += (uint32_t)t;
+			k -= t;
+			if (g->sent == g->len) {
+				struct squeue *q = g->d ? &g->d->q[g->queue] : NULL;
+
+				if (q && q->rel && q->epoch == g->epoch) {
+					q->rel[q->nrel++] = g->slot;
+					atomic_store_explicit(&g->d->done_any, true, memory_order_release);
+				}
+				s->seg_head = (s->seg_head + 1) % TXSEG_MAX;
+				s->nseg--;
+			}
+			continue;
+		}
+		t = (g ? g->at : s->txtail) - s->txhead;
+		if (t > k)
+			t = k;
+		s->txhead += t;
+		k -= t;
+	}
+	if (tx_idle(s)) {
+		s->txhead = s->txtail = 0;
+	} else if (s->txhead > s->txcap / 2) {
+		unsigned i;
+
+		memmove(s->tx, s->tx + s->txhead, s->txtail - s->txhead);
+		for (i = 0; i < s->nseg; i++)
+			s->segs[(s->seg_head + i) % TXSEG_MAX].at -= s->txhead;
+		s->txtail -= s->txhead;
+		s->txhead = 0;
+	}
+}
+
+/* Send iovecs: one sendmsg on a plain socket; through the TLS session piece by piece. */
+static ssize_t io_sendv(struct vop_stream *s, const struct iovec *iov, unsigned n)
+{
+	struct msghdr mh;
+	ssize_t k, total = 0;
+	unsigned i;
+
+	if (!s->tls) {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = (struct iovec *)(uintptr_t)iov;
+		mh.msg_iovlen = n;
+		k = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		return k >= 0 ? k : (errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno);
+	}
+	for (i = 0; i < n; i++) {
+		k = vop_stls_send(s->tls, iov[i].iov_base, iov[i].iov_len);
+		if (k < 0)
+			return total ? total : k;
+		total += k;
+		if ((size_t)k < iov[i].iov_len)
+			break;
+	}
+	return total;
 }
 
 /* Write the whole buffer before deadline (handshake). 0 or -errno. */
@@ -1206,6 +1427,7 @@ static void enqueue(struct vop_stream *s, struct sdev *d, uint8_t type, const ui
 	else
 		d->rx_head = m;
 	d->rx_tail = m;
+	atomic_store_explicit(&d->rx_any, true, memory_order_release);
 	s->rx_queued += len + RXMSG_OVERHEAD;
 	if (s->rx_queued >= 4u * (size_t)s->lim.max_frame)
 		s->throttled = true;
@@ -1347,29 +1569,317 @@ static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uin
 	}
 }
 
-/* Every whole frame in the rx buffer. */
+/* ------------------------------------------------------------------ */
+/* Driver side: USED frames straight into the chains' buffers           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The chain the current used entry fills, or NULL (sink: its bytes are dropped) when the
+ * device stopped or restarted since the entry was checked. Caller holds fmu: while it does,
+ * no stop can run, so every write into the chain happens while the chain is outstanding.
+ */
+static struct vop_chain *ur_chain(struct vop_stream *s)
+{
+	struct sdev *d = s->ur.d;
+	struct squeue *q = &d->q[s->ur.queue];
+	struct vop_chain *c = NULL;
+
+	if (s->ur.sink)
+		return NULL;
+	pthread_mutex_lock(&s->mu);
+	if (d->started && d->gen == s->ur.gen && q->out && s->ur.id < q->num &&
+	    q->out[s->ur.id] == OUT_FILLING)
+		c = &q->chains[s->ur.id];
+	pthread_mutex_unlock(&s->mu);
+	if (!c)
+		s->ur.sink = true;
+	return c;
+}
+
+/* An entry header: the same checks as a whole USED frame had (docs/stream-protocol.md). */
+static void ur_begin(struct vop_stream *s, uint16_t id, uint32_t len)
+{
+	struct sdev *d = s->ur.d;
+	struct squeue *q = &d->q[s->ur.queue];
+	char why[VOP_STREAM_REASON_MAX + 1];
+
+	why[0] = 0;
+	s->ur.id = id;
+	s->ur.len = len;
+	s->ur.done = 0;
+	s->ur.in_entry = true;
+	s->ur.sink = false;
+	pthread_mutex_lock(&s->fmu);
+	pthread_mutex_lock(&s->mu);
+	if (s->ur.gen > d->gen) {
+		/* we never started that generation: no honest device can have served it */
+		snprintf(why, sizeof(why), "used for generation %u, newer than the %u we started (dev %u)",
+			 s->ur.gen, d->gen, d->dev_id);
+	} else if (!d->started || s->ur.gen != d->gen) {
+		/* the device answered before it saw our reset: dropped and counted */
+		s->st.stale_used++;
+		s->ur.sink = true;
+	} else if (q->out && id >= q->num) {
+		snprintf(why, sizeof(why), "used id %u >= queue size %u (dev %u queue %u)", id, q->num,
+			 d->dev_id, s->ur.queue);
+	} else if (!q->out || q->out[id] != OUT_SENT) {
+		snprintf(why, sizeof(why), "used id %u is not outstanding (dev %u queue %u)", id,
+			 d->dev_id, s->ur.queue);
+	} else if (len > q->chains[id].in_bytes) {
+		snprintf(why, sizeof(why),
+			 "used len %u exceeds the %u writable bytes of id %u (dev %u queue %u)", len,
+			 q->chains[id].in_bytes, id, d->dev_id, s->ur.queue);
+	} else {
+		q->out[id] = OUT_FILLING;
+	}
+	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_unlock(&s->fmu);
+	if (why[0])
+		sfail(s, "%s", why);
+}
+
+/* The entry is whole: hand it to the worker, which pushes it. */
+static void ur_finish(struct vop_stream *s)
+{
+	struct sdev *d = s->ur.d;
+	struct squeue *q = &d->q[s->ur.queue];
+
+	if (!s->ur.sink) {
+		pthread_mutex_lock(&s->fmu);
+		if (ur_chain(s)) {
+			pthread_mutex_lock(&s->mu);
+			q->out[s->ur.id] = OUT_DONE;
+			q->done_id[q->ndone] = s->ur.id;
+			q->done_len[q->ndone] = s->ur.len;
+			q->ndone++;
+			atomic_store_explicit(&d->done_any, true, memory_order_release);
+			pthread_mutex_unlock(&s->mu);
+			s->ur_wake = true;
+		}
+		pthread_mutex_unlock(&s->fmu);
+	}
+	s->ur.in_entry = false;
+	s->ur_big = s->ur.len >= UR_DIRECT;
+	if (--s->ur.left == 0) {
+		if (s->ur.frame_left)
+			sfail(s, "USED: bytes after the last used entry");
+		s->ur.active = false;
+	}
+}
+
+/* Copy n payload bytes that arrived in rxbuf into the entry's writable segments. */
+static void ur_copy(struct vop_stream *s, const uint8_t *p, uint32_t n)
+{
+	struct vop_chain *c;
+
+	pthread_mutex_lock(&s->fmu);
+	c = ur_chain(s);
+	if (c) {
+		uint32_t i, off = s->ur.done, left = n;
+
+		for (i = c->n_out; i < (uint32_t)c->n_out + c->n_in && left; i++) {
+			uint32_t l = c->iov[i].len, k;
+
+			if (off >= l) {
+				off -= l;
+				continue;
+			}
+			k = l - off < left ? l - off : left;
+			vop_win_copy_to((uint8_t *)c->iov[i].base + off, p, k);
+			p += k;
+			left -= k;
+			off = 0;
+		}
+	}
+	pthread_mutex_unlock(&s->fmu);
+	s->ur.done += n;
+	s->ur.frame_left -= n;
+}
+
+/* A USED frame starts (its 12-byte batch header is at p): the checks dispatch makes. */
+static void ur_start(struct vop_stream *s, const struct vop_sframe *f, const uint8_t *p)
+{
+	uint32_t dev_id = vop_sget32(p), gen = vop_sget32(p + 4);
+	uint16_t queue = vop_sget16(p + 8), count = vop_sget16(p + 10);
+	struct sdev *d;
+
+	if (count == 0) {
+		sfail(s, "USED: batch of zero entries");
+		return;
+	}
+	if (queue >= VOP_MAX_QUEUES) {
+		sfail(s, "USED: batch queue index >= 8");
+		return;
+	}
+	d = find_dev(s, dev_id);
+	if (!d) {
+		sfail(s, "USED for unknown dev %u", dev_id);
+		return;
+	}
+	if (queue >= d->info.num_queues) {
+		sfail(s, "USED for queue %u of dev %u (it has %u)", queue, dev_id, d->info.num_queues);
+		return;
+	}
+	s->ur.active = true;
+	s->ur.in_entry = false;
+	s->ur.d = d;
+	s->ur.queue = queue;
+	s->ur.gen = gen;
+	s->ur.left = count;
+	s->ur.frame_left = f->len - VOP_SMSG_BATCH_HDR;
+}
+
+/* Consume what rxbuf holds of the current USED frame; returns the bytes used (0: need more). */
+static size_t ur_step(struct vop_stream *s, const uint8_t *p, size_t have)
+{
+	if (!s->ur.in_entry) {
+		uint16_t id;
+		uint32_t len;
+
+		if (s->ur.frame_left < 8) {
+			sfail(s, "USED: used entry header beyond the frame");
+			return 0;
+		}
+		if (have < 8)
+			return 0;
+		id = vop_sget16(p);
+		len = vop_sget32(p + 4);
+		if (vop_sget16(p + 2) != 0) {
+			sfail(s, "USED: used entry reserved not zero");
+			return 0;
+		}
+		if (len > s->ur.frame_left - 8) {
+			sfail(s, "USED: used bytes beyond the frame");
+			return 0;
+		}
+		s->ur.frame_left -= 8;
+		ur_begin(s, id, len);
+		if (!failed(s) && len == 0)
+			ur_finish(s);
+		return 8;
+	}
+	{
+		uint32_t k = s->ur.len - s->ur.done;
+
+		if (k > have)
+			k = (uint32_t)have;
+		if (k == 0)
+			return 0;
+		ur_copy(s, p, k);
+		if (s->ur.done == s->ur.len)
+			ur_finish(s);
+		return k;
+	}
+}
+
+/* Whether the next read should go straight into the current entry's buffers (plain sockets). */
+static bool ur_direct(struct vop_stream *s)
+{
+	return !s->tls && s->ur.active && s->ur.in_entry && s->rxlen == 0 &&
+	       s->ur.len - s->ur.done >= UR_DIRECT;
+}
+
+/*
+ * readv the rest of the current entry's payload into its writable segments (the scratch
+ * buffer when it is dropped), and at most UR_TAIL bytes after it into rxbuf (the next
+ * headers). The iovecs are the chain's own, as popped and checked by the ring code; fmu is
+ * held across the call so a stop cannot free the chain meanwhile.
+ */
+static ssize_t ur_readv(struct vop_stream *s)
+{
+	struct iovec iov[VOP_STREAM_MAX_SEGS + 1];
+	uint32_t want = s->ur.len - s->ur.done, got;
+	struct vop_chain *c;
+	ssize_t k;
+	int n = 0;
+
+	pthread_mutex_lock(&s->fmu);
+	c = ur_chain(s);
+	if (c) {
+		uint32_t i, off = s->ur.done, left = want;
+
+		for (i = c->n_out; i < (uint32_t)c->n_out + c->n_in && left && n < (int)VOP_STREAM_MAX_SEGS; i++) {
+			uint32_t l = c->iov[i].len;
+
+			if (off >= l) {
+				off -= l;
+				continue;
+			}
+			iov[n].iov_base = (uint8_t *)c->iov[i].base + off;
+			iov[n].iov_len = l - off < left ? l - off : left;
+			left -= (uint32_t)iov[n].iov_len;
+			off = 0;
+			n++;
+		}
+		want -= left;
+	} else {
+		if (want > SCRATCH_LEN)
+			want = SCRATCH_LEN;
+		iov[n].iov_base = s->scratch;
+		iov[n].iov_len = want;
+		n++;
+	}
+	iov[n].iov_base = s->rxbuf + s->rxlen;
+	iov[n].iov_len = s->rxcap - s->rxlen < UR_TAIL ? s->rxcap - s->rxlen : UR_TAIL;
+	n++;
+	k = readv(s->fd, iov, n);
+	pthread_mutex_unlock(&s->fmu);
+	if (k < 0)
+		return errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
+	got = (size_t)k < want ? (uint32_t)k : want;
+	s->ur.done += got;
+	s->ur.frame_left -= got;
+	s->rxlen += (size_t)k - got;
+	if (got && s->ur.done == s->ur.len)
+		ur_finish(s);
+	return k;
+}
+
+/* Every whole frame in the rx buffer (driver side: USED frames as they come, see ur_step). */
 static void process_rx(struct vop_stream *s)
 {
 	size_t off = 0;
 
-	while (!failed(s) && s->rxlen - off >= VOP_SFRAME_HDR) {
+	while (!failed(s)) {
 		struct vop_sframe f;
 		const char *why = NULL;
+		size_t have = s->rxlen - off;
 
+		if (s->ur.active) {
+			size_t k = ur_step(s, s->rxbuf + off, have);
+
+			if (!k)
+				break;
+			off += k;
+			continue;
+		}
+		if (have < VOP_SFRAME_HDR)
+			break;
 		if (vop_sframe_header(s->rxbuf + off, &s->lim, &f, &why)) {
 			sfail(s, "frame %s: %s", vop_smsg_name(s->rxbuf[off + 4]), why);
 			break;
 		}
-		if (s->rxlen - off < VOP_SFRAME_HDR + f.len)
-			break;
-		dispatch(s, &f, s->rxbuf + off + VOP_SFRAME_HDR);
-		off += VOP_SFRAME_HDR + f.len;
+		if (f.type == VOP_SMSG_USED && s->side == 0) {
+			if (have < VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR)
+				break;
+			ur_start(s, &f, s->rxbuf + off + VOP_SFRAME_HDR);
+			off += VOP_SFRAME_HDR + VOP_SMSG_BATCH_HDR;
+		} else {
+			if (have < VOP_SFRAME_HDR + f.len)
+				break;
+			dispatch(s, &f, s->rxbuf + off + VOP_SFRAME_HDR);
+			off += VOP_SFRAME_HDR + f.len;
+		}
 		pthread_mutex_lock(&s->mu);
 		s->st.frames_rx++;
 		pthread_mutex_unlock(&s->mu);
 	}
 	memmove(s->rxbuf, s->rxbuf + off, s->rxlen - off);
 	s->rxlen -= off;
+	if (s->ur_wake) {
+		s->ur_wake = false;
+		vop_window_wake(s->w);
+	}
 }
 
 static void relay(struct vop_stream *s)
@@ -1379,7 +1889,9 @@ static void relay(struct vop_stream *s)
 	process_rx(s); /* what arrived with the end of the handshake */
 	while (!failed(s)) {
 		struct pollfd pf[2];
-		size_t head, tail;
+		struct iovec iov[TX_IOV];
+		unsigned niov, i;
+		size_t want;
 		bool throttled, stop;
 		uint64_t t = now_ns();
 		int timeout;
@@ -1400,15 +1912,16 @@ static void relay(struct vop_stream *s)
 			break;
 		}
 		pthread_mutex_lock(&s->mu);
-		head = s->txhead;
-		tail = s->txtail;
+		niov = tx_iov(s, iov, TX_IOV);
+		for (i = 0, want = 0; i < niov; i++)
+			want += iov[i].iov_len;
 		throttled = s->throttled;
 		stop = s->stop;
 		pthread_mutex_unlock(&s->mu);
 		if (stop)
 			break;
-		if (tail > head) {
-			ssize_t k = io_send(s, s->tx + head, tail - head);
+		if (niov) {
+			ssize_t k = io_sendv(s, iov, niov);
 
 			if (k < 0 && k != -EAGAIN) {
 				sfail(s, "send: %s", io_error(s, k));
@@ -1418,15 +1931,8 @@ static void relay(struct vop_stream *s)
 				bool wake = false;
 
 				pthread_mutex_lock(&s->mu);
-				s->txhead += (size_t)k;
+				tx_advance(s, (size_t)k);
 				s->st.bytes_tx += (uint64_t)k;
-				if (s->txhead == s->txtail) {
-					s->txhead = s->txtail = 0;
-				} else if (s->txhead > s->txcap / 2) {
-					memmove(s->tx, s->tx + s->txhead, s->txtail - s->txhead);
-					s->txtail -= s->txhead;
-					s->txhead = 0;
-				}
 				if (s->tx_blocked && s->txtail < s->txcap / 2) {
 					s->tx_blocked = false;
 					wake = true;
@@ -1434,11 +1940,11 @@ static void relay(struct vop_stream *s)
 				pthread_mutex_unlock(&s->mu);
 				if (wake)
 					vop_window_wake(s->w);
-				if ((size_t)k == tail - head)
+				if ((size_t)k == want)
 					continue;
 			}
 		}
-		if (s->tls && tail == head && io_events(s)) {
+		if (s->tls && !niov && io_events(s)) {
 			int f = vop_stls_flush(s->tls); /* records of an earlier send still queued */
 
 			if (f && f != -EAGAIN) {
@@ -1447,7 +1953,7 @@ static void relay(struct vop_stream *s)
 			}
 		}
 		pf[0].fd = s->fd;
-		pf[0].events = (short)((throttled ? 0 : POLLIN) | (tail > head ? POLLOUT : 0) | io_events(s));
+		pf[0].events = (short)((throttled ? 0 : POLLIN) | (niov ? POLLOUT : 0) | io_events(s));
 		pf[1].fd = s->efd;
 		pf[1].events = POLLIN;
 		t = now_ns();
@@ -1467,7 +1973,14 @@ static void relay(struct vop_stream *s)
 		}
 		if (!throttled && ((pf[0].revents & (POLLIN | POLLHUP | POLLERR)) ||
 				   (s->tls && vop_stls_buffered(s->tls)))) {
-			ssize_t k = io_recv(s, s->rxbuf + s->rxlen, s->rxcap - s->rxlen);
+			bool direct = ur_direct(s);
+			size_t cap = s->rxcap - s->rxlen;
+			ssize_t k;
+
+			/* After a large used entry the next is likely large too: its headers first, alone. */
+			if (!s->tls && s->ur_big && cap > 4 * UR_TAIL)
+				cap = 4 * UR_TAIL;
+			k = direct ? ur_readv(s) : io_recv(s, s->rxbuf + s->rxlen, cap);
 
 			if (k == 0) {
 				sfail(s, "peer closed the connection");
@@ -1480,7 +1993,8 @@ static void relay(struct vop_stream *s)
 				}
 				continue;
 			}
-			s->rxlen += (size_t)k;
+			if (!direct)
+				s->rxlen += (size_t)k; /* ur_readv placed its bytes itself */
 			s->last_rx_ns = now_ns();
 			pthread_mutex_lock(&s->mu);
 			s->st.bytes_rx += (uint64_t)k;
@@ -1570,13 +2084,16 @@ int vop_stream_create(struct vop_link *proxy, const struct vop_stream_config *cf
 	atomic_store_explicit(&s->state, VOP_STREAM_HANDSHAKE, memory_order_release);
 	s->st.state = VOP_STREAM_HANDSHAKE;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->fmu, NULL);
+	s->scratch = malloc(SCRATCH_LEN);
 	s->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	s->rxcap = VOP_SFRAME_HDR + (size_t)s->cfg.max_frame;
 	s->rxbuf = malloc(s->rxcap);
 	s->txcap = 4u * (size_t)s->cfg.max_frame + CTRL_RESERVE;
 	s->tx = malloc(s->txcap);
+	s->segs = calloc(TXSEG_MAX, sizeof(*s->segs));
 	fl = fcntl(s->fd, F_GETFL);
-	if (s->efd < 0 || !s->rxbuf || !s->tx || fl < 0 || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+	if (s->efd < 0 || !s->rxbuf || !s->tx || !s->scratch || !s->segs || fl < 0 || fcntl(s->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
 		vop_stream_destroy(s);
 		return -ENOMEM;
 	}
@@ -1695,6 +2212,9 @@ void vop_stream_destroy(struct vop_stream *s)
 	OPENSSL_cleanse(s->secret, sizeof(s->secret));
 	free(s->rxbuf);
 	free(s->tx);
+	free(s->scratch);
+	free(s->segs);
+	pthread_mutex_destroy(&s->fmu);
 	pthread_mutex_destroy(&s->mu);
 	free(s);
 }

@@ -24,7 +24,9 @@
  * 1.3 (mutual certificates made with the openssl CLI; TLS alone authenticates): net_vop_tls_gbit_s,
  * per direction, and vop_tls_vs_vop.
  *
- * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3).
+ * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3), BENCH_ONLY (net, blk, or blkread: the
+ * stream link's blk read alone, for profiles; measure only that part while iterating; the record is a
+ * full run), BENCH_BLK_MIB (256), BENCH_BLK_SEG (KiB per blk segment of the stream link, 64).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -41,6 +43,11 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 /** MiB per blk run (BENCH_BLK_MIB, default 256) and requests in flight (qemu-img bench -d). */
 const BLK_MIB = Number(process.env.BENCH_BLK_MIB ?? 256);
 const BLK_DEPTH = 8;
+/** BENCH_ONLY=net or blk: only that part (quick iterations); unset: both, as recorded. */
+const ONLY = process.env.BENCH_ONLY ?? '';
+/** KiB per blk segment of the stream link (one chain carries one segment) and its chain slot. */
+const BLK_SEG = Number(process.env.BENCH_BLK_SEG ?? 64);
+const BLK_CHAIN_ARGS = ['--max-chain', String(BLK_SEG * 1024 + 4096)];
 
 /** qemu-img bench of BLK_MIB 1 MiB requests on an NBD URI from ns `client`: MB/s. */
 function blkSeq(v: VethPair, client: string, uri: string, write: boolean): number {
@@ -211,7 +218,7 @@ async function main(): Promise<void> {
     const kinds = withTls
       ? (['vop', 'vopTls', 'veth', 'socat', 'socatUdp'] as const)
       : (['vop', 'veth', 'socat', 'socatUdp'] as const);
-    for (let run = 0; run < RUNS; run++) {
+    for (let run = 0; run < (ONLY.startsWith('blk') ? 0 : RUNS); run++) {
       for (const k of kinds) {
         res[k].fwd.push(iperf(v, v.b, v.a, ips[k], false));
         res[k].rev.push(iperf(v, v.b, v.a, ips[k], true));
@@ -232,14 +239,22 @@ async function main(): Promise<void> {
         '--secret-file',
         secret,
         '--blk-device',
-        `1:file=${disk}:direct:threads=${BLK_DEPTH}:seg=64`,
+        `1:file=${disk}:direct:threads=${BLK_DEPTH}:seg=${BLK_SEG}`,
+        ...BLK_CHAIN_ARGS,
       ],
       v.a,
     );
     sides.push(bdev);
     await bdev.waitLines((l) => l.startsWith('listening '));
     const bdrv = new StreamSide(
-      ['--connect', 'tcp:10.95.0.1:7520', '--secret-file', secret, '--blk-driver', `1:unix=${nbdSock}:name=vop:seg=64`],
+      [
+        '--connect',
+        'tcp:10.95.0.1:7520',
+        '--secret-file',
+        secret,
+        '--blk-driver',
+        `1:unix=${nbdSock}:name=vop:seg=${BLK_SEG}`,
+      ],
       v.b,
     );
     sides.push(bdrv);
@@ -280,11 +295,13 @@ async function main(): Promise<void> {
       nbdRead: [] as number[],
       nbdWrite: [] as number[],
     };
-    for (let run = 0; run < RUNS; run++) {
-      blk.vopWrite.push(blkSeq(v, v.b, vopUri, true));
-      blk.nbdWrite.push(blkSeq(v, v.b, nbdUri, true));
+    for (let run = 0; run < (ONLY === 'net' ? 0 : RUNS); run++) {
+      if (ONLY !== 'blkread') {
+        blk.vopWrite.push(blkSeq(v, v.b, vopUri, true));
+        blk.nbdWrite.push(blkSeq(v, v.b, nbdUri, true));
+      }
       blk.vopRead.push(blkSeq(v, v.b, vopUri, false));
-      blk.nbdRead.push(blkSeq(v, v.b, nbdUri, false));
+      if (ONLY !== 'blkread') blk.nbdRead.push(blkSeq(v, v.b, nbdUri, false));
       console.log(
         `run ${run + 1} blk: vop read ${blk.vopRead.at(-1)?.toFixed(0)} MB/s write ${blk.vopWrite.at(-1)?.toFixed(0)} MB/s; ` +
           `qemu-nbd over TCP read ${blk.nbdRead.at(-1)?.toFixed(0)} MB/s write ${blk.nbdWrite.at(-1)?.toFixed(0)} MB/s`,

@@ -138,9 +138,11 @@ static void a_oversized(int fd)
 
 static void a_unknown(int fd)
 {
-	uint8_t p[8] = { 0 };
+	uint8_t f[VOP_SFRAME_HDR + 8] = { 0 };
 
-	raw_send(fd, 0x77, p, sizeof(p));
+	/* Header and payload in one send: the bridge refuses the header alone and shuts the socket. */
+	vop_sframe_put_hdr(f, 0x77, 8);
+	CHECK_EQ(send(fd, f, sizeof(f), MSG_NOSIGNAL), (long)sizeof(f));
 }
 
 /* A CHAINS frame with the given (id, id2) chains of one readable 16-byte segment each. */

@@ -17,7 +17,7 @@
 
 #include "vop/stream.h"
 
-#define TS_MAX_CHAIN 4096u
+#define TS_MAX_CHAIN 20480u /* 16 KiB messages plus room (dev-stream-pipe) */
 
 struct ts_side {
 	struct vop_window *wa, *wb; /* side 0 (creator), side 1 */
