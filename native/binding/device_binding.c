@@ -105,14 +105,17 @@ napi_value vop_b_device_publish(napi_env env, napi_callback_info info)
 	if (!c)
 		return NULL;
 	rc = vop_devcfg_spec(c, b->w->side, &spec);
-	free(c);
 	if (rc == 0 && b->stream_max_chain && spec.device_side == b->w->side) {
+		uint32_t slot = vop_b_stream_slot_bytes(c, b->stream_base_chain);
 		unsigned q;
 
 		/* Stream device side: the bridge lays each received chain out in one slot per entry. */
-		for (q = 0; q < spec.num_queues; q++)
-			spec.pool_size[q] = vop_stream_pool_size(spec.queue_size[q], b->stream_max_chain);
+		if (slot > b->stream_max_chain)
+			rc = -EINVAL; /* a device the window was not planned for */
+		for (q = 0; rc == 0 && q < spec.num_queues; q++)
+			spec.pool_size[q] = vop_stream_pool_size(spec.queue_size[q], slot);
 	}
+	free(c);
 	if (rc == 0)
 		rc = vop_devtab_publish(b->w, &spec);
 	if (rc < 0) {

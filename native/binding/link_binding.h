@@ -32,8 +32,16 @@ struct bwin {
 	struct vop_window *pw;      /* JS thread; NULL unless a stream window */
 	struct vop_link *pl;        /* the bridge's proxy link on pw */
 	struct vop_sconn *sconn;    /* the connection thread, once started */
-	uint32_t stream_max_chain;  /* device side: pools of this many bytes per ring entry; 0 = not */
+	uint32_t stream_max_chain;  /* device side: the largest chain slot of any device; 0 = not */
+	uint32_t stream_base_chain; /* device side: the slot of a device that needs no larger one */
 };
+
+struct vop_devcfg;
+/*
+ * Device side of a stream link: bytes of one chain slot of device c, base for most devices; a blk
+ * device gets its segment plus 4 KiB (a request is one chain: header, data, status).
+ */
+uint32_t vop_b_stream_slot_bytes(const struct vop_devcfg *c, uint32_t base);
 
 /* Unwrap a link handle after checking its type tag; NULL with a pending exception (EBADF if closed and open). */
 struct bwin *vop_b_handle(napi_env env, napi_value v, bool open);

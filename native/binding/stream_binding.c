@@ -50,7 +50,7 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 	struct vop_window *w = NULL;
 	struct vop_link_config lc;
 	struct bwin *b;
-	uint32_t n = 0, i, max_chain, rt;
+	uint32_t n = 0, i, max_chain, link_max_chain, rt;
 	uint64_t spin;
 	bool is_array = false, device_side, poll;
 	int rc = 0;
@@ -65,6 +65,7 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 		return NULL;
 	if (max_chain == 0)
 		max_chain = DEFAULT_MAX_CHAIN;
+	link_max_chain = max_chain;
 	if (napi_is_array(env, devs, &is_array) != napi_ok || !is_array ||
 	    napi_get_array_length(env, devs, &n) != napi_ok || n > VOP_MAX_DEVICES) {
 		napi_throw_type_error(env, "EINVAL", "stream.devices must be an array of at most 32 devices");
@@ -86,9 +87,16 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 			return NULL;
 		}
 		rc = vop_devcfg_spec(cfg, 0, &specs[i]);
-		if (rc == 0 && device_side)
-			for (q = 0; q < specs[i].num_queues; q++)
-				specs[i].pool_size[q] = vop_stream_pool_size(specs[i].queue_size[q], max_chain);
+		if (rc == 0 && device_side) {
+			uint32_t mc = vop_b_stream_slot_bytes(cfg, max_chain);
+
+			if (mc > VOP_STREAM_DEF_FRAME / 2)
+				rc = -EINVAL; /* a chain travels in one frame of at most max_frame */
+			if (mc > link_max_chain)
+				link_max_chain = mc;
+			for (q = 0; rc == 0 && q < specs[i].num_queues; q++)
+				specs[i].pool_size[q] = vop_stream_pool_size(specs[i].queue_size[q], mc);
+		}
 	}
 	free(cfg);
 	if (rc == 0)
@@ -111,7 +119,8 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 	b = vop_b_handle(env, h, true);
 	if (!b)
 		return NULL;
-	b->stream_max_chain = device_side ? max_chain : 0;
+	b->stream_max_chain = device_side ? link_max_chain : 0;
+	b->stream_base_chain = device_side ? max_chain : 0;
 	/* Side 1: the bridge's proxy link. */
 	rc = vop_shm_open_fd(b->w->x->fd, &x1);
 	if (rc == 0) {
@@ -133,6 +142,13 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 		return NULL;
 	}
 	return h;
+}
+
+uint32_t vop_b_stream_slot_bytes(const struct vop_devcfg *c, uint32_t base)
+{
+	if (!c->pipe && c->be.kind == VOP_DEVBACK_BLK && c->be.blk.seg_bytes + 4096u > base)
+		return c->be.blk.seg_bytes + 4096u;
+	return base;
 }
 
 /*

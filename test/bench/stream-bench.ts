@@ -26,7 +26,8 @@
  *
  * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3), BENCH_ONLY (net, blk, or blkread: the
  * stream link's blk read alone, for profiles; measure only that part while iterating; the record is a
- * full run), BENCH_BLK_MIB (256), BENCH_BLK_SEG (KiB per blk segment of the stream link, 64).
+ * full run), BENCH_BLK_MIB (256), BENCH_BLK_SEG (KiB per blk segment of the stream link; default the
+ * agent's, STREAM_BLK_SEG_BYTES: 256).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -34,6 +35,7 @@ import { loadavg } from 'node:os';
 import { rmSync, truncateSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+import { STREAM_BLK_SEG_BYTES } from '../../agent/src/backends/virtio-backends';
 import { sh, tempDir } from '../devices/helpers';
 import { buildVopStream, pingUntil, secretFile, StreamSide, tapUp, VethPair } from '../stream/helpers';
 import { TestPki } from '../stream/tls-certs';
@@ -46,7 +48,7 @@ const BLK_DEPTH = 8;
 /** BENCH_ONLY=net or blk: only that part (quick iterations); unset: both, as recorded. */
 const ONLY = process.env.BENCH_ONLY ?? '';
 /** KiB per blk segment of the stream link (one chain carries one segment) and its chain slot. */
-const BLK_SEG = Number(process.env.BENCH_BLK_SEG ?? 64);
+const BLK_SEG = Number(process.env.BENCH_BLK_SEG ?? STREAM_BLK_SEG_BYTES / 1024);
 const BLK_CHAIN_ARGS = ['--max-chain', String(BLK_SEG * 1024 + 4096)];
 
 /** qemu-img bench of BLK_MIB 1 MiB requests on an NBD URI from ns `client`: MB/s. */
