@@ -12,8 +12,8 @@
  * blk, in the same run on the same veth: sequential read and write (qemu-img bench, 1 MiB requests,
  * BLK_DEPTH in flight) of a file opened with O_DIRECT on the serving side, two ways, alternating:
  *  - vop: a virtio-blk over a second stream link (device side in ns a: the file with O_DIRECT; driver
- *    side in ns b: its NBD export on a Unix socket, 64 KiB segments: a request fits one chain slot),
- *    the client on that export;
+ *    side in ns b: its NBD export on a Unix socket, 256 KiB segments as the agent cuts them: a request
+ *    fits one chain slot), the client on that export;
  *  - nbd: qemu-nbd serving the same file (--cache=none, O_DIRECT) on 10.95.0.1 in ns a, the client in
  *    ns b over the veth: the stock NBD server reached directly over the same TCP path.
  * --json FILE writes { net_vop_gbit_s, net_veth_gbit_s, net_socat_gbit_s, blk_read_vop_mb_s,
