@@ -166,8 +166,25 @@ static bool mq_done(struct mq_dev *d, unsigned p)
 }
 
 /* One frame on pair 0 goes through while pair 1 is being set up. */
+/*
+ * Every message sent on d so far has been handled: the device answers GET_FEATURES after them (one
+ * session thread, messages in order). Kicks travel by eventfd, not by the socket, so without this a
+ * frame on pair 0 could complete before the message under test was even read.
+ */
+static void ctl_sync(struct mq_dev *d)
+{
+	uint64_t features = 0;
+	uint32_t req = 0;
+
+	CHECK(vhuc_send(d->s, VOP_VHU_GET_FEATURES, 0, NULL, 0, NULL, 0) == 0);
+	CHECK(vhuc_recv(d->s, &req, &features, 8, 5000) == 8);
+	CHECK_EQ(req, VOP_VHU_GET_FEATURES);
+}
+
+/* After the message `during` was handled, a frame sent on pair 0 completes. */
 static void pair0_moves(struct mq_dev *d, const char *during)
 {
+	ctl_sync(d);
 	mq_post(d, 0);
 	if (!mq_done(d, 0)) {
 		fprintf(stderr, "pair 0 stopped moving during %s\n", during);
@@ -359,6 +376,12 @@ static void well_behaved(void)
 	stopped0 = atomic_load(&g_stopped);
 	CHECK(vhuc_send_state(d.s, VOP_VHU_SET_VRING_ENABLE, 3, 0) == 0);
 	pair0_moves(&d, "SET_VRING_ENABLE 0 on ring 3");
+	{
+		uint64_t end = t_now_ms() + 5000; /* the stop event may come from the worker */
+
+		while (atomic_load(&g_stopped) - stopped0 < 1 && t_now_ms() < end)
+			t_sleep_ms(2);
+	}
 	CHECK_EQ(atomic_load(&g_stopped) - stopped0, 1);
 	CHECK(vhuc_send_state(d.s, VOP_VHU_SET_VRING_ENABLE, 3, 1) == 0);
 	mq_post(&d, 1);
