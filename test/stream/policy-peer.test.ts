@@ -15,7 +15,6 @@
  * INVALID_ARGUMENT naming the field, nothing stored.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -29,7 +28,7 @@ import { isRoot, haveCommand, requirePrereq } from '../helpers/prereq';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
 import { Agent } from '../agent/helpers';
 import { vopctl, waitFor } from '../controller/fleet-helpers';
-import { PtyEnd, VethPair } from './helpers';
+import { consoleBothWays, VethPair } from './helpers';
 
 const missing = [...(isRoot() ? [] : ['root']), ...(haveCommand('ip') ? [] : ['ip'])];
 const skip = requirePrereq(missing.join(', '), missing.length === 0, 'network namespaces');
@@ -61,22 +60,6 @@ async function ptyOf(a: Agent, link: string): Promise<string> {
     const d = (await a.get(link)).link?.status?.devices.find((x) => x.name === 'con0');
     return Object.entries(d?.endpoints ?? {}).find(([k]) => /^pty\d+$/.test(k))?.[1];
   });
-}
-
-async function consoleBothWays(devicePty: string, driverPty: string): Promise<void> {
-  const pa = new PtyEnd(devicePty);
-  const pb = new PtyEnd(driverPty);
-  try {
-    const m1 = randomBytes(1024);
-    const m2 = randomBytes(1024);
-    await pa.write(m1);
-    assert.ok((await pb.read(m1.length, 20_000)).equals(m1), 'device -> driver console bytes');
-    await pb.write(m2);
-    assert.ok((await pa.read(m2.length, 20_000)).equals(m2), 'driver -> device console bytes');
-  } finally {
-    pa.close();
-    pb.close();
-  }
 }
 
 const expectInvalid = (field: string, msg: RegExp) => (err: ServiceError) => {
