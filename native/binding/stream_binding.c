@@ -58,7 +58,7 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 	NODE_API_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
 	if (argc < 1 || !vop_get_obj(env, argv[0], "stream", "devices", false, &devs) ||
 	    !vop_get_bool(env, argv[0], "stream", "deviceSide", &device_side) ||
-	    !vop_get_u32(env, argv[0], "stream", "maxChain", 0, VOP_STREAM_DEF_FRAME / 2, &max_chain) ||
+	    !vop_get_u32(env, argv[0], "stream", "maxChain", 0, VOP_STREAM_CHAIN_FIT(VOP_STREAM_DEF_FRAME), &max_chain) ||
 	    !vop_get_u64(env, argv[0], "stream", "spinNs", 10000000000ull, &spin) ||
 	    !vop_get_bool(env, argv[0], "stream", "pollOnly", &poll) ||
 	    !vop_get_u32(env, argv[0], "stream", "resetTimeoutMs", 0, 600000, &rt))
@@ -90,7 +90,7 @@ napi_value vop_b_stream_open(napi_env env, napi_callback_info info)
 		if (rc == 0 && device_side) {
 			uint32_t mc = vop_b_stream_slot_bytes(cfg, max_chain);
 
-			if (mc > VOP_STREAM_DEF_FRAME / 2)
+			if (mc > VOP_STREAM_CHAIN_FIT(VOP_STREAM_DEF_FRAME))
 				rc = -EINVAL; /* a chain travels in one frame of at most max_frame */
 			if (mc > link_max_chain)
 				link_max_chain = mc;

@@ -17,10 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vop/dev_nbd.h"
@@ -81,6 +85,8 @@
 #define NBD_MAX_OPTS_BEFORE_TLS 16
 #define NBD_MAX_OPT_LEN_BEFORE_TLS 4096u
 #define NBD_MAX_SLOTS_PER_CMD 64
+#define NBD_SNDBUF (4 << 20) /* requested send buffer of a client connection */
+#define NBD_ZC_POLL_NS 200000 /* how often a writer with held slots checks what the client read */
 #define NBD_MAX_OPTS 64 /* options per handshake (nbdinfo --list sends a handful) */
 
 struct nbd_conn;
@@ -95,7 +101,11 @@ struct nbd_cmd {
 	unsigned nslots;         /* slots held */
 	unsigned remaining;      /* virtio requests not yet completed (under conn->lock) */
 	struct vop_blk_req *slots[NBD_MAX_SLOTS_PER_CMD];
-	struct nbd_cmd *next;    /* reply queue link */
+	uint64_t done_mask;      /* slots whose virtio request completed (under conn->lock) */
+	bool queued;             /* on the reply queue or held by the writer (under conn->lock) */
+	unsigned nsent;          /* READ: slots whose bytes were sent (the writer's; set under conn->lock) */
+	uint64_t sent_end;       /* zero-copy reply: the connection's byte count after it */
+	struct nbd_cmd *next;    /* reply queue link, then the zero-copy held list */
 };
 
 struct nbd_conn {
@@ -459,10 +469,27 @@ static int handshake(struct nbd_conn *c)
 
 static void queue_reply(struct nbd_conn *c, struct nbd_cmd *cmd)
 {
+	if (cmd->queued)
+		return;
+	cmd->queued = true;
 	cmd->next = NULL;
 	*c->replies_tail = cmd;
 	c->replies_tail = &cmd->next;
 	pthread_cond_signal(&c->cond);
+}
+
+/* Slots at the front of cmd whose requests completed (under conn->lock). */
+static unsigned done_prefix(const struct nbd_cmd *cmd)
+{
+	uint64_t m = ~cmd->done_mask;
+
+	return m ? (unsigned)__builtin_ctzll(m) : 64u;
+}
+
+/* A READ of several slots streams: its reply starts once its first slot is read. */
+static bool streams(const struct nbd_cmd *cmd)
+{
+	return cmd->type == NBD_CMD_READ && cmd->nslots > 1;
 }
 
 /* Loop thread: one virtio request of cmd completed. */
@@ -470,12 +497,18 @@ static void on_done(void *ctx, struct vop_blk_req *r, unsigned status)
 {
 	struct nbd_cmd *cmd = ctx;
 	struct nbd_conn *c = cmd->conn;
+	unsigned i;
 
-	(void)r;
 	pthread_mutex_lock(&c->lock);
 	if (status != VOP_BLK_S_OK && !cmd->error)
 		cmd->error = status == VOP_BLK_S_UNSUPP ? NBD_EINVAL : NBD_EIO;
-	if (--cmd->remaining == 0)
+	for (i = 0; i < cmd->nslots; i++)
+		if (cmd->slots[i] == r)
+			cmd->done_mask |= 1ull << i;
+	--cmd->remaining;
+	if (cmd->queued)
+		pthread_cond_broadcast(&c->cond); /* the writer may be streaming cmd */
+	else if (cmd->remaining == 0 || (streams(cmd) && !cmd->error && done_prefix(cmd) > cmd->nsent))
 		queue_reply(c, cmd);
 	pthread_mutex_unlock(&c->lock);
 }
@@ -488,25 +521,254 @@ static void reply_now(struct nbd_conn *c, struct nbd_cmd *cmd, uint32_t error)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/*
+ * Zero-copy read replies on a plain Unix connection. The reply's slot pages
+ * are vmspliced into a pipe and spliced into the socket: the client's receive
+ * queue references the pages, nothing is copied until the client reads. So a
+ * slot is held until the client has read its bytes. A Unix socket's SIOCOUTQ
+ * is the memory of the skbs it sent that the peer has not yet consumed, never
+ * less than their payload, and skbs are consumed in order: every reply ending
+ * at or before sent - outq has been read. TCP gives no such bound (a local
+ * peer keeps the pages after its ACK), TLS encrypts from a buffer: both copy.
+ */
+struct zc_conn {
+	int pipe[2];             /* -1: zero copy unavailable, replies are written */
+	size_t pipe_bytes;       /* the pipe's capacity */
+	uint64_t sent;           /* bytes sent on the connection by the writer */
+	struct nbd_cmd *held, **held_tail; /* replies sent, slots not yet reusable */
+};
+
+static void zc_open(struct zc_conn *z)
+{
+	int sz;
+
+	z->pipe[0] = z->pipe[1] = -1;
+	z->sent = 0;
+	z->held = NULL;
+	z->held_tail = &z->held;
+	if (pipe2(z->pipe, O_CLOEXEC))
+		z->pipe[0] = z->pipe[1] = -1;
+	else {
+		fcntl(z->pipe[1], F_SETPIPE_SZ, 1 << 20); /* best effort: at most pipe-max-size */
+		sz = fcntl(z->pipe[1], F_GETPIPE_SZ);
+		z->pipe_bytes = sz > 0 ? (size_t)sz : 65536;
+	}
+}
+
+/* Writer: slots of cmd back to the driver, cmd done. */
+static void cmd_finish(struct nbd_conn *c, struct nbd_cmd *cmd)
+{
+	unsigned i;
+
+	for (i = 0; i < cmd->nslots; i++)
+		vop_blk_req_put(c->srv->d, cmd->slots[i]);
+	free(cmd);
+	pthread_mutex_lock(&c->lock);
+	c->outstanding--;
+	pthread_cond_broadcast(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Writer: finish the held replies the client has read. Also after a failed
+ * send: the pages stay in the client's queue until it reads or closes. all:
+ * every one, when the writer exits (the server stops: no slot is reused).
+ */
+static void zc_release(struct nbd_conn *c, struct zc_conn *z, int fd, bool all)
+{
+	uint64_t read_upto = z->sent;
+	int outq = 0;
+
+	if (!all) {
+		if (ioctl(fd, SIOCOUTQ, &outq) || outq < 0)
+			return; /* unknown: keep holding */
+		read_upto = (uint64_t)outq >= z->sent ? 0 : z->sent - (uint64_t)outq;
+	}
+	while (z->held && z->held->sent_end <= read_upto) {
+		struct nbd_cmd *cmd = z->held;
+
+		z->held = cmd->next;
+		if (!z->held)
+			z->held_tail = &z->held;
+		cmd_finish(c, cmd);
+	}
+}
+
+/* Writer: the header (h, if not NULL) then payload by splice. 0 or -errno (the connection is dead). */
+static int zc_send(struct zc_conn *z, int fd, const uint8_t *h, struct iovec *iov, unsigned n)
+{
+	unsigned i;
+	int rc = h ? write_full(fd, h, 16) : 0;
+
+	if (rc)
+		return rc;
+	z->sent += h ? 16 : 0;
+	for (i = 0; i < n; i++) {
+		struct iovec v = iov[i];
+
+		while (v.iov_len) {
+			struct iovec part = { v.iov_base, v.iov_len < z->pipe_bytes ? v.iov_len : z->pipe_bytes };
+			ssize_t in = vmsplice(z->pipe[1], &part, 1, 0), left;
+
+			if (in < 0 && errno == EINTR)
+				continue;
+			if (in <= 0)
+				return in < 0 ? -errno : -EIO;
+			for (left = in; left > 0;) {
+				ssize_t out = splice(z->pipe[0], NULL, fd, NULL, (size_t)left, SPLICE_F_MOVE);
+
+				if (out < 0 && errno == EINTR)
+					continue;
+				if (out <= 0)
+					return out < 0 ? -errno : -EIO;
+				left -= out;
+			}
+			v.iov_base = (uint8_t *)v.iov_base + in;
+			v.iov_len -= (size_t)in;
+			z->sent += (uint64_t)in;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Writer: send what cmd has ready. A streamed READ sends its header with its
+ * first slot and then each slot as soon as every slot before it is read, so
+ * the client receives while the rest is still in flight. Replies are never
+ * interleaved: a started reply owns the connection until its last byte (the
+ * writer waits for its slots). An error after the first byte cannot be told
+ * in a simple reply, so the connection is closed hard (the NBD protocol's
+ * rule). Everything else is sent whole once done. cmd stays "queued" while
+ * the writer holds it, so on_done never queues it twice; the writer clears
+ * that under the lock when cmd must wait for completions (on_done queues it
+ * again).
+ */
+enum reply_step { REPLY_DONE, REPLY_WAIT, REPLY_ABANDON };
+
+static enum reply_step send_reply(struct nbd_conn *c, struct zc_conn *z, struct nbd_cmd *cmd, int fd,
+				  bool zc, bool *dead)
+{
+	struct vop_nbd *s = c->srv;
+
+	for (;;) {
+		struct iovec iov[1 + NBD_MAX_SLOTS_PER_CMD];
+		unsigned i, n = 0, upto;
+		uint32_t error, v;
+		uint8_t h[16];
+		uint64_t hv;
+		bool complete, wait;
+		int rc = 0;
+
+		pthread_mutex_lock(&c->lock);
+		upto = done_prefix(cmd);
+		if (upto > cmd->nslots)
+			upto = cmd->nslots;
+		complete = cmd->remaining == 0;
+		error = cmd->error;
+		if (!streams(cmd) || error || *dead)
+			wait = !complete; /* whole replies, errors, a dead connection: every slot back first */
+		else
+			wait = upto == cmd->nsent && !complete;
+		if (wait && cmd->nsent > 0 && !*dead) {
+			/* started: nothing else may be sent before its last byte */
+			while (!(done_prefix(cmd) > cmd->nsent || cmd->remaining == 0) &&
+			       !(c->closing && atomic_load(&s->stop)))
+				pthread_cond_wait(&c->cond, &c->lock);
+			wait = !(done_prefix(cmd) > cmd->nsent || cmd->remaining == 0);
+			pthread_mutex_unlock(&c->lock);
+			if (wait)
+				return REPLY_ABANDON; /* server stop: requests in the ring are abandoned */
+			continue;
+		}
+		if (wait)
+			cmd->queued = false;
+		pthread_mutex_unlock(&c->lock);
+		if (wait)
+			return REPLY_WAIT;
+		if (*dead)
+			return REPLY_DONE; /* complete: the slots may go */
+		if (error && cmd->nsent > 0) { /* the header said success: nothing else can tell the client */
+			shutdown(fd, SHUT_RDWR);
+			*dead = true;
+			return REPLY_DONE;
+		}
+		if (cmd->nsent == 0) {
+			v = htobe32(NBD_SIMPLE_REPLY_MAGIC);
+			memcpy(h, &v, 4);
+			v = htobe32(error);
+			memcpy(h + 4, &v, 4);
+			hv = cmd->handle; /* opaque: echoed as received */
+			memcpy(h + 8, &hv, 8);
+			iov[n].iov_base = h;
+			iov[n++].iov_len = 16;
+		}
+		if (cmd->type == NBD_CMD_READ && !error) {
+			for (i = cmd->nsent; i < upto; i++) {
+				uint32_t off = i * s->seg;
+				uint32_t take = cmd->len - off > s->seg ? s->seg : cmd->len - off;
+
+				iov[n].iov_base = vop_blk_req_buf(cmd->slots[i]);
+				iov[n++].iov_len = take;
+			}
+			if (zc)
+				rc = zc_send(z, fd, cmd->nsent == 0 ? h : NULL, iov + (cmd->nsent == 0),
+					     n - (cmd->nsent == 0));
+		}
+		if (!(zc && cmd->type == NBD_CMD_READ && !error) && n) {
+			uint64_t bytes = 0;
+
+			for (i = 0; i < n; i++)
+				bytes += iov[i].iov_len;
+			rc = writev_full(fd, iov, (int)n);
+			z->sent += rc ? 0 : bytes;
+		}
+		if (rc)
+			*dead = true; /* keep draining so every slot comes back */
+		if (cmd->type != NBD_CMD_READ || error)
+			return REPLY_DONE;
+		pthread_mutex_lock(&c->lock);
+		cmd->nsent = upto;
+		pthread_mutex_unlock(&c->lock);
+		if (upto == cmd->nslots)
+			return REPLY_DONE;
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	struct nbd_conn *c = arg;
 	struct vop_nbd *s = c->srv;
+	struct zc_conn z;
 	bool dead = false;
 
+	zc_open(&z);
 	for (;;) {
 		struct nbd_cmd *cmd;
-		struct iovec iov[1 + NBD_MAX_SLOTS_PER_CMD];
-		uint8_t h[16];
-		uint32_t v;
-		uint64_t hv;
-		unsigned i, n = 1;
+		enum reply_step step;
+		bool zc;
+		int fd;
 
 		pthread_mutex_lock(&c->lock);
 		/* at server stop, requests still in the ring are abandoned (the loop is stopped) */
 		while (!c->replies &&
-		       !(c->closing && (c->outstanding == 0 || atomic_load(&s->stop))))
-			pthread_cond_wait(&c->cond, &c->lock);
+		       !(c->closing && (c->outstanding == 0 || atomic_load(&s->stop)))) {
+			if (z.held) { /* poll until the client has read them */
+				struct timespec ts;
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_nsec += NBD_ZC_POLL_NS;
+				if (ts.tv_nsec >= 1000000000) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000;
+				}
+				pthread_cond_timedwait(&c->cond, &c->lock, &ts);
+				fd = c->fd;
+				pthread_mutex_unlock(&c->lock);
+				zc_release(c, &z, fd, false);
+				pthread_mutex_lock(&c->lock);
+			} else
+				pthread_cond_wait(&c->cond, &c->lock);
+		}
 		cmd = c->replies;
 		if (!cmd) {
 			pthread_mutex_unlock(&c->lock);
@@ -515,36 +777,27 @@ static void *writer_main(void *arg)
 		c->replies = cmd->next;
 		if (!c->replies)
 			c->replies_tail = &c->replies;
+		fd = c->fd;
+		zc = z.pipe[0] >= 0 && !c->tcp && !c->tls;
 		pthread_mutex_unlock(&c->lock);
-		v = htobe32(NBD_SIMPLE_REPLY_MAGIC);
-		memcpy(h, &v, 4);
-		v = htobe32(cmd->error);
-		memcpy(h + 4, &v, 4);
-		hv = cmd->handle; /* opaque: echoed as received */
-		memcpy(h + 8, &hv, 8);
-		iov[0].iov_base = h;
-		iov[0].iov_len = 16;
-		if (cmd->type == NBD_CMD_READ && !cmd->error) {
-			uint32_t left = cmd->len;
-
-			for (i = 0; i < cmd->nslots && left; i++) {
-				uint32_t take = left > s->seg ? s->seg : left;
-
-				iov[n].iov_base = vop_blk_req_buf(cmd->slots[i]);
-				iov[n].iov_len = take;
-				n++;
-				left -= take;
-			}
-		}
-		if (!dead && writev_full(c->fd, iov, (int)n))
-			dead = true; /* keep draining so every slot comes back */
-		for (i = 0; i < cmd->nslots; i++)
-			vop_blk_req_put(s->d, cmd->slots[i]);
-		free(cmd);
-		pthread_mutex_lock(&c->lock);
-		c->outstanding--;
-		pthread_cond_broadcast(&c->cond);
-		pthread_mutex_unlock(&c->lock);
+		step = send_reply(c, &z, cmd, fd, zc, &dead);
+		if (step == REPLY_WAIT)
+			continue; /* on_done queues it again */
+		if (step == REPLY_ABANDON)
+			break;
+		if (zc && !dead && cmd->type == NBD_CMD_READ && !cmd->error) {
+			cmd->next = NULL;
+			*z.held_tail = cmd;
+			z.held_tail = &cmd->next;
+			cmd->sent_end = z.sent;
+		} else
+			cmd_finish(c, cmd);
+		zc_release(c, &z, fd, false);
+	}
+	zc_release(c, &z, -1, true);
+	if (z.pipe[0] >= 0) {
+		close(z.pipe[0]);
+		close(z.pipe[1]);
 	}
 	return NULL;
 }
@@ -730,7 +983,7 @@ static void *listener_main(void *arg)
 		struct pollfd p = { lfd, POLLIN, 0 };
 		struct nbd_conn *c;
 		unsigned i;
-		int fd, one = 1;
+		int fd, one = 1, sndbuf = NBD_SNDBUF;
 
 		if (poll(&p, 1, 200) <= 0)
 			continue;
@@ -738,6 +991,8 @@ static void *listener_main(void *arg)
 		if (fd < 0)
 			continue;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
+		/* room for several whole read replies, so completed ones wait in the socket, not in slots */
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)); /* capped at net.core.wmem_max */
 		reap(s, false);
 		c = calloc(1, sizeof(*c));
 		if (!c) {

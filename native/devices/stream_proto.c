@@ -156,8 +156,7 @@ int vop_sdev_info_parse(const uint8_t *p, uint32_t len, const struct vop_stream_
 		out->queue_size[i] = sz;
 		out->max_chain[i] = vop_sget32(q + 4);
 		/* A chain must fit one frame with its batch and chain headers. */
-		if (out->max_chain[i] == 0 ||
-		    out->max_chain[i] > lim->max_frame - VOP_SMSG_BATCH_HDR - 4 - 4 * VOP_STREAM_MAX_SEGS)
+		if (out->max_chain[i] == 0 || out->max_chain[i] > VOP_STREAM_CHAIN_FIT(lim->max_frame))
 			FAIL("dev_info max_chain does not fit max_frame");
 	}
 	{

@@ -12,7 +12,7 @@
  * blk, in the same run on the same veth: sequential read and write (qemu-img bench, 1 MiB requests,
  * BLK_DEPTH in flight) of a file opened with O_DIRECT on the serving side, two ways, alternating:
  *  - vop: a virtio-blk over a second stream link (device side in ns a: the file with O_DIRECT; driver
- *    side in ns b: its NBD export on a Unix socket, 256 KiB segments as the agent cuts them: a request
+ *    side in ns b: its NBD export on a Unix socket, 512 KiB segments as the agent cuts them: a request
  *    fits one chain slot), the client on that export;
  *  - nbd: qemu-nbd serving the same file (--cache=none, O_DIRECT) on 10.95.0.1 in ns a, the client in
  *    ns b over the veth: the stock NBD server reached directly over the same TCP path.
@@ -27,7 +27,7 @@
  * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3), BENCH_ONLY (net, blk, or blkread: the
  * stream link's blk read alone, for profiles; measure only that part while iterating; the record is a
  * full run), BENCH_BLK_MIB (256), BENCH_BLK_SEG (KiB per blk segment of the stream link; default the
- * agent's, STREAM_BLK_SEG_BYTES: 256).
+ * agent's, STREAM_BLK_SEG_BYTES: 512).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

@@ -278,6 +278,20 @@ export class NbdClient {
     return p;
   }
 
+  /** Stop reading the socket (replies pile up in the kernel) until resume(). */
+  pause(): void {
+    this.sock.pause();
+  }
+
+  resume(): void {
+    this.sock.resume();
+  }
+
+  /** Close without reading what is queued and without NBD_CMD_DISC (a client that vanishes). */
+  destroy(): void {
+    this.sock.destroy();
+  }
+
   async close(): Promise<void> {
     if (!this.closed) {
       const h = Buffer.alloc(28);

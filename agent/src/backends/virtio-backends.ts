@@ -62,12 +62,13 @@ export function nativeEligible(device: Device): boolean {
  * Data bytes of one blk request on a stream link. A request is one chain, and a chain must fit
  * one chain slot of the device side: a blk device's queue gets slots of this plus 4 KiB (request
  * header and status byte; native/binding/stream_binding.c), other devices keep 64 KiB + 4 KiB.
- * The driver side's NBD server cuts larger client requests into requests of this size. 256 KiB:
- * a 1 MiB read is 4 chains, not 16 (bench:stream blk read 0.88-0.92x qemu-nbd at 64 KiB, 1.00x at
- * 256 KiB); the cost is 256 slots x 260 KiB of the device side's memfd per blk queue, touched
- * only as slots are used.
+ * The driver side's NBD server cuts larger client requests into requests of this size. 512 KiB:
+ * a 1 MiB read is 2 chains (bench:stream blk read against qemu-nbd: 0.88-0.92x at 64 KiB,
+ * 0.95-0.96x at 256 KiB, 1.06-1.09x at 512 KiB with the streamed NBD replies); the largest power
+ * of two whose chain slot fits one default frame (VOP_STREAM_CHAIN_FIT). The cost is 256 slots x
+ * 516 KiB of the device side's memfd per blk queue, touched only as slots are used.
  */
-export const STREAM_BLK_SEG_BYTES = 256 * 1024;
+export const STREAM_BLK_SEG_BYTES = 512 * 1024;
 
 /**
  * Default TAP name of a device on one endpoint: unique per link, device and role, so that

@@ -75,6 +75,8 @@ enum vop_smsg_type {
 #define VOP_SMSG_DEV_START_LEN 16u
 #define VOP_SMSG_DEV_RESET_LEN 8u
 #define VOP_SMSG_BATCH_HDR 12u /* dev_id, gen, queue, count */
+/* Largest max_chain a queue may announce with frames of max_frame bytes: a chain fits one frame with its batch and chain headers. */
+#define VOP_STREAM_CHAIN_FIT(max_frame) ((max_frame) - VOP_SMSG_BATCH_HDR - 4u - 4u * VOP_STREAM_MAX_SEGS)
 #define VOP_SMSG_PING_LEN 8u
 
 /* Negotiated limits the parser checks against. */
