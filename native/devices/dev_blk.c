@@ -420,8 +420,8 @@ static void dispatch(struct vop_blk_device *d, struct blk_job *j)
 	j->next = NULL;
 	*d->pending_tail = j;
 	d->pending_tail = &j->next;
-	pthread_cond_signal(&d->cond);
 	pthread_mutex_unlock(&d->lock);
+	pthread_cond_signal(&d->cond); /* after the unlock: the woken thread takes the lock at once */
 }
 
 /*
@@ -931,6 +931,7 @@ struct vop_blk_driver {
 	struct vop_blk_req *free_list;
 	struct vop_blk_req *quarantine; /* slots back from requests failed in flight */
 	unsigned nfree;
+	unsigned free_waiters;      /* vop_blk_req_get callers waiting for slots (under lock) */
 	bool stop;
 };
 
@@ -996,8 +997,11 @@ int vop_blk_req_get(struct vop_blk_driver *d, unsigned n, struct vop_blk_req **r
 	if (n == 0 || n > d->nslots)
 		return -EINVAL;
 	pthread_mutex_lock(&d->lock);
-	while (d->nfree < n && !d->stop)
+	while (d->nfree < n && !d->stop) {
+		d->free_waiters++;
 		pthread_cond_wait(&d->cond, &d->lock);
+		d->free_waiters--;
+	}
 	if (d->stop) {
 		pthread_mutex_unlock(&d->lock);
 		return -ESHUTDOWN;
@@ -1013,6 +1017,8 @@ int vop_blk_req_get(struct vop_blk_driver *d, unsigned n, struct vop_blk_req **r
 
 void vop_blk_req_put(struct vop_blk_driver *d, struct vop_blk_req *r)
 {
+	bool wake = false;
+
 	pthread_mutex_lock(&d->lock);
 	if (r->quarantined) {
 		r->next = d->quarantine;
@@ -1021,9 +1027,11 @@ void vop_blk_req_put(struct vop_blk_driver *d, struct vop_blk_req *r)
 		r->next = d->free_list;
 		d->free_list = r;
 		d->nfree++;
-		pthread_cond_broadcast(&d->cond);
+		wake = d->free_waiters != 0; /* slots are put once per request: no futex call when nobody waits */
 	}
 	pthread_mutex_unlock(&d->lock);
+	if (wake)
+		pthread_cond_broadcast(&d->cond);
 }
 
 /* qlock held: put r in the ring (or fail it when the ring is broken). */

@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -121,6 +122,7 @@ struct nbd_conn {
 	unsigned outstanding;    /* commands read and not yet replied */
 	bool closing;            /* reader finished (DISC or error) */
 	bool done;               /* both threads exited (under srv->lock) */
+	_Atomic unsigned waking; /* on_done calls between their unlock and their signal: c stays */
 };
 
 struct vop_nbd {
@@ -467,15 +469,22 @@ static int handshake(struct nbd_conn *c)
 /* Transmission                                                         */
 /* ------------------------------------------------------------------ */
 
-static void queue_reply(struct nbd_conn *c, struct nbd_cmd *cmd)
+/* Under conn->lock: cmd on the reply queue; true if the writer must be woken (after the unlock). */
+static bool enqueue_reply(struct nbd_conn *c, struct nbd_cmd *cmd)
 {
 	if (cmd->queued)
-		return;
+		return false;
 	cmd->queued = true;
 	cmd->next = NULL;
 	*c->replies_tail = cmd;
 	c->replies_tail = &cmd->next;
-	pthread_cond_signal(&c->cond);
+	return true;
+}
+
+static void queue_reply(struct nbd_conn *c, struct nbd_cmd *cmd)
+{
+	if (enqueue_reply(c, cmd))
+		pthread_cond_signal(&c->cond);
 }
 
 /* Slots at the front of cmd whose requests completed (under conn->lock). */
@@ -497,6 +506,7 @@ static void on_done(void *ctx, struct vop_blk_req *r, unsigned status)
 {
 	struct nbd_cmd *cmd = ctx;
 	struct nbd_conn *c = cmd->conn;
+	bool wake = false;
 	unsigned i;
 
 	pthread_mutex_lock(&c->lock);
@@ -507,10 +517,17 @@ static void on_done(void *ctx, struct vop_blk_req *r, unsigned status)
 			cmd->done_mask |= 1ull << i;
 	--cmd->remaining;
 	if (cmd->queued)
-		pthread_cond_broadcast(&c->cond); /* the writer may be streaming cmd */
+		wake = true; /* the writer may be streaming cmd */
 	else if (cmd->remaining == 0 || (streams(cmd) && !cmd->error && done_prefix(cmd) > cmd->nsent))
-		queue_reply(c, cmd);
+		wake = enqueue_reply(c, cmd);
+	if (wake)
+		atomic_fetch_add(&c->waking, 1); /* cmd may finish, and c end, before the signal below */
 	pthread_mutex_unlock(&c->lock);
+	/* after the unlock, so the writer does not wake into a held lock; only the writer waits on cond */
+	if (wake) {
+		pthread_cond_signal(&c->cond);
+		atomic_fetch_sub(&c->waking, 1);
+	}
 }
 
 static void reply_now(struct nbd_conn *c, struct nbd_cmd *cmd, uint32_t error)
@@ -564,8 +581,7 @@ static void cmd_finish(struct nbd_conn *c, struct nbd_cmd *cmd)
 		vop_blk_req_put(c->srv->d, cmd->slots[i]);
 	free(cmd);
 	pthread_mutex_lock(&c->lock);
-	c->outstanding--;
-	pthread_cond_broadcast(&c->cond);
+	c->outstanding--; /* the writer's own wait reads it: no one to wake */
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -963,6 +979,8 @@ static void reap(struct vop_nbd *s, bool all)
 			pthread_mutex_unlock(&c->lock);
 		}
 		pthread_join(c->reader, NULL);
+		while (atomic_load(&c->waking)) /* an on_done still signalling the finished writer */
+			sched_yield();
 		close(c->fd);
 		pthread_mutex_destroy(&c->lock);
 		pthread_cond_destroy(&c->cond);

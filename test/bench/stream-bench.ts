@@ -26,7 +26,7 @@
  *
  * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3), BENCH_ONLY (net, blk, or blkread: the
  * stream link's blk read alone, for profiles; measure only that part while iterating; the record is a
- * full run), BENCH_BLK_MIB (256), BENCH_BLK_SEG (KiB per blk segment of the stream link; default the
+ * full run), BENCH_BLK_MIB (1024), BENCH_BLK_SEG (KiB per blk segment of the stream link; default the
  * agent's, STREAM_BLK_SEG_BYTES: 512).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -42,8 +42,8 @@ import { TestPki } from '../stream/tls-certs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
-/** MiB per blk run (BENCH_BLK_MIB, default 256) and requests in flight (qemu-img bench -d). */
-const BLK_MIB = Number(process.env.BENCH_BLK_MIB ?? 256);
+/** MiB per blk run (BENCH_BLK_MIB, default 1024: 256 MiB samples took under 0.2 s, too short on a noisy 2-vCPU machine) and requests in flight (qemu-img bench -d). */
+const BLK_MIB = Number(process.env.BENCH_BLK_MIB ?? 1024);
 const BLK_DEPTH = 8;
 /** BENCH_ONLY=net or blk: only that part (quick iterations); unset: both, as recorded. */
 const ONLY = process.env.BENCH_ONLY ?? '';
