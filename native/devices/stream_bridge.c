@@ -56,6 +56,8 @@
 #define RXMSG_OVERHEAD 64u         /* accounted per queued frame (a flood of tiny frames) */
 #define MAX_DEVS 32u
 #define STREAM_MAX_CTRL_PER_SEC 1024u /* PING/PONG frames a peer may send a second */
+#define STREAM_MAX_CONFIG_PER_SEC 64u /* CONFIG frames a peer may send a second, per device */
+#define CONFIG_GAP_NS (20ull * 1000 * 1000) /* device side: at most one CONFIG per device per 20 ms */
 #define UR_DIRECT 4096u  /* a used payload with at least this much left is read in place */
 #define UR_TAIL 64u      /* rxbuf bytes read behind a streamed used payload (the next headers) */
 #define TXSEG_MAX 4096u  /* written bytes sent from their slots, not yet sent */
@@ -119,6 +121,17 @@ struct sdev {
 	struct vop_dev_info info;
 	struct squeue q[VOP_MAX_QUEUES];
 	bool info_seen;      /* driver side: DEV_INFO received (bridge thread, before READY) */
+	/* driver side, bridge thread: the config space the device announced and its last change applied */
+	uint16_t cfg_len;     /* DEV_INFO's config_len: a CONFIG must carry exactly that many bytes */
+	uint32_t cfg_applied; /* the device side's generation of the last CONFIG applied (0: none) */
+	uint64_t cfg_window_ns; /* start of the second cfg_frames counts */
+	uint32_t cfg_frames;
+	/*
+	 * device side: the config generation the peer has (DEV_INFO's, written by the bridge thread
+	 * before READY; then the worker's), and when the next CONFIG may go
+	 */
+	uint32_t cfg_sent;
+	uint64_t cfg_next_ns;
 	/* worker */
 	uint32_t gen;        /* driver side: generation of the current start */
 	bool started;
@@ -140,6 +153,7 @@ struct vop_stream {
 	struct vop_stream_config cfg;
 	uint8_t secret[VOP_STREAM_MAX_SECRET];
 	uint8_t side; /* 0 driver side, 1 device side */
+	uint16_t peer_minor; /* the peer's HELLO version_minor (bridge thread before READY; read-only after) */
 	int fd, efd;
 	struct vop_stls *tls; /* NULL: plain socket I/O */
 	pthread_t thr;
@@ -673,6 +687,48 @@ static uint32_t slot_layout(const uint8_t *base, uint32_t slot_size, const struc
 	return (uint32_t)c->out_bytes;
 }
 
+/*
+ * The device's config space changed since the peer last got it (worker, from every poll: the
+ * link worker polls at least every 100 ms even when idle). One load of the generation when
+ * nothing changed; on a new even generation a consistent snapshot (the seqlock read) goes out
+ * as CONFIG, at most one per device per CONFIG_GAP_NS (a device that keeps changing its config
+ * is coalesced, not sent at every change). Only to a peer whose HELLO minor understands CONFIG.
+ */
+static void devside_config(struct sdev *d)
+{
+	struct vop_stream *s = d->s;
+	struct vop_dev_side_view v;
+	struct vop_sconfig c;
+	uint8_t m[VOP_SMSG_CONFIG_MAX];
+	uint32_t gen = 0;
+	uint64_t t;
+
+	if (s->peer_minor < VOP_STREAM_MINOR_CONFIG || d->info.config_len == 0 ||
+	    d->info.config_len > VOP_CONFIG_MAX)
+		return;
+	vop_devtab_side_read(&d->info, d->info.device_side, &v);
+	if (!v.current || v.config_generation < 2 || (v.config_generation & 1u) ||
+	    v.config_generation <= d->cfg_sent)
+		return; /* unchanged, or being written (the next poll sees it whole) */
+	t = now_ns();
+	if (t < d->cfg_next_ns)
+		return;
+	memset(&c, 0, sizeof(c));
+	if (vop_devtab_config_read(s->w, &d->info, c.config, d->info.config_len, &gen) != 0 ||
+	    gen < 2 || gen <= d->cfg_sent)
+		return;
+	c.dev_id = d->dev_id;
+	c.generation = gen;
+	c.config_len = (uint16_t)d->info.config_len;
+	if (!tx_ctrl(s, VOP_SMSG_CONFIG, m, vop_sconfig_encode(m, &c)))
+		return; /* no room now: the next poll tries again */
+	d->cfg_sent = gen;
+	d->cfg_next_ns = t + CONFIG_GAP_NS;
+	pthread_mutex_lock(&s->mu);
+	s->st.config_tx++;
+	pthread_mutex_unlock(&s->mu);
+}
+
 /* Slots whose bytes the bridge has sent, back to the free list (worker). */
 static void devside_reclaim(struct sdev *d)
 {
@@ -858,7 +914,11 @@ static int sb_poll(void *dev)
 	struct vop_stream *s = d->s;
 	unsigned n = 0, i;
 
-	if (failed(s) || atomic_load_explicit(&s->state, memory_order_acquire) != VOP_STREAM_READY || !d->started)
+	if (failed(s) || atomic_load_explicit(&s->state, memory_order_acquire) != VOP_STREAM_READY)
+		return 0;
+	if (s->side == 1)
+		devside_config(d);
+	if (!d->started)
 		return 0;
 	for (i = 0; i < d->info.num_queues; i++)
 		if (d->q[i].dq.ready)
@@ -1237,8 +1297,11 @@ static void dev_info_of(struct vop_stream *s, struct sdev *d, struct vop_sdev_in
 	{
 		uint32_t gen = 0;
 
-		if (vop_devtab_config_read(s->w, &d->info, o->config, d->info.config_len, &gen) != 0 || gen < 2)
+		if (vop_devtab_config_read(s->w, &d->info, o->config, d->info.config_len, &gen) != 0 || gen < 2) {
 			memcpy(o->config, d->info.config, d->info.config_len);
+			gen = 0;
+		}
+		d->cfg_sent = gen; /* the peer has this generation: only a newer one is sent as CONFIG */
 	}
 	for (i = 0; i < o->num_queues; i++) {
 		o->queue_size[i] = d->info.queues[i].size;
@@ -1293,6 +1356,10 @@ static int handshake(struct vop_stream *s)
 	if (vop_shello_parse(s->rxbuf + VOP_SFRAME_HDR, f.len, &peer, &why))
 		HS_FAIL("hello: %s", why);
 	consume(s, VOP_SFRAME_HDR + f.len);
+	s->peer_minor = peer.version_minor;
+	pthread_mutex_lock(&s->mu);
+	s->st.peer_minor = peer.version_minor;
+	pthread_mutex_unlock(&s->mu);
 	if (peer.side == me.side)
 		HS_FAIL("both ends are the %s side", me.side ? "device" : "driver");
 	if (me.auth && !peer.auth)
@@ -1386,6 +1453,8 @@ static int handshake(struct vop_stream *s)
 		if (di.config_len)
 			vop_devtab_config_write(s->w, &d->info, 0, di.config,
 						di.config_len < d->info.config_len ? di.config_len : d->info.config_len);
+		d->cfg_len = di.config_len; /* the size never changes: every CONFIG must carry exactly this */
+		d->cfg_applied = 0;
 		d->info_seen = true;
 		seen++;
 	}
@@ -1534,6 +1603,53 @@ static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uin
 			d->attached = false;
 			flush_rx(s, d);
 		}
+		return;
+	}
+	case VOP_SMSG_CONFIG: {
+		struct vop_sconfig c;
+		uint64_t t = now_ns();
+
+		if (s->side != 0) {
+			sfail(s, "config sent to the device side");
+			return;
+		}
+		if (vop_sconfig_parse(p, f->len, &c, &why)) {
+			sfail(s, "config: %s", why);
+			return;
+		}
+		d = find_dev(s, c.dev_id);
+		if (!d) {
+			sfail(s, "config for unknown dev %u", c.dev_id);
+			return;
+		}
+		/* an honest device side sends at most one per CONFIG_GAP_NS: 50 a second */
+		if (t - d->cfg_window_ns >= 1000000000ull) {
+			d->cfg_window_ns = t;
+			d->cfg_frames = 0;
+		}
+		if (++d->cfg_frames > STREAM_MAX_CONFIG_PER_SEC) {
+			sfail(s, "config flood: more than %u CONFIG frames in a second (dev %u)",
+			      STREAM_MAX_CONFIG_PER_SEC, c.dev_id);
+			return;
+		}
+		if (c.config_len != d->cfg_len) {
+			sfail(s, "config of %u bytes for dev %u, whose config space is %u bytes (dev_info)",
+			      c.config_len, c.dev_id, d->cfg_len);
+			return;
+		}
+		if (c.generation <= d->cfg_applied) {
+			sfail(s, "config generation %u did not advance past %u (dev %u)", c.generation,
+			      d->cfg_applied, c.dev_id);
+			return;
+		}
+		d->cfg_applied = c.generation;
+		/* Our window's device block, as the handshake wrote it: our generation advances. */
+		if (c.config_len)
+			vop_devtab_config_write(s->w, &d->info, 0, c.config,
+						c.config_len < d->info.config_len ? c.config_len : d->info.config_len);
+		pthread_mutex_lock(&s->mu);
+		s->st.config_rx++;
+		pthread_mutex_unlock(&s->mu);
 		return;
 	}
 	case VOP_SMSG_CHAINS:

@@ -30,6 +30,7 @@ const char *vop_smsg_name(unsigned type)
 	case VOP_SMSG_READY: return "ready";
 	case VOP_SMSG_DEV_START: return "dev_start";
 	case VOP_SMSG_DEV_RESET: return "dev_reset";
+	case VOP_SMSG_CONFIG: return "config";
 	case VOP_SMSG_CHAINS: return "chains";
 	case VOP_SMSG_USED: return "used";
 	case VOP_SMSG_PING: return "ping";
@@ -68,6 +69,10 @@ int vop_sframe_header(const uint8_t hdr[VOP_SFRAME_HDR], const struct vop_stream
 	case VOP_SMSG_USED:
 		if (len < VOP_SMSG_BATCH_HDR)
 			FAIL("batch shorter than its header");
+		break;
+	case VOP_SMSG_CONFIG:
+		if (len < VOP_SMSG_CONFIG_FIXED || len > VOP_SMSG_CONFIG_MAX)
+			FAIL("config length out of range");
 		break;
 	case VOP_SMSG_ERROR:
 		if (len < 4 || len > 4 + VOP_STREAM_REASON_MAX)
@@ -199,6 +204,40 @@ uint32_t vop_sdev_info_encode(uint8_t *out, const struct vop_sdev_info *d)
 		memcpy(c + 4, d->config, n);
 		return VOP_SMSG_DEV_INFO_FIXED + 8u * d->num_queues + 4u + n;
 	}
+}
+
+int vop_sconfig_parse(const uint8_t *p, uint32_t len, struct vop_sconfig *out, const char **why)
+{
+	if (len < VOP_SMSG_CONFIG_FIXED || len > VOP_SMSG_CONFIG_MAX)
+		FAIL("config length out of range");
+	memset(out, 0, sizeof(*out));
+	out->dev_id = vop_sget32(p);
+	out->generation = vop_sget32(p + 4);
+	out->config_len = vop_sget16(p + 8);
+	if (vop_sget16(p + 10) != 0)
+		FAIL("config reserved not zero");
+	if (out->dev_id == 0)
+		FAIL("config dev_id 0");
+	if (out->generation < 2 || (out->generation & 1u))
+		FAIL("config generation not even and >= 2");
+	if (out->config_len > VOP_CONFIG_MAX)
+		FAIL("config config_len > 96");
+	if (len != VOP_SMSG_CONFIG_FIXED + out->config_len)
+		FAIL("config length does not match config_len");
+	memcpy(out->config, p + VOP_SMSG_CONFIG_FIXED, out->config_len);
+	return 0;
+}
+
+uint32_t vop_sconfig_encode(uint8_t *out, const struct vop_sconfig *c)
+{
+	uint16_t n = c->config_len <= VOP_CONFIG_MAX ? c->config_len : VOP_CONFIG_MAX;
+
+	vop_sput32(out, c->dev_id);
+	vop_sput32(out + 4, c->generation);
+	vop_sput16(out + 8, n);
+	vop_sput16(out + 10, 0);
+	memcpy(out + VOP_SMSG_CONFIG_FIXED, c->config, n);
+	return VOP_SMSG_CONFIG_FIXED + n;
 }
 
 int vop_sbatch_next_chain(struct vop_sbatch *b, const struct vop_stream_limits *lim,

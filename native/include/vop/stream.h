@@ -40,7 +40,12 @@
 
 #define VOP_STREAM_MAGIC 0x53504f56u /* "VOPS" little-endian */
 #define VOP_STREAM_VERSION_MAJOR 1u
-#define VOP_STREAM_VERSION_MINOR 0u
+/*
+ * Minor versions add optional messages; a peer sends one only when the other's HELLO minor says it
+ * understands it (an older peer ends the link on an unknown type). 1: CONFIG.
+ */
+#define VOP_STREAM_VERSION_MINOR 1u
+#define VOP_STREAM_MINOR_CONFIG 1u /* the first minor that understands CONFIG */
 
 #define VOP_SFRAME_HDR 8u                  /* le32 len, u8 type, u8 flags, le16 reserved */
 #define VOP_STREAM_MIN_FRAME 4096u         /* smallest max_frame a peer may propose */
@@ -60,6 +65,7 @@ enum vop_smsg_type {
 	VOP_SMSG_READY = 0x04,     /* both: end of the handshake (device count) */
 	VOP_SMSG_DEV_START = 0x10, /* driver -> device: features accepted, DRIVER_OK, generation */
 	VOP_SMSG_DEV_RESET = 0x11, /* driver -> device: status 0 (reset) */
+	VOP_SMSG_CONFIG = 0x12,    /* device -> driver: the config space changed (minor >= 1) */
 	VOP_SMSG_CHAINS = 0x20,    /* driver -> device: available chains of one queue */
 	VOP_SMSG_USED = 0x21,      /* device -> driver: used entries of one queue */
 	VOP_SMSG_PING = 0x30,      /* both: round-trip probe / keepalive */
@@ -74,6 +80,8 @@ enum vop_smsg_type {
 #define VOP_SMSG_READY_LEN 4u
 #define VOP_SMSG_DEV_START_LEN 16u
 #define VOP_SMSG_DEV_RESET_LEN 8u
+#define VOP_SMSG_CONFIG_FIXED 12u /* dev_id, generation, le16 config_len, le16 0; then config */
+#define VOP_SMSG_CONFIG_MAX (VOP_SMSG_CONFIG_FIXED + VOP_CONFIG_MAX)
 #define VOP_SMSG_BATCH_HDR 12u /* dev_id, gen, queue, count */
 /* Largest max_chain a queue may announce with frames of max_frame bytes: a chain fits one frame with its batch and chain headers. */
 #define VOP_STREAM_CHAIN_FIT(max_frame) ((max_frame) - VOP_SMSG_BATCH_HDR - 4u - 4u * VOP_STREAM_MAX_SEGS)
@@ -126,6 +134,21 @@ int vop_sdev_info_parse(const uint8_t *p, uint32_t len, const struct vop_stream_
 			struct vop_sdev_info *out, const char **why);
 /* Returns the payload length (<= VOP_SMSG_DEV_INFO_MAX). */
 uint32_t vop_sdev_info_encode(uint8_t *out, const struct vop_sdev_info *d);
+
+/* CONFIG: a device's config space after a change, as the device side's seqlock gave it. */
+struct vop_sconfig {
+	uint32_t dev_id;
+	uint32_t generation;            /* the device side's config generation: even, >= 2 */
+	uint16_t config_len;            /* <= VOP_CONFIG_MAX */
+	uint8_t config[VOP_CONFIG_MAX];
+};
+/*
+ * vop_sconfig_parse - structure only: dev_id nonzero, generation even and >= 2, config_len <= 96,
+ * reserved 0, the length exactly 12 + config_len. 0 or -EPROTO with *why. Pure.
+ */
+int vop_sconfig_parse(const uint8_t *p, uint32_t len, struct vop_sconfig *out, const char **why);
+/* Returns the payload length (<= VOP_SMSG_CONFIG_MAX). */
+uint32_t vop_sconfig_encode(uint8_t *out, const struct vop_sconfig *c);
 
 /* A CHAINS or USED batch, walked with vop_sbatch_next_*. */
 struct vop_sbatch {
@@ -252,6 +275,8 @@ struct vop_stream_status {
 	uint64_t chains_tx, chains_rx;  /* chains sent (driver side) / received (device side) */
 	uint64_t used_tx, used_rx;
 	uint64_t stale_used;   /* USED of an earlier generation, dropped */
+	uint64_t config_tx, config_rx; /* CONFIG messages sent (device side) / applied (driver side) */
+	uint16_t peer_minor;   /* the peer's HELLO version_minor (after HELLO) */
 	uint64_t rtt_ns;       /* last measured PING round trip; 0 = none yet */
 	char reason[VOP_STREAM_REASON_MAX + 1]; /* why FAILED ("peer: ..." if the peer said so) */
 };

@@ -4,7 +4,7 @@
  * byte stream of input-chosen frames, the way the bridge thread reads a
  * hostile peer: every header checked against negotiated limits chosen by
  * the input, then the payload of each known type parsed and, for CHAINS
- * and USED, walked entry by entry. Each payload is copied into a buffer of
+ * and USED, walked entry by entry, and CONFIG re-encoded. Each payload is copied into a buffer of
  * exactly its size so that ASan catches any read past it. Invariants: an
  * accepted header's length is within max_frame and fixed messages have
  * their size; an accepted batch walks exactly count entries whose segments
@@ -47,6 +47,22 @@ static void payload(const struct vop_stream_limits *lim, const struct vop_sframe
 			FZ_ASSERT(d.num_queues >= 1 && d.num_queues <= VOP_MAX_QUEUES);
 			FZ_ASSERT(vop_sdev_info_encode(back, &d) == f->len);
 			FZ_ASSERT(memcmp(back, p, f->len) == 0);
+		}
+		break;
+	}
+	case VOP_SMSG_CONFIG: {
+		struct vop_sconfig c;
+		uint8_t back[VOP_SMSG_CONFIG_MAX];
+
+		FZ_ASSERT(f->len >= VOP_SMSG_CONFIG_FIXED && f->len <= VOP_SMSG_CONFIG_MAX);
+		if (vop_sconfig_parse(p, f->len, &c, &why) == 0) {
+			FZ_ASSERT(c.dev_id != 0 && c.generation >= 2 && !(c.generation & 1u));
+			FZ_ASSERT(c.config_len <= VOP_CONFIG_MAX &&
+				  f->len == VOP_SMSG_CONFIG_FIXED + c.config_len);
+			FZ_ASSERT(vop_sconfig_encode(back, &c) == f->len);
+			FZ_ASSERT(memcmp(back, p, f->len) == 0);
+		} else {
+			FZ_ASSERT(why != NULL);
 		}
 		break;
 	}
