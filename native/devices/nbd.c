@@ -122,7 +122,7 @@ struct nbd_conn {
 	unsigned outstanding;    /* commands read and not yet replied */
 	bool closing;            /* reader finished (DISC or error) */
 	bool done;               /* both threads exited (under srv->lock) */
-	_Atomic unsigned waking; /* on_done calls between their unlock and their signal: c stays */
+	unsigned waking;         /* on_done calls between their unlock and their signal: c stays (under lock) */
 };
 
 struct vop_nbd {
@@ -521,12 +521,14 @@ static void on_done(void *ctx, struct vop_blk_req *r, unsigned status)
 	else if (cmd->remaining == 0 || (streams(cmd) && !cmd->error && done_prefix(cmd) > cmd->nsent))
 		wake = enqueue_reply(c, cmd);
 	if (wake)
-		atomic_fetch_add(&c->waking, 1); /* cmd may finish, and c end, before the signal below */
+		c->waking++; /* cmd may finish, and c end, before the signal below */
 	pthread_mutex_unlock(&c->lock);
 	/* after the unlock, so the writer does not wake into a held lock; only the writer waits on cond */
 	if (wake) {
 		pthread_cond_signal(&c->cond);
-		atomic_fetch_sub(&c->waking, 1);
+		pthread_mutex_lock(&c->lock);
+		c->waking--;
+		pthread_mutex_unlock(&c->lock);
 	}
 }
 
@@ -979,8 +981,13 @@ static void reap(struct vop_nbd *s, bool all)
 			pthread_mutex_unlock(&c->lock);
 		}
 		pthread_join(c->reader, NULL);
-		while (atomic_load(&c->waking)) /* an on_done still signalling the finished writer */
+		pthread_mutex_lock(&c->lock);
+		while (c->waking) { /* an on_done still signalling the finished writer */
+			pthread_mutex_unlock(&c->lock);
 			sched_yield();
+			pthread_mutex_lock(&c->lock);
+		}
+		pthread_mutex_unlock(&c->lock);
 		close(c->fd);
 		pthread_mutex_destroy(&c->lock);
 		pthread_cond_destroy(&c->cond);
