@@ -2023,10 +2023,6 @@ static void relay(struct vop_stream *s)
 			s->ping_token = t;
 			s->next_ping_ns = t + (uint64_t)s->cfg.ping_ms * 1000000ull;
 		}
-		if (t - s->last_rx_ns > (uint64_t)s->cfg.idle_ms * 1000000ull) {
-			sfail(s, "peer silent for %u ms", s->cfg.idle_ms);
-			break;
-		}
 		pthread_mutex_lock(&s->mu);
 		niov = tx_iov(s, iov, TX_IOV);
 		for (i = 0, want = 0; i < niov; i++)
@@ -2036,6 +2032,16 @@ static void relay(struct vop_stream *s)
 		pthread_mutex_unlock(&s->mu);
 		if (stop)
 			break;
+		/*
+		 * Silence is only the peer's while we read: throttled, its bytes wait in our socket
+		 * (TCP backpressure), so the clock restarts when we read again.
+		 */
+		if (throttled) {
+			s->last_rx_ns = t;
+		} else if (t - s->last_rx_ns > (uint64_t)s->cfg.idle_ms * 1000000ull) {
+			sfail(s, "peer silent for %u ms", s->cfg.idle_ms);
+			break;
+		}
 		if (niov) {
 			ssize_t k = io_sendv(s, iov, niov);
 

@@ -21,7 +21,17 @@ import { after, before, describe, it } from 'node:test';
 import { LinkPhase, StreamProtocol, type Device, type Link } from '../../lib/proto/types';
 import { Agent, bytePipeDevice, makeLink } from '../agent/helpers';
 import { startServer, tempDir, type ServerProcess } from '../helpers/servers';
-import { chains, devStart, frame, HostilePeer, MSG, pipeMessage, used, type DevInfo } from './hostile-stream-peer';
+import {
+  chains,
+  devStart,
+  frame,
+  HostilePeer,
+  MSG,
+  pipeMessage,
+  used,
+  writableChains,
+  type DevInfo,
+} from './hostile-stream-peer';
 
 const MIB = 1 << 20;
 /** The agent's max_frame (VOP_STREAM_DEF_FRAME): every per-connection buffer is a multiple of it. */
@@ -372,6 +382,54 @@ describe('a hostile stream peer against a running agent', { timeout: 180_000 }, 
       );
       assert.ok(peak - before < RSS_BOUND, `RSS grew ${mb(peak - before)} MiB`);
       p.destroy();
+    },
+  );
+
+  it(
+    'frames the device cannot take yet pile up to the rx bound, then the agent stops reading: memory stays bounded and its silence timer does not blame the peer',
+    { timeout: 60_000 },
+    async () => {
+      const n = await disconnects(a, 'victim');
+      const pid = srvA.proc.pid;
+      assert.ok(pid);
+      const p = await driver();
+      const d = await start(p);
+      const qs = d.queues[1]?.size ?? 0;
+      assert.ok(qs >= 4);
+      // Receive buffers of two writable segments on queue 1 (device -> driver; the idle stand-in never
+      // fills them): half the queue's ids take every descriptor of the device side's ring, so the next
+      // chain waits for ring room (as an honest driver's chains wait when its ring used indirect
+      // descriptors) and every frame behind it is queued: up to 4 x max_frame, then the agent stops
+      // reading the socket.
+      const ring = Array.from({ length: qs / 2 }, (_, k): [number, number[]] => [k, [8, 8]]);
+      await p.write(writableChains(d.devId, 1, 1, ring));
+      const tiny = writableChains(d.devId, 1, 1, [[qs / 2, [8, 8]]]);
+      const chunk = Buffer.concat(Array.from({ length: 32768 }, () => tiny));
+      const before = rssBytes(pid);
+      const sampler = rssSampler(pid);
+      const t0 = Date.now();
+      let sent = 0;
+      while (sent < FLOOD_BYTES && Date.now() - t0 < 20_000) {
+        const w = p.write(chunk);
+        const drained = await Promise.race([w.then(() => true), new Promise((r) => setTimeout(() => r(false), 2000))]);
+        if (!drained) break; // the agent stopped reading: TCP backpressure
+        sent += chunk.length;
+      }
+      const peak = sampler.stop();
+      console.log(
+        `rx backpressure: ${mb(sent)} MiB of ${tiny.length}-byte frames taken before the agent stopped reading; ` +
+          `agent RSS ${mb(before)} MiB before, peak ${mb(peak)} MiB (+${mb(peak - before)}); bound +${mb(RSS_BOUND)} MiB`,
+      );
+      assert.ok(sent < FLOOD_BYTES, 'the agent stopped reading before the flood was through');
+      assert.ok(peak - before < RSS_BOUND, `RSS grew ${mb(peak - before)} MiB`);
+      // The peer keeps sending (its bytes wait in our socket): not silent, whatever the idle timeout.
+      await new Promise((r) => setTimeout(r, IDLE_MS + 1500));
+      const st = (await a.get('victim')).link?.status?.stream;
+      assert.equal(st?.disconnects, n, `the connection is still up (${st?.lastError ?? ''})`);
+      assert.equal(st?.state, 'ready');
+      // The peer goes away: the agent notices when it next sends.
+      p.destroy();
+      await endedWith(a, srvA, 'victim', n, /\b(send|recv): [A-Z]|peer closed the connection/);
     },
   );
 

@@ -100,6 +100,26 @@ export function chains(devId: number, gen: number, queue: number, list: readonly
   return frame(MSG.CHAINS, Buffer.concat(parts));
 }
 
+/** A CHAINS frame of chains with writable segments only: [id, segment lengths]. */
+export function writableChains(devId: number, gen: number, queue: number, list: readonly [number, number[]][]): Buffer {
+  const parts: Buffer[] = [];
+  const h = Buffer.alloc(12);
+  h.writeUInt32LE(devId, 0);
+  h.writeUInt32LE(gen, 4);
+  h.writeUInt16LE(queue, 8);
+  h.writeUInt16LE(list.length, 10);
+  parts.push(h);
+  for (const [id, segs] of list) {
+    const c = Buffer.alloc(4 + 4 * segs.length);
+    c.writeUInt16LE(id, 0);
+    c.writeUInt8(0, 2);
+    c.writeUInt8(segs.length, 3);
+    segs.forEach((l, k) => c.writeUInt32LE(l, 4 + 4 * k));
+    parts.push(c);
+  }
+  return frame(MSG.CHAINS, Buffer.concat(parts));
+}
+
 /** A USED frame of entries [id, len] without payload bytes beyond len zero bytes. */
 export function used(devId: number, gen: number, queue: number, list: readonly [number, number][]): Buffer {
   const parts: Buffer[] = [];
