@@ -3,13 +3,15 @@
  * link's secret, then misbehaviour) against two running vop-agents on loopback TCP. As the driver
  * side it dials a device-side agent's listener and sends an oversized frame length, an unknown
  * message type, a chain id that is already outstanding, a slow-loris handshake, 5 s of tiny CHAINS
- * frames followed by a flood of tiny PINGs, and stops reading while the agent has answers to send;
+ * frames followed by a flood of tiny PINGs, chains that wait for ring room followed by tiny frames
+ * until the agent stops reading (its silence timer must not blame the peer meanwhile), and stops
+ * reading while the agent has answers to send;
  * as the device side it listens where a driver-side agent dials and returns a used id that is not
  * outstanding. Each ends that connection with the reason docs/stream-protocol.md lists, in the
  * link's stream status and its PeerConnected condition; the agent stays up, its gRPC answers,
  * another link of the same agents keeps carrying traffic, the attacked links come back Ready with
  * their real peer, and the agent's resident memory (VmRSS) grows by less than one connection's
- * bound while tiny frames flood it and while its peer does not read.
+ * bound while tiny frames flood it, while its queue is at its bound and while its peer does not read.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
