@@ -5,7 +5,8 @@
  * message type, a chain id that is already outstanding, a slow-loris handshake, 5 s of tiny CHAINS
  * frames followed by a flood of tiny PINGs, chains that wait for ring room followed by tiny frames
  * until the agent stops reading (its silence timer must not blame the peer meanwhile), and stops
- * reading while the agent has answers to send;
+ * reading while the agent has answers to send (a few, then silence; or a stream of them, reusing
+ * ids until one is still unanswered because the agent's tx buffer is full);
  * as the device side it listens where a driver-side agent dials and returns a used id that is not
  * outstanding. Each ends that connection with the reason docs/stream-protocol.md lists, in the
  * link's stream status and its PeerConnected condition; the agent stays up, its gRPC answers,
@@ -56,6 +57,24 @@ function rssBytes(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   if (!m?.[1]) throw new Error(`no VmRSS for ${pid}`);
   return Number(m[1]) * 1024;
+}
+
+function rssParts(pid: number): { anon: number; shmem: number } {
+  const t = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string): number => Number(new RegExp(`^${k}:\\s+(\\d+) kB$`, 'm').exec(t)?.[1] ?? 0);
+  return { anon: kb('RssAnon'), shmem: kb('RssShmem') };
+}
+
+/** The address ranges (and bytes) of a process's mappings of vop windows (memfd "vop-window"). */
+function windowMaps(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const l of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+    if (!l.includes('memfd:vop-window')) continue;
+    const [range = ''] = l.split(' ');
+    const [lo = '0', hi = '0'] = range.split('-');
+    out.set(range, parseInt(hi, 16) - parseInt(lo, 16));
+  }
+  return out;
 }
 
 /** Samples a process's RSS every 50 ms until stopped: the peak. */
@@ -131,6 +150,7 @@ describe('a hostile stream peer against a running agent', { timeout: 180_000 }, 
   let pHealthy = 0;
   let pVictim = 0;
   let pDrv = 0;
+  let pTx = 0;
   /** The device table agent A sends for the victim link (replayed when the hostile plays the device side). */
   let table: DevInfo[] = [];
   const secret = randomBytes(24).toString('hex');
@@ -146,6 +166,7 @@ describe('a hostile stream peer against a running agent', { timeout: 180_000 }, 
     pHealthy = await freePort();
     pVictim = await freePort();
     pDrv = await freePort();
+    pTx = await freePort();
     // A healthy link between the two agents: byte-pipe stand-ins streaming verified messages both ways.
     const healthy = streamLink('healthy', pHealthy, secret, [bytePipeDevice('hp0', 'console')], {
       annotations: { 'vop.dev/bytepipe-traffic': 'stream' },
@@ -432,6 +453,88 @@ describe('a hostile stream peer against a running agent', { timeout: 180_000 }, 
       // The peer goes away: the agent notices when it next sends.
       p.destroy();
       await endedWith(a, srvA, 'victim', n, /\b(send|recv): [A-Z]|peer closed the connection/);
+    },
+  );
+
+  it(
+    'a peer that never reads while the agent streams answers: the tx side stays bounded and the reuse of an unanswered id ends it',
+    { timeout: 60_000 },
+    async () => {
+      const pid = srvA.proc.pid;
+      assert.ok(pid);
+      const maps0 = windowMaps(pid);
+      await a.apply(
+        streamLink('victim-tx', pTx, secret, victimDevices(), {
+          annotations: { 'vop.dev/bytepipe-traffic': 'stream' },
+        }),
+      );
+      const n = await disconnects(a, 'victim-tx');
+      const p = await HostilePeer.dial(pTx);
+      peers.push(p);
+      const [d] = await p.handshake(secret, 0);
+      assert.ok(d);
+      await p.write(devStart(d.devId, 1, d.features & (1n << 32n)));
+      p.stopReading();
+      // Receive buffers on queue 1 that the device side's source fills with 256-byte messages: each
+      // round reuses every id after 50 ms (the agent frees an id when it queues its used entry), so
+      // the agent has used entries to send without end while nothing of it is read.
+      const qs = d.queues[1]?.size ?? 0;
+      const maxChain = d.queues[1]?.maxChain ?? 0;
+      assert.ok(qs > 0 && maxChain >= 256);
+      const round = writableChains(
+        d.devId,
+        1,
+        1,
+        Array.from({ length: qs }, (_, k): [number, number[]] => [k, [256]]),
+      );
+      await new Promise((r) => setTimeout(r, 1000)); // the new link's window and backends settle
+      const before = rssBytes(pid);
+      const parts0 = rssParts(pid);
+      const sampler = rssSampler(pid);
+      const t0 = Date.now();
+      let rounds = 0;
+      let ended = false;
+      while (Date.now() - t0 < 40_000) {
+        if (rounds % 10 === 0) {
+          const s = (await a.get('victim-tx')).link?.status?.stream;
+          if (s && s.disconnects > n) {
+            ended = true;
+            break;
+          }
+        }
+        void p.write(round);
+        rounds++;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const peak = sampler.stop();
+      const parts1 = rssParts(pid);
+      // The link's private window (a memfd, its size fixed when the link was applied) is touched as
+      // the source fills the receive buffers: shared memory the peer cannot grow past that size.
+      const windowBytes = [...windowMaps(pid)].filter(([r]) => !maps0.has(r)).reduce((t, [, n]) => t + n, 0);
+      console.log(
+        `never reads, agent streaming: anonymous +${mb((parts1.anon - parts0.anon) * 1024)} MiB (bound ${mb(RSS_BOUND)}), ` +
+          `shared +${mb((parts1.shmem - parts0.shmem) * 1024)} MiB (the link's window: ${mb(windowBytes)} MiB)`,
+      );
+      const st = (await a.get('victim-tx')).link?.status?.stream;
+      console.log(
+        `never reads, agent streaming: ${rounds} rounds of ${qs} receive buffers in ${((Date.now() - t0) / 1000).toFixed(1)} s, ` +
+          `agent sent ${mb(Number(st?.bytesSent ?? 0n))} MiB; RSS ${mb(before)} MiB before, peak ${mb(peak)} MiB (+${mb(peak - before)}); ` +
+          `bound +${mb(RSS_BOUND)} MiB; ended: ${st?.lastError ?? ''}`,
+      );
+      assert.ok(ended, 'the connection ended');
+      assert.ok(windowBytes > 0, 'the new link mapped its window');
+      assert.ok(
+        (parts1.shmem - parts0.shmem) * 1024 <= windowBytes,
+        `shared memory grew ${mb((parts1.shmem - parts0.shmem) * 1024)} MiB, more than the link's ${mb(windowBytes)} MiB window`,
+      );
+      assert.ok(
+        (parts1.anon - parts0.anon) * 1024 < RSS_BOUND,
+        `anonymous memory grew ${mb((parts1.anon - parts0.anon) * 1024)} MiB`,
+      );
+      assert.ok(peak - before < RSS_BOUND + windowBytes, `RSS grew ${mb(peak - before)} MiB`);
+      await endedWith(a, srvA, 'victim-tx', n, /already outstanding|control backlog full/);
+      p.destroy();
+      await a.delete('victim-tx');
     },
   );
 
