@@ -80,7 +80,10 @@ describe('NBD read replies: streamed, zero-copy on Unix, slots held until read',
       const slowReads = readAll(slow, [0, 1, 2, 3, 4, 5]);
       // the fast client reads other data through whatever slots are free, many times over
       await new Promise((r) => setTimeout(r, 200));
-      const fastReads = readAll(fast, [...Array(DISK_MIB - 6).keys()].map((i) => i + 6));
+      const fastReads = readAll(
+        fast,
+        [...Array(DISK_MIB - 6).keys()].map((i) => i + 6),
+      );
       await new Promise((r) => setTimeout(r, 500));
       slow.resume();
       await slowReads;
