@@ -20,9 +20,10 @@
  * blk_read_nbd_mb_s, blk_write_vop_mb_s, blk_write_nbd_mb_s } plus per-direction medians and the
  * load average at the start. Namespaces, TAPs and processes are removed on exit, also on failure.
  *
- * --tls adds, beside (not instead of) the HMAC-authenticated plaintext link, the same link with TLS
+ * --tls adds, beside (not instead of) the HMAC-authenticated plaintext links, the same links with TLS
  * 1.3 (mutual certificates made with the openssl CLI; TLS alone authenticates): net_vop_tls_gbit_s,
- * per direction, and vop_tls_vs_vop.
+ * per direction, and vop_tls_vs_vop; blk_read_vop_tls_mb_s, blk_write_vop_tls_mb_s and their ratios
+ * to the HMAC link (blk_read_tls_vs_vop, blk_write_tls_vs_vop).
  *
  * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3), BENCH_ONLY (net, blk, or blkread: the
  * stream link's blk read alone, for profiles; measure only that part while iterating; the record is a
@@ -124,12 +125,23 @@ async function main(): Promise<void> {
     tapUp(v.ns, v.b, 'vsbr', '10.96.0.2/24');
     if (!(await pingUntil(v.ns, v.a, '10.96.0.2'))) throw new Error('the stream link carries no ping');
 
+    // With --tls: certificates for the TLS links (no secret: the certificates authenticate).
+    const pki = withTls ? new TestPki(dir) : null;
+    const ca = pki?.ca ?? '';
+    const ka = pki?.issue('bench-a') ?? { cert: '', key: '' };
+    const kb = pki?.issue('bench-b') ?? { cert: '', key: '' };
+    const tlsArgs = (k: { cert: string; key: string }, peer: string): string[] => [
+      '--tls-ca',
+      ca,
+      '--tls-cert',
+      k.cert,
+      '--tls-key',
+      k.key,
+      '--tls-peer',
+      peer,
+    ];
     if (withTls) {
-      // The same link with TLS 1.3 (no secret: the certificates authenticate), TAPs 10.99.0.1/.2.
-      const pki = new TestPki(dir);
-      const ca = pki.ca;
-      const ka = pki.issue('bench-a');
-      const kb = pki.issue('bench-b');
+      // The same link with TLS 1.3, TAPs 10.99.0.1/.2.
       const tdev = new StreamSide(
         ['--listen', 'tcp:10.95.0.1:7503', '--tls-ca', ca, '--tls-cert', ka.cert, '--tls-key', ka.key].concat([
           '--tls-peer',
@@ -264,6 +276,38 @@ async function main(): Promise<void> {
     await bdrv.waitLines((l) => l === 'ready');
     const vopUri = `nbd+unix:///vop?socket=${nbdSock}`;
     await nbdUp(v, v.b, vopUri);
+    // With --tls, the same blk device over a TLS 1.3 stream link (beside, not instead).
+    const tlsSock = path.join(dir, 'nbd-tls.sock');
+    const vopTlsUri = `nbd+unix:///vop?socket=${tlsSock}`;
+    if (withTls) {
+      const tbdev = new StreamSide(
+        [
+          '--listen',
+          'tcp:10.95.0.1:7521',
+          ...tlsArgs(ka, 'bench-b'),
+          '--blk-device',
+          `1:file=${disk}:direct:threads=${BLK_DEPTH}:seg=${BLK_SEG}`,
+          ...BLK_CHAIN_ARGS,
+        ],
+        v.a,
+      );
+      sides.push(tbdev);
+      await tbdev.waitLines((l) => l.startsWith('listening '));
+      const tbdrv = new StreamSide(
+        [
+          '--connect',
+          'tcp:10.95.0.1:7521',
+          ...tlsArgs(kb, 'bench-a'),
+          '--blk-driver',
+          `1:unix=${tlsSock}:name=vop:seg=${BLK_SEG}`,
+        ],
+        v.b,
+      );
+      sides.push(tbdrv);
+      await tbdev.waitLines((l) => l === 'ready');
+      await tbdrv.waitLines((l) => l === 'ready');
+      await nbdUp(v, v.b, vopTlsUri);
+    }
     const qn = spawn(
       'ip',
       [
@@ -296,6 +340,8 @@ async function main(): Promise<void> {
       vopWrite: [] as number[],
       nbdRead: [] as number[],
       nbdWrite: [] as number[],
+      tlsRead: [] as number[],
+      tlsWrite: [] as number[],
     };
     for (let run = 0; run < (ONLY === 'net' ? 0 : RUNS); run++) {
       if (ONLY !== 'blkread') {
@@ -304,9 +350,16 @@ async function main(): Promise<void> {
       }
       blk.vopRead.push(blkSeq(v, v.b, vopUri, false));
       if (ONLY !== 'blkread') blk.nbdRead.push(blkSeq(v, v.b, nbdUri, false));
+      if (withTls && ONLY !== 'blkread') {
+        blk.tlsWrite.push(blkSeq(v, v.b, vopTlsUri, true));
+        blk.tlsRead.push(blkSeq(v, v.b, vopTlsUri, false));
+      }
       console.log(
         `run ${run + 1} blk: vop read ${blk.vopRead.at(-1)?.toFixed(0)} MB/s write ${blk.vopWrite.at(-1)?.toFixed(0)} MB/s; ` +
-          `qemu-nbd over TCP read ${blk.nbdRead.at(-1)?.toFixed(0)} MB/s write ${blk.nbdWrite.at(-1)?.toFixed(0)} MB/s`,
+          `qemu-nbd over TCP read ${blk.nbdRead.at(-1)?.toFixed(0)} MB/s write ${blk.nbdWrite.at(-1)?.toFixed(0)} MB/s` +
+          (withTls
+            ? `; vop TLS read ${blk.tlsRead.at(-1)?.toFixed(0)} MB/s write ${blk.tlsWrite.at(-1)?.toFixed(0)} MB/s`
+            : ''),
       );
     }
     const r1 = (x: number): number => Math.round(x * 10) / 10;
@@ -340,6 +393,10 @@ async function main(): Promise<void> {
             net_vop_tls_device_to_driver_gbit_s: median(res.vopTls.rev),
             net_vop_tls_driver_to_device_gbit_s: median(res.vopTls.fwd),
             vop_tls_vs_vop: med('vop') > 0 ? med('vopTls') / med('vop') : null,
+            blk_read_vop_tls_mb_s: r1(median(blk.tlsRead)),
+            blk_write_vop_tls_mb_s: r1(median(blk.tlsWrite)),
+            blk_read_tls_vs_vop: median(blk.vopRead) > 0 ? median(blk.tlsRead) / median(blk.vopRead) : null,
+            blk_write_tls_vs_vop: median(blk.vopWrite) > 0 ? median(blk.tlsWrite) / median(blk.vopWrite) : null,
           }
         : {}),
       runs: RUNS,
