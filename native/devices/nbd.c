@@ -18,14 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
-#include <linux/sockios.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "vop/dev_nbd.h"
@@ -87,7 +83,6 @@
 #define NBD_MAX_OPT_LEN_BEFORE_TLS 4096u
 #define NBD_MAX_SLOTS_PER_CMD 64
 #define NBD_SNDBUF (4 << 20) /* requested send buffer of a client connection */
-#define NBD_ZC_POLL_NS 200000 /* how often a writer with held slots checks what the client read */
 #define NBD_MAX_OPTS 64 /* options per handshake (nbdinfo --list sends a handful) */
 
 struct nbd_conn;
@@ -105,8 +100,7 @@ struct nbd_cmd {
 	uint64_t done_mask;      /* slots whose virtio request completed (under conn->lock) */
 	bool queued;             /* on the reply queue or held by the writer (under conn->lock) */
 	unsigned nsent;          /* READ: slots whose bytes were sent (the writer's; set under conn->lock) */
-	uint64_t sent_end;       /* zero-copy reply: the connection's byte count after it */
-	struct nbd_cmd *next;    /* reply queue link, then the zero-copy held list */
+	struct nbd_cmd *next;    /* reply queue link */
 };
 
 struct nbd_conn {
@@ -540,40 +534,6 @@ static void reply_now(struct nbd_conn *c, struct nbd_cmd *cmd, uint32_t error)
 	pthread_mutex_unlock(&c->lock);
 }
 
-/*
- * Zero-copy read replies on a plain Unix connection. The reply's slot pages
- * are vmspliced into a pipe and spliced into the socket: the client's receive
- * queue references the pages, nothing is copied until the client reads. So a
- * slot is held until the client has read its bytes. A Unix socket's SIOCOUTQ
- * is the memory of the skbs it sent that the peer has not yet consumed, never
- * less than their payload, and skbs are consumed in order: every reply ending
- * at or before sent - outq has been read. TCP gives no such bound (a local
- * peer keeps the pages after its ACK), TLS encrypts from a buffer: both copy.
- */
-struct zc_conn {
-	int pipe[2];             /* -1: zero copy unavailable, replies are written */
-	size_t pipe_bytes;       /* the pipe's capacity */
-	uint64_t sent;           /* bytes sent on the connection by the writer */
-	struct nbd_cmd *held, **held_tail; /* replies sent, slots not yet reusable */
-};
-
-static void zc_open(struct zc_conn *z)
-{
-	int sz;
-
-	z->pipe[0] = z->pipe[1] = -1;
-	z->sent = 0;
-	z->held = NULL;
-	z->held_tail = &z->held;
-	if (pipe2(z->pipe, O_CLOEXEC))
-		z->pipe[0] = z->pipe[1] = -1;
-	else {
-		fcntl(z->pipe[1], F_SETPIPE_SZ, 1 << 20); /* best effort: at most pipe-max-size */
-		sz = fcntl(z->pipe[1], F_GETPIPE_SZ);
-		z->pipe_bytes = sz > 0 ? (size_t)sz : 65536;
-	}
-}
-
 /* Writer: slots of cmd back to the driver, cmd done. */
 static void cmd_finish(struct nbd_conn *c, struct nbd_cmd *cmd)
 {
@@ -585,68 +545,6 @@ static void cmd_finish(struct nbd_conn *c, struct nbd_cmd *cmd)
 	pthread_mutex_lock(&c->lock);
 	c->outstanding--; /* the writer's own wait reads it: no one to wake */
 	pthread_mutex_unlock(&c->lock);
-}
-
-/*
- * Writer: finish the held replies the client has read. Also after a failed
- * send: the pages stay in the client's queue until it reads or closes. all:
- * every one, when the writer exits (the server stops: no slot is reused).
- */
-static void zc_release(struct nbd_conn *c, struct zc_conn *z, int fd, bool all)
-{
-	uint64_t read_upto = z->sent;
-	int outq = 0;
-
-	if (!all) {
-		if (ioctl(fd, SIOCOUTQ, &outq) || outq < 0)
-			return; /* unknown: keep holding */
-		read_upto = (uint64_t)outq >= z->sent ? 0 : z->sent - (uint64_t)outq;
-	}
-	while (z->held && z->held->sent_end <= read_upto) {
-		struct nbd_cmd *cmd = z->held;
-
-		z->held = cmd->next;
-		if (!z->held)
-			z->held_tail = &z->held;
-		cmd_finish(c, cmd);
-	}
-}
-
-/* Writer: the header (h, if not NULL) then payload by splice. 0 or -errno (the connection is dead). */
-static int zc_send(struct zc_conn *z, int fd, const uint8_t *h, struct iovec *iov, unsigned n)
-{
-	unsigned i;
-	int rc = h ? write_full(fd, h, 16) : 0;
-
-	if (rc)
-		return rc;
-	z->sent += h ? 16 : 0;
-	for (i = 0; i < n; i++) {
-		struct iovec v = iov[i];
-
-		while (v.iov_len) {
-			struct iovec part = { v.iov_base, v.iov_len < z->pipe_bytes ? v.iov_len : z->pipe_bytes };
-			ssize_t in = vmsplice(z->pipe[1], &part, 1, 0), left;
-
-			if (in < 0 && errno == EINTR)
-				continue;
-			if (in <= 0)
-				return in < 0 ? -errno : -EIO;
-			for (left = in; left > 0;) {
-				ssize_t out = splice(z->pipe[0], NULL, fd, NULL, (size_t)left, SPLICE_F_MOVE);
-
-				if (out < 0 && errno == EINTR)
-					continue;
-				if (out <= 0)
-					return out < 0 ? -errno : -EIO;
-				left -= out;
-			}
-			v.iov_base = (uint8_t *)v.iov_base + in;
-			v.iov_len -= (size_t)in;
-			z->sent += (uint64_t)in;
-		}
-	}
-	return 0;
 }
 
 /*
@@ -663,8 +561,7 @@ static int zc_send(struct zc_conn *z, int fd, const uint8_t *h, struct iovec *io
  */
 enum reply_step { REPLY_DONE, REPLY_WAIT, REPLY_ABANDON };
 
-static enum reply_step send_reply(struct nbd_conn *c, struct zc_conn *z, struct nbd_cmd *cmd, int fd,
-				  bool zc, bool *dead)
+static enum reply_step send_reply(struct nbd_conn *c, struct nbd_cmd *cmd, int fd, bool *dead)
 {
 	struct vop_nbd *s = c->srv;
 
@@ -675,7 +572,6 @@ static enum reply_step send_reply(struct nbd_conn *c, struct zc_conn *z, struct 
 		uint8_t h[16];
 		uint64_t hv;
 		bool complete, wait;
-		int rc = 0;
 
 		pthread_mutex_lock(&c->lock);
 		upto = done_prefix(cmd);
@@ -683,6 +579,13 @@ static enum reply_step send_reply(struct nbd_conn *c, struct zc_conn *z, struct 
 			upto = cmd->nslots;
 		complete = cmd->remaining == 0;
 		error = cmd->error;
+		if (error && cmd->nsent > 0 && !*dead) {
+			/* the header said success: nothing else can tell the client */
+			pthread_mutex_unlock(&c->lock);
+			shutdown(fd, SHUT_RDWR);
+			*dead = true;
+			continue; /* wait for the rest of its slots, then finish it */
+		}
 		if (!streams(cmd) || error || *dead)
 			wait = !complete; /* whole replies, errors, a dead connection: every slot back first */
 		else
@@ -705,11 +608,6 @@ static enum reply_step send_reply(struct nbd_conn *c, struct zc_conn *z, struct 
 			return REPLY_WAIT;
 		if (*dead)
 			return REPLY_DONE; /* complete: the slots may go */
-		if (error && cmd->nsent > 0) { /* the header said success: nothing else can tell the client */
-			shutdown(fd, SHUT_RDWR);
-			*dead = true;
-			return REPLY_DONE;
-		}
 		if (cmd->nsent == 0) {
 			v = htobe32(NBD_SIMPLE_REPLY_MAGIC);
 			memcpy(h, &v, 4);
@@ -728,20 +626,12 @@ static enum reply_step send_reply(struct nbd_conn *c, struct zc_conn *z, struct 
 				iov[n].iov_base = vop_blk_req_buf(cmd->slots[i]);
 				iov[n++].iov_len = take;
 			}
-			if (zc)
-				rc = zc_send(z, fd, cmd->nsent == 0 ? h : NULL, iov + (cmd->nsent == 0),
-					     n - (cmd->nsent == 0));
 		}
-		if (!(zc && cmd->type == NBD_CMD_READ && !error) && n) {
-			uint64_t bytes = 0;
-
-			for (i = 0; i < n; i++)
-				bytes += iov[i].iov_len;
-			rc = writev_full(fd, iov, (int)n);
-			z->sent += rc ? 0 : bytes;
-		}
-		if (rc)
+		if (n && writev_full(fd, iov, (int)n)) {
+			/* a reply cut short: the client must see the connection end, not wait for the rest */
+			shutdown(fd, SHUT_RDWR);
 			*dead = true; /* keep draining so every slot comes back */
+		}
 		if (cmd->type != NBD_CMD_READ || error)
 			return REPLY_DONE;
 		pthread_mutex_lock(&c->lock);
@@ -756,37 +646,17 @@ static void *writer_main(void *arg)
 {
 	struct nbd_conn *c = arg;
 	struct vop_nbd *s = c->srv;
-	struct zc_conn z;
 	bool dead = false;
 
-	zc_open(&z);
 	for (;;) {
 		struct nbd_cmd *cmd;
 		enum reply_step step;
-		bool zc;
 		int fd;
 
 		pthread_mutex_lock(&c->lock);
 		/* at server stop, requests still in the ring are abandoned (the loop is stopped) */
-		while (!c->replies &&
-		       !(c->closing && (c->outstanding == 0 || atomic_load(&s->stop)))) {
-			if (z.held) { /* poll until the client has read them */
-				struct timespec ts;
-
-				clock_gettime(CLOCK_REALTIME, &ts);
-				ts.tv_nsec += NBD_ZC_POLL_NS;
-				if (ts.tv_nsec >= 1000000000) {
-					ts.tv_sec++;
-					ts.tv_nsec -= 1000000000;
-				}
-				pthread_cond_timedwait(&c->cond, &c->lock, &ts);
-				fd = c->fd;
-				pthread_mutex_unlock(&c->lock);
-				zc_release(c, &z, fd, false);
-				pthread_mutex_lock(&c->lock);
-			} else
-				pthread_cond_wait(&c->cond, &c->lock);
-		}
+		while (!c->replies && !(c->closing && (c->outstanding == 0 || atomic_load(&s->stop))))
+			pthread_cond_wait(&c->cond, &c->lock);
 		cmd = c->replies;
 		if (!cmd) {
 			pthread_mutex_unlock(&c->lock);
@@ -796,26 +666,13 @@ static void *writer_main(void *arg)
 		if (!c->replies)
 			c->replies_tail = &c->replies;
 		fd = c->fd;
-		zc = z.pipe[0] >= 0 && !c->tcp && !c->tls;
 		pthread_mutex_unlock(&c->lock);
-		step = send_reply(c, &z, cmd, fd, zc, &dead);
+		step = send_reply(c, cmd, fd, &dead);
 		if (step == REPLY_WAIT)
 			continue; /* on_done queues it again */
 		if (step == REPLY_ABANDON)
 			break;
-		if (zc && !dead && cmd->type == NBD_CMD_READ && !cmd->error) {
-			cmd->next = NULL;
-			*z.held_tail = cmd;
-			z.held_tail = &cmd->next;
-			cmd->sent_end = z.sent;
-		} else
-			cmd_finish(c, cmd);
-		zc_release(c, &z, fd, false);
-	}
-	zc_release(c, &z, -1, true);
-	if (z.pipe[0] >= 0) {
-		close(z.pipe[0]);
-		close(z.pipe[1]);
+		cmd_finish(c, cmd);
 	}
 	return NULL;
 }
@@ -1016,8 +873,10 @@ static void *listener_main(void *arg)
 		if (fd < 0)
 			continue;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* fails on unix: fine */
-		/* room for several whole read replies, so completed ones wait in the socket, not in slots */
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf)); /* capped at net.core.wmem_max */
+		/* Unix: room for several whole read replies, so the writer is not held up by each one.
+		 * TCP keeps its send-buffer autotuning. Capped at net.core.wmem_max. */
+		if (lfd != s->lfd[1])
+			setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 		reap(s, false);
 		c = calloc(1, sizeof(*c));
 		if (!c) {

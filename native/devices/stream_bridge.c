@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -57,7 +58,7 @@
 #define MAX_DEVS 32u
 #define STREAM_MAX_CTRL_PER_SEC 1024u /* PING/PONG frames a peer may send a second */
 #define STREAM_MAX_CONFIG_PER_SEC 64u /* CONFIG frames a peer may send a second, per device */
-#define CONFIG_GAP_NS (20ull * 1000 * 1000) /* device side: at most one CONFIG per device per 20 ms */
+#define CONFIG_GAP_NS (100ull * 1000 * 1000) /* device side: at most one CONFIG per device per 100 ms */
 #define UR_DIRECT 4096u  /* a used payload with at least this much left is read in place */
 #define UR_TAIL 64u      /* rxbuf bytes read behind a streamed used payload (the next headers) */
 #define TXSEG_MAX 4096u  /* written bytes sent from their slots, not yet sent */
@@ -1622,7 +1623,7 @@ static void dispatch(struct vop_stream *s, const struct vop_sframe *f, const uin
 			sfail(s, "config for unknown dev %u", c.dev_id);
 			return;
 		}
-		/* an honest device side sends at most one per CONFIG_GAP_NS: 50 a second */
+		/* an honest device side sends at most one per CONFIG_GAP_NS: 10 a second, so 64 leaves room for a burst */
 		if (t - d->cfg_window_ns >= 1000000000ull) {
 			d->cfg_window_ns = t;
 			d->cfg_frames = 0;
@@ -1998,6 +1999,16 @@ static void process_rx(struct vop_stream *s)
 	}
 }
 
+/* Bytes from the peer wait unread: in our socket, or decrypted in the TLS session. */
+static bool rx_waiting(struct vop_stream *s)
+{
+	int n = 0;
+
+	if (s->tls && vop_stls_buffered(s->tls))
+		return true;
+	return ioctl(s->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 static void relay(struct vop_stream *s)
 {
 	s->last_rx_ns = now_ns();
@@ -2033,10 +2044,11 @@ static void relay(struct vop_stream *s)
 		if (stop)
 			break;
 		/*
-		 * Silence is only the peer's while we read: throttled, its bytes wait in our socket
-		 * (TCP backpressure), so the clock restarts when we read again.
+		 * Silence is only the peer's while we read: throttled with its bytes waiting in our
+		 * socket (TCP backpressure), the clock restarts. Throttled with nothing waiting, the
+		 * peer is as silent as ever (a dead path must still end the link).
 		 */
-		if (throttled) {
+		if (throttled && rx_waiting(s)) {
 			s->last_rx_ns = t;
 		} else if (t - s->last_rx_ns > (uint64_t)s->cfg.idle_ms * 1000000ull) {
 			sfail(s, "peer silent for %u ms", s->cfg.idle_ms);

@@ -1,10 +1,10 @@
 /**
  * Read replies of the NBD export (native/devices/nbd.c): a read of several slots streams as its
- * slots complete, and on a Unix connection leaves without a copy (the client's socket references
- * the slot pages), so a slot may be reused only after the client has read its bytes. A real
- * export (the blk driver of a vopdev pair over a file) against clients that read slowly, stop
- * reading, or vanish: every reply is whole and in one piece (no interleaving), every byte is
- * the disk's, and the slots all come back.
+ * slots complete (header with the first slot, then each slot once every slot before it is read).
+ * A real export (the blk driver of a vopdev pair over a file) against clients that pipeline many
+ * reads, read slowly or stop reading, or vanish: every reply is whole and in one piece (no
+ * interleaving: the client's parser would lose its place), every byte is the disk's, and the slots
+ * all come back.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -23,7 +23,7 @@ function pattern(mib: number): Buffer {
   return b;
 }
 
-describe('NBD read replies: streamed, zero-copy on Unix, slots held until read', () => {
+describe('NBD read replies: streamed as slots complete, never interleaved', () => {
   let dir = '';
   let drv: Vopdev | null = null;
   let dev: Vopdev | null = null;
@@ -72,7 +72,7 @@ describe('NBD read replies: streamed, zero-copy on Unix, slots held until read',
     }
   });
 
-  it('a client that stops reading keeps its slots: another client reusing slots never changes its bytes', async () => {
+  it('a client that stops reading gets its bytes unchanged while another client reads through the same slots', async () => {
     const slow = await NbdClient.connect(sock);
     const fast = await NbdClient.connect(sock);
     try {

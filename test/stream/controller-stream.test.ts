@@ -6,7 +6,7 @@
  * them: the controller fills the device side's listen address and a port of its range, generates
  * a per-link secret (never returned by Get/List, in no log line), delivers it to both agents over
  * the Sync stream; the link carries console bytes both ways and a blk image through the driver
- * agent's NBD export (64 KiB segments chosen by the agent), checksums equal. Ports: the next link
+ * agent's NBD export (512 KiB segments chosen by the agent), checksums equal. Ports: the next link
  * gets the next port, a link past the range is refused naming the field, a deleted link frees its
  * port, a controller restart keeps port and secret. After the store is lost, `vopctl adopt` takes
  * the link back although the agents report its secret redacted: the controller generates a new
