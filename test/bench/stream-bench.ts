@@ -28,7 +28,7 @@
  * Environment: BENCH_RUNS (default 3), BENCH_SECONDS (default 3), BENCH_ONLY (net, blk, or blkread: the
  * stream link's blk read alone, for profiles; measure only that part while iterating; the record is a
  * full run), BENCH_BLK_MIB (1024), BENCH_BLK_SEG (KiB per blk segment of the stream link; default the
- * agent's, STREAM_BLK_SEG_BYTES: 512).
+ * agent's, STREAM_BLK_SEG_BYTES: 512), BENCH_PIN (default 1: one CPU per namespace for the blk part, below; 0: unpinned).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -48,6 +48,17 @@ const BLK_MIB = Number(process.env.BENCH_BLK_MIB ?? 1024);
 const BLK_DEPTH = 8;
 /** BENCH_ONLY=net or blk: only that part (quick iterations); unset: both, as recorded. */
 const ONLY = process.env.BENCH_ONLY ?? '';
+/**
+ * The blk part models two machines on this one: every blk process of namespace a (vop's device
+ * side, qemu-nbd) runs on CPU 0 and of namespace b (vop's driver side, the qemu-img client) on
+ * CPU 1, for vop and qemu-nbd alike. Unpinned, both "machines" share both vCPUs, and on a guest
+ * that halts an idle vCPU at once every wake-up that lands on the other vCPU waits for the host
+ * (docs/benchmarks-stream.md). BENCH_PIN=0: the scheduler places every thread (reported beside).
+ */
+const PIN = process.env.BENCH_PIN !== '0';
+const cpuOf = (side: 'a' | 'b'): number | null => (PIN ? (side === 'a' ? 0 : 1) : null);
+const pinned = (side: 'a' | 'b', cmd: string, args: readonly string[]): [string, string[]] =>
+  PIN ? ['taskset', ['-c', String(cpuOf(side)), cmd, ...args]] : [cmd, [...args]];
 /** KiB per blk segment of the stream link (one chain carries one segment) and its chain slot. */
 const BLK_SEG = Number(process.env.BENCH_BLK_SEG ?? STREAM_BLK_SEG_BYTES / 1024);
 const BLK_CHAIN_ARGS = ['--max-chain', String(BLK_SEG * 1024 + 4096)];
@@ -56,7 +67,7 @@ const BLK_CHAIN_ARGS = ['--max-chain', String(BLK_SEG * 1024 + 4096)];
 function blkSeq(v: VethPair, client: string, uri: string, write: boolean): number {
   const args = ['bench', '-f', 'raw', '-t', 'writeback', '-c', String(BLK_MIB), '-d', String(BLK_DEPTH), '-s', '1M'];
   if (write) args.push('-w');
-  const r = v.ns.exec(client, 'qemu-img', [...args, uri], 300_000);
+  const r = v.ns.exec(client, ...pinned('b', 'qemu-img', [...args, uri]), 300_000);
   const m = /Run completed in ([\d.]+) seconds/.exec(r.stdout);
   if (r.code !== 0 || !m) throw new Error(`qemu-img bench ${uri}: ${r.stdout}${r.stderr}`);
   return (BLK_MIB * 1.048576) / Number(m[1]);
@@ -266,6 +277,7 @@ async function main(): Promise<void> {
         ...BLK_CHAIN_ARGS,
       ],
       v.a,
+      cpuOf('a'),
     );
     sides.push(bdev);
     await bdev.waitLines((l) => l.startsWith('listening '));
@@ -279,6 +291,7 @@ async function main(): Promise<void> {
         `1:unix=${nbdSock}:name=vop:seg=${BLK_SEG}`,
       ],
       v.b,
+      cpuOf('b'),
     );
     sides.push(bdrv);
     await bdev.waitLines((l) => l === 'ready');
@@ -299,6 +312,7 @@ async function main(): Promise<void> {
           ...BLK_CHAIN_ARGS,
         ],
         v.a,
+        cpuOf('a'),
       );
       sides.push(tbdev);
       await tbdev.waitLines((l) => l.startsWith('listening '));
@@ -311,6 +325,7 @@ async function main(): Promise<void> {
           `1:unix=${tlsSock}:name=vop:seg=${BLK_SEG}`,
         ],
         v.b,
+        cpuOf('b'),
       );
       sides.push(tbdrv);
       await tbdev.waitLines((l) => l === 'ready');
@@ -323,6 +338,7 @@ async function main(): Promise<void> {
         'netns',
         'exec',
         v.a,
+        ...(PIN ? ['taskset', '-c', '0'] : []),
         'qemu-nbd',
         '-f',
         'raw',
@@ -395,6 +411,7 @@ async function main(): Promise<void> {
       blk_read_vop_vs_nbd: median(blk.nbdRead) > 0 ? median(blk.vopRead) / median(blk.nbdRead) : null,
       blk_write_vop_vs_nbd: median(blk.nbdWrite) > 0 ? median(blk.vopWrite) / median(blk.nbdWrite) : null,
       blk_mib_per_run: BLK_MIB,
+      blk_pinned: PIN,
       blk_depth: BLK_DEPTH,
       ...(withTls
         ? {

@@ -37,9 +37,12 @@ export class StreamSide {
   stderr = '';
   private exited: Promise<number | null>;
 
-  constructor(args: readonly string[], netns: string | null) {
-    const cmd = netns === null ? VOP_STREAM : 'ip';
-    const argv = netns === null ? [...args] : ['netns', 'exec', netns, VOP_STREAM, ...args];
+  /** cpu: run it (and every thread it starts) on that CPU only (taskset). */
+  constructor(args: readonly string[], netns: string | null, cpu: number | null = null) {
+    const pin = cpu === null ? [] : ['taskset', '-c', String(cpu)];
+    const tool = [...pin, VOP_STREAM, ...args];
+    const cmd = netns === null ? (tool[0] ?? VOP_STREAM) : 'ip';
+    const argv = netns === null ? tool.slice(1) : ['netns', 'exec', netns, ...tool];
     this.proc = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.exited = new Promise((resolve) => this.proc.once('exit', (code) => resolve(code)));
     let out = '';
