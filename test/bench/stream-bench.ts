@@ -266,47 +266,13 @@ async function main(): Promise<void> {
     writeFileSync(disk, Buffer.alloc(0));
     truncateSync(disk, BLK_MIB * 1024 * 1024);
     const nbdSock = path.join(dir, 'nbd.sock');
-    const bdev = new StreamSide(
-      [
-        '--listen',
-        'tcp:10.95.0.1:7520',
-        '--secret-file',
-        secret,
-        '--blk-device',
-        `1:file=${disk}:direct:threads=${BLK_DEPTH}:seg=${BLK_SEG}`,
-        ...BLK_CHAIN_ARGS,
-      ],
-      v.a,
-      cpuOf('a'),
-    );
-    sides.push(bdev);
-    await bdev.waitLines((l) => l.startsWith('listening '));
-    const bdrv = new StreamSide(
-      [
-        '--connect',
-        'tcp:10.95.0.1:7520',
-        '--secret-file',
-        secret,
-        '--blk-driver',
-        `1:unix=${nbdSock}:name=vop:seg=${BLK_SEG}`,
-      ],
-      v.b,
-      cpuOf('b'),
-    );
-    sides.push(bdrv);
-    await bdev.waitLines((l) => l === 'ready');
-    await bdrv.waitLines((l) => l === 'ready');
-    const vopUri = `nbd+unix:///vop?socket=${nbdSock}`;
-    await nbdUp(v, v.b, vopUri);
-    // With --tls, the same blk device over a TLS 1.3 stream link (beside, not instead).
-    const tlsSock = path.join(dir, 'nbd-tls.sock');
-    const vopTlsUri = `nbd+unix:///vop?socket=${tlsSock}`;
-    if (withTls) {
-      const tbdev = new StreamSide(
+    /** A blk stream link on port (device side in ns a, driver side's NBD export at sock in ns b): its URI. */
+    const blkLink = async (port: number, authA: string[], authB: string[], sock: string): Promise<string> => {
+      const dev = new StreamSide(
         [
           '--listen',
-          'tcp:10.95.0.1:7521',
-          ...tlsArgs(ka, 'bench-b'),
+          `tcp:10.95.0.1:${port}`,
+          ...authA,
           '--blk-device',
           `1:file=${disk}:direct:threads=${BLK_DEPTH}:seg=${BLK_SEG}`,
           ...BLK_CHAIN_ARGS,
@@ -314,24 +280,26 @@ async function main(): Promise<void> {
         v.a,
         cpuOf('a'),
       );
-      sides.push(tbdev);
-      await tbdev.waitLines((l) => l.startsWith('listening '));
-      const tbdrv = new StreamSide(
-        [
-          '--connect',
-          'tcp:10.95.0.1:7521',
-          ...tlsArgs(kb, 'bench-a'),
-          '--blk-driver',
-          `1:unix=${tlsSock}:name=vop:seg=${BLK_SEG}`,
-        ],
+      sides.push(dev);
+      await dev.waitLines((l) => l.startsWith('listening '));
+      const drv = new StreamSide(
+        ['--connect', `tcp:10.95.0.1:${port}`, ...authB, '--blk-driver', `1:unix=${sock}:name=vop:seg=${BLK_SEG}`],
         v.b,
         cpuOf('b'),
       );
-      sides.push(tbdrv);
-      await tbdev.waitLines((l) => l === 'ready');
-      await tbdrv.waitLines((l) => l === 'ready');
-      await nbdUp(v, v.b, vopTlsUri);
-    }
+      sides.push(drv);
+      await dev.waitLines((l) => l === 'ready');
+      await drv.waitLines((l) => l === 'ready');
+      const uri = `nbd+unix:///vop?socket=${sock}`;
+      await nbdUp(v, v.b, uri);
+      return uri;
+    };
+    const hmac = ['--secret-file', secret];
+    const vopUri = await blkLink(7520, hmac, hmac, nbdSock);
+    // With --tls, the same blk device over a TLS 1.3 stream link (beside, not instead).
+    const vopTlsUri = withTls
+      ? await blkLink(7521, tlsArgs(ka, 'bench-b'), tlsArgs(kb, 'bench-a'), path.join(dir, 'nbd-tls.sock'))
+      : '';
     const qn = spawn(
       'ip',
       [

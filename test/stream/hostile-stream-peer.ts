@@ -80,15 +80,19 @@ export function devStart(devId: number, gen: number, features: bigint): Buffer {
   return frame(MSG.DEV_START, p);
 }
 
-/** A CHAINS frame of chains with one readable segment each: [id, bytes]. */
-export function chains(devId: number, gen: number, queue: number, list: readonly [number, Buffer][]): Buffer {
-  const parts: Buffer[] = [];
+/** The 12-byte batch header CHAINS and USED frames start with: dev_id, gen, queue, count. */
+function batchHeader(devId: number, gen: number, queue: number, count: number): Buffer {
   const h = Buffer.alloc(12);
   h.writeUInt32LE(devId, 0);
   h.writeUInt32LE(gen, 4);
   h.writeUInt16LE(queue, 8);
-  h.writeUInt16LE(list.length, 10);
-  parts.push(h);
+  h.writeUInt16LE(count, 10);
+  return h;
+}
+
+/** A CHAINS frame of chains with one readable segment each: [id, bytes]. */
+export function chains(devId: number, gen: number, queue: number, list: readonly [number, Buffer][]): Buffer {
+  const parts: Buffer[] = [batchHeader(devId, gen, queue, list.length)];
   for (const [id, bytes] of list) {
     const c = Buffer.alloc(8);
     c.writeUInt16LE(id, 0);
@@ -122,13 +126,7 @@ export function writableChains(devId: number, gen: number, queue: number, list: 
 
 /** A USED frame of entries [id, len] without payload bytes beyond len zero bytes. */
 export function used(devId: number, gen: number, queue: number, list: readonly [number, number][]): Buffer {
-  const parts: Buffer[] = [];
-  const h = Buffer.alloc(12);
-  h.writeUInt32LE(devId, 0);
-  h.writeUInt32LE(gen, 4);
-  h.writeUInt16LE(queue, 8);
-  h.writeUInt16LE(list.length, 10);
-  parts.push(h);
+  const parts: Buffer[] = [batchHeader(devId, gen, queue, list.length)];
   for (const [id, len] of list) {
     const e = Buffer.alloc(8 + len);
     e.writeUInt16LE(id, 0);
